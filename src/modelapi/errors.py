@@ -1,0 +1,93 @@
+"""Errors, one class per condition.
+
+Each carries the HTTP status it maps to; ``http/errors.py`` turns them into responses in one place, so the
+rest of the package never builds an error response itself::
+
+    ModelAPIError (500)
+    ├── BadRequest (400)
+    │   ├── MalformedRequest        the body cannot be parsed
+    │   └── InvalidInput            parsed, but does not match the model's signature
+    ├── NotFound (404)
+    │   ├── RouteNotFound
+    │   └── ModelNotFound           also an unknown version
+    ├── MethodNotAllowed (405)
+    ├── PayloadTooLarge (413)       body over the byte limit, or too many rows
+    ├── UnsupportedMediaType (415)
+    ├── ModelNotReady (503)
+    ├── InferenceError (500)        the model raised; details go to the log, not the client
+    └── ModelLoadError (500)        a model cannot be loaded (raised at start-up, not per request)
+        └── UntrustedModel          pickle-based file without the operator's trust
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+
+class ModelAPIError(Exception):
+    status: int = 500
+    title: str = "Internal Server Error"
+
+    def __init__(self, detail: str = "", *, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail or self.title
+        self.headers = dict(headers or {})
+
+
+class BadRequest(ModelAPIError):
+    status = 400
+    title = "Bad Request"
+
+
+class MalformedRequest(BadRequest):
+    title = "Malformed Request"
+
+
+class InvalidInput(BadRequest):
+    title = "Invalid Input"
+
+
+class NotFound(ModelAPIError):
+    status = 404
+    title = "Not Found"
+
+
+class RouteNotFound(NotFound):
+    pass
+
+
+class ModelNotFound(NotFound):
+    title = "Model Not Found"
+
+
+class MethodNotAllowed(ModelAPIError):
+    status = 405
+    title = "Method Not Allowed"
+
+
+class PayloadTooLarge(ModelAPIError):
+    status = 413
+    title = "Content Too Large"
+
+
+class UnsupportedMediaType(ModelAPIError):
+    status = 415
+    title = "Unsupported Media Type"
+
+
+class ModelNotReady(ModelAPIError):
+    status = 503
+    title = "Model Not Ready"
+
+
+class InferenceError(ModelAPIError):
+    status = 500
+    title = "Inference Error"
+
+
+class ModelLoadError(ModelAPIError):
+    title = "Model Load Error"
+
+
+class UntrustedModel(ModelLoadError):
+    title = "Untrusted Model"

@@ -1,0 +1,40 @@
+"""Fast JSON with numpy support (orjson).
+
+NaN and Infinity have no JSON form: they are written as ``null``, deliberately, so every answer is valid JSON
+that any language can read.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import orjson
+
+from .errors import MalformedRequest
+
+_OPTS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, bytes):
+        return obj.decode("utf-8", errors="replace")
+    raise TypeError(f"cannot encode {type(obj).__name__} as JSON")
+
+
+def dumps(obj: Any) -> bytes:
+    return orjson.dumps(obj, default=_default, option=_OPTS)
+
+
+def loads(body: bytes | str) -> Any:
+    """Parse a request body; any failure (bad UTF-8, bad syntax, nesting over 1024) is a client error."""
+    if not body:
+        raise MalformedRequest("the request body is empty; send a JSON document")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedRequest(f"the request body is not valid JSON: {exc}") from None

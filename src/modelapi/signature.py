@@ -1,0 +1,312 @@
+"""What a model takes and gives: tensor specs, datatypes, and validation of inputs.
+
+Datatypes are named as in the Open Inference Protocol (``FP64``, ``INT64``, ``BYTES``...), so a signature reads
+the same in every language. The first axis of every tensor is the row (batch) axis; ``-1`` in a shape means
+"any size".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .errors import InvalidInput, PayloadTooLarge
+
+#: Open Inference Protocol datatype -> numpy dtype. BYTES holds str or bytes in an object array.
+DATATYPES: dict[str, np.dtype[Any]] = {
+    "BOOL": np.dtype(np.bool_),
+    "UINT8": np.dtype(np.uint8),
+    "UINT16": np.dtype(np.uint16),
+    "UINT32": np.dtype(np.uint32),
+    "UINT64": np.dtype(np.uint64),
+    "INT8": np.dtype(np.int8),
+    "INT16": np.dtype(np.int16),
+    "INT32": np.dtype(np.int32),
+    "INT64": np.dtype(np.int64),
+    "FP16": np.dtype(np.float16),
+    "FP32": np.dtype(np.float32),
+    "FP64": np.dtype(np.float64),
+    "BYTES": np.dtype(object),
+}
+_BY_DTYPE = {dt: name for name, dt in DATATYPES.items() if name != "BYTES"}
+
+_KIND_WORDS = {"b": "boolean", "i": "integer", "u": "integer", "f": "number", "U": "string", "S": "string"}
+
+
+def datatype_of(dtype: np.dtype[Any] | type | str) -> str:
+    """The Open Inference Protocol datatype for a numpy dtype (strings and objects are ``BYTES``)."""
+    dt = np.dtype(dtype)
+    if dt.kind in "OUS":
+        return "BYTES"
+    try:
+        return _BY_DTYPE[dt]
+    except KeyError:
+        raise ValueError(f"numpy dtype {dt} has no Open Inference Protocol datatype") from None
+
+
+def json_type(datatype: str) -> str:
+    """The JSON Schema type for one element of a datatype."""
+    if datatype == "BOOL":
+        return "boolean"
+    if datatype == "BYTES":
+        return "string"
+    if datatype.startswith(("INT", "UINT")):
+        return "integer"
+    return "number"
+
+
+def _shape_text(shape: Sequence[int]) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One named input or output.
+
+    ``shape`` includes the row axis first (normally ``-1``). ``labels`` names the positions along the last
+    axis (class labels for probabilities). ``allow_nonfinite`` lets NaN/Infinity through validation, for
+    models that handle missing values themselves.
+    """
+
+    name: str
+    datatype: str = "FP64"
+    shape: tuple[int, ...] = (-1,)
+    labels: tuple[Any, ...] | None = None
+    allow_nonfinite: bool = False
+    example: Any = None
+    description: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.datatype not in DATATYPES:
+            raise ValueError(f"tensor {self.name!r}: unknown datatype {self.datatype!r}; one of {sorted(DATATYPES)}")
+        object.__setattr__(self, "shape", tuple(int(d) for d in self.shape))
+        if not self.shape:
+            raise ValueError(f"tensor {self.name!r}: shape needs at least the row axis, e.g. (-1,)")
+        if self.labels is not None:
+            object.__setattr__(self, "labels", tuple(self.labels))
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        return DATATYPES[self.datatype]
+
+    @property
+    def row_shape(self) -> tuple[int, ...]:
+        """The shape of one row: the shape without the row axis."""
+        return self.shape[1:]
+
+    def example_value(self) -> Any:
+        """An example value for one row, for documentation."""
+        if self.example is not None:
+            return self.example
+        scalar: Any = {"boolean": False, "string": "text", "integer": 0, "number": 0.0}[json_type(self.datatype)]
+        value = scalar
+        for dim in reversed(self.row_shape):
+            value = [value] * (dim if dim > 0 else 1)
+        return value
+
+    def describe(self) -> str:
+        return f"{self.datatype} {_shape_text(self.shape)}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Open Inference Protocol tensor metadata, plus labels where present."""
+        out: dict[str, Any] = {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+        if self.labels is not None:
+            out["labels"] = [_plain(v) for v in self.labels]
+        return out
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+@dataclass(frozen=True)
+class Signature:
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    _by_name: dict[str, TensorSpec] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "inputs", tuple(self.inputs))
+        object.__setattr__(self, "outputs", tuple(self.outputs))
+        for kind, specs in (("input", self.inputs), ("output", self.outputs)):
+            names = [s.name for s in specs]
+            if len(set(names)) != len(names):
+                raise ValueError(f"duplicate {kind} names in signature: {names}")
+        if not self.inputs:
+            raise ValueError("a signature needs at least one input")
+        object.__setattr__(self, "_by_name", {s.name: s for s in self.inputs})
+
+    @classmethod
+    def from_features(
+        cls, features: Mapping[str, str | type], outputs: Sequence[TensorSpec] = ()
+    ) -> Signature:
+        """A tabular signature: one 1-D input per named feature, e.g. ``{"age": "FP64", "city": "BYTES"}``."""
+        inputs = [
+            TensorSpec(name, ft if isinstance(ft, str) else datatype_of(ft), (-1,)) for name, ft in features.items()
+        ]
+        return cls(tuple(inputs), tuple(outputs))
+
+    @property
+    def input_names(self) -> list[str]:
+        return [s.name for s in self.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [s.name for s in self.outputs]
+
+    def input(self, name: str) -> TensorSpec:
+        return self._by_name[name]
+
+    def output(self, name: str) -> TensorSpec | None:
+        return next((s for s in self.outputs if s.name == name), None)
+
+    def example_record(self) -> dict[str, Any]:
+        return {s.name: s.example_value() for s in self.inputs}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"inputs": [s.to_dict() for s in self.inputs], "outputs": [s.to_dict() for s in self.outputs]}
+
+    def validate(self, inputs: Mapping[str, np.ndarray], *, max_rows: int | None = None) -> dict[str, np.ndarray]:
+        """Check inputs against the signature and cast them to the declared dtypes.
+
+        Raises ``InvalidInput`` naming the input and what was expected, or ``PayloadTooLarge`` for too many
+        rows. Returns the arrays the model will see.
+        """
+        missing = [s for s in self.inputs if s.name not in inputs]
+        unknown = [n for n in inputs if n not in self._by_name]
+        if missing or unknown:
+            parts = []
+            if missing:
+                parts.append("missing " + ", ".join(f"'{s.name}' ({s.describe()})" for s in missing))
+            if unknown:
+                parts.append("unknown " + ", ".join(f"'{n}'" for n in unknown))
+            raise InvalidInput(f"inputs: {'; '.join(parts)}; expected inputs: {', '.join(self.input_names)}")
+        out: dict[str, np.ndarray] = {}
+        rows: int | None = None
+        for spec in self.inputs:
+            arr = _check_shape(spec, np.asarray(inputs[spec.name]))
+            n = arr.shape[0]
+            if rows is None:
+                rows = n
+            elif n != rows:
+                raise InvalidInput(
+                    f"input '{spec.name}': has {n} rows but '{self.inputs[0].name}' has {rows}; "
+                    "every input needs the same number of rows"
+                )
+            out[spec.name] = _cast(spec, arr)
+        if not rows:
+            raise InvalidInput("the request has no rows; send at least one")
+        if max_rows is not None and rows > max_rows:
+            raise PayloadTooLarge(f"the request has {rows} rows; the limit is {max_rows} rows per request")
+        return out
+
+
+def _check_shape(spec: TensorSpec, arr: np.ndarray) -> np.ndarray:
+    expected = spec.shape
+    if arr.ndim == len(expected) + 1 and arr.ndim >= 2 and arr.shape[-1] == 1:
+        arr = arr.reshape(arr.shape[:-1])  # a column sent as [N, 1]
+    ok = arr.ndim == len(expected) and all(e < 0 or e == a for e, a in zip(expected, arr.shape, strict=True))
+    if not ok:
+        raise InvalidInput(
+            f"input '{spec.name}': expected shape {_shape_text(expected)} (-1: any size), "
+            f"got {_shape_text(arr.shape)}"
+        )
+    return arr
+
+
+def _cast(spec: TensorSpec, arr: np.ndarray) -> np.ndarray:
+    want = spec.dtype
+    kind = arr.dtype.kind
+    name = spec.name
+    if spec.datatype == "BYTES":
+        if kind in "US":
+            return arr.astype(object)
+        if kind == "O":
+            bad = _first(arr, lambda v: not isinstance(v, str | bytes))
+            if bad is not None:
+                got = _describe_value(bad[1])
+                raise InvalidInput(f"input '{name}': expected BYTES (string), got {got} at index {bad[0]}")
+            return arr
+        raise InvalidInput(f"input '{name}': expected BYTES (string), got {_kind_word(arr)}")
+    if kind == "O":
+        arr = _object_to_numeric(spec, arr)
+        kind = arr.dtype.kind
+    if kind in "US":
+        raise InvalidInput(f"input '{name}': expected {spec.datatype} ({_kind_word_dtype(want)}), got string")
+    if want.kind == "b":
+        if kind != "b":
+            raise InvalidInput(f"input '{name}': expected BOOL (true/false), got {_kind_word(arr)}")
+        return arr
+    if kind == "b":
+        raise InvalidInput(f"input '{name}': expected {spec.datatype} ({_kind_word_dtype(want)}), got boolean")
+    if want.kind == "f":
+        if kind == "f" and not spec.allow_nonfinite:
+            finite = np.isfinite(arr)
+            if not finite.all():
+                where = tuple(int(i) for i in np.argwhere(~finite)[0])
+                raise InvalidInput(
+                    f"input '{name}': non-finite value (NaN or Infinity) at index {list(where)}; "
+                    "this model needs finite numbers"
+                )
+        return arr if arr.dtype == want else arr.astype(want)
+    # integer targets
+    if kind == "f" and not (np.isfinite(arr).all() and np.equal(np.mod(arr, 1), 0).all()):
+        raise InvalidInput(f"input '{name}': expected {spec.datatype} (integer), got a non-integer number")
+    info = np.iinfo(want)
+    if arr.size and (arr.min() < info.min or arr.max() > info.max):
+        raise InvalidInput(f"input '{name}': value out of range for {spec.datatype} ({info.min}..{info.max})")
+    return arr if arr.dtype == want else arr.astype(want)
+
+
+def _object_to_numeric(spec: TensorSpec, arr: np.ndarray) -> np.ndarray:
+    """Object arrays come from JSON with mixed element types or nulls."""
+    def bad_element(v: Any) -> bool:
+        if v is None:
+            return not spec.allow_nonfinite
+        if spec.datatype == "BOOL":
+            return not isinstance(v, bool | np.bool_)
+        return isinstance(v, bool | np.bool_) or not isinstance(v, int | float | np.integer | np.floating)
+
+    bad = _first(arr, bad_element)
+    if bad is not None:
+        idx, value = bad
+        expected = f"{spec.datatype} ({_kind_word_dtype(spec.dtype)})"
+        if spec.datatype == "BOOL":
+            expected = "BOOL (true/false)"
+        raise InvalidInput(f"input '{spec.name}': expected {expected}, got {_describe_value(value)} at index {idx}")
+    if spec.datatype == "BOOL":
+        return arr.astype(bool)
+    return np.where(arr == None, np.nan, arr).astype(np.float64)  # noqa: E711
+
+
+def _first(arr: np.ndarray, pred: Any) -> tuple[list[int], Any] | None:
+    for idx, value in np.ndenumerate(arr):
+        if pred(value):
+            return [int(i) for i in idx], value
+    return None
+
+
+def _describe_value(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool | np.bool_):
+        return "boolean"
+    if isinstance(value, str | bytes):
+        text = value if isinstance(value, str) else repr(value)
+        return f"string {text[:40]!r}" if isinstance(value, str) else "bytes"
+    if isinstance(value, int | float | np.number):
+        return "number"
+    if isinstance(value, list | dict):
+        return "array" if isinstance(value, list) else "object"
+    return type(value).__name__
+
+
+def _kind_word(arr: np.ndarray) -> str:
+    return _KIND_WORDS.get(arr.dtype.kind, str(arr.dtype))
+
+
+def _kind_word_dtype(dt: np.dtype[Any]) -> str:
+    return _KIND_WORDS.get(dt.kind, str(dt))
