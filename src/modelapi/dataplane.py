@@ -29,6 +29,8 @@ class DataPlane:
     # lifecycle -------------------------------------------------------------------------------------------
     def load_all(self) -> None:
         for model in self.models.values():
+            if model.name in self._ready:
+                continue
             model.load()
             self._ready.add(model.name)
 
