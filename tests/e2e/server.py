@@ -1,0 +1,73 @@
+"""One helper that starts the real server on a free loopback port and stops it cleanly."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+TESTS_DIR = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class RunningServer:
+    url: str
+    process: subprocess.Popen[str]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@contextlib.contextmanager
+def serve(*args: str, env: dict[str, str] | None = None, timeout: float = 30.0,
+          tmp_dir: Path | None = None) -> Iterator[RunningServer]:
+    """Run ``python -m modelapi serve ARGS --port P`` until it is ready; stop it with SIGTERM afterwards."""
+    port = free_port()
+    full_env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")]),
+                **(env or {})}
+    log_dir = tmp_dir or Path(os.environ.get("TMPDIR", "/tmp"))
+    log_path = log_dir / f"modelapi-server-{port}.log"
+    with log_path.open("w") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "modelapi", "serve", *args, "--host", "127.0.0.1", "--port", str(port)],
+            stdout=log_file, stderr=subprocess.STDOUT, env=full_env, text=True,
+        )
+    server = RunningServer(f"http://127.0.0.1:{port}", proc, log_path)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited with {proc.returncode}:\n{server.log()}")
+            try:
+                if httpx.get(server.url + "/v2/health/ready", timeout=1.0).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server not ready after {timeout}s:\n{server.log()}")
+            time.sleep(0.1)
+        yield server
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

@@ -1,0 +1,84 @@
+"""Small models defined in code, for tests that need a model but not a loader.
+
+Importable by the real server as ``toymodels:Echo`` etc. when ``tests/`` is on PYTHONPATH.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression
+
+from modelapi.models.base import Model
+from modelapi.signature import Signature, TensorSpec
+
+IRIS_FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+IRIS_LABELS = ("setosa", "versicolor", "virginica")
+
+
+class IrisClassifier(Model):
+    """A tabular classifier with named features, string labels and probabilities."""
+
+    platform = "python"
+    signature = Signature(
+        inputs=tuple(TensorSpec(f, "FP64", (-1,), example=v) for f, v in zip(IRIS_FEATURES, [5.1, 3.5, 1.4, 0.2])),
+        outputs=(
+            TensorSpec("label", "BYTES", (-1,)),
+            TensorSpec("probabilities", "FP64", (-1, 3), labels=IRIS_LABELS),
+        ),
+    )
+
+    def __init__(self) -> None:
+        self.name = "iris"
+
+    def load(self) -> None:
+        data = load_iris()
+        y = np.array(IRIS_LABELS, dtype=object)[data.target]
+        self.estimator = LogisticRegression(max_iter=1000).fit(data.data, y)
+
+    def predict(self, inputs: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
+        x = np.column_stack([inputs[f] for f in IRIS_FEATURES])
+        return {"label": self.estimator.predict(x), "probabilities": self.estimator.predict_proba(x)}
+
+
+ECHO_TYPES = ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32",
+              "FP64", "BYTES"]
+
+
+class Echo(Model):
+    """One input per datatype, each echoed back unchanged as ``<name>_out``; ``matrix`` is [-1, 2, 3]."""
+
+    signature = Signature(
+        inputs=(
+            *(TensorSpec(t.lower(), t, (-1,), allow_nonfinite=True) for t in ECHO_TYPES),
+            TensorSpec("matrix", "FP32", (-1, 2, 3)),
+        ),
+        outputs=(
+            *(TensorSpec(f"{t.lower()}_out", t, (-1,)) for t in ECHO_TYPES),
+            TensorSpec("matrix_out", "FP32", (-1, 2, 3)),
+        ),
+    )
+
+    def __init__(self) -> None:
+        self.name = "echo"
+
+    def predict(self, inputs: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
+        return {f"{k}_out": v for k, v in inputs.items()}
+
+
+class Regressor(Model):
+    """y = 2a - b; answers NaN when a == 999 (to test non-finite outputs) and fails when a == -999."""
+
+    signature = Signature.from_features({"a": "FP64", "b": "FP64"}, outputs=[TensorSpec("prediction", "FP64")])
+
+    def __init__(self) -> None:
+        self.name = "regressor"
+
+    def predict(self, inputs: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
+        a, b = inputs["a"], inputs["b"]
+        if (a == -999).any():
+            raise RuntimeError("secret internal detail /srv/model/weights.bin")
+        y = 2 * a - b
+        return {"prediction": np.where(a == 999, np.nan, y)}
