@@ -1,0 +1,90 @@
+"""The command line: ``modelapi serve`` and ``modelapi inspect``.
+
+Flags map onto Settings; a flag given on the command line wins over a ``MODELAPI_*`` environment variable,
+which wins over the default. Flags left out are not passed, so the environment still applies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+from . import __version__
+from .errors import ModelLoadError
+
+_SERVE_FLAGS = {
+    # dest: (flags, help, extra argparse kwargs)
+    "names": (["--name"], "name for the next model, in order (repeatable; default: the file stem)", {"action": "append"}),
+    "host": (["--host"], "address to bind (default 127.0.0.1: this machine only)", {}),
+    "port": (["--port"], "TCP port (default 8000; 0 picks a free port)", {"type": int}),
+    "trust_pickle": (["--trust-pickle"], "allow pickle/joblib model files: loading one runs its code", {"action": "store_true"}),
+    "sha256": (["--sha256"], "trust a pickle file whose SHA-256 is HEX (repeatable)", {"action": "append", "metavar": "HEX"}),
+    "max_body_bytes": (["--max-body-bytes"], "largest request body in bytes (default 32 MiB)", {"type": int}),
+    "max_rows": (["--max-rows"], "most rows per prediction request (default 100000)", {"type": int}),
+    "log_level": (["--log-level"], "critical, error, warning, info (default) or debug", {}),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="modelapi", description="Serve trained models as a JSON web API.")
+    parser.add_argument("--version", action="version", version=f"modelapi {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="serve models over HTTP", description="Serve models over HTTP.")
+    serve.add_argument(
+        "models", nargs="*", metavar="MODEL",
+        help="model file (.skops, .onnx, .joblib/.pkl with trust), directory, or module:Class; "
+        "none serves the bundled iris demo model",
+    )
+    for dest, (flags, text, extra) in _SERVE_FLAGS.items():
+        serve.add_argument(*flags, dest=dest, help=text, default=argparse.SUPPRESS, **extra)
+
+    inspect = sub.add_parser("inspect", help="print what would be served, without serving it")
+    inspect.add_argument("model", metavar="MODEL")
+    inspect.add_argument("--name", dest="names", action="append", default=argparse.SUPPRESS)
+    inspect.add_argument("--trust-pickle", dest="trust_pickle", action="store_true", default=argparse.SUPPRESS)
+    inspect.add_argument("--sha256", dest="sha256", action="append", default=argparse.SUPPRESS, metavar="HEX")
+    return parser
+
+
+def _settings(args: argparse.Namespace, models: list[str]) -> Any:
+    from .settings import Settings
+
+    overrides = {k: v for k, v in vars(args).items() if k in _SERVE_FLAGS}
+    if models:
+        overrides["models"] = models
+    return Settings(**overrides)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            from .server import run
+
+            run(_settings(args, list(args.models)))
+            return 0
+        return _inspect(_settings(args, [args.model]))
+    except ValidationError as exc:
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"])
+            print(f"modelapi: error: {where}: {err['msg']}", file=sys.stderr)
+        return 2
+    except (ModelLoadError, ValueError, OSError) as exc:
+        print(f"modelapi: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _inspect(settings: Any) -> int:
+    from . import jsonutil
+    from .server import load_models
+
+    for model in load_models(settings):
+        sys.stdout.write(jsonutil.dumps(model.describe()).decode() + "\n")
+    return 0

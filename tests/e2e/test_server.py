@@ -1,0 +1,119 @@
+"""The real server, started as a user starts it, spoken to over HTTP on loopback."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .server import free_port, serve
+
+
+def require_tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{name} is required in CI (.ci/run installs it)")
+        pytest.skip(f"{name} is not installed")
+    return path
+
+
+def test_demo_model_end_to_end(tmp_path: Path) -> None:
+    with serve(tmp_dir=tmp_path) as server:
+        with httpx.Client(base_url=server.url) as http:
+            r = http.post("/predict", json={"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4,
+                                            "petal_width": 0.2})
+            assert r.status_code == 200, r.text
+            body = r.json()
+            assert body["prediction"] == "setosa"
+            assert set(body["probabilities"]) == {"setosa", "versicolor", "virginica"}
+            assert abs(sum(body["probabilities"].values()) - 1) < 1e-9
+
+            r = http.get("/predict", params={"sepal_length": "6.3", "sepal_width": "-3.3", "petal_length": "6",
+                                              "petal_width": "2.5"})
+            assert r.status_code == 200, r.text
+
+            r = http.get("/v2/models/iris")
+            assert r.status_code == 200
+            assert [i["name"] for i in r.json()["inputs"]] == ["sepal_length", "sepal_width", "petal_length",
+                                                             "petal_width"]
+            assert http.get("/openapi.json").status_code == 200
+            assert http.get("/docs").status_code == 200
+
+            r = http.post("/predict", content=b"{not json", headers={"content-type": "application/json"})
+            assert r.status_code == 400
+            assert r.headers["content-type"].startswith("application/problem+json")
+            r = http.get("/no/such/route")
+            assert r.status_code == 404
+            assert r.json()["status"] == 404
+
+
+def test_banner_shows_url_docs_and_a_curl_example_that_works(tmp_path: Path) -> None:
+    curl = require_tool("curl")
+    with serve(tmp_dir=tmp_path) as server:
+        deadline = time.monotonic() + 10
+        while "curl" not in server.log() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        log = server.log()
+        assert f"{server.url}/docs" in log
+        line = next(ln.strip() for ln in log.splitlines() if ln.strip().startswith("curl "))
+        argv = shlex.split(line)
+        argv[0] = curl
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=True)
+        assert '"prediction":"setosa"' in out.stdout
+
+
+def test_sigterm_stops_the_server_cleanly(tmp_path: Path) -> None:
+    with serve(tmp_dir=tmp_path) as server:
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=10) == 0
+
+
+def test_unloadable_model_exits_with_a_one_line_error(tmp_path: Path) -> None:
+    bogus = tmp_path / "model.txt"
+    bogus.write_text("hello")
+    out = subprocess.run([sys.executable, "-m", "modelapi", "serve", str(bogus), "--port", str(free_port())],
+                         capture_output=True, text=True, timeout=30, check=False)
+    assert out.returncode == 2
+    assert out.stderr.startswith("modelapi: error:")
+    assert "Traceback" not in out.stderr
+
+
+def test_pickle_is_refused_without_trust(tmp_path: Path) -> None:
+    import joblib
+    from sklearn.linear_model import LinearRegression
+
+    path = tmp_path / "lin.joblib"
+    joblib.dump(LinearRegression().fit([[0.0], [1.0]], [0.0, 2.0]), path)
+    out = subprocess.run([sys.executable, "-m", "modelapi", "serve", str(path), "--port", str(free_port())],
+                         capture_output=True, text=True, timeout=30, check=False)
+    assert out.returncode == 2
+    assert "--trust-pickle" in out.stderr
+    digest = re.search(r"[0-9a-f]{64}", out.stderr)
+    assert digest is not None
+    with serve(str(path), "--sha256", digest.group(0), tmp_dir=tmp_path) as server:
+        r = httpx.post(server.url + "/predict", json={"input": [3.0]})
+        assert r.status_code == 200, r.text
+        assert r.json()["prediction"] == pytest.approx(6.0)
+
+
+def test_several_models_with_names(tmp_path: Path) -> None:
+    with serve("toymodels:IrisClassifier", "toymodels:Regressor", "--name", "flowers", "--name", "reg",
+               tmp_dir=tmp_path) as server:
+        models = httpx.get(server.url + "/models").json()
+        names = {m["name"] for m in (models["models"] if isinstance(models, dict) else models)}
+        assert names == {"flowers", "reg"}
+        r = httpx.post(server.url + "/models/reg/predict", json={"a": -1.5, "b": 2})
+        assert r.status_code == 200, r.text
+        assert r.json()["prediction"] == pytest.approx(-5.0)
+        # /predict is only for a single model
+        assert httpx.post(server.url + "/predict", json={"a": 1, "b": 2}).status_code == 404

@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from modelapi.cli import main
+
+
+def test_inspect_prints_the_signature_without_serving(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["inspect", "toymodels:IrisClassifier"]) == 0
+    described = json.loads(capsys.readouterr().out)
+    assert described["platform"] == "python"
+    assert [i["name"] for i in described["inputs"]][:2] == ["sepal_length", "sepal_width"]
+
+
+def test_bad_setting_is_a_one_line_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--port", "70000"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("modelapi: error: port")
+
+
+def test_unknown_model_spec(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["inspect", "no_such_module_xyz:Model"]) == 2
+    assert "no_such_module_xyz" in capsys.readouterr().err
+
+
+def test_more_names_than_models(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["inspect", "toymodels:Regressor", "--name", "a", "--name", "b"]) == 2
+    assert "names" in capsys.readouterr().err
