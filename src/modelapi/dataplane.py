@@ -8,7 +8,7 @@ from collections.abc import Iterable
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 
-from .errors import InferenceError, InvalidInput, ModelNotFound, ModelNotReady
+from .errors import BadRequest, InferenceError, InvalidInput, ModelNotFound, ModelNotReady
 from .inference import InferenceRequest, InferenceResponse
 from .models.base import Model
 
@@ -84,6 +84,8 @@ class DataPlane:
 def _predict(model: Model, inputs: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
     try:
         raw = model.predict(inputs)
+    except BadRequest:
+        raise  # a model may reject an input the signature cannot describe (e.g. an unknown category)
     except Exception as exc:
         log.exception("model %r failed on a batch of %d rows", model.name, rows)
         raise InferenceError(f"model '{model.name}' failed to predict") from exc
