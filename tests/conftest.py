@@ -9,10 +9,9 @@ from starlette.testclient import TestClient
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from toymodels import Echo, IrisClassifier, Regressor  # noqa: E402
-
-from modelapi.http.app import create_app  # noqa: E402
-from modelapi.settings import Settings  # noqa: E402
+from modelapi.http.app import create_app
+from modelapi.settings import Settings
+from toymodels import Echo, IrisClassifier, Regressor
 
 
 @pytest.fixture

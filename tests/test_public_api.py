@@ -8,8 +8,17 @@ import modelapi
 
 def test_public_surface_is_small_and_stable() -> None:
     assert sorted(modelapi.__all__) == sorted(
-        ["Model", "ModelAPIError", "Settings", "Signature", "TensorSpec", "Trust", "__version__", "create_app",
-         "load_model"]
+        [
+            "Model",
+            "ModelAPIError",
+            "Settings",
+            "Signature",
+            "TensorSpec",
+            "Trust",
+            "__version__",
+            "create_app",
+            "load_model",
+        ]
     )
     for name in modelapi.__all__:
         assert hasattr(modelapi, name)

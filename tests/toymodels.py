@@ -23,7 +23,9 @@ class IrisClassifier(Model):
 
     platform = "python"
     signature = Signature(
-        inputs=tuple(TensorSpec(f, "FP64", (-1,), example=v) for f, v in zip(IRIS_FEATURES, [5.1, 3.5, 1.4, 0.2])),
+        inputs=tuple(
+            TensorSpec(f, "FP64", (-1,), example=v) for f, v in zip(IRIS_FEATURES, [5.1, 3.5, 1.4, 0.2], strict=True)
+        ),
         outputs=(
             TensorSpec("label", "BYTES", (-1,)),
             TensorSpec("probabilities", "FP64", (-1, 3), labels=IRIS_LABELS),
@@ -43,8 +45,21 @@ class IrisClassifier(Model):
         return {"label": self.estimator.predict(x), "probabilities": self.estimator.predict_proba(x)}
 
 
-ECHO_TYPES = ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32",
-              "FP64", "BYTES"]
+ECHO_TYPES = [
+    "BOOL",
+    "UINT8",
+    "UINT16",
+    "UINT32",
+    "UINT64",
+    "INT8",
+    "INT16",
+    "INT32",
+    "INT64",
+    "FP16",
+    "FP32",
+    "FP64",
+    "BYTES",
+]
 
 
 class Echo(Model):

@@ -22,8 +22,17 @@ _EXPORTS = {
     "load_model": "modelapi.models.registry",
 }
 
-__all__ = ["Model", "ModelAPIError", "Settings", "Signature", "TensorSpec", "Trust", "__version__", "create_app",
-           "load_model"]
+__all__ = [
+    "Model",
+    "ModelAPIError",
+    "Settings",
+    "Signature",
+    "TensorSpec",
+    "Trust",
+    "__version__",
+    "create_app",
+    "load_model",
+]
 
 if TYPE_CHECKING:
     from .errors import ModelAPIError

@@ -16,13 +16,25 @@ from pydantic import ValidationError
 from . import __version__
 from .errors import ModelLoadError
 
-_SERVE_FLAGS = {
+_SERVE_FLAGS: dict[str, tuple[list[str], str, dict[str, Any]]] = {
     # dest: (flags, help, extra argparse kwargs)
-    "names": (["--name"], "name for the next model, in order (repeatable; default: the file stem)", {"action": "append"}),
+    "names": (
+        ["--name"],
+        "name for the next model, in order (repeatable; default: the file stem)",
+        {"action": "append"},
+    ),
     "host": (["--host"], "address to bind (default 127.0.0.1: this machine only)", {}),
     "port": (["--port"], "TCP port (default 8000; 0 picks a free port)", {"type": int}),
-    "trust_pickle": (["--trust-pickle"], "allow pickle/joblib model files: loading one runs its code", {"action": "store_true"}),
-    "sha256": (["--sha256"], "trust a pickle file whose SHA-256 is HEX (repeatable)", {"action": "append", "metavar": "HEX"}),
+    "trust_pickle": (
+        ["--trust-pickle"],
+        "allow pickle/joblib model files: loading one runs its code",
+        {"action": "store_true"},
+    ),
+    "sha256": (
+        ["--sha256"],
+        "trust a pickle file whose SHA-256 is HEX (repeatable)",
+        {"action": "append", "metavar": "HEX"},
+    ),
     "max_body_bytes": (["--max-body-bytes"], "largest request body in bytes (default 32 MiB)", {"type": int}),
     "max_rows": (["--max-rows"], "most rows per prediction request (default 100000)", {"type": int}),
     "log_level": (["--log-level"], "critical, error, warning, info (default) or debug", {}),
@@ -36,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="serve models over HTTP", description="Serve models over HTTP.")
     serve.add_argument(
-        "models", nargs="*", metavar="MODEL",
+        "models",
+        nargs="*",
+        metavar="MODEL",
         help="model file (.skops, .onnx, .joblib/.pkl with trust), directory, or module:Class; "
         "none serves the bundled iris demo model",
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import shlex
+import signal
 import socket
 import sys
 from typing import Any, TextIO
@@ -46,7 +47,7 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def base_url(host: str, port: int) -> str:
-    shown = "127.0.0.1" if host in ("0.0.0.0", "") else "[::1]" if host == "::" else host  # noqa: S104
+    shown = "127.0.0.1" if host in ("0.0.0.0", "") else "[::1]" if host == "::" else host
     if ":" in shown and not shown.startswith("["):
         shown = f"[{shown}]"
     return f"http://{shown}:{port}"
@@ -95,5 +96,10 @@ def run(settings: Settings, *, out: TextIO = sys.stdout) -> None:
         print(banner(dataplane, url), file=out, flush=True)
 
     server = _Server(config, ready)
-    server.run(sockets=[sock])
-
+    # uvicorn re-raises a captured SIGTERM after its graceful shutdown; by then the work is done, so let that
+    # land on a no-op handler and exit 0, as process supervisors expect of a clean stop.
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -140,9 +140,7 @@ class Signature:
         object.__setattr__(self, "_by_name", {s.name: s for s in self.inputs})
 
     @classmethod
-    def from_features(
-        cls, features: Mapping[str, str | type], outputs: Sequence[TensorSpec] = ()
-    ) -> Signature:
+    def from_features(cls, features: Mapping[str, str | type], outputs: Sequence[TensorSpec] = ()) -> Signature:
         """A tabular signature: one 1-D input per named feature, e.g. ``{"age": "FP64", "city": "BYTES"}``."""
         inputs = [
             TensorSpec(name, ft if isinstance(ft, str) else datatype_of(ft), (-1,)) for name, ft in features.items()
@@ -211,8 +209,7 @@ def _check_shape(spec: TensorSpec, arr: np.ndarray) -> np.ndarray:
     ok = arr.ndim == len(expected) and all(e < 0 or e == a for e, a in zip(expected, arr.shape, strict=True))
     if not ok:
         raise InvalidInput(
-            f"input '{spec.name}': expected shape {_shape_text(expected)} (-1: any size), "
-            f"got {_shape_text(arr.shape)}"
+            f"input '{spec.name}': expected shape {_shape_text(expected)} (-1: any size), got {_shape_text(arr.shape)}"
         )
     return arr
 
@@ -263,6 +260,7 @@ def _cast(spec: TensorSpec, arr: np.ndarray) -> np.ndarray:
 
 def _object_to_numeric(spec: TensorSpec, arr: np.ndarray) -> np.ndarray:
     """Object arrays come from JSON with mixed element types or nulls."""
+
     def bad_element(v: Any) -> bool:
         if v is None:
             return not spec.allow_nonfinite

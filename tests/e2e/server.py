@@ -35,18 +35,25 @@ class RunningServer:
 
 
 @contextlib.contextmanager
-def serve(*args: str, env: dict[str, str] | None = None, timeout: float = 30.0,
-          tmp_dir: Path | None = None) -> Iterator[RunningServer]:
+def serve(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 30.0, tmp_dir: Path | None = None
+) -> Iterator[RunningServer]:
     """Run ``python -m modelapi serve ARGS --port P`` until it is ready; stop it with SIGTERM afterwards."""
     port = free_port()
-    full_env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")]),
-                **(env or {})}
+    full_env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")]),
+        **(env or {}),
+    }
     log_dir = tmp_dir or Path(os.environ.get("TMPDIR", "/tmp"))
     log_path = log_dir / f"modelapi-server-{port}.log"
     with log_path.open("w") as log_file:
         proc = subprocess.Popen(
             [sys.executable, "-m", "modelapi", "serve", *args, "--host", "127.0.0.1", "--port", str(port)],
-            stdout=log_file, stderr=subprocess.STDOUT, env=full_env, text=True,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            text=True,
         )
     server = RunningServer(f"http://127.0.0.1:{port}", proc, log_path)
     try:

@@ -28,33 +28,33 @@ def require_tool(name: str) -> str:
 
 
 def test_demo_model_end_to_end(tmp_path: Path) -> None:
-    with serve(tmp_dir=tmp_path) as server:
-        with httpx.Client(base_url=server.url) as http:
-            r = http.post("/predict", json={"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4,
-                                            "petal_width": 0.2})
-            assert r.status_code == 200, r.text
-            body = r.json()
-            assert body["prediction"] == "setosa"
-            assert set(body["probabilities"]) == {"setosa", "versicolor", "virginica"}
-            assert abs(sum(body["probabilities"].values()) - 1) < 1e-9
+    with serve(tmp_dir=tmp_path) as server, httpx.Client(base_url=server.url) as http:
+        r = http.post(
+            "/predict", json={"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
+        )
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["prediction"] == "setosa"
+        assert set(body["probabilities"]) == {"setosa", "versicolor", "virginica"}
+        assert abs(sum(body["probabilities"].values()) - 1) < 1e-9
 
-            r = http.get("/predict", params={"sepal_length": "6.3", "sepal_width": "-3.3", "petal_length": "6",
-                                              "petal_width": "2.5"})
-            assert r.status_code == 200, r.text
+        r = http.get(
+            "/predict", params={"sepal_length": "6.3", "sepal_width": "-3.3", "petal_length": "6", "petal_width": "2.5"}
+        )
+        assert r.status_code == 200, r.text
 
-            r = http.get("/v2/models/iris")
-            assert r.status_code == 200
-            assert [i["name"] for i in r.json()["inputs"]] == ["sepal_length", "sepal_width", "petal_length",
-                                                             "petal_width"]
-            assert http.get("/openapi.json").status_code == 200
-            assert http.get("/docs").status_code == 200
+        r = http.get("/v2/models/iris")
+        assert r.status_code == 200
+        assert [i["name"] for i in r.json()["inputs"]] == ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+        assert http.get("/openapi.json").status_code == 200
+        assert http.get("/docs").status_code == 200
 
-            r = http.post("/predict", content=b"{not json", headers={"content-type": "application/json"})
-            assert r.status_code == 400
-            assert r.headers["content-type"].startswith("application/problem+json")
-            r = http.get("/no/such/route")
-            assert r.status_code == 404
-            assert r.json()["status"] == 404
+        r = http.post("/predict", content=b"{not json", headers={"content-type": "application/json"})
+        assert r.status_code == 400
+        assert r.headers["content-type"].startswith("application/problem+json")
+        r = http.get("/no/such/route")
+        assert r.status_code == 404
+        assert r.json()["status"] == 404
 
 
 def test_banner_shows_url_docs_and_a_curl_example_that_works(tmp_path: Path) -> None:
@@ -81,8 +81,13 @@ def test_sigterm_stops_the_server_cleanly(tmp_path: Path) -> None:
 def test_unloadable_model_exits_with_a_one_line_error(tmp_path: Path) -> None:
     bogus = tmp_path / "model.txt"
     bogus.write_text("hello")
-    out = subprocess.run([sys.executable, "-m", "modelapi", "serve", str(bogus), "--port", str(free_port())],
-                         capture_output=True, text=True, timeout=30, check=False)
+    out = subprocess.run(
+        [sys.executable, "-m", "modelapi", "serve", str(bogus), "--port", str(free_port())],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert out.returncode == 2
     assert out.stderr.startswith("modelapi: error:")
     assert "Traceback" not in out.stderr
@@ -94,8 +99,13 @@ def test_pickle_is_refused_without_trust(tmp_path: Path) -> None:
 
     path = tmp_path / "lin.joblib"
     joblib.dump(LinearRegression().fit([[0.0], [1.0]], [0.0, 2.0]), path)
-    out = subprocess.run([sys.executable, "-m", "modelapi", "serve", str(path), "--port", str(free_port())],
-                         capture_output=True, text=True, timeout=30, check=False)
+    out = subprocess.run(
+        [sys.executable, "-m", "modelapi", "serve", str(path), "--port", str(free_port())],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert out.returncode == 2
     assert "--trust-pickle" in out.stderr
     digest = re.search(r"[0-9a-f]{64}", out.stderr)
@@ -107,8 +117,9 @@ def test_pickle_is_refused_without_trust(tmp_path: Path) -> None:
 
 
 def test_several_models_with_names(tmp_path: Path) -> None:
-    with serve("toymodels:IrisClassifier", "toymodels:Regressor", "--name", "flowers", "--name", "reg",
-               tmp_dir=tmp_path) as server:
+    with serve(
+        "toymodels:IrisClassifier", "toymodels:Regressor", "--name", "flowers", "--name", "reg", tmp_dir=tmp_path
+    ) as server:
         models = httpx.get(server.url + "/models").json()
         names = {m["name"] for m in (models["models"] if isinstance(models, dict) else models)}
         assert names == {"flowers", "reg"}

@@ -68,7 +68,9 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
     if status == 404:
         detail = f"no route {request.method} {request.url.path}; see /docs for the routes this server offers"
     elif status == 405:
-        detail = f"{request.method} is not allowed on {request.url.path}; allowed: {(exc.headers or {}).get('Allow', '')}"
+        detail = (
+            f"{request.method} is not allowed on {request.url.path}; allowed: {(exc.headers or {}).get('Allow', '')}"
+        )
     else:
         detail = exc.detail if isinstance(exc.detail, str) else title
     return error_response(request, status, title, detail, dict(exc.headers or {}))

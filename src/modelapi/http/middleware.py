@@ -80,7 +80,7 @@ def _too_large(limit: int) -> str:
 def _request_id(scope: Scope) -> str:
     for key, value in scope["headers"]:
         if key == b"x-request-id":
-            text = value.decode("latin-1")
+            text: str = value.decode("latin-1")
             if _CLIENT_ID.match(text):
                 return text
             break

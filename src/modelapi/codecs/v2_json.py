@@ -1,0 +1,143 @@
+"""Tensor ``data`` in Open Inference Protocol JSON <-> numpy arrays.
+
+Requests may send ``data`` flat (row-major, ``product(shape)`` elements) or nested exactly to ``shape``. The
+declared datatype must describe every element: BOOL takes ``true``/``false``; integer types take integers
+(``2.0`` counts as an integer, ``2.5`` does not) within the type's range; FP types take numbers within range
+and ``null`` (read as NaN, the way answers write NaN); BYTES takes strings.
+
+Answers are always flat. NaN and Infinity in FP outputs are written as ``null`` (JSON has no form for them).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Any
+
+import numpy as np
+
+from ..errors import InvalidInput, MalformedRequest
+from ..signature import DATATYPES
+
+#: the Python types orjson gives that each datatype accepts (bool is not an int here)
+_ALLOWED: dict[str, set[type]] = {name: {int, float} for name in DATATYPES}
+_ALLOWED.update({name: {int, float, type(None)} for name, dt in DATATYPES.items() if dt.kind == "f"})
+_ALLOWED.update(BOOL={bool}, BYTES={str})
+_NEEDS = {"BOOL": "true/false", "BYTES": "strings"}
+
+
+def decode_tensor(data: Any, datatype: str, shape: list[int], where: str) -> np.ndarray:
+    """``data`` of one input as an array of ``datatype`` with ``shape``; 400 naming ``where`` otherwise."""
+    if not isinstance(data, list):
+        raise MalformedRequest(f"{where}: 'data' must be an array (flat, or nested to the shape)")
+    count = math.prod(shape)
+    flat = _flatten(data, shape, count, where) if data and type(data[0]) is list else data
+    if len(flat) != count:
+        raise InvalidInput(
+            f"{where}: shape {shape} has {count} elements but 'data' has {len(flat)}; "
+            "the product of the shape must equal the number of elements"
+        )
+    types = set(map(type, flat))
+    if not types <= _ALLOWED[datatype]:
+        _reject_type(flat, datatype, shape, where)
+    dtype = DATATYPES[datatype]
+    if datatype == "BYTES":
+        arr = np.empty(count, dtype=object)
+        arr[:] = flat
+    elif datatype == "BOOL":
+        arr = np.array(flat, dtype=dtype)
+    elif dtype.kind == "f":
+        arr = _floats(flat, dtype, datatype, where)
+    else:
+        arr = _integers(flat, dtype, datatype, where, float in types)
+    return arr.reshape(shape)
+
+
+def _flatten(data: list[Any], shape: list[int], count: int, where: str) -> list[Any]:
+    """Nested data checked against ``shape`` level by level, then flattened row-major."""
+    mismatch = InvalidInput(
+        f"{where}: nested 'data' does not match shape {shape}; nest it exactly to the shape, "
+        f"or send it flat with {count} elements"
+    )
+    if not shape or len(data) != shape[0]:
+        raise mismatch
+    level = data
+    for dim in shape[1:]:
+        if not all(type(item) is list and len(item) == dim for item in level):
+            raise mismatch
+        level = list(itertools.chain.from_iterable(level))
+    return level
+
+
+def _reject_type(flat: list[Any], datatype: str, shape: list[int], where: str) -> None:
+    allowed = _ALLOWED[datatype]
+    index, value = next((i, v) for i, v in enumerate(flat) if type(v) not in allowed)
+    needs = _NEEDS.get(datatype, "integers" if DATATYPES[datatype].kind in "iu" else "numbers or null")
+    if isinstance(value, list):
+        raise InvalidInput(
+            f"{where}: element {index} is an array; send 'data' flat, or nested exactly to shape {shape}"
+        )
+    raise InvalidInput(f"{where}: datatype {datatype} needs {needs}, got {_describe(value)} at element {index}")
+
+
+def _floats(flat: list[Any], dtype: np.dtype[Any], datatype: str, where: str) -> np.ndarray:
+    try:
+        with np.errstate(over="ignore"):
+            arr = np.array(flat, dtype=dtype)
+    except OverflowError:  # a Python int beyond any float
+        index, value = next(((i, v) for i, v in enumerate(flat) if v is not None and not _fits(v, dtype)), (0, "?"))
+        raise InvalidInput(f"{where}: value {value} at element {index} is out of range for {datatype}") from None
+    finite = np.isfinite(arr)
+    if not finite.all():
+        # null (read as NaN) is the only non-finite value JSON can carry; anything else overflowed
+        for index in np.flatnonzero(~finite).tolist():
+            if flat[index] is not None:
+                raise InvalidInput(f"{where}: value {flat[index]} at element {index} is out of range for {datatype}")
+    return arr
+
+
+def _fits(value: int | float, dtype: np.dtype[Any]) -> bool:
+    try:
+        number = float(value)
+    except OverflowError:
+        return False
+    with np.errstate(over="ignore"):
+        return bool(np.isfinite(np.array(number, dtype=dtype)))
+
+
+def _integers(flat: list[Any], dtype: np.dtype[Any], datatype: str, where: str, has_floats: bool) -> np.ndarray:
+    if has_floats:
+        for index, value in enumerate(flat):
+            if type(value) is float and not value.is_integer():
+                raise InvalidInput(f"{where}: datatype {datatype} needs integers, got {value} at element {index}")
+        flat = [int(v) for v in flat]
+    try:
+        return np.array(flat, dtype=dtype)
+    except OverflowError:
+        info = np.iinfo(dtype)
+        index, value = next((i, v) for i, v in enumerate(flat) if not info.min <= v <= info.max)
+        raise InvalidInput(
+            f"{where}: value {value} at element {index} is out of range for {datatype} ({info.min}..{info.max})"
+        ) from None
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, str):
+        return f"the string {value[:40]!r}"
+    if isinstance(value, int | float):
+        return f"the number {value}"
+    return "an object" if isinstance(value, dict) else type(value).__name__
+
+
+def encode_tensor(arr: np.ndarray, datatype: str) -> Any:
+    """Flat, row-major data for an output: a numpy array orjson writes natively, or a list of str for BYTES."""
+    if datatype == "BYTES":
+        return [
+            v if isinstance(v, str) else v.decode("utf-8", errors="replace") if isinstance(v, bytes) else str(v)
+            for v in arr.reshape(-1).tolist()
+        ]
+    return np.ascontiguousarray(arr).reshape(-1)
