@@ -1,0 +1,33 @@
+"""Who is calling: the identity authentication attaches to a request, read by routes and job ownership."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import HTTPConnection
+
+SCOPE_KEY = "modelapi.principal"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated API key. ``models`` is ``None`` when the key may use every model."""
+
+    key_id: str
+    name: str
+    scopes: frozenset[str]
+    models: frozenset[str] | None = None
+
+    def can_use(self, model: str) -> bool:
+        return self.models is None or model in self.models
+
+    def has_scope(self, scope: str) -> bool:
+        return scope in self.scopes or "admin" in self.scopes
+
+
+def current_principal(conn: HTTPConnection | dict[str, Any]) -> Principal | None:
+    """The request's principal; ``None`` when authentication is off."""
+    scope = conn if isinstance(conn, dict) else conn.scope
+    principal = scope.get(SCOPE_KEY)
+    return principal if isinstance(principal, Principal) else None
