@@ -38,6 +38,22 @@ _SERVE_FLAGS: dict[str, tuple[list[str], str, dict[str, Any]]] = {
     "max_body_bytes": (["--max-body-bytes"], "largest request body in bytes (default 32 MiB)", {"type": int}),
     "max_rows": (["--max-rows"], "most rows per prediction request (default 100000)", {"type": int}),
     "log_level": (["--log-level"], "critical, error, warning, info (default) or debug", {}),
+    "batching": (
+        ["--no-batching"],
+        "run every request on its own: turn adaptive batching off for all models",
+        {"action": "store_false"},
+    ),
+    "batch_max_size": (["--batch-max-size"], "most rows in one batch (default 256)", {"type": int, "metavar": "ROWS"}),
+    "batch_max_delay_ms": (
+        ["--batch-max-delay-ms"],
+        "how long a waiting request may wait for more rows, in ms (default 0)",
+        {"type": float, "metavar": "MS"},
+    ),
+    "batch": (
+        ["--batch"],
+        "batching for one model: NAME=off, NAME=on, NAME=MAX_ROWS or NAME=MAX_ROWS,DELAY_MS (repeatable)",
+        {"action": "append", "metavar": "NAME=SPEC"},
+    ),
 }
 
 

@@ -1,13 +1,23 @@
-"""The serving core: loaded models, readiness and inference. Knows nothing about HTTP."""
+"""The serving core: loaded models, readiness and inference. Knows nothing about HTTP.
+
+Each model gets a ``Batcher`` (``batching.py``) when it loads: validated requests are gathered into row-capped
+batches and run one batch at a time on the model's own worker thread, so the event loop keeps parsing the
+next requests meanwhile. A model whose policy turns batching off runs every request on its own, concurrently,
+in the shared threadpool. ``docs/batching.md`` has the measurements behind these choices.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 
+from .batching import Batcher, BatcherClosed, BatchPolicy, batch_key
 from .errors import BadRequest, InferenceError, InvalidInput, ModelNotFound, ModelNotReady
 from .inference import InferenceRequest, InferenceResponse
 from .models.base import Model
@@ -16,15 +26,45 @@ log = logging.getLogger("modelapi")
 
 
 class DataPlane:
-    def __init__(self, models: Iterable[Model], *, max_rows: int | None = None) -> None:
+    def __init__(
+        self,
+        models: Iterable[Model],
+        *,
+        max_rows: int | None = None,
+        batching: BatchPolicy | None = None,
+        batch_overrides: Mapping[str, BatchPolicy] | None = None,
+    ) -> None:
+        """``batching``: the global policy; ``batch_overrides``: the operator's per-model policies (by name)."""
         self.models: dict[str, Model] = {}
         for model in models:
             if model.name in self.models:
                 raise ValueError(f"two models are named {model.name!r}; give each a distinct --name")
             self.models[model.name] = model
+        unknown = sorted(set(batch_overrides or {}) - set(self.models))
+        if unknown:
+            names = ", ".join(self.models)
+            raise ValueError(f"batching set for unknown model(s) {', '.join(unknown)}; served: {names}")
         self.max_rows = max_rows
+        self.batching = batching or BatchPolicy()
+        self.batch_overrides = dict(batch_overrides or {})
+        self.batchers: dict[str, Batcher] = {}
+        self._threads: dict[str, ThreadPoolExecutor] = {}
         self._ready: set[str] = set()
         self.live = True
+
+    def policy(self, model: Model) -> BatchPolicy:
+        """The operator's per-model setting, else global off, else the model's own ``batching``, else global."""
+        override = self.batch_overrides.get(model.name)
+        if override is not None:
+            return override
+        if not self.batching.enabled:
+            return self.batching
+        own = getattr(model, "batching", None)
+        if isinstance(own, BatchPolicy):
+            return own
+        if own is False:
+            return BatchPolicy(False, self.batching.max_batch_size, self.batching.max_delay_ms)
+        return self.batching
 
     # lifecycle -------------------------------------------------------------------------------------------
     def load_all(self) -> None:
@@ -32,11 +72,22 @@ class DataPlane:
             if model.name in self._ready:
                 continue
             model.load()
+            policy = self.policy(model)
+            if policy.enabled:
+                thread = ThreadPoolExecutor(1, thread_name_prefix=f"modelapi-{model.name}")
+                self._threads[model.name] = thread
+                self.batchers[model.name] = Batcher(functools.partial(_predict, model), policy, thread)
             self._ready.add(model.name)
 
     def unload_all(self) -> None:
         for name in list(self._ready):
             self._ready.discard(name)
+            batcher = self.batchers.pop(name, None)
+            if batcher is not None:
+                batcher.close()
+            thread = self._threads.pop(name, None)
+            if thread is not None:
+                thread.shutdown(wait=True)
             self.models[name].unload()
 
     @property
@@ -75,20 +126,28 @@ class DataPlane:
                 )
         inputs = model.signature.validate(request.inputs, max_rows=self.max_rows)
         rows = next(iter(inputs.values())).shape[0]
-        outputs = await run_in_threadpool(_predict, model, inputs, rows)
+        batcher = self.batchers.get(name)
+        try:
+            if batcher is None:
+                outputs = await run_in_threadpool(_predict, model, inputs, rows)
+            else:
+                key = batch_key(inputs, model.version, outputs_wanted, request.parameters)
+                outputs = await batcher.submit(inputs, rows, key)
+        except (BadRequest, InferenceError, asyncio.CancelledError):
+            raise
+        except BatcherClosed:
+            raise ModelNotReady(f"model '{name}' is shutting down") from None
+        except Exception as exc:
+            log.error("model %r failed on a request of %d rows", model.name, rows, exc_info=exc)
+            raise InferenceError(f"model '{model.name}' failed to predict") from exc
         if outputs_wanted is not None:
             outputs = {k: outputs[k] for k in outputs_wanted}
         return InferenceResponse(model.name, model.version, outputs, id=request.id)
 
 
-def _predict(model: Model, inputs: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
-    try:
-        raw = model.predict(inputs)
-    except BadRequest:
-        raise  # a model may reject an input the signature cannot describe (e.g. an unknown category)
-    except Exception as exc:
-        log.exception("model %r failed on a batch of %d rows", model.name, rows)
-        raise InferenceError(f"model '{model.name}' failed to predict") from exc
+def _predict(model: Model, inputs: Mapping[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
+    """The model's answer, checked; raises what the model raised (the caller logs and wraps it)."""
+    raw = model.predict(inputs)  # a model may raise BadRequest for an input the signature cannot describe
     outputs: dict[str, np.ndarray] = {}
     for spec in model.signature.outputs:
         if spec.name not in raw:

@@ -6,8 +6,13 @@ variables, defaults. List settings take JSON in the environment, e.g. ``MODELAPI
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .batching import BatchPolicy, parse_policy
 
 
 class Settings(BaseSettings):
@@ -27,6 +32,26 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(32 * 1024 * 1024, gt=0, description="largest request body accepted (413 above)")
     max_rows: int = Field(100_000, gt=0, description="most rows in one prediction request (413 above)")
     log_level: str = Field("info", description="critical, error, warning, info or debug")
+    batching: bool = Field(True, description="adaptive batching of concurrent requests (docs/batching.md)")
+    batch_max_size: int = Field(256, ge=1, description="most rows in one batch (a larger request runs alone)")
+    batch_max_delay_ms: float = Field(
+        0.0, ge=0, le=10_000, description="how long a request that waits may wait for more rows (0: no extra wait)"
+    )
+    batch: list[str] = Field(
+        default_factory=list, description="per-model batching, NAME=off|on|MAX_ROWS[,DELAY_MS]; wins over the rest"
+    )
+    state_dir: Path = Field(
+        default_factory=lambda: default_state_dir(),
+        description="where the server keeps its state (jobs database, key store); default: per-user data dir",
+    )
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL of the jobs database (e.g. postgresql+psycopg://...); default: SQLite"
+    )
+    redis_url: str | None = Field(None, description="Redis URL: jobs go through RQ to `modelapi worker` processes")
+    job_chunk_rows: int = Field(10_000, gt=0, description="rows per committed chunk of a job")
+    job_workers: int = Field(1, ge=0, description="in-process job workers (without redis_url); 0: none")
+    job_retention_s: float = Field(7 * 24 * 3600, gt=0, description="seconds a finished job and its result are kept")
+    job_lease_s: float = Field(30.0, gt=0, description="seconds a silent worker keeps a job before it is resumed")
 
     @field_validator("sha256")
     @classmethod
@@ -39,6 +64,29 @@ class Settings(BaseSettings):
             out.append(v)
         return out
 
+    @field_validator("batch")
+    @classmethod
+    def _batch_specs(cls, values: list[str]) -> list[str]:
+        for v in values:
+            name, sep, spec = v.partition("=")
+            if not sep or not name.strip():
+                raise ValueError(f"{v!r}: expected NAME=off|on|MAX_ROWS[,DELAY_MS], e.g. iris=64,2")
+            parse_policy(spec, BatchPolicy())
+        return values
+
+    def batch_policy(self) -> BatchPolicy:
+        """The global batching policy."""
+        return BatchPolicy(self.batching, self.batch_max_size, self.batch_max_delay_ms)
+
+    def batch_overrides(self) -> dict[str, BatchPolicy]:
+        """Per-model policies from ``batch``, each over the global sizes."""
+        base = BatchPolicy(True, self.batch_max_size, self.batch_max_delay_ms)
+        out = {}
+        for v in self.batch:
+            name, _, spec = v.partition("=")
+            out[name.strip()] = parse_policy(spec, base)
+        return out
+
     @field_validator("log_level")
     @classmethod
     def _level(cls, value: str) -> str:
@@ -46,3 +94,9 @@ class Settings(BaseSettings):
         if value not in {"critical", "error", "warning", "info", "debug"}:
             raise ValueError("log_level must be one of critical, error, warning, info, debug")
         return value
+
+
+def default_state_dir() -> Path:
+    """``$XDG_DATA_HOME/modelapi``, else ``~/.local/share/modelapi``: the per-user data directory."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "modelapi"

@@ -22,7 +22,16 @@ from .middleware import RequestContextMiddleware
 def create_app(models: Sequence[Model] | DataPlane, settings: Settings | None = None) -> Starlette:
     """The ASGI application serving ``models``. Models load in the lifespan startup, before readiness."""
     settings = settings or Settings()
-    dataplane = models if isinstance(models, DataPlane) else DataPlane(models, max_rows=settings.max_rows)
+    dataplane = (
+        models
+        if isinstance(models, DataPlane)
+        else DataPlane(
+            models,
+            max_rows=settings.max_rows,
+            batching=settings.batch_policy(),
+            batch_overrides=settings.batch_overrides(),
+        )
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

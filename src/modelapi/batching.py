@@ -1,0 +1,240 @@
+"""Adaptive batching: requests for one model gathered into row-capped batches. Knows nothing about HTTP.
+
+A ``Batcher`` runs at most one batch at a time. A request that finds the model idle runs at once, alone, so
+batching adds no latency at low load. Requests that arrive while a batch runs wait; when it ends, the waiting
+requests that share the oldest one's compatibility key are concatenated along axis 0, up to ``max_batch_size``
+rows, and run as the next batch (optionally after waiting up to ``max_delay_ms`` from the oldest one's arrival
+for more rows). A single request larger than ``max_batch_size`` runs alone. Outputs are split back by row
+counts. A batch that raises is retried in halves, so one poisoned request fails alone, with its own error, and
+the others succeed.
+
+``run`` is a plain function of the concatenated inputs; where it runs is the caller's choice (``executor``:
+``None`` runs it inline on the event loop, else on that executor, e.g. one dedicated thread per model).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable, Hashable, Mapping
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+Arrays = dict[str, np.ndarray]
+RunFn = Callable[[Mapping[str, np.ndarray], int], Mapping[str, np.ndarray]]
+
+
+class BatcherClosed(RuntimeError):
+    """The model was unloaded while the request waited (or the request came after)."""
+
+
+@dataclass(frozen=True)
+class BatchPolicy:
+    """How one model batches. ``enabled=False``: every request runs on its own, concurrently."""
+
+    enabled: bool = True
+    max_batch_size: int = 256
+    max_delay_ms: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be at least 1 row, got {self.max_batch_size}")
+        if not 0 <= self.max_delay_ms <= 10_000:
+            raise ValueError(f"max_delay_ms must be between 0 and 10000, got {self.max_delay_ms}")
+
+
+def parse_policy(text: str, base: BatchPolicy) -> BatchPolicy:
+    """``off`` | ``on`` | ``MAX_ROWS`` | ``MAX_ROWS,DELAY_MS``, over ``base`` (e.g. ``64,2``)."""
+    spec = text.strip().lower()
+    if spec in ("off", "false", "no", "0"):
+        return BatchPolicy(False, base.max_batch_size, base.max_delay_ms)
+    if spec in ("on", "true", "yes"):
+        return BatchPolicy(True, base.max_batch_size, base.max_delay_ms)
+    size, _, delay = spec.partition(",")
+    try:
+        return BatchPolicy(True, int(size), float(delay) if delay else base.max_delay_ms)
+    except ValueError as exc:
+        raise ValueError(f"batching {text!r}: expected off, on, MAX_ROWS or MAX_ROWS,DELAY_MS ({exc})") from None
+
+
+def batch_key(inputs: Mapping[str, np.ndarray], version: str, outputs: Any, parameters: Any) -> Hashable:
+    """What requests must share to share a batch: version, outputs, parameters, and dtypes and row shapes."""
+    arrays = tuple((name, arr.dtype.str, arr.shape[1:]) for name, arr in inputs.items())
+    return (version, tuple(outputs) if outputs is not None else None, _freeze(parameters), arrays)
+
+
+def _freeze(value: Any) -> Hashable:
+    if isinstance(value, dict):
+        return tuple(sorted((str(k), _freeze(v)) for k, v in value.items()))
+    if isinstance(value, list | tuple):
+        return tuple(_freeze(v) for v in value)
+    return value if isinstance(value, Hashable) else repr(value)
+
+
+class _Item:
+    __slots__ = ("arrived", "future", "inputs", "key", "rows")
+
+    def __init__(self, inputs: Mapping[str, np.ndarray], rows: int, key: Hashable, future: asyncio.Future[Arrays]):
+        self.inputs = inputs
+        self.rows = rows
+        self.key = key
+        self.future = future
+        self.arrived = time.monotonic()
+
+
+class Batcher:
+    """One model's queue. ``submit`` from the event loop; ``close`` from any thread."""
+
+    def __init__(self, run: RunFn, policy: BatchPolicy, executor: Executor | None = None) -> None:
+        self.run = run
+        self.policy = policy
+        self.executor = executor
+        self._pending: deque[_Item] = deque()
+        self._busy = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+        #: rows of every batch run, newest last (the last 1000), for tests and diagnostics
+        self.batch_rows: deque[int] = deque(maxlen=1000)
+
+    async def submit(self, inputs: Mapping[str, np.ndarray], rows: int, key: Hashable = None) -> Arrays:
+        """Run ``inputs`` (``rows`` rows) in some batch and return its own rows of every output."""
+        if self._closed:
+            raise BatcherClosed("the model is unloaded")
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._loop, self._busy, self._timer, self._task = loop, False, None, None
+            self._pending.clear()
+        future: asyncio.Future[Arrays] = loop.create_future()
+        self._pending.append(_Item(inputs, rows, key, future))
+        if not self._busy:
+            if self._timer is None:
+                self._dispatch(idle=len(self._pending) == 1)
+            elif self._rows_for(key) >= self.policy.max_batch_size:  # full before the delay ran out
+                self._timer.cancel()
+                self._dispatch()
+        return await future  # a cancelled waiter is skipped when batches form, or its answer dropped
+
+    # forming batches ---------------------------------------------------------------------------------------
+    def _dispatch(self, idle: bool = False) -> None:
+        self._timer = None
+        pending = self._pending
+        while pending and pending[0].future.done():  # cancelled while waiting
+            pending.popleft()
+        if not pending or self._busy or self._loop is None:
+            return
+        head = pending[0]
+        limit = self.policy.max_batch_size
+        if not idle and self.policy.max_delay_ms > 0 and head.rows < limit:
+            due = head.arrived + self.policy.max_delay_ms / 1000
+            if time.monotonic() < due and self._rows_for(head.key) < limit:
+                self._timer = self._loop.call_at(self._loop.time() + due - time.monotonic(), self._dispatch)
+                return
+        batch = self._take(head.key, limit)
+        self._busy = True
+        self._task = self._loop.create_task(self._execute(batch))
+
+    def _rows_for(self, key: Hashable) -> int:
+        return sum(i.rows for i in self._pending if i.key == key and not i.future.done())
+
+    def _take(self, key: Hashable, limit: int) -> list[_Item]:
+        batch: list[_Item] = []
+        rows = 0
+        keep: deque[_Item] = deque()
+        for item in self._pending:
+            if item.future.done():
+                continue
+            if item.key == key and (not batch or rows + item.rows <= limit):
+                batch.append(item)
+                rows += item.rows
+            else:
+                keep.append(item)
+        self._pending = keep
+        return batch
+
+    async def _execute(self, batch: list[_Item]) -> None:
+        try:
+            await self._run_and_split(batch)
+        finally:
+            self._busy = False
+            self._task = None
+            if self._pending and not self._closed:
+                self._dispatch()
+
+    # running them ------------------------------------------------------------------------------------------
+    async def _run_and_split(self, batch: list[_Item]) -> None:
+        live = [item for item in batch if not item.future.done()]
+        if not live:
+            return
+        rows = sum(item.rows for item in live)
+        self.batch_rows.append(rows)
+        try:
+            inputs = live[0].inputs if len(live) == 1 else concat([item.inputs for item in live])
+            if self.executor is None:
+                outputs = self.run(inputs, rows)
+            else:
+                assert self._loop is not None
+                outputs = await self._loop.run_in_executor(self.executor, self.run, inputs, rows)
+        except Exception as exc:
+            if len(live) == 1:
+                _settle(live[0].future, exc=exc)
+                return
+            half = len(live) // 2
+            await self._run_and_split(live[:half])
+            await self._run_and_split(live[half:])
+            return
+        if len(live) == 1:
+            _settle(live[0].future, dict(outputs))
+            return
+        for item, part in zip(live, split(outputs, [item.rows for item in live]), strict=True):
+            _settle(item.future, part)
+
+    # shutting down -----------------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Fail whatever still waits (from any thread); a running batch finishes."""
+        self._closed = True
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+
+        def fail_waiting() -> None:
+            if self._timer is not None:
+                self._timer.cancel()
+            while self._pending:
+                _settle(self._pending.popleft().future, exc=BatcherClosed("the model was unloaded"))
+
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            fail_waiting()
+        else:
+            loop.call_soon_threadsafe(fail_waiting)
+
+
+def _settle(future: asyncio.Future[Arrays], result: Arrays | None = None, exc: BaseException | None = None) -> None:
+    if future.done():
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        assert result is not None
+        future.set_result(result)
+
+
+def concat(parts: list[Mapping[str, np.ndarray]]) -> Arrays:
+    """Requests' inputs joined along axis 0 (object arrays of strings too)."""
+    return {name: np.concatenate([p[name] for p in parts], axis=0) for name in parts[0]}
+
+
+def split(outputs: Mapping[str, np.ndarray], rows: list[int]) -> list[Arrays]:
+    """A batch's outputs back into one mapping per request, by row counts (views, no copies)."""
+    bounds = np.cumsum(rows)[:-1].tolist()
+    per_output = {name: np.split(np.asarray(arr), bounds, axis=0) for name, arr in outputs.items()}
+    return [{name: parts[i] for name, parts in per_output.items()} for i in range(len(rows))]
