@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: serve test install dev lint typecheck pytest clean
+.PHONY: serve test install dev lint typecheck pytest clean bench
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,12 @@ $(VENV)/.installed-dev: pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(VENV)/.installed $@
 
+$(VENV)/.installed-bench: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[all,bench]'
+	touch $(VENV)/.installed $@
+
 install: $(VENV)/.installed
 dev: $(VENV)/.installed-dev
 
@@ -27,8 +33,8 @@ serve: $(VENV)/.installed
 	$(BIN)/modelapi serve $(ARGS)
 
 lint: dev
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 
 typecheck: dev
 	$(BIN)/mypy
@@ -37,6 +43,12 @@ pytest: dev
 	$(BIN)/pytest -q
 
 test: lint typecheck pytest
+
+# Throughput and latency against the in-process limit and a Flask baseline (docs/benchmarks.md); not run in CI.
+# Needs wrk (apt-get install -y wrk) and 2 cores. ARGS=--quick: 1 s per cell, to check the harness.
+bench: $(VENV)/.installed-bench
+	@command -v wrk >/dev/null || { echo "make bench needs wrk: apt-get install -y wrk" >&2; exit 1; }
+	$(BIN)/python -m bench.run $(ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,52 @@
+"""Resident memory and process trees, read from /proc (Linux)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def rss_bytes(pid: int) -> int:
+    """VmRSS of a process (``0``: this one), in bytes; 0 when it is gone."""
+    path = Path("/proc/self/status" if pid == 0 else f"/proc/{pid}/status")
+    try:
+        text = path.read_text()
+    except OSError:
+        return 0
+    for line in text.splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of ``pid``."""
+    found: list[int] = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        # the command name is in parentheses and may hold spaces: the parent pid is the 2nd field after ")"
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == pid:
+            found.append(int(entry))
+    return found
+
+
+def tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants."""
+    out = [pid]
+    for child in children(pid):
+        out.extend(tree(child))
+    return out
+
+
+def command(pid: int) -> str:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return ""
+    return raw.replace(b"\0", b" ").decode(errors="replace").strip()

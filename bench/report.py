@@ -1,0 +1,146 @@
+"""The results table, the issue's target ratios with PASS/FAIL, and the JSON and Markdown written to disk."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+MIB = 1024 * 1024
+RSS_LIMIT_MIB = 80.0
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the table. ``concurrency`` is ``None`` for the in-process loop."""
+
+    contender: str
+    route: str
+    rows: int
+    concurrency: int | None
+    rps: float
+    rows_per_s: float
+    p50_ms: float
+    p99_ms: float
+    errors: int = 0
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    value: float
+    limit: float
+    higher_is_better: bool
+    unit: str
+
+    @property
+    def passed(self) -> bool:
+        return self.value >= self.limit if self.higher_is_better else self.value <= self.limit
+
+    def line(self) -> str:
+        op = ">=" if self.higher_is_better else "<="
+        verdict = "PASS" if self.passed else "FAIL"
+        return f"{verdict}  {self.name}: {self.value:.2f}{self.unit} (target {op} {self.limit:.2f}{self.unit})"
+
+
+def find(rows: Iterable[Row], contender: str, route: str, n: int, c: int | None) -> Row | None:
+    return next(
+        (r for r in rows if r.contender == contender and r.route == route and r.rows == n and r.concurrency == c),
+        None,
+    )
+
+
+MODELAPI_ROUTES = ("friendly JSON", "V2 JSON", "V2 binary")
+
+
+def targets(rows: list[Row], rss: dict[str, list[int]], footprint: int) -> list[Target]:
+    """The issue's targets, for every modelapi route measured; a missing cell just has no target line."""
+    out: list[Target] = []
+    inproc = {n: find(rows, "in-process", "JSON loop", n, None) for n in (1, 32)}
+    flask = {(n, c): find(rows, "flask+gunicorn", "/predict", n, c) for n in (1, 32) for c in (1, 64)}
+    for route in MODELAPI_ROUTES:
+        one64 = find(rows, "modelapi", route, 1, 64)
+        if one64 and inproc[1]:
+            out.append(
+                Target(f"{route} 1-row c64 req/s vs in-process 1-row loop", one64.rps / inproc[1].rps, 0.7, True, "x")
+            )
+        if one64 and flask[(1, 64)]:
+            out.append(Target(f"{route} 1-row c64 req/s vs Flask", one64.rps / flask[(1, 64)].rps, 3.0, True, "x"))
+        many64 = find(rows, "modelapi", route, 32, 64)
+        if many64 and inproc[32]:
+            ratio = many64.rows_per_s / inproc[32].rows_per_s
+            out.append(Target(f"{route} 32-row c64 rows/s vs in-process 32-row loop", ratio, 1.0, True, "x"))
+        for n in (1, 32):
+            mine64, theirs64 = find(rows, "modelapi", route, n, 64), flask[(n, 64)]
+            if mine64 and theirs64:
+                out.append(Target(f"{route} {n}-row c64 p99", mine64.p99_ms, theirs64.p99_ms / 2, False, " ms"))
+            mine1, theirs1 = find(rows, "modelapi", route, n, 1), flask[(n, 1)]
+            if mine1 and theirs1:
+                out.append(Target(f"{route} {n}-row c1 p50", mine1.p50_ms, theirs1.p50_ms + 0.2, False, " ms"))
+    for contender in sorted({r.contender for r in rows if r.contender.startswith("modelapi --workers")}):
+        mine1, theirs1 = find(rows, contender, "friendly JSON", 1, 1), flask[(1, 1)]
+        if mine1 and theirs1:
+            out.append(Target(f"{contender} 1-row c1 p50 (Nagle)", mine1.p50_ms, theirs1.p50_ms + 0.2, False, " ms"))
+    on = find(rows, "modelapi forest, batching on", "friendly JSON", 1, 64)
+    off = find(rows, "modelapi forest, batching off", "friendly JSON", 1, 64)
+    if on and off and off.rps:
+        out.append(Target("forest 1-row c64 req/s, batching on vs off", on.rps / off.rps, 5.0, True, "x"))
+    for contender, sizes in rss.items():
+        for i, size in enumerate(sizes):
+            extra = (size - footprint) / MIB
+            out.append(
+                Target(
+                    f"{contender} worker {i + 1} RSS above the model's footprint", extra, RSS_LIMIT_MIB, False, " MiB"
+                )
+            )
+    return out
+
+
+def _c(row: Row) -> str:
+    return "-" if row.concurrency is None else str(row.concurrency)
+
+
+def table(rows: list[Row]) -> str:
+    head = ["contender", "route", "rows", "conc", "req/s", "rows/s", "p50 ms", "p99 ms", "errors"]
+    body = [
+        [r.contender, r.route, str(r.rows), _c(r), f"{r.rps:,.0f}", f"{r.rows_per_s:,.0f}",
+         f"{r.p50_ms:.2f}", f"{r.p99_ms:.2f}", str(r.errors)]
+        for r in rows
+    ]  # fmt: skip
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(" --- " for _ in head) + "|"]
+    lines += ["| " + " | ".join(cells) + " |" for cells in body]
+    return "\n".join(lines)
+
+
+def markdown(meta: dict[str, Any], rows: list[Row], checks: list[Target]) -> str:
+    parts = [
+        f"# modelapi benchmark, {meta['date']}",
+        "",
+        f"Command: `{meta['command']}`",
+        "",
+        *(f"- {k}: {v}" for k, v in meta.items() if k not in ("date", "command")),
+        "",
+        table(rows),
+        "",
+        "## Targets",
+        "",
+        *(f"- {t.line()}" for t in checks),
+        "",
+    ]
+    return "\n".join(parts)
+
+
+def write(directory: Path, stamp: str, meta: dict[str, Any], rows: list[Row], checks: list[Target]) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    data = {
+        "meta": meta,
+        "rows": [asdict(r) for r in rows],
+        "targets": [{**asdict(t), "passed": t.passed} for t in checks],
+    }
+    paths = [directory / f"bench-{stamp}.json", directory / f"bench-{stamp}.md"]
+    paths[0].write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2))
+    paths[1].write_text(markdown(meta, rows, checks))
+    return paths

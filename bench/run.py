@@ -1,0 +1,216 @@
+"""``make bench``: modelapi against the in-process limit and a Flask + gunicorn baseline, on a 2-core machine.
+
+The server under test runs on core 0, wrk on core 1 (closed loop, keep-alive, one thread). Every server's
+answers are checked against the in-process model before it is timed. Prints the table and the issue's target
+ratios (PASS/FAIL), and writes both to ``bench/results/bench-<UTC time>.{json,md}``.
+
+    python -m bench.run            # 10 s per cell, about 8 minutes
+    python -m bench.run --quick    # 1 s per cell, a smoke check of the harness
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+
+from . import environment, report, servers, verify, workload
+from .loadgen import LoadError, require, run_wrk
+from .report import Row
+
+SERVER_CORE, LOAD_CORE = 0, 1
+ROW_COUNTS = (1, 32)
+CONCURRENCIES = (1, 16, 64)
+RESULTS = Path(__file__).with_name("results")
+#: modelapi route label -> (URL path for model NAME, body kind)
+ROUTES = {
+    "friendly JSON": ("/models/{name}/predict", "rest"),
+    "V2 JSON": ("/v2/models/{name}/infer", "v2-json"),
+    "V2 binary": ("/v2/models/{name}/infer", "v2-binary"),
+}
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Plan:
+    seconds: int
+    warmup: int
+    workers: int
+    log: Log
+
+
+def measure_inprocess(plan: Plan, work: workload.Workload, env: dict[str, str]) -> tuple[list[Row], int]:
+    """The JSON+predict loop for each body size; also the model's footprint (that process's RSS)."""
+    rows: list[Row] = []
+    footprint = 0
+    for n in ROW_COUNTS:
+        body = work.body("rest", n)
+        cmd = ["taskset", "-c", str(SERVER_CORE), sys.executable, "-m", "bench.inprocess"]
+        cmd += [str(work.model_path), str(body.path), str(plan.seconds)]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True, cwd=_repo(), timeout=600)
+        r = orjson.loads(proc.stdout)
+        rps = r["requests"] / r["seconds"]
+        rows.append(Row("in-process", "JSON loop", n, None, rps, rps * n, r["p50_us"] / 1e3, r["p99_us"] / 1e3))
+        footprint = max(footprint, int(r["rss_bytes"]))
+        plan.log(f"in-process {n}-row: {rps:,.0f} req/s")
+    return rows, footprint
+
+
+def measure_server(
+    plan: Plan,
+    spec: servers.ServerSpec,
+    cells: list[tuple[str, str, workload.Body, tuple[int, ...]]],
+    want: dict[int, workload.Answer],
+    env: dict[str, str],
+    log_dir: Path,
+) -> tuple[list[Row], list[int]]:
+    """Serve ``spec``; check every (route, path, body) answer, then time each at its concurrencies.
+
+    Returns the rows and the resident memory of each serving process after the load.
+    """
+    out: list[Row] = []
+    with servers.serve(spec, core=SERVER_CORE, env=env, log_dir=log_dir) as srv:
+        for _, path, body, _ in cells:
+            verify.check(spec.name, path, srv.host, srv.port, body, want[body.rows])
+        plan.log(f"{spec.name}: answers verified")
+        for route, path, body, concurrencies in cells:
+            if plan.warmup:
+                run_wrk(srv.url + path, body, connections=16, seconds=plan.warmup, core=LOAD_CORE)
+            for c in concurrencies:
+                cell = run_wrk(srv.url + path, body, connections=c, seconds=plan.seconds, core=LOAD_CORE)
+                row = Row(
+                    spec.name, route, body.rows, c, cell.rps, cell.rows_per_s, cell.p50_ms, cell.p99_ms, cell.errors
+                )
+                out.append(row)
+                plan.log(f"{spec.name} {route} {body.rows}-row c{c}: {row.rps:,.0f} req/s, p99 {row.p99_ms:.2f} ms")
+        rss = [servers.procfs.rss_bytes(pid) for pid in srv.workers()]
+    return out, rss
+
+
+def modelapi_cells(
+    work: workload.Workload, name: str, routes: list[str], row_counts: tuple[int, ...], concurrencies: tuple[int, ...]
+) -> list[tuple[str, str, workload.Body, tuple[int, ...]]]:
+    return [
+        (route, ROUTES[route][0].format(name=name), work.body(ROUTES[route][1], n), concurrencies)
+        for n in row_counts
+        for route in routes
+    ]
+
+
+def run(plan: Plan, stamp: str, command: str) -> int:
+    for tool, hint in (("wrk", "apt-get install -y wrk"), ("taskset", "apt-get install -y util-linux")):
+        require(tool, f"install it with: {hint}")
+    if len(os.sched_getaffinity(0)) < 2:
+        raise LoadError("the bench needs 2 cores: one for the server, one for wrk")
+    os.sched_setaffinity(0, {LOAD_CORE})  # the harness itself stays off the server's core
+    env = environment.bench_env()
+    features = environment.modelapi_features(env)
+    meta: dict[str, object] = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": command,
+        "seconds per cell": plan.seconds,
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; server on core "
+        f"{SERVER_CORE}, wrk on core {LOAD_CORE}; load average before: {os.getloadavg()[0]:.2f}",
+        "python": platform.python_version(),
+        "blas": environment.blas_info(env),
+        "thread env": {k: env[k] for k in environment.THREAD_VARS},
+        "modelapi --workers": features.workers,
+        "batching switch": "none found" if features.batching_off is None else features.batching_off,
+    }
+    rows: list[Row] = []
+    rss: dict[str, list[int]] = {}
+    with tempfile.TemporaryDirectory(prefix="modelapi-bench-") as tmp:
+        log_dir = RESULTS / f"logs-{stamp}"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        work = workload.build(Path(tmp), ROW_COUNTS)
+        plan.log("models trained, bodies written")
+        want = {n: workload.expected(work.model_path, work.rows[:n]) for n in ROW_COUNTS}
+        forest_want = {1: workload.expected(work.forest_path, work.rows[:1])}
+
+        inproc, footprint = measure_inprocess(plan, work, env)
+        rows += inproc
+        meta["model footprint (in-process loop RSS)"] = f"{footprint / report.MIB:.1f} MiB"
+
+        flask_cells = [("/predict", "/predict", work.body("rest", n), CONCURRENCIES) for n in ROW_COUNTS]
+        got, flask_rss = measure_server(plan, servers.flask_gunicorn(work.model_path), flask_cells, want, env, log_dir)
+        rows += got
+        meta["flask+gunicorn RSS per process"] = [f"{b / report.MIB:.1f} MiB" for b in flask_rss]
+
+        spec = servers.modelapi("modelapi", [work.model_path])
+        cells = modelapi_cells(work, "logreg", list(ROUTES), ROW_COUNTS, CONCURRENCIES)
+        got, rss["modelapi"] = measure_server(plan, spec, cells, want, env, log_dir)
+        rows += got
+
+        if features.workers:
+            name = f"modelapi --workers {plan.workers}"
+            spec = servers.modelapi(name, [work.model_path], "--workers", str(plan.workers))
+            cells = modelapi_cells(work, "logreg", ["friendly JSON"], (1,), (1, 64))
+            got, rss[name] = measure_server(plan, spec, cells, want, env, log_dir)
+            rows += got
+
+        forest_modes: list[tuple[str, tuple[str, ...], dict[str, str]]] = [("on", (), {})]
+        if features.batching_off is not None:
+            forest_modes.append(("off", *features.batching_off))
+        for mode, extra, extra_env in forest_modes:
+            name = f"modelapi forest, batching {mode}"
+            pin = ("--sha256", work.forest_sha256)
+            spec = servers.modelapi(name, [work.forest_path], *pin, *extra, env=extra_env)
+            cells = modelapi_cells(work, "forest", ["friendly JSON"], (1,), (1, 64))
+            got, _ = measure_server(plan, spec, cells, forest_want, env, log_dir)
+            rows += got
+
+    checks = report.targets(rows, rss, footprint)
+    meta["modelapi RSS per worker"] = {k: [f"{b / report.MIB:.1f} MiB" for b in v] for k, v in rss.items()}
+    meta["load average after"] = f"{os.getloadavg()[0]:.2f}"
+    print()
+    print(report.table(rows))
+    print()
+    for check in checks:
+        print(check.line())
+    if features.batching_off is None:
+        print("NOT MEASURED  batching on vs off: this modelapi has no --no-batching flag nor a batching setting")
+    paths = report.write(RESULTS, stamp, meta, rows, checks)
+    print(f"\nwritten: {', '.join(str(p) for p in paths)}")
+    return 0
+
+
+def _repo() -> Path:
+    return Path(__file__).resolve().parents[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="1 s per cell and no warm-up: checks the harness")
+    parser.add_argument("--seconds", type=int, default=10, help="seconds per cell (default 10)")
+    parser.add_argument("--workers", type=int, default=2, help="processes for the multi-worker cells (default 2)")
+    args = parser.parse_args(argv)
+    seconds = 1 if args.quick else args.seconds
+    start = time.monotonic()
+
+    def log(message: str) -> None:
+        print(f"[{time.monotonic() - start:6.1f} s] {message}", file=sys.stderr, flush=True)
+
+    plan = Plan(seconds=seconds, warmup=0 if args.quick else 2, workers=args.workers, log=log)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    command = shlex.join(["python", "-m", "bench.run", *(argv if argv is not None else sys.argv[1:])])
+    try:
+        return run(plan, stamp, command)
+    except (LoadError, servers.ServerError, verify.WrongAnswer, subprocess.CalledProcessError) as exc:
+        detail = getattr(exc, "stderr", None)
+        print(f"bench: error: {exc}" + (f"\n{detail}" if detail else ""), file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,133 @@
+"""Start a server under test pinned to one core, wait until it answers, and always stop it (its whole group)."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import procfs
+
+VENV_BIN = Path(sys.executable).parent
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """A command to serve on a port (``{port}`` in ``argv`` is replaced) and the path that says it is ready."""
+
+    name: str
+    argv: tuple[str, ...]
+    ready_path: str
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Running:
+    spec: ServerSpec
+    host: str
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def workers(self) -> list[int]:
+        """The processes that serve: the children of a supervisor, or the process itself when it has none."""
+        kids = procfs.children(self.process.pid)
+        return kids or [self.process.pid]
+
+    def rss(self) -> dict[int, int]:
+        return {pid: procfs.rss_bytes(pid) for pid in procfs.tree(self.process.pid)}
+
+
+class ServerError(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def modelapi(name: str, models: list[Path], *extra: str, env: dict[str, str] | None = None) -> ServerSpec:
+    """modelapi with access logs off (gunicorn logs no accesses by default either)."""
+    argv = (
+        str(VENV_BIN / "modelapi"), "serve", *map(str, models),
+        "--host", "127.0.0.1", "--port", "{port}", "--log-level", "warning", *extra,
+    )  # fmt: skip
+    return ServerSpec(name, argv, "/v2/health/ready", env or {})
+
+
+def flask_gunicorn(model: Path, workers: int = 2) -> ServerSpec:
+    argv = (
+        str(VENV_BIN / "gunicorn"), "-w", str(workers), "-b", "127.0.0.1:{port}",
+        "--log-level", "warning", "bench.baseline_flask:app",
+    )  # fmt: skip
+    return ServerSpec("flask+gunicorn", argv, "/health", {"BENCH_MODEL": str(model)})
+
+
+@contextlib.contextmanager
+def serve(
+    spec: ServerSpec, *, core: int, env: dict[str, str], log_dir: Path, timeout: float = 60.0
+) -> Iterator[Running]:
+    """Run ``spec`` under ``taskset -c core`` in its own process group; kill the group on the way out."""
+    port = free_port()
+    argv = ["taskset", "-c", str(core), *(a.replace("{port}", str(port)) for a in spec.argv)]
+    log_path = log_dir / f"server-{spec.name.replace(' ', '_').replace('/', '_')}.log"
+    repo = Path(__file__).resolve().parents[1]
+    full_env = {**env, **spec.env, "PYTHONPATH": str(repo)}
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, env=full_env, cwd=repo, start_new_session=True
+        )
+    running = Running(spec, "127.0.0.1", port, proc, log_path)
+    try:
+        _wait_ready(running, timeout)
+        yield running
+    finally:
+        stop(proc)
+
+
+def stop(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
+    """SIGTERM the process group, then SIGKILL whatever is left of it."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=grace)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=grace)
+
+
+def _wait_ready(running: Running, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if running.process.poll() is not None:
+            tail = running.log_path.read_text(errors="replace").strip().splitlines()[-5:]
+            raise ServerError(
+                f"{running.spec.name} exited with {running.process.returncode}; {running.log_path} ends with:\n"
+                + "\n".join(tail)
+            )
+        try:
+            conn = http.client.HTTPConnection(running.host, running.port, timeout=2)
+            conn.request("GET", running.spec.ready_path)
+            if conn.getresponse().status == 200:
+                conn.close()
+                return
+            conn.close()
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise ServerError(f"{running.spec.name} was not ready after {timeout:.0f} s; see {running.log_path}")

@@ -1,0 +1,67 @@
+"""Before timing: each server must answer each body exactly as the model does in process."""
+
+from __future__ import annotations
+
+import http.client
+from typing import Any
+
+import numpy as np
+import orjson
+
+from .workload import Answer, Body
+
+
+class WrongAnswer(RuntimeError):
+    pass
+
+
+def post(host: str, port: int, path: str, body: Body) -> tuple[int, dict[str, str], bytes]:
+    conn = http.client.HTTPConnection(host, port, timeout=30)
+    try:
+        conn.request("POST", path, body=body.data(), headers=body.headers())
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()
+
+
+def parse(kind: str, headers: dict[str, str], content: bytes) -> Answer:
+    """Labels and probabilities from an answer of the friendly route, V2 JSON or V2 binary."""
+    if kind == "rest":
+        data = orjson.loads(content)
+        preds: list[dict[str, Any]] = data.get("predictions", [data])
+        labels = np.array([p["prediction"] for p in preds])
+        proba = np.array([[p["probabilities"][k] for k in sorted(p["probabilities"], key=int)] for p in preds])
+        return Answer(labels, proba)
+    length = int(headers.get("inference-header-content-length", len(content)))
+    head = orjson.loads(content[:length])
+    offset = length
+    outputs: dict[str, np.ndarray] = {}
+    for out in head["outputs"]:
+        size = out.get("parameters", {}).get("binary_data_size")
+        if size is None:
+            arr = np.asarray(out["data"])
+        else:
+            dtype = {"INT64": "<i8", "FP64": "<f8", "FP32": "<f4", "INT32": "<i4"}[out["datatype"]]
+            arr = np.frombuffer(content[offset : offset + size], dtype=dtype)
+            offset += size
+        outputs[out["name"]] = arr.reshape(out["shape"])
+    return Answer(outputs["label"], outputs["probabilities"])
+
+
+def check(name: str, url_path: str, host: str, port: int, body: Body, want: Answer) -> None:
+    """Raise ``WrongAnswer`` unless the server's answer to ``body`` equals ``want``."""
+    status, headers, content = post(host, port, url_path, body)
+    where = f"{name} {url_path} ({body.kind}, {body.rows} rows)"
+    if status != 200:
+        raise WrongAnswer(f"{where}: HTTP {status}: {content[:300]!r}")
+    if body.kind == "v2-binary" and "inference-header-content-length" not in headers:
+        raise WrongAnswer(f"{where}: asked for binary outputs, got {headers.get('content-type')}")
+    got = parse(body.kind, headers, content)
+    n = body.rows
+    if got.labels.shape != (n,) or not np.array_equal(got.labels, want.labels[:n]):
+        raise WrongAnswer(f"{where}: labels {got.labels.tolist()} != {want.labels[:n].tolist()}")
+    if got.probabilities.shape != want.probabilities[:n].shape or not np.allclose(
+        got.probabilities, want.probabilities[:n], rtol=1e-12, atol=1e-15
+    ):
+        raise WrongAnswer(f"{where}: probabilities differ from the in-process model's")
