@@ -97,3 +97,24 @@ class Regressor(Model):
             raise RuntimeError("secret internal detail /srv/model/weights.bin")
         y = 2 * a - b
         return {"prediction": np.where(a == 999, np.nan, y)}
+
+class Sleepy(Model):
+    """Sleeps ``seconds`` (the largest in the batch), then answers them with the serving process's ``pid``.
+
+    For tests of worker processes and graceful shutdown: slow requests in flight, and which worker served them.
+    """
+
+    signature = Signature.from_features(
+        {"seconds": "FP64"}, outputs=[TensorSpec("seconds", "FP64", (-1,)), TensorSpec("pid", "INT64", (-1,))]
+    )
+
+    def __init__(self) -> None:
+        self.name = "sleepy"
+
+    def predict(self, inputs: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
+        import os
+        import time
+
+        seconds = inputs["seconds"]
+        time.sleep(float(np.max(seconds, initial=0.0)))
+        return {"seconds": seconds, "pid": np.full(len(seconds), os.getpid(), dtype=np.int64)}

@@ -38,6 +38,12 @@ _SERVE_FLAGS: dict[str, tuple[list[str], str, dict[str, Any]]] = {
     "max_body_bytes": (["--max-body-bytes"], "largest request body in bytes (default 32 MiB)", {"type": int}),
     "max_rows": (["--max-rows"], "most rows per prediction request (default 100000)", {"type": int}),
     "log_level": (["--log-level"], "critical, error, warning, info (default) or debug", {}),
+    "workers": (["--workers"], "worker processes on one port, kept running by a supervisor (default 1)", {"type": int}),
+    "grace_period_s": (
+        ["--graceful-timeout"],
+        "seconds in-flight requests get to finish after SIGTERM (default 30)",
+        {"type": float, "metavar": "SECONDS"},
+    ),
     "batching": (
         ["--no-batching"],
         "run every request on its own: turn adaptive batching off for all models",

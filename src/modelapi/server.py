@@ -1,23 +1,37 @@
-"""From Settings to a running server: load the models, bind, print the banner, serve with uvicorn."""
+"""From Settings to a running server: bind, load the models, serve with uvicorn, print the banner, drain.
+
+``run`` binds the socket once; with one worker it serves in this process, with several it hands the socket
+to ``supervisor.Supervisor``, which forks the workers. Each worker runs ``serve_socket``: the models load
+inside the server (``http/lifecycle.py``), so readiness answers 503 until they have, and again while draining.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import logging
 import shlex
 import signal
 import socket
 import sys
-from typing import Any, TextIO
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import TextIO
 
 import uvicorn
 
 from . import jsonutil
 from .dataplane import DataPlane
+from .errors import ModelLoadError
 from .http.app import create_app
+from .http.lifecycle import Lifecycle
 from .models.base import Model
-from .models.registry import load_model
+from .models.python import is_class_spec
+from .models.registry import PICKLE_SUFFIXES, load_model
 from .models.trust import Trust
 from .settings import Settings
+from .supervisor import Supervisor, WorkerContext
 
 log = logging.getLogger("modelapi")
 
@@ -33,12 +47,41 @@ def load_models(settings: Settings) -> list[Model]:
         raise ValueError(f"{len(settings.names)} names given for {len(specs)} models; give at most one name per model")
     trust = Trust(trust_pickle=settings.trust_pickle, sha256=frozenset(settings.sha256))
     names: list[str | None] = [*settings.names, *([None] * (len(specs) - len(settings.names)))]
-    return [load_model(spec, name=name, trust=trust) for spec, name in zip(specs, names, strict=True)]
+    return [
+        load_model(spec, name=name, trust=trust, device=settings.device)
+        for spec, name in zip(specs, names, strict=True)
+    ]
+
+
+def preimport(settings: Settings) -> None:
+    """Import, once in the supervisor, the libraries the models will need, without loading any model.
+
+    Forked workers then start in a fraction of a second (a replacement must serve within 2 s) and share those
+    pages copy-on-write. Models themselves load in each worker: onnxruntime sessions, OpenMP and other thread
+    pools do not survive a fork, so onnxruntime is left to the workers too. Failures are left to the workers,
+    which report them properly.
+    """
+    for spec in settings.models or ["demo.skops"]:
+        path = Path(spec)
+        names: list[str] = []
+        if is_class_spec(spec) and not path.exists():
+            names = [spec.split(":", 1)[0]]
+        elif path.is_dir() or path.suffix.lower() in (".skops", *PICKLE_SUFFIXES):
+            names = ["sklearn.base", "sklearn.pipeline", "skops.io", "joblib"]
+        for name in names:
+            with contextlib.suppress(Exception):
+                importlib.import_module(name)
 
 
 def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound once (and shared by every worker).
+
+    It is made with ``IPPROTO_TCP`` rather than protocol 0: accepted connections inherit the listener's
+    protocol number, and asyncio only sets TCP_NODELAY on sockets whose protocol is TCP. Without it, Nagle's
+    algorithm holds back a response's second write until the client's delayed ACK, about 40 ms per request.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     sock.listen(2048)
@@ -72,34 +115,119 @@ def banner(dataplane: DataPlane, url: str) -> str:
 
 
 class _Server(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, on_ready: Any) -> None:
+    """uvicorn's server, telling the lifecycle when it listens and when shutdown begins."""
+
+    def __init__(self, config: uvicorn.Config, lifecycle: Lifecycle) -> None:
         super().__init__(config)
-        self._on_ready = on_ready
+        self.lifecycle = lifecycle
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)
         if self.started:
-            self._on_ready()
+            self.lifecycle.listening()
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if not self.should_exit:
+            log.info(
+                "shutting down: not ready, not accepting; finishing %d open connections (grace period %g s)",
+                len(self.server_state.connections),
+                self.config.timeout_graceful_shutdown or 0,
+            )
+        self.lifecycle.drain()
+        super().handle_exit(sig, frame)
+
+
+def serve_socket(
+    settings: Settings,
+    sock: socket.socket,
+    *,
+    on_ready: Callable[[DataPlane], None],
+    background_startup: bool = True,
+    cluster_ready: Callable[[], bool] = lambda: True,
+) -> None:
+    """Load the models and serve them on ``sock`` in this process until SIGTERM or SIGINT, then drain.
+
+    With ``background_startup`` the socket is served while the models load (readiness answers 503); without,
+    nothing is accepted until they have loaded. Raises what stopped the models from loading.
+    """
+    server: _Server | None = None
+
+    def failed(exc: BaseException) -> None:
+        if not isinstance(exc, ModelLoadError | ValueError | OSError):
+            log.error("the server could not start", exc_info=exc)
+        if server is not None:
+            server.should_exit = True
+
+    lifecycle = Lifecycle(
+        lambda: create_app(load_models(settings), settings),
+        background_startup=background_startup,
+        cluster_ready=cluster_ready,
+        on_ready=lambda app: on_ready(app.state.dataplane),
+        on_failed=failed,
+    )
+    config = uvicorn.Config(
+        lifecycle,
+        log_level=settings.log_level,
+        server_header=False,
+        date_header=False,
+        lifespan="on",
+        # typed int, but uvicorn hands it to asyncio.wait_for, which takes seconds as a float
+        timeout_graceful_shutdown=settings.grace_period_s,  # type: ignore[arg-type]
+    )
+    if settings.log_level != "debug":
+        # the banner says what uvicorn's start-up lines say; its warnings and errors still show
+        logging.getLogger("uvicorn.error").setLevel(max(logging.WARNING, logging.getLogger("uvicorn.error").level))
+    server = _Server(config, lifecycle)
+    # uvicorn re-raises a captured SIGTERM/SIGINT after its graceful shutdown; by then the work is done, so let
+    # it land on a no-op handler and exit 0, as process supervisors expect of a clean stop.
+    previous = {sig: signal.signal(sig, lambda signum, frame: None) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        server.run(sockets=[sock])
+    except SystemExit:
+        if lifecycle.error is None:  # uvicorn exits this way when the app's startup failed
+            raise
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if lifecycle.error is not None:
+        raise lifecycle.error
 
 
 def run(settings: Settings, *, out: TextIO = sys.stdout) -> None:
-    """Serve until interrupted. Raises ModelLoadError / ValueError before binding when models cannot load."""
+    """Serve until SIGTERM or SIGINT, then drain and return. Raises ModelLoadError / ValueError when the models
+    cannot load, OSError when the address cannot be bound.
+
+    One worker serves in this process; several are forked by a supervisor that stays in this process.
+    """
     logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
-    models = load_models(settings)
-    app = create_app(models, settings)
-    dataplane: DataPlane = app.state.dataplane
     sock = bind(settings.host, settings.port)
     url = base_url(settings.host, sock.getsockname()[1])
-    config = uvicorn.Config(app, log_level=settings.log_level, server_header=False, date_header=False)
 
-    def ready() -> None:
-        print(banner(dataplane, url), file=out, flush=True)
+    def print_banner(text: str) -> None:
+        print(text, file=out, flush=True)
 
-    server = _Server(config, ready)
-    # uvicorn re-raises a captured SIGTERM after its graceful shutdown; by then the work is done, so let that
-    # land on a no-op handler and exit 0, as process supervisors expect of a clean stop.
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
-    try:
-        server.run(sockets=[sock])
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    if settings.workers == 1:
+        with sock:
+            serve_socket(settings, sock, on_ready=lambda dataplane: print_banner(banner(dataplane, url)))
+        return
+
+    def worker(context: WorkerContext) -> int:
+        try:
+            serve_socket(
+                settings,
+                sock,
+                on_ready=lambda dataplane: context.report_ready(banner(dataplane, url)),
+                background_startup=not context.replacement,
+                cluster_ready=context.cluster_ready,
+            )
+        except Exception as exc:
+            context.report_failed(exc)
+            return 2
+        return 0
+
+    preimport(settings)
+    supervisor = Supervisor(
+        settings.workers, worker, sock=sock, grace_period_s=settings.grace_period_s, on_ready=print_banner
+    )
+    if supervisor.run() != 0:
+        raise SystemExit(1)  # workers outlived the grace period and were killed; the supervisor logged it

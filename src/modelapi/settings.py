@@ -32,6 +32,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(32 * 1024 * 1024, gt=0, description="largest request body accepted (413 above)")
     max_rows: int = Field(100_000, gt=0, description="most rows in one prediction request (413 above)")
     log_level: str = Field("info", description="critical, error, warning, info or debug")
+    workers: int = Field(1, ge=1, le=256, description="worker processes serving one port (a supervisor restarts them)")
+    grace_period_s: float = Field(
+        30.0, ge=0, description="seconds in-flight requests get to finish after SIGTERM before they are cut off"
+    )
     batching: bool = Field(True, description="adaptive batching of concurrent requests (docs/batching.md)")
     batch_max_size: int = Field(256, ge=1, description="most rows in one batch (a larger request runs alone)")
     batch_max_delay_ms: float = Field(
