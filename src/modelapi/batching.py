@@ -61,10 +61,15 @@ def parse_policy(text: str, base: BatchPolicy) -> BatchPolicy:
         raise ValueError(f"batching {text!r}: expected off, on, MAX_ROWS or MAX_ROWS,DELAY_MS ({exc})") from None
 
 
-def batch_key(inputs: Mapping[str, np.ndarray], version: str, outputs: Any, parameters: Any) -> Hashable:
-    """What requests must share to share a batch: version, outputs, parameters, and dtypes and row shapes."""
-    arrays = tuple((name, arr.dtype.str, arr.shape[1:]) for name, arr in inputs.items())
-    return (version, tuple(outputs) if outputs is not None else None, _freeze(parameters), arrays)
+def batch_key(version: str, outputs: Any, parameters: Any, shapes: tuple[Any, ...] = ()) -> Hashable:
+    """What requests must share to share a batch: the model version, the requested outputs and parameters,
+    and ``shapes``: the row shapes of inputs whose signature leaves them open (the rest already agree)."""
+    return (
+        version,
+        tuple(outputs) if outputs is not None else None,
+        _freeze(parameters) if parameters else None,
+        shapes,
+    )
 
 
 def _freeze(value: Any) -> Hashable:
@@ -235,6 +240,11 @@ def concat(parts: list[Mapping[str, np.ndarray]]) -> Arrays:
 
 def split(outputs: Mapping[str, np.ndarray], rows: list[int]) -> list[Arrays]:
     """A batch's outputs back into one mapping per request, by row counts (views, no copies)."""
-    bounds = np.cumsum(rows)[:-1].tolist()
-    per_output = {name: np.split(np.asarray(arr), bounds, axis=0) for name, arr in outputs.items()}
-    return [{name: parts[i] for name, parts in per_output.items()} for i in range(len(rows))]
+    arrays = [(name, np.asarray(arr)) for name, arr in outputs.items()]
+    parts: list[Arrays] = []
+    start = 0
+    for n in rows:
+        end = start + n
+        parts.append({name: arr[start:end] for name, arr in arrays})
+        start = end
+    return parts

@@ -49,6 +49,7 @@ class DataPlane:
         self.batch_overrides = dict(batch_overrides or {})
         self.batchers: dict[str, Batcher] = {}
         self._threads: dict[str, ThreadPoolExecutor] = {}
+        self._open_shaped: dict[str, list[str]] = {}  # inputs whose row shape varies between requests
         self._ready: set[str] = set()
         self.live = True
 
@@ -76,6 +77,7 @@ class DataPlane:
             if policy.enabled:
                 thread = ThreadPoolExecutor(1, thread_name_prefix=f"modelapi-{model.name}")
                 self._threads[model.name] = thread
+                self._open_shaped[model.name] = [s.name for s in model.signature.inputs if -1 in s.row_shape]
                 self.batchers[model.name] = Batcher(functools.partial(_predict, model), policy, thread)
             self._ready.add(model.name)
 
@@ -131,7 +133,8 @@ class DataPlane:
             if batcher is None:
                 outputs = await run_in_threadpool(_predict, model, inputs, rows)
             else:
-                key = batch_key(inputs, model.version, outputs_wanted, request.parameters)
+                open_shapes = tuple(inputs[n].shape[1:] for n in self._open_shaped[name])
+                key = batch_key(model.version, outputs_wanted, request.parameters, open_shapes)
                 outputs = await batcher.submit(inputs, rows, key)
         except (BadRequest, InferenceError, asyncio.CancelledError):
             raise

@@ -1,0 +1,320 @@
+"""The batcher on its own, with a fake model: deterministic, no HTTP, no sleeps on the happy path."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import pytest
+
+from modelapi.batching import Batcher, BatcherClosed, BatchPolicy, batch_key, concat, parse_policy, split
+
+
+class Poisoned(Exception):
+    pass
+
+
+class FakeModel:
+    """y = 2x, ``label`` = str(x); raises when any x is negative. The first call can be held until released."""
+
+    def __init__(self, hold_first: bool = False) -> None:
+        self.calls: list[list[float]] = []
+        self.started = threading.Event()
+        self.release = threading.Event()
+        if not hold_first:
+            self.release.set()
+
+    def __call__(self, inputs: Mapping[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
+        x = inputs["x"]
+        assert x.shape[0] == rows
+        self.calls.append(x.tolist())
+        self.started.set()
+        assert self.release.wait(10)
+        if (x < 0).any():
+            raise Poisoned(f"negative input among {x.tolist()}")
+        label = np.array([str(v) for v in x.tolist()], dtype=object)
+        return {"y": np.column_stack([2 * x, 3 * x]), "label": label}
+
+
+def batcher(model: FakeModel, executor: ThreadPoolExecutor | None, **policy: Any) -> Batcher:
+    return Batcher(model, BatchPolicy(**policy), executor)
+
+
+async def wait_started(model: FakeModel) -> None:
+    for _ in range(1000):
+        if model.started.is_set():
+            return
+        await asyncio.sleep(0.001)
+    raise AssertionError("the first batch never started")
+
+
+def submit(b: Batcher, *values: float, key: Any = "k") -> asyncio.Task[dict[str, np.ndarray]]:
+    x = np.array(values, dtype=np.float64)
+    return asyncio.ensure_future(b.submit({"x": x}, len(values), key))
+
+
+def run(test: Callable[[ThreadPoolExecutor], Awaitable[None]]) -> None:
+    with ThreadPoolExecutor(1) as executor:
+        asyncio.run(asyncio.wait_for(test(executor), 20))
+
+
+async def busy(b: Batcher, model: FakeModel) -> asyncio.Task[dict[str, np.ndarray]]:
+    """Start a one-row batch that holds the model until ``model.release`` is set."""
+    first = submit(b, 100.0)
+    await wait_started(model)
+    return first
+
+
+# policies and keys ---------------------------------------------------------------------------------------
+def test_parse_policy() -> None:
+    base = BatchPolicy(True, 32, 1.0)
+    assert parse_policy("off", base) == BatchPolicy(False, 32, 1.0)
+    assert parse_policy("on", BatchPolicy(False, 8)) == BatchPolicy(True, 8, 0.0)
+    assert parse_policy("64", base) == BatchPolicy(True, 64, 1.0)
+    assert parse_policy(" 16,2.5 ", base) == BatchPolicy(True, 16, 2.5)
+    for bad in ("many", "16,soon", "-3", "8,-1"):
+        with pytest.raises(ValueError, match="MAX_ROWS"):
+            parse_policy(bad, base)
+
+
+def test_policy_defaults_are_on_and_sane() -> None:
+    p = BatchPolicy()
+    assert p.enabled and p.max_batch_size >= 32 and p.max_delay_ms == 0
+
+
+def test_batch_key_separates_what_cannot_share_a_batch() -> None:
+    key = batch_key("1", None, {}, ())
+    assert key == batch_key("1", None, {}, ())
+    assert key != batch_key("2", None, {}, ())
+    assert key != batch_key("1", ["y"], {}, ())
+    assert batch_key("1", ["y"], {"a": [1, {"b": 2}]}, ()) == batch_key("1", ["y"], {"a": [1, {"b": 2}]}, ())
+    assert batch_key("1", None, {"a": 1}, ()) != batch_key("1", None, {"a": 2}, ())
+    assert batch_key("1", None, {}, ((3,),)) != batch_key("1", None, {}, ((4,),))
+
+
+def test_concat_and_split_round_trip_exactly_including_strings() -> None:
+    parts = [
+        {"x": np.arange(n * 2, dtype=np.float32).reshape(n, 2) + n, "s": np.array([f"r{n}"] * n, dtype=object)}
+        for n in (1, 3, 2)
+    ]
+    joined = concat(parts)
+    assert joined["x"].shape == (6, 2) and joined["x"].dtype == np.float32 and joined["s"].dtype == object
+    back = split(joined, [1, 3, 2])
+    for part, got in zip(parts, back, strict=True):
+        assert got.keys() == part.keys()
+        np.testing.assert_array_equal(got["x"], part["x"])
+        assert got["s"].tolist() == part["s"].tolist()
+
+
+# scheduling ----------------------------------------------------------------------------------------------
+def test_an_idle_model_runs_a_request_at_once_alone() -> None:
+    async def test(executor: ThreadPoolExecutor) -> None:
+        model = FakeModel()
+        b = batcher(model, executor, max_delay_ms=10_000)  # the delay applies only to requests that wait
+        started = time.monotonic()
+        out = await submit(b, 1.5)
+        assert time.monotonic() - started < 2
+        assert model.calls == [[1.5]] and list(b.batch_rows) == [1]
+        np.testing.assert_array_equal(out["y"], [[3.0, 4.5]])
+
+    run(test)
+
+
+def test_requests_that_wait_while_the_model_is_busy_share_the_next_batch() -> None:
+    async def test(executor: ThreadPoolExecutor) -> None:
+        model = FakeModel(hold_first=True)
+        b = batcher(model, executor)
+        first = await busy(b, model)
+        waiting = [submit(b, float(i), float(i) + 0.5) for i in range(5)]
+        await asyncio.sleep(0.01)
+        assert len(model.calls) == 1  # nothing else runs while the model is busy
+        model.release.set()
+        results = await asyncio.gather(first, *waiting)
+        assert list(b.batch_rows) == [1, 10]
+        assert model.calls[1] == [v for i in range(5) for v in (float(i), float(i) + 0.5)]
+        for i, out in enumerate(results[1:]):
+            np.testing.assert_array_equal(out["y"], [[2 * i, 3 * i], [2 * i + 1, 3 * i + 1.5]])
+            assert out["label"].tolist() == [str(float(i)), str(i + 0.5)]
+
+    run(test)
+
+
+def test_batches_never_exceed_max_batch_size_rows() -> None:
+    async def test(executor: ThreadPoolExecutor) -> None:
+        model = FakeModel(hold_first=True)
+        b = batcher(model, executor, max_batch_size=4)
+        first = await busy(b, model)
+        sizes = [2, 2, 3, 1, 1, 4]
+        waiting = [submit(b, *([float(n)] * n)) for n in sizes]
+        model.release.set()
+        results = await asyncio.gather(first, *waiting)
+        assert all(rows <= 4 for rows in b.batch_rows)
+        assert list(b.batch_rows) == [1, 4, 4, 1, 4]  # [2, 2], [3, 1], [1], [4]: oldest first, never split
+        for n, out in zip(sizes, results[1:], strict=True):
+            assert out["y"].shape == (n, 2) and (out["y"][:, 0] == 2 * n).all()
+
+    run(test)
+
+
+def test_a_request_larger_than_the_cap_runs_alone() -> None:
+    async def test(executor: ThreadPoolExecutor) -> None:
+        model = FakeModel(hold_first=True)
+        b = batcher(model, executor, max_batch_size=4)
+        first = await busy(b, model)
+        big = submit(b, *range(10))
+        small = submit(b, 7.0)
+        model.release.set()
+        await asyncio.gather(first, big, small)
+        assert list(b.batch_rows) == [1, 10, 1]
+        assert (await big)["y"].shape == (10, 2)
+        idle_big = await submit(b, *range(9))  # idle: alone, at once
+        assert idle_big["y"].shape == (9, 2) and list(b.batch_rows)[-1] == 9
+
+    run(test)
+
+
+def test_only_compatible_requests_share_a_batch() -> None:
+    async def test(executor: ThreadPoolExecutor) -> None:
+        model = FakeModel(hold_first=True)
+        b = batcher(model, executor)
+        first = await busy(b, model)
+        a1, b1, a2, b2 = (submit(b, v, key=k) for v, k in ((1.0, "a"), (2.0, "b"), (3.0, "a"), (4.0, "b")))
+        model.release.set()
+        await asyncio.gather(first, a1, b1, a2, b2)
+        assert model.calls[1:] == [[1.0, 3.0], [2.0, 4.0]]
+        assert [float((await t)["y"][0, 0]) for t in (a1, b1, a2, b2)] == [2.0, 4.0, 6.0, 8.0]
+
+    run(test)
+
+
+def test_inline_execution_gives_the_same_answers() -> None:
+    async def test(executor: ThreadPoolExecutor) -> None:
+        model = FakeModel()
+        b = batcher(model, None)
+        results = await asyncio.gather(*(submit(b, float(i)) for i in range(6)))
+        assert [float(r["y"][0, 0]) for r in results] == [2.0 * i for i in range(6)]
+        assert sum(b.batch_rows) == 6
+
+    run(test)
+
+
+# the delay window ----------------------------------------------------------------------------------------
+def test_a_waiting_request_waits_up_to_max_delay_for_more_rows() -> None:
+    async def test(executor: ThreadPoolExecutor) -> None:
+        model = FakeModel(hold_first=True)
+        b = batcher(model, executor, max_delay_ms=300)
+        first = await busy(b, model)
+        early = submit(b, 1.0)
+        await asyncio.sleep(0)
+        model.release.set()
+        await first
+        await asyncio.sleep(0.05)  # the model is idle now, but `early` waits for company
+        assert len(model.calls) == 1
+        late = submit(b, 2.0)
+        await asyncio.gather(early, late)
+        assert model.calls[1] == [1.0, 2.0]
+
+    run(test)
+
+
+def test_the_delay_ends_as_soon_as_the_batch_is_full() -> None:
+    async def test(executor: ThreadPoolExecutor) -> None:
+        model = FakeModel(hold_first=True)
+        b = batcher(model, executor, max_batch_size=3, max_delay_ms=10_000)
+        first = await busy(b, model)
+        one = submit(b, 1.0)
+        await asyncio.sleep(0)
+        model.release.set()
+        await first
+        started = time.monotonic()
+        two = submit(b, 2.0, 3.0)
+        await asyncio.gather(one, two)
+        assert time.monotonic() - started < 5
+        assert model.calls[1] == [1.0, 2.0, 3.0]
+
+    run(test)
+
+
+# failures and cancellation -------------------------------------------------------------------------------
+def test_a_poisoned_request_fails_alone_and_the_others_succeed() -> None:
+    async def test(executor: ThreadPoolExecutor) -> None:
+        model = FakeModel(hold_first=True)
+        b = batcher(model, executor)
+        first = await busy(b, model)
+        values = [1.0, 2.0, -3.0, 4.0, 5.0, 6.0, 7.0]
+        waiting = [submit(b, v) for v in values]
+        model.release.set()
+        results = await asyncio.gather(first, *waiting, return_exceptions=True)
+        for v, out in zip(values, results[1:], strict=True):
+            if v < 0:
+                assert isinstance(out, Poisoned) and str(out) == "negative input among [-3.0]"
+            else:
+                assert isinstance(out, dict) and float(out["y"][0, 0]) == 2 * v
+        assert model.calls[1] == values  # the whole batch first, then halves until the culprit is alone
+        assert [-3.0] in model.calls and len(model.calls) <= 1 + 2 * len(values)
+
+    run(test)
+
+
+def test_a_failing_single_request_gets_its_own_error() -> None:
+    async def test(executor: ThreadPoolExecutor) -> None:
+        b = batcher(FakeModel(), executor)
+        with pytest.raises(Poisoned):
+            await submit(b, -1.0)
+        assert float((await submit(b, 1.0))["y"][0, 0]) == 2.0  # and the batcher goes on
+
+    run(test)
+
+
+def test_a_cancelled_waiter_does_not_break_the_batch() -> None:
+    async def test(executor: ThreadPoolExecutor) -> None:
+        model = FakeModel(hold_first=True)
+        b = batcher(model, executor)
+        first = await busy(b, model)
+        gone, stays = submit(b, 1.0), submit(b, 2.0)
+        await asyncio.sleep(0)
+        gone.cancel()
+        model.release.set()
+        out = await stays
+        await first
+        assert float(out["y"][0, 0]) == 4.0 and model.calls[1] == [2.0]
+        assert gone.cancelled()
+
+    run(test)
+
+
+def test_a_waiter_cancelled_during_its_batch_leaves_the_others_their_answers() -> None:
+    async def test(executor: ThreadPoolExecutor) -> None:
+        model = FakeModel(hold_first=True)
+        b = batcher(model, executor)
+        first = submit(b, 1.0)
+        other = submit(b, 2.0)
+        await wait_started(model)
+        first.cancel()
+        model.release.set()
+        assert float((await other)["y"][0, 0]) == 4.0
+
+    run(test)
+
+
+def test_close_fails_the_waiting_requests() -> None:
+    async def test(executor: ThreadPoolExecutor) -> None:
+        model = FakeModel(hold_first=True)
+        b = batcher(model, executor)
+        first = await busy(b, model)
+        waiting = submit(b, 1.0)
+        await asyncio.sleep(0)
+        await asyncio.get_running_loop().run_in_executor(None, b.close)  # from another thread
+        with pytest.raises(BatcherClosed):
+            await waiting
+        model.release.set()
+        await first  # the running batch finishes
+        with pytest.raises(BatcherClosed):
+            await submit(b, 2.0)
+
+    run(test)
