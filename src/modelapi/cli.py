@@ -15,8 +15,10 @@ from pydantic import ValidationError
 
 from . import __version__
 from .errors import ModelLoadError
+from .jobs.commands import JOB_FLAGS, add_commands, run_command
 
 _SERVE_FLAGS: dict[str, tuple[list[str], str, dict[str, Any]]] = {
+    **JOB_FLAGS,
     # dest: (flags, help, extra argparse kwargs)
     "names": (
         ["--name"],
@@ -84,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--name", dest="names", action="append", default=argparse.SUPPRESS)
     inspect.add_argument("--trust-pickle", dest="trust_pickle", action="store_true", default=argparse.SUPPRESS)
     inspect.add_argument("--sha256", dest="sha256", action="append", default=argparse.SUPPRESS, metavar="HEX")
+    add_commands(sub, _SERVE_FLAGS)
     return parser
 
 
@@ -104,6 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             run(_settings(args, list(args.models)))
             return 0
+        if args.command in ("predict", "worker"):
+            return run_command(args, _settings)
         return _inspect(_settings(args, [args.model]))
     except ValidationError as exc:
         for err in exc.errors():

@@ -9,8 +9,11 @@ rest of the package never builds an error response itself::
     │   └── InvalidInput            parsed, but does not match the model's signature
     ├── NotFound (404)
     │   ├── RouteNotFound
-    │   └── ModelNotFound           also an unknown version
+    │   ├── ModelNotFound           also an unknown version
+    │   └── JobNotFound             also a job of another API key
     ├── MethodNotAllowed (405)
+    ├── NotAcceptable (406)         no answer format the client accepts
+    ├── Conflict (409)              the resource is not in a state that allows it (e.g. a job's result)
     ├── PayloadTooLarge (413)       body over the byte limit, or too many rows
     ├── UnsupportedMediaType (415)
     ├── ModelNotReady (503)
@@ -60,9 +63,23 @@ class ModelNotFound(NotFound):
     title = "Model Not Found"
 
 
+class JobNotFound(NotFound):
+    title = "Job Not Found"
+
+
 class MethodNotAllowed(ModelAPIError):
     status = 405
     title = "Method Not Allowed"
+
+
+class NotAcceptable(ModelAPIError):
+    status = 406
+    title = "Not Acceptable"
+
+
+class Conflict(ModelAPIError):
+    status = 409
+    title = "Conflict"
 
 
 class PayloadTooLarge(ModelAPIError):

@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     job_workers: int = Field(1, ge=0, description="in-process job workers (without redis_url); 0: none")
     job_retention_s: float = Field(7 * 24 * 3600, gt=0, description="seconds a finished job and its result are kept")
     job_lease_s: float = Field(30.0, gt=0, description="seconds a silent worker keeps a job before it is resumed")
+    job_queue: str = Field("modelapi-jobs", min_length=1, description="RQ queue name (with redis_url)")
+    api_key: str | None = Field(None, description="API key that `modelapi predict --url` sends to the server")
 
     @field_validator("sha256")
     @classmethod

@@ -14,7 +14,8 @@ from ..dataplane import DataPlane
 from ..errors import ModelAPIError
 from ..models.base import Model
 from ..settings import Settings
-from . import docs, openapi, routes_rest, routes_v2
+from ..jobs.host import JobsHost
+from . import docs, openapi, routes_jobs, routes_rest, routes_v2
 from .errors import handle_http_exception, handle_modelapi_error
 from .middleware import RequestContextMiddleware
 
@@ -33,21 +34,26 @@ def create_app(models: Sequence[Model] | DataPlane, settings: Settings | None = 
         )
     )
 
+    jobs = JobsHost(dataplane, settings)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await run_in_threadpool(dataplane.load_all)
+        await jobs.start()  # in-process job workers resume unfinished jobs (or dispatch to RQ)
         try:
             yield
         finally:
+            await jobs.stop()
             dataplane.live = False
             await run_in_threadpool(dataplane.unload_all)
 
     app = Starlette(
-        routes=[*routes_v2.routes(), *routes_rest.routes(), *openapi.routes(), *docs.routes()],
+        routes=[*routes_v2.routes(), *routes_rest.routes(), *openapi.routes(), *docs.routes(), *routes_jobs.routes()],
         middleware=[Middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)],
         exception_handlers={ModelAPIError: handle_modelapi_error, HTTPException: handle_http_exception},
         lifespan=lifespan,
     )
     app.state.dataplane = dataplane
     app.state.settings = settings
+    app.state.jobs = jobs
     return app

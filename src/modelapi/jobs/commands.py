@@ -1,0 +1,72 @@
+"""The ``predict`` and ``worker`` subcommands' arguments (kept light: the job machinery loads only when used)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+#: flags of ``serve`` that ``worker`` and ``predict`` share (their dests, as in cli._SERVE_FLAGS)
+SHARED = ("names", "trust_pickle", "sha256", "max_rows", "log_level", "state_dir", "database_url", "redis_url")
+WORKER_ONLY = ("job_queue",)
+
+JOB_FLAGS: dict[str, tuple[list[str], str, dict[str, Any]]] = {
+    "state_dir": (["--state-dir"], "directory for the jobs database (default: per-user data dir)", {"type": Path}),
+    "database_url": (["--database-url"], "SQLAlchemy URL of the jobs database (default: SQLite)", {"metavar": "URL"}),
+    "redis_url": (["--redis-url"], "Redis URL: send jobs to `modelapi worker` processes via RQ", {"metavar": "URL"}),
+    "job_workers": (["--job-workers"], "in-process job workers (default 1; without --redis-url)", {"type": int}),
+    "job_queue": (["--queue"], "RQ queue name (default modelapi-jobs)", {}),
+}
+
+
+def add_commands(sub: Any, serve_flags: dict[str, tuple[list[str], str, dict[str, Any]]]) -> None:
+    """Add ``predict`` and ``worker``; ``serve_flags`` is cli._SERVE_FLAGS (which includes JOB_FLAGS)."""
+
+    def shared(parser: argparse.ArgumentParser, dests: tuple[str, ...]) -> None:
+        for dest in dests:
+            flags, text, extra = serve_flags[dest]
+            parser.add_argument(*flags, dest=dest, help=text, default=argparse.SUPPRESS, **extra)
+
+    predict = sub.add_parser(
+        "predict",
+        help="score a file as a job, on a server (--url) or in this process",
+        description="Score a CSV, JSON, JSON Lines or Parquet file; the output's suffix picks its format.",
+    )
+    predict.add_argument("models", nargs="*", metavar="MODEL", help="models to load when running in process")
+    predict.add_argument("--model", dest="job_model", required=True, metavar="NAME", help="the model to run")
+    predict.add_argument("--input", dest="job_input", required=True, type=Path, metavar="FILE")
+    predict.add_argument("--output", dest="job_output", required=True, type=Path, metavar="FILE")
+    predict.add_argument("--url", dest="job_url", metavar="URL", help="a modelapi server (default: run in process)")
+    predict.add_argument("--api-key", dest="api_key", default=argparse.SUPPRESS, help="API key for --url")
+    shared(predict, ("names", "trust_pickle", "sha256", "max_rows", "log_level"))
+
+    worker = sub.add_parser(
+        "worker",
+        help="run jobs from Redis (RQ) with the given models",
+        description="An RQ worker: loads the models, then runs jobs that servers with --redis-url send.",
+    )
+    worker.add_argument("models", nargs="*", metavar="MODEL", help="the models the servers serve (default: demo)")
+    worker.add_argument("--burst", action="store_true", help="exit once the queue is empty")
+    shared(worker, (*SHARED, *WORKER_ONLY))
+
+
+def run_command(args: argparse.Namespace, settings_for: Callable[[argparse.Namespace, list[str]], Any]) -> int:
+    settings = settings_for(args, list(args.models))
+    if args.command == "worker":
+        from ..worker import run_worker
+
+        run_worker(settings, burst=args.burst)
+        return 0
+    from .client import run_predict
+
+    return run_predict(
+        settings,
+        args.job_model,
+        args.job_input,
+        args.job_output,
+        url=args.job_url,
+        api_key=getattr(args, "api_key", None) or settings.api_key,
+        err=sys.stderr,
+    )

@@ -1,0 +1,234 @@
+"""The job service: submit, look up, cancel and read jobs, and run one job chunk by chunk through the data plane.
+
+Each chunk's result is committed together with the job's progress, so a worker that dies (kill -9) loses at
+most the chunk it was computing; whoever resumes the job starts at the first uncommitted chunk. Chunks are
+fixed by the input and the job's chunk size, and a model answers a chunk the same whoever computes it, so the
+result equals that of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ..dataplane import DataPlane
+from ..errors import BadRequest, Conflict, JobNotFound, ModelAPIError, ModelNotFound
+from ..inference import InferenceRequest
+from ..security.principal import Principal
+from ..settings import Settings
+from . import formats_in, formats_out
+from .store import CANCELLED, FAILED, FINISHED, QUEUED, RUNNING, SUCCEEDED, JobRecord, JobStore, sqlite_url
+
+log = logging.getLogger("modelapi.jobs")
+MAX_ATTEMPTS = 5
+
+
+def owner_of(principal: Principal | None) -> str:
+    """The owner recorded with a job: the API key's id, or ``""`` when authentication is off."""
+    return principal.key_id if principal is not None else ""
+
+
+class JobService:
+    def __init__(self, dataplane: DataPlane, settings: Settings) -> None:
+        self.dataplane = dataplane
+        self.settings = settings
+        self._store: JobStore | None = None
+        #: called with each new job; the runner in use sets it (wake a local worker, or enqueue to Redis)
+        self.notify: Callable[[JobRecord], None] = lambda job: None
+
+    # the database ----------------------------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        return self.settings.database_url or sqlite_url(self.settings.state_dir)
+
+    def has_store(self) -> bool:
+        """Whether jobs may exist already (so a worker must look): opening SQLite would create the file."""
+        return self._store is not None or bool(self.settings.database_url) or self._sqlite_path().exists()
+
+    def _sqlite_path(self) -> Path:
+        return self.settings.state_dir / "jobs.db"
+
+    def store(self) -> JobStore:
+        if self._store is None:
+            if not self.settings.database_url:
+                self.settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._store = JobStore(self.url)
+        return self._store
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    # the API ---------------------------------------------------------------------------------------------
+    def submit(
+        self, model_name: str, path: Path, fmt: formats_in.InputFormat, owner: str, key: str | None, fingerprint: str
+    ) -> tuple[JobRecord, bool]:
+        """Store a new queued job (``True``), or return the one an earlier try with the same key made."""
+        model = self.dataplane.get(model_name)
+        store = self.store()
+        if key is not None:
+            existing = store.find_idempotent(owner, key)
+            if existing is not None:
+                return _same_request(existing, fingerprint), False
+        chunk_rows = min(self.settings.job_chunk_rows, self.settings.max_rows)
+        chunks = formats_in.split(path, fmt, model.signature, chunk_rows)
+        values = {
+            "id": uuid.uuid4().hex,
+            "model": model.name,
+            "owner": owner,
+            "idempotency_key": key,
+            "fingerprint": fingerprint,
+            "chunk_rows": chunk_rows,
+        }
+        job, created = store.create(values, chunks)
+        if not created:
+            return _same_request(job, fingerprint), False
+        self.notify(job)
+        return job, True
+
+    def visible(self, job_id: str, principal: Principal | None) -> JobRecord:
+        """The job, if it exists and the caller owns it (or is an admin); else 404, saying nothing more."""
+        job = self.store().get(job_id) if self.has_store() and len(job_id) <= 64 else None
+        if job is None or not (job.owner == owner_of(principal) or (principal and principal.has_scope("admin"))):
+            raise JobNotFound(f"no job '{job_id[:64]}'")
+        return job
+
+    def cancel(self, job_id: str, principal: Principal | None) -> JobRecord:
+        job = self.visible(job_id, principal)
+        if job.state in (QUEUED, RUNNING):
+            self.store().cancel(job_id)
+            job = self.visible(job_id, principal)
+        if job.state != CANCELLED:
+            raise Conflict(f"job '{job_id}' has already {job.state}; only a queued or running job can be cancelled")
+        return job
+
+    def result(self, job_id: str, principal: Principal | None, fmt: formats_out.OutputFormat) -> Iterator[bytes]:
+        job = self.visible(job_id, principal)
+        if job.state != SUCCEEDED:
+            reason = f": {_error_detail(job)}" if job.state == FAILED else ""
+            raise Conflict(f"job '{job_id}' is {job.state}{reason}; its result exists once it has succeeded")
+        try:
+            signature = self.dataplane.get(job.model).signature
+        except ModelNotFound:
+            raise Conflict(f"job '{job_id}' ran model '{job.model}', which this server no longer serves") from None
+        return formats_out.stream(self.store().output_chunks(job_id, job.chunks_total), fmt, signature)
+
+    # running ---------------------------------------------------------------------------------------------
+    async def run(self, job_id: str | None, worker: str) -> JobRecord | None:
+        """Claim ``job_id`` (or the next claimable job) and run it to the end; ``None`` if none was claimed."""
+        lease = self.settings.job_lease_s
+        job = await asyncio.to_thread(self.store().claim, worker, lease, job_id)
+        if job is not None:
+            await self.process(job, worker)
+        return job
+
+    async def process(self, job: JobRecord, worker: str) -> None:
+        store = self.store()
+        if job.attempts > MAX_ATTEMPTS:
+            reason = f"the job was interrupted {MAX_ATTEMPTS} times; giving up"
+            await asyncio.to_thread(store.finish, job.id, worker, FAILED, _error(reason))
+            return
+        lost = asyncio.Event()
+        beat = asyncio.create_task(self._heartbeat(job.id, worker, lost))
+        try:
+            state, error = await self._chunks(job, worker, lost)
+            if state is not None:
+                await asyncio.to_thread(store.finish, job.id, worker, state, error)
+                log.info("job %s %s", job.id, state)
+        except Exception:
+            log.exception("job %s failed unexpectedly", job.id)
+            reason = _error("internal error while running the job; the server log has the details")
+            await asyncio.to_thread(store.finish, job.id, worker, FAILED, reason)
+        finally:
+            beat.cancel()
+
+    async def _chunks(self, job: JobRecord, worker: str, lost: asyncio.Event) -> tuple[str | None, str | None]:
+        store = self.store()
+        try:
+            signature = self.dataplane.get(job.model).signature
+        except ModelNotFound:
+            return FAILED, _error(f"model '{job.model}' is not served by this worker")
+        for seq in range(job.chunks_done, job.chunks_total):
+            if lost.is_set():
+                return None, None
+            chunk = await asyncio.to_thread(store.input_chunk, job.id, seq)
+            first = seq * job.chunk_rows
+            try:
+                inputs = await asyncio.to_thread(formats_in.decode_chunk, chunk, signature, first)
+                response = await self.dataplane.infer(job.model, InferenceRequest(inputs))
+            except formats_in.BadValue as exc:
+                return FAILED, _error(exc.detail, row=exc.row, column=exc.column)
+            except (BadRequest, ModelAPIError) as exc:
+                return FAILED, _error(f"rows {first + 1}-{first + chunk.rows}: {exc.detail}")
+            data = await asyncio.to_thread(formats_out.outputs_to_ipc, response.outputs)
+            lease = self.settings.job_lease_s
+            if not await asyncio.to_thread(store.commit_chunk, job.id, worker, seq, chunk.rows, data, lease):
+                return None, None  # cancelled, or another worker took over
+        return SUCCEEDED, None
+
+    async def _heartbeat(self, job_id: str, worker: str, lost: asyncio.Event) -> None:
+        lease = self.settings.job_lease_s
+        while True:
+            await asyncio.sleep(lease / 3)
+            if not await asyncio.to_thread(self.store().heartbeat, job_id, worker, lease):
+                lost.set()
+                return
+
+
+def _same_request(job: JobRecord, fingerprint: str) -> JobRecord:
+    if job.fingerprint != fingerprint:
+        raise Conflict(
+            "this Idempotency-Key was used for a different request (another model or body); "
+            "use a new key for a new batch"
+        )
+    return job
+
+
+def _error(detail: str, *, row: int | None = None, column: str | None = None) -> str:
+    return json.dumps({"detail": detail, "row": row, "column": column})
+
+
+def _error_detail(job: JobRecord) -> str:
+    return str(json.loads(job.error)["detail"]) if job.error else "unknown reason"
+
+
+def _when(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
+
+
+def describe(job: JobRecord, now: float) -> dict[str, Any]:
+    """The job as ``GET /jobs/{id}`` shows it."""
+    started, finished = job.started_at, job.finished_at
+    running_s = None if started is None else (finished or now) - started
+    timings = {
+        "queued_s": round(((started or finished or now) - job.created_at), 3),
+        "running_s": None if running_s is None else round(running_s, 3),
+        "rows_per_s": round(job.rows_done / running_s, 1) if running_s else None,
+    }
+    body: dict[str, Any] = {
+        "id": job.id,
+        "model": job.model,
+        "status": job.state,
+        "progress": {
+            "rows_done": job.rows_done,
+            "rows_total": job.rows_total,
+            "chunks_done": job.chunks_done,
+            "chunks_total": job.chunks_total,
+        },
+        "created_at": _when(job.created_at),
+        "started_at": _when(started),
+        "finished_at": _when(finished),
+        "timings": timings,
+        "error": json.loads(job.error) if job.error else None,
+        "links": {"self": f"/jobs/{job.id}", "result": f"/jobs/{job.id}/result"},
+    }
+    if job.state not in FINISHED:
+        body["finished_at"] = None
+    return body

@@ -1,0 +1,67 @@
+"""``modelapi worker``: an RQ worker process that loads the models and runs jobs from Redis.
+
+It runs jobs in its own process (RQ's ``SimpleWorker``: no fork per job, the models stay loaded), on one event
+loop in a background thread, through the same data plane as the server. At start and then every half lease it
+frees the jobs of dead workers and re-sends jobs that have no live message, so killing a worker loses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+
+from rq import SimpleWorker
+from rq.serializers import JSONSerializer
+
+from .http.app import create_app
+from .jobs import rq_runner
+from .jobs.runner import maintain, worker_id
+from .jobs.service import JobService
+from .server import load_models
+from .settings import Settings
+
+log = logging.getLogger("modelapi.jobs")
+
+
+def run_worker(settings: Settings, *, burst: bool = False) -> None:
+    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
+    if not settings.redis_url:
+        raise ValueError("modelapi worker needs a Redis URL: --redis-url URL or MODELAPI_REDIS_URL")
+    if not settings.database_url:
+        log.warning("no database URL: using SQLite in %s, which only workers on this machine share", settings.state_dir)
+    dataplane = create_app(load_models(settings), settings).state.dataplane
+    dataplane.load_all()
+    service = JobService(dataplane, settings)
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, name="modelapi-jobs-loop", daemon=True).start()
+    me = worker_id("rq")
+    rq_runner.install(service, loop, me)
+    redis = rq_runner.connect(settings.redis_url)
+    queue = rq_runner.make_queue(redis, settings.job_queue)
+    dispatcher = rq_runner.Dispatcher(service, queue)
+    stop = threading.Event()
+
+    def maintenance() -> None:
+        while True:
+            try:
+                maintain(service.store(), settings.job_retention_s)
+                dispatcher.redeliver()
+            except Exception:
+                log.exception("job maintenance failed (database or Redis unreachable?)")
+            if stop.wait(min(60.0, settings.job_lease_s / 2)):
+                return
+
+    maintain(service.store(), settings.job_retention_s)
+    dispatcher.redeliver()
+    threading.Thread(target=maintenance, name="modelapi-jobs-maintenance", daemon=True).start()
+    log.info("worker %s: models %s, queue %r", me, ", ".join(dataplane.models), settings.job_queue)
+    try:
+        worker = SimpleWorker([queue], connection=redis, serializer=JSONSerializer)
+        worker.work(burst=burst, logging_level=settings.log_level.upper())
+    finally:
+        stop.set()
+        service.store().release(me)
+        loop.call_soon_threadsafe(loop.stop)
+        dataplane.unload_all()
+        service.close()
