@@ -5,24 +5,29 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 ARGS ?=
+# the [torch] extra says torch>=2.4; pin the CPU build first so pip never pulls the multi-GB CUDA one
+TORCH_PIN ?= torch==2.13.0
 
 .PHONY: serve test install dev lint typecheck pytest clean bench
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q '$(TORCH_PIN)'
 	$(BIN)/python -m pip install -q -e '.[all]'
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q '$(TORCH_PIN)'
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(VENV)/.installed $@
 
 $(VENV)/.installed-bench: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q '$(TORCH_PIN)'
 	$(BIN)/python -m pip install -q -e '.[all,bench]'
 	touch $(VENV)/.installed $@
 

@@ -8,7 +8,7 @@ from modelapi.cli import main
 
 
 def test_inspect_prints_the_signature_without_serving(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["inspect", "toymodels:IrisClassifier"]) == 0
+    assert main(["inspect", "toymodels:IrisClassifier", "--json"]) == 0
     described = json.loads(capsys.readouterr().out)
     assert described["platform"] == "python"
     assert [i["name"] for i in described["inputs"]][:2] == ["sepal_length", "sepal_width"]

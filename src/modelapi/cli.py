@@ -40,6 +40,7 @@ _SERVE_FLAGS: dict[str, tuple[list[str], str, dict[str, Any]]] = {
     "max_body_bytes": (["--max-body-bytes"], "largest request body in bytes (default 32 MiB)", {"type": int}),
     "max_rows": (["--max-rows"], "most rows per prediction request (default 100000)", {"type": int}),
     "log_level": (["--log-level"], "critical, error, warning, info (default) or debug", {}),
+    "device": (["--device"], "where PyTorch models run: cpu (default), cuda or cuda:N", {}),
     "workers": (["--workers"], "worker processes on one port, kept running by a supervisor (default 1)", {"type": int}),
     "grace_period_s": (
         ["--graceful-timeout"],
@@ -86,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--name", dest="names", action="append", default=argparse.SUPPRESS)
     inspect.add_argument("--trust-pickle", dest="trust_pickle", action="store_true", default=argparse.SUPPRESS)
     inspect.add_argument("--sha256", dest="sha256", action="append", default=argparse.SUPPRESS, metavar="HEX")
+    inspect.add_argument("--device", dest="device", default=argparse.SUPPRESS, help="cpu (default), cuda or cuda:N")
+    inspect.add_argument("--json", dest="json", action="store_true", help="print one JSON object per model")
     add_commands(sub, _SERVE_FLAGS)
     return parser
 
@@ -109,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command in ("predict", "worker"):
             return run_command(args, _settings)
-        return _inspect(_settings(args, [args.model]))
+        return _inspect(_settings(args, [args.model]), as_json=getattr(args, "json", False))
     except ValidationError as exc:
         for err in exc.errors():
             where = ".".join(str(p) for p in err["loc"])
@@ -122,10 +125,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _inspect(settings: Any) -> int:
-    from . import jsonutil
+def _inspect(settings: Any, *, as_json: bool = False) -> int:
+    from .inspect import render
     from .server import load_models
 
-    for model in load_models(settings):
-        sys.stdout.write(jsonutil.dumps(model.describe()).decode() + "\n")
+    sys.stdout.write(render(load_models(settings), as_json=as_json))
     return 0

@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(32 * 1024 * 1024, gt=0, description="largest request body accepted (413 above)")
     max_rows: int = Field(100_000, gt=0, description="most rows in one prediction request (413 above)")
     log_level: str = Field("info", description="critical, error, warning, info or debug")
+    device: str = Field(
+        "cpu", min_length=1, description="where PyTorch models run: cpu, cuda or cuda:N (an error if CUDA is absent)"
+    )
     workers: int = Field(1, ge=1, le=256, description="worker processes serving one port (a supervisor restarts them)")
     grace_period_s: float = Field(
         30.0, ge=0, description="seconds in-flight requests get to finish after SIGTERM before they are cut off"
