@@ -19,6 +19,18 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
+def pss_bytes(pid: int) -> int:
+    """Proportional set size (shared pages split among the processes sharing them), in bytes; 0 if unknown."""
+    try:
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return 0
+    for line in text.splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
 def children(pid: int) -> list[int]:
     """Direct children of ``pid``."""
     found: list[int] = []

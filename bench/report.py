@@ -99,6 +99,18 @@ def targets(rows: list[Row], rss: dict[str, list[int]], footprint: int) -> list[
     return out
 
 
+def warnings(rows: list[Row]) -> list[str]:
+    """Cells whose numbers cannot be trusted: failed requests, or none answered within the cell."""
+    out = []
+    for r in rows:
+        where = f"{r.contender} {r.route} {r.rows}-row c{_c(r)}"
+        if r.rps == 0:
+            out.append(f"WARN  {where}: no request answered within the cell (longer cells needed)")
+        elif r.errors:
+            out.append(f"WARN  {where}: {r.errors} requests failed (socket errors, timeouts or non-2xx)")
+    return out
+
+
 def _c(row: Row) -> str:
     return "-" if row.concurrency is None else str(row.concurrency)
 
@@ -128,6 +140,7 @@ def markdown(meta: dict[str, Any], rows: list[Row], checks: list[Target]) -> str
         "## Targets",
         "",
         *(f"- {t.line()}" for t in checks),
+        *(f"- {w}" for w in warnings(rows)),
         "",
     ]
     return "\n".join(parts)

@@ -30,8 +30,8 @@ from .loadgen import LoadError, require, run_wrk
 from .report import Row
 
 SERVER_CORE, LOAD_CORE = 0, 1
-ROW_COUNTS = (1, 32)
-CONCURRENCIES = (1, 16, 64)
+ROW_COUNTS: tuple[int, ...] = (1, 32)
+CONCURRENCIES: tuple[int, ...] = (1, 16, 64)
 RESULTS = Path(__file__).with_name("results")
 #: modelapi route label -> (URL path for model NAME, body kind)
 ROUTES = {
@@ -40,6 +40,8 @@ ROUTES = {
     "V2 binary": ("/v2/models/{name}/infer", "v2-binary"),
 }
 Log = Callable[[str], None]
+#: (route label, URL path, body, concurrencies) for one server
+CellPlan = tuple[str, str, workload.Body, tuple[int, ...]]
 
 
 @dataclass(frozen=True)
@@ -70,14 +72,14 @@ def measure_inprocess(plan: Plan, work: workload.Workload, env: dict[str, str]) 
 def measure_server(
     plan: Plan,
     spec: servers.ServerSpec,
-    cells: list[tuple[str, str, workload.Body, tuple[int, ...]]],
+    cells: list[CellPlan],
     want: dict[int, workload.Answer],
     env: dict[str, str],
     log_dir: Path,
-) -> tuple[list[Row], list[int]]:
+) -> tuple[list[Row], list[servers.Memory]]:
     """Serve ``spec``; check every (route, path, body) answer, then time each at its concurrencies.
 
-    Returns the rows and the resident memory of each serving process after the load.
+    Returns the rows and the memory of each of the server's processes after the load.
     """
     out: list[Row] = []
     with servers.serve(spec, core=SERVER_CORE, env=env, log_dir=log_dir) as srv:
@@ -94,13 +96,13 @@ def measure_server(
                 )
                 out.append(row)
                 plan.log(f"{spec.name} {route} {body.rows}-row c{c}: {row.rps:,.0f} req/s, p99 {row.p99_ms:.2f} ms")
-        rss = [servers.procfs.rss_bytes(pid) for pid in srv.workers()]
-    return out, rss
+        memory = srv.memory()
+    return out, memory
 
 
 def modelapi_cells(
     work: workload.Workload, name: str, routes: list[str], row_counts: tuple[int, ...], concurrencies: tuple[int, ...]
-) -> list[tuple[str, str, workload.Body, tuple[int, ...]]]:
+) -> list[CellPlan]:
     return [
         (route, ROUTES[route][0].format(name=name), work.body(ROUTES[route][1], n), concurrencies)
         for n in row_counts
@@ -129,7 +131,7 @@ def run(plan: Plan, stamp: str, command: str) -> int:
         "batching switch": "none found" if features.batching_off is None else features.batching_off,
     }
     rows: list[Row] = []
-    rss: dict[str, list[int]] = {}
+    memory: dict[str, list[servers.Memory]] = {}
     with tempfile.TemporaryDirectory(prefix="modelapi-bench-") as tmp:
         log_dir = RESULTS / f"logs-{stamp}"
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -143,20 +145,21 @@ def run(plan: Plan, stamp: str, command: str) -> int:
         meta["model footprint (in-process loop RSS)"] = f"{footprint / report.MIB:.1f} MiB"
 
         flask_cells = [("/predict", "/predict", work.body("rest", n), CONCURRENCIES) for n in ROW_COUNTS]
-        got, flask_rss = measure_server(plan, servers.flask_gunicorn(work.model_path), flask_cells, want, env, log_dir)
+        got, memory["flask+gunicorn"] = measure_server(
+            plan, servers.flask_gunicorn(work.model_path), flask_cells, want, env, log_dir
+        )
         rows += got
-        meta["flask+gunicorn RSS per process"] = [f"{b / report.MIB:.1f} MiB" for b in flask_rss]
 
         spec = servers.modelapi("modelapi", [work.model_path])
         cells = modelapi_cells(work, "logreg", list(ROUTES), ROW_COUNTS, CONCURRENCIES)
-        got, rss["modelapi"] = measure_server(plan, spec, cells, want, env, log_dir)
+        got, memory["modelapi"] = measure_server(plan, spec, cells, want, env, log_dir)
         rows += got
 
         if features.workers:
             name = f"modelapi --workers {plan.workers}"
             spec = servers.modelapi(name, [work.model_path], "--workers", str(plan.workers))
             cells = modelapi_cells(work, "logreg", ["friendly JSON"], (1,), (1, 64))
-            got, rss[name] = measure_server(plan, spec, cells, want, env, log_dir)
+            got, memory[name] = measure_server(plan, spec, cells, want, env, log_dir)
             rows += got
 
         forest_modes: list[tuple[str, tuple[str, ...], dict[str, str]]] = [("on", (), {})]
@@ -170,14 +173,15 @@ def run(plan: Plan, stamp: str, command: str) -> int:
             got, _ = measure_server(plan, spec, cells, forest_want, env, log_dir)
             rows += got
 
-    checks = report.targets(rows, rss, footprint)
-    meta["modelapi RSS per worker"] = {k: [f"{b / report.MIB:.1f} MiB" for b in v] for k, v in rss.items()}
+    worker_rss = {k: [m.rss for m in v if m.role == "worker"] for k, v in memory.items() if k.startswith("modelapi")}
+    checks = report.targets(rows, worker_rss, footprint)
+    meta["memory after the load"] = {k: [m.text() for m in v] for k, v in memory.items()}
     meta["load average after"] = f"{os.getloadavg()[0]:.2f}"
     print()
     print(report.table(rows))
     print()
-    for check in checks:
-        print(check.line())
+    for line in [c.line() for c in checks] + report.warnings(rows):
+        print(line)
     if features.batching_off is None:
         print("NOT MEASURED  batching on vs off: this modelapi has no --no-batching flag nor a batching setting")
     paths = report.write(RESULTS, stamp, meta, rows, checks)

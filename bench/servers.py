@@ -46,8 +46,23 @@ class Running:
         kids = procfs.children(self.process.pid)
         return kids or [self.process.pid]
 
-    def rss(self) -> dict[int, int]:
-        return {pid: procfs.rss_bytes(pid) for pid in procfs.tree(self.process.pid)}
+    def memory(self) -> list[Memory]:
+        """Resident memory of every process of the server: the serving workers and any supervisor."""
+        workers = self.workers()
+        return [
+            Memory("worker" if pid in workers else "supervisor", procfs.rss_bytes(pid), procfs.pss_bytes(pid))
+            for pid in procfs.tree(self.process.pid)
+        ]
+
+
+@dataclass(frozen=True)
+class Memory:
+    role: str  # "worker" or "supervisor"
+    rss: int
+    pss: int
+
+    def text(self) -> str:
+        return f"{self.role} RSS {self.rss / 2**20:.1f} MiB (PSS {self.pss / 2**20:.1f} MiB)"
 
 
 class ServerError(RuntimeError):
