@@ -318,3 +318,42 @@ def test_close_fails_the_waiting_requests() -> None:
             await submit(b, 2.0)
 
     run(test)
+
+
+# configuration: settings, environment and flags ----------------------------------------------------------
+def test_settings_build_the_global_policy_and_per_model_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    from modelapi.settings import Settings
+
+    s = Settings(batch_max_size=32, batch_max_delay_ms=1.5, batch=["iris=off", "big=8", "slow=4,20"])
+    assert s.batch_policy() == BatchPolicy(True, 32, 1.5)
+    assert s.batch_overrides() == {
+        "iris": BatchPolicy(False, 32, 1.5),
+        "big": BatchPolicy(True, 8, 1.5),
+        "slow": BatchPolicy(True, 4, 20.0),
+    }
+    monkeypatch.setenv("MODELAPI_BATCHING", "false")
+    monkeypatch.setenv("MODELAPI_BATCH", '["iris=16"]')
+    s = Settings()
+    assert not s.batch_policy().enabled and s.batch_overrides() == {"iris": BatchPolicy(True, 256, 0.0)}
+
+
+def test_bad_batching_settings_are_refused_naming_the_field() -> None:
+    from pydantic import ValidationError
+
+    from modelapi.settings import Settings
+
+    for bad in ({"batch": ["iris"]}, {"batch": ["iris=lots"]}, {"batch_max_size": 0}, {"batch_max_delay_ms": -1}):
+        with pytest.raises(ValidationError, match="batch"):
+            Settings(**bad)  # type: ignore[arg-type]
+
+
+def test_cli_flags_reach_the_settings() -> None:
+    from modelapi.cli import _settings, build_parser
+
+    args = build_parser().parse_args(
+        ["serve", "m.onnx", "--no-batching", "--batch-max-size", "8", "--batch-max-delay-ms", "2", "--batch", "m=4"]
+    )
+    s = _settings(args, ["m.onnx"])
+    assert (s.batching, s.batch_max_size, s.batch_max_delay_ms, s.batch) == (False, 8, 2.0, ["m=4"])
+    s = _settings(build_parser().parse_args(["serve"]), [])
+    assert s.batching is True
