@@ -334,7 +334,7 @@ def test_settings_build_the_global_policy_and_per_model_overrides(monkeypatch: p
     monkeypatch.setenv("MODELAPI_BATCHING", "false")
     monkeypatch.setenv("MODELAPI_BATCH", '["iris=16"]')
     s = Settings()
-    assert not s.batch_policy().enabled and s.batch_overrides() == {"iris": BatchPolicy(True, 256, 0.0)}
+    assert not s.batch_policy().enabled and s.batch_overrides() == {"iris": BatchPolicy(True, 16, 0.0)}
 
 
 def test_bad_batching_settings_are_refused_naming_the_field() -> None:
