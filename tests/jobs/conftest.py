@@ -11,11 +11,11 @@ from starlette.testclient import TestClient
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from jobmodels import Scorer  # noqa: E402
+from jobmodels import Scorer
 
-from modelapi.http.app import create_app  # noqa: E402
-from modelapi.security.principal import SCOPE_KEY, Principal  # noqa: E402
-from modelapi.settings import Settings  # noqa: E402
+from modelapi.http.app import create_app
+from modelapi.security.principal import SCOPE_KEY, Principal
+from modelapi.settings import Settings
 
 AppFactory = Callable[..., TestClient]
 

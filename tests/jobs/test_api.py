@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import io
+import json
 import time
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import AppFactory, wait_for
 from jobmodels import csv_text, rows
+
+from conftest import AppFactory, wait_for
 
 CSV = {"content-type": "text/csv"}
 
@@ -205,10 +207,10 @@ def test_uploads_as_multipart_parquet_json_and_json_lines(make_client: AppFactor
     sink = io.BytesIO()
     pq.write_table(pa.Table.from_pylist(records), sink)
     uploads = [
-        client.post("/models/scorer/jobs", files={"file": ("batch.parquet", sink.getvalue(), "application/octet-stream")}),
+        client.post("/models/scorer/jobs", files={"file": ("b.parquet", sink.getvalue(), "application/octet-stream")}),
         client.post("/models/scorer/jobs", files={"file": ("batch.csv", csv_text(records).encode())}),
         client.post("/models/scorer/jobs", json=records),
-        submit(client, "\n".join(__import__("json").dumps(r) for r in records), {"content-type": "application/x-ndjson"}),
+        submit(client, "\n".join(json.dumps(r) for r in records), {"content-type": "application/x-ndjson"}),
     ]
     results = []
     for r in uploads:

@@ -78,7 +78,7 @@ def test_cancel_stops_the_worker_and_drops_chunks(store: JobStore) -> None:
 
 
 def test_idempotency_key_is_unique_per_owner(store: JobStore) -> None:
-    first, created = new_job(store, "a1", key="k", owner="alice")
+    _, created = new_job(store, "a1", key="k", owner="alice")
     assert created
     again, created = new_job(store, "a2", key="k", owner="alice")
     assert not created and again.id == "a1"

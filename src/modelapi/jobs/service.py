@@ -135,6 +135,8 @@ class JobService:
             reason = f"the job was interrupted {MAX_ATTEMPTS} times; giving up"
             await asyncio.to_thread(store.finish, job.id, worker, FAILED, _error(reason))
             return
+        if job.chunks_done:
+            log.info("job %s: resuming at chunk %d of %d", job.id, job.chunks_done, job.chunks_total)
         lost = asyncio.Event()
         beat = asyncio.create_task(self._heartbeat(job.id, worker, lost))
         try:

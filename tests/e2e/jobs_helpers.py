@@ -1,0 +1,63 @@
+"""Shared by the job end-to-end tests: the scorer model on the server's path, inputs, and expected results."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from .server import TESTS_DIR
+
+JOBS_DIR = TESTS_DIR / "jobs"
+if str(JOBS_DIR) not in sys.path:
+    sys.path.insert(0, str(JOBS_DIR))
+
+from jobmodels import Scorer, csv_text, rows  # noqa: E402
+
+from modelapi.jobs import formats_out  # noqa: E402
+
+__all__ = ["Scorer", "csv_text", "rows"]
+
+
+def server_env(delay: float = 0.0, **extra: str) -> dict[str, str]:
+    """Environment for a server or worker process that imports ``jobmodels:Scorer``."""
+    path = os.pathsep.join([str(TESTS_DIR), str(JOBS_DIR), os.environ.get("PYTHONPATH", "")])
+    return {"PYTHONPATH": path, "MODELAPI_TEST_DELAY": str(delay), **extra}
+
+
+def expected_csv(records: list[dict[str, Any]], chunk_rows: int) -> bytes:
+    """The CSV result of an uninterrupted run: the scorer applied chunk by chunk, written by the result writer."""
+    model = Scorer()
+    chunks = []
+    for start in range(0, len(records), chunk_rows):
+        part = records[start : start + chunk_rows]
+        inputs = {
+            "a": np.array([r["a"] for r in part], dtype=np.float64),
+            "b": np.array([r["b"] for r in part], dtype=np.int64),
+            "tag": np.array([r["tag"] for r in part], dtype=object),
+        }
+        chunks.append(formats_out.outputs_to_ipc(model.predict(inputs)))
+    return b"".join(formats_out.stream(chunks, "csv", Scorer.signature))
+
+
+def wait_status(http: httpx.Client, location: str, done: Any, timeout: float = 60.0) -> dict[str, Any]:
+    """Poll until ``done(status_body)`` is true."""
+    deadline = time.monotonic() + timeout
+    while True:
+        body: dict[str, Any] = http.get(location).json()
+        if done(body):
+            return body
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting; last status: {body}")
+        time.sleep(0.05)
+
+
+def write_input(path: Path, n: int) -> list[dict[str, Any]]:
+    records = rows(n, seed=3)
+    path.write_text(csv_text(records))
+    return records
