@@ -15,7 +15,7 @@ from ..errors import ModelAPIError
 from ..models.base import Model
 from ..settings import Settings
 from ..jobs.host import JobsHost
-from . import docs, openapi, routes_jobs, routes_rest, routes_v2
+from . import docs, openapi, routes_jobs, routes_mlflow, routes_rest, routes_v2
 from .errors import handle_http_exception, handle_modelapi_error
 from .middleware import RequestContextMiddleware
 
@@ -53,6 +53,7 @@ def create_app(models: Sequence[Model] | DataPlane, settings: Settings | None = 
         exception_handlers={ModelAPIError: handle_modelapi_error, HTTPException: handle_http_exception},
         lifespan=lifespan,
     )
+    app.router.routes.extend(routes_mlflow.routes())  # MLflow scoring-server routes (/invocations, /ping)
     app.state.dataplane = dataplane
     app.state.settings = settings
     app.state.jobs = jobs

@@ -1,0 +1,190 @@
+"""PyTorch loader: TorchScript and torch.export programs trained here, served; answers equal the module's own."""
+
+from __future__ import annotations
+
+import json
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from served import friendly, probabilities, serving, v2
+
+from modelapi.cli import main
+from modelapi.errors import ModelLoadError, UntrustedModel
+from modelapi.models.registry import load_model
+from modelapi.models.trust import Trust
+
+LABELS = ["cat", "dog", "emu"]
+
+
+class Classifier(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.linear(x), dim=-1)
+
+
+class TwoInputs(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        y = self.linear(x) * scale
+        return y, y.sum(dim=-1)
+
+
+@pytest.fixture(scope="module")
+def trained() -> Classifier:
+    torch.manual_seed(0)
+    X = torch.randn(64, 4)
+    y = torch.argmax(X[:, :3], dim=1)
+    model = Classifier()
+    optimiser = torch.optim.SGD(model.parameters(), lr=0.5)
+    for _ in range(30):
+        optimiser.zero_grad()
+        torch.nn.functional.nll_loss(torch.log(model(X)), y).backward()
+        optimiser.step()
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory, trained: Classifier) -> Path:
+    """The trained classifier as a torch.export program (exporting takes seconds: done once)."""
+    return export(trained, (torch.randn(2, 4),), tmp_path_factory.mktemp("exported") / "animals.pt2")
+
+
+def rows() -> np.ndarray:
+    return np.random.RandomState(3).normal(size=(6, 4)).astype(np.float32)
+
+
+def expected(module: torch.nn.Module, x: np.ndarray) -> np.ndarray:
+    with torch.inference_mode():
+        out: np.ndarray = module(torch.from_numpy(x)).numpy()
+    return out
+
+
+def sidecar(path: Path, data: object) -> None:
+    path.with_name(path.stem + ".signature.json").write_text(json.dumps(data))
+
+
+def export(module: torch.nn.Module, example: tuple[torch.Tensor, ...], path: Path) -> Path:
+    batch = torch.export.Dim("batch")
+    shapes = [{0: batch} for _ in example]
+    torch.export.save(torch.export.export(module, example, dynamic_shapes=shapes), path)
+    return path
+
+
+def test_exported_program_with_labels_from_a_sidecar(tmp_path: Path, trained: Classifier, exported: Path) -> None:
+    path = tmp_path / "animals.pt2"
+    path.write_bytes(exported.read_bytes())
+    sidecar(
+        path,
+        {
+            "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}],
+            "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 3], "labels": LABELS}],
+        },
+    )
+    model = load_model(path)
+    assert model.platform == "pytorch" and model.info["device"] == "cpu"
+    x = rows()
+    want = expected(trained, x)
+    with serving(model) as client:
+        answer = friendly(client, "animals", {"x": x})
+        outputs = v2(client, "animals", {"x": x})
+        bad = client.post("/models/animals/predict", json={"x": [1.0, 2.0, 3.0]})
+    # the only output is the prediction: an object of label -> probability per row
+    np.testing.assert_array_equal(probabilities(answer, LABELS, key="prediction").astype(np.float32), want)
+    np.testing.assert_array_equal(outputs["probabilities"], want)
+    assert bad.status_code == 400 and "'x'" in bad.json()["detail"]
+
+
+def test_exported_program_signature_comes_from_the_program(tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    module = TwoInputs().eval()
+    path = export(module, (torch.randn(2, 4), torch.ones(2, 1)), tmp_path / "two.pt2")
+    model = load_model(path)
+    sig = model.signature
+    assert [(s.name, s.datatype, s.shape) for s in sig.inputs] == [("x", "FP32", (-1, 4)), ("scale", "FP32", (-1, 1))]
+    assert [(s.name, s.shape) for s in sig.outputs] == [("output_0", (-1, 2)), ("output_1", (-1,))]
+    x, scale = rows(), np.full((6, 1), 2.0, dtype=np.float32)
+    with torch.inference_mode():
+        y, total = module(torch.from_numpy(x), torch.from_numpy(scale))
+    with serving(model) as client:
+        outputs = v2(client, "two", {"x": x, "scale": scale})
+        missing = client.post(
+            "/v2/models/two/infer",
+            json={"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]},
+        )
+    np.testing.assert_array_equal(outputs["output_0"], y.numpy())
+    np.testing.assert_array_equal(outputs["output_1"], total.numpy())
+    assert missing.status_code == 400 and "scale" in missing.json()["error"]
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
+def test_torchscript_needs_and_uses_a_sidecar(tmp_path: Path, trained: Classifier) -> None:
+    path = tmp_path / "scripted.pt"
+    torch.jit.save(torch.jit.trace(trained, torch.randn(2, 4)), path)
+    with pytest.raises(ModelLoadError, match=r"scripted\.signature\.json") as err:
+        load_model(path)
+    assert "\n" not in str(err.value)
+    sidecar(
+        path,
+        {
+            "inputs": [{"name": "features", "datatype": "FP32", "shape": [-1, 4]}],
+            "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 3], "labels": LABELS}],
+        },
+    )
+    model = load_model(path)
+    assert model.info["format"] == "torchscript" and model.info["trust"].startswith("not needed")
+    x = rows()
+    with serving(model) as client:
+        outputs = v2(client, "scripted", {"features": x})
+        answer = friendly(client, "scripted", {"features": x})
+    np.testing.assert_array_equal(outputs["probabilities"], expected(trained, x))
+    want = expected(trained, x)
+    np.testing.assert_array_equal(probabilities(answer, LABELS, key="prediction").astype(np.float32), want)
+
+
+def test_pickled_module_needs_trust(tmp_path: Path, trained: Classifier) -> None:
+    path = tmp_path / "pickled.pt"
+    torch.save(trained, path)
+    sidecar(path, {"inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}]})
+    with pytest.raises(UntrustedModel, match="--trust-pickle"):
+        load_model(path)
+    model = load_model(path, trust=Trust(trust_pickle=True))
+    assert model.info["trust"] == "--trust-pickle"
+    x = rows()
+    np.testing.assert_array_equal(model.predict({"x": x})["output"], expected(trained, x))
+
+
+def test_pt2_that_would_unpickle_needs_trust(tmp_path: Path, exported: Path) -> None:
+    tampered = tmp_path / "tampered.pt2"
+    with zipfile.ZipFile(exported) as src, zipfile.ZipFile(tampered, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item.filename)
+            if item.filename.endswith("weights_config.json"):
+                data = data.replace(b'"use_pickle": false', b'"use_pickle": true')
+            dst.writestr(item, data)
+    with pytest.raises(UntrustedModel, match="pickles"):
+        load_model(tampered)
+
+
+def test_cuda_without_cuda_is_a_one_line_error(exported: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA; the error path needs a machine without it")
+    assert main(["inspect", str(exported), "--device", "cuda"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--device cuda" in err and "CUDA is not available" in err
+
+
+def test_missing_extra_names_the_pip_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "m.pt2").write_bytes(b"")
+    monkeypatch.setitem(sys.modules, "torch", None)
+    with pytest.raises(ModelLoadError, match=r"pip install 'modelapi\[torch\]'"):
+        load_model(tmp_path / "m.pt2")
