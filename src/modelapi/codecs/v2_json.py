@@ -24,6 +24,7 @@ _ALLOWED: dict[str, set[type]] = {name: {int, float} for name in DATATYPES}
 _ALLOWED.update({name: {int, float, type(None)} for name, dt in DATATYPES.items() if dt.kind == "f"})
 _ALLOWED.update(BOOL={bool}, BYTES={str})
 _NEEDS = {"BOOL": "true/false", "BYTES": "strings"}
+_FP64 = np.dtype(np.float64)
 
 
 def decode_tensor(data: Any, datatype: str, shape: list[int], where: str) -> np.ndarray:
@@ -46,6 +47,8 @@ def decode_tensor(data: Any, datatype: str, shape: list[int], where: str) -> np.
         arr[:] = flat
     elif datatype == "BOOL":
         arr = np.array(flat, dtype=dtype)
+    elif dtype == _FP64 and type(None) not in types:
+        arr = _doubles(flat, datatype, where)
     elif dtype.kind == "f":
         arr = _floats(flat, dtype, datatype, where)
     else:
@@ -78,6 +81,14 @@ def _reject_type(flat: list[Any], datatype: str, shape: list[int], where: str) -
             f"{where}: element {index} is an array; send 'data' flat, or nested exactly to shape {shape}"
         )
     raise InvalidInput(f"{where}: datatype {datatype} needs {needs}, got {_describe(value)} at element {index}")
+
+
+def _doubles(flat: list[Any], datatype: str, where: str) -> np.ndarray:
+    """FP64 without nulls: JSON numbers are finite doubles already, so only a huge integer can fail."""
+    try:
+        return np.array(flat, dtype=_FP64)
+    except OverflowError:
+        return _floats(flat, _FP64, datatype, where)
 
 
 def _floats(flat: list[Any], dtype: np.dtype[Any], datatype: str, where: str) -> np.ndarray:
