@@ -26,6 +26,8 @@ class Row:
     p50_ms: float
     p99_ms: float
     errors: int = 0
+    #: CPU time the server (or the loop) spent per request, in microseconds: less sensitive to other load
+    cpu_us_per_req: float | None = None
 
 
 @dataclass(frozen=True)
@@ -116,10 +118,11 @@ def _c(row: Row) -> str:
 
 
 def table(rows: list[Row]) -> str:
-    head = ["contender", "route", "rows", "conc", "req/s", "rows/s", "p50 ms", "p99 ms", "errors"]
+    head = ["contender", "route", "rows", "conc", "req/s", "rows/s", "p50 ms", "p99 ms", "CPU µs/req", "errors"]
     body = [
         [r.contender, r.route, str(r.rows), _c(r), f"{r.rps:,.0f}", f"{r.rows_per_s:,.0f}",
-         f"{r.p50_ms:.2f}", f"{r.p99_ms:.2f}", str(r.errors)]
+         f"{r.p50_ms:.2f}", f"{r.p99_ms:.2f}", "-" if r.cpu_us_per_req is None else f"{r.cpu_us_per_req:,.0f}",
+         str(r.errors)]
         for r in rows
     ]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(" --- " for _ in head) + "|"]

@@ -14,18 +14,19 @@ import argparse
 import os
 import platform
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
 
-from . import environment, report, servers, verify, workload
+from . import environment, procfs, report, servers, verify, workload
 from .loadgen import LoadError, require, run_wrk
 from .report import Row
 
@@ -63,7 +64,10 @@ def measure_inprocess(plan: Plan, work: workload.Workload, env: dict[str, str]) 
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True, cwd=_repo(), timeout=600)
         r = orjson.loads(proc.stdout)
         rps = r["requests"] / r["seconds"]
-        rows.append(Row("in-process", "JSON loop", n, None, rps, rps * n, r["p50_us"] / 1e3, r["p99_us"] / 1e3))
+        cpu_us = r["cpu_seconds"] / r["requests"] * 1e6
+        rows.append(
+            Row("in-process", "JSON loop", n, None, rps, rps * n, r["p50_us"] / 1e3, r["p99_us"] / 1e3, 0, cpu_us)
+        )
         footprint = max(footprint, int(r["rss_bytes"]))
         plan.log(f"in-process {n}-row: {rps:,.0f} req/s")
     return rows, footprint
@@ -90,10 +94,13 @@ def measure_server(
             if plan.warmup:
                 run_wrk(srv.url + path, body, connections=16, seconds=plan.warmup, core=LOAD_CORE)
             for c in concurrencies:
+                pids = procfs.tree(srv.process.pid)
+                cpu = procfs.cpu_seconds(pids)
                 cell = run_wrk(srv.url + path, body, connections=c, seconds=plan.seconds, core=LOAD_CORE)
-                row = Row(
-                    spec.name, route, body.rows, c, cell.rps, cell.rows_per_s, cell.p50_ms, cell.p99_ms, cell.errors
-                )
+                cpu = procfs.cpu_seconds(pids) - cpu
+                cpu_us = cpu / cell.requests * 1e6 if cell.requests else None
+                row = Row(spec.name, route, body.rows, c, cell.rps, cell.rows_per_s, cell.p50_ms, cell.p99_ms)
+                row = replace(row, errors=cell.errors, cpu_us_per_req=cpu_us)
                 out.append(row)
                 plan.log(f"{spec.name} {route} {body.rows}-row c{c}: {row.rps:,.0f} req/s, p99 {row.p99_ms:.2f} ms")
         memory = srv.memory()
@@ -208,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     plan = Plan(seconds=seconds, warmup=0 if args.quick else 2, workers=args.workers, log=log)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     command = shlex.join(["python", "-m", "bench.run", *(argv if argv is not None else sys.argv[1:])])
+    # SIGTERM unwinds like Ctrl+C, so every server started so far is stopped on the way out
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         return run(plan, stamp, command)
     except (LoadError, servers.ServerError, verify.WrongAnswer, subprocess.CalledProcessError) as exc:
