@@ -19,16 +19,22 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
-def pss_bytes(pid: int) -> int:
-    """Proportional set size (shared pages split among the processes sharing them), in bytes; 0 if unknown."""
+def smaps(pid: int) -> dict[str, int]:
+    """From /proc/PID/smaps_rollup (``0``: this process), in bytes; empty if unknown.
+
+    ``pss``: shared pages split among the processes sharing them; ``uss``: pages this process alone holds
+    (what one more such process costs).
+    """
     try:
-        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        text = Path(f"/proc/{pid or 'self'}/smaps_rollup").read_text()
     except OSError:
-        return 0
+        return {}
+    values: dict[str, int] = {}
     for line in text.splitlines():
-        if line.startswith("Pss:"):
-            return int(line.split()[1]) * 1024
-    return 0
+        parts = line.split()
+        if len(parts) >= 2 and parts[1].isdigit():
+            values[parts[0].rstrip(":")] = int(parts[1]) * 1024
+    return {"pss": values.get("Pss", 0), "uss": values.get("Private_Clean", 0) + values.get("Private_Dirty", 0)}
 
 
 def cpu_seconds(pids: list[int]) -> float:

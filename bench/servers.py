@@ -49,10 +49,12 @@ class Running:
     def memory(self) -> list[Memory]:
         """Resident memory of every process of the server: the serving workers and any supervisor."""
         workers = self.workers()
-        return [
-            Memory("worker" if pid in workers else "supervisor", procfs.rss_bytes(pid), procfs.pss_bytes(pid))
-            for pid in procfs.tree(self.process.pid)
-        ]
+        out = []
+        for pid in procfs.tree(self.process.pid):
+            sm = procfs.smaps(pid)
+            role = "worker" if pid in workers else "supervisor"
+            out.append(Memory(role, procfs.rss_bytes(pid), sm.get("pss", 0), sm.get("uss", 0)))
+        return out
 
 
 @dataclass(frozen=True)
@@ -60,9 +62,11 @@ class Memory:
     role: str  # "worker" or "supervisor"
     rss: int
     pss: int
+    uss: int
 
     def text(self) -> str:
-        return f"{self.role} RSS {self.rss / 2**20:.1f} MiB (PSS {self.pss / 2**20:.1f} MiB)"
+        mib = 2**20
+        return f"{self.role}: RSS {self.rss / mib:.1f} MiB, PSS {self.pss / mib:.1f} MiB, USS {self.uss / mib:.1f} MiB"
 
 
 class ServerError(RuntimeError):
