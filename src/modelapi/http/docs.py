@@ -1,7 +1,97 @@
+"""``GET /docs``: Swagger UI served entirely by the app, from the files of the installed ``swagger_ui_bundle``.
+
+No CDN and no inline script: the page loads the bundle and a small initializer from ``/docs/assets/``, under
+a Content-Security-Policy that allows only this origin. Swagger UI 4 reads OpenAPI 3.0, so the page loads
+``/docs/openapi-3.0.json`` (``/openapi.json`` lowered to 3.0; see ``openapi.py``).
+"""
+
 from __future__ import annotations
 
-from starlette.routing import BaseRoute
+import html
+from pathlib import Path
+
+import swagger_ui_bundle
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from ..errors import RouteNotFound
+from .openapi import openapi_30_json
+
+ASSETS_DIR = Path(swagger_ui_bundle.swagger_ui_path)
+
+#: the bundle's files the page uses, with their content types
+ASSETS = {
+    "swagger-ui-bundle.js": "text/javascript; charset=utf-8",
+    "swagger-ui.css": "text/css; charset=utf-8",
+    "favicon-32x32.png": "image/png",
+    "favicon-16x16.png": "image/png",
+}
+
+#: our own initializer, served as a file so the page needs no inline script
+INIT_JS = """\
+"use strict";
+window.addEventListener("load", function () {
+  window.ui = SwaggerUIBundle({
+    url: "docs/openapi-3.0.json",
+    dom_id: "#swagger-ui",
+    deepLinking: true,
+    validatorUrl: null,
+    displayRequestDuration: true,
+    presets: [SwaggerUIBundle.presets.apis],
+    layout: "BaseLayout"
+  });
+});
+"""
+
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "font-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+
+_PAGE = """\
+<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title>
+<link rel="stylesheet" href="docs/assets/swagger-ui.css">
+<link rel="icon" type="image/png" sizes="32x32" href="docs/assets/favicon-32x32.png">
+<link rel="icon" type="image/png" sizes="16x16" href="docs/assets/favicon-16x16.png">
+</head>
+<body>
+<noscript>This page needs JavaScript. The API description is at <a href="openapi.json">/openapi.json</a>.</noscript>
+<div id="swagger-ui"></div>
+<script src="docs/assets/swagger-ui-bundle.js"></script>
+<script src="docs/assets/init.js"></script>
+</body>
+</html>
+"""
+
+_ASSET_HEADERS = {"cache-control": "public, max-age=3600"}
+
+
+async def docs_page(request: Request) -> Response:
+    names = ", ".join(request.app.state.dataplane.models) or "no models"
+    page = _PAGE.format(title=html.escape(f"modelapi: {names}"))
+    return Response(page, media_type="text/html", headers={"content-security-policy": CSP})
+
+
+async def asset(request: Request) -> Response:
+    name = request.path_params["file"]
+    if name == "init.js":
+        return Response(INIT_JS, media_type="text/javascript", headers=_ASSET_HEADERS)
+    media_type = ASSETS.get(name)
+    if media_type is None:
+        raise RouteNotFound(f"no asset '{name}' under /docs/assets/")
+    return FileResponse(ASSETS_DIR / name, media_type=media_type, headers=_ASSET_HEADERS)
 
 
 def routes() -> list[BaseRoute]:
-    return []
+    return [
+        Route("/docs", docs_page, methods=["GET"], name="docs"),
+        Route("/docs/openapi-3.0.json", openapi_30_json, methods=["GET"], name="openapi_30",
+              include_in_schema=False),
+        Route("/docs/assets/{file}", asset, methods=["GET"], name="docs_asset", include_in_schema=False),
+    ]

@@ -1,7 +1,299 @@
+"""``GET /openapi.json``: an OpenAPI 3.1 document built once per app from its routes and its models' signatures.
+
+The document is derived from the app's own route table, so it lists every path the app serves and nothing
+else. Routes that address a model (``/models/{name}/predict``, ``/v2/models/{name}/infer``...) are written as
+one concrete path per served model (``/models/iris/predict``) with that model's schemas and examples. A route
+this module has no description for (see ``TEMPLATED``) is still listed, with a ``default`` response.
+
+Swagger UI 4 (the version ``swagger-ui-bundle`` ships) reads only OpenAPI 3.0, so ``document_30`` offers the
+same document lowered to 3.0 for the docs page; tools read the 3.1 one.
+"""
+
 from __future__ import annotations
 
-from starlette.routing import BaseRoute
+import copy
+import re
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from .. import jsonutil
+from ..dataplane import DataPlane
+from ..models.base import Model
+from . import openapi_schemas as s
+from .openapi_v2 import V2_GLOBAL, V2_PER_MODEL
+from .routes_rest import package_version
+
+Op = dict[str, Any]
+Ops = Callable[["Builder", Model | None], dict[str, Op]]
+_PARAM = re.compile(r"\{([^}:]+)(?::[^}]*)?\}")
+_STATUS_TEXT = {
+    400: "the request does not match the model's signature, or is not valid JSON",
+    404: "no such model or route",
+    413: "the body is over the byte limit, or has too many rows",
+    415: "the content type is not JSON",
+    500: "the model failed; the body carries only a request id",
+    503: "the model is not ready yet",
+}
+
+
+def template(path: str) -> str:
+    """``/v1/models/{name:modelname}:predict`` -> ``/v1/models/{}:predict``."""
+    return _PARAM.sub("{}", path)
+
+
+def _fill(path: str, values: list[str]) -> str:
+    """Path parameters, in order, replaced by ``values``."""
+    it = iter(values)
+    return _PARAM.sub(lambda _m: next(it, "_"), path)
+
+
+def errors(*codes: int, v2: bool = False) -> dict[str, Any]:
+    media = "application/json" if v2 else "application/problem+json"
+    schema = s.ref("V2Error" if v2 else "Problem")
+    return {str(c): {"description": _STATUS_TEXT[c], "content": {media: {"schema": schema}}} for c in codes}
+
+
+def ok(schema: s.Schema, description: str = "OK", media: str = "application/json") -> dict[str, Any]:
+    return {"200": {"description": description, "content": {media: {"schema": schema}}}}
+
+
+class Builder:
+    def __init__(self, dp: DataPlane) -> None:
+        self.dp = dp
+        self.schemas: dict[str, s.Schema] = copy.deepcopy(s.COMMON)
+        self.keys: dict[str, str] = {}
+        for model in dp.models.values():
+            key = re.sub(r"[^A-Za-z0-9_-]", "_", model.name) or "model"
+            while key in self.keys.values():
+                key += "_"
+            self.keys[model.name] = key
+            self._model_schemas(model, key)
+
+    def _model_schemas(self, model: Model, key: str) -> None:
+        sig = model.signature
+        self.schemas[f"{key}.Record"] = {**s.record(sig), "title": f"{model.name} record"}
+        self.schemas[f"{key}.Answer"] = {**s.answer(sig), "title": f"{model.name} answer"}
+        self.schemas[f"{key}.Answers"] = {
+            "type": "object", "required": ["predictions"], "additionalProperties": False,
+            "properties": {"predictions": {"type": "array", "items": s.ref(f"{key}.Answer")}},
+        }
+        self.schemas[f"{key}.V1Request"] = s.v1_request(sig, self.dp.max_rows, f"{key}.Record")
+        self.schemas[f"{key}.V1Response"] = s.v1_response(sig)
+        self.schemas[f"{key}.V2InferRequest"] = s.v2_request(sig)
+
+    def build(self, routes: list[BaseRoute]) -> dict[str, Any]:
+        paths: dict[str, Any] = {}
+        other = False  # a route this module has no description for
+        # the friendly API first, then KServe V1, then V2, each in the app's order; a path served by several
+        # routes (one per method) gets the operations of all of them
+        for route in sorted(routes, key=lambda r: (getattr(r, "path", "").startswith("/v2"),
+                                                   getattr(r, "path", "").startswith("/v1"))):
+            if not isinstance(route, Route) or not route.include_in_schema:
+                continue
+            methods = sorted(m.lower() for m in (route.methods or {"GET"}) if m != "HEAD")
+            key = template(route.path)
+            if key in PER_MODEL or key in V2_PER_MODEL:
+                describe = PER_MODEL.get(key) or V2_PER_MODEL[key]
+                for model in self.dp.models.values():
+                    path = _fill(route.path, [quote(model.name, safe=""), quote(model.version, safe="")])
+                    paths.setdefault(path, {}).update(self._item(path, methods, describe(self, model), [model.name]))
+            elif key == "/predict" and self.dp.default_model is None:
+                continue  # several models: /predict only answers 404, so it is not part of this API
+            elif key in GLOBAL or key in V2_GLOBAL:
+                describe = GLOBAL.get(key) or V2_GLOBAL[key]
+                only = self.dp.default_model
+                tags = [only.name] if key == "/predict" and only is not None else ["server"]
+                paths.setdefault(route.path, {}).update(self._item(route.path, methods, describe(self, only), tags))
+            else:
+                path = _PARAM.sub(r"{\1}", route.path)
+                known = TEMPLATED[key](self, None) if key in TEMPLATED else {}
+                other = other or any(m not in known for m in methods)
+                paths.setdefault(path, {}).update(self._item(path, methods, known, ["other"]))
+        return {
+            "openapi": "3.1.0",
+            "info": {
+                "title": "modelapi",
+                "version": package_version(),
+                "description": (
+                    "Models served: " + (", ".join(self.dp.models) or "none") + ". Each model has the friendly "
+                    "JSON API (/models/{name}/predict), KServe V1 (/v1/models/{name}:predict) and the Open "
+                    "Inference Protocol (/v2/models/{name}/infer). A method a path does not list answers 405 "
+                    "with an Allow header; an unknown path answers 404 (so does /predict when several models "
+                    "are served). Errors are application/problem+json, except under /v2 where they are "
+                    '{"error": ...}.'
+                ),
+            },
+            "tags": [{"name": n, "description": f"model '{n}'"} for n in self.dp.models]
+            + [{"name": "server"}] + ([{"name": "other"}] if other else []),
+            "paths": paths,
+            "components": {"schemas": self.schemas},
+        }
+
+    def _item(self, path: str, methods: list[str], known: dict[str, Op], tags: list[str]) -> dict[str, Any]:
+        item: dict[str, Any] = {}
+        for method in methods:
+            op = copy.deepcopy(known.get(method)) or {
+                "summary": f"{method.upper()} {path}",
+                "responses": {"default": {"description": "see the server's documentation"}},
+            }
+            params = _PARAM.findall(path)
+            if params:
+                op.setdefault("parameters", []).extend(
+                    {"name": p, "in": "path", "required": True, "schema": {"type": "string"}} for p in params
+                )
+            op.setdefault("tags", tags)
+            op["operationId"] = method + "_" + (re.sub(r"[^A-Za-z0-9]+", "_", path).strip("_") or "index")
+            item[method] = op
+        return item
+
+
+# the friendly API and KServe V1 ---------------------------------------------------------------------------
+def _index(b: Builder, model: Model | None) -> dict[str, Op]:
+    return {"get": {"summary": "Server index: name, version, models and links", "responses": ok(s.ref("Index"))}}
+
+
+def _models(b: Builder, model: Model | None) -> dict[str, Op]:
+    return {"get": {"summary": "Every served model with its signature and URLs", "responses": ok(s.ref("ModelList"))}}
+
+
+def _metadata(b: Builder, model: Model | None) -> dict[str, Op]:
+    assert model is not None
+    return {"get": {"summary": f"Metadata of '{model.name}' with an example request",
+                    "responses": ok(s.ref("ModelMetadata"))}}
+
+
+def _predict(b: Builder, model: Model | None) -> dict[str, Op]:
+    assert model is not None
+    key, sig = b.keys[model.name], model.signature
+    rec = sig.example_record()
+    answers = {"anyOf": [s.ref(f"{key}.Answer"), s.ref(f"{key}.Answers")]}
+    many: s.Schema = {"type": "array", "minItems": 1, "items": s.ref(f"{key}.Record")}
+    if b.dp.max_rows:
+        many["maxItems"] = b.dp.max_rows
+    post = {
+        "summary": f"Predict with '{model.name}': one record, or a list of records",
+        "description": "One record answers one object; a list answers {\"predictions\": [...]}.",
+        "requestBody": {"required": True, "content": {"application/json": {
+            "schema": {"oneOf": [s.ref(f"{key}.Record"), many]},
+            "examples": {"one record": {"value": rec}, "several records": {"value": [rec, rec]}},
+        }}},
+        "responses": {**ok(answers, "the prediction"), **errors(400, 413, 415, 500, 503)},
+    }
+    if any(spec.row_shape for spec in sig.inputs):
+        get: Op = {"summary": "Not available for this model",
+                   "description": "GET takes only scalar features; this model has array inputs: POST instead.",
+                   "responses": errors(400)}
+    else:
+        get = {
+            "summary": f"Predict one row with '{model.name}' from the query string",
+            "parameters": [{"name": spec.name, "in": "query", "required": True, "schema": s.row(spec),
+                            "example": spec.example_value()} for spec in sig.inputs],
+            "responses": {**ok(s.ref(f"{key}.Answer"), "the prediction"), **errors(400, 500, 503)},
+        }
+    return {"get": get, "post": post}
+
+
+def _v1_status(b: Builder, model: Model | None) -> dict[str, Op]:
+    assert model is not None
+    return {"get": {"summary": f"KServe V1 status of '{model.name}'",
+                    "responses": {**ok(s.ref("V1Status")), **errors(503)}}}
+
+
+def _v1_predict(b: Builder, model: Model | None) -> dict[str, Op]:
+    assert model is not None
+    key = b.keys[model.name]
+    rec = model.signature.example_record()
+    examples: dict[str, Any] = {"instances (objects)": {"value": {"instances": [rec]}}}
+    if all(not spec.row_shape for spec in model.signature.inputs):
+        examples["instances (feature lists)"] = {"value": {"instances": [list(rec.values())]}}
+    return {"post": {
+        "summary": f"KServe V1 / TensorFlow Serving predict with '{model.name}'",
+        "requestBody": {"required": True, "content": {"application/json": {
+            "schema": s.ref(f"{key}.V1Request"), "examples": examples}}},
+        "responses": {**ok(s.ref(f"{key}.V1Response")), **errors(400, 413, 415, 500, 503)},
+    }}
+
+
+def _openapi(b: Builder, model: Model | None) -> dict[str, Op]:
+    return {"get": {"summary": "This document (OpenAPI 3.1)", "responses": ok({"type": "object"})}}
+
+
+def _docs(b: Builder, model: Model | None) -> dict[str, Op]:
+    return {"get": {"summary": "Interactive documentation (Swagger UI)",
+                    "responses": ok({"type": "string"}, "an HTML page", "text/html")}}
+
+
+GLOBAL: dict[str, Ops] = {"/": _index, "/models": _models, "/predict": _predict, "/openapi.json": _openapi,
+                          "/docs": _docs}
+#: routes of other modules, documented with their path parameters (as strings); a module may add its own:
+#: ``openapi.TEMPLATED["/jobs/{}"] = describe_jobs`` (``describe_jobs(builder, None) -> {"get": {...}}``)
+TEMPLATED: dict[str, Ops] = {}
+PER_MODEL: dict[str, Ops] = {"/models/{}": _metadata, "/models/{}/predict": _predict,
+                             "/v1/models/{}": _v1_status, "/v1/models/{}:predict": _v1_predict}
+
+
+# serving --------------------------------------------------------------------------------------------------
+def document(app: Starlette) -> dict[str, Any]:
+    """The app's OpenAPI 3.1 document, built on first use and kept on ``app.state``."""
+    doc: dict[str, Any] | None = getattr(app.state, "openapi_document", None)
+    if doc is None:
+        doc = Builder(app.state.dataplane).build(list(app.routes))
+        app.state.openapi_document = doc
+    return doc
+
+
+def document_30(app: Starlette) -> dict[str, Any]:
+    """The same document lowered to OpenAPI 3.0.3, for Swagger UI 4."""
+    doc: dict[str, Any] | None = getattr(app.state, "openapi_document_30", None)
+    if doc is None:
+        doc = {**_lower(document(app)), "openapi": "3.0.3"}
+        app.state.openapi_document_30 = doc
+    return doc
+
+
+def _lower(node: Any) -> Any:
+    """3.1 schema constructs this module uses -> 3.0 ones (nullable types, prefixItems)."""
+    if isinstance(node, list):
+        return [_lower(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _lower(v) for k, v in node.items() if not (k == "items" and v is False)}
+    kind = out.get("type")
+    if isinstance(kind, list):
+        rest = [t for t in kind if t != "null"]
+        out["type"] = rest[0] if len(rest) == 1 else "string"
+        if "null" in kind:
+            out["nullable"] = True
+    if isinstance(out.get("examples"), list):  # a schema's examples (a media type's are a map)
+        examples = out.pop("examples")
+        if examples:
+            out["example"] = examples[0]
+    if "prefixItems" in out:
+        out["items"] = {"anyOf": out.pop("prefixItems")}
+    return out
+
+
+def _cached_bytes(request: Request, name: str, build: Callable[[Starlette], dict[str, Any]]) -> Response:
+    body: bytes | None = getattr(request.app.state, name, None)
+    if body is None:
+        body = jsonutil.dumps(build(request.app))
+        setattr(request.app.state, name, body)
+    return Response(body, media_type="application/json")
+
+
+async def openapi_json(request: Request) -> Response:
+    return _cached_bytes(request, "openapi_bytes", document)
+
+
+async def openapi_30_json(request: Request) -> Response:
+    return _cached_bytes(request, "openapi_30_bytes", document_30)
 
 
 def routes() -> list[BaseRoute]:
-    return []
+    return [Route("/openapi.json", openapi_json, methods=["GET"], name="openapi")]

@@ -1,0 +1,324 @@
+"""Friendly JSON records and query strings <-> the data plane's request and answer.
+
+A record is one row as a JSON object, ``{"input_name": value, ...}``: a scalar for a 1-D input (shape
+``[-1]``), a nested list of the row shape for an input of shape ``[-1, *rest]``. A body is one record
+(answered with one object) or a non-empty list of records (answered with ``{"predictions": [...]}``).
+
+Answers rename two outputs so every classifier reads the same (see ``answer_keys``): the prediction (the
+``prediction`` output, else ``label``, else the first output) becomes ``prediction``; an output named
+``probabilities``, else the first other output that carries class labels, becomes ``probabilities``. An
+output with ``labels`` along its last axis is written as an object keyed by label; NaN/Infinity become null.
+Every other output keeps its own name.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..errors import InvalidInput, PayloadTooLarge
+from ..inference import InferenceRequest, InferenceResponse
+from ..signature import Signature, TensorSpec, json_type
+from .columns import fast_column
+
+_WORDS = {"boolean": "true or false", "string": "a string", "integer": "an integer", "number": "a number"}
+_PLURALS = {"boolean": "booleans", "string": "strings", "integer": "integers", "number": "numbers"}
+_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+_INTEGER = re.compile(r"[+-]?\d{1,40}")
+_NULLS = ("", "null", "nan", "NaN")
+
+
+# checking one value ---------------------------------------------------------------------------------------
+def describe(value: Any) -> str:
+    """A JSON value in words, for error messages: ``string 'abc'``, ``number 1.5``, ``array``..."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"boolean {'true' if value else 'false'}"
+    if isinstance(value, str):
+        return f"string {value[:40]!r}"
+    if isinstance(value, int | float):
+        return f"number {value!r}"[:50]
+    if isinstance(value, list):
+        return f"an array of length {len(value)}"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def expected_words(spec: TensorSpec, dims: Sequence[int] | None = None) -> str:
+    dims = spec.row_shape if dims is None else dims
+    word = _WORDS[json_type(spec.datatype)]
+    if spec.allow_nonfinite and json_type(spec.datatype) == "number":
+        word += " or null"
+    if not dims:
+        return word
+    shape = "[" + ", ".join(str(d) if d >= 0 else "n" for d in dims) + "]"
+    return f"an array of shape {shape} of {_PLURALS[json_type(spec.datatype)]}"
+
+
+def _scalar_problem(spec: TensorSpec, value: Any) -> str | None:
+    kind = json_type(spec.datatype)
+    t = type(value)
+    if kind == "boolean":
+        ok = t is bool
+    elif kind == "string":
+        ok = t is str
+    elif kind == "number":
+        ok = t is float or t is int or (value is None and spec.allow_nonfinite)
+    else:
+        ok = t is int or (t is float and value.is_integer())
+        if ok:
+            info = np.iinfo(spec.dtype)
+            # a JSON integer below int64's range arrives as a float rounded to -2**63: never take that as exact
+            if not info.min <= value <= info.max or (t is float and value <= -(2.0**63)):
+                return f"expected an integer in {info.min}..{info.max} ({spec.datatype}), got {describe(value)}"
+    return None if ok else f"expected {expected_words(spec, ())}, got {describe(value)}"
+
+
+def value_problem(spec: TensorSpec, value: Any, dims: Sequence[int] | None = None, path: str = "") -> str | None:
+    """What is wrong with ``value`` as one row of ``spec`` (``None``: nothing), naming the input."""
+    dims = spec.row_shape if dims is None else dims
+    if not dims:
+        problem = _scalar_problem(spec, value)
+        return None if problem is None else f"'{spec.name}'{path} {problem}"
+    if not isinstance(value, list) or (dims[0] >= 0 and len(value) != dims[0]):
+        return f"'{spec.name}'{path} expected {expected_words(spec, dims)}, got {describe(value)}"
+    for i, item in enumerate(value):
+        problem = value_problem(spec, item, dims[1:], f"{path}[{i}]")
+        if problem is not None:
+            return problem
+    return None
+
+
+def check_names(names: Iterable[str], signature: Signature, where: str, what: str = "fields") -> None:
+    """Raise ``InvalidInput`` naming missing and unknown names (``where``: e.g. ``record 3``)."""
+    given = list(names)
+    expected = signature.input_names
+    missing = [n for n in expected if n not in given]
+    unknown = [n for n in given if n not in set(expected)]
+    if missing or unknown:
+        parts = []
+        if missing:
+            parts.append("missing " + ", ".join(f"'{n}'" for n in missing))
+        if unknown:
+            parts.append("unknown " + ", ".join(f"'{n}'" for n in unknown[:20]))
+        raise InvalidInput(f"{where}: {'; '.join(parts)}; expected {what}: {', '.join(expected)}")
+
+
+def column(spec: TensorSpec, values: list[Any]) -> np.ndarray:
+    """Checked row values -> one array (first axis: rows)."""
+    try:
+        if spec.datatype == "BYTES":
+            if not spec.row_shape:
+                arr = np.empty(len(values), dtype=object)
+                arr[:] = values
+                return arr
+            return np.array(values, dtype=object)
+        if spec.dtype.kind == "f":
+            return np.array(values, dtype=np.float64)  # None -> NaN; the signature casts to the width
+        return np.array(values, dtype=spec.dtype)
+    except (ValueError, OverflowError):
+        raise InvalidInput(f"input '{spec.name}': the rows have different shapes") from None
+
+
+def check_rows(spec: TensorSpec, values: Sequence[Any], label: str) -> None:
+    """Check every row of one input; ``label`` names a row, e.g. ``record`` -> ``record 3: ...``."""
+    for i, value in enumerate(values):
+        problem = value_problem(spec, value)
+        if problem is not None:
+            raise InvalidInput(f"{label} {i}: {problem}")
+
+
+# records and query strings -> request ---------------------------------------------------------------------
+def decode(body: Any, signature: Signature, *, max_rows: int | None = None) -> tuple[InferenceRequest, bool]:
+    """A parsed JSON body -> (request, whether the body was a single record)."""
+    if isinstance(body, dict):
+        records: list[Any] = [body]
+    elif isinstance(body, list) and body:
+        records = body
+    else:
+        got = "an empty list" if body == [] else describe(body)
+        raise InvalidInput(
+            f"expected one record (a JSON object such as {_example_text(signature)}) "
+            f"or a non-empty list of records; got {got}"
+        )
+    if max_rows is not None and len(records) > max_rows:
+        raise PayloadTooLarge(f"the request has {len(records)} records; the limit is {max_rows} rows per request")
+    names = signature.input_names
+    columns: dict[str, list[Any]] = {n: [] for n in names}
+    for i, record in enumerate(records):
+        if not isinstance(record, dict):
+            raise InvalidInput(f"record {i}: expected an object of named fields, got {describe(record)}")
+        if len(record) != len(names) or not all(n in record for n in names):
+            check_names(record, signature, f"record {i}")
+        for n in names:
+            columns[n].append(record[n])
+    inputs = {}
+    for spec in signature.inputs:
+        arr = fast_column(spec, columns[spec.name])
+        if arr is None:  # something to look at element by element: the checked path names it
+            check_rows(spec, columns[spec.name], "record")
+            arr = column(spec, columns[spec.name])
+        inputs[spec.name] = arr
+    return InferenceRequest(inputs), isinstance(body, dict)
+
+
+def decode_query(items: Sequence[tuple[str, str]], signature: Signature) -> InferenceRequest:
+    """Query parameters (``[(key, value), ...]``) -> a one-row request; values parsed by datatype."""
+    nested = [s for s in signature.inputs if s.row_shape]
+    if nested:
+        raise InvalidInput(
+            "GET only supports scalar features in the query string, but input "
+            + ", ".join(f"'{s.name}' has shape {list(s.shape)}" for s in nested)
+            + "; POST a JSON record instead"
+        )
+    given: dict[str, str] = {}
+    repeated: list[str] = []
+    for key, value in items:
+        if key in given and key not in repeated:
+            repeated.append(key)
+        given[key] = value
+    if repeated:
+        raise InvalidInput(
+            f"query parameter {', '.join(repr(k) for k in repeated)} given more than once; a GET predicts one row, "
+            "so give each feature once (POST a list of records for several rows)"
+        )
+    try:
+        check_names(given, signature, "query string", "parameters")
+    except InvalidInput as exc:
+        raise InvalidInput(f"{exc.detail}; example: ?{example_query(signature)}") from None
+    inputs = {}
+    for spec in signature.inputs:
+        value = parse_text(spec, given[spec.name])
+        problem = value_problem(spec, value)
+        if problem is not None:
+            raise InvalidInput(f"query parameter {problem}")
+        inputs[spec.name] = column(spec, [value])
+    return InferenceRequest(inputs)
+
+
+def parse_text(spec: TensorSpec, text: str) -> Any:
+    """A query-string value by datatype; an unparseable one is returned as the string (and rejected later)."""
+    kind = json_type(spec.datatype)
+    if kind == "string":
+        return text
+    if kind == "boolean":
+        return {"true": True, "false": False}.get(text.strip().lower(), text)
+    text = text.strip()
+    if spec.allow_nonfinite and kind == "number" and text in _NULLS:
+        return None
+    if _INTEGER.fullmatch(text):
+        return int(text)
+    if _NUMBER.fullmatch(text):
+        number = float(text)
+        return number if math.isfinite(number) else text
+    return text
+
+
+def example_query(signature: Signature) -> str:
+    parts = []
+    for spec in signature.inputs:
+        value = spec.example_value()
+        text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+        parts.append(f"{spec.name}={text}")
+    return "&".join(parts)
+
+
+def _example_text(signature: Signature) -> str:
+    text = ", ".join(f'"{k}": ...' for k in signature.input_names[:4])
+    return "{" + text + (", ..." if len(signature.inputs) > 4 else "") + "}"
+
+
+# response -> records --------------------------------------------------------------------------------------
+def primary_output(signature: Signature) -> str | None:
+    """The output that answers "what is the prediction": ``prediction``, else ``label``, else the first."""
+    names = signature.output_names
+    for name in ("prediction", "label"):
+        if name in names:
+            return name
+    return names[0] if names else None
+
+
+def answer_keys(signature: Signature) -> dict[str, str]:
+    """Output name -> key in a friendly answer, prediction first."""
+    primary = primary_output(signature)
+    keys: dict[str, str] = {}
+    if primary is not None:
+        keys[primary] = "prediction"
+    names = signature.output_names
+    probs = "probabilities" if "probabilities" in names else next(
+        (s.name for s in signature.outputs if s.labels is not None and s.name != primary), None
+    )
+    if probs is not None and probs != primary:
+        keys[probs] = "probabilities"
+    for name in names:
+        keys.setdefault(name, name)
+    return keys
+
+
+def labelled(spec: TensorSpec | None, arr: np.ndarray) -> list[str] | None:
+    """String keys for an output whose last axis carries labels, if the array fits them."""
+    if spec is None or spec.labels is None or arr.ndim < 2 or arr.shape[-1] != len(spec.labels):
+        return None
+    return [str(to_plain(np.asarray(label))) for label in spec.labels]
+
+
+def to_plain(arr: np.ndarray) -> Any:
+    """An array -> plain Python (lists, str, int, float, bool, None); NaN/Infinity -> None, bytes -> str."""
+    if arr.dtype.kind == "f":
+        finite = np.isfinite(arr)
+        if not finite.all():
+            obj = arr.astype(object)
+            obj[~finite] = None
+            return obj.tolist()
+        return arr.tolist()
+    if arr.dtype.kind in "OS":
+        return _plain_value(arr.tolist())
+    return arr.tolist()
+
+
+def _plain_value(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_plain_value(v) for v in value]
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, np.ndarray):
+        return to_plain(value)
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def encode_rows(outputs: Mapping[str, np.ndarray], signature: Signature) -> list[dict[str, Any]]:
+    """Outputs -> one object per row, keyed as ``answer_keys`` says."""
+    keys = answer_keys(signature)
+    order = sorted(outputs, key=lambda n: list(keys).index(n) if n in keys else len(keys))
+    columns: dict[str, list[Any]] = {}
+    rows = 0
+    for name in order:
+        arr = np.asarray(outputs[name])
+        values = to_plain(arr)
+        label_keys = labelled(signature.output(name), arr)
+        if label_keys is not None:
+            values = [_keyed(label_keys, row) for row in values]
+        columns[keys.get(name, name)] = values
+        rows = len(values)
+    return [{key: values[i] for key, values in columns.items()} for i in range(rows)]
+
+
+def _keyed(label_keys: list[str], row: Any) -> Any:
+    if row and isinstance(row[0], list):
+        return [_keyed(label_keys, r) for r in row]
+    return dict(zip(label_keys, row, strict=True))
+
+
+def encode(response: InferenceResponse, signature: Signature, *, single: bool) -> dict[str, Any]:
+    rows = encode_rows(response.outputs, signature)
+    return rows[0] if single else {"predictions": rows}

@@ -1,0 +1,161 @@
+"""KServe V1 / TensorFlow Serving JSON <-> the data plane's request and answer.
+
+Row format, ``{"instances": [...]}`` answered with ``{"predictions": [...]}``. An instance is one of:
+
+* an object of input name -> row value (any model);
+* a list of feature values in signature order (models whose inputs are all 1-D columns, e.g. tabular
+  models with named features);
+* the row value itself (single-input models, e.g. ``input`` of shape ``[-1, 4]``).
+
+Columnar format, ``{"inputs": ...}`` answered with ``{"outputs": ...}`` as TensorFlow Serving does: an object
+of input name -> list of rows, or (single-input models) the list of rows itself.
+
+A prediction is the primary output's row value (``prediction``, else ``label``, else the first output), so a
+classifier answers its labels, as KServe's scikit-learn server does. A request that sets ``"outputs": [names]``
+gets an object of those outputs per row instead (columnar: an object of output name -> list of rows). Values
+are raw (probabilities are lists in label order); NaN/Infinity become null. TensorFlow's ``{"b64": ...}``
+binary values are not supported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import InvalidInput, PayloadTooLarge
+from ..inference import InferenceRequest, InferenceResponse
+from ..signature import Signature
+from .columns import fast_column
+from .records import check_names, check_rows, column, describe, primary_output, to_plain, value_problem
+
+#: keys a request may carry besides ``instances``/``inputs``; ``signature_name`` and ``parameters`` are ignored
+_OPTIONAL_KEYS = {"outputs", "signature_name", "parameters"}
+
+
+@dataclass
+class V1Request:
+    request: InferenceRequest
+    columnar: bool
+
+
+def decode(body: Any, signature: Signature, *, max_rows: int | None = None) -> V1Request:
+    if not isinstance(body, dict):
+        raise InvalidInput(
+            f'expected a JSON object with "instances" (a list, one item per row) or "inputs" (columnar); '
+            f"got {describe(body)}"
+        )
+    has_rows, has_columns = "instances" in body, "inputs" in body
+    if has_rows == has_columns:
+        which = "both" if has_rows else "neither"
+        raise InvalidInput(f'the request has {which} of "instances" and "inputs"; send exactly one')
+    unknown = [k for k in body if k not in _OPTIONAL_KEYS | {"instances", "inputs"}]
+    if unknown:
+        raise InvalidInput(
+            f"unknown field {', '.join(repr(k) for k in unknown[:20])}; "
+            'expected "instances" or "inputs", and optionally "outputs"'
+        )
+    if not isinstance(body.get("parameters", {}), dict):
+        raise InvalidInput(f'"parameters" expected an object, got {describe(body["parameters"])}')
+    if not isinstance(body.get("signature_name", ""), str):
+        raise InvalidInput(f'"signature_name" expected a string, got {describe(body["signature_name"])}')
+    outputs = _outputs(body.get("outputs"))
+    if has_rows:
+        inputs = _instances(body["instances"], signature, max_rows)
+    else:
+        inputs = _columns(body["inputs"], signature, max_rows)
+    return V1Request(InferenceRequest(inputs, outputs=outputs), columnar=has_columns)
+
+
+def _outputs(value: Any) -> list[str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise InvalidInput(f'"outputs" expected a non-empty list of output names, got {describe(value)}')
+    return list(dict.fromkeys(value))
+
+
+def _instances(instances: Any, signature: Signature, max_rows: int | None) -> dict[str, Any]:
+    if not isinstance(instances, list) or not instances:
+        got = "an empty list" if instances == [] else describe(instances)
+        raise InvalidInput(f'"instances" expected a non-empty list, one item per row; got {got}')
+    _limit(len(instances), max_rows, "instances")
+    specs = signature.inputs
+    names = signature.input_names
+    all_columns = all(not s.row_shape for s in specs)
+    columns: dict[str, list[Any]] = {n: [] for n in names}
+    for i, instance in enumerate(instances):
+        if isinstance(instance, dict):
+            if len(instance) != len(names) or not all(n in instance for n in names):
+                check_names(instance, signature, f"instance {i}", "inputs")
+            for n in names:
+                columns[n].append(instance[n])
+        elif all_columns and isinstance(instance, list):
+            if len(instance) != len(names):
+                raise InvalidInput(
+                    f"instance {i}: expected {len(names)} feature values in this order: {', '.join(names)}; "
+                    f"got {describe(instance)}"
+                )
+            for n, value in zip(names, instance, strict=True):
+                columns[n].append(value)
+        elif len(specs) == 1:
+            columns[names[0]].append(instance)
+        else:
+            shape = "a list of feature values in signature order or " if all_columns else ""
+            raise InvalidInput(
+                f"instance {i}: expected {shape}an object of named inputs ({', '.join(names)}); "
+                f"got {describe(instance)}"
+            )
+    inputs = {}
+    for spec in specs:
+        arr = fast_column(spec, columns[spec.name])
+        if arr is None:  # something to look at element by element: the checked path names it
+            check_rows(spec, columns[spec.name], "instance")
+            arr = column(spec, columns[spec.name])
+        inputs[spec.name] = arr
+    return inputs
+
+
+def _columns(value: Any, signature: Signature, max_rows: int | None) -> dict[str, Any]:
+    names = signature.input_names
+    if isinstance(value, dict):
+        check_names(value, signature, '"inputs"', "inputs")
+        batches = value
+    elif len(names) == 1:
+        batches = {names[0]: value}
+    else:
+        raise InvalidInput(f'"inputs" expected an object of input name -> list of rows ({", ".join(names)})')
+    inputs = {}
+    rows: int | None = None
+    for spec in signature.inputs:
+        batch = batches[spec.name]
+        if not isinstance(batch, list) or not batch:
+            got = "an empty list" if batch == [] else describe(batch)
+            raise InvalidInput(f"input '{spec.name}': expected a non-empty list of rows, got {got}")
+        _limit(len(batch), max_rows, "rows")
+        if rows is not None and len(batch) != rows:
+            raise InvalidInput(f"input '{spec.name}': has {len(batch)} rows but '{names[0]}' has {rows}")
+        rows = len(batch)
+        for i, row in enumerate(batch):
+            problem = value_problem(spec, row)
+            if problem is not None:
+                raise InvalidInput(f"row {i}: {problem}")
+        inputs[spec.name] = column(spec, batch)
+    return inputs
+
+
+def _limit(n: int, max_rows: int | None, what: str) -> None:
+    if max_rows is not None and n > max_rows:
+        raise PayloadTooLarge(f"the request has {n} {what}; the limit is {max_rows} rows per request")
+
+
+def encode(response: InferenceResponse, signature: Signature, request: V1Request) -> dict[str, Any]:
+    wanted = request.request.outputs
+    if wanted is None:
+        primary = primary_output(signature)
+        values = to_plain(response.outputs[primary]) if primary is not None and primary in response.outputs else []
+        return {"outputs": values} if request.columnar else {"predictions": values}
+    columns = {name: to_plain(response.outputs[name]) for name in wanted}
+    if request.columnar:
+        return {"outputs": columns}
+    rows = len(next(iter(columns.values())))
+    return {"predictions": [{name: values[i] for name, values in columns.items()} for i in range(rows)]}

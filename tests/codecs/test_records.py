@@ -1,0 +1,233 @@
+"""The friendly records codec on its own: records and query strings in, friendly answers out, and every 400."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from modelapi.codecs import records
+from modelapi.errors import InvalidInput, PayloadTooLarge
+from modelapi.inference import InferenceResponse
+from modelapi.signature import Signature, TensorSpec
+from toymodels import ECHO_TYPES, Echo, IrisClassifier, Regressor
+
+IRIS = IrisClassifier.signature
+ECHO = Echo.signature
+REG = Regressor.signature
+ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
+
+
+def echo_record(**changes: Any) -> dict[str, Any]:
+    rec: dict[str, Any] = {t.lower(): 1 for t in ECHO_TYPES}
+    rec.update(bool=True, fp64=1.5, bytes="x", matrix=[[1, 2, 3], [4, 5, 6]])
+    rec.update(changes)
+    return rec
+
+
+def error(body: Any, signature: Signature = IRIS, **kw: Any) -> str:
+    with pytest.raises(InvalidInput) as exc:
+        records.decode(body, signature, **kw)
+    return exc.value.detail
+
+
+# decode ---------------------------------------------------------------------------------------------------
+def test_single_record_is_one_row() -> None:
+    request, single = records.decode(ROW, IRIS)
+    assert single
+    assert set(request.inputs) == set(ROW)
+    assert request.inputs["sepal_length"].tolist() == [5.1]
+    assert request.inputs["sepal_length"].dtype == np.float64
+
+
+def test_list_of_records_is_many_rows() -> None:
+    request, single = records.decode([ROW, {**ROW, "sepal_length": 7}], IRIS)
+    assert not single
+    assert request.inputs["sepal_length"].tolist() == [5.1, 7.0]
+    IRIS.validate(request.inputs)
+
+
+def test_every_datatype_and_a_matrix() -> None:
+    request, _ = records.decode([echo_record(), echo_record(uint64=2**64 - 1, int8=-128)], ECHO)
+    inputs = ECHO.validate(request.inputs)
+    assert inputs["uint64"].tolist() == [1, 2**64 - 1]
+    assert inputs["int8"].tolist() == [1, -128]
+    assert inputs["matrix"].shape == (2, 2, 3)
+    assert inputs["bytes"].tolist() == ["x", "x"]
+    assert inputs["bool"].dtype == np.bool_
+
+
+def test_integral_float_is_an_integer() -> None:
+    request, _ = records.decode(echo_record(int32=3.0), ECHO)
+    assert ECHO.validate(request.inputs)["int32"].tolist() == [3]
+
+
+def test_null_for_a_model_that_takes_missing_values() -> None:
+    request, _ = records.decode(echo_record(fp64=None), ECHO)
+    assert np.isnan(request.inputs["fp64"][0])
+
+
+@pytest.mark.parametrize("body", [[], "text", 3, None, True])
+def test_body_must_be_a_record_or_a_non_empty_list(body: Any) -> None:
+    detail = error(body)
+    assert "expected one record" in detail
+    assert "non-empty list of records" in detail
+
+
+def test_record_in_a_list_must_be_an_object() -> None:
+    assert error([ROW, [1, 2]]) == "record 1: expected an object of named fields, got an array of length 2"
+
+
+def test_missing_and_unknown_fields_name_the_record() -> None:
+    rows = [ROW, ROW, ROW, {k: v for k, v in ROW.items() if k != "petal_width"}]
+    assert error(rows).startswith("record 3: missing 'petal_width'; expected fields: sepal_length")
+    detail = error({**ROW, "colour": "red"})
+    assert detail.startswith("record 0: unknown 'colour'")
+
+
+def test_string_for_a_number_is_rejected() -> None:
+    assert error({**ROW, "sepal_length": "abc"}) == "record 0: 'sepal_length' expected a number, got string 'abc'"
+    assert "got string '5.1'" in error({**ROW, "sepal_length": "5.1"})
+
+
+def test_boolean_is_not_a_number() -> None:
+    assert error([ROW, {**ROW, "petal_length": True}]) == (
+        "record 1: 'petal_length' expected a number, got boolean true"
+    )
+
+
+def test_null_for_a_model_that_needs_numbers() -> None:
+    assert "'sepal_width' expected a number, got null" in error({**ROW, "sepal_width": None})
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"bool": 1}, "'bool' expected true or false, got number 1"),
+        ({"int16": 1.5}, "'int16' expected an integer, got number 1.5"),
+        ({"uint8": 256}, "'uint8' expected an integer in 0..255 (UINT8), got number 256"),
+        ({"uint8": -1}, "'uint8' expected an integer in 0..255 (UINT8)"),
+        ({"int64": -(2.0**63)}, "'int64' expected an integer in -9223372036854775808..9223372036854775807 (INT64)"),
+        ({"bytes": 5}, "'bytes' expected a string, got number 5"),
+        ({"matrix": [1, 2]}, "'matrix'[0] expected an array of shape [3] of numbers, got number 1"),
+        ({"matrix": [[1, 2, 3]]}, "'matrix' expected an array of shape [2, 3] of numbers"),
+        ({"matrix": [[1, 2, 3], [4, 5, "6"]]}, "'matrix'[1][2] expected a number, got string '6'"),
+        ({"fp32": [1.0]}, "'fp32' expected a number or null, got an array of length 1"),
+    ],
+)
+def test_wrong_types_name_the_field(changes: dict[str, Any], expected: str) -> None:
+    detail = error([echo_record(), echo_record(**changes)], ECHO)
+    assert detail.startswith("record 1: " + expected), detail
+
+
+def test_too_many_records() -> None:
+    with pytest.raises(PayloadTooLarge):
+        records.decode([ROW] * 11, IRIS, max_rows=10)
+    records.decode([ROW] * 10, IRIS, max_rows=10)
+
+
+# query strings --------------------------------------------------------------------------------------------
+def test_query_parses_numbers_by_datatype() -> None:
+    items = [("a", "-1.5"), ("b", "1e-3")]
+    request = records.decode_query(items, REG)
+    assert request.inputs["a"].tolist() == [-1.5]
+    assert request.inputs["b"].tolist() == [0.001]
+    request = records.decode_query([("a", "+2"), ("b", ".5")], REG)
+    assert request.inputs["a"].tolist() == [2.0]
+
+
+@pytest.mark.parametrize("text", ["abc", "1,5", "nan", "inf", "1e999", "0x10", "1_000", ""])
+def test_query_rejects_what_is_not_a_number(text: str) -> None:
+    with pytest.raises(InvalidInput, match="query parameter 'a' expected a number, got string"):
+        records.decode_query([("a", text), ("b", "1")], REG)
+
+
+def test_query_booleans_strings_and_integers() -> None:
+    sig = Signature((TensorSpec("on", "BOOL"), TensorSpec("city", "BYTES"), TensorSpec("n", "INT8")), ())
+    request = records.decode_query([("on", "true"), ("city", "Paris"), ("n", "-7")], sig)
+    assert request.inputs["on"].tolist() == [True]
+    assert request.inputs["city"].tolist() == ["Paris"]
+    assert request.inputs["n"].tolist() == [-7]
+    assert records.decode_query([("on", "False"), ("city", ""), ("n", "3")], sig).inputs["on"].tolist() == [False]
+    with pytest.raises(InvalidInput, match="'on' expected true or false, got string 'yes'"):
+        records.decode_query([("on", "yes"), ("city", "x"), ("n", "1")], sig)
+    with pytest.raises(InvalidInput, match=r"'n' expected an integer in -128..127"):
+        records.decode_query([("on", "true"), ("city", "x"), ("n", "300")], sig)
+    with pytest.raises(InvalidInput, match=r"'n' expected an integer, got number 1\.5"):
+        records.decode_query([("on", "true"), ("city", "x"), ("n", "1.5")], sig)
+
+
+def test_query_nan_only_where_the_model_allows_it() -> None:
+    sig = Signature((TensorSpec("x", "FP64", allow_nonfinite=True),), ())
+    assert np.isnan(records.decode_query([("x", "")], sig).inputs["x"][0])
+    assert np.isnan(records.decode_query([("x", "NaN")], sig).inputs["x"][0])
+
+
+def test_query_missing_unknown_and_repeated() -> None:
+    with pytest.raises(InvalidInput) as exc:
+        records.decode_query([("a", "1"), ("c", "2")], REG)
+    assert exc.value.detail.startswith("query string: missing 'b'; unknown 'c'; expected parameters: a, b")
+    assert "example: ?a=0.0&b=0.0" in exc.value.detail
+    with pytest.raises(InvalidInput, match="'a' given more than once"):
+        records.decode_query([("a", "1"), ("a", "2"), ("b", "2")], REG)
+
+
+def test_query_refuses_array_inputs() -> None:
+    with pytest.raises(InvalidInput, match=r"GET only supports scalar features.*'matrix' has shape \[-1, 2, 3\]"):
+        records.decode_query([], ECHO)
+
+
+# encode ---------------------------------------------------------------------------------------------------
+def iris_response(rows: int = 2) -> InferenceResponse:
+    probs = np.array([[0.9, 0.05, 0.05], [0.1, 0.2, 0.7]])[:rows]
+    labels = np.array(["setosa", "virginica"], dtype=object)[:rows]
+    return InferenceResponse("iris", "1", {"label": labels, "probabilities": probs})
+
+
+def test_classifier_answer_has_prediction_and_probabilities_by_label() -> None:
+    one = records.encode(iris_response(1), IRIS, single=True)
+    assert one == {"prediction": "setosa", "probabilities": {"setosa": 0.9, "versicolor": 0.05, "virginica": 0.05}}
+    assert list(one) == ["prediction", "probabilities"]
+    many = records.encode(iris_response(), IRIS, single=False)
+    assert [p["prediction"] for p in many["predictions"]] == ["setosa", "virginica"]
+    assert many["predictions"][1]["probabilities"]["virginica"] == 0.7
+
+
+def test_nan_and_infinity_become_null_and_numpy_becomes_plain() -> None:
+    out = {"prediction": np.array([np.nan, np.inf, 1.5], dtype=np.float32)}
+    answer = records.encode(InferenceResponse("r", "1", out), REG, single=False)
+    assert answer == {"predictions": [{"prediction": None}, {"prediction": None}, {"prediction": 1.5}]}
+    assert type(answer["predictions"][2]["prediction"]) is float
+
+
+def test_bytes_and_object_outputs_become_strings() -> None:
+    sig = Signature((TensorSpec("x"),), (TensorSpec("text", "BYTES"),))
+    out = {"text": np.array([b"caf\xc3\xa9", np.str_("b")], dtype=object)}
+    assert records.encode(InferenceResponse("t", "1", out), sig, single=False)["predictions"] == [
+        {"prediction": "café"}, {"prediction": "b"}
+    ]
+
+
+def test_answer_keys_are_generic() -> None:
+    # the first output is the prediction when there is no `label`; other outputs keep their names
+    sig = Signature((TensorSpec("x"),), (TensorSpec("score"), TensorSpec("extra", shape=(-1, 2))))
+    assert records.answer_keys(sig) == {"score": "prediction", "extra": "extra"}
+    # an output already named `prediction` wins; `label` keeps its name
+    sig = Signature((TensorSpec("x"),), (TensorSpec("label", "BYTES"), TensorSpec("prediction")))
+    assert records.answer_keys(sig) == {"prediction": "prediction", "label": "label"}
+    # a labelled output that is not called `probabilities` becomes `probabilities`
+    sig = Signature((TensorSpec("x"),), (TensorSpec("output_label", "INT64"),
+                                         TensorSpec("output_probability", shape=(-1, 2), labels=(0, 1))))
+    assert records.answer_keys(sig) == {"output_label": "prediction", "output_probability": "probabilities"}
+    out = {"output_label": np.array([1]), "output_probability": np.array([[0.25, 0.75]])}
+    assert records.encode(InferenceResponse("m", "1", out), sig, single=True) == {
+        "prediction": 1, "probabilities": {"0": 0.25, "1": 0.75}
+    }
+
+
+def test_other_outputs_keep_their_names() -> None:
+    out = {k: np.asarray(v) for k, v in {"bool_out": [True], "int8_out": [np.int8(-3)],
+                                         "matrix_out": np.zeros((1, 2, 3), np.float32)}.items()}
+    answer = records.encode(InferenceResponse("echo", "1", out), ECHO, single=True)
+    assert answer == {"prediction": True, "int8_out": -3, "matrix_out": [[0.0] * 3] * 2}
