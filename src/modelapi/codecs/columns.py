@@ -50,6 +50,6 @@ def fast_column(spec: TensorSpec, values: list[Any]) -> np.ndarray | None:
     except (ValueError, OverflowError, TypeError):  # ragged rows, an int beyond the type
         return None
     width = spec.shape[-1] if len(spec.shape) == 2 else -1
-    if arr.ndim != len(spec.shape) or (width >= 0 and arr.shape[1] != width):
+    if arr.ndim != len(spec.shape) or (width >= 0 and arr.shape[-1] != width):
         return None
     return arr
