@@ -50,6 +50,17 @@ def cpu_seconds(pids: list[int]) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def core_busy_seconds(core: int) -> float:
+    """CPU time core ``core`` has spent on anything but idling, since boot, from /proc/stat."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith(f"cpu{core} "):
+            ticks = [int(v) for v in line.split()[1:]]
+            idle = ticks[3] + ticks[4]  # idle, iowait
+            busy = sum(ticks[:8]) - idle  # user nice system idle iowait irq softirq steal (guest is in user)
+            return busy / os.sysconf("SC_CLK_TCK")
+    raise ValueError(f"no cpu{core} in /proc/stat")
+
+
 def children(pid: int) -> list[int]:
     """Direct children of ``pid``."""
     found: list[int] = []

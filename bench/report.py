@@ -11,6 +11,7 @@ import orjson
 
 MIB = 1024 * 1024
 RSS_LIMIT_MIB = 80.0
+OTHER_LOAD_WARN_PCT = 10.0
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,8 @@ class Row:
     errors: int = 0
     #: CPU time the server (or the loop) spent per request, in microseconds: less sensitive to other load
     cpu_us_per_req: float | None = None
+    #: share of the server's core that other processes used during the cell (other engineers' work), in %
+    other_load_pct: float | None = None
 
 
 @dataclass(frozen=True)
@@ -110,7 +113,13 @@ def warnings(rows: list[Row]) -> list[str]:
             out.append(f"WARN  {where}: no request answered within the cell (longer cells needed)")
         elif r.errors:
             out.append(f"WARN  {where}: {r.errors} requests failed (socket errors, timeouts or non-2xx)")
+        if r.other_load_pct is not None and r.other_load_pct > OTHER_LOAD_WARN_PCT:
+            out.append(f"WARN  {where}: other processes took {r.other_load_pct:.0f}% of the server's core")
     return out
+
+
+def _opt(value: float | None, form: str) -> str:
+    return "-" if value is None else form.format(value)
 
 
 def _c(row: Row) -> str:
@@ -118,10 +127,22 @@ def _c(row: Row) -> str:
 
 
 def table(rows: list[Row]) -> str:
-    head = ["contender", "route", "rows", "conc", "req/s", "rows/s", "p50 ms", "p99 ms", "CPU µs/req", "errors"]
+    head = [
+        "contender",
+        "route",
+        "rows",
+        "conc",
+        "req/s",
+        "rows/s",
+        "p50 ms",
+        "p99 ms",
+        "CPU µs/req",
+        "other load",
+        "errors",
+    ]
     body = [
         [r.contender, r.route, str(r.rows), _c(r), f"{r.rps:,.0f}", f"{r.rows_per_s:,.0f}",
-         f"{r.p50_ms:.2f}", f"{r.p99_ms:.2f}", "-" if r.cpu_us_per_req is None else f"{r.cpu_us_per_req:,.0f}",
+         f"{r.p50_ms:.2f}", f"{r.p99_ms:.2f}", _opt(r.cpu_us_per_req, "{:,.0f}"), _opt(r.other_load_pct, "{:.0f}%"),
          str(r.errors)]
         for r in rows
     ]  # fmt: skip

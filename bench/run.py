@@ -65,9 +65,8 @@ def measure_inprocess(plan: Plan, work: workload.Workload, env: dict[str, str]) 
         r = orjson.loads(proc.stdout)
         rps = r["requests"] / r["seconds"]
         cpu_us = r["cpu_seconds"] / r["requests"] * 1e6
-        rows.append(
-            Row("in-process", "JSON loop", n, None, rps, rps * n, r["p50_us"] / 1e3, r["p99_us"] / 1e3, 0, cpu_us)
-        )
+        row = Row("in-process", "JSON loop", n, None, rps, rps * n, r["p50_us"] / 1e3, r["p99_us"] / 1e3)
+        rows.append(replace(row, cpu_us_per_req=cpu_us, other_load_pct=r["other_load_pct"]))
         footprint = max(footprint, int(r["rss_bytes"]))
         plan.log(f"in-process {n}-row: {rps:,.0f} req/s")
     return rows, footprint
@@ -95,12 +94,16 @@ def measure_server(
                 run_wrk(srv.url + path, body, connections=16, seconds=plan.warmup, core=LOAD_CORE)
             for c in concurrencies:
                 pids = procfs.tree(srv.process.pid)
-                cpu = procfs.cpu_seconds(pids)
+                cpu, core = procfs.cpu_seconds(pids), procfs.core_busy_seconds(SERVER_CORE)
                 cell = run_wrk(srv.url + path, body, connections=c, seconds=plan.seconds, core=LOAD_CORE)
-                cpu = procfs.cpu_seconds(pids) - cpu
-                cpu_us = cpu / cell.requests * 1e6 if cell.requests else None
+                cpu, core = procfs.cpu_seconds(pids) - cpu, procfs.core_busy_seconds(SERVER_CORE) - core
                 row = Row(spec.name, route, body.rows, c, cell.rps, cell.rows_per_s, cell.p50_ms, cell.p99_ms)
-                row = replace(row, errors=cell.errors, cpu_us_per_req=cpu_us)
+                row = replace(
+                    row,
+                    errors=cell.errors,
+                    cpu_us_per_req=cpu / cell.requests * 1e6 if cell.requests else None,
+                    other_load_pct=max(0.0, core - cpu) / cell.seconds * 100 if cell.seconds else None,
+                )
                 out.append(row)
                 plan.log(f"{spec.name} {route} {body.rows}-row c{c}: {row.rps:,.0f} req/s, p99 {row.p99_ms:.2f} ms")
         memory = srv.memory()
