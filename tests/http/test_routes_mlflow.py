@@ -113,13 +113,30 @@ def test_several_models_need_the_named_route() -> None:
         assert iris.json() == {"predictions": ["setosa"]}
 
 
-def test_mlflow_client_request_against_the_real_server(tmp_path: Path, mlflow_dir: Path, expected: list[Any]) -> None:
-    """The request MLflow itself wrote as the model's serving example, sent as ``mlflow models serve`` expects."""
-    example = json.loads((mlflow_dir / "serving_input_example.json").read_text())
-    with serve(str(mlflow_dir), tmp_dir=tmp_path) as server, httpx.Client(base_url=server.url) as http:
+@pytest.fixture(scope="module")
+def booster_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A LightGBM Booster saved by MLflow: its pyfunc answers P(class 1), not a label."""
+    import lightgbm as lgb
+    import mlflow.lightgbm
+
+    path = tmp_path_factory.mktemp("mlflow") / "booster"
+    params = {"objective": "binary", "verbose": -1, "min_data_in_leaf": 1, "min_data_in_bin": 1}
+    booster = lgb.train(params, lgb.Dataset(X, Y), num_boost_round=3)
+    signature = infer_signature(X, booster.predict(X))
+    mlflow.lightgbm.save_model(booster, path, signature=signature, input_example=X.iloc[:2], pip_requirements=[])
+    return path
+
+
+def test_mlflow_client_request_against_the_real_server(tmp_path: Path, booster_dir: Path) -> None:
+    """Requests as a client of ``mlflow models serve`` sends them, MLflow's own serving example among them."""
+    expected = mlflow.pyfunc.load_model(str(booster_dir)).predict(ROWS).tolist()
+    example = json.loads((booster_dir / "serving_input_example.json").read_text())
+    with serve(str(booster_dir), tmp_dir=tmp_path) as server, httpx.Client(base_url=server.url) as http:
         response = http.post("/invocations", json={"dataframe_split": ROWS.to_dict(orient="split", index=False)})
         assert response.status_code == 200, response.text
         assert response.json() == {"predictions": expected}
         from_example = http.post("/invocations", json=example)
         assert from_example.status_code == 200 and len(from_example.json()["predictions"]) == 2
+        bad = http.post("/invocations", json={"dataframe_records": [{"length": "long", "weight": 1.0}]})
+        assert bad.status_code == 400 and "'length'" in bad.json()["detail"]
         assert http.get("/ping").status_code == 200

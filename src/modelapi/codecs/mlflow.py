@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidInput, PayloadTooLarge
-from ..inference import InferenceRequest, InferenceResponse
+from ..inference import InferenceRequest
 from ..signature import Signature
 
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
@@ -202,8 +202,9 @@ def answer_outputs(signature: Signature, invocation_outputs: Sequence[str] | Non
     return names[:1]
 
 
-def encode(response: InferenceResponse, outputs: Sequence[str]) -> dict[str, Any]:
-    columns = {name: _plain(response.outputs[name]) for name in outputs}
+def encode(outputs: Mapping[str, np.ndarray], names: Sequence[str]) -> dict[str, Any]:
+    """``{"predictions": ...}`` from the outputs ``names`` (see ``answer_outputs``)."""
+    columns = {name: _plain(np.asarray(outputs[name])) for name in names}
     if len(columns) == 1:
         return {"predictions": next(iter(columns.values()))}
     rows = len(next(iter(columns.values())))

@@ -70,7 +70,9 @@ async def _invoke(request: Request, model: Model) -> Response:
     wanted = mlflow.answer_outputs(model.signature, getattr(model, "invocation_outputs", None))
     inference.outputs = wanted
     answer = await dp.infer(model.name, inference)
-    return _json(mlflow.encode(answer, wanted))
+    view = getattr(model, "invocation_view", None)
+    outputs = view(answer.outputs) if callable(view) else answer.outputs
+    return _json(mlflow.encode(outputs, wanted))
 
 
 async def ping(request: Request) -> Response:

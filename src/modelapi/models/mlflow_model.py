@@ -30,14 +30,34 @@ class MlflowModel(Model):
 
     platform: ClassVar[str] = "mlflow"
 
-    def __init__(self, inner: Model, signature: Signature | None, info: dict[str, Any], all_outputs: bool) -> None:
+    def __init__(
+        self,
+        inner: Model,
+        signature: Signature | None,
+        info: dict[str, Any],
+        *,
+        all_outputs: bool,
+        booster: bool = False,
+    ) -> None:
         self.inner = inner
         inputs = signature.inputs if signature is not None else inner.signature.inputs
         self.signature = Signature(inputs, inner.signature.outputs)
         self._adapt = _adapter(inputs, inner.signature.inputs, info["source"])
-        #: the outputs ``POST /invocations`` answers: all of a pyfunc's, else the prediction only (as MLflow does)
-        self.invocation_outputs: list[str] | None = list(self.signature.output_names) if all_outputs else None
+        names = self.signature.output_names
+        #: the outputs ``POST /invocations`` answers, as ``mlflow.pyfunc`` would: every output of a pyfunc (or ONNX)
+        #: model; a raw Booster classifier's probabilities; otherwise (None) the prediction only
+        self.invocation_outputs: list[str] | None = list(names) if all_outputs else None
+        self._positive_only = False
+        if booster and "probabilities" in names:
+            self.invocation_outputs = ["probabilities"]
+            self._positive_only = self.signature.outputs[names.index("probabilities")].shape[-1] == 2
         self.info = {**info, **{k: v for k, v in inner.info.items() if k not in info}}
+
+    def invocation_view(self, outputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Outputs as ``mlflow.pyfunc`` shapes them: a binary Booster answers P(class 1) alone."""
+        if self._positive_only:
+            return {**outputs, "probabilities": np.asarray(outputs["probabilities"])[:, 1]}
+        return dict(outputs)
 
     def load(self) -> None:
         self.inner.load()
@@ -78,7 +98,14 @@ def load_mlflow(directory: Path, trust: Trust) -> MlflowModel:
     if native is not None:
         flavor, inner = native
         info = {**base, "flavor": f"{flavor} (modelapi's own loader)"}
-        return MlflowModel(inner, mlflow_signature(mlmodel, inner.signature.outputs), info, all_outputs=False)
+        model_class = str(flavors.get(flavor, {}).get("model_class", ""))
+        return MlflowModel(
+            inner,
+            mlflow_signature(mlmodel, inner.signature.outputs),
+            info,
+            all_outputs=flavor == "onnx",
+            booster=model_class.endswith(".Booster"),
+        )
     if "python_function" not in flavors:
         raise ModelLoadError(
             f"{directory}/MLmodel has flavors {', '.join(flavors)}; modelapi serves python_function, sklearn, "
