@@ -30,6 +30,8 @@ from .models.base import Model
 from .models.python import is_class_spec
 from .models.registry import PICKLE_SUFFIXES, load_model
 from .models.trust import Trust
+from .security import tls
+from .security.slow_clients import protocol_class
 from .settings import Settings
 from .supervisor import Supervisor, WorkerContext
 
@@ -61,6 +63,8 @@ def preimport(settings: Settings) -> None:
     pools do not survive a fork, so onnxruntime is left to the workers too. Failures are left to the workers,
     which report them properly.
     """
+    for name in ("uvicorn.protocols.http.auto", "uvicorn.protocols.websockets.auto", "uvicorn.lifespan.on"):
+        importlib.import_module(name)
     for spec in settings.models or ["demo.skops"]:
         path = Path(spec)
         names: list[str] = []
@@ -89,11 +93,11 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def base_url(host: str, port: int) -> str:
+def base_url(host: str, port: int, scheme: str = "http") -> str:
     shown = "127.0.0.1" if host in ("0.0.0.0", "") else "[::1]" if host == "::" else host
     if ":" in shown and not shown.startswith("["):
         shown = f"[{shown}]"
-    return f"http://{shown}:{port}"
+    return f"{scheme}://{shown}:{port}"
 
 
 def banner(dataplane: DataPlane, url: str) -> str:
@@ -173,6 +177,12 @@ def serve_socket(
         lifespan="on",
         # typed int, but uvicorn hands it to asyncio.wait_for, which takes seconds as a float
         timeout_graceful_shutdown=settings.grace_period_s,  # type: ignore[arg-type]
+        # slow clients (docs/security.md#limits): idle keep-alive, request head time and size; the body's
+        # deadline is the middleware's
+        timeout_keep_alive=settings.keep_alive_s,  # type: ignore[arg-type]
+        http=protocol_class(settings.header_timeout_s, settings.max_header_bytes),
+        h11_max_incomplete_event_size=settings.max_header_bytes,
+        **tls.uvicorn_options(settings),
     )
     if settings.log_level != "debug":
         # the banner says what uvicorn's start-up lines say; its warnings and errors still show
@@ -200,8 +210,9 @@ def run(settings: Settings, *, out: TextIO = sys.stdout) -> None:
     One worker serves in this process; several are forked by a supervisor that stays in this process.
     """
     logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
+    tls.uvicorn_options(settings)  # unusable certificate files stop the server here, before it binds
     sock = bind(settings.host, settings.port)
-    url = base_url(settings.host, sock.getsockname()[1])
+    url = base_url(settings.host, sock.getsockname()[1], "https" if settings.tls_cert else "http")
 
     def print_banner(text: str) -> None:
         print(text, file=out, flush=True)

@@ -79,6 +79,7 @@ class Supervisor:
         sock: socket.socket,
         grace_period_s: float,
         on_ready: Callable[[str], None] = lambda banner: None,
+        kill_margin_s: float = KILL_MARGIN_S,
     ) -> None:
         if workers < 1:
             raise ValueError("workers must be at least 1")
@@ -87,6 +88,7 @@ class Supervisor:
         self._sock: socket.socket | None = sock
         self._grace_period_s = grace_period_s
         self._on_ready = on_ready
+        self._kill_margin_s = kill_margin_s
         self._flag = mmap.mmap(-1, 1)  # shared with the workers: cluster readiness
         self._workers: dict[int, _Worker] = {}
         self._selector = selectors.DefaultSelector()
@@ -156,7 +158,7 @@ class Supervisor:
             self._restarts = [(when, index) for when, index in self._restarts if when > now]
             for index in due:
                 self._spawn(index, replacement=True)
-        elif now > self._stopping_since + self._grace_period_s + KILL_MARGIN_S and self._workers:
+        elif now > self._stopping_since + self._grace_period_s + self._kill_margin_s and self._workers:
             log.error(
                 "workers %s still running %.0f s after SIGTERM: killing them", self.pids, now - self._stopping_since
             )

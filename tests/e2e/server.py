@@ -33,6 +33,15 @@ class RunningServer:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def worker_pids(self) -> list[int]:
+        """The server's child processes: its workers when it runs with ``--workers N`` (N > 1)."""
+        pid = self.process.pid
+        try:
+            text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+        except FileNotFoundError:
+            return []
+        return sorted(int(p) for p in text.split())
+
 
 @contextlib.contextmanager
 def serve(

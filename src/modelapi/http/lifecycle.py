@@ -116,9 +116,9 @@ class Lifecycle:
             starting = asyncio.create_task(self._start(inner))
         else:
             await self._start(inner)
-            if self.state == "failed":
+            if self.error is not None:
                 await send({"type": "lifespan.startup.failed", "message": str(self.error)})
-                return
+                raise self.error  # the server reported the failure and stops; ASGI servers expect the raise
             await send({"type": "lifespan.startup.complete"})
         message = await receive()
         assert message["type"] == "lifespan.shutdown", message

@@ -1,0 +1,96 @@
+"""Graceful shutdown: on SIGTERM in-flight requests finish, new connections are refused, and the exit code is 0."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from .server import serve
+
+SLEEPY = "toymodels:Sleepy"
+
+
+def _refused(url: str) -> bool:
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname, parts.port), timeout=2):
+            return False
+    except ConnectionRefusedError:
+        return True
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigterm_finishes_requests_in_flight_then_exits_0(workers: int, tmp_path: Path) -> None:
+    n = 4
+    with serve(SLEEPY, "--workers", str(workers), tmp_dir=tmp_path) as server:
+        # open the connections first (each answered once), so every slow request is on an accepted connection
+        clients = [httpx.Client(base_url=server.url, timeout=30) for _ in range(n)]
+        for c in clients:
+            assert c.get("/v2/health/ready").status_code == 200
+        answers: list[httpx.Response | Exception] = []
+        finished_at: list[float] = []
+
+        def slow(c: httpx.Client) -> None:
+            try:
+                answers.append(c.post("/predict", json={"seconds": 1.5}))
+            except httpx.HTTPError as exc:
+                answers.append(exc)
+            finished_at.append(time.monotonic())
+
+        threads = [threading.Thread(target=slow, args=(c,)) for c in clients]
+        for t in threads:
+            t.start()
+        time.sleep(0.5)  # the requests reach the workers, which sleep in the model
+        server.process.send_signal(signal.SIGTERM)
+        term_at = time.monotonic()
+
+        deadline = term_at + 1.0
+        while not _refused(server.url) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        refused_at = time.monotonic()
+        assert _refused(server.url), "still accepting connections 1 s after SIGTERM"
+
+        for t in threads:
+            t.join(timeout=30)
+        for c in clients:
+            c.close()
+        assert server.process.wait(timeout=30) == 0, server.log()
+
+    assert len(answers) == n
+    for a in answers:
+        assert isinstance(a, httpx.Response), repr(a)
+        assert a.status_code == 200, a.text
+        assert a.json()["prediction"] == 1.5
+    assert min(finished_at) > refused_at, "the slow requests did not outlast the listener"
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_requests_still_running_after_the_grace_period_are_cut_off(workers: int, tmp_path: Path) -> None:
+    with serve(SLEEPY, "--workers", str(workers), "--graceful-timeout", "1", tmp_dir=tmp_path) as server:
+        result: list[httpx.Response | Exception] = []
+
+        def slow() -> None:
+            try:
+                result.append(httpx.post(server.url + "/predict", json={"seconds": 20}, timeout=30))
+            except httpx.HTTPError as exc:
+                result.append(exc)
+
+        thread = threading.Thread(target=slow)
+        thread.start()
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        code = server.process.wait(timeout=15)
+        took = time.monotonic() - t0
+        thread.join(timeout=30)
+    assert code == 0, server.log()
+    assert took < 8, f"took {took:.1f} s to stop with a 1 s grace period"
+    assert len(result) == 1
+    assert not (isinstance(result[0], httpx.Response) and result[0].status_code == 200)

@@ -1,0 +1,71 @@
+"""The server runner's parts that need no subprocess: the listening socket, URLs, settings for workers."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Callable
+
+import pytest
+import uvloop
+from pydantic import ValidationError
+
+from modelapi.server import base_url, bind
+from modelapi.settings import Settings
+
+
+def _nodelay_of_accepted_connection(loop_factory: Callable[[], asyncio.AbstractEventLoop]) -> int:
+    """Serve ``bind()``'s socket on an event loop as uvicorn does; TCP_NODELAY as set on the accepted side."""
+    sock = bind("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    seen: list[int] = []
+
+    class Probe(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            accepted = transport.get_extra_info("socket")
+            seen.append(accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            transport.close()
+
+    async def main() -> None:
+        server = await asyncio.get_running_loop().create_server(Probe, sock=sock)
+        async with server:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            for _ in range(200):
+                if seen:
+                    break
+                await asyncio.sleep(0.01)
+            writer.close()
+
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(main())
+    assert seen, "no connection was accepted"
+    return seen[0]
+
+
+@pytest.mark.parametrize("loop_factory", [asyncio.new_event_loop, uvloop.new_event_loop], ids=["asyncio", "uvloop"])
+def test_accepted_connections_have_nagle_off(loop_factory: Callable[[], asyncio.AbstractEventLoop]) -> None:
+    """Without TCP_NODELAY a keep-alive response's second write waits ~40 ms for the client's delayed ACK."""
+    assert _nodelay_of_accepted_connection(loop_factory) != 0
+
+
+def test_the_listener_is_tcp_and_inheritable() -> None:
+    with bind("127.0.0.1", 0) as sock:
+        assert sock.proto == socket.IPPROTO_TCP
+        assert sock.get_inheritable()
+
+
+def test_base_url_shows_an_address_a_browser_can_open() -> None:
+    assert base_url("0.0.0.0", 8000) == "http://127.0.0.1:8000"
+    assert base_url("::", 8000) == "http://[::1]:8000"
+    assert base_url("::1", 81) == "http://[::1]:81"
+    assert base_url("10.1.2.3", 80) == "http://10.1.2.3:80"
+
+
+def test_worker_and_grace_settings() -> None:
+    assert Settings().workers == 1
+    assert Settings().grace_period_s == 30.0
+    assert Settings(workers=4, grace_period_s=0.5).workers == 4
+    with pytest.raises(ValidationError, match="workers"):
+        Settings(workers=0)
+    with pytest.raises(ValidationError, match="grace_period_s"):
+        Settings(grace_period_s=-1)
