@@ -118,8 +118,21 @@ def wrk(port: int, body: bytes, conns: int, seconds: int) -> tuple[float, float,
             "end\n"
         )
     out = subprocess.run(
-        ["taskset", "-c", "1", "wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "-s", f.name, f"http://127.0.0.1:{port}/predict"],
-        capture_output=True, text=True, check=True,
+        [
+            "taskset",
+            "-c",
+            "1",
+            "wrk",
+            "-t1",
+            f"-c{conns}",
+            f"-d{seconds}s",
+            "-s",
+            f.name,
+            f"http://127.0.0.1:{port}/predict",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     os.unlink(f.name)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
@@ -141,6 +154,7 @@ def main() -> None:
     for mode in sys.argv[3].split(",") if len(sys.argv) > 3 else ["thread", "inline", "off"]:
         port = free_port()
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+        env.update(dict.fromkeys(("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"), "1"))
         code = f"import measure_dispatch as m; m.serve({mode!r}, {port})"
         proc = subprocess.Popen(["taskset", "-c", "0", sys.executable, "-c", code], env=env)
         try:

@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from measure_dispatch import FEATURES, LogReg, free_port, wait_ready  # noqa: E402
+from measure_dispatch import FEATURES, LogReg, free_port, wait_ready
 
 
 def main() -> None:
@@ -38,19 +38,31 @@ def main() -> None:
     rng = np.random.default_rng(0)
     values = rng.normal(size=20).tolist()
     if route == "v2":
-        body = {"inputs": [{"name": f, "datatype": "FP64", "shape": [1], "data": [v]} for f, v in zip(FEATURES, values, strict=True)]}
+        body = {
+            "inputs": [
+                {"name": f, "datatype": "FP64", "shape": [1], "data": [v]}
+                for f, v in zip(FEATURES, values, strict=True)
+            ]
+        }
         path = "/v2/models/logreg/infer"
     else:
         body = dict(zip(FEATURES, values, strict=True))
         path = "/predict"
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
-        f.write(f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nwrk.body = {json.dumps(json.dumps(body))}\n')
+        f.write(
+            'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+            f"wrk.body = {json.dumps(json.dumps(body))}\n"
+        )
 
     def load() -> None:
         wait_ready(port)
         time.sleep(0.5)
-        out = subprocess.run(["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "-s", f.name, f"http://127.0.0.1:{port}{path}"],
-                             capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "-s", f.name, f"http://127.0.0.1:{port}{path}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         print(out)
         server.should_exit = True
 
