@@ -7,16 +7,22 @@ rest of the package never builds an error response itself::
     ├── BadRequest (400)
     │   ├── MalformedRequest        the body cannot be parsed
     │   └── InvalidInput            parsed, but does not match the model's signature
+    ├── Unauthorized (401)          no API key, or one that is malformed, unknown, expired or revoked
+    ├── Forbidden (403)             a valid key without the scope the route needs
     ├── NotFound (404)
     │   ├── RouteNotFound
     │   ├── ModelNotFound           also an unknown version
     │   └── JobNotFound             also a job of another API key
     ├── MethodNotAllowed (405)
     ├── NotAcceptable (406)         no answer format the client accepts
+    ├── RequestTimeout (408)        the body did not arrive within the body-read timeout
     ├── Conflict (409)              the resource is not in a state that allows it (e.g. a job's result)
     ├── PayloadTooLarge (413)       body over the byte limit, or too many rows
     ├── UnsupportedMediaType (415)
+    ├── TooManyRequests (429)       the API key is over its request rate (with Retry-After)
     ├── ModelNotReady (503)
+    ├── Overloaded (503)            too many requests in flight for the model (with Retry-After)
+    ├── InferenceTimeout (504)      the answer took longer than the inference timeout
     ├── InferenceError (500)        the model raised; details go to the log, not the client
     └── ModelLoadError (500)        a model cannot be loaded (raised at start-up, not per request)
         └── UntrustedModel          pickle-based file without the operator's trust
@@ -50,6 +56,16 @@ class InvalidInput(BadRequest):
     title = "Invalid Input"
 
 
+class Unauthorized(ModelAPIError):
+    status = 401
+    title = "Unauthorized"
+
+
+class Forbidden(ModelAPIError):
+    status = 403
+    title = "Forbidden"
+
+
 class NotFound(ModelAPIError):
     status = 404
     title = "Not Found"
@@ -77,6 +93,11 @@ class NotAcceptable(ModelAPIError):
     title = "Not Acceptable"
 
 
+class RequestTimeout(ModelAPIError):
+    status = 408
+    title = "Request Timeout"
+
+
 class Conflict(ModelAPIError):
     status = 409
     title = "Conflict"
@@ -90,6 +111,21 @@ class PayloadTooLarge(ModelAPIError):
 class UnsupportedMediaType(ModelAPIError):
     status = 415
     title = "Unsupported Media Type"
+
+
+class TooManyRequests(ModelAPIError):
+    status = 429
+    title = "Too Many Requests"
+
+
+class Overloaded(ModelAPIError):
+    status = 503
+    title = "Overloaded"
+
+
+class InferenceTimeout(ModelAPIError):
+    status = 504
+    title = "Inference Timeout"
 
 
 class ModelNotReady(ModelAPIError):

@@ -6,10 +6,13 @@ variables, defaults. List settings take JSON in the environment, e.g. ``MODELAPI
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .batching import BatchPolicy, parse_policy
@@ -31,6 +34,30 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(32 * 1024 * 1024, gt=0, description="largest request body accepted (413 above)")
     max_rows: int = Field(100_000, gt=0, description="most rows in one prediction request (413 above)")
+    # limits (docs/security.md#limits) ------------------------------------------------------------------------
+    max_json_depth: int = Field(32, ge=2, le=1024, description="deepest nesting of a JSON body (400 above)")
+    max_json_elements: int = Field(
+        2_000_000, gt=0, description="most array elements and object members in a JSON body, in total (413 above)"
+    )
+    rate_limit: float = Field(
+        100.0, ge=0, description="requests per second per API key, per worker (429 above; 0: no limit)"
+    )
+    rate_burst: int = Field(200, ge=1, description="requests an API key may send at once before rate_limit applies")
+    max_inflight: int = Field(
+        512, ge=1, description="requests per model admitted at once, running or queued, per worker (503 above)"
+    )
+    inference_timeout_s: float = Field(60.0, gt=0, description="seconds one request's inference may take (504 above)")
+    header_timeout_s: float = Field(10.0, gt=0, description="seconds a client has to send a request's headers")
+    max_header_bytes: int = Field(65536, ge=1024, description="largest request head (431 above)")
+    body_timeout_s: float = Field(60.0, gt=0, description="seconds a client has to send a request's body (408 above)")
+    keep_alive_s: float = Field(5.0, gt=0, description="seconds an idle keep-alive connection stays open")
+    # TLS and browser access (docs/security.md#tls, #headers) ------------------------------------------------
+    tls_cert: Path | None = Field(None, description="PEM certificate chain: serve HTTPS (with tls_key)")
+    tls_key: Path | None = Field(None, description="PEM private key of tls_cert")
+    tls_ca: Path | None = Field(None, description="PEM CA bundle: require client certificates signed by it")
+    cors_origins: list[str] = Field(
+        default_factory=list, description="origins browsers may call the API from (CORS); empty: none"
+    )
     log_level: str = Field("info", description="critical, error, warning, info or debug")
     device: str = Field(
         "cpu", min_length=1, description="where PyTorch models run: cpu, cuda or cuda:N (an error if CUDA is absent)"
@@ -61,6 +88,17 @@ class Settings(BaseSettings):
     job_lease_s: float = Field(30.0, gt=0, description="seconds a silent worker keeps a job before it is resumed")
     job_queue: str = Field("modelapi-jobs", min_length=1, description="RQ queue name (with redis_url)")
     api_key: str | None = Field(None, description="API key that `modelapi predict --url` sends to the server")
+    auth: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="API key authentication: auto (on when binding a non-loopback address or when keys exist), "
+        "on, or off (off on a non-loopback address also needs insecure_no_auth)",
+    )
+    insecure_no_auth: bool = Field(
+        False, description="serve without authentication even on a non-loopback address (logs a warning)"
+    )
+    management_routes: bool = Field(
+        False, description="enable management routes (POST /v2/repository/index); they need an admin key"
+    )
 
     @field_validator("sha256")
     @classmethod
@@ -96,6 +134,31 @@ class Settings(BaseSettings):
             out[name.strip()] = parse_policy(spec, base)
         return out
 
+    @model_validator(mode="after")
+    def _auth_off_only_on_loopback(self) -> Settings:
+        if self.auth == "off" and not self.insecure_no_auth and not is_loopback(self.host):
+            raise ValueError(
+                f"auth: turning authentication off on {self.host!r}, which other machines can reach, needs "
+                "--insecure-no-auth (MODELAPI_INSECURE_NO_AUTH=true); or bind 127.0.0.1"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls: give both --tls-cert and --tls-key (PEM files), or neither")
+        if self.tls_ca is not None and self.tls_cert is None:
+            raise ValueError("tls: --tls-ca (client certificates) needs --tls-cert and --tls-key")
+        return self
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, values: list[str]) -> list[str]:
+        for v in values:
+            if v != "*" and not re.fullmatch(r"https?://[^/\s?#]+", v):
+                raise ValueError(f"{v!r} is not an origin: expected scheme://host[:port] (no path), or *")
+        return values
+
     @field_validator("log_level")
     @classmethod
     def _level(cls, value: str) -> str:
@@ -109,3 +172,13 @@ def default_state_dir() -> Path:
     """``$XDG_DATA_HOME/modelapi``, else ``~/.local/share/modelapi``: the per-user data directory."""
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "modelapi"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is reachable from this machine only: 127.0.0.0/8, ::1 or ``localhost``."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False  # another host name: it may resolve to anything

@@ -108,7 +108,10 @@ def test_model_ready(client: TestClient, path: str) -> None:
 
 
 def test_repository_index(client: TestClient) -> None:
-    r = client.post("/v2/repository/index")
+    assert client.post("/v2/repository/index").status_code == 404  # a management route: off by default
+    app = create_app(list(client.app.state.dataplane.models.values()), Settings(management_routes=True))
+    with TestClient(app) as managed:
+        r = managed.post("/v2/repository/index")
     assert r.status_code == 200
     assert [(m["name"], m["version"], m["state"]) for m in r.json()] == [
         ("iris", "1", "READY"),

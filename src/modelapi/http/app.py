@@ -12,12 +12,14 @@ from starlette.middleware import Middleware
 
 from ..dataplane import DataPlane
 from ..errors import ModelAPIError
-from ..models.base import Model
-from ..settings import Settings
 from ..jobs.host import JobsHost
+from ..models.base import Model
+from ..security.auth import Auth, AuthMiddleware, without_management
+from ..security.limits import rate_limit
+from ..settings import Settings
 from . import docs, openapi, routes_jobs, routes_mlflow, routes_rest, routes_v2
 from .errors import handle_http_exception, handle_modelapi_error
-from .middleware import RequestContextMiddleware
+from .middleware import cors, request_context
 
 
 def create_app(models: Sequence[Model] | DataPlane, settings: Settings | None = None) -> Starlette:
@@ -35,6 +37,7 @@ def create_app(models: Sequence[Model] | DataPlane, settings: Settings | None = 
     )
 
     jobs = JobsHost(dataplane, settings)
+    auth = Auth.from_settings(settings)  # per worker, after any fork: each opens its own key-store connections
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -44,12 +47,24 @@ def create_app(models: Sequence[Model] | DataPlane, settings: Settings | None = 
             yield
         finally:
             await jobs.stop()
+            auth.close()
             dataplane.live = False
             await run_in_threadpool(dataplane.unload_all)
 
     app = Starlette(
-        routes=[*routes_v2.routes(), *routes_rest.routes(), *openapi.routes(), *docs.routes(), *routes_jobs.routes()],
-        middleware=[Middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)],
+        routes=[
+            *without_management(routes_v2.routes(), enabled=settings.management_routes),
+            *routes_rest.routes(),
+            *openapi.routes(),
+            *docs.routes(),
+            *routes_jobs.routes(),
+        ],
+        middleware=[
+            request_context(settings),  # request id, headers, body and request limits (docs/security.md)
+            *cors(settings),  # outside authentication: a browser's preflight carries no key
+            Middleware(AuthMiddleware, auth=auth),  # inside the request context: its 401s carry the request id
+            rate_limit(settings.rate_limit, settings.rate_burst),  # inside authentication, which names the key
+        ],
         exception_handlers={ModelAPIError: handle_modelapi_error, HTTPException: handle_http_exception},
         lifespan=lifespan,
     )
@@ -57,4 +72,5 @@ def create_app(models: Sequence[Model] | DataPlane, settings: Settings | None = 
     app.state.dataplane = dataplane
     app.state.settings = settings
     app.state.jobs = jobs
+    app.state.auth = auth
     return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,3 +32,9 @@ def current_principal(conn: HTTPConnection | dict[str, Any]) -> Principal | None
     scope = conn if isinstance(conn, dict) else conn.scope
     principal = scope.get(SCOPE_KEY)
     return principal if isinstance(principal, Principal) else None
+
+
+def visible_models(conn: HTTPConnection | dict[str, Any], names: Iterable[str]) -> list[str]:
+    """The names, in order, that the request's key may see: all of them when authentication is off."""
+    principal = current_principal(conn)
+    return [n for n in names if principal is None or principal.can_use(n)]

@@ -1,0 +1,185 @@
+"""API key authentication as one pure ASGI middleware, and the rule that decides whether it is on.
+
+When on, every request but the health probes needs a key, sent as ``Authorization: Bearer <key>`` or
+``X-API-Key: <key>``; the middleware looks it up in the key store on each request and puts the key's
+``Principal`` in ``scope["modelapi.principal"]``. A key in the query string is refused (401), since URLs end
+up in logs and browser histories. A key limited to some models gets, for any other model, the very 404 a model
+that does not exist gets, on every route that names a model, so model names cannot be enumerated.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass
+from urllib.parse import parse_qsl
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.routing import BaseRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ..errors import Forbidden, ModelAPIError, ModelNotFound, RouteNotFound, Unauthorized
+from ..settings import Settings, is_loopback
+from .keys import InvalidKey, KeyStore
+from .principal import SCOPE_KEY, Principal
+
+log = logging.getLogger("modelapi.auth")
+
+#: open to everyone, so that load balancers and orchestrators can probe without a key
+OPEN_PATHS = frozenset({"/v2/health/live", "/v2/health/ready", "/ping", "/health"})
+#: management routes: registered only with ``management_routes``, and then for admin keys only
+MANAGEMENT_PATHS = frozenset({"/v2/repository/index"})
+#: query parameters that would carry a key, refused so that keys never land in access logs
+QUERY_KEY_NAMES = frozenset({"api_key", "apikey", "api-key", "x-api-key", "access_token"})
+_KEY_IN_VALUE = re.compile(r"mk_[0-9a-f]{8}_")
+CHALLENGE = 'Bearer realm="modelapi"'
+MISSING = "this server needs an API key: send it as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
+
+
+@dataclass
+class Auth:
+    """Whether authentication is on, and the store keys are looked up in."""
+
+    store: KeyStore | None
+    reason: str
+
+    @property
+    def enabled(self) -> bool:
+        return self.store is not None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Auth:
+        """The rule (docs/security.md): off when asked for (on a non-loopback address only with
+        ``insecure_no_auth``); on when asked for; otherwise on for a non-loopback address, and on loopback only
+        when the key store holds a key (revoked and expired ones count)."""
+        loopback = is_loopback(settings.host)
+        if settings.insecure_no_auth or settings.auth == "off":
+            if not loopback:
+                log.warning(
+                    "authentication is OFF on %s, which other machines can reach: anyone who can connect can "
+                    "use every model (--insecure-no-auth)",
+                    settings.host,
+                )
+            return cls(None, "turned off")
+        if settings.auth == "on" or not loopback:
+            store = KeyStore.open(settings.state_dir, settings.database_url)
+            why = "--auth on" if settings.auth == "on" else f"{settings.host} is not a loopback address"
+            if not store.has_keys():
+                log.warning("authentication is on (%s) but no key exists: create one with `modelapi keys create`", why)
+            return cls(store, why)
+        existing = KeyStore.existing(settings.state_dir, settings.database_url)
+        if existing is not None and existing.has_keys():
+            return cls(existing, "the key store holds keys")
+        if existing is not None:
+            existing.close()
+        return cls(None, "loopback address and no keys")
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+
+
+class AuthMiddleware:
+    def __init__(self, app: ASGIApp, *, auth: Auth) -> None:
+        self.app = app
+        self.auth = auth
+        # SQLite answers a primary-key lookup in microseconds; a network database goes to a thread
+        self.in_thread = auth.store is not None and not auth.store.url.startswith("sqlite")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self.auth.store is None or scope["path"] in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        try:
+            principal = await self._authenticate(scope)
+            if scope["path"] in MANAGEMENT_PATHS and not principal.has_scope("admin"):
+                raise Forbidden(f"{scope['path']} needs a key with the admin scope; key mk_{principal.key_id} has not")
+            if principal.models is not None:
+                _check_model(scope, principal)
+        except ModelAPIError as exc:
+            from ..http.errors import handle_modelapi_error
+
+            response = await handle_modelapi_error(Request(scope), exc)
+            await response(scope, receive, send)
+            return
+        scope[SCOPE_KEY] = principal
+        await self.app(scope, receive, send)
+
+    async def _authenticate(self, scope: Scope) -> Principal:
+        _refuse_query_key(scope)
+        key = _presented_key(scope)
+        if key is None:
+            raise Unauthorized(MISSING, headers={"www-authenticate": CHALLENGE})
+        store = self.auth.store
+        assert store is not None
+        try:
+            if self.in_thread:
+                return await run_in_threadpool(store.authenticate, key, time.time())
+            return store.authenticate(key, time.time())
+        except InvalidKey as exc:
+            raise Unauthorized(
+                exc.reason, headers={"www-authenticate": f'{CHALLENGE}, error="invalid_token"'}
+            ) from None
+
+
+def _presented_key(scope: Scope) -> str | None:
+    bearer = api_key = None
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            text = value.decode("latin-1").strip()
+            scheme, _, token = text.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise Unauthorized(
+                    "the Authorization header must read 'Bearer <key>'", headers={"www-authenticate": CHALLENGE}
+                )
+            bearer = token.strip()
+        elif name == b"x-api-key":
+            api_key = value.decode("latin-1").strip()
+    if bearer is not None and api_key is not None and bearer != api_key:
+        raise Unauthorized(
+            "Authorization and X-API-Key carry different keys; send one", headers={"www-authenticate": CHALLENGE}
+        )
+    return bearer or api_key or None
+
+
+def _refuse_query_key(scope: Scope) -> None:
+    query = scope.get("query_string", b"").decode("latin-1")
+    if not query:
+        return
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if name.lower() in QUERY_KEY_NAMES or _KEY_IN_VALUE.search(value) or _KEY_IN_VALUE.search(name):
+            raise Unauthorized(
+                f"API keys are not accepted in the query string (parameter '{name[:40]}'): URLs are logged; send "
+                "the key as 'Authorization: Bearer <key>' or 'X-API-Key: <key>', and revoke this one if it "
+                "was shared",
+                headers={"www-authenticate": CHALLENGE},
+            )
+
+
+def _model_in_path(path: str) -> str | None:
+    """The model a path addresses, for every route that names one."""
+    for prefix in ("/models/", "/v2/models/", "/v1/models/"):
+        if path.startswith(prefix):
+            name = path[len(prefix) :].split("/", 1)[0]
+            return name.split(":", 1)[0] if prefix == "/v1/models/" else name
+    return None
+
+
+def _check_model(scope: Scope, principal: Principal) -> None:
+    """Any model a key may not use answers as a model that does not exist: one 404, whatever the name."""
+    path: str = scope["path"]
+    models = scope["app"].state.dataplane.models
+    if path in ("/predict", "/invocations"):  # the only model served, if only one is
+        if len(models) == 1 and principal.can_use(next(iter(models))):
+            return
+        raise RouteNotFound(f"{path} needs exactly one served model; use /models/{{name}}{path}")
+    name = _model_in_path(path)
+    if name is not None and (name not in models or not principal.can_use(name)):
+        raise ModelNotFound(f"no model named '{name}'")
+
+
+def without_management(routes: list[BaseRoute], *, enabled: bool) -> list[BaseRoute]:
+    """``routes`` less the management routes, unless they are enabled."""
+    return [r for r in routes if enabled or getattr(r, "path", None) not in MANAGEMENT_PATHS]

@@ -1,0 +1,299 @@
+"""API keys: generation, hashing and the key store (SQLite in the state directory, or PostgreSQL).
+
+A key reads ``mk_<id>_<secret>``: ``id`` is 8 hex digits, not secret, the store's primary key and what logs
+and ``modelapi keys list`` show; ``secret`` is 256 random bits as 64 hex digits. The store keeps only
+SHA-256 of the whole key. A 256-bit random secret cannot be guessed or brute-forced from its hash, so a slow
+password hash or a server-side pepper would add cost and operational burden (a pepper must reach every
+replica) without adding protection; see docs/security.md. Comparison is constant-time (``hmac.compare_digest``).
+
+Every request looks its key up (one primary-key ``SELECT``), so a revocation reaches every worker and every
+replica sharing the database on the next request, without a restart and without a cache to expire.
+Statements are SQLAlchemy Core with bound parameters only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    Engine,
+    Float,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    insert,
+    inspect,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+
+from .principal import Principal
+
+PREFIX = "mk_"
+SCOPES = ("predict", "admin")
+KEY_PATTERN = re.compile(r"^mk_([0-9a-f]{8})_([0-9a-f]{64})$")
+ID_PATTERN = re.compile(r"^(?:mk_)?([0-9a-f]{8})(?:_.*)?$")
+
+metadata = MetaData()
+api_keys = Table(
+    "modelapi_api_keys",
+    metadata,
+    Column("key_id", String(8), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("key_hash", String(64), nullable=False),
+    Column("scopes", String(200), nullable=False),
+    Column("models", Text, nullable=True),  # JSON list; NULL: every model
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=True),
+    Column("revoked_at", Float, nullable=True),
+)
+
+
+class InvalidKey(ValueError):
+    """A key that does not authenticate; ``reason`` is safe to show the client."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    key_id: str
+    name: str
+    key_hash: str
+    scopes: frozenset[str]
+    models: frozenset[str] | None
+    created_at: float
+    expires_at: float | None
+    revoked_at: float | None
+
+    def state(self, now: float) -> str:
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and self.expires_at <= now:
+            return "expired"
+        return "active"
+
+    def principal(self) -> Principal:
+        return Principal(self.key_id, self.name, self.scopes, self.models)
+
+    def describe(self, now: float) -> dict[str, Any]:
+        """What ``keys list`` shows: everything but the hash."""
+        return {
+            "id": f"{PREFIX}{self.key_id}",
+            "name": self.name,
+            "scopes": sorted(self.scopes),
+            "models": sorted(self.models) if self.models is not None else None,
+            "created": _iso(self.created_at),
+            "expires": _iso(self.expires_at),
+            "revoked": _iso(self.revoked_at),
+            "state": self.state(now),
+        }
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode("ascii")).hexdigest()
+
+
+def new_key() -> tuple[str, str]:
+    """A fresh ``(key_id, key)``."""
+    key_id = secrets.token_hex(4)
+    return key_id, f"{PREFIX}{key_id}_{secrets.token_hex(32)}"
+
+
+def parse_expiry(text: str, now: float | None = None) -> float:
+    """``30d``, ``12h``, ``90m``, ``2w``, ``45s`` from now, or an ISO date/time (UTC unless it says otherwise)."""
+    now = time.time() if now is None else now
+    match = re.fullmatch(r"\s*(\d+)\s*([smhdw])\s*", text)
+    if match:
+        seconds = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[match.group(2)]
+        value = float(int(match.group(1)) * seconds)
+        if value <= 0:
+            raise ValueError(f"--expires {text!r}: must be in the future")
+        return now + value
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(f"--expires {text!r}: expected a duration such as 30d, 12h, 90m, 2w, or an ISO date") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    stamp = when.timestamp()
+    if stamp <= now:
+        raise ValueError(f"--expires {text!r}: that is in the past")
+    return stamp
+
+
+def sqlite_path(state_dir: Path) -> Path:
+    return state_dir / "keys.db"
+
+
+def store_url(state_dir: Path, database_url: str | None) -> str:
+    return database_url or f"sqlite:///{sqlite_path(state_dir)}"
+
+
+def _make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")  # readers (every request) never wait for a writer
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+class KeyStore:
+    def __init__(self, url: str, *, create: bool = True) -> None:
+        self.url = url
+        self.engine = _make_engine(url)
+        if create:
+            metadata.create_all(self.engine)
+
+    @classmethod
+    def open(cls, state_dir: Path, database_url: str | None) -> KeyStore:
+        """The store for these settings, created if needed (the SQLite file readable by its owner only)."""
+        if database_url is None:
+            state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            path = sqlite_path(state_dir)
+            if not path.exists():
+                path.touch(mode=0o600)
+        return cls(store_url(state_dir, database_url))
+
+    @classmethod
+    def existing(cls, state_dir: Path, database_url: str | None) -> KeyStore | None:
+        """The store if it exists already (never creates a file or a table), else ``None``."""
+        if database_url is None and not sqlite_path(state_dir).exists():
+            return None
+        store = cls(store_url(state_dir, database_url), create=False)
+        if not inspect(store.engine).has_table(api_keys.name):
+            store.close()
+            return None
+        return store
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # writing ---------------------------------------------------------------------------------------------
+    def create(
+        self,
+        name: str,
+        scopes: frozenset[str] = frozenset({"predict"}),
+        models: frozenset[str] | None = None,
+        expires_at: float | None = None,
+    ) -> tuple[str, KeyRecord]:
+        """A new key: ``(key, record)``. The key is returned once and stored only as its hash."""
+        if not name.strip():
+            raise ValueError("--name: give the key a name that says who or what uses it")
+        unknown = scopes - set(SCOPES)
+        if unknown or not scopes:
+            raise ValueError(
+                f"--scope: expected one of {', '.join(SCOPES)}, got {', '.join(sorted(unknown)) or 'none'}"
+            )
+        for _ in range(10):  # 8 hex digits: a collision is rare, and only costs a retry
+            key_id, key = new_key()
+            values = {
+                "key_id": key_id,
+                "name": name.strip(),
+                "key_hash": hash_key(key),
+                "scopes": " ".join(sorted(scopes)),
+                "models": json.dumps(sorted(models)) if models is not None else None,
+                "created_at": time.time(),
+                "expires_at": expires_at,
+                "revoked_at": None,
+            }
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(insert(api_keys).values(**values))
+            except IntegrityError:
+                continue
+            record = self.get(key_id)
+            assert record is not None
+            return key, record
+        raise RuntimeError("could not find a free key id")  # pragma: no cover
+
+    def revoke(self, key_id: str) -> KeyRecord:
+        """Revoke by id (``1a2b3c4d``, ``mk_1a2b3c4d``, or the whole key). Revoking twice is harmless."""
+        match = ID_PATTERN.match(key_id.strip())
+        if not match:
+            raise ValueError(f"{key_id!r} is not a key id; expected mk_ and 8 hex digits, as `keys list` shows")
+        ident = match.group(1)
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(api_keys)
+                .where(api_keys.c.key_id == ident, api_keys.c.revoked_at.is_(None))
+                .values(revoked_at=time.time())
+            )
+        record = self.get(ident)
+        if record is None:
+            raise ValueError(f"no key with id mk_{ident}")
+        return record
+
+    # reading ---------------------------------------------------------------------------------------------
+    def get(self, key_id: str) -> KeyRecord | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(api_keys).where(api_keys.c.key_id == key_id)).mappings().first()
+        return _record(row) if row else None
+
+    def list(self) -> list[KeyRecord]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(api_keys).order_by(api_keys.c.created_at)).mappings().all()
+        return [_record(row) for row in rows]
+
+    def has_keys(self) -> bool:
+        """Whether any key was ever created (revoked and expired ones count)."""
+        with self.engine.connect() as conn:
+            return conn.execute(select(api_keys.c.key_id).limit(1)).first() is not None
+
+    def authenticate(self, key: str, now: float | None = None) -> Principal:
+        """The principal of ``key``; raises ``InvalidKey`` with a client-safe reason otherwise."""
+        match = KEY_PATTERN.match(key)
+        if not match:
+            raise InvalidKey("the API key is malformed; keys look like mk_<8 hex digits>_<64 hex digits>")
+        record = self.get(match.group(1))
+        # compare even when the id is unknown, so both paths do the same work
+        expected = record.key_hash if record is not None else "0" * 64
+        if not hmac.compare_digest(expected, hash_key(key)) or record is None:
+            raise InvalidKey("the API key is not valid")
+        state = record.state(time.time() if now is None else now)
+        if state != "active":
+            raise InvalidKey(f"the API key mk_{record.key_id} is {state}")
+        return record.principal()
+
+
+def _record(row: Any) -> KeyRecord:
+    models = row["models"]
+    return KeyRecord(
+        key_id=row["key_id"],
+        name=row["name"],
+        key_hash=row["key_hash"],
+        scopes=frozenset(str(row["scopes"]).split()),
+        models=frozenset(json.loads(models)) if models is not None else None,
+        created_at=row["created_at"],
+        expires_at=row["expires_at"],
+        revoked_at=row["revoked_at"],
+    )
+
+
+def _iso(stamp: float | None) -> str | None:
+    if stamp is None:
+        return None
+    return datetime.fromtimestamp(stamp, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
