@@ -65,7 +65,7 @@ def main(argv: list[str]) -> int:
         "requests": len(latencies),
         "seconds": float(latencies.sum() / 1e9),
         "cpu_seconds": cpu,
-        "other_load_pct": max(0.0, busy - cpu) / (latencies.sum() / 1e9) * 100,
+        "other_load_pct": float(max(0.0, busy - cpu) / (latencies.sum() / 1e9) * 100),
         "p50_us": float(np.percentile(latencies, 50) / 1e3),
         "p99_us": float(np.percentile(latencies, 99) / 1e3),
         "rss_bytes": rss_bytes(0),
