@@ -4,7 +4,7 @@ The server under test runs on core 0, wrk on core 1 (closed loop, keep-alive, on
 answers are checked against the in-process model before it is timed. Prints the table and the issue's target
 ratios (PASS/FAIL), and writes both to ``bench/results/bench-<UTC time>.{json,md}``.
 
-    python -m bench.run            # 10 s per cell, about 8 minutes
+    python -m bench.run            # 10 s per cell, about 9 minutes
     python -m bench.run --quick    # 1 s per cell, a smoke check of the harness
 """
 
