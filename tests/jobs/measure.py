@@ -138,7 +138,8 @@ def main() -> None:
     done = time.monotonic() - killed_at
     res = httpx.get(f"{url}{location}/result", headers={"accept": "text/csv"}, timeout=600)
     print(
-        f"kill -9 at chunk {first}/{total}: restart to ready {ready:.1f} s, to the next chunk committed {resumed:.1f} s, "
+        f"kill -9 at chunk {first}/{total}: restart to ready {ready:.1f} s, "
+        f"to the next chunk committed {resumed:.1f} s, "
         f"to the job done {done:.1f} s; status {body['status']}; "
         f"result identical to the uninterrupted run: {res.content == (tmp / 'server.csv').read_bytes()}"
     )

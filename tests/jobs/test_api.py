@@ -9,9 +9,8 @@ import time
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from jobhelpers import AppFactory, wait_for
 from jobmodels import csv_text, rows
-
-from conftest import AppFactory, wait_for
 
 CSV = {"content-type": "text/csv"}
 
