@@ -63,6 +63,14 @@ def run(test: Callable[[ThreadPoolExecutor], Awaitable[None]]) -> None:
         asyncio.run(asyncio.wait_for(test(executor), 20))
 
 
+async def until_waiting(b: Batcher, n: int) -> None:
+    for _ in range(5000):
+        if b.waiting == n:
+            return
+        await asyncio.sleep(0.001)
+    raise AssertionError(f"{b.waiting} requests wait, not {n}")
+
+
 async def busy(b: Batcher, model: FakeModel) -> asyncio.Task[dict[str, np.ndarray]]:
     """Start a one-row batch that holds the model until ``model.release`` is set."""
     first = submit(b, 100.0)
@@ -131,7 +139,7 @@ def test_requests_that_wait_while_the_model_is_busy_share_the_next_batch() -> No
         b = batcher(model, executor)
         first = await busy(b, model)
         waiting = [submit(b, float(i), float(i) + 0.5) for i in range(5)]
-        await asyncio.sleep(0.01)
+        await until_waiting(b, 5)
         assert len(model.calls) == 1  # nothing else runs while the model is busy
         model.release.set()
         results = await asyncio.gather(first, *waiting)
@@ -151,6 +159,7 @@ def test_batches_never_exceed_max_batch_size_rows() -> None:
         first = await busy(b, model)
         sizes = [2, 2, 3, 1, 1, 4]
         waiting = [submit(b, *([float(n)] * n)) for n in sizes]
+        await until_waiting(b, len(sizes))
         model.release.set()
         results = await asyncio.gather(first, *waiting)
         assert all(rows <= 4 for rows in b.batch_rows)
@@ -168,6 +177,7 @@ def test_a_request_larger_than_the_cap_runs_alone() -> None:
         first = await busy(b, model)
         big = submit(b, *range(10))
         small = submit(b, 7.0)
+        await until_waiting(b, 2)
         model.release.set()
         await asyncio.gather(first, big, small)
         assert list(b.batch_rows) == [1, 10, 1]
@@ -184,6 +194,7 @@ def test_only_compatible_requests_share_a_batch() -> None:
         b = batcher(model, executor)
         first = await busy(b, model)
         a1, b1, a2, b2 = (submit(b, v, key=k) for v, k in ((1.0, "a"), (2.0, "b"), (3.0, "a"), (4.0, "b")))
+        await until_waiting(b, 4)
         model.release.set()
         await asyncio.gather(first, a1, b1, a2, b2)
         assert model.calls[1:] == [[1.0, 3.0], [2.0, 4.0]]
@@ -248,6 +259,7 @@ def test_a_poisoned_request_fails_alone_and_the_others_succeed() -> None:
         first = await busy(b, model)
         values = [1.0, 2.0, -3.0, 4.0, 5.0, 6.0, 7.0]
         waiting = [submit(b, v) for v in values]
+        await until_waiting(b, len(values))
         model.release.set()
         results = await asyncio.gather(first, *waiting, return_exceptions=True)
         for v, out in zip(values, results[1:], strict=True):

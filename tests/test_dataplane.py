@@ -45,6 +45,14 @@ class Recorder(Model):
         return {"y": 2 * a - b, "label": label, "batch_rows": np.full(len(a), len(a))}
 
 
+async def until_waiting(dp: DataPlane, name: str, n: int) -> None:
+    for _ in range(5000):
+        if dp.batchers[name].waiting == n:
+            return
+        await asyncio.sleep(0.001)
+    raise AssertionError(f"{dp.batchers[name].waiting} requests wait, not {n}")
+
+
 def request(a: list[float], b: list[float] | None = None, tag: str = "t", **kw: object) -> InferenceRequest:
     b = b if b is not None else [0.0] * len(a)
     inputs = {"a": np.array(a), "b": np.array(b), "tag": np.array([tag] * len(a), dtype=object)}
@@ -120,7 +128,7 @@ def test_requests_for_different_outputs_or_parameters_do_not_share_a_batch() -> 
             dp.infer("recorder", request([5.0])),
         ]
         tasks = [asyncio.ensure_future(r) for r in rest]
-        await asyncio.sleep(0.01)
+        await until_waiting(dp, "recorder", 4)
         model.gate.set()
         answers = await asyncio.gather(first, *tasks)
         assert list(answers[1].outputs) == ["y"] and answers[3].outputs["y"].tolist() == [8.0]
@@ -140,7 +148,7 @@ def test_errors_stay_with_the_request_that_caused_them(caplog: pytest.LogCapture
         await asyncio.sleep(0.05)
         values = [2.0, -1.0, 3.0, -2.0, 4.0]
         tasks = [asyncio.ensure_future(dp.infer("recorder", request([v]))) for v in values]
-        await asyncio.sleep(0.01)
+        await until_waiting(dp, "recorder", len(values))
         model.gate.set()
         return await asyncio.gather(first, *tasks, return_exceptions=True)
 

@@ -107,6 +107,11 @@ class Batcher:
         #: rows of every batch run, newest last (the last 1000), for tests and diagnostics
         self.batch_rows: deque[int] = deque(maxlen=1000)
 
+    @property
+    def waiting(self) -> int:
+        """Requests waiting for a batch (not counting the running one)."""
+        return sum(1 for item in self._pending if not item.future.done())
+
     async def submit(self, inputs: Mapping[str, np.ndarray], rows: int, key: Hashable = None) -> Arrays:
         """Run ``inputs`` (``rows`` rows) in some batch and return its own rows of every output."""
         if self._closed:

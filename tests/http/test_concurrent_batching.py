@@ -9,6 +9,7 @@ from collections.abc import Mapping
 import httpx
 import numpy as np
 
+from modelapi.dataplane import DataPlane
 from modelapi.http.app import create_app
 from modelapi.models.base import Model
 from modelapi.settings import Settings
@@ -50,11 +51,23 @@ async def _concurrent(settings: Settings) -> tuple[Doubler, list[httpx.Response]
             else asyncio.ensure_future(client.post("/v2/models/doubler/infer", json=_v2(i)))
             for i in range(30)
         ]
-        await asyncio.sleep(0.05)  # let every request reach the model's queue
+        await _until_waiting(app.state.dataplane, 30)  # every request has reached the model's queue
         model.release.set()
         responses = await asyncio.gather(first, *rest)
     app.state.dataplane.unload_all()
     return model, responses[1:]
+
+
+async def _until_waiting(dp: DataPlane, n: int) -> None:
+    batcher = dp.batchers.get("doubler")
+    if batcher is None:  # batching off: the requests wait in the threadpool instead
+        await asyncio.sleep(0.2)
+        return
+    for _ in range(5000):
+        if batcher.waiting == n:
+            return
+        await asyncio.sleep(0.001)
+    raise AssertionError(f"{batcher.waiting} requests wait, not {n}")
 
 
 def _v2(i: int) -> dict[str, object]:
