@@ -150,14 +150,13 @@ def decode(body: Any, signature: Signature, *, max_rows: int | None = None) -> t
     if max_rows is not None and len(records) > max_rows:
         raise PayloadTooLarge(f"the request has {len(records)} records; the limit is {max_rows} rows per request")
     names = signature.input_names
-    columns: dict[str, list[Any]] = {n: [] for n in names}
+    expected = set(names)
     for i, record in enumerate(records):
         if not isinstance(record, dict):
             raise InvalidInput(f"record {i}: expected an object of named fields, got {describe(record)}")
-        if len(record) != len(names) or not all(n in record for n in names):
+        if record.keys() != expected:
             check_names(record, signature, f"record {i}")
-        for n in names:
-            columns[n].append(record[n])
+    columns: dict[str, list[Any]] = {n: [record[n] for record in records] for n in names}
     inputs = {}
     for spec in signature.inputs:
         arr = fast_column(spec, columns[spec.name])
