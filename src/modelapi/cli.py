@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from . import __version__
 from .errors import ModelLoadError
 from .jobs.commands import JOB_FLAGS, add_commands, run_command
+from .security.keys_cli import add_keys_command, run_keys
 
 _SERVE_FLAGS: dict[str, tuple[list[str], str, dict[str, Any]]] = {
     **JOB_FLAGS,
@@ -63,6 +64,22 @@ _SERVE_FLAGS: dict[str, tuple[list[str], str, dict[str, Any]]] = {
         "batching for one model: NAME=off, NAME=on, NAME=MAX_ROWS or NAME=MAX_ROWS,DELAY_MS (repeatable)",
         {"action": "append", "metavar": "NAME=SPEC"},
     ),
+    # API keys (docs/security.md)
+    "auth": (
+        ["--auth"],
+        "API key authentication: auto (default: on for a non-loopback --host or when keys exist), on, off",
+        {"choices": ["auto", "on", "off"]},
+    ),
+    "insecure_no_auth": (
+        ["--insecure-no-auth"],
+        "serve without authentication even on a non-loopback --host: anyone who can connect may use every model",
+        {"action": "store_true"},
+    ),
+    "management_routes": (
+        ["--enable-management"],
+        "enable management routes (POST /v2/repository/index); they need an admin key",
+        {"action": "store_true"},
+    ),
 }
 
 
@@ -90,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--device", dest="device", default=argparse.SUPPRESS, help="cpu (default), cuda or cuda:N")
     inspect.add_argument("--json", dest="json", action="store_true", help="print one JSON object per model")
     add_commands(sub, _SERVE_FLAGS)
+    add_keys_command(sub)
     return parser
 
 
@@ -112,6 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command in ("predict", "worker"):
             return run_command(args, _settings)
+        if args.command == "keys":
+            return run_keys(args)
         return _inspect(_settings(args, [args.model]), as_json=getattr(args, "json", False))
     except ValidationError as exc:
         for err in exc.errors():

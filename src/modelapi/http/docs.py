@@ -16,6 +16,7 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from ..errors import RouteNotFound
+from ..security.principal import visible_models
 from .openapi import openapi_30_json
 
 ASSETS_DIR = Path(swagger_ui_bundle.swagger_ui_path)
@@ -73,7 +74,7 @@ _ASSET_HEADERS = {"cache-control": "public, max-age=3600"}
 
 
 async def docs_page(request: Request) -> Response:
-    names = ", ".join(request.app.state.dataplane.models) or "no models"
+    names = ", ".join(visible_models(request, request.app.state.dataplane.models)) or "no models"
     page = _PAGE.format(title=html.escape(f"modelapi: {names}"))
     return Response(page, media_type="text/html", headers={"content-security-policy": CSP})
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 from starlette.applications import Starlette
@@ -25,6 +25,7 @@ from starlette.routing import BaseRoute, Route
 from .. import jsonutil
 from ..dataplane import DataPlane
 from ..models.base import Model
+from ..security.principal import current_principal, visible_models
 from . import openapi_schemas as s
 from .openapi_v2 import V2_GLOBAL, V2_PER_MODEL
 from .routes_rest import package_version
@@ -288,11 +289,37 @@ def _cached_bytes(request: Request, name: str, build: Callable[[Starlette], dict
 
 
 async def openapi_json(request: Request) -> Response:
+    restricted = _restricted(request)
+    if restricted is not None:
+        return Response(jsonutil.dumps(restricted), media_type="application/json")
     return _cached_bytes(request, "openapi_bytes", document)
 
 
 async def openapi_30_json(request: Request) -> Response:
+    restricted = _restricted(request)
+    if restricted is not None:
+        return Response(jsonutil.dumps({**_lower(restricted), "openapi": "3.0.3"}), media_type="application/json")
     return _cached_bytes(request, "openapi_30_bytes", document_30)
+
+
+class _Visible:
+    """The part of a data plane the document describes, as a key limited to some models sees it."""
+
+    def __init__(self, dp: DataPlane, names: list[str]) -> None:
+        self.models = {n: dp.models[n] for n in names}
+        self.max_rows = dp.max_rows
+        only = dp.default_model
+        self.default_model = only if only is not None and only.name in self.models else None
+
+
+def _restricted(request: Request) -> dict[str, Any] | None:
+    """For a key limited to some models, a document of those models only (``None``: the full one will do)."""
+    principal = current_principal(request)
+    if principal is None or principal.models is None:
+        return None
+    dp: DataPlane = request.app.state.dataplane
+    view = _Visible(dp, visible_models(request, dp.models))
+    return Builder(cast(DataPlane, view)).build(list(request.app.routes))
 
 
 def routes() -> list[BaseRoute]:

@@ -25,6 +25,7 @@ from ..codecs import records, v1
 from ..dataplane import DataPlane
 from ..errors import ModelNotReady, RouteNotFound
 from ..models.base import Model
+from ..security.principal import visible_models
 from .request import read_json
 
 
@@ -75,15 +76,17 @@ async def index(request: Request) -> Response:
     return json_response({
         "name": "modelapi",
         "version": package_version(),
-        "models": list(dp.models),
+        "models": visible_models(request, dp.models),
         "links": {"docs": "/docs", "openapi": "/openapi.json", "models": "/models",
-                  **({"predict": "/predict"} if dp.default_model is not None else {})},
+                  **({"predict": "/predict"} if dp.default_model is not None
+                     and visible_models(request, [dp.default_model.name]) else {})},
     })
 
 
 async def list_models(request: Request) -> Response:
     dp = dataplane(request)
-    return json_response({"models": [model_summary(dp, m) for m in dp.models.values()]})
+    names = visible_models(request, dp.models)  # a key limited to some models sees only those
+    return json_response({"models": [model_summary(dp, dp.models[n]) for n in names]})
 
 
 async def model_metadata(request: Request) -> Response:

@@ -18,6 +18,7 @@ from ..codecs import v2
 from ..codecs.v2_binary import HEADER_LENGTH
 from ..dataplane import DataPlane
 from ..errors import MalformedRequest, PayloadTooLarge, UnsupportedMediaType
+from ..security.principal import visible_models
 from .request import require_json
 
 _SERVER_METADATA = jsonutil.dumps(v2.server_metadata())
@@ -69,7 +70,7 @@ async def repository_index(request: Request) -> Response:
     return _json(
         [
             {"name": m.name, "version": m.version, "state": "READY" if dataplane.model_ready(m.name) else "UNAVAILABLE"}
-            for m in dataplane.models.values()
+            for m in (dataplane.models[n] for n in visible_models(request, dataplane.models))
         ]
     )
 
