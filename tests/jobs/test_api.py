@@ -252,3 +252,10 @@ def test_old_jobs_expire_after_the_retention(make_client: AppFactory) -> None:
     while client.get(r.headers["location"]).status_code != 404:
         assert time.monotonic() < deadline, "the finished job was never deleted"
         time.sleep(0.1)
+
+
+def test_a_job_is_kept_when_redis_is_unreachable(make_client: AppFactory) -> None:
+    client = make_client(redis_url="redis://127.0.0.1:1/0")  # nothing listens on port 1
+    r = submit(client, csv_text(rows(3)))
+    assert r.status_code == 202, r.text
+    assert client.get(r.headers["location"]).json()["status"] == "queued"  # stored; re-sent once Redis is back

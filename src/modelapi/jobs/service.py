@@ -90,7 +90,10 @@ class JobService:
         job, created = store.create(values, chunks)
         if not created:
             return _same_request(job, fingerprint), False
-        self.notify(job)
+        try:
+            self.notify(job)
+        except Exception:  # the job is stored; maintenance sends it again (Redis down, say)
+            log.exception("job %s stored but not dispatched yet; it will be re-sent", job.id)
         return job, True
 
     def visible(self, job_id: str, principal: Principal | None) -> JobRecord:
