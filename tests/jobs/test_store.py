@@ -112,3 +112,11 @@ def test_a_dead_local_worker_frees_its_job_at_once(store: JobStore) -> None:
     taken = store.claim("w3", 30)
     assert taken is not None and taken.id == "d1"
     assert store.claim("w4", 30) is None
+
+
+def test_a_clean_release_costs_no_attempt(store: JobStore) -> None:
+    new_job(store, "r1")
+    assert store.claim("w1", 3600, "r1") is not None
+    store.release("w1")
+    again = store.claim("w2", 30)
+    assert again is not None and again.id == "r1" and again.attempts == 1
