@@ -23,7 +23,7 @@ from .server import RunningServer, serve
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     tmp = tmp_path_factory.mktemp("jobs-cli")
     args = ("jobmodels:Scorer", "--state-dir", str(tmp / "state"))
-    with serve(*args, env=server_env(MODELAPI_JOB_CHUNK_ROWS="50"), tmp_dir=tmp) as running:
+    with serve(*args, env=server_env(MODELAPI_JOB_CHUNK_ROWS="50"), tmp_dir=tmp, timeout=120) as running:
         yield running
 
 

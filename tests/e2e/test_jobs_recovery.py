@@ -21,7 +21,7 @@ def test_kill_9_mid_job_then_restart_resumes_and_matches(tmp_path: Path) -> None
     records = write_input(tmp_path / "in.csv", 300)  # 30 chunks of 10 rows, 0.1 s each
     args = ("jobmodels:Scorer", "--state-dir", str(state))
     env = server_env(delay=0.1, MODELAPI_JOB_CHUNK_ROWS=str(CHUNK))
-    with serve(*args, env=env, tmp_dir=tmp_path) as server, httpx.Client(base_url=server.url) as http:
+    with serve(*args, env=env, tmp_dir=tmp_path, timeout=120) as server, httpx.Client(base_url=server.url) as http:
         r = http.post(
             "/models/scorer/jobs",
             content=(tmp_path / "in.csv").read_bytes(),
@@ -36,10 +36,12 @@ def test_kill_9_mid_job_then_restart_resumes_and_matches(tmp_path: Path) -> None
     assert before["state"] == "running" and 5 <= before["chunks_done"] < 30, before
 
     restarted_at = time.monotonic()
-    with serve(*args, env=server_env(delay=0.01, MODELAPI_JOB_CHUNK_ROWS=str(CHUNK)), tmp_dir=tmp_path) as server:
+    with serve(
+        *args, env=server_env(delay=0.01, MODELAPI_JOB_CHUNK_ROWS=str(CHUNK)), tmp_dir=tmp_path, timeout=120
+    ) as server:
         with httpx.Client(base_url=server.url) as http:
             ready_s = time.monotonic() - restarted_at
-            done = wait_status(http, location, lambda s: s["status"] in ("succeeded", "failed"), timeout=30)
+            done = wait_status(http, location, lambda s: s["status"] in ("succeeded", "failed"), timeout=60)
             recovered_s = time.monotonic() - restarted_at
             assert done["status"] == "succeeded", done
             assert done["progress"]["rows_done"] == 300

@@ -35,7 +35,7 @@ def worker(args: list[str], env: dict[str, str], log: Path) -> Iterator[subproce
             text=True,
         )
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         while "Listening on" not in log.read_text() and "listening on" not in log.read_text().lower():
             assert proc.poll() is None, log.read_text()
             assert time.monotonic() < deadline, log.read_text()
@@ -61,7 +61,7 @@ def test_rq_worker_killed_mid_job_loses_nothing(tmp_path: Path) -> None:
         server_args = ("jobmodels:Scorer", *common, "--state-dir", str(tmp_path / "state"))
         with (
             worker(common, server_env(0.1, **env), tmp_path / "worker-a.log") as first,
-            serve(*server_args, env=server_env(**env), tmp_dir=tmp_path) as server,
+            serve(*server_args, env=server_env(**env), tmp_dir=tmp_path, timeout=120) as server,
             httpx.Client(base_url=server.url) as http,
         ):
             r = http.post(
