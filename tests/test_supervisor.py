@@ -57,7 +57,7 @@ def sock() -> socket.socket:
 
 def test_banner_once_all_are_ready_restart_after_kill_and_clean_stop(sock: socket.socket) -> None:
     banners: list[str] = []
-    sup = Supervisor(2, _idle_worker, sock=sock, grace_period_s=5, on_ready=banners.append)
+    sup = Supervisor(2, _idle_worker, sockets=[sock], grace_period_s=5, on_ready=banners.append)
     seen: dict[str, object] = {}
 
     def during(s: Supervisor) -> None:
@@ -83,7 +83,7 @@ def test_a_worker_failing_at_start_stops_all_and_raises(sock: socket.socket) -> 
             return 2
         return _idle_worker(context)
 
-    sup = Supervisor(2, main, sock=sock, grace_period_s=5)
+    sup = Supervisor(2, main, sockets=[sock], grace_period_s=5)
     result, took = _run_with(sup, lambda s: None)
     assert isinstance(result, ModelLoadError)
     assert "x.onnx" in str(result)
@@ -98,7 +98,7 @@ def test_workers_outliving_the_grace_period_are_killed(sock: socket.socket) -> N
         return 0
 
     ready: list[str] = []
-    sup = Supervisor(1, stubborn, sock=sock, grace_period_s=0.2, kill_margin_s=0.5, on_ready=ready.append)
+    sup = Supervisor(1, stubborn, sockets=[sock], grace_period_s=0.2, kill_margin_s=0.5, on_ready=ready.append)
 
     def during(s: Supervisor) -> None:
         _wait(lambda: bool(ready))

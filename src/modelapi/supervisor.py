@@ -1,16 +1,17 @@
-"""N worker processes on one listening socket, and the supervisor (the parent) that keeps them running.
+"""N worker processes serving one port, and the supervisor (the parent) that keeps them running.
 
-The parent binds the socket once and forks the workers; each serves the inherited socket with its own event
-loop, and the kernel hands every new connection to whichever worker accepts it first (an idle one, usually).
-Workers fork before any model is loaded and load their models themselves: onnxruntime, OpenMP and other
-thread pools do not survive a fork, and a fresh load per worker costs only the model's own memory (the
-libraries' pages are shared copy-on-write).
+The parent binds the listening sockets (one per worker, all on the same port with SO_REUSEPORT where the
+platform has it, else one shared socket) and forks the workers; worker ``i`` serves socket ``i`` with its own
+event loop. The parent keeps every socket open: while a dead worker is being replaced its socket goes on
+queueing connections, and the replacement, which inherits the same socket, accepts them. Workers fork before
+any model is loaded and load their models themselves: onnxruntime, OpenMP and other thread pools do not
+survive a fork, and the libraries' pages (imported before the fork) are shared copy-on-write.
 
 The supervisor:
 
 - prints nothing itself; ``on_ready`` gets the first worker's banner once every worker is ready;
 - restarts a worker that dies (with a growing pause if replacements keep failing before they are ready);
-- on SIGTERM or SIGINT turns every worker not-ready, closes its own copy of the socket, forwards SIGTERM
+- on SIGTERM or SIGINT turns every worker not-ready, closes its own copies of the sockets, forwards SIGTERM
   (each worker stops accepting and drains within the grace period), and returns once all have exited;
   a SIGINT while shutting down (a second Ctrl+C) is forwarded as SIGINT, which makes the workers stop at
   once; a repeated SIGTERM changes nothing (systemd and ``timeout`` signal the whole process group);
@@ -29,7 +30,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 
@@ -76,7 +77,7 @@ class Supervisor:
         workers: int,
         main: WorkerMain,
         *,
-        sock: socket.socket,
+        sockets: Sequence[socket.socket],
         grace_period_s: float,
         on_ready: Callable[[str], None] = lambda banner: None,
         kill_margin_s: float = KILL_MARGIN_S,
@@ -85,7 +86,7 @@ class Supervisor:
             raise ValueError("workers must be at least 1")
         self.size = workers
         self._main = main
-        self._sock: socket.socket | None = sock
+        self._sockets = list(sockets)  # the listeners, kept open here while workers come and go
         self._grace_period_s = grace_period_s
         self._on_ready = on_ready
         self._kill_margin_s = kill_margin_s
@@ -128,7 +129,7 @@ class Supervisor:
             self._selector.close()
             for fd in (wake_r, wake_w):
                 os.close(fd)
-            self._close_socket()
+            self._close_sockets()
         if self._startup_error is not None:
             raise ModelLoadError(self._startup_error)
         return 1 if self._killed else 0
@@ -311,7 +312,7 @@ class Supervisor:
             log.info("shutting down %d workers (grace period %g s)", len(self._workers), self._grace_period_s)
         self._stopping_since = time.monotonic()
         self._restarts.clear()
-        self._close_socket()
+        self._close_sockets()
         self._signal_all(signal.SIGTERM)
 
     def _signal_all(self, sig: int) -> None:
@@ -319,10 +320,9 @@ class Supervisor:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(worker.pid, sig)
 
-    def _close_socket(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
+    def _close_sockets(self) -> None:
+        for sock in self._sockets:
+            sock.close()
 
 
 def _describe(status: int) -> str:

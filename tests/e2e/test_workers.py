@@ -116,7 +116,7 @@ def test_a_killed_worker_is_replaced_and_only_its_requests_fail(tmp_path: Path) 
 
 
 def test_a_model_that_cannot_load_stops_every_worker_with_a_one_line_error(tmp_path: Path) -> None:
-    bogus = tmp_path / "model.txt"
+    bogus = tmp_path / "model.bogus"
     bogus.write_text("hello")
     out = subprocess.run(
         [sys.executable, "-m", "modelapi", "serve", str(bogus), "--workers", "2", "--port", str(free_port())],
@@ -127,5 +127,5 @@ def test_a_model_that_cannot_load_stops_every_worker_with_a_one_line_error(tmp_p
     )
     assert out.returncode == 2, out.stderr
     assert out.stderr.startswith("modelapi: error:"), out.stderr
-    assert "model.txt" in out.stderr
+    assert "model.bogus" in out.stderr
     assert "Traceback" not in out.stderr
