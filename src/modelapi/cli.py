@@ -40,6 +40,57 @@ _SERVE_FLAGS: dict[str, tuple[list[str], str, dict[str, Any]]] = {
     ),
     "max_body_bytes": (["--max-body-bytes"], "largest request body in bytes (default 32 MiB)", {"type": int}),
     "max_rows": (["--max-rows"], "most rows per prediction request (default 100000)", {"type": int}),
+    # limits, TLS and CORS (docs/security.md)
+    "max_json_depth": (["--max-json-depth"], "deepest JSON nesting in a body (default 32)", {"type": int}),
+    "max_json_elements": (
+        ["--max-json-elements"],
+        "most array elements and object members in a JSON body (default 2000000)",
+        {"type": int},
+    ),
+    "rate_limit": (
+        ["--rate-limit"],
+        "requests per second per API key and worker (default 100; 0: none)",
+        {"type": float, "metavar": "PER_S"},
+    ),
+    "rate_burst": (["--rate-burst"], "requests a key may send at once (default 200)", {"type": int}),
+    "max_inflight": (
+        ["--max-inflight"],
+        "requests per model running or queued at once, per worker; more get 503 (default 512)",
+        {"type": int},
+    ),
+    "inference_timeout_s": (
+        ["--inference-timeout"],
+        "seconds one request's inference may take; then 504 (default 60)",
+        {"type": float, "metavar": "SECONDS"},
+    ),
+    "header_timeout_s": (
+        ["--header-timeout"],
+        "seconds a client has to send a request's headers (default 10)",
+        {"type": float, "metavar": "SECONDS"},
+    ),
+    "max_header_bytes": (["--max-header-bytes"], "largest request head (default 65536)", {"type": int}),
+    "body_timeout_s": (
+        ["--body-timeout"],
+        "seconds a client has to send a request's body; then 408 (default 60)",
+        {"type": float, "metavar": "SECONDS"},
+    ),
+    "keep_alive_s": (
+        ["--keep-alive"],
+        "seconds an idle keep-alive connection stays open (default 5)",
+        {"type": float, "metavar": "SECONDS"},
+    ),
+    "tls_cert": (["--tls-cert"], "PEM certificate (chain): serve HTTPS; needs --tls-key", {"metavar": "FILE"}),
+    "tls_key": (["--tls-key"], "PEM private key of --tls-cert", {"metavar": "FILE"}),
+    "tls_ca": (
+        ["--tls-ca"],
+        "PEM CA bundle: require client certificates signed by these CAs (mutual TLS)",
+        {"metavar": "FILE"},
+    ),
+    "cors_origins": (
+        ["--cors-origin"],
+        "an origin browsers may call the API from, e.g. https://app.example.com (repeatable; default none)",
+        {"action": "append", "metavar": "ORIGIN"},
+    ),
     "log_level": (["--log-level"], "critical, error, warning, info (default) or debug", {}),
     "device": (["--device"], "where PyTorch models run: cpu (default), cuda or cuda:N", {}),
     "workers": (["--workers"], "worker processes on one port, kept running by a supervisor (default 1)", {"type": int}),

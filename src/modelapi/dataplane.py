@@ -21,6 +21,7 @@ from .batching import Batcher, BatcherClosed, BatchPolicy, batch_key
 from .errors import BadRequest, InferenceError, InvalidInput, ModelNotFound, ModelNotReady
 from .inference import InferenceRequest, InferenceResponse
 from .models.base import Model
+from .security.limits import current_limits
 
 log = logging.getLogger("modelapi")
 
@@ -115,6 +116,14 @@ class DataPlane:
 
     # inference -------------------------------------------------------------------------------------------
     async def infer(self, name: str, request: InferenceRequest, version: str | None = None) -> InferenceResponse:
+        """Over HTTP, the request's limits apply (``security/limits.py``): at most ``max_inflight`` requests per
+        model in flight (503), and the inference timeout (504)."""
+        limits = current_limits()
+        if limits is not None and limits.gate is not None:
+            return await limits.gate.run(name, self._infer(name, request, version))
+        return await self._infer(name, request, version)
+
+    async def _infer(self, name: str, request: InferenceRequest, version: str | None) -> InferenceResponse:
         model = self.get(name, version)
         if name not in self._ready:
             raise ModelNotReady(f"model '{name}' is not ready yet")

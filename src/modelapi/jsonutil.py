@@ -12,6 +12,8 @@ import numpy as np
 import orjson
 
 from .errors import MalformedRequest
+from .security import json_limits
+from .security.limits import current_limits
 
 _OPTS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 
@@ -31,9 +33,15 @@ def dumps(obj: Any) -> bytes:
 
 
 def loads(body: bytes | str) -> Any:
-    """Parse a request body; any failure (bad UTF-8, bad syntax, nesting over 1024) is a client error."""
+    """Parse a request body; any failure (bad UTF-8, bad syntax, nesting over 1024) is a client error.
+
+    Within an HTTP request, the body's nesting depth and element count are checked first (``json_limits``)."""
     if not body:
         raise MalformedRequest("the request body is empty; send a JSON document")
+    limits = current_limits()
+    if limits is not None:
+        raw = body.encode() if isinstance(body, str) else body
+        json_limits.check(raw, max_depth=limits.max_json_depth, max_elements=limits.max_json_elements)
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:

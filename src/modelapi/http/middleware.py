@@ -1,29 +1,58 @@
-"""Per-request context as one pure ASGI middleware: request id, standard headers, body-size limit.
+"""Per-request context as one pure ASGI middleware: request id, standard headers, body limits, request limits.
 
-The body limit is counted while the body streams in, so a client that lies in ``Content-Length`` gains
-nothing. Unexpected exceptions are turned into a JSON 500 here, so even those carry the request id.
+- Every response gets ``X-Request-ID``, ``Cache-Control: no-store``, ``X-Content-Type-Options: nosniff`` and a
+  Content-Security-Policy that lets a browser do nothing with it (``default-src 'none'; frame-ancestors
+  'none'``) unless the route set its own (the docs page does); over TLS, ``Strict-Transport-Security`` too.
+- The body-size limit is counted while the body streams in, so a client that lies in ``Content-Length`` gains
+  nothing (413). The whole body must arrive within ``body_timeout_s`` of the request's headers, so a client
+  that trickles or stalls cannot hold the request open (408; uvicorn itself has no body-read timeout).
+- The request's ``RequestLimits`` (``security/limits.py``) are set for its duration.
+
+Errors raised outside the routes (a ``ModelAPIError`` from an inner middleware, or a crash) are rendered here,
+so even those carry the request id.
 """
 
 from __future__ import annotations
 
 import re
+import time
 import uuid
 
+import anyio
 from starlette.datastructures import MutableHeaders
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..errors import PayloadTooLarge
-from .errors import error_response, handle_unexpected
+from ..errors import ModelAPIError, PayloadTooLarge, RequestTimeout
+from ..security.limits import ModelGate, RequestLimits, limits_applied
+from ..settings import Settings
+from .errors import error_response, handle_modelapi_error, handle_unexpected
 
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
-_STANDARD_HEADERS = [(b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff")]
+CSP = "default-src 'none'; frame-ancestors 'none'"
+HSTS = "max-age=31536000"
+_STANDARD_HEADERS = [
+    ("cache-control", "no-store"),
+    ("x-content-type-options", "nosniff"),
+    ("content-security-policy", CSP),
+]
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        body_timeout_s: float = 60.0,
+        limits: RequestLimits | None = None,
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.body_timeout_s = body_timeout_s
+        self.limits = limits or RequestLimits()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -32,6 +61,7 @@ class RequestContextMiddleware:
         rid = _request_id(scope)
         scope.setdefault("state", {})["request_id"] = rid
         started = False
+        tls = scope.get("scheme") == "https"
 
         async def send_with_headers(message: Message) -> None:
             nonlocal started
@@ -40,8 +70,10 @@ class RequestContextMiddleware:
                 headers = MutableHeaders(scope=message)
                 headers.append("x-request-id", rid)
                 for key, value in _STANDARD_HEADERS:
-                    if key.decode() not in headers:
-                        headers.append(key.decode(), value.decode())
+                    if key not in headers:
+                        headers.append(key, value)
+                if tls and "strict-transport-security" not in headers:
+                    headers.append("strict-transport-security", HSTS)
             await send(message)
 
         limit = self.max_body_bytes
@@ -54,27 +86,46 @@ class RequestContextMiddleware:
             return
 
         received = 0
+        body_done = False
+        deadline = time.monotonic() + self.body_timeout_s
 
         async def receive_limited() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_done
+            if body_done:  # after the body: waiting for a disconnect is no read
+                return await receive()
+            try:
+                with anyio.fail_after(max(0.0, deadline - time.monotonic())):
+                    message = await receive()
+            except TimeoutError:
+                raise RequestTimeout(
+                    f"the request body did not arrive within {self.body_timeout_s:g} s (body_timeout_s)",
+                    headers={"connection": "close"},
+                ) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
                     raise PayloadTooLarge(_too_large(limit), headers={"connection": "close"})
+                body_done = not message.get("more_body", False)
+            else:
+                body_done = True
             return message
 
         try:
-            await self.app(scope, receive_limited, send_with_headers)
+            with limits_applied(self.limits):
+                await self.app(scope, receive_limited, send_with_headers)
         except Exception as exc:
             if started:
                 raise
-            response = await handle_unexpected(Request(scope), exc)
+            request = Request(scope)
+            if isinstance(exc, ModelAPIError):
+                response = await handle_modelapi_error(request, exc)
+            else:
+                response = await handle_unexpected(request, exc)
             await response(scope, receive, send_with_headers)
 
 
 def _too_large(limit: int) -> str:
-    return f"the request body is larger than the limit of {limit} bytes"
+    return f"the request body is larger than the limit of {limit} bytes (max_body_bytes)"
 
 
 def _request_id(scope: Scope) -> str:
@@ -95,3 +146,44 @@ def _content_length(scope: Scope) -> int | None:
             except ValueError:
                 return None
     return None
+
+
+def request_context(settings: Settings) -> Middleware:
+    """The outermost middleware, configured from ``settings``."""
+    limits = RequestLimits(
+        max_json_depth=settings.max_json_depth,
+        max_json_elements=settings.max_json_elements,
+        gate=ModelGate(settings.max_inflight, settings.inference_timeout_s),
+    )
+    return Middleware(
+        RequestContextMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        body_timeout_s=settings.body_timeout_s,
+        limits=limits,
+    )
+
+
+def cors(settings: Settings) -> list[Middleware]:
+    """CORS for the operator's allow-list of origins; none (browsers' same-origin policy) by default.
+
+    It belongs outside authentication: a browser's preflight ``OPTIONS`` carries no API key.
+    """
+    if not settings.cors_origins:
+        return []
+    return [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=[
+                "authorization",
+                "x-api-key",
+                "content-type",
+                "inference-header-content-length",
+                "x-request-id",
+                "idempotency-key",
+            ],
+            expose_headers=["x-request-id", "retry-after", "inference-header-content-length", "location"],
+            max_age=600,
+        )
+    ]

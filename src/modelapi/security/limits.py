@@ -1,0 +1,179 @@
+"""Limits on what one request, one API key and one model may take from a worker.
+
+- ``RequestLimits``: the limits of the HTTP request in progress, which ``RequestContextMiddleware`` puts in a
+  context variable for the request's duration. ``jsonutil.loads`` reads it to bound a JSON body's nesting and
+  element count; ``DataPlane.infer`` reads it to admit the request into its model (``ModelGate``: at most
+  ``max_inflight`` requests per model, running or queued, else 503 with ``Retry-After``) and to bound its
+  inference time (504). Work that does not come over HTTP (batch jobs, ``modelapi predict`` in process) sets
+  no limits and is bounded by its own chunking instead.
+- ``RateLimitMiddleware``: a token bucket per API key (429 with ``Retry-After``), inside the authentication
+  middleware, which names the key. Without authentication there is no key to limit, and no rate limit.
+
+Every limit is per worker process: with ``--workers N`` a key may send N times ``rate_limit``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from starlette.middleware import Middleware
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ..errors import InferenceTimeout, Overloaded, TooManyRequests
+from .principal import SCOPE_KEY, Principal
+
+T = TypeVar("T")
+
+#: ``Retry-After`` (seconds) when a model is over its in-flight limit: queues drain in well under a second
+OVERLOADED_RETRY_AFTER_S = 1
+
+
+class ModelGate:
+    """Per-model count of admitted requests (running or queued) with a cap, and the inference timeout."""
+
+    def __init__(self, max_inflight: int, timeout_s: float) -> None:
+        self.max_inflight = max_inflight
+        self.timeout_s = timeout_s
+        self.inflight: dict[str, int] = {}
+
+    @contextlib.contextmanager
+    def admit(self, model: str) -> Iterator[None]:
+        count = self.inflight.get(model, 0)
+        if count >= self.max_inflight:
+            raise Overloaded(
+                f"model '{model}' already has {count} requests in flight, the limit (max_inflight); retry shortly",
+                headers={"retry-after": str(OVERLOADED_RETRY_AFTER_S)},
+            )
+        self.inflight[model] = count + 1
+        try:
+            yield
+        finally:
+            left = self.inflight[model] - 1
+            if left:
+                self.inflight[model] = left
+            else:
+                del self.inflight[model]  # a name nobody serves leaves nothing behind
+
+    async def run(self, model: str, work: Awaitable[T]) -> T:
+        """``work`` (one request's inference) admitted into ``model`` and bounded by the timeout.
+
+        On timeout the request is cancelled: still queued, it never runs; already running on the model's
+        thread, that batch finishes, and its answer for this request is dropped.
+        """
+        with self.admit(model):
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    return await work
+            except TimeoutError:
+                raise InferenceTimeout(
+                    f"model '{model}' took longer than the inference timeout of {self.timeout_s:g} s "
+                    "(inference_timeout_s)"
+                ) from None
+
+
+@dataclass
+class RequestLimits:
+    """What ``jsonutil`` and ``DataPlane`` enforce for the HTTP request in progress."""
+
+    max_json_depth: int = 32
+    max_json_elements: int = 2_000_000
+    gate: ModelGate | None = field(default=None)
+
+
+_CURRENT: ContextVar[RequestLimits | None] = ContextVar("modelapi_request_limits", default=None)
+
+
+def current_limits() -> RequestLimits | None:
+    """The limits of the HTTP request in progress; ``None`` outside one."""
+    return _CURRENT.get()
+
+
+@contextlib.contextmanager
+def limits_applied(limits: RequestLimits) -> Iterator[None]:
+    token = _CURRENT.set(limits)
+    try:
+        yield
+    finally:
+        _CURRENT.reset(token)
+
+
+class TokenBucket:
+    """``rate`` tokens a second, at most ``burst`` saved up. ``take`` answers 0, or seconds until one is due."""
+
+    __slots__ = ("burst", "rate", "stamp", "tokens")
+
+    def __init__(self, rate: float, burst: int, now: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.tokens = float(burst)
+        self.stamp = now
+
+    def take(self, now: float) -> float:
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / self.rate
+
+
+class RateLimiter:
+    """One token bucket per API key. Buckets of keys idle long enough to be full again are dropped."""
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float] | None = None) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.clock = clock or time.monotonic
+        self.buckets: dict[str, TokenBucket] = {}
+        self._swept = self.clock()
+
+    def wait_s(self, key: str) -> float:
+        """0 when ``key`` may go ahead (and uses up one request), else the seconds until it may."""
+        now = self.clock()
+        bucket = self.buckets.get(key)
+        if bucket is None:
+            bucket = self.buckets[key] = TokenBucket(self.rate, self.burst, now)
+        wait = bucket.take(now)
+        refill_s = self.burst / self.rate
+        if now - self._swept > max(refill_s, 60.0):
+            self._swept = now
+            self.buckets = {k: b for k, b in self.buckets.items() if now - b.stamp < refill_s}
+        return wait
+
+
+class RateLimitMiddleware:
+    """429 with ``Retry-After`` for an API key over ``rate`` requests a second (bursts up to ``burst``).
+
+    It must sit inside the authentication middleware, which puts the key's principal in the scope, and inside
+    ``RequestContextMiddleware``, which renders the ``TooManyRequests`` it raises.
+    """
+
+    def __init__(self, app: ASGIApp, *, rate: float, burst: int) -> None:
+        self.app = app
+        self.limiter = RateLimiter(rate, burst) if rate > 0 else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        principal = scope.get(SCOPE_KEY)
+        if self.limiter is None or not isinstance(principal, Principal):
+            await self.app(scope, receive, send)
+            return
+        wait = self.limiter.wait_s(principal.key_id)
+        if wait > 0:
+            raise TooManyRequests(
+                f"API key '{principal.name}' is over its rate limit of {self.limiter.rate:g} requests per second "
+                f"(bursts of {self.limiter.burst}; rate_limit); retry after the Retry-After seconds",
+                headers={"retry-after": str(max(1, math.ceil(wait)))},
+            )
+        await self.app(scope, receive, send)
+
+
+def rate_limit(rate: float, burst: int) -> Middleware:
+    """``RateLimitMiddleware`` for ``create_app``'s middleware list (after the authentication middleware)."""
+    return Middleware(RateLimitMiddleware, rate=rate, burst=burst)

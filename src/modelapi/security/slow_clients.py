@@ -1,0 +1,92 @@
+"""Header-read timeout and header-size limit for uvicorn's HTTP protocol (httptools).
+
+uvicorn bounds the idle time between keep-alive requests (``timeout_keep_alive``) but not the time a client
+takes to send a request's head, nor the head's size: a client that connects and sends nothing, or trickles a
+header a byte at a time (slowloris), holds its connection forever, and one that sends endless headers grows
+the server's memory. This protocol answers such a client ``408 Request Timeout`` after ``header_timeout_s``
+and ``431 Request Header Fields Too Large`` after ``max_header_bytes``, and closes the connection. The body
+has its own deadline, enforced by ``http/middleware.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    header_timeout_s: float = 10.0
+    max_header_bytes: int = 65536
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._head_bytes = 0
+        self._in_head = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._start_head()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._end_head()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._in_head:
+            self._head_bytes += len(data)
+            if self._head_bytes > self.max_header_bytes:
+                self._refuse(
+                    431, "Request Header Fields Too Large", f"the request head is over {self.max_header_bytes} bytes"
+                )
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if not self._in_head:
+            self._start_head()
+
+    def on_headers_complete(self) -> None:
+        self._end_head()
+        super().on_headers_complete()
+
+    # the head's timer ------------------------------------------------------------------------------------------
+    def _start_head(self) -> None:
+        self._in_head = True
+        self._head_bytes = 0
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_later(self.header_timeout_s, self._head_timed_out)
+
+    def _end_head(self) -> None:
+        self._in_head = False
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self._in_head:
+            self._refuse(408, "Request Timeout", f"the request head did not arrive within {self.header_timeout_s:g} s")
+
+    def _refuse(self, status: int, reason: str, detail: str) -> None:
+        self._end_head()
+        if self.transport.is_closing():
+            return
+        body = f"{detail} ({'header_timeout_s' if status == 408 else 'max_header_bytes'})\n".encode()
+        head = (
+            f"HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain; charset=utf-8\r\n"
+            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+        ).encode()
+        self.transport.write(head + body)
+        self.transport.close()
+
+
+def protocol_class(header_timeout_s: float, max_header_bytes: int) -> type[GuardedHttpToolsProtocol]:
+    """The protocol class to hand to ``uvicorn.Config(http=...)``."""
+    return type(
+        "GuardedHttpToolsProtocol",
+        (GuardedHttpToolsProtocol,),
+        {"header_timeout_s": header_timeout_s, "max_header_bytes": max_header_bytes},
+    )
