@@ -12,12 +12,12 @@ import pytest
 from keyhelpers import create_key
 from pydantic import ValidationError
 from starlette.testclient import TestClient
-from toymodels import Echo, IrisClassifier, Regressor
 
 from modelapi.http.app import create_app
 from modelapi.security.auth import Auth
 from modelapi.security.keys import KeyStore
 from modelapi.settings import Settings
+from toymodels import Echo, IrisClassifier, Regressor
 
 IRIS_ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 CHALLENGE = 'Bearer realm="modelapi"'
@@ -72,7 +72,12 @@ def test_health_probes_stay_open(app_client: Any) -> None:
 def test_a_key_in_either_header_works(state: Path, app_client: Any) -> None:
     key = create_key(state)
     client = app_client()
-    for headers in (bearer(key), {"X-API-Key": key}, {"authorization": f"bearer {key}"}, {**bearer(key), "X-API-Key": key}):
+    for headers in (
+        bearer(key),
+        {"X-API-Key": key},
+        {"authorization": f"bearer {key}"},
+        {**bearer(key), "X-API-Key": key},
+    ):
         r = client.post("/models/iris/predict", json=IRIS_ROW, headers=headers)
         assert r.status_code == 200, (headers, r.text)
     assert client.get("/v2/models/iris", headers=bearer(key)).status_code == 200

@@ -13,7 +13,7 @@ import pytest
 from modelapi.security.keys import KEY_PATTERN, InvalidKey, KeyStore, hash_key, parse_expiry, sqlite_path
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "jobs"))
-from services import postgres_schema  # noqa: E402
+from services import postgres_schema
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -54,14 +54,17 @@ def add_keys_command(sub: Any) -> None:
     store_flags(revoke)
 
 
-def run_keys(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+def run_keys(args: argparse.Namespace, out: TextIO | None = None) -> int:
     from ..settings import Settings
+
+    out = out or sys.stdout
 
     settings = Settings(**{k: v for k, v in vars(args).items() if k in ("state_dir", "database_url")})
     try:
         return _run(args, KeyStore.open(settings.state_dir, settings.database_url), out)
     except SQLAlchemyError as exc:  # e.g. PostgreSQL unreachable: say so in one line (without the URL's password)
-        raise OSError(f"the key store cannot be used: {getattr(exc, 'orig', None) or exc}") from None
+        reason = " ".join(str(getattr(exc, "orig", None) or exc).split())
+        raise OSError(f"the key store cannot be used: {reason}") from None
 
 
 def _run(args: argparse.Namespace, store: KeyStore, out: TextIO) -> int:
