@@ -77,10 +77,11 @@ def test_regression_objective(tmp_path: Path, data: tuple[pd.DataFrame, np.ndarr
     np.testing.assert_array_equal(outputs["prediction"], reg.predict(rows))
 
 
-def test_text_file_that_is_not_a_model(tmp_path: Path) -> None:
+def test_text_file_that_is_not_a_model(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "notes.txt").write_text("hello\n")
-    with pytest.raises(ModelLoadError, match="LightGBM"):
+    with pytest.raises(ModelLoadError, match="not a LightGBM text model"):
         load_model(tmp_path / "notes.txt")
+    assert capfd.readouterr().err == ""  # LightGBM's own "[Fatal]" line never reaches the terminal
     with pytest.raises(ModelLoadError, match="no model file"):
         load_model(tmp_path)  # a stray .txt in a directory is not taken for a model
 

@@ -72,6 +72,17 @@ class LightGBMModel(Model):
 
 
 def load_lightgbm(path: Path) -> LightGBMModel:
+    # check the header first: LightGBM writes its own "[Fatal]" line to stderr before raising on a foreign file
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(5)
+    except OSError as exc:
+        raise ModelLoadError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    if head not in (b"tree\n", b"tree\r"):
+        raise ModelLoadError(
+            f"{path} is not a LightGBM text model (it does not start with the 'tree' header); "
+            "a .txt/.lgb file is served as a LightGBM model saved with Booster.save_model"
+        )
     try:
         import lightgbm
     except ImportError:
