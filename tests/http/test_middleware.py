@@ -1,0 +1,221 @@
+"""The request-context middleware: request id, standard headers (CSP, HSTS on TLS), CORS, body size counted
+while streaming (the liar's Content-Length), the body-read timeout (408), errors raised outside the routes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.testclient import TestClient
+from starlette.types import Message, Receive, Scope, Send
+
+from modelapi.errors import TooManyRequests
+from modelapi.http import docs
+from modelapi.http.app import create_app
+from modelapi.http.middleware import CSP, RequestContextMiddleware
+from modelapi.settings import Settings
+from toymodels import IrisClassifier
+
+ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
+
+
+@pytest.fixture
+def app_client() -> Iterator[TestClient]:
+    with TestClient(create_app([IrisClassifier()], Settings()), raise_server_exceptions=False) as c:
+        yield c
+
+
+# headers --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("GET", "/models/iris", 200),
+        ("POST", "/predict", 200),
+        ("POST", "/v2/models/iris/infer", 400),
+        ("GET", "/openapi.json", 200),
+        ("GET", "/nowhere", 404),
+    ],
+)
+def test_standard_headers(app_client: TestClient, method: str, path: str, status: int) -> None:
+    r = app_client.request(method, path, json=ROW if method == "POST" else None)
+    assert r.status_code == status
+    assert r.headers["cache-control"] == "no-store"
+    assert r.headers["x-content-type-options"] == "nosniff"
+    assert r.headers["content-security-policy"] == "default-src 'none'; frame-ancestors 'none'"
+    assert len(r.headers["x-request-id"]) >= 16
+    assert "strict-transport-security" not in r.headers  # plain HTTP: HSTS would be ignored, and wrong
+    assert "access-control-allow-origin" not in r.headers
+
+
+def test_docs_page_keeps_its_own_csp(app_client: TestClient) -> None:
+    r = app_client.get("/docs")
+    assert r.status_code == 200
+    assert r.headers.get_list("content-security-policy") == [docs.CSP]
+    policy = dict(part.strip().split(" ", 1) for part in docs.CSP.split(";"))
+    assert policy["default-src"] == "'none'"
+    assert policy["frame-ancestors"] == "'none'"
+    assert policy["script-src"] == "'self'"  # no inline script, no CDN, no eval
+    assert all("unsafe" not in v and "http" not in v and "*" not in v for v in policy.values())
+
+
+def test_hsts_on_tls() -> None:
+    app = create_app([IrisClassifier()], Settings())
+    with TestClient(app, base_url="https://testserver") as client:
+        r = client.get("/models/iris")
+    assert r.headers["strict-transport-security"] == "max-age=31536000"
+    assert r.headers["content-security-policy"] == CSP
+
+
+# CORS -----------------------------------------------------------------------------------------------------
+def preflight(client: TestClient, origin: str) -> Any:
+    return client.options(
+        "/predict",
+        headers={
+            "origin": origin,
+            "access-control-request-method": "POST",
+            "access-control-request-headers": "content-type, authorization",
+        },
+    )
+
+
+def test_cors_off_by_default(app_client: TestClient) -> None:
+    r = preflight(app_client, "https://app.example.com")
+    assert "access-control-allow-origin" not in r.headers
+    r = app_client.post("/predict", json=ROW, headers={"origin": "https://app.example.com"})
+    assert r.status_code == 200 and "access-control-allow-origin" not in r.headers
+
+
+def test_cors_allow_list(tmp_path: Any) -> None:
+    settings = Settings(cors_origins=["https://app.example.com"], auth="on", state_dir=tmp_path)
+    with TestClient(create_app([IrisClassifier()], settings), raise_server_exceptions=False) as client:
+        r = preflight(client, "https://app.example.com")  # preflights carry no key: answered before auth
+        assert r.status_code == 200, r.text
+        assert r.headers["access-control-allow-origin"] == "https://app.example.com"
+        assert "authorization" in r.headers["access-control-allow-headers"].lower()
+        assert preflight(client, "https://evil.example.net").status_code == 400
+        r = client.get("/models/iris", headers={"origin": "https://app.example.com"})
+        assert r.status_code == 401  # CORS lets the browser read the answer; it does not authenticate
+        assert r.headers["access-control-allow-origin"] == "https://app.example.com"
+        r = client.get("/models/iris", headers={"origin": "https://evil.example.net"})
+        assert "access-control-allow-origin" not in r.headers
+
+
+@pytest.mark.parametrize("origin", ["app.example.com", "https://app.example.com/path", "ftp://x"])
+def test_cors_origins_must_be_origins(origin: str) -> None:
+    with pytest.raises(ValueError, match="is not an origin"):
+        Settings(cors_origins=[origin])
+
+
+# the body, at the ASGI level ---------------------------------------------------------------------------------
+async def echo_length(scope: Scope, receive: Receive, send: Send) -> None:
+    body = await Request(scope, receive).body()
+    await JSONResponse({"length": len(body)})(scope, receive, send)
+
+
+def call(
+    messages: list[Message], headers: list[tuple[bytes, bytes]], *, stall: bool = False, **options: Any
+) -> tuple[int, dict[str, str], bytes, float]:
+    """Run the middleware around ``echo_length`` with a client that sends ``messages`` (then stalls)."""
+    app = RequestContextMiddleware(echo_length, **{"max_body_bytes": 100, **options})
+    scope: dict[str, Any] = {
+        "type": "http", "method": "POST", "path": "/x", "raw_path": b"/x", "query_string": b"",
+        "headers": headers, "scheme": "http", "server": ("test", 80), "client": ("test", 1), "root_path": "",
+    }  # fmt: skip
+    sent: list[Message] = []
+    queue = list(messages)
+
+    async def receive() -> Message:
+        if queue:
+            return queue.pop(0)
+        if stall:
+            await asyncio.sleep(3600)
+        return {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    started = time.monotonic()
+    asyncio.run(app(scope, receive, send))
+    took = time.monotonic() - started
+    start = sent[0]
+    head = {k.decode(): v.decode() for k, v in start["headers"]}
+    return start["status"], head, b"".join(m.get("body", b"") for m in sent[1:]), took
+
+
+def chunks(n: int, size: int = 10) -> list[Message]:
+    return [{"type": "http.request", "body": b"x" * size, "more_body": i < n - 1} for i in range(n)]
+
+
+def test_body_within_limits() -> None:
+    status, _, body, _ = call(chunks(10), [(b"content-length", b"100")])
+    assert status == 200 and body == b'{"length":100}'
+
+
+def test_declared_length_over_the_limit() -> None:
+    status, head, body, _ = call(chunks(1), [(b"content-length", b"101")])
+    assert status == 413 and head["connection"] == "close"
+    assert b"larger than the limit of 100 bytes (max_body_bytes)" in body
+
+
+@pytest.mark.parametrize("declared", [b"10", None])
+def test_liars_content_length(declared: bytes | None) -> None:
+    """Declared small (or not at all: chunked), sends more: counted as it streams, 413 all the same."""
+    headers = [(b"content-length", declared)] if declared else [(b"transfer-encoding", b"chunked")]
+    status, head, body, _ = call(chunks(20), headers)
+    assert status == 413, body
+    assert head["connection"] == "close"
+    assert b"max_body_bytes" in body
+
+
+def test_stalled_body_times_out() -> None:
+    started = [{"type": "http.request", "body": b"x" * 10, "more_body": True}] * 3
+    status, head, body, took = call(started, [(b"content-length", b"100")], stall=True, body_timeout_s=0.3)
+    assert status == 408, body
+    assert head["connection"] == "close"
+    assert b"did not arrive within 0.3 s (body_timeout_s)" in body
+    assert 0.3 <= took < 2
+
+
+def test_trickled_body_times_out_as_a_whole() -> None:
+    """A byte now and then keeps no timer alive: the whole body has ``body_timeout_s``."""
+
+    async def trickle(scope: Scope, receive: Receive, send: Send) -> None:
+        await echo_length(scope, receive, send)
+
+    messages = [{"type": "http.request", "body": b"x", "more_body": True}] * 50
+    app = RequestContextMiddleware(trickle, max_body_bytes=100, body_timeout_s=0.3)
+    sent: list[Message] = []
+    queue = list(messages)
+
+    async def receive() -> Message:
+        await asyncio.sleep(0.05)
+        return queue.pop(0)
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope: dict[str, Any] = {
+        "type": "http", "method": "POST", "path": "/x", "raw_path": b"/x", "query_string": b"",
+        "headers": [(b"content-length", b"50")], "scheme": "http", "server": ("t", 80), "client": ("t", 1),
+        "root_path": "",
+    }  # fmt: skip
+    asyncio.run(app(scope, receive, send))
+    assert sent[0]["status"] == 408
+    assert len(queue) > 30  # stopped after about 0.3 s, not after all 50 bytes
+
+
+def test_errors_raised_outside_the_routes_are_rendered() -> None:
+    async def limited(scope: Scope, receive: Receive, send: Send) -> None:
+        raise TooManyRequests("slow down", headers={"retry-after": "3"})
+
+    app = RequestContextMiddleware(limited, max_body_bytes=100)
+    r = TestClient(app).get("/anything")  # no lifespan: this app only knows HTTP
+    assert r.status_code == 429
+    assert r.headers["retry-after"] == "3"
+    assert r.json()["detail"] == "slow down"
+    assert r.json()["request_id"] == r.headers["x-request-id"]
