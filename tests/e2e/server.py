@@ -6,6 +6,7 @@ import contextlib
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -45,9 +46,16 @@ class RunningServer:
 
 @contextlib.contextmanager
 def serve(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 30.0, tmp_dir: Path | None = None
+    *args: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 30.0,
+    tmp_dir: Path | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> Iterator[RunningServer]:
-    """Run ``python -m modelapi serve ARGS --port P`` until it is ready; stop it with SIGTERM afterwards."""
+    """Run ``python -m modelapi serve ARGS --port P`` until it is ready; stop it with SIGTERM afterwards.
+
+    ``tls``: the server serves HTTPS (ARGS carry ``--tls-cert``...); readiness is polled with this client context.
+    """
     port = free_port()
     full_env = {
         **os.environ,
@@ -64,14 +72,14 @@ def serve(
             env=full_env,
             text=True,
         )
-    server = RunningServer(f"http://127.0.0.1:{port}", proc, log_path)
+    server = RunningServer(f"{'https' if tls else 'http'}://127.0.0.1:{port}", proc, log_path)
     try:
         deadline = time.monotonic() + timeout
         while True:
             if proc.poll() is not None:
                 raise RuntimeError(f"server exited with {proc.returncode}:\n{server.log()}")
             try:
-                if httpx.get(server.url + "/v2/health/ready", timeout=1.0).status_code == 200:
+                if httpx.get(server.url + "/v2/health/ready", timeout=1.0, verify=tls or True).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
