@@ -1,0 +1,125 @@
+"""Slow, stalled and lying clients against the real server, over raw sockets: none of them holds a request open
+past its timeout, and while they wait, others are served at once."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+from collections.abc import Iterator
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from .server import RunningServer, serve
+
+ROW = b'{"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}'
+HEAD = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    args = ("--header-timeout", "1", "--body-timeout", "1", "--max-header-bytes", "4096", "--max-body-bytes", "1000")
+    with serve(*args, tmp_dir=tmp_path_factory.mktemp("slow"), timeout=120) as running:
+        yield running
+
+
+def connect(server: RunningServer) -> socket.socket:
+    url = urlsplit(server.url)
+    sock = socket.create_connection((url.hostname, url.port), timeout=10)
+    return sock
+
+
+def read_all(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    data = b""
+    with contextlib.suppress(ConnectionResetError):  # a close with unread input resets
+        while chunk := sock.recv(65536):
+            data += chunk
+    return data
+
+
+def status(answer: bytes) -> int:
+    return int(answer.split(b" ", 2)[1])
+
+
+def test_silent_client_is_dropped(server: RunningServer) -> None:
+    with connect(server) as sock:
+        started = time.monotonic()
+        answer = read_all(sock)
+    assert status(answer) == 408 and b"header_timeout_s" in answer
+    assert 0.9 < time.monotonic() - started < 5
+
+
+def test_trickled_headers_get_no_more_time(server: RunningServer) -> None:
+    """slowloris: a header byte every 0.2 s never completes the head; the deadline is for the whole head."""
+    with connect(server) as sock:
+        started = time.monotonic()
+        sock.sendall(HEAD)
+        with pytest.raises(OSError):  # the server closes the connection under the trickle
+            for _ in range(50):
+                sock.sendall(b"X")
+                time.sleep(0.2)
+        took = time.monotonic() - started
+    assert took < 5
+
+
+def test_stalled_body_gets_408(server: RunningServer) -> None:
+    with connect(server) as sock:
+        started = time.monotonic()
+        sock.sendall(HEAD + b"Content-Length: 100\r\n\r\n" + ROW[:10])
+        answer = read_all(sock)
+    assert status(answer) == 408, answer
+    assert b"body_timeout_s" in answer and b"connection: close" in answer.lower()
+    assert 0.9 < time.monotonic() - started < 5
+
+
+def test_chunked_body_over_the_limit_gets_413(server: RunningServer) -> None:
+    """No Content-Length to check up front: the body is counted as it arrives."""
+    with connect(server) as sock:
+        sock.sendall(HEAD + b"Transfer-Encoding: chunked\r\n\r\n")
+        try:
+            for _ in range(10):
+                sock.sendall(b"1f4\r\n" + b" " * 500 + b"\r\n")  # 500-byte chunks, 5000 bytes in all
+            sock.sendall(b"0\r\n\r\n")
+        except OSError:
+            pass  # the server may close before all is sent
+        answer = read_all(sock)
+    assert status(answer) == 413, answer
+    assert b"max_body_bytes" in answer
+
+
+def test_content_length_bounds_the_body(server: RunningServer) -> None:
+    """Declared small, sent more: the body is what was declared; the rest is not read as body."""
+    with connect(server) as sock:
+        sock.sendall(HEAD + b"Content-Length: 10\r\n\r\n" + b"[" * 5000)
+        answer = read_all(sock)
+    assert status(answer) == 400  # ten bytes of '[' are no JSON document; nothing past them was parsed as one
+
+
+def test_oversized_head_gets_431(server: RunningServer) -> None:
+    with connect(server) as sock:
+        with contextlib.suppress(OSError):  # the server may close before all is sent
+            sock.sendall(HEAD + b"X-Big: " + b"a" * 8000)
+        answer = read_all(sock)
+    assert status(answer) == 431 and b"max_header_bytes" in answer
+
+
+def test_stalled_clients_do_not_hold_the_server(server: RunningServer) -> None:
+    stalled = [connect(server) for _ in range(30)]
+    try:
+        for i, sock in enumerate(stalled):
+            sock.sendall(HEAD + (b"Content-Length: 100\r\n\r\n{" if i % 2 else b"X-Slow: 1"))
+        started = time.monotonic()
+        with httpx.Client(base_url=server.url) as client:
+            for _ in range(5):
+                r = client.post("/predict", content=ROW, headers={"content-type": "application/json"})
+                assert r.status_code == 200, r.text
+        assert time.monotonic() - started < 1.0 * 5
+        answers = [read_all(sock) for sock in stalled]  # each is answered and dropped within its timeout
+        assert {status(a) for a in answers} == {408}
+    finally:
+        for sock in stalled:
+            sock.close()
+    assert httpx.get(server.url + "/v2/health/ready").status_code == 200
