@@ -48,7 +48,7 @@ class RunningServer:
 def serve(
     *args: str,
     env: dict[str, str] | None = None,
-    timeout: float = 30.0,
+    timeout: float = 120.0,
     tmp_dir: Path | None = None,
     tls: ssl.SSLContext | None = None,
 ) -> Iterator[RunningServer]:
