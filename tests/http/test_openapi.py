@@ -151,7 +151,7 @@ def test_query_parameters_for_get(doc: Doc) -> None:
 
 def test_status_codes_and_error_schemas(doc: Doc) -> None:
     post = doc["paths"]["/models/iris/predict"]["post"]["responses"]
-    assert set(post) == {"200", "400", "413", "415", "500", "503"}
+    assert set(post) == {"200", "400", "408", "413", "415", "429", "500", "503", "504"}
     assert post["400"]["content"]["application/problem+json"]["schema"] == {"$ref": "#/components/schemas/Problem"}
     assert set(doc["paths"]["/v1/models/iris:predict"]["post"]["responses"]) >= {"400", "413", "415", "500"}
     infer = doc["paths"]["/v2/models/iris/infer"]["post"]

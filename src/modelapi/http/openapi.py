@@ -36,10 +36,13 @@ _PARAM = re.compile(r"\{([^}:]+)(?::[^}]*)?\}")
 _STATUS_TEXT = {
     400: "the request does not match the model's signature, or is not valid JSON",
     404: "no such model or route",
-    413: "the body is over the byte limit, or has too many rows",
+    408: "the body did not arrive within the body-read timeout (docs/security.md#limits)",
+    413: "the body is over the byte limit, or has too many rows or JSON elements",
     415: "the content type is not JSON",
     500: "the model failed; the body carries only a request id",
-    503: "the model is not ready yet",
+    429: "the API key is over its request rate; retry after Retry-After seconds",
+    503: "the model is not ready yet, or has too many requests in flight (see Retry-After)",
+    504: "the inference took longer than the inference timeout",
 }
 
 
@@ -184,7 +187,7 @@ def _predict(b: Builder, model: Model | None) -> dict[str, Op]:
             "schema": {"oneOf": [s.ref(f"{key}.Record"), many]},
             "examples": {"one record": {"value": rec}, "several records": {"value": [rec, rec]}},
         }}},
-        "responses": {**ok(answers, "the prediction"), **errors(400, 413, 415, 500, 503)},
+        "responses": {**ok(answers, "the prediction"), **errors(400, 408, 413, 415, 429, 500, 503, 504)},
     }
     if any(spec.row_shape for spec in sig.inputs):
         get: Op = {"summary": "Not available for this model",
@@ -195,7 +198,7 @@ def _predict(b: Builder, model: Model | None) -> dict[str, Op]:
             "summary": f"Predict one row with '{model.name}' from the query string",
             "parameters": [{"name": spec.name, "in": "query", "required": True, "schema": s.row(spec),
                             "example": spec.example_value()} for spec in sig.inputs],
-            "responses": {**ok(s.ref(f"{key}.Answer"), "the prediction"), **errors(400, 500, 503)},
+            "responses": {**ok(s.ref(f"{key}.Answer"), "the prediction"), **errors(400, 429, 500, 503, 504)},
         }
     return {"get": get, "post": post}
 
@@ -217,7 +220,7 @@ def _v1_predict(b: Builder, model: Model | None) -> dict[str, Op]:
         "summary": f"KServe V1 / TensorFlow Serving predict with '{model.name}'",
         "requestBody": {"required": True, "content": {"application/json": {
             "schema": s.ref(f"{key}.V1Request"), "examples": examples}}},
-        "responses": {**ok(s.ref(f"{key}.V1Response")), **errors(400, 413, 415, 500, 503)},
+        "responses": {**ok(s.ref(f"{key}.V1Response")), **errors(400, 408, 413, 415, 429, 500, 503, 504)},
     }}
 
 

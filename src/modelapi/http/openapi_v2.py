@@ -20,10 +20,13 @@ if TYPE_CHECKING:
 
 _V2_ERRORS = {
     400: "the request does not match the model's signature, or is not valid JSON",
-    413: "the body is over the byte limit, or has too many rows",
+    408: "the body did not arrive within the body-read timeout (docs/security.md#limits)",
+    413: "the body is over the byte limit, or has too many rows or JSON elements",
     415: "the content type is not supported",
     500: "the model failed; the body carries only a request id",
-    503: "the model is not ready yet",
+    429: "the API key is over its request rate; retry after Retry-After seconds",
+    503: "the model is not ready yet, or has too many requests in flight (see Retry-After)",
+    504: "the inference took longer than the inference timeout",
 }
 
 
@@ -94,7 +97,7 @@ def _infer(b: Builder, model: Model | None) -> dict[str, dict[str, Any]]:
         "responses": {"200": {"description": "OK", "content": {
             "application/json": {"schema": s.ref("V2InferResponse")},
             "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-        }}, **_errors(400, 413, 415, 500, 503)},
+        }}, **_errors(400, 408, 413, 415, 429, 500, 503, 504)},
     }}
 
 

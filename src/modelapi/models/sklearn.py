@@ -28,6 +28,16 @@ class SklearnModel(Model):
         self.info = {"estimator": describe_estimator(estimator), **(info or {})}
 
     def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        try:
+            return self._predict(inputs)
+        except ValueError as exc:
+            # scikit-learn's own input check, e.g. finite values whose sums overflow (found by fuzzing): the
+            # client's input, so a 400 that says why, not a 500
+            if str(exc).startswith(("Input X contains", "Input contains")):
+                raise InvalidInput(f"the model cannot take this input: {exc}") from None
+            raise
+
+    def _predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         X = self._frame(inputs)
         rows = len(X)
         out: dict[str, np.ndarray] = {}
