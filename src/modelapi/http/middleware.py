@@ -14,11 +14,10 @@ so even those carry the request id.
 
 from __future__ import annotations
 
+import asyncio
 import re
-import time
 import uuid
 
-import anyio
 from starlette.datastructures import MutableHeaders
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -87,20 +86,43 @@ class RequestContextMiddleware:
 
         received = 0
         body_done = False
-        deadline = time.monotonic() + self.body_timeout_s
+        # one timer per request for the whole body (not one per receive: that costs more than the rest of the
+        # middleware); it interrupts only a receive that is waiting, else the next receive sees the deadline
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.body_timeout_s
+        task = asyncio.current_task()
+        timer: asyncio.TimerHandle | None = None
+        waiting = expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            expired = True
+            if waiting and task is not None:
+                task.cancel()
+
+        def timed_out() -> RequestTimeout:
+            return RequestTimeout(
+                f"the request body did not arrive within {self.body_timeout_s:g} s (body_timeout_s)",
+                headers={"connection": "close"},
+            )
 
         async def receive_limited() -> Message:
-            nonlocal received, body_done
+            nonlocal received, body_done, timer, waiting
             if body_done:  # after the body: waiting for a disconnect is no read
                 return await receive()
+            if expired or loop.time() >= deadline:
+                raise timed_out()
+            if timer is None:
+                timer = loop.call_at(deadline, expire)
+            waiting = True
             try:
-                with anyio.fail_after(max(0.0, deadline - time.monotonic())):
-                    message = await receive()
-            except TimeoutError:
-                raise RequestTimeout(
-                    f"the request body did not arrive within {self.body_timeout_s:g} s (body_timeout_s)",
-                    headers={"connection": "close"},
-                ) from None
+                message = await receive()
+            except asyncio.CancelledError:
+                if expired and task is not None and task.uncancel() == 0:
+                    raise timed_out() from None
+                raise
+            finally:
+                waiting = False
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
@@ -108,6 +130,8 @@ class RequestContextMiddleware:
                 body_done = not message.get("more_body", False)
             else:
                 body_done = True
+            if body_done:
+                timer.cancel()
             return message
 
         try:
@@ -122,6 +146,9 @@ class RequestContextMiddleware:
             else:
                 response = await handle_unexpected(request, exc)
             await response(scope, receive, send_with_headers)
+        finally:
+            if timer is not None:
+                timer.cancel()
 
 
 def _too_large(limit: int) -> str:
