@@ -213,3 +213,33 @@ def test_work_outside_http_is_not_limited() -> None:
         assert answer.outputs["seconds"].tolist() == [0.0]
     finally:
         plane.unload_all()
+
+
+# every limit is a flag and an environment variable ---------------------------------------------------------
+@pytest.mark.parametrize(
+    ("flag", "value", "field", "expected"),
+    [
+        ("--max-json-depth", "16", "max_json_depth", 16),
+        ("--max-json-elements", "1000", "max_json_elements", 1000),
+        ("--rate-limit", "2.5", "rate_limit", 2.5),
+        ("--rate-burst", "7", "rate_burst", 7),
+        ("--max-inflight", "9", "max_inflight", 9),
+        ("--inference-timeout", "1.5", "inference_timeout_s", 1.5),
+        ("--header-timeout", "3", "header_timeout_s", 3.0),
+        ("--max-header-bytes", "2048", "max_header_bytes", 2048),
+        ("--body-timeout", "4", "body_timeout_s", 4.0),
+        ("--keep-alive", "2", "keep_alive_s", 2.0),
+        ("--cors-origin", "https://a.example", "cors_origins", ["https://a.example"]),
+    ],
+)
+def test_flags_and_environment(
+    flag: str, value: str, field: str, expected: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from modelapi.cli import _settings, build_parser
+
+    args = build_parser().parse_args(["serve", flag, value])
+    assert getattr(_settings(args, []), field) == expected
+    env_value = '["https://a.example"]' if field == "cors_origins" else value
+    monkeypatch.setenv(f"MODELAPI_{field.upper()}", env_value)
+    assert getattr(Settings(), field) == expected
+    assert Settings.model_fields[field].get_default(call_default_factory=True) != expected  # not the default
