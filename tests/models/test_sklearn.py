@@ -231,3 +231,16 @@ def test_unfitted_estimator_is_refused(tmp_path: Path) -> None:
 def test_estimator_without_predict_is_refused(arrays: Any) -> None:
     with pytest.raises(ModelLoadError, match="no predict method"):
         SklearnModel(StandardScaler().fit(arrays[0]))
+
+
+def test_loading_a_skops_file_does_not_import_torch() -> None:
+    """skops's import walks every sklearn package; modelapi keeps that walk from importing PyTorch."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from modelapi.demo import DEMO_MODEL_PATH; from modelapi.models.registry import load_model; "
+        "load_model(DEMO_MODEL_PATH); print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "False"

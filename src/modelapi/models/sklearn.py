@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -100,9 +102,28 @@ def describe_estimator(est: Any) -> str:
 EXTRA_TRUSTED_TYPES = frozenset({"numpy.dtype"})
 
 
+def _import_skops() -> Any:
+    """Import ``skops.io`` without dragging in PyTorch.
+
+    On import, skops lists scikit-learn's estimators by walking every sklearn package, and that walk imports
+    ``sklearn.externals.array_api_compat.torch``, hence all of PyTorch when it is installed (~230 MiB and
+    seconds of start-up in every server process). The walk skips packages that fail to import, so that one is
+    hidden for the duration of the import; sklearn can still import it later if a model uses it.
+    """
+    if "skops.io" in sys.modules or "torch" in sys.modules:
+        return importlib.import_module("skops.io")
+    hidden = "sklearn.externals.array_api_compat.torch"
+    sys.modules[hidden] = None  # type: ignore[assignment]
+    try:
+        return importlib.import_module("skops.io")
+    finally:
+        if sys.modules.get(hidden, 0) is None:
+            del sys.modules[hidden]
+
+
 def load_skops(path: Path) -> SklearnModel:
     """Load a ``.skops`` file, refusing any type that neither skops nor ``EXTRA_TRUSTED_TYPES`` trusts."""
-    import skops.io as sio
+    sio = _import_skops()
 
     try:
         found = sio.get_untrusted_types(file=path)
