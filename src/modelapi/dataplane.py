@@ -11,8 +11,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+import queue
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Executor, Future
+from typing import Any, TypeVar
 
 import numpy as np
 from starlette.concurrency import run_in_threadpool
@@ -24,6 +27,7 @@ from .models.base import Model
 from .security.limits import current_limits
 
 log = logging.getLogger("modelapi")
+_T = TypeVar("_T")
 
 
 class DataPlane:
@@ -49,7 +53,7 @@ class DataPlane:
         self.batching = batching or BatchPolicy()
         self.batch_overrides = dict(batch_overrides or {})
         self.batchers: dict[str, Batcher] = {}
-        self._threads: dict[str, ThreadPoolExecutor] = {}
+        self._threads: dict[str, ModelThread] = {}
         self._open_shaped: dict[str, list[str]] = {}  # inputs whose row shape varies between requests
         self._ready: set[str] = set()
         self.live = True
@@ -76,7 +80,7 @@ class DataPlane:
             model.load()
             policy = self.policy(model)
             if policy.enabled:
-                thread = ThreadPoolExecutor(1, thread_name_prefix=f"modelapi-{model.name}")
+                thread = ModelThread(f"modelapi-{model.name}")
                 self._threads[model.name] = thread
                 self._open_shaped[model.name] = [s.name for s in model.signature.inputs if -1 in s.row_shape]
                 self.batchers[model.name] = Batcher(functools.partial(_predict, model), policy, thread)
@@ -90,7 +94,7 @@ class DataPlane:
                 batcher.close()
             thread = self._threads.pop(name, None)
             if thread is not None:
-                thread.shutdown(wait=True)
+                thread.shutdown(wait=False)  # a predict still running past the grace period must not hold the exit
             self.models[name].unload()
 
     @property
@@ -171,3 +175,36 @@ def _predict(model: Model, inputs: Mapping[str, np.ndarray], rows: int) -> dict[
             raise InferenceError(f"model '{model.name}' returned an answer of the wrong size")
         outputs[spec.name] = arr
     return outputs
+
+
+class ModelThread(Executor):
+    """One daemon thread that runs a model's batches in order.
+
+    Unlike ``ThreadPoolExecutor``, whose threads the interpreter joins at exit, a daemon thread cannot keep the
+    process alive after the grace period when a predict call never returns.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._queue: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> Future[_T]:
+        future: Future[_T] = Future()
+        self._queue.put((future, functools.partial(fn, *args, **kwargs)))
+        return future
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            future, call = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(call())
+            except BaseException as exc:
+                future.set_exception(exc)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._queue.put(None)
+        if wait:
+            self._thread.join()
