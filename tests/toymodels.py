@@ -98,6 +98,7 @@ class Regressor(Model):
         y = 2 * a - b
         return {"prediction": np.where(a == 999, np.nan, y)}
 
+
 class Sleepy(Model):
     """Sleeps ``seconds`` (the largest in the batch), then answers them with the serving process's ``pid``.
 

@@ -205,7 +205,8 @@ def test_bytes_and_object_outputs_become_strings() -> None:
     sig = Signature((TensorSpec("x"),), (TensorSpec("text", "BYTES"),))
     out = {"text": np.array([b"caf\xc3\xa9", np.str_("b")], dtype=object)}
     assert records.encode(InferenceResponse("t", "1", out), sig, single=False)["predictions"] == [
-        {"prediction": "café"}, {"prediction": "b"}
+        {"prediction": "café"},
+        {"prediction": "b"},
     ]
 
 
@@ -217,17 +218,26 @@ def test_answer_keys_are_generic() -> None:
     sig = Signature((TensorSpec("x"),), (TensorSpec("label", "BYTES"), TensorSpec("prediction")))
     assert records.answer_keys(sig) == {"prediction": "prediction", "label": "label"}
     # a labelled output that is not called `probabilities` becomes `probabilities`
-    sig = Signature((TensorSpec("x"),), (TensorSpec("output_label", "INT64"),
-                                         TensorSpec("output_probability", shape=(-1, 2), labels=(0, 1))))
+    sig = Signature(
+        (TensorSpec("x"),),
+        (TensorSpec("output_label", "INT64"), TensorSpec("output_probability", shape=(-1, 2), labels=(0, 1))),
+    )
     assert records.answer_keys(sig) == {"output_label": "prediction", "output_probability": "probabilities"}
     out = {"output_label": np.array([1]), "output_probability": np.array([[0.25, 0.75]])}
     assert records.encode(InferenceResponse("m", "1", out), sig, single=True) == {
-        "prediction": 1, "probabilities": {"0": 0.25, "1": 0.75}
+        "prediction": 1,
+        "probabilities": {"0": 0.25, "1": 0.75},
     }
 
 
 def test_other_outputs_keep_their_names() -> None:
-    out = {k: np.asarray(v) for k, v in {"bool_out": [True], "int8_out": [np.int8(-3)],
-                                         "matrix_out": np.zeros((1, 2, 3), np.float32)}.items()}
+    out = {
+        k: np.asarray(v)
+        for k, v in {
+            "bool_out": [True],
+            "int8_out": [np.int8(-3)],
+            "matrix_out": np.zeros((1, 2, 3), np.float32),
+        }.items()
+    }
     answer = records.encode(InferenceResponse("echo", "1", out), ECHO, single=True)
     assert answer == {"prediction": True, "int8_out": -3, "matrix_out": [[0.0] * 3] * 2}

@@ -51,7 +51,7 @@ def test_columnar_inputs() -> None:
 def test_outputs_option() -> None:
     decoded = v1.decode({"instances": [ROW], "outputs": ["probabilities", "label"]}, IRIS)
     assert decoded.request.outputs == ["probabilities", "label"]
-    assert 'expected a non-empty list of output names' in error({"instances": [ROW], "outputs": "label"})
+    assert "expected a non-empty list of output names" in error({"instances": [ROW], "outputs": "label"})
 
 
 @pytest.mark.parametrize(
@@ -68,10 +68,12 @@ def test_outputs_option() -> None:
         ({"instances": [ROW, [1, 2, 3]]}, "instance 1: expected 4 feature values in this order: sepal_length"),
         ({"instances": [ROW, ROW, {"sepal_length": 1}]}, "instance 2: missing 'sepal_width', 'petal_length'"),
         ({"instances": [ROW, "x"]}, "instance 1: expected a list of feature values in signature order or an object"),
-        ({"instances": [ROW, {**ROW, "petal_width": "0.2"}]},
-         "instance 1: 'petal_width' expected a number, got string '0.2'"),
+        (
+            {"instances": [ROW, {**ROW, "petal_width": "0.2"}]},
+            "instance 1: 'petal_width' expected a number, got string '0.2'",
+        ),
         ({"instances": [[5.1, 3.5, True, 0.2]]}, "instance 0: 'petal_length' expected a number, got boolean true"),
-        ({"inputs": {"sepal_length": [1]}}, '"inputs": missing \'sepal_width\''),
+        ({"inputs": {"sepal_length": [1]}}, "\"inputs\": missing 'sepal_width'"),
         ({"inputs": [[1, 2, 3, 4]]}, '"inputs" expected an object of input name -> list of rows'),
     ],
 )
@@ -82,8 +84,9 @@ def test_errors_name_the_instance(body: Any, expected: str) -> None:
 def test_columnar_errors() -> None:
     assert "input 'b': has 1 rows but 'a' has 2" in error({"inputs": {"a": [1, 2], "b": [3]}}, REG)
     assert "row 1: 'b' expected a number, got string 'x'" in error({"inputs": {"a": [1, 2], "b": [3, "x"]}}, REG)
-    assert "input 'a': expected a non-empty list of rows, got an empty list" in error({"inputs": {"a": [], "b": []}},
-                                                                                       REG)
+    assert "input 'a': expected a non-empty list of rows, got an empty list" in error(
+        {"inputs": {"a": [], "b": []}}, REG
+    )
     assert "'input' expected an array of shape [4] of numbers" in error({"instances": [[1, 2, 3]]}, UNNAMED)
 
 
@@ -95,8 +98,14 @@ def test_row_limit() -> None:
 
 
 def iris_answer() -> InferenceResponse:
-    return InferenceResponse("iris", "1", {"label": np.array(["setosa", "virginica"], dtype=object),
-                                           "probabilities": np.array([[0.9, 0.05, 0.05], [0.1, 0.2, 0.7]])})
+    return InferenceResponse(
+        "iris",
+        "1",
+        {
+            "label": np.array(["setosa", "virginica"], dtype=object),
+            "probabilities": np.array([[0.9, 0.05, 0.05], [0.1, 0.2, 0.7]]),
+        },
+    )
 
 
 def test_classifier_predictions_are_labels() -> None:

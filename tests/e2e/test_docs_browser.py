@@ -25,12 +25,26 @@ def test_docs_render_the_models_operations(tmp_path: Path) -> None:
     browser = chromium()
     with serve("toymodels:IrisClassifier", "--name", "iris", tmp_dir=tmp_path) as server:
         result = subprocess.run(
-            [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-             "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-extensions",
-             f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=15000",
-             "--enable-logging=stderr", "--log-level=0",
-             "--dump-dom", f"{server.url}/docs#/iris/post_models_iris_predict"],
-            capture_output=True, text=True, timeout=120,
+            [
+                browser,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--disable-extensions",
+                f"--user-data-dir={tmp_path / 'profile'}",
+                "--virtual-time-budget=15000",
+                "--enable-logging=stderr",
+                "--log-level=0",
+                "--dump-dom",
+                f"{server.url}/docs#/iris/post_models_iris_predict",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
     dom = result.stdout
     assert result.returncode == 0, result.stderr[-2000:]

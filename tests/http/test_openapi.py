@@ -101,16 +101,28 @@ def test_every_served_path_is_documented_and_nothing_else(fixture: str, request:
         del expected["/predict"]  # answers only 404 while several models are served, so it is left out
     documented = {path: set(item) for path, item in doc["paths"].items()}
     assert documented == expected
-    for path in ("/", "/models", "/models/iris/predict", "/v1/models/iris:predict", "/openapi.json", "/docs",
-                 "/v2/models/iris/infer", "/v2/health/ready"):
+    for path in (
+        "/",
+        "/models",
+        "/models/iris/predict",
+        "/v1/models/iris:predict",
+        "/openapi.json",
+        "/docs",
+        "/v2/models/iris/infer",
+        "/v2/health/ready",
+    ):
         assert path in documented
     assert ("/predict" in documented) == (len(models) == 1)
     ids = [op["operationId"] for item in doc["paths"].values() for op in item.values()]
     assert len(ids) == len(set(ids))
     ours = served([r for r in c.app.routes if getattr(r, "endpoint", None).__module__ in DESCRIBED], models)  # type: ignore[attr-defined]
     assert "/models/iris/predict" in ours
-    undescribed = [(path, method) for path, item in doc["paths"].items() for method, op in item.items()
-                   if path in ours and "default" in op["responses"]]
+    undescribed = [
+        (path, method)
+        for path, item in doc["paths"].items()
+        for method, op in item.items()
+        if path in ours and "default" in op["responses"]
+    ]
     assert undescribed == []  # the friendly API, V1, V2 and docs routes all have their own descriptions
 
 
@@ -173,8 +185,20 @@ def test_single_model_documents_predict(single_client: TestClient) -> None:
 
 
 # the document tells the truth ------------------------------------------------------------------------------
-BODIES: list[Any] = [ROW, [ROW, ROW], [], {}, 5, "x", [ROW, 1], {**ROW, "extra": 1}, {**ROW, "sepal_length": "1"},
-                     {**ROW, "sepal_length": True}, {**ROW, "sepal_length": None}, {**ROW, "sepal_length": -2e300}]
+BODIES: list[Any] = [
+    ROW,
+    [ROW, ROW],
+    [],
+    {},
+    5,
+    "x",
+    [ROW, 1],
+    {**ROW, "extra": 1},
+    {**ROW, "sepal_length": "1"},
+    {**ROW, "sepal_length": True},
+    {**ROW, "sepal_length": None},
+    {**ROW, "sepal_length": -2e300},
+]
 
 
 def test_request_schema_agrees_with_the_server(client: TestClient, doc: Doc) -> None:
@@ -190,9 +214,21 @@ def test_request_schema_agrees_with_the_server(client: TestClient, doc: Doc) -> 
 
 
 ECHO_CHANGES: list[Doc] = [
-    {}, {"uint8": 256}, {"int8": -129}, {"uint64": 2**64 - 1}, {"uint64": 2**64}, {"int64": -(2**63)},
-    {"int64": -(2**63) - 1}, {"int64": 2**63}, {"bool": 0}, {"bytes": 1}, {"int32": 1.5}, {"int32": 2.0},
-    {"matrix": [[1, 2, 3]]}, {"fp32": None}, {"fp32": "1"},
+    {},
+    {"uint8": 256},
+    {"int8": -129},
+    {"uint64": 2**64 - 1},
+    {"uint64": 2**64},
+    {"int64": -(2**63)},
+    {"int64": -(2**63) - 1},
+    {"int64": 2**63},
+    {"bool": 0},
+    {"bytes": 1},
+    {"int32": 1.5},
+    {"int32": 2.0},
+    {"matrix": [[1, 2, 3]]},
+    {"fp32": None},
+    {"fp32": "1"},
 ]
 
 
@@ -209,7 +245,10 @@ def test_echo_schema_agrees_with_the_server(client: TestClient, doc: Doc) -> Non
 
 def test_answers_match_their_schemas(client: TestClient, doc: Doc) -> None:
     cases = [
-        ("get", "/", None), ("get", "/models", None), ("get", "/models/iris", None), ("get", "/v1/models/iris", None),
+        ("get", "/", None),
+        ("get", "/models", None),
+        ("get", "/models/iris", None),
+        ("get", "/v1/models/iris", None),
         ("post", "/models/regressor/predict", [{"a": 999, "b": 1}]),
         ("post", "/v1/models/iris:predict", {"instances": [ROW]}),
         ("post", "/v1/models/iris:predict", {"instances": [list(ROW.values())], "outputs": ["probabilities"]}),
@@ -253,8 +292,9 @@ def test_a_route_without_a_description_is_still_listed(client: TestClient) -> No
     item = doc["paths"]["/extra/{thing}"]
     assert set(item) == {"get", "put"}
     assert item["get"]["responses"] == {"default": {"description": "see the server's documentation"}}
-    assert item["get"]["parameters"] == [{"name": "thing", "in": "path", "required": True,
-                                          "schema": {"type": "string"}}]
+    assert item["get"]["parameters"] == [
+        {"name": "thing", "in": "path", "required": True, "schema": {"type": "string"}}
+    ]
     assert {"name": "other"} in doc["tags"]
 
 

@@ -150,17 +150,26 @@ def test_too_many_rows_is_413(client: TestClient) -> None:
 
 
 def test_unknown_model_is_404(client: TestClient) -> None:
-    for r in (client.post("/models/nope/predict", json=ROW), client.get("/models/nope"),
-              client.get("/models/nope/predict?a=1"), client.post("/v1/models/nope:predict", json={"instances": [1]}),
-              client.get("/v1/models/nope")):
+    for r in (
+        client.post("/models/nope/predict", json=ROW),
+        client.get("/models/nope"),
+        client.get("/models/nope/predict?a=1"),
+        client.post("/v1/models/nope:predict", json={"instances": [1]}),
+        client.get("/v1/models/nope"),
+    ):
         assert "no model named 'nope'; served models: iris, echo, regressor" in problem(r, 404)["detail"]
 
 
 def test_wrong_method_is_405_with_allow(client: TestClient) -> None:
-    cases = {("DELETE", "/models/iris/predict"): {"GET", "HEAD", "POST"}, ("PUT", "/predict"): {"GET", "HEAD", "POST"},
-             ("POST", "/models"): {"GET", "HEAD"}, ("POST", "/models/iris"): {"GET", "HEAD"},
-             ("GET", "/v1/models/iris:predict"): {"POST"}, ("POST", "/v1/models/iris"): {"GET", "HEAD"},
-             ("POST", "/"): {"GET", "HEAD"}}
+    cases = {
+        ("DELETE", "/models/iris/predict"): {"GET", "HEAD", "POST"},
+        ("PUT", "/predict"): {"GET", "HEAD", "POST"},
+        ("POST", "/models"): {"GET", "HEAD"},
+        ("POST", "/models/iris"): {"GET", "HEAD"},
+        ("GET", "/v1/models/iris:predict"): {"POST"},
+        ("POST", "/v1/models/iris"): {"GET", "HEAD"},
+        ("POST", "/"): {"GET", "HEAD"},
+    }
     for (method, url), allowed in cases.items():
         r = client.request(method, url)
         problem(r, 405)

@@ -250,8 +250,10 @@ def answer_keys(signature: Signature) -> dict[str, str]:
     if primary is not None:
         keys[primary] = "prediction"
     names = signature.output_names
-    probs = "probabilities" if "probabilities" in names else next(
-        (s.name for s in signature.outputs if s.labels is not None and s.name != primary), None
+    probs = (
+        "probabilities"
+        if "probabilities" in names
+        else next((s.name for s in signature.outputs if s.labels is not None and s.name != primary), None)
     )
     if probs is not None and probs != primary:
         keys[probs] = "probabilities"

@@ -92,7 +92,6 @@ async def asset(request: Request) -> Response:
 def routes() -> list[BaseRoute]:
     return [
         Route("/docs", docs_page, methods=["GET"], name="docs"),
-        Route("/docs/openapi-3.0.json", openapi_30_json, methods=["GET"], name="openapi_30",
-              include_in_schema=False),
+        Route("/docs/openapi-3.0.json", openapi_30_json, methods=["GET"], name="openapi_30", include_in_schema=False),
         Route("/docs/assets/{file}", asset, methods=["GET"], name="docs_asset", include_in_schema=False),
     ]

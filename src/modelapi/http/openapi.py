@@ -84,7 +84,9 @@ class Builder:
         self.schemas[f"{key}.Record"] = {**s.record(sig), "title": f"{model.name} record"}
         self.schemas[f"{key}.Answer"] = {**s.answer(sig), "title": f"{model.name} answer"}
         self.schemas[f"{key}.Answers"] = {
-            "type": "object", "required": ["predictions"], "additionalProperties": False,
+            "type": "object",
+            "required": ["predictions"],
+            "additionalProperties": False,
             "properties": {"predictions": {"type": "array", "items": s.ref(f"{key}.Answer")}},
         }
         self.schemas[f"{key}.V1Request"] = s.v1_request(sig, self.dp.max_rows, f"{key}.Record")
@@ -96,8 +98,9 @@ class Builder:
         other = False  # a route this module has no description for
         # the friendly API first, then KServe V1, then V2, each in the app's order; a path served by several
         # routes (one per method) gets the operations of all of them
-        for route in sorted(routes, key=lambda r: (getattr(r, "path", "").startswith("/v2"),
-                                                   getattr(r, "path", "").startswith("/v1"))):
+        for route in sorted(
+            routes, key=lambda r: (getattr(r, "path", "").startswith("/v2"), getattr(r, "path", "").startswith("/v1"))
+        ):
             if not isinstance(route, Route) or not route.include_in_schema:
                 continue
             methods = sorted(m.lower() for m in (route.methods or {"GET"}) if m != "HEAD")
@@ -134,7 +137,8 @@ class Builder:
                 ),
             },
             "tags": [{"name": n, "description": f"model '{n}'"} for n in self.dp.models]
-            + [{"name": "server"}] + ([{"name": "other"}] if other else []),
+            + [{"name": "server"}]
+            + ([{"name": "other"}] if other else []),
             "paths": paths,
             "components": {"schemas": self.schemas},
         }
@@ -168,8 +172,12 @@ def _models(b: Builder, model: Model | None) -> dict[str, Op]:
 
 def _metadata(b: Builder, model: Model | None) -> dict[str, Op]:
     assert model is not None
-    return {"get": {"summary": f"Metadata of '{model.name}' with an example request",
-                    "responses": ok(s.ref("ModelMetadata"))}}
+    return {
+        "get": {
+            "summary": f"Metadata of '{model.name}' with an example request",
+            "responses": ok(s.ref("ModelMetadata")),
+        }
+    }
 
 
 def _predict(b: Builder, model: Model | None) -> dict[str, Op]:
@@ -182,22 +190,37 @@ def _predict(b: Builder, model: Model | None) -> dict[str, Op]:
         many["maxItems"] = b.dp.max_rows
     post = {
         "summary": f"Predict with '{model.name}': one record, or a list of records",
-        "description": "One record answers one object; a list answers {\"predictions\": [...]}.",
-        "requestBody": {"required": True, "content": {"application/json": {
-            "schema": {"oneOf": [s.ref(f"{key}.Record"), many]},
-            "examples": {"one record": {"value": rec}, "several records": {"value": [rec, rec]}},
-        }}},
+        "description": 'One record answers one object; a list answers {"predictions": [...]}.',
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {"oneOf": [s.ref(f"{key}.Record"), many]},
+                    "examples": {"one record": {"value": rec}, "several records": {"value": [rec, rec]}},
+                }
+            },
+        },
         "responses": {**ok(answers, "the prediction"), **errors(400, 408, 413, 415, 429, 500, 503, 504)},
     }
     if any(spec.row_shape for spec in sig.inputs):
-        get: Op = {"summary": "Not available for this model",
-                   "description": "GET takes only scalar features; this model has array inputs: POST instead.",
-                   "responses": errors(400)}
+        get: Op = {
+            "summary": "Not available for this model",
+            "description": "GET takes only scalar features; this model has array inputs: POST instead.",
+            "responses": errors(400),
+        }
     else:
         get = {
             "summary": f"Predict one row with '{model.name}' from the query string",
-            "parameters": [{"name": spec.name, "in": "query", "required": True, "schema": s.row(spec),
-                            "example": spec.example_value()} for spec in sig.inputs],
+            "parameters": [
+                {
+                    "name": spec.name,
+                    "in": "query",
+                    "required": True,
+                    "schema": s.row(spec),
+                    "example": spec.example_value(),
+                }
+                for spec in sig.inputs
+            ],
             "responses": {**ok(s.ref(f"{key}.Answer"), "the prediction"), **errors(400, 429, 500, 503, 504)},
         }
     return {"get": get, "post": post}
@@ -205,8 +228,9 @@ def _predict(b: Builder, model: Model | None) -> dict[str, Op]:
 
 def _v1_status(b: Builder, model: Model | None) -> dict[str, Op]:
     assert model is not None
-    return {"get": {"summary": f"KServe V1 status of '{model.name}'",
-                    "responses": {**ok(s.ref("V1Status")), **errors(503)}}}
+    return {
+        "get": {"summary": f"KServe V1 status of '{model.name}'", "responses": {**ok(s.ref("V1Status")), **errors(503)}}
+    }
 
 
 def _v1_predict(b: Builder, model: Model | None) -> dict[str, Op]:
@@ -216,12 +240,16 @@ def _v1_predict(b: Builder, model: Model | None) -> dict[str, Op]:
     examples: dict[str, Any] = {"instances (objects)": {"value": {"instances": [rec]}}}
     if all(not spec.row_shape for spec in model.signature.inputs):
         examples["instances (feature lists)"] = {"value": {"instances": [list(rec.values())]}}
-    return {"post": {
-        "summary": f"KServe V1 / TensorFlow Serving predict with '{model.name}'",
-        "requestBody": {"required": True, "content": {"application/json": {
-            "schema": s.ref(f"{key}.V1Request"), "examples": examples}}},
-        "responses": {**ok(s.ref(f"{key}.V1Response")), **errors(400, 408, 413, 415, 429, 500, 503, 504)},
-    }}
+    return {
+        "post": {
+            "summary": f"KServe V1 / TensorFlow Serving predict with '{model.name}'",
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": s.ref(f"{key}.V1Request"), "examples": examples}},
+            },
+            "responses": {**ok(s.ref(f"{key}.V1Response")), **errors(400, 408, 413, 415, 429, 500, 503, 504)},
+        }
+    }
 
 
 def _openapi(b: Builder, model: Model | None) -> dict[str, Op]:
@@ -229,17 +257,30 @@ def _openapi(b: Builder, model: Model | None) -> dict[str, Op]:
 
 
 def _docs(b: Builder, model: Model | None) -> dict[str, Op]:
-    return {"get": {"summary": "Interactive documentation (Swagger UI)",
-                    "responses": ok({"type": "string"}, "an HTML page", "text/html")}}
+    return {
+        "get": {
+            "summary": "Interactive documentation (Swagger UI)",
+            "responses": ok({"type": "string"}, "an HTML page", "text/html"),
+        }
+    }
 
 
-GLOBAL: dict[str, Ops] = {"/": _index, "/models": _models, "/predict": _predict, "/openapi.json": _openapi,
-                          "/docs": _docs}
+GLOBAL: dict[str, Ops] = {
+    "/": _index,
+    "/models": _models,
+    "/predict": _predict,
+    "/openapi.json": _openapi,
+    "/docs": _docs,
+}
 #: routes of other modules, documented with their path parameters (as strings); a module may add its own:
 #: ``openapi.TEMPLATED["/jobs/{}"] = describe_jobs`` (``describe_jobs(builder, None) -> {"get": {...}}``)
 TEMPLATED: dict[str, Ops] = {}
-PER_MODEL: dict[str, Ops] = {"/models/{}": _metadata, "/models/{}/predict": _predict,
-                             "/v1/models/{}": _v1_status, "/v1/models/{}:predict": _v1_predict}
+PER_MODEL: dict[str, Ops] = {
+    "/models/{}": _metadata,
+    "/models/{}/predict": _predict,
+    "/v1/models/{}": _v1_status,
+    "/v1/models/{}:predict": _v1_predict,
+}
 
 
 # serving --------------------------------------------------------------------------------------------------

@@ -39,8 +39,12 @@ def row(spec: TensorSpec, *, output: bool = False, keyed: bool = True) -> Schema
     dims = list(spec.row_shape)
     if output and keyed and spec.labels is not None and dims and dims[-1] in (-1, len(spec.labels)):
         keys = [str(label.item() if isinstance(label, np.generic) else label) for label in spec.labels]
-        schema = {"type": "object", "properties": dict.fromkeys(keys, schema), "required": keys,
-                  "additionalProperties": False}
+        schema = {
+            "type": "object",
+            "properties": dict.fromkeys(keys, schema),
+            "required": keys,
+            "additionalProperties": False,
+        }
         dims = dims[:-1]
     for dim in reversed(dims):
         schema = {"type": "array", "items": schema, **({"minItems": dim, "maxItems": dim} if dim >= 0 else {})}
@@ -71,8 +75,16 @@ def v1_request(signature: Signature, max_rows: int | None, record_ref: str) -> S
     forms: list[Schema] = [ref(record_ref)]
     if all(not s.row_shape for s in signature.inputs):
         n = len(signature.inputs)
-        forms.append({"type": "array", "prefixItems": [row(s) for s in signature.inputs], "items": False,
-                      "minItems": n, "maxItems": n, "description": "feature values in signature order"})
+        forms.append(
+            {
+                "type": "array",
+                "prefixItems": [row(s) for s in signature.inputs],
+                "items": False,
+                "minItems": n,
+                "maxItems": n,
+                "description": "feature values in signature order",
+            }
+        )
     if len(signature.inputs) == 1:
         forms.append(row(signature.inputs[0]))
     limit = {"maxItems": max_rows} if max_rows else {}
@@ -86,12 +98,25 @@ def v1_request(signature: Signature, max_rows: int | None, record_ref: str) -> S
     }
     if len(signature.inputs) == 1:
         columns = {"anyOf": [columns, columns["properties"][signature.inputs[0].name]]}
-    return {"oneOf": [
-        {"type": "object", "required": ["instances"], "additionalProperties": False,
-         "properties": {"instances": {"type": "array", "minItems": 1, **limit, "items": {"anyOf": forms}}, **common}},
-        {"type": "object", "required": ["inputs"], "additionalProperties": False,
-         "properties": {"inputs": columns, **common}},
-    ]}
+    return {
+        "oneOf": [
+            {
+                "type": "object",
+                "required": ["instances"],
+                "additionalProperties": False,
+                "properties": {
+                    "instances": {"type": "array", "minItems": 1, **limit, "items": {"anyOf": forms}},
+                    **common,
+                },
+            },
+            {
+                "type": "object",
+                "required": ["inputs"],
+                "additionalProperties": False,
+                "properties": {"inputs": columns, **common},
+            },
+        ]
+    }
 
 
 def v1_response(signature: Signature) -> Schema:
@@ -114,8 +139,9 @@ def v2_example(signature: Signature) -> Schema:
     for spec in signature.inputs:
         value = spec.example_value()
         shape = [1, *np.shape(value)]
-        tensors.append({"name": spec.name, "shape": shape, "datatype": spec.datatype,
-                        "data": np.asarray(value).ravel().tolist()})
+        tensors.append(
+            {"name": spec.name, "shape": shape, "datatype": spec.datatype, "data": np.asarray(value).ravel().tolist()}
+        )
     return {"inputs": tensors}
 
 
@@ -123,18 +149,28 @@ def v2_request(signature: Signature) -> Schema:
     """The V2 infer request for one model: every input once, by name."""
     n = len(signature.inputs)
     tensor = {"allOf": [ref("V2RequestTensor"), {"properties": {"name": {"enum": signature.input_names}}}]}
-    return {"allOf": [ref("V2InferRequest"), {"properties": {
-        "inputs": {"minItems": n, "maxItems": n, "items": tensor},
-        "outputs": {"items": {"properties": {"name": {"enum": signature.output_names}}}},
-    }}]}
+    return {
+        "allOf": [
+            ref("V2InferRequest"),
+            {
+                "properties": {
+                    "inputs": {"minItems": n, "maxItems": n, "items": tensor},
+                    "outputs": {"items": {"properties": {"name": {"enum": signature.output_names}}}},
+                }
+            },
+        ]
+    }
 
 
 _OBJECT_OR_NULL: Schema = {"type": ["object", "null"]}
 
 _TENSOR_META: Schema = {
     "type": "object",
-    "properties": {"name": {"type": "string"}, "datatype": {"type": "string"},
-                   "shape": {"type": "array", "items": {"type": "integer"}}},
+    "properties": {
+        "name": {"type": "string"},
+        "datatype": {"type": "string"},
+        "shape": {"type": "array", "items": {"type": "integer"}},
+    },
 }
 
 #: schemas shared by every model
@@ -143,9 +179,14 @@ COMMON: dict[str, Schema] = {
         "type": "object",
         "description": "RFC 9457 problem details (application/problem+json)",
         "required": ["type", "title", "status", "detail"],
-        "properties": {"type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
-                       "detail": {"type": "string"}, "instance": {"type": "string"},
-                       "request_id": {"type": "string"}},
+        "properties": {
+            "type": {"type": "string"},
+            "title": {"type": "string"},
+            "status": {"type": "integer"},
+            "detail": {"type": "string"},
+            "instance": {"type": "string"},
+            "request_id": {"type": "string"},
+        },
     },
     "V2Error": {
         "type": "object",
@@ -158,34 +199,50 @@ COMMON: dict[str, Schema] = {
         "type": "object",
         "required": ["name", "version", "platform", "inputs", "outputs", "ready", "urls"],
         "properties": {
-            "name": {"type": "string"}, "version": {"type": "string"}, "platform": {"type": "string"},
+            "name": {"type": "string"},
+            "version": {"type": "string"},
+            "platform": {"type": "string"},
             "inputs": {"type": "array", "items": ref("TensorMetadata")},
             "outputs": {"type": "array", "items": ref("TensorMetadata")},
             "ready": {"type": "boolean"},
             "urls": {"type": "object", "additionalProperties": {"type": "string"}},
             "info": {"type": "object"},
-            "example": {"type": "object", "properties": {"request": {"type": "object"},
-                                                         "query": {"type": ["string", "null"]}}},
+            "example": {
+                "type": "object",
+                "properties": {"request": {"type": "object"}, "query": {"type": ["string", "null"]}},
+            },
         },
     },
-    "ModelList": {"type": "object", "required": ["models"],
-                  "properties": {"models": {"type": "array", "items": ref("ModelMetadata")}}},
+    "ModelList": {
+        "type": "object",
+        "required": ["models"],
+        "properties": {"models": {"type": "array", "items": ref("ModelMetadata")}},
+    },
     "Index": {
         "type": "object",
         "required": ["name", "version", "models", "links"],
-        "properties": {"name": {"type": "string"}, "version": {"type": "string"},
-                       "models": {"type": "array", "items": {"type": "string"}},
-                       "links": {"type": "object", "additionalProperties": {"type": "string"}}},
+        "properties": {
+            "name": {"type": "string"},
+            "version": {"type": "string"},
+            "models": {"type": "array", "items": {"type": "string"}},
+            "links": {"type": "object", "additionalProperties": {"type": "string"}},
+        },
     },
-    "V1Status": {"type": "object", "required": ["name", "ready"],
-                 "properties": {"name": {"type": "string"}, "ready": {"type": "boolean"}}},
+    "V1Status": {
+        "type": "object",
+        "required": ["name", "ready"],
+        "properties": {"name": {"type": "string"}, "ready": {"type": "boolean"}},
+    },
     "V2RequestTensor": {
         "type": "object",
         "required": ["name", "shape", "datatype", "data"],
-        "properties": {"name": {"type": "string", "minLength": 1},
-                       "shape": {"type": "array", "maxItems": 32, "items": {"type": "integer", "minimum": 0}},
-                       "datatype": {"enum": list(DATATYPES)}, "parameters": _OBJECT_OR_NULL,
-                       "data": {"description": "the tensor's elements, flat or nested in row-major order"}},
+        "properties": {
+            "name": {"type": "string", "minLength": 1},
+            "shape": {"type": "array", "maxItems": 32, "items": {"type": "integer", "minimum": 0}},
+            "datatype": {"enum": list(DATATYPES)},
+            "parameters": _OBJECT_OR_NULL,
+            "data": {"description": "the tensor's elements, flat or nested in row-major order"},
+        },
     },
     "V2InferRequest": {
         "type": "object",
@@ -194,28 +251,50 @@ COMMON: dict[str, Schema] = {
             "id": {"type": ["string", "null"]},
             "parameters": {"type": ["object", "null"], "properties": {"binary_data_output": {"type": "boolean"}}},
             "inputs": {"type": "array", "minItems": 1, "items": ref("V2RequestTensor")},
-            "outputs": {"type": ["array", "null"], "items": {
-                "type": "object", "required": ["name"],
-                "properties": {"name": {"type": "string", "minLength": 1}, "parameters": _OBJECT_OR_NULL}}},
+            "outputs": {
+                "type": ["array", "null"],
+                "items": {
+                    "type": "object",
+                    "required": ["name"],
+                    "properties": {"name": {"type": "string", "minLength": 1}, "parameters": _OBJECT_OR_NULL},
+                },
+            },
         },
     },
     "V2InferResponse": {
         "type": "object",
         "required": ["model_name", "outputs"],
         "properties": {
-            "model_name": {"type": "string"}, "model_version": {"type": "string"}, "id": {"type": "string"},
+            "model_name": {"type": "string"},
+            "model_version": {"type": "string"},
+            "id": {"type": "string"},
             "parameters": {"type": "object"},
-            "outputs": {"type": "array", "items": {
-                "type": "object", "required": ["name", "shape", "datatype"],
-                "properties": {**_TENSOR_META["properties"], "parameters": {"type": "object"}, "data": {}}}},
+            "outputs": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["name", "shape", "datatype"],
+                    "properties": {**_TENSOR_META["properties"], "parameters": {"type": "object"}, "data": {}},
+                },
+            },
         },
     },
-    "V2ServerMetadata": {"type": "object", "properties": {
-        "name": {"type": "string"}, "version": {"type": "string"},
-        "extensions": {"type": "array", "items": {"type": "string"}}}},
-    "V2ModelMetadata": {"type": "object", "properties": {
-        "name": {"type": "string"}, "versions": {"type": "array", "items": {"type": "string"}},
-        "platform": {"type": "string"},
-        "inputs": {"type": "array", "items": ref("TensorMetadata")},
-        "outputs": {"type": "array", "items": ref("TensorMetadata")}}},
+    "V2ServerMetadata": {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "version": {"type": "string"},
+            "extensions": {"type": "array", "items": {"type": "string"}},
+        },
+    },
+    "V2ModelMetadata": {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "versions": {"type": "array", "items": {"type": "string"}},
+            "platform": {"type": "string"},
+            "inputs": {"type": "array", "items": ref("TensorMetadata")},
+            "outputs": {"type": "array", "items": ref("TensorMetadata")},
+        },
+    },
 }

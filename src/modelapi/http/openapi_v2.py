@@ -31,8 +31,10 @@ _V2_ERRORS = {
 
 
 def _errors(*codes: int) -> dict[str, Any]:
-    return {str(c): {"description": _V2_ERRORS[c], "content": {"application/json": {"schema": s.ref("V2Error")}}}
-            for c in codes}
+    return {
+        str(c): {"description": _V2_ERRORS[c], "content": {"application/json": {"schema": s.ref("V2Error")}}}
+        for c in codes
+    }
 
 
 def _flag(key: str, *extra: str) -> dict[str, Any]:
@@ -42,67 +44,121 @@ def _flag(key: str, *extra: str) -> dict[str, Any]:
 
 def _status(summary: str, schema: dict[str, Any], yes: str, no: str) -> dict[str, dict[str, Any]]:
     content = {"application/json": {"schema": schema}}
-    return {"get": {"summary": summary, "responses": {"200": {"description": yes, "content": content},
-                                                      "503": {"description": no, "content": content}}}}
+    return {
+        "get": {
+            "summary": summary,
+            "responses": {
+                "200": {"description": yes, "content": content},
+                "503": {"description": no, "content": content},
+            },
+        }
+    }
 
 
 def _server(b: Builder, model: Model | None) -> dict[str, dict[str, Any]]:
-    return {"get": {"summary": "Server metadata (Open Inference Protocol)",
-                    "responses": {"200": {"description": "OK", "content": {"application/json": {
-                        "schema": s.ref("V2ServerMetadata")}}}}}}
+    return {
+        "get": {
+            "summary": "Server metadata (Open Inference Protocol)",
+            "responses": {
+                "200": {"description": "OK", "content": {"application/json": {"schema": s.ref("V2ServerMetadata")}}}
+            },
+        }
+    }
 
 
 def _live(b: Builder, model: Model | None) -> dict[str, dict[str, Any]]:
-    return _status("Liveness (Open Inference Protocol)", _flag("live"), "the server is live",
-                   "the server is shutting down")
+    return _status(
+        "Liveness (Open Inference Protocol)", _flag("live"), "the server is live", "the server is shutting down"
+    )
 
 
 def _ready(b: Builder, model: Model | None) -> dict[str, dict[str, Any]]:
-    return _status("Readiness (Open Inference Protocol)", _flag("ready"), "every model is ready",
-                   "not every model is ready")
+    return _status(
+        "Readiness (Open Inference Protocol)", _flag("ready"), "every model is ready", "not every model is ready"
+    )
 
 
 def _model_metadata(b: Builder, model: Model | None) -> dict[str, dict[str, Any]]:
     assert model is not None
-    return {"get": {"summary": f"Metadata of '{model.name}' (Open Inference Protocol)",
-                    "responses": {"200": {"description": "OK", "content": {"application/json": {
-                        "schema": s.ref("V2ModelMetadata")}}}}}}
+    return {
+        "get": {
+            "summary": f"Metadata of '{model.name}' (Open Inference Protocol)",
+            "responses": {
+                "200": {"description": "OK", "content": {"application/json": {"schema": s.ref("V2ModelMetadata")}}}
+            },
+        }
+    }
 
 
 def _model_ready(b: Builder, model: Model | None) -> dict[str, dict[str, Any]]:
     assert model is not None
-    return _status(f"Readiness of '{model.name}' (Open Inference Protocol)", _flag("ready", "name"),
-                   "the model is ready", "the model is not ready yet")
+    return _status(
+        f"Readiness of '{model.name}' (Open Inference Protocol)",
+        _flag("ready", "name"),
+        "the model is ready",
+        "the model is not ready yet",
+    )
 
 
 def _repository(b: Builder, model: Model | None) -> dict[str, dict[str, Any]]:
-    item = {"type": "object", "required": ["name", "version", "state"],
-            "properties": {"name": {"type": "string"}, "version": {"type": "string"},
-                           "state": {"enum": ["READY", "UNAVAILABLE"]}}}
-    return {"post": {"summary": "Every served model with its state (Triton repository index)",
-                     "responses": {"200": {"description": "OK", "content": {"application/json": {
-                         "schema": {"type": "array", "items": item}}}}}}}
+    item = {
+        "type": "object",
+        "required": ["name", "version", "state"],
+        "properties": {
+            "name": {"type": "string"},
+            "version": {"type": "string"},
+            "state": {"enum": ["READY", "UNAVAILABLE"]},
+        },
+    }
+    return {
+        "post": {
+            "summary": "Every served model with its state (Triton repository index)",
+            "responses": {
+                "200": {
+                    "description": "OK",
+                    "content": {"application/json": {"schema": {"type": "array", "items": item}}},
+                }
+            },
+        }
+    }
 
 
 def _infer(b: Builder, model: Model | None) -> dict[str, dict[str, Any]]:
     assert model is not None
-    return {"post": {
-        "summary": f"Infer with '{model.name}' (Open Inference Protocol)",
-        "requestBody": {"required": True, "content": {"application/json": {
-            "schema": s.ref(f"{b.keys[model.name]}.V2InferRequest"),
-            "examples": {"one row": {"value": s.v2_example(model.signature)}},
-        }}},
-        "description": "Also takes the binary tensor extension (Inference-Header-Content-Length), as Triton does; "
-                       "an answer with binary outputs is application/octet-stream.",
-        "responses": {"200": {"description": "OK", "content": {
-            "application/json": {"schema": s.ref("V2InferResponse")},
-            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-        }}, **_errors(400, 408, 413, 415, 429, 500, 503, 504)},
-    }}
+    return {
+        "post": {
+            "summary": f"Infer with '{model.name}' (Open Inference Protocol)",
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": s.ref(f"{b.keys[model.name]}.V2InferRequest"),
+                        "examples": {"one row": {"value": s.v2_example(model.signature)}},
+                    }
+                },
+            },
+            "description": "Also takes the binary tensor extension (Inference-Header-Content-Length), as Triton does; "
+            "an answer with binary outputs is application/octet-stream.",
+            "responses": {
+                "200": {
+                    "description": "OK",
+                    "content": {
+                        "application/json": {"schema": s.ref("V2InferResponse")},
+                        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                    },
+                },
+                **_errors(400, 408, 413, 415, 429, 500, 503, 504),
+            },
+        }
+    }
 
 
-V2_GLOBAL: dict[str, Ops] = {"/v2": _server, "/v2/health/live": _live, "/v2/health/ready": _ready,
-                             "/v2/repository/index": _repository}
+V2_GLOBAL: dict[str, Ops] = {
+    "/v2": _server,
+    "/v2/health/live": _live,
+    "/v2/health/ready": _ready,
+    "/v2/repository/index": _repository,
+}
 V2_PER_MODEL: dict[str, Ops] = {
     "/v2/models/{}": _model_metadata,
     "/v2/models/{}/ready": _model_ready,

@@ -1,12 +1,12 @@
 """The friendly JSON API, KServe V1 rows, model listing and the index: thin handlers around the codecs.
 
-    GET       /                           index: name, version, models, links
-    GET       /models                     every model with its signature and URLs
-    GET       /models/{name}              one model's metadata and an example request body
-    GET|POST  /models/{name}/predict      records (POST) or one row from the query string (GET)
-    GET|POST  /predict                    the same, for the only model served (404 when several are)
-    GET       /v1/models/{name}           KServe V1 model status
-    POST      /v1/models/{name}:predict   KServe V1 / TensorFlow Serving instances
+GET       /                           index: name, version, models, links
+GET       /models                     every model with its signature and URLs
+GET       /models/{name}              one model's metadata and an example request body
+GET|POST  /models/{name}/predict      records (POST) or one row from the query string (GET)
+GET|POST  /predict                    the same, for the only model served (404 when several are)
+GET       /v1/models/{name}           KServe V1 model status
+POST      /v1/models/{name}:predict   KServe V1 / TensorFlow Serving instances
 """
 
 from __future__ import annotations
@@ -73,14 +73,23 @@ def model_summary(dp: DataPlane, model: Model) -> dict[str, Any]:
 # handlers --------------------------------------------------------------------------------------------------
 async def index(request: Request) -> Response:
     dp = dataplane(request)
-    return json_response({
-        "name": "modelapi",
-        "version": package_version(),
-        "models": visible_models(request, dp.models),
-        "links": {"docs": "/docs", "openapi": "/openapi.json", "models": "/models",
-                  **({"predict": "/predict"} if dp.default_model is not None
-                     and visible_models(request, [dp.default_model.name]) else {})},
-    })
+    return json_response(
+        {
+            "name": "modelapi",
+            "version": package_version(),
+            "models": visible_models(request, dp.models),
+            "links": {
+                "docs": "/docs",
+                "openapi": "/openapi.json",
+                "models": "/models",
+                **(
+                    {"predict": "/predict"}
+                    if dp.default_model is not None and visible_models(request, [dp.default_model.name])
+                    else {}
+                ),
+            },
+        }
+    )
 
 
 async def list_models(request: Request) -> Response:
@@ -93,11 +102,17 @@ async def model_metadata(request: Request) -> Response:
     dp = dataplane(request)
     model = dp.get(request.path_params["name"])
     example = model.signature.example_record()
-    return json_response({
-        **model_summary(dp, model),
-        "example": {"request": example, "query": records.example_query(model.signature)
-                    if not any(s.row_shape for s in model.signature.inputs) else None},
-    })
+    return json_response(
+        {
+            **model_summary(dp, model),
+            "example": {
+                "request": example,
+                "query": records.example_query(model.signature)
+                if not any(s.row_shape for s in model.signature.inputs)
+                else None,
+            },
+        }
+    )
 
 
 async def predict(request: Request) -> Response:
