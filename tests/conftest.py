@@ -14,6 +14,19 @@ from modelapi.settings import Settings
 from toymodels import Echo, IrisClassifier, Regressor
 
 
+@pytest.fixture(autouse=True)
+def isolated_environment(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test gets its own state directory (key store, jobs) and no MODELAPI_* settings from the developer's
+    shell, so a key created with `modelapi keys create` or a stored job never leaks into a test. Servers that
+    tests start inherit this environment."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("MODELAPI_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("MODELAPI_STATE_DIR", str(tmp_path_factory.mktemp("state")))
+
+
 @pytest.fixture
 def client() -> Iterator[TestClient]:
     """In-process client for an app serving the iris, echo and regressor toy models."""

@@ -31,6 +31,7 @@ from .models.python import is_class_spec
 from .models.registry import PICKLE_SUFFIXES, load_model
 from .models.trust import Trust
 from .security import tls
+from .security.keys import RedactKeys
 from .security.slow_clients import protocol_class
 from .settings import Settings
 from .supervisor import Supervisor, WorkerContext
@@ -136,6 +137,8 @@ class _Server(uvicorn.Server):
         self.lifecycle = lifecycle
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        # uvicorn's signal handlers are installed by now: take the signals a supervisor held back during the fork
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
         await super().startup(sockets=sockets)
         if self.started:
             self.lifecycle.listening()
@@ -194,6 +197,7 @@ def serve_socket(
         h11_max_incomplete_event_size=settings.max_header_bytes,
         **tls.uvicorn_options(settings),
     )
+    logging.getLogger("uvicorn.access").addFilter(RedactKeys())  # a key sent in a URL never reaches the log
     if settings.log_level != "debug":
         # the banner says what uvicorn's start-up lines say; its warnings and errors still show
         logging.getLogger("uvicorn.error").setLevel(max(logging.WARNING, logging.getLogger("uvicorn.error").level))

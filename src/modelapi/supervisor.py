@@ -36,6 +36,8 @@ from types import FrameType
 
 from .errors import ModelLoadError
 
+_FORWARDED = {signal.SIGTERM, signal.SIGINT}
+
 log = logging.getLogger("modelapi")
 
 #: seconds the supervisor waits beyond the grace period before it kills workers that still run
@@ -177,9 +179,18 @@ class Supervisor:
     # workers ----------------------------------------------------------------------------------------------
     def _spawn(self, index: int, *, replacement: bool) -> None:
         status_r, status_w = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the worker
-            os._exit(self._child(index, replacement, status_r, status_w))
+        # Signals stay blocked across the fork: a SIGTERM that reaches a worker before uvicorn has installed its
+        # handlers stays pending (the worker unblocks it in server.py once they are in place) instead of landing
+        # on the supervisor's handler copied into the child and being lost.
+        pid = -1
+        signal.pthread_sigmask(signal.SIG_BLOCK, _FORWARDED)
+        try:
+            pid = os.fork()
+            if pid == 0:  # the worker
+                os._exit(self._child(index, replacement, status_r, status_w))
+        finally:
+            if pid != 0:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, _FORWARDED)
         os.close(status_w)
         os.set_blocking(status_r, False)
         worker = _Worker(index, pid, status_r, replacement)

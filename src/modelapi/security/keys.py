@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import re
 import secrets
 import threading
@@ -337,3 +338,22 @@ def _iso(stamp: float | None) -> str | None:
     if stamp is None:
         return None
     return datetime.fromtimestamp(stamp, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+_SECRET_IN_TEXT = re.compile(r"mk_([0-9a-f]{8})_[0-9a-f]{16,}")
+
+
+def redact(text: str) -> str:
+    """``text`` with the secret part of any API key in it replaced; the id stays for log search."""
+    return _SECRET_IN_TEXT.sub(r"mk_\1_<redacted>", text)
+
+
+class RedactKeys(logging.Filter):
+    """A log filter that keeps API keys out of log lines, e.g. a key a client put in the query string."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        return True
