@@ -259,3 +259,12 @@ def test_a_job_is_kept_when_redis_is_unreachable(make_client: AppFactory) -> Non
     r = submit(client, csv_text(rows(3)))
     assert r.status_code == 202, r.text
     assert client.get(r.headers["location"]).json()["status"] == "queued"  # stored; re-sent once Redis is back
+
+
+def test_wrong_method_on_a_job_lists_every_allowed_method(make_client: AppFactory) -> None:
+    client = make_client()
+    r = client.put("/jobs/anything")
+    assert r.status_code == 405
+    assert set(r.headers["allow"].replace(" ", "").split(",")) == {"GET", "HEAD", "DELETE"}
+    assert client.delete("/jobs/no-such-job").status_code == 404
+    assert client.get("/jobs/no-such-job").status_code == 404

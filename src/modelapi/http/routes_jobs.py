@@ -102,10 +102,13 @@ async def result(request: Request) -> Response:
     return StreamingResponse(chunks, media_type=formats_out.MEDIA[fmt], headers=headers)
 
 
+async def job(request: Request) -> Response:
+    return await (cancel(request) if request.method == "DELETE" else status(request))
+
+
 def routes() -> list[Route]:
     return [
         Route("/models/{name}/jobs", submit, methods=["POST"]),
-        Route("/jobs/{id}", status, methods=["GET"]),
-        Route("/jobs/{id}", cancel, methods=["DELETE"]),
+        Route("/jobs/{id}", job, methods=["GET", "DELETE"]),  # one route, so a 405 lists both in Allow
         Route("/jobs/{id}/result", result, methods=["GET"]),
     ]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import math
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -67,6 +68,8 @@ class ModelGate:
         On timeout the request is cancelled: still queued, it never runs; already running on the model's
         thread, that batch finishes, and its answer for this request is dropped.
         """
+        if self.inflight.get(model, 0) >= self.max_inflight and inspect.iscoroutine(work):
+            work.close()  # about to be refused, never started: close it, or asyncio warns it was never awaited
         with self.admit(model):
             try:
                 async with asyncio.timeout(self.timeout_s):
