@@ -30,7 +30,7 @@ def test_demo_model_summary(capsys: pytest.CaptureFixture[str]) -> None:
 def test_json_option_keeps_the_machine_readable_form(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["inspect", "toymodels:IrisClassifier", "--json"]) == 0
     described = json.loads(capsys.readouterr().out)
-    assert described["name"] == "irisclassifier" and described["outputs"][1]["labels"][0] == "setosa"
+    assert described["name"] == "iris" and described["outputs"][1]["labels"][0] == "setosa"
 
 
 def test_native_model_shows_objective_missing_values_and_class_labels(tmp_path: Path) -> None:

@@ -143,3 +143,7 @@ def test_python_class_spec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     model = load_model("registry_user_mod:EchoModel")
     assert model.name == "echomodel" and model.platform == "python"
     assert load_model("registry_user_mod:EchoModel", name="echo").name == "echo"
+    (tmp_path / "registry_named_mod.py").write_text(
+        "from registry_user_mod import EchoModel\n\nclass Named(EchoModel):\n    name = 'doubler'\n"
+    )
+    assert load_model("registry_named_mod:Named").name == "doubler"  # the class's own name beats the default

@@ -54,7 +54,7 @@ def load_model(
     path = Path(spec)
     if isinstance(spec, str) and not path.exists() and is_class_spec(spec):
         model = load_class(spec)
-        model.name = _checked_name(name or spec.rsplit(":", 1)[1].lower(), spec)
+        model.name = _checked_name(name or model.name or spec.rsplit(":", 1)[1].lower(), spec)
         return model
     if not path.exists():
         raise ModelLoadError(f"no such model file or directory: {spec}; {FORMATS}")
