@@ -137,8 +137,6 @@ class _Server(uvicorn.Server):
         self.lifecycle = lifecycle
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        # uvicorn's signal handlers are installed by now: take the signals a supervisor held back during the fork
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
         await super().startup(sockets=sockets)
         if self.started:
             self.lifecycle.listening()

@@ -179,9 +179,8 @@ class Supervisor:
     # workers ----------------------------------------------------------------------------------------------
     def _spawn(self, index: int, *, replacement: bool) -> None:
         status_r, status_w = os.pipe()
-        # Signals stay blocked across the fork: a SIGTERM that reaches a worker before uvicorn has installed its
-        # handlers stays pending (the worker unblocks it in server.py once they are in place) instead of landing
-        # on the supervisor's handler copied into the child and being lost.
+        # Signals stay blocked across the fork: a SIGTERM that reaches a new worker before it has reset the
+        # supervisor's handlers (copied into the child) stays pending instead of being swallowed by them.
         pid = -1
         signal.pthread_sigmask(signal.SIG_BLOCK, _FORWARDED)
         try:
@@ -205,6 +204,9 @@ class Supervisor:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.default_int_handler)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            # held back across the fork (see _spawn): one that arrived meanwhile now ends this still-starting
+            # worker by default action, which has nothing in flight to drain
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _FORWARDED)
             self._selector.close()
             for fd in (status_r, *self._parent_fds, *(w.status_fd for w in self._workers.values())):
                 os.close(fd)
