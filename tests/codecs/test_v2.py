@@ -290,7 +290,7 @@ def test_bf16_is_a_clear_400() -> None:
 
 
 def test_unknown_datatype_is_a_400() -> None:
-    with pytest.raises(InvalidInput, match="input 'fp32': datatype unknown datatype 'FLOAT'"):
+    with pytest.raises(InvalidInput, match="input 'fp32': 'FLOAT' is not a datatype; expected one of BOOL"):
         ECHO.decode(doc(tensor("fp32", "FLOAT", [1], [1.0])))
 
 

@@ -27,7 +27,7 @@ from ..signature import DATATYPES, Signature, datatype_of
 from . import v2_binary, v2_json
 
 EXTENSIONS = ("binary_tensor_data",)
-_UNSUPPORTED_TYPES = {"BF16": "BF16 is not supported (numpy has no bfloat16); send FP32"}
+_UNSUPPORTED_TYPES = {"BF16": "datatype BF16 is not supported (numpy has no bfloat16); send FP32"}
 _MAX_ELEMENTS = 2**48
 _NOT_SUPPORTED_PARAMS = ("shared_memory_region", "shared_memory_byte_size", "shared_memory_offset")
 
@@ -121,8 +121,8 @@ class V2Codec:
         if not isinstance(datatype, str):
             raise MalformedRequest(f"{where}: 'datatype' is missing or not a string")
         if datatype not in DATATYPES:
-            reason = _UNSUPPORTED_TYPES.get(datatype, f"unknown datatype '{datatype[:40]}'")
-            raise InvalidInput(f"{where}: datatype {reason}; one of {', '.join(DATATYPES)}")
+            reason = _UNSUPPORTED_TYPES.get(datatype, f"'{datatype[:40]}' is not a datatype")
+            raise InvalidInput(f"{where}: {reason}; expected one of {', '.join(DATATYPES)}")
         expected = self.input_types.get(name)
         if expected is not None and (datatype, expected) not in SAFE_CASTS:
             raise InvalidInput(f"{where}: datatype {datatype} given, model expects {expected}")
