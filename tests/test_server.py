@@ -69,3 +69,15 @@ def test_worker_and_grace_settings() -> None:
         Settings(workers=0)
     with pytest.raises(ValidationError, match="grace_period_s"):
         Settings(grace_period_s=-1)
+
+
+def test_settle_heap_freezes_what_start_up_loaded() -> None:
+    import gc
+
+    from modelapi.server import settle_heap
+
+    try:
+        settle_heap()
+        assert gc.get_freeze_count() > 1000
+    finally:
+        gc.unfreeze()
