@@ -1,4 +1,4 @@
-"""The load generator: wrk (closed loop, keep-alive, one thread) pinned to its own core, read back as JSON."""
+"""The load generator: wrk (closed loop, keep-alive; one thread unless asked) pinned to its core(s), read as JSON."""
 
 from __future__ import annotations
 
@@ -46,12 +46,17 @@ def require(tool: str, hint: str) -> str:
     return path
 
 
-def run_wrk(url: str, body: Body, *, connections: int, seconds: int, core: int, timeout_s: int = 10) -> Cell:
-    """``connections`` keep-alive connections, each sending ``body`` again as soon as the answer arrives."""
+def run_wrk(
+    url: str, body: Body, *, connections: int, seconds: int, core: int | str, timeout_s: int = 10, threads: int = 1
+) -> Cell:
+    """``connections`` keep-alive connections, each sending ``body`` again as soon as the answer arrives.
+
+    ``core`` is one core or a ``taskset -c`` list (``"8-15"``); ``threads`` wrk threads share the connections.
+    """
     wrk = require("wrk", "install it with: apt-get install -y wrk")
     cmd = [
         "taskset", "-c", str(core), wrk,
-        "-t", "1", "-c", str(connections), "-d", f"{seconds}s", "--timeout", f"{timeout_s}s",
+        "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--timeout", f"{timeout_s}s",
         "-s", str(SCRIPT), url, "--",
         str(body.path), body.content_type, "" if body.header_length is None else str(body.header_length),
     ]  # fmt: skip

@@ -1,4 +1,4 @@
-"""Start a server under test pinned to one core, wait until it answers, and always stop it (its whole group)."""
+"""Start a server under test pinned to its core(s), wait until it answers, and always stop it (its whole group)."""
 
 from __future__ import annotations
 
@@ -82,10 +82,16 @@ def free_port() -> int:
 def modelapi(name: str, models: list[Path], *extra: str, env: dict[str, str] | None = None) -> ServerSpec:
     """modelapi with access logs off (gunicorn logs no accesses by default either)."""
     argv = (
-        str(VENV_BIN / "modelapi"), "serve", *map(str, models),
+        *modelapi_command(), "serve", *map(str, models),
         "--host", "127.0.0.1", "--port", "{port}", "--log-level", "warning", *extra,
     )  # fmt: skip
     return ServerSpec(name, argv, "/v2/health/ready", env or {})
+
+
+def modelapi_command() -> tuple[str, ...]:
+    """The ``modelapi`` console script next to this Python, or ``python -m modelapi`` where none is installed."""
+    script = VENV_BIN / "modelapi"
+    return (str(script),) if script.is_file() else (sys.executable, "-m", "modelapi")
 
 
 def flask_gunicorn(model: Path, workers: int = 2) -> ServerSpec:
@@ -98,14 +104,19 @@ def flask_gunicorn(model: Path, workers: int = 2) -> ServerSpec:
 
 @contextlib.contextmanager
 def serve(
-    spec: ServerSpec, *, core: int, env: dict[str, str], log_dir: Path, timeout: float = 60.0
+    spec: ServerSpec, *, core: int | str, env: dict[str, str], log_dir: Path, timeout: float = 60.0
 ) -> Iterator[Running]:
-    """Run ``spec`` under ``taskset -c core`` in its own process group; kill the group on the way out."""
+    """Run ``spec`` under ``taskset -c core`` in its own process group; kill the group on the way out.
+
+    ``core`` is one core or a ``taskset -c`` list (``"0-7"``). The repository goes first on ``PYTHONPATH``,
+    ahead of any path ``env`` already has there (packages installed with ``pip --target``, say).
+    """
     port = free_port()
     argv = ["taskset", "-c", str(core), *(a.replace("{port}", str(port)) for a in spec.argv)]
     log_path = log_dir / f"server-{spec.name.replace(' ', '_').replace('/', '_')}.log"
     repo = Path(__file__).resolve().parents[1]
-    full_env = {**env, **spec.env, "PYTHONPATH": str(repo)}
+    pythonpath = os.pathsep.join(p for p in (str(repo), env.get("PYTHONPATH", "")) if p)
+    full_env = {**env, **spec.env, "PYTHONPATH": pythonpath}
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
             argv, stdout=log, stderr=subprocess.STDOUT, env=full_env, cwd=repo, start_new_session=True

@@ -1,0 +1,517 @@
+"""Scaling on a many-core machine: ``modelapi serve --workers N``, and batching on a GPU.
+
+Part A: the issue's LogisticRegression served by ``--workers N`` (1, 2, 4, 8) pinned to the server cores (by
+default the first 8 this process may use), wrk with 8 threads on the next 8 (closed loop, keep-alive, 256
+connections), 1-row and 32-row friendly JSON. Each server's answers are checked before it is timed. The
+in-process 1-row loop on one server core is the reference for one core.
+
+Part B, where torch sees CUDA: a TorchScript MLP (20 -> 256 -> 256 -> 3) served with ``--device cuda``, with
+adaptive batching on and with ``--no-batching``, 64 connections, 1-row friendly JSON. The server's answers must
+match the model's own on the CPU within 1e-4, for a lone request and for a burst of concurrent ones.
+
+Prints one Markdown table per part and writes them, with the raw numbers and the server logs, to ``--out``.
+
+    python -m bench.scaling --out DIR       # 10 s per cell, about 4 minutes on 16 cores
+    python -m bench.scaling --seconds 1 --workers 1,2 --server-cores 0 --load-cores 1 --threads 1 --connections 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import platform
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from . import environment, procfs, servers, verify, workload
+from .loadgen import Cell, LoadError, require, run_wrk
+
+RESULTS = Path(__file__).with_name("results")
+ROW_COUNTS: tuple[int, ...] = (1, 32)
+LOGREG_PATH = "/models/logreg/predict"
+MLP_PATH = "/models/mlp/predict"
+MLP_LAYERS = (workload.N_FEATURES, 256, 256, 3)
+GPU_TOLERANCE = 1e-4
+BURST = 32  # concurrent 1-row requests, each a different row, checked on the batching server
+#: the errors that end one server's cells but not the run
+CellError = (servers.ServerError, verify.WrongAnswer, LoadError, subprocess.SubprocessError, OSError)
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Plan:
+    seconds: int
+    warmup: int
+    workers: tuple[int, ...]
+    server_cores: str  # a taskset -c list
+    load_cores: str
+    threads: int
+    connections: int
+    cuda_connections: int
+    torch_device: str
+    ready_timeout: float
+    out: Path
+    log: Log
+
+
+@dataclass(frozen=True)
+class Result:
+    """One timed cell. ``label`` is the worker count (part A) or the batching mode (part B)."""
+
+    part: str
+    label: str
+    rows: int
+    connections: int
+    rps: float
+    rows_per_s: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    cpu_us_per_req: float | None
+    processes: int
+
+
+@dataclass
+class Outcome:
+    meta: dict[str, Any]
+    results: list[Result]
+    inprocess: dict[str, float] | None = None
+    failures: list[str] | None = None
+    cuda_note: str = ""
+
+    def fail(self, message: str) -> None:
+        self.failures = [*(self.failures or []), message]
+
+
+def parse_cores(spec: str) -> list[int]:
+    """A ``taskset -c`` list such as ``0-7`` or ``0,2,4-6`` as sorted core numbers."""
+    cores: set[int] = set()
+    for part in spec.split(","):
+        first, _, last = part.strip().partition("-")
+        cores.update(range(int(first), int(last or first) + 1))
+    if not cores:
+        raise ValueError(f"no cores in {spec!r}")
+    return sorted(cores)
+
+
+def core_list(cores: Iterable[int]) -> str:
+    return ",".join(str(c) for c in sorted(cores))
+
+
+def default_cores() -> tuple[str, str]:
+    """Up to 8 server cores and as many load cores, from the cores this process may use."""
+    allowed = sorted(os.sched_getaffinity(0))
+    if len(allowed) < 2:
+        raise LoadError("the bench needs 2 cores: the server's and wrk's")
+    half = min(8, len(allowed) // 2)
+    return core_list(allowed[:half]), core_list(allowed[half : 2 * half])
+
+
+def smt_overlap(server: list[int], load: list[int]) -> list[int]:
+    """Load cores that are hyper-thread siblings of a server core (they share one physical core)."""
+    shared: set[int] = set()
+    for core in server:
+        path = Path(f"/sys/devices/system/cpu/cpu{core}/topology/thread_siblings_list")
+        try:
+            shared.update(parse_cores(path.read_text().strip()))
+        except (OSError, ValueError):
+            continue
+    return sorted(shared & set(load))
+
+
+def measure(
+    plan: Plan, srv: servers.Running, url_path: str, body: workload.Body, connections: int
+) -> tuple[Cell, float | None]:
+    """One warmed-up wrk cell against ``srv``, and the server's CPU time per request in microseconds."""
+    url = srv.url + url_path
+    if plan.warmup:
+        run_wrk(url, body, connections=connections, seconds=plan.warmup, core=plan.load_cores, threads=plan.threads)
+    pids = procfs.tree(srv.process.pid)
+    cpu = procfs.cpu_seconds(pids)
+    cell = run_wrk(url, body, connections=connections, seconds=plan.seconds, core=plan.load_cores, threads=plan.threads)
+    cpu = procfs.cpu_seconds(pids) - cpu
+    return cell, (cpu / cell.requests * 1e6 if cell.requests else None)
+
+
+def result(
+    part: str, label: str, body: workload.Body, connections: int, cell: Cell, cpu_us: float | None, n: int
+) -> Result:
+    return Result(
+        part, label, body.rows, connections, cell.rps, cell.rows_per_s, cell.p50_ms, cell.p99_ms, cell.errors, cpu_us, n
+    )
+
+
+# Part A: worker scaling
+
+
+def inprocess(plan: Plan, work: workload.Workload, env: dict[str, str]) -> dict[str, float]:
+    """The 1-row JSON + predict loop, no HTTP, on the first server core."""
+    core = parse_cores(plan.server_cores)[0]
+    cmd = ["taskset", "-c", str(core), sys.executable, "-m", "bench.inprocess"]
+    cmd += [str(work.model_path), str(work.body("rest", 1).path), str(plan.seconds)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True, cwd=_repo(), timeout=300)
+    r = orjson.loads(proc.stdout)
+    rps = r["requests"] / r["seconds"]
+    plan.log(f"in-process 1-row loop on core {core}: {rps:,.0f} req/s")
+    return {"core": core, "rps": rps, "p50_ms": r["p50_us"] / 1e3, "p99_ms": r["p99_us"] / 1e3}
+
+
+def worker_scaling(
+    plan: Plan, outcome: Outcome, work: workload.Workload, env: dict[str, str], log_dir: Path, tmp: Path
+) -> None:
+    want = {n: workload.expected(work.model_path, work.rows[:n]) for n in ROW_COUNTS}
+    bodies = [work.body("rest", n) for n in ROW_COUNTS]
+    try:
+        outcome.inprocess = inprocess(plan, work, env)
+    except CellError as exc:
+        outcome.fail(f"in-process loop: {_describe(exc)}")
+    for w in plan.workers:
+        spec = servers.modelapi(f"modelapi --workers {w}", [work.model_path], "--workers", str(w))
+        try:
+            with servers.serve(
+                spec, core=plan.server_cores, env=env, log_dir=log_dir, timeout=plan.ready_timeout
+            ) as srv:
+                for body in bodies:
+                    verify.check(spec.name, LOGREG_PATH, srv.host, srv.port, body, want[body.rows])
+                processes = len(srv.workers())
+                if processes != w:
+                    raise servers.ServerError(f"{spec.name}: {processes} serving processes, expected {w}")
+                plan.log(f"{spec.name}: {processes} worker(s), answers verified")
+                for body in bodies:
+                    cell, cpu_us = measure(plan, srv, LOGREG_PATH, body, plan.connections)
+                    outcome.results.append(result("A", str(w), body, plan.connections, cell, cpu_us, processes))
+                    plan.log(
+                        f"{spec.name} {body.rows}-row c{plan.connections}: {cell.rps:,.0f} req/s, "
+                        f"p50 {cell.p50_ms:.2f} ms, p99 {cell.p99_ms:.2f} ms, {cell.errors} errors"
+                    )
+        except CellError as exc:
+            outcome.fail(f"{spec.name}: {_describe(exc)}")
+            plan.log(f"{spec.name}: FAILED: {_describe(exc)}")
+
+
+def table_a(outcome: Outcome) -> str:
+    rows = [r for r in outcome.results if r.part == "A"]
+    lines = [
+        "| workers | body | req/s | rows/s | p50 ms | p99 ms | errors | speed-up vs 1 worker | server CPU µs/req |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        one = next((b for b in rows if b.label == "1" and b.rows == r.rows), None)
+        speedup = f"{r.rows_per_s / one.rows_per_s:.2f}x" if one and one.rows_per_s else "n/a"
+        cpu = f"{r.cpu_us_per_req:,.0f}" if r.cpu_us_per_req is not None else "n/a"
+        lines.append(
+            f"| {r.label} | {r.rows}-row JSON | {r.rps:,.0f} | {r.rows_per_s:,.0f} | {r.p50_ms:.2f} | "
+            f"{r.p99_ms:.2f} | {r.errors} | {speedup} | {cpu} |"
+        )
+    ref = outcome.inprocess
+    if ref is not None:
+        lines.append(
+            f"\nReference: the in-process 1-row loop (JSON decode, predict, JSON encode; no HTTP) on core "
+            f"{ref['core']:.0f}: {ref['rps']:,.0f} req/s, p50 {ref['p50_ms'] * 1e3:.0f} µs, "
+            f"p99 {ref['p99_ms'] * 1e3:.0f} µs."
+        )
+    return "\n".join(lines)
+
+
+# Part B: batching on a GPU
+
+
+def cuda_note(device: str) -> str:
+    """Why part B cannot run on ``device`` ('' when it can)."""
+    try:
+        import torch
+    except ImportError:
+        return "torch is not installed"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        return f"torch {torch.__version__} sees no CUDA device (torch.cuda.is_available() is false)"
+    return ""
+
+
+def build_mlp(directory: Path) -> Path:
+    """A seeded float32 MLP with a softmax head, saved as TorchScript with its signature sidecar."""
+    import torch
+
+    torch.manual_seed(0)
+    a, b, c, d = MLP_LAYERS
+    layers = [torch.nn.Linear(a, b), torch.nn.ReLU(), torch.nn.Linear(b, c), torch.nn.ReLU(), torch.nn.Linear(c, d)]
+    net = torch.nn.Sequential(*layers, torch.nn.Softmax(dim=1)).eval()
+    with torch.no_grad():
+        scripted = torch.jit.trace(net, torch.zeros(4, a))  # type: ignore[no-untyped-call]
+    path = directory / "mlp.pt"
+    torch.jit.save(scripted, str(path))
+    signature = {
+        "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, a]}],
+        "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [-1, d]}],
+    }
+    path.with_name(path.stem + ".signature.json").write_bytes(orjson.dumps(signature))
+    return path
+
+
+def mlp_reference(path: Path, rows: np.ndarray) -> np.ndarray:
+    """What the saved model answers on the CPU for ``rows`` (sent as JSON, taken as float32 by the server)."""
+    import torch
+
+    module = torch.jit.load(str(path), map_location="cpu")  # type: ignore[no-untyped-call]
+    with torch.inference_mode():
+        out = module(torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32)))
+    return np.asarray(out.numpy(), dtype=np.float64)
+
+
+def _post_json(host: str, port: int, data: bytes) -> np.ndarray:
+    conn = http.client.HTTPConnection(host, port, timeout=60)
+    try:
+        conn.request("POST", MLP_PATH, body=data, headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        content = resp.read()
+        if resp.status != 200:
+            raise verify.WrongAnswer(f"{MLP_PATH}: HTTP {resp.status}: {content[:300]!r}")
+    finally:
+        conn.close()
+    answer = orjson.loads(content)
+    preds: list[dict[str, Any]] = answer.get("predictions", [answer])
+    return np.asarray([p["prediction"] for p in preds], dtype=np.float64)
+
+
+def check_mlp(name: str, srv: servers.Running, bodies: list[workload.Body], rows: np.ndarray, want: np.ndarray) -> None:
+    """Each body alone, then a burst of concurrent 1-row requests (batched together when batching is on)."""
+
+    def compare(where: str, got: np.ndarray, expected: np.ndarray) -> None:
+        if got.shape != expected.shape:
+            raise verify.WrongAnswer(f"{name} {where}: shape {got.shape}, expected {expected.shape}")
+        diff = float(np.max(np.abs(got - expected)))
+        if diff > GPU_TOLERANCE:
+            raise verify.WrongAnswer(f"{name} {where}: differs from the CPU model by {diff:.2e} > {GPU_TOLERANCE}")
+
+    for body in bodies:
+        compare(f"{body.rows}-row body", _post_json(srv.host, srv.port, body.data()), want[: body.rows])
+    singles = [workload.rest_json(rows[i : i + 1]) for i in range(min(BURST, len(rows)))]
+    with ThreadPoolExecutor(len(singles)) as pool:
+        answers = list(pool.map(lambda data: _post_json(srv.host, srv.port, data), singles))
+    compare(f"burst of {len(singles)} concurrent 1-row requests", np.concatenate(answers), want[: len(singles)])
+
+
+def gpu_batching(
+    plan: Plan, outcome: Outcome, work: workload.Workload, env: dict[str, str], log_dir: Path, tmp: Path
+) -> None:
+    note = cuda_note(plan.torch_device)
+    if note:
+        outcome.cuda_note = f"Part B (batching on {plan.torch_device}) skipped: {note}."
+        plan.log(outcome.cuda_note)
+        return
+    import torch
+
+    outcome.meta["torch"] = f"{torch.__version__} (CUDA {torch.version.cuda})"
+    directory = tmp / "torch"
+    directory.mkdir()
+    model = build_mlp(directory)
+    rows = work.rows  # the friendly JSON bodies of part A hold the first 1 and 32 of these
+    want = mlp_reference(model, rows)
+    bodies = [work.body("rest", n) for n in ROW_COUNTS]
+    plan.log(f"MLP {' -> '.join(map(str, MLP_LAYERS))} saved as TorchScript; CPU reference computed")
+    for mode, extra in (("on", ()), ("off", ("--no-batching",))):
+        spec = servers.modelapi(
+            f"modelapi mlp {plan.torch_device} batching {mode}", [model], "--device", plan.torch_device, *extra
+        )
+        try:
+            with servers.serve(
+                spec, core=plan.server_cores, env=env, log_dir=log_dir, timeout=plan.ready_timeout
+            ) as srv:
+                check_mlp(spec.name, srv, bodies, rows, want)
+                plan.log(f"{spec.name}: answers match the CPU model within {GPU_TOLERANCE}")
+                cell, cpu_us = measure(plan, srv, MLP_PATH, bodies[0], plan.cuda_connections)
+                outcome.results.append(
+                    result("B", mode, bodies[0], plan.cuda_connections, cell, cpu_us, len(srv.workers()))
+                )
+                plan.log(
+                    f"{spec.name} 1-row c{plan.cuda_connections}: {cell.rps:,.0f} req/s, "
+                    f"p50 {cell.p50_ms:.2f} ms, p99 {cell.p99_ms:.2f} ms, {cell.errors} errors"
+                )
+        except CellError as exc:
+            outcome.fail(f"{spec.name}: {_describe(exc)}")
+            plan.log(f"{spec.name}: FAILED: {_describe(exc)}")
+
+
+def table_b(outcome: Outcome) -> str:
+    if outcome.cuda_note:
+        return outcome.cuda_note
+    rows = {r.label: r for r in outcome.results if r.part == "B"}
+    lines = [
+        "| batching | body | connections | req/s | p50 ms | p99 ms | errors | server CPU µs/req |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows.values():
+        cpu = f"{r.cpu_us_per_req:,.0f}" if r.cpu_us_per_req is not None else "n/a"
+        lines.append(
+            f"| {r.label} | {r.rows}-row JSON | {r.connections} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | "
+            f"{r.errors} | {cpu} |"
+        )
+    on, off = rows.get("on"), rows.get("off")
+    if on and off and off.rps:
+        lines.append(f"\nBatching on / off: {on.rps / off.rps:.2f}x req/s; p99 {on.p99_ms:.2f} vs {off.p99_ms:.2f} ms.")
+    return "\n".join(lines)
+
+
+# The run
+
+
+def describe_machine(plan: Plan, env: dict[str, str]) -> dict[str, Any]:
+    server, load = parse_cores(plan.server_cores), parse_cores(plan.load_cores)
+    meta: dict[str, Any] = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{_cpu_model()}, {os.cpu_count()} CPUs, this process may use {len(os.sched_getaffinity(0))}",
+        "server cores": plan.server_cores,
+        "wrk": f"cores {plan.load_cores}, {plan.threads} threads, closed loop, keep-alive",
+        "seconds per cell": f"{plan.seconds} (after a {plan.warmup} s warm-up)",
+        "load average before": f"{os.getloadavg()[0]:.2f}",
+        "python": platform.python_version(),
+        "thread env": {k: env[k] for k in environment.THREAD_VARS},
+    }
+    shared = smt_overlap(server, load)
+    if shared:
+        meta["WARNING"] = f"wrk cores {core_list(shared)} are hyper-thread siblings of server cores"
+    try:
+        meta["blas"] = environment.blas_info(env)
+    except (subprocess.SubprocessError, OSError, ValueError) as exc:
+        meta["blas"] = f"unknown ({_describe(exc)})"
+    return meta
+
+
+def render(outcome: Outcome, command: str) -> str:
+    meta = "\n".join(f"- {k}: {v}" for k, v in outcome.meta.items())
+    text = f"# modelapi scaling\n\n`{command}`\n\n{meta}\n\n"
+    text += f"## A. Worker scaling (LogisticRegression, CPU)\n\n{table_a(outcome)}\n\n"
+    text += f"## B. Adaptive batching on a GPU (TorchScript MLP)\n\n{table_b(outcome)}\n"
+    if outcome.failures:
+        text += "\n## Failures\n\n" + "\n".join(f"- {f}" for f in outcome.failures) + "\n"
+    return text
+
+
+def write(out: Path, stamp: str, outcome: Outcome, command: str) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    md, js = out / f"scaling-{stamp}.md", out / f"scaling-{stamp}.json"
+    md.write_text(render(outcome, command), encoding="utf-8")
+    raw = {
+        "command": command,
+        "meta": outcome.meta,
+        "results": [asdict(r) for r in outcome.results],
+        "inprocess": outcome.inprocess,
+        "failures": outcome.failures or [],
+        "cuda_note": outcome.cuda_note,
+    }
+    js.write_bytes(orjson.dumps(raw, option=orjson.OPT_INDENT_2))
+    return [md, js]
+
+
+def run(plan: Plan, stamp: str, command: str) -> int:
+    require("wrk", "install it with: apt-get install -y wrk")
+    require("taskset", "install it with: apt-get install -y util-linux")
+    os.sched_setaffinity(0, parse_cores(plan.load_cores))  # the harness stays off the server's cores
+    env = environment.bench_env()
+    outcome = Outcome(describe_machine(plan, env), [])
+    log_dir = plan.out / f"logs-{stamp}"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="modelapi-scaling-") as tmp:
+        work = workload.build(Path(tmp), ROW_COUNTS)
+        plan.log("models trained, bodies written")
+        for part, fn in (("A", worker_scaling), ("B", gpu_batching)):
+            try:
+                fn(plan, outcome, work, env, log_dir, Path(tmp))
+            except Exception as exc:  # one part's failure must not lose the other's results
+                traceback.print_exc()
+                outcome.fail(f"part {part}: {_describe(exc)}")
+            write(plan.out, stamp, outcome, command)  # part A's numbers survive whatever part B does
+    outcome.meta["load average after"] = f"{os.getloadavg()[0]:.2f}"
+    paths = write(plan.out, stamp, outcome, command)
+    print("\n" + render(outcome, command))
+    print(f"written: {', '.join(map(str, paths))}; server logs in {log_dir}")
+    return 1 if outcome.failures else 0
+
+
+def _describe(exc: BaseException) -> str:
+    detail = getattr(exc, "stderr", None)
+    return f"{type(exc).__name__}: {exc}" + (f"\n{detail.strip()}" if isinstance(detail, str) and detail else "")
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _repo() -> Path:
+    return Path(__file__).resolve().parents[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.scaling", description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=10, help="seconds per timed cell (default 10)")
+    parser.add_argument("--warmup", type=int, default=2, help="seconds of load before each timed cell (default 2)")
+    parser.add_argument("--workers", default="1,2,4,8", help="worker counts for part A (default 1,2,4,8)")
+    parser.add_argument("--server-cores", help="taskset -c list for the servers (default: the first 8 usable)")
+    parser.add_argument("--load-cores", help="taskset -c list for wrk (default: the next 8 usable)")
+    parser.add_argument("--threads", type=int, help="wrk threads (default: one per load core)")
+    parser.add_argument("--connections", type=int, default=256, help="wrk connections in part A (default 256)")
+    parser.add_argument("--cuda-connections", type=int, default=64, help="wrk connections in part B (default 64)")
+    parser.add_argument(
+        "--torch-device", default="cuda", help="device for part B (default cuda; skipped when CUDA is absent)"
+    )
+    parser.add_argument("--ready-timeout", type=float, default=120.0, help="seconds a server may take to start")
+    parser.add_argument("--out", type=Path, default=RESULTS, help=f"directory for the results (default {RESULTS})")
+    args = parser.parse_args(argv)
+    start = time.monotonic()
+
+    def log(message: str) -> None:
+        print(f"[{time.monotonic() - start:6.1f} s] {message}", file=sys.stderr, flush=True)
+
+    try:
+        auto_server, auto_load = default_cores()
+        server_cores = args.server_cores or auto_server
+        load_cores = args.load_cores or auto_load
+        plan = Plan(
+            seconds=args.seconds,
+            warmup=args.warmup,
+            workers=tuple(int(w) for w in args.workers.split(",")),
+            server_cores=core_list(parse_cores(server_cores)),
+            load_cores=core_list(parse_cores(load_cores)),
+            threads=args.threads or len(parse_cores(load_cores)),
+            connections=args.connections,
+            cuda_connections=args.cuda_connections,
+            torch_device=args.torch_device,
+            ready_timeout=args.ready_timeout,
+            out=args.out,
+            log=log,
+        )
+    except (ValueError, LoadError) as exc:
+        parser.error(str(exc))
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    command = shlex.join(["python", "-m", "bench.scaling", *(argv if argv is not None else sys.argv[1:])])
+    # SIGTERM unwinds like Ctrl+C, so every server started so far is stopped on the way out
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        return run(plan, stamp, command)
+    except LoadError as exc:
+        print(f"scaling: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
