@@ -37,7 +37,7 @@ class BatchPolicy:
     """How one model batches. ``enabled=False``: every request runs on its own, concurrently."""
 
     enabled: bool = True
-    max_batch_size: int = 256
+    max_batch_size: int = 1024
     max_delay_ms: float = 0.0
 
     def __post_init__(self) -> None:

@@ -67,7 +67,7 @@ class Settings(BaseSettings):
         30.0, ge=0, description="seconds in-flight requests get to finish after SIGTERM before they are cut off"
     )
     batching: bool = Field(True, description="adaptive batching of concurrent requests (docs/batching.md)")
-    batch_max_size: int = Field(256, ge=1, description="most rows in one batch (a larger request runs alone)")
+    batch_max_size: int = Field(1024, ge=1, description="most rows in one batch (a larger request runs alone)")
     batch_max_delay_ms: float = Field(
         0.0, ge=0, le=10_000, description="how long a request that waits may wait for more rows (0: no extra wait)"
     )

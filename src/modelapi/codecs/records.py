@@ -301,17 +301,21 @@ def encode_rows(outputs: Mapping[str, np.ndarray], signature: Signature) -> list
     """Outputs -> one object per row, keyed as ``answer_keys`` says."""
     keys = answer_keys(signature)
     order = sorted(outputs, key=lambda n: list(keys).index(n) if n in keys else len(keys))
-    columns: dict[str, list[Any]] = {}
-    rows = 0
+    columns: list[list[Any]] = []
     for name in order:
         arr = np.asarray(outputs[name])
         values = to_plain(arr)
         label_keys = labelled(signature.output(name), arr)
         if label_keys is not None:
-            values = [_keyed(label_keys, row) for row in values]
-        columns[keys.get(name, name)] = values
-        rows = len(values)
-    return [{key: values[i] for key, values in columns.items()} for i in range(rows)]
+            if arr.ndim == 2:  # the common case, a row of class probabilities: one dict per row
+                # lengths agree (``labelled`` checked the last axis); strict=True would cost a third more
+                values = [dict(zip(label_keys, row, strict=False)) for row in values]
+            else:
+                values = [_keyed(label_keys, row) for row in values]
+        columns.append(values)
+    names = [keys.get(name, name) for name in order]
+    # every output has one entry per row (the data plane checked): no strict zips on the hot path
+    return [dict(zip(names, row, strict=False)) for row in zip(*columns, strict=False)]
 
 
 def _keyed(label_keys: list[str], row: Any) -> Any:

@@ -21,6 +21,8 @@ from . import docs, openapi, routes_jobs, routes_mlflow, routes_rest, routes_v2
 from .errors import handle_http_exception, handle_modelapi_error
 from .middleware import cors, request_context
 
+_INFERENCE_ROUTES = {"infer", "predict", "predict_default"}
+
 
 def create_app(models: Sequence[Model] | DataPlane, settings: Settings | None = None) -> Starlette:
     """The ASGI application serving ``models``. Models load in the lifespan startup, before readiness."""
@@ -51,14 +53,17 @@ def create_app(models: Sequence[Model] | DataPlane, settings: Settings | None = 
             dataplane.live = False
             await run_in_threadpool(dataplane.unload_all)
 
+    routes = [
+        *without_management(routes_v2.routes(), enabled=settings.management_routes),
+        *routes_rest.routes(),
+        *openapi.routes(),
+        *docs.routes(),
+        *routes_jobs.routes(),
+    ]
+    # the router tries routes in order: inference routes first (no other route matches their paths)
+    routes.sort(key=lambda route: getattr(route, "name", None) not in _INFERENCE_ROUTES)
     app = Starlette(
-        routes=[
-            *without_management(routes_v2.routes(), enabled=settings.management_routes),
-            *routes_rest.routes(),
-            *openapi.routes(),
-            *docs.routes(),
-            *routes_jobs.routes(),
-        ],
+        routes=routes,
         middleware=[
             request_context(settings),  # request id, headers, body and request limits (docs/security.md)
             *cors(settings),  # outside authentication: a browser's preflight carries no key

@@ -15,8 +15,8 @@ so even those carry the request id.
 from __future__ import annotations
 
 import asyncio
+import random
 import re
-import uuid
 
 from starlette.datastructures import MutableHeaders
 from starlette.middleware import Middleware
@@ -162,7 +162,8 @@ def _request_id(scope: Scope) -> str:
             if _CLIENT_ID.match(text):
                 return text
             break
-    return uuid.uuid4().hex
+    # not a secret, only unique: no system call per request (random reseeds itself in forked workers)
+    return f"{random.getrandbits(128):032x}"
 
 
 def _content_length(scope: Scope) -> int | None:

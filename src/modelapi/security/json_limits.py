@@ -35,7 +35,7 @@ def check(body: bytes, *, max_depth: int, max_elements: int) -> None:
     (413) when it holds more than ``max_elements`` elements."""
     brackets = body.translate(_SQUARE, _NOT_BRACKETS)
     deep = _deeper(brackets, max_depth)
-    commas = body.count(b",")
+    commas = body.count(b",") if len(body) >= max_elements else 0  # fewer bytes than the limit: fewer commas
     if not deep and commas + 1 <= max_elements:
         return
     if b'"' not in body:  # no strings: the bounds are exact
