@@ -2,7 +2,9 @@
 
 Run as ``python -m bench.inprocess MODEL BODY SECONDS`` (pinned to the server's core by the harness); prints
 one JSON object: requests, seconds, latency percentiles, and this process's resident memory, which the harness
-takes as the model's own footprint (Python, numpy, scikit-learn, skops and the loaded model).
+takes as the model's own footprint (Python, numpy, scikit-learn, skops and the loaded model). The model is loaded
+the way modelapi loads it (``load_model``), so the footprint holds the same libraries as a server worker's and
+no more (skops alone would import all of PyTorch where it is installed).
 
 The answer has the same content as the friendly route's (label and class probabilities per row), so the
 loop does the model work a server must do, and nothing else.
@@ -20,7 +22,6 @@ import numpy as np
 import orjson
 
 from .procfs import core_busy_seconds, rss_bytes
-from .workload import load
 
 
 def handle(est: Any, keys: list[str], body: bytes) -> bytes:
@@ -53,9 +54,17 @@ def loop(est: Any, body: bytes, seconds: float) -> list[int]:
     return latencies
 
 
+def _estimator(model_path: Path) -> Any:
+    from modelapi.models.registry import load_model
+
+    model = load_model(model_path)
+    model.load()
+    return model.estimator  # type: ignore[attr-defined]  # a scikit-learn model
+
+
 def main(argv: list[str]) -> int:
     model_path, body_path, seconds = Path(argv[0]), Path(argv[1]), float(argv[2])
-    est = load(model_path)
+    est = _estimator(model_path)
     core = min(os.sched_getaffinity(0))  # the harness pins this process to one core
     cpu, busy = time.process_time(), core_busy_seconds(core)
     latencies = np.asarray(loop(est, body_path.read_bytes(), seconds), dtype=np.float64)
