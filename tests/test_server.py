@@ -81,3 +81,17 @@ def test_settle_heap_freezes_what_start_up_loaded() -> None:
         assert gc.get_freeze_count() > 1000
     finally:
         gc.unfreeze()
+
+
+def test_the_supervisors_preimport_of_skops_leaves_torch_out() -> None:
+    """Workers fork from the supervisor: what it imports, every worker holds (PyTorch would be ~230 MiB)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from modelapi.demo import DEMO_MODEL_PATH; from modelapi.server import preimport; "
+        "from modelapi.settings import Settings; preimport(Settings(models=[str(DEMO_MODEL_PATH)])); "
+        "print('skops.io' in sys.modules, 'torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "True False"

@@ -31,6 +31,7 @@ from .http.lifecycle import Lifecycle
 from .models.base import Model
 from .models.python import is_class_spec
 from .models.registry import PICKLE_SUFFIXES, load_model
+from .models.sklearn import import_skops
 from .models.trust import Trust
 from .security import tls
 from .security.keys import RedactKeys
@@ -74,7 +75,9 @@ def preimport(settings: Settings) -> None:
         if is_class_spec(spec) and not path.exists():
             names = [spec.split(":", 1)[0]]
         elif path.is_dir() or path.suffix.lower() in (".skops", *PICKLE_SUFFIXES):
-            names = ["sklearn.base", "sklearn.pipeline", "skops.io", "joblib"]
+            names = ["sklearn.base", "sklearn.pipeline", "joblib"]
+            with contextlib.suppress(Exception):
+                import_skops()  # as the loader does: without PyTorch, which skops would otherwise pull in
         for name in names:
             with contextlib.suppress(Exception):
                 importlib.import_module(name)

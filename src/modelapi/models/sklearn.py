@@ -102,7 +102,7 @@ def describe_estimator(est: Any) -> str:
 EXTRA_TRUSTED_TYPES = frozenset({"numpy.dtype"})
 
 
-def _import_skops() -> Any:
+def import_skops() -> Any:
     """Import ``skops.io`` without dragging in PyTorch.
 
     On import, skops lists scikit-learn's estimators by walking every sklearn package, and that walk imports
@@ -123,7 +123,7 @@ def _import_skops() -> Any:
 
 def load_skops(path: Path) -> SklearnModel:
     """Load a ``.skops`` file, refusing any type that neither skops nor ``EXTRA_TRUSTED_TYPES`` trusts."""
-    sio = _import_skops()
+    sio = import_skops()
 
     try:
         found = sio.get_untrusted_types(file=path)
