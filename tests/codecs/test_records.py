@@ -137,9 +137,15 @@ def test_query_parses_numbers_by_datatype() -> None:
     assert request.inputs["a"].tolist() == [2.0]
 
 
-@pytest.mark.parametrize("text", ["abc", "1,5", "nan", "inf", "1e999", "0x10", "1_000", ""])
+@pytest.mark.parametrize("text", ["abc", "1,5", "0x10", "1_000", ""])
 def test_query_rejects_what_is_not_a_number(text: str) -> None:
     with pytest.raises(InvalidInput, match="query parameter 'a' expected a number, got string"):
+        records.decode_query([("a", text), ("b", "1")], REG)
+
+
+@pytest.mark.parametrize("text", ["nan", "NaN", "inf", "-Infinity", "1e999"])
+def test_query_says_a_finite_number_for_nan_and_infinity(text: str) -> None:
+    with pytest.raises(InvalidInput, match=f"query parameter 'a' expected a finite number, got '{text}'"):
         records.decode_query([("a", text), ("b", "1")], REG)
 
 

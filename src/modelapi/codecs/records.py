@@ -24,6 +24,7 @@ from ..errors import InvalidInput, PayloadTooLarge
 from ..inference import InferenceRequest, InferenceResponse
 from ..signature import Signature, TensorSpec, json_type
 from .columns import fast_column
+from .words import describe
 
 _WORDS = {"boolean": "true or false", "string": "a string", "integer": "an integer", "number": "a number"}
 _PLURALS = {"boolean": "booleans", "string": "strings", "integer": "integers", "number": "numbers"}
@@ -33,23 +34,6 @@ _NULLS = ("", "null", "nan", "NaN")
 
 
 # checking one value ---------------------------------------------------------------------------------------
-def describe(value: Any) -> str:
-    """A JSON value in words, for error messages: ``string 'abc'``, ``number 1.5``, ``array``..."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return f"boolean {'true' if value else 'false'}"
-    if isinstance(value, str):
-        return f"string {value[:40]!r}"
-    if isinstance(value, int | float):
-        return f"number {value!r}"[:50]
-    if isinstance(value, list):
-        return f"an array of length {len(value)}"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
-
-
 def expected_words(spec: TensorSpec, dims: Sequence[int] | None = None) -> str:
     dims = spec.row_shape if dims is None else dims
     word = _WORDS[json_type(spec.datatype)]
@@ -194,6 +178,8 @@ def decode_query(items: Sequence[tuple[str, str]], signature: Signature) -> Infe
     inputs = {}
     for spec in signature.inputs:
         value = parse_text(spec, given[spec.name])
+        if isinstance(value, str) and json_type(spec.datatype) == "number" and _nonfinite(value):
+            raise InvalidInput(f"query parameter '{spec.name}' expected a finite number, got {value[:40]!r}")
         problem = value_problem(spec, value)
         if problem is not None:
             raise InvalidInput(f"query parameter {problem}")
@@ -217,6 +203,14 @@ def parse_text(spec: TensorSpec, text: str) -> Any:
         number = float(text)
         return number if math.isfinite(number) else text
     return text
+
+
+def _nonfinite(text: str) -> bool:
+    """Whether ``text`` reads as NaN or an infinity (``nan``, ``-inf``, ``1e999``...)."""
+    try:
+        return not math.isfinite(float(text))
+    except ValueError:
+        return False
 
 
 def example_query(signature: Signature) -> str:
