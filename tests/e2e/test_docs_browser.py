@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import os
+import re
 import shutil
 import subprocess
+import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
-from .server import serve
+from .server import TESTS_DIR, serve
+
+sys.path.insert(0, str(TESTS_DIR / "security"))
+from keyhelpers import cli_create_key
+
+OPEN_PROBES = {"/v2/health/live", "/v2/health/ready", "/ping", "/health"}
 
 
 def chromium() -> str:
@@ -21,36 +33,104 @@ def chromium() -> str:
     return path
 
 
+def render(browser: str, url: str, profile: Path) -> subprocess.CompletedProcess[str]:
+    """The DOM of ``url`` once its scripts have run (15 s of virtual time), and the browser's console on stderr."""
+    return subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--disable-extensions",
+            f"--user-data-dir={profile}",
+            "--virtual-time-budget=15000",
+            "--enable-logging=stderr",
+            "--log-level=0",
+            "--dump-dom",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def csp_refusals(result: subprocess.CompletedProcess[str]) -> list[str]:
+    console = [line for line in result.stderr.splitlines() if "CONSOLE" in line]
+    return [line for line in console if "Content Security Policy" in line or "Refused" in line]
+
+
 def test_docs_render_the_models_operations(tmp_path: Path) -> None:
     browser = chromium()
     with serve("toymodels:IrisClassifier", "--name", "iris", tmp_dir=tmp_path) as server:
-        result = subprocess.run(
-            [
-                browser,
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-                "--disable-extensions",
-                f"--user-data-dir={tmp_path / 'profile'}",
-                "--virtual-time-budget=15000",
-                "--enable-logging=stderr",
-                "--log-level=0",
-                "--dump-dom",
-                f"{server.url}/docs#/iris/post_models_iris_predict",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        result = render(browser, f"{server.url}/docs#/iris/post_models_iris_predict", tmp_path / "profile")
     dom = result.stdout
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Unable to render" not in dom
     assert 'data-path="/models/iris/predict"' in dom, dom[-2000:]
     assert 'data-path="/v1/models/iris:predict"' in dom
     assert "sepal_length" in dom  # the expanded operation shows the model's example record
-    console = [line for line in result.stderr.splitlines() if "CONSOLE" in line]
-    assert not [line for line in console if "Content Security Policy" in line or "Refused" in line], console
+    # authentication is off (loopback, no keys): no Authorize button, no locks
+    assert "btn authorize" not in dom and "authorization__btn" not in dom
+    assert not csp_refusals(result), result.stderr[-2000:]
+
+
+@contextlib.contextmanager
+def header_adding_proxy(upstream: str, key: str) -> Iterator[str]:
+    """A loopback proxy to ``upstream`` that adds ``X-API-Key`` to every GET: the tool that adds the header,
+    which docs/security.md suggests for browsing /docs on a server with authentication on."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            r = httpx.get(upstream + self.path, headers={"X-API-Key": key}, timeout=30)
+            self.send_response(r.status_code)
+            for name, value in r.headers.items():
+                if name.lower() not in {"content-length", "content-encoding", "transfer-encoding", "connection"}:
+                    self.send_header(name, value)
+            self.send_header("Content-Length", str(len(r.content)))
+            self.end_headers()
+            self.wfile.write(r.content)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=proxy.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{proxy.server_address[1]}"
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+        thread.join(timeout=10)
+
+
+def test_docs_with_authentication_offer_authorize_and_lock_exactly_the_protected_operations(tmp_path: Path) -> None:
+    browser = chromium()
+    state = tmp_path / "state"
+    key = cli_create_key(state)
+    args = ("toymodels:IrisClassifier", "--name", "iris", "--auth", "on", "--state-dir", str(state))
+    with serve(*args, tmp_dir=tmp_path) as server:
+        assert httpx.get(f"{server.url}/docs").status_code == 401  # the page itself needs a key
+        with header_adding_proxy(server.url, key) as url:
+            spec = httpx.get(f"{url}/docs/openapi-3.0.json").json()
+            result = render(browser, f"{url}/docs", tmp_path / "profile")
+    dom = result.stdout
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Unable to render" not in dom
+    assert set(spec["components"]["securitySchemes"]) == {"bearer", "apiKey"}
+    assert 'class="btn authorize unlocked"' in dom, dom[-2000:]  # the Authorize button opens the key dialog
+    # every operation block, by path: a lock on each one the document protects, none on the health probes
+    blocks: list[tuple[str, bool]] = []
+    for block in dom.split('<div class="opblock opblock-')[1:]:
+        path = re.search(r'data-path="([^"]+)"', block)
+        assert path is not None, block[:500]
+        blocks.append((path.group(1), "authorization__btn" in block))
+    assert len(blocks) == sum(len(item) for item in spec["paths"].values())
+    assert {path for path, _ in blocks} == set(spec["paths"])
+    assert {path for path, lock in blocks if not lock} == OPEN_PROBES
+    assert not csp_refusals(result), result.stderr[-2000:]

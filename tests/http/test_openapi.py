@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import jsonschema  # type: ignore[import-untyped]
@@ -12,7 +14,11 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from modelapi.http import openapi, openapi_v2
-from toymodels import IRIS_FEATURES, IRIS_LABELS
+from modelapi.http.app import create_app
+from modelapi.security.auth import MANAGEMENT_PATHS, OPEN_PATHS
+from modelapi.security.keys import KeyStore
+from modelapi.settings import Settings
+from toymodels import IRIS_FEATURES, IRIS_LABELS, Echo, IrisClassifier, Regressor
 
 ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 Doc = dict[str, Any]
@@ -163,7 +169,8 @@ def test_query_parameters_for_get(doc: Doc) -> None:
 
 def test_status_codes_and_error_schemas(doc: Doc) -> None:
     post = doc["paths"]["/models/iris/predict"]["post"]["responses"]
-    assert set(post) == {"200", "400", "408", "413", "415", "429", "500", "503", "504"}
+    # authentication is off (loopback, no keys): no 401/403, and no 429, since the rate limit is per key
+    assert set(post) == {"200", "400", "408", "413", "415", "500", "503", "504"}
     assert post["400"]["content"]["application/problem+json"]["schema"] == {"$ref": "#/components/schemas/Problem"}
     assert set(doc["paths"]["/v1/models/iris:predict"]["post"]["responses"]) >= {"400", "413", "415", "500"}
     infer = doc["paths"]["/v2/models/iris/infer"]["post"]
@@ -310,3 +317,135 @@ def test_other_modules_can_describe_their_routes(client: TestClient, monkeypatch
     doc = client.get("/openapi.json").json()
     validate(doc)
     assert doc["paths"]["/things/{thing}"]["get"]["summary"] == "one thing"
+
+
+# authentication: declared exactly when the server enforces it --------------------------------------------
+def make_key(state: Path, *, scope: str = "predict", models: list[str] | None = None) -> str:
+    store = KeyStore.open(state, None)
+    try:
+        key, _ = store.create("test", frozenset({scope}), frozenset(models) if models is not None else None, None)
+    finally:
+        store.close()
+    return key
+
+
+@pytest.fixture
+def keyed(tmp_path: Path) -> Iterator[tuple[TestClient, dict[str, str]]]:
+    """Authentication on (three models, management routes, a rate limit of 1/s in bursts of 10), and a key."""
+    settings = Settings(
+        state_dir=tmp_path, auth="on", management_routes=True, rate_limit=1.0, rate_burst=10, max_rows=1000
+    )
+    key = make_key(tmp_path)
+    with TestClient(create_app([IrisClassifier(), Echo(), Regressor()], settings), raise_server_exceptions=False) as c:
+        yield c, {"Authorization": f"Bearer {key}"}
+
+
+def operations(doc: Doc) -> list[tuple[str, str, Doc]]:
+    return [(path, method, op) for path, item in doc["paths"].items() for method, op in item.items()]
+
+
+def error_media(path: str) -> str:
+    return "application/json" if path == "/v2" or path.startswith("/v2/") else "application/problem+json"
+
+
+def test_no_security_is_claimed_when_authentication_is_off(doc: Doc) -> None:
+    assert "securitySchemes" not in doc["components"]
+    assert "security" not in doc
+    for path, method, op in operations(doc):
+        assert "security" not in op, (path, method)
+        assert not {"401", "403", "429"} & set(op["responses"]), (path, method)
+
+
+def test_authentication_on_declares_both_ways_to_send_a_key(keyed: tuple[TestClient, dict[str, str]]) -> None:
+    client, key = keyed
+    doc = client.get("/openapi.json", headers=key).json()
+    validate(doc)
+    assert doc["components"]["securitySchemes"] == {
+        "bearer": {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "mk_<id>_<secret>",
+            "description": "the API key as 'Authorization: Bearer <key>'",
+        },
+        "apiKey": {
+            "type": "apiKey",
+            "in": "header",
+            "name": "X-API-Key",
+            "description": "the API key as 'X-API-Key: <key>'",
+        },
+    }
+    assert doc["security"] == [{"bearer": []}, {"apiKey": []}]  # two requirements: either will do
+    assert "X-API-Key" in doc["info"]["description"]
+    lowered = client.get("/docs/openapi-3.0.json", headers=key).json()
+    validate(lowered)
+    assert lowered["openapi"] == "3.0.3"
+    assert lowered["components"]["securitySchemes"] == doc["components"]["securitySchemes"]
+    assert lowered["security"] == doc["security"]
+    init = client.get("/docs/assets/init.js", headers=key).text
+    assert "persistAuthorization: true" in init  # an authorized key survives a reload of /docs
+
+
+def test_each_operation_says_whether_it_needs_a_key(keyed: tuple[TestClient, dict[str, str]]) -> None:
+    client, key = keyed
+    doc = client.get("/openapi.json", headers=key).json()
+    public = {path for path, _, op in operations(doc) if op.get("security") == []}
+    assert public == OPEN_PATHS  # the health probes, and nothing else
+    assert set(doc["paths"]) >= MANAGEMENT_PATHS
+    for path, method, op in operations(doc):
+        responses = op["responses"]
+        if path in OPEN_PATHS:
+            assert not {"401", "403", "429"} & set(responses), (path, method)
+            continue
+        assert "security" not in op  # the document's requirement applies
+        media = error_media(path)
+        schema = {"$ref": "#/components/schemas/" + ("V2Error" if media == "application/json" else "Problem")}
+        assert responses["401"]["content"] == {media: {"schema": schema}}, (path, method)
+        assert "WWW-Authenticate" in responses["401"]["headers"]
+        assert responses["429"]["content"] == {media: {"schema": schema}}, (path, method)
+        assert "Retry-After" in responses["429"]["headers"]
+        # only the management routes need more than the predict scope every key has
+        assert ("403" in responses) == (path in MANAGEMENT_PATHS), (path, method)
+        if "403" in responses:
+            assert responses["403"]["content"] == {media: {"schema": schema}}
+        assert list(responses) == sorted(responses, key=lambda code: (code == "default", code))
+    for path in ("/models/iris/predict", "/v1/models/iris:predict", "/v2/models/iris/infer"):
+        post = doc["paths"][path]["post"]["responses"]
+        assert {"401", "429", "503", "504"} <= set(post), path  # each once: a dict key
+
+
+def test_the_documented_authentication_answers_are_the_real_ones(keyed: tuple[TestClient, dict[str, str]]) -> None:
+    client, key = keyed
+    doc = client.get("/openapi.json", headers=key).json()
+    for path, method, _ in operations(doc):
+        r = client.request(method, path)  # no key
+        if path in OPEN_PATHS:
+            assert r.status_code == 200, (path, method, r.text)
+            continue
+        assert r.status_code == 401, (path, method, r.text)
+        assert r.headers["www-authenticate"].startswith('Bearer realm="modelapi"')
+        assert r.headers["content-type"].startswith(error_media(path))
+        check(doc, response_schema(doc, path, method, 401, error_media(path)), r.json())
+    r = client.post("/v2/repository/index", headers=key)  # a predict key on a management route
+    assert r.status_code == 403
+    check(doc, response_schema(doc, "/v2/repository/index", "post", 403), r.json())
+    for _ in range(100):  # the burst, spent
+        if (r := client.get("/models/iris", headers=key)).status_code == 429:
+            break
+    assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+    check(doc, response_schema(doc, "/models/iris", "get", 429, "application/problem+json"), r.json())
+
+
+def test_no_429_without_a_rate_limit_and_security_in_a_limited_keys_document(tmp_path: Path) -> None:
+    settings = Settings(state_dir=tmp_path, auth="on", rate_limit=0)
+    full, limited = make_key(tmp_path), make_key(tmp_path, models=["iris"])
+    with TestClient(create_app([IrisClassifier(), Echo()], settings), raise_server_exceptions=False) as client:
+        doc = client.get("/openapi.json", headers={"X-API-Key": full}).json()
+        assert doc["security"] and all("429" not in op["responses"] for _, _, op in operations(doc))
+        assert "401" in doc["paths"]["/models/iris/predict"]["post"]["responses"]
+        own = client.get("/openapi.json", headers={"X-API-Key": limited}).json()  # built for this key's models
+        assert "/models/echo/predict" not in own["paths"]
+        assert own["security"] == doc["security"]
+        assert own["components"]["securitySchemes"] == doc["components"]["securitySchemes"]
+        assert "401" in own["paths"]["/models/iris/predict"]["post"]["responses"]
+        validate(own)
+        validate(client.get("/docs/openapi-3.0.json", headers={"X-API-Key": limited}).json())

@@ -261,3 +261,24 @@ def test_model_metadata_example_works(client: TestClient) -> None:
         if meta["example"]["query"] is not None:
             assert client.get(meta["urls"]["predict"] + "?" + meta["example"]["query"]).status_code == 200
     assert client.get("/models/iris").json()["example"]["request"] == ROW
+
+
+def test_the_package_version_is_looked_up_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.metadata
+
+    from modelapi.http import routes_rest
+
+    calls: list[str] = []
+
+    def version(name: str) -> str:
+        calls.append(name)
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", version)
+    routes_rest.package_version.cache_clear()
+    try:
+        assert routes_rest.package_version() == "0+unknown"  # a bare checkout still answers
+        assert routes_rest.package_version() == "0+unknown"
+        assert calls == ["modelapi"]
+    finally:
+        routes_rest.package_version.cache_clear()

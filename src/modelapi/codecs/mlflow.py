@@ -25,6 +25,7 @@ import numpy as np
 from ..errors import InvalidInput, PayloadTooLarge
 from ..inference import InferenceRequest
 from ..signature import Signature
+from .words import describe
 
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 _EXPECTED = "one of " + ", ".join(f'"{k}"' for k in FORMATS)
@@ -32,7 +33,7 @@ _EXPECTED = "one of " + ", ".join(f'"{k}"' for k in FORMATS)
 
 def decode(body: Any, signature: Signature, *, max_rows: int | None = None) -> InferenceRequest:
     if not isinstance(body, dict):
-        raise InvalidInput(f"expected a JSON object with {_EXPECTED}; got {_describe(body)}")
+        raise InvalidInput(f"expected a JSON object with {_EXPECTED}; got {describe(body)}")
     present = [k for k in FORMATS if k in body]
     if len(present) != 1:
         which = "none" if not present else " and ".join(f'"{k}"' for k in present)
@@ -75,7 +76,7 @@ def _cell(text: str) -> Any:
 def _split(value: Any, signature: Signature, max_rows: int | None) -> dict[str, list[Any]]:
     if not isinstance(value, dict) or not isinstance(value.get("data"), list):
         raise InvalidInput(
-            f'"dataframe_split" expected {{"columns": [...], "data": [[...], ...]}}; got {_describe(value)}'
+            f'"dataframe_split" expected {{"columns": [...], "data": [[...], ...]}}; got {describe(value)}'
         )
     data = value["data"]
     _limit(len(data), max_rows)
@@ -83,13 +84,13 @@ def _split(value: Any, signature: Signature, max_rows: int | None) -> dict[str, 
     if columns is None:
         columns = signature.input_names
     if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
-        raise InvalidInput(f'"dataframe_split.columns" expected a list of column names; got {_describe(columns)}')
+        raise InvalidInput(f'"dataframe_split.columns" expected a list of column names; got {describe(columns)}')
     out: dict[str, list[Any]] = {c: [] for c in columns}
     for i, row in enumerate(data):
         if not isinstance(row, list) or len(row) != len(columns):
             raise InvalidInput(
                 f'"dataframe_split.data" row {i}: expected a list of {len(columns)} values '
-                f"({', '.join(columns)}); got {_describe(row)}"
+                f"({', '.join(columns)}); got {describe(row)}"
             )
         for c, v in zip(columns, row, strict=True):
             out[c].append(v)
@@ -98,14 +99,14 @@ def _split(value: Any, signature: Signature, max_rows: int | None) -> dict[str, 
 
 def _records(value: Any, signature: Signature, max_rows: int | None, key: str) -> dict[str, list[Any]]:
     if not isinstance(value, list) or not value:
-        raise InvalidInput(f'"{key}" expected a non-empty list of records (objects); got {_describe(value)}')
+        raise InvalidInput(f'"{key}" expected a non-empty list of records (objects); got {describe(value)}')
     _limit(len(value), max_rows)
     names = list(value[0]) if isinstance(value[0], dict) else []
     out: dict[str, list[Any]] = {n: [] for n in names}
     for i, record in enumerate(value):
         if not isinstance(record, dict) or set(record) != set(names):
             want = f"an object with the same keys as record 0 ({', '.join(names)})"
-            raise InvalidInput(f'"{key}" record {i}: expected {want}; got {_describe(record)}')
+            raise InvalidInput(f'"{key}" record {i}: expected {want}; got {describe(record)}')
         for n in names:
             out[n].append(record[n])
     return _fit(out, signature, key)
@@ -117,13 +118,13 @@ def _tensors(value: Any, signature: Signature, max_rows: int | None, key: str) -
         out: dict[str, list[Any]] = {}
         for name, rows in value.items():
             if not isinstance(rows, list) or not rows:
-                raise InvalidInput(f'"{key}.{name}": expected a non-empty list of rows; got {_describe(rows)}')
+                raise InvalidInput(f'"{key}.{name}": expected a non-empty list of rows; got {describe(rows)}')
             _limit(len(rows), max_rows)
             out[name] = rows
         return _fit(out, signature, key)
     if not isinstance(value, list) or not value:
         raise InvalidInput(
-            f'"{key}" expected a non-empty list of rows, or an object of input -> rows; got {_describe(value)}'
+            f'"{key}" expected a non-empty list of rows, or an object of input -> rows; got {describe(value)}'
         )
     _limit(len(value), max_rows)
     if isinstance(value[0], dict):
@@ -174,20 +175,6 @@ def _arrays(columns: Mapping[str, Sequence[Any]], signature: Signature) -> dict[
 def _limit(n: int, max_rows: int | None) -> None:
     if max_rows is not None and n > max_rows:
         raise PayloadTooLarge(f"the request has {n} rows; the limit is {max_rows} rows per request")
-
-
-def _describe(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, str):
-        return f"string {value[:40]!r}"
-    if isinstance(value, int | float):
-        return f"number {value!r}"
-    if isinstance(value, list):
-        return f"an array of length {len(value)}"
-    return "an object" if isinstance(value, dict) else type(value).__name__
 
 
 # answers ----------------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import InvalidInput, MalformedRequest
 from ..signature import DATATYPES
+from .words import describe
 
 #: the Python types orjson gives that each datatype accepts (bool is not an int here)
 _ALLOWED: dict[str, set[type]] = {name: {int, float} for name in DATATYPES}
@@ -80,7 +81,9 @@ def _reject_type(flat: list[Any], datatype: str, shape: list[int], where: str) -
         raise InvalidInput(
             f"{where}: element {index} is an array; send 'data' flat, or nested exactly to shape {shape}"
         )
-    raise InvalidInput(f"{where}: datatype {datatype} needs {needs}, got {_describe(value)} at element {index}")
+    raise InvalidInput(
+        f"{where}: datatype {datatype} needs {needs}, got {describe(value, definite=True)} at element {index}"
+    )
 
 
 def _doubles(flat: list[Any], datatype: str, where: str) -> np.ndarray:
@@ -130,18 +133,6 @@ def _integers(flat: list[Any], dtype: np.dtype[Any], datatype: str, where: str, 
         raise InvalidInput(
             f"{where}: value {value} at element {index} is out of range for {datatype} ({info.min}..{info.max})"
         ) from None
-
-
-def _describe(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, str):
-        return f"the string {value[:40]!r}"
-    if isinstance(value, int | float):
-        return f"the number {value}"
-    return "an object" if isinstance(value, dict) else type(value).__name__
 
 
 def encode_tensor(arr: np.ndarray, datatype: str) -> Any:

@@ -2,7 +2,9 @@
 
 No CDN and no inline script: the page loads the bundle and a small initializer from ``/docs/assets/``, under
 a Content-Security-Policy that allows only this origin. Swagger UI 4 reads OpenAPI 3.0, so the page loads
-``/docs/openapi-3.0.json`` (``/openapi.json`` lowered to 3.0; see ``openapi.py``).
+``/docs/openapi-3.0.json`` (``/openapi.json`` lowered to 3.0; see ``openapi.py``). With authentication on, the
+document declares the key's two headers, so the page's Authorize button takes a key and "Try it out" sends it;
+the page keeps it in the browser's local storage until Logout (``persistAuthorization``).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ window.addEventListener("load", function () {
     deepLinking: true,
     validatorUrl: null,
     displayRequestDuration: true,
+    persistAuthorization: true,
     presets: [SwaggerUIBundle.presets.apis],
     layout: "BaseLayout"
   });

@@ -18,7 +18,6 @@ import asyncio
 import random
 import re
 
-from starlette.datastructures import MutableHeaders
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
@@ -37,6 +36,7 @@ _STANDARD_HEADERS = [
     ("x-content-type-options", "nosniff"),
     ("content-security-policy", CSP),
 ]
+_STANDARD_RAW = [(key.encode("latin-1"), value.encode("latin-1")) for key, value in _STANDARD_HEADERS]
 
 
 class RequestContextMiddleware:
@@ -66,13 +66,14 @@ class RequestContextMiddleware:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-                headers = MutableHeaders(scope=message)
-                headers.append("x-request-id", rid)
-                for key, value in _STANDARD_HEADERS:
-                    if key not in headers:
-                        headers.append(key, value)
-                if tls and "strict-transport-security" not in headers:
-                    headers.append("strict-transport-security", HSTS)
+                # raw (lower-case bytes) headers, as ASGI has them: MutableHeaders costs more than the rest here
+                raw = list(message.get("headers", ()))
+                present = {key.lower() for key, _ in raw}
+                raw.append((b"x-request-id", rid.encode("latin-1")))
+                raw.extend(h for h in _STANDARD_RAW if h[0] not in present)
+                if tls and b"strict-transport-security" not in present:
+                    raw.append((b"strict-transport-security", HSTS.encode("latin-1")))
+                message["headers"] = raw
             await send(message)
 
         limit = self.max_body_bytes

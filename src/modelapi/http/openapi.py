@@ -5,6 +5,10 @@ else. Routes that address a model (``/models/{name}/predict``, ``/v2/models/{nam
 one concrete path per served model (``/models/iris/predict``) with that model's schemas and examples. A route
 this module has no description for (see ``TEMPLATED``) is still listed, with a ``default`` response.
 
+The operations are described in ``openapi_rest.py`` (friendly API, KServe V1, the document and docs routes)
+and ``openapi_v2.py`` (Open Inference Protocol), their schemas built in ``openapi_schemas.py``; what
+authentication adds, when it is on, in ``openapi_security.py``.
+
 Swagger UI 4 (the version ``swagger-ui-bundle`` ships) reads only OpenAPI 3.0, so ``document_30`` offers the
 same document lowered to 3.0 for the docs page; tools read the 3.1 one.
 """
@@ -27,23 +31,14 @@ from ..dataplane import DataPlane
 from ..models.base import Model
 from ..security.principal import current_principal, visible_models
 from . import openapi_schemas as s
+from .openapi_rest import GLOBAL, PER_MODEL
+from .openapi_security import Access, secure
 from .openapi_v2 import V2_GLOBAL, V2_PER_MODEL
 from .routes_rest import package_version
 
 Op = dict[str, Any]
 Ops = Callable[["Builder", Model | None], dict[str, Op]]
 _PARAM = re.compile(r"\{([^}:]+)(?::[^}]*)?\}")
-_STATUS_TEXT = {
-    400: "the request does not match the model's signature, or is not valid JSON",
-    404: "no such model or route",
-    408: "the body did not arrive within the body-read timeout (docs/security.md#limits)",
-    413: "the body is over the byte limit, or has too many rows or JSON elements",
-    415: "the content type is not JSON",
-    500: "the model failed; the body carries only a request id",
-    429: "the API key is over its request rate; retry after Retry-After seconds",
-    503: "the model is not ready yet, or has too many requests in flight (see Retry-After)",
-    504: "the inference took longer than the inference timeout",
-}
 
 
 def template(path: str) -> str:
@@ -57,19 +52,10 @@ def _fill(path: str, values: list[str]) -> str:
     return _PARAM.sub(lambda _m: next(it, "_"), path)
 
 
-def errors(*codes: int, v2: bool = False) -> dict[str, Any]:
-    media = "application/json" if v2 else "application/problem+json"
-    schema = s.ref("V2Error" if v2 else "Problem")
-    return {str(c): {"description": _STATUS_TEXT[c], "content": {media: {"schema": schema}}} for c in codes}
-
-
-def ok(schema: s.Schema, description: str = "OK", media: str = "application/json") -> dict[str, Any]:
-    return {"200": {"description": description, "content": {media: {"schema": schema}}}}
-
-
 class Builder:
-    def __init__(self, dp: DataPlane) -> None:
+    def __init__(self, dp: DataPlane, access: Access | None = None) -> None:
         self.dp = dp
+        self.access = access or Access()
         self.schemas: dict[str, s.Schema] = copy.deepcopy(s.COMMON)
         self.keys: dict[str, str] = {}
         for model in dp.models.values():
@@ -122,7 +108,7 @@ class Builder:
                 known = TEMPLATED[key](self, None) if key in TEMPLATED else {}
                 other = other or any(m not in known for m in methods)
                 paths.setdefault(path, {}).update(self._item(path, methods, known, ["other"]))
-        return {
+        doc: dict[str, Any] = {
             "openapi": "3.1.0",
             "info": {
                 "title": "modelapi",
@@ -142,6 +128,7 @@ class Builder:
             "paths": paths,
             "components": {"schemas": self.schemas},
         }
+        return secure(doc, self.access)
 
     def _item(self, path: str, methods: list[str], known: dict[str, Op], tags: list[str]) -> dict[str, Any]:
         item: dict[str, Any] = {}
@@ -161,126 +148,9 @@ class Builder:
         return item
 
 
-# the friendly API and KServe V1 ---------------------------------------------------------------------------
-def _index(b: Builder, model: Model | None) -> dict[str, Op]:
-    return {"get": {"summary": "Server index: name, version, models and links", "responses": ok(s.ref("Index"))}}
-
-
-def _models(b: Builder, model: Model | None) -> dict[str, Op]:
-    return {"get": {"summary": "Every served model with its signature and URLs", "responses": ok(s.ref("ModelList"))}}
-
-
-def _metadata(b: Builder, model: Model | None) -> dict[str, Op]:
-    assert model is not None
-    return {
-        "get": {
-            "summary": f"Metadata of '{model.name}' with an example request",
-            "responses": ok(s.ref("ModelMetadata")),
-        }
-    }
-
-
-def _predict(b: Builder, model: Model | None) -> dict[str, Op]:
-    assert model is not None
-    key, sig = b.keys[model.name], model.signature
-    rec = sig.example_record()
-    answers = {"anyOf": [s.ref(f"{key}.Answer"), s.ref(f"{key}.Answers")]}
-    many: s.Schema = {"type": "array", "minItems": 1, "items": s.ref(f"{key}.Record")}
-    if b.dp.max_rows:
-        many["maxItems"] = b.dp.max_rows
-    post = {
-        "summary": f"Predict with '{model.name}': one record, or a list of records",
-        "description": 'One record answers one object; a list answers {"predictions": [...]}.',
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {
-                    "schema": {"oneOf": [s.ref(f"{key}.Record"), many]},
-                    "examples": {"one record": {"value": rec}, "several records": {"value": [rec, rec]}},
-                }
-            },
-        },
-        "responses": {**ok(answers, "the prediction"), **errors(400, 408, 413, 415, 429, 500, 503, 504)},
-    }
-    if any(spec.row_shape for spec in sig.inputs):
-        get: Op = {
-            "summary": "Not available for this model",
-            "description": "GET takes only scalar features; this model has array inputs: POST instead.",
-            "responses": errors(400),
-        }
-    else:
-        get = {
-            "summary": f"Predict one row with '{model.name}' from the query string",
-            "parameters": [
-                {
-                    "name": spec.name,
-                    "in": "query",
-                    "required": True,
-                    "schema": s.row(spec),
-                    "example": spec.example_value(),
-                }
-                for spec in sig.inputs
-            ],
-            "responses": {**ok(s.ref(f"{key}.Answer"), "the prediction"), **errors(400, 429, 500, 503, 504)},
-        }
-    return {"get": get, "post": post}
-
-
-def _v1_status(b: Builder, model: Model | None) -> dict[str, Op]:
-    assert model is not None
-    return {
-        "get": {"summary": f"KServe V1 status of '{model.name}'", "responses": {**ok(s.ref("V1Status")), **errors(503)}}
-    }
-
-
-def _v1_predict(b: Builder, model: Model | None) -> dict[str, Op]:
-    assert model is not None
-    key = b.keys[model.name]
-    rec = model.signature.example_record()
-    examples: dict[str, Any] = {"instances (objects)": {"value": {"instances": [rec]}}}
-    if all(not spec.row_shape for spec in model.signature.inputs):
-        examples["instances (feature lists)"] = {"value": {"instances": [list(rec.values())]}}
-    return {
-        "post": {
-            "summary": f"KServe V1 / TensorFlow Serving predict with '{model.name}'",
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": s.ref(f"{key}.V1Request"), "examples": examples}},
-            },
-            "responses": {**ok(s.ref(f"{key}.V1Response")), **errors(400, 408, 413, 415, 429, 500, 503, 504)},
-        }
-    }
-
-
-def _openapi(b: Builder, model: Model | None) -> dict[str, Op]:
-    return {"get": {"summary": "This document (OpenAPI 3.1)", "responses": ok({"type": "object"})}}
-
-
-def _docs(b: Builder, model: Model | None) -> dict[str, Op]:
-    return {
-        "get": {
-            "summary": "Interactive documentation (Swagger UI)",
-            "responses": ok({"type": "string"}, "an HTML page", "text/html"),
-        }
-    }
-
-
-GLOBAL: dict[str, Ops] = {
-    "/": _index,
-    "/models": _models,
-    "/predict": _predict,
-    "/openapi.json": _openapi,
-    "/docs": _docs,
-}
 #: routes of other modules, documented with their path parameters (as strings); a module may add its own:
 #: ``openapi.TEMPLATED["/jobs/{}"] = describe_jobs`` (``describe_jobs(builder, None) -> {"get": {...}}``)
 TEMPLATED: dict[str, Ops] = {}
-PER_MODEL: dict[str, Ops] = {
-    "/models/{}": _metadata,
-    "/models/{}/predict": _predict,
-    "/v1/models/{}": _v1_status,
-    "/v1/models/{}:predict": _v1_predict,
-}
 
 
 # serving --------------------------------------------------------------------------------------------------
@@ -288,7 +158,7 @@ def document(app: Starlette) -> dict[str, Any]:
     """The app's OpenAPI 3.1 document, built on first use and kept on ``app.state``."""
     doc: dict[str, Any] | None = getattr(app.state, "openapi_document", None)
     if doc is None:
-        doc = Builder(app.state.dataplane).build(list(app.routes))
+        doc = Builder(app.state.dataplane, Access.of(app)).build(list(app.routes))
         app.state.openapi_document = doc
     return doc
 
@@ -363,7 +233,7 @@ def _restricted(request: Request) -> dict[str, Any] | None:
         return None
     dp: DataPlane = request.app.state.dataplane
     view = _Visible(dp, visible_models(request, dp.models))
-    return Builder(cast(DataPlane, view)).build(list(request.app.routes))
+    return Builder(cast(DataPlane, view), Access.of(request.app)).build(list(request.app.routes))
 
 
 def routes() -> list[BaseRoute]:

@@ -1,7 +1,8 @@
 """OpenAPI descriptions of the Open Inference Protocol (V2) routes (``routes_v2.py``), keyed by path template.
 
 ``openapi.py`` documents a V2 route only when the app serves it; a served V2 path missing here is still
-listed, with a ``default`` response. Keep this table in step with ``routes_v2.py``.
+listed, with a ``default`` response. Keep this table in step with ``routes_v2.py``. The answers
+authentication adds (401, 403, 429) come from ``openapi_security.py``, only when authentication is on.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ _V2_ERRORS = {
     413: "the body is over the byte limit, or has too many rows or JSON elements",
     415: "the content type is not supported",
     500: "the model failed; the body carries only a request id",
-    429: "the API key is over its request rate; retry after Retry-After seconds",
     503: "the model is not ready yet, or has too many requests in flight (see Retry-After)",
     504: "the inference took longer than the inference timeout",
 }
@@ -147,7 +147,7 @@ def _infer(b: Builder, model: Model | None) -> dict[str, dict[str, Any]]:
                         "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
                     },
                 },
-                **_errors(400, 408, 413, 415, 429, 500, 503, 504),
+                **_errors(400, 408, 413, 415, 500, 503, 504),
             },
         }
     }

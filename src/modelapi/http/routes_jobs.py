@@ -1,7 +1,8 @@
 """Jobs over HTTP: ``POST /models/{name}/jobs``, ``GET /jobs/{id}``, ``GET /jobs/{id}/result``, ``DELETE /jobs/{id}``.
 
-The upload (a request body or a multipart file field) streams to a temporary file, never whole into memory,
-and is then split into stored chunks off the event loop. A job belongs to the API key that submitted it.
+The upload (a request body, decompressed as its ``Content-Encoding`` says, or a multipart file field) streams
+to a temporary file, never whole into memory; writing it and splitting it into stored chunks happen in worker
+threads, off the event loop. A job belongs to the API key that submitted it.
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ import hashlib
 import re
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
+import anyio
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
@@ -20,12 +23,14 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from .. import jsonutil
-from ..errors import InvalidInput, ModelNotFound
+from ..errors import InvalidInput, ModelNotFound, UnsupportedMediaType
 from ..jobs import formats_in, formats_out
 from ..jobs.service import JobService, describe, owner_of
 from ..security.principal import current_principal
+from .request import inflater, stream_body
 
 _KEY = re.compile(r"^[\x21-\x7e]{1,256}$")
+_WRITE_BYTES = 1 << 20  # upload bytes gathered on the event loop per write in a worker thread
 _SUFFIX = {"json": ".json", "ndjson": ".ndjson", "csv": ".csv", "parquet": ".parquet"}
 
 
@@ -48,11 +53,15 @@ async def submit(request: Request) -> Response:
     key = request.headers.get("idempotency-key")
     if key is not None and not _KEY.match(key):
         raise InvalidInput("Idempotency-Key: expected 1 to 256 visible ASCII characters, e.g. a UUID")
-    with tempfile.TemporaryDirectory(prefix="modelapi-job-") as tmp:
-        path = Path(tmp) / "input"
+    tmp = await run_in_threadpool(tempfile.TemporaryDirectory, prefix="modelapi-job-")
+    try:
+        path = Path(tmp.name) / "input"
         fmt, digest = await _spool(request, path)
         fingerprint = hashlib.sha256(f"{name}\0{fmt}\0{digest}".encode()).hexdigest()
         job, created = await run_in_threadpool(service.submit, name, path, fmt, owner_of(principal), key, fingerprint)
+    finally:
+        with anyio.CancelScope(shield=True):  # removing a large upload is disk work too
+            await run_in_threadpool(tmp.cleanup)
     headers = {"location": f"/jobs/{job.id}"}
     if not created:
         headers["idempotent-replayed"] = "true"
@@ -61,26 +70,58 @@ async def submit(request: Request) -> Response:
 
 async def _spool(request: Request, path: Path) -> tuple[formats_in.InputFormat, str]:
     """Write the upload to ``path``; returns its format and SHA-256."""
-    digest = hashlib.sha256()
     content_type = request.headers.get("content-type", "")
     if content_type.lower().startswith("multipart/form-data"):
+        if inflater(request) is not None:
+            raise UnsupportedMediaType(
+                "a multipart upload cannot have a Content-Encoding; send the compressed file as the request body"
+            )
         form = await request.form(max_files=1, max_fields=10)
-        upload = form.get("file")
-        if not isinstance(upload, UploadFile):
-            raise InvalidInput("multipart upload: expected the batch as a file field named 'file'")
-        fmt = formats_in.format_of(upload.content_type, upload.filename or "")
-        with path.open("wb") as out:
-            while block := await upload.read(1 << 20):
-                digest.update(block)
-                out.write(block)
-        await form.close()
-        return fmt, digest.hexdigest()
+        try:
+            upload = form.get("file")
+            if not isinstance(upload, UploadFile):
+                raise InvalidInput("multipart upload: expected the batch as a file field named 'file'")
+            fmt = formats_in.format_of(upload.content_type, upload.filename or "")
+            return fmt, await _write(path, _upload_blocks(upload))
+        finally:
+            await form.close()
     fmt = formats_in.format_of(content_type)
-    with path.open("wb") as out:
-        async for block in request.stream():
-            digest.update(block)
-            out.write(block)
-    return fmt, digest.hexdigest()
+    return fmt, await _write(path, stream_body(request))
+
+
+async def _upload_blocks(upload: UploadFile) -> AsyncIterator[bytes]:
+    while block := await upload.read(_WRITE_BYTES):  # a worker thread reads it once it is on disk
+        yield block
+
+
+async def _write(path: Path, blocks: AsyncIterator[bytes]) -> str:
+    """Write ``blocks`` to ``path`` from a worker thread, about a MiB at a time; returns their SHA-256.
+
+    The event loop only gathers blocks, so other requests keep being served while a large upload spools."""
+    digest = hashlib.sha256()
+    out = await run_in_threadpool(path.open, "wb")
+    try:
+        pending: list[bytes] = []
+        size = 0
+        async for block in blocks:
+            pending.append(block)
+            size += len(block)
+            if size >= _WRITE_BYTES:
+                await run_in_threadpool(_append, out, digest, pending)
+                pending, size = [], 0
+        if pending:
+            await run_in_threadpool(_append, out, digest, pending)
+    finally:
+        with anyio.CancelScope(shield=True):
+            await run_in_threadpool(out.close)
+    return digest.hexdigest()
+
+
+def _append(out: BinaryIO, digest: hashlib._Hash, blocks: list[bytes]) -> None:
+    """Runs in a worker thread: hash and write some blocks of the upload."""
+    for block in blocks:
+        digest.update(block)
+        out.write(block)
 
 
 async def status(request: Request) -> Response:

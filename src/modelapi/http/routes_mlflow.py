@@ -20,7 +20,7 @@ from ..codecs import mlflow
 from ..dataplane import DataPlane
 from ..errors import MalformedRequest, RouteNotFound, UnsupportedMediaType
 from ..models.base import Model
-from .request import is_json_type
+from .request import is_json_type, read_body
 
 
 def _dataplane(request: Request) -> DataPlane:
@@ -55,12 +55,12 @@ async def _invoke(request: Request, model: Model) -> Response:
     media = content_type.split(";", 1)[0].strip().lower()
     if media == "text/csv":
         try:
-            text = (await request.body()).decode("utf-8")
+            text = (await read_body(request)).decode("utf-8")
         except UnicodeDecodeError:
             raise MalformedRequest("the CSV body is not valid UTF-8") from None
         inference = mlflow.decode_csv(text, model.signature, max_rows=dp.max_rows)
     elif is_json_type(content_type):
-        body = jsonutil.loads(await request.body())
+        body = jsonutil.loads(await read_body(request))
         inference = mlflow.decode(body, model.signature, max_rows=dp.max_rows)
     else:
         raise UnsupportedMediaType(

@@ -11,6 +11,7 @@ POST      /v1/models/{name}:predict   KServe V1 / TensorFlow Serving instances
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 from typing import Any
 from urllib.parse import quote
@@ -39,6 +40,7 @@ if "modelname" not in CONVERTOR_TYPES:
     register_url_convertor("modelname", ModelNameConvertor())
 
 
+@functools.cache  # the installed version cannot change while the process runs; GET / asks on every call
 def package_version() -> str:
     try:
         return importlib.metadata.version("modelapi")

@@ -6,7 +6,6 @@ Errors are raised as ``ModelAPIError`` subclasses; ``http/errors.py`` renders th
 
 from __future__ import annotations
 
-import zlib
 from typing import Any
 
 from starlette.requests import Request
@@ -17,9 +16,9 @@ from .. import jsonutil
 from ..codecs import v2
 from ..codecs.v2_binary import HEADER_LENGTH
 from ..dataplane import DataPlane
-from ..errors import MalformedRequest, PayloadTooLarge, UnsupportedMediaType
+from ..errors import MalformedRequest
 from ..security.principal import visible_models
-from .request import require_json
+from .request import read_body, require_json
 
 _SERVER_METADATA = jsonutil.dumps(v2.server_metadata())
 
@@ -82,10 +81,7 @@ async def infer(request: Request) -> Response:
     header_length = _header_length(request)
     if header_length is None:
         require_json(request)  # with the binary extension any content type goes (tritonclient: octet-stream)
-    body = await request.body()
-    encoding = request.headers.get("content-encoding")
-    if encoding:
-        body = _decompress(body, encoding, request.app.state.settings.max_body_bytes)
+    body = await read_body(request)
     inference_request, fmt = codec.decode(body, header_length)
     answer = await dataplane.infer(name, inference_request, version)
     payload, json_length = codec.encode(answer, fmt)
@@ -102,28 +98,6 @@ def _header_length(request: Request) -> int | None:
     if not value.isdigit() or len(value) > 18:
         raise MalformedRequest(f"{HEADER_LENGTH}: must be a non-negative integer, got '{value[:40]}'")
     return int(value)
-
-
-def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
-    """Undo ``Content-Encoding: gzip|deflate`` (tritonclient's request compression), never beyond ``limit``."""
-    coding = encoding.strip().lower()
-    if coding == "identity":
-        return body
-    if coding not in ("gzip", "deflate"):
-        raise UnsupportedMediaType(
-            f"content encoding '{encoding[:40]}' is not supported; use gzip, deflate or none",
-            headers={"Accept-Encoding": "gzip, deflate"},
-        )
-    inflater = zlib.decompressobj(31 if coding == "gzip" else 15)  # deflate means the zlib format (RFC 9110)
-    try:
-        out = inflater.decompress(body, limit + 1)
-    except zlib.error:
-        raise MalformedRequest(f"the request body is not valid {coding} data") from None
-    if len(out) > limit or inflater.unconsumed_tail:
-        raise PayloadTooLarge(f"the decompressed request body is larger than the limit of {limit} bytes")
-    if not inflater.eof:
-        raise MalformedRequest(f"the request body is truncated {coding} data")
-    return out
 
 
 def routes() -> list[BaseRoute]:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..dataplane import DataPlane
+from ..db import create_sqlite_file
 from ..errors import BadRequest, Conflict, JobNotFound, ModelAPIError, ModelNotFound
 from ..inference import InferenceRequest
 from ..security.principal import Principal
@@ -57,7 +58,7 @@ class JobService:
     def store(self) -> JobStore:
         if self._store is None:
             if not self.settings.database_url:
-                self.settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+                create_sqlite_file(self._sqlite_path())
             self._store = JobStore(self.url)
         return self._store
 

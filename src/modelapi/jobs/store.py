@@ -16,7 +16,6 @@ from typing import Any
 
 from sqlalchemy import (
     Column,
-    Engine,
     Float,
     Integer,
     LargeBinary,
@@ -25,9 +24,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
-    create_engine,
     delete,
-    event,
     insert,
     or_,
     select,
@@ -35,6 +32,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
+from ..db import make_engine
 from .formats_in import Chunk
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
@@ -111,26 +109,10 @@ def sqlite_url(state_dir: Path) -> str:
     return f"sqlite:///{state_dir / 'jobs.db'}"
 
 
-def make_engine(url: str) -> Engine:
-    if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
-
-        @event.listens_for(engine, "connect")
-        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=FULL")
-            cur.execute("PRAGMA busy_timeout=30000")
-            cur.close()
-
-        return engine
-    return create_engine(url, pool_pre_ping=True)
-
-
 class JobStore:
     def __init__(self, url: str) -> None:
         self.url = url
-        self.engine = make_engine(url)
+        self.engine = make_engine(url, pool_pre_ping=True)
         metadata.create_all(self.engine)
 
     def close(self) -> None:

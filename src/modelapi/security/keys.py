@@ -28,15 +28,12 @@ from typing import Any
 
 from sqlalchemy import (
     Column,
-    Engine,
     Float,
     MetaData,
     String,
     Table,
     Text,
     bindparam,
-    create_engine,
-    event,
     insert,
     inspect,
     select,
@@ -44,6 +41,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
+from ..db import create_sqlite_file, make_engine
 from .principal import Principal
 
 PREFIX = "mk_"
@@ -153,25 +151,10 @@ def store_url(state_dir: Path, database_url: str | None) -> str:
     return database_url or f"sqlite:///{sqlite_path(state_dir)}"
 
 
-def _make_engine(url: str) -> Engine:
-    if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
-
-        @event.listens_for(engine, "connect")
-        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")  # readers (every request) never wait for a writer
-            cur.execute("PRAGMA busy_timeout=30000")
-            cur.close()
-
-        return engine
-    return create_engine(url)
-
-
 class KeyStore:
     def __init__(self, url: str, *, create: bool = True) -> None:
         self.url = url
-        self.engine = _make_engine(url)
+        self.engine = make_engine(url)  # no pre-ping: lookups retry on a dropped connection themselves
         if create:
             metadata.create_all(self.engine)
         self._sqlite = threading.local() if url.startswith("sqlite") else None
@@ -184,10 +167,7 @@ class KeyStore:
     def open(cls, state_dir: Path, database_url: str | None) -> KeyStore:
         """The store for these settings, created if needed (the SQLite file readable by its owner only)."""
         if database_url is None:
-            state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            path = sqlite_path(state_dir)
-            if not path.exists():
-                path.touch(mode=0o600)
+            create_sqlite_file(sqlite_path(state_dir))
         return cls(store_url(state_dir, database_url))
 
     @classmethod
