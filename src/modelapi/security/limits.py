@@ -44,23 +44,18 @@ class ModelGate:
         self.timeout_s = timeout_s
         self.inflight: dict[str, int] = {}
 
-    @contextlib.contextmanager
-    def admit(self, model: str) -> Iterator[None]:
-        count = self.inflight.get(model, 0)
-        if count >= self.max_inflight:
-            raise Overloaded(
-                f"model '{model}' already has {count} requests in flight, the limit (max_inflight); retry shortly",
-                headers={"retry-after": str(OVERLOADED_RETRY_AFTER_S)},
-            )
-        self.inflight[model] = count + 1
-        try:
-            yield
-        finally:
-            left = self.inflight[model] - 1
-            if left:
-                self.inflight[model] = left
-            else:
-                del self.inflight[model]  # a name nobody serves leaves nothing behind
+    def _overloaded(self, model: str, count: int) -> Overloaded:
+        return Overloaded(
+            f"model '{model}' already has {count} requests in flight, the limit (max_inflight); retry shortly",
+            headers={"retry-after": str(OVERLOADED_RETRY_AFTER_S)},
+        )
+
+    def _release(self, model: str) -> None:
+        left = self.inflight[model] - 1
+        if left:
+            self.inflight[model] = left
+        else:
+            del self.inflight[model]  # a name nobody serves leaves nothing behind
 
     async def run(self, model: str, work: Awaitable[T]) -> T:
         """``work`` (one request's inference) admitted into ``model`` and bounded by the timeout.
@@ -68,17 +63,21 @@ class ModelGate:
         On timeout the request is cancelled: still queued, it never runs; already running on the model's
         thread, that batch finishes, and its answer for this request is dropped.
         """
-        if self.inflight.get(model, 0) >= self.max_inflight and inspect.iscoroutine(work):
-            work.close()  # about to be refused, never started: close it, or asyncio warns it was never awaited
-        with self.admit(model):
-            try:
-                async with asyncio.timeout(self.timeout_s):
-                    return await work
-            except TimeoutError:
-                raise InferenceTimeout(
-                    f"model '{model}' took longer than the inference timeout of {self.timeout_s:g} s "
-                    "(inference_timeout_s)"
-                ) from None
+        count = self.inflight.get(model, 0)
+        if count >= self.max_inflight:
+            if inspect.iscoroutine(work):
+                work.close()  # refused, never started: close it, or asyncio warns it was never awaited
+            raise self._overloaded(model, count)
+        self.inflight[model] = count + 1
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                return await work
+        except TimeoutError:
+            raise InferenceTimeout(
+                f"model '{model}' took longer than the inference timeout of {self.timeout_s:g} s (inference_timeout_s)"
+            ) from None
+        finally:
+            self._release(model)
 
 
 @dataclass
