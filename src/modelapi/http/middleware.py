@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import ModelAPIError, PayloadTooLarge, RequestTimeout
-from ..security.limits import ModelGate, RequestLimits, limits_applied
+from ..security.limits import ModelGate, RequestLimits, apply_limits, reset_limits
 from ..settings import Settings
 from .errors import error_response, handle_modelapi_error, handle_unexpected
 
@@ -57,7 +57,7 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        rid = _request_id(scope)
+        rid, declared = _scan_headers(scope)
         scope.setdefault("state", {})["request_id"] = rid
         started = False
         tls = scope.get("scheme") == "https"
@@ -77,7 +77,6 @@ class RequestContextMiddleware:
             await send(message)
 
         limit = self.max_body_bytes
-        declared = _content_length(scope)
         if declared is not None and declared > limit:
             response = error_response(
                 Request(scope), 413, PayloadTooLarge.title, _too_large(limit), {"connection": "close"}
@@ -135,9 +134,9 @@ class RequestContextMiddleware:
                 timer.cancel()
             return message
 
+        token = apply_limits(self.limits)
         try:
-            with limits_applied(self.limits):
-                await self.app(scope, receive_limited, send_with_headers)
+            await self.app(scope, receive_limited, send_with_headers)
         except Exception as exc:
             if started:
                 raise
@@ -148,6 +147,7 @@ class RequestContextMiddleware:
                 response = await handle_unexpected(request, exc)
             await response(scope, receive, send_with_headers)
         finally:
+            reset_limits(token)
             if timer is not None:
                 timer.cancel()
 
@@ -156,25 +156,23 @@ def _too_large(limit: int) -> str:
     return f"the request body is larger than the limit of {limit} bytes (max_body_bytes)"
 
 
-def _request_id(scope: Scope) -> str:
+def _scan_headers(scope: Scope) -> tuple[str, int | None]:
+    """The request id (the client's ``X-Request-ID`` if well-formed, else a new one) and ``Content-Length``."""
+    rid: str | None = None
+    length: int | None = None
+    seen_length = False
     for key, value in scope["headers"]:
-        if key == b"x-request-id":
-            text: str = value.decode("latin-1")
-            if _CLIENT_ID.match(text):
-                return text
-            break
-    # not a secret, only unique: no system call per request (random reseeds itself in forked workers)
-    return f"{random.getrandbits(128):032x}"
-
-
-def _content_length(scope: Scope) -> int | None:
-    for key, value in scope["headers"]:
-        if key == b"content-length":
+        if key == b"content-length" and not seen_length:  # the first one, as uvicorn reads it
+            seen_length = True
             try:
-                return int(value)
+                length = int(value)
             except ValueError:
-                return None
-    return None
+                length = None
+        elif key == b"x-request-id" and rid is None:
+            text: str = value.decode("latin-1")
+            rid = text if _CLIENT_ID.match(text) else ""
+    # not a secret, only unique: no system call per request (random reseeds itself in forked workers)
+    return rid or f"{random.getrandbits(128):032x}", length
 
 
 def request_context(settings: Settings) -> Middleware:

@@ -15,12 +15,11 @@ Every limit is per worker process: with ``--workers N`` a key may send N times `
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import math
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextvars import ContextVar
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -97,13 +96,14 @@ def current_limits() -> RequestLimits | None:
     return _CURRENT.get()
 
 
-@contextlib.contextmanager
-def limits_applied(limits: RequestLimits) -> Iterator[None]:
-    token = _CURRENT.set(limits)
-    try:
-        yield
-    finally:
-        _CURRENT.reset(token)
+def apply_limits(limits: RequestLimits) -> Token[RequestLimits | None]:
+    """Set ``limits`` for the request in progress; undo with ``reset_limits(token)`` (the middleware does both,
+    in a try/finally: cheaper per request than a context manager)."""
+    return _CURRENT.set(limits)
+
+
+def reset_limits(token: Token[RequestLimits | None]) -> None:
+    _CURRENT.reset(token)
 
 
 class TokenBucket:
