@@ -26,7 +26,8 @@ from ..errors import InvalidInput, PayloadTooLarge
 from ..inference import InferenceRequest, InferenceResponse
 from ..signature import Signature
 from .columns import fast_column
-from .records import check_names, check_rows, column, describe, primary_output, to_plain, value_problem
+from .records import check_names, check_rows, column, primary_output, to_plain, value_problem
+from .words import describe
 
 #: keys a request may carry besides ``instances``/``inputs``; ``signature_name`` and ``parameters`` are ignored
 _OPTIONAL_KEYS = {"outputs", "signature_name", "parameters"}

@@ -1,0 +1,41 @@
+"""The one description of a JSON value that every codec's error messages use."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from modelapi.codecs import mlflow, records, v2_json
+from modelapi.codecs.words import describe
+from modelapi.errors import InvalidInput
+from modelapi.signature import Signature, TensorSpec
+
+
+@pytest.mark.parametrize(
+    ("value", "words", "definite"),
+    [
+        (None, "null", "null"),
+        (True, "boolean true", "the boolean true"),
+        (False, "boolean false", "the boolean false"),
+        ("abc", "string 'abc'", "the string 'abc'"),
+        ("x" * 100, f"string {'x' * 40!r}", f"the string {'x' * 40!r}"),
+        (1.5, "number 1.5", "the number 1.5"),
+        (10**80, f"number {10**80}"[:50], "the " + f"number {10**80}"[:50]),
+        ([1, 2], "an array of length 2", "an array of length 2"),
+        ({"a": 1}, "an object", "an object"),
+    ],
+)
+def test_describe(value: Any, words: str, definite: str) -> None:
+    assert describe(value) == words
+    assert describe(value, definite=True) == definite
+
+
+def test_every_codec_uses_it() -> None:
+    with pytest.raises(InvalidInput, match="needs numbers or null, got the boolean true at element 1"):
+        v2_json.decode_tensor([1.0, True], "FP64", [2], "input 'a'")
+    sig = Signature((TensorSpec("a", "FP64"),), (TensorSpec("y", "FP64"),))
+    with pytest.raises(InvalidInput, match="'a' expected a number, got boolean true"):
+        records.decode({"a": True}, sig)
+    with pytest.raises(InvalidInput, match="got boolean true"):
+        mlflow.decode(True, sig)
