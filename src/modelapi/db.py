@@ -1,0 +1,36 @@
+"""SQLAlchemy engines for the server's own state (jobs, API keys): SQLite in the state directory, or a server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine
+
+SQLITE_BUSY_TIMEOUT_S = 30
+
+
+def create_sqlite_file(path: Path) -> None:
+    """Create the SQLite database file (and its directory), both for their owner only, unless they exist."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not path.exists():
+        path.touch(mode=0o600)  # SQLite gives its -wal and -shm files the same permissions
+
+
+def make_engine(url: str, *, pool_pre_ping: bool = False) -> Engine:
+    """An engine for ``url``; SQLite connections use WAL, full sync and a busy timeout (several processes and
+    threads share one file: readers never wait for the writer, and a writer waits for another)."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_S})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=pool_pre_ping)
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=FULL")  # a commit survives a power cut (SQLite's default, made explicit)
+    cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
+    cur.close()
