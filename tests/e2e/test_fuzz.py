@@ -80,7 +80,8 @@ def test_openapi_without_a_key(open_server: RunningServer) -> None:
 
 def test_openapi_with_a_key(keyed_server: tuple[RunningServer, str]) -> None:
     server, key = keyed_server
-    fuzz(server, {"authorization": f"Bearer {key}"})
+    # both of the document's schemes, so that the fuzzer's own made-up values for them are replaced by the key
+    fuzz(server, {"authorization": f"Bearer {key}", "x-api-key": key})
 
 
 BODY_ROUTES = ["/predict", "/models/iris/predict", "/v2/models/iris/infer", "/v1/models/iris:predict", "/invocations"]

@@ -13,7 +13,7 @@ from openapi_spec_validator import validate
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from modelapi.http import openapi, openapi_v2
+from modelapi.http import openapi, openapi_rest, openapi_v2
 from modelapi.http.app import create_app
 from modelapi.security.auth import MANAGEMENT_PATHS, OPEN_PATHS
 from modelapi.security.keys import KeyStore
@@ -74,7 +74,7 @@ def test_built_once_per_app(client: TestClient, monkeypatch: pytest.MonkeyPatch)
 
 
 #: routes that address a model, documented once per model
-PER_MODEL = {*openapi.PER_MODEL, *openapi_v2.V2_PER_MODEL}
+PER_MODEL = {*openapi_rest.PER_MODEL, *openapi_v2.V2_PER_MODEL}
 #: the modules whose routes openapi.py describes itself
 DESCRIBED = {"modelapi.http.routes_rest", "modelapi.http.routes_v2", "modelapi.http.openapi", "modelapi.http.docs"}
 
