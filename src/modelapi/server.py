@@ -205,6 +205,8 @@ def serve_socket(
         log_level=settings.log_level,
         server_header=False,
         date_header=False,
+        # uvicorn formats each access line's arguments before the logger's level drops it: off unless shown
+        access_log=settings.log_level in ("info", "debug"),
         lifespan="on",
         # typed int, but uvicorn hands it to asyncio.wait_for, which takes seconds as a float
         timeout_graceful_shutdown=settings.grace_period_s,  # type: ignore[arg-type]
