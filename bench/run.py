@@ -133,6 +133,7 @@ def run(plan: Plan, stamp: str, command: str) -> int:
     meta: dict[str, object] = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "command": command,
+        "commit": _commit(),
         "seconds per cell": plan.seconds,
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; server on core "
         f"{SERVER_CORE}, wrk on core {LOAD_CORE}; load average before: {os.getloadavg()[0]:.2f}",
@@ -205,6 +206,20 @@ def run(plan: Plan, stamp: str, command: str) -> int:
     paths = report.write(RESULTS, stamp, meta, rows, checks)
     print(f"\nwritten: {', '.join(str(p) for p in paths)}")
     return 0
+
+
+def _commit() -> str:
+    """The checkout's commit, with ``+changes`` when the working tree differs from it."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=_repo(), capture_output=True, text=True)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=_repo(), capture_output=True, text=True
+        )
+    except OSError:
+        return "unknown (no git)"
+    if head.returncode != 0:
+        return "unknown (not a git checkout)"
+    return head.stdout.strip() + (" +changes" if dirty.stdout.strip() else "")
 
 
 def _repo() -> Path:

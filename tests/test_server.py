@@ -88,6 +88,8 @@ def test_the_supervisors_preimport_of_skops_leaves_torch_out() -> None:
     import subprocess
     import sys
 
+    pytest.importorskip("torch")  # without PyTorch installed there is nothing to leave out
+
     code = (
         "import sys; from modelapi.demo import DEMO_MODEL_PATH; from modelapi.server import preimport; "
         "from modelapi.settings import Settings; preimport(Settings(models=[str(DEMO_MODEL_PATH)])); "

@@ -104,7 +104,7 @@ _SERVE_FLAGS: dict[str, tuple[list[str], str, dict[str, Any]]] = {
         "run every request on its own: turn adaptive batching off for all models",
         {"action": "store_false"},
     ),
-    "batch_max_size": (["--batch-max-size"], "most rows in one batch (default 256)", {"type": int, "metavar": "ROWS"}),
+    "batch_max_size": (["--batch-max-size"], "most rows in one batch (default 1024)", {"type": int, "metavar": "ROWS"}),
     "batch_max_delay_ms": (
         ["--batch-max-delay-ms"],
         "how long a waiting request may wait for more rows, in ms (default 0)",

@@ -162,7 +162,7 @@ def settle_heap() -> None:
 
     A full collection walks every tracked object: with scikit-learn, pandas and a model loaded that is about
     180,000 objects and 20-60 ms during which no request moves, which made p99 under load 5-8x p50
-    (docs/benchmarks.md). Frozen objects are still freed by reference counting (``gc.freeze``).
+    (docs/batching.md). Frozen objects are still freed by reference counting (``gc.freeze``).
     """
     gc.collect()
     gc.freeze()

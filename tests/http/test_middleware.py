@@ -52,6 +52,17 @@ def test_standard_headers(app_client: TestClient, method: str, path: str, status
     assert "access-control-allow-origin" not in r.headers
 
 
+def test_request_ids_do_not_repeat_when_a_model_seeds_random(app_client: TestClient) -> None:
+    import random
+
+    ids = []
+    for _ in range(2):
+        random.seed(0)  # what reproducible ML code does; the ids must not follow
+        ids.append(app_client.get("/v2/health/live").headers["x-request-id"])
+    assert ids[0] != ids[1]
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+
+
 def test_docs_page_keeps_its_own_csp(app_client: TestClient) -> None:
     r = app_client.get("/docs")
     assert r.status_code == 200

@@ -21,7 +21,7 @@ from . import docs, openapi, routes_jobs, routes_mlflow, routes_rest, routes_v2
 from .errors import handle_http_exception, handle_modelapi_error
 from .middleware import cors, request_context
 
-_INFERENCE_ROUTES = {"infer", "predict", "predict_default"}
+_INFERENCE_ROUTES = {"infer", "predict", "predict_default", "v1_predict"}
 
 
 def create_app(models: Sequence[Model] | DataPlane, settings: Settings | None = None) -> Starlette:

@@ -15,6 +15,7 @@ so even those carry the request id.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import re
 
@@ -28,7 +29,11 @@ from ..security.limits import ModelGate, RequestLimits, apply_limits, reset_limi
 from ..settings import Settings
 from .errors import error_response, handle_modelapi_error, handle_unexpected
 
-_CLIENT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+_CLIENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+#: request ids: not secrets, only unique, so no system call per request; a generator of our own, so a model that
+#: seeds ``random`` for reproducibility cannot make ids repeat, reseeded in every forked worker
+_IDS = random.Random()  # noqa: S311 (ids are not secrets: nothing trusts them)
+os.register_at_fork(after_in_child=_IDS.seed)
 CSP = "default-src 'none'; frame-ancestors 'none'"
 HSTS = "max-age=31536000"
 _STANDARD_HEADERS = [
@@ -170,9 +175,8 @@ def _scan_headers(scope: Scope) -> tuple[str, int | None]:
                 length = None
         elif key == b"x-request-id" and rid is None:
             text: str = value.decode("latin-1")
-            rid = text if _CLIENT_ID.match(text) else ""
-    # not a secret, only unique: no system call per request (random reseeds itself in forked workers)
-    return rid or f"{random.getrandbits(128):032x}", length
+            rid = text if _CLIENT_ID.fullmatch(text) else ""
+    return rid or f"{_IDS.getrandbits(128):032x}", length
 
 
 def request_context(settings: Settings) -> Middleware:
