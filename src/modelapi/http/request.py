@@ -3,7 +3,9 @@
 Every route reads its body through ``read_body`` (whole) or ``stream_body`` (in blocks, for job uploads), so
 ``Content-Encoding: gzip`` or ``deflate`` is honoured everywhere the same way: the decompressed size counts
 against ``max_body_bytes`` while inflating (a small bomb is a 413, never a large allocation), an unknown
-encoding is a 415 naming the supported ones, and a corrupt or truncated stream is a 400.
+encoding is a 415 naming the supported ones, and a corrupt or truncated stream is a 400. Inflating runs on a
+worker thread (zlib releases the GIL): up to ``max_body_bytes`` of output would otherwise hold the event loop for
+tens of milliseconds.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import zlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from .. import jsonutil
@@ -98,7 +101,7 @@ async def read_body(request: Request) -> bytes:
     decoder = inflater(request)
     if decoder is None:
         return body
-    out = decoder.feed(body)
+    out = await run_in_threadpool(decoder.feed, body)
     decoder.finish()
     return out
 
@@ -107,7 +110,7 @@ async def stream_body(request: Request) -> AsyncIterator[bytes]:
     """The request body in blocks as they arrive, decompressed as its ``Content-Encoding`` says."""
     decoder = inflater(request)
     async for block in request.stream():
-        out = decoder.feed(block) if decoder is not None else block
+        out = await run_in_threadpool(decoder.feed, block) if decoder is not None else block
         if out:
             yield out
     if decoder is not None:
