@@ -22,7 +22,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from .. import jsonutil
-from ..codecs import records, v1
+from ..codecs import query, records, v1
 from ..dataplane import DataPlane
 from ..errors import ModelNotReady, RouteNotFound
 from ..models.base import Model
@@ -109,7 +109,7 @@ async def model_metadata(request: Request) -> Response:
             **model_summary(dp, model),
             "example": {
                 "request": example,
-                "query": records.example_query(model.signature)
+                "query": query.example_query(model.signature)
                 if not any(s.row_shape for s in model.signature.inputs)
                 else None,
             },
@@ -138,7 +138,7 @@ async def _predict(request: Request, model: Model) -> Response:
     dp = dataplane(request)
     signature = model.signature
     if request.method in ("GET", "HEAD"):
-        inference = records.decode_query(request.query_params.multi_items(), signature)
+        inference = query.decode_query(request.query_params.multi_items(), signature)
         single = True
     else:
         inference, single = records.decode(await read_json(request), signature, max_rows=dp.max_rows)

@@ -20,7 +20,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from ..codecs.records import check_names, column, parse_text, value_problem
+from ..codecs.query import parse_text
+from ..codecs.records import check_names, column, value_problem
 from ..errors import InvalidInput, MalformedRequest, UnsupportedMediaType
 from ..signature import Signature, TensorSpec, json_type
 
