@@ -13,9 +13,9 @@ import pytest
 
 from modelapi.codecs import v2, v2_json
 from modelapi.codecs.v2 import OutputFormat, V2Codec, codec_for
+from modelapi.datatypes import DATATYPES
 from modelapi.errors import BadRequest, InferenceError, InvalidInput, MalformedRequest
 from modelapi.inference import InferenceResponse
-from modelapi.signature import DATATYPES
 from toymodels import ECHO_TYPES, Echo, IrisClassifier, Regressor
 
 ECHO = V2Codec(Echo())

@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 from starlette.testclient import TestClient
 
+from modelapi.datatypes import DATATYPES
 from modelapi.http.app import create_app
 from modelapi.models.base import Model
 from modelapi.settings import Settings
-from modelapi.signature import DATATYPES
 
 
 @contextlib.contextmanager

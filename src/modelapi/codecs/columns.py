@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from ..signature import TensorSpec, json_type
+from ..datatypes import json_type
+from ..signature import TensorSpec
 
 _FLOAT64 = np.dtype(np.float64)
 #: JSON element types each kind takes without a per-element look (bool is not a number here)

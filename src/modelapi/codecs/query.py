@@ -12,9 +12,10 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from ..datatypes import json_type
 from ..errors import InvalidInput
 from ..inference import InferenceRequest
-from ..signature import Signature, TensorSpec, json_type
+from ..signature import Signature, TensorSpec
 from .records import check_names, column, value_problem
 
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")

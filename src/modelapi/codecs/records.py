@@ -19,9 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from ..datatypes import json_type
 from ..errors import InvalidInput, PayloadTooLarge
 from ..inference import InferenceRequest, InferenceResponse
-from ..signature import Signature, TensorSpec, json_type
+from ..signature import Signature, TensorSpec
 from .columns import fast_column
 from .words import describe
 

@@ -20,10 +20,11 @@ from typing import Any
 import numpy as np
 
 from .. import jsonutil
+from ..datatypes import DATATYPES, datatype_of
 from ..errors import InferenceError, InvalidInput, MalformedRequest
 from ..inference import InferenceRequest, InferenceResponse
 from ..models.base import Model
-from ..signature import DATATYPES, Signature, datatype_of
+from ..signature import Signature
 from . import v2_binary, v2_json
 
 EXTENSIONS = ("binary_tensor_data",)

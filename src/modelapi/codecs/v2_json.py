@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from ..datatypes import DATATYPES
 from ..errors import InvalidInput, MalformedRequest
-from ..signature import DATATYPES
 from .words import describe
 
 #: the Python types orjson gives that each datatype accepts (bool is not an int here)

@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 
 from ..codecs.records import answer_keys, primary_output
-from ..signature import DATATYPES, Signature, TensorSpec, json_type
+from ..datatypes import DATATYPES, json_type
+from ..signature import Signature, TensorSpec
 
 Schema = dict[str, Any]
 

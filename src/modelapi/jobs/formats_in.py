@@ -22,8 +22,9 @@ import pyarrow.parquet as pq
 
 from ..codecs.query import parse_text
 from ..codecs.records import check_names, column, value_problem
+from ..datatypes import json_type
 from ..errors import InvalidInput, MalformedRequest, UnsupportedMediaType
-from ..signature import Signature, TensorSpec, json_type
+from ..signature import Signature, TensorSpec
 
 InputFormat = Literal["csv", "json", "ndjson", "parquet"]
 MEDIA_TYPES: dict[str, InputFormat] = {

@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from ..datatypes import datatype_of
 from ..errors import ModelLoadError
-from ..signature import Signature, TensorSpec, datatype_of
+from ..signature import Signature, TensorSpec
 
 INSTALL = "MLflow models need PyYAML and MLflow: pip install 'modelapi[mlflow]'"
 
