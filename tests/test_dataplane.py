@@ -9,11 +9,12 @@ from collections.abc import Mapping
 import numpy as np
 import pytest
 
-from modelapi.batching import BatchPolicy
+from modelapi.batching import Batcher, BatchPolicy
 from modelapi.dataplane import DataPlane
-from modelapi.errors import InferenceError, InvalidInput, ModelNotReady
+from modelapi.errors import InferenceError, InvalidInput, ModelNotFound
 from modelapi.inference import InferenceRequest
 from modelapi.models.base import Model
+from modelapi.settings import Settings
 from modelapi.signature import Signature, TensorSpec
 
 
@@ -45,12 +46,18 @@ class Recorder(Model):
         return {"y": 2 * a - b, "label": label, "batch_rows": np.full(len(a), len(a))}
 
 
+def batcher(dp: DataPlane, name: str) -> Batcher:
+    found = dp.resolve(name).batcher
+    assert found is not None
+    return found
+
+
 async def until_waiting(dp: DataPlane, name: str, n: int) -> None:
     for _ in range(5000):
-        if dp.batchers[name].waiting == n:
+        if batcher(dp, name).waiting == n:
             return
         await asyncio.sleep(0.001)
-    raise AssertionError(f"{dp.batchers[name].waiting} requests wait, not {n}")
+    raise AssertionError(f"{batcher(dp, name).waiting} requests wait, not {n}")
 
 
 def request(a: list[float], b: list[float] | None = None, tag: str = "t", **kw: object) -> InferenceRequest:
@@ -59,38 +66,47 @@ def request(a: list[float], b: list[float] | None = None, tag: str = "t", **kw: 
     return InferenceRequest(inputs, **kw)  # type: ignore[arg-type]
 
 
-def loaded(*models: Model, **kw: object) -> DataPlane:
-    dp = DataPlane(models, **kw)  # type: ignore[arg-type]
-    dp.load_all()
+def loaded(*models: Recorder, **settings: object) -> DataPlane:
+    """A started data plane; the warm-up's call on each model's example is forgotten."""
+    dp = DataPlane.from_settings(Settings(**settings), models=models)  # type: ignore[arg-type]
+    asyncio.run(dp.start())
+    for model in models:
+        assert model.calls == [1]  # the warm-up: one row, the signature's example
+        model.calls.clear()
     return dp
+
+
+def unload(dp: DataPlane) -> None:
+    asyncio.run(dp.close())
 
 
 # policies ------------------------------------------------------------------------------------------------
 def test_batching_is_on_by_default_for_every_model() -> None:
     dp = loaded(Recorder("a"), Recorder("b"))
-    assert set(dp.batchers) == {"a", "b"}
-    assert dp.batchers["a"].policy == BatchPolicy()
-    dp.unload_all()
-    assert dp.batchers == {}
+    assert batcher(dp, "a").policy == BatchPolicy() and batcher(dp, "b").policy == BatchPolicy()
+    unload(dp)
+    with pytest.raises(ModelNotFound):
+        dp.resolve("a")
 
 
 def test_policy_precedence() -> None:
     own = BatchPolicy(True, 8, 1.0)
-    flag = BatchPolicy(True, 4, 0.0)
     m_own, m_off, m_flag, m_plain = Recorder("own", own), Recorder("off", False), Recorder("flag", own), Recorder("p")
-    dp = DataPlane([m_own, m_off, m_flag, m_plain], batching=BatchPolicy(True, 64, 2.0), batch_overrides={"flag": flag})
-    assert dp.policy(m_own) == own  # the model's own setting over the global one
-    assert not dp.policy(m_off).enabled
-    assert dp.policy(m_flag) == flag  # the operator's per-model flag over everything
-    assert dp.policy(m_plain) == BatchPolicy(True, 64, 2.0)
-    off = DataPlane([m_own, m_flag], batching=BatchPolicy(False), batch_overrides={"flag": flag})
-    assert not off.policy(m_own).enabled  # global off wins over the model's own setting
-    assert off.policy(m_flag) == flag
+    dp = loaded(m_own, m_off, m_flag, m_plain, batch_max_size=64, batch_max_delay_ms=2.0, batch=["flag=4"])
+    assert dp.resolve("own").policy == own  # the model's own setting over the global one
+    assert not dp.resolve("off").policy.enabled
+    assert dp.resolve("flag").policy == BatchPolicy(True, 4, 2.0)  # the operator's per-model flag over everything
+    assert dp.resolve("p").policy == BatchPolicy(True, 64, 2.0)
+    unload(dp)
+    off = loaded(m_own, m_flag, batching=False, batch=["flag=4"])
+    assert not off.resolve("own").policy.enabled  # global off wins over the model's own setting
+    assert off.resolve("flag").policy == BatchPolicy(True, 4, 0.0)
+    unload(off)
 
 
 def test_a_per_model_setting_for_an_unknown_model_is_refused() -> None:
     with pytest.raises(ValueError, match="nope"):
-        DataPlane([Recorder()], batch_overrides={"nope": BatchPolicy()})
+        loaded(Recorder(), batch=["nope=on"])
 
 
 # batched inference ---------------------------------------------------------------------------------------
@@ -110,7 +126,7 @@ def test_concurrent_requests_are_batched_and_answered_exactly() -> None:
         out = answer.outputs  # type: ignore[attr-defined]
         assert out["y"].tolist() == [2 * v for v in a]
         assert out["label"].tolist() == [f"r{i}:{v:g}" for v in a]
-    dp.unload_all()
+    unload(dp)
 
 
 def test_requests_for_different_outputs_or_parameters_do_not_share_a_batch() -> None:
@@ -135,7 +151,7 @@ def test_requests_for_different_outputs_or_parameters_do_not_share_a_batch() -> 
 
     asyncio.run(go())
     assert sorted(model.calls[1:]) == [1, 1, 2]  # (2, 4) together; 3 and 5 each alone
-    dp.unload_all()
+    unload(dp)
 
 
 def test_errors_stay_with_the_request_that_caused_them(caplog: pytest.LogCaptureFixture) -> None:
@@ -158,7 +174,7 @@ def test_errors_stay_with_the_request_that_caused_them(caplog: pytest.LogCapture
     assert isinstance(client_error, InvalidInput) and "-2 is not a value" in client_error.detail
     assert [a.outputs["y"].tolist() for a in (answers[1], answers[3], answers[5])] == [[4.0], [6.0], [8.0]]  # type: ignore[union-attr]
     assert "internal failure" in caplog.text  # the log keeps the detail
-    dp.unload_all()
+    unload(dp)
 
 
 def test_invalid_input_is_rejected_before_it_can_join_a_batch() -> None:
@@ -172,8 +188,8 @@ def test_invalid_input_is_rejected_before_it_can_join_a_batch() -> None:
 
 def test_batching_off_runs_each_request_on_its_own() -> None:
     model = Recorder()
-    dp = loaded(model, batching=BatchPolicy(False))
-    assert dp.batchers == {}
+    dp = loaded(model, batching=False)
+    assert dp.resolve("recorder").batcher is None
 
     async def go() -> list[object]:
         return await asyncio.gather(*(dp.infer("recorder", request([float(i)])) for i in range(8)))
@@ -185,8 +201,8 @@ def test_batching_off_runs_each_request_on_its_own() -> None:
         asyncio.run(dp.infer("recorder", request([-1.0])))
 
 
-def test_a_request_after_unload_is_not_ready() -> None:
+def test_a_request_after_unload_finds_no_model() -> None:
     dp = loaded(Recorder())
-    dp.unload_all()
-    with pytest.raises(ModelNotReady):
+    unload(dp)
+    with pytest.raises(ModelNotFound):
         asyncio.run(dp.infer("recorder", request([1.0])))

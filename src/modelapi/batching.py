@@ -26,6 +26,18 @@ import numpy as np
 
 Arrays = dict[str, np.ndarray]
 RunFn = Callable[[Mapping[str, np.ndarray], int], Mapping[str, np.ndarray]]
+#: told of every batch run: rows, requests, seconds
+OnBatch = Callable[[int, int, float], None]
+
+
+class Timing:
+    """Filled in by the batcher for one request: seconds waiting for its batch, seconds its batch ran."""
+
+    __slots__ = ("compute_s", "queue_s")
+
+    def __init__(self) -> None:
+        self.queue_s = 0.0
+        self.compute_s = 0.0
 
 
 class BatcherClosed(RuntimeError):
@@ -81,21 +93,32 @@ def _freeze(value: Any) -> Hashable:
 
 
 class _Item:
-    __slots__ = ("arrived", "future", "inputs", "key", "rows")
+    __slots__ = ("arrived", "future", "inputs", "key", "rows", "timing")
 
-    def __init__(self, inputs: Mapping[str, np.ndarray], rows: int, key: Hashable, future: asyncio.Future[Arrays]):
+    def __init__(
+        self,
+        inputs: Mapping[str, np.ndarray],
+        rows: int,
+        key: Hashable,
+        future: asyncio.Future[Arrays],
+        timing: Timing | None,
+    ):
         self.inputs = inputs
         self.rows = rows
         self.key = key
         self.future = future
+        self.timing = timing
         self.arrived = time.monotonic()
 
 
 class Batcher:
     """One model's queue. ``submit`` from the event loop; ``close`` from any thread."""
 
-    def __init__(self, run: RunFn, policy: BatchPolicy, executor: Executor | None = None) -> None:
+    def __init__(
+        self, run: RunFn, policy: BatchPolicy, executor: Executor | None = None, on_batch: OnBatch | None = None
+    ) -> None:
         self.run = run
+        self.on_batch = on_batch
         self.policy = policy
         self.executor = executor
         self._pending: deque[_Item] = deque()
@@ -112,8 +135,11 @@ class Batcher:
         """Requests waiting for a batch (not counting the running one)."""
         return sum(1 for item in self._pending if not item.future.done())
 
-    async def submit(self, inputs: Mapping[str, np.ndarray], rows: int, key: Hashable = None) -> Arrays:
-        """Run ``inputs`` (``rows`` rows) in some batch and return its own rows of every output."""
+    async def submit(
+        self, inputs: Mapping[str, np.ndarray], rows: int, key: Hashable = None, timing: Timing | None = None
+    ) -> Arrays:
+        """Run ``inputs`` (``rows`` rows) in some batch and return its own rows of every output; ``timing``, when
+        given, receives the request's queue and compute seconds."""
         if self._closed:
             raise BatcherClosed("the model is unloaded")
         loop = asyncio.get_running_loop()
@@ -121,7 +147,7 @@ class Batcher:
             self._loop, self._busy, self._timer, self._task = loop, False, None, None
             self._pending.clear()
         future: asyncio.Future[Arrays] = loop.create_future()
-        self._pending.append(_Item(inputs, rows, key, future))
+        self._pending.append(_Item(inputs, rows, key, future, timing))
         if not self._busy:
             if self._timer is None:
                 self._dispatch(idle=len(self._pending) == 1)
@@ -183,6 +209,7 @@ class Batcher:
             return
         rows = sum(item.rows for item in live)
         self.batch_rows.append(rows)
+        started = time.monotonic()
         try:
             inputs = live[0].inputs if len(live) == 1 else concat([item.inputs for item in live])
             if self.executor is None:
@@ -198,6 +225,13 @@ class Batcher:
             await self._run_and_split(live[:half])
             await self._run_and_split(live[half:])
             return
+        seconds = time.monotonic() - started
+        for item in live:
+            if item.timing is not None:
+                item.timing.queue_s = started - item.arrived
+                item.timing.compute_s = seconds
+        if self.on_batch is not None:
+            self.on_batch(rows, len(live), seconds)
         if len(live) == 1:
             _settle(live[0].future, dict(outputs))
             return

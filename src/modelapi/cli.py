@@ -128,7 +128,12 @@ _SERVE_FLAGS: dict[str, tuple[list[str], str, dict[str, Any]]] = {
     ),
     "management_routes": (
         ["--enable-management"],
-        "enable management routes (POST /v2/repository/index); they need an admin key",
+        "enable the V2 repository routes (index, load, unload); they need an admin key, loopback included",
+        {"action": "store_true"},
+    ),
+    "watch": (
+        ["--watch"],
+        "follow a model repository: load new and changed versions and model.toml edits, retire removed ones",
         {"action": "store_true"},
     ),
 }
@@ -144,8 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
         "models",
         nargs="*",
         metavar="MODEL",
-        help="model file (.skops, .onnx, .joblib/.pkl with trust), directory, or module:Class; "
-        "none serves the bundled iris demo model",
+        help="model repository directory (DIR/<name>/<version>/<file>), model file (.skops, .onnx, .joblib/.pkl "
+        "with trust), MLflow directory, or module:Class; none serves the bundled iris demo model",
     )
     for dest, (flags, text, extra) in _SERVE_FLAGS.items():
         serve.add_argument(*flags, dest=dest, help=text, default=argparse.SUPPRESS, **extra)
@@ -198,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _inspect(settings: Any, *, as_json: bool = False) -> int:
     from .inspect import render
-    from .server import load_models
+    from .repository.sources import read_models
 
-    sys.stdout.write(render(load_models(settings), as_json=as_json))
+    sys.stdout.write(render(read_models(settings), as_json=as_json))
     return 0

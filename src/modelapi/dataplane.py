@@ -1,136 +1,236 @@
-"""The serving core: loaded models, readiness and inference. Knows nothing about HTTP.
+"""The data plane: one call into one model version, admitted, bounded, run and reported. Knows nothing about HTTP.
 
-Each model gets a ``Batcher`` (``batching.py``) when it loads: validated requests are gathered into row-capped
-batches and run one batch at a time on the model's own worker thread, so the event loop keeps parsing the
-next requests meanwhile. A model whose policy turns batching off runs every request on its own, concurrently,
-in the shared threadpool. ``docs/batching.md`` has the measurements behind these choices.
+Every front end does the same three steps, with what it knows of the call in a ``CallContext``:
+
+1. ``plane.call(name, ctx, version=, label=)`` resolves the version (``Repository.resolve``: 404/503), admits
+   the call through the per-model in-flight gate (503 with ``Retry-After``) and holds the version, so a reload
+   that swaps it out lets this call finish on it;
+2. the front end decodes its body with ``call.signature`` (the version chosen, whose codec it is);
+3. ``await call.infer(request)`` validates, runs the rows through the version's batcher (or alone), bounded by
+   the inference timeout and the call's deadline (504), and answers with the version that produced it.
+
+Leaving the ``with`` block releases the gate and the version and reports ``RequestFinished`` to ``Events``.
+``docs/batching.md`` has the measurements behind batching; ``repository/`` owns loading and reloading.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
-import queue
-import threading
-from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import Executor, Future
-from typing import Any, TypeVar
+import time
+from collections.abc import Sequence
+from types import TracebackType
 
-import numpy as np
-from starlette.concurrency import run_in_threadpool
-
-from .batching import Batcher, BatcherClosed, BatchPolicy, batch_key
-from .errors import BadRequest, InferenceError, InvalidInput, ModelNotFound, ModelNotReady
+from .batching import BatcherClosed, Timing, batch_key
+from .context import LOCAL, CallContext
+from .errors import BadRequest, InferenceError, InferenceTimeout, InvalidInput, ModelAPIError, ModelNotReady, Overloaded
+from .events import Events, RequestFinished, RequestRejected, RequestStarted
+from .gate import ModelGate
 from .inference import InferenceRequest, InferenceResponse
 from .models.base import Model
-from .security.limits import current_limits
+from .repository.handle import VersionHandle
+from .repository.registry import Repository
+from .repository.shared import SharedState
+from .repository.sources import Sources
+from .settings import Settings
+from .signature import Signature
 
 log = logging.getLogger("modelapi")
-_T = TypeVar("_T")
 
 
 class DataPlane:
     def __init__(
         self,
-        models: Iterable[Model],
+        repository: Repository,
         *,
         max_rows: int | None = None,
-        batching: BatchPolicy | None = None,
-        batch_overrides: Mapping[str, BatchPolicy] | None = None,
+        max_inflight: int = 512,
+        inference_timeout_s: float | None = 60.0,
     ) -> None:
-        """``batching``: the global policy; ``batch_overrides``: the operator's per-model policies (by name)."""
-        self.models: dict[str, Model] = {}
-        for model in models:
-            if model.name in self.models:
-                raise ValueError(f"two models are named {model.name!r}; give each a distinct --name")
-            self.models[model.name] = model
-        unknown = sorted(set(batch_overrides or {}) - set(self.models))
-        if unknown:
-            names = ", ".join(self.models)
-            raise ValueError(f"batching set for unknown model(s) {', '.join(unknown)}; served: {names}")
+        self.repository = repository
+        self.events: Events = repository.events
         self.max_rows = max_rows
-        self.batching = batching or BatchPolicy()
-        self.batch_overrides = dict(batch_overrides or {})
-        self.batchers: dict[str, Batcher] = {}
-        self._threads: dict[str, ModelThread] = {}
-        self._open_shaped: dict[str, list[str]] = {}  # inputs whose row shape varies between requests
-        self._ready: set[str] = set()
+        self.gate = ModelGate(max_inflight)
+        self.inference_timeout_s = inference_timeout_s
         self.live = True
 
-    def policy(self, model: Model) -> BatchPolicy:
-        """The operator's per-model setting, else global off, else the model's own ``batching``, else global."""
-        override = self.batch_overrides.get(model.name)
-        if override is not None:
-            return override
-        if not self.batching.enabled:
-            return self.batching
-        own = getattr(model, "batching", None)
-        if isinstance(own, BatchPolicy):
-            return own
-        if own is False:
-            return BatchPolicy(False, self.batching.max_batch_size, self.batching.max_delay_ms)
-        return self.batching
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        models: Sequence[Model] | None = None,
+        shared: SharedState | None = None,
+        events: Events | None = None,
+    ) -> DataPlane:
+        """The data plane for what ``settings`` name (or for ``models`` built in Python), with its repository."""
+        sources = (
+            Sources(models=models, settings=settings, shared=shared)
+            if models is not None
+            else Sources.from_settings(settings, shared)
+        )
+        repository = Repository(sources, events=events, grace_period_s=settings.grace_period_s)
+        return cls(
+            repository,
+            max_rows=settings.max_rows,
+            max_inflight=settings.max_inflight,
+            inference_timeout_s=settings.inference_timeout_s,
+        )
 
     # lifecycle -------------------------------------------------------------------------------------------
-    def load_all(self) -> None:
-        for model in self.models.values():
-            if model.name in self._ready:
-                continue
-            model.load()
-            policy = self.policy(model)
-            if policy.enabled:
-                thread = ModelThread(f"modelapi-{model.name}")
-                self._threads[model.name] = thread
-                self._open_shaped[model.name] = [s.name for s in model.signature.inputs if -1 in s.row_shape]
-                self.batchers[model.name] = Batcher(functools.partial(_predict, model), policy, thread)
-            self._ready.add(model.name)
+    async def start(self) -> None:
+        await self.repository.start()
 
-    def unload_all(self) -> None:
-        for name in list(self._ready):
-            self._ready.discard(name)
-            batcher = self.batchers.pop(name, None)
-            if batcher is not None:
-                batcher.close()
-            thread = self._threads.pop(name, None)
-            if thread is not None:
-                thread.shutdown(wait=False)  # a predict still running past the grace period must not hold the exit
-            self.models[name].unload()
+    async def close(self) -> None:
+        self.live = False
+        await self.repository.close()
 
     @property
     def ready(self) -> bool:
-        return bool(self.models) and all(name in self._ready for name in self.models)
+        return self.live and self.repository.ready
 
-    def model_ready(self, name: str, version: str | None = None) -> bool:
-        return self.get(name, version).name in self._ready
+    # reading ---------------------------------------------------------------------------------------------
+    def resolve(
+        self, name: str, ctx: CallContext = LOCAL, version: str | None = None, label: str | None = None
+    ) -> VersionHandle:
+        """The version a call to ``name`` would reach now (metadata routes); 404/503 as ``call`` would."""
+        return self.repository.resolve(name, version, label, ctx.principal)
 
-    # lookup ----------------------------------------------------------------------------------------------
-    def get(self, name: str, version: str | None = None) -> Model:
-        model = self.models.get(name)
-        if model is None:
-            raise ModelNotFound(f"no model named '{name}'; served models: {', '.join(self.models) or 'none'}")
-        if version is not None and version != model.version:
-            raise ModelNotFound(f"model '{name}' has no version '{version}'; served version: {model.version}")
-        return model
+    def get(self, name: str, version: str | None = None, ctx: CallContext = LOCAL) -> Model:
+        return self.resolve(name, ctx, version).model
+
+    @property
+    def models(self) -> dict[str, Model]:
+        """Each ready model's default version (what the API documents describe)."""
+        out: dict[str, Model] = {}
+        for name in self.repository.ready_names():
+            entry = self.repository.entry(name)
+            default = entry.default_version
+            if default is not None:
+                out[name] = entry.serving[default].model
+        return out
 
     @property
     def default_model(self) -> Model | None:
-        """The model that un-prefixed routes (``/predict``) address: the only one served, if only one."""
-        return next(iter(self.models.values())) if len(self.models) == 1 else None
+        """The only model's default version, when only one model is known and it is ready."""
+        only = self.repository.only_model
+        return None if only is None else self.models.get(only)
+
+    def names(self, ctx: CallContext = LOCAL) -> list[str]:
+        """The models the caller may see, ready or not."""
+        principal = ctx.principal
+        return [n for n in self.repository.names() if principal is None or principal.can_use(n)]
 
     # inference -------------------------------------------------------------------------------------------
-    async def infer(self, name: str, request: InferenceRequest, version: str | None = None) -> InferenceResponse:
-        """Over HTTP, the request's limits apply (``security/limits.py``): at most ``max_inflight`` requests per
-        model in flight (503), and the inference timeout (504)."""
-        limits = current_limits()
-        if limits is not None and limits.gate is not None:
-            return await limits.gate.run(name, self._infer(name, request, version))
-        return await self._infer(name, request, version)
+    def call(self, name: str, ctx: CallContext = LOCAL, version: str | None = None, label: str | None = None) -> Call:
+        """An admitted call into ``name``; use it as a context manager (``with plane.call(...) as call``)."""
+        try:
+            handle = self.repository.resolve(name, version, label, ctx.principal)
+            self.gate.enter(name, handle.max_inflight)
+        except ModelAPIError as exc:
+            if self.events.active:
+                reason = "overloaded" if isinstance(exc, Overloaded) else _reason(exc.status)
+                self.events.request_rejected(RequestRejected(name, ctx.protocol, reason, exc.status))
+            raise
+        handle.acquire()
+        return Call(self, handle, ctx)
 
-    async def _infer(self, name: str, request: InferenceRequest, version: str | None) -> InferenceResponse:
-        model = self.get(name, version)
-        if name not in self._ready:
-            raise ModelNotReady(f"model '{name}' is not ready yet")
+    async def infer(
+        self,
+        name: str,
+        request: InferenceRequest,
+        ctx: CallContext = LOCAL,
+        version: str | None = None,
+        label: str | None = None,
+    ) -> InferenceResponse:
+        with self.call(name, ctx, version, label) as call:
+            return await call.infer(request)
+
+
+def _reason(status: int) -> str:
+    return {404: "not_found", 503: "unavailable", 403: "forbidden", 401: "unauthenticated"}.get(status, "error")
+
+
+class Call:
+    """One admitted call: holds its model version until it is closed."""
+
+    __slots__ = ("_closed", "ctx", "handle", "plane", "rows", "started", "status", "timing")
+
+    def __init__(self, plane: DataPlane, handle: VersionHandle, ctx: CallContext) -> None:
+        self.plane = plane
+        self.handle = handle
+        self.ctx = ctx
+        self.started = time.monotonic()
+        self.status = 200
+        self.rows = 0
+        self.timing = Timing()
+        self._closed = False
+        if plane.events.active:
+            plane.events.request_started(RequestStarted(handle.name, handle.version, ctx.protocol, ctx.request_id))
+
+    @property
+    def model(self) -> Model:
+        return self.handle.model
+
+    @property
+    def signature(self) -> Signature:
+        return self.handle.model.signature
+
+    @property
+    def version(self) -> str:
+        return self.handle.version
+
+    def __enter__(self) -> Call:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if exc is not None:
+            self.status = (
+                exc.status if isinstance(exc, ModelAPIError) else 499 if kind is asyncio.CancelledError else 500
+            )
+        self.close()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        handle = self.handle
+        self.plane.gate.leave(handle.name)
+        handle.release()
+        events = self.plane.events
+        if events.active:
+            t = self.timing
+            duration = time.monotonic() - self.started
+            events.request_finished(
+                RequestFinished(
+                    handle.name,
+                    handle.version,
+                    self.ctx.protocol,
+                    self.status,
+                    self.rows,
+                    t.queue_s,
+                    t.compute_s,
+                    duration,
+                    self.ctx.request_id,
+                )
+            )
+
+    def _timeout(self) -> tuple[float | None, str]:
+        """Seconds left for this call, and what bounds it."""
+        plane, handle, ctx = self.plane, self.handle, self.ctx
+        limit = handle.inference_timeout_s if handle.inference_timeout_s is not None else plane.inference_timeout_s
+        seconds = limit if ctx.timed else None
+        why = f"the inference timeout of {limit:g} s (inference_timeout_s)" if seconds is not None else ""
+        if ctx.deadline is not None:
+            left = ctx.deadline - time.monotonic()
+            if seconds is None or left < seconds:
+                seconds, why = max(left, 0.0), "the request's deadline"
+        return seconds, why
+
+    async def infer(self, request: InferenceRequest) -> InferenceResponse:
+        handle = self.handle
+        model = handle.model
+        name = handle.name
         outputs_wanted = request.outputs
         if outputs_wanted is not None:
             unknown = [o for o in outputs_wanted if model.signature.output(o) is None]
@@ -139,72 +239,28 @@ class DataPlane:
                     f"outputs: unknown {', '.join(repr(o) for o in unknown)}; "
                     f"model '{name}' has outputs: {', '.join(model.signature.output_names)}"
                 )
-        inputs = model.signature.validate(request.inputs, max_rows=self.max_rows)
+        max_rows = handle.max_rows if handle.max_rows is not None else self.plane.max_rows
+        inputs = model.signature.validate(request.inputs, max_rows=max_rows)
         rows = next(iter(inputs.values())).shape[0]
-        batcher = self.batchers.get(name)
+        self.rows = rows
+        key = None
+        if handle.batcher is not None:
+            open_shapes = tuple(inputs[n].shape[1:] for n in handle.open_shaped)
+            key = batch_key(handle.version, outputs_wanted, request.parameters, open_shapes)
+        seconds, why = self._timeout()
         try:
-            if batcher is None:
-                outputs = await run_in_threadpool(_predict, model, inputs, rows)
-            else:
-                open_shapes = tuple(inputs[n].shape[1:] for n in self._open_shaped[name])
-                key = batch_key(model.version, outputs_wanted, request.parameters, open_shapes)
-                outputs = await batcher.submit(inputs, rows, key)
+            async with asyncio.timeout(seconds):
+                outputs = await handle.run(inputs, rows, key, self.timing)
+        except TimeoutError:
+            # still queued, the rows never run; already running, that batch finishes and this answer is dropped
+            raise InferenceTimeout(f"model '{name}' took longer than {why}") from None
         except (BadRequest, InferenceError, asyncio.CancelledError):
             raise
         except BatcherClosed:
-            raise ModelNotReady(f"model '{name}' is shutting down") from None
+            raise ModelNotReady(f"model '{name}' version {handle.version} is unloading; retry") from None
         except Exception as exc:
-            log.error("model %r failed on a request of %d rows", model.name, rows, exc_info=exc)
-            raise InferenceError(f"model '{model.name}' failed to predict") from exc
+            log.error("model %r version %s failed on a request of %d rows", name, handle.version, rows, exc_info=exc)
+            raise InferenceError(f"model '{name}' failed to predict") from exc
         if outputs_wanted is not None:
             outputs = {k: outputs[k] for k in outputs_wanted}
-        return InferenceResponse(model.name, model.version, outputs, id=request.id)
-
-
-def _predict(model: Model, inputs: Mapping[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
-    """The model's answer, checked; raises what the model raised (the caller logs and wraps it)."""
-    raw = model.predict(inputs)  # a model may raise BadRequest for an input the signature cannot describe
-    outputs: dict[str, np.ndarray] = {}
-    for spec in model.signature.outputs:
-        if spec.name not in raw:
-            log.error("model %r returned no output %r", model.name, spec.name)
-            raise InferenceError(f"model '{model.name}' returned an incomplete answer")
-        arr = np.asarray(raw[spec.name])
-        if arr.ndim == 0 or arr.shape[0] != rows:
-            log.error("model %r output %r has shape %s for %d rows", model.name, spec.name, arr.shape, rows)
-            raise InferenceError(f"model '{model.name}' returned an answer of the wrong size")
-        outputs[spec.name] = arr
-    return outputs
-
-
-class ModelThread(Executor):
-    """One daemon thread that runs a model's batches in order.
-
-    Unlike ``ThreadPoolExecutor``, whose threads the interpreter joins at exit, a daemon thread cannot keep the
-    process alive after the grace period when a predict call never returns.
-    """
-
-    def __init__(self, name: str) -> None:
-        self._queue: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    def submit(self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> Future[_T]:
-        future: Future[_T] = Future()
-        self._queue.put((future, functools.partial(fn, *args, **kwargs)))
-        return future
-
-    def _run(self) -> None:
-        while (item := self._queue.get()) is not None:
-            future, call = item
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                future.set_result(call())
-            except BaseException as exc:
-                future.set_exception(exc)
-
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        self._queue.put(None)
-        if wait:
-            self._thread.join()
+        return InferenceResponse(name, handle.version, outputs, id=request.id)

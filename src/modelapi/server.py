@@ -11,6 +11,7 @@ import contextlib
 import gc
 import importlib
 import logging
+import os
 import shlex
 import signal
 import socket
@@ -28,11 +29,10 @@ from .dataplane import DataPlane
 from .errors import ModelLoadError
 from .http.app import create_app
 from .http.lifecycle import Lifecycle
-from .models.base import Model
 from .models.python import is_class_spec
-from .models.registry import PICKLE_SUFFIXES, load_model
+from .models.registry import PICKLE_SUFFIXES
 from .models.sklearn import import_skops
-from .models.trust import Trust
+from .repository.shared import SharedState
 from .security import tls
 from .security.keys import RedactKeys
 from .security.slow_clients import protocol_class
@@ -40,23 +40,6 @@ from .settings import Settings
 from .supervisor import Supervisor, WorkerContext
 
 log = logging.getLogger("modelapi")
-
-
-def load_models(settings: Settings) -> list[Model]:
-    """The models Settings name, or the bundled demo model when it names none."""
-    specs: list[str] = list(settings.models)
-    if not specs:
-        from .demo import DEMO_MODEL_PATH
-
-        specs = [str(DEMO_MODEL_PATH)]
-    if len(settings.names) > len(specs):
-        raise ValueError(f"{len(settings.names)} names given for {len(specs)} models; give at most one name per model")
-    trust = Trust(trust_pickle=settings.trust_pickle, sha256=frozenset(settings.sha256))
-    names: list[str | None] = [*settings.names, *([None] * (len(specs) - len(settings.names)))]
-    return [
-        load_model(spec, name=name, trust=trust, device=settings.device)
-        for spec, name in zip(specs, names, strict=True)
-    ]
 
 
 def preimport(settings: Settings) -> None:
@@ -117,14 +100,24 @@ def base_url(host: str, port: int, scheme: str = "http") -> str:
 
 
 def banner(dataplane: DataPlane, url: str) -> str:
-    models = list(dataplane.models.values())
-    first = models[0]
-    route = "/predict" if len(models) == 1 else f"/models/{first.name}/predict"
-    body = jsonutil.dumps(first.signature.example_record()).decode()
-    lines = [
-        "",
-        f"modelapi is serving {len(models)} model{'s' if len(models) != 1 else ''} at {url}",
-        *(f"  - {m.name} ({m.platform}, version {m.version}): {url}/models/{m.name}" for m in models),
+    repo = dataplane.repository
+    names = repo.names()
+    lines = ["", f"modelapi is serving {len(names)} model{'s' if len(names) != 1 else ''} at {url}"]
+    for name in names:
+        entry = repo.entry(name)
+        default = entry.default_version
+        if default is None:
+            lines.append(f"  - {name}: UNAVAILABLE ({entry.error or 'no version loaded'}); see {url}/models")
+            continue
+        model = entry.serving[default].model
+        served = ", ".join(entry.ready_versions())
+        extra = f"; unavailable: {', '.join(sorted(entry.failed))}" if entry.failed else ""
+        lines.append(f"  - {name} ({model.platform}, version {served}{extra}): {url}/models/{name}")
+    first = repo.ready_names()[0]
+    signature = repo.resolve(first).signature
+    route = "/predict" if len(names) == 1 else f"/models/{first}/predict"
+    body = jsonutil.dumps(signature.example_record()).decode()
+    lines += [
         f"Interactive docs: {url}/docs      OpenAPI: {url}/openapi.json",
         "Try it:",
         f"  curl -s {url}{route} -H 'Content-Type: application/json' -d {shlex.quote(body)}",
@@ -175,6 +168,7 @@ def serve_socket(
     on_ready: Callable[[DataPlane], None],
     background_startup: bool = True,
     cluster_ready: Callable[[], bool] = lambda: True,
+    shared: SharedState | None = None,
 ) -> None:
     """Load the models and serve them on ``sock`` in this process until SIGTERM or SIGINT, then drain.
 
@@ -194,7 +188,7 @@ def serve_socket(
         on_ready(app.state.dataplane)
 
     lifecycle = Lifecycle(
-        lambda: create_app(load_models(settings), settings),
+        lambda: create_app(None, settings, shared=shared),
         background_startup=background_startup,
         cluster_ready=cluster_ready,
         on_ready=ready,
@@ -262,6 +256,9 @@ def run(settings: Settings, *, out: TextIO = sys.stdout) -> None:
     # of keep-alive connections). The supervisor keeps every socket open, so a socket whose worker died goes
     # on queueing its share of connections until the replacement, which inherits it, accepts them.
     sockets = [sock] * settings.workers
+    # the workers' shared repository state (loads and unloads asked of one worker); this server's own file
+    shared = SharedState(settings.state_dir / "run" / f"repository-{os.getpid()}.json")
+    shared.reset()
     if _REUSE_PORT:
         sockets = [sock, *(bind(settings.host, port, reuse_port=True) for _ in range(settings.workers - 1))]
 
@@ -277,6 +274,7 @@ def run(settings: Settings, *, out: TextIO = sys.stdout) -> None:
                 on_ready=lambda dataplane: context.report_ready(banner(dataplane, url)),
                 background_startup=not context.replacement,
                 cluster_ready=context.cluster_ready,
+                shared=shared,
             )
         except Exception as exc:
             context.report_failed(exc)
@@ -287,5 +285,9 @@ def run(settings: Settings, *, out: TextIO = sys.stdout) -> None:
     supervisor = Supervisor(
         settings.workers, worker, sockets=sockets, grace_period_s=settings.grace_period_s, on_ready=print_banner
     )
-    if supervisor.run() != 0:
+    try:
+        code = supervisor.run()
+    finally:
+        shared.remove()
+    if code != 0:
         raise SystemExit(1)  # workers outlived the grace period and were killed; the supervisor logged it

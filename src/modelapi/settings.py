@@ -25,7 +25,8 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535, description="TCP port (0: any free port)")
     models: list[str] = Field(
         default_factory=list,
-        description="model files, directories or `module:Class` specs; empty serves the bundled demo model",
+        description="model repositories, model files, MLflow directories or `module:Class` specs; empty serves "
+        "the bundled demo model",
     )
     names: list[str] = Field(default_factory=list, description="names for the models, in order (default: file stem)")
     trust_pickle: bool = Field(False, description="allow pickle/joblib files (loading a pickle runs its code)")
@@ -97,7 +98,10 @@ class Settings(BaseSettings):
         False, description="serve without authentication even on a non-loopback address (logs a warning)"
     )
     management_routes: bool = Field(
-        False, description="enable management routes (POST /v2/repository/index); they need an admin key"
+        False, description="enable the V2 repository routes (index, load, unload); they always need an admin key"
+    )
+    watch: bool = Field(
+        False, description="follow model repositories: load new and changed versions, retire removed ones"
     )
 
     @field_validator("sha256")

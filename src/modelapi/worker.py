@@ -14,11 +14,10 @@ import threading
 from rq import SimpleWorker
 from rq.serializers import JSONSerializer
 
-from .http.app import create_app
+from .dataplane import DataPlane
 from .jobs import rq_runner
 from .jobs.runner import maintain, worker_id
 from .jobs.service import JobService
-from .server import load_models
 from .settings import Settings
 
 log = logging.getLogger("modelapi.jobs")
@@ -30,11 +29,11 @@ def run_worker(settings: Settings, *, burst: bool = False) -> None:
         raise ValueError("modelapi worker needs a Redis URL: --redis-url URL or MODELAPI_REDIS_URL")
     if not settings.database_url:
         log.warning("no database URL: using SQLite in %s, which only workers on this machine share", settings.state_dir)
-    dataplane = create_app(load_models(settings), settings).state.dataplane
-    dataplane.load_all()
-    service = JobService(dataplane, settings)
+    dataplane = DataPlane.from_settings(settings)  # the same data plane as the server, without a web app
     loop = asyncio.new_event_loop()
     threading.Thread(target=loop.run_forever, name="modelapi-jobs-loop", daemon=True).start()
+    asyncio.run_coroutine_threadsafe(dataplane.start(), loop).result()
+    service = JobService(dataplane, settings)
     me = worker_id("rq")
     rq_runner.install(service, loop, me)
     redis = rq_runner.connect(settings.redis_url)
@@ -55,13 +54,13 @@ def run_worker(settings: Settings, *, burst: bool = False) -> None:
     maintain(service.store(), settings.job_retention_s)
     dispatcher.redeliver()
     threading.Thread(target=maintenance, name="modelapi-jobs-maintenance", daemon=True).start()
-    log.info("worker %s: models %s, queue %r", me, ", ".join(dataplane.models), settings.job_queue)
+    log.info("worker %s: models %s, queue %r", me, ", ".join(dataplane.repository.ready_names()), settings.job_queue)
     try:
         worker = SimpleWorker([queue], connection=redis, serializer=JSONSerializer)
         worker.work(burst=burst, logging_level=settings.log_level.upper())
     finally:
         stop.set()
         service.store().release(me)
+        asyncio.run_coroutine_threadsafe(dataplane.close(), loop).result()
         loop.call_soon_threadsafe(loop.stop)
-        dataplane.unload_all()
         service.close()

@@ -11,7 +11,7 @@ import httpx
 from .server import TESTS_DIR, serve
 
 sys.path.insert(0, str(TESTS_DIR / "security"))
-from keyhelpers import cli, cli_create_key
+from helpers.keys import cli, cli_create_key
 
 ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 

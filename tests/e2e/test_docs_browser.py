@@ -19,7 +19,7 @@ import pytest
 from .server import TESTS_DIR, serve
 
 sys.path.insert(0, str(TESTS_DIR / "security"))
-from keyhelpers import cli_create_key
+from helpers.keys import cli_create_key
 
 OPEN_PROBES = {"/v2/health/live", "/v2/health/ready", "/ping", "/health"}
 

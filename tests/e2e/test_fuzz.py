@@ -21,7 +21,7 @@ from schemathesis.checks import not_a_server_error, response_schema_conformance,
 from .server import TESTS_DIR, RunningServer, serve
 
 sys.path.insert(0, str(TESTS_DIR / "security"))
-from keyhelpers import cli_create_key
+from helpers.keys import cli_create_key
 
 EXAMPLES = int(os.environ.get("MODELAPI_FUZZ_EXAMPLES", "12"))
 CHECKS = [not_a_server_error, response_schema_conformance, status_code_conformance]

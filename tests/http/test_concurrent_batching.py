@@ -17,7 +17,8 @@ from modelapi.signature import Signature, TensorSpec
 
 
 class Doubler(Model):
-    """y = 2x; ``batch_rows`` tells each row how many rows its batch had. Holds its first call until released."""
+    """y = 2x; ``batch_rows`` tells each row how many rows its batch had. Holds a call with x = -1 until released
+    (the warm-up on the example, x = 0, goes through)."""
 
     signature = Signature.from_features(
         {"x": "FP64"}, outputs=[TensorSpec("y", "FP64"), TensorSpec("batch_rows", "INT64")]
@@ -32,15 +33,17 @@ class Doubler(Model):
     def predict(self, inputs: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
         x = inputs["x"]
         self.calls.append(len(x))
-        self.started.set()
-        assert self.release.wait(10)
+        if (x == -1).any():
+            self.started.set()
+            assert self.release.wait(10)
         return {"y": 2 * x, "batch_rows": np.full(len(x), len(x))}
 
 
 async def _concurrent(settings: Settings) -> tuple[Doubler, list[httpx.Response]]:
     model = Doubler()
     app = create_app([model], settings)
-    app.state.dataplane.load_all()  # ASGITransport runs no lifespan
+    await app.state.dataplane.start()  # ASGITransport runs no lifespan
+    model.calls.clear()  # the warm-up
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
         first = asyncio.ensure_future(client.post("/predict", json={"x": -1.0}))
         while not model.started.is_set():
@@ -54,12 +57,12 @@ async def _concurrent(settings: Settings) -> tuple[Doubler, list[httpx.Response]
         await _until_waiting(app.state.dataplane, 30)  # every request has reached the model's queue
         model.release.set()
         responses = await asyncio.gather(first, *rest)
-    app.state.dataplane.unload_all()
+    await app.state.dataplane.close()
     return model, responses[1:]
 
 
 async def _until_waiting(dp: DataPlane, n: int) -> None:
-    batcher = dp.batchers.get("doubler")
+    batcher = dp.resolve("doubler").batcher
     if batcher is None:  # batching off: the requests wait in the threadpool instead
         await asyncio.sleep(0.2)
         return

@@ -90,6 +90,8 @@ def served(app_routes: list[Any], models: dict[str, str]) -> dict[str, set[str]]
         if not params or openapi.template(route.path) not in PER_MODEL:
             out.setdefault(re.sub(r"\{([^}:]+)(:[^}]*)?\}", r"{\1}", route.path), set()).update(methods)
             continue
+        if "{label" in route.path:
+            continue  # one path per label: these models have none
         for name, version in models.items():
             values = iter([name, version])
             path = re.sub(r"\{[^}]+\}", lambda _m, v=values: next(v), route.path)  # type: ignore[misc]

@@ -227,7 +227,11 @@ def test_v1_errors(client: TestClient) -> None:
 
 
 def test_v1_status(client: TestClient) -> None:
-    assert client.get("/v1/models/iris").json() == {"name": "iris", "ready": True}
+    assert client.get("/v1/models/iris").json() == {
+        "name": "iris",
+        "ready": True,
+        "model_version_status": [{"version": "1", "state": "AVAILABLE"}],
+    }
 
 
 # listing --------------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import gzip
 import struct
 import zlib
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,7 +14,7 @@ import orjson
 import pytest
 from starlette.testclient import TestClient
 
-from modelapi.dataplane import DataPlane
+from helpers.keys import create_key
 from modelapi.http.app import create_app
 from modelapi.settings import Settings
 from toymodels import ECHO_TYPES, IRIS_FEATURES, IrisClassifier, Regressor
@@ -77,7 +78,7 @@ def test_health(client: TestClient) -> None:
 
 
 def test_not_ready_before_the_models_load() -> None:
-    app = create_app(DataPlane([Regressor()]), Settings())
+    app = create_app([Regressor()], Settings())
     c = TestClient(app, raise_server_exceptions=False)  # no lifespan: nothing loads
     r = c.get("/v2/health/ready")
     assert (r.status_code, r.json()) == (503, {"ready": False})
@@ -107,11 +108,16 @@ def test_model_ready(client: TestClient, path: str) -> None:
     assert (r.status_code, r.json()) == (200, {"name": "echo", "ready": True})
 
 
-def test_repository_index(client: TestClient) -> None:
+def test_repository_index(client: TestClient, tmp_path: Path) -> None:
     assert client.post("/v2/repository/index").status_code == 404  # a management route: off by default
-    app = create_app(list(client.app.state.dataplane.models.values()), Settings(management_routes=True))
+    models = list(client.app.state.dataplane.models.values())  # type: ignore[attr-defined]
+    app = create_app(models, Settings(management_routes=True, state_dir=tmp_path))
     with TestClient(app) as managed:
-        r = managed.post("/v2/repository/index")
+        refused = managed.post("/v2/repository/index")
+        assert refused.status_code == 403 and "admin" in refused.json()["error"]  # never open, loopback included
+    key = create_key(tmp_path, scope="admin")
+    with TestClient(create_app(models, Settings(management_routes=True, state_dir=tmp_path))) as managed:
+        r = managed.post("/v2/repository/index", headers={"authorization": f"Bearer {key}"})
     assert r.status_code == 200
     assert [(m["name"], m["version"], m["state"]) for m in r.json()] == [
         ("iris", "1", "READY"),

@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from keyhelpers import create_key
 from pydantic import ValidationError
 from starlette.testclient import TestClient
 
+from helpers.keys import create_key
 from modelapi.http.app import create_app
 from modelapi.security.auth import Auth
 from modelapi.security.keys import KeyStore

@@ -13,13 +13,14 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from keyhelpers import create_key
 from starlette.testclient import TestClient
 
-from modelapi.errors import MalformedRequest, PayloadTooLarge
+from helpers.keys import create_key
+from modelapi.errors import InferenceTimeout, MalformedRequest, PayloadTooLarge
+from modelapi.gate import ModelGate
 from modelapi.http.app import create_app
 from modelapi.security import json_limits
-from modelapi.security.limits import ModelGate, RateLimiter
+from modelapi.security.limits import RateLimiter
 from modelapi.settings import Settings
 from toymodels import IrisClassifier, Sleepy
 
@@ -142,7 +143,7 @@ def with_sleepy(scenario: Scenario) -> None:
     """Run ``scenario`` against an app serving Sleepy (2 in flight, 1 s timeout, no batching) and iris."""
     settings = Settings(max_inflight=2, inference_timeout_s=1.0, batching=False)
     app = create_app([Sleepy(), IrisClassifier()], settings)
-    gate = app.user_middleware[0].kwargs["limits"].gate
+    gate = app.state.dataplane.gate
     assert isinstance(gate, ModelGate)
 
     async def main() -> None:
@@ -200,19 +201,27 @@ def test_unknown_model_names_leave_nothing_behind() -> None:
 
 
 def test_work_outside_http_is_not_limited() -> None:
-    """Batch jobs call the data plane directly: no HTTP request, no in-flight cap or inference timeout."""
+    """Batch jobs call the data plane with their own context: no inference timeout (their chunks bound them)."""
+    import numpy as np
+
+    from modelapi.context import CallContext
     from modelapi.dataplane import DataPlane
     from modelapi.inference import InferenceRequest
 
-    plane = DataPlane([Sleepy()])
-    plane.load_all()
-    try:
-        import numpy as np
+    plane = DataPlane.from_settings(Settings(inference_timeout_s=0.05), models=[Sleepy()])
 
-        answer = asyncio.run(plane.infer("sleepy", InferenceRequest({"seconds": np.array([0.0])})))
-        assert answer.outputs["seconds"].tolist() == [0.0]
-    finally:
-        plane.unload_all()
+    async def go() -> None:
+        await plane.start()
+        try:
+            untimed = CallContext("jobs", timed=False)
+            answer = await plane.infer("sleepy", InferenceRequest({"seconds": np.array([0.2])}), untimed)
+            assert answer.outputs["seconds"].tolist() == [0.2]
+            with pytest.raises(InferenceTimeout):
+                await plane.infer("sleepy", InferenceRequest({"seconds": np.array([0.2])}))
+        finally:
+            await plane.close()
+
+    asyncio.run(go())
 
 
 # every limit is a flag and an environment variable ---------------------------------------------------------

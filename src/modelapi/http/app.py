@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 
@@ -14,6 +14,7 @@ from ..dataplane import DataPlane
 from ..errors import ModelAPIError
 from ..jobs.host import JobsHost
 from ..models.base import Model
+from ..repository.shared import SharedState
 from ..security.auth import Auth, AuthMiddleware, without_management
 from ..security.limits import rate_limit
 from ..settings import Settings
@@ -21,37 +22,48 @@ from . import docs, openapi, routes_jobs, routes_mlflow, routes_rest, routes_v2
 from .errors import handle_http_exception, handle_modelapi_error
 from .middleware import cors, request_context
 
-_INFERENCE_ROUTES = {"infer", "predict", "predict_default", "v1_predict"}
+_INFERENCE_ROUTES = {
+    "infer",
+    "predict",
+    "predict_version",
+    "predict_label",
+    "predict_default",
+    "v1_predict",
+    "v1_predict_version",
+    "v1_predict_label",
+}
 
 
-def create_app(models: Sequence[Model] | DataPlane, settings: Settings | None = None) -> Starlette:
-    """The ASGI application serving ``models``. Models load in the lifespan startup, before readiness."""
+def create_app(
+    models: Sequence[Model] | DataPlane | None = None,
+    settings: Settings | None = None,
+    *,
+    shared: SharedState | None = None,
+) -> Starlette:
+    """The ASGI application serving ``models`` (models built in Python, a data plane, or ``None``: what
+    ``settings`` names). Models load in the lifespan startup, before readiness. ``shared``: the workers' shared
+    repository state, with ``--workers N``."""
     settings = settings or Settings()
-    dataplane = (
-        models
-        if isinstance(models, DataPlane)
-        else DataPlane(
-            models,
-            max_rows=settings.max_rows,
-            batching=settings.batch_policy(),
-            batch_overrides=settings.batch_overrides(),
-        )
-    )
+    if isinstance(models, DataPlane):
+        dataplane = models
+    else:
+        dataplane = DataPlane.from_settings(settings, models=models, shared=shared)
 
     jobs = JobsHost(dataplane, settings)
     auth = Auth.from_settings(settings)  # per worker, after any fork: each opens its own key-store connections
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await run_in_threadpool(dataplane.load_all)
+        await dataplane.start()
+        follow = asyncio.get_running_loop().create_task(dataplane.repository.follow(watch=settings.watch))
         await jobs.start()  # in-process job workers resume unfinished jobs (or dispatch to RQ)
         try:
             yield
         finally:
+            follow.cancel()
             await jobs.stop()
             auth.close()
-            dataplane.live = False
-            await run_in_threadpool(dataplane.unload_all)
+            await dataplane.close()
 
     routes = [
         *without_management(routes_v2.routes(), enabled=settings.management_routes),
@@ -67,7 +79,9 @@ def create_app(models: Sequence[Model] | DataPlane, settings: Settings | None = 
         middleware=[
             request_context(settings),  # request id, headers, body and request limits (docs/security.md)
             *cors(settings),  # outside authentication: a browser's preflight carries no key
-            Middleware(AuthMiddleware, auth=auth),  # inside the request context: its 401s carry the request id
+            Middleware(
+                AuthMiddleware, auth=auth, management=settings.management_routes
+            ),  # inside the request context: its 401s carry the request id
             rate_limit(settings.rate_limit, settings.rate_burst),  # inside authentication, which names the key
         ],
         exception_handlers={ModelAPIError: handle_modelapi_error, HTTPException: handle_http_exception},

@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import ModelAPIError, PayloadTooLarge, RequestTimeout
-from ..security.limits import ModelGate, RequestLimits, apply_limits, reset_limits
+from ..security.limits import RequestLimits, apply_limits, reset_limits
 from ..settings import Settings
 from .errors import error_response, handle_modelapi_error, handle_unexpected
 
@@ -184,7 +184,6 @@ def request_context(settings: Settings) -> Middleware:
     limits = RequestLimits(
         max_json_depth=settings.max_json_depth,
         max_json_elements=settings.max_json_elements,
-        gate=ModelGate(settings.max_inflight, settings.inference_timeout_s),
     )
     return Middleware(
         RequestContextMiddleware,

@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 from urllib.parse import quote
 
 from starlette.applications import Starlette
@@ -44,6 +44,9 @@ _PARAM = re.compile(r"\{([^}:]+)(?::[^}]*)?\}")
 def template(path: str) -> str:
     """``/v1/models/{name:modelname}:predict`` -> ``/v1/models/{}:predict``."""
     return _PARAM.sub("{}", path)
+
+
+_T = TypeVar("_T")
 
 
 def _fill(path: str, values: list[str]) -> str:
@@ -94,8 +97,10 @@ class Builder:
             if key in PER_MODEL or key in V2_PER_MODEL:
                 describe = PER_MODEL.get(key) or V2_PER_MODEL[key]
                 for model in self.dp.models.values():
-                    path = _fill(route.path, [quote(model.name, safe=""), quote(model.version, safe="")])
-                    paths.setdefault(path, {}).update(self._item(path, methods, describe(self, model), [model.name]))
+                    for values, target in self._fills(model, _PARAM.findall(route.path)):
+                        path = _fill(route.path, [quote(v, safe="") for v in values])
+                        ops = describe(self, target)
+                        paths.setdefault(path, {}).update(self._item(path, methods, ops, [model.name]))
             elif key == "/predict" and self.dp.default_model is None:
                 continue  # several models: /predict only answers 404, so it is not part of this API
             elif key in GLOBAL or key in V2_GLOBAL:
@@ -130,6 +135,18 @@ class Builder:
         }
         return secure(doc, self.access)
 
+    def _fills(self, model: Model, params: list[str]) -> list[tuple[list[str], Model]]:
+        """The concrete values of a per-model route's parameters: the name, then every ready version or every
+        label of a ready version, each with the model version it reaches."""
+        if len(params) < 2:
+            return [([model.name], model)]
+        entry = self.dp.repository.entry(model.name)
+        if params[1] == "label":
+            return [
+                ([model.name, label], entry.serving[v].model) for label, v in entry.labels.items() if v in entry.serving
+            ]
+        return [([model.name, v], entry.serving[v].model) for v in entry.ready_versions()]
+
     def _item(self, path: str, methods: list[str], known: dict[str, Op], tags: list[str]) -> dict[str, Any]:
         item: dict[str, Any] = {}
         for method in methods:
@@ -154,22 +171,26 @@ TEMPLATED: dict[str, Ops] = {}
 
 
 # serving --------------------------------------------------------------------------------------------------
+def _cached(app: Starlette, name: str, build: Callable[[], _T]) -> _T:
+    """``build()``, kept on ``app.state`` until the repository changes (a version loaded or retired)."""
+    generation = app.state.dataplane.repository.generation
+    held: tuple[int, _T] | None = getattr(app.state, name, None)
+    if held is None or held[0] != generation:
+        held = (generation, build())
+        setattr(app.state, name, held)
+    return held[1]
+
+
 def document(app: Starlette) -> dict[str, Any]:
-    """The app's OpenAPI 3.1 document, built on first use and kept on ``app.state``."""
-    doc: dict[str, Any] | None = getattr(app.state, "openapi_document", None)
-    if doc is None:
-        doc = Builder(app.state.dataplane, Access.of(app)).build(list(app.routes))
-        app.state.openapi_document = doc
-    return doc
+    """The app's OpenAPI 3.1 document, for the model versions served now."""
+    return _cached(
+        app, "openapi_document", lambda: Builder(app.state.dataplane, Access.of(app)).build(list(app.routes))
+    )
 
 
 def document_30(app: Starlette) -> dict[str, Any]:
     """The same document lowered to OpenAPI 3.0.3, for Swagger UI 4."""
-    doc: dict[str, Any] | None = getattr(app.state, "openapi_document_30", None)
-    if doc is None:
-        doc = {**_lower(document(app)), "openapi": "3.0.3"}
-        app.state.openapi_document_30 = doc
-    return doc
+    return _cached(app, "openapi_document_30", lambda: {**_lower(document(app)), "openapi": "3.0.3"})
 
 
 def _lower(node: Any) -> Any:
@@ -195,11 +216,8 @@ def _lower(node: Any) -> Any:
 
 
 def _cached_bytes(request: Request, name: str, build: Callable[[Starlette], dict[str, Any]]) -> Response:
-    body: bytes | None = getattr(request.app.state, name, None)
-    if body is None:
-        body = jsonutil.dumps(build(request.app))
-        setattr(request.app.state, name, body)
-    return Response(body, media_type="application/json")
+    app = request.app
+    return Response(_cached(app, name, lambda: jsonutil.dumps(build(app))), media_type="application/json")
 
 
 async def openapi_json(request: Request) -> Response:
@@ -220,8 +238,9 @@ class _Visible:
     """The part of a data plane the document describes, as a key limited to some models sees it."""
 
     def __init__(self, dp: DataPlane, names: list[str]) -> None:
-        self.models = {n: dp.models[n] for n in names}
+        self.models = {n: dp.models[n] for n in names if n in dp.models}
         self.max_rows = dp.max_rows
+        self.repository = dp.repository
         only = dp.default_model
         self.default_model = only if only is not None and only.name in self.models else None
 

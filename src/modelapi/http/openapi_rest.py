@@ -156,4 +156,11 @@ PER_MODEL: dict[str, Ops] = {
     "/models/{}/predict": _predict,
     "/v1/models/{}": _v1_status,
     "/v1/models/{}:predict": _v1_predict,
+    # one path per loaded version and per label (openapi.Builder fills them in)
+    "/models/{}/versions/{}": _metadata,
+    "/models/{}/versions/{}/predict": _predict,
+    "/models/{}/labels/{}/predict": _predict,
+    "/v1/models/{}/versions/{}": _v1_status,
+    "/v1/models/{}/versions/{}:predict": _v1_predict,
+    "/v1/models/{}/labels/{}:predict": _v1_predict,
 }

@@ -18,10 +18,19 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from .. import jsonutil
+from ..context import CallContext
 from ..errors import MalformedRequest, PayloadTooLarge, UnsupportedMediaType
+from ..security.principal import current_principal
 
 #: the request content codings understood, with their zlib window bits (deflate means the zlib format, RFC 9110)
 ENCODINGS = {"gzip": 31, "deflate": 15}
+
+
+def call_context(request: Request, protocol: str) -> CallContext:
+    """What the data plane needs to know of this request: who calls, its id, the protocol."""
+    state = request.scope.get("state")
+    rid = state.get("request_id") if state else None
+    return CallContext(protocol, current_principal(request), rid)
 
 
 def is_json_type(content_type: str) -> bool:

@@ -176,16 +176,15 @@ def run_predict(
 
 
 def _in_process(settings: Settings, model: str, src: Path, dst: Path, err: TextIO) -> dict[str, Any]:
-    from ..http.app import create_app
-    from ..server import load_models
+    from ..dataplane import DataPlane
 
     with tempfile.TemporaryDirectory(prefix="modelapi-predict-") as tmp:
         local = settings.model_copy(update={"state_dir": Path(tmp), "database_url": None, "redis_url": None})
-        dataplane = create_app(load_models(local), local).state.dataplane
-        dataplane.load_all()
+        dataplane = DataPlane.from_settings(local)
+        asyncio.run(dataplane.start())
         service = JobService(dataplane, local)
         try:
             return predict_local(service, model, src, dst, err=err)
         finally:
             service.close()
-            dataplane.unload_all()
+            asyncio.run(dataplane.close())

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ..context import CallContext
 from ..dataplane import DataPlane
 from ..db import create_sqlite_file
 from ..errors import BadRequest, Conflict, JobNotFound, ModelAPIError, ModelNotFound
@@ -33,6 +34,10 @@ MAX_ATTEMPTS = 5
 def owner_of(principal: Principal | None) -> str:
     """The owner recorded with a job: the API key's id, or ``""`` when authentication is off."""
     return principal.key_id if principal is not None else ""
+
+
+#: a job's chunks: bounded by their size (job_chunk_rows), not by the per-request inference timeout
+JOBS = CallContext("jobs", timed=False)
 
 
 class JobService:
@@ -168,7 +173,7 @@ class JobService:
             first = seq * job.chunk_rows
             try:
                 inputs = await asyncio.to_thread(formats_in.decode_chunk, chunk, signature, first)
-                response = await self.dataplane.infer(job.model, InferenceRequest(inputs))
+                response = await self.dataplane.infer(job.model, InferenceRequest(inputs), JOBS)
             except formats_in.BadValue as exc:
                 return FAILED, _error(exc.detail, row=exc.row, column=exc.column)
             except (BadRequest, ModelAPIError) as exc:

@@ -105,7 +105,7 @@ def _load_file(path: Path, trust: Trust, device: str = "cpu") -> Model:
 
 
 def _only_model_file(directory: Path) -> Path:
-    found = sorted(p for p in directory.iterdir() if p.is_file() and _is_model_file(p))
+    found = sorted(p for p in directory.iterdir() if p.is_file() and is_model_file(p))
     if len(found) == 1:
         return found[0]
     if not found:
@@ -114,7 +114,7 @@ def _only_model_file(directory: Path) -> Path:
     raise ModelLoadError(f"directory {directory} holds several model files ({listed}); name the one to serve")
 
 
-def _is_model_file(path: Path) -> bool:
+def is_model_file(path: Path) -> bool:
     """A file a directory may hold as its model: a known suffix, not a sidecar; .json/.txt only when sniffed."""
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES or path.name.lower().endswith(SIDECAR_SUFFIXES):

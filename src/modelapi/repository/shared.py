@@ -173,6 +173,11 @@ class SharedState:
         a reader holding an older snapshot sees the change."""
         self._update(lambda s: Snapshot(s.generation + 1))
 
+    def remove(self) -> None:
+        """Delete the file and its lock (the server that owned them has stopped)."""
+        for path in (self.path, self.lock_path):
+            path.unlink(missing_ok=True)
+
     def _update(self, change: Callable[[Snapshot], Snapshot]) -> Snapshot:
         with self._mutex:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -31,6 +31,14 @@ log = logging.getLogger("modelapi.auth")
 OPEN_PATHS = frozenset({"/v2/health/live", "/v2/health/ready", "/ping", "/health"})
 #: management routes: registered only with ``management_routes``, and then for admin keys only
 MANAGEMENT_PATHS = frozenset({"/v2/repository/index"})
+MANAGEMENT_PREFIX = "/v2/repository/"
+
+
+def is_management(path: str) -> bool:
+    """The V2 repository extension: index, load, unload."""
+    return path.startswith(MANAGEMENT_PREFIX)
+
+
 #: query parameters that would carry a key, refused so that keys never land in access logs
 QUERY_KEY_NAMES = frozenset({"api_key", "apikey", "api-key", "x-api-key", "access_token"})
 _KEY_IN_VALUE = re.compile(r"mk_[0-9a-f]{8}_")
@@ -82,30 +90,50 @@ class Auth:
 
 
 class AuthMiddleware:
-    def __init__(self, app: ASGIApp, *, auth: Auth) -> None:
+    def __init__(self, app: ASGIApp, *, auth: Auth, management: bool = False) -> None:
         self.app = app
         self.auth = auth
+        self.management = management
         # SQLite answers a primary-key lookup in microseconds; a network database goes to a thread
         self.in_thread = auth.store is not None and not auth.store.url.startswith("sqlite")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self.auth.store is None or scope["path"] in OPEN_PATHS:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
             await self.app(scope, receive, send)
+            return
+        if self.auth.store is None:
+            if not (self.management and is_management(scope["path"])):
+                await self.app(scope, receive, send)
+                return
+            # loading and unloading models is never open, not even on loopback
+            await self._refuse(
+                scope,
+                receive,
+                send,
+                Forbidden(
+                    f"{scope['path']} needs an API key with the admin scope, and authentication is off: create "
+                    "one with 'modelapi keys create NAME --scope admin' and restart the server"
+                ),
+            )
             return
         try:
             principal = await self._authenticate(scope)
-            if scope["path"] in MANAGEMENT_PATHS and not principal.has_scope("admin"):
+            if is_management(scope["path"]) and not principal.has_scope("admin"):
                 raise Forbidden(f"{scope['path']} needs a key with the admin scope; key mk_{principal.key_id} has not")
             if principal.models is not None:
                 _check_model(scope, principal)
         except ModelAPIError as exc:
-            from ..http.errors import handle_modelapi_error
-
-            response = await handle_modelapi_error(Request(scope), exc)
-            await response(scope, receive, send)
+            await self._refuse(scope, receive, send, exc)
             return
         scope[SCOPE_KEY] = principal
         await self.app(scope, receive, send)
+
+    @staticmethod
+    async def _refuse(scope: Scope, receive: Receive, send: Send, exc: ModelAPIError) -> None:
+        from ..http.errors import handle_modelapi_error
+
+        response = await handle_modelapi_error(Request(scope), exc)
+        await response(scope, receive, send)
 
     async def _authenticate(self, scope: Scope) -> Principal:
         _refuse_query_key(scope)
@@ -170,7 +198,7 @@ def _model_in_path(path: str) -> str | None:
 def _check_model(scope: Scope, principal: Principal) -> None:
     """Any model a key may not use answers as a model that does not exist: one 404, whatever the name."""
     path: str = scope["path"]
-    models = scope["app"].state.dataplane.models
+    models = scope["app"].state.dataplane.repository.names()
     if path in ("/predict", "/invocations"):  # the only model served, if only one is
         if len(models) == 1 and principal.can_use(next(iter(models))):
             return
@@ -182,4 +210,4 @@ def _check_model(scope: Scope, principal: Principal) -> None:
 
 def without_management(routes: list[BaseRoute], *, enabled: bool) -> list[BaseRoute]:
     """``routes`` less the management routes, unless they are enabled."""
-    return [r for r in routes if enabled or getattr(r, "path", None) not in MANAGEMENT_PATHS]
+    return [r for r in routes if enabled or not is_management(getattr(r, "path", ""))]

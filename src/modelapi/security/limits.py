@@ -1,11 +1,9 @@
 """Limits on what one request, one API key and one model may take from a worker.
 
-- ``RequestLimits``: the limits of the HTTP request in progress, which ``RequestContextMiddleware`` puts in a
-  context variable for the request's duration. ``jsonutil.loads`` reads it to bound a JSON body's nesting and
-  element count; ``DataPlane.infer`` reads it to admit the request into its model (``ModelGate``: at most
-  ``max_inflight`` requests per model, running or queued, else 503 with ``Retry-After``) and to bound its
-  inference time (504). Work that does not come over HTTP (batch jobs, ``modelapi predict`` in process) sets
-  no limits and is bounded by its own chunking instead.
+- ``RequestLimits``: the JSON limits of the HTTP request in progress, which ``RequestContextMiddleware`` puts
+  in a context variable for the request's duration; ``jsonutil.loads`` reads it to bound a JSON body's nesting
+  and element count. (The per-model in-flight gate and the inference timeout belong to the data plane, which
+  applies them to every front end: ``gate.py``, ``dataplane.py``.)
 - ``RateLimitMiddleware``: a token bucket per API key (429 with ``Retry-After``), inside the authentication
   middleware, which names the key. Without authentication there is no key to limit, and no rate limit.
 
@@ -14,78 +12,28 @@ Every limit is per worker process: with ``--workers N`` a key may send N times `
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from contextvars import ContextVar, Token
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TypeVar
 
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..errors import InferenceTimeout, Overloaded, TooManyRequests
+from ..errors import TooManyRequests
 from .principal import SCOPE_KEY, Principal
 
 T = TypeVar("T")
 
-#: ``Retry-After`` (seconds) when a model is over its in-flight limit: queues drain in well under a second
-OVERLOADED_RETRY_AFTER_S = 1
-
-
-class ModelGate:
-    """Per-model count of admitted requests (running or queued) with a cap, and the inference timeout."""
-
-    def __init__(self, max_inflight: int, timeout_s: float) -> None:
-        self.max_inflight = max_inflight
-        self.timeout_s = timeout_s
-        self.inflight: dict[str, int] = {}
-
-    def _overloaded(self, model: str, count: int) -> Overloaded:
-        return Overloaded(
-            f"model '{model}' already has {count} requests in flight, the limit (max_inflight); retry shortly",
-            headers={"retry-after": str(OVERLOADED_RETRY_AFTER_S)},
-        )
-
-    def _release(self, model: str) -> None:
-        left = self.inflight[model] - 1
-        if left:
-            self.inflight[model] = left
-        else:
-            del self.inflight[model]  # a name nobody serves leaves nothing behind
-
-    async def run(self, model: str, work: Awaitable[T]) -> T:
-        """``work`` (one request's inference) admitted into ``model`` and bounded by the timeout.
-
-        On timeout the request is cancelled: still queued, it never runs; already running on the model's
-        thread, that batch finishes, and its answer for this request is dropped.
-        """
-        count = self.inflight.get(model, 0)
-        if count >= self.max_inflight:
-            if inspect.iscoroutine(work):
-                work.close()  # refused, never started: close it, or asyncio warns it was never awaited
-            raise self._overloaded(model, count)
-        self.inflight[model] = count + 1
-        try:
-            async with asyncio.timeout(self.timeout_s):
-                return await work
-        except TimeoutError:
-            raise InferenceTimeout(
-                f"model '{model}' took longer than the inference timeout of {self.timeout_s:g} s (inference_timeout_s)"
-            ) from None
-        finally:
-            self._release(model)
-
 
 @dataclass
 class RequestLimits:
-    """What ``jsonutil`` and ``DataPlane`` enforce for the HTTP request in progress."""
+    """What ``jsonutil`` enforces for the HTTP request in progress."""
 
     max_json_depth: int = 32
     max_json_elements: int = 2_000_000
-    gate: ModelGate | None = field(default=None)
 
 
 _CURRENT: ContextVar[RequestLimits | None] = ContextVar("modelapi_request_limits", default=None)

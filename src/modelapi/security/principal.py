@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from starlette.requests import HTTPConnection
+if TYPE_CHECKING:  # the core imports Principal; it must not import Starlette
+    from starlette.requests import HTTPConnection
 
 SCOPE_KEY = "modelapi.principal"
 

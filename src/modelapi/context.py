@@ -1,0 +1,43 @@
+"""CallContext: what a front end tells the data plane about one call.
+
+Every front end (HTTP routes, the job runner, ``modelapi predict`` in process, gRPC later) builds one and passes
+it to ``DataPlane.call``; the core reads nothing from context variables, so a front end that forgets a limit
+gets a type error, not an unlimited call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .security.principal import Principal
+
+
+@dataclass(frozen=True, slots=True)
+class JsonLimits:
+    """How much JSON a decoder may parse: nesting depth (400 above) and elements in total (413 above)."""
+
+    max_depth: int = 32
+    max_elements: int = 2_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class CallContext:
+    """One call's facts.
+
+    ``protocol``: the front end's word for itself ("v2", "records", "v1", "mlflow", "jobs", "python"), for events.
+    ``principal``: the API key calling, ``None`` when authentication is off; the data plane refuses a model the
+    key may not use as if it did not exist. ``deadline``: a ``time.monotonic()`` by which the answer is due
+    (504 after), tighter than the server's inference timeout when given. ``timed``: whether the server's
+    per-request inference timeout applies (a batch job's chunk is bounded by its chunking instead).
+    """
+
+    protocol: str = "python"
+    principal: Principal | None = None
+    request_id: str | None = None
+    deadline: float | None = None
+    timed: bool = True
+    json: JsonLimits = JsonLimits()
+
+
+#: a call from Python code in this process: no key, no deadline, the server's timeout
+LOCAL = CallContext()

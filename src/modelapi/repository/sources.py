@@ -1,0 +1,336 @@
+"""Sources: what the repository should serve, read from the operator's settings, the disk and the shared state.
+
+A source is one of the server's model arguments:
+
+- a repository directory (``layout.py``): models by name, versions by number, each with its ``model.toml``;
+- a fixed spec: a model file, an MLflow directory or ``module:Class``, served as version 1 (``--name`` names
+  these, in order);
+- models built in Python (``create_app([...])``), served as they are.
+
+``desired`` answers, per model name, a ``Desired``: the versions to serve now (each a ``VersionSpec`` that knows
+how to load it and how its files looked), the versions that cannot be loaded and why, labels and canary share.
+It reads files only (``stat`` and ``model.toml``), never model bytes, so the repository can ask often. A name
+that an operator unloaded (``shared.py``) is wanted with no versions.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+from ..batching import BatchPolicy
+from ..errors import ModelLoadError
+from ..models.base import Model
+from ..models.python import is_class_spec
+from ..models.registry import load_model
+from ..models.trust import Trust
+from ..settings import Settings
+from .config import ModelConfig
+from .layout import ModelSource, VersionSource, is_repository, scan, scan_model
+from .shared import SharedState, Snapshot
+
+log = logging.getLogger("modelapi")
+
+
+class Limits(NamedTuple):
+    """Per-version overrides of the server's limits (``None``: the server's)."""
+
+    max_inflight: int | None = None
+    inference_timeout_s: float | None = None
+    max_rows: int | None = None
+
+
+@dataclass(frozen=True)
+class VersionSpec:
+    """One version to serve. ``fingerprint`` changes when anything that needs a reload changes (files,
+    batching, device, trust); ``unchanged`` re-reads the files' state (``None``: cannot tell)."""
+
+    version: str
+    load: Callable[[], Model]
+    source: str | None
+    fingerprint: Hashable
+    batching: BatchPolicy | None  # the operator's explicit policy for this model, else None
+    default_batching: BatchPolicy
+    limits: Limits = Limits(None, None, None)  # noqa: RUF009 (an immutable tuple)
+    unchanged: Callable[[], bool | None] = lambda: None
+
+    def policy_for(self, model: Model) -> BatchPolicy:
+        """The operator's policy, else global off, else the model's own ``batching``, else the global policy."""
+        if self.batching is not None:
+            return self.batching
+        base = self.default_batching
+        if not base.enabled:
+            return base
+        own = getattr(model, "batching", None)
+        if isinstance(own, BatchPolicy):
+            return own
+        if own is False:
+            return BatchPolicy(False, base.max_batch_size, base.max_delay_ms)
+        return base
+
+
+@dataclass
+class Desired:
+    name: str
+    versions: dict[str, VersionSpec] = field(default_factory=dict)
+    failed: dict[str, tuple[str, Hashable]] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    canary_percent: float = 0.0
+    error: str | None = None
+
+
+class _Fixed(NamedTuple):
+    """A model file, MLflow directory or ``module:Class``, served as version 1 under ``name`` (None: derived)."""
+
+    spec: str
+    name: str | None
+
+
+class Sources:
+    def __init__(
+        self,
+        *,
+        roots: Sequence[Path] = (),
+        fixed: Sequence[_Fixed] = (),
+        models: Sequence[Model] = (),
+        settings: Settings | None = None,
+        shared: SharedState | None = None,
+    ) -> None:
+        self.settings = settings or Settings()
+        self.roots = [Path(r) for r in roots]
+        self.shared = shared
+        self._trust = Trust(trust_pickle=self.settings.trust_pickle, sha256=frozenset(self.settings.sha256))
+        self._global_batching = self.settings.batch_policy()
+        self._overrides = self.settings.batch_overrides()
+        self._memory: dict[str, Model] = {}
+        for model in models:
+            if model.name in self._memory:
+                raise ValueError(f"two models are named {model.name!r}; give each a distinct --name")
+            self._memory[model.name] = model
+        # fixed specs are read once, at start: their names must be known before the server starts
+        self._fixed: dict[str, tuple[Model, Path | None]] = {}
+        for item in fixed:
+            model = load_model(item.spec, name=item.name, trust=self._trust, device=self.settings.device)
+            if model.name in self._fixed or model.name in self._memory:
+                raise ValueError(f"two models are named {model.name!r}; give each a distinct --name")
+            path = None if is_class_spec(item.spec) and not Path(item.spec).exists() else Path(item.spec)
+            self._fixed[model.name] = (model, path)
+        self._known: set[str] = set()
+        self._unloaded: set[str] = set()  # without shared state: this process's own
+        self._snapshot = Snapshot(0, frozenset(), {})
+        self._checked_overrides = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings, shared: SharedState | None = None) -> Sources:
+        """Each model argument is a repository directory or a fixed spec; no argument: the bundled demo model."""
+        specs: list[str] = list(settings.models)
+        if not specs:
+            from ..demo import DEMO_MODEL_PATH
+
+            specs = [str(DEMO_MODEL_PATH)]
+        if len(settings.names) > len(specs):
+            raise ValueError(
+                f"{len(settings.names)} names given for {len(specs)} models; give at most one name per model"
+            )
+        names: list[str | None] = [*settings.names, *([None] * (len(specs) - len(settings.names)))]
+        roots: list[Path] = []
+        fixed: list[_Fixed] = []
+        for spec, name in zip(specs, names, strict=True):
+            path = Path(spec)
+            if path.is_dir() and is_repository(path):
+                if name:
+                    raise ValueError(
+                        f"--name {name!r} given for the repository {spec}: a repository's models are named by "
+                        "their directories"
+                    )
+                roots.append(path)
+            else:
+                fixed.append(_Fixed(spec, name))
+        return cls(roots=roots, fixed=fixed, settings=settings, shared=shared)
+
+    # what the repository asks ---------------------------------------------------------------------------
+    def desired(self, names: set[str] | None = None) -> dict[str, Desired | None]:
+        """Per model name, what to serve now; ``None`` for a name that is gone. ``names``: only these."""
+        if self.shared is not None:
+            self._snapshot = self.shared.read()
+        found: dict[str, Desired] = {}
+        for name, model in self._memory.items():
+            found[name] = self._single(name, _given(model), None, ("memory", id(model)), model.version or "1")
+        for name, (model, path) in self._fixed.items():
+            if name not in found:
+                found[name] = self._fixed_desired(name, model, path)
+        for root in self.roots:
+            scanned = scan(root)
+            for problem in scanned.errors:
+                log.error("model repository %s: %s", root.name or root, problem)
+            for name, source in scanned.models.items():
+                if name in found:
+                    log.error(
+                        "model repository %s: a model named %r is already served; %s/ is ignored", root, name, name
+                    )
+                    continue
+                found[name] = self._repository_desired(root, source)
+        self._check_overrides(found)
+        for name in (self._snapshot.unloaded | self._unloaded) & set(found):
+            found[name] = Desired(name, error="unloaded")
+        out: dict[str, Desired | None] = {n: d for n, d in found.items() if names is None or n in names}
+        for gone in self._known - set(found):
+            if names is None or gone in names:
+                out[gone] = None
+        self._known = (self._known | set(found)) - {n for n, d in out.items() if d is None}
+        return out
+
+    def refresh(self, name: str, version: str) -> VersionSpec | None:
+        """The spec of ``name``'s ``version`` as its files are now (after they changed while it loaded)."""
+        for root in self.roots:
+            source = scan_model(root, name)
+            if source is not None:
+                return self._repository_desired(root, source).versions.get(version)
+        return None
+
+    def static_names(self) -> list[str]:
+        """The names of models built in Python and of fixed specs (known before anything loads)."""
+        return [*self._memory, *(n for n in self._fixed if n not in self._memory)]
+
+    def knows(self, name: str) -> bool:
+        """Whether any source has a model named ``name`` now (unloaded or not)."""
+        if name in self._memory or name in self._fixed:
+            return True
+        return any(scan_model(root, name) is not None for root in self.roots)
+
+    def unload(self, name: str) -> None:
+        """Stop serving ``name`` (every worker, with shared state) until it is loaded again."""
+        if self.shared is not None:
+            self._snapshot = self.shared.unload(name)
+        else:
+            self._unloaded.add(name)
+
+    def load(self, name: str) -> None:
+        """Serve ``name`` again, and have every worker retry its versions that failed."""
+        if self.shared is not None:
+            self._snapshot = self.shared.load(name)
+        else:
+            self._unloaded.discard(name)
+
+    @property
+    def snapshot(self) -> Snapshot:
+        """The shared state as last read."""
+        return self._snapshot
+
+    # building -------------------------------------------------------------------------------------------
+    def _batching(self, name: str, config: ModelConfig | None) -> BatchPolicy | None:
+        override = self._overrides.get(name)
+        if override is not None:
+            return override
+        return None if config is None else config.batching
+
+    def _single(
+        self,
+        name: str,
+        load: Callable[[], Model],
+        source: str | None,
+        fingerprint: Hashable,
+        version: str = "1",
+        unchanged: Callable[[], bool | None] = lambda: None,
+    ) -> Desired:
+        spec = VersionSpec(
+            version, load, source, fingerprint, self._batching(name, None), self._global_batching, unchanged=unchanged
+        )
+        return Desired(name, versions={version: spec})
+
+    def _fixed_desired(self, name: str, model: Model, path: Path | None) -> Desired:
+        # the model was read at start; a later change to its file is not followed (a repository directory is)
+        source = None if path is None else path.name
+        return self._single(name, lambda: model, source, ("fixed", id(model)))
+
+    def _repository_desired(self, root: Path, source: ModelSource) -> Desired:
+        name = source.name
+        desired = Desired(name)
+        if source.config is None:
+            desired.error = source.error or "its model.toml cannot be read"
+            for version, why in source.errors.items():
+                desired.failed[str(version)] = (why, None)
+            return desired
+        config = source.config
+        selected = source.selected()
+        for version, why in source.errors.items():
+            if version in selected or not selected:
+                desired.failed[str(version)] = (why, ("error", why))
+        if not source.versions and not source.errors:
+            desired.error = "no version directory holds a model"
+        limits = Limits(config.max_inflight, config.inference_timeout_s, config.max_rows)
+        device = config.device or self.settings.device
+        batching = self._batching(name, config)
+        for number in selected:
+            vs = source.versions[number]
+            pin = self._pin(config, vs)
+            trust = self._trust if pin is None else Trust(self._trust.trust_pickle, self._trust.sha256 | {pin})
+            fingerprint = (vs.fingerprint, batching, device, pin)
+            desired.versions[str(number)] = VersionSpec(
+                str(number),
+                _loader(vs.artefact, name, trust, device),
+                vs.relpath,
+                fingerprint,
+                batching,
+                self._global_batching,
+                limits,
+                _unchanged(root, name, number, vs.fingerprint),
+            )
+        desired.labels = {label: str(v) for label, v in config.labels.items()}
+        desired.canary_percent = config.canary_percent
+        return desired
+
+    @staticmethod
+    def _pin(config: ModelConfig, vs: VersionSource) -> str | None:
+        relative = vs.relpath.split("/", 1)[1] if "/" in vs.relpath else vs.relpath
+        return config.sha256.get(relative)
+
+    def _check_overrides(self, found: dict[str, Desired]) -> None:
+        if self._checked_overrides:
+            return
+        self._checked_overrides = True
+        unknown = sorted(set(self._overrides) - set(found))
+        if unknown and not self.roots:
+            raise ValueError(f"batching set for unknown model(s) {', '.join(unknown)}; served: {', '.join(found)}")
+        if unknown:
+            log.warning("batching set for model(s) not in the repository yet: %s", ", ".join(unknown))
+
+
+def _given(model: Model) -> Callable[[], Model]:
+    return lambda: model
+
+
+def _loader(artefact: Path, name: str, trust: Trust, device: str) -> Callable[[], Model]:
+    def load() -> Model:
+        return load_model(artefact, name=name, trust=trust, device=device)
+
+    return load
+
+
+def _unchanged(root: Path, name: str, version: int, fingerprint: Hashable) -> Callable[[], bool | None]:
+    def unchanged() -> bool | None:
+        source = scan_model(root, name)
+        now = None if source is None else source.versions.get(version)
+        return now is not None and now.fingerprint == fingerprint
+
+    return unchanged
+
+
+def read_models(settings: Settings) -> list[Model]:
+    """Every version the settings would serve, read but not started (``modelapi inspect``); raises the first
+    version's load error."""
+    sources = Sources.from_settings(settings)
+    out: list[Model] = []
+    for desired in sources.desired().values():
+        if desired is None:
+            continue
+        if desired.error and not desired.versions:
+            raise ModelLoadError(f"model '{desired.name}': {desired.error}")
+        for spec in desired.versions.values():
+            model = spec.load()
+            model.version = spec.version
+            out.append(model)
+    return out
