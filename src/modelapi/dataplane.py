@@ -79,7 +79,9 @@ class DataPlane:
 
     # lifecycle -------------------------------------------------------------------------------------------
     async def start(self) -> None:
-        await self.repository.start()
+        """Load what the repository's sources want (once; a second call does nothing)."""
+        if not self.repository.started:
+            await self.repository.start()
 
     async def close(self) -> None:
         self.live = False

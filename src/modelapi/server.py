@@ -189,6 +189,7 @@ def serve_socket(
 
     lifecycle = Lifecycle(
         lambda: create_app(None, settings, shared=shared),
+        prepare=lambda app: app.state.dataplane.start(),
         background_startup=background_startup,
         cluster_ready=cluster_ready,
         on_ready=ready,

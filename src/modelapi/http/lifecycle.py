@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 from starlette.applications import Starlette
@@ -47,8 +47,10 @@ class Lifecycle:
         cluster_ready: Callable[[], bool] = lambda: True,
         on_ready: Callable[[Starlette], None] = lambda app: None,
         on_failed: Callable[[BaseException], None] = lambda exc: None,
+        prepare: Callable[[Starlette], Awaitable[None]] | None = None,
     ) -> None:
         self._build = build
+        self._prepare = prepare
         self.background_startup = background_startup
         self._cluster_ready = cluster_ready
         self._on_ready = on_ready
@@ -136,6 +138,8 @@ class Lifecycle:
     async def _start(self, inner: _InnerLifespan) -> None:
         try:
             app = await run_in_threadpool(self._build)
+            if self._prepare is not None:  # e.g. load the models: their errors arrive as raised, not as text
+                await self._prepare(app)
             failure = await inner.startup(app)
             if failure is not None:
                 raise RuntimeError(f"application startup failed: {failure}")

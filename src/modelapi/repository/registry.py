@@ -176,7 +176,10 @@ class Repository:
         self._seen = self.sources.snapshot
         self.started = True
         if not any(e.ready for e in self._entries.values()):
-            reasons = [f"{n}: {e.error or self._reasons(e)}" for n, e in self._entries.items()]
+            reasons = [
+                *self.sources.problems,
+                *(f"{n}: {e.error or self._reasons(e)}" for n, e in self._entries.items()),
+            ]
             raise ModelLoadError("no model could be loaded; " + ("; ".join(reasons) or "the repository is empty"))
         for name, entry in self._entries.items():
             if entry.error or entry.failed:
@@ -245,6 +248,7 @@ class Repository:
                     handle = await asyncio.to_thread(self._start, spec)
                 except Exception as exc:
                     reason = str(exc) if isinstance(exc, ModelLoadError) else f"{type(exc).__name__}: {exc}"
+                    reason = spec.public(reason)
                     log.error("model %r version %s failed to load: %s", entry.name, spec.version, reason)
                     entry.failed[spec.version] = (reason, spec.fingerprint)
                     self._changed(entry.name, spec.version, State.UNAVAILABLE, State.LOADING, reason)

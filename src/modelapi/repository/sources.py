@@ -56,6 +56,15 @@ class VersionSpec:
     default_batching: BatchPolicy
     limits: Limits = Limits(None, None, None)  # noqa: RUF009 (an immutable tuple)
     unchanged: Callable[[], bool | None] = lambda: None
+    root: Path | None = None  # the repository directory: never shown to clients
+
+    def public(self, message: str) -> str:
+        """``message`` with the server's paths made relative to the repository (load errors name files)."""
+        if self.root is None:
+            return message
+        for prefix in {str(self.root.resolve()), str(self.root.absolute()), str(self.root)}:
+            message = message.replace(prefix.rstrip("/") + "/", "")
+        return message
 
     def policy_for(self, model: Model) -> BatchPolicy:
         """The operator's policy, else global off, else the model's own ``batching``, else the global policy."""
@@ -122,6 +131,8 @@ class Sources:
         self._unloaded: set[str] = set()  # without shared state: this process's own
         self._snapshot = Snapshot(0, frozenset(), {})
         self._checked_overrides = False
+        #: what the last look at the repositories found wrong outside any one model (duplicates, stray files)
+        self.problems: list[str] = []
 
     @classmethod
     def from_settings(cls, settings: Settings, shared: SharedState | None = None) -> Sources:
@@ -162,10 +173,13 @@ class Sources:
         for name, (model, path) in self._fixed.items():
             if name not in found:
                 found[name] = self._fixed_desired(name, model, path)
+        problems: list[str] = []
         for root in self.roots:
             scanned = scan(root)
             for problem in scanned.errors:
-                log.error("model repository %s: %s", root.name or root, problem)
+                if problem not in self.problems:  # once per problem, not once per look
+                    log.error("model repository %s: %s", root.name or root, problem)
+                problems.append(problem)
             for name, source in scanned.models.items():
                 if name in found:
                     log.error(
@@ -173,6 +187,7 @@ class Sources:
                     )
                     continue
                 found[name] = self._repository_desired(root, source)
+        self.problems = problems
         self._check_overrides(found)
         for name in (self._snapshot.unloaded | self._unloaded) & set(found):
             found[name] = Desired(name, error="unloaded")
@@ -278,6 +293,7 @@ class Sources:
                 self._global_batching,
                 limits,
                 _unchanged(root, name, number, vs.fingerprint),
+                root,
             )
         desired.labels = {label: str(v) for label, v in config.labels.items()}
         desired.canary_percent = config.canary_percent
