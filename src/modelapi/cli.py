@@ -205,5 +205,8 @@ def _inspect(settings: Any, *, as_json: bool = False) -> int:
     from .inspect import render
     from .repository.sources import read_models
 
-    sys.stdout.write(render(read_models(settings), as_json=as_json))
-    return 0
+    models, problems = read_models(settings)
+    sys.stdout.write(render(models, as_json=as_json))
+    for problem in problems:
+        print(f"modelapi: error: {problem}", file=sys.stderr)
+    return 1 if problems else 0

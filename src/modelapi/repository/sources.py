@@ -335,18 +335,26 @@ def _unchanged(root: Path, name: str, version: int, fingerprint: Hashable) -> Ca
     return unchanged
 
 
-def read_models(settings: Settings) -> list[Model]:
-    """Every version the settings would serve, read but not started (``modelapi inspect``); raises the first
-    version's load error."""
+def read_models(settings: Settings) -> tuple[list[Model], list[str]]:
+    """Every version the settings would serve, read but not started (``modelapi inspect``), and why each one
+    that cannot be read cannot (a fixed spec that fails raises, as the server would)."""
     sources = Sources.from_settings(settings)
     out: list[Model] = []
-    for desired in sources.desired().values():
+    wanted = sources.desired()
+    problems = list(sources.problems)
+    for desired in wanted.values():
         if desired is None:
             continue
-        if desired.error and not desired.versions:
-            raise ModelLoadError(f"model '{desired.name}': {desired.error}")
+        if desired.error:
+            problems.append(f"{desired.name}: {desired.error}")
+        for version, (reason, _) in desired.failed.items():
+            problems.append(f"{desired.name} version {version}: {reason}")
         for spec in desired.versions.values():
-            model = spec.load()
+            try:
+                model = spec.load()
+            except ModelLoadError as exc:
+                problems.append(f"{desired.name} version {spec.version}: {spec.public(str(exc))}")
+                continue
             model.version = spec.version
             out.append(model)
-    return out
+    return out, problems
