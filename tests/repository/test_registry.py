@@ -473,6 +473,48 @@ def test_a_malformed_model_toml_at_start_makes_the_model_unavailable_naming_file
     run(scenario)
 
 
+@pytest.mark.parametrize(
+    ("bad", "field"),
+    [
+        ("[labels]\nstable = 'three'\n", "labels.stable"),
+        ("canary_precent = 10\n", "canary_precent"),
+        ("version_policy = { latest = 0 }\n", "version_policy.latest"),
+        ("version_policy = [1, \n", "not valid TOML"),
+    ],
+)
+def test_a_typo_in_model_toml_keeps_the_last_good_config_serving(
+    repo: ModelRepo, tmp_path: Path, bad: str, field: str
+) -> None:
+    repo.version("m", 1, skops_bytes("v1"))
+    repo.version("m", 2, skops_bytes("v2"))
+    repo.toml("m", 'version_policy = "all"\n[labels]\nstable = 1\n')
+    log = EventLog()
+
+    async def scenario() -> None:
+        r = repository(settings(repo), Events(log))
+        await r.start()
+        repo.toml("m", bad)
+        await r.reconcile()
+        await r.settled()
+        rows_now = index_of(r, "m")
+        assert sorted(rows_now) == ["1", "2"]
+        for state, reason in rows_now.values():
+            assert state == "READY"
+            assert "m/model.toml" in reason and field in reason and "1, 2" in reason
+            assert str(tmp_path) not in reason
+        assert r.resolve("m").version == "1"  # the last good labels still apply
+        assert r.resolve("m", label="stable").version == "1"
+        assert not [e for e in log.of(ModelStateChanged) if e.state in ("UNLOADING", "UNLOADED")]
+        # fixed: the new config applies and the warning goes
+        repo.toml("m", "version_policy = [2]\n")
+        await r.reconcile()
+        await r.settled()
+        assert index_of(r, "m") == {"2": ("READY", "")}
+        await r.close()
+
+    run(scenario)
+
+
 # files still being written -----------------------------------------------------------------------------------
 def test_a_file_that_changes_while_it_loads_is_loaded_again(repo: ModelRepo, monkeypatch: pytest.MonkeyPatch) -> None:
     path = repo.version("m", 1, skops_bytes("partial"))

@@ -47,7 +47,8 @@ class ModelEntry:
     loading: set[str] = field(default_factory=set)
     labels: dict[str, str] = field(default_factory=dict)
     canary_percent: float = 0.0
-    #: why the model as a whole cannot be served (a malformed model.toml, no version), else None
+    #: why the model as a whole cannot be served (a malformed model.toml, no version), else None; with versions
+    #: serving, what is wrong without stopping them (a malformed model.toml edit: the last valid one applies)
     error: str | None = None
 
     @property
@@ -166,6 +167,8 @@ class Repository:
                 rows.append({"name": name, "version": "", "state": State.UNAVAILABLE, "reason": entry.error or ""})
             for version in versions:
                 state, reason = entry.state_of(version)
+                # a model-wide problem that does not stop it serving (a malformed model.toml) shows on its rows
+                reason = reason or entry.error
                 rows.append({"name": name, "version": version, "state": state, "reason": reason or ""})
         return rows
 

@@ -131,6 +131,9 @@ class Sources:
         self._unloaded: set[str] = set()  # without shared state: this process's own
         self._snapshot = Snapshot(0, frozenset(), {})
         self._checked_overrides = False
+        # per (repository, model): the last model.toml that parsed, kept serving while a later edit is malformed
+        self._good_configs: dict[tuple[Path, str], ModelConfig] = {}
+        self._stale_logged: dict[tuple[Path, str], str] = {}
         #: what the last look at the repositories found wrong outside any one model (duplicates, stray files)
         self.problems: list[str] = []
 
@@ -264,13 +267,23 @@ class Sources:
     def _repository_desired(self, root: Path, source: ModelSource) -> Desired:
         name = source.name
         desired = Desired(name)
-        if source.config is None:
-            desired.error = source.error or "its model.toml cannot be read"
-            for version, why in source.errors.items():
-                desired.failed[str(version)] = (why, None)
-            return desired
+        key = (root, name)
         config = source.config
-        selected = source.selected()
+        stale: str | None = None  # why model.toml is not applied, when the last good one is applied instead
+        if config is None:
+            why = source.error or "its model.toml cannot be read"
+            last = self._good_configs.get(key)
+            if last is None:
+                desired.error = why
+                for version, reason in source.errors.items():
+                    desired.failed[str(version)] = (reason, None)
+                return desired
+            # a typo in model.toml must not take a serving model down: keep the last config that parsed
+            config, stale = last, why
+        else:
+            self._good_configs[key] = config
+            self._stale_logged.pop(key, None)
+        selected = config.version_policy.select(source.versions)
         for version, why in source.errors.items():
             if version in selected or not selected:
                 desired.failed[str(version)] = (why, ("error", why))
@@ -297,6 +310,12 @@ class Sources:
             )
         desired.labels = {label: str(v) for label, v in config.labels.items()}
         desired.canary_percent = config.canary_percent
+        if stale is not None:
+            shown = ", ".join(str(v) for v in selected) or "none"
+            desired.error = f"{stale}; still served with the last valid model.toml (versions {shown})"
+            if self._stale_logged.get(key) != desired.error:
+                self._stale_logged[key] = desired.error
+                log.error("model %r: %s", name, desired.error)
         return desired
 
     @staticmethod
