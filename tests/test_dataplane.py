@@ -4,16 +4,30 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from helpers.repo import EventLog, ModelRepo, skops_bytes, slow_joblib_bytes
+from helpers.repo import rows as repo_rows
 from modelapi.batching import Batcher, BatchPolicy
+from modelapi.context import CallContext
 from modelapi.dataplane import DataPlane
-from modelapi.errors import InferenceError, InvalidInput, ModelNotFound
+from modelapi.errors import (
+    InferenceError,
+    InferenceTimeout,
+    InvalidInput,
+    ModelNotFound,
+    Overloaded,
+    PayloadTooLarge,
+)
+from modelapi.events import BatchRun, Events, RequestFinished, RequestRejected, RequestStarted
 from modelapi.inference import InferenceRequest
 from modelapi.models.base import Model
+from modelapi.security.principal import Principal
 from modelapi.settings import Settings
 from modelapi.signature import Signature, TensorSpec
 
@@ -206,3 +220,198 @@ def test_a_request_after_unload_finds_no_model() -> None:
     unload(dp)
     with pytest.raises(ModelNotFound):
         asyncio.run(dp.infer("recorder", request([1.0])))
+
+
+# over a model repository: events, deadlines, per-version limits, keys ----------------------------------------
+def repo_plane(tmp_path: Path, toml: str = "", *, slow: bool = False, **settings: object) -> tuple[DataPlane, EventLog]:
+    """A data plane (not started) over a repository holding model ``m`` version 1 (slow: a joblib model that
+    sleeps 0.5 s on rows whose first feature is >= 100) and model ``k``; ``toml``: m's model.toml."""
+    repo = ModelRepo(tmp_path / "models")
+    if slow:
+        repo.version("m", 1, slow_joblib_bytes(0.5, "m"), "model.joblib")
+    else:
+        repo.version("m", 1, skops_bytes("m"))
+    repo.version("k", 1, skops_bytes("k"))
+    if toml:
+        repo.toml("m", toml)
+    log = EventLog()
+    plane = DataPlane.from_settings(
+        Settings(models=[str(repo.root)], trust_pickle=slow, **settings),  # type: ignore[arg-type]
+        events=Events(log),
+    )
+    return plane, log
+
+
+def test_request_events_carry_model_version_protocol_status_rows_and_timings(tmp_path: Path) -> None:
+    plane, log = repo_plane(tmp_path)
+    ctx = CallContext(protocol="records", request_id="req-1")
+
+    async def go() -> None:
+        await plane.start()
+        log.events.clear()
+        reply = await plane.infer("m", InferenceRequest(repo_rows(1.0, -1.0)), ctx)
+        assert reply.model_version == "1" and reply.outputs["label"].tolist() == ["m-hi", "m-lo"]
+        with pytest.raises(InvalidInput):
+            await plane.infer("m", InferenceRequest({"nope": np.zeros((1, 3))}), ctx)
+        await plane.close()
+
+    asyncio.run(go())
+    started = log.of(RequestStarted)
+    assert started == [RequestStarted("m", "1", "records", "req-1")] * 2
+    ok, bad = log.of(RequestFinished)
+    assert (ok.model, ok.version, ok.protocol, ok.status, ok.rows, ok.request_id) == (
+        "m",
+        "1",
+        "records",
+        200,
+        2,
+        "req-1",
+    )
+    assert ok.queue_s >= 0 and ok.compute_s > 0 and ok.duration_s >= ok.compute_s
+    assert (bad.status, bad.rows) == (400, 0)
+    assert [(b.model, b.version, b.rows, b.requests) for b in log.of(BatchRun)] == [("m", "1", 2, 1)]
+
+
+def test_batch_run_events_count_the_rows_and_requests_batched_together(tmp_path: Path) -> None:
+    plane, log = repo_plane(tmp_path, "batching = { max_batch_size = 64, max_delay_ms = 50 }\n")
+
+    async def go() -> None:
+        await plane.start()
+        log.events.clear()
+        await asyncio.gather(*(plane.infer("m", InferenceRequest(repo_rows(*[1.0] * n))) for n in (1, 2, 3)))
+        await plane.close()
+
+    asyncio.run(go())
+    runs = log.of(BatchRun)
+    assert sum(b.rows for b in runs) == 6 and sum(b.requests for b in runs) == 3
+    assert max(b.requests for b in runs) > 1  # within 50 ms, the three calls share a batch
+    assert all(b.seconds >= 0 for b in runs)
+
+
+def test_rejections_are_reported_with_their_reason(tmp_path: Path) -> None:
+    plane, log = repo_plane(tmp_path, "max_inflight = 1\n")
+    ctx = CallContext(protocol="v2")
+
+    async def go() -> None:
+        await plane.start()
+        with pytest.raises(ModelNotFound, match="no model named 'nope'"):
+            plane.call("nope", ctx)
+        with plane.call("m", ctx):
+            with pytest.raises(Overloaded, match=r"max_inflight") as info:
+                plane.call("m", ctx)
+            assert info.value.headers["retry-after"] == "1"
+            with plane.call("k", ctx):  # the limit is m's own; k is not affected
+                pass
+        with plane.call("m", ctx):  # the slot is free again
+            pass
+        await plane.close()
+
+    asyncio.run(go())
+    rejected = log.of(RequestRejected)
+    assert rejected == [RequestRejected("nope", "v2", "not_found", 404), RequestRejected("m", "v2", "overloaded", 503)]
+
+
+def test_the_servers_max_inflight_applies_without_a_model_toml(tmp_path: Path) -> None:
+    plane, log = repo_plane(tmp_path, max_inflight=2)
+
+    async def go() -> None:
+        await plane.start()
+        with plane.call("m"), plane.call("m"), pytest.raises(Overloaded):
+            plane.call("m")
+        await plane.close()
+
+    asyncio.run(go())
+    assert [r.reason for r in log.of(RequestRejected)] == ["overloaded"]
+
+
+def test_a_deadline_shorter_than_the_timeout_bounds_the_call(tmp_path: Path) -> None:
+    plane, log = repo_plane(tmp_path, slow=True, inference_timeout_s=30.0)
+
+    async def go() -> None:
+        await plane.start()
+        ctx = CallContext(deadline=time.monotonic() + 0.1)
+        began = time.monotonic()
+        with pytest.raises(InferenceTimeout, match="the request's deadline"):
+            await plane.infer("m", InferenceRequest(repo_rows(100.0)), ctx)
+        assert time.monotonic() - began < 0.45
+        await asyncio.sleep(0.5)  # the batch that was running finishes
+        past = CallContext(deadline=time.monotonic() - 1)
+        with pytest.raises(InferenceTimeout, match="deadline"):
+            await plane.infer("m", InferenceRequest(repo_rows(1.0)), past)
+        await plane.close()
+
+    asyncio.run(go())
+    assert [f.status for f in log.of(RequestFinished)][-2:] == [504, 504]
+
+
+def test_model_toml_limits_apply_to_the_version(tmp_path: Path) -> None:
+    plane, _ = repo_plane(tmp_path, "max_rows = 2\ninference_timeout_s = 0.1\n", slow=True, max_rows=100)
+
+    async def go() -> None:
+        await plane.start()
+        with pytest.raises(PayloadTooLarge, match="limit is 2 rows"):
+            await plane.infer("m", InferenceRequest(repo_rows(1.0, 1.0, 1.0)))
+        await plane.infer("k", InferenceRequest(repo_rows(*[1.0] * 50)))  # k keeps the server's limit
+        with pytest.raises(InferenceTimeout, match=r"inference timeout of 0\.1 s"):
+            await plane.infer("m", InferenceRequest(repo_rows(100.0)))
+        await asyncio.sleep(0.5)
+        # timed=False (a batch job's chunk): the inference timeout does not apply
+        reply = await plane.infer("m", InferenceRequest(repo_rows(100.0)), CallContext(timed=False))
+        assert reply.outputs["label"].tolist() == ["m-hi"]
+        await plane.close()
+
+    asyncio.run(go())
+
+
+def test_untimed_calls_still_keep_their_deadline(tmp_path: Path) -> None:
+    plane, _ = repo_plane(tmp_path, slow=True, inference_timeout_s=0.05)
+
+    async def go() -> None:
+        await plane.start()
+        ctx = CallContext(timed=False, deadline=time.monotonic() + 0.1)
+        with pytest.raises(InferenceTimeout, match="deadline"):
+            await plane.infer("m", InferenceRequest(repo_rows(100.0)), ctx)
+        await asyncio.sleep(0.5)
+        await plane.close()
+
+    asyncio.run(go())
+
+
+def test_limits_edited_in_model_toml_apply_without_a_reload(tmp_path: Path) -> None:
+    plane, _ = repo_plane(tmp_path, "max_rows = 5\n")
+
+    async def go() -> None:
+        await plane.start()
+        handle = plane.resolve("m")
+        ModelRepo(tmp_path / "models").toml("m", "max_rows = 1\n")
+        await plane.repository.reconcile()
+        assert plane.resolve("m") is handle  # same files: the loaded version is kept
+        with pytest.raises(PayloadTooLarge, match="limit is 1 rows"):
+            await plane.infer("m", InferenceRequest(repo_rows(1.0, 1.0)))
+        await plane.close()
+
+    asyncio.run(go())
+
+
+def test_a_key_limited_to_one_model_cannot_reach_another(tmp_path: Path) -> None:
+    plane, log = repo_plane(tmp_path)
+    only_m = CallContext(principal=Principal("id", "only-m", frozenset({"predict"}), frozenset({"m"})))
+
+    async def go() -> None:
+        await plane.start()
+        with pytest.raises(ModelNotFound) as hidden:
+            await plane.infer("k", InferenceRequest(repo_rows(1.0)), only_m)
+        with pytest.raises(ModelNotFound) as unknown:
+            await plane.infer("zzz", InferenceRequest(repo_rows(1.0)), only_m)
+        assert hidden.value.detail == unknown.value.detail.replace("'zzz'", "'k'")  # no hint that k exists
+        assert "k" not in hidden.value.detail.split(";", 1)[1]
+        for how in ({"version": "1"}, {"label": "stable"}):
+            with pytest.raises(ModelNotFound):
+                plane.resolve("k", only_m, **how)
+        assert plane.names(only_m) == ["m"]
+        reply = await plane.infer("m", InferenceRequest(repo_rows(1.0)), only_m)
+        assert reply.outputs["label"].tolist() == ["m-hi"]
+        await plane.close()
+
+    asyncio.run(go())
+    assert [r.reason for r in log.of(RequestRejected)] == ["not_found", "not_found"]
