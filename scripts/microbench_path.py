@@ -17,8 +17,9 @@ sys.path.insert(0, os.path.dirname(__file__))
 from measure_dispatch import FEATURES, LogReg
 
 from modelapi.batching import batch_key, concat, split
-from modelapi.codecs import records, v2
 from modelapi.inference import InferenceResponse
+from modelapi.protocols.records import codec as records
+from modelapi.protocols.records import v2
 
 
 def timed(name: str, fn: Callable[[], Any], n: int = 3000) -> None:

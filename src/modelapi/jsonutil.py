@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 import orjson
 
+from .context import JsonLimits
 from .errors import MalformedRequest
 from .security import json_limits
-from .security.limits import current_limits
 
 _OPTS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 
@@ -32,16 +32,18 @@ def dumps(obj: Any) -> bytes:
     return orjson.dumps(obj, default=_default, option=_OPTS)
 
 
-def loads(body: bytes | str) -> Any:
+def loads(body: bytes | str, limits: JsonLimits | None = None) -> Any:
     """Parse a request body; any failure (bad UTF-8, bad syntax, nesting over 1024) is a client error.
 
-    Within an HTTP request, the body's nesting depth and element count are checked first (``json_limits``)."""
+    With ``limits`` (a client's body: the call's ``CallContext.json``), the body's nesting depth and element
+    count are checked first (``security/json_limits.py``); without, only orjson's own ceiling applies (the
+    caller trusts the document). The limits are an argument, not ambient state, so a front end that forgets
+    them is visible in its code."""
     if not body:
         raise MalformedRequest("the request body is empty; send a JSON document")
-    limits = current_limits()
     if limits is not None:
         raw = body.encode() if isinstance(body, str) else body
-        json_limits.check(raw, max_depth=limits.max_json_depth, max_elements=limits.max_json_elements)
+        json_limits.check(raw, max_depth=limits.max_depth, max_elements=limits.max_elements)
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:

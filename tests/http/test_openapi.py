@@ -13,8 +13,9 @@ from openapi_spec_validator import validate
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from modelapi.http import openapi, openapi_rest, openapi_v2
+from modelapi.http import openapi
 from modelapi.http.app import create_app
+from modelapi.protocols import registered
 from modelapi.security.auth import MANAGEMENT_PATHS, OPEN_PATHS
 from modelapi.security.keys import KeyStore
 from modelapi.settings import Settings
@@ -74,9 +75,16 @@ def test_built_once_per_app(client: TestClient, monkeypatch: pytest.MonkeyPatch)
 
 
 #: routes that address a model, documented once per model
-PER_MODEL = {*openapi_rest.PER_MODEL, *openapi_v2.V2_PER_MODEL}
+PER_MODEL = {template for protocol in registered() for template in protocol.per_model_ops}
 #: the modules whose routes openapi.py describes itself
-DESCRIBED = {"modelapi.http.routes_rest", "modelapi.http.routes_v2", "modelapi.http.openapi", "modelapi.http.docs"}
+DESCRIBED = {
+    "modelapi.protocols.records.routes",
+    "modelapi.protocols.v1.routes",
+    "modelapi.protocols.v2.routes",
+    "modelapi.protocols.v2.repository",
+    "modelapi.http.openapi",
+    "modelapi.http.docs",
+}
 
 
 def served(app_routes: list[Any], models: dict[str, str]) -> dict[str, set[str]]:

@@ -15,9 +15,9 @@ import pytest
 from jobhelpers import AppFactory, wait_for
 from jobmodels import Scorer, csv_text, rows
 
-from modelapi.codecs.records import encode_rows
 from modelapi.errors import InvalidInput, NotAcceptable
 from modelapi.jobs import formats_in, formats_out
+from modelapi.protocols.records.codec import encode_rows
 
 
 def expected_outputs(records: list[dict[str, object]]) -> dict[str, np.ndarray]:

@@ -14,7 +14,7 @@ import pytest
 from jobhelpers import AppFactory, wait_for
 from jobmodels import csv_text, rows
 
-from modelapi.http import routes_jobs
+from modelapi.protocols.jobs import routes as routes_jobs
 
 CSV = {"content-type": "text/csv"}
 

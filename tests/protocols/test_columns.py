@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from modelapi.codecs.columns import fast_column
+from modelapi.protocols.columns import fast_column
 from modelapi.signature import TensorSpec
 
 

@@ -6,9 +6,11 @@ from typing import Any
 
 import pytest
 
-from modelapi.codecs import mlflow, records, v2_json
-from modelapi.codecs.words import describe
 from modelapi.errors import InvalidInput
+from modelapi.protocols.common import describe
+from modelapi.protocols.mlflow import codec as mlflow
+from modelapi.protocols.records import codec as records
+from modelapi.protocols.v2 import json as v2_json
 from modelapi.signature import Signature, TensorSpec
 
 

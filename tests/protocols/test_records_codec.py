@@ -7,9 +7,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from modelapi.codecs import records
 from modelapi.errors import InvalidInput, PayloadTooLarge
 from modelapi.inference import InferenceResponse
+from modelapi.protocols.records import codec as records
 from modelapi.signature import Signature, TensorSpec
 from toymodels import ECHO_TYPES, Echo, IrisClassifier, Regressor
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from modelapi.codecs import query
 from modelapi.errors import InvalidInput
+from modelapi.protocols.records import query
 from modelapi.signature import Signature, TensorSpec
 from toymodels import Echo, Regressor
 

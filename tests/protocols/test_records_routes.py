@@ -270,7 +270,7 @@ def test_model_metadata_example_works(client: TestClient) -> None:
 def test_the_package_version_is_looked_up_once(monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib.metadata
 
-    from modelapi.http import routes_rest
+    from modelapi.protocols import common
 
     calls: list[str] = []
 
@@ -279,10 +279,10 @@ def test_the_package_version_is_looked_up_once(monkeypatch: pytest.MonkeyPatch) 
         raise importlib.metadata.PackageNotFoundError(name)
 
     monkeypatch.setattr(importlib.metadata, "version", version)
-    routes_rest.package_version.cache_clear()
+    common.package_version.cache_clear()
     try:
-        assert routes_rest.package_version() == "0+unknown"  # a bare checkout still answers
-        assert routes_rest.package_version() == "0+unknown"
+        assert common.package_version() == "0+unknown"  # a bare checkout still answers
+        assert common.package_version() == "0+unknown"
         assert calls == ["modelapi"]
     finally:
-        routes_rest.package_version.cache_clear()
+        common.package_version.cache_clear()

@@ -7,9 +7,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from modelapi.codecs import v1
 from modelapi.errors import InvalidInput, PayloadTooLarge
 from modelapi.inference import InferenceResponse
+from modelapi.protocols.v1 import codec as v1
 from modelapi.signature import Signature, TensorSpec
 from toymodels import Echo, IrisClassifier, Regressor
 

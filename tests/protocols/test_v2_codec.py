@@ -11,11 +11,12 @@ import numpy as np
 import orjson
 import pytest
 
-from modelapi.codecs import v2, v2_json
-from modelapi.codecs.v2 import OutputFormat, V2Codec, codec_for
 from modelapi.datatypes import DATATYPES
 from modelapi.errors import BadRequest, InferenceError, InvalidInput, MalformedRequest
 from modelapi.inference import InferenceResponse
+from modelapi.protocols.v2 import codec as v2
+from modelapi.protocols.v2 import json as v2_json
+from modelapi.protocols.v2.codec import OutputFormat, V2Codec, codec_for
 from toymodels import ECHO_TYPES, Echo, IrisClassifier, Regressor
 
 ECHO = V2Codec(Echo())

@@ -1,4 +1,8 @@
-"""Assembly: routes, middleware, exception handlers and lifespan around one data plane."""
+"""Assembly: the registered protocols' routes over one ``Services``, middleware, exception handlers, lifespan.
+
+This is the one place that builds the services and the one place that touches ``app.state``: it leaves the
+services there for the process that runs the app (``server.py`` waits on the data plane) and for tests.
+"""
 
 from __future__ import annotations
 
@@ -14,24 +18,15 @@ from ..dataplane import DataPlane
 from ..errors import ModelAPIError
 from ..jobs.host import JobsHost
 from ..models.base import Model
+from ..protocols import registered
 from ..repository.shared import SharedState
-from ..security.auth import Auth, AuthMiddleware, without_management
+from ..security.auth import Auth, AuthMiddleware
 from ..security.limits import rate_limit
 from ..settings import Settings
-from . import docs, openapi, routes_jobs, routes_mlflow, routes_rest, routes_v2
 from .errors import handle_http_exception, handle_modelapi_error
 from .middleware import cors, request_context
-
-_INFERENCE_ROUTES = {
-    "infer",
-    "predict",
-    "predict_version",
-    "predict_label",
-    "predict_default",
-    "v1_predict",
-    "v1_predict_version",
-    "v1_predict_label",
-}
+from .routing import guard
+from .services import Services
 
 
 def create_app(
@@ -51,6 +46,7 @@ def create_app(
 
     jobs = JobsHost(dataplane, settings)
     auth = Auth.from_settings(settings)  # per worker, after any fork: each opens its own key-store connections
+    services = Services(dataplane, settings, jobs, auth)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -65,19 +61,13 @@ def create_app(
             auth.close()
             await dataplane.close()
 
-    routes = [
-        *without_management(routes_v2.routes(), enabled=settings.management_routes),
-        *routes_rest.routes(),
-        *openapi.routes(),
-        *docs.routes(),
-        *routes_jobs.routes(),
-    ]
+    routes = [route for protocol in registered() for route in protocol.routes(services)]
     # the router tries routes in order: inference routes first (no other route matches their paths)
-    routes.sort(key=lambda route: getattr(route, "name", None) not in _INFERENCE_ROUTES)
+    routes.sort(key=lambda route: not getattr(route, "inference", False))
     app = Starlette(
-        routes=routes,
+        routes=guard(routes, dataplane.repository),  # a key's model list, from each matched route's {name}
         middleware=[
-            request_context(settings),  # request id, headers, body and request limits (docs/security.md)
+            request_context(settings),  # request id, headers, body limits (docs/security.md)
             *cors(settings),  # outside authentication: a browser's preflight carries no key
             Middleware(
                 AuthMiddleware, auth=auth, management=settings.management_routes
@@ -87,9 +77,7 @@ def create_app(
         exception_handlers={ModelAPIError: handle_modelapi_error, HTTPException: handle_http_exception},
         lifespan=lifespan,
     )
-    app.router.routes.extend(routes_mlflow.routes())  # MLflow scoring-server routes (/invocations, /ping)
+    # for the server process (readiness, banner) and tests, which hold the app; no route reads these
+    app.state.services = services
     app.state.dataplane = dataplane
-    app.state.settings = settings
-    app.state.jobs = jobs
-    app.state.auth = auth
     return app

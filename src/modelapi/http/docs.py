@@ -15,11 +15,14 @@ from pathlib import Path
 import swagger_ui_bundle
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
 from ..errors import RouteNotFound
+from ..protocols.base import Protocol
 from ..security.principal import visible_models
-from .openapi import openapi_30_json
+from . import openapi
+from .routing import ProtocolRoute
+from .services import Services
 
 ASSETS_DIR = Path(swagger_ui_bundle.swagger_ui_path)
 
@@ -76,12 +79,6 @@ _PAGE = """\
 _ASSET_HEADERS = {"cache-control": "public, max-age=3600"}
 
 
-async def docs_page(request: Request) -> Response:
-    names = ", ".join(visible_models(request, request.app.state.dataplane.models)) or "no models"
-    page = _PAGE.format(title=html.escape(f"modelapi: {names}"))
-    return Response(page, media_type="text/html", headers={"content-security-policy": CSP})
-
-
 async def asset(request: Request) -> Response:
     name = request.path_params["file"]
     if name == "init.js":
@@ -92,9 +89,31 @@ async def asset(request: Request) -> Response:
     return FileResponse(ASSETS_DIR / name, media_type=media_type, headers=_ASSET_HEADERS)
 
 
-def routes() -> list[BaseRoute]:
+def routes(services: Services) -> list[BaseRoute]:
+    """``/openapi.json``, ``/docs`` and what the page loads, over one cache of the documents."""
+    documents = openapi.Documents(services)
+
+    async def docs_page(request: Request) -> Response:
+        names = ", ".join(visible_models(request, services.dataplane.models)) or "no models"
+        page = _PAGE.format(title=html.escape(f"modelapi: {names}"))
+        return Response(page, media_type="text/html", headers={"content-security-policy": CSP})
+
+    async def openapi_30_json(request: Request) -> Response:
+        return documents.response(request, "3.0")
+
     return [
-        Route("/docs", docs_page, methods=["GET"], name="docs"),
-        Route("/docs/openapi-3.0.json", openapi_30_json, methods=["GET"], name="openapi_30", include_in_schema=False),
-        Route("/docs/assets/{file}", asset, methods=["GET"], name="docs_asset", include_in_schema=False),
+        *openapi.routes(services, documents),
+        ProtocolRoute("/docs", docs_page, methods=["GET"], name="docs"),
+        ProtocolRoute(
+            "/docs/openapi-3.0.json", openapi_30_json, methods=["GET"], name="openapi_30", include_in_schema=False
+        ),
+        ProtocolRoute("/docs/assets/{file}", asset, methods=["GET"], name="docs_asset", include_in_schema=False),
     ]
+
+
+#: the API's own description, served like a protocol (problem+json errors), registered in ``protocols``
+PROTOCOL = Protocol(
+    "docs",
+    routes,
+    global_ops={"/openapi.json": openapi.describe_document, "/docs": openapi.describe_docs},
+)

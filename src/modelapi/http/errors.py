@@ -1,8 +1,11 @@
 """The one place errors become responses.
 
-Open Inference Protocol routes (``/v2``...) answer ``{"error": "..."}`` as that protocol requires; every other
-route answers ``application/problem+json`` (RFC 9457). A 500 reveals nothing but a request id: the traceback
-goes to the log under the same id.
+An error is written in the style of the protocol whose route failed: the route carries it (``ERROR_STYLE``
+in the scope, put there by ``http/routing.ProtocolRoute`` when it matched), so the Open Inference Protocol
+answers ``{"error": "..."}`` and the others ``application/problem+json`` (RFC 9457). An error raised before
+routing (no key, a body over the limit, no such route) takes the style of the registered protocol that owns
+the path's prefix (``protocols.error_style_for``). A 500 reveals nothing but a request id: the traceback goes
+to the log under the same id.
 """
 
 from __future__ import annotations
@@ -16,8 +19,12 @@ from starlette.responses import Response
 
 from .. import jsonutil
 from ..errors import ModelAPIError
+from ..protocols import ErrorStyle, error_style_for
 
 log = logging.getLogger("modelapi")
+
+#: the scope key of the matched route's error style
+ERROR_STYLE = "modelapi.error_style"
 
 _TITLES = {
     400: "Bad Request",
@@ -37,20 +44,12 @@ def request_id(request: Request) -> str:
 def error_response(
     request: Request, status: int, title: str, detail: str, headers: dict[str, str] | None = None
 ) -> Response:
-    rid = request_id(request)
     path = request.url.path
-    body: dict[str, Any]
-    if path == "/v2" or path.startswith("/v2/"):
-        body = {"error": detail}
-        if rid:
-            body["request_id"] = rid
-        media_type = "application/json"
-    else:
-        body = {"type": "about:blank", "title": title, "status": status, "detail": detail, "instance": path}
-        if rid:
-            body["request_id"] = rid
-        media_type = "application/problem+json"
-    return Response(jsonutil.dumps(body), status_code=status, headers=headers, media_type=media_type)
+    style = request.scope.get(ERROR_STYLE)
+    if not isinstance(style, ErrorStyle):
+        style = error_style_for(path)
+    body = style.body(status, title, detail, path, request_id(request))
+    return Response(jsonutil.dumps(body), status_code=status, headers=headers, media_type=style.media_type)
 
 
 async def handle_modelapi_error(request: Request, exc: Exception) -> Response:

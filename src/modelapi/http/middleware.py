@@ -1,4 +1,4 @@
-"""Per-request context as one pure ASGI middleware: request id, standard headers, body limits, request limits.
+"""Per-request context as one pure ASGI middleware: request id, standard headers, body limits.
 
 - Every response gets ``X-Request-ID``, ``Cache-Control: no-store``, ``X-Content-Type-Options: nosniff`` and a
   Content-Security-Policy that lets a browser do nothing with it (``default-src 'none'; frame-ancestors
@@ -6,7 +6,7 @@
 - The body-size limit is counted while the body streams in, so a client that lies in ``Content-Length`` gains
   nothing (413). The whole body must arrive within ``body_timeout_s`` of the request's headers, so a client
   that trickles or stalls cannot hold the request open (408; uvicorn itself has no body-read timeout).
-- The request's ``RequestLimits`` (``security/limits.py``) are set for its duration.
+- JSON limits are not set here: routes pass the server's (``http/services.py``) to the codecs explicitly.
 
 Errors raised outside the routes (a ``ModelAPIError`` from an inner middleware, or a crash) are rendered here,
 so even those carry the request id.
@@ -25,7 +25,6 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import ModelAPIError, PayloadTooLarge, RequestTimeout
-from ..security.limits import RequestLimits, apply_limits, reset_limits
 from ..settings import Settings
 from .errors import error_response, handle_modelapi_error, handle_unexpected
 
@@ -51,12 +50,10 @@ class RequestContextMiddleware:
         *,
         max_body_bytes: int,
         body_timeout_s: float = 60.0,
-        limits: RequestLimits | None = None,
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.body_timeout_s = body_timeout_s
-        self.limits = limits or RequestLimits()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -139,7 +136,6 @@ class RequestContextMiddleware:
                 timer.cancel()
             return message
 
-        token = apply_limits(self.limits)
         try:
             await self.app(scope, receive_limited, send_with_headers)
         except Exception as exc:
@@ -152,7 +148,6 @@ class RequestContextMiddleware:
                 response = await handle_unexpected(request, exc)
             await response(scope, receive, send_with_headers)
         finally:
-            reset_limits(token)
             if timer is not None:
                 timer.cancel()
 
@@ -181,15 +176,10 @@ def _scan_headers(scope: Scope) -> tuple[str, int | None]:
 
 def request_context(settings: Settings) -> Middleware:
     """The outermost middleware, configured from ``settings``."""
-    limits = RequestLimits(
-        max_json_depth=settings.max_json_depth,
-        max_json_elements=settings.max_json_elements,
-    )
     return Middleware(
         RequestContextMiddleware,
         max_body_bytes=settings.max_body_bytes,
         body_timeout_s=settings.body_timeout_s,
-        limits=limits,
     )
 
 

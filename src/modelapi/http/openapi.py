@@ -5,9 +5,10 @@ else. Routes that address a model (``/models/{name}/predict``, ``/v2/models/{nam
 one concrete path per served model (``/models/iris/predict``) with that model's schemas and examples. A route
 this module has no description for (see ``TEMPLATED``) is still listed, with a ``default`` response.
 
-The operations are described in ``openapi_rest.py`` (friendly API, KServe V1, the document and docs routes)
-and ``openapi_v2.py`` (Open Inference Protocol), their schemas built in ``openapi_schemas.py``; what
-authentication adds, when it is on, in ``openapi_security.py``.
+The operations are described by the registered protocols (``protocols/<name>/openapi.py``: their
+``global_ops`` and ``per_model_ops``), their schemas built in ``openapi_schemas.py``; what authentication
+adds, when it is on, in ``openapi_security.py``. The document is built once per repository generation and
+kept by the routes that serve it (``routes(services)``).
 
 Swagger UI 4 (the version ``swagger-ui-bundle`` ships) reads only OpenAPI 3.0, so ``document_30`` offers the
 same document lowered to 3.0 for the docs page; tools read the 3.1 one.
@@ -21,7 +22,6 @@ from collections.abc import Callable
 from typing import Any, TypeVar, cast
 from urllib.parse import quote
 
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -29,12 +29,12 @@ from starlette.routing import BaseRoute, Route
 from .. import jsonutil
 from ..dataplane import DataPlane
 from ..models.base import Model
+from ..protocols import Protocol, registered
+from ..protocols.common import package_version
 from ..security.principal import current_principal, visible_models
 from . import openapi_schemas as s
-from .openapi_rest import GLOBAL, PER_MODEL
 from .openapi_security import Access, secure
-from .openapi_v2 import V2_GLOBAL, V2_PER_MODEL
-from .routes_rest import package_version
+from .services import Services
 
 Op = dict[str, Any]
 Ops = Callable[["Builder", Model | None], dict[str, Op]]
@@ -56,9 +56,16 @@ def _fill(path: str, values: list[str]) -> str:
 
 
 class Builder:
-    def __init__(self, dp: DataPlane, access: Access | None = None) -> None:
+    def __init__(
+        self, dp: DataPlane, access: Access | None = None, protocols: tuple[Protocol, ...] | None = None
+    ) -> None:
         self.dp = dp
         self.access = access or Access()
+        self.global_ops: dict[str, Ops] = {}
+        self.per_model_ops: dict[str, Ops] = {}
+        for protocol in registered() if protocols is None else protocols:
+            self.global_ops.update(protocol.global_ops)
+            self.per_model_ops.update(protocol.per_model_ops)
         self.schemas: dict[str, s.Schema] = copy.deepcopy(s.COMMON)
         self.keys: dict[str, str] = {}
         for model in dp.models.values():
@@ -94,8 +101,8 @@ class Builder:
                 continue
             methods = sorted(m.lower() for m in (route.methods or {"GET"}) if m != "HEAD")
             key = template(route.path)
-            if key in PER_MODEL or key in V2_PER_MODEL:
-                describe = PER_MODEL.get(key) or V2_PER_MODEL[key]
+            if key in self.per_model_ops:
+                describe = self.per_model_ops[key]
                 for model in self.dp.models.values():
                     for values, target in self._fills(model, _PARAM.findall(route.path)):
                         path = _fill(route.path, [quote(v, safe="") for v in values])
@@ -103,8 +110,8 @@ class Builder:
                         paths.setdefault(path, {}).update(self._item(path, methods, ops, [model.name]))
             elif key == "/predict" and self.dp.default_model is None:
                 continue  # several models: /predict only answers 404, so it is not part of this API
-            elif key in GLOBAL or key in V2_GLOBAL:
-                describe = GLOBAL.get(key) or V2_GLOBAL[key]
+            elif key in self.global_ops:
+                describe = self.global_ops[key]
                 only = self.dp.default_model
                 tags = [only.name] if key == "/predict" and only is not None else ["server"]
                 paths.setdefault(route.path, {}).update(self._item(route.path, methods, describe(self, only), tags))
@@ -171,26 +178,42 @@ TEMPLATED: dict[str, Ops] = {}
 
 
 # serving --------------------------------------------------------------------------------------------------
-def _cached(app: Starlette, name: str, build: Callable[[], _T]) -> _T:
-    """``build()``, kept on ``app.state`` until the repository changes (a version loaded or retired)."""
-    generation = app.state.dataplane.repository.generation
-    held: tuple[int, _T] | None = getattr(app.state, name, None)
-    if held is None or held[0] != generation:
-        held = (generation, build())
-        setattr(app.state, name, held)
-    return held[1]
+class Documents:
+    """The app's documents (3.1, and 3.0 for Swagger UI), built when first asked for and again only when the
+    repository changes (a version loaded or retired). ``routes`` gives the route table they describe."""
 
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self._held: dict[str, tuple[int, Any]] = {}
 
-def document(app: Starlette) -> dict[str, Any]:
-    """The app's OpenAPI 3.1 document, for the model versions served now."""
-    return _cached(
-        app, "openapi_document", lambda: Builder(app.state.dataplane, Access.of(app)).build(list(app.routes))
-    )
+    def _cached(self, name: str, build: Callable[[], _T]) -> _T:
+        generation = self.services.repository.generation
+        held = self._held.get(name)
+        if held is None or held[0] != generation:
+            held = (generation, build())
+            self._held[name] = held
+        value: _T = held[1]
+        return value
 
+    def document(self, routes: list[BaseRoute]) -> dict[str, Any]:
+        """The OpenAPI 3.1 document, for the model versions served now."""
+        services = self.services
+        return self._cached("openapi_document", lambda: Builder(services.dataplane, Access.of(services)).build(routes))
 
-def document_30(app: Starlette) -> dict[str, Any]:
-    """The same document lowered to OpenAPI 3.0.3, for Swagger UI 4."""
-    return _cached(app, "openapi_document_30", lambda: {**_lower(document(app)), "openapi": "3.0.3"})
+    def document_30(self, routes: list[BaseRoute]) -> dict[str, Any]:
+        """The same document lowered to OpenAPI 3.0.3, for Swagger UI 4."""
+        return self._cached("openapi_document_30", lambda: {**_lower(self.document(routes)), "openapi": "3.0.3"})
+
+    def response(self, request: Request, version: str) -> Response:
+        """``/openapi.json`` (``version`` "3.1") or ``/docs/openapi-3.0.json`` ("3.0") for this request's key."""
+        restricted = _restricted(self.services, request)
+        if restricted is not None:
+            doc = restricted if version == "3.1" else {**_lower(restricted), "openapi": "3.0.3"}
+            return Response(jsonutil.dumps(doc), media_type="application/json")
+        routes = list(request.app.routes)  # the route table served: a route added later is described too
+        build = self.document if version == "3.1" else self.document_30
+        body = self._cached(f"openapi_bytes_{version}", lambda: jsonutil.dumps(build(routes)))
+        return Response(body, media_type="application/json")
 
 
 def _lower(node: Any) -> Any:
@@ -215,25 +238,6 @@ def _lower(node: Any) -> Any:
     return out
 
 
-def _cached_bytes(request: Request, name: str, build: Callable[[Starlette], dict[str, Any]]) -> Response:
-    app = request.app
-    return Response(_cached(app, name, lambda: jsonutil.dumps(build(app))), media_type="application/json")
-
-
-async def openapi_json(request: Request) -> Response:
-    restricted = _restricted(request)
-    if restricted is not None:
-        return Response(jsonutil.dumps(restricted), media_type="application/json")
-    return _cached_bytes(request, "openapi_bytes", document)
-
-
-async def openapi_30_json(request: Request) -> Response:
-    restricted = _restricted(request)
-    if restricted is not None:
-        return Response(jsonutil.dumps({**_lower(restricted), "openapi": "3.0.3"}), media_type="application/json")
-    return _cached_bytes(request, "openapi_30_bytes", document_30)
-
-
 class _Visible:
     """The part of a data plane the document describes, as a key limited to some models sees it."""
 
@@ -245,15 +249,35 @@ class _Visible:
         self.default_model = only if only is not None and only.name in self.models else None
 
 
-def _restricted(request: Request) -> dict[str, Any] | None:
+def _restricted(services: Services, request: Request) -> dict[str, Any] | None:
     """For a key limited to some models, a document of those models only (``None``: the full one will do)."""
     principal = current_principal(request)
     if principal is None or principal.models is None:
         return None
-    dp: DataPlane = request.app.state.dataplane
+    dp = services.dataplane
     view = _Visible(dp, visible_models(request, dp.models))
-    return Builder(cast(DataPlane, view), Access.of(request.app)).build(list(request.app.routes))
+    return Builder(cast(DataPlane, view), Access.of(services)).build(list(request.app.routes))
 
 
-def routes() -> list[BaseRoute]:
+def routes(services: Services, documents: Documents) -> list[BaseRoute]:
+    async def openapi_json(request: Request) -> Response:
+        return documents.response(request, "3.1")
+
     return [Route("/openapi.json", openapi_json, methods=["GET"], name="openapi")]
+
+
+def describe_document(b: Builder, model: Model | None) -> dict[str, Op]:
+    return {"get": {"summary": "This document (OpenAPI 3.1)", "responses": _ok({"type": "object"})}}
+
+
+def describe_docs(b: Builder, model: Model | None) -> dict[str, Op]:
+    return {
+        "get": {
+            "summary": "Interactive documentation (Swagger UI)",
+            "responses": _ok({"type": "string"}, "an HTML page", "text/html"),
+        }
+    }
+
+
+def _ok(schema: s.Schema, description: str = "OK", media: str = "application/json") -> dict[str, Any]:
+    return {"200": {"description": description, "content": {media: {"schema": schema}}}}

@@ -2,7 +2,7 @@
 
 Everything here describes what the codecs really accept and answer: the request schemas reject what the
 codecs reject (unknown fields, wrong types, out-of-range integers), the answer schemas follow the friendly
-mapping of ``codecs/records.py`` (prediction, probabilities keyed by label, NaN as null).
+mapping of ``protocols/records/codec.py`` (prediction, probabilities keyed by label, NaN as null).
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from ..codecs.records import answer_keys, primary_output
 from ..datatypes import DATATYPES, json_type
+from ..protocols.common import primary_output
+from ..protocols.records.codec import answer_keys
 from ..signature import Signature, TensorSpec
 
 Schema = dict[str, Any]

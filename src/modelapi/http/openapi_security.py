@@ -10,12 +10,14 @@ left as it is: no schemes, no requirement, no 401, 403 or 429.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from starlette.applications import Starlette
-
+from ..protocols import ErrorStyle, error_style_for
 from ..security.auth import CHALLENGE, MANAGEMENT_PATHS, OPEN_PATHS
 from . import openapi_schemas as s
+
+if TYPE_CHECKING:
+    from .services import Services
 
 #: the two ways a key is accepted (``security/auth.py``); if both are sent they must carry the same key
 SCHEMES: dict[str, dict[str, str]] = {
@@ -48,12 +50,10 @@ class Access:
     rate_limit: bool = False
 
     @classmethod
-    def of(cls, app: Starlette) -> Access:
-        """From the app ``create_app`` built (its ``Auth`` and settings); off for an app without them."""
-        auth = getattr(app.state, "auth", None)
-        settings = getattr(app.state, "settings", None)
-        on = bool(auth is not None and auth.enabled)
-        return cls(on, on and settings is not None and settings.rate_limit > 0)
+    def of(cls, services: Services) -> Access:
+        """From the services ``create_app`` built (its ``Auth`` and settings); off without authentication."""
+        on = bool(services.auth is not None and services.auth.enabled)
+        return cls(on, on and services.settings.rate_limit > 0)
 
 
 def requirement() -> list[dict[str, list[str]]]:
@@ -61,11 +61,10 @@ def requirement() -> list[dict[str, list[str]]]:
     return [{name: []} for name in SCHEMES]
 
 
-def _answer(code: int, v2: bool) -> dict[str, Any]:
-    media = "application/json" if v2 else "application/problem+json"
+def _answer(code: int, style: ErrorStyle) -> dict[str, Any]:
     answer: dict[str, Any] = {
         "description": _TEXT[code],
-        "content": {media: {"schema": s.ref("V2Error" if v2 else "Problem")}},
+        "content": {style.media_type: {"schema": s.ref(style.schema)}},
     }
     if code == 401:
         answer["headers"] = {
@@ -89,13 +88,13 @@ def secure(doc: dict[str, Any], access: Access) -> dict[str, Any]:
     if not access.auth:
         return doc
     for path, item in doc["paths"].items():
-        v2 = path == "/v2" or path.startswith("/v2/")  # the error style of ``http/errors.py``
+        style = error_style_for(path)  # as ``http/errors.py`` writes the errors of the protocol owning the path
         for op in item.values():
             if path in OPEN_PATHS:
                 op["security"] = []  # the health probes need no key
                 continue
             codes = [401, *([403] if path in MANAGEMENT_PATHS else []), *([429] if access.rate_limit else [])]
-            responses = {**op["responses"], **{str(c): _answer(c, v2) for c in codes}}
+            responses = {**op["responses"], **{str(c): _answer(c, style) for c in codes}}
             op["responses"] = dict(sorted(responses.items(), key=lambda kv: (kv[0] == "default", kv[0])))
     doc["components"]["securitySchemes"] = {name: dict(scheme) for name, scheme in SCHEMES.items()}
     doc["security"] = requirement()

@@ -1,6 +1,7 @@
 """Reading request bodies: content type, content encoding, size (enforced by the middleware) and JSON parsing.
 
-Every route reads its body through ``read_body`` (whole) or ``stream_body`` (in blocks, for job uploads), so
+Every route reads its body through ``read_body`` (whole) or ``stream_body`` (in blocks, for job uploads), usually
+by way of ``http/services.py``, which passes the server's limits, so
 ``Content-Encoding: gzip`` or ``deflate`` is honoured everywhere the same way: the decompressed size counts
 against ``max_body_bytes`` while inflating (a small bomb is a 413, never a large allocation), an unknown
 encoding is a 415 naming the supported ones, and a corrupt or truncated stream is a 400. Inflating runs on a
@@ -18,19 +19,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from .. import jsonutil
-from ..context import CallContext
+from ..context import JsonLimits
 from ..errors import MalformedRequest, PayloadTooLarge, UnsupportedMediaType
-from ..security.principal import current_principal
 
 #: the request content codings understood, with their zlib window bits (deflate means the zlib format, RFC 9110)
 ENCODINGS = {"gzip": 31, "deflate": 15}
-
-
-def call_context(request: Request, protocol: str) -> CallContext:
-    """What the data plane needs to know of this request: who calls, its id, the protocol."""
-    state = request.scope.get("state")
-    rid = state.get("request_id") if state else None
-    return CallContext(protocol, current_principal(request), rid)
 
 
 def is_json_type(content_type: str) -> bool:
@@ -87,8 +80,9 @@ class Inflater:
             raise MalformedRequest(f"the request body is truncated {self.coding} data")
 
 
-def inflater(request: Request) -> Inflater | None:
-    """The request's ``Content-Encoding`` as an ``Inflater``; ``None`` without one (or for ``identity``)."""
+def inflater(request: Request, limit: int) -> Inflater | None:
+    """The request's ``Content-Encoding`` as an ``Inflater`` producing at most ``limit`` bytes
+    (``max_body_bytes``); ``None`` without one (or for ``identity``)."""
     encoding = request.headers.get("content-encoding")
     if not encoding:
         return None
@@ -100,14 +94,13 @@ def inflater(request: Request) -> Inflater | None:
             f"content encoding '{encoding[:40]}' is not supported; use gzip, deflate or none",
             headers={"Accept-Encoding": "gzip, deflate"},
         )
-    limit: int = request.app.state.settings.max_body_bytes
     return Inflater(coding, limit)
 
 
-async def read_body(request: Request) -> bytes:
-    """The whole request body, decompressed as its ``Content-Encoding`` says."""
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole request body, decompressed as its ``Content-Encoding`` says (to at most ``limit`` bytes)."""
     body = await request.body()
-    decoder = inflater(request)
+    decoder = inflater(request, limit)
     if decoder is None:
         return body
     out = await run_in_threadpool(decoder.feed, body)
@@ -115,9 +108,9 @@ async def read_body(request: Request) -> bytes:
     return out
 
 
-async def stream_body(request: Request) -> AsyncIterator[bytes]:
+async def stream_body(request: Request, limit: int) -> AsyncIterator[bytes]:
     """The request body in blocks as they arrive, decompressed as its ``Content-Encoding`` says."""
-    decoder = inflater(request)
+    decoder = inflater(request, limit)
     async for block in request.stream():
         out = await run_in_threadpool(decoder.feed, block) if decoder is not None else block
         if out:
@@ -126,10 +119,7 @@ async def stream_body(request: Request) -> AsyncIterator[bytes]:
         decoder.finish()
 
 
-async def read_json(request: Request) -> Any:
+async def read_json(request: Request, limit: int, limits: JsonLimits) -> Any:
+    """A JSON body (415 for another content type) within the byte and JSON limits."""
     require_json(request)
-    return jsonutil.loads(await read_body(request))
-
-
-def json_response_body(obj: Any) -> bytes:
-    return jsonutil.dumps(obj)
+    return jsonutil.loads(await read_body(request, limit), limits)

@@ -20,10 +20,10 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from ..codecs.query import parse_text
-from ..codecs.records import check_names, column, value_problem
 from ..datatypes import json_type
 from ..errors import InvalidInput, MalformedRequest, UnsupportedMediaType
+from ..protocols.records.codec import check_names, column, value_problem
+from ..protocols.records.query import parse_text
 from ..signature import Signature, TensorSpec
 
 InputFormat = Literal["csv", "json", "ndjson", "parquet"]

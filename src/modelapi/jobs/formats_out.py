@@ -17,8 +17,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from ..codecs.records import answer_keys, encode_rows, labelled
 from ..errors import NotAcceptable
+from ..protocols.records.codec import answer_keys, encode_rows, labelled
 from ..signature import Signature
 
 OutputFormat = Literal["json", "ndjson", "csv", "parquet"]

@@ -3,8 +3,8 @@
 When on, every request but the health probes needs a key, sent as ``Authorization: Bearer <key>`` or
 ``X-API-Key: <key>``; the middleware looks it up in the key store on each request and puts the key's
 ``Principal`` in ``scope["modelapi.principal"]``. A key in the query string is refused (401), since URLs end
-up in logs and browser histories. A key limited to some models gets, for any other model, the very 404 a model
-that does not exist gets, on every route that names a model, so model names cannot be enumerated.
+up in logs and browser histories. Which models a key may use is decided after routing, from the matched
+route's model name (``http/routing.guard``), not here from the path.
 """
 
 from __future__ import annotations
@@ -17,10 +17,9 @@ from urllib.parse import parse_qsl
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..errors import Forbidden, ModelAPIError, ModelNotFound, RouteNotFound, Unauthorized
+from ..errors import Forbidden, ModelAPIError, Unauthorized
 from ..settings import Settings, is_loopback
 from .keys import InvalidKey, KeyStore
 from .principal import SCOPE_KEY, Principal
@@ -120,8 +119,6 @@ class AuthMiddleware:
             principal = await self._authenticate(scope)
             if is_management(scope["path"]) and not principal.has_scope("admin"):
                 raise Forbidden(f"{scope['path']} needs a key with the admin scope; key mk_{principal.key_id} has not")
-            if principal.models is not None:
-                _check_model(scope, principal)
         except ModelAPIError as exc:
             await self._refuse(scope, receive, send, exc)
             return
@@ -184,30 +181,3 @@ def _refuse_query_key(scope: Scope) -> None:
                 "was shared",
                 headers={"www-authenticate": CHALLENGE},
             )
-
-
-def _model_in_path(path: str) -> str | None:
-    """The model a path addresses, for every route that names one."""
-    for prefix in ("/models/", "/v2/models/", "/v1/models/"):
-        if path.startswith(prefix):
-            name = path[len(prefix) :].split("/", 1)[0]
-            return name.split(":", 1)[0] if prefix == "/v1/models/" else name
-    return None
-
-
-def _check_model(scope: Scope, principal: Principal) -> None:
-    """Any model a key may not use answers as a model that does not exist: one 404, whatever the name."""
-    path: str = scope["path"]
-    models = scope["app"].state.dataplane.repository.names()
-    if path in ("/predict", "/invocations"):  # the only model served, if only one is
-        if len(models) == 1 and principal.can_use(next(iter(models))):
-            return
-        raise RouteNotFound(f"{path} needs exactly one served model; use /models/{{name}}{path}")
-    name = _model_in_path(path)
-    if name is not None and (name not in models or not principal.can_use(name)):
-        raise ModelNotFound(f"no model named '{name}'")
-
-
-def without_management(routes: list[BaseRoute], *, enabled: bool) -> list[BaseRoute]:
-    """``routes`` less the management routes, unless they are enabled."""
-    return [r for r in routes if enabled or not is_management(getattr(r, "path", ""))]

@@ -1,9 +1,8 @@
 """Limits on what one request, one API key and one model may take from a worker.
 
-- ``RequestLimits``: the JSON limits of the HTTP request in progress, which ``RequestContextMiddleware`` puts
-  in a context variable for the request's duration; ``jsonutil.loads`` reads it to bound a JSON body's nesting
-  and element count. (The per-model in-flight gate and the inference timeout belong to the data plane, which
-  applies them to every front end: ``gate.py``, ``dataplane.py``.)
+- JSON limits travel with each call (``context.JsonLimits`` in the ``CallContext``; ``jsonutil.loads`` takes
+  them as an argument), and the per-model in-flight gate and the inference timeout belong to the data plane,
+  which applies them to every front end (``gate.py``, ``dataplane.py``).
 - ``RateLimitMiddleware``: a token bucket per API key (429 with ``Retry-After``), inside the authentication
   middleware, which names the key. Without authentication there is no key to limit, and no rate limit.
 
@@ -15,43 +14,12 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from contextvars import ContextVar, Token
-from dataclasses import dataclass
-from typing import TypeVar
 
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..errors import TooManyRequests
 from .principal import SCOPE_KEY, Principal
-
-T = TypeVar("T")
-
-
-@dataclass
-class RequestLimits:
-    """What ``jsonutil`` enforces for the HTTP request in progress."""
-
-    max_json_depth: int = 32
-    max_json_elements: int = 2_000_000
-
-
-_CURRENT: ContextVar[RequestLimits | None] = ContextVar("modelapi_request_limits", default=None)
-
-
-def current_limits() -> RequestLimits | None:
-    """The limits of the HTTP request in progress; ``None`` outside one."""
-    return _CURRENT.get()
-
-
-def apply_limits(limits: RequestLimits) -> Token[RequestLimits | None]:
-    """Set ``limits`` for the request in progress; undo with ``reset_limits(token)`` (the middleware does both,
-    in a try/finally: cheaper per request than a context manager)."""
-    return _CURRENT.set(limits)
-
-
-def reset_limits(token: Token[RequestLimits | None]) -> None:
-    _CURRENT.reset(token)
 
 
 class TokenBucket:

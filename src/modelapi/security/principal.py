@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -28,14 +28,14 @@ class Principal:
         return scope in self.scopes or "admin" in self.scopes
 
 
-def current_principal(conn: HTTPConnection | dict[str, Any]) -> Principal | None:
-    """The request's principal; ``None`` when authentication is off."""
-    scope = conn if isinstance(conn, dict) else conn.scope
+def current_principal(conn: HTTPConnection | Mapping[str, Any]) -> Principal | None:
+    """The request's principal (from a request or an ASGI scope); ``None`` when authentication is off."""
+    scope = conn.scope if hasattr(conn, "scope") else conn
     principal = scope.get(SCOPE_KEY)
     return principal if isinstance(principal, Principal) else None
 
 
-def visible_models(conn: HTTPConnection | dict[str, Any], names: Iterable[str]) -> list[str]:
+def visible_models(conn: HTTPConnection | Mapping[str, Any], names: Iterable[str]) -> list[str]:
     """The names, in order, that the request's key may see: all of them when authentication is off."""
     principal = current_principal(conn)
     return [n for n in names if principal is None or principal.can_use(n)]

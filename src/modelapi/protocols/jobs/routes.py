@@ -13,42 +13,66 @@ import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 import anyio
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import BaseRoute
 
-from .. import jsonutil
-from ..errors import InvalidInput, ModelNotFound, UnsupportedMediaType
-from ..jobs import formats_in, formats_out
-from ..jobs.service import JobService, describe, owner_of
-from ..security.principal import current_principal
-from .request import inflater, stream_body
+from ...errors import InvalidInput, UnsupportedMediaType
+from ...http.responses import json_response
+from ...http.routing import ProtocolRoute
+from ...http.services import Services
+from ...jobs import formats_in, formats_out
+from ...jobs.service import JobService, describe, owner_of
+from ...security.principal import current_principal
+from ..base import Protocol
 
 _KEY = re.compile(r"^[\x21-\x7e]{1,256}$")
 _WRITE_BYTES = 1 << 20  # upload bytes gathered on the event loop per write in a worker thread
 _SUFFIX = {"json": ".json", "ndjson": ".ndjson", "csv": ".csv", "parquet": ".parquet"}
 
 
-def _service(request: Request) -> JobService:
-    service: JobService = request.app.state.jobs.service
-    return service
+def routes(services: Services) -> list[BaseRoute]:
+    if services.jobs is None:
+        return []
+    service = services.jobs.service
+
+    async def submit(request: Request) -> Response:
+        return await _submit(service, services, request)
+
+    async def status(request: Request) -> Response:
+        job = await run_in_threadpool(service.visible, request.path_params["id"], current_principal(request))
+        return json_response(describe(job, time.time()))
+
+    async def cancel(request: Request) -> Response:
+        job = await run_in_threadpool(service.cancel, request.path_params["id"], current_principal(request))
+        return json_response(describe(job, time.time()))
+
+    async def result(request: Request) -> Response:
+        job_id = request.path_params["id"]
+        fmt = formats_out.negotiate(request.headers.get("accept"), request.query_params.get("format"))
+        chunks = await run_in_threadpool(service.result, job_id, current_principal(request), fmt)
+        filename = f"job-{job_id}{_SUFFIX[fmt]}"
+        headers = {"content-disposition": f'attachment; filename="{filename}"'}
+        return StreamingResponse(chunks, media_type=formats_out.MEDIA[fmt], headers=headers)
+
+    async def job(request: Request) -> Response:
+        return await (cancel(request) if request.method == "DELETE" else status(request))
+
+    return [
+        ProtocolRoute("/models/{name}/jobs", submit, methods=["POST"]),
+        ProtocolRoute("/jobs/{id}", job, methods=["GET", "DELETE"]),  # one route, so a 405 lists both in Allow
+        ProtocolRoute("/jobs/{id}/result", result, methods=["GET"]),
+    ]
 
 
-def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(jsonutil.dumps(body), status_code=status, headers=headers, media_type="application/json")
-
-
-async def submit(request: Request) -> Response:
-    service = _service(request)
+async def _submit(service: JobService, services: Services, request: Request) -> Response:
     name = request.path_params["name"]
-    principal = current_principal(request)
-    if principal is not None and not principal.can_use(name):
-        raise ModelNotFound(f"no model named '{name}'")
+    principal = current_principal(request)  # a key's model list was checked by the route (http/routing.guard)
     service.dataplane.get(name)
     key = request.headers.get("idempotency-key")
     if key is not None and not _KEY.match(key):
@@ -56,7 +80,7 @@ async def submit(request: Request) -> Response:
     tmp = await run_in_threadpool(tempfile.TemporaryDirectory, prefix="modelapi-job-")
     try:
         path = Path(tmp.name) / "input"
-        fmt, digest = await _spool(request, path)
+        fmt, digest = await _spool(services, request, path)
         fingerprint = hashlib.sha256(f"{name}\0{fmt}\0{digest}".encode()).hexdigest()
         job, created = await run_in_threadpool(service.submit, name, path, fmt, owner_of(principal), key, fingerprint)
     finally:
@@ -65,14 +89,14 @@ async def submit(request: Request) -> Response:
     headers = {"location": f"/jobs/{job.id}"}
     if not created:
         headers["idempotent-replayed"] = "true"
-    return _json(describe(job, time.time()), 202, headers)
+    return json_response(describe(job, time.time()), 202, headers=headers)
 
 
-async def _spool(request: Request, path: Path) -> tuple[formats_in.InputFormat, str]:
+async def _spool(services: Services, request: Request, path: Path) -> tuple[formats_in.InputFormat, str]:
     """Write the upload to ``path``; returns its format and SHA-256."""
     content_type = request.headers.get("content-type", "")
     if content_type.lower().startswith("multipart/form-data"):
-        if inflater(request) is not None:
+        if services.inflater(request) is not None:
             raise UnsupportedMediaType(
                 "a multipart upload cannot have a Content-Encoding; send the compressed file as the request body"
             )
@@ -86,7 +110,7 @@ async def _spool(request: Request, path: Path) -> tuple[formats_in.InputFormat, 
         finally:
             await form.close()
     fmt = formats_in.format_of(content_type)
-    return fmt, await _write(path, stream_body(request))
+    return fmt, await _write(path, services.stream(request))
 
 
 async def _upload_blocks(upload: UploadFile) -> AsyncIterator[bytes]:
@@ -124,32 +148,4 @@ def _append(out: BinaryIO, digest: hashlib._Hash, blocks: list[bytes]) -> None:
         out.write(block)
 
 
-async def status(request: Request) -> Response:
-    job = await run_in_threadpool(_service(request).visible, request.path_params["id"], current_principal(request))
-    return _json(describe(job, time.time()))
-
-
-async def cancel(request: Request) -> Response:
-    job = await run_in_threadpool(_service(request).cancel, request.path_params["id"], current_principal(request))
-    return _json(describe(job, time.time()))
-
-
-async def result(request: Request) -> Response:
-    job_id = request.path_params["id"]
-    fmt = formats_out.negotiate(request.headers.get("accept"), request.query_params.get("format"))
-    chunks = await run_in_threadpool(_service(request).result, job_id, current_principal(request), fmt)
-    filename = f"job-{job_id}{_SUFFIX[fmt]}"
-    headers = {"content-disposition": f'attachment; filename="{filename}"'}
-    return StreamingResponse(chunks, media_type=formats_out.MEDIA[fmt], headers=headers)
-
-
-async def job(request: Request) -> Response:
-    return await (cancel(request) if request.method == "DELETE" else status(request))
-
-
-def routes() -> list[Route]:
-    return [
-        Route("/models/{name}/jobs", submit, methods=["POST"]),
-        Route("/jobs/{id}", job, methods=["GET", "DELETE"]),  # one route, so a 405 lists both in Allow
-        Route("/jobs/{id}/result", result, methods=["GET"]),
-    ]
+PROTOCOL = Protocol("jobs", routes)

@@ -22,10 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InvalidInput, PayloadTooLarge
-from ..inference import InferenceRequest
-from ..signature import Signature
-from .words import describe
+from ...errors import InvalidInput
+from ...inference import InferenceRequest
+from ...signature import Signature
+from ..common import check_row_limit, describe, primary_output, to_plain
 
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 _EXPECTED = "one of " + ", ".join(f'"{k}"' for k in FORMATS)
@@ -79,7 +79,7 @@ def _split(value: Any, signature: Signature, max_rows: int | None) -> dict[str, 
             f'"dataframe_split" expected {{"columns": [...], "data": [[...], ...]}}; got {describe(value)}'
         )
     data = value["data"]
-    _limit(len(data), max_rows)
+    check_row_limit(len(data), max_rows)
     columns = value.get("columns")
     if columns is None:
         columns = signature.input_names
@@ -100,7 +100,7 @@ def _split(value: Any, signature: Signature, max_rows: int | None) -> dict[str, 
 def _records(value: Any, signature: Signature, max_rows: int | None, key: str) -> dict[str, list[Any]]:
     if not isinstance(value, list) or not value:
         raise InvalidInput(f'"{key}" expected a non-empty list of records (objects); got {describe(value)}')
-    _limit(len(value), max_rows)
+    check_row_limit(len(value), max_rows)
     names = list(value[0]) if isinstance(value[0], dict) else []
     out: dict[str, list[Any]] = {n: [] for n in names}
     for i, record in enumerate(value):
@@ -119,14 +119,14 @@ def _tensors(value: Any, signature: Signature, max_rows: int | None, key: str) -
         for name, rows in value.items():
             if not isinstance(rows, list) or not rows:
                 raise InvalidInput(f'"{key}.{name}": expected a non-empty list of rows; got {describe(rows)}')
-            _limit(len(rows), max_rows)
+            check_row_limit(len(rows), max_rows)
             out[name] = rows
         return _fit(out, signature, key)
     if not isinstance(value, list) or not value:
         raise InvalidInput(
             f'"{key}" expected a non-empty list of rows, or an object of input -> rows; got {describe(value)}'
         )
-    _limit(len(value), max_rows)
+    check_row_limit(len(value), max_rows)
     if isinstance(value[0], dict):
         return _records(value, signature, max_rows, key)
     if len(names) == 1:
@@ -172,37 +172,19 @@ def _arrays(columns: Mapping[str, Sequence[Any]], signature: Signature) -> dict[
     return out
 
 
-def _limit(n: int, max_rows: int | None) -> None:
-    if max_rows is not None and n > max_rows:
-        raise PayloadTooLarge(f"the request has {n} rows; the limit is {max_rows} rows per request")
-
-
 # answers ----------------------------------------------------------------------------------------------------
 def answer_outputs(signature: Signature, invocation_outputs: Sequence[str] | None) -> list[str]:
     """The outputs an answer carries: the model's choice, else the prediction (``prediction``, ``label``, first)."""
     if invocation_outputs:
         return list(invocation_outputs)
-    names = signature.output_names
-    for preferred in ("prediction", "label"):
-        if preferred in names:
-            return [preferred]
-    return names[:1]
+    primary = primary_output(signature)
+    return [] if primary is None else [primary]
 
 
 def encode(outputs: Mapping[str, np.ndarray], names: Sequence[str]) -> dict[str, Any]:
     """``{"predictions": ...}`` from the outputs ``names`` (see ``answer_outputs``)."""
-    columns = {name: _plain(np.asarray(outputs[name])) for name in names}
+    columns = {name: list(to_plain(np.asarray(outputs[name]))) for name in names}
     if len(columns) == 1:
         return {"predictions": next(iter(columns.values()))}
     rows = len(next(iter(columns.values())))
     return {"predictions": [{name: values[i] for name, values in columns.items()} for i in range(rows)]}
-
-
-def _plain(arr: np.ndarray) -> list[Any]:
-    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-        obj = arr.astype(object)
-        obj[~np.isfinite(arr)] = None
-        return list(obj.tolist())
-    if arr.dtype.kind == "O":
-        return [v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in arr.tolist()]
-    return list(arr.tolist())

@@ -13,18 +13,17 @@ Every other output keeps its own name.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from ..datatypes import json_type
-from ..errors import InvalidInput, PayloadTooLarge
-from ..inference import InferenceRequest, InferenceResponse
-from ..signature import Signature, TensorSpec
-from .columns import fast_column
-from .words import describe
+from ...datatypes import json_type
+from ...errors import InvalidInput
+from ...inference import InferenceRequest, InferenceResponse
+from ...signature import Signature, TensorSpec
+from ..columns import fast_column
+from ..common import check_row_limit, describe, integer_range, primary_output, to_plain
 
 _WORDS = {"boolean": "true or false", "string": "a string", "integer": "an integer", "number": "a number"}
 _PLURALS = {"boolean": "booleans", "string": "strings", "integer": "integers", "number": "numbers"}
@@ -54,10 +53,10 @@ def _scalar_problem(spec: TensorSpec, value: Any) -> str | None:
     else:
         ok = t is int or (t is float and value.is_integer())
         if ok:
-            info = np.iinfo(spec.dtype)
+            low, high = integer_range(spec.dtype)
             # a JSON integer below int64's range arrives as a float rounded to -2**63: never take that as exact
-            if not info.min <= value <= info.max or (t is float and value <= -(2.0**63)):
-                return f"expected an integer in {info.min}..{info.max} ({spec.datatype}), got {describe(value)}"
+            if not low <= value <= high or (t is float and value <= -(2.0**63)):
+                return f"expected an integer in {low}..{high} ({spec.datatype}), got {describe(value)}"
     return None if ok else f"expected {expected_words(spec, ())}, got {describe(value)}"
 
 
@@ -128,8 +127,7 @@ def decode(body: Any, signature: Signature, *, max_rows: int | None = None) -> t
             f"expected one record (a JSON object such as {_example_text(signature)}) "
             f"or a non-empty list of records; got {got}"
         )
-    if max_rows is not None and len(records) > max_rows:
-        raise PayloadTooLarge(f"the request has {len(records)} records; the limit is {max_rows} rows per request")
+    check_row_limit(len(records), max_rows, "records")
     names = signature.input_names
     expected = set(names)
     for i, record in enumerate(records):
@@ -154,15 +152,6 @@ def _example_text(signature: Signature) -> str:
 
 
 # response -> records --------------------------------------------------------------------------------------
-def primary_output(signature: Signature) -> str | None:
-    """The output that answers "what is the prediction": ``prediction``, else ``label``, else the first."""
-    names = signature.output_names
-    for name in ("prediction", "label"):
-        if name in names:
-            return name
-    return names[0] if names else None
-
-
 def answer_keys(signature: Signature) -> dict[str, str]:
     """Output name -> key in a friendly answer, prediction first."""
     primary = primary_output(signature)
@@ -187,34 +176,6 @@ def labelled(spec: TensorSpec | None, arr: np.ndarray) -> list[str] | None:
     if spec is None or spec.labels is None or arr.ndim < 2 or arr.shape[-1] != len(spec.labels):
         return None
     return [str(to_plain(np.asarray(label))) for label in spec.labels]
-
-
-def to_plain(arr: np.ndarray) -> Any:
-    """An array -> plain Python (lists, str, int, float, bool, None); NaN/Infinity -> None, bytes -> str."""
-    if arr.dtype.kind == "f":
-        finite = np.isfinite(arr)
-        if not finite.all():
-            obj = arr.astype(object)
-            obj[~finite] = None
-            return obj.tolist()
-        return arr.tolist()
-    if arr.dtype.kind in "OS":
-        return _plain_value(arr.tolist())
-    return arr.tolist()
-
-
-def _plain_value(value: Any) -> Any:
-    if isinstance(value, list):
-        return [_plain_value(v) for v in value]
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    if isinstance(value, np.ndarray):
-        return to_plain(value)
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def encode_rows(outputs: Mapping[str, np.ndarray], signature: Signature) -> list[dict[str, Any]]:

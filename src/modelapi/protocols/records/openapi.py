@@ -1,7 +1,7 @@
-"""OpenAPI descriptions of the friendly JSON API and KServe V1 routes (``routes_rest.py``), and of the document
-and docs routes, keyed by path template.
+"""OpenAPI descriptions of the friendly JSON API routes (``routes.py``), keyed by path template, and the
+problem+json error answers the other protocols in that style share.
 
-``openapi.py`` documents a route only when the app serves it. The answers authentication adds (401, 403, and
+``http/openapi.py`` documents a route only when the app serves it. The answers authentication adds (401, 403, and
 429 from the per-key rate limit) are added by ``openapi_security.py``, only when authentication is on.
 """
 
@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from . import openapi_schemas as s
+from ...http import openapi_schemas as s
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from ..models.base import Model
-    from .openapi import Builder
+    from ...http.openapi import Builder
+    from ...models.base import Model
 
     Ops = Callable[[Builder, Model | None], dict[str, dict[str, Any]]]
 
@@ -105,62 +105,16 @@ def _predict(b: Builder, model: Model | None) -> dict[str, Op]:
     return {"get": get, "post": post}
 
 
-def _v1_status(b: Builder, model: Model | None) -> dict[str, Op]:
-    assert model is not None
-    return {
-        "get": {"summary": f"KServe V1 status of '{model.name}'", "responses": {**ok(s.ref("V1Status")), **errors(503)}}
-    }
-
-
-def _v1_predict(b: Builder, model: Model | None) -> dict[str, Op]:
-    assert model is not None
-    key = b.keys[model.name]
-    rec = model.signature.example_record()
-    examples: dict[str, Any] = {"instances (objects)": {"value": {"instances": [rec]}}}
-    if all(not spec.row_shape for spec in model.signature.inputs):
-        examples["instances (feature lists)"] = {"value": {"instances": [list(rec.values())]}}
-    return {
-        "post": {
-            "summary": f"KServe V1 / TensorFlow Serving predict with '{model.name}'",
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": s.ref(f"{key}.V1Request"), "examples": examples}},
-            },
-            "responses": {**ok(s.ref(f"{key}.V1Response")), **errors(400, 408, 413, 415, 500, 503, 504)},
-        }
-    }
-
-
-def _openapi(b: Builder, model: Model | None) -> dict[str, Op]:
-    return {"get": {"summary": "This document (OpenAPI 3.1)", "responses": ok({"type": "object"})}}
-
-
-def _docs(b: Builder, model: Model | None) -> dict[str, Op]:
-    return {
-        "get": {
-            "summary": "Interactive documentation (Swagger UI)",
-            "responses": ok({"type": "string"}, "an HTML page", "text/html"),
-        }
-    }
-
-
 GLOBAL: dict[str, Ops] = {
     "/": _index,
     "/models": _models,
     "/predict": _predict,
-    "/openapi.json": _openapi,
-    "/docs": _docs,
 }
 PER_MODEL: dict[str, Ops] = {
     "/models/{}": _metadata,
     "/models/{}/predict": _predict,
-    "/v1/models/{}": _v1_status,
-    "/v1/models/{}:predict": _v1_predict,
     # one path per loaded version and per label (openapi.Builder fills them in)
     "/models/{}/versions/{}": _metadata,
     "/models/{}/versions/{}/predict": _predict,
     "/models/{}/labels/{}/predict": _predict,
-    "/v1/models/{}/versions/{}": _v1_status,
-    "/v1/models/{}/versions/{}:predict": _v1_predict,
-    "/v1/models/{}/labels/{}:predict": _v1_predict,
 }

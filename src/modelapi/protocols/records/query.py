@@ -12,11 +12,11 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from ..datatypes import json_type
-from ..errors import InvalidInput
-from ..inference import InferenceRequest
-from ..signature import Signature, TensorSpec
-from .records import check_names, column, value_problem
+from ...datatypes import json_type
+from ...errors import InvalidInput
+from ...inference import InferenceRequest
+from ...signature import Signature, TensorSpec
+from ..records.codec import check_names, column, value_problem
 
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 _INTEGER = re.compile(r"[+-]?\d{1,40}")

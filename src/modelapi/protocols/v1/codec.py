@@ -22,12 +22,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import InvalidInput, PayloadTooLarge
-from ..inference import InferenceRequest, InferenceResponse
-from ..signature import Signature
-from .columns import fast_column
-from .records import check_names, check_rows, column, primary_output, to_plain, value_problem
-from .words import describe
+from ...errors import InvalidInput
+from ...inference import InferenceRequest, InferenceResponse
+from ...signature import Signature
+from ..columns import fast_column
+from ..common import check_row_limit, describe, primary_output, to_plain
+from ..records.codec import check_names, check_rows, column, value_problem
 
 #: keys a request may carry besides ``instances``/``inputs``; ``signature_name`` and ``parameters`` are ignored
 _OPTIONAL_KEYS = {"outputs", "signature_name", "parameters"}
@@ -79,7 +79,7 @@ def _instances(instances: Any, signature: Signature, max_rows: int | None) -> di
     if not isinstance(instances, list) or not instances:
         got = "an empty list" if instances == [] else describe(instances)
         raise InvalidInput(f'"instances" expected a non-empty list, one item per row; got {got}')
-    _limit(len(instances), max_rows, "instances")
+    check_row_limit(len(instances), max_rows, "instances")
     specs = signature.inputs
     names = signature.input_names
     all_columns = all(not s.row_shape for s in specs)
@@ -132,7 +132,7 @@ def _columns(value: Any, signature: Signature, max_rows: int | None) -> dict[str
         if not isinstance(batch, list) or not batch:
             got = "an empty list" if batch == [] else describe(batch)
             raise InvalidInput(f"input '{spec.name}': expected a non-empty list of rows, got {got}")
-        _limit(len(batch), max_rows, "rows")
+        check_row_limit(len(batch), max_rows)
         if rows is not None and len(batch) != rows:
             raise InvalidInput(f"input '{spec.name}': has {len(batch)} rows but '{names[0]}' has {rows}")
         rows = len(batch)
@@ -142,11 +142,6 @@ def _columns(value: Any, signature: Signature, max_rows: int | None) -> dict[str
                 raise InvalidInput(f"row {i}: {problem}")
         inputs[spec.name] = column(spec, batch)
     return inputs
-
-
-def _limit(n: int, max_rows: int | None, what: str) -> None:
-    if max_rows is not None and n > max_rows:
-        raise PayloadTooLarge(f"the request has {n} {what}; the limit is {max_rows} rows per request")
 
 
 def encode(response: InferenceResponse, signature: Signature, request: V1Request) -> dict[str, Any]:

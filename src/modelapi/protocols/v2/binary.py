@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from ..datatypes import DATATYPES
-from ..errors import InvalidInput, MalformedRequest
+from ...datatypes import DATATYPES
+from ...errors import InvalidInput, MalformedRequest
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 

@@ -14,18 +14,20 @@ from __future__ import annotations
 import math
 import weakref
 from dataclasses import dataclass, field
-from importlib import metadata
 from typing import Any
 
 import numpy as np
 
-from .. import jsonutil
-from ..datatypes import DATATYPES, datatype_of
-from ..errors import InferenceError, InvalidInput, MalformedRequest
-from ..inference import InferenceRequest, InferenceResponse
-from ..models.base import Model
-from ..signature import Signature
-from . import v2_binary, v2_json
+from ... import jsonutil
+from ...context import JsonLimits
+from ...datatypes import DATATYPES, datatype_of
+from ...errors import InferenceError, InvalidInput, MalformedRequest
+from ...inference import InferenceRequest, InferenceResponse
+from ...models.base import Model
+from ...signature import Signature
+from ..common import package_version
+from . import binary as v2_binary
+from . import json as v2_json
 
 EXTENSIONS = ("binary_tensor_data",)
 _UNSUPPORTED_TYPES = {"BF16": "datatype BF16 is not supported (numpy has no bfloat16); send FP32"}
@@ -49,11 +51,7 @@ SAFE_CASTS = frozenset((g, e) for g in DATATYPES for e in DATATYPES if _castable
 
 
 def server_metadata() -> dict[str, Any]:
-    try:
-        version = metadata.version("modelapi")
-    except metadata.PackageNotFoundError:  # running from a source tree that was never installed
-        version = "0+unknown"
-    return {"name": "modelapi", "version": version, "extensions": list(EXTENSIONS)}
+    return {"name": "modelapi", "version": package_version(), "extensions": list(EXTENSIONS)}
 
 
 @dataclass(frozen=True)
@@ -82,15 +80,18 @@ class V2Codec:
         self.metadata_json = jsonutil.dumps(self.metadata)
 
     # requests --------------------------------------------------------------------------------------------
-    def decode(self, body: bytes, header_length: int | None = None) -> tuple[InferenceRequest, OutputFormat]:
-        """Parse an infer request. ``header_length``: the binary extension's JSON header length, if any."""
+    def decode(
+        self, body: bytes, header_length: int | None = None, limits: JsonLimits | None = None
+    ) -> tuple[InferenceRequest, OutputFormat]:
+        """Parse an infer request. ``header_length``: the binary extension's JSON header length, if any;
+        ``limits``: the JSON limits of the call (``CallContext.json``), none for a trusted caller."""
         reader: v2_binary.BinaryReader | None = None
         if header_length is not None:
             header, rest = v2_binary.split(body, header_length)
             reader = v2_binary.BinaryReader(rest)
-            doc = jsonutil.loads(header)
+            doc = jsonutil.loads(header, limits)
         else:
-            doc = jsonutil.loads(body)
+            doc = jsonutil.loads(body, limits)
         if not isinstance(doc, dict):
             raise MalformedRequest("the request body must be a JSON object with 'inputs'")
         rid = doc.get("id")

@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from ..datatypes import DATATYPES
-from ..errors import InvalidInput, MalformedRequest
-from .words import describe
+from ...datatypes import DATATYPES
+from ...errors import InvalidInput, MalformedRequest
+from ..common import describe, integer_range
 
 #: the Python types orjson gives that each datatype accepts (bool is not an int here)
 _ALLOWED: dict[str, set[type]] = {name: {int, float} for name in DATATYPES}
@@ -128,10 +128,10 @@ def _integers(flat: list[Any], dtype: np.dtype[Any], datatype: str, where: str, 
     try:
         return np.array(flat, dtype=dtype)
     except OverflowError:
-        info = np.iinfo(dtype)
-        index, value = next((i, v) for i, v in enumerate(flat) if not info.min <= v <= info.max)
+        low, high = integer_range(dtype)
+        index, value = next((i, v) for i, v in enumerate(flat) if not low <= v <= high)
         raise InvalidInput(
-            f"{where}: value {value} at element {index} is out of range for {datatype} ({info.min}..{info.max})"
+            f"{where}: value {value} at element {index} is out of range for {datatype} ({low}..{high})"
         ) from None
 
 

@@ -1,7 +1,8 @@
-"""OpenAPI descriptions of the Open Inference Protocol (V2) routes (``routes_v2.py``), keyed by path template.
+"""OpenAPI descriptions of the Open Inference Protocol (V2) routes (``routes.py``, ``repository.py``), keyed
+by path template.
 
-``openapi.py`` documents a V2 route only when the app serves it; a served V2 path missing here is still
-listed, with a ``default`` response. Keep this table in step with ``routes_v2.py``. The answers
+``http/openapi.py`` documents a V2 route only when the app serves it; a served V2 path missing here is still
+listed, with a ``default`` response. Keep this table in step with the routes. The answers
 authentication adds (401, 403, 429) come from ``openapi_security.py``, only when authentication is on.
 """
 
@@ -9,13 +10,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from . import openapi_schemas as s
+from ...http import openapi_schemas as s
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from ..models.base import Model
-    from .openapi import Builder
+    from ...http.openapi import Builder
+    from ...models.base import Model
 
     Ops = Callable[[Builder, Model | None], dict[str, dict[str, Any]]]
 
@@ -38,12 +39,14 @@ def _errors(*codes: int) -> dict[str, Any]:
 
 
 def _flag(key: str, *extra: str) -> dict[str, Any]:
+
     props = {k: {"type": "string"} for k in extra}
     return {"type": "object", "required": [*extra, key], "properties": {**props, key: {"type": "boolean"}}}
 
 
 def _status(summary: str, schema: dict[str, Any], yes: str, no: str) -> dict[str, dict[str, Any]]:
     content = {"application/json": {"schema": schema}}
+
     return {
         "get": {
             "summary": summary,
@@ -56,6 +59,7 @@ def _status(summary: str, schema: dict[str, Any], yes: str, no: str) -> dict[str
 
 
 def _server(b: Builder, model: Model | None) -> dict[str, dict[str, Any]]:
+
     return {
         "get": {
             "summary": "Server metadata (Open Inference Protocol)",
@@ -80,6 +84,7 @@ def _ready(b: Builder, model: Model | None) -> dict[str, dict[str, Any]]:
 
 def _model_metadata(b: Builder, model: Model | None) -> dict[str, dict[str, Any]]:
     assert model is not None
+
     return {
         "get": {
             "summary": f"Metadata of '{model.name}' (Open Inference Protocol)",
@@ -92,6 +97,7 @@ def _model_metadata(b: Builder, model: Model | None) -> dict[str, dict[str, Any]
 
 def _model_ready(b: Builder, model: Model | None) -> dict[str, dict[str, Any]]:
     assert model is not None
+
     return _status(
         f"Readiness of '{model.name}' (Open Inference Protocol)",
         _flag("ready", "name"),
@@ -110,6 +116,7 @@ def _repository(b: Builder, model: Model | None) -> dict[str, dict[str, Any]]:
             "state": {"enum": ["READY", "UNAVAILABLE"]},
         },
     }
+
     return {
         "post": {
             "summary": "Every served model with its state (Triton repository index)",
@@ -124,6 +131,7 @@ def _repository(b: Builder, model: Model | None) -> dict[str, dict[str, Any]]:
 
 
 def _infer(b: Builder, model: Model | None) -> dict[str, dict[str, Any]]:
+
     assert model is not None
     return {
         "post": {
@@ -153,13 +161,13 @@ def _infer(b: Builder, model: Model | None) -> dict[str, dict[str, Any]]:
     }
 
 
-V2_GLOBAL: dict[str, Ops] = {
+GLOBAL: dict[str, Ops] = {
     "/v2": _server,
     "/v2/health/live": _live,
     "/v2/health/ready": _ready,
     "/v2/repository/index": _repository,
 }
-V2_PER_MODEL: dict[str, Ops] = {
+PER_MODEL: dict[str, Ops] = {
     "/v2/models/{}": _model_metadata,
     "/v2/models/{}/ready": _model_ready,
     "/v2/models/{}/infer": _infer,

@@ -1,0 +1,94 @@
+"""Routes that carry their protocol, and the model-access guard applied after routing.
+
+A ``ProtocolRoute`` puts its protocol's error style in the scope when it matches, so ``http/errors.py``
+writes an error the way the protocol whose route failed writes them, whatever the path looks like.
+
+``guard`` wraps every route whose path names a model (a ``{name}`` parameter) and every route that
+addresses the only model (``/predict``, ``/invocations``): a key limited to other models gets the 404 a
+model that does not exist gets, before any handler runs. It is applied to the whole route table when the
+app is assembled, so a route added by a new protocol cannot slip past a key's model list.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from starlette.routing import BaseRoute, Match, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ..errors import ModelNotFound, RouteNotFound
+from ..protocols.base import PROBLEM, ErrorStyle
+from ..repository.registry import Repository
+from ..security.principal import current_principal
+from .errors import ERROR_STYLE
+
+_NAME = re.compile(r"\{name(?::[^}]*)?\}")
+
+
+class ProtocolRoute(Route):
+    """A Starlette route with its protocol's ``error_style``; ``inference``: tried before the others (no other
+    route matches its paths, and these carry most traffic); ``only_model``: addresses the only model served."""
+
+    def __init__(
+        self,
+        path: str,
+        endpoint: Callable[..., Any],
+        *,
+        error_style: ErrorStyle = PROBLEM,
+        inference: bool = False,
+        only_model: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(path, endpoint, **kwargs)
+        self.error_style = error_style
+        self.inference = inference
+        self.only_model = only_model
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        match, child = super().matches(scope)
+        if match is not Match.NONE:  # a partial match (405) is this protocol's too
+            child[ERROR_STYLE] = self.error_style
+        return match, child
+
+
+def names_model(route: BaseRoute) -> bool:
+    """Whether the route's path has a ``{name}`` parameter (a model's name)."""
+    return bool(_NAME.search(getattr(route, "path", "")))
+
+
+def guard(routes: Sequence[BaseRoute], repository: Repository) -> list[BaseRoute]:
+    """``routes``, each one that names a model (or the only one) checking the caller's key may use it."""
+    for route in routes:
+        if not isinstance(route, Route):
+            continue
+        if names_model(route):
+            route.app = _ModelGuard(route.app, repository, None)
+        elif getattr(route, "only_model", False):
+            route.app = _ModelGuard(route.app, repository, route.path)
+    return list(routes)
+
+
+class _ModelGuard:
+    """An ASGI wrapper around one route's handler: the key's model list, checked from the matched route."""
+
+    def __init__(self, app: ASGIApp, repository: Repository, only_path: str | None) -> None:
+        self.app = app
+        self.repository = repository
+        self.only_path = only_path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        principal = current_principal(scope)
+        if principal is not None and principal.models is not None:
+            names = self.repository.names()
+            if self.only_path is not None:
+                if not (len(names) == 1 and principal.can_use(names[0])):
+                    path = self.only_path
+                    raise RouteNotFound(f"{path} needs exactly one served model; use /models/{{name}}{path}")
+            else:
+                name = scope["path_params"]["name"]
+                # one 404 whatever the name, listing nothing: model names cannot be enumerated
+                if name not in names or not principal.can_use(name):
+                    raise ModelNotFound(f"no model named '{name}'")
+        await self.app(scope, receive, send)

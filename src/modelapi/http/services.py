@@ -1,0 +1,61 @@
+"""What routes receive: the services they use, passed explicitly when the app is assembled.
+
+Every protocol's ``routes(services)`` builds handlers that close over one ``Services``; no handler looks
+anything up on ``request.app.state``, so what a route depends on is visible in its code, and a test (or
+another front end) can hand it a data plane of its own. ``Services`` also turns a request into the
+``CallContext`` the data plane takes and reads bodies within the server's limits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.requests import Request
+
+from ..context import CallContext, JsonLimits
+from ..dataplane import DataPlane
+from ..jobs.host import JobsHost
+from ..repository.registry import Repository
+from ..security.auth import Auth
+from ..security.principal import current_principal
+from ..settings import Settings
+from . import request as bodies
+
+
+@dataclass
+class Services:
+    """The data plane (and through it the repository), the jobs host, authentication and the settings."""
+
+    dataplane: DataPlane
+    settings: Settings
+    jobs: JobsHost | None = None
+    auth: Auth | None = None
+    json_limits: JsonLimits = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.json_limits = JsonLimits(self.settings.max_json_depth, self.settings.max_json_elements)
+
+    @property
+    def repository(self) -> Repository:
+        return self.dataplane.repository
+
+    def context(self, request: Request, protocol: str) -> CallContext:
+        """What the data plane needs to know of this request: who calls, its id, the protocol, the JSON limits."""
+        state = request.scope.get("state")
+        rid = state.get("request_id") if state else None
+        return CallContext(protocol, current_principal(request), rid, json=self.json_limits)
+
+    # bodies, within the server's limits ---------------------------------------------------------------------
+    async def body(self, request: Request) -> bytes:
+        return await bodies.read_body(request, self.settings.max_body_bytes)
+
+    async def json(self, request: Request) -> Any:
+        return await bodies.read_json(request, self.settings.max_body_bytes, self.json_limits)
+
+    def stream(self, request: Request) -> AsyncIterator[bytes]:
+        return bodies.stream_body(request, self.settings.max_body_bytes)
+
+    def inflater(self, request: Request) -> bodies.Inflater | None:
+        return bodies.inflater(request, self.settings.max_body_bytes)

@@ -1,0 +1,1 @@
+"""Prediction jobs over HTTP (the job service itself is ``modelapi.jobs``)."""

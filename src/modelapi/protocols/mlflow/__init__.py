@@ -1,0 +1,1 @@
+"""MLflow scoring server: ``/invocations``, ``/models/{name}/invocations``, ``/ping``, ``/health``."""

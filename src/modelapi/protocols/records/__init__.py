@@ -1,0 +1,1 @@
+"""Friendly JSON records: ``/models/{name}/predict`` (records, query strings), ``/models``, ``/``."""
