@@ -257,16 +257,43 @@ def test_a_broken_new_version_leaves_the_old_one_serving(repo: ModelRepo, tmp_pa
     run(scenario)
 
 
-def test_a_corrupt_replacement_of_the_served_artefact_keeps_the_old_model(repo: ModelRepo) -> None:
+def test_a_corrupt_replacement_of_the_served_artefact_keeps_the_old_model(repo: ModelRepo, tmp_path: Path) -> None:
     path = repo.version("m", 1, skops_bytes("v1"))
+    log = EventLog()
 
     async def scenario() -> None:
-        r = repository(settings(repo))
+        r = repository(settings(repo), Events(log))
         await r.start()
         repo.replace(path, b"garbage")
         await r.reconcile()
         assert answer(r, "m") == "v1-hi"  # the copy in memory keeps serving
-        assert index_of(r, "m")["1"][0] == "READY"
+        state, reason = index_of(r, "m")["1"]
+        assert state == "READY"  # and the index says the new files failed, and why
+        assert "failed to load" in reason and "m/1/model.skops" in reason and str(tmp_path) not in reason
+        await r.reconcile()  # the same broken files are not loaded again on every look
+        assert log.states("m").count(("1", "LOADING")) == 2
+        repo.replace(path, skops_bytes("v1"))  # fixed: loaded, and the warning goes
+        await r.reconcile()
+        await r.settled()
+        assert index_of(r, "m") == {"1": ("READY", "")}
+        assert log.states("m").count(("1", "LOADING")) == 3
+        await r.close()
+
+    run(scenario)
+
+
+def test_an_explicit_load_retries_broken_files_of_a_served_version(repo: ModelRepo) -> None:
+    path = repo.version("m", 1, skops_bytes("v1"))
+    log = EventLog()
+
+    async def scenario() -> None:
+        r = repository(settings(repo), Events(log))
+        await r.start()
+        repo.replace(path, b"garbage")
+        await r.reconcile()
+        await r.load_model("m")  # a version still serves: the load succeeds, and it did try the files again
+        assert log.states("m").count(("1", "LOADING")) == 3
+        assert answer(r, "m") == "v1-hi"
         await r.close()
 
     run(scenario)

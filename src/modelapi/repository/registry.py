@@ -72,6 +72,9 @@ class ModelEntry:
 
     def state_of(self, version: str) -> tuple[State, str | None]:
         if version in self.serving:
+            failed = self.failed.get(version)
+            if failed is not None:  # its files changed and failed to load: the copy in memory keeps serving
+                return State.READY, f"the changed files failed to load; the previous ones keep serving: {failed[0]}"
             return State.READY, None
         if version in self.loading:
             return State.LOADING, None
@@ -220,10 +223,11 @@ class Repository:
             current = entry.serving.get(version)
             if current is not None and current.fingerprint == spec.fingerprint:
                 current.max_inflight, current.inference_timeout_s, current.max_rows = spec.limits
+                entry.failed.pop(version, None)  # the files are back to what serves
                 continue
             failed = entry.failed.get(version)
-            if current is None and failed is not None and failed[1] == spec.fingerprint and not force:
-                continue  # the same broken files: wait for them to change, or for an explicit load
+            if failed is not None and failed[1] == spec.fingerprint and not force:
+                continue  # the same broken files (served or not): wait for them to change, or for an explicit load
             loaded = await self._load(entry, spec)
             if loaded is not None:
                 entry.serving[version] = loaded
