@@ -257,6 +257,26 @@ def test_a_broken_new_version_leaves_the_old_one_serving(repo: ModelRepo, tmp_pa
     run(scenario)
 
 
+def test_an_unusable_newest_version_directory_is_shown_and_the_previous_serves(repo: ModelRepo) -> None:
+    repo.version("m", 1, skops_bytes("v1"))
+
+    async def scenario() -> None:
+        r = repository(settings(repo))
+        await r.start()
+        staging = repo.root / "m" / "2.tmp"
+        staging.mkdir()
+        (staging / "a.skops").write_bytes(skops_bytes("v2"))
+        (staging / "b.skops").write_bytes(skops_bytes("v2"))
+        staging.rename(repo.root / "m" / "2")
+        await r.reconcile()
+        state, reason = index_of(r, "m")["2"]
+        assert state == "UNAVAILABLE" and "several model files" in reason
+        assert index_of(r, "m")["1"] == ("READY", "") and answer(r, "m") == "v1-hi"
+        await r.close()
+
+    run(scenario)
+
+
 def test_a_corrupt_replacement_of_the_served_artefact_keeps_the_old_model(repo: ModelRepo, tmp_path: Path) -> None:
     path = repo.version("m", 1, skops_bytes("v1"))
     log = EventLog()

@@ -284,8 +284,10 @@ class Sources:
             self._good_configs[key] = config
             self._stale_logged.pop(key, None)
         selected = config.version_policy.select(source.versions)
+        # an unusable version the policy would pick (the newest, say) is shown; the usable ones keep serving
+        picked = set(config.version_policy.select([*source.versions, *source.errors]))
         for version, why in source.errors.items():
-            if version in selected or not selected:
+            if version in picked or not selected:
                 desired.failed[str(version)] = (why, ("error", why))
         if not source.versions and not source.errors:
             desired.error = "no version directory holds a model"
