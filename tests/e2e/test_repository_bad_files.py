@@ -1,7 +1,7 @@
 """Mistakes in a watched repository that the scan (not the loader) catches, over HTTP.
 
-Both tests are strict xfails for known bugs in ``repository/sources.py`` / ``registry.py`` (reported; owned
-elsewhere): once fixed they pass, and the xfail marker must go.
+Regression tests: a version directory with two model files used to vanish silently, and a model.toml typo
+under ``--watch`` used to take the serving version down.
 """
 
 from __future__ import annotations
@@ -32,11 +32,6 @@ def _summary(server: RunningServer, name: str) -> dict[str, Any]:
     return dict(httpx.get(f"{server.url}/models/{name}").json())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: sources._repository_desired drops the scan error of a version the policy would pick "
-    "(`version in selected` never holds for an unusable version), so it is neither served nor shown",
-)
 def test_a_version_with_two_model_files_is_shown_unavailable(watched: tuple[RunningServer, Path]) -> None:
     server, repo = watched
     staging = repo / "two" / "2.tmp"
@@ -56,11 +51,6 @@ def test_a_version_with_two_model_files_is_shown_unavailable(watched: tuple[Runn
     assert "several model files" in states["2"]["reason"], states
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a model.toml that stops parsing under --watch retires every serving version (sources gives "
-    "no versions, registry._apply retires what is not wanted) instead of keeping what served before",
-)
 def test_a_typo_in_model_toml_keeps_the_serving_version(watched: tuple[RunningServer, Path]) -> None:
     server, repo = watched
     write_config(repo, "typo", "canary_precent = 5\n")  # the misspelling config.py's docstring warns of
