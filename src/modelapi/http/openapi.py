@@ -267,17 +267,13 @@ def routes(services: Services, documents: Documents) -> list[BaseRoute]:
 
 
 def describe_document(b: Builder, model: Model | None) -> dict[str, Op]:
-    return {"get": {"summary": "This document (OpenAPI 3.1)", "responses": _ok({"type": "object"})}}
+    return {"get": {"summary": "This document (OpenAPI 3.1)", "responses": s.ok({"type": "object"})}}
 
 
 def describe_docs(b: Builder, model: Model | None) -> dict[str, Op]:
     return {
         "get": {
             "summary": "Interactive documentation (Swagger UI)",
-            "responses": _ok({"type": "string"}, "an HTML page", "text/html"),
+            "responses": s.ok({"type": "string"}, "an HTML page", "text/html"),
         }
     }
-
-
-def _ok(schema: s.Schema, description: str = "OK", media: str = "application/json") -> dict[str, Any]:
-    return {"200": {"description": description, "content": {media: {"schema": schema}}}}

@@ -23,6 +23,11 @@ def ref(name: str) -> Schema:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
+def ok(schema: Schema, description: str = "OK", media: str = "application/json") -> dict[str, Any]:
+    """A 200 answer with ``schema`` as ``media``."""
+    return {"200": {"description": description, "content": {media: {"schema": schema}}}}
+
+
 def scalar(spec: TensorSpec, *, output: bool = False) -> Schema:
     kind = json_type(spec.datatype)
     if kind == "integer":

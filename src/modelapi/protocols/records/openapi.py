@@ -37,8 +37,7 @@ def errors(*codes: int) -> dict[str, Any]:
     return {str(c): {"description": _STATUS_TEXT[c], "content": content} for c in codes}
 
 
-def ok(schema: s.Schema, description: str = "OK", media: str = "application/json") -> dict[str, Any]:
-    return {"200": {"description": description, "content": {media: {"schema": schema}}}}
+ok = s.ok
 
 
 def _index(b: Builder, model: Model | None) -> dict[str, Op]:
