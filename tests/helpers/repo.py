@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import io
 import os
+import random
 import shutil
 import time
 from pathlib import Path
@@ -217,9 +218,15 @@ class EventLog(Observer):
         return [(e.version, str(e.state)) for e in self.of(ModelStateChanged) if e.model == model]
 
 
-def repository(settings: Settings, events: Events | None = None, shared: SharedState | None = None) -> Repository:
+def repository(
+    settings: Settings,
+    events: Events | None = None,
+    shared: SharedState | None = None,
+    rng: random.Random | None = None,
+) -> Repository:
     """A repository (not started) for what ``settings`` name."""
-    return Repository(Sources.from_settings(settings, shared), events=events, grace_period_s=settings.grace_period_s)
+    sources = Sources.from_settings(settings, shared)
+    return Repository(sources, events=events, grace_period_s=settings.grace_period_s, rng=rng)
 
 
 def index_of(repo: Repository, name: str) -> dict[str, tuple[str, str]]:

@@ -219,3 +219,21 @@ def test_read_models_reads_every_version_for_inspect(repo: ModelRepo) -> None:
     assert [(m.name, m.version) for m in models] == [("m", "1"), ("m", "2")]
     assert len(problems) == 1 and problems[0].startswith("m version 3: ") and "m/3/model.skops" in problems[0]
     assert str(repo.root) not in problems[0]
+
+
+def test_a_pin_holds_for_every_format(repo: ModelRepo, tmp_path: Path) -> None:
+    """A pinned .skops file whose content is not the pinned one is not served (and the reason says why)."""
+    good, other = skops_bytes("good"), skops_bytes("other")
+    repo.version("m", 1, good)
+    repo.version("m", 2, other)
+    pins = f'"1/model.skops" = "{hashlib.sha256(good).hexdigest()}"\n"2/model.skops" = "{"0" * 64}"\n'
+    repo.toml("m", f'version_policy = "all"\n[sha256]\n{pins}')
+
+    def check(r: Repository) -> None:
+        rows_now = index_of(r, "m")
+        assert rows_now["1"] == ("READY", "")
+        state, reason = rows_now["2"]
+        assert state == "UNAVAILABLE" and "m/2/model.skops: its SHA-256 is" in reason and "model.toml pins" in reason
+        assert str(tmp_path) not in reason
+
+    started(Settings(models=[str(repo.root)]), check)

@@ -259,7 +259,8 @@ def _version(root: Path, version: int, directory: Path) -> VersionSource:
 
 
 def _fingerprint(root: Path, path: Path) -> Hashable:
-    """(relpath, size, mtime_ns) of every file under ``path``, or of a loose file and its sidecars; sorted."""
+    """(relpath, size, mtime_ns, inode) of every file under ``path``, or of a loose file and its sidecars;
+    sorted. The inode catches a file renamed into place with the same size within the clock's granularity."""
     files: list[Path] = []
     if path.is_dir():
         for top, dirs, names in os.walk(path):
@@ -274,5 +275,5 @@ def _fingerprint(root: Path, path: Path) -> Hashable:
         except OSError:
             continue  # a sidecar that is absent, a file removed while scanning (the next scan sees it)
         if stat.S_ISREG(st.st_mode):
-            stats.append((_rel(root, file), st.st_size, st.st_mtime_ns))
+            stats.append((_rel(root, file), st.st_size, st.st_mtime_ns, st.st_ino))
     return tuple(sorted(stats))

@@ -88,14 +88,22 @@ def _version_order(version: str) -> tuple[int, str]:
 
 
 class Repository:
-    def __init__(self, sources: Sources, *, events: Events | None = None, grace_period_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        sources: Sources,
+        *,
+        events: Events | None = None,
+        grace_period_s: float = 30.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        """``rng`` draws the canary share (a seeded one makes a test's share exact)."""
         self.sources = sources
         self.events = events or Events()
         self.grace_period_s = grace_period_s
         self._entries: dict[str, ModelEntry] = {}
         self._lock: asyncio.Lock | None = None
         self._retiring: set[asyncio.Task[None]] = set()
-        self._random = random.Random()  # noqa: S311 (traffic shares, not secrets)
+        self._random = rng or random.Random()  # noqa: S311 (traffic shares, not secrets)
         self.started = False
         #: bumps whenever what is served changes (a version swapped in or out, labels): caches key on it
         self.generation = 0

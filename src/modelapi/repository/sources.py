@@ -26,7 +26,7 @@ from ..errors import ModelLoadError
 from ..models.base import Model
 from ..models.python import is_class_spec
 from ..models.registry import load_model
-from ..models.trust import Trust
+from ..models.trust import Trust, sha256_of
 from ..settings import Settings
 from .config import ModelConfig
 from .layout import ModelSource, VersionSource, is_repository, scan, scan_model
@@ -301,7 +301,7 @@ class Sources:
             fingerprint = (vs.fingerprint, batching, device, pin)
             desired.versions[str(number)] = VersionSpec(
                 str(number),
-                _loader(vs.artefact, name, trust, device),
+                _loader(vs.artefact, name, trust, device, pin, vs.relpath),
                 vs.relpath,
                 fingerprint,
                 batching,
@@ -340,8 +340,18 @@ def _given(model: Model) -> Callable[[], Model]:
     return lambda: model
 
 
-def _loader(artefact: Path, name: str, trust: Trust, device: str) -> Callable[[], Model]:
+def _loader(
+    artefact: Path, name: str, trust: Trust, device: str, pin: str | None = None, relpath: str = ""
+) -> Callable[[], Model]:
     def load() -> Model:
+        if pin is not None and artefact.is_file():
+            # a pin holds for every format: a file whose content is not the pinned one is not served
+            with open(artefact, "rb") as fh:
+                digest = sha256_of(fh)
+            if digest != pin.lower():
+                raise ModelLoadError(
+                    f"{relpath}: its SHA-256 is {digest}, not the {pin.lower()} that model.toml pins ([sha256])"
+                )
         return load_model(artefact, name=name, trust=trust, device=device)
 
     return load
