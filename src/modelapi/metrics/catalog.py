@@ -7,8 +7,8 @@ otherwise. ``Families.specs`` lists (name, type, labels, help) for the docs and 
 Gauges carry a multiprocess mode: ``livesum`` (summed over live processes; a dead worker's share goes once
 the supervisor marks it dead), ``livemostrecent`` (a value every worker samples from the same source, such
 as the jobs database: the latest write of a live process wins), ``liveall`` (one series per live process,
-labelled ``pid``). Counters and histograms of dead workers are kept, so totals never go down when a worker is
-replaced.
+labelled ``pid``), ``max`` (the largest value any process, live or dead, wrote: a timestamp). Counters
+and histograms of dead workers are kept, so totals never go down when a worker is replaced.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ SECONDS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 #: rows in one batch: powers of two up to 1024, then +Inf
 ROWS_BUCKETS = tuple(float(2**i) for i in range(11))
 
-Mode = Literal["livesum", "liveall", "livemostrecent"]
+Mode = Literal["livesum", "liveall", "livemostrecent", "max"]
 MODEL_VERSION = ("model", "version")
 PER_PROTOCOL = ("model", "version", "protocol")
 
@@ -67,6 +67,17 @@ class Families:
             "Seconds the batch that answered a request ran.",
             PER_PROTOCOL,
             SECONDS_BUCKETS,
+        )
+        self.success_seconds = self._counter(
+            "modelapi_request_success_seconds_total",
+            "Seconds the answered (2xx) requests took, admission to the end of the call (Triton's success.ns).",
+            PER_PROTOCOL,
+        )
+        self.last_request = self._gauge(
+            "modelapi_last_request_timestamp_seconds",
+            "When a model version last answered a request (Unix time; the latest of every worker).",
+            MODEL_VERSION,
+            "max",
         )
         self.rejected = self._counter(
             "modelapi_requests_rejected_total",

@@ -12,9 +12,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import weakref
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, disable_created_metrics, generate_latest, values
+from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from .catalog import Families
@@ -25,14 +29,34 @@ ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
+class Flusher(Protocol):
+    def flush(self) -> None: ...
+
+
 class _State:
     directory: Path | None = None
     registry: CollectorRegistry | None = None
     families: Families | None = None
     configured = False
+    #: this process's observers, whose tallies reach the values when flushed (weakly held)
+    flushers: weakref.WeakSet[Flusher] = weakref.WeakSet()
 
 
 _state = _State()
+
+
+def register_flusher(observer: Flusher) -> None:
+    """``observer.flush()`` runs before every ``render`` and from ``sampling.refresh`` (held weakly)."""
+    _state.flushers.add(observer)
+
+
+def flush() -> None:
+    """Push every observer's tallies into the values now."""
+    for observer in list(_state.flushers):
+        try:
+            observer.flush()
+        except Exception:
+            log.exception("metrics: flushing %s failed", type(observer).__name__)
 
 
 def setup(directory: Path | None) -> None:
@@ -58,6 +82,7 @@ def setup(directory: Path | None) -> None:
         _state.registry = None
     _state.directory = directory
     _state.families = None
+    _state.flushers = weakref.WeakSet()
     _state.configured = True
 
 
@@ -78,17 +103,28 @@ def families() -> Families:
     return _state.families
 
 
-def render() -> tuple[bytes, str]:
-    """The exposition text and its content type: every live and dead worker's files aggregated in multiprocess
-    mode, else this process's registry. Samplers are not run here (see ``sampling.refresh``)."""
-    if _state.directory is not None:  # what the files hold; rendering writes nothing
+def _registry() -> CollectorRegistry:
+    if _state.directory is not None:  # what the files hold; reading writes nothing
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=str(_state.directory))  # type: ignore[no-untyped-call]
-    else:
-        families()  # every family is described, even before its first sample
-        assert _state.registry is not None
-        registry = _state.registry
-    return generate_latest(registry), CONTENT_TYPE
+        return registry
+    families()  # every family is described, even before its first sample
+    assert _state.registry is not None
+    return _state.registry
+
+
+def render() -> tuple[bytes, str]:
+    """The exposition text and its content type: every live and dead worker's files aggregated in multiprocess
+    mode, else this process's registry. This process's observers are flushed first; samplers are not run
+    here (see ``sampling.refresh``)."""
+    flush()
+    return generate_latest(_registry()), CONTENT_TYPE
+
+
+def collect() -> Iterable[Metric]:
+    """The same aggregated families ``render`` writes, as objects (Triton's statistics read them)."""
+    flush()
+    return _registry().collect()
 
 
 def worker_died(pid: int) -> None:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import ModelNotFound
 from . import procstats
-from .runtime import families
+from .runtime import families, flush
 
 if TYPE_CHECKING:
     from ..jobs.store import JobStore
@@ -33,6 +33,11 @@ def add_sampler(sampler: Sampler, *, blocking: bool = False) -> None:
     _samplers.append((sampler, blocking))
 
 
+def remove_sampler(sampler: Sampler) -> None:
+    """Stop running ``sampler`` (an app that ends removes its own)."""
+    _samplers[:] = [(s, b) for s, b in _samplers if s is not sampler]
+
+
 def clear_samplers() -> None:
     _samplers.clear()
 
@@ -45,7 +50,7 @@ def sample_process() -> None:
     started.set(stats.start_time)
 
 
-def watch_queues(source: QueueSource) -> None:
+def watch_queues(source: QueueSource) -> Sampler:
     """Sample ``source()``, {(model, version): requests waiting for a batch}, into ``modelapi_requests_queued``;
     a version that is gone reads 0."""
     seen: set[tuple[str, str]] = set()
@@ -61,9 +66,10 @@ def watch_queues(source: QueueSource) -> None:
         seen.update(now)
 
     add_sampler(sample)
+    return sample
 
 
-def watch_jobs(counts: JobCounts) -> None:
+def watch_jobs(counts: JobCounts) -> Sampler:
     """Sample ``counts()``, {"queued": n, "running": m}, into ``modelapi_jobs_queued`` / ``_running`` (a
     database query: run on a thread)."""
 
@@ -74,6 +80,7 @@ def watch_jobs(counts: JobCounts) -> None:
         f.jobs_running.set(now.get("running", 0))
 
     add_sampler(sample, blocking=True)
+    return sample
 
 
 def queued_in(repository: Repository) -> QueueSource:
@@ -117,14 +124,17 @@ def _run(sampler: Sampler) -> None:
 
 
 def refresh() -> None:
-    """Run every sampler now, on this thread (tests, or a caller without an event loop)."""
+    """Flush the observers and run every sampler now, on this thread (tests, or a caller without a loop)."""
+    flush()
     _run(sample_process)
     for sampler, _blocking in list(_samplers):
         _run(sampler)
 
 
 async def refresh_async() -> None:
-    """Run every sampler: the quick ones on the event loop, the blocking ones on a thread."""
+    """Flush the observers and run every sampler: the quick ones on the event loop, the blocking ones on a
+    thread."""
+    flush()
     _run(sample_process)
     for sampler, blocking in list(_samplers):
         if blocking:
