@@ -136,6 +136,16 @@ _SERVE_FLAGS: dict[str, tuple[list[str], str, dict[str, Any]]] = {
         "follow a model repository: load new and changed versions and model.toml edits, retire removed ones",
         {"action": "store_true"},
     ),
+    "metrics": (
+        ["--no-metrics"],
+        "count nothing for GET /metrics and Triton's statistics (they answer empty)",
+        {"action": "store_false"},
+    ),
+    "metrics_port": (
+        ["--metrics-port"],
+        "serve GET /metrics on this port of --host, without a key, instead of on the main port",
+        {"type": int, "metavar": "PORT"},
+    ),
 }
 
 

@@ -29,6 +29,7 @@ from .dataplane import DataPlane
 from .errors import ModelLoadError
 from .http.app import create_app
 from .http.lifecycle import Lifecycle
+from .metrics import runtime as metrics
 from .models.python import is_class_spec
 from .models.registry import PICKLE_SUFFIXES
 from .models.sklearn import import_skops
@@ -169,8 +170,10 @@ def serve_socket(
     background_startup: bool = True,
     cluster_ready: Callable[[], bool] = lambda: True,
     shared: SharedState | None = None,
+    metrics_socket: socket.socket | None = None,
 ) -> None:
     """Load the models and serve them on ``sock`` in this process until SIGTERM or SIGINT, then drain.
+    ``metrics_socket``: the ``--metrics-port`` listener, served beside it (``GET /metrics`` only).
 
     With ``background_startup`` the socket is served while the models load (readiness answers 503); without,
     nothing is accepted until they have loaded. Raises what stopped the models from loading.
@@ -188,7 +191,7 @@ def serve_socket(
         on_ready(app.state.dataplane)
 
     lifecycle = Lifecycle(
-        lambda: create_app(None, settings, shared=shared),
+        lambda: create_app(None, settings, shared=shared, metrics_socket=metrics_socket),
         prepare=lambda app: app.state.dataplane.start(),
         background_startup=background_startup,
         cluster_ready=cluster_ready,
@@ -247,9 +250,24 @@ def run(settings: Settings, *, out: TextIO = sys.stdout) -> None:
     def print_banner(text: str) -> None:
         print(text, file=out, flush=True)
 
+    # --metrics-port: one listener on the same host, bound here once; with several workers every worker
+    # accepts on it (any of them answers with every worker's totals)
+    metrics_sock = None if settings.metrics_port is None else bind(settings.host, settings.metrics_port)
+    extra = [] if metrics_sock is None else [metrics_sock]
+
     if settings.workers == 1:
-        with sock:
-            serve_socket(settings, sock, on_ready=lambda dataplane: print_banner(banner(dataplane, url)))
+        metrics.setup(None)
+        try:
+            with sock:
+                serve_socket(
+                    settings,
+                    sock,
+                    on_ready=lambda dataplane: print_banner(banner(dataplane, url)),
+                    metrics_socket=metrics_sock,
+                )
+        finally:
+            for other in extra:
+                other.close()
         return
 
     # One listening socket per worker, all bound here to the one port with SO_REUSEPORT: the kernel spreads new
@@ -262,6 +280,10 @@ def run(settings: Settings, *, out: TextIO = sys.stdout) -> None:
     shared.reset()
     if _REUSE_PORT:
         sockets = [sock, *(bind(settings.host, port, reuse_port=True) for _ in range(settings.workers - 1))]
+
+    # every worker's metric values, in files of this server's own directory, summed by whichever answers a
+    # scrape (docs/observability.md); chosen before the fork, since prometheus-client fixes it per metric
+    metrics.setup(settings.state_dir / "run" / f"metrics-{os.getpid()}")
 
     def worker(context: WorkerContext) -> int:
         mine = sockets[context.index]
@@ -276,6 +298,7 @@ def run(settings: Settings, *, out: TextIO = sys.stdout) -> None:
                 background_startup=not context.replacement,
                 cluster_ready=context.cluster_ready,
                 shared=shared,
+                metrics_socket=metrics_sock,
             )
         except Exception as exc:
             context.report_failed(exc)
@@ -284,11 +307,17 @@ def run(settings: Settings, *, out: TextIO = sys.stdout) -> None:
 
     preimport(settings)
     supervisor = Supervisor(
-        settings.workers, worker, sockets=sockets, grace_period_s=settings.grace_period_s, on_ready=print_banner
+        settings.workers,
+        worker,
+        sockets=[*sockets, *extra],
+        grace_period_s=settings.grace_period_s,
+        on_ready=print_banner,
+        on_exit=metrics.worker_died,  # its gauges go, its counts stay; before the replacement starts
     )
     try:
         code = supervisor.run()
     finally:
         shared.remove()
+        metrics.shutdown()
     if code != 0:
         raise SystemExit(1)  # workers outlived the grace period and were killed; the supervisor logged it

@@ -103,6 +103,13 @@ class Settings(BaseSettings):
     watch: bool = Field(
         False, description="follow model repositories: load new and changed versions, retire removed ones"
     )
+    metrics: bool = Field(True, description="count requests, batches and loads for GET /metrics and Triton's stats")
+    metrics_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="serve GET /metrics on this port of the same host, without a key, instead of the main port",
+    )
 
     @field_validator("sha256")
     @classmethod

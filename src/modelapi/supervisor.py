@@ -10,6 +10,8 @@ survive a fork, and the libraries' pages (imported before the fork) are shared c
 The supervisor:
 
 - prints nothing itself; ``on_ready`` gets the first worker's banner once every worker is ready;
+- calls ``on_exit(pid)`` for every worker it reaps, before a replacement starts (the server drops the dead
+  worker's metric gauges there);
 - restarts a worker that dies (with a growing pause if replacements keep failing before they are ready);
 - on SIGTERM or SIGINT turns every worker not-ready, closes its own copies of the sockets, forwards SIGTERM
   (each worker stops accepting and drains within the grace period), and returns once all have exited;
@@ -82,6 +84,7 @@ class Supervisor:
         sockets: Sequence[socket.socket],
         grace_period_s: float,
         on_ready: Callable[[str], None] = lambda banner: None,
+        on_exit: Callable[[int], None] = lambda pid: None,
         kill_margin_s: float = KILL_MARGIN_S,
     ) -> None:
         if workers < 1:
@@ -91,6 +94,7 @@ class Supervisor:
         self._sockets = list(sockets)  # the listeners, kept open here while workers come and go
         self._grace_period_s = grace_period_s
         self._on_ready = on_ready
+        self._on_exit = on_exit
         self._kill_margin_s = kill_margin_s
         self._flag = mmap.mmap(-1, 1)  # shared with the workers: cluster readiness
         self._workers: dict[int, _Worker] = {}
@@ -288,6 +292,10 @@ class Supervisor:
             with contextlib.suppress(KeyError, ValueError):
                 self._selector.unregister(worker.status_fd)
             os.close(worker.status_fd)
+            try:
+                self._on_exit(pid)  # before any replacement starts (which may get the same pid)
+            except Exception:
+                log.exception("on_exit failed for worker %d (pid %d)", worker.index, pid)
             self._exited(worker, _describe(status))
 
     def _exited(self, worker: _Worker, how: str) -> None:

@@ -169,3 +169,17 @@ def test_errors_surface_as_inference_server_exception(triton: httpclient.Inferen
     with pytest.raises(InferenceServerException) as err:
         triton.infer("iris", iris_inputs(True), outputs=[httpclient.InferRequestedOutput("label", class_count=2)])
     assert err.value.status() == "400" and "classification extension is not supported" in err.value.message()
+
+
+def test_inference_statistics(triton: httpclient.InferenceServerClient) -> None:
+    """Triton's statistics extension, read by tritonclient unchanged."""
+    before = triton.get_inference_statistics("iris")["model_stats"][0]
+    triton.infer("iris", iris_inputs(True))
+    after = triton.get_inference_statistics("iris", "1")
+    (stat,) = after["model_stats"]
+    assert stat["name"] == "iris" and stat["version"] == "1"
+    assert stat["inference_count"] == before["inference_count"] + len(ROWS)
+    assert stat["inference_stats"]["success"]["count"] == before["inference_stats"]["success"]["count"] + 1
+    assert {m["name"] for m in triton.get_inference_statistics()["model_stats"]} == {"iris", "echo"}
+    with pytest.raises(InferenceServerException):
+        triton.get_inference_statistics("missing")

@@ -68,7 +68,7 @@ def test_server_metadata(client: TestClient) -> None:
     assert r.json() == {
         "name": "modelapi",
         "version": metadata.version("modelapi"),
-        "extensions": ["binary_tensor_data"],
+        "extensions": ["binary_tensor_data", "statistics"],
     }
 
 

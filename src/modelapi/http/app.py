@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+import socket
+from collections.abc import AsyncIterator, Mapping, Sequence
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 
+from .. import metrics
 from ..dataplane import DataPlane
 from ..errors import ModelAPIError
 from ..jobs.host import JobsHost
 from ..models.base import Model
 from ..protocols import registered
+from ..protocols.metrics import listener
 from ..repository.shared import SharedState
 from ..security.auth import Auth, AuthMiddleware
 from ..security.limits import rate_limit
@@ -34,10 +37,12 @@ def create_app(
     settings: Settings | None = None,
     *,
     shared: SharedState | None = None,
+    metrics_socket: socket.socket | None = None,
 ) -> Starlette:
     """The ASGI application serving ``models`` (models built in Python, a data plane, or ``None``: what
     ``settings`` names). Models load in the lifespan startup, before readiness. ``shared``: the workers' shared
-    repository state, with ``--workers N``."""
+    repository state, with ``--workers N``. ``metrics_socket``: the ``--metrics-port`` listener, bound by the
+    server (once, before any fork), served by this app's lifespan."""
     settings = settings or Settings()
     if isinstance(models, DataPlane):
         dataplane = models
@@ -47,19 +52,44 @@ def create_app(
     jobs = JobsHost(dataplane, settings)
     auth = Auth.from_settings(settings)  # per worker, after any fork: each opens its own key-store connections
     services = Services(dataplane, settings, jobs, auth)
+    if settings.metrics:  # before the models load: the repository emits their state changes while they do
+        observer = metrics.MetricsObserver()
+        dataplane.events.subscribe(observer)
+        jobs.service.observer = observer
+
+    def job_counts() -> Mapping[str, int]:
+        if not jobs.service.has_store():  # no jobs database yet: do not create one to count nothing
+            return {}
+        return metrics.job_counts(jobs.service.store())()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await dataplane.start()
-        follow = asyncio.get_running_loop().create_task(dataplane.repository.follow(watch=settings.watch))
-        await jobs.start()  # in-process job workers resume unfinished jobs (or dispatch to RQ)
+        loop = asyncio.get_running_loop()
+        samplers = []
+        sampling = None
+        if settings.metrics:
+            samplers = [metrics.watch_queues(metrics.queued_in(dataplane.repository)), metrics.watch_jobs(job_counts)]
+            sampling = loop.create_task(metrics.sample_forever())
+        scrapes = None if metrics_socket is None else await listener.serve(metrics_socket)
         try:
-            yield
+            await dataplane.start()
+            follow = loop.create_task(dataplane.repository.follow(watch=settings.watch))
+            await jobs.start()  # in-process job workers resume unfinished jobs (or dispatch to RQ)
+            try:
+                yield
+            finally:
+                follow.cancel()
+                await jobs.stop()
+                auth.close()
+                await dataplane.close()
         finally:
-            follow.cancel()
-            await jobs.stop()
-            auth.close()
-            await dataplane.close()
+            if scrapes is not None:
+                scrapes.close()
+            if sampling is not None:
+                sampling.cancel()
+            for sampler in samplers:
+                metrics.remove_sampler(sampler)
+            metrics.flush()
 
     routes = [route for protocol in registered() for route in protocol.routes(services)]
     # the router tries routes in order: inference routes first (no other route matches their paths)
@@ -69,9 +99,12 @@ def create_app(
         middleware=[
             request_context(settings),  # request id, headers, body limits (docs/security.md)
             *cors(settings),  # outside authentication: a browser's preflight carries no key
-            Middleware(
-                AuthMiddleware, auth=auth, management=settings.management_routes
-            ),  # inside the request context: its 401s carry the request id
+            Middleware(  # inside the request context: its 401s carry the request id
+                AuthMiddleware,
+                auth=auth,
+                management=settings.management_routes,
+                admin_paths=frozenset(path for protocol in registered() for path in protocol.admin_paths),
+            ),
             rate_limit(settings.rate_limit, settings.rate_burst),  # inside authentication, which names the key
         ],
         exception_handlers={ModelAPIError: handle_modelapi_error, HTTPException: handle_http_exception},

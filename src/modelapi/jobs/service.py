@@ -22,6 +22,7 @@ from ..dataplane import DataPlane
 from ..db import create_sqlite_file
 from ..errors import BadRequest, Conflict, JobNotFound, ModelAPIError, ModelNotFound
 from ..inference import InferenceRequest
+from ..metrics.jobs import JobsObserver
 from ..security.principal import Principal
 from ..settings import Settings
 from . import formats_in, formats_out
@@ -47,6 +48,8 @@ class JobService:
         self._store: JobStore | None = None
         #: called with each new job; the runner in use sets it (wake a local worker, or enqueue to Redis)
         self.notify: Callable[[JobRecord], None] = lambda job: None
+        #: told of submitted jobs, committed rows and ended jobs (the app sets its MetricsObserver)
+        self.observer = JobsObserver()
 
     # the database ----------------------------------------------------------------------------------------
     @property
@@ -96,6 +99,7 @@ class JobService:
         job, created = store.create(values, chunks)
         if not created:
             return _same_request(job, fingerprint), False
+        self.observer.job_submitted(job.model)
         try:
             self.notify(job)
         except Exception:  # the job is stored; maintenance sends it again (Redis down, say)
@@ -114,6 +118,8 @@ class JobService:
         if job.state in (QUEUED, RUNNING):
             self.store().cancel(job_id)
             job = self.visible(job_id, principal)
+            if job.state == CANCELLED:
+                self.observer.job_finished(job.model, CANCELLED)
         if job.state != CANCELLED:
             raise Conflict(f"job '{job_id}' has already {job.state}; only a queued or running job can be cancelled")
         return job
@@ -143,6 +149,7 @@ class JobService:
         if job.attempts > MAX_ATTEMPTS:
             reason = f"the job was interrupted {MAX_ATTEMPTS} times; giving up"
             await asyncio.to_thread(store.finish, job.id, worker, FAILED, _error(reason))
+            self.observer.job_finished(job.model, FAILED)
             return
         if job.chunks_done:
             log.info("job %s: resuming at chunk %d of %d", job.id, job.chunks_done, job.chunks_total)
@@ -152,11 +159,13 @@ class JobService:
             state, error = await self._chunks(job, worker, lost)
             if state is not None:
                 await asyncio.to_thread(store.finish, job.id, worker, state, error)
+                self.observer.job_finished(job.model, state)
                 log.info("job %s %s", job.id, state)
         except Exception:
             log.exception("job %s failed unexpectedly", job.id)
             reason = _error("internal error while running the job; the server log has the details")
             await asyncio.to_thread(store.finish, job.id, worker, FAILED, reason)
+            self.observer.job_finished(job.model, FAILED)
         finally:
             beat.cancel()
 
@@ -182,6 +191,7 @@ class JobService:
             lease = self.settings.job_lease_s
             if not await asyncio.to_thread(store.commit_chunk, job.id, worker, seq, chunk.rows, data, lease):
                 return None, None  # cancelled, or another worker took over
+            self.observer.job_rows(job.model, chunk.rows)
         return SUCCEEDED, None
 
     async def _heartbeat(self, job_id: str, worker: str, lost: asyncio.Event) -> None:

@@ -17,12 +17,13 @@ def registered() -> tuple[Protocol, ...]:
     """Every protocol, in route order (the document and docs routes are served the same way)."""
     from ..http.docs import PROTOCOL as docs
     from .jobs.routes import PROTOCOL as jobs
+    from .metrics.routes import PROTOCOL as metrics
     from .mlflow.routes import PROTOCOL as mlflow
     from .records.routes import PROTOCOL as records
     from .v1.routes import PROTOCOL as v1
     from .v2.routes import PROTOCOL as v2
 
-    return (v2, records, v1, docs, jobs, mlflow)
+    return (v2, records, v1, docs, jobs, mlflow, metrics)
 
 
 def error_style_for(path: str) -> ErrorStyle:

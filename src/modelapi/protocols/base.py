@@ -49,7 +49,9 @@ class Protocol:
     ``routes``: builds the protocol's routes over the services they use. ``prefixes``: paths the protocol
     owns, so an error raised before routing (no key, a body over the limit, no such route) is written in its
     style too. ``global_ops`` / ``per_model_ops``: OpenAPI describers keyed by path template
-    (``/v2/models/{}/infer``); per-model ones are written once per served model and version.
+    (``/v2/models/{}/infer``); per-model ones are written once per served model and version. ``admin_paths``:
+    paths of this protocol that need a key with the admin scope when authentication is on (open when it is
+    off), as ``GET /metrics`` does on the main port; the authentication middleware reads them from here.
     """
 
     name: str
@@ -58,6 +60,7 @@ class Protocol:
     prefixes: tuple[str, ...] = ()
     global_ops: Mapping[str, Ops] = field(default_factory=dict)
     per_model_ops: Mapping[str, Ops] = field(default_factory=dict)
+    admin_paths: tuple[str, ...] = ()
 
     def owns(self, path: str) -> bool:
         return any(path == p or path.startswith(p + "/") for p in self.prefixes)

@@ -89,10 +89,14 @@ class Auth:
 
 
 class AuthMiddleware:
-    def __init__(self, app: ASGIApp, *, auth: Auth, management: bool = False) -> None:
+    def __init__(
+        self, app: ASGIApp, *, auth: Auth, management: bool = False, admin_paths: frozenset[str] = frozenset()
+    ) -> None:
         self.app = app
         self.auth = auth
         self.management = management
+        #: the registered protocols' ``admin_paths`` (``GET /metrics``): admin keys only when authentication is on
+        self.admin_paths = admin_paths
         # SQLite answers a primary-key lookup in microseconds; a network database goes to a thread
         self.in_thread = auth.store is not None and not auth.store.url.startswith("sqlite")
 
@@ -117,7 +121,8 @@ class AuthMiddleware:
             return
         try:
             principal = await self._authenticate(scope)
-            if is_management(scope["path"]) and not principal.has_scope("admin"):
+            path = scope["path"]
+            if (is_management(path) or path in self.admin_paths) and not principal.has_scope("admin"):
                 raise Forbidden(f"{scope['path']} needs a key with the admin scope; key mk_{principal.key_id} has not")
         except ModelAPIError as exc:
             await self._refuse(scope, receive, send, exc)

@@ -29,7 +29,7 @@ from ..common import package_version
 from . import binary as v2_binary
 from . import json as v2_json
 
-EXTENSIONS = ("binary_tensor_data",)
+EXTENSIONS = ("binary_tensor_data", "statistics")
 _UNSUPPORTED_TYPES = {"BF16": "datatype BF16 is not supported (numpy has no bfloat16); send FP32"}
 _MAX_ELEMENTS = 2**48
 _NOT_SUPPORTED_PARAMS = ("shared_memory_region", "shared_memory_byte_size", "shared_memory_offset")

@@ -161,16 +161,76 @@ def _infer(b: Builder, model: Model | None) -> dict[str, dict[str, Any]]:
     }
 
 
+_DURATION = {
+    "type": "object",
+    "required": ["count", "ns"],
+    "properties": {"count": {"type": "integer"}, "ns": {"type": "integer"}},
+}
+_STATS = {
+    "type": "object",
+    "required": ["model_stats"],
+    "properties": {
+        "model_stats": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["name", "version", "last_inference", "inference_count", "execution_count"],
+                "properties": {
+                    "name": {"type": "string"},
+                    "version": {"type": "string"},
+                    "last_inference": {"type": "integer", "description": "milliseconds since the epoch"},
+                    "inference_count": {"type": "integer", "description": "rows inferred"},
+                    "execution_count": {"type": "integer", "description": "batches run"},
+                    "inference_stats": {
+                        "type": "object",
+                        "properties": {
+                            k: _DURATION
+                            for k in (
+                                "success",
+                                "fail",
+                                "queue",
+                                "compute_input",
+                                "compute_infer",
+                                "compute_output",
+                                "cache_hit",
+                                "cache_miss",
+                            )
+                        },
+                    },
+                    "batch_stats": {"type": "array", "items": {"type": "object"}},
+                    "memory_usage": {"type": "array", "items": {"type": "object"}},
+                },
+            },
+        }
+    },
+}
+
+
+def _statistics(b: Builder, model: Model | None) -> dict[str, dict[str, Any]]:
+    whose = "every model" if model is None else f"'{model.name}'"
+    return {
+        "get": {
+            "summary": f"Statistics of {whose} (Triton statistics extension), totals of every worker",
+            "responses": {
+                "200": {"description": "OK", "content": {"application/json": {"schema": _STATS}}},
+            },
+        }
+    }
+
+
 GLOBAL: dict[str, Ops] = {
     "/v2": _server,
     "/v2/health/live": _live,
     "/v2/health/ready": _ready,
     "/v2/repository/index": _repository,
+    "/v2/models/stats": _statistics,
 }
 PER_MODEL: dict[str, Ops] = {
     "/v2/models/{}": _model_metadata,
     "/v2/models/{}/ready": _model_ready,
     "/v2/models/{}/infer": _infer,
+    "/v2/models/{}/stats": _statistics,
+    "/v2/models/{}/versions/{}/stats": _statistics,
     "/v2/models/{}/versions/{}": _model_metadata,
     "/v2/models/{}/versions/{}/ready": _model_ready,
     "/v2/models/{}/versions/{}/infer": _infer,

@@ -3,7 +3,7 @@
 Handlers are thin: read the body, decode it with ``codec.py``, call the data plane, encode the answer.
 Errors are raised as ``ModelAPIError`` subclasses; the routes carry ``errors.V2_ERRORS``, so
 ``http/errors.py`` renders them as ``{"error": ...}``. The repository extension (``repository.py``) is
-added only with management routes on.
+added only with management routes on; the statistics extension's numbers come from ``stats.py``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from ...http.responses import json_response
 from ...http.routing import ProtocolRoute
 from ...http.services import Services
 from ..base import Protocol
-from . import codec, openapi, repository
+from . import codec, openapi, repository, stats
 from .binary import HEADER_LENGTH
 from .errors import V2_ERRORS
 
@@ -91,12 +91,20 @@ def routes(services: Services) -> list[BaseRoute]:
             return Response(payload, media_type="application/json")
         return Response(payload, media_type="application/octet-stream", headers={HEADER_LENGTH: str(json_length)})
 
+    async def statistics(request: Request) -> Response:
+        name, version = request.path_params.get("name"), request.path_params.get("version")
+        principal = services.context(request, "v2").principal
+        return json_response(stats.statistics(dp.repository, principal, name, version))
+
     get, post = ["GET"], ["POST"]
     return [
         route("/v2", server_metadata, get),
         route("/v2/health/live", live, get),
         route("/v2/health/ready", ready, get),
         *(repository.routes(services, route) if services.settings.management_routes else []),
+        route("/v2/models/stats", statistics, get),  # before /v2/models/{name}, as in Triton
+        route("/v2/models/{name}/stats", statistics, get),
+        route("/v2/models/{name}/versions/{version}/stats", statistics, get),
         route("/v2/models/{name}", model_metadata, get),
         route("/v2/models/{name}/versions/{version}", model_metadata, get),
         route("/v2/models/{name}/ready", model_ready, get),

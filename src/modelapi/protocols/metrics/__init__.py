@@ -1,0 +1,1 @@
+"""``GET /metrics``: Prometheus' text format (``modelapi.metrics``; docs/observability.md)."""
