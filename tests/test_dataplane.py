@@ -242,8 +242,9 @@ def repo_plane(tmp_path: Path, toml: str = "", *, slow: bool = False, **settings
     return plane, log
 
 
-def test_request_events_carry_model_version_protocol_status_rows_and_timings(tmp_path: Path) -> None:
-    plane, log = repo_plane(tmp_path)
+@pytest.mark.parametrize("batching", [True, False])
+def test_request_events_carry_model_version_protocol_status_rows_and_timings(tmp_path: Path, batching: bool) -> None:
+    plane, log = repo_plane(tmp_path, batching=batching)  # a model run on its own is timed too
     ctx = CallContext(protocol="records", request_id="req-1")
 
     async def go() -> None:

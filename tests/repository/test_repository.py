@@ -755,3 +755,114 @@ def test_state_events_for_load_failure_and_retire(repo: ModelRepo) -> None:
     assert [(e.state, e.previous) for e in bad] == [("LOADING", None), ("UNAVAILABLE", "LOADING")]
     assert bad[1].reason is not None and "ValueError" in bad[1].reason
     assert all(e.reason is None for e in log.of(ModelStateChanged) if e.state != "UNAVAILABLE")
+
+
+# found in review ------------------------------------------------------------------------------------------
+def test_loads_and_unloads_asked_of_two_workers_at_once_are_all_followed(repo: ModelRepo, tmp_path: Path) -> None:
+    """Each worker applies every change of the shared state, even when its own load or unload (or a read of
+    the file for another reason) comes between its polls."""
+    for name in ("x", "y"):
+        repo.version(name, 1, skops_bytes(name))
+    state_file = tmp_path / "state" / "models.json"
+
+    async def scenario() -> None:
+        a = repository(settings(repo), shared=SharedState(state_file))
+        b = repository(settings(repo), shared=SharedState(state_file))
+        await a.start()
+        await b.start()
+        followers = [asyncio.ensure_future(a.follow()), asyncio.ensure_future(b.follow())]
+        try:
+            await asyncio.gather(a.unload_model("x"), b.unload_model("y"))
+            await b.reconcile({"y"})  # a read of the shared file that is not the poll's
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            while not all(index_of(r, n) == {"": ("UNAVAILABLE", "unloaded")} for r in (a, b) for n in "xy"):
+                assert loop.time() - start < 2.0, (index_of(a, "x"), index_of(b, "x"))
+                await asyncio.sleep(0.02)
+            await asyncio.gather(a.load_model("y"), b.load_model("x"))
+            start = loop.time()
+            while not all(index_of(r, n) == {"1": ("READY", "")} for r in (a, b) for n in "xy"):
+                assert loop.time() - start < 2.0
+                await asyncio.sleep(0.02)
+        finally:
+            for task in followers:
+                task.cancel()
+            await asyncio.gather(*followers, return_exceptions=True)
+        await a.close()
+        await b.close()
+
+    run(scenario)
+
+
+def test_a_stable_label_on_no_served_version_sends_nothing_to_the_canary_by_default(repo: ModelRepo) -> None:
+    for v in (1, 2, 3):
+        repo.version("m", v, skops_bytes(f"v{v}"))
+    repo.toml("m", 'version_policy = "all"\ncanary_percent = 0\n[labels]\nstable = 7\ncanary = 3\n')
+
+    async def scenario() -> None:
+        r = repository(settings(repo))
+        await r.start()
+        assert {r.resolve("m").version for _ in range(50)} == {"2"}  # the highest that is not the canary
+        reasons = {reason for _, reason in index_of(r, "m").values()}
+        assert any("stable = 7" in why and "name no version served" in why for why in reasons), reasons
+        await r.close()
+
+    run(scenario)
+
+
+def test_a_repository_that_cannot_be_read_keeps_its_models_serving(repo: ModelRepo, tmp_path: Path) -> None:
+    repo.version("m", 1, skops_bytes("v1"))
+
+    async def scenario() -> None:
+        r = repository(settings(repo))
+        await r.start()
+        away = repo.root.with_name("away")
+        repo.root.rename(away)
+        try:
+            await r.reconcile()
+            assert answer(r, "m") == "v1-hi"  # nothing is taken down because the directory is gone a moment
+            with pytest.raises(ModelNotReady) as refused:
+                await r.load_model("m")
+            assert "cannot be read now" in str(refused.value) and str(tmp_path) not in str(refused.value)
+        finally:
+            away.rename(repo.root)
+        await r.reconcile()
+        assert answer(r, "m") == "v1-hi"
+        await r.close()
+
+    run(scenario)
+
+
+def test_close_while_a_version_loads_unloads_it_too(repo: ModelRepo, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shutdown during a reload: close() waits for the load in progress, then unloads what it loaded."""
+    import threading
+
+    repo.version("m", 1, skops_bytes("v1"))
+    stopped: list[str] = []
+    release = threading.Event()
+
+    async def scenario() -> None:
+        r = repository(settings(repo, watch=False))
+        await r.start()
+        real_start = r._start  # slowed down: shut down in the middle of a load
+
+        def slow_start(spec: Any) -> Any:
+            handle = real_start(spec)
+            release.wait(5)
+            original = handle.stop
+            handle.stop = lambda: (stopped.append(handle.version), original())[1]  # type: ignore[method-assign]
+            return handle
+
+        monkeypatch.setattr(r, "_start", slow_start)
+        repo.version("m", 2, skops_bytes("v2"))
+        follower = asyncio.ensure_future(r._files_changed({"m"}))  # what --watch calls
+        await asyncio.sleep(0.2)
+        follower.cancel()  # the lifespan cancels the follower first
+        closing = asyncio.ensure_future(r.close())
+        await asyncio.sleep(0.1)
+        assert not closing.done()  # it waits for the load in progress
+        release.set()
+        await closing
+        assert stopped == ["2"]  # the version loaded during shutdown was unloaded
+
+    run(scenario)

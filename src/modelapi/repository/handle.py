@@ -13,6 +13,7 @@ import logging
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable, Hashable, Mapping
 from concurrent.futures import Executor, Future
 from enum import StrEnum
@@ -146,7 +147,12 @@ class VersionHandle:
         """The model's outputs for validated ``inputs``: through the batcher, or alone on the shared threadpool."""
         if self.batcher is not None:
             return await self.batcher.submit(inputs, rows, key, timing)
-        return await asyncio.to_thread(predict, self.model, inputs, rows)
+        started = time.monotonic()
+        outputs = await asyncio.to_thread(predict, self.model, inputs, rows)
+        timing.compute_s = time.monotonic() - started  # no queue of ours: the thread pool's wait counts as compute
+        if self._on_batch is not None:
+            self._on_batch(self, rows, 1, timing.compute_s)  # a run of its own is a batch of one request
+        return outputs
 
 
 def example_inputs(signature: Signature) -> dict[str, np.ndarray]:

@@ -53,11 +53,17 @@ class ModelEntry:
 
     @property
     def default_version(self) -> str | None:
-        """The ``stable`` label's version when it is ready, else the highest ready version."""
+        """The ``stable`` label's version when it is ready, else the highest ready version other than the
+        canary's (the canary's when it is the only one)."""
         stable = self.labels.get("stable")
         if stable is not None and stable in self.serving:
             return stable
-        return max(self.serving, key=_version_order) if self.serving else None
+        if not self.serving:
+            return None
+        # never the canary's version by default while another serves: its share is the operator's choice
+        canary = self.labels.get("canary")
+        others = [v for v in self.serving if v != canary]
+        return max(others or self.serving, key=_version_order)
 
     @property
     def ready(self) -> bool:
@@ -83,6 +89,11 @@ class ModelEntry:
         raise KeyError(version)
 
 
+def _stop_when_loaded(loading: asyncio.Future[VersionHandle]) -> None:
+    if not loading.cancelled() and loading.exception() is None:
+        loading.result().stop()
+
+
 def _version_order(version: str) -> tuple[int, str]:
     return (int(version), "") if version.isdigit() else (-1, version)
 
@@ -102,6 +113,7 @@ class Repository:
         self.grace_period_s = grace_period_s
         self._entries: dict[str, ModelEntry] = {}
         self._lock: asyncio.Lock | None = None
+        self._sync_lock: asyncio.Lock | None = None
         self._retiring: set[asyncio.Task[None]] = set()
         self._random = rng or random.Random()  # noqa: S311 (traffic shares, not secrets)
         self.started = False
@@ -109,7 +121,8 @@ class Repository:
         self.generation = 0
         for name in sources.static_names():  # known before they load: "not ready" rather than "no such model"
             self._entries[name] = ModelEntry(name)
-        self._seen = sources.snapshot
+        #: the shared state (loads and unloads asked of any worker) this worker has applied
+        self._applied = sources.snapshot
 
     # reading (any front end) ------------------------------------------------------------------------------
     def names(self) -> list[str]:
@@ -187,7 +200,7 @@ class Repository:
     async def start(self) -> None:
         """Load what the sources want. Raises ``ModelLoadError`` when no model could be served at all."""
         await self.reconcile()
-        self._seen = self.sources.snapshot
+        self._applied = self.sources.snapshot
         self.started = True
         if not any(e.ready for e in self._entries.values()):
             reasons = [
@@ -227,27 +240,29 @@ class Repository:
         for version, (reason, fingerprint) in desired.failed.items():
             entry.failed[version] = (reason, fingerprint)
         replaced: list[VersionHandle] = []
-        for version, spec in desired.versions.items():
-            current = entry.serving.get(version)
-            if current is not None and current.fingerprint == spec.fingerprint:
-                current.max_inflight, current.inference_timeout_s, current.max_rows = spec.limits
-                entry.failed.pop(version, None)  # the files are back to what serves
-                continue
-            failed = entry.failed.get(version)
-            if failed is not None and failed[1] == spec.fingerprint and not force:
-                continue  # the same broken files (served or not): wait for them to change, or for an explicit load
-            loaded = await self._load(entry, spec)
-            if loaded is not None:
-                entry.serving[version] = loaded
-                entry.failed.pop(version, None)
-                if current is not None:
-                    replaced.append(current)
-        for version in [v for v in entry.failed if v not in desired.versions and v not in desired.failed]:
-            del entry.failed[version]
-        entry.labels = {k: v for k, v in desired.labels.items()}
-        entry.canary_percent = desired.canary_percent
-        for handle in replaced:
-            self._retire(handle)
+        try:
+            for version, spec in desired.versions.items():
+                current = entry.serving.get(version)
+                if current is not None and current.fingerprint == spec.fingerprint:
+                    current.max_inflight, current.inference_timeout_s, current.max_rows = spec.limits
+                    entry.failed.pop(version, None)  # the files are back to what serves
+                    continue
+                failed = entry.failed.get(version)
+                if failed is not None and failed[1] == spec.fingerprint and not force:
+                    continue  # the same broken files (served or not): wait for them to change, or for an explicit load
+                loaded = await self._load(entry, spec)
+                if loaded is not None:
+                    entry.serving[version] = loaded
+                    entry.failed.pop(version, None)
+                    if current is not None:
+                        replaced.append(current)
+            for version in [v for v in entry.failed if v not in desired.versions and v not in desired.failed]:
+                del entry.failed[version]
+            entry.labels = {k: v for k, v in desired.labels.items()}
+            entry.canary_percent = desired.canary_percent
+        finally:  # also when cancelled: a replaced version never stays loaded
+            for handle in replaced:
+                self._retire(handle)
         self.generation += 1
         if not desired.versions or any(v in entry.serving for v in desired.versions):
             # nothing is wanted (unloaded, or every version removed), or a wanted version is ready: the rest go
@@ -259,8 +274,12 @@ class Repository:
         self._changed(entry.name, spec.version, State.LOADING, None)
         try:
             for _attempt in range(_LOAD_ATTEMPTS):
+                loading = asyncio.ensure_future(asyncio.to_thread(self._start, spec))
                 try:
-                    handle = await asyncio.to_thread(self._start, spec)
+                    handle = await asyncio.shield(loading)
+                except asyncio.CancelledError:
+                    loading.add_done_callback(_stop_when_loaded)  # the thread goes on; unload what it loads
+                    raise
                 except Exception as exc:
                     reason = str(exc) if isinstance(exc, ModelLoadError) else f"{type(exc).__name__}: {exc}"
                     reason = spec.public(reason)
@@ -339,9 +358,11 @@ class Repository:
         are retried. Every worker follows (shared state). 400 with the reasons when no version is ready."""
         if not await asyncio.to_thread(self.sources.knows, name):
             raise ModelNotFound(f"no model named '{name}' in the model repository")
-        await asyncio.to_thread(self.sources.load, name)
-        self._seen = self.sources.snapshot
-        await self.reconcile({name}, force=True)
+        snapshot = await asyncio.to_thread(self.sources.load, name)
+        if snapshot is None:  # one worker: nothing to share
+            await self.reconcile({name}, force=True)
+        else:  # its reload counter moved: a forced reconcile, with whatever else other workers asked meanwhile
+            await self._sync_shared(snapshot)
         entry = self._entries.get(name)
         if entry is None or not entry.ready:
             why = "not found" if entry is None else entry.error or self._reasons(entry)
@@ -350,9 +371,11 @@ class Repository:
     async def unload_model(self, name: str) -> None:
         """Stop serving ``name`` on every worker; calls in flight finish first."""
         self.entry(name)
-        await asyncio.to_thread(self.sources.unload, name)
-        self._seen = self.sources.snapshot
-        await self.reconcile({name})
+        snapshot = await asyncio.to_thread(self.sources.unload, name)
+        if snapshot is None:
+            await self.reconcile({name})
+        else:
+            await self._sync_shared(snapshot)
 
     # following changes --------------------------------------------------------------------------------------
     async def follow(self, *, watch: bool = False) -> None:
@@ -361,7 +384,8 @@ class Repository:
         loop = asyncio.get_running_loop()
         shared = self.sources.shared
         if shared is not None:
-            tasks.append(loop.create_task(poll(shared, self._shared_changed, interval_s=_POLL_S)))
+            since = self._applied.generation
+            tasks.append(loop.create_task(poll(shared, self._sync_shared, interval_s=_POLL_S, since=since)))
         if watch:
             for root in self.sources.roots:
                 tasks.append(loop.create_task(watch_repository(root, self._files_changed)))
@@ -375,17 +399,26 @@ class Repository:
 
     async def _files_changed(self, names: set[str]) -> None:
         log.info("model repository changed: %s", ", ".join(sorted(names)))
-        await self.reconcile(names)
+        # shielded: a shutdown that cancels the follower lets a load in progress finish, and close() waits
+        # for it, so nothing loaded is left behind without being unloaded
+        await asyncio.shield(self.reconcile(names))
 
-    async def _shared_changed(self, snapshot: Snapshot) -> None:
-        seen = self._seen
-        self._seen = snapshot
-        changed = set(seen.unloaded ^ snapshot.unloaded)
-        reloads = {n for n, count in snapshot.reloads.items() if seen.reloads.get(n) != count}
-        if reloads:
-            await self.reconcile(reloads, force=True)
-        if changed - reloads:
-            await self.reconcile(changed - reloads)
+    async def _sync_shared(self, snapshot: Snapshot) -> None:
+        """Apply what changed in the shared state since this worker last applied it, whichever path read it
+        (the poll, or this worker's own load or unload): models unloaded or loaded again, reloads asked."""
+        if self._sync_lock is None:
+            self._sync_lock = asyncio.Lock()
+        async with self._sync_lock:  # a second caller with the same snapshot waits until it is applied
+            applied = self._applied
+            if snapshot.generation <= applied.generation:  # generations only grow: older news is no news
+                return
+            self._applied = snapshot
+            changed = set(applied.unloaded ^ snapshot.unloaded)
+            reloads = {n for n, count in snapshot.reloads.items() if applied.reloads.get(n) != count}
+            if reloads:
+                await asyncio.shield(self.reconcile(reloads, force=True))
+            if changed - reloads:
+                await asyncio.shield(self.reconcile(changed - reloads))
 
     async def settled(self) -> None:
         """Wait for retired versions to finish unloading (tests, shutdown)."""
@@ -393,10 +426,17 @@ class Repository:
             await asyncio.gather(*list(self._retiring), return_exceptions=True)
 
     async def close(self) -> None:
-        """Unload everything: shutdown, after the server has drained its requests."""
+        """Unload everything: shutdown, after the server has drained its requests. A reconcile in progress
+        (a version loading on its thread) finishes first, so what it loads is unloaded too."""
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            self._close_entries()
+        await self.settled()
+        self.started = False
+
+    def _close_entries(self) -> None:
         for name in list(self._entries):
             entry = self._entries.pop(name)
             for handle in entry.serving.values():
                 self._retire(handle, grace_s=0)  # the server's grace period is over: nothing waits any longer
-        await self.settled()
-        self.started = False

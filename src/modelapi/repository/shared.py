@@ -113,6 +113,19 @@ class SharedState:
             self._seen = snap.generation
             return snap
 
+    def current(self) -> Snapshot:
+        """The current state, as cheaply as ``changed`` (one ``stat`` while the file is unchanged), without
+        marking it seen: for a poller that keeps its own account of what it applied."""
+        with self._mutex:
+            try:
+                key: _StatKey | None = _key(os.stat(self.path))
+            except FileNotFoundError:
+                key = None
+            except OSError as exc:
+                log.warning("cannot stat the shared model state %s: %s", self.path, exc)
+                return self._good
+            return self._good if key == self._key else self._load()
+
     def changed(self) -> Snapshot | None:
         """A cheap poll: the new state when its generation differs from the last one seen here, else ``None``.
 
@@ -217,13 +230,22 @@ class SharedState:
             os.close(dir_fd)
 
 
-async def poll(state: SharedState, on_change: Callable[[Snapshot], Awaitable[None]], interval_s: float = 0.5) -> None:
-    """Call ``on_change`` with each new state that ``state.changed()`` reports, every ``interval_s``; runs until
-    cancelled. An exception from ``on_change`` is logged and polling goes on; that snapshot counts as seen."""
+async def poll(
+    state: SharedState,
+    on_change: Callable[[Snapshot], Awaitable[None]],
+    interval_s: float = 0.5,
+    since: int | None = None,
+) -> None:
+    """Call ``on_change`` with each state whose generation differs from the last one passed (at first:
+    ``since``, default the generation now), every ``interval_s``; runs until cancelled. It keeps its own
+    account (``state.current``), so a read of the same file elsewhere in the process never hides a change
+    from it. An exception from ``on_change`` is logged and polling goes on; that snapshot counts as passed."""
+    last = state.current().generation if since is None else since
     while True:
         try:
-            snap = state.changed()
-            if snap is not None:
+            snap = state.current()
+            if snap.generation != last:
+                last = snap.generation
                 await on_change(snap)
         except Exception:
             log.exception("applying the shared model state %s failed", state.path)

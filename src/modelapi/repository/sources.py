@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from ..batching import BatchPolicy
-from ..errors import ModelLoadError
+from ..errors import ModelLoadError, ModelNotReady
 from ..models.base import Model
 from ..models.python import is_class_spec
 from ..models.registry import load_model
@@ -134,8 +134,10 @@ class Sources:
         # per (repository, model): the last model.toml that parsed, kept serving while a later edit is malformed
         self._good_configs: dict[tuple[Path, str], ModelConfig] = {}
         self._stale_logged: dict[tuple[Path, str], str] = {}
+        self._labels_logged: dict[str, str] = {}  # a label naming no served version, logged once per change
         #: what the last look at the repositories found wrong outside any one model (duplicates, stray files)
         self.problems: list[str] = []
+        self._root_names: dict[Path, set[str]] = {}  # the models each repository held at its last good scan
 
     @classmethod
     def from_settings(cls, settings: Settings, shared: SharedState | None = None) -> Sources:
@@ -177,8 +179,18 @@ class Sources:
             if name not in found:
                 found[name] = self._fixed_desired(name, model, path)
         problems: list[str] = []
+        held: set[str] = set()  # models of a repository that cannot be read now: left as they are
         for root in self.roots:
-            scanned = scan(root)
+            try:
+                scanned = scan(root)
+            except ModelLoadError as exc:
+                held |= self._root_names.get(root, set())
+                problem = f"the model repository '{root.name or root}' cannot be read now: {_public(root, exc)}"
+                if problem not in self.problems:
+                    log.error("%s; its models keep serving as they are", problem)
+                problems.append(problem)
+                continue
+            self._root_names[root] = set(scanned.models)
             for problem in scanned.errors:
                 if problem not in self.problems:  # once per problem, not once per look
                     log.error("model repository %s: %s", root.name or root, problem)
@@ -195,16 +207,19 @@ class Sources:
         for name in (self._snapshot.unloaded | self._unloaded) & set(found):
             found[name] = Desired(name, error="unloaded")
         out: dict[str, Desired | None] = {n: d for n, d in found.items() if names is None or n in names}
-        for gone in self._known - set(found):
+        for gone in self._known - set(found) - held:
             if names is None or gone in names:
                 out[gone] = None
-        self._known = (self._known | set(found)) - {n for n, d in out.items() if d is None}
+        self._known = (self._known | set(found) | held) - {n for n, d in out.items() if d is None}
         return out
 
     def refresh(self, name: str, version: str) -> VersionSpec | None:
         """The spec of ``name``'s ``version`` as its files are now (after they changed while it loaded)."""
         for root in self.roots:
-            source = scan_model(root, name)
+            try:
+                source = scan_model(root, name)
+            except ModelLoadError:
+                return None
             if source is not None:
                 return self._repository_desired(root, source).versions.get(version)
         return None
@@ -217,21 +232,32 @@ class Sources:
         """Whether any source has a model named ``name`` now (unloaded or not)."""
         if name in self._memory or name in self._fixed:
             return True
-        return any(scan_model(root, name) is not None for root in self.roots)
+        for root in self.roots:
+            try:
+                if scan_model(root, name) is not None:
+                    return True
+            except ModelLoadError as exc:
+                raise ModelNotReady(
+                    f"the model repository '{root.name or root}' cannot be read now: {_public(root, exc)}"
+                ) from None
+        return False
 
-    def unload(self, name: str) -> None:
-        """Stop serving ``name`` (every worker, with shared state) until it is loaded again."""
+    def unload(self, name: str) -> Snapshot | None:
+        """Stop serving ``name`` (every worker, with shared state: the new shared state) until it is loaded
+        again."""
         if self.shared is not None:
             self._snapshot = self.shared.unload(name)
-        else:
-            self._unloaded.add(name)
+            return self._snapshot
+        self._unloaded.add(name)
+        return None
 
-    def load(self, name: str) -> None:
+    def load(self, name: str) -> Snapshot | None:
         """Serve ``name`` again, and have every worker retry its versions that failed."""
         if self.shared is not None:
             self._snapshot = self.shared.load(name)
-        else:
-            self._unloaded.discard(name)
+            return self._snapshot
+        self._unloaded.discard(name)
+        return None
 
     @property
     def snapshot(self) -> Snapshot:
@@ -312,6 +338,13 @@ class Sources:
             )
         desired.labels = {label: str(v) for label, v in config.labels.items()}
         desired.canary_percent = config.canary_percent
+        dangling = [f"{label} = {v}" for label, v in config.labels.items() if v not in selected]
+        if dangling and desired.error is None:
+            shown = ", ".join(str(v) for v in selected) or "none"
+            desired.error = f"{name}/model.toml: labels {', '.join(dangling)} name no version served (served: {shown})"
+            if self._labels_logged.get(name) != desired.error:
+                self._labels_logged[name] = desired.error
+                log.error("model %r: %s", name, desired.error)
         if stale is not None:
             shown = ", ".join(str(v) for v in selected) or "none"
             desired.error = f"{stale}; still served with the last valid model.toml (versions {shown})"
@@ -334,6 +367,14 @@ class Sources:
             raise ValueError(f"batching set for unknown model(s) {', '.join(unknown)}; served: {', '.join(found)}")
         if unknown:
             log.warning("batching set for model(s) not in the repository yet: %s", ", ".join(unknown))
+
+
+def _public(root: Path, exc: Exception) -> str:
+    """An error about ``root`` without the server's path to it."""
+    text = str(exc)
+    for prefix in {str(root.absolute()), str(root.resolve()), str(root)}:
+        text = text.replace(prefix, root.name or "the repository")
+    return text
 
 
 def _given(model: Model) -> Callable[[], Model]:
@@ -359,7 +400,10 @@ def _loader(
 
 def _unchanged(root: Path, name: str, version: int, fingerprint: Hashable) -> Callable[[], bool | None]:
     def unchanged() -> bool | None:
-        source = scan_model(root, name)
+        try:
+            source = scan_model(root, name)
+        except ModelLoadError:
+            return None  # the repository cannot be read now: cannot tell
         now = None if source is None else source.versions.get(version)
         return now is not None and now.fingerprint == fingerprint
 
