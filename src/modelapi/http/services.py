@@ -15,7 +15,7 @@ from typing import Any
 from starlette.requests import Request
 
 from ..context import CallContext, JsonLimits
-from ..dataplane import DataPlane
+from ..dataplane import Call, DataPlane
 from ..jobs.host import JobsHost
 from ..repository.registry import Repository
 from ..security.auth import Auth
@@ -46,6 +46,11 @@ class Services:
         state = request.scope.get("state")
         rid = state.get("request_id") if state else None
         return CallContext(protocol, current_principal(request), rid, json=self.json_limits)
+
+    def max_rows(self, call: Call) -> int | None:
+        """The row limit for a call: the called version's ``max_rows`` (model.toml), else the server's."""
+        limit = call.handle.max_rows
+        return limit if limit is not None else self.dataplane.max_rows
 
     # bodies, within the server's limits ---------------------------------------------------------------------
     async def body(self, request: Request) -> bytes:

@@ -45,19 +45,23 @@ def routes(services: Services) -> list[BaseRoute]:
     async def _invoke(request: Request, name: str) -> Response:
         """MLflow's scoring protocol has no versions: the default version answers (named in ``Model-Version``)."""
         ctx = services.context(request, "mlflow")
+        content_type = request.headers.get("content-type", "")
+        media = content_type.split(";", 1)[0].strip().lower()
+        # the body is read before the call: a slow upload holds no in-flight slot and no (retiring) version
+        csv, text, body = media == "text/csv", "", None
+        if csv:
+            try:
+                text = (await services.body(request)).decode("utf-8")
+            except UnicodeDecodeError:
+                raise MalformedRequest("the CSV body is not valid UTF-8") from None
+        elif is_json_type(content_type):
+            body = jsonutil.loads(await services.body(request), ctx.json)
         with dp.call(name, ctx) as call:
             model = call.model
-            content_type = request.headers.get("content-type", "")
-            media = content_type.split(";", 1)[0].strip().lower()
-            if media == "text/csv":
-                try:
-                    text = (await services.body(request)).decode("utf-8")
-                except UnicodeDecodeError:
-                    raise MalformedRequest("the CSV body is not valid UTF-8") from None
-                inference = codec.decode_csv(text, model.signature, max_rows=dp.max_rows)
+            if csv:
+                inference = codec.decode_csv(text, model.signature, max_rows=services.max_rows(call))
             elif is_json_type(content_type):
-                body = jsonutil.loads(await services.body(request), ctx.json)
-                inference = codec.decode(body, model.signature, max_rows=dp.max_rows)
+                inference = codec.decode(body, model.signature, max_rows=services.max_rows(call))
             else:
                 raise UnsupportedMediaType(
                     f"content type '{content_type}' is not supported here; send 'Content-Type: application/json' "

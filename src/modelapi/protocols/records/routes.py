@@ -123,13 +123,16 @@ def routes(services: Services) -> list[BaseRoute]:
         return await _predict(request, only, None, None)
 
     async def _predict(request: Request, name: str, version: str | None, label: str | None) -> Response:
+        get = request.method in ("GET", "HEAD")
+        # the body is read before the call: a slow upload holds no in-flight slot and no (retiring) version
+        body = None if get else await services.json(request)
         with dp.call(name, services.context(request, "records"), version, label) as call:
             signature = call.signature
-            if request.method in ("GET", "HEAD"):
+            if get:
                 inference = query.decode_query(request.query_params.multi_items(), signature)
                 single = True
             else:
-                inference, single = codec.decode(await services.json(request), signature, max_rows=dp.max_rows)
+                inference, single = codec.decode(body, signature, max_rows=services.max_rows(call))
             answer = await call.infer(inference)
         return json_response(codec.encode(answer, signature, single=single), version=answer.model_version)
 

@@ -61,11 +61,12 @@ def routes(services: Services) -> list[BaseRoute]:
 
     async def v1_predict(request: Request) -> Response:
         params = request.path_params
+        body = await services.json(request)  # before the call: a slow upload holds no in-flight slot
         with dp.call(
             params["name"], services.context(request, "v1"), params.get("version"), params.get("label")
         ) as call:
             signature = call.signature
-            decoded = codec.decode(await services.json(request), signature, max_rows=dp.max_rows)
+            decoded = codec.decode(body, signature, max_rows=services.max_rows(call))
             answer = await call.infer(decoded.request)
         return json_response(codec.encode(answer, signature, decoded), version=answer.model_version)
 

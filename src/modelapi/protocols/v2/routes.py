@@ -78,12 +78,13 @@ def routes(services: Services) -> list[BaseRoute]:
     async def infer(request: Request) -> Response:
         name, version = request.path_params["name"], request.path_params.get("version")
         ctx = services.context(request, "v2")
+        header_length = _header_length(request)
+        if header_length is None:
+            require_json(request)  # with the binary extension any content type goes (tritonclient: octet-stream)
+        # the body is read before the call: a slow upload holds no in-flight slot and no (retiring) version
+        body = await services.body(request)
         with dp.call(name, ctx, version) as call:
             model_codec = codec.codec_for(call.model)
-            header_length = _header_length(request)
-            if header_length is None:
-                require_json(request)  # with the binary extension any content type goes (tritonclient: octet-stream)
-            body = await services.body(request)
             inference_request, fmt = model_codec.decode(body, header_length, ctx.json)
             answer = await call.infer(inference_request)
         payload, json_length = model_codec.encode(answer, fmt)
