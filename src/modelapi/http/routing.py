@@ -81,14 +81,15 @@ class _ModelGuard:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         principal = current_principal(scope)
         if principal is not None and principal.models is not None:
-            names = self.repository.names()
             if self.only_path is not None:
+                names = self.repository.names()
                 if not (len(names) == 1 and principal.can_use(names[0])):
                     path = self.only_path
                     raise RouteNotFound(f"{path} needs exactly one served model; use /models/{{name}}{path}")
             else:
                 name = scope["path_params"]["name"]
-                # one 404 whatever the name, listing nothing: model names cannot be enumerated
-                if name not in names or not principal.can_use(name):
+                # the key's list only: whether the model exists is the handler's to say (a model on disk but
+                # not yet known can be loaded); an unknown name gets the same 404 text, so none can be enumerated
+                if not principal.can_use(name):
                     raise ModelNotFound(f"no model named '{name}'")
         await self.app(scope, receive, send)

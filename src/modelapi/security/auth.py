@@ -115,7 +115,7 @@ class AuthMiddleware:
                 send,
                 Forbidden(
                     f"{scope['path']} needs an API key with the admin scope, and authentication is off: create "
-                    "one with 'modelapi keys create NAME --scope admin' and restart the server"
+                    "one with 'modelapi keys create --name NAME --scope admin' and restart the server"
                 ),
             )
             return

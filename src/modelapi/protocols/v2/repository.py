@@ -37,7 +37,10 @@ def routes(services: Services, route: Callable[..., BaseRoute]) -> list[BaseRout
             doc = jsonutil.loads(body, limits)
             if not isinstance(doc, dict):
                 raise MalformedRequest('the request body must be a JSON object, e.g. {"ready": true}')
-            ready_only = doc.get("ready") is True
+            ready = doc.get("ready", False)
+            if not isinstance(ready, bool):
+                raise MalformedRequest(f"ready: must be a boolean (true or false), got {_kind(ready)}")
+            ready_only = ready
         visible = set(dp.names(services.context(request, "v2")))
         rows = [r for r in dp.repository.index() if r["name"] in visible and (not ready_only or r["state"] == "READY")]
         return json_response(rows)
@@ -71,9 +74,11 @@ def _parameters(body: bytes, limits: JsonLimits, allowed: tuple[str, ...]) -> di
     doc = jsonutil.loads(body, limits)
     if not isinstance(doc, dict):
         raise MalformedRequest('the request body must be a JSON object, e.g. {"parameters": {}}')
-    params = doc.get("parameters") or {}
+    params = doc.get("parameters")
+    if params is None:  # absent or null: no parameters
+        return {}
     if not isinstance(params, dict):
-        raise MalformedRequest("parameters: must be a JSON object")
+        raise MalformedRequest(f"parameters: must be a JSON object, got {_kind(params)}")
     for key in params:
         if key not in allowed:
             why = (
@@ -82,4 +87,22 @@ def _parameters(body: bytes, limits: JsonLimits, allowed: tuple[str, ...]) -> di
                 else f"supported: {', '.join(allowed) or 'none'}"
             )
             raise MalformedRequest(f"parameters.{key}: not supported; {why}")
+    if "unload_dependents" in params and not isinstance(params["unload_dependents"], bool):
+        got = _kind(params["unload_dependents"])
+        raise MalformedRequest(f"parameters.unload_dependents: must be a boolean (true or false), got {got}")
     return params
+
+
+def _kind(value: object) -> str:
+    """A JSON value's type, as an error message names it."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return "null"
