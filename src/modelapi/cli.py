@@ -92,6 +92,11 @@ _SERVE_FLAGS: dict[str, tuple[list[str], str, dict[str, Any]]] = {
         {"action": "append", "metavar": "ORIGIN"},
     ),
     "log_level": (["--log-level"], "critical, error, warning, info (default) or debug", {}),
+    "log_format": (
+        ["--log-format"],
+        "log lines as text or JSON (one object per line); default: text on a terminal, JSON otherwise",
+        {"choices": ["auto", "text", "json"]},
+    ),
     "device": (["--device"], "where PyTorch models run: cpu (default), cuda or cuda:N", {}),
     "workers": (["--workers"], "worker processes on one port, kept running by a supervisor (default 1)", {"type": int}),
     "grace_period_s": (

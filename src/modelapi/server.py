@@ -24,7 +24,7 @@ from typing import TextIO
 import uvicorn
 from starlette.applications import Starlette
 
-from . import jsonutil
+from . import jsonutil, logs
 from .dataplane import DataPlane
 from .errors import ModelLoadError
 from .http.app import create_app
@@ -35,7 +35,6 @@ from .models.registry import PICKLE_SUFFIXES
 from .models.sklearn import import_skops
 from .repository.shared import SharedState
 from .security import tls
-from .security.keys import RedactKeys
 from .security.slow_clients import protocol_class
 from .settings import Settings
 from .supervisor import Supervisor, WorkerContext
@@ -201,10 +200,10 @@ def serve_socket(
     config = uvicorn.Config(
         lifecycle,
         log_level=settings.log_level,
+        log_config=None,  # its loggers propagate to the handler logs.configure installed, in its format
         server_header=False,
         date_header=False,
-        # uvicorn formats each access line's arguments before the logger's level drops it: off unless shown
-        access_log=settings.log_level in ("info", "debug"),
+        access_log=False,  # the request-context middleware writes the access log (http/middleware.py)
         lifespan="on",
         # typed int, but uvicorn hands it to asyncio.wait_for, which takes seconds as a float
         timeout_graceful_shutdown=settings.grace_period_s,  # type: ignore[arg-type]
@@ -215,7 +214,6 @@ def serve_socket(
         h11_max_incomplete_event_size=settings.max_header_bytes,
         **tls.uvicorn_options(settings),
     )
-    logging.getLogger("uvicorn.access").addFilter(RedactKeys())  # a key sent in a URL never reaches the log
     if settings.log_level != "debug":
         # the banner says what uvicorn's start-up lines say; its warnings and errors still show
         logging.getLogger("uvicorn.error").setLevel(max(logging.WARNING, logging.getLogger("uvicorn.error").level))
@@ -241,7 +239,7 @@ def run(settings: Settings, *, out: TextIO = sys.stdout) -> None:
 
     One worker serves in this process; several are forked by a supervisor that stays in this process.
     """
-    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
+    logs.configure(settings)  # text or JSON, uvicorn's loggers included (docs/observability.md#logs)
     tls.uvicorn_options(settings)  # unusable certificate files stop the server here, before it binds
     sock = bind(settings.host, settings.port, reuse_port=settings.workers > 1 and _REUSE_PORT)
     port = sock.getsockname()[1]

@@ -60,6 +60,9 @@ class Settings(BaseSettings):
         default_factory=list, description="origins browsers may call the API from (CORS); empty: none"
     )
     log_level: str = Field("info", description="critical, error, warning, info or debug")
+    log_format: Literal["auto", "text", "json"] = Field(
+        "auto", description="log lines as text or JSON, one object per line; auto: text on a terminal, else JSON"
+    )
     device: str = Field(
         "cpu", min_length=1, description="where PyTorch models run: cpu, cuda or cuda:N (an error if CUDA is absent)"
     )

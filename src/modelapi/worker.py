@@ -14,6 +14,7 @@ import threading
 from rq import SimpleWorker
 from rq.serializers import JSONSerializer
 
+from . import logs
 from .dataplane import DataPlane
 from .jobs import rq_runner
 from .jobs.runner import maintain, worker_id
@@ -24,7 +25,7 @@ log = logging.getLogger("modelapi.jobs")
 
 
 def run_worker(settings: Settings, *, burst: bool = False) -> None:
-    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
+    logs.configure(settings)
     if not settings.redis_url:
         raise ValueError("modelapi worker needs a Redis URL: --redis-url URL or MODELAPI_REDIS_URL")
     if not settings.database_url:

@@ -5,7 +5,8 @@ in the scope, put there by ``http/routing.ProtocolRoute`` when it matched), so t
 answers ``{"error": "..."}`` and the others ``application/problem+json`` (RFC 9457). An error raised before
 routing (no key, a body over the limit, no such route) takes the style of the registered protocol that owns
 the path's prefix (``protocols.error_style_for``). A 500 reveals nothing but a request id: the traceback goes
-to the log under the same id.
+to the log under the same id. Refusals under load (503, 429, 504, 413) are not logged one by one but counted
+by ``http/rejections.py``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from starlette.responses import Response
 from .. import jsonutil
 from ..errors import ModelAPIError
 from ..protocols import ErrorStyle, error_style_for
+from .rejections import REPORTER, reason_for
 
 log = logging.getLogger("modelapi")
 
@@ -41,6 +43,13 @@ def request_id(request: Request) -> str:
     return str(request.scope.get("state", {}).get("request_id", ""))
 
 
+def model_of(request: Request) -> str | None:
+    """The model the matched route names (``{name}``), if any."""
+    params = request.scope.get("path_params")
+    name = params.get("name") if params else None
+    return name if isinstance(name, str) else None
+
+
 def error_response(
     request: Request, status: int, title: str, detail: str, headers: dict[str, str] | None = None
 ) -> Response:
@@ -54,7 +63,10 @@ def error_response(
 
 async def handle_modelapi_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ModelAPIError)
-    if exc.status >= 500:
+    reason = reason_for(exc)
+    if reason is not None:  # a refusal under load: counted, one warning a second (http/rejections.py)
+        REPORTER.refused(reason, exc.status, model_of(request), exc.detail)
+    elif exc.status >= 500:
         # the cause (if any) was logged where it happened; log the id so the two can be joined
         log.error("request %s failed: %s", request_id(request), exc.detail)
     return error_response(request, exc.status, exc.title, exc.detail, exc.headers)

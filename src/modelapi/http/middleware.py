@@ -6,6 +6,8 @@
 - The body-size limit is counted while the body streams in, so a client that lies in ``Content-Length`` gains
   nothing (413). The whole body must arrive within ``body_timeout_s`` of the request's headers, so a client
   that trickles or stalls cannot hold the request open (408; uvicorn itself has no body-read timeout).
+- The access log (``modelapi.access``) is written here, once the response has ended, and every log record
+  written while the request is served carries its id (``logs.CONTEXT``).
 - JSON limits are not set here: routes pass the server's (``http/services.py``) to the codecs explicitly.
 
 Errors raised outside the routes (a ``ModelAPIError`` from an inner middleware, or a crash) are rendered here,
@@ -15,9 +17,13 @@ so even those carry the request id.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import random
 import re
+import time
+from collections.abc import Callable
+from urllib.parse import quote, unquote
 
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -25,9 +31,14 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import ModelAPIError, PayloadTooLarge, RequestTimeout
+from ..logs import CONTEXT
+from ..security.keys import redact
 from ..settings import Settings
 from .errors import error_response, handle_modelapi_error, handle_unexpected
+from .rejections import REPORTER
 
+#: one line per request, written when the response ends (method, path, status, duration, bytes, client)
+ACCESS_LOG = logging.getLogger("modelapi.access")
 _CLIENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 #: request ids: not secrets, only unique, so no system call per request; a generator of our own, so a model that
 #: seeds ``random`` for reproducibility cannot make ids repeat, reseeded in every forked worker
@@ -63,11 +74,21 @@ class RequestContextMiddleware:
         scope.setdefault("state", {})["request_id"] = rid
         started = False
         tls = scope.get("scheme") == "https"
+        loop = asyncio.get_running_loop()
+        begun = time.perf_counter()  # not loop.time(): uvloop's has millisecond steps
+        token = CONTEXT.set(_RequestLog(scope, rid))
+        # the access line's numbers are only gathered when it will be written (docs/observability.md#logs)
+        access = ACCESS_LOG.isEnabledFor(logging.INFO)
+        status = 0
+        sent = 0
 
         async def send_with_headers(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
+            nonlocal started, status, sent
+            if access and message["type"] == "http.response.body":
+                sent += len(message.get("body", b""))
+            elif message["type"] == "http.response.start":
                 started = True
+                status = message["status"]
                 # raw (lower-case bytes) headers, as ASGI has them: MutableHeaders costs more than the rest here
                 raw = list(message.get("headers", ()))
                 present = {key.lower() for key, _ in raw}
@@ -78,11 +99,27 @@ class RequestContextMiddleware:
                 message["headers"] = raw
             await send(message)
 
+        try:
+            await self._serve(scope, receive, send_with_headers, declared, loop, lambda: started)
+        finally:
+            if access:
+                _access_line(scope, rid, status or 499, sent, time.perf_counter() - begun)
+            CONTEXT.reset(token)
+
+    async def _serve(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send_with_headers: Send,
+        declared: int | None,
+        loop: asyncio.AbstractEventLoop,
+        has_started: Callable[[], bool],
+    ) -> None:
         limit = self.max_body_bytes
         if declared is not None and declared > limit:
-            response = error_response(
-                Request(scope), 413, PayloadTooLarge.title, _too_large(limit), {"connection": "close"}
-            )
+            detail = _too_large(limit)
+            REPORTER.refused("body_size", 413, None, detail)
+            response = error_response(Request(scope), 413, PayloadTooLarge.title, detail, {"connection": "close"})
             await response(scope, receive, send_with_headers)
             return
 
@@ -90,7 +127,6 @@ class RequestContextMiddleware:
         body_done = False
         # one timer per request for the whole body (not one per receive: that costs more than the rest of the
         # middleware); it interrupts only a receive that is waiting, else the next receive sees the deadline
-        loop = asyncio.get_running_loop()
         deadline = loop.time() + self.body_timeout_s
         task = asyncio.current_task()
         timer: asyncio.TimerHandle | None = None
@@ -139,7 +175,7 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive_limited, send_with_headers)
         except Exception as exc:
-            if started:
+            if has_started():
                 raise
             request = Request(scope)
             if isinstance(exc, ModelAPIError):
@@ -150,6 +186,64 @@ class RequestContextMiddleware:
         finally:
             if timer is not None:
                 timer.cancel()
+
+
+class _RequestLog:
+    """The request this context serves, for log records (``logs.CONTEXT``): the model and version are read
+    from the matched route's path parameters when a record asks, so routing need not report them."""
+
+    __slots__ = ("request_id", "scope")
+
+    def __init__(self, scope: Scope, request_id: str) -> None:
+        self.scope = scope
+        self.request_id = request_id
+
+    @property
+    def model(self) -> str | None:
+        params = self.scope.get("path_params")
+        return params.get("name") if params else None
+
+    @property
+    def version(self) -> str | None:
+        params = self.scope.get("path_params")
+        return params.get("version") if params else None
+
+
+def _access_line(scope: Scope, rid: str, status: int, sent: int, seconds: float) -> None:
+    """One access-log line; the query string's keys redacted (a key in a URL is refused, never logged)."""
+    path = scope.get("path", "")
+    query = scope.get("query_string", b"")
+    if query:
+        text = query.decode("latin-1")
+        if "%" in text and "mk" in unquote(text):  # a percent-encoded key is still a key
+            text = quote(redact(unquote(text)), safe="=&+,;:/<>")
+        path = f"{path}?{text}"
+    if "mk_" in path:
+        path = redact(path)
+    client = scope.get("client")
+    address = f"{client[0]}:{client[1]}" if client else "-"
+    method = scope.get("method", "")
+    ms = round(seconds * 1000, 3)
+    ACCESS_LOG.info(
+        '%s - "%s %s HTTP/%s" %d %d B %.1f ms [%s]',
+        address,
+        method,
+        path,
+        scope.get("http_version", "1.1"),
+        status,
+        sent,
+        ms,
+        rid,
+        extra={
+            "method": method,
+            "path": path,
+            "status": status,
+            "duration_ms": ms,
+            "bytes": sent,
+            "client": address,
+            "request_id": rid,
+        },
+    )
 
 
 def _too_large(limit: int) -> str:

@@ -9,7 +9,17 @@ from pathlib import Path
 from typing import Any
 
 #: flags of ``serve`` that ``worker`` and ``predict`` share (their dests, as in cli._SERVE_FLAGS)
-SHARED = ("names", "trust_pickle", "sha256", "max_rows", "log_level", "state_dir", "database_url", "redis_url")
+SHARED = (
+    "names",
+    "trust_pickle",
+    "sha256",
+    "max_rows",
+    "log_level",
+    "log_format",
+    "state_dir",
+    "database_url",
+    "redis_url",
+)
 WORKER_ONLY = ("job_queue",)
 
 JOB_FLAGS: dict[str, tuple[list[str], str, dict[str, Any]]] = {
