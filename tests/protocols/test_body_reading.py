@@ -8,6 +8,7 @@ the server's ``--max-rows``, in every protocol's decoder.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -105,9 +106,9 @@ def test_a_body_still_arriving_holds_no_in_flight_slot(path: str, content_type: 
     asyncio.run(main())
 
 
-def test_a_client_gone_mid_body_is_not_counted_against_the_model() -> None:
+def test_a_client_gone_mid_body_is_not_counted_against_the_model(caplog: pytest.LogCaptureFixture) -> None:
     """The body is read before the call: a disconnect while it arrives is no request to the model (and no 500
-    in its statistics); nothing is left in flight."""
+    in its statistics, no answer sent, no error logged); nothing is left in flight."""
     app = create_app([IrisClassifier()], Settings(max_inflight=1, batching=False, job_workers=0))
     log = EventLog()
     app.state.dataplane.events.subscribe(log)
@@ -119,11 +120,15 @@ def test_a_client_gone_mid_body_is_not_counted_against_the_model() -> None:
             async def receive() -> Message:
                 return next(messages, {"type": "http.disconnect"})  # type: ignore[arg-type]
 
-            await _call(app, "/models/iris/predict", "application/json", receive)
+            sent = await _call(app, "/models/iris/predict", "application/json", receive)
+            assert sent == []  # nobody to answer
             assert app.state.dataplane.gate.inflight == {}
 
-    asyncio.run(main())
+    with caplog.at_level(logging.INFO):
+        asyncio.run(main())
     assert log.of(RequestStarted) == [] and log.of(RequestFinished) == []
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert "disconnected before its body arrived" in caplog.text
 
 
 # the called version's max_rows ---------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from urllib.parse import quote, unquote
 
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import ModelAPIError, PayloadTooLarge, RequestTimeout
@@ -40,6 +40,7 @@ from .rejections import REPORTER
 
 #: one line per request, written when the response ends (method, path, status, duration, bytes, client)
 ACCESS_LOG = logging.getLogger("modelapi.access")
+log = logging.getLogger("modelapi")
 _CLIENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 #: request ids: not secrets, only unique, so no system call per request; a generator of our own, so a model that
 #: seeds ``random`` for reproducibility cannot make ids repeat, reseeded in every forked worker
@@ -177,6 +178,9 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive_limited, send_with_headers)
+        except ClientDisconnect:
+            # the client left while its body was arriving: nobody to answer (the access log says 499)
+            log.info("request %s: the client disconnected before its body arrived", scope["state"]["request_id"])
         except Exception as exc:
             if has_started():
                 raise
