@@ -15,6 +15,7 @@ the others succeed.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections import deque
 from collections.abc import Callable, Hashable, Mapping
@@ -23,6 +24,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from . import tracing
 
 Arrays = dict[str, np.ndarray]
 RunFn = Callable[[Mapping[str, np.ndarray], int], Mapping[str, np.ndarray]]
@@ -93,7 +96,7 @@ def _freeze(value: Any) -> Hashable:
 
 
 class _Item:
-    __slots__ = ("arrived", "future", "inputs", "key", "rows", "timing")
+    __slots__ = ("arrived", "future", "inputs", "key", "rows", "timing", "trace")
 
     def __init__(
         self,
@@ -109,15 +112,24 @@ class _Item:
         self.future = future
         self.timing = timing
         self.arrived = time.monotonic()
+        #: the submitting request's trace context and arrival, when tracing is on (its queue span, batch links)
+        self.trace = tracing.capture() if tracing.ON else None
 
 
 class Batcher:
     """One model's queue. ``submit`` from the event loop; ``close`` from any thread."""
 
     def __init__(
-        self, run: RunFn, policy: BatchPolicy, executor: Executor | None = None, on_batch: OnBatch | None = None
+        self,
+        run: RunFn,
+        policy: BatchPolicy,
+        executor: Executor | None = None,
+        on_batch: OnBatch | None = None,
+        trace_attributes: Mapping[str, str] | None = None,
     ) -> None:
         self.run = run
+        #: on every queue and predict span (the model and version)
+        self.trace_attributes: Mapping[str, str] = trace_attributes or {}
         self.on_batch = on_batch
         self.policy = policy
         self.executor = executor
@@ -194,6 +206,9 @@ class Batcher:
         return batch
 
     async def _execute(self, batch: list[_Item]) -> None:
+        if tracing.ON:
+            waited = [item.trace for item in batch if item.trace is not None and not item.future.done()]
+            tracing.queued(waited, self.trace_attributes)
         try:
             await self._run_and_split(batch)
         finally:
@@ -210,13 +225,18 @@ class Batcher:
         rows = sum(item.rows for item in live)
         self.batch_rows.append(rows)
         started = time.monotonic()
+        run = self.run
+        if tracing.ON:
+            traced = [item.trace[0] for item in live if item.trace is not None]
+            if traced:  # one predict span per batch run, created on the thread that runs it
+                run = functools.partial(tracing.run_batch, self.run, traced, self.trace_attributes)
         try:
             inputs = live[0].inputs if len(live) == 1 else concat([item.inputs for item in live])
             if self.executor is None:
-                outputs = self.run(inputs, rows)
+                outputs = run(inputs, rows)
             else:
                 assert self._loop is not None
-                outputs = await self._loop.run_in_executor(self.executor, self.run, inputs, rows)
+                outputs = await self._loop.run_in_executor(self.executor, run, inputs, rows)
         except Exception as exc:
             if len(live) == 1:
                 _settle(live[0].future, exc=exc)

@@ -97,6 +97,12 @@ _SERVE_FLAGS: dict[str, tuple[list[str], str, dict[str, Any]]] = {
         "log lines as text or JSON (one object per line); default: text on a terminal, JSON otherwise",
         {"choices": ["auto", "text", "json"]},
     ),
+    "tracing": (
+        ["--tracing"],
+        "OpenTelemetry traces, configured by the OTEL_* variables: auto (default: on when OTEL_TRACES_EXPORTER or "
+        "OTEL_EXPORTER_OTLP_ENDPOINT is set and the [otel] extra is installed), on or off",
+        {"choices": ["auto", "on", "off"]},
+    ),
     "device": (["--device"], "where PyTorch models run: cpu (default), cuda or cuda:N", {}),
     "workers": (["--workers"], "worker processes on one port, kept running by a supervisor (default 1)", {"type": int}),
     "grace_period_s": (

@@ -21,6 +21,7 @@ import time
 from collections.abc import Sequence
 from types import TracebackType
 
+from . import tracing
 from .batching import BatcherClosed, Timing, batch_key
 from .context import LOCAL, CallContext
 from .errors import BadRequest, InferenceError, InferenceTimeout, InvalidInput, ModelAPIError, ModelNotReady, Overloaded
@@ -169,6 +170,8 @@ class Call:
         self._closed = False
         if plane.events.active:
             plane.events.request_started(RequestStarted(handle.name, handle.version, ctx.protocol, ctx.request_id))
+        if tracing.ON:
+            tracing.annotate(handle.name, handle.version, ctx.protocol)
 
     @property
     def model(self) -> Model:

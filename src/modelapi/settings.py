@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .batching import BatchPolicy, parse_policy
@@ -63,6 +63,25 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "text", "json"] = Field(
         "auto", description="log lines as text or JSON, one object per line; auto: text on a terminal, else JSON"
     )
+    # traces (docs/observability.md#traces): whether they are on; the OpenTelemetry SDK reads the rest of OTEL_*
+    tracing: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="OpenTelemetry traces: auto (on with the [otel] extra installed and OTEL_TRACES_EXPORTER or "
+        "OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT set), on, or off",
+    )
+    otel_traces_exporter: str | None = Field(
+        None,
+        validation_alias=AliasChoices("otel_traces_exporter", "OTEL_TRACES_EXPORTER"),
+        description="OTEL_TRACES_EXPORTER: otlp (OTLP over HTTP/protobuf), console, none, or an installed exporter",
+    )
+    otel_exporter_otlp_endpoint: str | None = Field(
+        None, validation_alias=AliasChoices("otel_exporter_otlp_endpoint", "OTEL_EXPORTER_OTLP_ENDPOINT")
+    )
+    otel_exporter_otlp_traces_endpoint: str | None = Field(
+        None,
+        validation_alias=AliasChoices("otel_exporter_otlp_traces_endpoint", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+    )
+    otel_sdk_disabled: bool = Field(False, validation_alias=AliasChoices("otel_sdk_disabled", "OTEL_SDK_DISABLED"))
     device: str = Field(
         "cpu", min_length=1, description="where PyTorch models run: cpu, cuda or cuda:N (an error if CUDA is absent)"
     )

@@ -15,7 +15,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 
-from .. import metrics
+from .. import metrics, tracing
 from ..dataplane import DataPlane
 from ..errors import ModelAPIError
 from ..jobs.host import JobsHost
@@ -30,6 +30,7 @@ from .errors import handle_http_exception, handle_modelapi_error
 from .middleware import cors, request_context
 from .routing import guard
 from .services import Services
+from .tracing import tracing_middleware
 
 
 def create_app(
@@ -44,6 +45,7 @@ def create_app(
     repository state, with ``--workers N``. ``metrics_socket``: the ``--metrics-port`` listener, bound by the
     server (once, before any fork), served by this app's lifespan."""
     settings = settings or Settings()
+    tracing.configure(settings)  # per worker, after any fork: the SDK's export thread is per process
     if isinstance(models, DataPlane):
         dataplane = models
     else:
@@ -90,6 +92,7 @@ def create_app(
             for sampler in samplers:
                 metrics.remove_sampler(sampler)
             metrics.flush()
+            tracing.shutdown()  # what configure() built: the last spans are exported
 
     routes = [route for protocol in registered() for route in protocol.routes(services)]
     # the router tries routes in order: inference routes first (no other route matches their paths)
@@ -97,6 +100,7 @@ def create_app(
     app = Starlette(
         routes=guard(routes, dataplane.repository),  # a key's model list, from each matched route's {name}
         middleware=[
+            *tracing_middleware(),  # outermost: the server span is current for the access log line too
             request_context(settings),  # request id, headers, body limits (docs/security.md)
             *cors(settings),  # outside authentication: a browser's preflight carries no key
             Middleware(  # inside the request context: its 401s carry the request id

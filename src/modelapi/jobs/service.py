@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from .. import tracing
 from ..context import CallContext
 from ..dataplane import DataPlane
 from ..db import create_sqlite_file
@@ -175,22 +176,27 @@ class JobService:
             signature = self.dataplane.get(job.model).signature
         except ModelNotFound:
             return FAILED, _error(f"model '{job.model}' is not served by this worker")
+        traced = {"modelapi.job.id": job.id, tracing.MODEL: job.model, "modelapi.job.chunks": job.chunks_total}
         for seq in range(job.chunks_done, job.chunks_total):
             if lost.is_set():
                 return None, None
-            chunk = await asyncio.to_thread(store.input_chunk, job.id, seq)
-            first = seq * job.chunk_rows
-            try:
-                inputs = await asyncio.to_thread(formats_in.decode_chunk, chunk, signature, first)
-                response = await self.dataplane.infer(job.model, InferenceRequest(inputs), JOBS)
-            except formats_in.BadValue as exc:
-                return FAILED, _error(exc.detail, row=exc.row, column=exc.column)
-            except (BadRequest, ModelAPIError) as exc:
-                return FAILED, _error(f"rows {first + 1}-{first + chunk.rows}: {exc.detail}")
-            data = await asyncio.to_thread(formats_out.outputs_to_ipc, response.outputs)
-            lease = self.settings.job_lease_s
-            if not await asyncio.to_thread(store.commit_chunk, job.id, worker, seq, chunk.rows, data, lease):
-                return None, None  # cancelled, or another worker took over
+            # one span per chunk (a trace of its own): decode, the data plane's queue and predict, commit
+            with tracing.span("job chunk", {**traced, "modelapi.job.chunk": seq}) as span:
+                chunk = await asyncio.to_thread(store.input_chunk, job.id, seq)
+                if span is not None:
+                    span.set_attribute("modelapi.job.rows", chunk.rows)
+                first = seq * job.chunk_rows
+                try:
+                    inputs = await asyncio.to_thread(formats_in.decode_chunk, chunk, signature, first)
+                    response = await self.dataplane.infer(job.model, InferenceRequest(inputs), JOBS)
+                except formats_in.BadValue as exc:
+                    return FAILED, _error(exc.detail, row=exc.row, column=exc.column)
+                except (BadRequest, ModelAPIError) as exc:
+                    return FAILED, _error(f"rows {first + 1}-{first + chunk.rows}: {exc.detail}")
+                data = await asyncio.to_thread(formats_out.outputs_to_ipc, response.outputs)
+                lease = self.settings.job_lease_s
+                if not await asyncio.to_thread(store.commit_chunk, job.id, worker, seq, chunk.rows, data, lease):
+                    return None, None  # cancelled, or another worker took over
             self.observer.job_rows(job.model, chunk.rows)
         return SUCCEEDED, None
 

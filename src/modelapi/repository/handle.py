@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from .. import tracing
 from ..batching import Batcher, BatchPolicy, Timing
 from ..datatypes import DATATYPES
 from ..errors import InferenceError
@@ -107,7 +108,8 @@ class VersionHandle:
             self._thread = ModelThread(f"modelapi-{self.name}-{self.version}")
             self.open_shaped = tuple(s.name for s in self.signature.inputs if -1 in s.row_shape)
             on_batch = None if self._on_batch is None else functools.partial(self._on_batch, self)
-            self.batcher = Batcher(functools.partial(predict, self.model), self.policy, self._thread, on_batch)
+            traced = {tracing.MODEL: self.name, tracing.VERSION: self.version}
+            self.batcher = Batcher(functools.partial(predict, self.model), self.policy, self._thread, on_batch, traced)
 
     def stop(self) -> None:
         """Unload: fail whatever still waits, let a running batch finish, release the model."""
@@ -148,7 +150,12 @@ class VersionHandle:
         if self.batcher is not None:
             return await self.batcher.submit(inputs, rows, key, timing)
         started = time.monotonic()
-        outputs = await asyncio.to_thread(predict, self.model, inputs, rows)
+        if tracing.ON:  # a run of its own: a predict span of one request, its parent the request's span
+            run = functools.partial(predict, self.model)
+            traced = {tracing.MODEL: self.name, tracing.VERSION: self.version}
+            outputs = await asyncio.to_thread(tracing.run_batch, run, [tracing.capture()[0]], traced, inputs, rows)
+        else:
+            outputs = await asyncio.to_thread(predict, self.model, inputs, rows)
         timing.compute_s = time.monotonic() - started  # no queue of ours: the thread pool's wait counts as compute
         if self._on_batch is not None:
             self._on_batch(self, rows, 1, timing.compute_s)  # a run of its own is a batch of one request

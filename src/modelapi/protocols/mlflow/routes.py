@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
-from ... import jsonutil
+from ... import jsonutil, tracing
 from ...errors import MalformedRequest, RouteNotFound, UnsupportedMediaType
 from ...http.request import is_json_type
 from ...http.responses import json_response
@@ -58,21 +58,23 @@ def routes(services: Services) -> list[BaseRoute]:
             body = jsonutil.loads(await services.body(request), ctx.json)
         with dp.call(name, ctx) as call:
             model = call.model
-            if csv:
-                inference = codec.decode_csv(text, model.signature, max_rows=services.max_rows(call))
-            elif is_json_type(content_type):
-                inference = codec.decode(body, model.signature, max_rows=services.max_rows(call))
-            else:
-                raise UnsupportedMediaType(
-                    f"content type '{content_type}' is not supported here; send 'Content-Type: application/json' "
-                    "(or text/csv with a header row)"
-                )
+            with tracing.span("decode"):
+                if csv:
+                    inference = codec.decode_csv(text, model.signature, max_rows=services.max_rows(call))
+                elif is_json_type(content_type):
+                    inference = codec.decode(body, model.signature, max_rows=services.max_rows(call))
+                else:
+                    raise UnsupportedMediaType(
+                        f"content type '{content_type}' is not supported here; send 'Content-Type: "
+                        "application/json' (or text/csv with a header row)"
+                    )
             wanted = codec.answer_outputs(model.signature, getattr(model, "invocation_outputs", None))
             inference.outputs = wanted
             answer = await call.infer(inference)
-        view = getattr(model, "invocation_view", None)
-        outputs = view(answer.outputs) if callable(view) else answer.outputs
-        return json_response(codec.encode(outputs, wanted), version=answer.model_version)
+        with tracing.span("encode"):
+            view = getattr(model, "invocation_view", None)
+            outputs = view(answer.outputs) if callable(view) else answer.outputs
+            return json_response(codec.encode(outputs, wanted), version=answer.model_version)
 
     async def ping(request: Request) -> Response:
         ok = dp.ready

@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
+from ... import tracing
 from ...errors import RouteNotFound
 from ...http.responses import json_response
 from ...http.routing import ProtocolRoute
@@ -128,13 +129,15 @@ def routes(services: Services) -> list[BaseRoute]:
         body = None if get else await services.json(request)
         with dp.call(name, services.context(request, "records"), version, label) as call:
             signature = call.signature
-            if get:
-                inference = query.decode_query(request.query_params.multi_items(), signature)
-                single = True
-            else:
-                inference, single = codec.decode(body, signature, max_rows=services.max_rows(call))
+            with tracing.span("decode"):
+                if get:
+                    inference = query.decode_query(request.query_params.multi_items(), signature)
+                    single = True
+                else:
+                    inference, single = codec.decode(body, signature, max_rows=services.max_rows(call))
             answer = await call.infer(inference)
-        return json_response(codec.encode(answer, signature, single=single), version=answer.model_version)
+        with tracing.span("encode"):
+            return json_response(codec.encode(answer, signature, single=single), version=answer.model_version)
 
     get, both = ["GET"], ["GET", "POST"]
     return [

@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
+from ... import tracing
 from ...errors import ModelNotFound, ModelNotReady
 from ...http.responses import json_response
 from ...http.routing import ProtocolRoute
@@ -66,9 +67,11 @@ def routes(services: Services) -> list[BaseRoute]:
             params["name"], services.context(request, "v1"), params.get("version"), params.get("label")
         ) as call:
             signature = call.signature
-            decoded = codec.decode(body, signature, max_rows=services.max_rows(call))
+            with tracing.span("decode"):
+                decoded = codec.decode(body, signature, max_rows=services.max_rows(call))
             answer = await call.infer(decoded.request)
-        return json_response(codec.encode(answer, signature, decoded), version=answer.model_version)
+        with tracing.span("encode"):
+            return json_response(codec.encode(answer, signature, decoded), version=answer.model_version)
 
     get, post = ["GET"], ["POST"]
     return [

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
-from ... import jsonutil
+from ... import jsonutil, tracing
 from ...errors import MalformedRequest, ModelNotFound
 from ...http.request import require_json
 from ...http.responses import json_response
@@ -85,9 +85,11 @@ def routes(services: Services) -> list[BaseRoute]:
         body = await services.body(request)
         with dp.call(name, ctx, version) as call:
             model_codec = codec.codec_for(call.model)
-            inference_request, fmt = model_codec.decode(body, header_length, ctx.json)
+            with tracing.span("decode"):
+                inference_request, fmt = model_codec.decode(body, header_length, ctx.json)
             answer = await call.infer(inference_request)
-        payload, json_length = model_codec.encode(answer, fmt)
+        with tracing.span("encode"):
+            payload, json_length = model_codec.encode(answer, fmt)
         if json_length is None:
             return Response(payload, media_type="application/json")
         return Response(payload, media_type="application/octet-stream", headers={HEADER_LENGTH: str(json_length)})
