@@ -16,7 +16,7 @@ from starlette.testclient import TestClient
 from modelapi.http import openapi
 from modelapi.http.app import create_app
 from modelapi.protocols import registered
-from modelapi.security.auth import MANAGEMENT_PATHS, OPEN_PATHS
+from modelapi.security.auth import MANAGEMENT_PATHS, OPEN_PATHS, is_management
 from modelapi.security.keys import KeyStore
 from modelapi.settings import Settings
 from toymodels import IRIS_FEATURES, IRIS_LABELS, Echo, IrisClassifier, Regressor
@@ -413,8 +413,8 @@ def test_each_operation_says_whether_it_needs_a_key(keyed: tuple[TestClient, dic
         assert "WWW-Authenticate" in responses["401"]["headers"]
         assert responses["429"]["content"] == {media: {"schema": schema}}, (path, method)
         assert "Retry-After" in responses["429"]["headers"]
-        # only the management routes need more than the predict scope every key has
-        assert ("403" in responses) == (path in MANAGEMENT_PATHS), (path, method)
+        # only the management routes and /metrics need more than the predict scope every key has
+        assert ("403" in responses) == (is_management(path) or path == "/metrics"), (path, method)
         if "403" in responses:
             assert responses["403"]["content"] == {media: {"schema": schema}}
         assert list(responses) == sorted(responses, key=lambda code: (code == "default", code))

@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..protocols import ErrorStyle, error_style_for
-from ..security.auth import CHALLENGE, MANAGEMENT_PATHS, OPEN_PATHS
+from ..protocols import ErrorStyle, error_style_for, registered
+from ..security.auth import CHALLENGE, OPEN_PATHS, is_management
 from . import openapi_schemas as s
 
 if TYPE_CHECKING:
@@ -87,13 +87,15 @@ def secure(doc: dict[str, Any], access: Access) -> dict[str, Any]:
     """``doc`` (built for one app) with what authentication adds when it is on; unchanged when it is off."""
     if not access.auth:
         return doc
+    admin_paths = {path for protocol in registered() for path in protocol.admin_paths}
     for path, item in doc["paths"].items():
         style = error_style_for(path)  # as ``http/errors.py`` writes the errors of the protocol owning the path
         for op in item.values():
             if path in OPEN_PATHS:
                 op["security"] = []  # the health probes need no key
                 continue
-            codes = [401, *([403] if path in MANAGEMENT_PATHS else []), *([429] if access.rate_limit else [])]
+            admin = is_management(path) or path in admin_paths
+            codes = [401, *([403] if admin else []), *([429] if access.rate_limit else [])]
             responses = {**op["responses"], **{str(c): _answer(c, style) for c in codes}}
             op["responses"] = dict(sorted(responses.items(), key=lambda kv: (kv[0] == "default", kv[0])))
     doc["components"]["securitySchemes"] = {name: dict(scheme) for name, scheme in SCHEMES.items()}
