@@ -14,7 +14,7 @@ import threading
 from rq import SimpleWorker
 from rq.serializers import JSONSerializer
 
-from . import logs
+from . import logs, tracing
 from .dataplane import DataPlane
 from .jobs import rq_runner
 from .jobs.runner import maintain, worker_id
@@ -26,6 +26,7 @@ log = logging.getLogger("modelapi.jobs")
 
 def run_worker(settings: Settings, *, burst: bool = False) -> None:
     logs.configure(settings)
+    tracing.configure(settings)  # job chunks traced as in the server (docs/observability.md#traces)
     if not settings.redis_url:
         raise ValueError("modelapi worker needs a Redis URL: --redis-url URL or MODELAPI_REDIS_URL")
     if not settings.database_url:
@@ -65,3 +66,4 @@ def run_worker(settings: Settings, *, burst: bool = False) -> None:
         asyncio.run_coroutine_threadsafe(dataplane.close(), loop).result()
         loop.call_soon_threadsafe(loop.stop)
         service.close()
+        tracing.shutdown()
