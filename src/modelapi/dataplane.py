@@ -258,6 +258,9 @@ class Call:
                 outputs = await handle.run(inputs, rows, key, self.timing)
         except TimeoutError:
             # still queued, the rows never run; already running, that batch finishes and this answer is dropped
+            events = self.plane.events
+            if events.active:
+                events.request_rejected(RequestRejected(name, self.ctx.protocol, "timeout", 504))
             raise InferenceTimeout(f"model '{name}' took longer than {why}") from None
         except (BadRequest, InferenceError, asyncio.CancelledError):
             raise

@@ -78,6 +78,33 @@ def test_requests_rows_batches_rejections_and_state_after_requests(make: Any) ->
     assert matching(s, "modelapi_process_cpu_seconds")  # sampled before the scrape
 
 
+def test_refusals_before_any_model_are_counted_by_reason(make: Any, tmp_path: Path) -> None:
+    """Authentication, rate limit, body size and timeout refusals reach the metrics as well as the model's own."""
+    state = tmp_path / "state"
+    predict, admin = create_key(state), create_key(state, scope="admin")
+    client = make(auth="on", rate_limit=0.001, rate_burst=1, max_body_bytes=2000)
+    assert client.post("/models/iris/predict", json=ROW).status_code == 401  # no key
+    key = {"Authorization": f"Bearer {predict}"}
+    assert client.get("/metrics", headers=key).status_code == 403  # not admin
+    big = {"inputs": [{"name": "x", "datatype": "FP64", "shape": [1], "data": [0.0] * 1000}]}
+    assert client.post("/v2/models/iris/infer", json=big, headers=key).status_code == 413
+    assert client.post("/models/iris/predict", json=ROW, headers=key).status_code == 200
+    assert client.post("/models/iris/predict", json=ROW, headers=key).status_code == 429  # the burst is spent
+    s = scrape(client, Authorization=f"Bearer {admin}")
+    for reason, count in (("unauthenticated", 1), ("forbidden", 1), ("body_size", 1), ("rate_limited", 1)):
+        assert value(s, "modelapi_requests_rejected_total", model="", protocol="http", reason=reason) == count
+
+
+def test_an_inference_timeout_is_counted_as_a_refusal(tmp_path: Path) -> None:
+    from toymodels import Sleepy
+
+    settings = Settings(state_dir=tmp_path / "state", inference_timeout_s=0.05, batching=False)
+    with TestClient(create_app([Sleepy()], settings), raise_server_exceptions=False) as client:
+        assert client.post("/models/sleepy/predict", json={"seconds": 0.5}).status_code == 504
+        s = scrape(client)
+    assert value(s, "modelapi_requests_rejected_total", model="sleepy", protocol="records", reason="timeout") == 1
+
+
 def test_no_metrics_counts_nothing(make: Any) -> None:
     client = make(metrics=False)
     assert client.post("/models/iris/predict", json=ROW).status_code == 200

@@ -101,15 +101,17 @@ def create_app(
         routes=guard(routes, dataplane.repository),  # a key's model list, from each matched route's {name}
         middleware=[
             *tracing_middleware(),  # outermost: the server span is current for the access log line too
-            request_context(settings),  # request id, headers, body limits (docs/security.md)
+            request_context(settings, dataplane.events),  # request id, headers, body limits (docs/security.md)
             *cors(settings),  # outside authentication: a browser's preflight carries no key
             Middleware(  # inside the request context: its 401s carry the request id
                 AuthMiddleware,
                 auth=auth,
                 management=settings.management_routes,
                 admin_paths=frozenset(path for protocol in registered() for path in protocol.admin_paths),
+                events=dataplane.events,
             ),
-            rate_limit(settings.rate_limit, settings.rate_burst),  # inside authentication, which names the key
+            # inside authentication, which names the key
+            rate_limit(settings.rate_limit, settings.rate_burst, dataplane.events),
         ],
         exception_handlers={ModelAPIError: handle_modelapi_error, HTTPException: handle_http_exception},
         lifespan=lifespan,

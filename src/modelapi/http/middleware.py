@@ -32,6 +32,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import ModelAPIError, PayloadTooLarge, RequestTimeout
+from ..events import Events, RequestRejected
 from ..logs import CONTEXT
 from ..security.keys import redact
 from ..settings import Settings
@@ -63,10 +64,16 @@ class RequestContextMiddleware:
         *,
         max_body_bytes: int,
         body_timeout_s: float = 60.0,
+        events: Events | None = None,
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.body_timeout_s = body_timeout_s
+        self.events = events
+
+    def _too_large(self) -> None:
+        if self.events is not None and self.events.active:
+            self.events.request_rejected(RequestRejected(None, "http", "body_size", 413))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -121,6 +128,7 @@ class RequestContextMiddleware:
         if declared is not None and declared > limit:
             detail = _too_large(limit)
             REPORTER.refused("body_size", 413, None, detail)
+            self._too_large()
             response = error_response(Request(scope), 413, PayloadTooLarge.title, detail, {"connection": "close"})
             await response(scope, receive, send_with_headers)
             return
@@ -168,6 +176,7 @@ class RequestContextMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
+                    self._too_large()
                     raise PayloadTooLarge(_too_large(limit), headers={"connection": "close"})
                 body_done = not message.get("more_body", False)
             else:
@@ -275,12 +284,13 @@ def _scan_headers(scope: Scope) -> tuple[str, int | None]:
     return rid or f"{_IDS.getrandbits(128):032x}", length
 
 
-def request_context(settings: Settings) -> Middleware:
-    """The outermost middleware, configured from ``settings``."""
+def request_context(settings: Settings, events: Events | None = None) -> Middleware:
+    """The outermost middleware, configured from ``settings``; ``events`` hears of bodies refused as too large."""
     return Middleware(
         RequestContextMiddleware,
         max_body_bytes=settings.max_body_bytes,
         body_timeout_s=settings.body_timeout_s,
+        events=events,
     )
 
 

@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..errors import Forbidden, ModelAPIError, Unauthorized
+from ..events import Events, RequestRejected
 from ..settings import Settings, is_loopback
 from .keys import InvalidKey, KeyStore
 from .principal import SCOPE_KEY, Principal
@@ -90,13 +91,20 @@ class Auth:
 
 class AuthMiddleware:
     def __init__(
-        self, app: ASGIApp, *, auth: Auth, management: bool = False, admin_paths: frozenset[str] = frozenset()
+        self,
+        app: ASGIApp,
+        *,
+        auth: Auth,
+        management: bool = False,
+        admin_paths: frozenset[str] = frozenset(),
+        events: Events | None = None,
     ) -> None:
         self.app = app
         self.auth = auth
         self.management = management
         #: the registered protocols' ``admin_paths`` (``GET /metrics``): admin keys only when authentication is on
         self.admin_paths = admin_paths
+        self.events = events  # told of every refusal (metrics count them by reason)
         # SQLite answers a primary-key lookup in microseconds; a network database goes to a thread
         self.in_thread = auth.store is not None and not auth.store.url.startswith("sqlite")
 
@@ -130,10 +138,12 @@ class AuthMiddleware:
         scope[SCOPE_KEY] = principal
         await self.app(scope, receive, send)
 
-    @staticmethod
-    async def _refuse(scope: Scope, receive: Receive, send: Send, exc: ModelAPIError) -> None:
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, exc: ModelAPIError) -> None:
         from ..http.errors import handle_modelapi_error
 
+        if self.events is not None and self.events.active:
+            reason = "unauthenticated" if exc.status == 401 else "forbidden"
+            self.events.request_rejected(RequestRejected(None, "http", reason, exc.status))
         response = await handle_modelapi_error(Request(scope), exc)
         await response(scope, receive, send)
 

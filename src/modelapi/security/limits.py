@@ -19,6 +19,7 @@ from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..errors import TooManyRequests
+from ..events import Events, RequestRejected
 from .principal import SCOPE_KEY, Principal
 
 
@@ -73,8 +74,9 @@ class RateLimitMiddleware:
     ``RequestContextMiddleware``, which renders the ``TooManyRequests`` it raises.
     """
 
-    def __init__(self, app: ASGIApp, *, rate: float, burst: int) -> None:
+    def __init__(self, app: ASGIApp, *, rate: float, burst: int, events: Events | None = None) -> None:
         self.app = app
+        self.events = events
         self.limiter = RateLimiter(rate, burst) if rate > 0 else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -84,6 +86,8 @@ class RateLimitMiddleware:
             return
         wait = self.limiter.wait_s(principal.key_id)
         if wait > 0:
+            if self.events is not None and self.events.active:
+                self.events.request_rejected(RequestRejected(None, "http", "rate_limited", 429))
             raise TooManyRequests(
                 f"API key '{principal.name}' is over its rate limit of {self.limiter.rate:g} requests per second "
                 f"(bursts of {self.limiter.burst}; rate_limit); retry after the Retry-After seconds",
@@ -92,6 +96,6 @@ class RateLimitMiddleware:
         await self.app(scope, receive, send)
 
 
-def rate_limit(rate: float, burst: int) -> Middleware:
+def rate_limit(rate: float, burst: int, events: Events | None = None) -> Middleware:
     """``RateLimitMiddleware`` for ``create_app``'s middleware list (after the authentication middleware)."""
-    return Middleware(RateLimitMiddleware, rate=rate, burst=burst)
+    return Middleware(RateLimitMiddleware, rate=rate, burst=burst, events=events)
