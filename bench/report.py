@@ -55,6 +55,10 @@ class Target:
         return f"{verdict}  {self.name}: {self.value:.2f}{self.unit} (target {op} {self.limit:.2f}{self.unit}{cpu})"
 
 
+#: the default server with its metrics turned off, for the cost of metrics
+METRICS_OFF = "modelapi --no-metrics"
+
+
 def _throughput(name: str, mine: Row | None, theirs: Row | None, limit: float) -> list[Target]:
     """``mine`` vs ``theirs`` in rows/s (requests/s when both carry as many rows), and by CPU time per row."""
     if mine is None or theirs is None or not theirs.rows_per_s:
@@ -104,6 +108,11 @@ def targets(rows: list[Row], rss: dict[str, list[int]], footprint: int) -> list[
         mine1, theirs1 = find(rows, contender, "friendly JSON", 1, 1), flask[(1, 1)]
         if mine1 and theirs1:
             out.append(Target(f"{contender} 1-row c1 p50 (Nagle)", mine1.p50_ms, theirs1.p50_ms + 0.2, False, " ms"))
+    metrics_on, metrics_off = (
+        find(rows, "modelapi", "friendly JSON", 1, 64),
+        find(rows, METRICS_OFF, "friendly JSON", 1, 64),
+    )
+    out += _throughput("friendly JSON 1-row c64 req/s, metrics on vs off", metrics_on, metrics_off, 0.95)
     on = find(rows, "modelapi forest, batching on", "friendly JSON", 1, 64)
     off = find(rows, "modelapi forest, batching off", "friendly JSON", 1, 64)
     out += _throughput("forest 1-row c64 req/s, batching on vs off", on, off, 5.0)

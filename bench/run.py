@@ -41,6 +41,7 @@ ROUTES = {
     "V2 binary": ("/v2/models/{name}/infer", "v2-binary"),
 }
 Log = Callable[[str], None]
+METRICS_OFF = report.METRICS_OFF
 #: (route label, URL path, body, concurrencies) for one server
 CellPlan = tuple[str, str, workload.Body, tuple[int, ...]]
 
@@ -167,6 +168,12 @@ def run(plan: Plan, stamp: str, command: str) -> int:
         spec = servers.modelapi("modelapi", [work.model_path])
         cells = modelapi_cells(work, "logreg", list(ROUTES), ROW_COUNTS, CONCURRENCIES)
         got, memory["modelapi"] = measure_server(plan, spec, cells, want, env, log_dir)
+        rows += got
+
+        # metrics off beside the default (on), in the same run: what observing costs (docs/observability.md)
+        spec = servers.modelapi(METRICS_OFF, [work.model_path], "--no-metrics")
+        cells = modelapi_cells(work, "logreg", ["friendly JSON"], (1,), (64,))
+        got, _ = measure_server(plan, spec, cells, want, env, log_dir)
         rows += got
 
         if features.workers:
