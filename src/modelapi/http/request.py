@@ -31,8 +31,17 @@ def is_json_type(content_type: str) -> bool:
     return media in ("", "application/json") or (media.startswith("application/") and media.endswith("+json"))
 
 
+def header(request: Request, name: bytes) -> str | None:
+    """The first ``name`` header (lower-case bytes, as ASGI has them) of ``request``, as ``request.headers.get``
+    reads it, without building Starlette's ``Headers`` (about 2 % of a 1-row request's CPU when profiled)."""
+    for key, value in request.scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
 def require_json(request: Request) -> None:
-    content_type = request.headers.get("content-type", "")
+    content_type = header(request, b"content-type") or ""
     if not is_json_type(content_type):
         raise UnsupportedMediaType(
             f"content type '{content_type}' is not supported here; send 'Content-Type: application/json'"
@@ -83,7 +92,7 @@ class Inflater:
 def inflater(request: Request, limit: int) -> Inflater | None:
     """The request's ``Content-Encoding`` as an ``Inflater`` producing at most ``limit`` bytes
     (``max_body_bytes``); ``None`` without one (or for ``identity``)."""
-    encoding = request.headers.get("content-encoding")
+    encoding = header(request, b"content-encoding")
     if not encoding:
         return None
     coding = encoding.strip().lower()
