@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from . import __version__
 from .errors import ModelLoadError
+from .deploy.commands import add_deploy_command, run_deploy
 from .jobs.commands import JOB_FLAGS, add_commands, run_command
 from .security.keys_cli import add_keys_command, run_keys
 
@@ -185,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--json", dest="json", action="store_true", help="print one JSON object per model")
     add_commands(sub, _SERVE_FLAGS)
     add_keys_command(sub)
+    add_deploy_command(sub)
     return parser
 
 
@@ -209,6 +211,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_command(args, _settings)
         if args.command == "keys":
             return run_keys(args)
+        if args.command == "deploy":
+            return run_deploy(args)
         return _inspect(_settings(args, [args.model]), as_json=getattr(args, "json", False))
     except ValidationError as exc:
         for err in exc.errors():

@@ -1,0 +1,127 @@
+"""``modelapi deploy kubernetes | kserve``: write manifests (to stdout, or one file per manifest in a directory)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+_FORMATS = ("sklearn", "onnx", "xgboost", "lightgbm", "mlflow")
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text}")
+    return value
+
+
+def add_deploy_command(sub: Any) -> None:
+    deploy = sub.add_parser(
+        "deploy",
+        help="write Kubernetes or KServe manifests for a modelapi image",
+        description="Write manifests for a modelapi image (docs/deployment.md). Nothing is applied: review them, "
+        "then kubectl apply -f.",
+    )
+    targets = deploy.add_subparsers(dest="deploy_target", required=True)
+
+    def common(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--image", required=True, help="the image to run, with a tag or digest (not latest), built from the "
+            "repository's Dockerfile or FROM it",
+        )  # fmt: skip
+        parser.add_argument("--namespace", default="modelapi", help="the namespace (default modelapi)")
+        parser.add_argument("--cpu", default="1", help="CPU request and limit per pod (default 1)")
+        parser.add_argument("--memory", default="1Gi", help="memory request and limit per pod (default 1Gi)")
+        parser.add_argument(
+            "--secret", metavar="NAME",
+            help="the Secret with the keys database-url and redis-url (default: NAME-urls)",
+        )  # fmt: skip
+        parser.add_argument(
+            "--serve-arg", dest="serve_args", action="append", default=[], metavar="ARG",
+            help="one more argument for `modelapi serve` in the container, e.g. --serve-arg=--trust-pickle "
+            "(repeatable)",
+        )  # fmt: skip
+        parser.add_argument(
+            "--output", default="-", metavar="DIR|-",
+            help="a directory to write one file per manifest into, or - for one stream on stdout (default)",
+        )  # fmt: skip
+
+    k8s = targets.add_parser(
+        "kubernetes",
+        help="Deployment, Service, HPA, PodDisruptionBudget, NetworkPolicy, ServiceAccount",
+        description="Manifests for modelapi serving MODEL (its path inside the container) from --image.",
+    )
+    k8s.add_argument("model", metavar="MODEL|DIR", help="what the container serves: its path inside the image")
+    k8s.add_argument("--name", help="the objects' name (default: from MODEL's file name)")
+    k8s.add_argument("--replicas", type=_positive, default=2, help="pods to start with, the HPA's floor (default 2)")
+    k8s.add_argument("--max-replicas", type=_positive, help="the HPA's ceiling (default 4 x --replicas)")
+    k8s.add_argument(
+        "--graceful-timeout", type=_positive, default=30, metavar="SECONDS",
+        help="seconds a pod drains in-flight requests after SIGTERM (default 30)",
+    )  # fmt: skip
+    k8s.add_argument(
+        "--monitoring-namespace", default="monitoring",
+        help="the namespace whose Prometheus may scrape /metrics (default monitoring)",
+    )  # fmt: skip
+    common(k8s)
+
+    kserve = targets.add_parser(
+        "kserve",
+        help="a ClusterServingRuntime and an InferenceService",
+        description="modelapi as a KServe ClusterServingRuntime, and an InferenceService serving --storage-uri.",
+    )
+    kserve.add_argument("--name", required=True, help="the InferenceService's name (and its model's)")
+    kserve.add_argument("--storage-uri", required=True, help="where the model is: s3://, gs://, pvc://, https://...")
+    kserve.add_argument("--format", dest="model_format", choices=_FORMATS, default="sklearn", help="default sklearn")
+    kserve.add_argument("--protocol", choices=("v1", "v2"), default="v2", help="protocolVersion (default v2)")
+    kserve.add_argument("--runtime", default="modelapi", help="the ClusterServingRuntime's name (default modelapi)")
+    common(kserve)
+
+
+def run_deploy(args: argparse.Namespace) -> int:
+    from . import kserve, kubernetes
+    from .manifest import check_image, check_name, name_from, write
+
+    image = check_image(args.image)
+    namespace = check_name(args.namespace, "--namespace")
+    serve_args = tuple(args.serve_args)
+    if args.deploy_target == "kubernetes":
+        name = check_name(args.name) if args.name else name_from(args.model)
+        if args.max_replicas is not None and args.max_replicas < args.replicas:
+            raise ValueError(f"--max-replicas {args.max_replicas} is below --replicas {args.replicas}")
+        docs = kubernetes.manifests(
+            kubernetes.Options(
+                name=name,
+                image=image,
+                model=args.model,
+                namespace=namespace,
+                replicas=args.replicas,
+                max_replicas=args.max_replicas,
+                cpu=args.cpu,
+                memory=args.memory,
+                grace_period_s=args.graceful_timeout,
+                secret=args.secret,
+                monitoring_namespace=check_name(args.monitoring_namespace, "--monitoring-namespace"),
+                serve_args=serve_args,
+            )
+        )
+    else:
+        docs = kserve.manifests(
+            kserve.Options(
+                name=check_name(args.name),
+                image=image,
+                storage_uri=args.storage_uri,
+                runtime=check_name(args.runtime, "--runtime"),
+                namespace=namespace,
+                model_format=args.model_format,
+                protocol=args.protocol,
+                cpu=args.cpu,
+                memory=args.memory,
+                secret=args.secret,
+                serve_args=serve_args,
+            )
+        )
+    for path in write(docs, args.output):
+        print(f"wrote {path}", file=sys.stderr)
+    return 0

@@ -1,0 +1,136 @@
+"""KServe manifests: modelapi as a ClusterServingRuntime, and an InferenceService that uses it
+(``modelapi deploy kserve``, docs/deployment.md).
+
+KServe's storage initializer downloads ``storageUri`` into ``/mnt/models`` before the server starts; modelapi
+serves whatever it finds there (a model file, an MLflow model, or a repository: repository/sources.py). The
+runtime passes the InferenceService's name as ``--model-name`` (``{{.Name}}``, filled in by KServe), which
+names a single model; a repository's models keep their directory names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .kubernetes import STATE_DIR, container_security, probes, secret_env, writable_volumes
+from .manifest import Manifest
+
+PORT = 8080  # KServe's convention for the predictor's HTTP port
+METRICS_PORT = 8082
+#: model formats modelapi loads, with the format versions an InferenceService may name
+FORMATS: dict[str, tuple[str, ...]] = {
+    "sklearn": ("1",),
+    "onnx": ("1",),
+    "xgboost": ("1", "2", "3"),
+    "lightgbm": ("3", "4"),
+    "mlflow": ("1", "2", "3"),
+}
+
+
+@dataclass(frozen=True)
+class Options:
+    name: str  # the InferenceService's name (and the model's, unless a repository names its models)
+    image: str
+    storage_uri: str
+    runtime: str = "modelapi"
+    namespace: str = "modelapi"
+    model_format: str = "sklearn"
+    protocol: str = "v2"
+    cpu: str = "1"
+    memory: str = "1Gi"
+    secret: str | None = None
+    serve_args: tuple[str, ...] = ()
+
+    @property
+    def secret_name(self) -> str:
+        return self.secret or f"{self.name}-urls"
+
+
+def runtime(o: Options) -> Manifest:
+    volumes, mounts = writable_volumes()
+    args = [
+        "serve",
+        "/mnt/models",
+        "--model-name",
+        "{{.Name}}",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        str(PORT),
+        "--metrics-port",
+        str(METRICS_PORT),
+        "--log-format",
+        "json",
+    ]
+    container = {
+        "name": "kserve-container",
+        "image": o.image,
+        "args": args,
+        "env": [{"name": "MODELAPI_STATE_DIR", "value": STATE_DIR}],
+        "ports": [{"containerPort": PORT, "protocol": "TCP"}],
+        # without a readiness probe of its own KServe gives the container a bare TCP probe, which passes as
+        # soon as the port is bound, before the models are loaded
+        "readinessProbe": probes(PORT)["readinessProbe"],
+        "livenessProbe": probes(PORT)["livenessProbe"],
+        "startupProbe": probes(PORT)["startupProbe"],
+        "resources": {
+            "requests": {"cpu": o.cpu, "memory": o.memory},
+            "limits": {"cpu": o.cpu, "memory": o.memory},
+        },
+        "securityContext": container_security(),
+        "volumeMounts": mounts,
+    }
+    body = {
+        "apiVersion": "serving.kserve.io/v1alpha1",
+        "kind": "ClusterServingRuntime",
+        "metadata": {"name": o.runtime, "labels": {"app.kubernetes.io/name": "modelapi"}},
+        "spec": {
+            "annotations": {"prometheus.kserve.io/port": str(METRICS_PORT), "prometheus.kserve.io/path": "/metrics"},
+            "supportedModelFormats": [
+                {"name": name, "version": version, "autoSelect": False}
+                for name, versions in FORMATS.items()
+                for version in versions
+            ],
+            "protocolVersions": ["v1", "v2"],
+            "multiModel": False,
+            "containers": [container],
+            "volumes": volumes,
+        },
+    }
+    comment = f"""modelapi as a KServe runtime for the {", ".join(FORMATS)} formats, over the V1 and V2 protocols.
+The model comes from /mnt/models (KServe's storage initializer puts storageUri there); --model-name {{{{.Name}}}}
+names a single model after the InferenceService. autoSelect is false: only an InferenceService that names
+runtime: {o.runtime} uses it, so installing it changes nothing else in the cluster. Args an InferenceService
+gives (e.g. --trust-pickle for a .joblib model) are appended to these."""
+    return Manifest(body, comment)
+
+
+def inference_service(o: Options) -> Manifest:
+    model: dict[str, Any] = {
+        "modelFormat": {"name": o.model_format},
+        "runtime": o.runtime,
+        "storageUri": o.storage_uri,
+        "protocolVersion": o.protocol,
+        "env": secret_env(o.secret_name),
+        "resources": {
+            "requests": {"cpu": o.cpu, "memory": o.memory},
+            "limits": {"cpu": o.cpu, "memory": o.memory},
+        },
+    }
+    if o.serve_args:
+        model["args"] = list(o.serve_args)
+    body = {
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": {"name": o.name, "namespace": o.namespace},
+        "spec": {"predictor": {"model": model}},
+    }
+    comment = f"""{o.name}: the {o.model_format} model at {o.storage_uri}, served by the {o.runtime} runtime.
+V2: POST /v2/models/{o.name}/infer; V1: POST /v1/models/{o.name}:predict (with a key: Authorization: Bearer ...).
+The key store's URL (required) and Redis (optional) come from the Secret {o.secret_name!r} in {o.namespace!r},
+keys database-url and redis-url, as for `modelapi deploy kubernetes`."""
+    return Manifest(body, comment)
+
+
+def manifests(o: Options) -> list[Manifest]:
+    return [runtime(o), inference_service(o)]
