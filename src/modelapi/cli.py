@@ -14,8 +14,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from . import __version__
-from .errors import ModelLoadError
 from .deploy.commands import add_deploy_command, run_deploy
+from .errors import ModelLoadError
 from .jobs.commands import JOB_FLAGS, add_commands, run_command
 from .security.keys_cli import add_keys_command, run_keys
 
@@ -26,6 +26,12 @@ _SERVE_FLAGS: dict[str, tuple[list[str], str, dict[str, Any]]] = {
         ["--name"],
         "name for the next model, in order (repeatable; default: the file stem)",
         {"action": "append"},
+    ),
+    "model_name": (
+        ["--model-name", "--model_name"],
+        "name of the only model when it is a single model (a file, an MLflow directory, or a directory holding "
+        "one, as KServe's /mnt/models); a repository's models keep their names",
+        {"metavar": "NAME"},
     ),
     "host": (["--host"], "address to bind (default 127.0.0.1: this machine only)", {}),
     "port": (["--port"], "TCP port (default 8000; 0 picks a free port)", {"type": int}),

@@ -29,6 +29,11 @@ class Settings(BaseSettings):
         "the bundled demo model",
     )
     names: list[str] = Field(default_factory=list, description="names for the models, in order (default: file stem)")
+    model_name: str | None = Field(
+        None,
+        description="the name of the only model when it is a single model (a file, an MLflow directory, or a "
+        "directory holding one); a repository's models keep their directories' names (KServe passes {{.Name}})",
+    )
     trust_pickle: bool = Field(False, description="allow pickle/joblib files (loading a pickle runs its code)")
     sha256: list[str] = Field(
         default_factory=list, description="SHA-256 digests of pickle files to trust; others are refused"

@@ -247,8 +247,8 @@ def autoscaler(o: Options) -> Manifest:
             },
         },
     }
-    comment = f"""Scales {o.name} between {o.replicas} and {ceiling} pods on CPU (70 % of the request: the model's own compute
-is what saturates a modelapi pod). To scale on requests in flight instead, expose modelapi's gauge through
+    comment = f"""Scales {o.name} between {o.replicas} and {ceiling} pods on CPU (70 % of the request: the model's own
+compute is what saturates a modelapi pod). To scale on requests in flight instead, expose modelapi's gauge through
 prometheus-adapter (a custom metrics API) and add to spec.metrics:
   - type: Pods
     pods:
@@ -284,11 +284,7 @@ def network_policy(o: Options) -> Manifest:
                 {"ports": [{"port": PORT, "protocol": "TCP"}]},
                 {
                     "from": [
-                        {
-                            "namespaceSelector": {
-                                "matchLabels": {"kubernetes.io/metadata.name": o.monitoring_namespace}
-                            }
-                        }
+                        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": o.monitoring_namespace}}}
                     ],
                     "ports": [{"port": METRICS_PORT, "protocol": "TCP"}],
                 },

@@ -5,6 +5,9 @@ A source is one of the server's model arguments:
 - a repository directory (``layout.py``): models by name, versions by number, each with its ``model.toml``;
 - a fixed spec: a model file, an MLflow directory or ``module:Class``, served as version 1 (``--name`` names
   these, in order);
+- a directory holding one model (a model file, or an MLflow directory, with nothing else that is a model): a
+  repository of one loose model, named by ``--name`` when given (what KServe's storage initializer leaves in
+  ``/mnt/models``; ``--model-name`` names it too, and leaves a larger repository's names alone);
 - models built in Python (``create_app([...])``), served as they are.
 
 ``desired`` answers, per model name, a ``Desired``: the versions to serve now (each a ``VersionSpec`` that knows
@@ -16,8 +19,8 @@ that an operator unloaded (``shared.py``) is wanted with no versions.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -107,9 +110,13 @@ class Sources:
         models: Sequence[Model] = (),
         settings: Settings | None = None,
         shared: SharedState | None = None,
+        aliases: Mapping[Path, str] | None = None,
     ) -> None:
         self.settings = settings or Settings()
         self.roots = [Path(r) for r in roots]
+        # per repository: the name its model is served under while it holds exactly one loose model
+        self._aliases = {Path(r): a for r, a in (aliases or {}).items()}
+        self._disk_names: dict[str, str] = {}  # a loose model's own name -> its alias, as last scanned
         self.shared = shared
         self._trust = Trust(trust_pickle=self.settings.trust_pickle, sha256=frozenset(self.settings.sha256))
         self._global_batching = self.settings.batch_policy()
@@ -152,26 +159,36 @@ class Sources:
                 f"{len(settings.names)} names given for {len(specs)} models; give at most one name per model"
             )
         names: list[str | None] = [*settings.names, *([None] * (len(specs) - len(settings.names)))]
+        if settings.model_name is not None:
+            if len(specs) > 1:
+                raise ValueError(f"--model-name names the only model served; {len(specs)} models are given")
+            names[0] = names[0] or settings.model_name
         roots: list[Path] = []
         fixed: list[_Fixed] = []
+        aliases: dict[Path, str] = {}
         for spec, name in zip(specs, names, strict=True):
             path = Path(spec)
             if path.is_dir() and is_repository(path):
-                if name:
+                if name and _single_loose(path):
+                    aliases[path] = name
+                elif name and name != settings.model_name:
                     raise ValueError(
                         f"--name {name!r} given for the repository {spec}: a repository's models are named by "
-                        "their directories"
+                        "their directories (--name names a directory's model only when it holds one model file "
+                        "or one MLflow model)"
                     )
                 roots.append(path)
             else:
                 fixed.append(_Fixed(spec, name))
-        return cls(roots=roots, fixed=fixed, settings=settings, shared=shared)
+        return cls(roots=roots, fixed=fixed, settings=settings, shared=shared, aliases=aliases)
 
     # what the repository asks ---------------------------------------------------------------------------
     def desired(self, names: set[str] | None = None) -> dict[str, Desired | None]:
         """Per model name, what to serve now; ``None`` for a name that is gone. ``names``: only these."""
         if self.shared is not None:
             self._snapshot = self.shared.read()
+        if names is not None:  # a change to a renamed model's file names the file (watch.py): serve its alias
+            names = names | {self._disk_names[n] for n in names if n in self._disk_names}
         found: dict[str, Desired] = {}
         for name, model in self._memory.items():
             found[name] = self._single(name, _given(model), None, ("memory", id(model)), model.version or "1")
@@ -190,12 +207,13 @@ class Sources:
                     log.error("%s; its models keep serving as they are", problem)
                 problems.append(problem)
                 continue
-            self._root_names[root] = set(scanned.models)
+            models = self._renamed(root, scanned.models)
+            self._root_names[root] = set(models)
             for problem in scanned.errors:
                 if problem not in self.problems:  # once per problem, not once per look
                     log.error("model repository %s: %s", root.name or root, problem)
                 problems.append(problem)
-            for name, source in scanned.models.items():
+            for name, source in models.items():
                 if name in found:
                     log.error(
                         "model repository %s: a model named %r is already served; %s/ is ignored", root, name, name
@@ -217,7 +235,7 @@ class Sources:
         """The spec of ``name``'s ``version`` as its files are now (after they changed while it loaded)."""
         for root in self.roots:
             try:
-                source = scan_model(root, name)
+                source = self._scan_model(root, name)
             except ModelLoadError:
                 return None
             if source is not None:
@@ -234,7 +252,7 @@ class Sources:
             return True
         for root in self.roots:
             try:
-                if scan_model(root, name) is not None:
+                if self._scan_model(root, name) is not None:
                     return True
             except ModelLoadError as exc:
                 raise ModelNotReady(
@@ -263,6 +281,24 @@ class Sources:
     def snapshot(self) -> Snapshot:
         """The shared state as last read."""
         return self._snapshot
+
+    # renamed single models --------------------------------------------------------------------------------
+    def _renamed(self, root: Path, models: Mapping[str, ModelSource]) -> Mapping[str, ModelSource]:
+        """``models`` of ``root`` with its one loose model under its alias (when it has one and holds just it)."""
+        alias = self._aliases.get(root)
+        if alias is None or len(models) != 1:
+            return models
+        ((disk, source),) = models.items()
+        if source.directory is not None:
+            return models
+        self._disk_names[disk] = alias
+        return {alias: replace(source, name=alias)}
+
+    def _scan_model(self, root: Path, name: str) -> ModelSource | None:
+        """``scan_model`` that knows a renamed model by its alias (only: its own name is not served)."""
+        if root not in self._aliases:
+            return scan_model(root, name)
+        return self._renamed(root, scan(root).models).get(name)
 
     # building -------------------------------------------------------------------------------------------
     def _batching(self, name: str, config: ModelConfig | None) -> BatchPolicy | None:
@@ -333,7 +369,7 @@ class Sources:
                 batching,
                 self._global_batching,
                 limits,
-                _unchanged(root, name, number, vs.fingerprint),
+                _unchanged(lambda: self._scan_model(root, name), number, vs.fingerprint),
                 root,
             )
         desired.labels = {label: str(v) for label, v in config.labels.items()}
@@ -398,10 +434,22 @@ def _loader(
     return load
 
 
-def _unchanged(root: Path, name: str, version: int, fingerprint: Hashable) -> Callable[[], bool | None]:
+def _single_loose(path: Path) -> bool:
+    """Whether the repository at ``path`` holds exactly one model, a loose one (a model file or MLflow directory),
+    and nothing wrong: the directory a storage initializer fills from one model's URI."""
+    try:
+        found = scan(path)
+    except ModelLoadError:
+        return False
+    return not found.errors and len(found.models) == 1 and next(iter(found.models.values())).directory is None
+
+
+def _unchanged(
+    rescan: Callable[[], ModelSource | None], version: int, fingerprint: Hashable
+) -> Callable[[], bool | None]:
     def unchanged() -> bool | None:
         try:
-            source = scan_model(root, name)
+            source = rescan()
         except ModelLoadError:
             return None  # the repository cannot be read now: cannot tell
         now = None if source is None else source.versions.get(version)
