@@ -1,0 +1,65 @@
+"""``modelapi deploy kserve``: the ClusterServingRuntime and the InferenceService that uses it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .conftest import IMAGE, generate
+
+
+def test_the_runtime_serves_mnt_models_over_v1_and_v2(kserve: dict[str, dict[str, Any]]) -> None:
+    runtime = kserve["ClusterServingRuntime"]
+    assert runtime["apiVersion"] == "serving.kserve.io/v1alpha1"
+    assert "namespace" not in runtime["metadata"]  # cluster-scoped
+    spec = runtime["spec"]
+    assert spec["protocolVersions"] == ["v1", "v2"]
+    assert {f["name"] for f in spec["supportedModelFormats"]} == {"sklearn", "onnx", "xgboost", "lightgbm", "mlflow"}
+    # named explicitly by an InferenceService only: installing it takes over no other model in the cluster
+    assert not any(f["autoSelect"] for f in spec["supportedModelFormats"])
+    [container] = spec["containers"]
+    assert container["name"] == "kserve-container"
+    assert container["image"] == IMAGE
+    args = container["args"]
+    assert args[:2] == ["serve", "/mnt/models"]
+    assert args[args.index("--host") + 1] == "0.0.0.0"
+    assert args[args.index("--port") + 1] == "8080"
+    assert args[args.index("--model-name") + 1] == "{{.Name}}"
+
+
+def test_the_runtime_brings_its_own_http_readiness_probe(kserve: dict[str, dict[str, Any]]) -> None:
+    [container] = kserve["ClusterServingRuntime"]["spec"]["containers"]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": 8080}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": 8080}
+    security = container["securityContext"]
+    assert security["runAsNonRoot"] is True
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    assert mounts == {"/var/lib/modelapi", "/tmp"}
+
+
+def test_the_inference_service_uses_the_runtime(kserve: dict[str, dict[str, Any]]) -> None:
+    isvc = kserve["InferenceService"]
+    assert isvc["apiVersion"] == "serving.kserve.io/v1beta1"
+    assert isvc["metadata"] == {"name": "iris", "namespace": "modelapi"}
+    model = isvc["spec"]["predictor"]["model"]
+    assert model["runtime"] == kserve["ClusterServingRuntime"]["metadata"]["name"] == "modelapi"
+    assert model["storageUri"] == "gs://bucket/iris"
+    assert model["modelFormat"] == {"name": "sklearn"}
+    assert model["protocolVersion"] == "v2"
+    env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in model["env"]}
+    assert env["MODELAPI_DATABASE_URL"]["name"] == "iris-urls"
+    assert "args" not in model
+
+
+def test_format_protocol_runtime_and_extra_args(tmp_path: Path) -> None:
+    found = generate(
+        tmp_path, "kserve", "--name", "churn", "--storage-uri", "s3://models/churn", "--image", IMAGE,
+        "--format", "lightgbm", "--protocol", "v1", "--runtime", "modelapi-cpu", "--serve-arg=--trust-pickle",
+    )  # fmt: skip
+    model = found["InferenceService"]["spec"]["predictor"]["model"]
+    assert model["modelFormat"] == {"name": "lightgbm"}
+    assert model["protocolVersion"] == "v1"
+    assert model["runtime"] == found["ClusterServingRuntime"]["metadata"]["name"] == "modelapi-cpu"
+    assert model["args"] == ["--trust-pickle"]  # KServe appends them to the runtime's

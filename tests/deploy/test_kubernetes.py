@@ -1,0 +1,164 @@
+"""``modelapi deploy kubernetes``: what each manifest sets, read back from the YAML it writes."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import pytest
+import yaml
+
+from modelapi.cli import main
+from modelapi.deploy import kubernetes as k8s
+from modelapi.deploy.manifest import write
+
+from .conftest import IMAGE
+
+
+def _container(manifests: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    [container] = manifests["Deployment"]["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+def test_writes_every_manifest(kubernetes: dict[str, dict[str, Any]]) -> None:
+    assert set(kubernetes) == {
+        "ServiceAccount",
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "NetworkPolicy",
+    }
+    assert {m["metadata"]["name"] for m in kubernetes.values()} == {"iris"}  # from the model's file name
+    assert {m["metadata"]["namespace"] for m in kubernetes.values()} == {"modelapi"}
+
+
+def test_the_container_serves_the_model_on_all_interfaces(kubernetes: dict[str, dict[str, Any]]) -> None:
+    container = _container(kubernetes)
+    assert container["image"] == IMAGE
+    args = container["args"]
+    assert args[:2] == ["serve", "/models/iris.skops"]
+    assert args[args.index("--host") + 1] == "0.0.0.0"
+    assert args[args.index("--port") + 1] == "8080"
+    assert args[args.index("--metrics-port") + 1] == "9090"
+
+
+def test_probes_use_the_v2_health_routes(kubernetes: dict[str, dict[str, Any]]) -> None:
+    container = _container(kubernetes)
+    assert container["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}
+    assert container["startupProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}
+    # the startup probe gives a slow model load five minutes before liveness may restart the pod
+    startup = container["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 300
+
+
+def test_termination_outlasts_the_pause_and_the_drain(kubernetes: dict[str, dict[str, Any]]) -> None:
+    pod = kubernetes["Deployment"]["spec"]["template"]["spec"]
+    container = _container(kubernetes)
+    pause = container["lifecycle"]["preStop"]["sleep"]["seconds"]
+    args = container["args"]
+    grace = int(args[args.index("--graceful-timeout") + 1])
+    assert pause >= 3
+    assert pod["terminationGracePeriodSeconds"] > pause + grace
+    rolling = kubernetes["Deployment"]["spec"]["strategy"]["rollingUpdate"]
+    assert rolling["maxUnavailable"] == 0
+
+
+def test_the_pod_is_locked_down(kubernetes: dict[str, dict[str, Any]]) -> None:
+    pod = kubernetes["Deployment"]["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] > 10000
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    security = _container(kubernetes)["securityContext"]
+    assert security["runAsNonRoot"] is True
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    assert security["seccompProfile"] == {"type": "RuntimeDefault"}
+    # the only writable paths: the state dir and /tmp, each an emptyDir
+    mounts = {m["mountPath"]: m["name"] for m in _container(kubernetes)["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert set(mounts) == {"/var/lib/modelapi", "/tmp"}
+    assert all("emptyDir" in volumes[name] for name in mounts.values())
+    env = {e["name"]: e for e in _container(kubernetes)["env"]}
+    assert env["MODELAPI_STATE_DIR"]["value"] == "/var/lib/modelapi"
+    assert kubernetes["ServiceAccount"]["automountServiceAccountToken"] is False
+
+
+def test_resources_are_requested_and_limited(kubernetes: dict[str, dict[str, Any]]) -> None:
+    resources = _container(kubernetes)["resources"]
+    assert resources["requests"] == {"cpu": "1", "memory": "1Gi"}
+    assert resources["limits"] == {"cpu": "1", "memory": "1Gi"}
+
+
+def test_urls_come_from_a_secret(kubernetes: dict[str, dict[str, Any]]) -> None:
+    env = {e["name"]: e for e in _container(kubernetes)["env"]}
+    database = env["MODELAPI_DATABASE_URL"]["valueFrom"]["secretKeyRef"]
+    redis = env["MODELAPI_REDIS_URL"]["valueFrom"]["secretKeyRef"]
+    assert database == {"name": "iris-urls", "key": "database-url", "optional": False}
+    assert redis == {"name": "iris-urls", "key": "redis-url", "optional": True}
+    assert "value" not in env["MODELAPI_DATABASE_URL"]
+
+
+def test_service_autoscaler_budget_and_policy(kubernetes: dict[str, dict[str, Any]]) -> None:
+    selector = kubernetes["Deployment"]["spec"]["selector"]["matchLabels"]
+    assert kubernetes["Service"]["spec"]["selector"] == selector
+    assert kubernetes["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"] == selector
+    assert kubernetes["NetworkPolicy"]["spec"]["podSelector"]["matchLabels"] == selector
+    hpa = kubernetes["HorizontalPodAutoscaler"]
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "iris"}
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (3, 12)
+    [metric] = hpa["spec"]["metrics"]
+    assert metric["resource"]["name"] == "cpu"
+    assert kubernetes["PodDisruptionBudget"]["spec"] == {"maxUnavailable": 1, "selector": {"matchLabels": selector}}
+    policy = kubernetes["NetworkPolicy"]["spec"]
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    metrics_rule = policy["ingress"][1]
+    assert metrics_rule["from"][0]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "monitoring"}
+
+
+def test_the_autoscaler_carries_a_commented_example_on_a_modelapi_metric() -> None:
+    options = k8s.Options(name="iris", image=IMAGE, model="/models/iris.skops")
+    out = io.StringIO()
+    write([k8s.autoscaler(options)], "-", out)
+    text = out.getvalue()
+    commented = "\n".join(line[2:] for line in text.splitlines() if line.startswith("#   "))
+    example = yaml.safe_load(commented)
+    assert example[0]["pods"]["metric"]["name"] == "modelapi_requests_in_flight"
+    assert yaml.safe_load(text)["kind"] == "HorizontalPodAutoscaler"  # the comment leaves the YAML as it was
+
+
+def test_stdout_is_one_stream_kubectl_reads(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["deploy", "kubernetes", "/models", "--image", IMAGE, "--name", "churn", "--serve-arg=--watch"]) == 0
+    docs = list(yaml.safe_load_all(capsys.readouterr().out))
+    assert [d["kind"] for d in docs][:2] == ["ServiceAccount", "Deployment"]
+    container = docs[1]["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"][1] == "/models"
+    assert container["args"][-1] == "--watch"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--image", "modelapi"], "--image: 'modelapi' names no version"),
+        (["--image", "modelapi:latest"], "names no version"),
+        (["--image", IMAGE, "--name", "Iris_1"], "--name: 'Iris_1' is not a Kubernetes object name"),
+        (["--image", IMAGE, "--replicas", "4", "--max-replicas", "2"], "--max-replicas 2 is below --replicas 4"),
+    ],
+)
+def test_bad_options_are_one_line_errors(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["deploy", "kubernetes", "/models/iris.skops", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_a_name_is_derived_from_any_model_path() -> None:
+    from modelapi.deploy.manifest import name_from
+
+    assert name_from("/models/Churn_Model.v2.onnx") == "churn-model-v2"
+    assert name_from("/mnt/models/") == "models"
+    assert name_from("/models/2024.skops") == "modelapi-2024"
