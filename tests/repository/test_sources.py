@@ -237,3 +237,74 @@ def test_a_pin_holds_for_every_format(repo: ModelRepo, tmp_path: Path) -> None:
         assert str(tmp_path) not in reason
 
     started(Settings(models=[str(repo.root)]), check)
+
+
+# a directory holding one model: what KServe's storage initializer leaves in /mnt/models ---------------------
+def names_are(*expected: str) -> Any:
+    def check(r: Repository) -> None:
+        assert r.names() == list(expected)
+
+    return check
+
+
+def test_a_name_for_a_directory_holding_one_model_file_names_it(tmp_path: Path) -> None:
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    (mnt / "model.skops").write_bytes(skops_bytes("one"))
+    (mnt / "README.md").write_text("from the bucket")  # not a model: the directory still holds one
+
+    def check(r: Repository) -> None:
+        assert r.names() == ["iris"] and answer(r, "iris") == "one-hi"
+        assert r.resolve("iris").describe()["info"]["source"] == "model.skops"
+        assert not r.sources.knows("model")  # served under its name only
+
+    started(Settings(models=[str(mnt)], names=["iris"]), check)
+    started(Settings(models=[str(mnt)], model_name="iris"), check)
+
+    started(Settings(models=[str(mnt)]), names_are("model"))  # no name: the file stem, as before
+
+
+def test_model_name_leaves_a_repository_s_names_alone(repo: ModelRepo) -> None:
+    repo.version("a", 1, skops_bytes("a"))
+    repo.version("b", 1, skops_bytes("b"))
+
+    started(Settings(models=[str(repo.root)], model_name="iris"), names_are("a", "b"))
+    # a repository of one model directory is a repository still: the directory names it
+    single = ModelRepo(repo.root.parent / "single")
+    single.version("churn", 1, skops_bytes("c"))
+    started(Settings(models=[str(single.root)], model_name="iris"), names_are("churn"))
+    with pytest.raises(ValueError, match=r"--name names a directory's model only when it holds one model file"):
+        Sources.from_settings(Settings(models=[str(single.root)], names=["iris"]))
+
+
+def test_model_name_names_a_file_and_needs_one_model(tmp_path: Path) -> None:
+    path = tmp_path / "fraud.skops"
+    path.write_bytes(skops_bytes("fraud"))
+    started(Settings(models=[str(path)], model_name="scorer"), names_are("scorer"))
+    # --name wins over --model-name
+    started(Settings(models=[str(path)], names=["x"], model_name="scorer"), names_are("x"))
+    with pytest.raises(ValueError, match="--model-name names the only model served; 2 models are given"):
+        Sources.from_settings(Settings(models=[str(path), str(path)], model_name="scorer"))
+
+
+def test_a_renamed_model_follows_its_file_with_watch(tmp_path: Path) -> None:
+    from modelapi.repository.watch import changed_models
+
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    (mnt / "model.skops").write_bytes(skops_bytes("one"))
+
+    async def scenario() -> None:
+        r = repository(Settings(models=[str(mnt)], names=["iris"]))
+        await r.start()
+        try:
+            assert answer(r, "iris") == "one-hi"
+            staged = mnt / "model.skops.part"
+            staged.write_bytes(skops_bytes("two"))
+            staged.rename(mnt / "model.skops")
+            await r.reconcile(changed_models(mnt, [mnt / "model.skops"]))  # what --watch would report: "model"
+            assert r.names() == ["iris"] and answer(r, "iris") == "two-hi"
+        finally:
+            await r.close()
+
+    asyncio.run(scenario())
