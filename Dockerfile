@@ -16,6 +16,12 @@ COPY src ./src
 RUN /opt/modelapi/bin/pip install --no-cache-dir ".[${EXTRAS}]"
 
 FROM python:3.11.13-slim-bookworm
+# LightGBM's wheel links the system's OpenMP runtime (the other formats' wheels bundle their own). Its version
+# follows the base image's Debian release: a pinned version would break the build at Debian's next point release.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libgomp1 \
+    && rm -rf /var/lib/apt/lists/*
 # a fixed, high, non-root UID: Kubernetes' runAsNonRoot needs a numeric user to verify
 RUN useradd --system --no-log-init --uid 10001 --gid 0 --no-create-home --shell /usr/sbin/nologin modelapi \
     && mkdir -p /var/lib/modelapi /models \
