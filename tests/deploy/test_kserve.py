@@ -31,6 +31,7 @@ def test_the_runtime_brings_its_own_http_readiness_probe(kserve: dict[str, dict[
     [container] = kserve["ClusterServingRuntime"]["spec"]["containers"]
     assert container["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": 8080}
     assert container["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": 8080}
+    assert "startupProbe" not in container  # Knative (serverless mode) refuses one
     security = container["securityContext"]
     assert security["runAsNonRoot"] is True
     assert security["readOnlyRootFilesystem"] is True

@@ -71,8 +71,9 @@ def runtime(o: Options) -> Manifest:
         # without a readiness probe of its own KServe gives the container a bare TCP probe, which passes as
         # soon as the port is bound, before the models are loaded
         "readinessProbe": probes(PORT)["readinessProbe"],
-        "livenessProbe": probes(PORT)["livenessProbe"],
-        "startupProbe": probes(PORT)["startupProbe"],
+        # Knative (KServe's serverless mode) refuses startupProbe: liveness waits out the start instead. The
+        # live route answers while models load, so only the interpreter's start has to fit in the delay
+        "livenessProbe": {**probes(PORT)["livenessProbe"], "initialDelaySeconds": 30},
         "resources": {
             "requests": {"cpu": o.cpu, "memory": o.memory},
             "limits": {"cpu": o.cpu, "memory": o.memory},
