@@ -5,6 +5,7 @@ hadolint. A validator that is missing skips the test here and fails it in CI (CI
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -85,16 +86,18 @@ def _checkov(*args: str) -> dict[str, Any]:
     assert not failed, "\n".join(f"{c['check_id']} {c['check_name']} ({c['resource']})" for c in failed)
     assert all(r["summary"]["parsing_errors"] == 0 for r in reports)
     passed = sum(r["summary"]["passed"] for r in reports)
-    print(f"checkov {' '.join(args)}: {passed} passed, 0 failed, skipped {sorted(CHECKOV_SKIPS)}")
+    for r in reports:
+        print(f"checkov {r['check_type']}: {r['summary']['passed']} passed, 0 failed, skipped {sorted(CHECKOV_SKIPS)}")
     return {"passed": passed, "reports": reports}
 
 
 def test_checkov_passes_the_manifests_and_the_dockerfile(tmp_path: Path) -> None:
     # a digest: checkov's CKV_K8S_43 wants every image pinned by digest, as production should
     generate(tmp_path, "kubernetes", "/models/iris.skops", "--image", DIGEST_IMAGE)
-    result = _checkov("--directory", str(tmp_path / "manifests"), "--framework", "kubernetes")
-    assert result["passed"] >= 80
-    _checkov("--file", str(ROOT / "Dockerfile"), "--framework", "dockerfile")
+    shutil.copy(ROOT / "Dockerfile", tmp_path / "manifests" / "Dockerfile")  # one run: checkov starts slowly
+    result = _checkov("--directory", str(tmp_path / "manifests"), "--framework", "kubernetes", "dockerfile")
+    checked = {r["check_type"]: r["summary"]["passed"] for r in result["reports"]}
+    assert checked["kubernetes"] >= 80 and checked["dockerfile"] >= 50, checked
 
 
 def test_hadolint_passes_the_dockerfile() -> None:
