@@ -28,3 +28,12 @@ def test_unknown_model_spec(capsys: pytest.CaptureFixture[str]) -> None:
 def test_more_names_than_models(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["inspect", "toymodels:Regressor", "--name", "a", "--name", "b"]) == 2
     assert "names" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag", ["--model-name", "--model_name"])  # the second as KServe's servers spell it
+def test_model_name_names_a_single_model(flag: str) -> None:
+    from modelapi.cli import _settings, build_parser
+
+    args = build_parser().parse_args(["serve", "/mnt/models", flag, "iris"])
+    settings = _settings(args, list(args.models))
+    assert (settings.models, settings.model_name) == (["/mnt/models"], "iris")
