@@ -5,6 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from modelapi.cli import main
+
 from .conftest import IMAGE, generate
 
 
@@ -64,3 +68,8 @@ def test_format_protocol_runtime_and_extra_args(tmp_path: Path) -> None:
     assert model["protocolVersion"] == "v1"
     assert model["runtime"] == found["ClusterServingRuntime"]["metadata"]["name"] == "modelapi-cpu"
     assert model["args"] == ["--trust-pickle"]  # KServe appends them to the runtime's
+
+
+def test_a_storage_uri_must_be_a_uri(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["deploy", "kserve", "--name", "iris", "--storage-uri", "/models/iris", "--image", IMAGE]) == 2
+    assert "--storage-uri: '/models/iris' is not a URI" in capsys.readouterr().err

@@ -107,6 +107,11 @@ def run_deploy(args: argparse.Namespace) -> int:
             )
         )
     else:
+        if "://" not in args.storage_uri:
+            raise ValueError(
+                f"--storage-uri: {args.storage_uri!r} is not a URI; expected e.g. gs://bucket/model, "
+                "s3://bucket/model, pvc://claim/path or https://host/model.joblib"
+            )
         docs = kserve.manifests(
             kserve.Options(
                 name=check_name(args.name),
