@@ -23,12 +23,16 @@ CHECKOV_SKIPS = {
 }
 
 
-def _validate_kubernetes(document: dict[str, Any], version: str) -> None:
+def _kubernetes_validate() -> Any:
     try:
         import kubernetes_validate
     except ImportError:
         missing("kubernetes-validate", "pip install -e '.[deploy-check]'")
-    kubernetes_validate.validate(document, version, strict=True)
+    return kubernetes_validate
+
+
+def _validate_kubernetes(document: dict[str, Any], version: str) -> None:
+    _kubernetes_validate().validate(document, version, strict=True)
 
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
@@ -44,8 +48,7 @@ def test_kubernetes_manifests_validate_against_the_kubernetes_schemas(tmp_path: 
 
 
 def test_a_misspelt_field_fails_kubernetes_validation(kubernetes: dict[str, dict[str, Any]]) -> None:
-    import kubernetes_validate
-
+    kubernetes_validate = _kubernetes_validate()
     deployment = kubernetes["Deployment"]
     deployment["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["paht"] = "/"
     with pytest.raises(kubernetes_validate.ValidationError):
@@ -54,7 +57,7 @@ def test_a_misspelt_field_fails_kubernetes_validation(kubernetes: dict[str, dict
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
 def test_kserve_manifests_validate(kserve: dict[str, dict[str, Any]], version: str) -> None:
-    pytest.importorskip("kubernetes_validate")  # the Kubernetes types inside come from its schemas
+    _kubernetes_validate()  # the Kubernetes types inside come from its schemas
     for document in kserve.values():
         kserve_schema.validate(document, version)
 
@@ -62,7 +65,7 @@ def test_kserve_manifests_validate(kserve: dict[str, dict[str, Any]], version: s
 def test_a_misspelt_kserve_field_fails(kserve: dict[str, dict[str, Any]]) -> None:
     import jsonschema
 
-    pytest.importorskip("kubernetes_validate")
+    _kubernetes_validate()
     isvc = kserve["InferenceService"]
     isvc["spec"]["predictor"]["model"]["storageURI"] = isvc["spec"]["predictor"]["model"].pop("storageUri")
     with pytest.raises(jsonschema.ValidationError, match="storageURI"):
