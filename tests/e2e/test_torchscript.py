@@ -1,10 +1,8 @@
-"""`modelapi serve model.pt` for a traced TorchScript module with no sidecar, on the real server; a scripted one
-is refused at start with a one-line error that says it is scripted and what to do."""
+"""`modelapi serve model.pt` for a traced TorchScript module with no sidecar, on the real server (the refusal of
+a scripted one is in tests/models/test_torch.py)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -44,21 +42,3 @@ def test_a_traced_module_serves_without_a_sidecar(tmp_path: Path) -> None:
     (output,) = answer["outputs"]
     np.testing.assert_allclose(np.array(output["data"]).reshape(output["shape"]), want, rtol=1e-6)
     assert record.status_code == 200 and record.json()["prediction"] == pytest.approx(want[0].tolist(), rel=1e-6)
-
-
-@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
-def test_a_scripted_module_without_a_sidecar_is_refused_saying_so(tmp_path: Path) -> None:
-    path = tmp_path / "scripted.pt"
-    torch.jit.save(torch.jit.script(Scorer().eval()), path)
-    result = subprocess.run(
-        [sys.executable, "-m", "modelapi", "serve", str(path), "--port", "0"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    error = lines[0]
-    assert "is a scripted TorchScript module" in error and "scripted.signature.json" in error
-    assert "torch.jit.trace" in error

@@ -229,6 +229,17 @@ def test_scripted_module_needs_and_uses_a_sidecar(tmp_path: Path, trained: Class
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
+def test_the_cli_refuses_a_scripted_module_in_one_line(
+    tmp_path: Path, trained: Classifier, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "scripted.pt"
+    torch.jit.save(torch.jit.script(trained), path)
+    assert main(["inspect", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is a scripted TorchScript module" in err and "scripted.signature.json" in err
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
 def test_traced_without_its_example_inputs_needs_a_sidecar(tmp_path: Path, trained: Classifier) -> None:
     path = tmp_path / "bare.pt"
     torch.jit.save(torch.jit.trace(trained, torch.randn(2, 4), _store_inputs=False), path)
