@@ -135,6 +135,9 @@ class Signature:
     def validate(self, inputs: Mapping[str, np.ndarray], *, max_rows: int | None = None) -> dict[str, np.ndarray]:
         """Check inputs against the signature and cast them to the declared dtypes.
 
+        Inputs whose names are not exactly the signature's are matched by ``matching.py`` first (one tensor under
+        any name, one ``[N, n_features]`` tensor for named features), the way other servers' clients send them.
+
         Raises ``InvalidInput`` naming the input and what was expected, or ``PayloadTooLarge`` for too many
         rows. Returns the arrays the model will see.
         """
