@@ -253,7 +253,7 @@ def test_request_events_carry_model_version_protocol_status_rows_and_timings(tmp
         reply = await plane.infer("m", InferenceRequest(repo_rows(1.0, -1.0)), ctx)
         assert reply.model_version == "1" and reply.outputs["label"].tolist() == ["m-hi", "m-lo"]
         with pytest.raises(InvalidInput):
-            await plane.infer("m", InferenceRequest({"nope": np.zeros((1, 3))}), ctx)
+            await plane.infer("m", InferenceRequest({"nope": np.zeros((1, 5))}), ctx)
         await plane.close()
 
     asyncio.run(go())

@@ -119,3 +119,15 @@ class Sleepy(Model):
         seconds = inputs["seconds"]
         time.sleep(float(np.max(seconds, initial=0.0)))
         return {"seconds": seconds, "pid": np.full(len(seconds), os.getpid(), dtype=np.int64)}
+
+
+class HalfPlusThree(Model):
+    """TensorFlow Serving's example model (saved_model_half_plus_three): ``y = x / 2 + 3``."""
+
+    signature = Signature.from_features({"x": "FP32"}, outputs=[TensorSpec("y", "FP32")])
+
+    def __init__(self) -> None:
+        self.name = "half_plus_three"
+
+    def predict(self, inputs: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
+        return {"y": inputs["x"] / 2 + 3}

@@ -28,6 +28,7 @@ from .errors import BadRequest, InferenceError, InferenceTimeout, InvalidInput, 
 from .events import Events, RequestFinished, RequestRejected, RequestStarted
 from .gate import ModelGate
 from .inference import InferenceRequest, InferenceResponse
+from .matching import output_aliases
 from .models.base import Model
 from .repository.handle import VersionHandle
 from .repository.registry import Repository
@@ -150,6 +151,22 @@ class DataPlane:
             return await call.infer(request)
 
 
+def _output_sources(signature: Signature, wanted: list[str], name: str) -> dict[str, str]:
+    """The model output behind each MLServer output name asked for (``matching.output_aliases``); 400 for a name
+    that is neither an output nor such an alias."""
+    unknown = [o for o in wanted if signature.output(o) is None]
+    if not unknown:
+        return {}
+    aliases = output_aliases(signature)
+    unknown = [o for o in unknown if o not in aliases]
+    if unknown:
+        raise InvalidInput(
+            f"outputs: unknown {', '.join(repr(o) for o in unknown)}; "
+            f"model '{name}' has outputs: {', '.join(signature.output_names)}"
+        )
+    return {o: aliases[o] for o in wanted if signature.output(o) is None}
+
+
 def _reason(status: int) -> str:
     return {404: "not_found", 503: "unavailable", 403: "forbidden", 401: "unauthenticated"}.get(status, "error")
 
@@ -237,13 +254,7 @@ class Call:
         model = handle.model
         name = handle.name
         outputs_wanted = request.outputs
-        if outputs_wanted is not None:
-            unknown = [o for o in outputs_wanted if model.signature.output(o) is None]
-            if unknown:
-                raise InvalidInput(
-                    f"outputs: unknown {', '.join(repr(o) for o in unknown)}; "
-                    f"model '{name}' has outputs: {', '.join(model.signature.output_names)}"
-                )
+        sources = _output_sources(model.signature, outputs_wanted, name) if outputs_wanted is not None else {}
         max_rows = handle.max_rows if handle.max_rows is not None else self.plane.max_rows
         inputs = model.signature.validate(request.inputs, max_rows=max_rows)
         rows = next(iter(inputs.values())).shape[0]
@@ -270,5 +281,5 @@ class Call:
             log.error("model %r version %s failed on a request of %d rows", name, handle.version, rows, exc_info=exc)
             raise InferenceError(f"model '{name}' failed to predict") from exc
         if outputs_wanted is not None:
-            outputs = {k: outputs[k] for k in outputs_wanted}
+            outputs = {k: outputs[sources.get(k, k)] for k in outputs_wanted}
         return InferenceResponse(name, handle.version, outputs, id=request.id)

@@ -16,6 +16,7 @@ import numpy as np
 
 from .datatypes import DATATYPES, datatype_of, json_type
 from .errors import InvalidInput, PayloadTooLarge
+from .matching import expected_inputs, match
 
 _KIND_WORDS = {"b": "boolean", "i": "integer", "u": "integer", "f": "number", "U": "string", "S": "string"}
 
@@ -134,18 +135,24 @@ class Signature:
     def validate(self, inputs: Mapping[str, np.ndarray], *, max_rows: int | None = None) -> dict[str, np.ndarray]:
         """Check inputs against the signature and cast them to the declared dtypes.
 
+        Inputs whose names are not exactly the signature's are matched by ``matching.py`` first (one tensor under
+        any name, one ``[N, n_features]`` tensor for named features), the way other servers' clients send them.
+
         Raises ``InvalidInput`` naming the input and what was expected, or ``PayloadTooLarge`` for too many
         rows. Returns the arrays the model will see.
         """
         missing = [s for s in self.inputs if s.name not in inputs]
         unknown = [n for n in inputs if n not in self._by_name]
         if missing or unknown:
-            parts = []
-            if missing:
-                parts.append("missing " + ", ".join(f"'{s.name}' ({s.describe()})" for s in missing))
-            if unknown:
-                parts.append("unknown " + ", ".join(f"'{n}'" for n in unknown))
-            raise InvalidInput(f"inputs: {'; '.join(parts)}; expected inputs: {', '.join(self.input_names)}")
+            matched = match(self, inputs)  # a request written for another server (matching.py)
+            if matched is None:
+                parts = []
+                if missing:
+                    parts.append("missing " + ", ".join(f"'{s.name}' ({s.describe()})" for s in missing))
+                if unknown:
+                    parts.append("unknown " + ", ".join(f"'{n}'" for n in unknown))
+                raise InvalidInput(f"inputs: {'; '.join(parts)}; {expected_inputs(self)}")
+            inputs = matched
         out: dict[str, np.ndarray] = {}
         rows: int | None = None
         floats: list[np.ndarray] = []  # arrays whose finiteness is checked at once, below

@@ -126,13 +126,93 @@ def test_exported_program_signature_comes_from_the_program(tmp_path: Path) -> No
     assert missing.status_code == 400 and "scale" in missing.json()["error"]
 
 
+class Mixed(torch.nn.Module):
+    """Two inputs of different dtypes and a dict of outputs: what a traced file must carry through."""
+
+    def forward(self, counts: torch.Tensor, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        scaled = x * counts.sum(dim=1, keepdim=True).to(x.dtype)
+        return {"scaled": scaled, "total": counts.sum(dim=1)}
+
+
 @pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
-def test_torchscript_needs_and_uses_a_sidecar(tmp_path: Path, trained: Classifier) -> None:
-    path = tmp_path / "scripted.pt"
+def test_traced_module_serves_without_a_sidecar(tmp_path: Path, trained: Classifier) -> None:
+    path = tmp_path / "traced.pt"
     torch.jit.save(torch.jit.trace(trained, torch.randn(2, 4)), path)
+    model = load_model(path)
+    assert model.signature.to_dict() == {
+        "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}],
+        "outputs": [{"name": "output", "datatype": "FP32", "shape": [-1, 3]}],
+    }
+    assert model.info["format"] == "torchscript (traced)"
+    assert model.info["signature"] == "the traced example inputs" and model.info["trust"].startswith("not needed")
+    x = rows()
+    with serving(model) as client:
+        outputs = v2(client, "traced", {"x": x})
+        one = v2(client, "traced", {"x": x[:1]})  # traced on 2 rows; any row count serves
+    np.testing.assert_array_equal(outputs["output"], expected(trained, x))
+    np.testing.assert_array_equal(one["output"], expected(trained, x[:1]))
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
+def test_traced_module_keeps_each_inputs_dtype_and_names_dict_outputs(tmp_path: Path) -> None:
+    path = tmp_path / "mixed.pt"
+    example = (torch.ones(3, 2, dtype=torch.int64), torch.ones(3, 5, dtype=torch.float64))
+    torch.jit.save(torch.jit.trace(Mixed(), example, strict=False), path)
+    model = load_model(path)
+    assert model.signature.to_dict() == {
+        "inputs": [
+            {"name": "counts", "datatype": "INT64", "shape": [-1, 2]},
+            {"name": "x", "datatype": "FP64", "shape": [-1, 5]},
+        ],
+        "outputs": [
+            {"name": "scaled", "datatype": "FP64", "shape": [-1, 5]},
+            {"name": "total", "datatype": "INT64", "shape": [-1]},
+        ],
+    }
+    counts = np.array([[1, 2], [3, 4]], dtype=np.int64)
+    x = np.arange(10, dtype=np.float64).reshape(2, 5)
+    with serving(model) as client:
+        outputs = v2(client, "mixed", {"counts": counts, "x": x})
+        wrong = client.post("/models/mixed/predict", json={"counts": [1.5, 2], "x": [0, 0, 0, 0, 0]})
+    np.testing.assert_array_equal(outputs["scaled"], x * counts.sum(axis=1, keepdims=True))
+    np.testing.assert_array_equal(outputs["total"], counts.sum(axis=1))
+    assert wrong.status_code == 400 and "counts" in wrong.text
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
+def test_a_sidecar_names_a_traced_modules_tensors(tmp_path: Path, trained: Classifier) -> None:
+    path = tmp_path / "animals.pt"
+    torch.jit.save(torch.jit.trace(trained, torch.randn(2, 4)), path)
+    sidecar(
+        path,
+        {
+            "inputs": [{"name": "features", "datatype": "FP32", "shape": [-1, 4]}],
+            "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 3], "labels": LABELS}],
+        },
+    )
+    model = load_model(path)
+    assert model.info["signature"].endswith("animals.signature.json")
+    x = rows()
+    with serving(model) as client:
+        outputs = v2(client, "animals", {"features": x})
+        answer = friendly(client, "animals", {"features": x})
+    np.testing.assert_array_equal(outputs["probabilities"], expected(trained, x))
+    want = expected(trained, x)
+    np.testing.assert_array_equal(probabilities(answer, LABELS, key="prediction").astype(np.float32), want)
+    sidecar(path, {"inputs": [{"name": "a", "shape": [-1, 4]}, {"name": "b", "shape": [-1, 4]}]})
+    with pytest.raises(ModelLoadError, match=r"declares 2 inputs, the program takes 1 \(x\)"):
+        load_model(path)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
+def test_scripted_module_needs_and_uses_a_sidecar(tmp_path: Path, trained: Classifier) -> None:
+    path = tmp_path / "scripted.pt"
+    torch.jit.save(torch.jit.script(trained), path)
     with pytest.raises(ModelLoadError, match=r"scripted\.signature\.json") as err:
         load_model(path)
-    assert "\n" not in str(err.value)
+    message = str(err.value)
+    assert "\n" not in message
+    assert "is a scripted TorchScript module" in message and "(x)" in message and "torch.jit.trace" in message
     sidecar(
         path,
         {
@@ -145,10 +225,26 @@ def test_torchscript_needs_and_uses_a_sidecar(tmp_path: Path, trained: Classifie
     x = rows()
     with serving(model) as client:
         outputs = v2(client, "scripted", {"features": x})
-        answer = friendly(client, "scripted", {"features": x})
     np.testing.assert_array_equal(outputs["probabilities"], expected(trained, x))
-    want = expected(trained, x)
-    np.testing.assert_array_equal(probabilities(answer, LABELS, key="prediction").astype(np.float32), want)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
+def test_the_cli_refuses_a_scripted_module_in_one_line(
+    tmp_path: Path, trained: Classifier, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "scripted.pt"
+    torch.jit.save(torch.jit.script(trained), path)
+    assert main(["inspect", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is a scripted TorchScript module" in err and "scripted.signature.json" in err
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
+def test_traced_without_its_example_inputs_needs_a_sidecar(tmp_path: Path, trained: Classifier) -> None:
+    path = tmp_path / "bare.pt"
+    torch.jit.save(torch.jit.trace(trained, torch.randn(2, 4), _store_inputs=False), path)
+    with pytest.raises(ModelLoadError, match=r"_store_inputs=False.*bare\.signature\.json"):
+        load_model(path)
 
 
 def test_pickled_module_needs_trust(tmp_path: Path, trained: Classifier) -> None:

@@ -48,6 +48,46 @@ def test_columnar_inputs() -> None:
     assert v1.decode({"inputs": [[1, 2, 3, 4]]}, UNNAMED).request.inputs["input"].shape == (1, 4)
 
 
+def test_kserve_reads_inputs_as_instances() -> None:
+    """KServe's V1 server reads a list under "inputs" as it reads "instances", and answers "predictions"."""
+    decoded = v1.decode({"inputs": [[5.1, 3.5, 1.4, 0.2], ROW]}, IRIS)
+    assert not decoded.columnar
+    assert decoded.request.inputs["sepal_length"].tolist() == [5.1, 5.1]
+    assert v1.encode(iris_answer(), IRIS, decoded) == {"predictions": ["setosa", "virginica"]}
+    single = v1.decode({"inputs": [[1, 2, 3, 4]]}, UNNAMED)  # one input: TensorFlow Serving's columnar list
+    assert single.columnar and single.request.inputs["input"].shape == (1, 4)
+
+
+def test_blocks_of_rows_as_pandas_writes_them() -> None:
+    """An item may hold several rows: name -> list of values, name -> {row index: value}, or a list of records."""
+    lists = {
+        "sepal_length": [5.1, 6.3],
+        "sepal_width": [3.5, 3.3],
+        "petal_length": [1.4, 6.0],
+        "petal_width": [0.2, 2.5],
+    }
+    indexed = {k: {"7": v[1], "3": v[0]} for k, v in lists.items()}
+    for body in (
+        {"inputs": [lists]},
+        {"instances": [lists]},
+        {"instances": [indexed]},
+        {"instances": [[ROW, {k: v[1] for k, v in lists.items()}]]},
+    ):
+        decoded = v1.decode(body, IRIS)
+        assert decoded.request.inputs["sepal_length"].tolist() in ([5.1, 6.3], [6.3, 5.1]), body
+        assert decoded.request.inputs["petal_width"].tolist() in ([0.2, 2.5], [2.5, 0.2]), body
+    assert v1.decode({"instances": [ROW, lists]}, IRIS).request.inputs["sepal_width"].tolist() == [3.5, 3.5, 3.3]
+    with pytest.raises(PayloadTooLarge):
+        v1.decode({"instances": [lists]}, IRIS, max_rows=1)
+    # a model with an array input keeps reading a list value as that input's row
+    assert v1.decode({"instances": [{"input": [1, 2, 3, 4]}]}, UNNAMED).request.inputs["input"].shape == (1, 4)
+
+
+def test_signature_name_is_accepted() -> None:
+    decoded = v1.decode({"signature_name": "serving_default", "instances": [ROW]}, IRIS)
+    assert decoded.request.inputs["sepal_length"].tolist() == [5.1]
+
+
 def test_outputs_option() -> None:
     decoded = v1.decode({"instances": [ROW], "outputs": ["probabilities", "label"]}, IRIS)
     assert decoded.request.outputs == ["probabilities", "label"]
@@ -74,7 +114,15 @@ def test_outputs_option() -> None:
         ),
         ({"instances": [[5.1, 3.5, True, 0.2]]}, "instance 0: 'petal_length' expected a number, got boolean true"),
         ({"inputs": {"sepal_length": [1]}}, "\"inputs\": missing 'sepal_width'"),
-        ({"inputs": [[1, 2, 3, 4]]}, '"inputs" expected an object of input name -> list of rows'),
+        ({"inputs": [ROW, [1, 2, 3]]}, "instance 1: expected 4 feature values in this order: sepal_length"),
+        ({"inputs": []}, '"inputs" expected a non-empty list, one item per row; got an empty list'),
+        (
+            {"inputs": [{**{k: [v] for k, v in ROW.items()}, "petal_width": [1, 2]}]},
+            "'petal_width' expected a list of 1",
+        ),
+        ({"inputs": [{k: {"0": v} for k, v in ROW.items()} | {"sepal_width": {"1": 3}}]}, "row indexes of"),
+        ({"instances": [[ROW, 5]]}, "instance 0: item 1 expected an object of named inputs, got number 5"),
+        ({"instances": [[ROW, {"sepal_length": 1}]]}, "instance 0 item 1: missing 'sepal_width'"),
     ],
 )
 def test_errors_name_the_instance(body: Any, expected: str) -> None:

@@ -3,7 +3,8 @@
 Neither format runs Python code on load, so neither needs trust, with two exceptions checked before loading:
 a ``.pt2`` archive whose weights, constants or sample inputs are pickled, and a ``.pt``/``.pth`` file written
 by ``torch.save(module)`` (a pickle). Both load only with ``--trust-pickle`` or a matching ``--sha256``; a
-pickled module, like TorchScript, needs a signature sidecar (``torch_signature.py``).
+pickled module, like a scripted TorchScript module, needs a signature sidecar (``torch_signature.py``); a traced
+TorchScript module and an exported program record their inputs, so the sidecar is optional for them.
 
 Inference runs under ``torch.inference_mode()`` on the device asked for (``--device``; CPU by default).
 """
@@ -22,7 +23,7 @@ import numpy as np
 from ..errors import ModelLoadError
 from ..signature import Signature, TensorSpec
 from .base import Model
-from .torch_signature import exported_signature, merge, read_sidecar, sidecar_path
+from .torch_signature import exported_signature, merge, read_sidecar, sidecar_path, traced_signature
 from .trust import Trust
 
 INSTALL = "PyTorch models need torch: pip install 'modelapi[torch]'"
@@ -83,8 +84,8 @@ def load_torch(path: Path, trust: Trust, device: str = "cpu") -> TorchModel:
     if path.suffix.lower() == ".pt2":
         return _load_exported(path, trust, dev)
     kind = _archive_kind(path)
-    if kind == "torchscript":
-        return _load_script(path, dev)
+    if kind != "pickle":
+        return _load_script(path, dev, traced=kind == "traced")
     return _load_pickled(path, trust, dev)
 
 
@@ -99,33 +100,44 @@ def _names(path: Path) -> list[str]:
 def _archive_kind(path: Path) -> str:
     names = _names(path)
     if any(n.endswith("/constants.pkl") for n in names) and any("/code/" in n for n in names):
-        return "torchscript"
+        # torch.jit.trace stores its example inputs (unless _store_inputs=False); torch.jit.script has none
+        return "traced" if any(n.endswith("/traced_inputs.pkl") for n in names) else "torchscript"
     return "pickle"
 
 
-def _load_script(path: Path, dev: Any) -> TorchModel:
+def _load_script(path: Path, dev: Any, traced: bool) -> TorchModel:
     import torch
 
     try:
-        module = torch.jit.load(str(path), map_location=dev)  # type: ignore[no-untyped-call]
+        # _restore_shapes puts the stored example inputs' dtypes and shapes on the graph's inputs
+        module = torch.jit.load(str(path), map_location=dev, _restore_shapes=traced)  # type: ignore[no-untyped-call]
     except Exception as exc:
         raise ModelLoadError(f"cannot load {path} as TorchScript: {_first_line(exc)}") from exc
     module.eval()
+    declared = read_sidecar(path)
+    sidecar = sidecar_path(path)
+    info: dict[str, Any] = {"source": str(path), "trust": "not needed (TorchScript)"}
+    if traced:
+        try:
+            found = traced_signature(module, dev)
+        except ModelLoadError as exc:
+            raise ModelLoadError(f"{path}: {exc}") from exc
+        signature = merge(found, declared, sidecar)
+        source = str(sidecar) if declared is not None else "the traced example inputs"
+        return TorchModel(module, signature, dev, {"format": "torchscript (traced)", **info, "signature": source})
     args = [a.name for a in module.forward.schema.arguments][1:]  # skip self
-    signature = read_sidecar(path)
-    if signature is None:
+    if declared is None:
         example = {"inputs": [{"name": a, "datatype": "FP32", "shape": [-1, 4]} for a in args]}
         raise ModelLoadError(
-            f"{path}: TorchScript records the input names ({', '.join(args)}) but not their dtypes and shapes; "
-            f"declare them in {sidecar_path(path)}, e.g. {json.dumps(example)}"
+            f"{path} is a scripted TorchScript module (torch.jit.script; or traced with _store_inputs=False): "
+            f"it records the input names ({', '.join(args)}) but not their dtypes and shapes; declare them in "
+            f"{sidecar}, e.g. {json.dumps(example)}, or save the module with torch.jit.trace, which records its "
+            "example inputs"
         )
-    if len(signature.inputs) != len(args):
-        raise ModelLoadError(
-            f"{sidecar_path(path)}: declares {len(signature.inputs)} inputs, forward() takes {len(args)}"
-        )
-    signature = _default_outputs(signature)
-    info = {"format": "torchscript", "source": str(path), "signature": str(sidecar_path(path))}
-    return TorchModel(module, signature, dev, {**info, "trust": "not needed (TorchScript)"})
+    if len(declared.inputs) != len(args):
+        raise ModelLoadError(f"{sidecar}: declares {len(declared.inputs)} inputs, forward() takes {len(args)}")
+    info.update(format="torchscript", signature=str(sidecar))
+    return TorchModel(module, _default_outputs(declared), dev, info)
 
 
 def _load_exported(path: Path, trust: Trust, dev: Any) -> TorchModel:

@@ -1,12 +1,16 @@
-"""Signatures of PyTorch programs: read from a ``torch.export`` program, or declared in a sidecar file.
+"""Signatures of PyTorch programs: read from a ``torch.export`` program or a traced TorchScript module, or
+declared in a sidecar file.
 
 The sidecar ``<model stem>.signature.json`` sits next to the model file::
 
     {"inputs":  [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}],
      "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 3], "labels": ["a", "b", "c"]}]}
 
-TorchScript records argument names but not dtypes or shapes, so a TorchScript model needs one; for an exported
-program it is optional and, when present, overrides what the program records (to name outputs or add labels).
+A traced TorchScript module (``torch.jit.trace``) stores its example inputs in the file, so its inputs' dtypes
+and shapes are known (the first axis becomes the row axis) and its outputs are found by running it once on
+inputs of that kind. A scripted module (``torch.jit.script``) records argument names only, so it needs a
+sidecar. For an exported program or a traced module the sidecar is optional and, when present, overrides what
+the file records (to name inputs and outputs or add labels).
 """
 
 from __future__ import annotations
@@ -71,6 +75,20 @@ def _spec(item: Any) -> TensorSpec:
     )
 
 
+#: TorchScript graph scalar type names -> torch dtype names
+_SCALAR_TYPES = {
+    "Float": "float32",
+    "Double": "float64",
+    "Half": "float16",
+    "Char": "int8",
+    "Short": "int16",
+    "Int": "int32",
+    "Long": "int64",
+    "Byte": "uint8",
+    "Bool": "bool",
+}
+
+
 def datatype_of_torch(dtype: Any, what: str) -> str:
     name = str(dtype).removeprefix("torch.")
     datatype = TORCH_DATATYPES.get(name)
@@ -129,3 +147,53 @@ def merge(found: Signature, declared: Signature | None, sidecar: Path) -> Signat
             f"signature {sidecar}: declares {len(outputs)} outputs, the program returns {len(found.outputs)}"
         )
     return Signature(declared.inputs, outputs)
+
+
+def traced_signature(module: Any, device: Any) -> Signature:
+    """Inputs of a traced TorchScript module loaded with its traced input shapes restored
+    (``torch.jit.load(..., _restore_shapes=True)``), outputs from one run on zeros of those shapes."""
+    import torch
+
+    names = [a.name for a in module.forward.schema.arguments][1:]  # skip self
+    values = list(module.forward.graph.inputs())[1:]
+    if not names or len(names) != len(values):
+        raise ModelLoadError("the traced module's forward() takes no tensor inputs; modelapi serves tensor inputs")
+    inputs = []
+    examples = []
+    for name, value in zip(names, values, strict=True):
+        kind = value.type()
+        scalar = kind.scalarType() if isinstance(kind, torch._C.TensorType) else None
+        sizes = kind.sizes() if scalar is not None else None
+        if scalar is None or sizes is None:
+            raise ModelLoadError(
+                f"traced module input '{name}' is not a tensor of known dtype and shape ({kind}); "
+                "declare the inputs in a sidecar"
+            )
+        datatype = datatype_of_torch(_SCALAR_TYPES.get(scalar, scalar), f"traced input '{name}'")
+        if not sizes:
+            raise ModelLoadError(f"traced module input '{name}' is a scalar; modelapi needs a row (batch) axis first")
+        inputs.append(TensorSpec(name, datatype, (-1, *sizes[1:])))
+        examples.append(torch.zeros(sizes, dtype=getattr(torch, _SCALAR_TYPES.get(scalar, scalar)), device=device))
+    rows = examples[0].shape[0] if examples else 0
+    try:
+        with torch.inference_mode():
+            result = module(*examples)
+    except Exception as exc:
+        text = str(exc).strip().splitlines()
+        first = text[0] if text else type(exc).__name__
+        raise ModelLoadError(f"the traced module fails on zeros shaped like its example inputs: {first}") from exc
+    if isinstance(result, dict):
+        named = [(str(k), v) for k, v in result.items()]
+    else:
+        results = list(result) if isinstance(result, list | tuple) else [result]
+        named = [("output" if len(results) == 1 else f"output_{i}", v) for i, v in enumerate(results)]
+    outputs = []
+    for name, value in named:
+        if not isinstance(value, torch.Tensor) or value.ndim == 0 or value.shape[0] != rows:
+            got = f"shape {list(value.shape)}" if isinstance(value, torch.Tensor) else type(value).__name__
+            raise ModelLoadError(
+                f"traced module output '{name}' ({got}) has not one row per input row ({rows}); "
+                "modelapi needs the row (batch) axis first in every output"
+            )
+        outputs.append(TensorSpec(name, datatype_of_torch(value.dtype, f"output '{name}'"), (-1, *value.shape[1:])))
+    return Signature(tuple(inputs), tuple(outputs))

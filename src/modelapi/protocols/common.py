@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import matching
 from ..errors import PayloadTooLarge
 from ..signature import Signature
 
@@ -58,11 +59,7 @@ def integer_range(dtype: np.dtype[Any]) -> tuple[int, int]:
 
 def primary_output(signature: Signature) -> str | None:
     """The output that answers "what is the prediction": ``prediction``, else ``label``, else the first."""
-    names = signature.output_names
-    for name in ("prediction", "label"):
-        if name in names:
-            return name
-    return names[0] if names else None
+    return matching.primary_output(signature)
 
 
 def to_plain(arr: np.ndarray) -> Any:

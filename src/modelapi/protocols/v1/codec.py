@@ -7,8 +7,15 @@ Row format, ``{"instances": [...]}`` answered with ``{"predictions": [...]}``. A
   models with named features);
 * the row value itself (single-input models, e.g. ``input`` of shape ``[-1, 4]``).
 
+For models whose inputs are all 1-D (tabular), an item may also be a block of rows, as KServe's runtimes read
+them with pandas: an object of input name -> list of values (or -> object of row index -> value, what
+``DataFrame.to_dict()`` writes), or a list of objects of named inputs.
+
 Columnar format, ``{"inputs": ...}`` answered with ``{"outputs": ...}`` as TensorFlow Serving does: an object
-of input name -> list of rows, or (single-input models) the list of rows itself.
+of input name -> list of rows, or (single-input models) the list of rows itself. KServe reads a list under
+``inputs`` as it reads ``instances``, so a list under ``inputs`` for a model with several inputs, or one that
+holds objects, is read as instances and answered with ``{"predictions": ...}``. ``signature_name`` (TensorFlow
+Serving's) must be a string and is otherwise ignored: a model here has one signature.
 
 A prediction is the primary output's row value (``prediction``, else ``label``, else the first output), so a
 classifier answers its labels, as KServe's scikit-learn server does. A request that sets ``"outputs": [names]``
@@ -60,11 +67,20 @@ def decode(body: Any, signature: Signature, *, max_rows: int | None = None) -> V
     if not isinstance(body.get("signature_name", ""), str):
         raise InvalidInput(f'"signature_name" expected a string, got {describe(body["signature_name"])}')
     outputs = _outputs(body.get("outputs"))
+    columnar = False
     if has_rows:
-        inputs = _instances(body["instances"], signature, max_rows)
+        inputs = _instances(body["instances"], signature, max_rows, '"instances"')
+    elif _kserve_rows(body["inputs"], signature):
+        inputs = _instances(body["inputs"], signature, max_rows, '"inputs"')
     else:
         inputs = _columns(body["inputs"], signature, max_rows)
-    return V1Request(InferenceRequest(inputs, outputs=outputs), columnar=has_columns)
+        columnar = True
+    return V1Request(InferenceRequest(inputs, outputs=outputs), columnar=columnar)
+
+
+def _kserve_rows(value: Any, signature: Signature) -> bool:
+    """A list under ``inputs`` that only KServe's reading (rows, like ``instances``) makes sense of."""
+    return isinstance(value, list) and (len(signature.inputs) != 1 or any(type(v) is dict for v in value))
 
 
 def _outputs(value: Any) -> list[str] | None:
@@ -75,21 +91,37 @@ def _outputs(value: Any) -> list[str] | None:
     return list(dict.fromkeys(value))
 
 
-def _instances(instances: Any, signature: Signature, max_rows: int | None) -> dict[str, Any]:
+def _instances(instances: Any, signature: Signature, max_rows: int | None, key: str) -> dict[str, Any]:
     if not isinstance(instances, list) or not instances:
         got = "an empty list" if instances == [] else describe(instances)
-        raise InvalidInput(f'"instances" expected a non-empty list, one item per row; got {got}')
+        raise InvalidInput(f"{key} expected a non-empty list, one item per row; got {got}")
     check_row_limit(len(instances), max_rows, "instances")
     specs = signature.inputs
     names = signature.input_names
     all_columns = all(not s.row_shape for s in specs)
     columns: dict[str, list[Any]] = {n: [] for n in names}
+    blocks = False
     for i, instance in enumerate(instances):
         if isinstance(instance, dict):
             if len(instance) != len(names) or not all(n in instance for n in names):
                 check_names(instance, signature, f"instance {i}", "inputs")
+            if all_columns and type(instance[names[0]]) in (list, dict):  # a block of rows (pandas)
+                blocks = True
+                for n, values in _block(instance, names, i).items():
+                    columns[n].extend(values)
+                continue
             for n in names:
                 columns[n].append(instance[n])
+        elif all_columns and isinstance(instance, list) and instance and type(instance[0]) is dict:
+            blocks = True  # a list of records (pandas reads it as rows)
+            for j, record in enumerate(instance):
+                if not isinstance(record, dict):
+                    raise InvalidInput(
+                        f"instance {i}: item {j} expected an object of named inputs, got {describe(record)}"
+                    )
+                check_names(record, signature, f"instance {i} item {j}", "inputs")
+                for n in names:
+                    columns[n].append(record[n])
         elif all_columns and isinstance(instance, list):
             if len(instance) != len(names):
                 raise InvalidInput(
@@ -106,6 +138,8 @@ def _instances(instances: Any, signature: Signature, max_rows: int | None) -> di
                 f"instance {i}: expected {shape}an object of named inputs ({', '.join(names)}); "
                 f"got {describe(instance)}"
             )
+    if blocks:
+        check_row_limit(len(columns[names[0]]), max_rows, "rows")
     inputs = {}
     for spec in specs:
         arr = fast_column(spec, columns[spec.name])
@@ -114,6 +148,30 @@ def _instances(instances: Any, signature: Signature, max_rows: int | None) -> di
             arr = column(spec, columns[spec.name])
         inputs[spec.name] = arr
     return inputs
+
+
+def _block(instance: dict[str, Any], names: list[str], i: int) -> dict[str, list[Any]]:
+    """One instance that holds several rows: input name -> list of values, or -> {row index: value}."""
+    first = instance[names[0]]
+    if isinstance(first, dict):
+        index = list(first)
+        for n in names:
+            values = instance[n]
+            if not isinstance(values, dict) or values.keys() != first.keys():
+                shown = ", ".join(repr(k) for k in index[:10])
+                raise InvalidInput(
+                    f"instance {i}: '{n}' expected an object with the row indexes of '{names[0]}' ({shown}), "
+                    f"got {describe(values)}"
+                )
+        return {n: [instance[n][k] for k in index] for n in names}  # rows in the first input's index order
+    for n in names:
+        values = instance[n]
+        if not isinstance(values, list) or len(values) != len(first):
+            raise InvalidInput(
+                f"instance {i}: '{n}' expected a list of {len(first)} values, one per row as for "
+                f"'{names[0]}', got {describe(values)}"
+            )
+    return {n: instance[n] for n in names}
 
 
 def _columns(value: Any, signature: Signature, max_rows: int | None) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from ...context import JsonLimits
 from ...datatypes import DATATYPES, datatype_of
 from ...errors import InferenceError, InvalidInput, MalformedRequest
 from ...inference import InferenceRequest, InferenceResponse
+from ...matching import output_aliases
 from ...models.base import Model
 from ...signature import Signature
 from ..common import package_version
@@ -70,6 +71,8 @@ class V2Codec:
         self.signature: Signature = model.signature
         self.input_types = {s.name: s.datatype for s in self.signature.inputs}
         self.output_types = {s.name: s.datatype for s in self.signature.outputs}
+        for alias, name in output_aliases(self.signature).items():  # MLServer's output names (matching.py)
+            self.output_types[alias] = self.output_types[name]
         self.metadata: dict[str, Any] = {
             "name": model.name,
             "versions": [model.version],
