@@ -13,6 +13,7 @@ from typing import Any, TextIO
 
 import httpx
 
+from ..client.progress import Progress
 from ..errors import ModelAPIError
 from ..settings import Settings
 from . import formats_in, formats_out
@@ -39,28 +40,6 @@ def input_format(path: Path) -> formats_in.InputFormat:
     if fmt is None:
         raise ValueError(f"--input {path}: expected a .csv, .json, .ndjson or .parquet file")
     return fmt
-
-
-class Progress:
-    def __init__(self, out: TextIO) -> None:
-        self.out = out
-        self.shown = ""
-
-    def show(self, status: dict[str, Any]) -> None:
-        p = status["progress"]
-        done, total = p["rows_done"], p["rows_total"]
-        frac = done / total if total else 0.0
-        bar = "#" * int(frac * 30)
-        line = f"\r{status['status']:<9} [{bar:<30}] {frac:6.1%} {done:,}/{total:,} rows"
-        if line != self.shown:
-            self.out.write(line)
-            self.out.flush()
-            self.shown = line
-
-    def end(self) -> None:
-        if self.shown:
-            self.out.write("\n")
-            self.out.flush()
 
 
 def _reason(status: dict[str, Any]) -> str:
