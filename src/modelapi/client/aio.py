@@ -49,7 +49,7 @@ class AsyncClient:
     ) -> None:
         self.url = base_url(url)
         policy = RetryPolicy(timeout, retries, deadline, backoff, max_backoff, clock, rng)
-        self._calls = Calls(policy)
+        self._calls = Calls(policy, self.url)
         self._sleep = sleep
         self._http = httpx.AsyncClient(
             base_url=self.url, headers=headers_for(api_key, headers), verify=verify, transport=transport

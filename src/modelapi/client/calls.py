@@ -86,15 +86,16 @@ def headers_for(api_key: str | None, extra: Mapping[str, str] | None) -> dict[st
 class Calls:
     """Every call of the client as ``Steps``; ``policy`` says how hard each request tries."""
 
-    def __init__(self, policy: RetryPolicy) -> None:
+    def __init__(self, policy: RetryPolicy, origin: str = "") -> None:
         self.policy = policy
+        self.origin = origin
 
     # plumbing ---------------------------------------------------------------------------------------------
     def send(self, request: Request, *, retry: bool = True) -> Steps:
         """The answer to ``request`` (2xx or 3xx), else the error the server's answer describes. One request
         id for every attempt, so the server's log shows the retries of one call under one id."""
         request.headers.setdefault("x-request-id", uuid.uuid4().hex)
-        response: httpx.Response = yield from exchange(request, self.policy, retry=retry)
+        response: httpx.Response = yield from exchange(request, self.policy, retry=retry, origin=self.origin)
         if response.status_code >= 400:
             raise error_for(response)
         return response
@@ -115,7 +116,7 @@ class Calls:
         """One probe, not retried: ``True`` on 200, ``False`` on 503 (loading, draining)."""
         path = "/v2/health/ready" if model is None else _v2_path(model, version) + "/ready"
         request = Request("GET", path, {"accept": "application/json", "x-request-id": uuid.uuid4().hex})
-        response: httpx.Response = yield from exchange(request, self.policy, retry=False)
+        response: httpx.Response = yield from exchange(request, self.policy, retry=False, origin=self.origin)
         if response.status_code == 503:
             return False
         if response.status_code >= 400:

@@ -112,13 +112,16 @@ def parse_retry_after(value: str | None, now: Callable[[], float] = time.time) -
     return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
-def exchange(request: Request, policy: RetryPolicy, *, retry: bool = True) -> Generator[Op, Any, httpx.Response]:
+def exchange(
+    request: Request, policy: RetryPolicy, *, retry: bool = True, origin: str = ""
+) -> Generator[Op, Any, httpx.Response]:
     """Send ``request`` until an answer that is not retried, and return it (whatever its status).
 
     Raises ``ConnectionFailedError`` when the server stays unreachable, ``ClientTimeoutError`` on a read
-    timeout or when the deadline has passed. ``retry=False``: one attempt (a probe such as ``ready()``)."""
+    timeout or when the deadline has passed. ``retry=False``: one attempt (a probe such as ``ready()``).
+    ``origin``: the server's URL, for the messages."""
     start = policy.clock()
-    what = f"{request.method} {request.path}"
+    what = f"{request.method} {origin}{request.path}"
     attempt = 0
     while True:
         left = policy.deadline - (policy.clock() - start)
