@@ -16,7 +16,7 @@ import numpy as np
 
 from .calls import Calls, base_url, headers_for
 from .progress import Progress, progress_out
-from .retry import RetryPolicy, Send, Sleep, Steps
+from .retry import Request, RetryPolicy, Send, Sleep, Steps
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -122,11 +122,25 @@ class AsyncClient:
         r = op.request
         content = r.content if r.file is None else _blocks(r.file)
         try:
+            if r.sink is not None:
+                return await self._download(r, op.timeout, r.sink)
             return await self._http.request(
                 r.method, r.path, headers=r.headers, content=content, params=r.params, timeout=op.timeout
             )
         except httpx.TransportError as exc:
             return exc
+
+    async def _download(self, r: Request, timeout: float, sink: Path) -> httpx.Response:
+        async with self._http.stream(r.method, r.path, headers=r.headers, params=r.params, timeout=timeout) as response:
+            if not response.is_success:
+                await response.aread()
+                return response
+            part = sink.with_name(sink.name + ".part")
+            async with await anyio.open_file(part, "wb") as f:
+                async for block in response.aiter_bytes():
+                    await f.write(block)
+            await anyio.Path(part).replace(sink)
+            return response
 
 
 async def _blocks(path: Path) -> AsyncIterator[bytes]:
@@ -174,6 +188,11 @@ class AsyncJob:
     async def result(self) -> pd.DataFrame:
         result: pd.DataFrame = await self._client._run(self._client._calls.job_result(self.location))
         return result
+
+    async def save(self, path: str | Path) -> Path:
+        """As ``Job.save``."""
+        saved: Path = await self._client._run(self._client._calls.save_job_result(self.location, Path(path)))
+        return saved
 
     async def cancel(self) -> dict[str, Any]:
         self.info = await self._client._run(self._client._calls.cancel_job(self.location))

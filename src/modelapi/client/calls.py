@@ -29,6 +29,7 @@ JOB_MEDIA = {
     ".jsonl": "application/x-ndjson",
     ".parquet": "application/vnd.apache.parquet",
 }
+JOB_FORMATS = {".csv": "csv", ".json": "json", ".ndjson": "ndjson", ".jsonl": "ndjson", ".parquet": "parquet"}
 FINISHED = ("succeeded", "failed", "cancelled")
 JSON_HEADERS = {"content-type": "application/json", "accept": "application/json"}
 
@@ -195,6 +196,15 @@ class Calls:
         import pandas as pd
 
         return pd.read_parquet(io.BytesIO(response.content))
+
+    def save_job_result(self, location: str, path: Path) -> Steps:
+        """Stream the result into ``path``, in the format its suffix names."""
+        fmt = JOB_FORMATS.get(path.suffix.lower())
+        if fmt is None:
+            raise ValueError(f"{path}: name a .csv, .json, .ndjson or .parquet file for the result")
+        accept = {"accept": JOB_MEDIA[f".{fmt}"]}
+        yield from self.send(Request("GET", f"{location}/result", accept, params={"format": fmt}, sink=path))
+        return path
 
     def wait_job(
         self,

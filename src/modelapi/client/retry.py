@@ -42,7 +42,9 @@ _RETRY_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.ReadError, http
 
 @dataclass(frozen=True)
 class Request:
-    """One HTTP request, as data. ``file``: a body streamed from disk, opened again for each attempt."""
+    """One HTTP request, as data. ``file``: a body streamed from disk, opened again for each attempt.
+    ``sink``: a successful answer's body is streamed into this file (written whole, then renamed into place)
+    instead of being read into memory."""
 
     method: str
     path: str
@@ -50,6 +52,7 @@ class Request:
     content: bytes | None = None
     file: Path | None = None
     params: dict[str, str] | None = None
+    sink: Path | None = None
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import numpy as np
 
 from .calls import Calls, base_url, headers_for
 from .progress import Progress, progress_out
-from .retry import RetryPolicy, Send, Sleep, Steps
+from .retry import Request, RetryPolicy, Send, Sleep, Steps
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -133,6 +133,8 @@ class Client:
     def _send(self, op: Send) -> httpx.Response | httpx.TransportError:
         r = op.request
         try:
+            if r.sink is not None:
+                return self._download(r, op.timeout, r.sink)
             if r.file is None:
                 return self._http.request(
                     r.method, r.path, headers=r.headers, content=r.content, params=r.params, timeout=op.timeout
@@ -143,6 +145,18 @@ class Client:
                 )
         except httpx.TransportError as exc:
             return exc
+
+    def _download(self, r: Request, timeout: float, sink: Path) -> httpx.Response:
+        with self._http.stream(r.method, r.path, headers=r.headers, params=r.params, timeout=timeout) as response:
+            if not response.is_success:
+                response.read()
+                return response
+            part = sink.with_name(sink.name + ".part")
+            with part.open("wb") as f:
+                for block in response.iter_bytes():
+                    f.write(block)
+            part.replace(sink)
+            return response
 
 
 def _blocks(f: BinaryIO) -> Iterator[bytes]:
@@ -193,6 +207,12 @@ class Job:
         """The predictions, one row per input row, in input order (``prediction``, ``probabilities.<class>``)."""
         result: pd.DataFrame = self._client._run(self._client._calls.job_result(self.location))
         return result
+
+    def save(self, path: str | Path) -> Path:
+        """Stream the result into a file, in the format its suffix names (.csv, .json, .ndjson, .parquet);
+        for results too large to hold as a DataFrame."""
+        saved: Path = self._client._run(self._client._calls.save_job_result(self.location, Path(path)))
+        return saved
 
     def cancel(self) -> dict[str, Any]:
         self.info = self._client._run(self._client._calls.cancel_job(self.location))
