@@ -20,6 +20,22 @@ _EXPORTS = {
     "Trust": "modelapi.models.trust",
     "create_app": "modelapi.http.app",
     "load_model": "modelapi.models.registry",
+    # the Python client (docs/client.md); httpx and numpy load on first use
+    "AsyncClient": "modelapi.client",
+    "Client": "modelapi.client",
+    "AuthenticationError": "modelapi.client.errors",
+    "BadRequestError": "modelapi.client.errors",
+    "ClientError": "modelapi.client.errors",
+    "ClientTimeoutError": "modelapi.client.errors",
+    "ConflictError": "modelapi.client.errors",
+    "ConnectionFailedError": "modelapi.client.errors",
+    "HTTPStatusError": "modelapi.client.errors",
+    "JobFailedError": "modelapi.client.errors",
+    "NotFoundError": "modelapi.client.errors",
+    "PermissionDeniedError": "modelapi.client.errors",
+    "RateLimitError": "modelapi.client.errors",
+    "ServerError": "modelapi.client.errors",
+    "ServiceUnavailableError": "modelapi.client.errors",
 }
 
 __all__ = [
@@ -33,8 +49,42 @@ __all__ = [
     "create_app",
     "load_model",
 ]
+# the Python client (docs/client.md)
+__all__ += [
+    "AsyncClient",
+    "AuthenticationError",
+    "BadRequestError",
+    "Client",
+    "ClientError",
+    "ClientTimeoutError",
+    "ConflictError",
+    "ConnectionFailedError",
+    "HTTPStatusError",
+    "JobFailedError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "ServerError",
+    "ServiceUnavailableError",
+]
 
 if TYPE_CHECKING:
+    from .client import AsyncClient, Client
+    from .client.errors import (
+        AuthenticationError,
+        BadRequestError,
+        ClientError,
+        ClientTimeoutError,
+        ConflictError,
+        ConnectionFailedError,
+        HTTPStatusError,
+        JobFailedError,
+        NotFoundError,
+        PermissionDeniedError,
+        RateLimitError,
+        ServerError,
+        ServiceUnavailableError,
+    )
     from .errors import ModelAPIError
     from .http.app import create_app
     from .models.base import Model

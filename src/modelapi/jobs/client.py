@@ -3,24 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TextIO
 
-import httpx
-
+from ..client.errors import ClientError
+from ..client.progress import Progress
 from ..errors import ModelAPIError
 from ..settings import Settings
 from . import formats_in, formats_out
 from .service import JobService, describe
-from .store import FAILED, FINISHED, SUCCEEDED
-
-_MEDIA_IN = {"csv": "text/csv", "json": "application/json", "ndjson": "application/x-ndjson"}
-_MEDIA_IN["parquet"] = "application/vnd.apache.parquet"
+from .store import FAILED, SUCCEEDED
 
 
 class JobFailed(Exception):
@@ -41,28 +37,6 @@ def input_format(path: Path) -> formats_in.InputFormat:
     return fmt
 
 
-class Progress:
-    def __init__(self, out: TextIO) -> None:
-        self.out = out
-        self.shown = ""
-
-    def show(self, status: dict[str, Any]) -> None:
-        p = status["progress"]
-        done, total = p["rows_done"], p["rows_total"]
-        frac = done / total if total else 0.0
-        bar = "#" * int(frac * 30)
-        line = f"\r{status['status']:<9} [{bar:<30}] {frac:6.1%} {done:,}/{total:,} rows"
-        if line != self.shown:
-            self.out.write(line)
-            self.out.flush()
-            self.shown = line
-
-    def end(self) -> None:
-        if self.shown:
-            self.out.write("\n")
-            self.out.flush()
-
-
 def _reason(status: dict[str, Any]) -> str:
     error = status.get("error") or {}
     return f"job {status['id']} {status['status']}: {error.get('detail', 'no reason given')}"
@@ -78,52 +52,17 @@ def _write(path: Path, chunks: Iterable[bytes]) -> None:
 
 # remote ---------------------------------------------------------------------------------------------------
 def predict_remote(url: str, model: str, src: Path, dst: Path, *, api_key: str | None, err: TextIO) -> dict[str, Any]:
-    fmt_in, fmt_out = input_format(src), output_format(dst)
-    headers = {"idempotency-key": uuid.uuid4().hex, "content-type": _MEDIA_IN[fmt_in]}
-    progress = Progress(err)
-    auth = {"authorization": f"Bearer {api_key}"} if api_key else {}
-    with httpx.Client(base_url=url.rstrip("/"), headers=auth) as http:
-        for attempt in range(3):  # the Idempotency-Key makes a retried upload return the same job
-            try:
-                with src.open("rb") as f:
-                    r = http.post(f"/models/{model}/jobs", content=_blocks(f), headers=headers, timeout=600)
-                break
-            except httpx.TransportError:
-                if attempt == 2:
-                    raise
-                time.sleep(1 + attempt)
-        status = _checked(r)
-        location = r.headers.get("location", f"/jobs/{status['id']}")
-        while status["status"] not in FINISHED:
-            progress.show(status)
-            time.sleep(0.25)
-            status = _checked(http.get(location, timeout=30))
-        progress.show(status)
-        progress.end()
-        if status["status"] != SUCCEEDED:
-            raise JobFailed(_reason(status))
-        accept = formats_out.MEDIA[fmt_out]
-        with http.stream("GET", f"{location}/result", headers={"accept": accept}, timeout=600) as res:
-            if res.status_code != 200:
-                res.read()
-                _checked(res)
-            _write(dst, res.iter_bytes())
+    """Through the Python client: the upload (with an idempotency key, so its retries are safe), the progress
+    bar while polling, the result streamed into ``dst``."""
+    from ..client import Client
+
+    input_format(src)  # the flags' own messages, before anything is sent
+    output_format(dst)
+    with Client(url, api_key, timeout=600.0, deadline=1800.0) as client:
+        job = client.submit_job(model, src)
+        status = job.wait(progress=err)
+        job.save(dst)
     return status
-
-
-def _blocks(f: Any) -> Iterator[bytes]:
-    while block := f.read(1 << 20):
-        yield block
-
-
-def _checked(r: httpx.Response) -> dict[str, Any]:
-    try:
-        body: dict[str, Any] = r.json()
-    except json.JSONDecodeError:
-        body = {"detail": r.text[:500]}
-    if r.status_code >= 400:
-        raise JobFailed(f"the server answered {r.status_code}: {body.get('detail', body)}")
-    return body
 
 
 # in process -----------------------------------------------------------------------------------------------
@@ -164,11 +103,8 @@ def run_predict(
             status = predict_remote(url, model, src, dst, api_key=api_key, err=err)
         else:
             status = _in_process(settings, model, src, dst, err)
-    except (JobFailed, ModelAPIError) as exc:
+    except (JobFailed, ModelAPIError, ClientError) as exc:
         print(f"modelapi: error: {getattr(exc, 'detail', exc)}", file=err)
-        return 1
-    except httpx.HTTPError as exc:
-        print(f"modelapi: error: cannot reach {url}: {exc}", file=err)
         return 1
     timings = status["timings"]
     print(f"wrote {status['progress']['rows_done']:,} predictions to {dst} ({timings['rows_per_s']} rows/s)", file=err)

@@ -1,4 +1,7 @@
-"""The ``predict`` and ``worker`` subcommands' arguments (kept light: the job machinery loads only when used)."""
+"""The ``predict`` and ``worker`` subcommands' arguments (kept light: the job machinery loads only when used).
+
+``predict`` scores a file as a job (``--input``, ``--output``), or one record given as ``NAME=VALUE``
+arguments (``client/command.py``), on a server (``--url``) or in this process."""
 
 from __future__ import annotations
 
@@ -41,13 +44,20 @@ def add_commands(sub: Any, serve_flags: dict[str, tuple[list[str], str, dict[str
 
     predict = sub.add_parser(
         "predict",
-        help="score a file as a job, on a server (--url) or in this process",
-        description="Score a CSV, JSON, JSON Lines or Parquet file; the output's suffix picks its format.",
+        help="score a file as a job, or one record given as NAME=VALUE, on a server (--url) or in this process",
+        description="Score a CSV, JSON, JSON Lines or Parquet file (--input, --output; the output's suffix picks "
+        "its format), or one record: modelapi predict --model iris --url URL sepal_length=5.1 sepal_width=3.5 ...",
     )
-    predict.add_argument("models", nargs="*", metavar="MODEL", help="models to load when running in process")
+    predict.add_argument(
+        "models",
+        nargs="*",
+        metavar="MODEL|NAME=VALUE",
+        help="models to load when running in process; NAME=VALUE: a field of the one record to predict",
+    )
     predict.add_argument("--model", dest="job_model", required=True, metavar="NAME", help="the model to run")
-    predict.add_argument("--input", dest="job_input", required=True, type=Path, metavar="FILE")
-    predict.add_argument("--output", dest="job_output", required=True, type=Path, metavar="FILE")
+    predict.add_argument("--input", dest="job_input", type=Path, metavar="FILE", help="the file to score as a job")
+    predict.add_argument("--output", dest="job_output", type=Path, metavar="FILE", help="where the job's result goes")
+    predict.add_argument("--json", dest="json", action="store_true", help="one record: print the answer as JSON")
     predict.add_argument("--url", dest="job_url", metavar="URL", help="a modelapi server (default: run in process)")
     predict.add_argument("--api-key", dest="api_key", default=argparse.SUPPRESS, help="API key for --url")
     shared(predict, ("names", "trust_pickle", "sha256", "max_rows", "log_level"))
@@ -63,7 +73,26 @@ def add_commands(sub: Any, serve_flags: dict[str, tuple[list[str], str, dict[str
 
 
 def run_command(args: argparse.Namespace, settings_for: Callable[[argparse.Namespace, list[str]], Any]) -> int:
-    settings = settings_for(args, list(args.models))
+    fields = [a for a in args.models if "=" in a] if args.command == "predict" else []
+    models = [a for a in args.models if a not in fields]
+    settings = settings_for(args, models)
+    if args.command == "predict" and (fields or (args.job_input is None and args.job_output is None)):
+        if args.job_input is not None or args.job_output is not None:
+            raise ValueError("give either NAME=VALUE fields for one record, or --input and --output files, not both")
+        from ..client.command import predict_record
+
+        return predict_record(
+            settings,
+            args.job_model,
+            fields,
+            url=args.job_url,
+            api_key=getattr(args, "api_key", None) or settings.api_key,
+            as_json=args.json,
+            out=sys.stdout,
+            err=sys.stderr,
+        )
+    if args.command == "predict" and (args.job_input is None or args.job_output is None):
+        raise ValueError("--input and --output go together: the file to score and where its result goes")
     if args.command == "worker":
         from ..worker import run_worker
 
