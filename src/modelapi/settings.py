@@ -132,6 +132,12 @@ class Settings(BaseSettings):
         le=65535,
         description="serve GET /metrics on this port of the same host, without a key, instead of the main port",
     )
+    grpc_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="serve the Open Inference Protocol over gRPC on this port of the same host ([grpc] extra)",
+    )
 
     @field_validator("sha256")
     @classmethod
