@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
 import httpx
 import numpy as np
 import pytest
@@ -21,6 +20,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
+import grpc
 from helpers.keys import create_key
 from helpers.model_repo import make_repository
 from toymodels import IRIS_FEATURES, IrisClassifier
@@ -51,7 +51,7 @@ def grpc_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Grpc]:
     }
     repo = make_repository(tmp / "repo", {"m": [1]})
     port = free_port()
-    args = (str(repo), "toymodels:IrisClassifier", "toymodels:Echo", "toymodels:Sleepy")
+    args = (str(repo), "toymodels:IrisClassifier", "toymodels:Echo", "toymodels:Sleepy", "toymodels:Regressor")
     flags = ("--auth", "on", "--state-dir", str(state), "--enable-management", "--grpc-port", str(port))
     with serve(*args, *flags, tmp_dir=tmp) as server:
         address = f"127.0.0.1:{port}"
@@ -196,6 +196,15 @@ def test_errors_carry_the_http_messages(grpc_server: Grpc) -> None:
         client.get_model_metadata("iris", "7", headers=key)
     assert status_of(caught.value)[0] == grpc.StatusCode.NOT_FOUND
 
+    failing = []
+    for name, value in (("a", -999.0), ("b", 1.0)):  # the model raises, naming a path in its message
+        item = tc.InferInput(name, [1], "FP64")
+        item.set_data_from_numpy(np.array([value]))
+        failing.append(item)
+    with pytest.raises(InferenceServerException) as caught:
+        client.infer("regressor", failing, headers=key)
+    assert status_of(caught.value) == (grpc.StatusCode.INTERNAL, "model 'regressor' failed to predict")
+
 
 def test_api_keys_in_metadata(grpc_server: Grpc) -> None:
     client = grpc_server.client
@@ -272,7 +281,17 @@ def test_asyncio_client(grpc_server: Grpc) -> None:
     asyncio.run(calls())
 
 
-def test_the_server_log_names_grpc_calls_and_hides_internals(grpc_server: Grpc) -> None:
+def test_metrics_and_the_access_log_see_grpc_calls(grpc_server: Grpc) -> None:
+    """Calls reach the observer as protocol "grpc": answered ones and refusals before any model."""
+    grpc_server.client.infer("iris", iris_inputs(), headers=grpc_server.key)
+    with pytest.raises(InferenceServerException):
+        grpc_server.client.infer("iris", iris_inputs())  # no key
+    metrics = httpx.get(
+        f"{grpc_server.server.url}/metrics", headers={"Authorization": grpc_server.admin["authorization"]}
+    ).text
+    samples = [line for line in metrics.splitlines() if 'protocol="grpc"' in line]
+    assert any(s.startswith("modelapi_requests_total{") and 'model="iris"' in s and 'code="2xx"' in s for s in samples)
+    assert any(s.startswith("modelapi_requests_rejected_total{") and "unauthenticated" in s for s in samples)
     log = grpc_server.server.log()
     assert "gRPC (Open Inference Protocol" in log
     assert "/inference.GRPCInferenceService/ModelInfer" in log

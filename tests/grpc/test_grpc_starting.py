@@ -1,0 +1,60 @@
+"""The gRPC server before the models have loaded: live, not ready, health NOT_SERVING, every other RPC
+UNAVAILABLE with HTTP's "models are loading" text; once serving, health follows readiness."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+import grpc
+from modelapi.grpc import proto
+from modelapi.grpc.server import GrpcServer
+from modelapi.grpc.servicer import Frontend
+from modelapi.settings import Settings
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_starting_then_stopping() -> None:
+    async def run() -> None:
+        port = _free_port()
+        server = GrpcServer(Settings(), port, Frontend(services=lambda: None, ready=lambda: False))
+        await server.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+
+                def rpc(name: str) -> grpc.aio.UnaryUnaryMultiCallable:
+                    request, response = proto.METHODS[name]
+                    return channel.unary_unary(
+                        f"/{proto.SERVICE}/{name}",
+                        request_serializer=request.SerializeToString,
+                        response_deserializer=response.FromString,
+                    )
+
+                assert (await rpc("ServerLive")(proto.ServerLiveRequest())).live
+                assert not (await rpc("ServerReady")(proto.ServerReadyRequest())).ready
+                try:
+                    await rpc("ModelInfer")(proto.ModelInferRequest(model_name="m"))
+                    raise AssertionError("answered while starting")
+                except grpc.aio.AioRpcError as exc:
+                    assert exc.code() == grpc.StatusCode.UNAVAILABLE
+                    assert exc.details() == "the server is starting: models are loading"
+                    assert ("retry-after", "1") in tuple(exc.trailing_metadata() or ())
+                try:
+                    await rpc("RepositoryIndex")(proto.RepositoryIndexRequest())
+                    raise AssertionError("management RPCs without --enable-management")
+                except grpc.aio.AioRpcError as exc:
+                    assert exc.code() == grpc.StatusCode.UNIMPLEMENTED
+                health = health_pb2_grpc.HealthStub(channel)
+                answer = await health.Check(health_pb2.HealthCheckRequest(service=""))
+                assert answer.status == health_pb2.HealthCheckResponse.NOT_SERVING
+        finally:
+            await server.stopped()
+
+    asyncio.run(run())
