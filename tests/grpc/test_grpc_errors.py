@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import grpc
 import pytest
 
-import grpc
 from modelapi import errors
 from modelapi.grpc.errors import INTERNAL_MESSAGE, status_of
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 import socket
 
+import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-import grpc
 from modelapi.grpc import proto
 from modelapi.grpc.server import GrpcServer
 from modelapi.grpc.servicer import Frontend

@@ -10,11 +10,13 @@ access log line. Until the models have loaded (and after a failed start) every R
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +36,7 @@ from .errors import STATUSES, status_of
 log = logging.getLogger("modelapi")
 ACCESS_LOG = logging.getLogger("modelapi.access")
 _CLIENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_PROPAGATED = frozenset({"traceparent", "tracestate", "baggage"})
 Handler = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
 
 
@@ -74,16 +77,20 @@ class Servicer:
         async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
             begun = time.perf_counter()
             code = grpc.StatusCode.OK
-            try:
-                return await method(request, context)
-            except Exception as exc:
-                code, message, trailers = status_of(exc)
-                if trailers:
-                    context.set_trailing_metadata(trailers)
-                await context.abort(code, message)
-            finally:
-                if ACCESS_LOG.isEnabledFor(logging.INFO):
-                    _access(name, context, code, time.perf_counter() - begun)
+            span = _server_span(name, context) if tracing.ON else contextlib.nullcontext()
+            with span as current:
+                try:
+                    return await method(request, context)
+                except Exception as exc:
+                    code, message, trailers = status_of(exc)
+                    if current is not None:
+                        current.set_attribute("rpc.grpc.status_code", code.value[0])
+                    if trailers:
+                        context.set_trailing_metadata(trailers)
+                    await context.abort(code, message)
+                finally:
+                    if ACCESS_LOG.isEnabledFor(logging.INFO):
+                        _access(name, context, code, time.perf_counter() - begun)
 
         return handler
 
@@ -203,6 +210,21 @@ class Servicer:
         _repository_parameters(request.parameters, allowed=("unload_dependents",))
         await services.repository.unload_model(name)
         return proto.RepositoryModelUnloadResponse()
+
+
+def _server_span(method: str, context: grpc.aio.ServicerContext) -> AbstractContextManager[Any]:
+    """The call's server span (tracing on), continuing a W3C ``traceparent`` sent as metadata."""
+    from opentelemetry import trace
+
+    carrier = {k: v for k, v in context.invocation_metadata() or () if k in _PROPAGATED and isinstance(v, str)}
+    attributes = {"rpc.system": "grpc", "rpc.service": proto.SERVICE, "rpc.method": method}
+    return tracing.tracer().start_as_current_span(
+        f"{proto.SERVICE}/{method}",
+        context=tracing.extract(carrier) if carrier else None,
+        kind=trace.SpanKind.SERVER,
+        attributes=attributes,
+        record_exception=False,
+    )
 
 
 def _tensor(spec: dict[str, Any]) -> Any:
