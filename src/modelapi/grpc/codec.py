@@ -77,7 +77,8 @@ def decode(message: Any, codec: V2Codec) -> tuple[InferenceRequest, bool]:
         where = f"input '{name}'"
         datatype = _datatype(item.datatype, codec.input_types.get(name), where)
         shape = _shape(item.shape, where)
-        parameters(item.parameters, f"{where}: ")
+        if item.parameters:
+            parameters(item.parameters, f"{where}: ")
         if raw:
             if item.HasField("contents"):
                 raise MalformedRequest(f"{where}: give raw_input_contents or contents for every input, not both")
@@ -91,7 +92,7 @@ def decode(message: Any, codec: V2Codec) -> tuple[InferenceRequest, bool]:
             raise MalformedRequest(f"outputs[{index}].name: missing, or not a non-empty string")
         if name in wanted:
             raise MalformedRequest(f"outputs[{index}].name: output '{name}' is requested twice")
-        params = parameters(output.parameters, f"output '{name}': ")
+        params = parameters(output.parameters, f"output '{name}': ") if output.parameters else {}
         if "classification" in params:
             raise InvalidInput(f"output '{name}': the classification extension is not supported")
         wanted.append(name)
@@ -99,7 +100,7 @@ def decode(message: Any, codec: V2Codec) -> tuple[InferenceRequest, bool]:
         inputs,
         id=message.id or None,
         outputs=wanted or None,
-        parameters=parameters(message.parameters, ""),
+        parameters=parameters(message.parameters, "") if message.parameters else {},
     )
     return request, bool(raw)
 
@@ -121,6 +122,8 @@ def _datatype(datatype: str, expected: str | None, where: str) -> str:
 
 def _shape(value: Any, where: str) -> list[int]:
     shape = list(value)
+    if len(shape) == 1 and 0 <= shape[0] <= _MAX_ELEMENTS:  # the common case, checked cheaply
+        return shape
     if len(shape) > 32:
         raise MalformedRequest(f"{where}: 'shape' has {len(shape)} dimensions; at most 32 are supported")
     if any(dim < 0 for dim in shape):

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 import re
-import secrets
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
@@ -36,6 +36,7 @@ from .errors import STATUSES, status_of
 log = logging.getLogger("modelapi")
 ACCESS_LOG = logging.getLogger("modelapi.access")
 _CLIENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_IDS = random.Random()  # noqa: S311  request ids for logs, not secrets (as http/middleware.py)
 _PROPAGATED = frozenset({"traceparent", "tracestate", "baggage"})
 Handler = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
 
@@ -119,7 +120,7 @@ class Servicer:
         principal = await self._authenticator(services).principal(metadata, method, admin=admin)
         rid = next((v for k, v in metadata if k == "x-request-id" and isinstance(v, str)), None)
         if rid is None or not _CLIENT_ID.fullmatch(rid):
-            rid = secrets.token_hex(16)
+            rid = f"{_IDS.getrandbits(128):032x}"  # as HTTP's: an id for logs, not a secret (no syscall)
         remaining = context.time_remaining()
         deadline = None if remaining is None else time.monotonic() + remaining
         return services, CallContext("grpc", principal, rid, deadline, json=services.json_limits)
