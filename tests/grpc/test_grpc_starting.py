@@ -1,5 +1,5 @@
 """The gRPC server before the models have loaded: live, not ready, health NOT_SERVING, every other RPC
-UNAVAILABLE with HTTP's "models are loading" text; once serving, health follows readiness."""
+UNAVAILABLE with HTTP's "models are loading" text; a message over the body limit refused by grpcio."""
 
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ def _free_port() -> int:
 def test_starting_then_stopping() -> None:
     async def run() -> None:
         port = _free_port()
-        server = GrpcServer(Settings(), port, Frontend(services=lambda: None, ready=lambda: False))
+        settings = Settings(max_body_bytes=10_000)
+        server = GrpcServer(settings, port, Frontend(services=lambda: None, ready=lambda: False))
         await server.start()
         try:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
@@ -51,6 +52,12 @@ def test_starting_then_stopping() -> None:
                     raise AssertionError("management RPCs without --enable-management")
                 except grpc.aio.AioRpcError as exc:
                     assert exc.code() == grpc.StatusCode.UNIMPLEMENTED
+                big = proto.ModelInferRequest(model_name="m", raw_input_contents=[b"\0" * 20_000])
+                try:
+                    await rpc("ModelInfer")(big)
+                    raise AssertionError("a message over max_body_bytes was read")
+                except grpc.aio.AioRpcError as exc:  # refused by grpcio before any handler runs
+                    assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
                 health = health_pb2_grpc.HealthStub(channel)
                 answer = await health.Check(health_pb2.HealthCheckRequest(service=""))
                 assert answer.status == health_pb2.HealthCheckResponse.NOT_SERVING

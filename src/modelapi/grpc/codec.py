@@ -137,7 +137,7 @@ def _typed(contents: Any, datatype: str, shape: list[int], where: str) -> np.nda
     field = CONTENTS.get(datatype)
     if field is None:
         raise InvalidInput(f"{where}: {datatype} has no typed contents field; send it in raw_input_contents")
-    given = [name for name, _ in ((f.name, v) for f, v in contents.ListFields()) if name != field]
+    given = [f.name for f, _ in contents.ListFields() if f.name != field]
     if given:
         raise InvalidInput(f"{where}: datatype {datatype} goes in contents.{field}, not contents.{given[0]}")
     values = getattr(contents, field)
