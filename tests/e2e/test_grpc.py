@@ -283,7 +283,7 @@ def test_asyncio_client(grpc_server: Grpc) -> None:
 
 def test_metrics_and_the_access_log_see_grpc_calls(grpc_server: Grpc) -> None:
     """Calls reach the observer as protocol "grpc": answered ones and refusals before any model."""
-    grpc_server.client.infer("iris", iris_inputs(), headers=grpc_server.key)
+    grpc_server.client.infer("iris", iris_inputs(), headers={**grpc_server.key, "x-request-id": "grpc-call-42"})
     with pytest.raises(InferenceServerException):
         grpc_server.client.infer("iris", iris_inputs())  # no key
     metrics = httpx.get(
@@ -294,7 +294,8 @@ def test_metrics_and_the_access_log_see_grpc_calls(grpc_server: Grpc) -> None:
     assert any(s.startswith("modelapi_requests_rejected_total{") and "unauthenticated" in s for s in samples)
     log = grpc_server.server.log()
     assert "gRPC (Open Inference Protocol" in log
-    assert "/inference.GRPCInferenceService/ModelInfer" in log
+    line = next(ln for ln in log.splitlines() if "grpc-call-42" in ln)  # the call's id on its access line
+    assert "/inference.GRPCInferenceService/ModelInfer" in line and '"model":"iris"' in line
 
 
 def test_tls_with_client_certificates(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 import grpc
 from google.protobuf import json_format
 
-from .. import tracing
+from .. import logs, tracing
 from ..context import CallContext
 from ..errors import MalformedRequest, ModelNotFound, ModelNotReady
 from ..http.services import Services
@@ -113,14 +113,23 @@ class Servicer:
         return cached[1]
 
     async def _context(
-        self, context: grpc.aio.ServicerContext, method: str, *, admin: bool = False
+        self,
+        context: grpc.aio.ServicerContext,
+        method: str,
+        *,
+        admin: bool = False,
+        model: str | None = None,
+        version: str | None = None,
     ) -> tuple[Services, CallContext]:
+        """Who calls and what the data plane needs to know; the call's request id, model and version go on
+        its log records (``logs.CONTEXT``; each RPC runs in a task of its own, so nothing needs resetting)."""
         services = self._services()
         metadata = context.invocation_metadata() or ()
         principal = await self._authenticator(services).principal(metadata, method, admin=admin)
         rid = next((v for k, v in metadata if k == "x-request-id" and isinstance(v, str)), None)
         if rid is None or not _CLIENT_ID.fullmatch(rid):
             rid = f"{_IDS.getrandbits(128):032x}"  # as HTTP's: an id for logs, not a secret (no syscall)
+        logs.CONTEXT.set(_CallLog(rid, model, version))
         remaining = context.time_remaining()
         deadline = None if remaining is None else time.monotonic() + remaining
         return services, CallContext("grpc", principal, rid, deadline, json=services.json_limits)
@@ -140,7 +149,7 @@ class Servicer:
         return self._server_metadata
 
     async def ModelReady(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        services, ctx = await self._context(context, "ModelReady")
+        services, ctx = await self._context(context, "ModelReady", model=request.name, version=request.version)
         dp = services.dataplane
         name, version = request.name, request.version or None
         entry = dp.repository.entry(name, ctx.principal)
@@ -152,7 +161,7 @@ class Servicer:
         return proto.ModelReadyResponse(ready=ready)
 
     async def ModelMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        services, ctx = await self._context(context, "ModelMetadata")
+        services, ctx = await self._context(context, "ModelMetadata", model=request.name, version=request.version)
         dp = services.dataplane
         name, version = request.name, request.version or None
         handle = dp.resolve(name, ctx, version)
@@ -168,8 +177,9 @@ class Servicer:
 
     # inference --------------------------------------------------------------------------------------------
     async def ModelInfer(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        services, ctx = await self._context(context, "ModelInfer")
-        with services.dataplane.call(request.model_name, ctx, request.model_version or None) as call:
+        model, version = request.model_name, request.model_version or None
+        services, ctx = await self._context(context, "ModelInfer", model=model, version=version)
+        with services.dataplane.call(model, ctx, version) as call:
             model_codec = v2_codec.codec_for(call.model)
             with tracing.span("decode"):
                 inference_request, raw = codec.decode(request, model_codec)
@@ -211,6 +221,17 @@ class Servicer:
         _repository_parameters(request.parameters, allowed=("unload_dependents",))
         await services.repository.unload_model(name)
         return proto.RepositoryModelUnloadResponse()
+
+
+class _CallLog:
+    """The call this task serves, for log records (``logs.LogContext``)."""
+
+    __slots__ = ("model", "request_id", "version")
+
+    def __init__(self, request_id: str, model: str | None, version: str | None) -> None:
+        self.request_id = request_id
+        self.model = model or None
+        self.version = version or None
 
 
 def _server_span(method: str, context: grpc.aio.ServicerContext) -> AbstractContextManager[Any]:
