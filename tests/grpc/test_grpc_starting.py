@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -24,7 +25,7 @@ def _free_port() -> int:
 def test_starting_then_stopping() -> None:
     async def run() -> None:
         port = _free_port()
-        settings = Settings(max_body_bytes=10_000)
+        settings = Settings(max_body_bytes=10_000, grace_period_s=30)
         server = GrpcServer(settings, port, Frontend(services=lambda: None, ready=lambda: False))
         await server.start()
         try:
@@ -61,6 +62,16 @@ def test_starting_then_stopping() -> None:
                 health = health_pb2_grpc.HealthStub(channel)
                 answer = await health.Check(health_pb2.HealthCheckRequest(service=""))
                 assert answer.status == health_pb2.HealthCheckResponse.NOT_SERVING
+
+                # a probe watching health hears NOT_SERVING at shutdown, and its stream does not hold the stop
+                # for the grace period (30 s)
+                watch = health.Watch(health_pb2.HealthCheckRequest(service=""))
+                assert (await watch.read()).status == health_pb2.HealthCheckResponse.NOT_SERVING
+                begun = time.monotonic()
+                await server.stopped()
+                assert time.monotonic() - begun < 5
+                assert await watch.read() == grpc.aio.EOF
+                assert await watch.code() == grpc.StatusCode.OK
         finally:
             await server.stopped()
 

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import grpc
 from google.protobuf import descriptor_pb2
@@ -51,7 +52,7 @@ class GrpcServer:
         self.settings = settings
         self.port = port
         self.frontend = frontend
-        self.health = health.aio.HealthServicer()
+        self.health = _Health()
         self._server: grpc.aio.Server | None = None
         self._poll: asyncio.Task[None] | None = None
         self._stopping: asyncio.Task[None] | None = None
@@ -105,6 +106,7 @@ class GrpcServer:
         if self._poll is not None:
             self._poll.cancel()
         await self.health.enter_graceful_shutdown()
+        await self.health.end_watches()
         await server.stop(self.settings.grace_period_s)
 
     async def stopped(self) -> None:
@@ -113,6 +115,38 @@ class GrpcServer:
         if self._stopping is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._stopping
+
+
+class _Health(health.aio.HealthServicer):  # type: ignore[misc]
+    """grpcio's health service, whose ``Watch`` streams end once shutdown has told them ``NOT_SERVING``.
+
+    A ``Watch`` stream otherwise never ends, and the server's stop would wait out the whole grace period for
+    every probe that watches, however soon the calls that matter had finished.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._watches: set[asyncio.Future[None]] = set()
+        self._ending = False
+
+    async def Watch(self, request: Any, context: Any) -> None:
+        watch = asyncio.ensure_future(super().Watch(request, context))
+        self._watches.add(watch)
+        try:
+            await watch
+        except asyncio.CancelledError:
+            if not self._ending:  # the call itself was cancelled (the client left): pass it on
+                raise
+        finally:
+            self._watches.discard(watch)
+
+    async def end_watches(self) -> None:
+        """After ``enter_graceful_shutdown``: let the watchers receive NOT_SERVING, then end their streams."""
+        self._ending = True
+        if self._watches:
+            await asyncio.sleep(0.1)
+            for watch in list(self._watches):
+                watch.cancel()
 
 
 def _reflected() -> Sequence[str]:
