@@ -190,6 +190,15 @@ class Settings(BaseSettings):
             raise ValueError("tls: --tls-ca (client certificates) needs --tls-cert and --tls-key")
         return self
 
+    @model_validator(mode="after")
+    def _grpc_port_of_its_own(self) -> Settings:
+        # with --workers N every port is bound with SO_REUSEPORT, so a shared one would not fail: refuse it here
+        if self.grpc_port:
+            for name, port in (("port", self.port), ("metrics_port", self.metrics_port)):
+                if port == self.grpc_port:
+                    raise ValueError(f"grpc_port: {self.grpc_port} is also the {name}; give gRPC a port of its own")
+        return self
+
     @field_validator("cors_origins")
     @classmethod
     def _origins(cls, values: list[str]) -> list[str]:

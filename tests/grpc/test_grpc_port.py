@@ -40,3 +40,13 @@ def test_a_port_another_program_listens_on_is_refused() -> None:
         port = other.getsockname()[1]
         with pytest.raises(OSError, match=f"grpc_port: cannot bind 127.0.0.1:{port}"):
             reserve_grpc("127.0.0.1", port)
+
+
+def test_the_grpc_port_must_be_its_own() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="grpc_port: 8000 is also the port"):
+        Settings(port=8000, grpc_port=8000)
+    with pytest.raises(ValidationError, match="grpc_port: 9100 is also the metrics_port"):
+        Settings(metrics_port=9100, grpc_port=9100)
+    assert Settings(port=0, grpc_port=0).grpc_port == 0  # both picked free, and so different
