@@ -13,7 +13,7 @@ from modelapi.events import Events, Observer, RequestRejected
 from modelapi.grpc.auth import Authenticator, presented_key
 from modelapi.security.auth import Auth
 from modelapi.security.keys import KeyStore
-from modelapi.settings import Settings
+from modelapi.security.limits import RateLimiter
 
 
 def test_the_key_comes_from_either_metadata_entry() -> None:
@@ -38,12 +38,11 @@ class Rejections(Observer):
 def test_keys_scopes_and_rate_are_checked_and_refusals_observed(tmp_path: Path) -> None:
     key = create_key(tmp_path, "app")
     admin = create_key(tmp_path, "ops", scope="admin")
-    settings = Settings(state_dir=tmp_path, rate_limit=1, rate_burst=1)
     events = Events()
     rejections = Rejections()
     events.subscribe(rejections)
     store = KeyStore.open(tmp_path, None)
-    authenticator = Authenticator(Auth(store, "test"), settings, events)
+    authenticator = Authenticator(Auth(store, "test"), RateLimiter(1, 1), events)
 
     async def calls() -> None:
         principal = await authenticator.principal([("authorization", f"Bearer {key}")], "ModelInfer")
@@ -69,7 +68,7 @@ def test_keys_scopes_and_rate_are_checked_and_refusals_observed(tmp_path: Path) 
 
 
 def test_management_is_refused_when_authentication_is_off() -> None:
-    authenticator = Authenticator(Auth(None, "off"), Settings(), Events())
+    authenticator = Authenticator(Auth(None, "off"), None, Events())
 
     async def call() -> None:
         assert await authenticator.principal([], "ModelInfer") is None
@@ -77,3 +76,22 @@ def test_management_is_refused_when_authentication_is_off() -> None:
             await authenticator.principal([], "RepositoryModelLoad", admin=True)
 
     asyncio.run(call())
+
+
+def test_a_key_has_one_rate_over_http_and_grpc(tmp_path: Path) -> None:
+    from starlette.testclient import TestClient
+
+    from modelapi.grpc.servicer import Frontend, Servicer
+    from modelapi.http.app import create_app
+    from modelapi.settings import Settings
+    from toymodels import IrisClassifier
+
+    key = create_key(tmp_path, "app")
+    settings = Settings(state_dir=tmp_path, auth="on", rate_limit=0.01, rate_burst=1)
+    app = create_app([IrisClassifier()], settings)
+    with TestClient(app) as http:
+        assert http.get("/v2/models/iris", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+        services = app.state.services
+        authenticator = Servicer(Frontend(services=lambda: services, ready=lambda: True))._authenticator(services)
+        with pytest.raises(TooManyRequests):  # the HTTP request took the key's only token
+            asyncio.run(authenticator.principal([("x-api-key", key)], "ModelInfer"))

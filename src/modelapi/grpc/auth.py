@@ -3,7 +3,8 @@ the same key store with the same rules and messages as HTTP (``security/auth.py`
 
 ``ServerLive`` and ``ServerReady`` are open, as ``/v2/health/*`` are; the repository RPCs need the admin scope
 (and are refused when authentication is off, as the HTTP management routes are). Which models a key may use
-is the data plane's rule: a model outside the key's list is ``NOT_FOUND``.
+is the data plane's rule: a model outside the key's list is ``NOT_FOUND``. The rate limit's buckets are the
+worker's (``Services.limiter``), so a key's calls over HTTP and gRPC count against one rate.
 """
 
 from __future__ import annotations
@@ -19,17 +20,15 @@ from ..security.auth import CHALLENGE, MISSING, Auth
 from ..security.keys import InvalidKey
 from ..security.limits import RateLimiter
 from ..security.principal import Principal
-from ..settings import Settings
 
 
 class Authenticator:
     """Who calls, from a call's metadata; refusals are reported to ``events`` with protocol ``grpc``."""
 
-    def __init__(self, auth: Auth, settings: Settings, events: Events) -> None:
+    def __init__(self, auth: Auth, limiter: RateLimiter | None, events: Events) -> None:
         self.auth = auth
         self.events = events
-        # per worker, as over HTTP; the gRPC front end keeps buckets of its own
-        self.limiter = RateLimiter(settings.rate_limit, settings.rate_burst) if settings.rate_limit > 0 else None
+        self.limiter = limiter  # the worker's buckets, shared with HTTP: one rate per key
         store = auth.store
         self.in_thread = store is not None and not store.url.startswith("sqlite")
 

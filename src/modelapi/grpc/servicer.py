@@ -109,7 +109,8 @@ class Servicer:
         cached = self._auth
         if cached is None or cached[0] is not services:
             assert services.auth is not None
-            cached = self._auth = (services, Authenticator(services.auth, services.settings, services.dataplane.events))
+            authenticator = Authenticator(services.auth, services.limiter, services.dataplane.events)
+            cached = self._auth = (services, authenticator)
         return cached[1]
 
     async def _context(
