@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,4 +74,24 @@ def run_wrk(
         p50_ms=r["p50_us"] / 1e3,
         p99_ms=r["p99_us"] / 1e3,
         errors=errors,
+    )
+
+
+def run_grpc(address: str, body: Body, *, connections: int, seconds: int, core: int | str) -> Cell:
+    """The gRPC counterpart of ``run_wrk`` (``grpc_load.py``): ``body.path`` holds a serialized ModelInferRequest."""
+    cmd = ["taskset", "-c", str(core), sys.executable, "-m", "bench.grpc_load"]
+    cmd += [address, str(body.path), str(connections), str(seconds)]
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=False, cwd=repo)
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith(MARK)), None)
+    if proc.returncode != 0 or line is None:
+        raise LoadError(f"the gRPC load generator failed (exit {proc.returncode}): {proc.stderr.strip()[-2000:]}")
+    r = orjson.loads(line[len(MARK) :])
+    return Cell(
+        requests=int(r["requests"]) - int(r["errors_status"]),
+        seconds=r["duration_us"] / 1e6,
+        rows_per_request=body.rows,
+        p50_ms=r["p50_us"] / 1e3,
+        p99_ms=r["p99_us"] / 1e3,
+        errors=int(r["errors_status"]),
     )

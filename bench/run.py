@@ -24,10 +24,11 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import orjson
 
 from . import environment, procfs, report, servers, verify, workload
-from .loadgen import LoadError, require, run_wrk
+from .loadgen import LoadError, require, run_grpc, run_wrk
 from .report import Row
 
 SERVER_CORE, LOAD_CORE = 0, 1
@@ -113,6 +114,49 @@ def measure_server(
     return out, memory
 
 
+def measure_grpc(
+    plan: Plan,
+    model: Path,
+    want: dict[int, workload.Answer],
+    env: dict[str, str],
+    log_dir: Path,
+    tmp: Path,
+    inputs: np.ndarray,
+) -> list[Row]:
+    """modelapi with ``--grpc-port``: the Open Inference Protocol over gRPC (raw contents, as tritonclient sends
+    them), at each row count and concurrency, beside V2 over HTTP. The load generator is ``grpc_load.py``."""
+    from . import grpc_load  # grpcio: the [grpc] extra
+
+    port = servers.free_port()
+    address = f"127.0.0.1:{port}"
+    spec = servers.modelapi("modelapi", [model], "--grpc-port", str(port))
+    bodies = {}
+    for n in ROW_COUNTS:
+        path = tmp / f"grpc-{n}.bin"
+        path.write_bytes(grpc_load.request_bytes("logreg", inputs[:n]))
+        bodies[n] = workload.Body("grpc", n, path, "application/grpc")
+    out: list[Row] = []
+    with servers.serve(spec, core=SERVER_CORE, env=env, log_dir=log_dir) as srv:
+        for n, body in bodies.items():
+            got = grpc_load.parse(grpc_load.call(address, body.data()))
+            verify.compare(f"modelapi gRPC ({n} rows)", got, want[n], n)
+        plan.log("modelapi gRPC: answers verified")
+        for n, body in bodies.items():
+            if plan.warmup:
+                run_grpc(address, body, connections=16, seconds=plan.warmup, core=LOAD_CORE)
+            for c in CONCURRENCIES:
+                pids = procfs.tree(srv.process.pid)
+                cpu = procfs.cpu_seconds(pids)
+                cell = run_grpc(address, body, connections=c, seconds=plan.seconds, core=LOAD_CORE)
+                cpu = procfs.cpu_seconds(pids) - cpu
+                row = Row("modelapi", "gRPC raw", n, c, cell.rps, cell.rows_per_s, cell.p50_ms, cell.p99_ms)
+                per_request = cpu / cell.requests * 1e6 if cell.requests else None
+                row = replace(row, errors=cell.errors, cpu_us_per_req=per_request)
+                out.append(row)
+                plan.log(f"modelapi gRPC {n}-row c{c}: {row.rps:,.0f} req/s, p99 {row.p99_ms:.2f} ms")
+    return out
+
+
 def modelapi_cells(
     work: workload.Workload, name: str, routes: list[str], row_counts: tuple[int, ...], concurrencies: tuple[int, ...]
 ) -> list[CellPlan]:
@@ -169,6 +213,8 @@ def run(plan: Plan, stamp: str, command: str) -> int:
         cells = modelapi_cells(work, "logreg", list(ROUTES), ROW_COUNTS, CONCURRENCIES)
         got, memory["modelapi"] = measure_server(plan, spec, cells, want, env, log_dir)
         rows += got
+
+        rows += measure_grpc(plan, work.model_path, want, env, log_dir, Path(tmp), work.rows)
 
         # metrics off beside the default (on), in the same run: what observing costs (docs/observability.md)
         spec = servers.modelapi(METRICS_OFF, [work.model_path], "--no-metrics")

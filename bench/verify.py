@@ -57,8 +57,11 @@ def check(name: str, url_path: str, host: str, port: int, body: Body, want: Answ
         raise WrongAnswer(f"{where}: HTTP {status}: {content[:300]!r}")
     if body.kind == "v2-binary" and "inference-header-content-length" not in headers:
         raise WrongAnswer(f"{where}: asked for binary outputs, got {headers.get('content-type')}")
-    got = parse(body.kind, headers, content)
-    n = body.rows
+    compare(where, parse(body.kind, headers, content), want, body.rows)
+
+
+def compare(where: str, got: Answer, want: Answer, n: int) -> None:
+    """Raise ``WrongAnswer`` unless ``got`` is the first ``n`` rows of ``want``."""
     if got.labels.shape != (n,) or not np.array_equal(got.labels, want.labels[:n]):
         raise WrongAnswer(f"{where}: labels {got.labels.tolist()} != {want.labels[:n].tolist()}")
     if got.probabilities.shape != want.probabilities[:n].shape or not np.allclose(

@@ -164,6 +164,11 @@ _SERVE_FLAGS: dict[str, tuple[list[str], str, dict[str, Any]]] = {
         "serve GET /metrics on this port of --host, without a key, instead of on the main port",
         {"type": int, "metavar": "PORT"},
     ),
+    "grpc_port": (
+        ["--grpc-port"],
+        "serve the Open Inference Protocol over gRPC on this port of --host too (needs the [grpc] extra)",
+        {"type": int, "metavar": "PORT"},
+    ),
 }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import importlib
+import importlib.util
 import logging
 import os
 import shlex
@@ -19,7 +20,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import uvicorn
 from starlette.applications import Starlette
@@ -38,6 +39,9 @@ from .security import tls
 from .security.slow_clients import protocol_class
 from .settings import Settings
 from .supervisor import Supervisor, WorkerContext
+
+if TYPE_CHECKING:  # grpcio is imported only when --grpc-port is set (the [grpc] extra)
+    from .grpc.server import GrpcServer
 
 log = logging.getLogger("modelapi")
 
@@ -99,10 +103,12 @@ def base_url(host: str, port: int, scheme: str = "http") -> str:
     return f"{scheme}://{shown}:{port}"
 
 
-def banner(dataplane: DataPlane, url: str) -> str:
+def banner(dataplane: DataPlane, url: str, grpc_address: str | None = None) -> str:
     repo = dataplane.repository
     names = repo.names()
     lines = ["", f"modelapi is serving {len(names)} model{'s' if len(names) != 1 else ''} at {url}"]
+    if grpc_address is not None:
+        lines.append(f"gRPC (Open Inference Protocol, inference.GRPCInferenceService): {grpc_address}")
     for name in names:
         entry = repo.entry(name)
         default = entry.default_version
@@ -130,14 +136,22 @@ def banner(dataplane: DataPlane, url: str) -> str:
 class _Server(uvicorn.Server):
     """uvicorn's server, telling the lifecycle when it listens and when shutdown begins."""
 
-    def __init__(self, config: uvicorn.Config, lifecycle: Lifecycle) -> None:
+    def __init__(self, config: uvicorn.Config, lifecycle: Lifecycle, grpc: GrpcServer | None = None) -> None:
         super().__init__(config)
         self.lifecycle = lifecycle
+        self.grpc = grpc  # --grpc-port: started and stopped with this server
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)
         if self.started:
+            if self.grpc is not None:
+                await self.grpc.start()
             self.lifecycle.listening()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self.grpc is not None:  # stops accepting now; the lifecycle waits for its calls before the app stops
+            self.grpc.begin_stop()
+        await super().shutdown(sockets=sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if not self.should_exit and self.lifecycle.ready:  # (a server still starting has nothing to drain)
@@ -148,6 +162,29 @@ class _Server(uvicorn.Server):
             )
         self.lifecycle.drain()
         super().handle_exit(sig, frame)
+
+
+def reserve_grpc(host: str, port: int) -> socket.socket:
+    """The ``--grpc-port`` reservation: a socket bound with ``SO_REUSEPORT`` but not listening. It resolves port 0
+    and refuses a port another program holds before any fork; every worker's gRPC server then binds the same
+    port with ``SO_REUSEPORT`` (a socket that does not listen is given no connections). grpcio itself is not
+    imported here: the supervisor forks the workers, and gRPC must not be initialised before a fork."""
+    missing = [m for m in ("grpc", "grpc_health", "grpc_reflection") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ValueError(
+            f"grpc_port: the gRPC front end needs the [grpc] extra (pip install 'modelapi[grpc]'); missing: "
+            f"{', '.join(missing)}"
+        )
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(f"grpc_port: cannot bind {host}:{port}: {exc.strerror or exc}") from None
+    return sock
 
 
 def settle_heap() -> None:
@@ -170,9 +207,11 @@ def serve_socket(
     cluster_ready: Callable[[], bool] = lambda: True,
     shared: SharedState | None = None,
     metrics_socket: socket.socket | None = None,
+    grpc_port: int | None = None,
 ) -> None:
     """Load the models and serve them on ``sock`` in this process until SIGTERM or SIGINT, then drain.
     ``metrics_socket``: the ``--metrics-port`` listener, served beside it (``GET /metrics`` only).
+    ``grpc_port``: serve the gRPC front end on it too (the port reserved by ``run``).
 
     With ``background_startup`` the socket is served while the models load (readiness answers 503); without,
     nothing is accepted until they have loaded. Raises what stopped the models from loading.
@@ -189,6 +228,7 @@ def serve_socket(
         settle_heap()
         on_ready(app.state.dataplane)
 
+    grpc_server: GrpcServer | None = None
     lifecycle = Lifecycle(
         lambda: create_app(None, settings, shared=shared, metrics_socket=metrics_socket),
         prepare=lambda app: app.state.dataplane.start(),
@@ -196,7 +236,26 @@ def serve_socket(
         cluster_ready=cluster_ready,
         on_ready=ready,
         on_failed=failed,
+        before_shutdown=None if grpc_port is None else lambda: grpc_stopped(),
     )
+    if grpc_port is not None:
+        from .grpc.server import GrpcServer
+        from .grpc.servicer import Frontend
+
+        grpc_server = GrpcServer(
+            settings,
+            grpc_port,
+            Frontend(
+                services=lambda: None if lifecycle.app is None else lifecycle.app.state.services,
+                ready=lambda: lifecycle.ready,
+                failed=lambda: lifecycle.state == "failed",
+            ),
+        )
+
+    async def grpc_stopped() -> None:
+        if grpc_server is not None:
+            await grpc_server.stopped()
+
     config = uvicorn.Config(
         lifecycle,
         log_level=settings.log_level,
@@ -217,7 +276,7 @@ def serve_socket(
     if settings.log_level != "debug":
         # the banner says what uvicorn's start-up lines say; its warnings and errors still show
         logging.getLogger("uvicorn.error").setLevel(max(logging.WARNING, logging.getLogger("uvicorn.error").level))
-    server = _Server(config, lifecycle)
+    server = _Server(config, lifecycle, grpc_server)
     # uvicorn re-raises a captured SIGTERM/SIGINT after its graceful shutdown; by then the work is done, so let
     # it land on a no-op handler and exit 0, as process supervisors expect of a clean stop.
     previous = {sig: signal.signal(sig, lambda signum, frame: None) for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -252,6 +311,13 @@ def run(settings: Settings, *, out: TextIO = sys.stdout) -> None:
     # accepts on it (any of them answers with every worker's totals)
     metrics_sock = None if settings.metrics_port is None else bind(settings.host, settings.metrics_port)
     extra = [] if metrics_sock is None else [metrics_sock]
+    # --grpc-port: reserved here (port 0 resolved, a taken port refused before any fork); every worker's gRPC
+    # server binds it with SO_REUSEPORT
+    grpc_reservation = None if settings.grpc_port is None else reserve_grpc(settings.host, settings.grpc_port)
+    grpc_port = None if grpc_reservation is None else int(grpc_reservation.getsockname()[1])
+    grpc_address = None if grpc_port is None else base_url(settings.host, grpc_port).removeprefix("http://")
+    if grpc_reservation is not None:
+        extra.append(grpc_reservation)
 
     if settings.workers == 1:
         metrics.setup(None)
@@ -260,8 +326,9 @@ def run(settings: Settings, *, out: TextIO = sys.stdout) -> None:
                 serve_socket(
                     settings,
                     sock,
-                    on_ready=lambda dataplane: print_banner(banner(dataplane, url)),
+                    on_ready=lambda dataplane: print_banner(banner(dataplane, url, grpc_address)),
                     metrics_socket=metrics_sock,
+                    grpc_port=grpc_port,
                 )
         finally:
             for other in extra:
@@ -292,11 +359,12 @@ def run(settings: Settings, *, out: TextIO = sys.stdout) -> None:
             serve_socket(
                 settings,
                 mine,
-                on_ready=lambda dataplane: context.report_ready(banner(dataplane, url)),
+                on_ready=lambda dataplane: context.report_ready(banner(dataplane, url, grpc_address)),
                 background_startup=not context.replacement,
                 cluster_ready=context.cluster_ready,
                 shared=shared,
                 metrics_socket=metrics_sock,
+                grpc_port=grpc_port,
             )
         except Exception as exc:
             context.report_failed(exc)

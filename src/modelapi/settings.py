@@ -137,6 +137,12 @@ class Settings(BaseSettings):
         le=65535,
         description="serve GET /metrics on this port of the same host, without a key, instead of the main port",
     )
+    grpc_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="serve the Open Inference Protocol over gRPC on this port of the same host ([grpc] extra)",
+    )
 
     @field_validator("sha256")
     @classmethod
@@ -187,6 +193,15 @@ class Settings(BaseSettings):
             raise ValueError("tls: give both --tls-cert and --tls-key (PEM files), or neither")
         if self.tls_ca is not None and self.tls_cert is None:
             raise ValueError("tls: --tls-ca (client certificates) needs --tls-cert and --tls-key")
+        return self
+
+    @model_validator(mode="after")
+    def _grpc_port_of_its_own(self) -> Settings:
+        # with --workers N every port is bound with SO_REUSEPORT, so a shared one would not fail: refuse it here
+        if self.grpc_port:
+            for name, port in (("port", self.port), ("metrics_port", self.metrics_port)):
+                if port == self.grpc_port:
+                    raise ValueError(f"grpc_port: {self.grpc_port} is also the {name}; give gRPC a port of its own")
         return self
 
     @field_validator("cors_origins")

@@ -24,7 +24,7 @@ from ..protocols import registered
 from ..protocols.metrics import listener
 from ..repository.shared import SharedState
 from ..security.auth import Auth, AuthMiddleware
-from ..security.limits import rate_limit
+from ..security.limits import RateLimiter, rate_limit
 from ..settings import Settings
 from .errors import handle_http_exception, handle_modelapi_error
 from .middleware import cors, request_context
@@ -53,7 +53,8 @@ def create_app(
 
     jobs = JobsHost(dataplane, settings)
     auth = Auth.from_settings(settings)  # per worker, after any fork: each opens its own key-store connections
-    services = Services(dataplane, settings, jobs, auth)
+    limiter = RateLimiter(settings.rate_limit, settings.rate_burst) if settings.rate_limit > 0 else None
+    services = Services(dataplane, settings, jobs, auth, limiter)
     if settings.metrics:  # before the models load: the repository emits their state changes while they do
         observer = metrics.MetricsObserver()
         dataplane.events.subscribe(observer)
@@ -111,7 +112,7 @@ def create_app(
                 events=dataplane.events,
             ),
             # inside authentication, which names the key
-            rate_limit(settings.rate_limit, settings.rate_burst, dataplane.events),
+            rate_limit(settings.rate_limit, settings.rate_burst, dataplane.events, limiter),
         ],
         exception_handlers={ModelAPIError: handle_modelapi_error, HTTPException: handle_http_exception},
         lifespan=lifespan,

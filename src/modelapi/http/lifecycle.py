@@ -48,9 +48,12 @@ class Lifecycle:
         on_ready: Callable[[Starlette], None] = lambda app: None,
         on_failed: Callable[[BaseException], None] = lambda exc: None,
         prepare: Callable[[Starlette], Awaitable[None]] | None = None,
+        before_shutdown: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._build = build
         self._prepare = prepare
+        #: awaited once shutdown begins, before the app's own shutdown (the gRPC server finishing its calls)
+        self._before_shutdown = before_shutdown
         self.background_startup = background_startup
         self._cluster_ready = cluster_ready
         self._on_ready = on_ready
@@ -129,6 +132,8 @@ class Lifecycle:
             starting.cancel()  # a model still loading: nothing to shut down but the waiting task
             with contextlib.suppress(asyncio.CancelledError):
                 await starting
+        if self._before_shutdown is not None:
+            await self._before_shutdown()
         failure = await inner.shutdown() if self._started else None
         if failure is None:
             await send({"type": "lifespan.shutdown.complete"})

@@ -19,6 +19,7 @@ from ..dataplane import Call, DataPlane
 from ..jobs.host import JobsHost
 from ..repository.registry import Repository
 from ..security.auth import Auth
+from ..security.limits import RateLimiter
 from ..security.principal import current_principal
 from ..settings import Settings
 from . import request as bodies
@@ -32,6 +33,8 @@ class Services:
     settings: Settings
     jobs: JobsHost | None = None
     auth: Auth | None = None
+    #: the per-key rate buckets of this worker, shared by every front end (HTTP middleware, gRPC)
+    limiter: RateLimiter | None = None
     json_limits: JsonLimits = field(init=False)
 
     def __post_init__(self) -> None:

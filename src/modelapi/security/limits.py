@@ -74,10 +74,19 @@ class RateLimitMiddleware:
     ``RequestContextMiddleware``, which renders the ``TooManyRequests`` it raises.
     """
 
-    def __init__(self, app: ASGIApp, *, rate: float, burst: int, events: Events | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        rate: float,
+        burst: int,
+        events: Events | None = None,
+        limiter: RateLimiter | None = None,
+    ) -> None:
         self.app = app
         self.events = events
-        self.limiter = RateLimiter(rate, burst) if rate > 0 else None
+        # ``limiter``: buckets shared with another front end of this worker (gRPC), so a key has one rate
+        self.limiter = limiter if limiter is not None else RateLimiter(rate, burst) if rate > 0 else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         principal = scope.get(SCOPE_KEY)
@@ -96,6 +105,6 @@ class RateLimitMiddleware:
         await self.app(scope, receive, send)
 
 
-def rate_limit(rate: float, burst: int, events: Events | None = None) -> Middleware:
+def rate_limit(rate: float, burst: int, events: Events | None = None, limiter: RateLimiter | None = None) -> Middleware:
     """``RateLimitMiddleware`` for ``create_app``'s middleware list (after the authentication middleware)."""
-    return Middleware(RateLimitMiddleware, rate=rate, burst=burst, events=events)
+    return Middleware(RateLimitMiddleware, rate=rate, burst=burst, events=events, limiter=limiter)

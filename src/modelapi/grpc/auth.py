@@ -1,0 +1,101 @@
+"""API keys on gRPC calls: the key from ``authorization: Bearer <key>`` or ``x-api-key`` metadata, looked up in
+the same key store with the same rules and messages as HTTP (``security/auth.py``), and the same per-key rate.
+
+``ServerLive`` and ``ServerReady`` are open, as ``/v2/health/*`` are; the repository RPCs need the admin scope
+(and are refused when authentication is off, as the HTTP management routes are). Which models a key may use
+is the data plane's rule: a model outside the key's list is ``NOT_FOUND``. The rate limit's buckets are the
+worker's (``Services.limiter``), so a key's calls over HTTP and gRPC count against one rate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Iterable
+
+from ..errors import Forbidden, TooManyRequests, Unauthorized
+from ..events import Events, RequestRejected
+from ..security.auth import CHALLENGE, MISSING, Auth
+from ..security.keys import InvalidKey
+from ..security.limits import RateLimiter
+from ..security.principal import Principal
+
+
+class Authenticator:
+    """Who calls, from a call's metadata; refusals are reported to ``events`` with protocol ``grpc``."""
+
+    def __init__(self, auth: Auth, limiter: RateLimiter | None, events: Events) -> None:
+        self.auth = auth
+        self.events = events
+        self.limiter = limiter  # the worker's buckets, shared with HTTP: one rate per key
+        store = auth.store
+        self.in_thread = store is not None and not store.url.startswith("sqlite")
+
+    async def principal(
+        self, metadata: Iterable[tuple[str, str | bytes]], method: str, *, admin: bool = False
+    ) -> Principal | None:
+        """The calling key's principal (``None`` with authentication off); raises ``Unauthorized``,
+        ``Forbidden`` or ``TooManyRequests``."""
+        try:
+            principal = await self._authenticate(metadata, method, admin)
+        except (Unauthorized, Forbidden) as exc:
+            self._rejected("unauthenticated" if exc.status == 401 else "forbidden", exc.status)
+            raise
+        if principal is not None and self.limiter is not None:
+            wait = self.limiter.wait_s(principal.key_id)
+            if wait > 0:
+                self._rejected("rate_limited", 429)
+                raise TooManyRequests(
+                    f"API key '{principal.name}' is over its rate limit of {self.limiter.rate:g} requests per "
+                    f"second (bursts of {self.limiter.burst}; rate_limit); retry after the Retry-After seconds",
+                    headers={"retry-after": str(max(1, math.ceil(wait)))},
+                )
+        return principal
+
+    async def _authenticate(
+        self, metadata: Iterable[tuple[str, str | bytes]], method: str, admin: bool
+    ) -> Principal | None:
+        store = self.auth.store
+        if store is None:
+            if admin:  # loading and unloading models is never open, not even on loopback
+                raise Forbidden(
+                    f"{method} needs an API key with the admin scope, and authentication is off: create one "
+                    "with 'modelapi keys create --name NAME --scope admin' and restart the server"
+                )
+            return None
+        key = presented_key(metadata)
+        if key is None:
+            raise Unauthorized(MISSING, headers={"www-authenticate": CHALLENGE})
+        try:
+            if self.in_thread:
+                principal = await asyncio.to_thread(store.authenticate, key, time.time())
+            else:
+                principal = store.authenticate(key, time.time())
+        except InvalidKey as exc:
+            raise Unauthorized(exc.reason) from None
+        if admin and not principal.has_scope("admin"):
+            raise Forbidden(f"{method} needs a key with the admin scope; key mk_{principal.key_id} has not")
+        return principal
+
+    def _rejected(self, reason: str, status: int) -> None:
+        if self.events.active:
+            self.events.request_rejected(RequestRejected(None, "grpc", reason, status))
+
+
+def presented_key(metadata: Iterable[tuple[str, str | bytes]]) -> str | None:
+    """The key in ``authorization: Bearer <key>`` or ``x-api-key``; the two must agree when both are sent."""
+    bearer = api_key = None
+    for name, value in metadata:
+        if isinstance(value, bytes):  # binary metadata ("-bin" keys) carries no key
+            continue
+        if name == "authorization":
+            scheme, _, token = value.strip().partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise Unauthorized("the Authorization header must read 'Bearer <key>'")
+            bearer = token.strip()
+        elif name == "x-api-key":
+            api_key = value.strip()
+    if bearer is not None and api_key is not None and bearer != api_key:
+        raise Unauthorized("Authorization and X-API-Key carry different keys; send one")
+    return bearer or api_key or None
