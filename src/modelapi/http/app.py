@@ -25,6 +25,7 @@ from ..protocols.metrics import listener
 from ..repository.shared import SharedState
 from ..security.auth import Auth, AuthMiddleware
 from ..security.limits import rate_limit
+from ..security.meter import meter_for
 from ..settings import Settings
 from .errors import handle_http_exception, handle_modelapi_error
 from .middleware import cors, request_context
@@ -53,7 +54,8 @@ def create_app(
 
     jobs = JobsHost(dataplane, settings)
     auth = Auth.from_settings(settings)  # per worker, after any fork: each opens its own key-store connections
-    services = Services(dataplane, settings, jobs, auth)
+    meter = meter_for(settings.redis_url) if auth.enabled else None  # per-key limits: shared with Redis
+    services = Services(dataplane, settings, jobs, auth, meter)
     if settings.metrics:  # before the models load: the repository emits their state changes while they do
         observer = metrics.MetricsObserver()
         dataplane.events.subscribe(observer)
@@ -83,6 +85,8 @@ def create_app(
                 follow.cancel()
                 await jobs.stop()
                 auth.close()
+                if meter is not None:
+                    await meter.close()
                 await dataplane.close()
         finally:
             if scrapes is not None:
@@ -111,7 +115,7 @@ def create_app(
                 events=dataplane.events,
             ),
             # inside authentication, which names the key
-            rate_limit(settings.rate_limit, settings.rate_burst, dataplane.events),
+            rate_limit(settings.rate_limit, settings.rate_burst, dataplane.events, meter),
         ],
         exception_handlers={ModelAPIError: handle_modelapi_error, HTTPException: handle_http_exception},
         lifespan=lifespan,

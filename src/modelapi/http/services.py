@@ -19,6 +19,8 @@ from ..dataplane import Call, DataPlane
 from ..jobs.host import JobsHost
 from ..repository.registry import Repository
 from ..security.auth import Auth
+from ..security.limits import row_charger
+from ..security.meter import Meter
 from ..security.principal import current_principal
 from ..settings import Settings
 from . import request as bodies
@@ -32,6 +34,7 @@ class Services:
     settings: Settings
     jobs: JobsHost | None = None
     auth: Auth | None = None
+    meter: Meter | None = None  # per-key rate limits and quotas (security/meter.py)
     json_limits: JsonLimits = field(init=False)
 
     def __post_init__(self) -> None:
@@ -45,7 +48,9 @@ class Services:
         """What the data plane needs to know of this request: who calls, its id, the protocol, the JSON limits."""
         state = request.scope.get("state")
         rid = state.get("request_id") if state else None
-        return CallContext(protocol, current_principal(request), rid, json=self.json_limits)
+        principal = current_principal(request)
+        rows = row_charger(self.meter, principal, self.dataplane.events) if principal and principal.limits else None
+        return CallContext(protocol, principal, rid, json=self.json_limits, charge_rows=rows)
 
     def max_rows(self, call: Call) -> int | None:
         """The row limit for a call: the called version's ``max_rows`` (model.toml), else the server's."""

@@ -5,8 +5,10 @@
   which applies them to every front end (``gate.py``, ``dataplane.py``).
 - ``RateLimitMiddleware``: a token bucket per API key (429 with ``Retry-After``), inside the authentication
   middleware, which names the key. Without authentication there is no key to limit, and no rate limit.
-
-Every limit is per worker process: with ``--workers N`` a key may send N times ``rate_limit``.
+  The server-wide ``rate_limit`` is per worker process: with ``--workers N`` a key may send N times it.
+- The same middleware applies a key's own rate limits and quotas (``modelapi keys create --rate/--quota``)
+  through the meter (``meter.py``): per process, or shared by every process and replica with ``--redis-url``.
+  Rows are charged once known, through ``row_charger`` in the call's ``CallContext``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..errors import TooManyRequests
 from ..events import Events, RequestRejected
+from .meter import AdmitRows, Meter, Refusal, head_checks, row_checks
 from .principal import SCOPE_KEY, Principal
 
 
@@ -74,28 +77,73 @@ class RateLimitMiddleware:
     ``RequestContextMiddleware``, which renders the ``TooManyRequests`` it raises.
     """
 
-    def __init__(self, app: ASGIApp, *, rate: float, burst: int, events: Events | None = None) -> None:
+    def __init__(
+        self, app: ASGIApp, *, rate: float, burst: int, meter: Meter | None = None, events: Events | None = None
+    ) -> None:
         self.app = app
         self.events = events
         self.limiter = RateLimiter(rate, burst) if rate > 0 else None
+        self.meter = meter
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         principal = scope.get(SCOPE_KEY)
-        if self.limiter is None or not isinstance(principal, Principal):
+        if not isinstance(principal, Principal):
             await self.app(scope, receive, send)
             return
-        wait = self.limiter.wait_s(principal.key_id)
-        if wait > 0:
-            if self.events is not None and self.events.active:
-                self.events.request_rejected(RequestRejected(None, "http", "rate_limited", 429))
+        if principal.limits and self.meter is not None:
+            refusal = await self.meter.admit(principal.key_id, head_checks(principal.limits))
+            if refusal is not None:
+                _rejected(self.events)
+                raise over_limit(principal, refusal)
+        limiter = self.limiter
+        wait = limiter.wait_s(principal.key_id) if limiter is not None else 0.0
+        if limiter is not None and wait > 0:
+            _rejected(self.events)
             raise TooManyRequests(
-                f"API key '{principal.name}' is over its rate limit of {self.limiter.rate:g} requests per second "
-                f"(bursts of {self.limiter.burst}; rate_limit); retry after the Retry-After seconds",
+                f"API key '{principal.name}' is over its rate limit of {limiter.rate:g} requests per second "
+                f"(bursts of {limiter.burst}; rate_limit); retry after the Retry-After seconds",
                 headers={"retry-after": str(max(1, math.ceil(wait)))},
             )
         await self.app(scope, receive, send)
 
 
-def rate_limit(rate: float, burst: int, events: Events | None = None) -> Middleware:
+def _rejected(events: Events | None) -> None:
+    if events is not None and events.active:
+        events.request_rejected(RequestRejected(None, "http", "rate_limited", 429))
+
+
+def over_limit(principal: Principal, refusal: Refusal, rows: int | None = None) -> TooManyRequests:
+    """429 naming the key's limit that refused, with ``Retry-After``."""
+    limit = refusal.limit
+    what = "quota" if limit.window_s >= 86400 else "rate limit"
+    named = f"API key '{principal.name}' (mk_{principal.key_id})"
+    if math.isinf(refusal.wait_s):
+        return TooManyRequests(
+            f"a request of {rows} rows is more than {named} may send under its {what} of {limit.words()} "
+            f"({limit.spec}); send fewer rows per request",
+            headers={"retry-after": str(limit.window_s)},
+        )
+    used = f"a request of {rows} rows would take {named}" if rows is not None else named
+    return TooManyRequests(
+        f"{used} over its {what} of {limit.words()} ({limit.spec}); retry after the Retry-After seconds",
+        headers={"retry-after": str(max(1, math.ceil(refusal.wait_s)))},
+    )
+
+
+def row_charger(meter: Meter | None, principal: Principal | None, events: Events | None) -> AdmitRows | None:
+    """What the data plane calls once a request's rows are known, for a key with row limits; else ``None``."""
+    if meter is None or principal is None or not any(lim.what == "rows" for lim in principal.limits):
+        return None
+
+    async def charge(rows: int) -> None:
+        refusal = await meter.admit(principal.key_id, row_checks(principal.limits, rows))
+        if refusal is not None:
+            _rejected(events)
+            raise over_limit(principal, refusal, rows)
+
+    return charge
+
+
+def rate_limit(rate: float, burst: int, events: Events | None = None, meter: Meter | None = None) -> Middleware:
     """``RateLimitMiddleware`` for ``create_app``'s middleware list (after the authentication middleware)."""
-    return Middleware(RateLimitMiddleware, rate=rate, burst=burst, events=events)
+    return Middleware(RateLimitMiddleware, rate=rate, burst=burst, meter=meter, events=events)
