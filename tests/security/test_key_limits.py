@@ -86,6 +86,7 @@ def test_rows_are_checked_at_the_head_and_charged_once_known() -> None:
     assert refusal is not None and refusal.wait_s > 0
     assert meter.admit_now("k", row_checks([rows], 40), 3.0) is None  # exactly 100
     assert meter.admit_now("k", head_checks([rows]), 4.0) is not None  # nothing left: refused at the head
+    assert head_checks([rows], rows=False) == []  # a GET carries no rows: a spent row quota does not refuse it
     never = meter.admit_now("j", row_checks([rows], 101), 0.0)
     assert never is not None and math.isinf(never.wait_s)
 
@@ -165,7 +166,15 @@ def test_429_names_the_limit(tmp_path: Path) -> None:
         assert int(r.headers["retry-after"]) > 3600
         v2 = {"inputs": [{"name": n, "shape": [1], "datatype": "FP64", "data": [v]} for n, v in ROW.items()]}
         assert client.post("/v2/models/iris/infer", headers=h, json=v2).status_code == 200  # 5 rows, 3 requests
+        assert client.get("/models/iris", headers=h).status_code == 429  # 3 requests this minute
         r = client.post("/v2/models/iris/infer", headers=h, json=v2)
         assert r.status_code == 429 and "over its rate limit of 3 requests per minute (3/min)" in r.json()["error"]
         assert 1 <= int(r.headers["retry-after"]) <= 120
         assert client.post("/models/iris/predict", json=[ROW] * 9, headers={"x-api-key": other}).status_code == 200
+    only_rows = create_key(tmp_path, "c", limits=("2rows/min",))
+    with TestClient(create_app([IrisClassifier()], settings), raise_server_exceptions=False) as client:
+        h = {"authorization": f"Bearer {only_rows}"}
+        assert client.post("/models/iris/predict", json=[ROW] * 2, headers=h).status_code == 200
+        r = client.post("/models/iris/predict", json=ROW, headers=h)  # refused at the head: no row left
+        assert r.status_code == 429 and "over its rate limit of 2 rows per minute" in r.json()["detail"]
+        assert client.get("/models/iris", headers=h).status_code == 200  # metadata carries no rows

@@ -23,6 +23,7 @@ def test_meters_sharing_redis_admit_exactly_the_limit(tmp_path: Path) -> None:
         try:
             heads = await asyncio.gather(*(m.admit("k", head_checks(limits)) for m in meters for _ in range(30)))
             rows = await asyncio.gather(*(m.admit("r", row_checks(limits, 7)) for m in meters for _ in range(50)))
+            assert all(m.down_since is None and not m.pending for m in meters), "a meter fell back to its own counts"
         finally:
             for m in meters:
                 await m.close()

@@ -91,7 +91,9 @@ class RateLimitMiddleware:
             await self.app(scope, receive, send)
             return
         if principal.limits and self.meter is not None:
-            refusal = await self.meter.admit(principal.key_id, head_checks(principal.limits))
+            # only row limits and a request without a body: nothing to count
+            checks = head_checks(principal.limits, rows=scope.get("method") in ("POST", "PUT"))
+            refusal = await self.meter.admit(principal.key_id, checks) if checks else None
             if refusal is not None:
                 _rejected(self.events)
                 raise over_limit(principal, refusal)

@@ -6,7 +6,8 @@ previous window's count weighted by the share of it still inside the last ``w`` 
 within the limit; what is refused is not counted. Two counters per limit, whatever the traffic.
 
 How a request is charged: at its head (after authentication, before the body is read) it needs one request
-from every request limit and at least one row left in every row limit, and is counted as one request; once
+from every request limit and, if it has a body (POST, PUT), at least one row left in every row limit, so a
+key whose row quota is spent is refused before its body is read; it is counted as one request. Once
 its rows are known (decoded and validated, before they reach a model) they are checked and counted against
 the row limits, and a request they would take over a limit is refused with 429 naming that limit.
 
@@ -47,9 +48,10 @@ class Refusal:
     wait_s: float
 
 
-def head_checks(limits: Sequence[Limit]) -> list[Check]:
-    """At a request's head: one request from each request limit, one row left in each row limit."""
-    return [(lim, 1, 1 if lim.what == "requests" else 0) for lim in limits]
+def head_checks(limits: Sequence[Limit], rows: bool = True) -> list[Check]:
+    """At a request's head: one request from each request limit and, for a request that may carry rows
+    (``rows``: one with a body), one row left in each row limit."""
+    return [(lim, 1, 1) if lim.what == "requests" else (lim, 1, 0) for lim in limits if rows or lim.what == "requests"]
 
 
 def row_checks(limits: Sequence[Limit], rows: int) -> list[Check]:
@@ -185,11 +187,20 @@ def redis_key(key_id: str, limit: Limit) -> str:
 class RedisMeter:
     """The counters in Redis, shared by every process and replica; ``LocalMeter`` while Redis is away."""
 
-    def __init__(self, url: str, *, retry_s: float = 1.0, timeout_s: float = 0.5) -> None:
-        from redis.asyncio import Redis
+    def __init__(self, url: str, *, retry_s: float = 1.0, timeout_s: float = 1.0, connections: int = 16) -> None:
+        try:
+            from redis.asyncio import BlockingConnectionPool, Redis
+        except ImportError as exc:
+            raise ValueError(f"redis_url needs the queue extra: pip install 'modelapi[queue]' ({exc})") from None
 
         self.url = url
-        self.client: Redis = Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+        # a bounded pool: a burst of requests waits for a connection rather than opening hundreds; the timeouts
+        # bound what a request waits when Redis is away (then at most once a second per process: retry_s)
+        pool = BlockingConnectionPool.from_url(
+            url, max_connections=connections, timeout=timeout_s, socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+        )  # fmt: skip
+        self.client: Redis = Redis(connection_pool=pool)
         self._admit = self.client.register_script(ADMIT)
         self._add = self.client.register_script(ADD)
         self.local = LocalMeter()
@@ -250,6 +261,7 @@ class RedisMeter:
 
     async def close(self) -> None:
         await self.client.aclose()
+        await self.client.connection_pool.disconnect()
 
 
 def _args(checks: Sequence[Check]) -> list[int]:
