@@ -204,7 +204,9 @@ def test_replicas_behind_haproxy(tmp_path: Path) -> None:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
-        with haproxy(net, relays, tmp_path) as balancer:
+        with contextlib.ExitStack() as stack:
+            stack.callback(_end, local)
+            balancer = stack.enter_context(haproxy(net, relays, tmp_path))
             replicas = [
                 Replica(
                     i,
@@ -277,6 +279,12 @@ def test_replicas_behind_haproxy(tmp_path: Path) -> None:
                     load.stop()
     figures["total"] = f"{time.monotonic() - started:.1f} s"
     print("\n".join(f"  {k}: {v}" for k, v in figures.items()))
+
+
+def _end(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
 
 
 def _phases(balancer: Balancer, replicas: list[Replica], workers: list[Replica], load: Load, net: Network,

@@ -6,8 +6,8 @@ hub. Every address lives inside namespaces the test created; nothing is added to
 HAProxy runs in the root namespace and reaches into the hub with its ``namespace`` keyword (Debian's build has
 network namespace support): it balances HTTP to the replicas, and relays the machine's PostgreSQL and the
 test's Redis (both on 127.0.0.1 in the root namespace) to the hub address, where the replicas reach them.
-Where namespaces cannot be created (not root, no ``ip``, a container without CAP_NET_ADMIN) the replicas
-listen on loopback ports instead, and ``reason`` says why.
+Where namespaces cannot be created (not root, no ``ip``, a container without CAP_NET_ADMIN; or
+``REPLICA_TEST_NETNS=off``) the replicas listen on loopback ports instead, and ``reason`` says why.
 """
 
 from __future__ import annotations
@@ -59,6 +59,8 @@ def network(n: int) -> Iterator[Network]:
     hub = f"ma{tag}-hub"
     made: list[str] = []
     try:
+        if os.environ.get("REPLICA_TEST_NETNS") == "off":  # to run the fallback where namespaces work
+            raise PermissionError("REPLICA_TEST_NETNS=off")
         if os.geteuid() != 0 or shutil.which("ip") is None:
             raise PermissionError("not root, or iproute2's ip is not installed")
         subnet = f"10.213.{secrets.randbelow(250) + 1}"
