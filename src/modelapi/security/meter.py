@@ -131,6 +131,7 @@ class LocalMeter:
 # KEYS: one hash per limit (fields i: window index, c: its count, p: the previous window's count).
 # ARGV: per limit, window seconds, count, need, cost. All checked before any is counted; Redis's own clock.
 ADMIT = """
+if redis.replicate_commands then redis.replicate_commands() end  -- Redis < 5: TIME before writes needs it
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local state = {}
