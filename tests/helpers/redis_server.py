@@ -30,27 +30,18 @@ class OwnRedis:
     directory: Path
     port: int = field(default_factory=_free_port)
     process: subprocess.Popen[bytes] | None = None
+    persistent: bool = False  # save to an RDB file on stop, load it on start (what a stop then loses: nothing)
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        """Start (again) on the same port, without persistence, and wait until it answers."""
+        """Start (again) on the same port and wait until it answers; ``persistent``: with what it saved."""
+        keep = ("--save", "3600 1", "--appendonly", "no") if self.persistent else NO_PERSISTENCE
+        args = ["--port", str(self.port), "--bind", "127.0.0.1", *keep, "--dir", str(self.directory)]
         self.process = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.directory),
-            ],
+            ["redis-server", *args],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -69,12 +60,12 @@ class OwnRedis:
 
 
 @contextlib.contextmanager
-def own_redis(directory: Path) -> Iterator[OwnRedis]:
+def own_redis(directory: Path, persistent: bool = False) -> Iterator[OwnRedis]:
     if shutil.which("redis-server") is None:
         if os.environ.get("CI") == "true":
             pytest.fail("redis-server is required in CI (.ci/run installs it)")
         pytest.skip("redis-server is not installed")
-    server = OwnRedis(directory)
+    server = OwnRedis(directory, persistent=persistent)
     server.start()
     try:
         yield server

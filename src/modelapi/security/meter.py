@@ -14,10 +14,12 @@ the row limits, and a request they would take over a limit is refused with 429 n
 ``LocalMeter`` keeps the counters in this process: with ``--workers N`` or N replicas a key gets N times its
 limits. ``RedisMeter`` keeps them in Redis (``--redis-url``), so they hold across every process and replica:
 one Lua script per admission checks every window of the key and counts them all, atomically, in one round
-trip, on Redis's clock. When Redis cannot be reached the process falls back to its own ``LocalMeter`` (a
-warning in the log, once per outage) and remembers what it admitted; it tries Redis again at most once a
-second, and when Redis answers it first adds what it admitted meanwhile to the shared counters, so nothing
-admitted during the outage is lost from the windows. During an outage each process enforces the limits alone.
+trip, on Redis's clock; it answers the shared counts, which the process keeps as its own. When Redis cannot
+be reached the process falls back to its own ``LocalMeter`` (a warning in the log, once per outage), which
+goes on from the shared counts it last saw for each key, and remembers what it admits; it tries Redis again
+at most once a second, and when Redis answers it first adds what it admitted meanwhile to the shared
+counters, so nothing admitted during the outage is lost from the windows. During an outage each process
+enforces the limits alone, from where the shared count stood when it last saw the key.
 """
 
 from __future__ import annotations
@@ -116,10 +118,20 @@ class LocalMeter:
             found.append((window, cost))
         for window, cost in found:
             window.current += cost
+        self._sweep(now)
+        return None
+
+    def mirror(self, key_id: str, limit: Limit, index: int, current: int, previous: int) -> None:
+        """Take the shared counts of one limit as this process's own (the starting point if Redis goes away)."""
+        window = _Window(index)
+        window.current, window.previous = current, previous
+        self.windows[(key_id, limit.what, limit.window_s)] = window
+        self._sweep(index * limit.window_s)
+
+    def _sweep(self, now: float) -> None:
         if now - self._swept > 3600:  # drop the windows of keys idle for two of their window lengths
             self._swept = now
             self.windows = {k: v for k, v in self.windows.items() if int(now // k[2]) - v.index < 2}
-        return None
 
     async def admit(self, key_id: str, checks: Sequence[Check]) -> Refusal | None:
         return self.admit_now(key_id, checks)
@@ -130,6 +142,7 @@ class LocalMeter:
 
 # KEYS: one hash per limit (fields i: window index, c: its count, p: the previous window's count).
 # ARGV: per limit, window seconds, count, need, cost. All checked before any is counted; Redis's own clock.
+# Returns {0, '0', then per limit: window index, current count, previous count} or {limit number, wait s}.
 ADMIT = """
 if redis.replicate_commands then redis.replicate_commands() end  -- Redis < 5: TIME before writes needs it
 local t = redis.call('TIME')
@@ -155,12 +168,16 @@ for i = 1, #KEYS do
   end
   state[i] = {idx, c, p, w, tonumber(ARGV[b + 4])}
 end
+local out = {0, '0'}
 for i = 1, #KEYS do
   local s = state[i]
   redis.call('HSET', KEYS[i], 'i', s[1], 'c', s[2] + s[5], 'p', s[3])
   redis.call('EXPIRE', KEYS[i], 2 * s[4] + 60)
+  out[#out + 1] = tostring(s[1])
+  out[#out + 1] = tostring(s[2] + s[5])
+  out[#out + 1] = tostring(s[3])
 end
-return {0, '0'}
+return out
 """
 
 # KEYS[1]: one limit's hash; ARGV: window seconds, the window index, the amount admitted in it meanwhile
@@ -237,7 +254,12 @@ class RedisMeter:
                         now - self.down_since,
                     )
                     self.down_since = None
-                return _verdict(checks, result)
+                refusal = _verdict(checks, result)
+                if refusal is None:  # where this process's own counts start if Redis goes away
+                    for n, (limit, _need, _cost) in enumerate(checks):
+                        index, current, previous = (int(float(v)) for v in result[2 + 3 * n : 5 + 3 * n])
+                        self.local.mirror(key_id, limit, index, current, previous)
+                return refusal
         return self._admit_locally(key_id, checks)
 
     def _admit_locally(self, key_id: str, checks: Sequence[Check]) -> Refusal | None:
@@ -257,7 +279,6 @@ class RedisMeter:
             key, window, index = slot
             await self._add(keys=[key], args=[window, index, self.pending[slot]])
             del self.pending[slot]
-        self.local = LocalMeter()  # the shared counters hold it all now
         log.info("rate-limit counts admitted while Redis was away were added to it")
 
     async def close(self) -> None:
