@@ -343,7 +343,9 @@ def _phases(balancer: Balancer, replicas: list[Replica], workers: list[Replica],
         assert r.status_code == 202, r.text
         location = r.headers["location"]
         job_id = location.rstrip("/").rsplit("/", 1)[1]
-        status = _poll(client, location, lambda s: s["progress"]["chunks_done"] >= 10 or s["status"] != "running")
+        status = _poll(
+            client, location, lambda s: s["progress"]["chunks_done"] >= 10 or s["status"] not in ("queued", "running")
+        )
         assert status["status"] == "running", f"the job ended before the kills: {status}"
         owner = _lease_owner(database, job_id) or ""
         victim_worker = next(w for w in workers if w.proc is not None and f":{w.proc.pid}:" in owner)
