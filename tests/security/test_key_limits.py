@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 import math
-import sqlite3
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 from starlette.testclient import TestClient
 
 from helpers.keys import create_key
@@ -20,6 +22,9 @@ from modelapi.security.keys import KeyStore
 from modelapi.security.meter import LocalMeter, head_checks, row_checks, wait_s
 from modelapi.settings import Settings
 from toymodels import IrisClassifier
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "jobs"))
+from services import postgres_schema
 
 ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 
@@ -112,24 +117,36 @@ def test_store_keeps_limits_and_updates_them(tmp_path: Path) -> None:
         store.close()
 
 
-def test_an_older_store_gains_the_limits_column(tmp_path: Path) -> None:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    if request.param == "sqlite":
+        yield None
+    else:
+        with postgres_schema() as url:
+            yield url
+
+
+def test_an_older_store_gains_the_limits_column(tmp_path: Path, database_url: str | None) -> None:
     """A key store written before limits existed: opened by a server or `keys`, it keeps its keys, which have
-    no limits, and takes limits from then on."""
-    key = create_key(tmp_path, "old")
-    with sqlite3.connect(tmp_path / "keys.db") as conn:  # what an older release's table looked like
-        conn.execute("ALTER TABLE modelapi_api_keys DROP COLUMN limits")
-    existing = KeyStore.existing(tmp_path, None)
+    no limits, and takes limits from then on; SQLite and PostgreSQL."""
+    key = create_key(tmp_path, "old", database_url=database_url)
+    store = KeyStore.open(tmp_path, database_url)
+    with store.engine.begin() as conn:  # what an older release's table looked like
+        conn.execute(text("ALTER TABLE modelapi_api_keys DROP COLUMN limits"))
+    store.close()
+    existing = KeyStore.existing(tmp_path, database_url)
     assert existing is not None
     try:
         assert existing.authenticate(key).limits == ()
     finally:
         existing.close()
-    store = KeyStore.open(tmp_path, None)  # a second migration finds the column there
+    stores = [KeyStore.open(tmp_path, database_url) for _ in range(2)]  # a second migration finds it there
     try:
-        store.set_limits(key.split("_")[1], (Limit("rows", 7, 60),))
-        assert store.authenticate(key).limits == (Limit("rows", 7, 60),)
+        stores[0].set_limits(key.split("_")[1], (Limit("rows", 7, 60),))
+        assert stores[1].authenticate(key).limits == (Limit("rows", 7, 60),)
     finally:
-        store.close()
+        for store in stores:
+            store.close()
 
 
 def test_keys_cli_create_update_list(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
