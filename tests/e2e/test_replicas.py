@@ -125,6 +125,14 @@ class Load:
         sent = [r for r in self.results if start <= r[0] < end]
         return len(sent), sum(1 for r in sent if r[2] != 200)
 
+    def failures(self, start: float, end: float) -> dict[int, int]:
+        """The failed answers sent in [start, end), by status (0: no answer)."""
+        out: dict[int, int] = {}
+        for sent, _, status in self.results:
+            if start <= sent < end and status != 200:
+                out[status] = out.get(status, 0) + 1
+        return out
+
     def in_flight(self, at: float) -> int:
         return sum(1 for r in self.results if r[0] <= at < r[1])
 
@@ -312,8 +320,10 @@ def _phases(balancer: Balancer, replicas: list[Replica], workers: list[Replica],
     time.sleep(2.0)
     in_flight = load.in_flight(at)
     sent, failed = load.between(at - 0.5, time.monotonic())
+    how = load.failures(at - 0.5, time.monotonic())
     figures["kill -9"] = (
-        f"{failed} failed of {sent} requests ({in_flight} in flight at the kill); ejected in {eject_s:.2f} s"
+        f"{failed} failed {how or ''} of {sent} requests ({in_flight} in flight at the kill); "
+        f"ejected in {eject_s:.2f} s"
     )
     assert failed <= in_flight and eject_s <= 2.0, figures["kill -9"]
     killed.start()  # back while the next phases run
