@@ -123,9 +123,11 @@ class LocalMeter:
 
     def mirror(self, key_id: str, limit: Limit, index: int, current: int, previous: int) -> None:
         """Take the shared counts of one limit as this process's own (the starting point if Redis goes away)."""
-        window = _Window(index)
-        window.current, window.previous = current, previous
-        self.windows[(key_id, limit.what, limit.window_s)] = window
+        slot = (key_id, limit.what, limit.window_s)
+        window = self.windows.get(slot)
+        if window is None:
+            window = self.windows[slot] = _Window(index)
+        window.index, window.current, window.previous = index, current, previous
         self._sweep(index * limit.window_s)
 
     def _sweep(self, now: float) -> None:
