@@ -189,9 +189,16 @@ def test_429_names_the_limit(tmp_path: Path) -> None:
         assert 1 <= int(r.headers["retry-after"]) <= 120
         assert client.post("/models/iris/predict", json=[ROW] * 9, headers={"x-api-key": other}).status_code == 200
     only_rows = create_key(tmp_path, "c", limits=("2rows/min",))
+    never = create_key(tmp_path, "d", limits=("2rows/min",))
     with TestClient(create_app([IrisClassifier()], settings), raise_server_exceptions=False) as client:
         h = {"authorization": f"Bearer {only_rows}"}
         assert client.post("/models/iris/predict", json=[ROW] * 2, headers=h).status_code == 200
         r = client.post("/models/iris/predict", json=ROW, headers=h)  # refused at the head: no row left
         assert r.status_code == 429 and "over its rate limit of 2 rows per minute" in r.json()["detail"]
         assert client.get("/models/iris", headers=h).status_code == 200  # metadata carries no rows
+        r = client.post("/models/iris/predict", json=[ROW] * 3, headers={"x-api-key": never})
+        assert r.status_code == 429 and r.headers["retry-after"] == "60"
+        assert r.json()["detail"] == (
+            "a request of 3 rows is more than API key 'd' (mk_" + never.split("_")[1] + ") may send under its rate "
+            "limit of 2 rows per minute (2rows/min); send fewer rows per request"
+        )
