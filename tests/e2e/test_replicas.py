@@ -317,7 +317,9 @@ def _phases(balancer: Balancer, replicas: list[Replica], workers: list[Replica],
     killed.proc.kill()
     eject_s = _wait_server(balancer, "r2", "DOWN", 10)
     killed.proc.wait()
+    sessions = balancer.sessions()["r2"]
     time.sleep(2.0)
+    assert balancer.sessions()["r2"] == sessions, "the balancer still sent requests to the killed replica"
     in_flight = load.in_flight(at)
     sent, failed = load.between(at - 0.5, time.monotonic())
     how = load.failures(at - 0.5, time.monotonic())

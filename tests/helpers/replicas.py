@@ -126,8 +126,7 @@ class Balancer:
     stats_socket: Path
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
-    def servers(self) -> dict[str, str]:
-        """Each replica's status as HAProxy sees it: UP, DOWN, ... (``show stat`` on the admin socket)."""
+    def _stat(self, column: int) -> dict[str, str]:
         with socket.socket(socket.AF_UNIX) as s:
             s.connect(str(self.stats_socket))
             s.sendall(b"show stat\n")
@@ -138,8 +137,16 @@ class Balancer:
         for line in data.decode().splitlines():
             cells = line.split(",")
             if len(cells) > 17 and cells[0] == "replicas" and cells[1] not in ("FRONTEND", "BACKEND"):
-                out[cells[1]] = cells[17].split()[0]
+                out[cells[1]] = cells[column]
         return out
+
+    def servers(self) -> dict[str, str]:
+        """Each replica's status as HAProxy sees it: UP, DOWN, ... (``show stat`` on the admin socket)."""
+        return {name: value.split()[0] for name, value in self._stat(17).items()}
+
+    def sessions(self) -> dict[str, int]:
+        """Each replica's total of sessions (requests sent to it; health checks not included): ``stot``."""
+        return {name: int(value or 0) for name, value in self._stat(7).items()}
 
 
 def haproxy_config(net: Network, front_port: int, direct_ports: Sequence[int], relays: Sequence[Relay],
