@@ -259,6 +259,8 @@ class Call:
         inputs = model.signature.validate(request.inputs, max_rows=max_rows)
         rows = next(iter(inputs.values())).shape[0]
         self.rows = rows
+        if self.ctx.charge_rows is not None:  # the key's row quotas (429 over them), before the model runs
+            await self.ctx.charge_rows(rows)
         key = None
         if handle.batcher is not None:
             open_shapes = tuple(inputs[n].shape[1:] for n in handle.open_shaped)

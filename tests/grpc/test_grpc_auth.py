@@ -13,7 +13,7 @@ from modelapi.events import Events, Observer, RequestRejected
 from modelapi.grpc.auth import Authenticator, presented_key
 from modelapi.security.auth import Auth
 from modelapi.security.keys import KeyStore
-from modelapi.security.limits import RateLimiter
+from modelapi.security.limits import KeyLimits
 
 
 def test_the_key_comes_from_either_metadata_entry() -> None:
@@ -42,7 +42,7 @@ def test_keys_scopes_and_rate_are_checked_and_refusals_observed(tmp_path: Path) 
     rejections = Rejections()
     events.subscribe(rejections)
     store = KeyStore.open(tmp_path, None)
-    authenticator = Authenticator(Auth(store, "test"), RateLimiter(1, 1), events)
+    authenticator = Authenticator(Auth(store, "test"), KeyLimits(1, 1, None, events), events)
 
     async def calls() -> None:
         principal = await authenticator.principal([("authorization", f"Bearer {key}")], "ModelInfer")

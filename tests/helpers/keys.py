@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from modelapi.security.key_limits import parse_limits
 from modelapi.security.keys import KeyStore
 
 
@@ -26,11 +27,19 @@ def create_key(
     models: list[str] | None = None,
     expires_at: float | None = None,
     database_url: str | None = None,
+    limits: tuple[str, ...] = (),
 ) -> str:
-    """A new key in the store of ``state_dir`` (or ``database_url``); returns the key itself."""
+    """A new key in the store of ``state_dir`` (or ``database_url``); returns the key itself. ``limits``: rate
+    limits and quotas as ``keys create --rate`` takes them (``"100/min"``, ``"5000rows/day"``)."""
     store = KeyStore.open(state_dir, database_url)
     try:
-        key, _ = store.create(name, frozenset({scope}), frozenset(models) if models is not None else None, expires_at)
+        key, _ = store.create(
+            name,
+            frozenset({scope}),
+            frozenset(models) if models is not None else None,
+            expires_at,
+            parse_limits(("--rate", spec) for spec in limits),
+        )
     finally:
         store.close()
     return key

@@ -3,32 +3,31 @@ the same key store with the same rules and messages as HTTP (``security/auth.py`
 
 ``ServerLive`` and ``ServerReady`` are open, as ``/v2/health/*`` are; the repository RPCs need the admin scope
 (and are refused when authentication is off, as the HTTP management routes are). Which models a key may use
-is the data plane's rule: a model outside the key's list is ``NOT_FOUND``. The rate limit's buckets are the
-worker's (``Services.limiter``), so a key's calls over HTTP and gRPC count against one rate.
+is the data plane's rule: a model outside the key's list is ``NOT_FOUND``. Rate limits and quotas are the
+worker's ``KeyLimits`` (``Services.limits``), so a key's calls over HTTP and gRPC count against one rate.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections.abc import Iterable
 
-from ..errors import Forbidden, TooManyRequests, Unauthorized
+from ..errors import Forbidden, Unauthorized
 from ..events import Events, RequestRejected
 from ..security.auth import CHALLENGE, MISSING, Auth
 from ..security.keys import InvalidKey
-from ..security.limits import RateLimiter
+from ..security.limits import KeyLimits
 from ..security.principal import Principal
 
 
 class Authenticator:
     """Who calls, from a call's metadata; refusals are reported to ``events`` with protocol ``grpc``."""
 
-    def __init__(self, auth: Auth, limiter: RateLimiter | None, events: Events) -> None:
+    def __init__(self, auth: Auth, limits: KeyLimits | None, events: Events) -> None:
         self.auth = auth
         self.events = events
-        self.limiter = limiter  # the worker's buckets, shared with HTTP: one rate per key
+        self.limits = limits  # the worker's, shared with HTTP: one rate per key
         store = auth.store
         self.in_thread = store is not None and not store.url.startswith("sqlite")
 
@@ -42,15 +41,8 @@ class Authenticator:
         except (Unauthorized, Forbidden) as exc:
             self._rejected("unauthenticated" if exc.status == 401 else "forbidden", exc.status)
             raise
-        if principal is not None and self.limiter is not None:
-            wait = self.limiter.wait_s(principal.key_id)
-            if wait > 0:
-                self._rejected("rate_limited", 429)
-                raise TooManyRequests(
-                    f"API key '{principal.name}' is over its rate limit of {self.limiter.rate:g} requests per "
-                    f"second (bursts of {self.limiter.burst}; rate_limit); retry after the Retry-After seconds",
-                    headers={"retry-after": str(max(1, math.ceil(wait)))},
-                )
+        if principal is not None and self.limits is not None:
+            await self.limits.admit(principal, "grpc")
         return principal
 
     async def _authenticate(

@@ -109,7 +109,7 @@ class Servicer:
         cached = self._auth
         if cached is None or cached[0] is not services:
             assert services.auth is not None
-            authenticator = Authenticator(services.auth, services.limiter, services.dataplane.events)
+            authenticator = Authenticator(services.auth, services.limits, services.dataplane.events)
             cached = self._auth = (services, authenticator)
         return cached[1]
 
@@ -133,7 +133,9 @@ class Servicer:
         logs.CONTEXT.set(_CallLog(rid, model, version))
         remaining = context.time_remaining()
         deadline = None if remaining is None else time.monotonic() + remaining
-        return services, CallContext("grpc", principal, rid, deadline, json=services.json_limits)
+        limits = services.limits
+        rows = limits.row_charger(principal, "grpc") if limits is not None and principal is not None else None
+        return services, CallContext("grpc", principal, rid, deadline, json=services.json_limits, charge_rows=rows)
 
     # health and metadata ----------------------------------------------------------------------------------
     async def ServerLive(self, request: Any, context: grpc.aio.ServicerContext) -> Any:

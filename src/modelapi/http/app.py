@@ -24,7 +24,8 @@ from ..protocols import registered
 from ..protocols.metrics import listener
 from ..repository.shared import SharedState
 from ..security.auth import Auth, AuthMiddleware
-from ..security.limits import RateLimiter, rate_limit
+from ..security.limits import KeyLimits, rate_limit
+from ..security.meter import meter_for
 from ..settings import Settings
 from .errors import handle_http_exception, handle_modelapi_error
 from .middleware import cors, request_context
@@ -53,8 +54,9 @@ def create_app(
 
     jobs = JobsHost(dataplane, settings)
     auth = Auth.from_settings(settings)  # per worker, after any fork: each opens its own key-store connections
-    limiter = RateLimiter(settings.rate_limit, settings.rate_burst) if settings.rate_limit > 0 else None
-    services = Services(dataplane, settings, jobs, auth, limiter)
+    meter = meter_for(settings.redis_url) if auth.enabled else None  # per-key limits: shared with Redis
+    limits = KeyLimits(settings.rate_limit, settings.rate_burst, meter, dataplane.events)
+    services = Services(dataplane, settings, jobs, auth, limits)
     if settings.metrics:  # before the models load: the repository emits their state changes while they do
         observer = metrics.MetricsObserver()
         dataplane.events.subscribe(observer)
@@ -84,6 +86,8 @@ def create_app(
                 follow.cancel()
                 await jobs.stop()
                 auth.close()
+                if meter is not None:
+                    await meter.close()
                 await dataplane.close()
         finally:
             if scrapes is not None:
@@ -112,7 +116,7 @@ def create_app(
                 events=dataplane.events,
             ),
             # inside authentication, which names the key
-            rate_limit(settings.rate_limit, settings.rate_burst, dataplane.events, limiter),
+            rate_limit(limits),
         ],
         exception_handlers={ModelAPIError: handle_modelapi_error, HTTPException: handle_http_exception},
         lifespan=lifespan,

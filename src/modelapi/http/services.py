@@ -19,7 +19,7 @@ from ..dataplane import Call, DataPlane
 from ..jobs.host import JobsHost
 from ..repository.registry import Repository
 from ..security.auth import Auth
-from ..security.limits import RateLimiter
+from ..security.limits import KeyLimits
 from ..security.principal import current_principal
 from ..settings import Settings
 from . import request as bodies
@@ -33,8 +33,8 @@ class Services:
     settings: Settings
     jobs: JobsHost | None = None
     auth: Auth | None = None
-    #: the per-key rate buckets of this worker, shared by every front end (HTTP middleware, gRPC)
-    limiter: RateLimiter | None = None
+    #: per-key admission (rate limits, quotas) of this worker, shared by every front end (HTTP middleware, gRPC)
+    limits: KeyLimits | None = None
     json_limits: JsonLimits = field(init=False)
 
     def __post_init__(self) -> None:
@@ -48,7 +48,9 @@ class Services:
         """What the data plane needs to know of this request: who calls, its id, the protocol, the JSON limits."""
         state = request.scope.get("state")
         rid = state.get("request_id") if state else None
-        return CallContext(protocol, current_principal(request), rid, json=self.json_limits)
+        principal = current_principal(request)
+        rows = self.limits.row_charger(principal, protocol) if self.limits and principal and principal.limits else None
+        return CallContext(protocol, principal, rid, json=self.json_limits, charge_rows=rows)
 
     def max_rows(self, call: Call) -> int | None:
         """The row limit for a call: the called version's ``max_rows`` (model.toml), else the server's."""

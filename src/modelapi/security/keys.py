@@ -42,6 +42,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from ..db import create_sqlite_file, make_engine
+from .key_limits import Limit, from_json, to_json
 from .principal import Principal
 
 PREFIX = "mk_"
@@ -61,6 +62,7 @@ api_keys = Table(
     Column("created_at", Float, nullable=False),
     Column("expires_at", Float, nullable=True),
     Column("revoked_at", Float, nullable=True),
+    Column("limits", Text, nullable=True),  # JSON list of rate limits and quotas (key_limits.py); NULL: none
 )
 
 
@@ -86,6 +88,7 @@ class KeyRecord:
     created_at: float
     expires_at: float | None
     revoked_at: float | None
+    limits: tuple[Limit, ...] = ()
 
     def state(self, now: float) -> str:
         if self.revoked_at is not None:
@@ -95,7 +98,7 @@ class KeyRecord:
         return "active"
 
     def principal(self) -> Principal:
-        return Principal(self.key_id, self.name, self.scopes, self.models)
+        return Principal(self.key_id, self.name, self.scopes, self.models, self.limits)
 
     def describe(self, now: float) -> dict[str, Any]:
         """What ``keys list`` shows: everything but the hash."""
@@ -108,6 +111,7 @@ class KeyRecord:
             "expires": _iso(self.expires_at),
             "revoked": _iso(self.revoked_at),
             "state": self.state(now),
+            "limits": [limit.spec for limit in self.limits],
         }
 
 
@@ -157,6 +161,7 @@ class KeyStore:
         self.engine = make_engine(url)  # no pre-ping: lookups retry on a dropped connection themselves
         if create:
             metadata.create_all(self.engine)
+            self._migrate()
         self._sqlite = threading.local() if url.startswith("sqlite") else None
         self._raw: list[Any] = []
         compiled = _BY_ID.compile(dialect=self.engine.dialect)
@@ -179,7 +184,24 @@ class KeyStore:
         if not inspect(store.engine).has_table(api_keys.name):
             store.close()
             return None
+        store._migrate()
         return store
+
+    def _migrate(self) -> None:
+        """Bring a store made by an older release up to date: add the ``limits`` column (NULL: no limits).
+        Adding a nullable column touches no row; two replicas starting at once both try, and one finds the
+        column there (PostgreSQL's ``IF NOT EXISTS``, SQLite's duplicate-column error)."""
+        columns = {c["name"] for c in inspect(self.engine).get_columns(api_keys.name)}
+        if "limits" in columns:
+            return
+        postgres = self.engine.dialect.name == "postgresql"
+        ddl = f"ALTER TABLE {api_keys.name} ADD COLUMN {'IF NOT EXISTS ' if postgres else ''}limits TEXT"
+        try:
+            with self.engine.begin() as conn:
+                conn.exec_driver_sql(ddl)
+        except DBAPIError as exc:
+            if "duplicate column" not in str(exc).lower():
+                raise
 
     def close(self) -> None:
         for conn in self._raw:
@@ -194,6 +216,7 @@ class KeyStore:
         scopes: frozenset[str] = frozenset({"predict"}),
         models: frozenset[str] | None = None,
         expires_at: float | None = None,
+        limits: tuple[Limit, ...] = (),
     ) -> tuple[str, KeyRecord]:
         """A new key: ``(key, record)``. The key is returned once and stored only as its hash."""
         if not name.strip():
@@ -214,6 +237,7 @@ class KeyStore:
                 "created_at": time.time(),
                 "expires_at": expires_at,
                 "revoked_at": None,
+                "limits": to_json(limits),
             }
             try:
                 with self.engine.begin() as conn:
@@ -225,12 +249,20 @@ class KeyStore:
             return key, record
         raise RuntimeError("could not find a free key id")  # pragma: no cover
 
+    def set_limits(self, key_id: str, limits: tuple[Limit, ...]) -> KeyRecord:
+        """Replace a key's rate limits and quotas (``()``: none); every server applies them on its next request
+        of that key, since keys are read per request."""
+        ident = _ident(key_id)
+        with self.engine.begin() as conn:
+            conn.execute(update(api_keys).where(api_keys.c.key_id == ident).values(limits=to_json(limits)))
+        record = self.get(ident)
+        if record is None:
+            raise ValueError(f"no key with id mk_{ident}")
+        return record
+
     def revoke(self, key_id: str) -> KeyRecord:
         """Revoke by id (``1a2b3c4d``, ``mk_1a2b3c4d``, or the whole key). Revoking twice is harmless."""
-        match = ID_PATTERN.match(key_id.strip())
-        if not match:
-            raise ValueError(f"{key_id!r} is not a key id; expected mk_ and 8 hex digits, as `keys list` shows")
-        ident = match.group(1)
+        ident = _ident(key_id)
         with self.engine.begin() as conn:
             conn.execute(
                 update(api_keys)
@@ -300,6 +332,13 @@ class KeyStore:
         return record.principal()
 
 
+def _ident(key_id: str) -> str:
+    match = ID_PATTERN.match(key_id.strip())
+    if not match:
+        raise ValueError(f"{key_id!r} is not a key id; expected mk_ and 8 hex digits, as `keys list` shows")
+    return match.group(1)
+
+
 def _record(row: Any) -> KeyRecord:
     models = row["models"]
     return KeyRecord(
@@ -311,6 +350,7 @@ def _record(row: Any) -> KeyRecord:
         created_at=row["created_at"],
         expires_at=row["expires_at"],
         revoked_at=row["revoked_at"],
+        limits=from_json(row["limits"]),
     )
 
 

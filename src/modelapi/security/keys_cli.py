@@ -1,4 +1,4 @@
-"""``modelapi keys create | list | revoke``: manage the API keys in the key store.
+"""``modelapi keys create | list | update | revoke``: manage the API keys in the key store.
 
 The store is the one the server reads: SQLite in ``--state-dir`` (``MODELAPI_STATE_DIR``, default the per-user
 data directory), or the database at ``--database-url`` (``MODELAPI_DATABASE_URL``) shared by replicas.
@@ -9,19 +9,21 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from .. import jsonutil
+from .key_limits import SYNTAX, parse_limits
 from .keys import SCOPES, KeyStore, parse_expiry
 
 
 def add_keys_command(sub: Any) -> None:
     keys = sub.add_parser(
         "keys",
-        help="create, list and revoke API keys",
+        help="create, list, update and revoke API keys",
         description="Manage API keys. The server looks keys up on every request: a revoked key stops working "
         "on the next request, on every worker and replica, without a restart.",
     )
@@ -43,15 +45,42 @@ def add_keys_command(sub: Any) -> None:
     create.add_argument("--models", metavar="A,B", help="the only models the key may use (default: all)")
     create.add_argument("--expires", metavar="WHEN", help="e.g. 30d, 12h, 2w, or an ISO date (default: never)")
     create.add_argument("--json", action="store_true", help="print the key and its record as JSON")
+    limit_flags(create)
     store_flags(create)
 
     listing = actions.add_parser("list", help="list the keys (never their secrets)")
     listing.add_argument("--json", action="store_true", help="one JSON object per key")
     store_flags(listing)
 
+    change = actions.add_parser(
+        "update",
+        help="replace a key's rate limits and quotas",
+        description="Replace a key's rate limits and quotas with those given (--no-limits: none). Servers read "
+        "keys on every request, so the new limits apply on the next request, on every worker and replica.",
+    )
+    change.add_argument("key_id", metavar="ID", help="the key's id as `keys list` shows it (mk_1a2b3c4d)")
+    limit_flags(change)
+    change.add_argument("--no-limits", action="store_true", help="remove every rate limit and quota of the key")
+    store_flags(change)
+
     revoke = actions.add_parser("revoke", help="revoke a key: it stops working on the next request")
     revoke.add_argument("key_id", metavar="ID", help="the key's id as `keys list` shows it (mk_1a2b3c4d)")
     store_flags(revoke)
+
+
+def limit_flags(parser: argparse.ArgumentParser) -> None:
+    """``--rate`` and ``--quota``: one syntax, both repeatable; a key may carry one limit per unit and window."""
+    for flag, example in (("--rate", "6000/min"), ("--quota", "1000000rows/day")):
+        parser.add_argument(
+            flag, dest="limits", action="append", metavar="LIMIT", type=_tagged(flag), default=[],
+            help=f"a limit on the key, {SYNTAX} (e.g. {flag} {example}); repeat for more. Shared by every "
+            "worker and replica with the server's --redis-url, else per worker process (docs/security.md)",
+        )  # fmt: skip
+
+
+def _tagged(flag: str) -> Callable[[str], tuple[str, str]]:
+    """The flag's value with the flag's name, so that an error names the flag it came from."""
+    return lambda value: (flag, value)
 
 
 def run_keys(args: argparse.Namespace, out: TextIO | None = None) -> int:
@@ -77,7 +106,7 @@ def _run(args: argparse.Namespace, store: KeyStore, out: TextIO) -> int:
                 if not models:
                     raise ValueError("--models: give at least one model name, e.g. --models iris,digits")
             expires = parse_expiry(args.expires, now) if args.expires else None
-            key, record = store.create(args.name, frozenset({args.scope}), models, expires)
+            key, record = store.create(args.name, frozenset({args.scope}), models, expires, parse_limits(args.limits))
             if args.json:
                 out.write(jsonutil.dumps({"key": key, **record.describe(now)}).decode() + "\n")
             else:
@@ -94,10 +123,17 @@ def _run(args: argparse.Namespace, store: KeyStore, out: TextIO) -> int:
                     out.write(jsonutil.dumps(info).decode() + "\n")
                 else:
                     shown = ",".join(info["models"]) if info["models"] is not None else "*"
+                    limits = f"limits={','.join(info['limits'])}  " if info["limits"] else ""
                     out.write(
                         f"{info['id']}  {info['state']:<8} {','.join(info['scopes']):<8} models={shown}  "
-                        f"expires={info['expires'] or 'never'}  {info['name']}\n"
+                        f"{limits}expires={info['expires'] or 'never'}  {info['name']}\n"
                     )
+        elif args.keys_command == "update":
+            if args.no_limits == bool(args.limits):
+                raise ValueError("keys update: give the new limits (--rate, --quota) or --no-limits")
+            record = store.set_limits(args.key_id, parse_limits(args.limits))
+            shown = ", ".join(limit.spec for limit in record.limits) or "none"
+            out.write(f"updated mk_{record.key_id} ({record.name}): limits {shown}\n")
         else:
             record = store.revoke(args.key_id)
             out.write(f"revoked mk_{record.key_id} ({record.name})\n")

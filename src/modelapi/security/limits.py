@@ -3,10 +3,13 @@
 - JSON limits travel with each call (``context.JsonLimits`` in the ``CallContext``; ``jsonutil.loads`` takes
   them as an argument), and the per-model in-flight gate and the inference timeout belong to the data plane,
   which applies them to every front end (``gate.py``, ``dataplane.py``).
-- ``RateLimitMiddleware``: a token bucket per API key (429 with ``Retry-After``), inside the authentication
-  middleware, which names the key. Without authentication there is no key to limit, and no rate limit.
-
-Every limit is per worker process: with ``--workers N`` a key may send N times ``rate_limit``.
+- ``KeyLimits``: a worker's per-key admission, shared by the HTTP middleware (``RateLimitMiddleware``, inside
+  the authentication middleware, which names the key) and gRPC's authenticator, so a key has one rate over
+  both: a token bucket per API key (429 with ``Retry-After``; the server-wide ``rate_limit`` is per worker
+  process: with ``--workers N`` a key may send N times it), and the key's own rate limits and quotas
+  (``modelapi keys create --rate/--quota``) through the meter (``meter.py``): per process, or shared by every
+  process and replica with ``--redis-url``. Rows are charged once known, through ``KeyLimits.row_charger`` in
+  the call's ``CallContext``. Without authentication there is no key to limit, and no rate limit.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..errors import TooManyRequests
 from ..events import Events, RequestRejected
+from .meter import AdmitRows, Meter, Refusal, head_checks, row_checks
 from .principal import SCOPE_KEY, Principal
 
 
@@ -67,44 +71,93 @@ class RateLimiter:
         return wait
 
 
+class KeyLimits:
+    """A worker's per-key admission, one mechanism for every front end (the HTTP middleware below, gRPC's
+    authenticator): the server-wide token bucket (``rate_limit``, per process) and each key's own rate limits
+    and quotas through the meter (per process, or shared with ``--redis-url``)."""
+
+    def __init__(self, rate: float, burst: int, meter: Meter | None = None, events: Events | None = None) -> None:
+        self.limiter = RateLimiter(rate, burst) if rate > 0 else None
+        self.meter = meter
+        self.events = events
+
+    async def admit(self, principal: Principal, protocol: str, *, body: bool = True) -> None:
+        """Count one request of ``principal`` (``body``: it may carry rows); raises ``TooManyRequests``."""
+        if principal.limits and self.meter is not None:
+            # only row limits and a request without a body: nothing to count
+            checks = head_checks(principal.limits, rows=body)
+            refusal = await self.meter.admit(principal.key_id, checks) if checks else None
+            if refusal is not None:
+                self._rejected(protocol)
+                raise over_limit(principal, refusal)
+        limiter = self.limiter
+        if limiter is None:
+            return
+        wait = limiter.wait_s(principal.key_id)
+        if wait > 0:
+            self._rejected(protocol)
+            raise TooManyRequests(
+                f"API key '{principal.name}' is over its rate limit of {limiter.rate:g} requests per second "
+                f"(bursts of {limiter.burst}; rate_limit); retry after the Retry-After seconds",
+                headers={"retry-after": str(max(1, math.ceil(wait)))},
+            )
+
+    def row_charger(self, principal: Principal | None, protocol: str) -> AdmitRows | None:
+        """What the data plane calls once a request's rows are known, for a key with row limits; else ``None``."""
+        meter = self.meter
+        if meter is None or principal is None or not any(lim.what == "rows" for lim in principal.limits):
+            return None
+
+        async def charge(rows: int) -> None:
+            refusal = await meter.admit(principal.key_id, row_checks(principal.limits, rows))
+            if refusal is not None:
+                self._rejected(protocol)
+                raise over_limit(principal, refusal, rows)
+
+        return charge
+
+    def _rejected(self, protocol: str) -> None:
+        events = self.events
+        if events is not None and events.active:
+            events.request_rejected(RequestRejected(None, protocol, "rate_limited", 429))
+
+
 class RateLimitMiddleware:
-    """429 with ``Retry-After`` for an API key over ``rate`` requests a second (bursts up to ``burst``).
+    """429 with ``Retry-After`` for an API key over its limits (``KeyLimits``).
 
     It must sit inside the authentication middleware, which puts the key's principal in the scope, and inside
     ``RequestContextMiddleware``, which renders the ``TooManyRequests`` it raises.
     """
 
-    def __init__(
-        self,
-        app: ASGIApp,
-        *,
-        rate: float,
-        burst: int,
-        events: Events | None = None,
-        limiter: RateLimiter | None = None,
-    ) -> None:
+    def __init__(self, app: ASGIApp, *, limits: KeyLimits) -> None:
         self.app = app
-        self.events = events
-        # ``limiter``: buckets shared with another front end of this worker (gRPC), so a key has one rate
-        self.limiter = limiter if limiter is not None else RateLimiter(rate, burst) if rate > 0 else None
+        self.limits = limits
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         principal = scope.get(SCOPE_KEY)
-        if self.limiter is None or not isinstance(principal, Principal):
-            await self.app(scope, receive, send)
-            return
-        wait = self.limiter.wait_s(principal.key_id)
-        if wait > 0:
-            if self.events is not None and self.events.active:
-                self.events.request_rejected(RequestRejected(None, "http", "rate_limited", 429))
-            raise TooManyRequests(
-                f"API key '{principal.name}' is over its rate limit of {self.limiter.rate:g} requests per second "
-                f"(bursts of {self.limiter.burst}; rate_limit); retry after the Retry-After seconds",
-                headers={"retry-after": str(max(1, math.ceil(wait)))},
-            )
+        if isinstance(principal, Principal):
+            await self.limits.admit(principal, "http", body=scope.get("method") in ("POST", "PUT"))
         await self.app(scope, receive, send)
 
 
-def rate_limit(rate: float, burst: int, events: Events | None = None, limiter: RateLimiter | None = None) -> Middleware:
+def over_limit(principal: Principal, refusal: Refusal, rows: int | None = None) -> TooManyRequests:
+    """429 naming the key's limit that refused, with ``Retry-After``."""
+    limit = refusal.limit
+    what = "quota" if limit.window_s >= 86400 else "rate limit"
+    named = f"API key '{principal.name}' (mk_{principal.key_id})"
+    if math.isinf(refusal.wait_s):
+        return TooManyRequests(
+            f"a request of {rows} rows is more than {named} may send under its {what} of {limit.words()} "
+            f"({limit.spec}); send fewer rows per request",
+            headers={"retry-after": str(limit.window_s)},
+        )
+    used = f"a request of {rows} rows would take {named}" if rows is not None else named
+    return TooManyRequests(
+        f"{used} over its {what} of {limit.words()} ({limit.spec}); retry after the Retry-After seconds",
+        headers={"retry-after": str(max(1, math.ceil(refusal.wait_s)))},
+    )
+
+
+def rate_limit(limits: KeyLimits) -> Middleware:
     """``RateLimitMiddleware`` for ``create_app``'s middleware list (after the authentication middleware)."""
-    return Middleware(RateLimitMiddleware, rate=rate, burst=burst, events=events, limiter=limiter)
+    return Middleware(RateLimitMiddleware, limits=limits)

@@ -6,6 +6,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .key_limits import Limit
+
 if TYPE_CHECKING:  # the core imports Principal; it must not import Starlette
     from starlette.requests import HTTPConnection
 
@@ -14,12 +16,14 @@ SCOPE_KEY = "modelapi.principal"
 
 @dataclass(frozen=True)
 class Principal:
-    """An authenticated API key. ``models`` is ``None`` when the key may use every model."""
+    """An authenticated API key. ``models`` is ``None`` when the key may use every model; ``limits``: its rate
+    limits and quotas (``security/meter.py`` enforces them)."""
 
     key_id: str
     name: str
     scopes: frozenset[str]
     models: frozenset[str] | None = None
+    limits: tuple[Limit, ...] = ()
 
     def can_use(self, model: str) -> bool:
         return self.models is None or model in self.models
