@@ -42,13 +42,16 @@ def captured(request: pytest.FixtureRequest) -> Iterator[Captured]:
     cap = Captured(getattr(request, "param", "json"))
     root = logging.getLogger()
     logger = logging.getLogger("modelapi")
-    level = logger.level
+    level, root_level = logger.level, root.level
     root.addHandler(cap.handler)
+    # other libraries' INFO records (httpx's request lines) stay out whatever an earlier test left the root at
+    root.setLevel(logging.WARNING)
     logger.setLevel(logging.INFO)
     try:
         yield cap
     finally:
         root.removeHandler(cap.handler)
+        root.setLevel(root_level)
         logger.setLevel(level)
 
 
