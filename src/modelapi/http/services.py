@@ -17,6 +17,7 @@ from starlette.requests import Request
 from ..context import CallContext, JsonLimits
 from ..dataplane import Call, DataPlane
 from ..jobs.host import JobsHost
+from ..monitor import Monitor
 from ..repository.registry import Repository
 from ..security.auth import Auth
 from ..security.principal import current_principal
@@ -26,12 +27,14 @@ from . import request as bodies
 
 @dataclass
 class Services:
-    """The data plane (and through it the repository), the jobs host, authentication and the settings."""
+    """The data plane (and through it the repository), the jobs host, authentication, the settings and the
+    prediction log's monitor."""
 
     dataplane: DataPlane
     settings: Settings
     jobs: JobsHost | None = None
     auth: Auth | None = None
+    monitor: Monitor | None = None
     json_limits: JsonLimits = field(init=False)
 
     def __post_init__(self) -> None:
