@@ -100,4 +100,3 @@ def test_a_feature_moved_two_standard_deviations_is_flagged_alone(
     }
     assert psi["x2"] > 1.0 and max(psi["x1"], psi["x3"], psi["city"]) < 0.1
     assert 'modelapi_inputs_rejected_ratio{model="shift",version="1"}' in scrape
-
