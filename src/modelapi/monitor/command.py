@@ -50,6 +50,10 @@ def run_monitor(args: argparse.Namespace) -> int:
     overrides = {k: getattr(args, k) for k in ("state_dir", "database_url", "reference") if hasattr(args, k)}
     monitor = Monitor.from_settings(Settings(**overrides))
     try:
+        if args.model not in monitor.store.models():
+            where = "the database" if monitor.settings.database_url else str(monitor.settings.state_dir)
+            print(f"modelapi: error: no prediction log of model {args.model!r} in {where}", file=sys.stderr)
+            return 1
         now = time.time()
         since = now - args.since
         if args.html:

@@ -89,7 +89,7 @@ class Pending:
             "latency_s": pa.array(self.meta["latency_s"], pa.float64()),
             "pid": pa.array(self.meta["pid"], pa.int32()),
         }
-        for name in sorted(names, key=lambda n: (not n.startswith(INPUT), n)):
+        for name in names:  # the signature's order: inputs, then outputs
             chunks = [pa.array(_plain(cols[name])) if name in cols else pa.nulls(k) for k, cols in self.parts]
             arrays[name] = _concat(chunks)
         return pa.table(arrays)

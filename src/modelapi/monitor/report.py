@@ -102,7 +102,7 @@ def _bin_labels(edges: list[float]) -> list[str]:
     if not edges:
         return ["all"]
     labels = [f"<{edges[0]:.3g}"]
-    labels += [f"{a:.3g}-{b:.3g}" for a, b in itertools.pairwise(edges)]
+    labels += [f"[{a:.3g}, {b:.3g})" for a, b in itertools.pairwise(edges)]
     return [*labels, f">={edges[-1]:.3g}"]
 
 
