@@ -9,9 +9,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from helpers.model_repo import make_repository
 from starlette.testclient import TestClient
 
+from helpers.model_repo import make_repository
 from modelapi import metrics
 from modelapi.http.app import create_app
 from modelapi.monitor.parquet import ParquetStore
@@ -40,7 +40,7 @@ def test_the_monitor_table_is_read_and_checked() -> None:
 
 
 def test_settings_reject_a_reference_that_is_no_table() -> None:
-    with pytest.raises(ValueError, match="expected a .parquet or .csv file"):
+    with pytest.raises(ValueError, match=r"expected a \.parquet or \.csv file"):
         Settings(reference=["m=train.json"])
     assert Settings(reference=["m=data/day=1/train.csv", "all.parquet"]).reference
 
