@@ -5,20 +5,27 @@ other; the drift gauges say the same."""
 
 from __future__ import annotations
 
+import contextlib
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from monitorhelpers import Shift, records
+from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from modelapi import metrics
 from modelapi.http.app import create_app
 from modelapi.monitor.gauges import DriftGauges
-from modelapi.monitor.parquet import ParquetStore
+from modelapi.monitor.store import LogStore, open_store
 from modelapi.protocols.monitor import routes
 from modelapi.settings import Settings
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "jobs"))
+from services import postgres_schema
 
 ROWS = 600
 
@@ -28,7 +35,7 @@ def single_process_metrics() -> None:
     metrics.setup(None)
 
 
-def wait_for_rows(store: ParquetStore, model: str, n: int, timeout: float = 30.0) -> None:
+def wait_for_rows(store: LogStore, model: str, n: int, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while store.read(model).num_rows < n:
         assert time.monotonic() < deadline, f"{store.read(model).num_rows} of {n} rows logged"
@@ -52,13 +59,32 @@ def send(client: TestClient, rows: list[dict[str, object]]) -> None:
         assert r.status_code == 200, r.text
 
 
+@contextlib.contextmanager
+def database(kind: str) -> Iterator[dict[str, str]]:
+    if kind == "parquet":
+        yield {}
+    else:
+        with postgres_schema() as url:
+            yield {"database_url": url}
+
+
+@pytest.mark.parametrize("kind", ["parquet", "postgres"])
 def test_a_feature_moved_two_standard_deviations_is_flagged_alone(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(routes, "CACHE_S", 0.0)
     rng = np.random.default_rng(7)
-    store = ParquetStore(tmp_path / "predictions")
-    app = create_app([Shift()], settings(tmp_path))
+    with database(kind) as extra:
+        config = settings(tmp_path, **extra)
+        store = open_store(config)
+        app = create_app([Shift()], config)
+        try:
+            run_stream(app, store, rng)
+        finally:
+            store.close()
+
+
+def run_stream(app: Starlette, store: LogStore, rng: np.random.Generator) -> None:
     with TestClient(app) as client:
         send(client, records(rng, ROWS))
         wait_for_rows(store, "shift", ROWS)
