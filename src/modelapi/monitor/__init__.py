@@ -79,26 +79,27 @@ class Monitor:
                 fingerprint = file_fingerprint(policy.reference)
             except OSError:
                 return stored, f"reference file {shown} cannot be read"
-            if stored is not None and stored.get("fingerprint") == fingerprint:
-                return stored, stored["source"]
-            try:
-                summary = build(read_file(policy.reference), f"file {shown}", fingerprint=fingerprint)
-            except Exception as exc:
-                log.warning("monitor: reference file %s of model %r cannot be read: %s", policy.reference, model, exc)
-                return stored, f"reference file {shown} cannot be read"
-            summary["prediction"] = self._prediction_reference(model, policy.reference_rows)
-            self.store.save_reference(model, summary)
-            return summary, summary["source"]
-        if stored is not None:
-            if stored.get("prediction") is None and stored["source"].startswith("file"):
-                stored["prediction"] = self._prediction_reference(model, policy.reference_rows)
-            return stored, stored["source"]
-        first = self.store.first(model, policy.reference_rows)
-        if first.num_rows < policy.reference_rows:
-            return None, f"collecting: {first.num_rows} of the first {policy.reference_rows} rows logged"
-        summary = build(first, f"the first {first.num_rows} logged rows")
-        self.store.save_reference(model, summary)
-        return summary, summary["source"]
+            if stored is None or stored.get("fingerprint") != fingerprint:
+                try:
+                    stored = build(read_file(policy.reference), f"file {shown}", fingerprint=fingerprint)
+                except Exception as exc:
+                    log.warning(
+                        "monitor: reference file %s of model %r cannot be read: %s", policy.reference, model, exc
+                    )
+                    return None, f"reference file {shown} cannot be read"
+                self.store.save_reference(model, stored)
+        elif stored is None:
+            first = self.store.first(model, policy.reference_rows)
+            if first.num_rows < policy.reference_rows:
+                return None, f"collecting: {first.num_rows} of the first {policy.reference_rows} rows logged"
+            stored = build(first, f"the first {first.num_rows} logged rows")
+            self.store.save_reference(model, stored)
+        if stored.get("prediction") is None:  # a file holds no predictions: the first logged rows give them
+            prediction = self._prediction_reference(model, policy.reference_rows)
+            if prediction is not None:
+                stored["prediction"] = prediction
+                self.store.save_reference(model, stored)
+        return stored, stored["source"]
 
     def _prediction_reference(self, model: str, rows: int) -> dict[str, Any] | None:
         first = self.store.first(model, rows)
