@@ -12,6 +12,7 @@ from monitorhelpers import Shift
 from modelapi import metrics
 from modelapi.dataplane import DataPlane
 from modelapi.events import Events, Observer, PredictionsServed
+from modelapi.http.app import create_app
 from modelapi.inference import InferenceRequest
 from modelapi.monitor.logger import PredictionLogger
 from modelapi.monitor.parquet import ParquetStore
@@ -109,3 +110,13 @@ def test_sampled_rows_are_the_rows_answered() -> None:
     plane = DataPlane.from_settings(Settings(), models=[Shift()], events=Events(recorder))
     run(plane, 1, 10)
     assert len(recorder.events) == 10 and recorder.events[0].latency_s > 0
+
+
+def test_with_logging_off_the_app_subscribes_nothing_that_samples(tmp_path: Path) -> None:
+    app = create_app([Shift()], Settings(state_dir=tmp_path))
+    events = app.state.dataplane.events
+    assert not events.sampling  # a call reads one attribute and builds nothing for the log
+    assert app.state.services.monitor.logger is None
+    on = create_app([Shift()], Settings(state_dir=tmp_path, log_predictions=0.1))
+    assert on.state.dataplane.events.sampling
+    on.state.services.monitor.stop()
