@@ -7,7 +7,7 @@ from html import escape
 
 REFERENCE, RECENT = "#8c9bab", "#d9534f"
 PALETTE = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f")
-W, H, PAD_L, PAD_B, PAD_T = 560, 220, 44, 48, 24
+W, H, PAD_L, PAD_B, PAD_T = 560, 250, 44, 76, 24
 
 
 def _text(x: float, y: float, s: str, *, anchor: str = "middle", size: int = 10, rotate: bool = False) -> str:
