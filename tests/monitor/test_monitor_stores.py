@@ -115,3 +115,18 @@ def test_a_worker_folds_its_small_files_together(tmp_path: Path) -> None:
     files = list((tmp_path / "rows").rglob("*.parquet"))
     assert len(files) == 1
     assert store.read("m")["input.x"].to_pylist() == [float(i) for i in range(COMPACT_AT)]
+
+
+def test_workers_creating_the_tables_at_once_both_succeed() -> None:
+    """Two workers' first writes reach an empty PostgreSQL schema together: neither loses its rows."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with postgres_schema() as url:
+        stores = [SqlStore(url) for _ in range(4)]
+        try:
+            with ThreadPoolExecutor(4) as pool:
+                list(pool.map(lambda s: s.write("m", "1", int(T0 // DAY_S), rows("m", "1", T0, 1)), stores))
+            assert stores[0].read("m").num_rows == 4
+        finally:
+            for store in stores:
+                store.close()

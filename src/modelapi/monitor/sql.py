@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import math
+import threading
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -70,11 +72,22 @@ class SqlStore:
     def __init__(self, url: str) -> None:
         self.engine = make_engine(url, pool_pre_ping=True)
         self._created = False
+        self._lock = threading.Lock()
 
     def _ready(self) -> sa.Engine:
         if not self._created:
-            metadata.create_all(self.engine)  # checkfirst: several workers may race here; each table once
-            self._created = True
+            with self._lock:  # the writer thread and a reader of this process
+                for attempt in range(3):
+                    try:
+                        metadata.create_all(self.engine)  # checkfirst
+                        break
+                    except sa.exc.DBAPIError:
+                        # another worker created the same table at the same moment (PostgreSQL: a unique
+                        # violation in pg_type); the next check finds it
+                        if attempt == 2:
+                            raise
+                        time.sleep(0.05 * (attempt + 1))
+                self._created = True
         return self.engine
 
     def write(self, model: str, version: str, day: int, rows: pa.Table) -> None:
