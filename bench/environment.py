@@ -55,6 +55,7 @@ class Features:
 
     workers: bool
     batching_off: tuple[tuple[str, ...], dict[str, str]] | None
+    log_predictions: bool = False  # the prediction log (--log-predictions)
 
 
 def modelapi_features(env: dict[str, str]) -> Features:
@@ -68,7 +69,9 @@ def modelapi_features(env: dict[str, str]) -> Features:
         off = (("--no-batching",), {})
     elif "batching" in fields:
         off = ((), {"MODELAPI_BATCHING": "false"})
-    return Features(workers="--workers" in help_text, batching_off=off)
+    return Features(
+        workers="--workers" in help_text, batching_off=off, log_predictions="--log-predictions" in help_text
+    )
 
 
 def _settings_fields(env: dict[str, str]) -> set[str]:

@@ -57,6 +57,8 @@ class Target:
 
 #: the default server with its metrics turned off, for the cost of metrics
 METRICS_OFF = "modelapi --no-metrics"
+#: the default server logging every answered row, for the cost of the prediction log
+LOG_ALL = "modelapi --log-predictions 1.0"
 
 
 def _throughput(name: str, mine: Row | None, theirs: Row | None, limit: float) -> list[Target]:
@@ -113,6 +115,8 @@ def targets(rows: list[Row], rss: dict[str, list[int]], footprint: int) -> list[
         find(rows, METRICS_OFF, "friendly JSON", 1, 64),
     )
     out += _throughput("friendly JSON 1-row c64 req/s, metrics on vs off", metrics_on, metrics_off, 0.95)
+    log_all = find(rows, LOG_ALL, "friendly JSON", 1, 64)
+    out += _throughput("friendly JSON 1-row c64 req/s, prediction log 100 % vs off", log_all, metrics_on, 0.90)
     on = find(rows, "modelapi forest, batching on", "friendly JSON", 1, 64)
     off = find(rows, "modelapi forest, batching off", "friendly JSON", 1, 64)
     out += _throughput("forest 1-row c64 req/s, batching on vs off", on, off, 5.0)

@@ -43,6 +43,7 @@ ROUTES = {
 }
 Log = Callable[[str], None]
 METRICS_OFF = report.METRICS_OFF
+LOG_ALL = report.LOG_ALL
 #: (route label, URL path, body, concurrencies) for one server
 CellPlan = tuple[str, str, workload.Body, tuple[int, ...]]
 
@@ -221,6 +222,15 @@ def run(plan: Plan, stamp: str, command: str) -> int:
         cells = modelapi_cells(work, "logreg", ["friendly JSON"], (1,), (64,))
         got, _ = measure_server(plan, spec, cells, want, env, log_dir)
         rows += got
+
+        # the prediction log at 100 % beside the default (off), in the same run: what logging costs
+        # (docs/monitoring.md); its files go to a state directory of this run's own
+        if features.log_predictions:
+            log_state = ("--state-dir", str(Path(tmp) / "log-state"))
+            spec = servers.modelapi(LOG_ALL, [work.model_path], "--log-predictions", "1.0", *log_state)
+            cells = modelapi_cells(work, "logreg", ["friendly JSON"], (1,), (64,))
+            got, _ = measure_server(plan, spec, cells, want, env, log_dir)
+            rows += got
 
         if features.workers:
             name = f"modelapi --workers {plan.workers}"

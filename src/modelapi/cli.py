@@ -1,4 +1,4 @@
-"""The command line: ``modelapi serve`` and ``modelapi inspect``.
+"""The command line: ``modelapi serve``, ``inspect``, ``keys``, ``predict``, ``worker`` and ``monitor``.
 
 Flags map onto Settings; a flag given on the command line wins over a ``MODELAPI_*`` environment variable,
 which wins over the default. Flags left out are not passed, so the environment still applies.
@@ -17,6 +17,7 @@ from . import __version__
 from .deploy.commands import add_deploy_command, run_deploy
 from .errors import ModelLoadError
 from .jobs.commands import JOB_FLAGS, add_commands, run_command
+from .monitor.command import add_monitor_command, run_monitor
 from .security.keys_cli import add_keys_command, run_keys
 
 _SERVE_FLAGS: dict[str, tuple[list[str], str, dict[str, Any]]] = {
@@ -159,6 +160,41 @@ _SERVE_FLAGS: dict[str, tuple[list[str], str, dict[str, Any]]] = {
         "count nothing for GET /metrics and Triton's statistics (they answer empty)",
         {"action": "store_false"},
     ),
+    # the prediction log and drift (docs/monitoring.md)
+    "log_predictions": (
+        ["--log-predictions"],
+        "share of answered rows written to the prediction log, 0 to 1 (default 0: off; model.toml [monitor] wins)",
+        {"type": float, "metavar": "SHARE"},
+    ),
+    "reference": (
+        ["--reference"],
+        "training data to measure drift against: FILE or NAME=FILE, .parquet or .csv (repeatable; default: the "
+        "first --reference-rows logged rows)",
+        {"action": "append", "metavar": "[NAME=]FILE"},
+    ),
+    "reference_rows": (["--reference-rows"], "logged rows that make the reference (default 1000)", {"type": int}),
+    "drift_window_rows": (["--drift-window-rows"], "rows in the last-rows drift window (default 1000)", {"type": int}),
+    "log_queue_rows": (
+        ["--log-queue-rows"],
+        "rows waiting for the log writer at most; more are dropped and counted (default 100000)",
+        {"type": int},
+    ),
+    "log_flush_s": (
+        ["--log-flush"],
+        "seconds between the prediction log writer's batches (default 10)",
+        {"type": float, "metavar": "SECONDS"},
+    ),
+    "log_retention_days": (
+        ["--log-retention-days"],
+        "days logged rows are kept (default 30)",
+        {"type": float, "metavar": "DAYS"},
+    ),
+    "log_max_bytes": (["--log-max-bytes"], "bytes of logged rows kept per model (default 1 GiB)", {"type": int}),
+    "monitor_interval_s": (
+        ["--monitor-interval"],
+        "seconds between recomputations of the drift gauges (default 60)",
+        {"type": float, "metavar": "SECONDS"},
+    ),
     "metrics_port": (
         ["--metrics-port"],
         "serve GET /metrics on this port of --host, without a key, instead of on the main port",
@@ -198,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_commands(sub, _SERVE_FLAGS)
     add_keys_command(sub)
     add_deploy_command(sub)
+    add_monitor_command(sub)
     return parser
 
 
@@ -224,6 +261,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_keys(args)
         if args.command == "deploy":
             return run_deploy(args)
+        if args.command == "monitor":
+            return run_monitor(args)
         return _inspect(_settings(args, [args.model]), as_json=getattr(args, "json", False))
     except ValidationError as exc:
         for err in exc.errors():

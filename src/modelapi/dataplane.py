@@ -17,15 +17,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import TracebackType
+
+import numpy as np
 
 from . import tracing
 from .batching import BatcherClosed, Timing, batch_key
 from .context import LOCAL, CallContext
 from .errors import BadRequest, InferenceError, InferenceTimeout, InvalidInput, ModelAPIError, ModelNotReady, Overloaded
-from .events import Events, RequestFinished, RequestRejected, RequestStarted
+from .events import Events, PredictionsServed, RequestFinished, RequestRejected, RequestStarted
 from .gate import ModelGate
 from .inference import InferenceRequest, InferenceResponse
 from .matching import output_aliases
@@ -282,6 +285,48 @@ class Call:
         except Exception as exc:
             log.error("model %r version %s failed on a request of %d rows", name, handle.version, rows, exc_info=exc)
             raise InferenceError(f"model '{name}' failed to predict") from exc
+        events = self.plane.events
+        if events.sampling:  # the prediction log (monitor/): decided before anything is copied
+            rate = events.sample_rate(name)
+            if rate > 0.0:
+                self._sample(events, rate, inputs, outputs, rows)
         if outputs_wanted is not None:
             outputs = {k: outputs[sources.get(k, k)] for k in outputs_wanted}
         return InferenceResponse(name, handle.version, outputs, id=request.id)
+
+    def _sample(
+        self,
+        events: Events,
+        rate: float,
+        inputs: Mapping[str, np.ndarray],
+        outputs: Mapping[str, np.ndarray],
+        rows: int,
+    ) -> None:
+        """Hand the sampled rows of this answer to the subscribers: each row with probability ``rate``; all rows
+        are passed as they are (nothing mutates an answered request's arrays), a share is copied out."""
+        if rate < 1.0:
+            if rows == 1:
+                if random.random() >= rate:  # noqa: S311 (sampling, not secrets)
+                    return
+            else:
+                picked = np.flatnonzero(np.random.random(rows) < rate)
+                if picked.size == 0:
+                    return
+                if picked.size < rows:
+                    inputs = {k: v[picked] for k, v in inputs.items()}
+                    outputs = {k: v[picked] for k, v in outputs.items()}
+        principal = self.ctx.principal
+        handle = self.handle
+        events.predictions_served(
+            PredictionsServed(
+                handle.name,
+                handle.version,
+                self.ctx.protocol,
+                self.ctx.request_id,
+                None if principal is None else principal.name,
+                time.time(),
+                time.monotonic() - self.started,
+                inputs,
+                outputs,
+            )
+        )

@@ -144,6 +144,27 @@ class Settings(BaseSettings):
         description="serve the Open Inference Protocol over gRPC on this port of the same host ([grpc] extra)",
     )
 
+    # the prediction log and drift (docs/monitoring.md) ------------------------------------------------------
+    log_predictions: float = Field(
+        0.0, ge=0, le=1, description="share of answered rows written to the prediction log (0: off; model.toml wins)"
+    )
+    reference: list[str] = Field(
+        default_factory=list,
+        description="training data to compare against, FILE (.parquet or .csv) or NAME=FILE per model; default: "
+        "the first reference_rows logged rows",
+    )
+    reference_rows: int = Field(1000, ge=10, description="logged rows that make the reference without a file")
+    drift_window_rows: int = Field(1000, ge=10, description="rows in the 'last N rows' drift window")
+    log_queue_rows: int = Field(
+        100_000, ge=1, description="rows waiting for the log writer at most; more are dropped and counted"
+    )
+    log_flush_s: float = Field(10.0, gt=0, le=3600, description="seconds between the log writer's batches")
+    log_retention_days: float = Field(30.0, gt=0, description="days logged rows are kept")
+    log_max_bytes: int = Field(1 << 30, gt=0, description="bytes of logged rows kept per model (oldest go first)")
+    monitor_interval_s: float = Field(
+        60.0, gt=0, description="seconds between recomputations of the drift gauges from the log"
+    )
+
     @field_validator("sha256")
     @classmethod
     def _hex_digests(cls, values: list[str]) -> list[str]:
@@ -204,6 +225,14 @@ class Settings(BaseSettings):
                     raise ValueError(f"grpc_port: {self.grpc_port} is also the {name}; give gRPC a port of its own")
         return self
 
+    @field_validator("reference")
+    @classmethod
+    def _references(cls, values: list[str]) -> list[str]:
+        for v in values:
+            if not parse_reference(v)[1].lower().endswith((".parquet", ".csv")):
+                raise ValueError(f"{v!r}: expected a .parquet or .csv file (FILE or NAME=FILE)")
+        return values
+
     @field_validator("cors_origins")
     @classmethod
     def _origins(cls, values: list[str]) -> list[str]:
@@ -219,6 +248,14 @@ class Settings(BaseSettings):
         if value not in {"critical", "error", "warning", "info", "debug"}:
             raise ValueError("log_level must be one of critical, error, warning, info, debug")
         return value
+
+
+def parse_reference(value: str) -> tuple[str | None, str]:
+    """``NAME=FILE`` -> (NAME, FILE); ``FILE`` (which may hold ``=`` after a ``/``) -> (None, FILE)."""
+    name, sep, path = value.partition("=")
+    if sep and name.strip() and "/" not in name and "\\" not in name:
+        return name.strip(), path
+    return None, value
 
 
 def default_state_dir() -> Path:

@@ -20,6 +20,7 @@ from ..dataplane import DataPlane
 from ..errors import ModelAPIError
 from ..jobs.host import JobsHost
 from ..models.base import Model
+from ..monitor import Monitor
 from ..protocols import registered
 from ..protocols.metrics import listener
 from ..repository.shared import SharedState
@@ -56,11 +57,14 @@ def create_app(
     auth = Auth.from_settings(settings)  # per worker, after any fork: each opens its own key-store connections
     meter = meter_for(settings.redis_url) if auth.enabled else None  # per-key limits: shared with Redis
     limits = KeyLimits(settings.rate_limit, settings.rate_burst, meter, dataplane.events)
-    services = Services(dataplane, settings, jobs, auth, limits)
+    monitor = Monitor.from_settings(settings)  # reads the log for GET /models/{name}/monitor, logging or not
+    services = Services(dataplane, settings, jobs, auth, limits, monitor)
     if settings.metrics:  # before the models load: the repository emits their state changes while they do
         observer = metrics.MetricsObserver()
         dataplane.events.subscribe(observer)
         jobs.service.observer = observer
+    # the prediction log subscribes only when a model logs (docs/monitoring.md); before the models load too
+    monitor.start(dataplane.events, metrics.families() if settings.metrics else None)
 
     def job_counts() -> Mapping[str, int]:
         if not jobs.service.has_store():  # no jobs database yet: do not create one to count nothing
@@ -89,6 +93,7 @@ def create_app(
                 if meter is not None:
                     await meter.close()
                 await dataplane.close()
+                await asyncio.to_thread(monitor.stop)  # what waits is written once no call can add more
         finally:
             if scrapes is not None:
                 scrapes.close()

@@ -17,6 +17,7 @@ from starlette.requests import Request
 from ..context import CallContext, JsonLimits
 from ..dataplane import Call, DataPlane
 from ..jobs.host import JobsHost
+from ..monitor import Monitor
 from ..repository.registry import Repository
 from ..security.auth import Auth
 from ..security.limits import KeyLimits
@@ -27,7 +28,8 @@ from . import request as bodies
 
 @dataclass
 class Services:
-    """The data plane (and through it the repository), the jobs host, authentication and the settings."""
+    """The data plane (and through it the repository), the jobs host, authentication, the settings and the
+    prediction log's monitor."""
 
     dataplane: DataPlane
     settings: Settings
@@ -35,6 +37,7 @@ class Services:
     auth: Auth | None = None
     #: per-key admission (rate limits, quotas) of this worker, shared by every front end (HTTP middleware, gRPC)
     limits: KeyLimits | None = None
+    monitor: Monitor | None = None
     json_limits: JsonLimits = field(init=False)
 
     def __post_init__(self) -> None:

@@ -128,6 +128,44 @@ class Families:
         self.jobs_running = self._gauge(
             "modelapi_jobs_running", "Batch jobs running (sampled from the jobs database).", (), "livemostrecent"
         )
+        # the prediction log and drift (docs/monitoring.md) ---------------------------------------------------
+        self.log_rows = self._counter(
+            "modelapi_prediction_log_rows_total", "Rows written to the prediction log.", ("model",)
+        )
+        self.log_dropped = self._counter(
+            "modelapi_prediction_log_dropped_rows_total",
+            "Sampled rows the prediction log dropped: its queue was full, or the store failed.",
+            ("model",),
+        )
+        feature = (*MODEL_VERSION, "feature")
+        self.drift_psi = self._gauge(
+            "modelapi_feature_drift_psi",
+            "Population stability index of a feature's last logged rows against its reference.",
+            feature,
+            "livemostrecent",
+        )
+        self.drift_p = self._gauge(
+            "modelapi_feature_drift_p_value",
+            "p-value of the two-sample test (KS for numbers, chi-square for categories) of a feature's last rows.",
+            feature,
+            "livemostrecent",
+        )
+        self.missing = self._gauge(
+            "modelapi_feature_missing_ratio", "Share of a feature's last logged rows without a value.", feature,
+            "livemostrecent",
+        )  # fmt: skip
+        self.prediction_psi = self._gauge(
+            "modelapi_prediction_drift_psi",
+            "Population stability index of the predictions' last logged rows against the reference's.",
+            MODEL_VERSION,
+            "livemostrecent",
+        )
+        self.rejected_ratio = self._gauge(
+            "modelapi_inputs_rejected_ratio",
+            "Share of a model version's requests in the last hour rejected for their input (400, 413, 422).",
+            MODEL_VERSION,
+            "livemostrecent",
+        )
         # processes: in multiprocess mode the collector adds the pid label itself (liveall) --------------------
         pid = ("pid",) if registry is not None else ()
         self.cpu = self._gauge(

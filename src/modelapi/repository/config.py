@@ -14,6 +14,13 @@ Every key is optional::
     canary = 4
     [sha256]
     "3/model.joblib" = "<64 hex digits>"
+    [monitor]                          # the prediction log (docs/monitoring.md)
+    log_predictions = 0.1              # share of rows logged (wins over --log-predictions)
+    sensitive = ["ssn"]                # inputs never logged
+    reference = "train.parquet"        # training data, relative to DIR/<name>/ (.parquet or .csv)
+    reference_rows = 1000              # without a file: the first N logged rows
+    retention_days = 30
+    max_bytes = 1073741824
 
 The file is checked strictly, because a typo that silently falls back to a default (``canary_precent``) would
 serve the wrong thing: unknown keys are errors, and every error is a ``ConfigError`` whose message names the
@@ -81,6 +88,18 @@ class VersionPolicy:
 
 
 @dataclass(frozen=True)
+class MonitorConfig:
+    """``[monitor]``: per-model prediction log settings; ``None`` fields fall back to the server's."""
+
+    log_predictions: float | None = None
+    sensitive: tuple[str, ...] = ()
+    reference: str | None = None
+    reference_rows: int | None = None
+    retention_days: float | None = None
+    max_bytes: int | None = None
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """One model's settings; the defaults are what a model without ``model.toml`` gets.
 
@@ -97,6 +116,7 @@ class ModelConfig:
     max_rows: int | None = None
     device: str | None = None
     sha256: Mapping[str, str] = field(default_factory=_empty, hash=False)
+    monitor: MonitorConfig = MonitorConfig()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "labels", MappingProxyType(dict(self.labels)))
@@ -156,11 +176,13 @@ def parse_config(data: Mapping[str, Any], source: str) -> ModelConfig:
         max_rows=p.optional_int(data.get("max_rows"), "max_rows"),
         device=device,
         sha256=p.sha256(data.get("sha256", {})),
+        monitor=p.monitor(data.get("monitor", {})),
     )
 
 
 _KEYS = tuple(ModelConfig.__dataclass_fields__)  # every field of ModelConfig is a key, under its own name
 _BATCHING_KEYS = ("enabled", "max_batch_size", "max_delay_ms")
+_MONITOR_KEYS = tuple(MonitorConfig.__dataclass_fields__)
 
 
 def _field(prefix: str, key: str) -> str:
@@ -253,3 +275,32 @@ class _Parser:
                 self.fail(where, f"expected a SHA-256 digest (64 hex digits), got {digest!r}")
             digests[key] = digest.lower()
         return digests
+
+    def monitor(self, value: Any) -> MonitorConfig:
+        where = "monitor"
+        table = self.table(value, where, "[monitor] log_predictions = 0.1")
+        self.known_keys(table, where, _MONITOR_KEYS)
+        rate = table.get("log_predictions")
+        if rate is not None and not 0 <= self.number(rate, f"{where}.log_predictions", "a share from 0 to 1") <= 1:
+            self.fail(f"{where}.log_predictions", f"expected a share from 0 to 1, got {rate!r}")
+        sensitive = table.get("sensitive", [])
+        if not isinstance(sensitive, list) or not all(isinstance(v, str) and v for v in sensitive):
+            self.fail(f"{where}.sensitive", f'expected a list of input names such as ["ssn"], got {sensitive!r}')
+        reference = table.get("reference")
+        if reference is not None and (
+            not isinstance(reference, str) or not reference.lower().endswith((".parquet", ".csv"))
+        ):
+            self.fail(f"{where}.reference", f"expected a .parquet or .csv file name, got {reference!r}")
+        if isinstance(reference, str) and (reference.startswith("/") or ".." in reference.split("/")):
+            self.fail(f"{where}.reference", 'expected a path inside the model\'s directory such as "train.parquet"')
+        days = table.get("retention_days")
+        if days is not None and self.number(days, f"{where}.retention_days", "a positive number of days") <= 0:
+            self.fail(f"{where}.retention_days", f"expected a positive number of days, got {days!r}")
+        return MonitorConfig(
+            log_predictions=None if rate is None else float(rate),
+            sensitive=tuple(sensitive),
+            reference=reference,
+            reference_rows=self.optional_int(table.get("reference_rows"), f"{where}.reference_rows"),
+            retention_days=None if days is None else float(days),
+            max_bytes=self.optional_int(table.get("max_bytes"), f"{where}.max_bytes"),
+        )

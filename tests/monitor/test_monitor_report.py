@@ -1,0 +1,44 @@
+"""``modelapi monitor``: the report's content (a browser renders it in tests/e2e/test_monitor_browser.py)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from monitorhelpers import FEATURES, write_log
+
+from modelapi.cli import main
+
+
+def test_the_report_has_the_drift_table_a_chart_per_feature_and_the_mix(tmp_path: Path, capsys: object) -> None:
+    write_log(tmp_path)
+    out = tmp_path / "report.html"
+    assert main(["monitor", "shift", "--state-dir", str(tmp_path), "--since", "1d", "--html", str(out)]) == 0
+    html = out.read_text()
+    # self-contained: no script, no stylesheet or image fetched from anywhere
+    assert "<script" not in html and not re.search(r"(src|href)=", html)
+    charts = re.findall(r'<svg [^>]*aria-label="([^"]+)"', html)
+    assert len(charts) == len(FEATURES) + 1 + 1  # x1..x3, city, and the prediction mix
+    assert [c.split(":")[0] for c in charts[:4]] == [*FEATURES, "city"]
+    assert charts[-1] == "label per hour"
+    table = html[html.index("<table id='drift'>") :]
+    first_row = re.search(r"<tr class='(\w+)'><td class='l'>1</td><td class='l'>(\w+)</td>", table)
+    assert first_row is not None and first_row.groups() == ("major", "x2")  # the worst first
+
+
+def test_without_html_the_status_is_printed_as_json(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    write_log(tmp_path, hours=2)
+    assert main(["monitor", "shift", "--state-dir", str(tmp_path), "--since", "3h"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["model"] == "shift"
+    assert set(status["versions"]["1"]) == {"last_rows", "last_hour", "last_day", "since"}
+    assert status["versions"]["1"]["since"]["rows"] == 800
+
+
+def test_a_bad_since_is_an_error_naming_it(capsys) -> None:  # type: ignore[no-untyped-def]
+    import pytest
+
+    with pytest.raises(SystemExit):
+        main(["monitor", "shift", "--since", "7 days"])
+    assert "expected a duration such as 90s, 30m, 12h, 7d or 2w" in capsys.readouterr().err
