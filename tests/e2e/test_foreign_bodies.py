@@ -1,4 +1,5 @@
-"""Requests written for KServe, MLServer and TensorFlow Serving, sent unchanged over REST to the real server.
+"""Requests written for KServe, MLServer and TensorFlow Serving, sent unchanged to the real server: over REST, and
+the V2 ones over gRPC too (``--grpc-port``, the same server), typed and raw, as a gRPC client sends them.
 
 The bodies are copied from those projects' documentation (tests/helpers/foreign_bodies.py says where from); the
 models are trained here the way those documents train theirs: scikit-learn on the iris arrays and on an iris
@@ -9,16 +10,20 @@ and TensorFlow Serving's half_plus_three.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import numpy as np
 import pytest
+from tritonclient.grpc import service_pb2_grpc
 
-from helpers.foreign_bodies import BODIES, MODELS, ForeignBody
+from helpers import v2_grpc
+from helpers.foreign_bodies import BODIES, MODELS, ForeignBody, bodies
 
-from .server import serve
+from .server import free_port, serve
 
 LIGHTGBM_FEATURES = ["sepal_length_(cm)", "sepal_width_(cm)", "petal_length_(cm)", "petal_width_(cm)"]
 
@@ -92,11 +97,26 @@ _FILES = {
 }
 
 
+@dataclass
+class Foreign:
+    url: str
+    stub: Any  # a GRPCInferenceServiceStub on the same server's --grpc-port
+
+
 @pytest.fixture(scope="module")
-def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def foreign(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Foreign]:
     root = tmp_path_factory.mktemp("foreign")
-    with serve(*train(root), tmp_dir=root, timeout=180) as server:
-        yield server.url
+    port = free_port()
+    with (
+        serve(*train(root), "--grpc-port", str(port), tmp_dir=root, timeout=180) as server,
+        grpc.insecure_channel(f"127.0.0.1:{port}") as channel,
+    ):
+        yield Foreign(server.url, service_pb2_grpc.GRPCInferenceServiceStub(channel))
+
+
+@pytest.fixture(scope="module")
+def server_url(foreign: Foreign) -> str:
+    return foreign.url
 
 
 def post(url: str, body: ForeignBody) -> httpx.Response:
@@ -143,14 +163,78 @@ def v2_error(url: str, model: str, inputs: list[dict[str, Any]]) -> str:
     return message
 
 
-def test_a_foreign_tensor_that_does_not_fit_is_a_400_naming_the_expected_inputs(server_url: str) -> None:
-    narrow = {"name": "input-0", "shape": [1, 3], "datatype": "FP32", "data": [[6.8, 2.8, 4.8]]}
-    message = v2_error(server_url, "sklearn-iris-named", [narrow])
-    assert message.startswith("input 'input-0': shape [1, 3] does not fit")
-    assert "this model takes 4 inputs: 'sepal length (cm)' FP64 [-1], 'sepal width (cm)' FP64 [-1]" in message
-    words = {"name": "input-0", "shape": [1, 4], "datatype": "BYTES", "data": [["a", "b", "c", "d"]]}
-    message = v2_error(server_url, "lightgbm-iris", [words])
-    assert message.startswith("input 'input-0' column 0 ('sepal_length_(cm)'): expected a number written as text")
-    message = v2_error(server_url, "mnist-svm", [{**narrow, "name": "predict"}])
-    assert message.startswith("input 'predict', taken as 'input': expected shape [-1, 64]")
-    assert "this model takes 1 input: 'input' FP64 [-1, 64]" in message
+_NARROW = {"name": "input-0", "shape": [1, 3], "datatype": "FP32", "data": [[6.8, 2.8, 4.8]]}
+#: foreign tensors that do not fit: (model, inputs, how the refusal begins, what else it must say)
+MISFITS = [
+    (
+        "sklearn-iris-named",
+        [_NARROW],
+        "input 'input-0': shape [1, 3] does not fit",
+        "this model takes 4 inputs: 'sepal length (cm)' FP64 [-1], 'sepal width (cm)' FP64 [-1]",
+    ),
+    (
+        "lightgbm-iris",
+        [{"name": "input-0", "shape": [1, 4], "datatype": "BYTES", "data": [["a", "b", "c", "d"]]}],
+        "input 'input-0' column 0 ('sepal_length_(cm)'): expected a number written as text",
+        "",
+    ),
+    (
+        "mnist-svm",
+        [{**_NARROW, "name": "predict"}],
+        "input 'predict', taken as 'input': expected shape [-1, 64]",
+        "this model takes 1 input: 'input' FP64 [-1, 64]",
+    ),
+]
+
+
+@pytest.mark.parametrize(("model", "inputs", "begins", "says"), MISFITS, ids=[m[0] for m in MISFITS])
+def test_a_foreign_tensor_that_does_not_fit_is_a_400_naming_the_expected_inputs(
+    server_url: str, model: str, inputs: list[dict[str, Any]], begins: str, says: str
+) -> None:
+    message = v2_error(server_url, model, inputs)
+    assert message.startswith(begins) and says in message
+
+
+# gRPC: the same V2 bodies as ModelInferRequests, typed and raw --------------------------------------------------
+
+
+def _plain(array: np.ndarray) -> list[Any]:
+    return [v.decode() if isinstance(v, bytes) else v for v in array.ravel().tolist()]
+
+
+@pytest.mark.parametrize("raw", [False, True], ids=["typed", "raw"])
+@pytest.mark.parametrize("body", bodies("v2"), ids=[b.id for b in bodies("v2")])
+def test_the_documented_v2_body_is_answered_over_grpc(foreign: Foreign, body: ForeignBody, raw: bool) -> None:
+    """The same predictions as over REST, in the form the request was sent in."""
+    request = v2_grpc.model_infer_request(body.body, body.model, raw=raw)
+    answer = foreign.stub.ModelInfer(request, timeout=60)
+    assert answer.model_name == body.model
+    assert bool(answer.raw_output_contents) is raw
+    outputs = v2_grpc.outputs(answer)
+    over_rest = post(foreign.url, body).json()["outputs"]
+    assert list(outputs) == [o["name"] for o in over_rest]
+    if body.outputs:
+        assert list(outputs) == list(body.outputs)
+    for rest in over_rest:
+        got = outputs[rest["name"]]
+        assert list(got.shape) == rest["shape"]
+        if rest["datatype"] == "BYTES":
+            assert _plain(got) == rest["data"]
+        else:
+            np.testing.assert_allclose(got.ravel().astype(float), np.array(rest["data"], dtype=float))
+    prediction = next((outputs[n] for n in ("label", "prediction") if n in outputs), None)
+    if body.expect:
+        assert prediction is not None and _plain(prediction) == pytest.approx(body.expect)
+
+
+@pytest.mark.parametrize("raw", [False, True], ids=["typed", "raw"])
+@pytest.mark.parametrize(("model", "inputs", "begins", "says"), MISFITS, ids=[m[0] for m in MISFITS])
+def test_a_foreign_tensor_that_does_not_fit_is_invalid_argument_over_grpc_with_the_rest_message(
+    foreign: Foreign, model: str, inputs: list[dict[str, Any]], begins: str, says: str, raw: bool
+) -> None:
+    request = v2_grpc.model_infer_request({"inputs": inputs}, model, raw=raw)
+    with pytest.raises(grpc.RpcError) as caught:
+        foreign.stub.ModelInfer(request, timeout=60)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.details() == v2_error(foreign.url, model, inputs)
+    assert caught.value.details().startswith(begins) and says in caught.value.details()
