@@ -7,6 +7,7 @@ gets a type error, not an unlimited call.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from .security.principal import Principal
@@ -29,6 +30,8 @@ class CallContext:
     key may not use as if it did not exist. ``deadline``: a ``time.monotonic()`` by which the answer is due
     (504 after), tighter than the server's inference timeout when given. ``timed``: whether the server's
     per-request inference timeout applies (a batch job's chunk is bounded by its chunking instead).
+    ``disconnected``: a function whose awaitable completes when the caller has gone away (an HTTP client that
+    disconnected); the data plane watches it while the call's rows wait, and drops them unrun if it completes.
     """
 
     protocol: str = "python"
@@ -37,6 +40,7 @@ class CallContext:
     deadline: float | None = None
     timed: bool = True
     json: JsonLimits = JsonLimits()
+    disconnected: Callable[[], Awaitable[None]] | None = None
 
 
 #: a call from Python code in this process: no key, no deadline, the server's timeout
