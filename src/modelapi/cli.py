@@ -60,7 +60,7 @@ _SERVE_FLAGS: dict[str, tuple[list[str], str, dict[str, Any]]] = {
     ),
     "max_queue_ms": (
         ["--max-queue-ms"],
-        "longest a request may wait for its model; a longer expected wait gets 503 at once (default 1000)",
+        "longest a request may wait for its model; a longer expected wait gets 503 at once (default 2000)",
         {"type": float, "metavar": "MS"},
     ),
     "max_upload_bytes": (["--max-upload-bytes"], "largest job upload in bytes (default 2 GiB)", {"type": int}),

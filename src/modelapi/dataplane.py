@@ -210,13 +210,14 @@ class Admission:
                 self.release()
                 raise
         handle.acquire()
+        self.plane.gate.begin(self.handle.name)
         self._call = Call(self.plane, handle, self.ctx, self)
         return self._call
 
     def release(self) -> None:
         if not self._released:
             self._released = True
-            self.plane.gate.leave(self.handle.name)
+            self.plane.gate.leave(self.handle.name, begun=self._call is not None)
 
     def __enter__(self) -> Admission:
         return self

@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     )
     inference_timeout_s: float = Field(60.0, gt=0, description="seconds one request's inference may take (504 above)")
     max_queue_ms: float | None = Field(
-        1000.0,
+        2000.0,
         gt=0,
         description="longest a request may wait for its model, per worker: refused at once when the expected wait "
         "is longer, dropped unrun when it runs out (503 with Retry-After; unset: no time bound)",

@@ -1,8 +1,8 @@
 """Calls are admitted on the request's head, bodies read after, and decoded within the called version's limits.
 
 A request whose body is still arriving holds its in-flight slot but no model version: with ``max_inflight=1``
-another request is refused before its body is read. A model.toml ``max_rows`` is the limit for that model, above or below
-the server's ``--max-rows``, in every protocol's decoder.
+another request is refused before its body is read. A model.toml ``max_rows`` is the limit for that model, above
+or below the server's ``--max-rows``, in every protocol's decoder.
 """
 
 from __future__ import annotations
