@@ -54,7 +54,7 @@ def _occupy(server: RunningServer, seconds: float, n: int) -> list[threading.Thr
 
 
 def test_a_refusal_comes_before_the_body_is_read(server: RunningServer) -> None:
-    """The head says 30 MB are coming (under max_body_bytes); the 503 arrives while only the first kilobyte has been sent."""
+    """The head says 30 MB are coming (under max_body_bytes); the 503 arrives after only a kilobyte was sent."""
     threads = _occupy(server, 2.0, 2)
     url = urlsplit(server.url)
     with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
