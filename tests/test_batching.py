@@ -401,3 +401,29 @@ def test_rows_whose_queue_deadline_passed_are_dropped_unrun() -> None:
         assert [5.0] not in model.calls and all(5.0 not in call for call in model.calls)
 
     run(main)
+
+
+def test_the_expected_wait_is_the_running_batch_left_plus_a_batch_per_max_rows_queued() -> None:
+    async def main(pool: ThreadPoolExecutor) -> None:
+        model = FakeModel()
+        b = batcher(model, pool, max_batch_size=2)
+        assert b.expected_wait() == 0.0  # idle: a request runs at once
+        model.release.clear()
+        model.started.clear()
+        first = submit(b, 1.0)
+        await wait_started(model)
+        time.sleep(0.05)
+        model.release.set()
+        await first  # one batch of about 50 ms: the batch time is known
+        model.release.clear()
+        model.started.clear()
+        running = submit(b, 2.0)
+        await wait_started(model)
+        assert 0.0 <= b.expected_wait() <= 0.06  # what is left of the running batch
+        queued = [submit(b, 3.0), submit(b, 4.0), submit(b, 5.0)]
+        await until_waiting(b, 3)
+        assert 0.09 <= b.expected_wait() <= 0.2  # + two batches of 2 rows, about 50 ms each
+        model.release.set()
+        await asyncio.gather(running, *queued)
+
+    run(main)

@@ -145,6 +145,9 @@ class Batcher:
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
+        self._queued_rows = 0  # rows waiting for a batch (cancelled ones too, until a batch forms)
+        self._batch_s = 0.0  # moving average of recent batches' run time (0: none ran yet)
+        self._running_since = 0.0
         #: rows of every batch run, newest last (the last 1000), for tests and diagnostics
         self.batch_rows: deque[int] = deque(maxlen=1000)
 
@@ -152,6 +155,15 @@ class Batcher:
     def busy(self) -> bool:
         """Whether a request submitted now would wait (a batch is running or forming)."""
         return self._busy or self._timer is not None
+
+    def expected_wait(self) -> float:
+        """Seconds a request submitted now can expect to wait before its batch starts: what is left of the
+        running batch, plus one recent batch time for every ``max_batch_size`` rows queued ahead of it."""
+        if not self._busy and self._timer is None:
+            return 0.0
+        batch_s = self._batch_s
+        left = max(batch_s - (time.monotonic() - self._running_since), 0.0) if self._busy else 0.0
+        return left + -(-self._queued_rows // self.policy.max_batch_size) * batch_s
 
     @property
     def waiting(self) -> int:
@@ -175,8 +187,10 @@ class Batcher:
         if loop is not self._loop:
             self._loop, self._busy, self._timer, self._task = loop, False, None, None
             self._pending.clear()
+            self._queued_rows = 0
         future: asyncio.Future[Arrays] = loop.create_future()
         self._pending.append(_Item(inputs, rows, key, future, timing, deadline))
+        self._queued_rows += rows
         if not self._busy:
             if self._timer is None:
                 self._dispatch(idle=len(self._pending) == 1)
@@ -226,6 +240,7 @@ class Batcher:
             else:
                 keep.append(item)
         self._pending = keep
+        self._queued_rows = sum(item.rows for item in keep)
         return batch
 
     async def _execute(self, batch: list[_Item]) -> None:
@@ -247,7 +262,7 @@ class Batcher:
             return
         rows = sum(item.rows for item in live)
         self.batch_rows.append(rows)
-        started = time.monotonic()
+        started = self._running_since = time.monotonic()
         run = self.run
         if tracing.ON:
             traced = [item.trace[0] for item in live if item.trace is not None]
@@ -269,6 +284,7 @@ class Batcher:
             await self._run_and_split(live[half:])
             return
         seconds = time.monotonic() - started
+        self._batch_s = seconds if self._batch_s == 0.0 else self._batch_s + 0.2 * (seconds - self._batch_s)
         for item in live:
             if item.timing is not None:
                 item.timing.queue_s = started - item.arrived

@@ -157,8 +157,9 @@ class DataPlane:
         a context manager around reading the body, and ``admission.call()`` inside it."""
         try:
             handle = self.repository.resolve(name, version, label, ctx.principal)
-            queue_s = handle.max_queue_s
-            self.gate.enter(name, handle.max_inflight, queue_s)
+            batcher = handle.batcher
+            wait = batcher.expected_wait() if batcher is not None else 0.0
+            self.gate.enter(name, handle.max_inflight, handle.max_queue_s, wait)
         except ModelAPIError as exc:
             if self.events.active:
                 reason = "overloaded" if isinstance(exc, Overloaded) else _reason(exc.status)
@@ -210,14 +211,13 @@ class Admission:
                 self.release()
                 raise
         handle.acquire()
-        self.plane.gate.begin(self.handle.name)
         self._call = Call(self.plane, handle, self.ctx, self)
         return self._call
 
     def release(self) -> None:
         if not self._released:
             self._released = True
-            self.plane.gate.leave(self.handle.name, begun=self._call is not None)
+            self.plane.gate.leave(self.handle.name)
 
     def __enter__(self) -> Admission:
         return self
