@@ -163,7 +163,31 @@ def render(results: list[CellResult]) -> str:
             )
     bad = {s for c in results for s in c.statuses} - ALLOWED
     lines.append(f"statuses outside 200/429/503: {sorted(bad) if bad else 'none'}")
+    lines.append("")
+    lines += targets(results)
     return "\n".join(lines)
+
+
+def targets(results: list[CellResult]) -> list[str]:
+    """The issue's targets (PASS/FAIL) for the overload cells against the saturated one."""
+    sat, out = results[0], []
+
+    def check(ok: bool, text: str) -> None:
+        out.append(f"{'PASS' if ok else 'FAIL'}  {text}")
+
+    for c in results[1:]:
+        x = f"{c.connections / sat.connections:.0f}x"
+        check(
+            c.ok_rps >= 0.9 * sat.ok_rps,
+            f"{x}: successful req/s at least 90 % of saturated ({c.ok_rps / sat.ok_rps:.0%})",
+        )
+        ratio = None if c.ok_p99_ms is None or sat.ok_p99_ms is None else c.ok_p99_ms / sat.ok_p99_ms
+        check(ratio is not None and ratio <= 2, f"{x}: p99 of successful at most 2x saturated ({ratio or 0:.2f}x)")
+    bad = {s for c in results for s in c.statuses} - ALLOWED
+    check(not bad and all(c.socket_errors == 0 for c in results), "only 200/429/503 answers, no socket errors")
+    worst = max(c.live_max_ms for c in results)
+    check(worst <= 100, f"/v2/health/live within 100 ms throughout (worst {worst:.0f} ms)")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
