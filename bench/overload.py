@@ -4,16 +4,16 @@ The server runs on core 0 with ``--max-queue-ms``; wrk (``overload.lua``: answer
 First the saturating connection count (``--saturate``, default 64) is measured, then 10x and 30x that many, once
 with clients that wait ``Retry-After`` after a 503 (as ``docs/overload.md`` asks) and once with wrk's own
 behaviour, a new request the moment an answer arrives (the worst case: refusals then cost the server CPU as
-fast as it can answer them). For
-each cell: successful requests/s, wrk's p50/p99 over all answers, the p99 of *successful* requests as a sampling
-client sees them (one more keep-alive connection sending the same request in a closed loop: wrk's histogram
-cannot split latency by status), the status mix (only 200, 429 and 503 are allowed), the server's CPU time
-per request, and ``/v2/health/live`` latency from a side probe every 50 ms throughout.
+fast as it can answer them). For each cell: successful requests/s, wrk's p50/p99 over all answers, the p99 of
+*successful* requests as a sampling client sees them (one more keep-alive connection sending the same request
+in a closed loop: wrk's histogram cannot split latency by status), the status mix (only 200, 429 and 503 are
+allowed), the server's CPU time per request and as a share of its core (under 100 % at saturation when other
+work takes the core), and ``/v2/health/live`` latency from a side probe every 50 ms throughout.
 
 From the CPU time and the status mix of the saturated cell (all 200) and an overload cell, the CPU cost of
 one refusal: ``(cpu - served x cpu_per_served) / refused``.
 
-    python -m bench.overload [--seconds 10] [--saturate 64] [--max-queue-ms 50]
+    python -m bench.overload [--seconds 10] [--saturate 64] [--max-queue-ms 100] [--factors 10,30]
 """
 
 from __future__ import annotations
@@ -137,8 +137,8 @@ def render(results: list[CellResult]) -> str:
     lines = [
         "| connections | x saturation | OK req/s | OK vs saturated | wrk p50 / p99 ms (all answers) | p99 ms of OK "
         "(sampling client, n) | OK p99 vs saturated | status mix | socket errors | server CPU us/answer | "
-        "live p50 / max ms |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "server CPU % of its core | live p50 / max ms |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for c in results:
         answers = sum(c.statuses.values())
@@ -148,7 +148,8 @@ def render(results: list[CellResult]) -> str:
         lines.append(
             f"| {c.connections} | {c.connections / sat.connections:.0f}x | {c.ok_rps:,.0f} | "
             f"{c.ok_rps / sat.ok_rps:.0%} | {c.wrk_p50_ms:.1f} / {c.wrk_p99_ms:.1f} | {ok_p99} | {ratio} | {mix} | "
-            f"{c.socket_errors} | {c.cpu_s / max(answers, 1) * 1e6:.0f} | {c.live_p50_ms:.1f} / {c.live_max_ms:.1f} |"
+            f"{c.socket_errors} | {c.cpu_s / max(answers, 1) * 1e6:.0f} | {c.cpu_s / c.seconds:.0%} | "
+            f"{c.live_p50_ms:.1f} / {c.live_max_ms:.1f} |"
         )
     served_us = sat.cpu_s / max(sat.statuses.get(200, 0), 1) * 1e6
     lines.append("")
