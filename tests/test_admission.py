@@ -171,3 +171,31 @@ def test_a_client_that_disconnects_while_waiting_is_dropped_before_its_batch() -
     assert model.seen == [0.4]
     assert ("disconnected", 499) in _rejected(log)
     assert app.state.dataplane.gate.inflight == {}
+
+
+def test_a_jobs_chunk_is_never_refused_or_dropped_for_queue_time() -> None:
+    """Job chunks (``timed=False``) are batch work: they wait their turn whatever ``max_queue_ms`` says."""
+    from modelapi.context import CallContext
+    from modelapi.dataplane import DataPlane
+    from modelapi.inference import InferenceRequest
+
+    model = Recorder()
+    plane = DataPlane.from_settings(Settings(max_queue_ms=50, job_workers=0), models=[model])
+    chunk = CallContext("jobs", timed=False)
+
+    def rows(seconds: float) -> InferenceRequest:
+        return InferenceRequest({"seconds": np.array([seconds])})
+
+    async def main() -> None:
+        await plane.start()
+        model.seen.clear()
+        await plane.infer("slow", rows(0.3))  # the batch time is known: 0.3 s, over the 50 ms budget
+        running = asyncio.create_task(plane.infer("slow", rows(0.3)))
+        await asyncio.sleep(0.05)
+        answer = await plane.infer("slow", rows(0.01), chunk)  # admitted, and run after 250 ms in the queue
+        assert answer.outputs["seconds"].tolist() == [0.01]
+        await running
+        await plane.close()
+
+    asyncio.run(main())
+    assert model.seen == [0.3, 0.3, 0.01]

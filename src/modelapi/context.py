@@ -29,7 +29,8 @@ class CallContext:
     ``principal``: the API key calling, ``None`` when authentication is off; the data plane refuses a model the
     key may not use as if it did not exist. ``deadline``: a ``time.monotonic()`` by which the answer is due
     (504 after), tighter than the server's inference timeout when given. ``timed``: whether the server's
-    per-request inference timeout applies (a batch job's chunk is bounded by its chunking instead).
+    per-request inference timeout and queue-time bound (max_queue_ms) apply (a batch job's chunk is bounded by
+    its chunking instead).
     ``disconnected``: a function whose awaitable completes when the caller has gone away (an HTTP client that
     disconnected); the data plane watches it while the call's rows wait, and drops them unrun if it completes.
     """

@@ -158,7 +158,8 @@ class DataPlane:
         try:
             handle = self.repository.resolve(name, version, label, ctx.principal)
             batcher = handle.batcher
-            wait = batcher.expected_wait() if batcher is not None else 0.0
+            # a job's chunk (ctx.timed False) is batch work: bounded by its chunking, never by queue time
+            wait = batcher.expected_wait() if batcher is not None and ctx.timed else 0.0
             self.gate.enter(name, handle.max_inflight, handle.max_queue_s, wait)
         except ModelAPIError as exc:
             if self.events.active:
@@ -329,7 +330,7 @@ class Call:
             key = batch_key(handle.version, outputs_wanted, request.parameters, open_shapes)
         seconds, why = self._timeout()
         queue_s = handle.max_queue_s if handle.max_queue_s is not None else self.plane.gate.max_queue_s
-        queue_deadline = None if queue_s is None else self.started + queue_s
+        queue_deadline = None if queue_s is None or not self.ctx.timed else self.started + queue_s
         try:
             async with asyncio.timeout(seconds):
                 run = handle.run(inputs, rows, key, self.timing, queue_deadline)
