@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from . import environment, procfs, report, servers, verify, workload
+from . import environment, overload, procfs, report, servers, verify, workload
 from .loadgen import LoadError, require, run_grpc, run_wrk
 from .report import Row
 
@@ -268,7 +268,9 @@ def run(plan: Plan, stamp: str, command: str) -> int:
         print("NOT MEASURED  batching on vs off: this modelapi has no --no-batching flag nor a batching setting")
     paths = report.write(RESULTS, stamp, meta, rows, checks)
     print(f"\nwritten: {', '.join(str(p) for p in paths)}")
-    return 0
+    # the overload cell last (docs/overload.md): 64, 640 and 1,920 connections, its own table and file
+    plan.log("overload cell")
+    return overload.main(["--seconds", str(plan.seconds)])
 
 
 def _commit() -> str:

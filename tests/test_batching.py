@@ -12,7 +12,16 @@ from typing import Any
 import numpy as np
 import pytest
 
-from modelapi.batching import Batcher, BatcherClosed, BatchPolicy, batch_key, concat, parse_policy, split
+from modelapi.batching import (
+    Batcher,
+    BatcherClosed,
+    BatchPolicy,
+    QueueExpired,
+    batch_key,
+    concat,
+    parse_policy,
+    split,
+)
 
 
 class Poisoned(Exception):
@@ -369,3 +378,52 @@ def test_cli_flags_reach_the_settings() -> None:
     assert (s.batching, s.batch_max_size, s.batch_max_delay_ms, s.batch) == (False, 8, 2.0, ["m=4"])
     s = _settings(build_parser().parse_args(["serve"]), [])
     assert s.batching is True
+
+
+def test_rows_whose_queue_deadline_passed_are_dropped_unrun() -> None:
+    """A waiting request whose deadline passes before its batch forms never reaches the model (QueueExpired);
+    the others waiting with it still run."""
+
+    async def main(pool: ThreadPoolExecutor) -> None:
+        model = FakeModel(hold_first=True)
+        b = batcher(model, pool)
+        first = await busy(b, model)
+        x = np.array([5.0])
+        late = asyncio.ensure_future(b.submit({"x": x}, 1, "k", deadline=time.monotonic() + 0.05))
+        patient = asyncio.ensure_future(b.submit({"x": np.array([6.0])}, 1, "k", deadline=time.monotonic() + 30))
+        await until_waiting(b, 2)
+        await asyncio.sleep(0.1)  # the late one's deadline passes while the first batch still runs
+        model.release.set()
+        await first
+        with pytest.raises(QueueExpired):
+            await late
+        assert (await patient)["y"].tolist() == [[12.0, 18.0]]
+        assert [5.0] not in model.calls and all(5.0 not in call for call in model.calls)
+
+    run(main)
+
+
+def test_the_expected_wait_is_the_running_batch_left_plus_a_batch_per_max_rows_queued() -> None:
+    async def main(pool: ThreadPoolExecutor) -> None:
+        model = FakeModel()
+        b = batcher(model, pool, max_batch_size=2)
+        assert b.expected_wait() == 0.0  # idle: a request runs at once
+        model.release.clear()
+        model.started.clear()
+        first = submit(b, 1.0)
+        await wait_started(model)
+        time.sleep(0.05)
+        model.release.set()
+        await first  # one batch of about 50 ms: the batch time is known
+        model.release.clear()
+        model.started.clear()
+        running = submit(b, 2.0)
+        await wait_started(model)
+        assert 0.0 <= b.expected_wait() <= 0.06  # what is left of the running batch
+        queued = [submit(b, 3.0), submit(b, 4.0), submit(b, 5.0)]
+        await until_waiting(b, 3)
+        assert 0.09 <= b.expected_wait() <= 0.2  # + two batches of 2 rows, about 50 ms each
+        model.release.set()
+        await asyncio.gather(running, *queued)
+
+    run(main)

@@ -416,3 +416,15 @@ def test_a_key_limited_to_one_model_cannot_reach_another(tmp_path: Path) -> None
 
     asyncio.run(go())
     assert [r.reason for r in log.of(RequestRejected)] == ["not_found", "not_found"]
+
+
+def test_a_model_toml_max_queue_ms_reaches_the_version(tmp_path: Path) -> None:
+    plane, _ = repo_plane(tmp_path, "max_queue_ms = 250\n")
+
+    async def go() -> None:
+        await plane.start()
+        assert plane.resolve("m").max_queue_s == 0.25  # the gate and the batcher's deadline use it
+        assert plane.resolve("k").max_queue_s is None  # the server's --max-queue-ms for the others
+        await plane.close()
+
+    asyncio.run(go())

@@ -47,6 +47,10 @@ class BatcherClosed(RuntimeError):
     """The model was unloaded while the request waited (or the request came after)."""
 
 
+class QueueExpired(RuntimeError):
+    """The request's queue deadline passed before a batch took it: its rows never reached the model."""
+
+
 @dataclass(frozen=True)
 class BatchPolicy:
     """How one model batches. ``enabled=False``: every request runs on its own, concurrently."""
@@ -96,7 +100,7 @@ def _freeze(value: Any) -> Hashable:
 
 
 class _Item:
-    __slots__ = ("arrived", "future", "inputs", "key", "rows", "timing", "trace")
+    __slots__ = ("arrived", "deadline", "future", "inputs", "key", "rows", "timing", "trace")
 
     def __init__(
         self,
@@ -105,12 +109,14 @@ class _Item:
         key: Hashable,
         future: asyncio.Future[Arrays],
         timing: Timing | None,
+        deadline: float | None,
     ):
         self.inputs = inputs
         self.rows = rows
         self.key = key
         self.future = future
         self.timing = timing
+        self.deadline = deadline  # a time.monotonic() after which the rows are dropped unrun (None: never)
         self.arrived = time.monotonic()
         #: the submitting request's trace context and arrival, when tracing is on (its queue span, batch links)
         self.trace = tracing.capture() if tracing.ON else None
@@ -139,8 +145,25 @@ class Batcher:
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
+        self._queued_rows = 0  # rows waiting for a batch (cancelled ones too, until a batch forms)
+        self._batch_s = 0.0  # moving average of recent batches' run time (0: none ran yet)
+        self._running_since = 0.0
         #: rows of every batch run, newest last (the last 1000), for tests and diagnostics
         self.batch_rows: deque[int] = deque(maxlen=1000)
+
+    @property
+    def busy(self) -> bool:
+        """Whether a request submitted now would wait (a batch is running or forming)."""
+        return self._busy or self._timer is not None
+
+    def expected_wait(self) -> float:
+        """Seconds a request submitted now can expect to wait before its batch starts: what is left of the
+        running batch, plus one recent batch time for every ``max_batch_size`` rows queued ahead of it."""
+        if not self._busy and self._timer is None:
+            return 0.0
+        batch_s = self._batch_s
+        left = max(batch_s - (time.monotonic() - self._running_since), 0.0) if self._busy else 0.0
+        return left + -(-self._queued_rows // self.policy.max_batch_size) * batch_s
 
     @property
     def waiting(self) -> int:
@@ -148,18 +171,26 @@ class Batcher:
         return sum(1 for item in self._pending if not item.future.done())
 
     async def submit(
-        self, inputs: Mapping[str, np.ndarray], rows: int, key: Hashable = None, timing: Timing | None = None
+        self,
+        inputs: Mapping[str, np.ndarray],
+        rows: int,
+        key: Hashable = None,
+        timing: Timing | None = None,
+        deadline: float | None = None,
     ) -> Arrays:
         """Run ``inputs`` (``rows`` rows) in some batch and return its own rows of every output; ``timing``, when
-        given, receives the request's queue and compute seconds."""
+        given, receives the request's queue and compute seconds. ``deadline`` (a ``time.monotonic()``): when no
+        batch has taken the rows by then, they are dropped unrun and ``QueueExpired`` is raised."""
         if self._closed:
             raise BatcherClosed("the model is unloaded")
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
             self._loop, self._busy, self._timer, self._task = loop, False, None, None
             self._pending.clear()
+            self._queued_rows = 0
         future: asyncio.Future[Arrays] = loop.create_future()
-        self._pending.append(_Item(inputs, rows, key, future, timing))
+        self._pending.append(_Item(inputs, rows, key, future, timing, deadline))
+        self._queued_rows += rows
         if not self._busy:
             if self._timer is None:
                 self._dispatch(idle=len(self._pending) == 1)
@@ -172,8 +203,10 @@ class Batcher:
     def _dispatch(self, idle: bool = False) -> None:
         self._timer = None
         pending = self._pending
-        while pending and pending[0].future.done():  # cancelled while waiting
-            pending.popleft()
+        now = time.monotonic()
+        while pending and (pending[0].future.done() or (pending[0].deadline or now) < now):
+            expired = pending.popleft()  # cancelled while waiting (the client left), or out of queue time
+            _settle(expired.future, exc=QueueExpired("the queue-time limit ran out"))
         if not pending or self._busy or self._loop is None:
             return
         head = pending[0]
@@ -194,8 +227,12 @@ class Batcher:
         batch: list[_Item] = []
         rows = 0
         keep: deque[_Item] = deque()
+        now = time.monotonic()
         for item in self._pending:
             if item.future.done():
+                continue
+            if item.deadline is not None and item.deadline < now:  # waited too long: never reaches the model
+                _settle(item.future, exc=QueueExpired("the queue-time limit ran out"))
                 continue
             if item.key == key and (not batch or rows + item.rows <= limit):
                 batch.append(item)
@@ -203,6 +240,7 @@ class Batcher:
             else:
                 keep.append(item)
         self._pending = keep
+        self._queued_rows = sum(item.rows for item in keep)
         return batch
 
     async def _execute(self, batch: list[_Item]) -> None:
@@ -224,7 +262,7 @@ class Batcher:
             return
         rows = sum(item.rows for item in live)
         self.batch_rows.append(rows)
-        started = time.monotonic()
+        started = self._running_since = time.monotonic()
         run = self.run
         if tracing.ON:
             traced = [item.trace[0] for item in live if item.trace is not None]
@@ -246,6 +284,7 @@ class Batcher:
             await self._run_and_split(live[half:])
             return
         seconds = time.monotonic() - started
+        self._batch_s = seconds if self._batch_s == 0.0 else self._batch_s + 0.2 * (seconds - self._batch_s)
         for item in live:
             if item.timing is not None:
                 item.timing.queue_s = started - item.arrived

@@ -66,6 +66,12 @@ _SERVE_FLAGS: dict[str, tuple[list[str], str, dict[str, Any]]] = {
         "requests per model running or queued at once, per worker; more get 503 (default 512)",
         {"type": int},
     ),
+    "max_queue_ms": (
+        ["--max-queue-ms"],
+        "longest a request may wait for its model; a longer expected wait gets 503 at once (default 2000)",
+        {"type": float, "metavar": "MS"},
+    ),
+    "max_upload_bytes": (["--max-upload-bytes"], "largest job upload in bytes (default 2 GiB)", {"type": int}),
     "inference_timeout_s": (
         ["--inference-timeout"],
         "seconds one request's inference may take; then 504 (default 60)",

@@ -29,9 +29,12 @@ class CallContext:
     ``principal``: the API key calling, ``None`` when authentication is off; the data plane refuses a model the
     key may not use as if it did not exist. ``deadline``: a ``time.monotonic()`` by which the answer is due
     (504 after), tighter than the server's inference timeout when given. ``timed``: whether the server's
-    per-request inference timeout applies (a batch job's chunk is bounded by its chunking instead).
+    per-request inference timeout and queue-time bound (max_queue_ms) apply (a batch job's chunk is bounded by
+    its chunking instead).
     ``charge_rows``: called with the request's row count once its rows are validated, before they reach a
     model; it raises (429) when they would take the key over a row quota (``security/meter.py``).
+    ``disconnected``: a function whose awaitable completes when the caller has gone away (an HTTP client that
+    disconnected); the data plane watches it while the call's rows wait, and drops them unrun if it completes.
     """
 
     protocol: str = "python"
@@ -41,6 +44,7 @@ class CallContext:
     timed: bool = True
     json: JsonLimits = JsonLimits()
     charge_rows: Callable[[int], Awaitable[None]] | None = None
+    disconnected: Callable[[], Awaitable[None]] | None = None
 
 
 #: a call from Python code in this process: no key, no deadline, the server's timeout

@@ -3,11 +3,16 @@
 Every front end does the same three steps, with what it knows of the call in a ``CallContext``:
 
 1. ``plane.call(name, ctx, version=, label=)`` resolves the version (``Repository.resolve``: 404/503), admits
-   the call through the per-model in-flight gate (503 with ``Retry-After``) and holds the version, so a reload
-   that swaps it out lets this call finish on it;
+   the call through the per-model gate (503 with ``Retry-After`` over ``max_inflight`` or the queue-time
+   budget) and holds the version, so a reload that swaps it out lets this call finish on it. A front end that
+   still has a body to read splits this in two: ``plane.admit(...)`` on the request's head (the refusal costs
+   no body read, no parse), then ``admission.call()`` once the body is in (the version held only from then on,
+   so a slow upload never holds a retiring version);
 2. the front end decodes its body with ``call.signature`` (the version chosen, whose codec it is);
 3. ``await call.infer(request)`` validates, runs the rows through the version's batcher (or alone), bounded by
-   the inference timeout and the call's deadline (504), and answers with the version that produced it.
+   the inference timeout and the call's deadline (504), and answers with the version that produced it. Rows
+   still queued when the queue-time limit runs out are dropped before their batch forms (503, ``queue_time``);
+   with ``ctx.disconnected``, a caller that goes away while its rows wait is dropped the same way.
 
 Leaving the ``with`` block releases the gate and the version and reports ``RequestFinished`` to ``Events``.
 ``docs/batching.md`` has the measurements behind batching; ``repository/`` owns loading and reloading.
@@ -19,21 +24,32 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from types import TracebackType
+from typing import Any
 
 import numpy as np
 
 from . import tracing
-from .batching import BatcherClosed, Timing, batch_key
+from .batching import BatcherClosed, QueueExpired, Timing, batch_key
 from .context import LOCAL, CallContext
-from .errors import BadRequest, InferenceError, InferenceTimeout, InvalidInput, ModelAPIError, ModelNotReady, Overloaded
+from .errors import (
+    BadRequest,
+    ClientGone,
+    InferenceError,
+    InferenceTimeout,
+    InvalidInput,
+    ModelAPIError,
+    ModelNotReady,
+    Overloaded,
+    QueueTimeout,
+)
 from .events import Events, PredictionsServed, RequestFinished, RequestRejected, RequestStarted
-from .gate import ModelGate
+from .gate import OVERLOADED_RETRY_AFTER_S, ModelGate
 from .inference import InferenceRequest, InferenceResponse
 from .matching import output_aliases
 from .models.base import Model
-from .repository.handle import VersionHandle
+from .repository.handle import State, VersionHandle
 from .repository.registry import Repository
 from .repository.shared import SharedState
 from .repository.sources import Sources
@@ -51,11 +67,12 @@ class DataPlane:
         max_rows: int | None = None,
         max_inflight: int = 512,
         inference_timeout_s: float | None = 60.0,
+        max_queue_ms: float | None = None,
     ) -> None:
         self.repository = repository
         self.events: Events = repository.events
         self.max_rows = max_rows
-        self.gate = ModelGate(max_inflight)
+        self.gate = ModelGate(max_inflight, None if max_queue_ms is None else max_queue_ms / 1000)
         self.inference_timeout_s = inference_timeout_s
         self.live = True
 
@@ -80,6 +97,7 @@ class DataPlane:
             max_rows=settings.max_rows,
             max_inflight=settings.max_inflight,
             inference_timeout_s=settings.inference_timeout_s,
+            max_queue_ms=settings.max_queue_ms,
         )
 
     # lifecycle -------------------------------------------------------------------------------------------
@@ -131,16 +149,26 @@ class DataPlane:
     # inference -------------------------------------------------------------------------------------------
     def call(self, name: str, ctx: CallContext = LOCAL, version: str | None = None, label: str | None = None) -> Call:
         """An admitted call into ``name``; use it as a context manager (``with plane.call(...) as call``)."""
+        return self.admit(name, ctx, version, label).call()
+
+    def admit(
+        self, name: str, ctx: CallContext = LOCAL, version: str | None = None, label: str | None = None
+    ) -> Admission:
+        """A slot in ``name``'s gate, taken on what the request's head says: 404 for an unknown model or version,
+        503 for one not ready, 503 with ``Retry-After`` over its in-flight limit or queue-time budget. Use it as
+        a context manager around reading the body, and ``admission.call()`` inside it."""
         try:
             handle = self.repository.resolve(name, version, label, ctx.principal)
-            self.gate.enter(name, handle.max_inflight)
+            batcher = handle.batcher
+            # a job's chunk (ctx.timed False) is batch work: bounded by its chunking, never by queue time
+            wait = batcher.expected_wait() if batcher is not None and ctx.timed else 0.0
+            self.gate.enter(name, handle.max_inflight, handle.max_queue_s, wait)
         except ModelAPIError as exc:
             if self.events.active:
                 reason = "overloaded" if isinstance(exc, Overloaded) else _reason(exc.status)
                 self.events.request_rejected(RequestRejected(name, ctx.protocol, reason, exc.status))
             raise
-        handle.acquire()
-        return Call(self, handle, ctx)
+        return Admission(self, handle, ctx, version, label)
 
     async def infer(
         self,
@@ -174,15 +202,61 @@ def _reason(status: int) -> str:
     return {404: "not_found", 503: "unavailable", 403: "forbidden", 401: "unauthenticated"}.get(status, "error")
 
 
-class Call:
-    """One admitted call: holds its model version until it is closed."""
+class Admission:
+    """A call admitted into a model's gate whose body is still to be read; ``call()`` turns it into the ``Call``.
+    Leaving its ``with`` block without one gives the slot back (a body that failed to arrive, say)."""
 
-    __slots__ = ("_closed", "ctx", "handle", "plane", "rows", "started", "status", "timing")
+    __slots__ = ("_call", "_released", "ctx", "handle", "label", "plane", "version")
 
-    def __init__(self, plane: DataPlane, handle: VersionHandle, ctx: CallContext) -> None:
+    def __init__(
+        self, plane: DataPlane, handle: VersionHandle, ctx: CallContext, version: str | None, label: str | None
+    ) -> None:
         self.plane = plane
         self.handle = handle
         self.ctx = ctx
+        self.version = version
+        self.label = label
+        self._call: Call | None = None
+        self._released = False
+
+    def call(self) -> Call:
+        """The call, holding the version admitted on the head, or (if that one was swapped out meanwhile) the
+        version the same reference resolves to now."""
+        handle = self.handle
+        if handle.state is not State.READY:
+            try:
+                handle = self.plane.repository.resolve(handle.name, self.version, self.label, self.ctx.principal)
+            except ModelAPIError:
+                self.release()
+                raise
+        handle.acquire()
+        self._call = Call(self.plane, handle, self.ctx, self)
+        return self._call
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self.plane.gate.leave(self.handle.name)
+
+    def __enter__(self) -> Admission:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if self._call is None:
+            self.release()
+        # else the call gives the slot back when it closes (its own with block has ended by now)
+
+
+class Call:
+    """One admitted call: holds its model version until it is closed."""
+
+    __slots__ = ("_closed", "admission", "ctx", "handle", "plane", "rows", "started", "status", "timing")
+
+    def __init__(self, plane: DataPlane, handle: VersionHandle, ctx: CallContext, admission: Admission) -> None:
+        self.plane = plane
+        self.handle = handle
+        self.ctx = ctx
+        self.admission = admission
         self.started = time.monotonic()
         self.status = 200
         self.rows = 0
@@ -220,7 +294,7 @@ class Call:
             return
         self._closed = True
         handle = self.handle
-        self.plane.gate.leave(handle.name)
+        self.admission.release()
         handle.release()
         events = self.plane.events
         if events.active:
@@ -269,9 +343,30 @@ class Call:
             open_shapes = tuple(inputs[n].shape[1:] for n in handle.open_shaped)
             key = batch_key(handle.version, outputs_wanted, request.parameters, open_shapes)
         seconds, why = self._timeout()
+        queue_s = handle.max_queue_s if handle.max_queue_s is not None else self.plane.gate.max_queue_s
+        queue_deadline = None if queue_s is None or not self.ctx.timed else self.started + queue_s
         try:
             async with asyncio.timeout(seconds):
-                outputs = await handle.run(inputs, rows, key, self.timing)
+                run = handle.run(inputs, rows, key, self.timing, queue_deadline)
+                gone = self.ctx.disconnected
+                if gone is not None and handle.batcher is not None and handle.batcher.busy:
+                    outputs = await _unless_gone(run, gone)  # it will wait: watch for the client leaving
+                else:
+                    outputs = await run
+        except QueueExpired:
+            events = self.plane.events
+            if events.active:
+                events.request_rejected(RequestRejected(name, self.ctx.protocol, "queue_time", 503))
+            raise QueueTimeout(
+                f"model '{name}' did not reach this request within the queue-time limit of "
+                f"{(queue_s or 0) * 1000:g} ms (max_queue_ms); retry shortly",
+                headers={"retry-after": str(OVERLOADED_RETRY_AFTER_S)},
+            ) from None
+        except ClientGone:
+            events = self.plane.events
+            if events.active:
+                events.request_rejected(RequestRejected(name, self.ctx.protocol, "disconnected", 499))
+            raise
         except TimeoutError:
             # still queued, the rows never run; already running, that batch finishes and this answer is dropped
             events = self.plane.events
@@ -330,3 +425,27 @@ class Call:
                 outputs,
             )
         )
+
+
+async def _unless_gone(run: Coroutine[Any, Any, dict[str, np.ndarray]], gone: Callable[[], Awaitable[None]]) -> Any:
+    """``run``'s result, unless ``gone()`` completes first (the client went away): then ``run`` is cancelled, so
+    its rows, still queued, are skipped when the next batch forms, and ``ClientGone`` is raised."""
+    task = asyncio.current_task()
+    assert task is not None
+    left = False
+
+    async def watch() -> None:
+        nonlocal left
+        await gone()
+        left = True
+        task.cancel()
+
+    watcher = asyncio.get_running_loop().create_task(watch())
+    try:
+        return await run
+    except asyncio.CancelledError:
+        if left and task.uncancel() == 0:
+            raise ClientGone("the client disconnected while its request waited") from None
+        raise
+    finally:
+        watcher.cancel()

@@ -21,8 +21,10 @@ rest of the package never builds an error response itself::
     ├── UnsupportedMediaType (415)
     ├── TooManyRequests (429)       the API key is over its request rate (with Retry-After)
     ├── ModelNotReady (503)
-    ├── Overloaded (503)            too many requests in flight for the model (with Retry-After)
+    ├── Overloaded (503)            too many requests in flight for the model, or too long a wait (Retry-After)
+    │   └── QueueTimeout            waited longer than the queue-time limit before its batch formed
     ├── InferenceTimeout (504)      the answer took longer than the inference timeout
+    ├── ClientGone (499)            the client disconnected while its request waited (nobody reads the answer)
     ├── InferenceError (500)        the model raised; details go to the log, not the client
     └── ModelLoadError (500)        a model cannot be loaded (raised at start-up, not per request)
         └── UntrustedModel          pickle-based file without the operator's trust
@@ -121,6 +123,15 @@ class TooManyRequests(ModelAPIError):
 class Overloaded(ModelAPIError):
     status = 503
     title = "Overloaded"
+
+
+class QueueTimeout(Overloaded):
+    title = "Queue Timeout"
+
+
+class ClientGone(ModelAPIError):
+    status = 499  # nginx's "client closed request": no response reaches anyone
+    title = "Client Closed Request"
 
 
 class InferenceTimeout(ModelAPIError):

@@ -50,8 +50,9 @@ class RequestFinished:
 
 @dataclass(slots=True)
 class RequestRejected:
-    """Refused before any model ran it. ``reason``: overloaded, rate_limited, unauthenticated, forbidden,
-    timeout, unavailable."""
+    """Refused before any model ran it. ``reason``: overloaded (in-flight limit or expected wait, on the head),
+    queue_time (waited past max_queue_ms, dropped unrun), disconnected (the client left while it waited),
+    rate_limited, unauthenticated, forbidden, timeout, unavailable."""
 
     model: str | None
     protocol: str

@@ -53,6 +53,15 @@ class Settings(BaseSettings):
         512, ge=1, description="requests per model admitted at once, running or queued, per worker (503 above)"
     )
     inference_timeout_s: float = Field(60.0, gt=0, description="seconds one request's inference may take (504 above)")
+    max_queue_ms: float | None = Field(
+        2000.0,
+        gt=0,
+        description="longest a request may wait for its model, per worker: refused at once when the expected wait "
+        "is longer, dropped unrun when it runs out (503 with Retry-After; unset: no time bound)",
+    )
+    max_upload_bytes: int = Field(
+        2 * 1024**3, gt=0, description="largest job upload (POST /models/{name}/jobs) accepted (413 above)"
+    )
     header_timeout_s: float = Field(10.0, gt=0, description="seconds a client has to send a request's headers")
     max_header_bytes: int = Field(65536, ge=1024, description="largest request head (431 above)")
     body_timeout_s: float = Field(60.0, gt=0, description="seconds a client has to send a request's body (408 above)")

@@ -226,8 +226,9 @@ def test_multipart_without_a_file_field_is_400(make_client: AppFactory) -> None:
     assert r.status_code == 400 and "'file'" in r.json()["detail"]
 
 
-def test_a_large_streamed_upload_and_the_body_limit(make_client: AppFactory) -> None:
-    client = make_client(job_chunk_rows=25_000, max_body_bytes=8_000_000)
+def test_a_large_streamed_upload_and_the_upload_limit(make_client: AppFactory) -> None:
+    """Uploads have their own limit (max_upload_bytes), above or below the inference routes' max_body_bytes."""
+    client = make_client(job_chunk_rows=25_000, max_upload_bytes=8_000_000, max_body_bytes=1000)
     line = "0.123456789,42,some-tag\n"
 
     def body(lines: int):  # type: ignore[no-untyped-def]
@@ -241,7 +242,13 @@ def test_a_large_streamed_upload_and_the_body_limit(make_client: AppFactory) -> 
     done = wait_for(client, r.headers["location"], {"succeeded", "failed"}, timeout=60)
     assert done["status"] == "succeeded"
     r = client.post("/models/scorer/jobs", content=body(400_000), headers=CSV)
-    assert r.status_code == 413
+    assert r.status_code == 413 and "max_upload_bytes" in r.json()["detail"]
+    r = client.post("/models/scorer/jobs", content=b"x" * 9_000_000, headers=CSV)  # declared: refused at once
+    assert r.status_code == 413 and "8000000 bytes (max_upload_bytes)" in r.json()["detail"]
+    r = client.post(
+        "/models/scorer/predict", content=b"[" + b"1," * 1000 + b"1]", headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 413 and "1000 bytes (max_body_bytes)" in r.json()["detail"]
 
 
 def test_old_jobs_expire_after_the_retention(make_client: AppFactory) -> None:

@@ -52,7 +52,7 @@ def test_a_compressed_upload_runs_as_the_plain_one(make_client: AppFactory, temp
 
 
 def test_compressed_upload_errors(make_client: AppFactory, temp_dir: Path) -> None:
-    client = make_client(max_body_bytes=100_000)
+    client = make_client(max_upload_bytes=100_000)
 
     def post(body: bytes, coding: str, **extra: Any) -> Any:
         return client.post("/models/scorer/jobs", content=body, headers={**CSV, "content-encoding": coding}, **extra)

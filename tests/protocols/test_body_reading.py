@@ -1,8 +1,8 @@
-"""Bodies are read before the call is admitted, and decoded within the called version's limits.
+"""Calls are admitted on the request's head, bodies read after, and decoded within the called version's limits.
 
-A request whose body is still arriving holds no in-flight slot and no model version: with ``max_inflight=1``
-a complete request goes on meanwhile. A model.toml ``max_rows`` is the limit for that model, above or below
-the server's ``--max-rows``, in every protocol's decoder.
+A request whose body is still arriving holds its in-flight slot but no model version: with ``max_inflight=1``
+another request is refused before its body is read. A model.toml ``max_rows`` is the limit for that model, above
+or below the server's ``--max-rows``, in every protocol's decoder.
 """
 
 from __future__ import annotations
@@ -68,9 +68,14 @@ def _status(sent: list[Message]) -> int:
 
 
 @pytest.mark.parametrize(("path", "content_type", "body"), REQUESTS, ids=[f"{p} {t}" for p, t, _ in REQUESTS])
-def test_a_body_still_arriving_holds_no_in_flight_slot(path: str, content_type: str, body: bytes) -> None:
+def test_admission_is_on_the_head_and_a_body_still_arriving_holds_no_version(
+    path: str, content_type: str, body: bytes
+) -> None:
+    """The slot is taken on the head: with ``max_inflight=1`` a second request is refused (503, Retry-After)
+    without a byte of its body read; the version is held only once the body is in."""
     app = create_app([IrisClassifier()], Settings(max_inflight=1, batching=False, job_workers=0))
-    gate = app.state.dataplane.gate
+    dp = app.state.dataplane
+    gate = dp.gate
 
     async def main() -> None:
         async with app.router.lifespan_context(app):
@@ -87,18 +92,21 @@ def test_a_body_still_arriving_holds_no_in_flight_slot(path: str, content_type: 
 
             slow = asyncio.create_task(_call(app, path, content_type, slow_receive))
             await asyncio.sleep(0.1)
-            assert not slow.done() and gate.inflight == {}
+            assert not slow.done() and gate.inflight == {"iris": 1}
+            assert dp.resolve("iris").inflight == 0  # no version held while the body arrives
 
-            complete = iter([{"type": "http.request", "body": body, "more_body": False}])
+            reads = 0
 
             async def receive() -> Message:
-                message = next(complete, None)
-                if message is None:
-                    await asyncio.Event().wait()
-                return message  # type: ignore[return-value]
+                nonlocal reads
+                reads += 1
+                return {"type": "http.request", "body": body, "more_body": False}
 
             sent = await _call(app, path, content_type, receive)
-            assert _status(sent) == 200, sent
+            assert _status(sent) == 503, sent
+            start = next(m for m in sent if m["type"] == "http.response.start")
+            assert (b"retry-after", b"1") in start["headers"]
+            assert reads == 0  # refused on the head
             rest.set()
             assert _status(await asyncio.wait_for(slow, 10)) == 200
             assert gate.inflight == {}
@@ -107,7 +115,7 @@ def test_a_body_still_arriving_holds_no_in_flight_slot(path: str, content_type: 
 
 
 def test_a_client_gone_mid_body_is_not_counted_against_the_model(caplog: pytest.LogCaptureFixture) -> None:
-    """The body is read before the call: a disconnect while it arrives is no request to the model (and no 500
+    """The version is held once the body is in: a disconnect while it arrives is no request to the model (and no 500
     in its statistics, no answer sent, no error logged); nothing is left in flight."""
     app = create_app([IrisClassifier()], Settings(max_inflight=1, batching=False, job_workers=0))
     log = EventLog()

@@ -272,6 +272,12 @@ def test_inference_timeout(tmp_path: Path) -> None:
         fails(tmp_path, f"inference_timeout_s = {bad}\n", "inference_timeout_s: expected a positive number of seconds")
 
 
+def test_max_queue_ms(tmp_path: Path) -> None:
+    assert load(tmp_path, "max_queue_ms = 150\n").max_queue_ms == 150.0
+    for bad in ("0", "-1", "true", '"100"', "inf", "nan"):
+        fails(tmp_path, f"max_queue_ms = {bad}\n", "max_queue_ms: expected a positive number of milliseconds")
+
+
 @pytest.mark.parametrize("device", ["cpu", "cuda", "cuda:0", "cuda:12"])
 def test_device_forms(tmp_path: Path, device: str) -> None:
     assert load(tmp_path, f'device = "{device}"\n').device == device

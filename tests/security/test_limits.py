@@ -234,6 +234,8 @@ def test_work_outside_http_is_not_limited() -> None:
         ("--rate-burst", "7", "rate_burst", 7),
         ("--max-inflight", "9", "max_inflight", 9),
         ("--inference-timeout", "1.5", "inference_timeout_s", 1.5),
+        ("--max-queue-ms", "250", "max_queue_ms", 250.0),
+        ("--max-upload-bytes", "1000000", "max_upload_bytes", 1_000_000),
         ("--header-timeout", "3", "header_timeout_s", 3.0),
         ("--max-header-bytes", "2048", "max_header_bytes", 2048),
         ("--body-timeout", "4", "body_timeout_s", 4.0),

@@ -30,7 +30,7 @@ from ..security.meter import meter_for
 from ..settings import Settings
 from .errors import handle_http_exception, handle_modelapi_error
 from .middleware import cors, request_context
-from .routing import guard
+from .routing import body_limits, guard
 from .services import Services
 from .tracing import tracing_middleware
 
@@ -111,7 +111,8 @@ def create_app(
         routes=guard(routes, dataplane.repository),  # a key's model list, from each matched route's {name}
         middleware=[
             *tracing_middleware(),  # outermost: the server span is current for the access log line too
-            request_context(settings, dataplane.events),  # request id, headers, body limits (docs/security.md)
+            # request id, headers, body limits (docs/security.md), job uploads' own limit
+            request_context(settings, dataplane.events, body_limits(routes)),
             *cors(settings),  # outside authentication: a browser's preflight carries no key
             Middleware(  # inside the request context: its 401s carry the request id
                 AuthMiddleware,

@@ -27,6 +27,8 @@ log = logging.getLogger("modelapi")
 
 #: the scope key of the matched route's error style
 ERROR_STYLE = "modelapi.error_style"
+#: the scope key of the matched route's own body-size limit, where it has one (job uploads)
+BODY_LIMIT = "modelapi.body_limit"
 
 _TITLES = {
     400: "Bad Request",

@@ -4,8 +4,12 @@
   Content-Security-Policy that lets a browser do nothing with it (``default-src 'none'; frame-ancestors
   'none'``) unless the route set its own (the docs page does); over TLS, ``Strict-Transport-Security`` too.
 - The body-size limit is counted while the body streams in, so a client that lies in ``Content-Length`` gains
-  nothing (413). The whole body must arrive within ``body_timeout_s`` of the request's headers, so a client
-  that trickles or stalls cannot hold the request open (408; uvicorn itself has no body-read timeout).
+  nothing (413). It is ``max_body_bytes``, except on a route that carries its own (``BODY_LIMIT`` in the scope,
+  put there by ``http/routing.ProtocolRoute``: job uploads, ``max_upload_bytes``). A declared length over the
+  limit is refused before routing (the upload routes' paths are matched only for a length over
+  ``max_body_bytes``), so such a request spends no rate-limit token.
+  The whole body must arrive within ``body_timeout_s`` of the request's headers, so a client that trickles or
+  stalls cannot hold the request open (408; uvicorn itself has no body-read timeout).
 - The access log (``modelapi.access``) is written here, once the response has ended, and every log record
   written while the request is served carries its id (``logs.CONTEXT``).
 - JSON limits are not set here: routes pass the server's (``http/services.py``) to the codecs explicitly.
@@ -23,7 +27,7 @@ import os
 import random
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from urllib.parse import quote, unquote
 
 from starlette.middleware import Middleware
@@ -36,7 +40,7 @@ from ..events import Events, RequestRejected
 from ..logs import CONTEXT
 from ..security.keys import redact
 from ..settings import Settings
-from .errors import error_response, handle_modelapi_error, handle_unexpected
+from .errors import BODY_LIMIT, error_response, handle_modelapi_error, handle_unexpected
 from .rejections import REPORTER
 
 #: one line per request, written when the response ends (method, path, status, duration, bytes, client)
@@ -65,9 +69,11 @@ class RequestContextMiddleware:
         max_body_bytes: int,
         body_timeout_s: float = 60.0,
         events: Events | None = None,
+        uploads: Sequence[tuple[re.Pattern[str], int]] = (),
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.uploads = tuple(uploads)
         self.body_timeout_s = body_timeout_s
         self.events = events
 
@@ -125,8 +131,15 @@ class RequestContextMiddleware:
         has_started: Callable[[], bool],
     ) -> None:
         limit = self.max_body_bytes
+        setting = "max_body_bytes"
         if declared is not None and declared > limit:
-            detail = _too_large(limit)
+            path = scope["path"]
+            for pattern, upload_limit in self.uploads:
+                if pattern.match(path):
+                    limit, setting = upload_limit, "max_upload_bytes"
+                    break
+        if declared is not None and declared > limit:
+            detail = _too_large(limit, setting)
             REPORTER.refused("body_size", 413, None, detail)
             self._too_large()
             response = error_response(Request(scope), 413, PayloadTooLarge.title, detail, {"connection": "close"})
@@ -135,6 +148,7 @@ class RequestContextMiddleware:
 
         received = 0
         body_done = False
+        routed = False
         # one timer per request for the whole body (not one per receive: that costs more than the rest of the
         # middleware); it interrupts only a receive that is waiting, else the next receive sees the deadline
         deadline = loop.time() + self.body_timeout_s
@@ -155,9 +169,12 @@ class RequestContextMiddleware:
             )
 
         async def receive_limited() -> Message:
-            nonlocal received, body_done, timer, waiting
+            nonlocal received, body_done, timer, waiting, limit, routed
             if body_done:  # after the body: waiting for a disconnect is no read
                 return await receive()
+            if not routed:  # the first read: the matched route's own limit, if it has one, else max_body_bytes
+                routed = True
+                limit = scope.get(BODY_LIMIT) or self.max_body_bytes
             if expired or loop.time() >= deadline:
                 raise timed_out()
             if timer is None:
@@ -177,7 +194,7 @@ class RequestContextMiddleware:
                 received += len(message.get("body", b""))
                 if received > limit:
                     self._too_large()
-                    raise PayloadTooLarge(_too_large(limit), headers={"connection": "close"})
+                    raise PayloadTooLarge(_too_large(limit, _limit_name(scope)), headers={"connection": "close"})
                 body_done = not message.get("more_body", False)
             else:
                 body_done = True
@@ -262,8 +279,12 @@ def _access_line(scope: Scope, rid: str, status: int, sent: int, seconds: float)
     )
 
 
-def _too_large(limit: int) -> str:
-    return f"the request body is larger than the limit of {limit} bytes (max_body_bytes)"
+def _too_large(limit: int, setting: str = "max_body_bytes") -> str:
+    return f"the request body is larger than the limit of {limit} bytes ({setting})"
+
+
+def _limit_name(scope: Scope) -> str:
+    return "max_upload_bytes" if scope.get(BODY_LIMIT) else "max_body_bytes"
 
 
 def _scan_headers(scope: Scope) -> tuple[str, int | None]:
@@ -284,13 +305,17 @@ def _scan_headers(scope: Scope) -> tuple[str, int | None]:
     return rid or f"{_IDS.getrandbits(128):032x}", length
 
 
-def request_context(settings: Settings, events: Events | None = None) -> Middleware:
-    """The outermost middleware, configured from ``settings``; ``events`` hears of bodies refused as too large."""
+def request_context(
+    settings: Settings, events: Events | None = None, uploads: Sequence[tuple[re.Pattern[str], int]] = ()
+) -> Middleware:
+    """The outermost middleware, configured from ``settings``; ``events`` hears of bodies refused as too large;
+    ``uploads``: the path patterns of routes with a body limit of their own, and that limit."""
     return Middleware(
         RequestContextMiddleware,
         max_body_bytes=settings.max_body_bytes,
         body_timeout_s=settings.body_timeout_s,
         events=events,
+        uploads=uploads,
     )
 
 

@@ -24,12 +24,21 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..errors import InferenceTimeout, ModelAPIError, ModelNotReady, Overloaded, PayloadTooLarge, TooManyRequests
+from ..errors import (
+    InferenceTimeout,
+    ModelAPIError,
+    ModelNotReady,
+    Overloaded,
+    PayloadTooLarge,
+    QueueTimeout,
+    TooManyRequests,
+)
 
 log = logging.getLogger("modelapi.rejections")
 
 #: the refusals this reporter counts, by the ``reason`` words of ``events.RequestRejected`` and the metrics
 _REASONS: tuple[tuple[type[ModelAPIError], str], ...] = (
+    (QueueTimeout, "queue_time"),  # before Overloaded, whose subclass it is
     (Overloaded, "overloaded"),
     (TooManyRequests, "rate_limited"),
     (InferenceTimeout, "timeout"),

@@ -22,7 +22,7 @@ from ..errors import ModelNotFound, RouteNotFound
 from ..protocols.base import PROBLEM, ErrorStyle
 from ..repository.registry import Repository
 from ..security.principal import current_principal
-from .errors import ERROR_STYLE
+from .errors import BODY_LIMIT, ERROR_STYLE
 
 _NAME = re.compile(r"\{name(?::[^}]*)?\}")
 
@@ -39,18 +39,31 @@ class ProtocolRoute(Route):
         error_style: ErrorStyle = PROBLEM,
         inference: bool = False,
         only_model: bool = False,
+        body_limit: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(path, endpoint, **kwargs)
         self.error_style = error_style
         self.inference = inference
         self.only_model = only_model
+        self.body_limit = body_limit
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
         match, child = super().matches(scope)
         if match is not Match.NONE:  # a partial match (405) is this protocol's too
             child[ERROR_STYLE] = self.error_style
+            if self.body_limit is not None and match is Match.FULL:
+                child[BODY_LIMIT] = self.body_limit
         return match, child
+
+
+def body_limits(routes: Sequence[BaseRoute]) -> list[tuple[re.Pattern[str], int]]:
+    """The path pattern and limit of every route with a body limit of its own (job uploads)."""
+    return [
+        (route.path_regex, route.body_limit)
+        for route in routes
+        if isinstance(route, ProtocolRoute) and route.body_limit is not None
+    ]
 
 
 def names_model(route: BaseRoute) -> bool:

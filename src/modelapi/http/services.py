@@ -8,11 +8,13 @@ another front end) can hand it a data plane of its own. ``Services`` also turns 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.requests import Request
+from starlette.types import Receive
 
 from ..context import CallContext, JsonLimits
 from ..dataplane import Call, DataPlane
@@ -51,9 +53,10 @@ class Services:
         """What the data plane needs to know of this request: who calls, its id, the protocol, the JSON limits."""
         state = request.scope.get("state")
         rid = state.get("request_id") if state else None
+        gone = functools.partial(_disconnected, request.receive)
         principal = current_principal(request)
         rows = self.limits.row_charger(principal, protocol) if self.limits and principal and principal.limits else None
-        return CallContext(protocol, principal, rid, json=self.json_limits, charge_rows=rows)
+        return CallContext(protocol, principal, rid, json=self.json_limits, charge_rows=rows, disconnected=gone)
 
     def max_rows(self, call: Call) -> int | None:
         """The row limit for a call: the called version's ``max_rows`` (model.toml), else the server's."""
@@ -67,8 +70,16 @@ class Services:
     async def json(self, request: Request) -> Any:
         return await bodies.read_json(request, self.settings.max_body_bytes, self.json_limits)
 
-    def stream(self, request: Request) -> AsyncIterator[bytes]:
-        return bodies.stream_body(request, self.settings.max_body_bytes)
+    def upload(self, request: Request) -> AsyncIterator[bytes]:
+        """A job upload's body in blocks, decompressed, within ``max_upload_bytes`` (not ``max_body_bytes``)."""
+        return bodies.stream_body(request, self.settings.max_upload_bytes)
 
     def inflater(self, request: Request) -> bodies.Inflater | None:
         return bodies.inflater(request, self.settings.max_body_bytes)
+
+
+async def _disconnected(receive: Receive) -> None:
+    """Returns once the client has disconnected; called only after the body was read (what else could arrive is
+    nothing but the disconnect, or an empty body message for a request without one)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass

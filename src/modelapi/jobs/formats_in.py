@@ -1,9 +1,11 @@
 """Job inputs: CSV, JSON records, JSON Lines and Parquet -> fixed-size row chunks, and chunks -> model inputs.
 
-Splitting (at submission) streams the upload and checks only its structure: that it parses, is not empty and
-names exactly the model's inputs. Values are checked when a chunk runs, so a bad value fails the job with the
-row (1-based, the CSV header not counted) and the column. Chunk boundaries depend only on the input and the
-chunk size, so a resumed job computes exactly the chunks an uninterrupted one would.
+Splitting (at submission) streams the upload, never holding more of it than a chunk and a parser's buffer (CSV
+in 1 MiB blocks, Parquet by row groups, JSON Lines by line, a JSON list record by record with ijson), so the
+server's memory does not grow with the upload's size. It checks only the upload's structure: that it parses, is
+not empty and names exactly the model's inputs. Values are checked when a chunk runs, so a bad value fails the
+job with the row (1-based, the CSV header not counted) and the column. Chunk boundaries depend only on the input
+and the chunk size, so a resumed job computes exactly the chunks an uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import ijson
 import numpy as np
 import orjson
 import pyarrow as pa
@@ -151,16 +154,7 @@ def _arrow_chunk(batches: list[pa.RecordBatch]) -> Chunk:
 
 # JSON -----------------------------------------------------------------------------------------------------
 def _split_json(path: Path, fmt: InputFormat, signature: Signature, chunk_rows: int) -> Iterator[Chunk]:
-    if fmt == "json":
-        try:
-            body = orjson.loads(path.read_bytes())
-        except orjson.JSONDecodeError as exc:
-            raise MalformedRequest(f"the batch is not valid JSON: {exc}") from None
-        if not isinstance(body, list):
-            raise InvalidInput("a JSON batch is a list of records, e.g. [{...}, {...}]; got a single value")
-        records: Iterator[Any] = iter(body)
-    else:
-        records = _json_lines(path)
+    records = _json_list(path) if fmt == "json" else _json_lines(path)
     pending: list[Any] = []
     first = True
     for record in records:
@@ -175,6 +169,22 @@ def _split_json(path: Path, fmt: InputFormat, signature: Signature, chunk_rows: 
             pending = []
     if pending:
         yield Chunk(len(pending), "json", orjson.dumps(pending))
+
+
+def _json_list(path: Path) -> Iterator[Any]:
+    """The records of a JSON list, one at a time (ijson over the file, 64 KiB reads): a 2 GiB list is never
+    parsed whole. Numbers come as Python floats and ints, as orjson would give them."""
+    with path.open("rb") as f:
+        start = f.read(64).lstrip()
+        if not start.startswith(b"["):
+            if start[:1] and start[:1] in b'{"0123456789-tfn':
+                raise InvalidInput("a JSON batch is a list of records, e.g. [{...}, {...}]; got a single value")
+            raise MalformedRequest("the batch is not valid JSON: expected a list of records, [{...}, {...}]")
+        f.seek(0)
+        try:
+            yield from ijson.items(f, "item", use_float=True, buf_size=65536)
+        except ijson.JSONError as exc:
+            raise MalformedRequest(f"the batch is not valid JSON: {str(exc).splitlines()[0][:200]}") from None
 
 
 def _json_lines(path: Path) -> Iterator[Any]:

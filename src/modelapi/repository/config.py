@@ -7,6 +7,7 @@ Every key is optional::
     max_inflight = 64                  # per-model overrides of the server's limits
     inference_timeout_s = 30
     max_rows = 1000
+    max_queue_ms = 200                 # longest a request may wait for the model (503 with Retry-After)
     device = "cpu"
     batching = "off"                   # "off" | "on" | "MAX_ROWS[,DELAY_MS]" | { max_batch_size = 64, max_delay_ms = 2 } | { enabled = false }
     [labels]
@@ -114,6 +115,7 @@ class ModelConfig:
     max_inflight: int | None = None
     inference_timeout_s: float | None = None
     max_rows: int | None = None
+    max_queue_ms: float | None = None
     device: str | None = None
     sha256: Mapping[str, str] = field(default_factory=_empty, hash=False)
     monitor: MonitorConfig = MonitorConfig()
@@ -166,6 +168,9 @@ def parse_config(data: Mapping[str, Any], source: str) -> ModelConfig:
     timeout = data.get("inference_timeout_s")
     if timeout is not None and p.number(timeout, "inference_timeout_s", "a positive number of seconds") <= 0:
         p.fail("inference_timeout_s", f"expected a positive number of seconds, got {timeout!r}")
+    queue_ms = data.get("max_queue_ms")
+    if queue_ms is not None and p.number(queue_ms, "max_queue_ms", "a positive number of milliseconds") <= 0:
+        p.fail("max_queue_ms", f"expected a positive number of milliseconds, got {queue_ms!r}")
     return ModelConfig(
         version_policy=p.version_policy(data.get("version_policy")),
         labels=labels,
@@ -174,6 +179,7 @@ def parse_config(data: Mapping[str, Any], source: str) -> ModelConfig:
         max_inflight=p.optional_int(data.get("max_inflight"), "max_inflight"),
         inference_timeout_s=None if timeout is None else float(timeout),
         max_rows=p.optional_int(data.get("max_rows"), "max_rows"),
+        max_queue_ms=None if queue_ms is None else float(queue_ms),
         device=device,
         sha256=p.sha256(data.get("sha256", {})),
         monitor=p.monitor(data.get("monitor", {})),

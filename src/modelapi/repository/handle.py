@@ -55,6 +55,7 @@ class VersionHandle:
         max_inflight: int | None = None,
         inference_timeout_s: float | None = None,
         max_rows: int | None = None,
+        max_queue_s: float | None = None,
         on_batch: Callable[[VersionHandle, int, int, float], None] | None = None,
     ) -> None:
         self.model = model
@@ -67,6 +68,7 @@ class VersionHandle:
         self.max_inflight = max_inflight
         self.inference_timeout_s = inference_timeout_s
         self.max_rows = max_rows
+        self.max_queue_s = max_queue_s
         self.state = State.LOADING
         self.reason: str | None = None
         self.batcher: Batcher | None = None
@@ -144,11 +146,12 @@ class VersionHandle:
         return True
 
     async def run(
-        self, inputs: Mapping[str, np.ndarray], rows: int, key: Hashable, timing: Timing
+        self, inputs: Mapping[str, np.ndarray], rows: int, key: Hashable, timing: Timing, deadline: float | None = None
     ) -> dict[str, np.ndarray]:
-        """The model's outputs for validated ``inputs``: through the batcher, or alone on the shared threadpool."""
+        """The model's outputs for validated ``inputs``: through the batcher (dropped unrun, ``QueueExpired``, if
+        no batch took them by ``deadline``), or alone on the shared threadpool."""
         if self.batcher is not None:
-            return await self.batcher.submit(inputs, rows, key, timing)
+            return await self.batcher.submit(inputs, rows, key, timing, deadline)
         started = time.monotonic()
         if tracing.ON:  # a run of its own: a predict span of one request, its parent the request's span
             run = functools.partial(predict, self.model)

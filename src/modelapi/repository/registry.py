@@ -244,7 +244,9 @@ class Repository:
             for version, spec in desired.versions.items():
                 current = entry.serving.get(version)
                 if current is not None and current.fingerprint == spec.fingerprint:
-                    current.max_inflight, current.inference_timeout_s, current.max_rows = spec.limits
+                    limits = spec.limits
+                    current.max_inflight, current.inference_timeout_s = limits.max_inflight, limits.inference_timeout_s
+                    current.max_rows, current.max_queue_s = limits.max_rows, limits.max_queue_s
                     entry.failed.pop(version, None)  # the files are back to what serves
                     continue
                 failed = entry.failed.get(version)
@@ -314,7 +316,7 @@ class Repository:
             fingerprint=spec.fingerprint,
             on_batch=self._batch_run,
         )
-        handle.max_inflight, handle.inference_timeout_s, handle.max_rows = spec.limits
+        handle.max_inflight, handle.inference_timeout_s, handle.max_rows, handle.max_queue_s = spec.limits
         handle.start()
         return handle
 

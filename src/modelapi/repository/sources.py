@@ -44,6 +44,7 @@ class Limits(NamedTuple):
     max_inflight: int | None = None
     inference_timeout_s: float | None = None
     max_rows: int | None = None
+    max_queue_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ class VersionSpec:
     fingerprint: Hashable
     batching: BatchPolicy | None  # the operator's explicit policy for this model, else None
     default_batching: BatchPolicy
-    limits: Limits = Limits(None, None, None)  # noqa: RUF009 (an immutable tuple)
+    limits: Limits = Limits(None, None, None, None)  # noqa: RUF009 (an immutable tuple)
     unchanged: Callable[[], bool | None] = lambda: None
     root: Path | None = None  # the repository directory: never shown to clients
 
@@ -353,7 +354,8 @@ class Sources:
                 desired.failed[str(version)] = (why, ("error", why))
         if not source.versions and not source.errors:
             desired.error = "no version directory holds a model"
-        limits = Limits(config.max_inflight, config.inference_timeout_s, config.max_rows)
+        queue_s = None if config.max_queue_ms is None else config.max_queue_ms / 1000
+        limits = Limits(config.max_inflight, config.inference_timeout_s, config.max_rows, queue_s)
         device = config.device or self.settings.device
         batching = self._batching(name, config)
         for number in selected:

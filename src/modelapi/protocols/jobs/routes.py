@@ -64,7 +64,8 @@ def routes(services: Services) -> list[BaseRoute]:
         return await (cancel(request) if request.method == "DELETE" else status(request))
 
     return [
-        ProtocolRoute("/models/{name}/jobs", submit, methods=["POST"]),
+        # the upload's own limit (max_upload_bytes), enforced by the middleware as it streams in
+        ProtocolRoute("/models/{name}/jobs", submit, methods=["POST"], body_limit=services.settings.max_upload_bytes),
         ProtocolRoute("/jobs/{id}", job, methods=["GET", "DELETE"]),  # one route, so a 405 lists both in Allow
         ProtocolRoute("/jobs/{id}/result", result, methods=["GET"]),
     ]
@@ -110,7 +111,7 @@ async def _spool(services: Services, request: Request, path: Path) -> tuple[form
         finally:
             await form.close()
     fmt = formats_in.format_of(content_type)
-    return fmt, await _write(path, services.stream(request))
+    return fmt, await _write(path, services.upload(request))
 
 
 async def _upload_blocks(upload: UploadFile) -> AsyncIterator[bytes]:

@@ -47,16 +47,18 @@ def routes(services: Services) -> list[BaseRoute]:
         ctx = services.context(request, "mlflow")
         content_type = request.headers.get("content-type", "")
         media = content_type.split(";", 1)[0].strip().lower()
-        # the body is read before the call: a slow upload holds no in-flight slot and no (retiring) version
         csv, text, body = media == "text/csv", "", None
-        if csv:
-            try:
-                text = (await services.body(request)).decode("utf-8")
-            except UnicodeDecodeError:
-                raise MalformedRequest("the CSV body is not valid UTF-8") from None
-        elif is_json_type(content_type):
-            body = jsonutil.loads(await services.body(request), ctx.json)
-        with dp.call(name, ctx) as call:
+        # admitted on the head (a refusal reads no body); the version is held once the body is in
+        with dp.admit(name, ctx) as admission:
+            if csv:
+                try:
+                    text = (await services.body(request)).decode("utf-8")
+                except UnicodeDecodeError:
+                    raise MalformedRequest("the CSV body is not valid UTF-8") from None
+            elif is_json_type(content_type):
+                body = jsonutil.loads(await services.body(request), ctx.json)
+            call = admission.call()
+        with call:
             model = call.model
             with tracing.span("decode"):
                 if csv:

@@ -21,6 +21,7 @@ from starlette.routing import BaseRoute
 
 from ... import tracing
 from ...errors import RouteNotFound
+from ...http.request import require_json
 from ...http.responses import json_response
 from ...http.routing import ProtocolRoute
 from ...http.services import Services
@@ -125,17 +126,20 @@ def routes(services: Services) -> list[BaseRoute]:
 
     async def _predict(request: Request, name: str, version: str | None, label: str | None) -> Response:
         get = request.method in ("GET", "HEAD")
-        # the body is read before the call: a slow upload holds no in-flight slot and no (retiring) version
-        body = None if get else await services.json(request)
-        with dp.call(name, services.context(request, "records"), version, label) as call:
-            signature = call.signature
-            with tracing.span("decode"):
-                if get:
-                    inference = query.decode_query(request.query_params.multi_items(), signature)
-                    single = True
-                else:
-                    inference, single = codec.decode(body, signature, max_rows=services.max_rows(call))
-            answer = await call.infer(inference)
+        if not get:
+            require_json(request)
+        # admitted on the head (a refusal reads no body); the version is held once the body is in
+        with dp.admit(name, services.context(request, "records"), version, label) as admission:
+            body = None if get else await services.json(request)
+            with admission.call() as call:
+                signature = call.signature
+                with tracing.span("decode"):
+                    if get:
+                        inference = query.decode_query(request.query_params.multi_items(), signature)
+                        single = True
+                    else:
+                        inference, single = codec.decode(body, signature, max_rows=services.max_rows(call))
+                answer = await call.infer(inference)
         with tracing.span("encode"):
             return json_response(codec.encode(answer, signature, single=single), version=answer.model_version)
 

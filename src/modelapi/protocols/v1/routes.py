@@ -15,6 +15,7 @@ from starlette.routing import BaseRoute
 
 from ... import tracing
 from ...errors import ModelNotFound, ModelNotReady
+from ...http.request import require_json
 from ...http.responses import json_response
 from ...http.routing import ProtocolRoute
 from ...http.services import Services
@@ -62,14 +63,16 @@ def routes(services: Services) -> list[BaseRoute]:
 
     async def v1_predict(request: Request) -> Response:
         params = request.path_params
-        body = await services.json(request)  # before the call: a slow upload holds no in-flight slot
-        with dp.call(
-            params["name"], services.context(request, "v1"), params.get("version"), params.get("label")
-        ) as call:
-            signature = call.signature
-            with tracing.span("decode"):
-                decoded = codec.decode(body, signature, max_rows=services.max_rows(call))
-            answer = await call.infer(decoded.request)
+        require_json(request)
+        ctx = services.context(request, "v1")
+        # admitted on the head (a refusal reads no body); the version is held once the body is in
+        with dp.admit(params["name"], ctx, params.get("version"), params.get("label")) as admission:
+            body = await services.json(request)
+            with admission.call() as call:
+                signature = call.signature
+                with tracing.span("decode"):
+                    decoded = codec.decode(body, signature, max_rows=services.max_rows(call))
+                answer = await call.infer(decoded.request)
         with tracing.span("encode"):
             return json_response(codec.encode(answer, signature, decoded), version=answer.model_version)
 

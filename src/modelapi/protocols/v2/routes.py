@@ -81,13 +81,14 @@ def routes(services: Services) -> list[BaseRoute]:
         header_length = _header_length(request)
         if header_length is None:
             require_json(request)  # with the binary extension any content type goes (tritonclient: octet-stream)
-        # the body is read before the call: a slow upload holds no in-flight slot and no (retiring) version
-        body = await services.body(request)
-        with dp.call(name, ctx, version) as call:
-            model_codec = codec.codec_for(call.model)
-            with tracing.span("decode"):
-                inference_request, fmt = model_codec.decode(body, header_length, ctx.json)
-            answer = await call.infer(inference_request)
+        # admitted on the head (a refusal reads no body); the version is held once the body is in
+        with dp.admit(name, ctx, version) as admission:
+            body = await services.body(request)
+            with admission.call() as call:
+                model_codec = codec.codec_for(call.model)
+                with tracing.span("decode"):
+                    inference_request, fmt = model_codec.decode(body, header_length, ctx.json)
+                answer = await call.infer(inference_request)
         with tracing.span("encode"):
             payload, json_length = model_codec.encode(answer, fmt)
         if json_length is None:

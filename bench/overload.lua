@@ -1,0 +1,56 @@
+-- wrk script for the overload cell: POST one body, count the answers by status, print one JSON line.
+-- wrk -s bench/overload.lua URL -- BODY_FILE CONTENT_TYPE [honour]
+-- honour: a connection answered 503 or 429 waits its Retry-After before its next request, as docs/overload.md
+-- asks of clients (approximately: wrk calls delay() for the connection about to write, after the latest answer
+-- of the thread, which is nearly always that connection's own).
+
+local threads = {}
+
+function setup(thread)
+   table.insert(threads, thread)
+end
+
+function init(args)
+   local f = assert(io.open(args[1], "rb"))
+   wrk.body = f:read("*a")
+   f:close()
+   wrk.method = "POST"
+   wrk.headers["Content-Type"] = args[2]
+   honour = args[3] == "honour"
+   backoff = 0
+   statuses = {}
+end
+
+function response(status, headers, body)
+   statuses[status] = (statuses[status] or 0) + 1
+   if honour and (status == 503 or status == 429) then
+      backoff = (tonumber(headers["retry-after"] or headers["Retry-After"]) or 1) * 1000
+   else
+      backoff = 0
+   end
+end
+
+function delay()
+   local ms = backoff
+   backoff = 0
+   return ms
+end
+
+function done(summary, latency, requests)
+   local total = {}
+   for _, thread in ipairs(threads) do
+      for status, n in pairs(thread:get("statuses")) do
+         total[status] = (total[status] or 0) + n
+      end
+   end
+   local parts = {}
+   for status, n in pairs(total) do
+      table.insert(parts, string.format('"%d": %d', status, n))
+   end
+   local e = summary.errors
+   io.write(string.format(
+      'WRK_JSON {"requests": %d, "duration_us": %d, "errors_connect": %d, "errors_read": %d, "errors_write": %d, '
+      .. '"errors_timeout": %d, "p50_us": %d, "p99_us": %d, "max_us": %d, "statuses": {%s}}\n',
+      summary.requests, summary.duration, e.connect, e.read, e.write, e.timeout,
+      latency:percentile(50), latency:percentile(99), latency.max, table.concat(parts, ", ")))
+end

@@ -1,0 +1,238 @@
+"""The overload cell of ``make bench``: goodput when far more clients come than one core can serve.
+
+The server runs on core 0 with ``--max-queue-ms``; wrk (``overload.lua``: answers counted by status) on core 1.
+First the saturating connection count (``--saturate``, default 64) is measured, then 10x and 30x that many, once
+with clients that wait ``Retry-After`` after a 503 (as ``docs/overload.md`` asks) and once with wrk's own
+behaviour, a new request the moment an answer arrives (the worst case: refusals then cost the server CPU as
+fast as it can answer them). For each cell: successful requests/s, wrk's p50/p99 over all answers, the p99 of
+*successful* requests as a sampling client sees them (one more keep-alive connection sending the same request
+in a closed loop: wrk's histogram cannot split latency by status), the status mix (only 200, 429 and 503 are
+allowed), the server's CPU time per request and as a share of its core (under 100 % at saturation when other
+work takes the core), and ``/v2/health/live`` latency from a side probe every 50 ms throughout.
+
+From the CPU time and the status mix of the saturated cell (all 200) and an overload cell, the CPU cost of
+one refusal: ``(cpu - served x cpu_per_served) / refused``.
+
+    python -m bench.overload [--seconds 10] [--saturate 64] [--max-queue-ms 100] [--factors 10,30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import orjson
+
+from . import procfs, servers, workload
+from .loadgen import MARK, require
+
+SERVER_CORE, LOAD_CORE = 0, 1
+SCRIPT = Path(__file__).with_name("overload.lua")
+RESULTS = Path(__file__).with_name("results")
+ROWS = 32
+ALLOWED = {200, 429, 503}
+
+
+@dataclass
+class Probe:
+    """A side client on its own connection: ``live`` GETs every 50 ms, or ``infer`` POSTs in a closed loop."""
+
+    url: str
+    body: bytes | None = None
+    content_type: str = "application/json"
+    latencies: list[float] = field(default_factory=list)
+    statuses: list[int] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        with httpx.Client(timeout=30) as client:
+            while not self.stop.is_set():
+                started = time.perf_counter()
+                if self.body is None:
+                    r = client.get(self.url)
+                else:
+                    r = client.post(self.url, content=self.body, headers={"content-type": self.content_type})
+                self.latencies.append(time.perf_counter() - started)
+                self.statuses.append(r.status_code)
+                if self.body is None:
+                    self.stop.wait(0.05)
+
+
+@dataclass
+class CellResult:
+    connections: int
+    seconds: float
+    statuses: dict[int, int]
+    socket_errors: int
+    wrk_p50_ms: float
+    wrk_p99_ms: float
+    ok_p99_ms: float | None  # the sampling client's successful requests
+    ok_samples: int
+    cpu_s: float
+    live_p50_ms: float
+    live_max_ms: float
+
+    @property
+    def ok_rps(self) -> float:
+        return self.statuses.get(200, 0) / self.seconds
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+def cell(srv: servers.Running, body: workload.Body, connections: int, seconds: int, honour: bool) -> CellResult:
+    wrk = require("wrk", "install it with: apt-get install -y wrk")
+    url = srv.url + "/v2/models/logreg/infer"
+    live = Probe(srv.url + "/v2/health/live")
+    sample = Probe(url, body.data(), body.content_type)
+    threads = [threading.Thread(target=p.run, daemon=True) for p in (live, sample)]
+    pids = procfs.tree(srv.process.pid)
+    cpu = procfs.cpu_seconds(pids)
+    for t in threads:
+        t.start()
+    cmd = [
+        "taskset", "-c", str(LOAD_CORE), wrk, "-t", "1", "-c", str(connections), "-d", f"{seconds}s",
+        "--timeout", "10s", "-s", str(SCRIPT), url, "--", str(body.path), body.content_type,
+        "honour" if honour else "",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=False)
+    cpu = procfs.cpu_seconds(pids) - cpu
+    for p in (live, sample):
+        p.stop.set()
+    for t in threads:
+        t.join(30)
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith(MARK)), None)
+    if proc.returncode != 0 or line is None:
+        raise RuntimeError(f"wrk failed (exit {proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}")
+    r = orjson.loads(line[len(MARK) :])
+    ok = [lat for lat, status in zip(sample.latencies, sample.statuses, strict=True) if status == 200]
+    return CellResult(
+        connections,
+        r["duration_us"] / 1e6,
+        {int(k): int(v) for k, v in r["statuses"].items()},
+        sum(int(r[k]) for k in r if k.startswith("errors_")),
+        r["p50_us"] / 1e3,
+        r["p99_us"] / 1e3,
+        _pct(ok, 0.99) if ok else None,
+        len(ok),
+        cpu,
+        _pct(live.latencies, 0.5),
+        max(live.latencies) * 1000,
+    )
+
+
+def render(results: list[CellResult]) -> str:
+    sat = results[0]
+    lines = [
+        "| connections | x saturation | OK req/s | OK vs saturated | wrk p50 / p99 ms (all answers) | p99 ms of OK "
+        "(sampling client, n) | OK p99 vs saturated | status mix | socket errors | server CPU us/answer | "
+        "server CPU % of its core | live p50 / max ms |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for c in results:
+        answers = sum(c.statuses.values())
+        mix = ", ".join(f"{s}: {n:,}" for s, n in sorted(c.statuses.items()))
+        ok_p99 = "-" if c.ok_p99_ms is None else f"{c.ok_p99_ms:.1f} ({c.ok_samples})"
+        ratio = "-" if c.ok_p99_ms is None or sat.ok_p99_ms is None else f"{c.ok_p99_ms / sat.ok_p99_ms:.2f}x"
+        lines.append(
+            f"| {c.connections} | {c.connections / sat.connections:.0f}x | {c.ok_rps:,.0f} | "
+            f"{c.ok_rps / sat.ok_rps:.0%} | {c.wrk_p50_ms:.1f} / {c.wrk_p99_ms:.1f} | {ok_p99} | {ratio} | {mix} | "
+            f"{c.socket_errors} | {c.cpu_s / max(answers, 1) * 1e6:.0f} | {c.cpu_s / c.seconds:.0%} | "
+            f"{c.live_p50_ms:.1f} / {c.live_max_ms:.1f} |"
+        )
+    served_us = sat.cpu_s / max(sat.statuses.get(200, 0), 1) * 1e6
+    lines.append("")
+    lines.append(f"CPU per served request (saturated cell): {served_us:.0f} us")
+    for c in results[1:]:
+        refused = sum(n for s, n in c.statuses.items() if s != 200)
+        if refused:
+            refusal_us = (c.cpu_s * 1e6 - served_us * c.statuses.get(200, 0)) / refused
+            lines.append(
+                f"CPU per refusal at {c.connections} connections: {refusal_us:.0f} us "
+                f"({refusal_us / served_us:.2f} of a served request)"
+            )
+    bad = {s for c in results for s in c.statuses} - ALLOWED
+    lines.append(f"statuses outside 200/429/503: {sorted(bad) if bad else 'none'}")
+    lines.append("")
+    lines += targets(results)
+    return "\n".join(lines)
+
+
+def targets(results: list[CellResult]) -> list[str]:
+    """The issue's targets (PASS/FAIL) for the overload cells against the saturated one."""
+    sat, out = results[0], []
+
+    def check(ok: bool, text: str) -> None:
+        out.append(f"{'PASS' if ok else 'FAIL'}  {text}")
+
+    for c in results[1:]:
+        x = f"{c.connections / sat.connections:.0f}x"
+        check(
+            c.ok_rps >= 0.9 * sat.ok_rps,
+            f"{x}: successful req/s at least 90 % of saturated ({c.ok_rps / sat.ok_rps:.0%})",
+        )
+        ratio = None if c.ok_p99_ms is None or sat.ok_p99_ms is None else c.ok_p99_ms / sat.ok_p99_ms
+        check(ratio is not None and ratio <= 2, f"{x}: p99 of successful at most 2x saturated ({ratio or 0:.2f}x)")
+    bad = {s for c in results for s in c.statuses} - ALLOWED
+    check(not bad and all(c.socket_errors == 0 for c in results), "only 200/429/503 answers, no socket errors")
+    worst = max(c.live_max_ms for c in results)
+    check(worst <= 100, f"/v2/health/live within 100 ms throughout (worst {worst:.0f} ms)")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--saturate", type=int, default=64, help="connections that saturate the server")
+    parser.add_argument("--max-queue-ms", type=float, default=100.0)
+    parser.add_argument("--factors", default="10,30", help="overload cells, as multiples of --saturate")
+    args = parser.parse_args(argv)
+    os.sched_setaffinity(0, {LOAD_CORE})  # the probes share wrk's core, never the server's
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    with tempfile.TemporaryDirectory(prefix="modelapi-overload-") as tmp:
+        work = workload.build(Path(tmp), (ROWS,))
+        body = work.body("v2-json", ROWS)
+        extra = ("--max-queue-ms", f"{args.max_queue_ms:g}")
+        spec = servers.modelapi("modelapi overload", [work.model_path], *extra)
+        RESULTS.mkdir(exist_ok=True)
+        tables: list[tuple[bool, list[CellResult]]] = []
+        with servers.serve(spec, core=SERVER_CORE, env=dict(os.environ), log_dir=RESULTS) as srv:
+            cell(srv, body, args.saturate, 2, False)  # warm-up
+            for honour in (True, False):
+                results = []
+                for factor in (1, *(int(f) for f in args.factors.split(","))):
+                    connections = args.saturate * factor
+                    results.append(cell(srv, body, connections, args.seconds, honour))
+                    got = results[-1]
+                    print(f"{connections} connections: {got.ok_rps:,.0f} OK/s {got.statuses}", flush=True)
+                tables.append((honour, results))
+    meta = {
+        "when": stamp,
+        "command": "python -m bench.overload " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": f"{os.cpu_count()} cores, server on core {SERVER_CORE}, wrk and probes on core {LOAD_CORE}; "
+        f"load average before: {os.getloadavg()[0]:.2f}",
+        "workload": f"V2 JSON, {ROWS} rows a request, the bench's logistic regression; --max-queue-ms "
+        f"{args.max_queue_ms:g}, other limits at their defaults",
+    }
+    text = "\n".join(f"- {k}: {v}" for k, v in meta.items())
+    for honour, results in tables:
+        title = "clients that wait Retry-After after a 503" if honour else "clients that retry at once (wrk's default)"
+        text += f"\n\n### {title}\n\n" + render(results)
+    print(text)
+    (RESULTS / f"overload-{stamp}.md").write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
