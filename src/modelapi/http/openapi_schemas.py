@@ -193,6 +193,7 @@ COMMON: dict[str, Schema] = {
             "detail": {"type": "string"},
             "instance": {"type": "string"},
             "request_id": {"type": "string"},
+            "field": {"type": "string", "description": "the input an Invalid Input (400) is about, when it is one"},
         },
     },
     "V2Error": {
