@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import TextIO
+from urllib.parse import quote
 
 import uvicorn
 from starlette.applications import Starlette
@@ -119,6 +120,7 @@ def banner(dataplane: DataPlane, url: str) -> str:
     body = jsonutil.dumps(signature.example_record()).decode()
     lines += [
         f"Interactive docs: {url}/docs      OpenAPI: {url}/openapi.json",
+        f"Playground (a form and a CSV batch in your browser): {url}/models/{quote(first, safe='')}/playground",
         "Try it:",
         f"  curl -s {url}{route} -H 'Content-Type: application/json' -d {shlex.quote(body)}",
         "Press Ctrl+C to stop.",

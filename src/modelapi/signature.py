@@ -250,13 +250,17 @@ def _cast(spec: TensorSpec, arr: np.ndarray) -> np.ndarray:
         arr = _object_to_numeric(spec, arr)
         kind = arr.dtype.kind
     if kind in "US":
-        raise InvalidInput(f"input '{name}': expected {spec.datatype} ({_kind_word_dtype(want)}), got string", field=name)
+        raise InvalidInput(
+            f"input '{name}': expected {spec.datatype} ({_kind_word_dtype(want)}), got string", field=name
+        )
     if want.kind == "b":
         if kind != "b":
             raise InvalidInput(f"input '{name}': expected BOOL (true/false), got {_kind_word(arr)}", field=name)
         return arr
     if kind == "b":
-        raise InvalidInput(f"input '{name}': expected {spec.datatype} ({_kind_word_dtype(want)}), got boolean", field=name)
+        raise InvalidInput(
+            f"input '{name}': expected {spec.datatype} ({_kind_word_dtype(want)}), got boolean", field=name
+        )
     if want.kind == "f":
         if kind == "f" and not spec.allow_nonfinite:
             finite = np.isfinite(arr)
@@ -273,7 +277,9 @@ def _cast(spec: TensorSpec, arr: np.ndarray) -> np.ndarray:
         raise InvalidInput(f"input '{name}': expected {spec.datatype} (integer), got a non-integer number", field=name)
     info = np.iinfo(want)
     if arr.size and (arr.min() < info.min or arr.max() > info.max):
-        raise InvalidInput(f"input '{name}': value out of range for {spec.datatype} ({info.min}..{info.max})", field=name)
+        raise InvalidInput(
+            f"input '{name}': value out of range for {spec.datatype} ({info.min}..{info.max})", field=name
+        )
     return arr if arr.dtype == want else arr.astype(want)
 
 
@@ -293,7 +299,9 @@ def _object_to_numeric(spec: TensorSpec, arr: np.ndarray) -> np.ndarray:
         expected = f"{spec.datatype} ({_kind_word_dtype(spec.dtype)})"
         if spec.datatype == "BOOL":
             expected = "BOOL (true/false)"
-        raise InvalidInput(f"input '{spec.name}': expected {expected}, got {_describe_value(value)} at index {idx}", field=spec.name)
+        raise InvalidInput(
+            f"input '{spec.name}': expected {expected}, got {_describe_value(value)} at index {idx}", field=spec.name
+        )
     if spec.datatype == "BOOL":
         return arr.astype(bool)
     return np.where(arr == None, np.nan, arr).astype(np.float64)  # noqa: E711

@@ -23,7 +23,7 @@ from ..models.base import Model
 from ..protocols import registered
 from ..protocols.metrics import listener
 from ..repository.shared import SharedState
-from ..security.auth import Auth, AuthMiddleware
+from ..security.auth import Auth, AuthMiddleware, PublicPaths
 from ..security.limits import rate_limit
 from ..settings import Settings
 from .errors import handle_http_exception, handle_modelapi_error
@@ -108,6 +108,7 @@ def create_app(
                 auth=auth,
                 management=settings.management_routes,
                 admin_paths=frozenset(path for protocol in registered() for path in protocol.admin_paths),
+                public_paths=PublicPaths(path for protocol in registered() for path in protocol.public_paths),
                 events=dataplane.events,
             ),
             # inside authentication, which names the key

@@ -19,11 +19,12 @@ def registered() -> tuple[Protocol, ...]:
     from .jobs.routes import PROTOCOL as jobs
     from .metrics.routes import PROTOCOL as metrics
     from .mlflow.routes import PROTOCOL as mlflow
+    from .playground.routes import PROTOCOL as playground
     from .records.routes import PROTOCOL as records
     from .v1.routes import PROTOCOL as v1
     from .v2.routes import PROTOCOL as v2
 
-    return (v2, records, v1, docs, jobs, mlflow, metrics)
+    return (v2, records, v1, docs, jobs, mlflow, metrics, playground)
 
 
 def error_style_for(path: str) -> ErrorStyle:

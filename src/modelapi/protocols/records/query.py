@@ -51,7 +51,9 @@ def decode_query(items: Sequence[tuple[str, str]], signature: Signature) -> Infe
     for spec in signature.inputs:
         value = parse_text(spec, given[spec.name])
         if isinstance(value, str) and json_type(spec.datatype) == "number" and _nonfinite(value):
-            raise InvalidInput(f"query parameter '{spec.name}' expected a finite number, got {value[:40]!r}", field=spec.name)
+            raise InvalidInput(
+                f"query parameter '{spec.name}' expected a finite number, got {value[:40]!r}", field=spec.name
+            )
         problem = value_problem(spec, value)
         if problem is not None:
             raise InvalidInput(f"query parameter {problem}", field=spec.name)
