@@ -233,7 +233,17 @@ COMMON: dict[str, Schema] = {
             "name": {"type": "string"},
             "version": {"type": "string"},
             "models": {"type": "array", "items": {"type": "string"}},
-            "links": {"type": "object", "additionalProperties": {"type": "string"}},
+            "links": {
+                "type": "object",
+                "properties": {
+                    "playgrounds": {
+                        "type": "object",
+                        "description": "each model's playground page, by model name",
+                        "additionalProperties": {"type": "string"},
+                    }
+                },
+                "additionalProperties": {"type": "string"},
+            },
         },
     },
     "V1Status": {

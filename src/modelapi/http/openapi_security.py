@@ -98,7 +98,9 @@ def secure(doc: dict[str, Any], access: Access) -> dict[str, Any]:
             if path in public:
                 # pages and documents: a key is optional (one sent is checked: 401 if refused)
                 op["security"] = [{}, *requirement()]
-                op["responses"] = {**op["responses"], "401": _answer(401, style)}
+                sent = [401, *([429] if access.rate_limit else [])]
+                responses = {**op["responses"], **{str(c): _answer(c, style) for c in sent}}
+                op["responses"] = dict(sorted(responses.items(), key=lambda kv: (kv[0] == "default", kv[0])))
                 continue
             admin = is_management(path) or path in admin_paths
             codes = [401, *([403] if admin else []), *([429] if access.rate_limit else [])]
