@@ -74,6 +74,7 @@ def test_docs_render_the_models_operations(tmp_path: Path) -> None:
     assert 'data-path="/models/iris/predict"' in dom, dom[-2000:]
     assert 'data-path="/v1/models/iris:predict"' in dom
     assert "sepal_length" in dom  # the expanded operation shows the model's example record
+    assert 'href="/models/iris/playground"' in dom  # the model's tag links to its playground
     # authentication is off (loopback, no keys): no Authorize button, no locks
     assert "btn authorize" not in dom and "authorization__btn" not in dom
     assert not csp_refusals(result), result.stderr[-2000:]

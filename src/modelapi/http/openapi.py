@@ -134,7 +134,14 @@ class Builder:
                     '{"error": ...}.'
                 ),
             },
-            "tags": [{"name": n, "description": f"model '{n}'"} for n in self.dp.models]
+            # Swagger UI renders a tag's description as Markdown: the link to the model's playground page
+            "tags": [
+                {
+                    "name": n,
+                    "description": f"model '{n}': [try it in the playground](/models/{quote(n, safe='')}/playground)",
+                }
+                for n in self.dp.models
+            ]
             + [{"name": "server"}]
             + ([{"name": "other"}] if other else []),
             "paths": paths,
