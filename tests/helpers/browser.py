@@ -92,7 +92,7 @@ def csp_refusals(messages: list[str]) -> list[str]:
     return [m for m in messages if "Content Security Policy" in m or "Refused to" in m]
 
 
-def wait_for(driver: Any, condition: Callable[[Any], Any], timeout: float = 30.0, what: str = "") -> Any:
+def wait_for(driver: Any, condition: Callable[[Any], Any], timeout: float = 60.0, what: str = "") -> Any:
     from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.support.ui import WebDriverWait
 

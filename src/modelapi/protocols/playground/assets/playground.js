@@ -259,6 +259,8 @@
       }, networkError)
       .then(function () {
         $("predict").disabled = false;
+        // how many answers (or refusals) the form has shown: lets a test, or a person, tell a new one apart
+        $("result").setAttribute("data-answers", String(Number($("result").getAttribute("data-answers") || 0) + 1));
       });
   }
 
