@@ -273,6 +273,15 @@ def test_with_authentication_the_page_loads_without_a_key_and_its_calls_carry_th
             one(driver, ".snippet-tab[data-lang=python]").click()
             python = one(driver, "#snippet").text
             assert f'client = Client("{server.url}", api_key="YOUR_API_KEY")' in python
+            # the batch's calls (upload, progress, result) carry the key too
+            one(driver, "#tab-batch").click()
+            path = tmp_path / "batch.csv"
+            path.write_text(iris_csv(3))
+            one(driver, "#csv-file").send_keys(str(path))
+            one(driver, "#batch-run").click()
+            wait_for(driver, lambda d: one(d, "#batch-result").is_displayed(), 90, "the batch's predictions")
+            assert len(by_css(driver, "#batch-table tbody tr")) == 3
+            one(driver, "#tab-form").click()
             assert key not in driver.page_source  # the key is never written into the page
             kept = driver.execute_script(
                 "return [localStorage.length, sessionStorage.length, document.cookie, location.href]"
