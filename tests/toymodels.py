@@ -131,3 +131,33 @@ class HalfPlusThree(Model):
 
     def predict(self, inputs: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
         return {"y": inputs["x"] / 2 + 3}
+
+
+SUBSCRIBER_PLANS = ("basic", "pro", "team")
+
+
+class Subscriber(Model):
+    """A classifier over a number, a category (with its known values) and a boolean: renews, yes or no."""
+
+    platform = "python"
+    signature = Signature(
+        inputs=(
+            TensorSpec("age", "FP64", (-1,), example=42.0),
+            TensorSpec("plan", "BYTES", (-1,), example="pro", categories=SUBSCRIBER_PLANS),
+            TensorSpec("active", "BOOL", (-1,), example=True),
+        ),
+        outputs=(
+            TensorSpec("label", "BYTES", (-1,)),
+            TensorSpec("probabilities", "FP64", (-1, 2), labels=("no", "yes")),
+        ),
+    )
+
+    def __init__(self) -> None:
+        self.name = "subscriber"
+
+    def predict(self, inputs: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
+        plan = np.array([SUBSCRIBER_PLANS.index(p) if p in SUBSCRIBER_PLANS else 0 for p in inputs["plan"]])
+        score = 0.02 * (inputs["age"] - 40) + 0.8 * plan + 1.5 * inputs["active"].astype(float) - 1.0
+        yes = 1 / (1 + np.exp(-score))
+        label = np.where(yes >= 0.5, "yes", "no").astype(object)
+        return {"label": label, "probabilities": np.column_stack([1 - yes, yes])}

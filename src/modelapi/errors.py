@@ -55,7 +55,14 @@ class MalformedRequest(BadRequest):
 
 
 class InvalidInput(BadRequest):
+    """``field``: the input (feature) the problem is with, when it is one; problem+json answers carry it as
+    ``"field"`` so that a form can show the message next to that field (``http/errors.py``)."""
+
     title = "Invalid Input"
+
+    def __init__(self, detail: str = "", *, field: str | None = None, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(detail, headers=headers)
+        self.field = field
 
 
 class Unauthorized(ModelAPIError):

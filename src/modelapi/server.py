@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, TextIO
+from urllib.parse import quote
 
 import uvicorn
 from starlette.applications import Starlette
@@ -125,6 +126,7 @@ def banner(dataplane: DataPlane, url: str, grpc_address: str | None = None) -> s
     body = jsonutil.dumps(signature.example_record()).decode()
     lines += [
         f"Interactive docs: {url}/docs      OpenAPI: {url}/openapi.json",
+        f"Playground (a form and a CSV batch in your browser): {url}/models/{quote(first, safe='')}/playground",
         "Try it:",
         f"  curl -s {url}{route} -H 'Content-Type: application/json' -d {shlex.quote(body)}",
         "Press Ctrl+C to stop.",

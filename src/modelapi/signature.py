@@ -31,7 +31,9 @@ class TensorSpec:
 
     ``shape`` includes the row axis first (normally ``-1``). ``labels`` names the positions along the last
     axis (class labels for probabilities). ``allow_nonfinite`` lets NaN/Infinity through validation, for
-    models that handle missing values themselves.
+    models that handle missing values themselves. ``categories``: the values a categorical input knows (an
+    encoder's learnt categories), for documentation and forms (the playground's select); validation does not
+    read them (a model that refuses other values checks them itself).
     """
 
     name: str
@@ -41,6 +43,7 @@ class TensorSpec:
     allow_nonfinite: bool = False
     example: Any = None
     description: str | None = None
+    categories: tuple[Any, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.datatype not in DATATYPES:
@@ -50,6 +53,8 @@ class TensorSpec:
             raise ValueError(f"tensor {self.name!r}: shape needs at least the row axis, e.g. (-1,)")
         if self.labels is not None:
             object.__setattr__(self, "labels", tuple(self.labels))
+        if self.categories is not None:
+            object.__setattr__(self, "categories", tuple(self.categories))
 
     @property
     def dtype(self) -> np.dtype[Any]:
@@ -74,10 +79,12 @@ class TensorSpec:
         return f"{self.datatype} {_shape_text(self.shape)}"
 
     def to_dict(self) -> dict[str, Any]:
-        """Open Inference Protocol tensor metadata, plus labels where present."""
+        """Open Inference Protocol tensor metadata, plus labels and categories where present."""
         out: dict[str, Any] = {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
         if self.labels is not None:
             out["labels"] = [_plain(v) for v in self.labels]
+        if self.categories is not None:
+            out["categories"] = [_plain(v) for v in self.categories]
         return out
 
 
@@ -151,7 +158,8 @@ class Signature:
                     parts.append("missing " + ", ".join(f"'{s.name}' ({s.describe()})" for s in missing))
                 if unknown:
                     parts.append("unknown " + ", ".join(f"'{n}'" for n in unknown))
-                raise InvalidInput(f"inputs: {'; '.join(parts)}; {expected_inputs(self)}")
+                first = missing[0].name if missing else unknown[0]
+                raise InvalidInput(f"inputs: {'; '.join(parts)}; {expected_inputs(self)}", field=first)
             inputs = matched
         out: dict[str, np.ndarray] = {}
         rows: int | None = None
@@ -169,7 +177,8 @@ class Signature:
             elif n != rows:
                 raise InvalidInput(
                     f"input '{spec.name}': has {n} rows but '{self.inputs[0].name}' has {rows}; "
-                    "every input needs the same number of rows"
+                    "every input needs the same number of rows",
+                    field=spec.name,
                 )
             out[spec.name] = arr
         if floats and not _all_finite(floats):
@@ -222,7 +231,8 @@ def _check_shape(spec: TensorSpec, arr: np.ndarray) -> np.ndarray:
     ok = arr.ndim == len(expected) and all(e < 0 or e == a for e, a in zip(expected, arr.shape, strict=True))
     if not ok:
         raise InvalidInput(
-            f"input '{spec.name}': expected shape {_shape_text(expected)} (-1: any size), got {_shape_text(arr.shape)}"
+            f"input '{spec.name}': expected shape {_shape_text(expected)} (-1: any size), got {_shape_text(arr.shape)}",
+            field=spec.name,
         )
     return arr
 
@@ -238,20 +248,24 @@ def _cast(spec: TensorSpec, arr: np.ndarray) -> np.ndarray:
             bad = _first(arr, lambda v: not isinstance(v, str | bytes))
             if bad is not None:
                 got = _describe_value(bad[1])
-                raise InvalidInput(f"input '{name}': expected BYTES (string), got {got} at index {bad[0]}")
+                raise InvalidInput(f"input '{name}': expected BYTES (string), got {got} at index {bad[0]}", field=name)
             return arr
-        raise InvalidInput(f"input '{name}': expected BYTES (string), got {_kind_word(arr)}")
+        raise InvalidInput(f"input '{name}': expected BYTES (string), got {_kind_word(arr)}", field=name)
     if kind == "O":
         arr = _object_to_numeric(spec, arr)
         kind = arr.dtype.kind
     if kind in "US":
-        raise InvalidInput(f"input '{name}': expected {spec.datatype} ({_kind_word_dtype(want)}), got string")
+        raise InvalidInput(
+            f"input '{name}': expected {spec.datatype} ({_kind_word_dtype(want)}), got string", field=name
+        )
     if want.kind == "b":
         if kind != "b":
-            raise InvalidInput(f"input '{name}': expected BOOL (true/false), got {_kind_word(arr)}")
+            raise InvalidInput(f"input '{name}': expected BOOL (true/false), got {_kind_word(arr)}", field=name)
         return arr
     if kind == "b":
-        raise InvalidInput(f"input '{name}': expected {spec.datatype} ({_kind_word_dtype(want)}), got boolean")
+        raise InvalidInput(
+            f"input '{name}': expected {spec.datatype} ({_kind_word_dtype(want)}), got boolean", field=name
+        )
     if want.kind == "f":
         if kind == "f" and not spec.allow_nonfinite:
             finite = np.isfinite(arr)
@@ -259,15 +273,18 @@ def _cast(spec: TensorSpec, arr: np.ndarray) -> np.ndarray:
                 where = tuple(int(i) for i in np.argwhere(~finite)[0])
                 raise InvalidInput(
                     f"input '{name}': non-finite value (NaN or Infinity) at index {list(where)}; "
-                    "this model needs finite numbers"
+                    "this model needs finite numbers",
+                    field=name,
                 )
         return arr if arr.dtype == want else arr.astype(want)
     # integer targets
     if kind == "f" and not (np.isfinite(arr).all() and np.equal(np.mod(arr, 1), 0).all()):
-        raise InvalidInput(f"input '{name}': expected {spec.datatype} (integer), got a non-integer number")
+        raise InvalidInput(f"input '{name}': expected {spec.datatype} (integer), got a non-integer number", field=name)
     info = np.iinfo(want)
     if arr.size and (arr.min() < info.min or arr.max() > info.max):
-        raise InvalidInput(f"input '{name}': value out of range for {spec.datatype} ({info.min}..{info.max})")
+        raise InvalidInput(
+            f"input '{name}': value out of range for {spec.datatype} ({info.min}..{info.max})", field=name
+        )
     return arr if arr.dtype == want else arr.astype(want)
 
 
@@ -287,7 +304,9 @@ def _object_to_numeric(spec: TensorSpec, arr: np.ndarray) -> np.ndarray:
         expected = f"{spec.datatype} ({_kind_word_dtype(spec.dtype)})"
         if spec.datatype == "BOOL":
             expected = "BOOL (true/false)"
-        raise InvalidInput(f"input '{spec.name}': expected {expected}, got {_describe_value(value)} at index {idx}")
+        raise InvalidInput(
+            f"input '{spec.name}': expected {expected}, got {_describe_value(value)} at index {idx}", field=spec.name
+        )
     if spec.datatype == "BOOL":
         return arr.astype(bool)
     return np.where(arr == None, np.nan, arr).astype(np.float64)  # noqa: E711

@@ -74,6 +74,7 @@ def test_docs_render_the_models_operations(tmp_path: Path) -> None:
     assert 'data-path="/models/iris/predict"' in dom, dom[-2000:]
     assert 'data-path="/v1/models/iris:predict"' in dom
     assert "sepal_length" in dom  # the expanded operation shows the model's example record
+    assert 'href="/models/iris/playground"' in dom  # the model's tag links to its playground
     # authentication is off (loopback, no keys): no Authorize button, no locks
     assert "btn authorize" not in dom and "authorization__btn" not in dom
     assert not csp_refusals(result), result.stderr[-2000:]
@@ -115,7 +116,7 @@ def test_docs_with_authentication_offer_authorize_and_lock_exactly_the_protected
     key = cli_create_key(state)
     args = ("toymodels:IrisClassifier", "--name", "iris", "--auth", "on", "--state-dir", str(state))
     with serve(*args, tmp_dir=tmp_path) as server:
-        assert httpx.get(f"{server.url}/docs").status_code == 401  # the page itself needs a key
+        assert httpx.get(f"{server.url}/docs").status_code == 200  # the page itself needs no key (it holds no data)
         with header_adding_proxy(server.url, key) as url:
             spec = httpx.get(f"{url}/docs/openapi-3.0.json").json()
             result = render(browser, f"{url}/docs", tmp_path / "profile")
@@ -135,3 +136,48 @@ def test_docs_with_authentication_offer_authorize_and_lock_exactly_the_protected
     assert {path for path, _ in blocks} == set(spec["paths"])
     assert {path for path, lock in blocks if not lock} == OPEN_PROBES
     assert not csp_refusals(result), result.stderr[-2000:]
+
+
+def test_docs_open_without_a_key_and_show_the_models_once_one_is_authorized(tmp_path: Path) -> None:
+    """A plain browser opens /docs on a server with keys; Authorize fetches the document again with the key,
+    which Swagger UI keeps in the page's memory only."""
+    from selenium.webdriver.common.by import By
+
+    from helpers.browser import DESKTOP, chrome, console, screenshot, wait_for
+
+    state = tmp_path / "state"
+    key = cli_create_key(state)
+    args = ("toymodels:IrisClassifier", "--name", "iris", "--auth", "on", "--state-dir", str(state))
+    with serve(*args, tmp_dir=tmp_path) as server, chrome(DESKTOP) as driver:
+        driver.get(f"{server.url}/docs")
+        wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, ".btn.authorize"), what="the Authorize button")
+        assert not driver.find_elements(By.CSS_SELECTOR, '[data-path="/models/iris/predict"]')  # no model yet
+        assert driver.find_elements(By.CSS_SELECTOR, '[data-path="/docs"]')
+        driver.find_element(By.CSS_SELECTOR, ".btn.authorize").click()
+        section = wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, ".auth-container"), what="the dialog")[0]
+        section.find_element(By.CSS_SELECTOR, "input").send_keys(key)
+        section.find_element(By.CSS_SELECTOR, ".auth-btn-wrapper .authorize").click()
+        wait_for(
+            driver,
+            lambda d: d.find_elements(By.CSS_SELECTOR, '[data-path="/models/iris/predict"]'),
+            what="the model's operations, after Authorize",
+        )
+        for close in driver.find_elements(By.CSS_SELECTOR, ".modal-ux .close-modal"):
+            close.click()
+        # still authorized after the document was fetched again: "Try it out" sends the key
+        assert driver.find_elements(By.CSS_SELECTOR, ".btn.authorize.locked")
+        predict_op = driver.find_element(By.CSS_SELECTOR, '.opblock-post [data-path="/models/iris/predict"]')
+        predict_op.click()
+        wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, ".try-out__btn"), what="Try it out")[0].click()
+        driver.find_element(By.CSS_SELECTOR, ".execute").click()
+        wait_for(
+            driver, lambda d: "setosa" in d.find_element(By.CSS_SELECTOR, ".responses-wrapper").text, what="the answer"
+        )
+        assert driver.execute_script("return [localStorage.length, sessionStorage.length, document.cookie]") == [
+            0,
+            0,
+            "",
+        ]
+        screenshot(driver, "docs-authorized-desktop", DESKTOP)
+        refusals = [m for m in console(driver) if "Content Security Policy" in m or "Refused" in m]
+        assert not refusals

@@ -65,6 +65,9 @@ def test_banner_shows_url_docs_and_a_curl_example_that_works(tmp_path: Path) -> 
             time.sleep(0.05)
         log = server.log()
         assert f"{server.url}/docs" in log
+        page = next(w for w in log.split() if w.endswith("/playground"))
+        assert page == f"{server.url}/models/iris/playground"
+        assert httpx.get(page).status_code == 200
         line = next(ln.strip() for ln in log.splitlines() if ln.strip().startswith("curl "))
         argv = shlex.split(line)
         argv[0] = curl

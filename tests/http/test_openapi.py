@@ -350,6 +350,10 @@ def keyed(tmp_path: Path) -> Iterator[tuple[TestClient, dict[str, str]]]:
         yield c, {"Authorization": f"Bearer {key}"}
 
 
+#: what loads without a key while authentication is on (a key sent is checked): pages, and the API description
+PAGES = {"/openapi.json", "/docs", "/models/iris/playground", "/models/echo/playground", "/models/regressor/playground"}
+
+
 def operations(doc: Doc) -> list[tuple[str, str, Doc]]:
     return [(path, method, op) for path, item in doc["paths"].items() for method, op in item.items()]
 
@@ -392,7 +396,7 @@ def test_authentication_on_declares_both_ways_to_send_a_key(keyed: tuple[TestCli
     assert lowered["components"]["securitySchemes"] == doc["components"]["securitySchemes"]
     assert lowered["security"] == doc["security"]
     init = client.get("/docs/assets/init.js", headers=key).text
-    assert "persistAuthorization: true" in init  # an authorized key survives a reload of /docs
+    assert "persistAuthorization: false" in init  # an authorized key stays in the page's memory only
 
 
 def test_each_operation_says_whether_it_needs_a_key(keyed: tuple[TestClient, dict[str, str]]) -> None:
@@ -401,10 +405,17 @@ def test_each_operation_says_whether_it_needs_a_key(keyed: tuple[TestClient, dic
     public = {path for path, _, op in operations(doc) if op.get("security") == []}
     assert public == OPEN_PATHS  # the health probes, and nothing else
     assert set(doc["paths"]) >= MANAGEMENT_PATHS
+    # the pages and the document: a key is optional (the models it may use appear with it)
+    optional = {path for path, _, op in operations(doc) if {} in op.get("security", [])}
+    assert optional == PAGES
     for path, method, op in operations(doc):
         responses = op["responses"]
         if path in OPEN_PATHS:
             assert not {"401", "403", "429"} & set(responses), (path, method)
+            continue
+        if path in PAGES:
+            assert op["security"] == [{}, {"bearer": []}, {"apiKey": []}]
+            assert {"200", "401", "429"} == set(responses), (path, method)  # a key sent is checked and limited
             continue
         assert "security" not in op  # the document's requirement applies
         media = error_media(path)
@@ -428,7 +439,7 @@ def test_the_documented_authentication_answers_are_the_real_ones(keyed: tuple[Te
     doc = client.get("/openapi.json", headers=key).json()
     for path, method, _ in operations(doc):
         r = client.request(method, path)  # no key
-        if path in OPEN_PATHS:
+        if path in OPEN_PATHS or path in PAGES:
             assert r.status_code == 200, (path, method, r.text)
             continue
         assert r.status_code == 401, (path, method, r.text)

@@ -52,6 +52,11 @@ def test_skops_dataframe_pipeline_signature_and_predictions(tmp_path: Path, fram
         ("plan", "INT64", (-1,)),
     ]
     assert sig.input("city").description == "one of 'lyon', 'nice', 'paris'"
+    # the known categories, as plain values in the metadata (the playground's select), none for a number
+    assert sig.input("city").categories == ("lyon", "nice", "paris")
+    assert sig.input("city").to_dict()["categories"] == ["lyon", "nice", "paris"]
+    assert sig.input("plan").to_dict()["categories"] == [1, 2, 3]
+    assert sig.input("age").categories is None and "categories" not in sig.input("age").to_dict()
     label, proba = sig.outputs
     assert (label.name, label.datatype, label.shape) == ("label", "BYTES", (-1,))
     assert (proba.name, proba.datatype, proba.shape, proba.labels) == ("probabilities", "FP64", (-1, 2), ("no", "yes"))
@@ -70,8 +75,9 @@ def test_unknown_category_is_the_clients_mistake(frame: Any) -> None:
     model = SklearnModel(tabular_pipeline(df, y))
     request = as_request(df.head(3))
     request["city"] = np.array(["paris", "rome", "nice"], dtype=object)
-    with pytest.raises(InvalidInput, match=r"input 'city': unknown category 'rome' at index 1; expected one of"):
+    with pytest.raises(InvalidInput, match=r"input 'city': unknown category 'rome' at index 1; expected one of") as e:
         model.predict(model.signature.validate(request))
+    assert e.value.field == "city"
 
 
 def test_unknown_category_passes_when_the_encoder_ignores_it(frame: Any) -> None:

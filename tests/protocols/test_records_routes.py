@@ -241,6 +241,33 @@ def test_index(client: TestClient) -> None:
     assert body["models"] == ["iris", "echo", "regressor"]
     assert body["links"]["docs"] == "/docs"
     assert body["links"]["openapi"] == "/openapi.json"
+    assert body["links"]["playgrounds"] == {n: f"/models/{n}/playground" for n in ["iris", "echo", "regressor"]}
+    assert client.get("/models/iris").json()["urls"]["playground"] == "/models/iris/playground"
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "detail"),
+    [
+        ({**ROW, "sepal_width": "abc"}, "sepal_width", "record 0: 'sepal_width' expected a number, got string 'abc'"),
+        ({**ROW, "petal_width": None}, "petal_width", "record 0: 'petal_width' expected a number, got null"),
+        ({k: v for k, v in ROW.items() if k != "petal_length"}, "petal_length", "record 0: missing 'petal_length'"),
+        ({**ROW, "colour": 1}, "colour", "record 0: unknown 'colour'"),
+        ([ROW, {**ROW, "sepal_length": True}], "sepal_length", "record 1: 'sepal_length' expected a number"),
+    ],
+)
+def test_an_invalid_value_names_its_field(client: TestClient, body: Any, field: str, detail: str) -> None:
+    answer = problem(client.post("/models/iris/predict", json=body), 400)
+    assert answer["field"] == field  # for a form to show the message next to that field
+    assert answer["detail"].startswith(detail)
+
+
+def test_a_problem_with_the_body_as_a_whole_names_no_field(client: TestClient) -> None:
+    assert "field" not in problem(client.post("/models/iris/predict", json=[]), 400)
+    assert "field" not in problem(
+        client.post("/models/iris/predict", content=b"{", headers={"content-type": "application/json"}), 400
+    )
+    r = client.get("/models/iris/predict", params={**ROW, "sepal_length": "x"})
+    assert problem(r, 400)["field"] == "sepal_length"
 
 
 def test_models_list(client: TestClient) -> None:

@@ -59,8 +59,39 @@ def test_no_key_is_401_with_a_challenge_in_each_error_style(state: Path, app_cli
     r = client.get("/v2/models/iris")
     assert r.status_code == 401 and r.headers["www-authenticate"] == CHALLENGE
     assert set(r.json()) == {"error", "request_id"}
-    for path in ("/", "/models", "/openapi.json", "/docs", "/v2", "/jobs/abc"):
+    for path in ("/", "/models", "/models/iris", "/v2", "/jobs/abc", "/models/iris/predict"):
         assert client.get(path).status_code == 401, path
+
+
+def test_pages_and_their_assets_load_without_a_key_and_hold_no_data(state: Path, app_client: Any) -> None:
+    key = create_key(state)
+    client = app_client()
+    for path in (
+        "/docs",
+        "/docs/assets/init.js",
+        "/docs/assets/swagger-ui.css",
+        "/models/iris/playground",
+        "/playground/assets/playground.js",
+        "/playground/assets/playground.css",
+    ):
+        r = client.get(path)
+        assert r.status_code == 200, path
+        assert "setosa" not in r.text and "sepal_length" not in r.text, path
+    assert "<title>modelapi</title>" in client.get("/docs").text  # no model named to a caller without a key
+    # the API description without a key: the routes and how to send a key, no model
+    for path in ("/openapi.json", "/docs/openapi-3.0.json"):
+        doc = client.get(path).json()
+        assert not [p for p in doc["paths"] if "iris" in p] and "iris" not in str(doc), path
+        assert set(doc["components"]["securitySchemes"]) == {"bearer", "apiKey"}
+        with_key = client.get(path, headers=bearer(key)).json()
+        assert "/models/iris/predict" in with_key["paths"]
+    # a key sent to a public path is still checked
+    r = client.get("/docs", headers=bearer("mk_00000000_" + "0" * 32))
+    assert r.status_code == 401
+    assert client.get("/docs?api_key=x").status_code == 401  # and never taken from the query string
+    # an asset that is not one of the page's files is a 404, key or not
+    assert client.get("/playground/assets/routes.py").status_code == 404
+    assert client.get("/playground/assets/../routes.py").status_code in (401, 404)
 
 
 def test_health_probes_stay_open(app_client: Any) -> None:

@@ -24,7 +24,7 @@ from ..monitor import Monitor
 from ..protocols import registered
 from ..protocols.metrics import listener
 from ..repository.shared import SharedState
-from ..security.auth import Auth, AuthMiddleware
+from ..security.auth import Auth, AuthMiddleware, PublicPaths
 from ..security.limits import KeyLimits, rate_limit
 from ..security.meter import meter_for
 from ..settings import Settings
@@ -119,6 +119,7 @@ def create_app(
                 auth=auth,
                 management=settings.management_routes,
                 admin_paths=frozenset(path for protocol in registered() for path in protocol.admin_paths),
+                public_paths=PublicPaths(path for protocol in registered() for path in protocol.public_paths),
                 events=dataplane.events,
             ),
             # inside authentication, which names the key

@@ -3,8 +3,12 @@
 No CDN and no inline script: the page loads the bundle and a small initializer from ``/docs/assets/``, under
 a Content-Security-Policy that allows only this origin. Swagger UI 4 reads OpenAPI 3.0, so the page loads
 ``/docs/openapi-3.0.json`` (``/openapi.json`` lowered to 3.0; see ``openapi.py``). With authentication on, the
-document declares the key's two headers, so the page's Authorize button takes a key and "Try it out" sends it;
-the page keeps it in the browser's local storage until Logout (``persistAuthorization``).
+document declares the key's two headers, so the page's Authorize button takes a key and "Try it out" sends it.
+
+The page, its assets and the documents are public paths: a browser opens them without a key. Without one the
+document describes no model (the routes, and how to send a key); once a key is entered with Authorize, the
+initializer fetches the document again with it, and the models that key may use appear. The key stays in the
+page's memory (no ``persistAuthorization``): reloading the page forgets it, and no storage holds it.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from starlette.routing import BaseRoute
 
 from ..errors import RouteNotFound
 from ..protocols.base import Protocol
-from ..security.principal import visible_models
+from ..security.principal import is_anonymous, visible_models
 from . import openapi
 from .routing import ProtocolRoute
 from .services import Services
@@ -38,16 +42,50 @@ ASSETS = {
 INIT_JS = """\
 "use strict";
 window.addEventListener("load", function () {
-  window.ui = SwaggerUIBundle({
+  var ui = null;
+  // the key entered with Authorize (kept by Swagger UI in memory only), for the document's own request
+  function authorizedKey() {
+    var held = ui ? ui.authSelectors.authorized() : null;
+    var found = null;
+    if (held) {
+      held.forEach(function (entry) {
+        var value = entry && entry.get ? entry.get("value") : null;
+        if (typeof value === "string" && value) { found = value; }
+      });
+    }
+    return found;
+  }
+  // the document lists the models a key may use: fetch it again when a key is entered or dropped
+  function refetchDocument(system) {
+    window.setTimeout(function () { system.specActions.download(); }, 0);
+  }
+  function ReloadOnAuthorize(system) {
+    function wrap(action) {
+      return function (payload) {
+        var result = action(payload);
+        refetchDocument(system);
+        return result;
+      };
+    }
+    return {statePlugins: {auth: {wrapActions: {authorize: wrap, logout: wrap}}}};
+  }
+  ui = SwaggerUIBundle({
     url: "docs/openapi-3.0.json",
     dom_id: "#swagger-ui",
     deepLinking: true,
     validatorUrl: null,
     displayRequestDuration: true,
-    persistAuthorization: true,
+    persistAuthorization: false,
+    plugins: [ReloadOnAuthorize],
+    requestInterceptor: function (request) {
+      var key = request.loadSpec ? authorizedKey() : null;
+      if (key) { request.headers["Authorization"] = "Bearer " + key; }
+      return request;
+    },
     presets: [SwaggerUIBundle.presets.apis],
     layout: "BaseLayout"
   });
+  window.ui = ui;
 });
 """
 
@@ -94,8 +132,11 @@ def routes(services: Services) -> list[BaseRoute]:
     documents = openapi.Documents(services)
 
     async def docs_page(request: Request) -> Response:
-        names = ", ".join(visible_models(request, services.dataplane.models)) or "no models"
-        page = _PAGE.format(title=html.escape(f"modelapi: {names}"))
+        if is_anonymous(request):  # no key yet: the page names no model
+            title = "modelapi"
+        else:
+            title = "modelapi: " + (", ".join(visible_models(request, services.dataplane.models)) or "no models")
+        page = _PAGE.format(title=html.escape(title))
         return Response(page, media_type="text/html", headers={"content-security-policy": CSP})
 
     async def openapi_30_json(request: Request) -> Response:
@@ -116,4 +157,6 @@ PROTOCOL = Protocol(
     "docs",
     routes,
     global_ops={"/openapi.json": openapi.describe_document, "/docs": openapi.describe_docs},
+    # the page and its assets hold no data; the documents describe no model to a caller without a key
+    public_paths=("/docs", "/docs/assets/*", "/docs/openapi-3.0.json", "/openapi.json"),
 )

@@ -19,8 +19,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .. import jsonutil
-from ..errors import ModelAPIError
-from ..protocols import ErrorStyle, error_style_for
+from ..errors import InvalidInput, ModelAPIError
+from ..protocols import PROBLEM, ErrorStyle, error_style_for
 from .rejections import REPORTER, reason_for
 
 log = logging.getLogger("modelapi")
@@ -53,13 +53,21 @@ def model_of(request: Request) -> str | None:
 
 
 def error_response(
-    request: Request, status: int, title: str, detail: str, headers: dict[str, str] | None = None
+    request: Request,
+    status: int,
+    title: str,
+    detail: str,
+    headers: dict[str, str] | None = None,
+    field: str | None = None,
 ) -> Response:
     path = request.url.path
     style = request.scope.get(ERROR_STYLE)
     if not isinstance(style, ErrorStyle):
         style = error_style_for(path)
     body = style.body(status, title, detail, path, request_id(request))
+    if field is not None and style is PROBLEM:
+        # an RFC 9457 extension member: the input the problem is with, for a form to show it next to the field
+        body["field"] = field
     return Response(jsonutil.dumps(body), status_code=status, headers=headers, media_type=style.media_type)
 
 
@@ -71,7 +79,8 @@ async def handle_modelapi_error(request: Request, exc: Exception) -> Response:
     elif exc.status >= 500:
         # the cause (if any) was logged where it happened; log the id so the two can be joined
         log.error("request %s failed: %s", request_id(request), exc.detail)
-    return error_response(request, exc.status, exc.title, exc.detail, exc.headers)
+    field = exc.field if isinstance(exc, InvalidInput) else None
+    return error_response(request, exc.status, exc.title, exc.detail, exc.headers, field)
 
 
 async def handle_http_exception(request: Request, exc: Exception) -> Response:

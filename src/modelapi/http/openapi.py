@@ -31,7 +31,7 @@ from ..dataplane import DataPlane
 from ..models.base import Model
 from ..protocols import Protocol, registered
 from ..protocols.common import package_version
-from ..security.principal import current_principal, visible_models
+from ..security.principal import current_principal, is_anonymous, visible_models
 from . import openapi_schemas as s
 from .openapi_security import Access, secure
 from .services import Services
@@ -134,7 +134,14 @@ class Builder:
                     '{"error": ...}.'
                 ),
             },
-            "tags": [{"name": n, "description": f"model '{n}'"} for n in self.dp.models]
+            # Swagger UI renders a tag's description as Markdown: the link to the model's playground page
+            "tags": [
+                {
+                    "name": n,
+                    "description": f"model '{n}': [try it in the playground](/models/{quote(n, safe='')}/playground)",
+                }
+                for n in self.dp.models
+            ]
             + [{"name": "server"}]
             + ([{"name": "other"}] if other else []),
             "paths": paths,
@@ -206,7 +213,13 @@ class Documents:
 
     def response(self, request: Request, version: str) -> Response:
         """``/openapi.json`` (``version`` "3.1") or ``/docs/openapi-3.0.json`` ("3.0") for this request's key."""
-        restricted = _restricted(self.services, request)
+        services = self.services
+        if is_anonymous(request):  # the same for every caller without a key: built once per generation
+            body = self._cached(
+                f"openapi_anonymous_{version}", lambda: _versioned(_restricted(services, request), version)
+            )
+            return Response(body, media_type="application/json")
+        restricted = _restricted(services, request)
         if restricted is not None:
             doc = restricted if version == "3.1" else {**_lower(restricted), "openapi": "3.0.3"}
             return Response(jsonutil.dumps(doc), media_type="application/json")
@@ -214,6 +227,11 @@ class Documents:
         build = self.document if version == "3.1" else self.document_30
         body = self._cached(f"openapi_bytes_{version}", lambda: jsonutil.dumps(build(routes)))
         return Response(body, media_type="application/json")
+
+
+def _versioned(doc: dict[str, Any] | None, version: str) -> bytes:
+    assert doc is not None
+    return jsonutil.dumps(doc if version == "3.1" else {**_lower(doc), "openapi": "3.0.3"})
 
 
 def _lower(node: Any) -> Any:
@@ -250,9 +268,11 @@ class _Visible:
 
 
 def _restricted(services: Services, request: Request) -> dict[str, Any] | None:
-    """For a key limited to some models, a document of those models only (``None``: the full one will do)."""
+    """For a key limited to some models, a document of those models only; for a request without a key while
+    authentication is on (the docs page loads it before its user has entered one), one of no models, which
+    still declares how to send a key; ``None``: the full one will do."""
     principal = current_principal(request)
-    if principal is None or principal.models is None:
+    if not is_anonymous(request) and (principal is None or principal.models is None):
         return None
     dp = services.dataplane
     view = _Visible(dp, visible_models(request, dp.models))

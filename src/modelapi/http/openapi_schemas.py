@@ -193,6 +193,7 @@ COMMON: dict[str, Schema] = {
             "detail": {"type": "string"},
             "instance": {"type": "string"},
             "request_id": {"type": "string"},
+            "field": {"type": "string", "description": "the input an Invalid Input (400) is about, when it is one"},
         },
     },
     "V2Error": {
@@ -232,7 +233,17 @@ COMMON: dict[str, Schema] = {
             "name": {"type": "string"},
             "version": {"type": "string"},
             "models": {"type": "array", "items": {"type": "string"}},
-            "links": {"type": "object", "additionalProperties": {"type": "string"}},
+            "links": {
+                "type": "object",
+                "properties": {
+                    "playgrounds": {
+                        "type": "object",
+                        "description": "each model's playground page, by model name",
+                        "additionalProperties": {"type": "string"},
+                    }
+                },
+                "additionalProperties": {"type": "string"},
+            },
         },
     },
     "V1Status": {

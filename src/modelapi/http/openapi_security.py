@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..protocols import ErrorStyle, error_style_for, registered
-from ..security.auth import CHALLENGE, OPEN_PATHS, is_management
+from ..security.auth import CHALLENGE, OPEN_PATHS, PublicPaths, is_management
 from . import openapi_schemas as s
 
 if TYPE_CHECKING:
@@ -88,11 +88,19 @@ def secure(doc: dict[str, Any], access: Access) -> dict[str, Any]:
     if not access.auth:
         return doc
     admin_paths = {path for protocol in registered() for path in protocol.admin_paths}
+    public = PublicPaths(path for protocol in registered() for path in protocol.public_paths)
     for path, item in doc["paths"].items():
         style = error_style_for(path)  # as ``http/errors.py`` writes the errors of the protocol owning the path
         for op in item.values():
             if path in OPEN_PATHS:
                 op["security"] = []  # the health probes need no key
+                continue
+            if path in public:
+                # pages and documents: a key is optional (one sent is checked: 401 if refused)
+                op["security"] = [{}, *requirement()]
+                sent = [401, *([429] if access.rate_limit else [])]
+                responses = {**op["responses"], **{str(c): _answer(c, style) for c in sent}}
+                op["responses"] = dict(sorted(responses.items(), key=lambda kv: (kv[0] == "default", kv[0])))
                 continue
             admin = is_management(path) or path in admin_paths
             codes = [401, *([403] if admin else []), *([429] if access.rate_limit else [])]
@@ -101,7 +109,7 @@ def secure(doc: dict[str, Any], access: Access) -> dict[str, Any]:
     doc["components"]["securitySchemes"] = {name: dict(scheme) for name, scheme in SCHEMES.items()}
     doc["security"] = requirement()
     doc["info"]["description"] += (
-        " Every operation but the health probes needs an API key, sent as 'Authorization: Bearer <key>' or "
-        "'X-API-Key: <key>' (never in the query string)."
+        " Every operation but the health probes and the pages needs an API key, sent as "
+        "'Authorization: Bearer <key>' or 'X-API-Key: <key>' (never in the query string)."
     )
     return doc

@@ -85,7 +85,9 @@ def _check_categories(name: str, cat: Categorical, values: np.ndarray) -> None:
     bad = ~(series.isin(cat.categories) | series.isna())
     if bad.any():
         i = int(np.argmax(bad.to_numpy()))
-        raise InvalidInput(f"input '{name}': unknown category {values[i]!r} at index {i}; expected {cat.describe()}")
+        raise InvalidInput(
+            f"input '{name}': unknown category {values[i]!r} at index {i}; expected {cat.describe()}", field=name
+        )
 
 
 def describe_estimator(est: Any) -> str:

@@ -44,8 +44,17 @@ def _feature_spec(name: str, cat: Categorical | None, nan_ok: bool) -> TensorSpe
         return TensorSpec(name, "FP64", (-1,), allow_nonfinite=nan_ok)
     nan_ok = nan_ok and cat.datatype != "BYTES"
     # a known category as the example: the docs show a value that works, and the warm-up predicts on it
-    example = _plain_values(np.asarray(cat.categories[:1]))[0] if cat.categories else None
-    return TensorSpec(name, cat.datatype, (-1,), allow_nonfinite=nan_ok, description=cat.describe(), example=example)
+    known = _plain_values(np.asarray(cat.categories)) if cat.categories else ()
+    example = known[0] if known else None
+    return TensorSpec(
+        name,
+        cat.datatype,
+        (-1,),
+        allow_nonfinite=nan_ok,
+        description=cat.describe(),
+        example=example,
+        categories=tuple(known),
+    )
 
 
 def _outputs(est: Any) -> tuple[TensorSpec, ...]:

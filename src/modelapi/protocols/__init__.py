@@ -20,11 +20,12 @@ def registered() -> tuple[Protocol, ...]:
     from .metrics.routes import PROTOCOL as metrics
     from .mlflow.routes import PROTOCOL as mlflow
     from .monitor.routes import PROTOCOL as monitor
+    from .playground.routes import PROTOCOL as playground
     from .records.routes import PROTOCOL as records
     from .v1.routes import PROTOCOL as v1
     from .v2.routes import PROTOCOL as v2
 
-    return (v2, records, v1, docs, jobs, mlflow, metrics, monitor)
+    return (v2, records, v1, docs, jobs, mlflow, metrics, monitor, playground)
 
 
 def error_style_for(path: str) -> ErrorStyle:

@@ -52,6 +52,9 @@ class Protocol:
     (``/v2/models/{}/infer``); per-model ones are written once per served model and version. ``admin_paths``:
     paths of this protocol that need a key with the admin scope when authentication is on (open when it is
     off), as ``GET /metrics`` does on the main port; the authentication middleware reads them from here.
+    ``public_paths``: path templates (``{}`` one segment, a final ``/*`` one file under a folder) that load
+    without a key when authentication is on: pages and their static assets, which hold no data (their API
+    calls carry the key the user enters in the page); see ``security/auth.PublicPaths``.
     """
 
     name: str
@@ -61,6 +64,7 @@ class Protocol:
     global_ops: Mapping[str, Ops] = field(default_factory=dict)
     per_model_ops: Mapping[str, Ops] = field(default_factory=dict)
     admin_paths: tuple[str, ...] = ()
+    public_paths: tuple[str, ...] = ()
 
     def owns(self, path: str) -> bool:
         return any(path == p or path.startswith(p + "/") for p in self.prefixes)

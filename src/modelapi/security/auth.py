@@ -5,6 +5,11 @@ When on, every request but the health probes needs a key, sent as ``Authorizatio
 ``Principal`` in ``scope["modelapi.principal"]``. A key in the query string is refused (401), since URLs end
 up in logs and browser histories. Which models a key may use is decided after routing, from the matched
 route's model name (``http/routing.guard``), not here from the path.
+
+Public paths (the protocols' ``public_paths``: the docs and playground pages and their static assets) load
+without a key, since a browser cannot send one when it opens a page and they hold no data: the key is entered
+in the page, which sends it with its own API calls. A key sent to a public path is still checked; without one
+the request is anonymous (``principal.ANONYMOUS_KEY``) and sees no models.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
@@ -23,7 +29,7 @@ from ..errors import Forbidden, ModelAPIError, Unauthorized
 from ..events import Events, RequestRejected
 from ..settings import Settings, is_loopback
 from .keys import InvalidKey, KeyStore
-from .principal import SCOPE_KEY, Principal
+from .principal import ANONYMOUS_KEY, SCOPE_KEY, Principal
 
 log = logging.getLogger("modelapi.auth")
 
@@ -32,6 +38,23 @@ OPEN_PATHS = frozenset({"/v2/health/live", "/v2/health/ready", "/ping", "/health
 #: management routes: registered only with ``management_routes``, and then for admin keys only
 MANAGEMENT_PATHS = frozenset({"/v2/repository/index"})
 MANAGEMENT_PREFIX = "/v2/repository/"
+
+
+class PublicPaths:
+    """Path templates that load without a key: ``{}`` stands for one path segment, a final ``/*`` for one
+    file name under the folder (``/docs/assets/*``)."""
+
+    def __init__(self, templates: Iterable[str] = ()) -> None:
+        self.templates = tuple(templates)
+        patterns = []
+        for template in self.templates:
+            folder = template.endswith("/*")
+            text = re.escape(template[:-2] if folder else template).replace(re.escape("{}"), "[^/]+")
+            patterns.append(text + ("/[^/]+" if folder else ""))
+        self._match = re.compile("(?:" + "|".join(patterns) + r")\Z").match if patterns else None
+
+    def __contains__(self, path: object) -> bool:
+        return isinstance(path, str) and self._match is not None and self._match(path) is not None
 
 
 def is_management(path: str) -> bool:
@@ -97,11 +120,14 @@ class AuthMiddleware:
         auth: Auth,
         management: bool = False,
         admin_paths: frozenset[str] = frozenset(),
+        public_paths: PublicPaths | None = None,
         events: Events | None = None,
     ) -> None:
         self.app = app
         self.auth = auth
         self.management = management
+        #: the registered protocols' ``public_paths``: pages and their assets, open without a key
+        self.public_paths = public_paths or PublicPaths()
         #: the registered protocols' ``admin_paths`` (``GET /metrics``): admin keys only when authentication is on
         self.admin_paths = admin_paths
         self.events = events  # told of every refusal (metrics count them by reason)
@@ -128,6 +154,12 @@ class AuthMiddleware:
             )
             return
         try:
+            if scope["path"] in self.public_paths:
+                _refuse_query_key(scope)
+                if _presented_key(scope) is None:
+                    scope[ANONYMOUS_KEY] = True
+                    await self.app(scope, receive, send)
+                    return
             principal = await self._authenticate(scope)
             path = scope["path"]
             if (is_management(path) or path in self.admin_paths) and not principal.has_scope("admin"):

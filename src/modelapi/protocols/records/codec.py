@@ -87,7 +87,8 @@ def check_names(names: Iterable[str], signature: Signature, where: str, what: st
             parts.append("missing " + ", ".join(f"'{n}'" for n in missing))
         if unknown:
             parts.append("unknown " + ", ".join(f"'{n}'" for n in unknown[:20]))
-        raise InvalidInput(f"{where}: {'; '.join(parts)}; expected {what}: {', '.join(expected)}")
+        first = missing[0] if missing else unknown[0]
+        raise InvalidInput(f"{where}: {'; '.join(parts)}; expected {what}: {', '.join(expected)}", field=first)
 
 
 def column(spec: TensorSpec, values: list[Any]) -> np.ndarray:
@@ -103,7 +104,7 @@ def column(spec: TensorSpec, values: list[Any]) -> np.ndarray:
             return np.array(values, dtype=np.float64)  # None -> NaN; the signature casts to the width
         return np.array(values, dtype=spec.dtype)
     except (ValueError, OverflowError):
-        raise InvalidInput(f"input '{spec.name}': the rows have different shapes") from None
+        raise InvalidInput(f"input '{spec.name}': the rows have different shapes", field=spec.name) from None
 
 
 def check_rows(spec: TensorSpec, values: Sequence[Any], label: str) -> None:
@@ -111,7 +112,7 @@ def check_rows(spec: TensorSpec, values: Sequence[Any], label: str) -> None:
     for i, value in enumerate(values):
         problem = value_problem(spec, value)
         if problem is not None:
-            raise InvalidInput(f"{label} {i}: {problem}")
+            raise InvalidInput(f"{label} {i}: {problem}", field=spec.name)
 
 
 # records -> request --------------------------------------------------------------------------------------

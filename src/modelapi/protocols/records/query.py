@@ -46,15 +46,17 @@ def decode_query(items: Sequence[tuple[str, str]], signature: Signature) -> Infe
     try:
         check_names(given, signature, "query string", "parameters")
     except InvalidInput as exc:
-        raise InvalidInput(f"{exc.detail}; example: ?{example_query(signature)}") from None
+        raise InvalidInput(f"{exc.detail}; example: ?{example_query(signature)}", field=exc.field) from None
     inputs = {}
     for spec in signature.inputs:
         value = parse_text(spec, given[spec.name])
         if isinstance(value, str) and json_type(spec.datatype) == "number" and _nonfinite(value):
-            raise InvalidInput(f"query parameter '{spec.name}' expected a finite number, got {value[:40]!r}")
+            raise InvalidInput(
+                f"query parameter '{spec.name}' expected a finite number, got {value[:40]!r}", field=spec.name
+            )
         problem = value_problem(spec, value)
         if problem is not None:
-            raise InvalidInput(f"query parameter {problem}")
+            raise InvalidInput(f"query parameter {problem}", field=spec.name)
         inputs[spec.name] = column(spec, [value])
     return InferenceRequest(inputs)
 

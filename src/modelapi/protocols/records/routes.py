@@ -38,6 +38,7 @@ def model_urls(name: str) -> dict[str, str]:
         "v1_predict": f"/v1/models/{name}:predict",
         "v2_metadata": f"/v2/models/{name}",
         "v2_infer": f"/v2/models/{name}/infer",
+        "playground": f"/models/{name}/playground",
     }
 
 
@@ -85,6 +86,8 @@ def routes(services: Services) -> list[BaseRoute]:
                     "openapi": "/openapi.json",
                     "models": "/models",
                     **({"predict": "/predict"} if only is not None and only in names else {}),
+                    # a page per model to try it in a browser (protocols/playground)
+                    "playgrounds": {n: model_urls(n)["playground"] for n in names},
                 },
             }
         )
