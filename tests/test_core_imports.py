@@ -32,3 +32,14 @@ def test_the_core_does_not_import_starlette() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == "", f"the core imported {out.stdout.strip()}"
+
+
+def test_the_app_and_the_cli_do_not_import_scipy_or_grpc() -> None:
+    """scipy.stats (the monitor's p-values, ~0.7 s to import) and grpc (``--grpc-port`` only) load when used, not
+    on every worker start or ``modelapi --help``."""
+    code = (
+        "import sys, modelapi.cli, modelapi.http.app\n"
+        "print(','.join(sorted(m for m in sys.modules if m.split('.')[0] in ('scipy', 'grpc'))))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "", f"imported at start: {out.stdout.strip()[:200]}"

@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from scipy import stats
 
 from .records import INPUT, OUTPUT
 from .reference import OTHER, bin_counts, categories, numbers
@@ -50,6 +49,8 @@ def _ks(reference: dict[str, Any], x: np.ndarray) -> tuple[float, float]:
     d = float(max(np.max(np.abs(hi - cdf)), np.max(np.abs(cdf - (hi - 1 / m)))))
     n = max(int(reference["rows"] * (1 - reference["missing"])), 1)
     en = n * m / (n + m)
+    from scipy import stats  # here, not at import: scipy.stats takes ~0.7 s, and every worker imports this module
+
     return d, float(stats.kstwobign.sf(d * math.sqrt(en)))
 
 
@@ -87,6 +88,8 @@ def _category(reference: dict[str, Any], values: np.ndarray) -> dict[str, Any]:
     if table.shape[1] < 2:
         statistic, p = 0.0, 1.0
     else:
+        from scipy import stats  # lazily, as in _ks
+
         result = stats.chi2_contingency(table)
         statistic, p = float(result.statistic), float(result.pvalue)
     out.update(
