@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from ..errors import Forbidden, Unauthorized
 from ..events import Events, RequestRejected
 from ..security.auth import CHALLENGE, MISSING, Auth
+from ..security.auth import presented_key as key_of_headers
 from ..security.keys import InvalidKey
 from ..security.limits import KeyLimits
 from ..security.principal import Principal
@@ -76,18 +77,13 @@ class Authenticator:
 
 
 def presented_key(metadata: Iterable[tuple[str, str | bytes]]) -> str | None:
-    """The key in ``authorization: Bearer <key>`` or ``x-api-key``; the two must agree when both are sent."""
-    bearer = api_key = None
+    """The key in ``authorization: Bearer <key>`` or ``x-api-key`` metadata, read as HTTP reads the headers."""
+    authorization = api_key = None
     for name, value in metadata:
         if isinstance(value, bytes):  # binary metadata ("-bin" keys) carries no key
             continue
         if name == "authorization":
-            scheme, _, token = value.strip().partition(" ")
-            if scheme.lower() != "bearer" or not token.strip():
-                raise Unauthorized("the Authorization header must read 'Bearer <key>'")
-            bearer = token.strip()
+            authorization = value
         elif name == "x-api-key":
-            api_key = value.strip()
-    if bearer is not None and api_key is not None and bearer != api_key:
-        raise Unauthorized("Authorization and X-API-Key carry different keys; send one")
-    return bearer or api_key or None
+            api_key = value
+    return key_of_headers(authorization, api_key)

@@ -197,18 +197,27 @@ class AuthMiddleware:
 
 
 def _presented_key(scope: Scope) -> str | None:
-    bearer = api_key = None
+    authorization = api_key = None
     for name, value in scope["headers"]:
         if name == b"authorization":
-            text = value.decode("latin-1").strip()
-            scheme, _, token = text.partition(" ")
-            if scheme.lower() != "bearer" or not token.strip():
-                raise Unauthorized(
-                    "the Authorization header must read 'Bearer <key>'", headers={"www-authenticate": CHALLENGE}
-                )
-            bearer = token.strip()
+            authorization = value.decode("latin-1")
         elif name == b"x-api-key":
-            api_key = value.decode("latin-1").strip()
+            api_key = value.decode("latin-1")
+    return presented_key(authorization, api_key)
+
+
+def presented_key(authorization: str | None, x_api_key: str | None) -> str | None:
+    """The key in ``Authorization: Bearer <key>`` or ``X-API-Key``, the two must agree when both are sent: the
+    rule for HTTP headers and gRPC metadata (``grpc/auth.py``) alike; raises ``Unauthorized``."""
+    bearer = None
+    if authorization is not None:
+        scheme, _, token = authorization.strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthorized(
+                "the Authorization header must read 'Bearer <key>'", headers={"www-authenticate": CHALLENGE}
+            )
+        bearer = token.strip()
+    api_key = None if x_api_key is None else x_api_key.strip()
     if bearer is not None and api_key is not None and bearer != api_key:
         raise Unauthorized(
             "Authorization and X-API-Key carry different keys; send one", headers={"www-authenticate": CHALLENGE}
