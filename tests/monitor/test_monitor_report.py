@@ -42,3 +42,11 @@ def test_a_bad_since_is_an_error_naming_it(capsys) -> None:  # type: ignore[no-u
     with pytest.raises(SystemExit):
         main(["monitor", "shift", "--since", "7 days"])
     assert "expected a duration such as 90s, 30m, 12h, 7d or 2w" in capsys.readouterr().err
+
+
+def test_an_unreachable_database_is_one_line_without_its_password(capsys) -> None:  # type: ignore[no-untyped-def]
+    url = "postgresql://user:s3cret@127.0.0.1:1/none"  # nothing listens on port 1
+    assert main(["monitor", "shift", "--database-url", url]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("modelapi: error: the prediction log's database cannot be used: ")
+    assert "Traceback" not in err and "s3cret" not in err and err.count("\n") == 1

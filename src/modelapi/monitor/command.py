@@ -44,6 +44,16 @@ def add_monitor_command(sub: Any) -> None:
 
 
 def run_monitor(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        return _run(args)
+    except SQLAlchemyError as exc:  # e.g. PostgreSQL unreachable: one line (without the URL's password), as keys
+        reason = " ".join(str(getattr(exc, "orig", None) or exc).split())
+        raise OSError(f"the prediction log's database cannot be used: {reason}") from None
+
+
+def _run(args: argparse.Namespace) -> int:
     from ..settings import Settings
     from . import Monitor
 
