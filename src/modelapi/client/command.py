@@ -119,7 +119,14 @@ async def _in_process(settings: Settings, model: str, fields: Mapping[str, str])
     with tempfile.TemporaryDirectory(prefix="modelapi-predict-") as tmp:
         # no keys, no jobs, no metrics: an app of this command's own, reached only through memory
         local = settings.model_copy(
-            update={"state_dir": Path(tmp), "auth": "off", "job_workers": 0, "metrics": False, "redis_url": None}
+            update={
+                "state_dir": Path(tmp),
+                "database_url": None,  # not the server's database (keys, jobs, prediction log), as a file job
+                "auth": "off",
+                "job_workers": 0,
+                "metrics": False,
+                "redis_url": None,
+            }
         )
         app = create_app(None, local)
         async with app.router.lifespan_context(app):
