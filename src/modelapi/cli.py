@@ -254,7 +254,13 @@ def _settings(args: argparse.Namespace, models: list[str]) -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # argparse ends a positional list at the first option: predict MODEL --model NAME a=1 leaves a=1
+        if args.command == "predict" and all("=" in a and not a.startswith("-") for a in extra):
+            args.models += extra
+        else:
+            parser.parse_args(argv)  # argparse's own message for what it does not know (exits 2)
     try:
         if args.command == "serve":
             from .server import run

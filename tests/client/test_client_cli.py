@@ -64,6 +64,18 @@ def test_in_process_without_a_server(capsys: pytest.CaptureFixture[str]) -> None
     assert json.loads(capsys.readouterr().out)["prediction"] == "virginica"
 
 
+def test_in_process_the_model_may_come_first_and_the_servers_database_is_left_alone(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a deployment's environment: its database (nothing listens on port 1) is not this command's to open
+    monkeypatch.setenv("MODELAPI_DATABASE_URL", "postgresql://user:pw@127.0.0.1:1/none")
+    assert main(["predict", "toymodels:HalfPlusThree", "--model", "half_plus_three", "--json", "x=1"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"prediction": 3.5}
+    with pytest.raises(SystemExit):  # what is neither a model nor a field is still argparse's error
+        main(["predict", "toymodels:HalfPlusThree", "--model", "half_plus_three", "x=1", "--json", "other"])
+    assert "unrecognized arguments: x=1 other" in capsys.readouterr().err
+
+
 def test_fields_and_files_do_not_mix(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["predict", "--model", "iris", "--input", "in.csv", *RECORD]) == 2
     assert "not both" in capsys.readouterr().err
