@@ -1,7 +1,8 @@
 """A key's model list on every RPC that names a model, as ``tests/security/test_model_access.py`` walks every
 HTTP route: a model outside the key's list is ``NOT_FOUND`` as an unknown model is (naming none of the models
 the key may not use), before any model code runs or the repository is touched. The walk takes the RPCs from
-the service's descriptor, so a new RPC with a model name field is checked without anyone listing it here."""
+the service's descriptor, so a new RPC with a model name field is checked without anyone listing it here.
+The repository RPCs refuse the parameters that would make the server read content or a path, as HTTP does."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from helpers.keys import create_key
-from modelapi.errors import ModelNotFound
+from modelapi.errors import MalformedRequest, ModelNotFound
 from modelapi.grpc import proto
 from modelapi.grpc.servicer import Frontend, Servicer
 from modelapi.http.app import create_app
@@ -95,3 +96,46 @@ def test_every_rpc_that_names_a_model_refuses_a_model_outside_the_key(
     }
     assert set(walked) == expected
     assert CountingEcho.calls == 0 and touched == []
+
+
+def test_the_repository_rpcs_refuse_content_and_paths_as_http_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = Settings(state_dir=tmp_path, auth="on", management_routes=True, job_workers=0)
+    app = create_app([IrisClassifier()], settings)
+    key = create_key(tmp_path, scope="admin")
+    with TestClient(app) as http:
+        services: Any = app.state.services
+        servicer = Servicer(Frontend(services=lambda: services, ready=lambda: True))
+        touched: list[str] = []
+
+        async def refuse(name: str) -> None:
+            touched.append(name)
+
+        monkeypatch.setattr(services.repository, "load_model", refuse)
+        monkeypatch.setattr(services.repository, "unload_model", refuse)
+        context = FakeContext((("authorization", f"Bearer {key}"),))
+
+        async def calls() -> list[str]:
+            details = []
+            for parameter in ("file:1/model.onnx", "config", "bogus"):
+                load = proto.RepositoryModelLoadRequest(model_name="iris")
+                load.parameters[parameter].string_param = "x"
+                with pytest.raises(MalformedRequest) as caught:
+                    await servicer.RepositoryModelLoad(load, context)
+                details.append(caught.value.detail)
+            unload = proto.RepositoryModelUnloadRequest(model_name="iris")
+            unload.parameters["unload_dependents"].string_param = "yes"
+            with pytest.raises(MalformedRequest, match="unload_dependents: must be a boolean"):
+                await servicer.RepositoryModelUnload(unload, context)
+            return details
+
+        details = asyncio.run(calls())
+        headers = {"Authorization": f"Bearer {key}"}
+        for parameter, detail in zip(("file:1/model.onnx", "config", "bogus"), details, strict=True):
+            body = {"parameters": {parameter: "x"}}
+            r = http.post("/v2/repository/models/iris/load", json=body, headers=headers)
+            assert r.status_code == 400 and r.json()["error"] == detail  # the same words over both front ends
+    assert details[0].startswith("parameters.file:1/model.onnx: not supported; models load from the repository")
+    assert details[2] == "parameters.bogus: not supported; supported: none"
+    assert touched == []

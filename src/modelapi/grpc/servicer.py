@@ -29,6 +29,7 @@ from ..errors import MalformedRequest, ModelNotFound, ModelNotReady
 from ..http.services import Services
 from ..protocols.v2 import codec as v2_codec
 from ..protocols.v2 import stats
+from ..protocols.v2.repository import check_parameter_names
 from . import codec, proto
 from .auth import Authenticator
 from .errors import STATUSES, status_of
@@ -274,16 +275,10 @@ def _may_use(ctx: CallContext, name: str) -> str:
 def _repository_parameters(parameters: Any, allowed: tuple[str, ...]) -> None:
     """As over HTTP: a parameter that would make the server read content or a path (``file:``, ``config``) is
     refused, models come from the repository only."""
-    for key, value in parameters.items():
-        if key not in allowed:
-            why = (
-                "models load from the repository only; put the files in the repository and load by name"
-                if key.startswith("file:") or key == "config"
-                else f"supported: {', '.join(allowed) or 'none'}"
-            )
-            raise MalformedRequest(f"parameters.{key}: not supported; {why}")
-        if key == "unload_dependents" and value.WhichOneof("parameter_choice") != "bool_param":
-            raise MalformedRequest("parameters.unload_dependents: must be a boolean (bool_param)")
+    check_parameter_names(parameters, allowed)
+    value = parameters.get("unload_dependents")
+    if value is not None and value.WhichOneof("parameter_choice") != "bool_param":
+        raise MalformedRequest("parameters.unload_dependents: must be a boolean (bool_param)")
 
 
 def _access(method: str, context: grpc.aio.ServicerContext, code: grpc.StatusCode, seconds: float) -> None:

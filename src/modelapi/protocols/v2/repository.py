@@ -11,7 +11,7 @@ refused with 400. The admin scope these routes need is checked by ``security/aut
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from starlette.requests import Request
@@ -79,7 +79,17 @@ def _parameters(body: bytes, limits: JsonLimits, allowed: tuple[str, ...]) -> di
         return {}
     if not isinstance(params, dict):
         raise MalformedRequest(f"parameters: must be a JSON object, got {_kind(params)}")
-    for key in params:
+    check_parameter_names(params, allowed)
+    if "unload_dependents" in params and not isinstance(params["unload_dependents"], bool):
+        got = _kind(params["unload_dependents"])
+        raise MalformedRequest(f"parameters.unload_dependents: must be a boolean (true or false), got {got}")
+    return params
+
+
+def check_parameter_names(names: Iterable[str], allowed: tuple[str, ...]) -> None:
+    """Refuse a parameter outside ``allowed``; one that would make the server read content or a path it names
+    (Triton's ``file:`` and ``config``) with why: models come from the repository only. HTTP and gRPC alike."""
+    for key in names:
         if key not in allowed:
             why = (
                 "models load from the repository only; put the files in the repository and load by name"
@@ -87,10 +97,6 @@ def _parameters(body: bytes, limits: JsonLimits, allowed: tuple[str, ...]) -> di
                 else f"supported: {', '.join(allowed) or 'none'}"
             )
             raise MalformedRequest(f"parameters.{key}: not supported; {why}")
-    if "unload_dependents" in params and not isinstance(params["unload_dependents"], bool):
-        got = _kind(params["unload_dependents"])
-        raise MalformedRequest(f"parameters.unload_dependents: must be a boolean (true or false), got {got}")
-    return params
 
 
 def _kind(value: object) -> str:
