@@ -2,11 +2,12 @@
 # Serve a model baked into an image FROM this one, or mounted at run time:
 #   docker run -p 8080:8080 -v "$PWD/models:/models:ro" registry.example.com/modelapi:0.1.0 serve /models \
 #       --host 0.0.0.0 --port 8080
-# EXTRAS picks the model formats installed (torch is left out by default: it adds gigabytes).
+# EXTRAS picks the model formats installed (torch is left out by default: it adds gigabytes), and grpc the
+# --grpc-port front end.
 
 # The base is pinned by tag; pin it by digest (python:3.11.13-slim-bookworm@sha256:...) in your own registry.
 FROM python:3.11.13-slim-bookworm AS build
-ARG EXTRAS=onnx,xgboost,lightgbm,mlflow,postgres,queue
+ARG EXTRAS=onnx,xgboost,lightgbm,mlflow,postgres,queue,grpc
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 # a virtual environment is copied whole into the runtime stage: no compiler or build files go with it
