@@ -147,6 +147,9 @@ def test_stdout_is_one_stream_kubectl_reads(capsys: pytest.CaptureFixture[str]) 
         (["--image", "modelapi:latest"], "names no version"),
         (["--image", IMAGE, "--name", "Iris_1"], "--name: 'Iris_1' is not a Kubernetes object name"),
         (["--image", IMAGE, "--replicas", "4", "--max-replicas", "2"], "--max-replicas 2 is below --replicas 4"),
+        (["--image", IMAGE, "--cpu", "two"], "--cpu: 'two' is not a Kubernetes quantity above 0; expected e.g. 1,"),
+        (["--image", IMAGE, "--cpu", "0"], "--cpu: '0' is not a Kubernetes quantity above 0"),
+        (["--image", IMAGE, "--memory", "1 GB"], "--memory: '1 GB' is not a Kubernetes quantity above 0"),
     ],
 )
 def test_bad_options_are_one_line_errors(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:

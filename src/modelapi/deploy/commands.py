@@ -81,11 +81,13 @@ def add_deploy_command(sub: Any) -> None:
 
 def run_deploy(args: argparse.Namespace) -> int:
     from . import kserve, kubernetes
-    from .manifest import check_image, check_name, name_from, write
+    from .manifest import check_image, check_name, check_quantity, name_from, write
 
     image = check_image(args.image)
     namespace = check_name(args.namespace, "--namespace")
     serve_args = tuple(args.serve_args)
+    cpu = check_quantity(args.cpu, "--cpu", "1, 2, 500m")
+    memory = check_quantity(args.memory, "--memory", "1Gi, 512Mi, 2G")
     if args.deploy_target == "kubernetes":
         name = check_name(args.name) if args.name else name_from(args.model)
         if args.max_replicas is not None and args.max_replicas < args.replicas:
@@ -98,8 +100,8 @@ def run_deploy(args: argparse.Namespace) -> int:
                 namespace=namespace,
                 replicas=args.replicas,
                 max_replicas=args.max_replicas,
-                cpu=args.cpu,
-                memory=args.memory,
+                cpu=cpu,
+                memory=memory,
                 grace_period_s=args.graceful_timeout,
                 secret=args.secret,
                 monitoring_namespace=check_name(args.monitoring_namespace, "--monitoring-namespace"),
@@ -121,8 +123,8 @@ def run_deploy(args: argparse.Namespace) -> int:
                 namespace=namespace,
                 model_format=args.model_format,
                 protocol=args.protocol,
-                cpu=args.cpu,
-                memory=args.memory,
+                cpu=cpu,
+                memory=memory,
                 secret=args.secret,
                 serve_args=serve_args,
             )

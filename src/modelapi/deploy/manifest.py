@@ -43,6 +43,17 @@ def check_name(name: str, what: str = "--name") -> str:
     return name
 
 
+# a Kubernetes resource quantity: a number with an optional decimal SI or binary suffix (250m, 1.5, 512Mi, 2G)
+_QUANTITY = re.compile(r"^(\d+(\.\d*)?|\.\d+)([mkMGTPE]|[KMGTPE]i|[eE][+-]?\d+)?$")
+
+
+def check_quantity(value: str, what: str, example: str) -> str:
+    """A CPU or memory amount Kubernetes accepts; a typo would otherwise fail only at ``kubectl apply``."""
+    if _QUANTITY.match(value) is None or not float(re.sub(r"[^\d.]+$", "", value) or "0"):
+        raise ValueError(f"{what}: {value!r} is not a Kubernetes quantity above 0; expected e.g. {example}")
+    return value
+
+
 def name_from(path: str) -> str:
     """A Kubernetes name from a model path: its file stem, lowercased, other characters turned into '-'."""
     stem = Path(path.rstrip("/")).stem or "modelapi"
