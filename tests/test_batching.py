@@ -12,7 +12,17 @@ from typing import Any
 import numpy as np
 import pytest
 
-from modelapi.batching import Batcher, BatcherClosed, BatchPolicy, batch_key, concat, parse_policy, split
+from modelapi.batching import (
+    INLINE_BUDGET_S,
+    INLINE_WINDOW,
+    Batcher,
+    BatcherClosed,
+    BatchPolicy,
+    batch_key,
+    concat,
+    parse_policy,
+    split,
+)
 
 
 class Poisoned(Exception):
@@ -369,3 +379,44 @@ def test_cli_flags_reach_the_settings() -> None:
     assert (s.batching, s.batch_max_size, s.batch_max_delay_ms, s.batch) == (False, 8, 2.0, ["m=4"])
     s = _settings(build_parser().parse_args(["serve"]), [])
     assert s.batching is True
+
+
+# inline runs on an idle, cheap model -------------------------------------------------------------------------
+def test_a_lone_request_on_a_cheap_idle_model_runs_inline_and_a_slow_run_sends_it_back_to_the_thread() -> None:
+    async def test(executor: ThreadPoolExecutor) -> None:
+        model = FakeModel()
+        b = batcher(model, executor)
+        on_thread: list[bool] = []
+        inner = b.run
+
+        def run(inputs: Mapping[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
+            on_thread.append(threading.current_thread() is not threading.main_thread())
+            return inner(inputs, rows)  # type: ignore[return-value]
+
+        b.run = run
+        for i in range(INLINE_WINDOW):  # measured on the thread first
+            np.testing.assert_array_equal((await submit(b, float(i)))["y"], [[2 * i, 3 * i]])
+        assert all(on_thread) and b.inline_runs == 0
+        out = await submit(b, 7.0)  # now known cheap: on the event loop, same answer
+        np.testing.assert_array_equal(out["y"], [[14.0, 21.0]])
+        assert on_thread[-1] is False and b.inline_runs == 1
+        await submit(b, 1.0, 2.0)  # more rows than any measured run: the thread
+        assert on_thread[-1] is True
+        with pytest.raises(Poisoned):  # its own error, inline as on the thread
+            await submit(b, -1.0)
+        assert on_thread[-1] is False
+
+        def slow(inputs: Mapping[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
+            time.sleep(INLINE_BUDGET_S * 3)
+            return run(inputs, rows)
+
+        b.run = slow
+        await submit(b, 3.0)  # inline (not yet known slow) but over the budget
+        b.run = run
+        runs = b.inline_runs
+        for _ in range(INLINE_WINDOW - 1):  # the slow run is in the window: every lone request goes to the thread
+            await submit(b, 4.0)
+            assert on_thread[-1] is True
+        assert b.inline_runs == runs
+
+    run(test)

@@ -10,6 +10,15 @@ the others succeed.
 
 ``run`` is a plain function of the concatenated inputs; where it runs is the caller's choice (``executor``:
 ``None`` runs it inline on the event loop, else on that executor, e.g. one dedicated thread per model).
+
+With an executor, a request that finds the model idle and alone runs inline on the event loop when the model
+is known to be cheap: each of its last ``INLINE_WINDOW`` runs took at most ``INLINE_BUDGET_S`` and none had
+fewer rows than this request. Handing one small request to the model's thread and back costs two thread
+wake-ups and a GIL hand-off, more than the predict itself for a small model (docs/benchmarks.md); a slow
+model, a larger request than any measured, or tracing (whose spans are made on the model's thread) keep the
+thread, so the event loop is never held longer than about the budget, and after a run over the budget the
+next ``INLINE_WINDOW`` runs go to the thread again. Batches of waiting requests always run on the executor:
+under load the event loop keeps reading requests while the model computes.
 """
 
 from __future__ import annotations
@@ -31,6 +40,9 @@ Arrays = dict[str, np.ndarray]
 RunFn = Callable[[Mapping[str, np.ndarray], int], Mapping[str, np.ndarray]]
 #: told of every batch run: rows, requests, seconds
 OnBatch = Callable[[int, int, float], None]
+#: a lone request on an idle model runs inline when each of the model's last INLINE_WINDOW runs took at most this
+INLINE_BUDGET_S = 0.001
+INLINE_WINDOW = 16
 
 
 class Timing:
@@ -141,6 +153,10 @@ class Batcher:
         self._closed = False
         #: rows of every batch run, newest last (the last 1000), for tests and diagnostics
         self.batch_rows: deque[int] = deque(maxlen=1000)
+        #: (rows, seconds) of the last runs: whether a lone request may run inline (see the module's docstring)
+        self._recent: deque[tuple[int, float]] = deque(maxlen=INLINE_WINDOW)
+        #: lone requests run inline on the event loop, for tests and diagnostics
+        self.inline_runs = 0
 
     @property
     def waiting(self) -> int:
@@ -158,6 +174,8 @@ class Batcher:
         if loop is not self._loop:
             self._loop, self._busy, self._timer, self._task = loop, False, None, None
             self._pending.clear()
+        if not self._busy and self._timer is None and not self._pending and self._cheap(rows):
+            return self._run_inline(inputs, rows, timing)
         future: asyncio.Future[Arrays] = loop.create_future()
         self._pending.append(_Item(inputs, rows, key, future, timing))
         if not self._busy:
@@ -167,6 +185,31 @@ class Batcher:
                 self._timer.cancel()
                 self._dispatch()
         return await future  # a cancelled waiter is skipped when batches form, or its answer dropped
+
+    def _cheap(self, rows: int) -> bool:
+        """Whether a lone ``rows``-row request may run inline: the model's last runs were all within budget."""
+        recent = self._recent
+        if self.executor is None or tracing.ON or len(recent) < INLINE_WINDOW:
+            return False
+        return all(seconds <= INLINE_BUDGET_S for _, seconds in recent) and rows <= max(n for n, _ in recent)
+
+    def _run_inline(self, inputs: Mapping[str, np.ndarray], rows: int, timing: Timing | None) -> Arrays:
+        """A lone request on an idle, cheap model, run now on the event loop: a batch of one, as the executor
+        would have run it (its error is its own; ``timing`` and ``on_batch`` told the same way)."""
+        self.inline_runs += 1
+        self.batch_rows.append(rows)
+        started = time.monotonic()
+        try:
+            outputs = self.run(inputs, rows)
+        finally:
+            seconds = time.monotonic() - started
+            self._recent.append((rows, seconds))
+        if timing is not None:
+            timing.queue_s = 0.0
+            timing.compute_s = seconds
+        if self.on_batch is not None:
+            self.on_batch(rows, 1, seconds)
+        return dict(outputs)
 
     # forming batches ---------------------------------------------------------------------------------------
     def _dispatch(self, idle: bool = False) -> None:
@@ -234,10 +277,12 @@ class Batcher:
             inputs = live[0].inputs if len(live) == 1 else concat([item.inputs for item in live])
             if self.executor is None:
                 outputs = run(inputs, rows)
+                ran = time.monotonic() - started
             else:
                 assert self._loop is not None
-                outputs = await self._loop.run_in_executor(self.executor, run, inputs, rows)
+                outputs, ran = await self._loop.run_in_executor(self.executor, _timed, run, inputs, rows)
         except Exception as exc:
+            self._recent.append((rows, time.monotonic() - started))
             if len(live) == 1:
                 _settle(live[0].future, exc=exc)
                 return
@@ -246,6 +291,7 @@ class Batcher:
             await self._run_and_split(live[half:])
             return
         seconds = time.monotonic() - started
+        self._recent.append((rows, ran))  # the run itself, without the hand-off to the thread and back
         for item in live:
             if item.timing is not None:
                 item.timing.queue_s = started - item.arrived
@@ -280,6 +326,13 @@ class Batcher:
             fail_waiting()
         else:
             loop.call_soon_threadsafe(fail_waiting)
+
+
+def _timed(run: RunFn, inputs: Mapping[str, np.ndarray], rows: int) -> tuple[Mapping[str, np.ndarray], float]:
+    """``run``'s outputs and the seconds it took, timed on the thread that runs it."""
+    started = time.monotonic()
+    outputs = run(inputs, rows)
+    return outputs, time.monotonic() - started
 
 
 def _settle(future: asyncio.Future[Arrays], result: Arrays | None = None, exc: BaseException | None = None) -> None:
