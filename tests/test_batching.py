@@ -382,7 +382,7 @@ def test_cli_flags_reach_the_settings() -> None:
 
 
 # inline runs on an idle, cheap model -------------------------------------------------------------------------
-def test_a_lone_request_on_a_cheap_idle_model_runs_inline_and_a_slow_run_sends_it_back_to_the_thread() -> None:
+def test_a_cheap_model_runs_its_batches_inline_and_a_slow_run_sends_them_back_to_the_thread() -> None:
     async def test(executor: ThreadPoolExecutor) -> None:
         model = FakeModel()
         b = batcher(model, executor)
@@ -400,8 +400,12 @@ def test_a_lone_request_on_a_cheap_idle_model_runs_inline_and_a_slow_run_sends_i
         out = await submit(b, 7.0)  # now known cheap: on the event loop, same answer
         np.testing.assert_array_equal(out["y"], [[14.0, 21.0]])
         assert on_thread[-1] is False and b.inline_runs == 1
-        await submit(b, 1.0, 2.0)  # more rows than any measured run: the thread
-        assert on_thread[-1] is True
+        # requests that arrive in one turn of the event loop share the batch the first of them starts
+        together = await asyncio.gather(*(submit(b, float(i)) for i in range(3)))
+        assert list(b.batch_rows)[-1] == 3 and on_thread[-1] is True  # more than twice the rows measured
+        assert [float(r["y"][0, 0]) for r in together] == [0.0, 2.0, 4.0]
+        await asyncio.gather(*(submit(b, float(i)) for i in range(3)))
+        assert list(b.batch_rows)[-1] == 3 and on_thread[-1] is False and b.inline_runs == 2
         with pytest.raises(Poisoned):  # its own error, inline as on the thread
             await submit(b, -1.0)
         assert on_thread[-1] is False
@@ -411,10 +415,11 @@ def test_a_lone_request_on_a_cheap_idle_model_runs_inline_and_a_slow_run_sends_i
             return run(inputs, rows)
 
         b.run = slow
-        await submit(b, 3.0)  # inline (not yet known slow) but over the budget
-        b.run = run
+        for _ in range(INLINE_WINDOW // 4 + 1):  # a model turned slow: inline until a quarter of the window
+            await submit(b, 3.0)
+        assert on_thread[-1] is False
         runs = b.inline_runs
-        for _ in range(INLINE_WINDOW - 1):  # the slow run is in the window: every lone request goes to the thread
+        for _ in range(3):  # then on the thread while the slow runs are in the window
             await submit(b, 4.0)
             assert on_thread[-1] is True
         assert b.inline_runs == runs

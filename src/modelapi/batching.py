@@ -11,14 +11,17 @@ the others succeed.
 ``run`` is a plain function of the concatenated inputs; where it runs is the caller's choice (``executor``:
 ``None`` runs it inline on the event loop, else on that executor, e.g. one dedicated thread per model).
 
-With an executor, a request that finds the model idle and alone runs inline on the event loop when the model
-is known to be cheap: each of its last ``INLINE_WINDOW`` runs took at most ``INLINE_BUDGET_S`` and none had
-fewer rows than this request. Handing one small request to the model's thread and back costs two thread
-wake-ups and a GIL hand-off, more than the predict itself for a small model (docs/benchmarks.md); a slow
-model, a larger request than any measured, or tracing (whose spans are made on the model's thread) keep the
-thread, so the event loop is never held longer than about the budget, and after a run over the budget the
-next ``INLINE_WINDOW`` runs go to the thread again. Batches of waiting requests always run on the executor:
-under load the event loop keeps reading requests while the model computes.
+With an executor, a batch runs inline on the event loop instead when the model is known to be cheap: at least
+three quarters of its last ``INLINE_WINDOW`` runs took at most ``INLINE_BUDGET_S`` each (timed on the thread
+that ran them; one run delayed by another process does not count against the model), and the batch has at most
+twice the rows of the largest of those runs. Handing a small batch to the model's thread and back costs a queue
+put, two thread wake-ups and a GIL hand-off, a quarter of a small model's predict (docs/benchmarks.md). A slow
+model, a much larger batch than any measured, or tracing (whose predict spans are made on the model's thread)
+keep the thread, so a model that turns slow holds the event loop for at most a quarter of a window of runs
+before its batches go back to the thread. A request that finds a cheap model idle does not run at once but in
+a task of its own, which forms its batch when it starts: the requests that arrived in the same turn of the
+event loop join it (nothing else runs on the loop while an inline batch runs, so without this every request
+would find the model idle and run alone).
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ Arrays = dict[str, np.ndarray]
 RunFn = Callable[[Mapping[str, np.ndarray], int], Mapping[str, np.ndarray]]
 #: told of every batch run: rows, requests, seconds
 OnBatch = Callable[[int, int, float], None]
-#: a lone request on an idle model runs inline when each of the model's last INLINE_WINDOW runs took at most this
+#: a batch runs inline on the event loop when each of the model's last INLINE_WINDOW runs took at most this
 INLINE_BUDGET_S = 0.001
 INLINE_WINDOW = 16
 
@@ -155,7 +158,7 @@ class Batcher:
         self.batch_rows: deque[int] = deque(maxlen=1000)
         #: (rows, seconds) of the last runs: whether a lone request may run inline (see the module's docstring)
         self._recent: deque[tuple[int, float]] = deque(maxlen=INLINE_WINDOW)
-        #: lone requests run inline on the event loop, for tests and diagnostics
+        #: batches run inline on the event loop, for tests and diagnostics
         self.inline_runs = 0
 
     @property
@@ -174,8 +177,6 @@ class Batcher:
         if loop is not self._loop:
             self._loop, self._busy, self._timer, self._task = loop, False, None, None
             self._pending.clear()
-        if not self._busy and self._timer is None and not self._pending and self._cheap(rows):
-            return self._run_inline(inputs, rows, timing)
         future: asyncio.Future[Arrays] = loop.create_future()
         self._pending.append(_Item(inputs, rows, key, future, timing))
         if not self._busy:
@@ -187,29 +188,12 @@ class Batcher:
         return await future  # a cancelled waiter is skipped when batches form, or its answer dropped
 
     def _cheap(self, rows: int) -> bool:
-        """Whether a lone ``rows``-row request may run inline: the model's last runs were all within budget."""
+        """Whether a batch of ``rows`` rows may run inline: the model's last runs were all within budget."""
         recent = self._recent
         if self.executor is None or tracing.ON or len(recent) < INLINE_WINDOW:
             return False
-        return all(seconds <= INLINE_BUDGET_S for _, seconds in recent) and rows <= max(n for n, _ in recent)
-
-    def _run_inline(self, inputs: Mapping[str, np.ndarray], rows: int, timing: Timing | None) -> Arrays:
-        """A lone request on an idle, cheap model, run now on the event loop: a batch of one, as the executor
-        would have run it (its error is its own; ``timing`` and ``on_batch`` told the same way)."""
-        self.inline_runs += 1
-        self.batch_rows.append(rows)
-        started = time.monotonic()
-        try:
-            outputs = self.run(inputs, rows)
-        finally:
-            seconds = time.monotonic() - started
-            self._recent.append((rows, seconds))
-        if timing is not None:
-            timing.queue_s = 0.0
-            timing.compute_s = seconds
-        if self.on_batch is not None:
-            self.on_batch(rows, 1, seconds)
-        return dict(outputs)
+        slow = sum(seconds > INLINE_BUDGET_S for _, seconds in recent)
+        return slow <= INLINE_WINDOW // 4 and rows <= 2 * max(n for n, _ in recent)
 
     # forming batches ---------------------------------------------------------------------------------------
     def _dispatch(self, idle: bool = False) -> None:
@@ -226,9 +210,11 @@ class Batcher:
             if time.monotonic() < due and self._rows_for(head.key) < limit:
                 self._timer = self._loop.call_at(self._loop.time() + due - time.monotonic(), self._dispatch)
                 return
-        batch = self._take(head.key, limit)
         self._busy = True
-        self._task = self._loop.create_task(self._execute(batch))
+        if idle and self._cheap(head.rows):  # formed when the task starts: this turn's requests join it
+            self._task = self._loop.create_task(self._execute(None, head.key))
+            return
+        self._task = self._loop.create_task(self._execute(self._take(head.key, limit)))
 
     def _rows_for(self, key: Hashable) -> int:
         return sum(i.rows for i in self._pending if i.key == key and not i.future.done())
@@ -248,7 +234,9 @@ class Batcher:
         self._pending = keep
         return batch
 
-    async def _execute(self, batch: list[_Item]) -> None:
+    async def _execute(self, batch: list[_Item] | None, key: Hashable = None) -> None:
+        if batch is None:
+            batch = self._take(key, self.policy.max_batch_size)
         if tracing.ON:
             waited = [item.trace for item in batch if item.trace is not None and not item.future.done()]
             tracing.queued(waited, self.trace_attributes)
@@ -275,7 +263,8 @@ class Batcher:
                 run = functools.partial(tracing.run_batch, self.run, traced, self.trace_attributes)
         try:
             inputs = live[0].inputs if len(live) == 1 else concat([item.inputs for item in live])
-            if self.executor is None:
+            if self.executor is None or self._cheap(rows):
+                self.inline_runs += self.executor is not None
                 outputs = run(inputs, rows)
                 ran = time.monotonic() - started
             else:
