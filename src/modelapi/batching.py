@@ -156,8 +156,10 @@ class Batcher:
         self._closed = False
         #: rows of every batch run, newest last (the last 1000), for tests and diagnostics
         self.batch_rows: deque[int] = deque(maxlen=1000)
-        #: (rows, seconds) of the last runs: whether a lone request may run inline (see the module's docstring)
+        #: (rows, seconds) of the last runs, and the most rows a batch may have to run inline (0: none may);
+        #: worked out once per run, so that the check per request is one comparison
         self._recent: deque[tuple[int, float]] = deque(maxlen=INLINE_WINDOW)
+        self._inline_rows = 0
         #: batches run inline on the event loop, for tests and diagnostics
         self.inline_runs = 0
 
@@ -188,12 +190,18 @@ class Batcher:
         return await future  # a cancelled waiter is skipped when batches form, or its answer dropped
 
     def _cheap(self, rows: int) -> bool:
-        """Whether a batch of ``rows`` rows may run inline: the model's last runs were all within budget."""
+        """Whether a batch of ``rows`` rows may run inline (see the module's docstring)."""
+        return rows <= self._inline_rows and not tracing.ON
+
+    def _ran(self, rows: int, seconds: float) -> None:
+        """Record a run: at most a quarter of the window's runs over the budget keeps the model cheap."""
         recent = self._recent
-        if self.executor is None or tracing.ON or len(recent) < INLINE_WINDOW:
-            return False
-        slow = sum(seconds > INLINE_BUDGET_S for _, seconds in recent)
-        return slow <= INLINE_WINDOW // 4 and rows <= 2 * max(n for n, _ in recent)
+        recent.append((rows, seconds))
+        cheap = self.executor is not None and len(recent) == INLINE_WINDOW
+        if cheap and sum(s > INLINE_BUDGET_S for _, s in recent) <= INLINE_WINDOW // 4:
+            self._inline_rows = 2 * max(n for n, _ in recent)
+        else:
+            self._inline_rows = 0
 
     # forming batches ---------------------------------------------------------------------------------------
     def _dispatch(self, idle: bool = False) -> None:
@@ -271,7 +279,7 @@ class Batcher:
                 assert self._loop is not None
                 outputs, ran = await self._loop.run_in_executor(self.executor, _timed, run, inputs, rows)
         except Exception as exc:
-            self._recent.append((rows, time.monotonic() - started))
+            self._ran(rows, time.monotonic() - started)
             if len(live) == 1:
                 _settle(live[0].future, exc=exc)
                 return
@@ -280,7 +288,7 @@ class Batcher:
             await self._run_and_split(live[half:])
             return
         seconds = time.monotonic() - started
-        self._recent.append((rows, ran))  # the run itself, without the hand-off to the thread and back
+        self._ran(rows, ran)  # the run itself, without the hand-off to the thread and back
         for item in live:
             if item.timing is not None:
                 item.timing.queue_s = started - item.arrived
