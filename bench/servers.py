@@ -106,7 +106,8 @@ def modelapi_production(name: str, models: list[Path], state_dir: Path) -> Serve
     key = made.stdout.strip()
     extra_env = {"MODELAPI_STATE_DIR": str(state_dir)}
     limit = ("--rate-limit", "1000000", "--rate-burst", "1000000")
-    return modelapi(name, models, "--auth", "on", *limit, env=extra_env, client_headers={"Authorization": f"Bearer {key}"})
+    headers = {"Authorization": f"Bearer {key}"}
+    return modelapi(name, models, "--auth", "on", *limit, env=extra_env, client_headers=headers)
 
 
 def floor(model: Path) -> ServerSpec:
