@@ -48,7 +48,15 @@ def require(tool: str, hint: str) -> str:
 
 
 def run_wrk(
-    url: str, body: Body, *, connections: int, seconds: int, core: int | str, timeout_s: int = 10, threads: int = 1
+    url: str,
+    body: Body,
+    *,
+    connections: int,
+    seconds: int,
+    core: int | str,
+    timeout_s: int = 10,
+    threads: int = 1,
+    headers: dict[str, str] | None = None,
 ) -> Cell:
     """``connections`` keep-alive connections, each sending ``body`` again as soon as the answer arrives.
 
@@ -58,6 +66,7 @@ def run_wrk(
     cmd = [
         "taskset", "-c", str(core), wrk,
         "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--timeout", f"{timeout_s}s",
+        *(arg for k, v in (headers or {}).items() for arg in ("-H", f"{k}: {v}")),
         "-s", str(SCRIPT), url, "--",
         str(body.path), body.content_type, "" if body.header_length is None else str(body.header_length),
     ]  # fmt: skip

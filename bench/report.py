@@ -88,28 +88,91 @@ def fastest_inprocess(rows: Iterable[Row], n: int) -> Row | None:
     return max(runs, key=lambda r: r.rps, default=None)
 
 
-def targets(rows: list[Row], rss: dict[str, list[int]], footprint: int) -> list[Target]:
-    """The issue's targets, for every modelapi route measured; a missing cell just has no target line."""
+#: modelapi with an API key required and metrics on, as production runs it (issue 16)
+PRODUCTION = "modelapi, key + metrics"
+FLOOR = "HTTP floor"
+#: issue 16's bounds, each a ratio against the HTTP floor or the in-process limit of the same run
+FLOOR_1ROW_C64, LIMIT_1ROW_C64, LIMIT_32ROW_C64 = 1.3, 0.7, 1.0
+FLOOR_C1_CPU, FLOOR_C1_P50_MS, PRODUCTION_WITHIN = 1.3, 0.15, 0.10
+
+
+def _cost(name: str, mine: Row | None, theirs: Row | None, limit: float, unit: str = "x") -> list[Target]:
+    """``mine``'s CPU time per request against ``theirs`` (lower is better)."""
+    if mine is None or theirs is None or not mine.cpu_us_per_req or not theirs.cpu_us_per_req:
+        return []
+    return [Target(name, mine.cpu_us_per_req / theirs.cpu_us_per_req, limit, False, unit)]
+
+
+def yardstick_targets(rows: list[Row], contender: str) -> list[Target]:
+    """Issue 16's targets for one modelapi configuration, against the floor and the in-process limit."""
     out: list[Target] = []
     inproc = {n: fastest_inprocess(rows, n) for n in (1, 32)}
+    floor = {(n, c): find(rows, FLOOR, "/predict", n, c) for n in (1, 32) for c in (1, 64)}
+    for route in MODELAPI_ROUTES:
+        one64 = find(rows, contender, route, 1, 64)
+        out += _throughput(f"{contender} {route} 1-row c64 req/s vs HTTP floor", one64, floor[(1, 64)], FLOOR_1ROW_C64)
+        out += _throughput(f"{contender} {route} 1-row c64 req/s vs in-process limit", one64, inproc[1], LIMIT_1ROW_C64)
+        many64 = find(rows, contender, route, 32, 64)
+        out += _throughput(
+            f"{contender} {route} 32-row c64 rows/s vs in-process limit", many64, inproc[32], LIMIT_32ROW_C64
+        )
+        for n in (1, 32):
+            mine1, theirs1 = find(rows, contender, route, n, 1), floor[(n, 1)]
+            out += _cost(f"{contender} {route} {n}-row c1 CPU/req vs HTTP floor", mine1, theirs1, FLOOR_C1_CPU)
+            if mine1 and theirs1:
+                limit = theirs1.p50_ms + FLOOR_C1_P50_MS
+                out.append(
+                    Target(f"{contender} {route} {n}-row c1 p50 (floor + 0.15 ms)", mine1.p50_ms, limit, False, " ms")
+                )
+    json32, binary32 = find(rows, contender, "V2 JSON", 32, 64), find(rows, contender, "V2 binary", 32, 64)
+    if json32 and binary32 and json32.rows_per_s:
+        # "more on V2 binary": above V2 JSON's rows/s in the same run
+        out.append(
+            Target(
+                f"{contender} V2 binary vs V2 JSON 32-row c64 rows/s",
+                binary32.rows_per_s / json32.rows_per_s,
+                1.0,
+                True,
+                "x",
+            )
+        )
+    return out
+
+
+def production_targets(rows: list[Row]) -> list[Target]:
+    """With a key and metrics on, each measure within 10 % of the default configuration's."""
+    out: list[Target] = []
+    low, high = 1 - PRODUCTION_WITHIN, 1 + PRODUCTION_WITHIN
+    for route in MODELAPI_ROUTES:
+        for n in (1, 32):
+            prod64, default64 = find(rows, PRODUCTION, route, n, 64), find(rows, "modelapi", route, n, 64)
+            out += _throughput(f"{PRODUCTION} vs default: {route} {n}-row c64 rows/s", prod64, default64, low)
+            prod1, default1 = find(rows, PRODUCTION, route, n, 1), find(rows, "modelapi", route, n, 1)
+            out += _cost(f"{PRODUCTION} vs default: {route} {n}-row c1 CPU/req", prod1, default1, high)
+            if prod1 and default1 and default1.p50_ms:
+                name = f"{PRODUCTION} vs default: {route} {n}-row c1 p50"
+                out.append(Target(name, prod1.p50_ms / default1.p50_ms, high, False, "x"))
+    return out
+
+
+def targets(rows: list[Row], rss: dict[str, list[int]], footprint: int) -> list[Target]:
+    """Issue 16's targets (default and production configuration), then those of issue 3 and issue 11 that
+    the yardsticks do not replace; a missing cell just has no target line."""
+    out = yardstick_targets(rows, "modelapi") + yardstick_targets(rows, PRODUCTION) + production_targets(rows)
     flask = {(n, c): find(rows, "flask+gunicorn", "/predict", n, c) for n in (1, 32) for c in (1, 64)}
     for route in MODELAPI_ROUTES:
         one64 = find(rows, "modelapi", route, 1, 64)
-        out += _throughput(f"{route} 1-row c64 req/s vs in-process 1-row loop", one64, inproc[1], 0.7)
         out += _throughput(f"{route} 1-row c64 req/s vs Flask", one64, flask[(1, 64)], 3.0)
-        many64 = find(rows, "modelapi", route, 32, 64)
-        out += _throughput(f"{route} 32-row c64 rows/s vs in-process 32-row loop", many64, inproc[32], 1.0)
         for n in (1, 32):
             mine64, theirs64 = find(rows, "modelapi", route, n, 64), flask[(n, 64)]
             if mine64 and theirs64:
                 out.append(Target(f"{route} {n}-row c64 p99", mine64.p99_ms, theirs64.p99_ms / 2, False, " ms"))
-            mine1, theirs1 = find(rows, "modelapi", route, n, 1), flask[(n, 1)]
-            if mine1 and theirs1:
-                out.append(Target(f"{route} {n}-row c1 p50", mine1.p50_ms, theirs1.p50_ms + 0.2, False, " ms"))
+    floor1 = find(rows, FLOOR, "/predict", 1, 1)
     for contender in sorted({r.contender for r in rows if r.contender.startswith("modelapi --workers")}):
-        mine1, theirs1 = find(rows, contender, "friendly JSON", 1, 1), flask[(1, 1)]
-        if mine1 and theirs1:
-            out.append(Target(f"{contender} 1-row c1 p50 (Nagle)", mine1.p50_ms, theirs1.p50_ms + 0.2, False, " ms"))
+        mine1 = find(rows, contender, "friendly JSON", 1, 1)
+        if mine1 and floor1:
+            limit = floor1.p50_ms + FLOOR_C1_P50_MS
+            out.append(Target(f"{contender} 1-row c1 p50 (Nagle; floor + 0.15 ms)", mine1.p50_ms, limit, False, " ms"))
     metrics_on, metrics_off = (
         find(rows, "modelapi", "friendly JSON", 1, 64),
         find(rows, METRICS_OFF, "friendly JSON", 1, 64),

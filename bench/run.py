@@ -1,10 +1,10 @@
-"""``make bench``: modelapi against the in-process limit and a Flask + gunicorn baseline, on a 2-core machine.
+"""``make bench``: modelapi against the in-process limit, the HTTP floor and Flask + gunicorn, on 2 cores.
 
 The server under test runs on core 0, wrk on core 1 (closed loop, keep-alive, one thread). Every server's
 answers are checked against the in-process model before it is timed. Prints the table and the issue's target
 ratios (PASS/FAIL), and writes both to ``bench/results/bench-<UTC time>.{json,md}``.
 
-    python -m bench.run            # 10 s per cell, about 9 minutes
+    python -m bench.run            # 10 s per cell, about 13 minutes
     python -m bench.run --quick    # 1 s per cell, a smoke check of the harness
 """
 
@@ -92,15 +92,21 @@ def measure_server(
     out: list[Row] = []
     with servers.serve(spec, core=SERVER_CORE, env=env, log_dir=log_dir) as srv:
         for _, path, body, _ in cells:
-            verify.check(spec.name, path, srv.host, srv.port, body, want[body.rows])
+            verify.check(spec.name, path, srv.host, srv.port, body, want[body.rows], spec.client_headers)
         plan.log(f"{spec.name}: answers verified")
         for route, path, body, concurrencies in cells:
             if plan.warmup:
-                run_wrk(srv.url + path, body, connections=16, seconds=plan.warmup, core=LOAD_CORE)
+                run_wrk(
+                    srv.url + path, body, connections=16, seconds=plan.warmup, core=LOAD_CORE,
+                    headers=spec.client_headers,
+                )  # fmt: skip
             for c in concurrencies:
                 pids = procfs.tree(srv.process.pid)
                 cpu, core = procfs.cpu_seconds(pids), procfs.core_busy_seconds(SERVER_CORE)
-                cell = run_wrk(srv.url + path, body, connections=c, seconds=plan.seconds, core=LOAD_CORE)
+                cell = run_wrk(
+                    srv.url + path, body, connections=c, seconds=plan.seconds, core=LOAD_CORE,
+                    headers=spec.client_headers,
+                )  # fmt: skip
                 cpu, core = procfs.cpu_seconds(pids) - cpu, procfs.core_busy_seconds(SERVER_CORE) - core
                 row = Row(spec.name, route, body.rows, c, cell.rps, cell.rows_per_s, cell.p50_ms, cell.p99_ms)
                 row = replace(
@@ -210,12 +216,22 @@ def run(plan: Plan, stamp: str, command: str) -> int:
         )
         rows += got
 
+        # the HTTP floor (issue 16): a bare ASGI app running the in-process loop's request once per request
+        floor_cells = [("/predict", "/predict", work.body("rest", n), CONCURRENCIES) for n in ROW_COUNTS]
+        got, _ = measure_server(plan, servers.floor(work.model_path), floor_cells, want, env, log_dir)
+        rows += got
+
         spec = servers.modelapi("modelapi", [work.model_path])
         cells = modelapi_cells(work, "logreg", list(ROUTES), ROW_COUNTS, CONCURRENCIES)
         got, memory["modelapi"] = measure_server(plan, spec, cells, want, env, log_dir)
         rows += got
 
         rows += measure_grpc(plan, work.model_path, want, env, log_dir, Path(tmp), work.rows)
+        # as production runs it: an API key on every request, metrics on (issue 16: within 10 % of the default)
+        spec = servers.modelapi_production(report.PRODUCTION, [work.model_path], Path(tmp) / "state")
+        cells = modelapi_cells(work, "logreg", list(ROUTES), ROW_COUNTS, (1, 64))
+        got, _ = measure_server(plan, spec, cells, want, env, log_dir)
+        rows += got
 
         # metrics off beside the default (on), in the same run: what observing costs (docs/observability.md)
         spec = servers.modelapi(METRICS_OFF, [work.model_path], "--no-metrics")

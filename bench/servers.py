@@ -27,6 +27,8 @@ class ServerSpec:
     argv: tuple[str, ...]
     ready_path: str
     env: dict[str, str] = field(default_factory=dict)
+    #: headers every request to this server carries (an API key)
+    client_headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -79,13 +81,44 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def modelapi(name: str, models: list[Path], *extra: str, env: dict[str, str] | None = None) -> ServerSpec:
-    """modelapi with access logs off (gunicorn logs no accesses by default either)."""
+def modelapi(
+    name: str,
+    models: list[Path],
+    *extra: str,
+    env: dict[str, str] | None = None,
+    client_headers: dict[str, str] | None = None,
+) -> ServerSpec:
+    """modelapi as a user gets it: default log level (``info``, one access line per request), metrics on."""
+    argv = (*modelapi_command(), "serve", *map(str, models), "--host", "127.0.0.1", "--port", "{port}", *extra)
+    return ServerSpec(name, argv, "/v2/health/ready", env or {}, client_headers or {})
+
+
+def modelapi_production(name: str, models: list[Path], state_dir: Path) -> ServerSpec:
+    """modelapi as production runs it: an API key required on every request (created in ``state_dir``'s key
+    store, looked up by the server on each request) and metrics on (the default). The key's rate limit stays
+    on, above what one core can serve (its default, 100 requests/s, would turn the load into 429s), so its
+    token bucket is paid for on every request as in production."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "MODELAPI_STATE_DIR": str(state_dir)}
+    made = subprocess.run(
+        [*modelapi_command(), "keys", "create", "--name", "bench"], env=env, capture_output=True, text=True, check=True
+    )
+    key = made.stdout.strip()
+    extra_env = {"MODELAPI_STATE_DIR": str(state_dir)}
+    limit = ("--rate-limit", "1000000", "--rate-burst", "1000000")
+    headers = {"Authorization": f"Bearer {key}"}
+    return modelapi(name, models, "--auth", "on", *limit, env=extra_env, client_headers=headers)
+
+
+def floor(model: Path) -> ServerSpec:
+    """The HTTP floor (``floor.py``): uvicorn with httptools and uvloop, one process, no access log, and no
+    Server or Date header (modelapi sends neither)."""
     argv = (
-        *modelapi_command(), "serve", *map(str, models),
-        "--host", "127.0.0.1", "--port", "{port}", "--log-level", "warning", *extra,
+        str(VENV_BIN / "uvicorn"), "bench.floor:app", "--host", "127.0.0.1", "--port", "{port}",
+        "--http", "httptools", "--loop", "uvloop", "--workers", "1", "--no-access-log", "--log-level", "warning",
+        "--no-server-header", "--no-date-header",
     )  # fmt: skip
-    return ServerSpec(name, argv, "/v2/health/ready", env or {})
+    return ServerSpec("HTTP floor", argv, "/health", {"BENCH_MODEL": str(model)})
 
 
 def modelapi_command() -> tuple[str, ...]:

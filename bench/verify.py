@@ -15,10 +15,12 @@ class WrongAnswer(RuntimeError):
     pass
 
 
-def post(host: str, port: int, path: str, body: Body) -> tuple[int, dict[str, str], bytes]:
+def post(
+    host: str, port: int, path: str, body: Body, extra_headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
     conn = http.client.HTTPConnection(host, port, timeout=30)
     try:
-        conn.request("POST", path, body=body.data(), headers=body.headers())
+        conn.request("POST", path, body=body.data(), headers={**body.headers(), **(extra_headers or {})})
         resp = conn.getresponse()
         return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
     finally:
@@ -49,9 +51,17 @@ def parse(kind: str, headers: dict[str, str], content: bytes) -> Answer:
     return Answer(outputs["label"], outputs["probabilities"])
 
 
-def check(name: str, url_path: str, host: str, port: int, body: Body, want: Answer) -> None:
+def check(
+    name: str,
+    url_path: str,
+    host: str,
+    port: int,
+    body: Body,
+    want: Answer,
+    extra_headers: dict[str, str] | None = None,
+) -> None:
     """Raise ``WrongAnswer`` unless the server's answer to ``body`` equals ``want``."""
-    status, headers, content = post(host, port, url_path, body)
+    status, headers, content = post(host, port, url_path, body, extra_headers)
     where = f"{name} {url_path} ({body.kind}, {body.rows} rows)"
     if status != 200:
         raise WrongAnswer(f"{where}: HTTP {status}: {content[:300]!r}")

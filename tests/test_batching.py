@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 
 from modelapi.batching import (
+    INLINE_BUDGET_S,
+    INLINE_WINDOW,
     Batcher,
     BatcherClosed,
     BatchPolicy,
@@ -427,3 +429,49 @@ def test_the_expected_wait_is_the_running_batch_left_plus_a_batch_per_max_rows_q
         await asyncio.gather(running, *queued)
 
     run(main)
+
+
+# inline runs on an idle, cheap model -------------------------------------------------------------------------
+def test_a_cheap_model_runs_its_batches_inline_and_a_slow_run_sends_them_back_to_the_thread() -> None:
+    async def test(executor: ThreadPoolExecutor) -> None:
+        model = FakeModel()
+        b = batcher(model, executor)
+        on_thread: list[bool] = []
+        inner = b.run
+
+        def run(inputs: Mapping[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
+            on_thread.append(threading.current_thread() is not threading.main_thread())
+            return inner(inputs, rows)  # type: ignore[return-value]
+
+        b.run = run
+        for i in range(INLINE_WINDOW):  # measured on the thread first
+            np.testing.assert_array_equal((await submit(b, float(i)))["y"], [[2 * i, 3 * i]])
+        assert all(on_thread) and b.inline_runs == 0
+        out = await submit(b, 7.0)  # now known cheap: on the event loop, same answer
+        np.testing.assert_array_equal(out["y"], [[14.0, 21.0]])
+        assert on_thread[-1] is False and b.inline_runs == 1
+        # requests that arrive in one turn of the event loop share the batch the first of them starts
+        together = await asyncio.gather(*(submit(b, float(i)) for i in range(3)))
+        assert list(b.batch_rows)[-1] == 3 and on_thread[-1] is True  # more than twice the rows measured
+        assert [float(r["y"][0, 0]) for r in together] == [0.0, 2.0, 4.0]
+        await asyncio.gather(*(submit(b, float(i)) for i in range(3)))
+        assert list(b.batch_rows)[-1] == 3 and on_thread[-1] is False and b.inline_runs == 2
+        with pytest.raises(Poisoned):  # its own error, inline as on the thread
+            await submit(b, -1.0)
+        assert on_thread[-1] is False
+
+        def slow(inputs: Mapping[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
+            time.sleep(INLINE_BUDGET_S * 3)
+            return run(inputs, rows)
+
+        b.run = slow
+        for _ in range(INLINE_WINDOW // 4 + 1):  # a model turned slow: inline until a quarter of the window
+            await submit(b, 3.0)
+        assert on_thread[-1] is False
+        runs = b.inline_runs
+        for _ in range(3):  # then on the thread while the slow runs are in the window
+            await submit(b, 4.0)
+            assert on_thread[-1] is True
+        assert b.inline_runs == runs
+
+    run(test)

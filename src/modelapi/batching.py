@@ -10,6 +10,18 @@ the others succeed.
 
 ``run`` is a plain function of the concatenated inputs; where it runs is the caller's choice (``executor``:
 ``None`` runs it inline on the event loop, else on that executor, e.g. one dedicated thread per model).
+
+With an executor, a batch runs inline on the event loop instead when the model is known to be cheap: at least
+three quarters of its last ``INLINE_WINDOW`` runs took at most ``INLINE_BUDGET_S`` each (timed on the thread
+that ran them; one run delayed by another process does not count against the model), and the batch has at most
+twice the rows of the largest of those runs. Handing a small batch to the model's thread and back costs a queue
+put, two thread wake-ups and a GIL hand-off, a quarter of a small model's predict (docs/benchmarks.md). A slow
+model, a much larger batch than any measured, or tracing (whose predict spans are made on the model's thread)
+keep the thread, so a model that turns slow holds the event loop for at most a quarter of a window of runs
+before its batches go back to the thread. A request that finds a cheap model idle does not run at once but in
+a task of its own, which forms its batch when it starts: the requests that arrived in the same turn of the
+event loop join it (nothing else runs on the loop while an inline batch runs, so without this every request
+would find the model idle and run alone).
 """
 
 from __future__ import annotations
@@ -31,6 +43,9 @@ Arrays = dict[str, np.ndarray]
 RunFn = Callable[[Mapping[str, np.ndarray], int], Mapping[str, np.ndarray]]
 #: told of every batch run: rows, requests, seconds
 OnBatch = Callable[[int, int, float], None]
+#: a batch runs inline on the event loop when each of the model's last INLINE_WINDOW runs took at most this
+INLINE_BUDGET_S = 0.001
+INLINE_WINDOW = 16
 
 
 class Timing:
@@ -150,6 +165,12 @@ class Batcher:
         self._running_since = 0.0
         #: rows of every batch run, newest last (the last 1000), for tests and diagnostics
         self.batch_rows: deque[int] = deque(maxlen=1000)
+        #: (rows, seconds) of the last runs, and the most rows a batch may have to run inline (0: none may);
+        #: worked out once per run, so that the check per request is one comparison
+        self._recent: deque[tuple[int, float]] = deque(maxlen=INLINE_WINDOW)
+        self._inline_rows = 0
+        #: batches run inline on the event loop, for tests and diagnostics
+        self.inline_runs = 0
 
     @property
     def busy(self) -> bool:
@@ -199,6 +220,20 @@ class Batcher:
                 self._dispatch()
         return await future  # a cancelled waiter is skipped when batches form, or its answer dropped
 
+    def _cheap(self, rows: int) -> bool:
+        """Whether a batch of ``rows`` rows may run inline (see the module's docstring)."""
+        return rows <= self._inline_rows and not tracing.ON
+
+    def _ran(self, rows: int, seconds: float) -> None:
+        """Record a run: at most a quarter of the window's runs over the budget keeps the model cheap."""
+        recent = self._recent
+        recent.append((rows, seconds))
+        cheap = self.executor is not None and len(recent) == INLINE_WINDOW
+        if cheap and sum(s > INLINE_BUDGET_S for _, s in recent) <= INLINE_WINDOW // 4:
+            self._inline_rows = 2 * max(n for n, _ in recent)
+        else:
+            self._inline_rows = 0
+
     # forming batches ---------------------------------------------------------------------------------------
     def _dispatch(self, idle: bool = False) -> None:
         self._timer = None
@@ -216,9 +251,11 @@ class Batcher:
             if time.monotonic() < due and self._rows_for(head.key) < limit:
                 self._timer = self._loop.call_at(self._loop.time() + due - time.monotonic(), self._dispatch)
                 return
-        batch = self._take(head.key, limit)
         self._busy = True
-        self._task = self._loop.create_task(self._execute(batch))
+        if idle and self._cheap(head.rows):  # formed when the task starts: this turn's requests join it
+            self._task = self._loop.create_task(self._execute(None, head.key))
+            return
+        self._task = self._loop.create_task(self._execute(self._take(head.key, limit)))
 
     def _rows_for(self, key: Hashable) -> int:
         return sum(i.rows for i in self._pending if i.key == key and not i.future.done())
@@ -243,7 +280,9 @@ class Batcher:
         self._queued_rows = sum(item.rows for item in keep)
         return batch
 
-    async def _execute(self, batch: list[_Item]) -> None:
+    async def _execute(self, batch: list[_Item] | None, key: Hashable = None) -> None:
+        if batch is None:
+            batch = self._take(key, self.policy.max_batch_size)
         if tracing.ON:
             waited = [item.trace for item in batch if item.trace is not None and not item.future.done()]
             tracing.queued(waited, self.trace_attributes)
@@ -270,12 +309,15 @@ class Batcher:
                 run = functools.partial(tracing.run_batch, self.run, traced, self.trace_attributes)
         try:
             inputs = live[0].inputs if len(live) == 1 else concat([item.inputs for item in live])
-            if self.executor is None:
+            if self.executor is None or self._cheap(rows):
+                self.inline_runs += self.executor is not None
                 outputs = run(inputs, rows)
+                ran = time.monotonic() - started
             else:
                 assert self._loop is not None
-                outputs = await self._loop.run_in_executor(self.executor, run, inputs, rows)
+                outputs, ran = await self._loop.run_in_executor(self.executor, _timed, run, inputs, rows)
         except Exception as exc:
+            self._ran(rows, time.monotonic() - started)
             if len(live) == 1:
                 _settle(live[0].future, exc=exc)
                 return
@@ -285,6 +327,7 @@ class Batcher:
             return
         seconds = time.monotonic() - started
         self._batch_s = seconds if self._batch_s == 0.0 else self._batch_s + 0.2 * (seconds - self._batch_s)
+        self._ran(rows, ran)  # the run itself, without the hand-off to the thread and back
         for item in live:
             if item.timing is not None:
                 item.timing.queue_s = started - item.arrived
@@ -319,6 +362,13 @@ class Batcher:
             fail_waiting()
         else:
             loop.call_soon_threadsafe(fail_waiting)
+
+
+def _timed(run: RunFn, inputs: Mapping[str, np.ndarray], rows: int) -> tuple[Mapping[str, np.ndarray], float]:
+    """``run``'s outputs and the seconds it took, timed on the thread that runs it."""
+    started = time.monotonic()
+    outputs = run(inputs, rows)
+    return outputs, time.monotonic() - started
 
 
 def _settle(future: asyncio.Future[Arrays], result: Arrays | None = None, exc: BaseException | None = None) -> None:

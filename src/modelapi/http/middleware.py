@@ -257,17 +257,18 @@ def _access_line(scope: Scope, rid: str, status: int, sent: int, seconds: float)
     address = f"{client[0]}:{client[1]}" if client else "-"
     method = scope.get("method", "")
     ms = round(seconds * 1000, 3)
-    ACCESS_LOG.info(
+    # the record made here and handed to the logger's handlers, as ``ACCESS_LOG.info`` would after its level
+    # check (done by the caller): without ``findCaller``'s walk up the stack, which names this function anyway
+    record = ACCESS_LOG.makeRecord(
+        ACCESS_LOG.name,
+        logging.INFO,
+        __file__,
+        _ACCESS_LINENO,
         '%s - "%s %s HTTP/%s" %d %d B %.1f ms [%s]',
-        address,
-        method,
-        path,
-        scope.get("http_version", "1.1"),
-        status,
-        sent,
-        ms,
-        rid,
-        extra={
+        (address, method, path, scope.get("http_version", "1.1"), status, sent, ms, rid),
+        None,
+        "_access_line",
+        {
             "method": method,
             "path": path,
             "status": status,
@@ -277,6 +278,10 @@ def _access_line(scope: Scope, rid: str, status: int, sent: int, seconds: float)
             "request_id": rid,
         },
     )
+    ACCESS_LOG.handle(record)
+
+
+_ACCESS_LINENO = _access_line.__code__.co_firstlineno
 
 
 def _too_large(limit: int, setting: str = "max_body_bytes") -> str:
