@@ -130,3 +130,23 @@ def test_workers_creating_the_tables_at_once_both_succeed() -> None:
         finally:
             for store in stores:
                 store.close()
+
+
+def test_calls_of_different_shapes_make_one_table_in_call_order() -> None:
+    """Runs of calls with the same arrays are joined before Arrow sees them; a call of another shape (an integer
+    column where others sent floats, an output the others lack) still lands in order, cast or null-filled."""
+    pending = Pending("m", "1", int(T0 // DAY_S))
+
+    def call(x: np.ndarray, outputs: dict[str, np.ndarray]) -> None:
+        event = PredictionsServed("m", "1", "records", "r", None, T0, 0.001, {"x": x}, outputs)
+        assert pending.add(event, sensitive=()) == len(x)
+
+    call(np.array([1.5, 2.5]), {"y": np.array([10.0, 20.0])})
+    call(np.array([3.5]), {"y": np.array([30.0])})
+    call(np.array([4], dtype=np.int64), {"y": np.array([40.0]), "extra": np.array(["e"], dtype=object)})
+    call(np.array([5.5]), {"y": np.array([50.0])})
+    table = pending.table()
+    assert table.num_rows == 5
+    assert table.column("input.x").to_pylist() == [1.5, 2.5, 3.5, 4.0, 5.5]
+    assert table.column("output.y").to_pylist() == [10.0, 20.0, 30.0, 40.0, 50.0]
+    assert table.column("output.extra").to_pylist() == [None, None, None, "e", None]

@@ -58,14 +58,16 @@ class Pending:
     day: int  # days since the Unix epoch, UTC
     rows: int = 0
     meta: dict[str, list[object]] = field(default_factory=lambda: {k: [] for k in META})
+    #: the rows of each call: its arrays under ``input.NAME`` / ``output.NAME``, not yet flattened
     parts: list[tuple[int, dict[str, np.ndarray]]] = field(default_factory=list)
 
     def add(self, event: PredictionsServed, sensitive: Collection[str]) -> int:
-        columns = flatten(event.inputs, INPUT, sensitive)
-        columns.update(flatten(event.outputs, OUTPUT))
         k = len(next(iter(event.inputs.values()))) if event.inputs else 0
         if k == 0:
             return 0
+        # kept as the call's arrays: flattened and turned into Arrow once per flush, not once per request
+        arrays = {INPUT + n: a for n, a in event.inputs.items() if n not in sensitive}
+        arrays.update({OUTPUT + n: a for n, a in event.outputs.items()})
         meta = self.meta
         meta["time"].extend([int(event.time * 1_000_000)] * k)
         meta["request_id"].extend([event.request_id] * k)
@@ -73,14 +75,11 @@ class Pending:
         meta["protocol"].extend([event.protocol] * k)
         meta["latency_s"].extend([event.latency_s] * k)
         meta["pid"].extend([os.getpid()] * k)
-        self.parts.append((k, columns))
+        self.parts.append((k, arrays))
         self.rows += k
         return k
 
     def table(self) -> pa.Table:
-        names: dict[str, None] = {}
-        for _, columns in self.parts:
-            names.update(dict.fromkeys(columns))
         arrays: dict[str, pa.Array] = {
             "time": pa.array(self.meta["time"], pa.int64()).cast(TIME_TYPE),
             "request_id": pa.array(self.meta["request_id"], pa.string()),
@@ -89,10 +88,37 @@ class Pending:
             "latency_s": pa.array(self.meta["latency_s"], pa.float64()),
             "pid": pa.array(self.meta["pid"], pa.int32()),
         }
+        # runs of parts with the same arrays (names, dtypes, widths: every call of one version, as a rule) are
+        # concatenated in numpy first, so each column costs one Arrow conversion per run
+        runs: list[tuple[int, dict[str, np.ndarray]]] = []
+        shape: object = None
+        group: list[dict[str, np.ndarray]] = []
+        for _, part in self.parts:
+            this = tuple((n, a.dtype.str, a.shape[1:]) for n, a in part.items())
+            if this != shape and group:
+                runs.append(_joined(group))
+                group = []
+            shape = this
+            group.append(part)
+        if group:
+            runs.append(_joined(group))
+        flat = [(k, flatten(joined, "")) for k, joined in runs]
+        names: dict[str, None] = {}
+        for _, columns in flat:
+            names.update(dict.fromkeys(columns))
         for name in names:  # the signature's order: inputs, then outputs
-            chunks = [pa.array(_plain(cols[name])) if name in cols else pa.nulls(k) for k, cols in self.parts]
+            chunks = [pa.array(_plain(cols[name])) if name in cols else pa.nulls(k) for k, cols in flat]
             arrays[name] = _concat(chunks)
         return pa.table(arrays)
+
+
+def _joined(parts: list[dict[str, np.ndarray]]) -> tuple[int, dict[str, np.ndarray]]:
+    """Parts of one shape as one: each array concatenated along the rows."""
+    if len(parts) == 1:
+        only = parts[0]
+        return len(next(iter(only.values()))), only
+    joined = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+    return len(next(iter(joined.values()))), joined
 
 
 def _concat(chunks: list[pa.Array]) -> pa.Array:
