@@ -52,8 +52,8 @@ class FakeModel:
         return {"y": np.column_stack([2 * x, 3 * x]), "label": label}
 
 
-def batcher(model: FakeModel, executor: ThreadPoolExecutor | None, **policy: Any) -> Batcher:
-    return Batcher(model, BatchPolicy(**policy), executor)
+def batcher(model: FakeModel, executor: ThreadPoolExecutor | None, inline: bool = True, **policy: Any) -> Batcher:
+    return Batcher(model, BatchPolicy(**policy), executor, inline=inline)
 
 
 async def wait_started(model: FakeModel) -> None:
@@ -473,5 +473,18 @@ def test_a_cheap_model_runs_its_batches_inline_and_a_slow_run_sends_them_back_to
             await submit(b, 4.0)
             assert on_thread[-1] is True
         assert b.inline_runs == runs
+
+    run(test)
+
+
+def test_a_batcher_not_told_inline_keeps_every_run_on_the_thread() -> None:
+    """A Python class may take seconds on one call after thousands of cheap ones: its runs never hold the loop."""
+
+    async def test(executor: ThreadPoolExecutor) -> None:
+        model = FakeModel()
+        b = batcher(model, executor, inline=False)
+        for i in range(INLINE_WINDOW * 2):
+            await submit(b, float(i))
+        assert b.inline_runs == 0
 
     run(test)

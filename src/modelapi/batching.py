@@ -11,7 +11,10 @@ the others succeed.
 ``run`` is a plain function of the concatenated inputs; where it runs is the caller's choice (``executor``:
 ``None`` runs it inline on the event loop, else on that executor, e.g. one dedicated thread per model).
 
-With an executor, a batch runs inline on the event loop instead when the model is known to be cheap: at least
+With an executor and ``inline`` (given for library formats whose cost follows their rows: scikit-learn, ONNX,
+XGBoost, LightGBM; never for a Python class, whose one call may take seconds where others took microseconds,
+and would hold the event loop, health probes included, that long), a batch runs inline on the event loop
+instead when the model is known to be cheap: at least
 three quarters of its last ``INLINE_WINDOW`` runs took at most ``INLINE_BUDGET_S`` each (timed on the thread
 that ran them; one run delayed by another process does not count against the model), and the batch has at most
 twice the rows of the largest of those runs. Handing a small batch to the model's thread and back costs a queue
@@ -147,8 +150,10 @@ class Batcher:
         executor: Executor | None = None,
         on_batch: OnBatch | None = None,
         trace_attributes: Mapping[str, str] | None = None,
+        inline: bool = False,
     ) -> None:
         self.run = run
+        self.inline = inline and executor is not None
         #: on every queue and predict span (the model and version)
         self.trace_attributes: Mapping[str, str] = trace_attributes or {}
         self.on_batch = on_batch
@@ -228,7 +233,7 @@ class Batcher:
         """Record a run: at most a quarter of the window's runs over the budget keeps the model cheap."""
         recent = self._recent
         recent.append((rows, seconds))
-        cheap = self.executor is not None and len(recent) == INLINE_WINDOW
+        cheap = self.inline and len(recent) == INLINE_WINDOW
         if cheap and sum(s > INLINE_BUDGET_S for _, s in recent) <= INLINE_WINDOW // 4:
             self._inline_rows = 2 * max(n for n, _ in recent)
         else:

@@ -30,6 +30,9 @@ from ..signature import Signature
 
 log = logging.getLogger("modelapi")
 _T = TypeVar("_T")
+#: formats whose predict costs about the same for every row, so that a run measured cheap stays cheap: their
+#: small batches may run on the event loop (batching.py); a Python class or a pyfunc may not
+INLINE_PLATFORMS = frozenset({"sklearn", "onnx", "xgboost", "lightgbm"})
 
 
 class State(StrEnum):
@@ -111,7 +114,10 @@ class VersionHandle:
             self.open_shaped = tuple(s.name for s in self.signature.inputs if -1 in s.row_shape)
             on_batch = None if self._on_batch is None else functools.partial(self._on_batch, self)
             traced = {tracing.MODEL: self.name, tracing.VERSION: self.version}
-            self.batcher = Batcher(functools.partial(predict, self.model), self.policy, self._thread, on_batch, traced)
+            inline = self.model.platform in INLINE_PLATFORMS
+            self.batcher = Batcher(
+                functools.partial(predict, self.model), self.policy, self._thread, on_batch, traced, inline
+            )
 
     def stop(self) -> None:
         """Unload: fail whatever still waits, let a running batch finish, release the model."""
