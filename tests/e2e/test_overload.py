@@ -7,6 +7,7 @@ body is still arriving, while ``/v2/health/live`` keeps answering quickly.
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import time
@@ -44,12 +45,18 @@ def _occupy(server: RunningServer, seconds: float, n: int) -> list[threading.Thr
     threads = [threading.Thread(target=one) for _ in range(n)]
     for t in threads:
         t.start()
+    # a probe sent before the slow requests are all admitted would take a slot itself and wait behind them, so
+    # first wait for the in-flight gauge (this one worker renders it current) to show them all
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:  # until a probe is refused: the slots are taken
-        r = httpx.post(server.url + INFER, content=_body(0), headers={"content-type": "application/json"})
-        if r.status_code == 503:
-            return threads
+    gauge = re.compile(r'^modelapi_requests_in_flight\{[^}]*model="sleepy"[^}]*\} (\S+)$', re.M)
+    while time.monotonic() < deadline:
+        found = gauge.findall(httpx.get(server.url + "/metrics").text)
+        if found and sum(float(v) for v in found) >= n:
+            break
         time.sleep(0.02)
+    r = httpx.post(server.url + INFER, content=_body(0), headers={"content-type": "application/json"})
+    if r.status_code == 503:
+        return threads
     raise AssertionError(f"the slow requests never filled the model's slots: {r.status_code} {r.text}")
 
 
