@@ -133,8 +133,9 @@ class Load:
                 out[status] = out.get(status, 0) + 1
         return out
 
-    def in_flight(self, at: float) -> int:
-        return sum(1 for r in self.results if r[0] <= at < r[1])
+    def in_flight(self, start: float, end: float) -> int:
+        """Requests in flight at some moment of [start, end]: sent by ``end``, not answered before ``start``."""
+        return sum(1 for r in self.results if r[0] <= end and r[1] > start)
 
 
 @contextlib.contextmanager
@@ -314,18 +315,19 @@ def _phases(balancer: Balancer, replicas: list[Replica], workers: list[Replica],
     killed = replicas[1]
     assert killed.proc is not None
     at = time.monotonic()
-    killed.proc.kill()
-    eject_s = _wait_server(balancer, "r2", "DOWN", 10)
+    killed.proc.kill()  # SIGKILL is delivered asynchronously: the replica takes requests until it is reaped
     killed.proc.wait()
+    dead = time.monotonic()
+    eject_s = _wait_server(balancer, "r2", "DOWN", 10)
     sessions = balancer.sessions()["r2"]
     time.sleep(2.0)
     assert balancer.sessions()["r2"] == sessions, "the balancer still sent requests to the killed replica"
-    in_flight = load.in_flight(at)
+    in_flight = load.in_flight(at, dead)
     sent, failed = load.between(at - 0.5, time.monotonic())
     how = load.failures(at - 0.5, time.monotonic())
     figures["kill -9"] = (
-        f"{failed} failed {how or ''} of {sent} requests ({in_flight} in flight at the kill); "
-        f"ejected in {eject_s:.2f} s"
+        f"{failed} failed {how or ''} of {sent} requests ({in_flight} in flight while it died, "
+        f"{(dead - at) * 1000:.0f} ms); ejected {eject_s:.2f} s after"
     )
     assert failed <= in_flight and eject_s <= 2.0, figures["kill -9"]
     killed.start()  # back while the next phases run
