@@ -1,0 +1,113 @@
+"""Alternating A/B of server configurations on one cell: the quick check behind a change to the request path.
+
+Each contender is served in turn on core 0 with wrk on core 1, for ``--rounds`` rounds (A, B, ..., A, B, ...), so
+a drift in the machine's speed hits every contender alike. Prints each round's requests/s and CPU per request,
+and each contender's median as a ratio of the first contender's.
+
+    python -m bench.ab default log                    # --log-predictions 1.0 against the default
+    python -m bench.ab floor default --route v2-json --rows 32
+    python -m bench.ab default production --connections 1
+
+Contenders: ``floor`` (bench/floor.py), ``default``, ``production`` (an API key, metrics on), ``nometrics``,
+``log`` (the prediction log at 100 %), or ``modelapi:ARGS`` (``modelapi:--max-batch-size 8``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import statistics
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import procfs, servers, verify, workload
+from .loadgen import run_wrk
+
+SERVER_CORE, LOAD_CORE = 0, 1
+PATHS = {"rest": "/models/logreg/predict", "v2-json": "/v2/models/logreg/infer", "v2-binary": "/v2/models/logreg/infer"}
+
+
+@dataclass
+class Sample:
+    rps: float
+    cpu_us: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+def spec_for(name: str, model: Path, tmp: Path) -> servers.ServerSpec:
+    if name == "floor":
+        return servers.floor(model)
+    if name == "default":
+        return servers.modelapi(name, [model])
+    if name == "production":
+        return servers.modelapi_production(name, [model], tmp / "state-production")
+    if name == "nometrics":
+        return servers.modelapi(name, [model], "--no-metrics")
+    if name == "log":
+        return servers.modelapi(name, [model], "--log-predictions", "1.0", "--state-dir", str(tmp / "state-log"))
+    if name.startswith("modelapi:"):
+        return servers.modelapi(name, [model], *shlex.split(name.partition(":")[2]))
+    raise SystemExit(f"unknown contender {name!r}; see python -m bench.ab --help")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.ab", description=__doc__.splitlines()[0])
+    parser.add_argument("contenders", nargs="+", help="floor, default, production, nometrics, log, modelapi:ARGS")
+    parser.add_argument("--route", choices=list(PATHS), default="rest", help="body kind (default rest: friendly)")
+    parser.add_argument("--rows", type=int, default=1)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args(argv)
+    results: dict[str, list[Sample]] = {name: [] for name in args.contenders}
+    with tempfile.TemporaryDirectory(prefix="modelapi-ab-") as tmp_name:
+        tmp = Path(tmp_name)
+        work = workload.build(tmp, (args.rows,))
+        body = work.body(args.route, args.rows)
+        want = workload.expected(work.model_path, work.rows[: args.rows])
+        specs = {name: spec_for(name, work.model_path, tmp) for name in args.contenders}
+        for round_no in range(args.rounds):
+            for name, spec in specs.items():
+                path = "/predict" if name == "floor" else PATHS[args.route]
+                # the floor reads the friendly body only
+                body_here = work.body("rest", args.rows) if name == "floor" else body
+                with servers.serve(spec, core=SERVER_CORE, env=dict(os.environ), log_dir=tmp) as srv:
+                    verify.check(name, path, srv.host, srv.port, body_here, want, spec.client_headers)
+                    url = srv.url + path
+                    run_wrk(url, body_here, connections=16, seconds=1, core=LOAD_CORE, headers=spec.client_headers)
+                    pids = procfs.tree(srv.process.pid)
+                    cpu = procfs.cpu_seconds(pids)
+                    cell = run_wrk(
+                        url, body_here, connections=args.connections, seconds=args.seconds, core=LOAD_CORE,
+                        headers=spec.client_headers,
+                    )  # fmt: skip
+                    cpu = procfs.cpu_seconds(pids) - cpu
+                sample = Sample(cell.rps, cpu / max(cell.requests, 1) * 1e6, cell.p50_ms, cell.p99_ms, cell.errors)
+                results[name].append(sample)
+                print(
+                    f"round {round_no + 1} {name:>12}: {sample.rps:9,.0f} req/s  {sample.cpu_us:6.0f} us CPU/req  "
+                    f"p50 {sample.p50_ms:6.2f} ms  p99 {sample.p99_ms:6.2f} ms  errors {sample.errors}",
+                    flush=True,
+                )
+    first = args.contenders[0]
+    base_rps = statistics.median(s.rps for s in results[first])
+    base_cpu = statistics.median(s.cpu_us for s in results[first])
+    print(f"\n{args.route} {args.rows}-row c{args.connections}, {args.rounds} rounds of {args.seconds} s; medians:")
+    for name, samples in results.items():
+        rps = statistics.median(s.rps for s in samples)
+        cpu = statistics.median(s.cpu_us for s in samples)
+        p50 = statistics.median(s.p50_ms for s in samples)
+        print(
+            f"  {name:>12}: {rps:9,.0f} req/s ({rps / base_rps:4.2f}x {first})  {cpu:6.0f} us CPU/req "
+            f"({cpu / base_cpu:4.2f}x)  p50 {p50:.2f} ms"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
