@@ -1,8 +1,11 @@
 -- wrk script for the overload cell: POST one body, count the answers by status, print one JSON line.
 -- wrk -s bench/overload.lua URL -- BODY_FILE CONTENT_TYPE [honour]
 -- honour: a connection answered 503 or 429 waits its Retry-After before its next request, as docs/overload.md
--- asks of clients (approximately: wrk calls delay() for the connection about to write, after the latest answer
--- of the thread, which is nearly always that connection's own).
+-- asks of clients. wrk's Lua state is per thread, not per connection: response() runs for the answer a
+-- connection read and delay() for the next connection about to write, and several answers may be read before
+-- the first of those writes. Each refusal's wait is queued and the next writes take one each, so every
+-- refusal makes one connection wait (not always the refused one); a single variable would drop the waits of
+-- refusals read together and let those clients retry at once.
 
 local threads = {}
 
@@ -17,22 +20,26 @@ function init(args)
    wrk.method = "POST"
    wrk.headers["Content-Type"] = args[2]
    honour = args[3] == "honour"
-   backoff = 0
+   waits = {}  -- queued Retry-After waits, ms: first in, first out
+   first, last = 1, 0
    statuses = {}
 end
 
 function response(status, headers, body)
    statuses[status] = (statuses[status] or 0) + 1
    if honour and (status == 503 or status == 429) then
-      backoff = (tonumber(headers["retry-after"] or headers["Retry-After"]) or 1) * 1000
-   else
-      backoff = 0
+      last = last + 1
+      waits[last] = (tonumber(headers["retry-after"] or headers["Retry-After"]) or 1) * 1000
    end
 end
 
 function delay()
-   local ms = backoff
-   backoff = 0
+   if first > last then
+      return 0
+   end
+   local ms = waits[first]
+   waits[first] = nil
+   first = first + 1
    return ms
 end
 
