@@ -2,9 +2,11 @@
 
 ``Observer`` has one method per event, each a no-op, so a subscriber implements only what it needs. ``Events``
 fans an event out to its subscribers; a subscriber that raises is logged and never breaks the request or load
-that emitted it. Emitters check ``Events.active`` first, so with nobody subscribed an event costs one attribute
-read. Events are plain slotted dataclasses, to be treated as read-only: not frozen, because building a frozen
-one costs about a microsecond more, and a request emits two or three.
+that emitted it. A subscriber is handed only the events whose method it overrides, and emitters of the
+per-request events check ``Events.active`` first, so with nobody subscribed to them (one that watches model
+versions only leaves ``active`` false) an event costs one attribute read. Events are plain slotted dataclasses,
+to be treated as read-only: not frozen, because building a frozen one costs about a microsecond more, and a
+request emits two or three.
 
 ``PredictionsServed`` is the one event that carries data (the rows a call answered). It is built only for an
 observer that overrides ``sample_rate``: ``Events.sampling`` is true only while one is subscribed, and the data
@@ -123,6 +125,15 @@ class Observer:
         pass
 
 
+_PER_REQUEST = ("request_started", "request_finished", "request_rejected", "batch_run")
+
+
+def _overrides(observer: object, method: str) -> bool:
+    """Whether ``observer`` does something on ``method``: not the no-op ``Observer`` gives it (an object that does
+    not subclass ``Observer`` counts as overriding whatever it has)."""
+    return getattr(type(observer), method, None) is not getattr(Observer, method) and hasattr(observer, method)
+
+
 class Events(Observer):
     """Fan-out to subscribers, in subscription order (their bound methods are listed once per subscription)."""
 
@@ -144,15 +155,13 @@ class Events(Observer):
         self._rebind()
 
     def _rebind(self) -> None:
-        self._bound = {m: [getattr(o, m) for o in self._observers] for m in self._METHODS}
-        samplers = [o for o in self._observers if type(o).sample_rate is not Observer.sample_rate]
+        self._bound = {m: [getattr(o, m) for o in self._observers if _overrides(o, m)] for m in self._METHODS}
+        samplers = [o for o in self._observers if _overrides(o, "sample_rate")]
         self._samplers = [o.sample_rate for o in samplers]
         self._bound["predictions_served"] = [o.predictions_served for o in samplers]
         self.sampling = bool(self._samplers)
-
-    @property
-    def active(self) -> bool:
-        return bool(self._observers)
+        #: whether any subscriber wants the per-request events (built only then)
+        self.active = any(self._bound[m] for m in _PER_REQUEST)
 
     def subscribe(self, observer: Observer) -> None:
         self._observers.append(observer)

@@ -18,6 +18,7 @@ from starlette.middleware import Middleware
 from .. import metrics, tracing
 from ..dataplane import DataPlane
 from ..errors import ModelAPIError
+from ..heap import HeapFreezer
 from ..jobs.host import JobsHost
 from ..models.base import Model
 from ..monitor import Monitor
@@ -59,7 +60,10 @@ def create_app(
     limits = KeyLimits(settings.rate_limit, settings.rate_burst, meter, dataplane.events)
     monitor = Monitor.from_settings(settings)  # reads the log for GET /models/{name}/monitor, logging or not
     services = Services(dataplane, settings, jobs, auth, limits, monitor)
-    if settings.metrics:  # before the models load: the repository emits their state changes while they do
+    # before the models load, as are the subscribers below: the repository emits their state changes while they do
+    heap = HeapFreezer()  # full collections walk only what came after the models loaded (heap.py)
+    dataplane.events.subscribe(heap)
+    if settings.metrics:
         observer = metrics.MetricsObserver()
         dataplane.events.subscribe(observer)
         jobs.service.observer = observer
@@ -88,6 +92,7 @@ def create_app(
                 yield
             finally:
                 follow.cancel()
+                heap.close()
                 await jobs.stop()
                 auth.close()
                 if meter is not None:

@@ -351,8 +351,7 @@ class Repository:
         self, name: str, version: str, state: State, previous: State | None, reason: str | None = None
     ) -> None:
         self.generation += 1
-        if self.events.active:
-            self.events.model_state_changed(ModelStateChanged(name, version, state, previous, reason))
+        self.events.model_state_changed(ModelStateChanged(name, version, state, previous, reason))
 
     # on demand (the V2 repository extension) -------------------------------------------------------------
     async def load_model(self, name: str) -> None:

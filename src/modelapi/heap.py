@@ -1,0 +1,68 @@
+"""Keep the cyclic garbage collector off the request path: freeze what is alive once models are loaded.
+
+A worker holds a few hundred thousand long-lived objects (scikit-learn, numpy, pandas, pyarrow and the models
+themselves). Every full collection walks all of them, and one comes every few seconds under load: it stops the
+event loop for tens of milliseconds (measured in docs/overload.md), which shows as the worst latency of
+health probes and the p99 of requests. ``gc.freeze()`` moves every object alive at that moment into a permanent
+generation that collections skip, so the collections that requests' garbage triggers walk only that garbage.
+
+The freeze is redone after a version is loaded (its objects join the frozen set) and after one is unloaded
+(unfrozen first and collected, so that whatever cycles the old model leaves are reclaimed, not kept for good),
+once per burst of such changes: a short while after the last one, so that a repository of many models loading
+at start pays for one collection, not one per model. That collection is the one pause left, at load time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import time
+
+from .events import ModelStateChanged, Observer
+
+log = logging.getLogger("modelapi.heap")
+
+#: states after which the set of long-lived objects changed
+_CHANGED = frozenset({"READY", "UNLOADED", "UNAVAILABLE"})
+
+
+def freeze() -> float:
+    """Collect, then freeze everything alive; returns the seconds it took."""
+    started = time.perf_counter()
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+    return time.perf_counter() - started
+
+
+class HeapFreezer(Observer):
+    """Subscribe one per worker: freezes the heap ``delay_s`` after the last version was loaded or unloaded."""
+
+    def __init__(self, delay_s: float = 0.5) -> None:
+        self.delay_s = delay_s
+        self._pending: asyncio.TimerHandle | None = None
+        self.freezes = 0
+
+    def model_state_changed(self, event: ModelStateChanged) -> None:
+        if event.state not in _CHANGED:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # outside an event loop (a worker's job runner, a test): now
+            self._freeze()
+            return
+        if self._pending is not None:
+            self._pending.cancel()
+        self._pending = loop.call_later(self.delay_s, self._freeze)
+
+    def _freeze(self) -> None:
+        self._pending = None
+        seconds = freeze()
+        self.freezes += 1
+        log.debug("heap frozen: %d objects in %.0f ms", gc.get_freeze_count(), seconds * 1000)
+
+    def close(self) -> None:
+        if self._pending is not None:
+            self._pending.cancel()
+            self._pending = None

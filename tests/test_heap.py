@@ -1,0 +1,71 @@
+"""The heap freezer: long-lived objects frozen once models are loaded, refrozen after an unload, per burst."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import weakref
+from collections.abc import Iterator
+
+import pytest
+
+from modelapi.events import Events, ModelStateChanged, Observer
+from modelapi.heap import HeapFreezer, freeze
+
+
+@pytest.fixture(autouse=True)
+def _unfrozen() -> Iterator[None]:
+    yield
+    gc.unfreeze()
+
+
+class Cycle:
+    def __init__(self) -> None:
+        self.me = self
+
+
+def test_a_frozen_object_is_skipped_by_collections_and_an_unfrozen_cycle_is_reclaimed() -> None:
+    kept = Cycle()
+    freeze()
+    assert gc.get_freeze_count() > 0
+    ref = weakref.ref(kept)
+    del kept
+    gc.collect()
+    assert ref() is not None  # frozen: no collection looks at it
+    freeze()  # what an unload does: unfreeze, collect, freeze again
+    assert ref() is None
+
+
+def test_a_burst_of_loads_freezes_once_after_the_last() -> None:
+    async def burst() -> HeapFreezer:
+        heap = HeapFreezer(delay_s=0.05)
+        events = Events(heap)
+        for version in ("1", "2", "3"):
+            events.model_state_changed(ModelStateChanged("m", version, "READY", "LOADING"))
+            await asyncio.sleep(0.01)
+        assert heap.freezes == 0
+        await asyncio.sleep(0.2)
+        return heap
+
+    heap = asyncio.run(burst())
+    assert heap.freezes == 1
+    assert gc.get_freeze_count() > 0
+
+
+def test_states_that_change_nothing_long_lived_do_not_freeze() -> None:
+    heap = HeapFreezer()
+    for state in ("LOADING", "UNLOADING"):
+        heap.model_state_changed(ModelStateChanged("m", "1", state, None))
+    assert heap.freezes == 0
+
+
+def test_an_observer_of_model_versions_only_leaves_the_per_request_events_off() -> None:
+    events = Events(HeapFreezer())
+    assert not events.active and not events.sampling
+
+    class Counting(Observer):
+        def request_finished(self, event: object) -> None:
+            pass
+
+    events.subscribe(Counting())
+    assert events.active
