@@ -129,6 +129,51 @@ def test_an_expected_wait_over_max_queue_ms_is_refused_on_the_head() -> None:
     assert ("overloaded", 503) in _rejected(log)
 
 
+def test_requests_admitted_whose_bodies_are_still_arriving_count_in_the_expected_wait() -> None:
+    """Under a flood, heads arrive faster than bodies: each admitted call will be queued ahead of the next one,
+    so it counts before its body is in (else hundreds are admitted, then dropped for queue time after all the
+    work of reading and decoding them)."""
+    app, _model, log = _app(max_queue_ms=150, batch_max_size=1)  # one row a batch: each call its own batch
+
+    async def main() -> None:
+        async with app.router.lifespan_context(app):
+            assert (await _call(app, 0.1))[0] == 200  # the batch time is known: about 0.1 s
+            release = asyncio.Event()
+
+            def slow_body() -> Any:
+                sent = False
+
+                async def receive() -> Message:  # admitted on the head; the body comes later, then nothing
+                    nonlocal sent
+                    await release.wait()
+                    if sent:
+                        await asyncio.Event().wait()
+                    sent = True
+                    return {"type": "http.request", "body": _body(0.1), "more_body": False}
+
+                return receive
+
+            first = asyncio.create_task(_call(app, 0.1, slow_body()))
+            second = asyncio.create_task(_call(app, 0.1, slow_body()))
+            await asyncio.sleep(0.05)
+            assert app.state.dataplane.gate.inflight == {"slow": 2}  # both in: 0 and 1 batch ahead
+            reads = 0
+
+            async def receive() -> Message:
+                nonlocal reads
+                reads += 1
+                return {"type": "http.request", "body": _body(0.0), "more_body": False}
+
+            status, _, payload = await _call(app, 0.0, receive)  # two batches ahead: 0.2 s > 150 ms
+            assert status == 503 and reads == 0
+            assert "max_queue_ms" in orjson.loads(payload)["error"]
+            release.set()
+            assert [(await first)[0], (await second)[0]] == [200, 200]
+
+    asyncio.run(main())
+    assert ("overloaded", 503) in _rejected(log)
+
+
 def test_a_request_whose_queue_time_runs_out_never_reaches_the_model() -> None:
     app, model, log = _app(max_queue_ms=100)  # batching on: the second request waits for the first's batch
 

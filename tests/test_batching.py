@@ -431,6 +431,46 @@ def test_the_expected_wait_is_the_running_batch_left_plus_a_batch_per_max_rows_q
     run(main)
 
 
+def test_the_expected_wait_counts_requests_admitted_but_not_yet_submitted() -> None:
+    async def main(pool: ThreadPoolExecutor) -> None:
+        model = FakeModel()
+        b = batcher(model, pool, max_batch_size=2)
+        model.release.clear()
+        model.started.clear()
+        first = submit(b, 1.0)
+        await wait_started(model)
+        time.sleep(0.05)
+        model.release.set()
+        await first  # one batch of about 50 ms, of 1 row: the rows per request are about 1
+        assert b.expected_wait(arriving=0) == 0.0
+        # four requests admitted on their heads, bodies still arriving: two batches of two rows ahead
+        assert 0.09 <= b.expected_wait(arriving=4) <= 0.2
+        assert b.holding == 0
+
+    run(main)
+
+
+def test_the_expected_wait_follows_the_queue_drain_when_other_work_runs_between_batches() -> None:
+    async def main(pool: ThreadPoolExecutor) -> None:
+        model = FakeModel()  # answers at once: the batch time is about nothing
+        b = batcher(model, pool, max_batch_size=1)
+        model.release.set()
+
+        async def busy_loop() -> None:  # the event loop's other work (other requests' HTTP) between batches
+            for _ in range(40):
+                time.sleep(0.01)
+                await asyncio.sleep(0)
+
+        chatter = asyncio.get_running_loop().create_task(busy_loop())
+        await asyncio.gather(*(submit(b, float(i)) for i in range(20)))  # the queue never empties meanwhile
+        await chatter
+        # each 1-row batch waited for the loop's other work, about 10 ms a row: ten rows ahead are about 100 ms,
+        # where ten batch times (the model answers at once) would be a few ms
+        assert b.expected_wait(arriving=10) >= 0.07
+
+    run(main)
+
+
 # inline runs on an idle, cheap model -------------------------------------------------------------------------
 def test_a_cheap_model_runs_its_batches_inline_and_a_slow_run_sends_them_back_to_the_thread() -> None:
     async def test(executor: ThreadPoolExecutor) -> None:

@@ -168,6 +168,13 @@ class Batcher:
         self._queued_rows = 0  # rows waiting for a batch (cancelled ones too, until a batch forms)
         self._batch_s = 0.0  # moving average of recent batches' run time (0: none ran yet)
         self._running_since = 0.0
+        self._running_requests = 0
+        #: moving averages for the expected wait: rows per submitted request, and seconds per row of the queue's
+        #: drain while it never emptied (from one batch's start to the next, so the event loop's other work
+        #: between batches counts: under load that is most of a request's cost); 0 until measured
+        self._rows_per_request = 1.0
+        self._drain_s_per_row = 0.0
+        self._drained_from: tuple[float, int] | None = None  # (start, rows) of the batch before, if back to back
         #: rows of every batch run, newest last (the last 1000), for tests and diagnostics
         self.batch_rows: deque[int] = deque(maxlen=1000)
         #: (rows, seconds) of the last runs, and the most rows a batch may have to run inline (0: none may);
@@ -182,14 +189,23 @@ class Batcher:
         """Whether a request submitted now would wait (a batch is running or forming)."""
         return self._busy or self._timer is not None
 
-    def expected_wait(self) -> float:
-        """Seconds a request submitted now can expect to wait before its batch starts: what is left of the
-        running batch, plus one recent batch time for every ``max_batch_size`` rows queued ahead of it."""
-        if not self._busy and self._timer is None:
+    def expected_wait(self, arriving: int = 0) -> float:
+        """Seconds a request submitted now can expect to wait before its batch starts. The rows ahead of it are
+        those queued plus ``arriving`` requests admitted but not submitted yet (their bodies still being read or
+        decoded), at the recent rows per request. They take one recent batch time for every
+        ``max_batch_size`` of them, or, once the queue has been seen draining under load, the time per row it
+        took, whichever is longer; plus what is left of the running batch."""
+        if not self._busy and self._timer is None and not arriving:
             return 0.0
         batch_s = self._batch_s
         left = max(batch_s - (time.monotonic() - self._running_since), 0.0) if self._busy else 0.0
-        return left + -(-self._queued_rows // self.policy.max_batch_size) * batch_s
+        ahead = self._queued_rows + arriving * self._rows_per_request
+        return left + max(-(-ahead // self.policy.max_batch_size) * batch_s, ahead * self._drain_s_per_row)
+
+    @property
+    def holding(self) -> int:
+        """Requests submitted and not answered yet: queued (cancelled ones too, until a batch forms) or running."""
+        return len(self._pending) + self._running_requests
 
     @property
     def waiting(self) -> int:
@@ -217,6 +233,7 @@ class Batcher:
         future: asyncio.Future[Arrays] = loop.create_future()
         self._pending.append(_Item(inputs, rows, key, future, timing, deadline))
         self._queued_rows += rows
+        self._rows_per_request += 0.1 * (rows - self._rows_per_request)
         if not self._busy:
             if self._timer is None:
                 self._dispatch(idle=len(self._pending) == 1)
@@ -247,7 +264,10 @@ class Batcher:
         while pending and (pending[0].future.done() or (pending[0].deadline or now) < now):
             expired = pending.popleft()  # cancelled while waiting (the client left), or out of queue time
             _settle(expired.future, exc=QueueExpired("the queue-time limit ran out"))
-        if not pending or self._busy or self._loop is None:
+        if not pending:
+            self._drained_from = None  # only expired requests were left: the queue emptied
+            return
+        if self._busy or self._loop is None:
             return
         head = pending[0]
         limit = self.policy.max_batch_size
@@ -291,13 +311,17 @@ class Batcher:
         if tracing.ON:
             waited = [item.trace for item in batch if item.trace is not None and not item.future.done()]
             tracing.queued(waited, self.trace_attributes)
+        self._running_requests = len(batch)
         try:
             await self._run_and_split(batch)
         finally:
             self._busy = False
             self._task = None
+            self._running_requests = 0
             if self._pending and not self._closed:
                 self._dispatch()
+            else:
+                self._drained_from = None  # the queue emptied: the next batch's start measures no drain
 
     # running them ------------------------------------------------------------------------------------------
     async def _run_and_split(self, batch: list[_Item]) -> None:
@@ -307,6 +331,12 @@ class Batcher:
         rows = sum(item.rows for item in live)
         self.batch_rows.append(rows)
         started = self._running_since = time.monotonic()
+        if self._drained_from is not None:  # the queue stayed non-empty since the batch before started
+            since, before = self._drained_from
+            per_row = (started - since) / before
+            d = self._drain_s_per_row
+            self._drain_s_per_row = per_row if d == 0.0 else d + 0.2 * (per_row - d)
+        self._drained_from = (started, rows)
         run = self.run
         if tracing.ON:
             traced = [item.trace[0] for item in live if item.trace is not None]

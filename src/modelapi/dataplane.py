@@ -161,7 +161,11 @@ class DataPlane:
             handle = self.repository.resolve(name, version, label, ctx.principal)
             batcher = handle.batcher
             # a job's chunk (ctx.timed False) is batch work: bounded by its chunking, never by queue time
-            wait = batcher.expected_wait() if batcher is not None and ctx.timed else 0.0
+            # admitted calls not in the batcher yet (their bodies being read) will be queued ahead of this one
+            if batcher is not None and ctx.timed:
+                wait = batcher.expected_wait(max(self.gate.inflight.get(name, 0) - batcher.holding, 0))
+            else:
+                wait = 0.0
             self.gate.enter(name, handle.max_inflight, handle.max_queue_s, wait)
         except ModelAPIError as exc:
             if self.events.active:
