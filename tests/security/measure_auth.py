@@ -65,7 +65,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         lookup(Path(tmp) / "a", None, "SQLite")
         try:
-            from services import postgres_schema
+            from helpers.services import postgres_schema
 
             with postgres_schema() as url:
                 lookup(Path(tmp), url, "PostgreSQL on loopback")
