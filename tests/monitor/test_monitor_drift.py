@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from monitorhelpers import Shift, records
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
+from helpers.monitor import Shift, records
 from helpers.services import postgres_schema
 from modelapi import metrics
 from modelapi.http.app import create_app

@@ -1,5 +1,5 @@
 """Both stores behind one interface: Parquet in the state directory, and the real PostgreSQL (a fresh schema per
-test, as tests/jobs/services.py makes them); SQLite through the SQL store too."""
+test, as tests/helpers/services.py makes them); SQLite through the SQL store too."""
 
 from __future__ import annotations
 
