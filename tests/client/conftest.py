@@ -7,10 +7,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from clientserver import Served
 
 import modelapi.demo
 from e2e.server import serve
+from helpers.clientserver import Served
 from helpers.keys import cli_create_key
 
 IRIS = Path(modelapi.demo.__file__).parent / "iris.skops"
