@@ -7,6 +7,11 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
+# The one place tests/ goes on sys.path, so that every test imports ``helpers.*`` and ``toymodels`` (and a model
+# spec such as ``helpers.jobmodels:Scorer`` loads in process) whatever pytest's import mode: ``prepend`` would
+# add tests/ for this conftest, ``importlib`` would not. Servers and workers that tests start are other processes:
+# they import ``toymodels:...`` by module path through the PYTHONPATH (tests/ first) that e2e/server.py,
+# helpers/server_process.py and e2e/jobs_helpers.py give them.
 sys.path.insert(0, str(Path(__file__).parent))
 
 from modelapi.http.app import create_app

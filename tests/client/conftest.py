@@ -3,17 +3,14 @@ keys required. Started once per session (start-up dominates these tests' time)."
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from clientserver import Served
 
 import modelapi.demo
-from e2e.server import TESTS_DIR, serve
-
-sys.path.insert(0, str(TESTS_DIR / "security"))
+from e2e.server import serve
+from helpers.clientserver import Served
 from helpers.keys import cli_create_key
 
 IRIS = Path(modelapi.demo.__file__).parent / "iris.skops"

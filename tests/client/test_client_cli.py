@@ -7,8 +7,8 @@ import subprocess
 import sys
 
 import pytest
-from clientserver import Served
 
+from helpers.clientserver import Served
 from modelapi.cli import main
 from modelapi.client.command import parse_fields, render
 

@@ -6,7 +6,8 @@ import re
 from pathlib import Path
 
 import pytest
-from clientserver import Served
+
+from helpers.clientserver import Served
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "client.md"
 DOC_URL = "http://127.0.0.1:8000"

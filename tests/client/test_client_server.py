@@ -12,8 +12,8 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-from clientserver import Served
 
+from helpers.clientserver import Served
 from modelapi import AsyncClient, AuthenticationError, BadRequestError, Client, ConflictError, NotFoundError
 
 FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]

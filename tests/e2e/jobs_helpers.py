@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -11,22 +10,19 @@ from typing import Any
 import httpx
 import numpy as np
 
+from helpers.jobmodels import Scorer, csv_text, rows
+from modelapi.jobs import formats_out
+
 from .server import TESTS_DIR
 
-JOBS_DIR = TESTS_DIR / "jobs"
-if str(JOBS_DIR) not in sys.path:
-    sys.path.insert(0, str(JOBS_DIR))
+__all__ = ["SCORER", "Scorer", "csv_text", "rows"]
 
-from jobmodels import Scorer, csv_text, rows  # noqa: E402
-
-from modelapi.jobs import formats_out  # noqa: E402
-
-__all__ = ["Scorer", "csv_text", "rows"]
+SCORER = "helpers.jobmodels:Scorer"  # the scorer by module path, as a server or worker process imports it
 
 
 def server_env(delay: float = 0.0, **extra: str) -> dict[str, str]:
-    """Environment for a server or worker process that imports ``jobmodels:Scorer``."""
-    path = os.pathsep.join([str(TESTS_DIR), str(JOBS_DIR), os.environ.get("PYTHONPATH", "")])
+    """Environment for a server or worker process that imports ``SCORER`` (tests/ on its path)."""
+    path = os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")])
     return {"PYTHONPATH": path, "MODELAPI_TEST_DELAY": str(delay), **extra}
 
 

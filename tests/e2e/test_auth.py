@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
 import httpx
 
-from .server import TESTS_DIR, serve
-
-sys.path.insert(0, str(TESTS_DIR / "security"))
 from helpers.keys import cli, cli_create_key
+
+from .server import serve
 
 ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 

@@ -8,7 +8,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,10 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .server import TESTS_DIR, serve
-
-sys.path.insert(0, str(TESTS_DIR / "security"))
 from helpers.keys import cli_create_key
+
+from .server import serve
 
 OPEN_PROBES = {"/v2/health/live", "/v2/health/ready", "/ping", "/health"}
 

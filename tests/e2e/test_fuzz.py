@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import random
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,10 +17,9 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis.checks import not_a_server_error, response_schema_conformance, status_code_conformance
 
-from .server import TESTS_DIR, RunningServer, serve
-
-sys.path.insert(0, str(TESTS_DIR / "security"))
 from helpers.keys import cli_create_key
+
+from .server import RunningServer, serve
 
 EXAMPLES = int(os.environ.get("MODELAPI_FUZZ_EXAMPLES", "12"))
 CHECKS = [not_a_server_error, response_schema_conformance, status_code_conformance]

@@ -299,12 +299,7 @@ def test_metrics_and_the_access_log_see_grpc_calls(grpc_server: Grpc) -> None:
 
 
 def test_tls_with_client_certificates(tmp_path: Path) -> None:
-    import sys
-
-    from .server import TESTS_DIR
-
-    sys.path.insert(0, str(TESTS_DIR / "security"))
-    from tls_helpers import make_certs
+    from helpers.tls import make_certs
 
     certs = make_certs(tmp_path)
     client_cert = certs.ca.issue_cert("client@example.com")

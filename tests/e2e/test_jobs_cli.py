@@ -15,14 +15,14 @@ import pytest
 
 from modelapi.cli import main
 
-from .jobs_helpers import expected_csv, server_env, write_input
+from .jobs_helpers import SCORER, expected_csv, server_env, write_input
 from .server import RunningServer, serve
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     tmp = tmp_path_factory.mktemp("jobs-cli")
-    args = ("jobmodels:Scorer", "--state-dir", str(tmp / "state"))
+    args = (SCORER, "--state-dir", str(tmp / "state"))
     with serve(*args, env=server_env(MODELAPI_JOB_CHUNK_ROWS="50"), tmp_dir=tmp, timeout=120) as running:
         yield running
 
@@ -42,18 +42,15 @@ def test_predict_through_the_server_writes_the_result(
 
 
 def test_predict_in_process_matches_the_server(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    sys.path.insert(0, str(Path(__file__).parents[1] / "jobs"))
     records = write_input(tmp_path / "in.csv", 30)
     out = tmp_path / "preds.csv"
-    code = main(
-        ["predict", "jobmodels:Scorer", "--model", "scorer", "--input", str(tmp_path / "in.csv"), "--output", str(out)]
-    )
+    code = main(["predict", SCORER, "--model", "scorer", "--input", str(tmp_path / "in.csv"), "--output", str(out)])
     assert code == 0, capsys.readouterr().err
     assert out.read_bytes() == expected_csv(records, 10_000)
 
     bad = tmp_path / "bad.csv"
     bad.write_text("a,b,tag\n1,2,x\n1,zz,x\n")
-    code = main(["predict", "jobmodels:Scorer", "--model", "scorer", "--input", str(bad), "--output", str(out)])
+    code = main(["predict", SCORER, "--model", "scorer", "--input", str(bad), "--output", str(out)])
     assert code == 1
     assert "row 2, column 'b'" in capsys.readouterr().err
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from .jobs_helpers import expected_csv, server_env, wait_status, write_input
+from .jobs_helpers import SCORER, expected_csv, server_env, wait_status, write_input
 from .server import serve
 
 CHUNK = 10
@@ -19,7 +19,7 @@ CHUNK = 10
 def test_kill_9_mid_job_then_restart_resumes_and_matches(tmp_path: Path) -> None:
     state = tmp_path / "state"
     records = write_input(tmp_path / "in.csv", 300)  # 30 chunks of 10 rows, 0.1 s each
-    args = ("jobmodels:Scorer", "--state-dir", str(state))
+    args = (SCORER, "--state-dir", str(state))
     env = server_env(delay=0.1, MODELAPI_JOB_CHUNK_ROWS=str(CHUNK))
     with serve(*args, env=env, tmp_dir=tmp_path, timeout=120) as server, httpx.Client(base_url=server.url) as http:
         r = http.post(

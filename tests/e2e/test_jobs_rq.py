@@ -15,11 +15,10 @@ from pathlib import Path
 
 import httpx
 
-from .jobs_helpers import JOBS_DIR, expected_csv, server_env, wait_status, write_input
-from .server import serve
+from helpers.services import postgres_schema, redis_url
 
-sys.path.insert(0, str(JOBS_DIR))
-from services import postgres_schema, redis_url
+from .jobs_helpers import SCORER, expected_csv, server_env, wait_status, write_input
+from .server import serve
 
 CHUNK = 10
 
@@ -28,7 +27,7 @@ CHUNK = 10
 def worker(args: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[str]]:
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "modelapi", "worker", "jobmodels:Scorer", *args],
+            [sys.executable, "-m", "modelapi", "worker", SCORER, *args],
             stdout=out,
             stderr=subprocess.STDOUT,
             env={**os.environ, **env},
@@ -58,7 +57,7 @@ def test_rq_worker_killed_mid_job_loses_nothing(tmp_path: Path) -> None:
         common = ["--redis-url", redis, "--database-url", database, "--queue", queue]
         records = write_input(tmp_path / "in.csv", 300)
         env = {"MODELAPI_JOB_CHUNK_ROWS": str(CHUNK)}
-        server_args = ("jobmodels:Scorer", *common, "--state-dir", str(tmp_path / "state"))
+        server_args = (SCORER, *common, "--state-dir", str(tmp_path / "state"))
         with (
             worker(common, server_env(0.1, **env), tmp_path / "worker-a.log") as first,
             serve(*server_args, env=server_env(**env), tmp_dir=tmp_path, timeout=120) as server,

@@ -7,7 +7,6 @@ import http.client
 import json
 import os
 import signal
-import sys
 import threading
 import time
 from pathlib import Path
@@ -16,11 +15,9 @@ from urllib.parse import urlsplit
 import httpx
 
 from helpers.keys import cli_create_key
+from helpers.metrics import matching, parse
 
-from .server import TESTS_DIR, free_port, serve
-
-sys.path.insert(0, str(TESTS_DIR / "metrics"))
-from metricshelpers import matching, parse
+from .server import free_port, serve
 
 SLEEPY = "toymodels:Sleepy"
 

@@ -9,11 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .server import TESTS_DIR
-from .test_docs_browser import chromium
+from helpers.monitor import FEATURES, write_log
 
-sys.path.insert(0, str(TESTS_DIR / "monitor"))
-from monitorhelpers import FEATURES, write_log
+from .test_docs_browser import chromium
 
 SCREENSHOT_DIR = Path(os.environ.get("MODELAPI_SCREENSHOTS", "/tmp"))
 

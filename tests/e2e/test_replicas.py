@@ -30,11 +30,9 @@ import pytest
 
 from helpers.redis_server import own_redis
 from helpers.replicas import Balancer, Network, Relay, haproxy, network, wait_ready
+from helpers.services import PG_PORT, postgres_schema
 
 from .server import TESTS_DIR
-
-sys.path.insert(0, str(TESTS_DIR / "jobs"))
-from services import PG_PORT, postgres_schema
 
 MODEL = "toymodels:IrisClassifier"
 ROWS = 1_000_000

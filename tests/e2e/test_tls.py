@@ -4,17 +4,15 @@
 from __future__ import annotations
 
 import ssl
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
 import trustme
 
-from .server import TESTS_DIR, serve
+from helpers.tls import make_certs
 
-sys.path.insert(0, str(TESTS_DIR / "security"))
-from tls_helpers import make_certs
+from .server import serve
 
 ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 

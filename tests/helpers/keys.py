@@ -2,7 +2,6 @@
 
 Usage (e.g. a fuzzing test that needs a key)::
 
-    import sys; sys.path.insert(0, str(TESTS_DIR / "security"))   # tests/security is not a package
     from helpers.keys import cli_create_key
     key = cli_create_key(tmp_path)                                 # then: serve("--state-dir", str(tmp_path), ...)
     httpx.get(url, headers={"Authorization": f"Bearer {key}"})

@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,13 +13,11 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
+from helpers.keys import create_key
 from modelapi import logs
 from modelapi.http.app import create_app
 from modelapi.settings import Settings
 from toymodels import IrisClassifier, Regressor
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "security"))
-from helpers.keys import create_key
 
 ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -8,11 +7,8 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from jobhelpers import AppFactory, WithKey
-from jobmodels import Scorer
-
+from helpers.jobmodels import Scorer
+from helpers.jobs import AppFactory, WithKey
 from modelapi.http.app import create_app
 from modelapi.settings import Settings
 

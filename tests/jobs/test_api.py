@@ -9,8 +9,9 @@ import time
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from jobhelpers import AppFactory, wait_for
-from jobmodels import csv_text, rows
+
+from helpers.jobmodels import csv_text, rows
+from helpers.jobs import AppFactory, wait_for
 
 CSV = {"content-type": "text/csv"}
 

@@ -12,9 +12,9 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
-from jobhelpers import AppFactory, wait_for
-from jobmodels import Scorer, csv_text, rows
 
+from helpers.jobmodels import Scorer, csv_text, rows
+from helpers.jobs import AppFactory, wait_for
 from modelapi.errors import InvalidInput, NotAcceptable
 from modelapi.jobs import formats_in, formats_out
 from modelapi.protocols.records.codec import encode_rows

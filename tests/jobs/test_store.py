@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from services import postgres_schema
 
+from helpers.services import postgres_schema
 from modelapi.jobs.formats_in import Chunk
 from modelapi.jobs.runner import dead_owners, maintain, worker_id
 from modelapi.jobs.store import CANCELLED, QUEUED, RUNNING, SUCCEEDED, JobStore, sqlite_url

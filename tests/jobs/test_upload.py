@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from jobhelpers import AppFactory, wait_for
-from jobmodels import csv_text, rows
 
+from helpers.jobmodels import csv_text, rows
+from helpers.jobs import AppFactory, wait_for
 from modelapi.protocols.jobs import routes as routes_jobs
 
 CSV = {"content-type": "text/csv"}

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from metricshelpers import matching, parse, value
 from starlette.testclient import TestClient
 
+from helpers.keys import create_key
+from helpers.metrics import matching, parse, value
 from modelapi.http.app import create_app
 from modelapi.settings import Settings
-
-sys.path.insert(0, str(Path(__file__).parents[1]))
-from helpers.keys import create_key
 from toymodels import IRIS_FEATURES, Echo, IrisClassifier
 
 ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}

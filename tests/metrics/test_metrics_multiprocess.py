@@ -15,8 +15,7 @@ import time
 from multiprocessing.queues import Queue
 from pathlib import Path
 
-from metricshelpers import matching, parse, value
-
+from helpers.metrics import matching, parse, value
 from modelapi import metrics
 from modelapi.events import BatchRun, ModelStateChanged, RequestFinished, RequestStarted
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from metricshelpers import types
-
+from helpers.metrics import types
 from modelapi import metrics
 from modelapi.events import BatchRun, ModelStateChanged, RequestFinished, RequestRejected, RequestStarted
 from modelapi.metrics.catalog import Spec

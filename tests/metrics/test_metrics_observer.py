@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from metricshelpers import matching, parse, types, value
 
+from helpers.metrics import matching, parse, types, value
 from modelapi import metrics
 from modelapi.events import BatchRun, ModelStateChanged, RequestFinished, RequestRejected, RequestStarted
 

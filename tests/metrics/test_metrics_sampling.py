@@ -10,9 +10,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from metricshelpers import parse, value
 from sqlalchemy import insert
 
+from helpers.metrics import parse, value
 from modelapi import metrics
 from modelapi.errors import ModelNotFound
 from modelapi.metrics import procstats

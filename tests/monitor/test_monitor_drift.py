@@ -6,26 +6,23 @@ other; the drift gauges say the same."""
 from __future__ import annotations
 
 import contextlib
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from monitorhelpers import Shift, records
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
+from helpers.monitor import Shift, records
+from helpers.services import postgres_schema
 from modelapi import metrics
 from modelapi.http.app import create_app
 from modelapi.monitor.gauges import DriftGauges
 from modelapi.monitor.store import LogStore, open_store
 from modelapi.protocols.monitor import routes
 from modelapi.settings import Settings
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "jobs"))
-from services import postgres_schema
 
 ROWS = 600
 

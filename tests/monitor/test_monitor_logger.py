@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from monitorhelpers import Shift
 
+from helpers.monitor import Shift
 from modelapi import metrics
 from modelapi.dataplane import DataPlane
 from modelapi.events import Events, Observer, PredictionsServed

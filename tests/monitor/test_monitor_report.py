@@ -6,8 +6,7 @@ import json
 import re
 from pathlib import Path
 
-from monitorhelpers import FEATURES, write_log
-
+from helpers.monitor import FEATURES, write_log
 from modelapi.cli import main
 
 

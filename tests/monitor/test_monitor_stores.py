@@ -1,11 +1,10 @@
 """Both stores behind one interface: Parquet in the state directory, and the real PostgreSQL (a fresh schema per
-test, as tests/jobs/services.py makes them); SQLite through the SQL store too."""
+test, as tests/helpers/services.py makes them); SQLite through the SQL store too."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,14 +12,12 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from helpers.services import postgres_schema
 from modelapi.events import PredictionsServed
 from modelapi.monitor.parquet import ParquetStore
 from modelapi.monitor.records import DAY_S, Pending
 from modelapi.monitor.sql import SqlStore
 from modelapi.monitor.store import LogStore, Tally
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "jobs"))
-from services import postgres_schema
 
 T0 = 1_790_000_000.0  # a fixed Unix time; days are counted from it
 

@@ -1,4 +1,5 @@
-"""What authentication costs per request: ``python tests/security/measure_auth.py`` (not a test).
+"""What authentication costs per request: ``PYTHONPATH=tests python tests/security/measure_auth.py`` (not a test;
+tests/ on the path for ``helpers`` and ``toymodels``, as under pytest).
 
 Prints the median time of one key lookup (``KeyStore.authenticate``) on SQLite and, when it runs, on the
 local PostgreSQL, and of a whole in-process request (``GET /models``) with authentication off and on.
@@ -8,14 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).parents[1]))
-sys.path.insert(0, str(Path(__file__).parents[1] / "jobs"))
 
 import httpx
 
@@ -65,7 +62,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         lookup(Path(tmp) / "a", None, "SQLite")
         try:
-            from services import postgres_schema
+            from helpers.services import postgres_schema
 
             with postgres_schema() as url:
                 lookup(Path(tmp), url, "PostgreSQL on loopback")

@@ -1,4 +1,5 @@
-"""What a key's limits cost per request: ``python tests/security/measure_meter.py`` (not a test).
+"""What a key's limits cost per request: ``PYTHONPATH=tests python tests/security/measure_meter.py`` (not a test;
+tests/ on the path for ``helpers``, as under pytest).
 
 Prints the mean time of one admission (three limits: requests per minute and per day, rows per day) through
 the Redis meter, against a Redis of its own on loopback, and through the per-process meter.
@@ -7,12 +8,9 @@ the Redis meter, against a Redis of its own on loopback, and through the per-pro
 from __future__ import annotations
 
 import asyncio
-import sys
 import tempfile
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).parents[1]))
 
 from helpers.redis_server import OwnRedis
 from modelapi.security.key_limits import Limit

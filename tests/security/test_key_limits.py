@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from sqlalchemy import text
 from starlette.testclient import TestClient
 
 from helpers.keys import create_key
+from helpers.services import postgres_schema
 from modelapi.cli import main
 from modelapi.http.app import create_app
 from modelapi.security.key_limits import Limit, parse_limit, parse_limits
@@ -22,9 +22,6 @@ from modelapi.security.keys import KeyStore
 from modelapi.security.meter import LocalMeter, head_checks, row_checks, wait_s
 from modelapi.settings import Settings
 from toymodels import IrisClassifier
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "jobs"))
-from services import postgres_schema
 
 ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 

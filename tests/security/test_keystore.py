@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import sqlite3
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from helpers.services import postgres_schema
 from modelapi.security.keys import KEY_PATTERN, InvalidKey, KeyStore, hash_key, parse_expiry, sqlite_path
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "jobs"))
-from services import postgres_schema
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
-from tls_helpers import make_certs
 
+from helpers.tls import make_certs
 from modelapi.cli import main
 from modelapi.security import tls
 from modelapi.settings import Settings

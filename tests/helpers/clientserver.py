@@ -1,4 +1,4 @@
-"""What the session's server fixture (conftest.py ``served``) hands to the client tests."""
+"""What the session's server fixture (tests/client/conftest.py ``served``) hands to the client tests."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Models for job tests, importable by a real server as ``jobmodels:Scorer`` with tests/jobs on PYTHONPATH."""
+"""Models for job tests, importable by a real server as ``helpers.jobmodels:Scorer`` with tests/ on PYTHONPATH."""
 
 from __future__ import annotations
 
