@@ -37,3 +37,13 @@ def test_model_name_names_a_single_model(flag: str) -> None:
     args = build_parser().parse_args(["serve", "/mnt/models", flag, "iris"])
     settings = _settings(args, list(args.models))
     assert (settings.models, settings.model_name) == (["/mnt/models"], "iris")
+
+
+def test_the_command_line_loads_no_pyarrow_until_a_command_needs_it() -> None:
+    """``modelapi --help`` and ``keys`` start fast: the prediction log's libraries load with the server."""
+    import subprocess
+    import sys
+
+    code = "import sys, modelapi.cli; print('pyarrow' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -86,7 +86,11 @@ def run(plane: DataPlane, rows: int, times: int) -> None:
 
 
 def test_without_a_sampler_no_rows_are_handed_out() -> None:
-    events = Events(Observer())  # an observer that does not sample (metrics, logs)
+    class Tally(Observer):  # an observer of requests that does not sample (metrics, logs)
+        def request_finished(self, event: object) -> None:
+            pass
+
+    events = Events(Tally())
     assert events.active and not events.sampling
     recorder = Recorder(0.0)
     events.subscribe(recorder)

@@ -21,7 +21,7 @@ from ..errors import ModelAPIError
 from ..heap import HeapFreezer
 from ..jobs.host import JobsHost
 from ..models.base import Model
-from ..monitor import Monitor
+from ..monitor.service import Monitor
 from ..protocols import registered
 from ..protocols.metrics import listener
 from ..repository.shared import SharedState

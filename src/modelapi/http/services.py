@@ -19,7 +19,7 @@ from starlette.types import Receive
 from ..context import CallContext, JsonLimits
 from ..dataplane import Call, DataPlane
 from ..jobs.host import JobsHost
-from ..monitor import Monitor
+from ..monitor.service import Monitor
 from ..repository.registry import Repository
 from ..security.auth import Auth
 from ..security.limits import KeyLimits

@@ -55,7 +55,7 @@ def run_monitor(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from ..settings import Settings
-    from . import Monitor
+    from .service import Monitor
 
     overrides = {k: getattr(args, k) for k in ("state_dir", "database_url", "reference") if hasattr(args, k)}
     monitor = Monitor.from_settings(Settings(**overrides))

@@ -10,7 +10,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from . import Monitor
+    from .service import Monitor
 
 log = logging.getLogger("modelapi.monitor")
 

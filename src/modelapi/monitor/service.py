@@ -1,0 +1,169 @@
+"""One worker's prediction log and drift (docs/monitoring.md).
+
+``Monitor.from_settings(settings)`` holds one worker's view: the per-model policies, the store, and, once
+``start(events)`` found a model that logs, the ``PredictionLogger`` subscribed to the events and the drift
+gauges. ``status(model)`` is what ``GET /models/{name}/monitor`` and ``modelapi monitor`` show; it reads the
+whole log, so any worker answers for all of them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..events import Events
+from ..settings import Settings
+from . import drift
+from .logger import PredictionLogger
+from .policy import Policies
+from .reference import build, file_fingerprint, read_file
+from .store import LogStore, open_store
+
+log = logging.getLogger("modelapi.monitor")
+HOUR_S, DAY_S = 3600.0, 86400.0
+
+
+class Monitor:
+    def __init__(self, settings: Settings, store: LogStore, policies: Policies | None = None) -> None:
+        self.settings = settings
+        self.store = store
+        self.policies = policies or Policies(settings)
+        self.logger: PredictionLogger | None = None
+        self._lock = threading.Lock()
+        self._gauges: Any = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Monitor:
+        return cls(settings, open_store(settings))
+
+    # serving ------------------------------------------------------------------------------------------------
+    def start(self, events: Events, families: Any = None) -> bool:
+        """Subscribe the logger and start its writer (and the drift gauges, with ``families``) when any model
+        logs; with none, nothing subscribes and requests build nothing for the log. Whether it started."""
+        if not self.policies.any_enabled():
+            return False
+        self.logger = PredictionLogger(self.settings, self.policies, self.store, families)
+        events.subscribe(self.logger)
+        self.logger.start()
+        if families is not None:
+            from .gauges import DriftGauges
+
+            self._gauges = DriftGauges(self, families, self.settings.monitor_interval_s)
+            self._gauges.start()
+        return True
+
+    def stop(self) -> None:
+        if self._gauges is not None:
+            self._gauges.stop()
+        if self.logger is not None:
+            self.logger.stop(self.settings.grace_period_s)
+        self.store.close()
+
+    def logging_models(self) -> list[str]:
+        logger = self.logger
+        return [] if logger is None else [m for m, r in logger._rates.items() if r > 0]
+
+    # the reference ------------------------------------------------------------------------------------------
+    def reference(self, model: str) -> tuple[dict[str, Any] | None, str]:
+        """The model's reference summary (built and saved when missing or stale), and what it is or why none."""
+        policy = self.policies.get(model)
+        stored = self.store.load_reference(model)
+        if policy.reference is not None:
+            shown = policy.reference.name  # never a server path
+            try:
+                fingerprint = file_fingerprint(policy.reference)
+            except OSError:
+                return stored, f"reference file {shown} cannot be read"
+            if stored is None or stored.get("fingerprint") != fingerprint:
+                try:
+                    stored = build(read_file(policy.reference), f"file {shown}", fingerprint=fingerprint)
+                except Exception as exc:
+                    log.warning(
+                        "monitor: reference file %s of model %r cannot be read: %s", policy.reference, model, exc
+                    )
+                    return None, f"reference file {shown} cannot be read"
+                self.store.save_reference(model, stored)
+        elif stored is None:
+            first = self.store.first(model, policy.reference_rows)
+            if first.num_rows < policy.reference_rows:
+                return None, f"collecting: {first.num_rows} of the first {policy.reference_rows} rows logged"
+            stored = build(first, f"the first {first.num_rows} logged rows")
+            self.store.save_reference(model, stored)
+        if stored.get("prediction") is None:  # a file holds no predictions: the first logged rows give them
+            prediction = self._prediction_reference(model, policy.reference_rows)
+            if prediction is not None:
+                stored["prediction"] = prediction
+                self.store.save_reference(model, stored)
+        return stored, stored["source"]
+
+    def _prediction_reference(self, model: str, rows: int) -> dict[str, Any] | None:
+        first = self.store.first(model, rows)
+        return build(first, "")["prediction"] if first.num_rows >= rows else None
+
+    # drift --------------------------------------------------------------------------------------------------
+    def status(self, model: str, *, since: float | None = None, now: float | None = None) -> dict[str, Any]:
+        """Drift per version and window: the last ``drift_window_rows`` rows, the last hour, the last day
+        (and ``since``, when given: the window a report covers)."""
+        now = time.time() if now is None else now
+        start = min(now - DAY_S, since) if since is not None else now - DAY_S
+        rows = self.store.read(model, start)
+        tallies = self.store.tallies(model, start)
+        reference, about = self.reference(model)
+        policy = self.policies.get(model)
+        logger = self.logger
+        out: dict[str, Any] = {
+            "model": model,
+            "logging": {
+                "rate": policy.rate,
+                "written": 0 if logger is None else logger.written[model],
+                "dropped": 0 if logger is None else logger.dropped[model],
+            },
+            "reference": {"source": about, "rows": None if reference is None else reference["rows"]},
+            "thresholds": {"psi_moderate": drift.PSI_MODERATE, "psi_major": drift.PSI_MAJOR, "p_value": drift.P_VALUE},
+            "versions": {},
+        }
+        versions = sorted(set(_strings(rows["version"])) | set(_strings(tallies["version"])), key=_version_key)
+        for version in versions:
+            mine = rows.filter(pc.equal(rows["version"], version)) if rows.num_rows else rows
+            counts = tallies.filter(pc.equal(tallies["version"], version)) if tallies.num_rows else tallies
+            windows = {
+                "last_rows": (mine.slice(max(0, mine.num_rows - self.settings.drift_window_rows)), None),
+                "last_hour": (_after(mine, now - HOUR_S), _minutes_after(counts, now - HOUR_S)),
+                "last_day": (_after(mine, now - DAY_S), _minutes_after(counts, now - DAY_S)),
+            }
+            if since is not None:
+                windows["since"] = (_after(mine, since), _minutes_after(counts, since))
+            out["versions"][version] = {
+                name: drift.window(reference, window_rows, window_counts)
+                for name, (window_rows, window_counts) in windows.items()
+            }
+        return out
+
+
+def _strings(column: pa.ChunkedArray) -> list[str]:
+    return [v for v in column.to_pylist() if v is not None]
+
+
+def _version_key(version: str) -> tuple[int, str]:
+    return (int(version), "") if version.isdigit() else (1 << 62, version)
+
+
+def _after(rows: pa.Table, since: float) -> pa.Table:
+    if not rows.num_rows:
+        return rows
+    cutoff = pa.scalar(int(since * 1_000_000), pa.int64()).cast(pa.timestamp("us", tz="UTC"))
+    return rows.filter(pc.greater_equal(rows["time"], cutoff))
+
+
+def _minutes_after(tallies: pa.Table, since: float) -> pa.Table:
+    if not tallies.num_rows:
+        return tallies
+    return tallies.filter(pc.greater_equal(tallies["minute"], int(since // 60)))
+
+
+__all__ = ["Monitor"]
