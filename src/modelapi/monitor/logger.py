@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from typing import Any
 
 from ..events import ModelStateChanged, Observer, PredictionsServed, RequestFinished
@@ -27,7 +26,6 @@ log = logging.getLogger("modelapi.monitor")
 REJECTED = frozenset({400, 413, 422})
 BATCH_ROWS = 10_000
 PRUNE_S = 600.0
-_STOP = object()
 
 
 class PredictionLogger(Observer):
@@ -38,15 +36,24 @@ class PredictionLogger(Observer):
         self.flush_s = settings.log_flush_s
         self._families = families  # metrics.catalog.Families, or None with metrics off
         self._rates: dict[str, float] = {}
-        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._waiting = 0  # rows queued or batched and not yet written
+        # The queue is a deque the event loop appends to and the writer pops from (both atomic under the GIL),
+        # and its rows are two counters, each written by one side only: no lock and no wake-up per call. The
+        # writer sleeps until the next flush, or until the event loop sets _wake once BATCH_ROWS rows wait.
+        self._queue: deque[tuple[PredictionsServed, int]] = deque()
+        self._queued = 0  # rows ever queued (the event loop's)
+        self._settled = 0  # rows ever written or dropped after queueing (the writer's)
+        self._batch_rows = max(1, min(BATCH_ROWS, self.capacity // 2))  # a small queue is drained sooner
+        self._wake_at = self._batch_rows  # _queued at which to wake the writer early (the writer's)
+        self._wake = threading.Event()
+        self._stopping = False
+        self._lock = threading.Lock()  # the request tallies
         self._tallies: dict[tuple[str, str, int], list[int]] = {}
-        self.dropped: Counter[str] = Counter()
+        self._full: Counter[str] = Counter()  # rows dropped for a full queue (the event loop's)
+        self._failed: Counter[str] = Counter()  # rows dropped unwritten (the writer's)
         self.written: Counter[str] = Counter()
         self._thread: threading.Thread | None = None
 
-    # the request path ---------------------------------------------------------------------------------------
+    # the request path (the worker's event loop) -------------------------------------------------------------
     def sample_rate(self, model: str) -> float:
         rate = self._rates.get(model)
         if rate is None:
@@ -58,19 +65,20 @@ class PredictionLogger(Observer):
             self._rates[event.model] = self.policies.refresh(event.model).rate
 
     def predictions_served(self, event: PredictionsServed) -> None:
-        rows = len(next(iter(event.inputs.values()))) if event.inputs else 0
-        with self._lock:
-            if self._waiting + rows > self.capacity:
-                self.dropped[event.model] += rows
-                full = True
-            else:
-                self._waiting += rows
-                full = False
-        if full:
+        inputs = event.inputs
+        rows = len(next(iter(inputs.values()))) if inputs else 0
+        if not rows:
+            return
+        queued = self._queued + rows
+        if queued - self._settled > self.capacity:
+            self._full[event.model] += rows
             if self._families is not None:
                 self._families.log_dropped.labels(event.model).inc(rows)
             return
-        self._queue.put(event)
+        self._queue.append((event, rows))
+        self._queued = queued
+        if queued >= self._wake_at:
+            self._wake.set()
 
     def request_finished(self, event: RequestFinished) -> None:
         if not self._rates.get(event.model):
@@ -86,7 +94,16 @@ class PredictionLogger(Observer):
 
     @property
     def waiting(self) -> int:
-        return self._waiting
+        """Rows queued or batched and not yet written."""
+        return self._queued - self._settled
+
+    @property
+    def dropped(self) -> Counter[str]:
+        """Rows dropped, per model: the queue was full, or the store failed them (read from any thread:
+        ``dict.copy`` copies without letting the other side in between)."""
+        out = Counter(dict.copy(self._full))
+        out.update(dict.copy(self._failed))
+        return out
 
     # the writer thread --------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -97,49 +114,59 @@ class PredictionLogger(Observer):
         """Write what waits, then end the writer thread."""
         if self._thread is None:
             return
-        self._queue.put(_STOP)
+        self._stopping = True
+        self._wake.set()
         self._thread.join(timeout)
         self._thread = None
 
     def _run(self) -> None:
-        batch: dict[tuple[str, str, int], Pending] = {}
-        rows = 0
-        next_flush = time.monotonic() + self.flush_s
         next_prune = time.monotonic() + 60.0
         while True:
+            self._wake.wait(self.flush_s)
+            self._wake.clear()
+            stopping = self._stopping
+            self._wake_at = self._queued + self._batch_rows
+            self._flush(self._drain())
+            if stopping:
+                return
+            if time.monotonic() >= next_prune:
+                self._prune()
+                next_prune = time.monotonic() + PRUNE_S
+
+    def _drain(self) -> dict[tuple[str, str, int], Pending]:
+        """What the queue holds now, by (model, version, day): popped in one go, grouped in runs of calls."""
+        queue = self._queue
+        taken = [queue.popleft() for _ in range(len(queue))]
+        batch: dict[tuple[str, str, int], Pending] = {}
+        i = 0
+        while i < len(taken):  # calls of one model and version come in runs (as a rule all of them do)
+            first = taken[i][0]
+            model, version, day = first.model, first.version, int(first.time // DAY_S)
+            j = i + 1
+            while j < len(taken):
+                e = taken[j][0]
+                if e.model != model or e.version != version or int(e.time // DAY_S) != day:
+                    break
+                j += 1
+            run, i = taken[i:j], j
+            counts = [k for _, k in run]
             try:
-                item = self._queue.get(timeout=max(0.0, next_flush - time.monotonic()))
-            except queue.Empty:
-                item = None
-            if isinstance(item, PredictionsServed):
-                rows += self._add(batch, item)
-            if item is _STOP or rows >= BATCH_ROWS or time.monotonic() >= next_flush:
-                self._flush(batch)
-                batch, rows = {}, 0
-                next_flush = time.monotonic() + self.flush_s
-                if item is _STOP:
-                    return
-                if time.monotonic() >= next_prune:
-                    self._prune()
-                    next_prune = time.monotonic() + PRUNE_S
+                sensitive = self.policies.get(model).sensitive
+            except Exception:
+                log.exception("prediction log: rows of model %r cannot be recorded", model)
+                self._settle(sum(counts), model, dropped=True)
+                continue
+            key = (model, version, day)
+            pending = batch.get(key)
+            if pending is None:
+                pending = batch[key] = Pending(*key)
+            pending.extend([e for e, _ in run], counts, sensitive)
+        return batch
 
-    def _add(self, batch: dict[tuple[str, str, int], Pending], event: PredictionsServed) -> int:
-        key = (event.model, event.version, int(event.time // DAY_S))
-        pending = batch.get(key)
-        if pending is None:
-            pending = batch[key] = Pending(*key)
-        try:
-            return pending.add(event, self.policies.get(event.model).sensitive)
-        except Exception:
-            log.exception("prediction log: rows of model %r cannot be recorded", event.model)
-            self._release(len(next(iter(event.inputs.values()))) if event.inputs else 0, event.model, dropped=True)
-            return 0
-
-    def _release(self, rows: int, model: str, *, dropped: bool) -> None:
-        with self._lock:
-            self._waiting -= rows
-            if dropped:
-                self.dropped[model] += rows
+    def _settle(self, rows: int, model: str, *, dropped: bool) -> None:
+        self._settled += rows
+        if dropped:
+            self._failed[model] += rows
         if dropped and self._families is not None:
             self._families.log_dropped.labels(model).inc(rows)
 
@@ -151,11 +178,11 @@ class PredictionLogger(Observer):
             except Exception:
                 ok = False
                 log.exception("prediction log: %d rows of model %r were not written", pending.rows, pending.model)
-            self._release(pending.rows, pending.model, dropped=not ok)
             if ok:
                 self.written[pending.model] += pending.rows
                 if self._families is not None:
                     self._families.log_rows.labels(pending.model).inc(pending.rows)
+            self._settle(pending.rows, pending.model, dropped=not ok)
         with self._lock:
             tallies, self._tallies = self._tallies, {}
         if tallies:

@@ -51,57 +51,53 @@ def _plain(arr: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Pending:
-    """The rows of one (model, version, day) waiting to be written."""
+    """The rows of one (model, version, day) waiting to be written: the calls' events as they came, turned into
+    one table by ``table()`` in a few numpy and Arrow operations per column, not per call."""
 
     model: str
     version: str
     day: int  # days since the Unix epoch, UTC
     rows: int = 0
-    meta: dict[str, list[object]] = field(default_factory=lambda: {k: [] for k in META})
-    #: the rows of each call: its arrays under ``input.NAME`` / ``output.NAME``, not yet flattened
-    parts: list[tuple[int, dict[str, np.ndarray]]] = field(default_factory=list)
+    events: list[PredictionsServed] = field(default_factory=list)
+    counts: list[int] = field(default_factory=list)  # each event's rows
+    sensitive: frozenset[str] = frozenset()  # the inputs left out
 
     def add(self, event: PredictionsServed, sensitive: Collection[str]) -> int:
         k = len(next(iter(event.inputs.values()))) if event.inputs else 0
-        if k == 0:
-            return 0
-        # kept as the call's arrays: flattened and turned into Arrow once per flush, not once per request
-        arrays = {INPUT + n: a for n, a in event.inputs.items() if n not in sensitive}
-        arrays.update({OUTPUT + n: a for n, a in event.outputs.items()})
-        meta = self.meta
-        meta["time"].extend([int(event.time * 1_000_000)] * k)
-        meta["request_id"].extend([event.request_id] * k)
-        meta["key"].extend([event.key] * k)
-        meta["protocol"].extend([event.protocol] * k)
-        meta["latency_s"].extend([event.latency_s] * k)
-        meta["pid"].extend([os.getpid()] * k)
-        self.parts.append((k, arrays))
-        self.rows += k
+        if k:
+            self.extend([event], [k], sensitive)
         return k
 
+    def extend(self, events: list[PredictionsServed], counts: list[int], sensitive: Collection[str]) -> None:
+        """Add calls of at least one row each, ``counts`` their rows."""
+        if sensitive:
+            self.sensitive = self.sensitive.union(sensitive)
+        self.events += events
+        self.counts += counts
+        self.rows += sum(counts)
+
     def table(self) -> pa.Table:
+        events, counts, n = self.events, self.counts, self.rows
+        # a call's metadata is repeated on each of its rows: an index, unless every call had one row
+        index = None if n == len(events) else np.repeat(np.arange(len(events)), counts)
+
+        def each(values: np.ndarray) -> np.ndarray:
+            return values if index is None else values[index]
+
+        def text(values: list[str | None]) -> pa.Array:
+            arr = pa.array(values, pa.string())
+            return arr if index is None else arr.take(pa.array(index))
+
+        micros = (np.array([e.time for e in events], np.float64) * 1_000_000).astype(np.int64)
         arrays: dict[str, pa.Array] = {
-            "time": pa.array(self.meta["time"], pa.int64()).cast(TIME_TYPE),
-            "request_id": pa.array(self.meta["request_id"], pa.string()),
-            "key": pa.array(self.meta["key"], pa.string()),
-            "protocol": pa.array(self.meta["protocol"], pa.string()),
-            "latency_s": pa.array(self.meta["latency_s"], pa.float64()),
-            "pid": pa.array(self.meta["pid"], pa.int32()),
+            "time": pa.array(each(micros)).cast(TIME_TYPE),
+            "request_id": text([e.request_id for e in events]),
+            "key": text([e.key for e in events]),
+            "protocol": text([e.protocol for e in events]),
+            "latency_s": pa.array(each(np.array([e.latency_s for e in events], np.float64))),
+            "pid": pa.array(np.full(n, os.getpid(), np.int32)),
         }
-        # runs of parts with the same arrays (names, dtypes, widths: every call of one version, as a rule) are
-        # concatenated in numpy first, so each column costs one Arrow conversion per run
-        runs: list[tuple[int, dict[str, np.ndarray]]] = []
-        shape: object = None
-        group: list[dict[str, np.ndarray]] = []
-        for _, part in self.parts:
-            this = tuple((n, a.dtype.str, a.shape[1:]) for n, a in part.items())
-            if this != shape and group:
-                runs.append(_joined(group))
-                group = []
-            shape = this
-            group.append(part)
-        if group:
-            runs.append(_joined(group))
+        runs = _runs(events, n, self.sensitive)
         flat = [(k, flatten(joined, "")) for k, joined in runs]
         names: dict[str, None] = {}
         for _, columns in flat:
@@ -110,6 +106,60 @@ class Pending:
             chunks = [pa.array(_plain(cols[name])) if name in cols else pa.nulls(k) for k, cols in flat]
             arrays[name] = _concat(chunks)
         return pa.table(arrays)
+
+
+def _runs(
+    events: list[PredictionsServed], n: int, sensitive: frozenset[str]
+) -> list[tuple[int, dict[str, np.ndarray]]]:
+    """The calls' arrays as runs of same-shaped calls, each run's arrays joined along the rows. As a rule every
+    call of one version has the same arrays (names, dtypes, widths), so that is tried first, one numpy
+    concatenation per array; otherwise each call's arrays are compared with the previous call's."""
+    one = _one_run(events, n, sensitive)
+    if one is not None:
+        return [one]
+    runs: list[tuple[int, dict[str, np.ndarray]]] = []
+    shape: object = None
+    group: list[dict[str, np.ndarray]] = []
+    for event in events:
+        part = {INPUT + n: a for n, a in event.inputs.items() if n not in sensitive}
+        part.update({OUTPUT + n: a for n, a in event.outputs.items()})
+        this = tuple((n, a.dtype.str, a.shape[1:]) for n, a in part.items())
+        if this != shape and group:
+            runs.append(_joined(group))
+            group = []
+        shape = this
+        group.append(part)
+    if group:
+        runs.append(_joined(group))
+    return runs
+
+
+def _one_run(
+    events: list[PredictionsServed], n: int, sensitive: frozenset[str]
+) -> tuple[int, dict[str, np.ndarray]] | None:
+    """All the calls' arrays joined, if they have the same names, dtypes and widths; else None."""
+    first = events[0]
+    sizes = (len(first.inputs), len(first.outputs))
+    if any((len(e.inputs), len(e.outputs)) != sizes for e in events):
+        return None
+    joined: dict[str, np.ndarray] = {}
+    try:  # same sizes and every name of the first present: the same names
+        for name in first.inputs:
+            arrays = [e.inputs[name] for e in events]
+            if name not in sensitive:
+                joined[INPUT + name] = _same(arrays)
+        for name in first.outputs:
+            joined[OUTPUT + name] = _same([e.outputs[name] for e in events])
+    except (KeyError, TypeError, ValueError):  # a name missing, another dtype (casting "no") or width
+        return None
+    return n, joined
+
+
+def _same(arrays: list[np.ndarray]) -> np.ndarray:
+    """One array of same-typed arrays (text of any length), or TypeError / ValueError."""
+    if len(arrays) == 1:
+        return arrays[0]
+    return np.concatenate(arrays, casting="same_kind" if arrays[0].dtype.kind in "US" else "no")
 
 
 def _joined(parts: list[dict[str, np.ndarray]]) -> tuple[int, dict[str, np.ndarray]]:
