@@ -134,8 +134,8 @@ def served(model: str, version: str, t: float, rid: str, inputs: dict[str, np.nd
 
 
 def test_calls_wait_without_waking_the_writer_until_a_batch_is_due(tmp_path: Path) -> None:
-    """A queued call wakes nobody: the writer sleeps until the flush, or until half the queue (at most
-    BATCH_ROWS rows) waits, then takes everything at once; the flush at shutdown writes the rest."""
+    """A queued call wakes nobody: the writer takes what waits on its own tick and writes at the flush, or once
+    half the queue (at most BATCH_ROWS rows) waits; the flush at shutdown writes the rest."""
     settings = Settings(state_dir=tmp_path, log_predictions=1.0, log_queue_rows=20, log_flush_s=3600.0)
     logger = PredictionLogger(settings, Policies(settings), ParquetStore(tmp_path), metrics.families())
     logger.start()
@@ -166,7 +166,7 @@ class SsnOfA(Policies):
 
 
 def test_a_drained_batch_keeps_each_call_its_rows_metadata_and_order(tmp_path: Path) -> None:
-    """One drain holds calls of several models and versions, of one row and of several, with text of several
+    """Two ticks' drains hold calls of several models and versions, of one row and of several, with text of several
     lengths and a sensitive input: each (model, version) gets its calls' rows in order, each row its call's
     request id, time and key name, and the sensitive input is left out."""
     settings = Settings(state_dir=tmp_path, log_predictions=1.0, log_flush_s=3600.0)
@@ -185,10 +185,17 @@ def test_a_drained_batch_keeps_each_call_its_rows_metadata_and_order(tmp_path: P
         served("a", "2", t0 + 3, "r3", {"x": np.array([4.0]), "ssn": np.array(["4"]), "city": np.array(["lima"])}),
         served("a", "1", t0 + 4, "r4", {"x": np.array([5.0]), "ssn": np.array(["5"]), "city": np.array(["amsterdam"])}),
     ]
-    for call in calls:
+    for call in calls[:2]:
         logger.predictions_served(call)
-    assert logger.waiting == 7
-    logger._flush(logger._drain())
+    batch = logger._drain({})  # a tick: the events become columns and are let go
+    for call in calls[2:]:
+        logger.predictions_served(call)
+    assert logger.waiting == 7 and len(logger._queue) == 3
+    logger._drain(batch)  # the next tick
+    assert not logger._queue and all(p.events == [] for p in batch.values())
+    assert len(batch[("a", "1", int(t0 // 86400))].meta) == 2  # two ticks' columns, one table at the flush
+    assert logger.waiting == 7 and logger.written == {}
+    logger._flush(batch)
     assert logger.waiting == 0 and logger.written == {"a": 5, "b": 2}
     a = ParquetStore(tmp_path).read("a")
     a1 = a.filter(pc.equal(a["version"], "1"))

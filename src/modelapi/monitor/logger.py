@@ -3,8 +3,10 @@
 On the request path (the event loop) it does three cheap things: ``sample_rate`` (a dict lookup), queueing a
 ``PredictionsServed`` (or dropping it, counted, when ``log_queue_rows`` rows already wait) and tallying every
 finished call per (model, version, minute): requests, and those rejected for their input (400, 413, 422).
-Flattening, Arrow tables and writing happen on one writer thread per worker, which drains the queue every
-``log_flush_s`` (sooner once ``BATCH_ROWS`` rows wait) and applies retention every ``PRUNE_S``.
+Flattening, Arrow tables and writing happen on one writer thread per worker, which takes everything queued
+every ``COMPACT_S`` (into columns, in numpy and Arrow), writes every ``log_flush_s`` or once half the queue (at
+most ``BATCH_ROWS`` rows) waits, and applies retention every ``PRUNE_S``. Nothing on the request path wakes it
+per call: a thread woken per call competes for the worker's core and GIL on every request.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ log = logging.getLogger("modelapi.monitor")
 REJECTED = frozenset({400, 413, 422})
 BATCH_ROWS = 10_000
 PRUNE_S = 600.0
+COMPACT_S = 0.1
 
 
 class PredictionLogger(Observer):
@@ -38,12 +41,12 @@ class PredictionLogger(Observer):
         self._rates: dict[str, float] = {}
         # The queue is a deque the event loop appends to and the writer pops from (both atomic under the GIL),
         # and its rows are two counters, each written by one side only: no lock and no wake-up per call. The
-        # writer sleeps until the next flush, or until the event loop sets _wake once BATCH_ROWS rows wait.
-        self._queue: deque[tuple[PredictionsServed, int]] = deque()
+        # writer takes what waits every COMPACT_S and writes every flush_s, or once _batch_rows rows wait (then
+        # the event loop sets _wake).
+        self._queue: deque[PredictionsServed] = deque()
         self._queued = 0  # rows ever queued (the event loop's)
         self._settled = 0  # rows ever written or dropped after queueing (the writer's)
-        self._batch_rows = max(1, min(BATCH_ROWS, self.capacity // 2))  # a small queue is drained sooner
-        self._wake_at = self._batch_rows  # _queued at which to wake the writer early (the writer's)
+        self._batch_rows = max(1, min(BATCH_ROWS, self.capacity // 2))  # a small queue is written sooner
         self._wake = threading.Event()
         self._stopping = False
         self._lock = threading.Lock()  # the request tallies
@@ -69,15 +72,15 @@ class PredictionLogger(Observer):
         rows = len(next(iter(inputs.values()))) if inputs else 0
         if not rows:
             return
-        queued = self._queued + rows
-        if queued - self._settled > self.capacity:
+        waiting = self._queued + rows - self._settled
+        if waiting > self.capacity:
             self._full[event.model] += rows
             if self._families is not None:
                 self._families.log_dropped.labels(event.model).inc(rows)
             return
-        self._queue.append((event, rows))
-        self._queued = queued
-        if queued >= self._wake_at:
+        self._queue.append(event)
+        self._queued += rows
+        if waiting >= self._batch_rows:
             self._wake.set()
 
     def request_finished(self, event: RequestFinished) -> None:
@@ -120,36 +123,42 @@ class PredictionLogger(Observer):
         self._thread = None
 
     def _run(self) -> None:
+        batch: dict[tuple[str, str, int], Pending] = {}
+        next_flush = time.monotonic() + self.flush_s
         next_prune = time.monotonic() + 60.0
         while True:
-            self._wake.wait(self.flush_s)
+            self._wake.wait(min(COMPACT_S, max(0.0, next_flush - time.monotonic())))
             self._wake.clear()
             stopping = self._stopping
-            self._wake_at = self._queued + self._batch_rows
-            self._flush(self._drain())
-            if stopping:
-                return
-            if time.monotonic() >= next_prune:
-                self._prune()
-                next_prune = time.monotonic() + PRUNE_S
+            self._drain(batch)
+            if stopping or time.monotonic() >= next_flush or sum(p.rows for p in batch.values()) >= self._batch_rows:
+                self._flush(batch)
+                batch = {}
+                next_flush = time.monotonic() + self.flush_s
+                if stopping:
+                    return
+                if time.monotonic() >= next_prune:
+                    self._prune()
+                    next_prune = time.monotonic() + PRUNE_S
 
-    def _drain(self) -> dict[tuple[str, str, int], Pending]:
-        """What the queue holds now, by (model, version, day): popped in one go, grouped in runs of calls."""
+    def _drain(self, batch: dict[tuple[str, str, int], Pending]) -> dict[tuple[str, str, int], Pending]:
+        """Take what the queue holds now into ``batch``, by (model, version, day), compacted into columns: the
+        events live a tick at most, so they are not among the objects the garbage collector walks again and
+        again (a full collection walks every object that has lived that long)."""
         queue = self._queue
         taken = [queue.popleft() for _ in range(len(queue))]
-        batch: dict[tuple[str, str, int], Pending] = {}
         i = 0
         while i < len(taken):  # calls of one model and version come in runs (as a rule all of them do)
-            first = taken[i][0]
+            first = taken[i]
             model, version, day = first.model, first.version, int(first.time // DAY_S)
             j = i + 1
             while j < len(taken):
-                e = taken[j][0]
+                e = taken[j]
                 if e.model != model or e.version != version or int(e.time // DAY_S) != day:
                     break
                 j += 1
             run, i = taken[i:j], j
-            counts = [k for _, k in run]
+            counts = [len(next(iter(e.inputs.values()))) for e in run]
             try:
                 sensitive = self.policies.get(model).sensitive
             except Exception:
@@ -160,7 +169,14 @@ class PredictionLogger(Observer):
             pending = batch.get(key)
             if pending is None:
                 pending = batch[key] = Pending(*key)
-            pending.extend([e for e, _ in run], counts, sensitive)
+            pending.extend(run, counts, sensitive)
+        for key, pending in list(batch.items()):
+            try:
+                pending.compact()
+            except Exception:
+                log.exception("prediction log: %d rows of model %r cannot be recorded", pending.rows, pending.model)
+                self._settle(pending.rows, pending.model, dropped=True)
+                del batch[key]
         return batch
 
     def _settle(self, rows: int, model: str, *, dropped: bool) -> None:

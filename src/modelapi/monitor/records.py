@@ -52,7 +52,8 @@ def _plain(arr: np.ndarray) -> np.ndarray:
 @dataclass
 class Pending:
     """The rows of one (model, version, day) waiting to be written: the calls' events as they came, turned into
-    one table by ``table()`` in a few numpy and Arrow operations per column, not per call."""
+    columns by ``compact()`` (a few numpy and Arrow operations per column, not per call; the events are let go)
+    and into one table by ``table()``."""
 
     model: str
     version: str
@@ -61,6 +62,9 @@ class Pending:
     events: list[PredictionsServed] = field(default_factory=list)
     counts: list[int] = field(default_factory=list)  # each event's rows
     sensitive: frozenset[str] = frozenset()  # the inputs left out
+    #: the calls compacted so far: their metadata columns, and their arrays in runs of same-shaped calls
+    meta: list[dict[str, pa.Array]] = field(default_factory=list)
+    runs: list[tuple[int, dict[str, np.ndarray]]] = field(default_factory=list)
 
     def add(self, event: PredictionsServed, sensitive: Collection[str]) -> int:
         k = len(next(iter(event.inputs.values()))) if event.inputs else 0
@@ -76,8 +80,12 @@ class Pending:
         self.counts += counts
         self.rows += sum(counts)
 
-    def table(self) -> pa.Table:
-        events, counts, n = self.events, self.counts, self.rows
+    def compact(self) -> None:
+        """Turn the calls added since the last time into columns and drop their events."""
+        events, counts = self.events, self.counts
+        if not events:
+            return
+        n = sum(counts)
         # a call's metadata is repeated on each of its rows: an index, unless every call had one row
         index = None if n == len(events) else np.repeat(np.arange(len(events)), counts)
 
@@ -89,16 +97,29 @@ class Pending:
             return arr if index is None else arr.take(pa.array(index))
 
         micros = (np.array([e.time for e in events], np.float64) * 1_000_000).astype(np.int64)
+        self.meta.append(
+            {
+                "time": pa.array(each(micros)).cast(TIME_TYPE),
+                "request_id": text([e.request_id for e in events]),
+                "key": text([e.key for e in events]),
+                "protocol": text([e.protocol for e in events]),
+                "latency_s": pa.array(each(np.array([e.latency_s for e in events], np.float64))),
+                "pid": pa.array(np.full(n, os.getpid(), np.int32)),
+            }
+        )
+        self.runs += _runs(events, n, self.sensitive)
+        self.events, self.counts = [], []
+
+    def table(self) -> pa.Table:
+        self.compact()
+        if not self.meta:
+            types = (TIME_TYPE, pa.string(), pa.string(), pa.string(), pa.float64(), pa.int32())
+            return pa.table({name: pa.array([], t) for name, t in zip(META, types, strict=True)})
         arrays: dict[str, pa.Array] = {
-            "time": pa.array(each(micros)).cast(TIME_TYPE),
-            "request_id": text([e.request_id for e in events]),
-            "key": text([e.key for e in events]),
-            "protocol": text([e.protocol for e in events]),
-            "latency_s": pa.array(each(np.array([e.latency_s for e in events], np.float64))),
-            "pid": pa.array(np.full(n, os.getpid(), np.int32)),
+            name: self.meta[0][name] if len(self.meta) == 1 else pa.concat_arrays([m[name] for m in self.meta])
+            for name in META
         }
-        runs = _runs(events, n, self.sensitive)
-        flat = [(k, flatten(joined, "")) for k, joined in runs]
+        flat = [(k, flatten(joined, "")) for k, joined in self.runs]
         names: dict[str, None] = {}
         for _, columns in flat:
             names.update(dict.fromkeys(columns))
