@@ -192,7 +192,7 @@ def test_a_drained_batch_keeps_each_call_its_rows_metadata_and_order(tmp_path: P
         logger.predictions_served(call)
     assert logger.waiting == 7 and len(logger._queue) == 3
     logger._drain(batch)  # the next tick
-    assert not logger._queue and all(p.events == [] for p in batch.values())
+    assert not logger._queue and all(p.calls == [] for p in batch.values())
     assert len(batch[("a", "1", int(t0 // 86400))].meta) == 2  # two ticks' columns, one table at the flush
     assert logger.waiting == 7 and logger.written == {}
     logger._flush(batch)

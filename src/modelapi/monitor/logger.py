@@ -21,7 +21,7 @@ from typing import Any
 from ..events import ModelStateChanged, Observer, PredictionsServed, RequestFinished
 from ..settings import Settings
 from .policy import Policies
-from .records import DAY_S, Pending
+from .records import DAY_S, INPUTS, MODEL, TIME, VERSION, Call, Pending
 from .store import LogStore, Tally
 
 log = logging.getLogger("modelapi.monitor")
@@ -43,7 +43,7 @@ class PredictionLogger(Observer):
         # and its rows are two counters, each written by one side only: no lock and no wake-up per call. The
         # writer takes what waits every COMPACT_S and writes every flush_s, or once _batch_rows rows wait (then
         # the event loop sets _wake).
-        self._queue: deque[PredictionsServed] = deque()
+        self._queue: deque[Call] = deque()  # records.Call: a tuple, which the garbage collector soon stops tracking
         self._queued = 0  # rows ever queued (the event loop's)
         self._settled = 0  # rows ever written or dropped after queueing (the writer's)
         self._batch_rows = max(1, min(BATCH_ROWS, self.capacity // 2))  # a small queue is written sooner
@@ -78,7 +78,10 @@ class PredictionLogger(Observer):
             if self._families is not None:
                 self._families.log_dropped.labels(event.model).inc(rows)
             return
-        self._queue.append(event)
+        self._queue.append(
+            (event.model, event.version, event.protocol, event.request_id, event.key, event.time, event.latency_s,
+             inputs, event.outputs)
+        )  # fmt: skip
         self._queued += rows
         if waiting >= self._batch_rows:
             self._wake.set()
@@ -150,15 +153,15 @@ class PredictionLogger(Observer):
         i = 0
         while i < len(taken):  # calls of one model and version come in runs (as a rule all of them do)
             first = taken[i]
-            model, version, day = first.model, first.version, int(first.time // DAY_S)
+            model, version, day = first[MODEL], first[VERSION], int(first[TIME] // DAY_S)
             j = i + 1
             while j < len(taken):
                 e = taken[j]
-                if e.model != model or e.version != version or int(e.time // DAY_S) != day:
+                if e[MODEL] != model or e[VERSION] != version or int(e[TIME] // DAY_S) != day:
                     break
                 j += 1
             run, i = taken[i:j], j
-            counts = [len(next(iter(e.inputs.values()))) for e in run]
+            counts = [len(next(iter(e[INPUTS].values()))) for e in run]
             try:
                 sensitive = self.policies.get(model).sensitive
             except Exception:

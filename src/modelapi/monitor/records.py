@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
+from typing import Final
 
 import numpy as np
 import pyarrow as pa
@@ -24,6 +25,26 @@ MAX_WIDTH = 64
 META = ("time", "request_id", "key", "protocol", "latency_s", "pid")
 TIME_TYPE = pa.timestamp("us", tz="UTC")
 DAY_S = 86400
+
+#: One call as queued for the log: its ``PredictionsServed``'s fields, in a plain tuple (read them with the
+#: indexes below). The garbage collector stops tracking a tuple of untracked objects (strings, floats, dicts of
+#: arrays) at its first collection, while an event object it would walk in every collection until the writer
+#: took it, and each one kept alive makes full collections (which walk every object made since start-up) come
+#: sooner.
+Call = tuple[str, str, str, str | None, str | None, float, float, Mapping[str, np.ndarray], Mapping[str, np.ndarray]]
+MODEL: Final = 0
+VERSION: Final = 1
+PROTOCOL: Final = 2
+REQUEST_ID: Final = 3
+KEY: Final = 4
+TIME: Final = 5
+LATENCY_S: Final = 6
+INPUTS: Final = 7
+OUTPUTS: Final = 8
+
+
+def as_call(e: PredictionsServed) -> Call:
+    return (e.model, e.version, e.protocol, e.request_id, e.key, e.time, e.latency_s, e.inputs, e.outputs)
 
 
 def flatten(arrays: Mapping[str, np.ndarray], prefix: str, leave_out: Collection[str] = ()) -> dict[str, np.ndarray]:
@@ -59,7 +80,7 @@ class Pending:
     version: str
     day: int  # days since the Unix epoch, UTC
     rows: int = 0
-    events: list[PredictionsServed] = field(default_factory=list)
+    calls: list[Call] = field(default_factory=list)
     counts: list[int] = field(default_factory=list)  # each event's rows
     sensitive: frozenset[str] = frozenset()  # the inputs left out
     #: the calls compacted so far: their metadata columns, and their arrays in runs of same-shaped calls
@@ -69,20 +90,20 @@ class Pending:
     def add(self, event: PredictionsServed, sensitive: Collection[str]) -> int:
         k = len(next(iter(event.inputs.values()))) if event.inputs else 0
         if k:
-            self.extend([event], [k], sensitive)
+            self.extend([as_call(event)], [k], sensitive)
         return k
 
-    def extend(self, events: list[PredictionsServed], counts: list[int], sensitive: Collection[str]) -> None:
+    def extend(self, calls: list[Call], counts: list[int], sensitive: Collection[str]) -> None:
         """Add calls of at least one row each, ``counts`` their rows."""
         if sensitive:
             self.sensitive = self.sensitive.union(sensitive)
-        self.events += events
+        self.calls += calls
         self.counts += counts
         self.rows += sum(counts)
 
     def compact(self) -> None:
         """Turn the calls added since the last time into columns and drop their events."""
-        events, counts = self.events, self.counts
+        events, counts = self.calls, self.counts
         if not events:
             return
         n = sum(counts)
@@ -96,19 +117,19 @@ class Pending:
             arr = pa.array(values, pa.string())
             return arr if index is None else arr.take(pa.array(index))
 
-        micros = (np.array([e.time for e in events], np.float64) * 1_000_000).astype(np.int64)
+        micros = (np.array([e[TIME] for e in events], np.float64) * 1_000_000).astype(np.int64)
         self.meta.append(
             {
                 "time": pa.array(each(micros)).cast(TIME_TYPE),
-                "request_id": text([e.request_id for e in events]),
-                "key": text([e.key for e in events]),
-                "protocol": text([e.protocol for e in events]),
-                "latency_s": pa.array(each(np.array([e.latency_s for e in events], np.float64))),
+                "request_id": text([e[REQUEST_ID] for e in events]),
+                "key": text([e[KEY] for e in events]),
+                "protocol": text([e[PROTOCOL] for e in events]),
+                "latency_s": pa.array(each(np.array([e[LATENCY_S] for e in events], np.float64))),
                 "pid": pa.array(np.full(n, os.getpid(), np.int32)),
             }
         )
         self.runs += _runs(events, n, self.sensitive)
-        self.events, self.counts = [], []
+        self.calls, self.counts = [], []
 
     def table(self) -> pa.Table:
         self.compact()
@@ -129,9 +150,7 @@ class Pending:
         return pa.table(arrays)
 
 
-def _runs(
-    events: list[PredictionsServed], n: int, sensitive: frozenset[str]
-) -> list[tuple[int, dict[str, np.ndarray]]]:
+def _runs(events: list[Call], n: int, sensitive: frozenset[str]) -> list[tuple[int, dict[str, np.ndarray]]]:
     """The calls' arrays as runs of same-shaped calls, each run's arrays joined along the rows. As a rule every
     call of one version has the same arrays (names, dtypes, widths), so that is tried first, one numpy
     concatenation per array; otherwise each call's arrays are compared with the previous call's."""
@@ -142,8 +161,8 @@ def _runs(
     shape: object = None
     group: list[dict[str, np.ndarray]] = []
     for event in events:
-        part = {INPUT + n: a for n, a in event.inputs.items() if n not in sensitive}
-        part.update({OUTPUT + n: a for n, a in event.outputs.items()})
+        part = {INPUT + n: a for n, a in event[INPUTS].items() if n not in sensitive}
+        part.update({OUTPUT + n: a for n, a in event[OUTPUTS].items()})
         this = tuple((n, a.dtype.str, a.shape[1:]) for n, a in part.items())
         if this != shape and group:
             runs.append(_joined(group))
@@ -155,22 +174,20 @@ def _runs(
     return runs
 
 
-def _one_run(
-    events: list[PredictionsServed], n: int, sensitive: frozenset[str]
-) -> tuple[int, dict[str, np.ndarray]] | None:
+def _one_run(events: list[Call], n: int, sensitive: frozenset[str]) -> tuple[int, dict[str, np.ndarray]] | None:
     """All the calls' arrays joined, if they have the same names, dtypes and widths; else None."""
     first = events[0]
-    sizes = (len(first.inputs), len(first.outputs))
-    if any((len(e.inputs), len(e.outputs)) != sizes for e in events):
+    sizes = (len(first[INPUTS]), len(first[OUTPUTS]))
+    if any((len(e[INPUTS]), len(e[OUTPUTS])) != sizes for e in events):
         return None
     joined: dict[str, np.ndarray] = {}
     try:  # same sizes and every name of the first present: the same names
-        for name in first.inputs:
-            arrays = [e.inputs[name] for e in events]
+        for name in first[INPUTS]:
+            arrays = [e[INPUTS][name] for e in events]
             if name not in sensitive:
                 joined[INPUT + name] = _same(arrays)
-        for name in first.outputs:
-            joined[OUTPUT + name] = _same([e.outputs[name] for e in events])
+        for name in first[OUTPUTS]:
+            joined[OUTPUT + name] = _same([e[OUTPUTS][name] for e in events])
     except (KeyError, TypeError, ValueError):  # a name missing, another dtype (casting "no") or width
         return None
     return n, joined
