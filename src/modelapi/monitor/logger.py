@@ -3,31 +3,32 @@
 On the request path (the event loop) it does three cheap things: ``sample_rate`` (a dict lookup), queueing a
 ``PredictionsServed`` (or dropping it, counted, when ``log_queue_rows`` rows already wait) and tallying every
 finished call per (model, version, minute): requests, and those rejected for their input (400, 413, 422).
-Flattening, Arrow tables and writing happen on one writer thread per worker, which drains the queue every
-``log_flush_s`` (sooner once ``BATCH_ROWS`` rows wait) and applies retention every ``PRUNE_S``.
+Flattening, Arrow tables and writing happen on one writer thread per worker, which takes everything queued
+every ``COMPACT_S`` (into columns, in numpy and Arrow), writes every ``log_flush_s`` or once half the queue (at
+most ``BATCH_ROWS`` rows) waits, and applies retention every ``PRUNE_S``. Nothing on the request path wakes it
+per call: a thread woken per call competes for the worker's core and GIL on every request.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import queue
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from typing import Any
 
 from ..events import ModelStateChanged, Observer, PredictionsServed, RequestFinished
 from ..settings import Settings
 from .policy import Policies
-from .records import DAY_S, Pending
+from .records import DAY_S, INPUTS, MODEL, TIME, VERSION, Call, Pending
 from .store import LogStore, Tally
 
 log = logging.getLogger("modelapi.monitor")
 REJECTED = frozenset({400, 413, 422})
 BATCH_ROWS = 10_000
 PRUNE_S = 600.0
-_STOP = object()
+COMPACT_S = 0.1
 
 
 class PredictionLogger(Observer):
@@ -38,15 +39,24 @@ class PredictionLogger(Observer):
         self.flush_s = settings.log_flush_s
         self._families = families  # metrics.catalog.Families, or None with metrics off
         self._rates: dict[str, float] = {}
-        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._waiting = 0  # rows queued or batched and not yet written
+        # The queue is a deque the event loop appends to and the writer pops from (both atomic under the GIL),
+        # and its rows are two counters, each written by one side only: no lock and no wake-up per call. The
+        # writer takes what waits every COMPACT_S and writes every flush_s, or once _batch_rows rows wait (then
+        # the event loop sets _wake).
+        self._queue: deque[Call] = deque()  # records.Call: a tuple, which the garbage collector soon stops tracking
+        self._queued = 0  # rows ever queued (the event loop's)
+        self._settled = 0  # rows ever written or dropped after queueing (the writer's)
+        self._batch_rows = max(1, min(BATCH_ROWS, self.capacity // 2))  # a small queue is written sooner
+        self._wake = threading.Event()
+        self._stopping = False
+        self._lock = threading.Lock()  # the request tallies
         self._tallies: dict[tuple[str, str, int], list[int]] = {}
-        self.dropped: Counter[str] = Counter()
+        self._full: Counter[str] = Counter()  # rows dropped for a full queue (the event loop's)
+        self._failed: Counter[str] = Counter()  # rows dropped unwritten (the writer's)
         self.written: Counter[str] = Counter()
         self._thread: threading.Thread | None = None
 
-    # the request path ---------------------------------------------------------------------------------------
+    # the request path (the worker's event loop) -------------------------------------------------------------
     def sample_rate(self, model: str) -> float:
         rate = self._rates.get(model)
         if rate is None:
@@ -58,19 +68,23 @@ class PredictionLogger(Observer):
             self._rates[event.model] = self.policies.refresh(event.model).rate
 
     def predictions_served(self, event: PredictionsServed) -> None:
-        rows = len(next(iter(event.inputs.values()))) if event.inputs else 0
-        with self._lock:
-            if self._waiting + rows > self.capacity:
-                self.dropped[event.model] += rows
-                full = True
-            else:
-                self._waiting += rows
-                full = False
-        if full:
+        inputs = event.inputs
+        rows = len(next(iter(inputs.values()))) if inputs else 0
+        if not rows:
+            return
+        waiting = self._queued + rows - self._settled
+        if waiting > self.capacity:
+            self._full[event.model] += rows
             if self._families is not None:
                 self._families.log_dropped.labels(event.model).inc(rows)
             return
-        self._queue.put(event)
+        self._queue.append(
+            (event.model, event.version, event.protocol, event.request_id, event.key, event.time, event.latency_s,
+             inputs, event.outputs)
+        )  # fmt: skip
+        self._queued += rows
+        if waiting >= self._batch_rows:
+            self._wake.set()
 
     def request_finished(self, event: RequestFinished) -> None:
         if not self._rates.get(event.model):
@@ -86,7 +100,16 @@ class PredictionLogger(Observer):
 
     @property
     def waiting(self) -> int:
-        return self._waiting
+        """Rows queued or batched and not yet written."""
+        return self._queued - self._settled
+
+    @property
+    def dropped(self) -> Counter[str]:
+        """Rows dropped, per model: the queue was full, or the store failed them (read from any thread:
+        ``dict.copy`` copies without letting the other side in between)."""
+        out = Counter(dict.copy(self._full))
+        out.update(dict.copy(self._failed))
+        return out
 
     # the writer thread --------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -97,49 +120,72 @@ class PredictionLogger(Observer):
         """Write what waits, then end the writer thread."""
         if self._thread is None:
             return
-        self._queue.put(_STOP)
+        self._stopping = True
+        self._wake.set()
         self._thread.join(timeout)
         self._thread = None
 
     def _run(self) -> None:
         batch: dict[tuple[str, str, int], Pending] = {}
-        rows = 0
         next_flush = time.monotonic() + self.flush_s
         next_prune = time.monotonic() + 60.0
         while True:
-            try:
-                item = self._queue.get(timeout=max(0.0, next_flush - time.monotonic()))
-            except queue.Empty:
-                item = None
-            if isinstance(item, PredictionsServed):
-                rows += self._add(batch, item)
-            if item is _STOP or rows >= BATCH_ROWS or time.monotonic() >= next_flush:
+            self._wake.wait(min(COMPACT_S, max(0.0, next_flush - time.monotonic())))
+            self._wake.clear()
+            stopping = self._stopping
+            self._drain(batch)
+            if stopping or time.monotonic() >= next_flush or sum(p.rows for p in batch.values()) >= self._batch_rows:
                 self._flush(batch)
-                batch, rows = {}, 0
+                batch = {}
                 next_flush = time.monotonic() + self.flush_s
-                if item is _STOP:
+                if stopping:
                     return
                 if time.monotonic() >= next_prune:
                     self._prune()
                     next_prune = time.monotonic() + PRUNE_S
 
-    def _add(self, batch: dict[tuple[str, str, int], Pending], event: PredictionsServed) -> int:
-        key = (event.model, event.version, int(event.time // DAY_S))
-        pending = batch.get(key)
-        if pending is None:
-            pending = batch[key] = Pending(*key)
-        try:
-            return pending.add(event, self.policies.get(event.model).sensitive)
-        except Exception:
-            log.exception("prediction log: rows of model %r cannot be recorded", event.model)
-            self._release(len(next(iter(event.inputs.values()))) if event.inputs else 0, event.model, dropped=True)
-            return 0
+    def _drain(self, batch: dict[tuple[str, str, int], Pending]) -> dict[tuple[str, str, int], Pending]:
+        """Take what the queue holds now into ``batch``, by (model, version, day), compacted into columns: a
+        call's arrays are let go within a tick, and a tick's calls cost a few numpy and Arrow operations per
+        column. The deque is only ever appended to (event loop) and popped from (here), so no lock."""
+        queue = self._queue
+        taken = [queue.popleft() for _ in range(len(queue))]
+        i = 0
+        while i < len(taken):  # calls of one model and version come in runs (as a rule all of them do)
+            first = taken[i]
+            model, version, day = first[MODEL], first[VERSION], int(first[TIME] // DAY_S)
+            j = i + 1
+            while j < len(taken):
+                e = taken[j]
+                if e[MODEL] != model or e[VERSION] != version or int(e[TIME] // DAY_S) != day:
+                    break
+                j += 1
+            run, i = taken[i:j], j
+            counts = [len(next(iter(e[INPUTS].values()))) for e in run]
+            try:
+                sensitive = self.policies.get(model).sensitive
+            except Exception:
+                log.exception("prediction log: rows of model %r cannot be recorded", model)
+                self._settle(sum(counts), model, dropped=True)
+                continue
+            key = (model, version, day)
+            pending = batch.get(key)
+            if pending is None:
+                pending = batch[key] = Pending(*key)
+            pending.extend(run, counts, sensitive)
+        for key, pending in list(batch.items()):
+            try:
+                pending.compact()
+            except Exception:
+                log.exception("prediction log: %d rows of model %r cannot be recorded", pending.rows, pending.model)
+                self._settle(pending.rows, pending.model, dropped=True)
+                del batch[key]
+        return batch
 
-    def _release(self, rows: int, model: str, *, dropped: bool) -> None:
-        with self._lock:
-            self._waiting -= rows
-            if dropped:
-                self.dropped[model] += rows
+    def _settle(self, rows: int, model: str, *, dropped: bool) -> None:
+        self._settled += rows
+        if dropped:
+            self._failed[model] += rows
         if dropped and self._families is not None:
             self._families.log_dropped.labels(model).inc(rows)
 
@@ -151,11 +197,11 @@ class PredictionLogger(Observer):
             except Exception:
                 ok = False
                 log.exception("prediction log: %d rows of model %r were not written", pending.rows, pending.model)
-            self._release(pending.rows, pending.model, dropped=not ok)
             if ok:
                 self.written[pending.model] += pending.rows
                 if self._families is not None:
                     self._families.log_rows.labels(pending.model).inc(pending.rows)
+            self._settle(pending.rows, pending.model, dropped=not ok)
         with self._lock:
             tallies, self._tallies = self._tallies, {}
         if tallies:
