@@ -101,3 +101,28 @@ def test_only_the_inference_routes_take_it(monkeypatch: pytest.MonkeyPatch) -> N
     routed = [f"{m} {p.split('?')[0]}" for m, p, _ in REQUESTS]
     left = {"GET /v2/models/iris/infer", "PUT /models/iris/predict", "GET /v2/models/iris", "POST /nope/predict"}
     assert taken == [r for r in routed if r not in left]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v2/models/a/infer",
+        "/models/a b/predict",
+        "/v1/models/x:predict",
+        "//x",
+        "/a?b",
+        "/a#b",
+        "/a\\b",
+        "/a\tb",
+        "/é",
+    ],
+)
+@pytest.mark.parametrize("host", [b"example.com:8080", b"", None])
+def test_the_error_path_is_the_urls_path(path: str, host: bytes | None) -> None:
+    from starlette.requests import Request
+
+    from modelapi.http.errors import request_path
+
+    headers = [] if host is None else [(b"host", host)]
+    scope = {"type": "http", "path": path, "query_string": b"q=1", "headers": headers, "server": ("h", 80)}
+    assert request_path(Request(scope)) == Request(scope).url.path

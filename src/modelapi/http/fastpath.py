@@ -58,14 +58,16 @@ class FastPath:
     def __init__(self, slow: ASGIApp, fast: ASGIApp, routes: Sequence[ProtocolRoute]) -> None:
         self.slow = slow
         self.fast = fast
-        self.routes = tuple(routes)
-        tails = {route.path[route.path.rfind("}") + 1 :] for route in self.routes}
-        # a cheap first test: the literal end of each route's path ("/predict", "/infer", ":predict")
-        self.tails: tuple[str, ...] | None = None if "" in tails else tuple(tails)
+        # the literal end of each route's path ("/predict", "/infer", ":predict"): a path that does not end so
+        # cannot match the route's pattern, which is not tried then
+        self.routes = tuple((route.path[route.path.rfind("}") + 1 :], route) for route in routes)
+        self.tails = tuple({tail for tail, _ in self.routes})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and (self.tails is None or scope["path"].endswith(self.tails)):
-            for route in self.routes:
+        if scope["type"] == "http" and (path := scope["path"]).endswith(self.tails):
+            for tail, route in self.routes:
+                if not path.endswith(tail):
+                    continue
                 match, child = route.matches(scope)
                 if match is Match.FULL:
                     scope[_MATCHED] = (route, child)
