@@ -57,8 +57,8 @@ _UNUSUAL = frozenset("?#\\\t\r\n")
 
 
 def request_path(request: Request) -> str:
-    """``request.url.path`` without building the URL (host header, ``urlsplit``) for an ordinary path: a
-    fifth of a refusal's cost in process."""
+    """``request.url.path`` without building the URL (host header, ``urlsplit``) for a path it would leave as it
+    is: every error response and every refusal asks for it."""
     path: str = request.scope["path"]
     if path.startswith("//") or not _UNUSUAL.isdisjoint(path):
         return request.url.path
