@@ -21,10 +21,10 @@ goes through Starlette's stack unchanged.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
-from starlette._utils import is_async_callable
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -45,7 +45,7 @@ def fast_routes(routes: Sequence[BaseRoute]) -> list[ProtocolRoute]:
     for route in routes:
         if not (isinstance(route, ProtocolRoute) and route.inference):
             break  # the router tries the rest in order: a route after this one may be shadowed by it
-        if route.body_limit is None and is_async_callable(route.endpoint):
+        if route.body_limit is None and inspect.iscoroutinefunction(route.endpoint):
             fast.append(route)
         else:
             break
