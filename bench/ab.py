@@ -9,12 +9,16 @@ and each contender's median as a ratio of the first contender's.
     python -m bench.ab default production --connections 1
 
 Contenders: ``floor`` (bench/floor.py), ``default``, ``production`` (an API key, metrics on), ``nometrics``,
-``log`` (the prediction log at 100 %), or ``modelapi:ARGS`` (``modelapi:--max-batch-size 8``).
+``log`` (the prediction log at 100 %), ``modelapi:ARGS`` (``modelapi:--max-batch-size 8``), or ``tree:PATH``: the
+default configuration served from the checkout at PATH (its ``src/``), for a before/after in one run::
+
+    mkdir /tmp/before && git archive HEAD~1 | tar -x -C /tmp/before && python -m bench.ab floor tree:/tmp/before default
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shlex
 import statistics
@@ -50,6 +54,10 @@ def spec_for(name: str, model: Path, tmp: Path) -> servers.ServerSpec:
         return servers.modelapi(name, [model], "--no-metrics")
     if name == "log":
         return servers.modelapi(name, [model], "--log-predictions", "1.0", "--state-dir", str(tmp / "state-log"))
+    if name.startswith("tree:"):  # the default configuration, served from another checkout's src/
+        spec = servers.modelapi(name, [model])
+        src = Path(name.partition(":")[2]).resolve() / "src"
+        return dataclasses.replace(spec, argv=("env", f"PYTHONPATH={src}", *spec.argv))
     if name.startswith("modelapi:"):
         return servers.modelapi(name, [model], *shlex.split(name.partition(":")[2]))
     raise SystemExit(f"unknown contender {name!r}; see python -m bench.ab --help")
@@ -57,7 +65,9 @@ def spec_for(name: str, model: Path, tmp: Path) -> servers.ServerSpec:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.ab", description=__doc__.splitlines()[0])
-    parser.add_argument("contenders", nargs="+", help="floor, default, production, nometrics, log, modelapi:ARGS")
+    parser.add_argument(
+        "contenders", nargs="+", help="floor, default, production, nometrics, log, modelapi:ARGS, tree:PATH"
+    )
     parser.add_argument("--route", choices=list(PATHS), default="rest", help="body kind (default rest: friendly)")
     parser.add_argument("--rows", type=int, default=1)
     parser.add_argument("--connections", type=int, default=64)

@@ -106,3 +106,22 @@ def test_keys_and_authorization_are_never_logged(captured: Captured, tmp_path: P
     assert secret not in text and "f" * 64 not in text
     assert "Bearer" not in text and "mk_0123" not in text
     assert f"{key.rsplit('_', 1)[0]}_<redacted>" in text  # the key id stays, for searching the log
+
+
+def test_the_access_record_is_the_one_make_record_makes() -> None:
+    """The record from the prototype (http/access.py) holds every field ``Logger.makeRecord`` would give it."""
+    from modelapi.http import access
+
+    args = ("127.0.0.1:1", "POST", "/predict", "1.1", 200, 10, 1.5, "rid")
+    extra = {"method": "POST", "status": 200, "request_id": "rid"}
+    for _ in range(2):  # the first makes the prototype, the second copies it
+        fast = access._PROTOTYPE.record(args, extra)
+        made = access.ACCESS_LOG.makeRecord(
+            access.ACCESS_LOG.name, logging.INFO, access.__file__, access._LINENO, access._FORMAT, args, None,
+            access._FUNC, extra,
+        )  # fmt: skip
+        mine, theirs = dict(fast.__dict__), dict(made.__dict__)
+        for key in ("created", "msecs", "relativeCreated"):
+            assert abs(mine.pop(key) - theirs.pop(key)) < 1000  # both from the clock, a moment apart
+        assert mine == theirs
+        assert fast.getMessage() == made.getMessage()

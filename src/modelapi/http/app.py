@@ -30,6 +30,7 @@ from ..security.limits import KeyLimits, rate_limit
 from ..security.meter import meter_for
 from ..settings import Settings
 from .errors import handle_http_exception, handle_modelapi_error
+from .fastpath import App
 from .middleware import cors, request_context
 from .routing import body_limits, guard
 from .services import Services
@@ -112,7 +113,7 @@ def create_app(
     routes = [route for protocol in registered() for route in protocol.routes(services)]
     # the router tries routes in order: inference routes first (no other route matches their paths)
     routes.sort(key=lambda route: not getattr(route, "inference", False))
-    app = Starlette(
+    app = App(  # Starlette, the inference routes dispatched directly (http/fastpath.py)
         routes=guard(routes, dataplane.repository),  # a key's model list, from each matched route's {name}
         middleware=[
             *tracing_middleware(),  # outermost: the server span is current for the access log line too

@@ -52,6 +52,19 @@ def model_of(request: Request) -> str | None:
     return name if isinstance(name, str) else None
 
 
+#: characters after which ``request.url.path`` differs from the scope's path (escaped or dropped by ``URL``)
+_UNUSUAL = frozenset("?#\\\t\r\n")
+
+
+def request_path(request: Request) -> str:
+    """``request.url.path`` without building the URL (host header, ``urlsplit``) for a path it would leave as it
+    is: every error response and every refusal asks for it."""
+    path: str = request.scope["path"]
+    if path.startswith("//") or not _UNUSUAL.isdisjoint(path):
+        return request.url.path
+    return path
+
+
 def error_response(
     request: Request,
     status: int,
@@ -60,7 +73,7 @@ def error_response(
     headers: dict[str, str] | None = None,
     field: str | None = None,
 ) -> Response:
-    path = request.url.path
+    path = request_path(request)
     style = request.scope.get(ERROR_STYLE)
     if not isinstance(style, ErrorStyle):
         style = error_style_for(path)
@@ -88,11 +101,10 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
     status = exc.status_code
     title = _TITLES.get(status, "Error")
     if status == 404:
-        detail = f"no route {request.method} {request.url.path}; see /docs for the routes this server offers"
+        detail = f"no route {request.method} {request_path(request)}; see /docs for the routes this server offers"
     elif status == 405:
-        detail = (
-            f"{request.method} is not allowed on {request.url.path}; allowed: {(exc.headers or {}).get('Allow', '')}"
-        )
+        allowed = (exc.headers or {}).get("Allow", "")
+        detail = f"{request.method} is not allowed on {request_path(request)}; allowed: {allowed}"
     else:
         detail = exc.detail if isinstance(exc.detail, str) else title
     return error_response(request, status, title, detail, dict(exc.headers or {}))

@@ -28,7 +28,6 @@ import random
 import re
 import time
 from collections.abc import Callable, Sequence
-from urllib.parse import quote, unquote
 
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -38,13 +37,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..errors import ModelAPIError, PayloadTooLarge, RequestTimeout
 from ..events import Events, RequestRejected
 from ..logs import CONTEXT
-from ..security.keys import redact
 from ..settings import Settings
+from .access import ACCESS_LOG, access_line
 from .errors import BODY_LIMIT, error_response, handle_modelapi_error, handle_unexpected
 from .rejections import REPORTER
 
-#: one line per request, written when the response ends (method, path, status, duration, bytes, client)
-ACCESS_LOG = logging.getLogger("modelapi.access")
 log = logging.getLogger("modelapi")
 _CLIENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 #: request ids: not secrets, only unique, so no system call per request; a generator of our own, so a model that
@@ -118,7 +115,7 @@ class RequestContextMiddleware:
             await self._serve(scope, receive, send_with_headers, declared, loop, lambda: started)
         finally:
             if access:
-                _access_line(scope, rid, status or 499, sent, time.perf_counter() - begun)
+                access_line(scope, rid, status or 499, sent, time.perf_counter() - begun)
             CONTEXT.reset(token)
 
     async def _serve(
@@ -240,48 +237,6 @@ class _RequestLog:
     def version(self) -> str | None:
         params = self.scope.get("path_params")
         return params.get("version") if params else None
-
-
-def _access_line(scope: Scope, rid: str, status: int, sent: int, seconds: float) -> None:
-    """One access-log line; the query string's keys redacted (a key in a URL is refused, never logged)."""
-    path = scope.get("path", "")
-    query = scope.get("query_string", b"")
-    if query:
-        text = query.decode("latin-1")
-        if "%" in text and "mk" in unquote(text):  # a percent-encoded key is still a key
-            text = quote(redact(unquote(text)), safe="=&+,;:/<>")
-        path = f"{path}?{text}"
-    if "mk_" in path:
-        path = redact(path)
-    client = scope.get("client")
-    address = f"{client[0]}:{client[1]}" if client else "-"
-    method = scope.get("method", "")
-    ms = round(seconds * 1000, 3)
-    # the record made here and handed to the logger's handlers, as ``ACCESS_LOG.info`` would after its level
-    # check (done by the caller): without ``findCaller``'s walk up the stack, which names this function anyway
-    record = ACCESS_LOG.makeRecord(
-        ACCESS_LOG.name,
-        logging.INFO,
-        __file__,
-        _ACCESS_LINENO,
-        '%s - "%s %s HTTP/%s" %d %d B %.1f ms [%s]',
-        (address, method, path, scope.get("http_version", "1.1"), status, sent, ms, rid),
-        None,
-        "_access_line",
-        {
-            "method": method,
-            "path": path,
-            "status": status,
-            "duration_ms": ms,
-            "bytes": sent,
-            "client": address,
-            "request_id": rid,
-        },
-    )
-    ACCESS_LOG.handle(record)
-
-
-_ACCESS_LINENO = _access_line.__code__.co_firstlineno
 
 
 def _too_large(limit: int, setting: str = "max_body_bytes") -> str:

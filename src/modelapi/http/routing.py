@@ -92,6 +92,12 @@ class _ModelGuard:
         self.only_path = only_path
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.check(scope)
+        await self.app(scope, receive, send)
+
+    def check(self, scope: Scope) -> None:
+        """Raises the 404 for a key that may not use the matched route's model (``http/fastpath.py`` calls it
+        too, for the routes it dispatches)."""
         principal = current_principal(scope)
         if principal is not None and principal.models is not None:
             if self.only_path is not None:
@@ -105,4 +111,3 @@ class _ModelGuard:
                 # not yet known can be loaded); an unknown name gets the same 404 text, so none can be enumerated
                 if not principal.can_use(name):
                     raise ModelNotFound(f"no model named '{name}'")
-        await self.app(scope, receive, send)

@@ -23,6 +23,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._head_timer: asyncio.TimerHandle | None = None
+        self._head_deadline = 0.0
         self._head_bytes = 0
         self._in_head = False
 
@@ -32,6 +33,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._end_head()
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -53,22 +57,27 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().on_headers_complete()
 
     # the head's timer ------------------------------------------------------------------------------------------
+    # One timer per connection, not one per request: a head sets its deadline, and the timer, when it fires,
+    # refuses a head past its deadline or waits for the deadline of the head now arriving (a keep-alive
+    # connection's later request). A head that ends leaves the timer alone, so a request costs no timer.
     def _start_head(self) -> None:
         self._in_head = True
         self._head_bytes = 0
+        self._head_deadline = self.loop.time() + self.header_timeout_s
         if self._head_timer is None:
-            self._head_timer = self.loop.call_later(self.header_timeout_s, self._head_timed_out)
+            self._head_timer = self.loop.call_at(self._head_deadline, self._head_due)
 
     def _end_head(self) -> None:
         self._in_head = False
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
 
-    def _head_timed_out(self) -> None:
+    def _head_due(self) -> None:
         self._head_timer = None
-        if self._in_head:
-            self._refuse(408, "Request Timeout", f"the request head did not arrive within {self.header_timeout_s:g} s")
+        if not self._in_head:
+            return  # no head arriving: the next one arms a timer
+        if self.loop.time() < self._head_deadline:  # a later request's head: its own deadline
+            self._head_timer = self.loop.call_at(self._head_deadline, self._head_due)
+            return
+        self._refuse(408, "Request Timeout", f"the request head did not arrive within {self.header_timeout_s:g} s")
 
     def _refuse(self, status: int, reason: str, detail: str) -> None:
         self._end_head()

@@ -14,7 +14,7 @@ from starlette.routing import BaseRoute
 
 from ... import jsonutil, tracing
 from ...errors import MalformedRequest, ModelNotFound
-from ...http.request import require_json
+from ...http.request import header, require_json
 from ...http.responses import json_response
 from ...http.routing import ProtocolRoute
 from ...http.services import Services
@@ -24,6 +24,7 @@ from .binary import HEADER_LENGTH
 from .errors import V2_ERRORS
 
 _SERVER_METADATA = jsonutil.dumps(codec.server_metadata())
+_HEADER_LENGTH_KEY = HEADER_LENGTH.lower().encode("latin-1")  # as ASGI has header names
 
 
 def route(path: str, endpoint: object, methods: list[str], **kwargs: object) -> ProtocolRoute:
@@ -32,7 +33,7 @@ def route(path: str, endpoint: object, methods: list[str], **kwargs: object) -> 
 
 
 def _header_length(request: Request) -> int | None:
-    value = request.headers.get(HEADER_LENGTH)
+    value = header(request, _HEADER_LENGTH_KEY)
     if value is None:
         return None
     value = value.strip()

@@ -1,0 +1,105 @@
+"""The HTTP access line (``modelapi.access``): one record per request, written when its response has ended.
+
+The record is the one ``ACCESS_LOG.info`` would make, handed straight to the logger's handlers after the
+caller's level check, without two costs that are the same on every request: ``findCaller``'s walk up the stack
+(it names this module's function anyway) and ``LogRecord.__init__``'s per-record work on fields that never
+change in one thread of one process (the file and module names from the path, the thread's and process's
+names). Those come from a prototype, a record made by ``Logger.makeRecord`` once per process and thread (and
+again if ``logging.setLogRecordFactory`` installs another factory, whose records are then made by it every
+time); each line copies it and sets what changes: the time, the arguments and the ``extra`` fields. Measured:
+docs/benchmarks.md (the fast path).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import time
+from typing import Any
+from urllib.parse import quote, unquote
+
+from starlette.types import Scope
+
+from ..security.keys import redact
+
+#: one line per request, written when the response ends (method, path, status, duration, bytes, client)
+ACCESS_LOG = logging.getLogger("modelapi.access")
+_FORMAT = '%s - "%s %s HTTP/%s" %d %d B %.1f ms [%s]'
+#: LogRecord reads the clock this way from Python 3.13 on (time_ns), as time.time() before
+_NS_CLOCK = sys.version_info >= (3, 13)
+
+
+class _Prototype:
+    """The constant fields of an access record, for the process, thread and record factory that made them."""
+
+    __slots__ = ("fields", "owner")
+
+    def __init__(self) -> None:
+        self.owner: tuple[int, int] | None = None
+        self.fields: dict[str, Any] = {}
+
+    def record(self, args: tuple[Any, ...], extra: dict[str, Any]) -> logging.LogRecord:
+        if logging.getLogRecordFactory() is not logging.LogRecord:  # someone's own records: theirs to make
+            return ACCESS_LOG.makeRecord(
+                ACCESS_LOG.name, logging.INFO, __file__, _LINENO, _FORMAT, args, None, _FUNC, extra
+            )
+        owner = (os.getpid(), threading.get_ident())
+        if owner != self.owner:
+            made = ACCESS_LOG.makeRecord(ACCESS_LOG.name, logging.INFO, __file__, _LINENO, _FORMAT, (), None, _FUNC)
+            self.fields = dict(made.__dict__)
+            self.owner = owner
+        record: logging.LogRecord = logging.LogRecord.__new__(logging.LogRecord)
+        fields = record.__dict__
+        fields.update(self.fields)
+        # the time fields exactly as LogRecord.__init__ computes them
+        if _NS_CLOCK:
+            ns = time.time_ns()
+            created = ns / 1e9
+            fields["msecs"] = (ns % 1_000_000_000) // 1_000_000 + 0.0
+        else:
+            created = time.time()
+            fields["msecs"] = int((created - int(created)) * 1000) + 0.0
+        fields["created"] = created
+        fields["relativeCreated"] = (created - logging._startTime) * 1000  # type: ignore[attr-defined]
+        fields["args"] = args
+        fields.update(extra)
+        return record
+
+
+_PROTOTYPE = _Prototype()
+
+
+def access_line(scope: Scope, rid: str, status: int, sent: int, seconds: float) -> None:
+    """One access-log line; the query string's keys redacted (a key in a URL is refused, never logged)."""
+    path = scope.get("path", "")
+    query = scope.get("query_string", b"")
+    if query:
+        text = query.decode("latin-1")
+        if "%" in text and "mk" in unquote(text):  # a percent-encoded key is still a key
+            text = quote(redact(unquote(text)), safe="=&+,;:/<>")
+        path = f"{path}?{text}"
+    if "mk_" in path:
+        path = redact(path)
+    client = scope.get("client")
+    address = f"{client[0]}:{client[1]}" if client else "-"
+    method = scope.get("method", "")
+    ms = round(seconds * 1000, 3)
+    record = _PROTOTYPE.record(
+        (address, method, path, scope.get("http_version", "1.1"), status, sent, ms, rid),
+        {
+            "method": method,
+            "path": path,
+            "status": status,
+            "duration_ms": ms,
+            "bytes": sent,
+            "client": address,
+            "request_id": rid,
+        },
+    )
+    ACCESS_LOG.handle(record)
+
+
+_LINENO = access_line.__code__.co_firstlineno
+_FUNC = "access_line"

@@ -1,0 +1,114 @@
+"""The inference routes' direct dispatch: the same middleware, without Starlette's router and error layers.
+
+Starlette puts five layers around every request besides our own middleware: its server-error middleware, its
+exception middleware (each with a wrapper around ``send``), the router trying each route's pattern, the route's
+``request_response`` wrapper and a second exception-handling wrapper around the handler. For the inference
+routes (``POST /models/{name}/predict``, ``/v2/models/{name}/infer``, ``/v1/models/{name}:predict`` and their
+version and label variants), which carry most of the traffic, ``App`` skips them: ``FastPath`` matches the path
+against those routes' own patterns (``Route.matches``, as the router would, and only those routes the router
+would try first) and hands the request to a second instance of the same middleware stack (request context,
+CORS, authentication, rate limit: the same classes, the same settings, the same shared state), whose innermost
+app is ``_Dispatch``: it puts the match in the scope as the router does, runs the route's model-access guard
+(``http/routing._ModelGuard.check``) and awaits the handler and its response.
+
+Nothing is implemented twice. An error a handler or the guard raises goes up to the request-context middleware,
+which renders it with the same handlers (``http/errors.py``) that Starlette's exception middleware calls, in the
+route's error style (in the scope, as after routing); a refusal on the head (``DataPlane.admit``: 503) is
+answered there too, after authentication, the rate limit and the guard, so it reveals nothing a 401 or 404 would
+hide. Every other request (another route, a method the route does not take, a path no inference route matches)
+goes through Starlette's stack unchanged.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.routing import BaseRoute, Match, Router
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from .errors import handle_http_exception
+from .routing import ProtocolRoute, _ModelGuard
+
+#: the scope key of a fast-path match: the route and the child scope its ``matches`` returned
+_MATCHED = "modelapi.matched"
+
+
+def fast_routes(routes: Sequence[BaseRoute]) -> list[ProtocolRoute]:
+    """The inference routes the router tries first (the leading run of them), each with an async handler and no
+    body limit of its own: those a request can be dispatched to without the router deciding otherwise."""
+    fast: list[ProtocolRoute] = []
+    for route in routes:
+        if not (isinstance(route, ProtocolRoute) and route.inference):
+            break  # the router tries the rest in order: a route after this one may be shadowed by it
+        if route.body_limit is None and inspect.iscoroutinefunction(route.endpoint):
+            fast.append(route)
+        else:
+            break
+    return fast
+
+
+class FastPath:
+    """Sends a request one of ``routes`` takes (method included) to ``fast``, anything else to ``slow``."""
+
+    def __init__(self, slow: ASGIApp, fast: ASGIApp, routes: Sequence[ProtocolRoute]) -> None:
+        self.slow = slow
+        self.fast = fast
+        # the literal end of each route's path ("/predict", "/infer", ":predict"): a path that does not end so
+        # cannot match the route's pattern, which is not tried then
+        self.routes = tuple((route.path[route.path.rfind("}") + 1 :], route) for route in routes)
+        self.tails = tuple({tail for tail, _ in self.routes})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and (path := scope["path"]).endswith(self.tails):
+            for tail, route in self.routes:
+                if not path.endswith(tail):
+                    continue
+                match, child = route.matches(scope)
+                if match is Match.FULL:
+                    scope[_MATCHED] = (route, child)
+                    await self.fast(scope, receive, send)
+                    return
+                if match is Match.PARTIAL:
+                    break  # the router looks further for a route taking this method, and answers 405 if none
+        await self.slow(scope, receive, send)
+
+
+class _Dispatch:
+    """The innermost app of the fast path: the router's and ``request_response``'s work for one matched route."""
+
+    def __init__(self, router: Router) -> None:
+        self.router = router
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route, child = scope.pop(_MATCHED)
+        scope.setdefault("router", self.router)
+        scope["route"] = route
+        scope.update(child)  # endpoint, path_params, the error style: as the router leaves them
+        guard = route.app
+        if isinstance(guard, _ModelGuard):
+            guard.check(scope)
+        request = Request(scope, receive, send)
+        try:
+            response = await route.endpoint(request)
+        except HTTPException as exc:  # Starlette's own (none expected here): rendered as its middleware would
+            response = await handle_http_exception(request, exc)
+        await response(scope, receive, send)
+
+
+class App(Starlette):
+    """Starlette, with the inference routes dispatched by ``FastPath``."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        slow = super().build_middleware_stack()
+        routes = fast_routes(self.router.routes)
+        if not routes:
+            return slow
+        fast: Any = _Dispatch(self.router)
+        for cls, args, kwargs in reversed(self.user_middleware):
+            fast = cls(fast, *args, **kwargs)
+        return FastPath(slow, fast, routes)

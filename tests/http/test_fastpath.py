@@ -1,0 +1,128 @@
+"""The inference routes' direct dispatch (http/fastpath.py) answers exactly as Starlette's stack does: the same
+statuses, bodies and headers for answers, client mistakes, refusals and routes it leaves to the router; with a
+key limited to other models, the same 404; and only the inference routes take it."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.applications import Starlette
+from starlette.testclient import TestClient
+
+from modelapi.http import fastpath
+from modelapi.http.app import create_app
+from modelapi.settings import Settings
+from toymodels import HalfPlusThree, IrisClassifier, Regressor
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from helpers.keys import create_key
+
+ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
+V2 = {"inputs": [{"name": k, "datatype": "FP64", "shape": [1], "data": [v]} for k, v in ROW.items()]}
+
+#: (method, path, keyword arguments for the client): answers, client mistakes and refusals on every protocol
+REQUESTS: list[tuple[str, str, dict[str, Any]]] = [
+    ("POST", "/models/iris/predict", {"json": ROW}),
+    ("POST", "/predict", {"json": [ROW, ROW]}),
+    ("POST", "/models/iris/versions/1/predict", {"json": ROW}),
+    ("POST", "/models/iris/versions/9/predict", {"json": ROW}),
+    ("POST", "/models/iris/labels/nope/predict", {"json": ROW}),
+    ("POST", "/models/nope/predict", {"json": ROW}),
+    ("POST", "/models/iris/predict", {"content": b"{not json", "headers": {"content-type": "application/json"}}),
+    ("POST", "/models/iris/predict", {"content": b"a,b", "headers": {"content-type": "text/csv"}}),
+    ("POST", "/models/iris/predict", {"json": {"sepal_length": 1}}),
+    ("GET", "/models/iris/predict?sepal_length=5.1&sepal_width=3.5&petal_length=1.4&petal_width=0.2", {}),
+    ("POST", "/v2/models/iris/infer", {"json": V2}),
+    ("POST", "/v2/models/iris/versions/1/infer", {"json": V2}),
+    ("POST", "/v2/models/nope/infer", {"json": V2}),
+    ("POST", "/v2/models/iris/infer", {"json": {"inputs": "no"}}),
+    ("GET", "/v2/models/iris/infer", {}),
+    ("PUT", "/models/iris/predict", {"json": ROW}),
+    ("POST", "/v1/models/iris:predict", {"json": {"instances": [ROW]}}),
+    ("POST", "/v1/models/iris/versions/1:predict", {"json": {"instances": [ROW]}}),
+    ("POST", "/v1/models/nope:predict", {"json": {"instances": [ROW]}}),
+    ("POST", "/models/regressor/predict", {"json": {"a": -999, "b": 1}}),  # a 500
+    ("GET", "/v2/models/iris", {}),
+    ("POST", "/nope/predict", {"json": ROW}),
+]
+
+
+def slow(app: Starlette) -> Starlette:
+    """``app`` with Starlette's own stack for every request (the router, its error middleware)."""
+    app.middleware_stack = Starlette.build_middleware_stack(app)
+    return app
+
+
+def answers(app: Starlette, headers: dict[str, str] | None = None) -> list[tuple[int, bytes, dict[str, str]]]:
+    out = []
+    with TestClient(app, raise_server_exceptions=False) as client:
+        for method, path, kwargs in REQUESTS:
+            sent = {**kwargs, "headers": {**kwargs.get("headers", {}), **(headers or {}), "x-request-id": "r1"}}
+            r = client.request(method, path, **sent)
+            out.append((r.status_code, r.content, dict(r.headers)))
+    return out
+
+
+def models() -> list[Any]:
+    return [IrisClassifier(), Regressor()]
+
+
+def test_the_fast_path_answers_as_starlettes_stack() -> None:
+    fast = answers(create_app(models(), Settings()))
+    assert fast == answers(slow(create_app(models(), Settings())))
+    assert {status for status, _, _ in fast} >= {200, 400, 404, 405, 415, 500}
+
+
+@pytest.mark.parametrize("limited", [False, True])
+def test_the_fast_path_answers_as_starlettes_stack_with_a_key(tmp_path: Path, limited: bool) -> None:
+    """Authentication, the rate limit and the model-access guard: a key limited to another model gets 404s."""
+    key = create_key(tmp_path, models=["half_plus_three"] if limited else None)
+    settings = Settings(auth="on", state_dir=tmp_path, rate_limit=1000, rate_burst=1000)
+    every = [*models(), HalfPlusThree()]
+    fast = answers(create_app(every, settings), {"authorization": f"Bearer {key}"})
+    assert fast == answers(slow(create_app(every, settings)), {"authorization": f"Bearer {key}"})
+    assert fast[0][0] == (404 if limited else 200)
+    assert answers(create_app(every, settings)) == answers(slow(create_app(every, settings)))  # no key: 401s
+
+
+def test_only_the_inference_routes_take_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    taken: list[str] = []
+    dispatch = fastpath._Dispatch.__call__
+
+    async def spy(self: Any, scope: Any, receive: Any, send: Any) -> None:
+        taken.append(f"{scope['method']} {scope['path']}")
+        await dispatch(self, scope, receive, send)
+
+    monkeypatch.setattr(fastpath._Dispatch, "__call__", spy)
+    answers(create_app(models(), Settings()))
+    routed = [f"{m} {p.split('?')[0]}" for m, p, _ in REQUESTS]
+    left = {"GET /v2/models/iris/infer", "PUT /models/iris/predict", "GET /v2/models/iris", "POST /nope/predict"}
+    assert taken == [r for r in routed if r not in left]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v2/models/a/infer",
+        "/models/a b/predict",
+        "/v1/models/x:predict",
+        "//x",
+        "/a?b",
+        "/a#b",
+        "/a\\b",
+        "/a\tb",
+        "/é",
+    ],
+)
+@pytest.mark.parametrize("host", [b"example.com:8080", b"", None])
+def test_the_error_path_is_the_urls_path(path: str, host: bytes | None) -> None:
+    from starlette.requests import Request
+
+    from modelapi.http.errors import request_path
+
+    headers = [] if host is None else [(b"host", host)]
+    scope = {"type": "http", "path": path, "query_string": b"q=1", "headers": headers, "server": ("h", 80)}
+    assert request_path(Request(scope)) == Request(scope).url.path
