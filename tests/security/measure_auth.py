@@ -1,7 +1,8 @@
 """What authentication costs per request: ``python tests/security/measure_auth.py`` (not a test).
 
 Prints the median time of one key lookup (``KeyStore.authenticate``), uncached and cached (``key_cache_s``),
-on SQLite and, when it runs, on the local PostgreSQL, and of a whole in-process request (``GET /models``) with authentication off and on.
+on SQLite and, when it runs, on the local PostgreSQL, and of a whole in-process request (``GET /models``)
+with authentication off and on.
 """
 
 from __future__ import annotations

@@ -170,3 +170,23 @@ def test_cache_arguments_are_checked() -> None:
         KeyCache(-1)
     with pytest.raises(ValueError, match="max_entries"):
         KeyCache(1, 0)
+
+
+def test_the_key_is_kept_only_once_it_matched_the_stored_hash(url: str, clock: Clock) -> None:
+    server = server_store(url, clock)
+    try:
+        key, record = server.create("a")
+        forged = key[:-4] + ("0000" if not key.endswith("0000") else "1111")
+        with pytest.raises(InvalidKey, match="not valid"):
+            server.authenticate(forged)  # the id exists: cached, but nothing verified
+        entry = server.cache.get(record.key_id)
+        assert entry is not None and entry.verified is None
+        assert server.authenticate(key).key_id == record.key_id
+        assert entry.verified == key
+        with pytest.raises(InvalidKey, match="not valid"):  # differs from the verified key: hashed, and refused
+            server.authenticate(forged)
+        assert entry.verified == key
+        server.revoke(record.key_id)  # the entry, and the key with it, dropped
+        assert server.cache.get(record.key_id) is None
+    finally:
+        server.close()

@@ -351,12 +351,18 @@ def _key_id(key: str) -> str:
 
 
 def _verify(key: str, entry: CachedKey | None, now: float | None) -> Principal:
-    """``key`` against its id's record (``None``: no such id): the hash compared in constant time whether or not
-    the id exists and whether or not it was cached, then the state at ``now`` (the request's time)."""
-    record = entry.record if entry is not None else None
-    expected = record.key_hash if record is not None else "0" * 64
-    if not hmac.compare_digest(expected, hash_key(key)) or entry is None or record is None:
+    """``key`` against its id's record (``None``: no such id), in constant time: against the key that matched
+    this entry's hash before, else the hash compared whether or not the id exists; then the state at ``now``
+    (the request's time)."""
+    if entry is None:
+        hmac.compare_digest("0" * 64, hash_key(key))  # the work a key that exists costs, so both take as long
         raise InvalidKey("the API key is not valid")
+    verified = entry.verified
+    if verified is None or not hmac.compare_digest(verified, key):
+        if not hmac.compare_digest(entry.record.key_hash, hash_key(key)):
+            raise InvalidKey("the API key is not valid")
+        entry.verified = key
+    record = entry.record
     state = record.state(time.time() if now is None else now)
     if state != "active":
         raise InvalidKey(f"the API key mk_{record.key_id} is {state}")
