@@ -95,9 +95,9 @@ def modelapi(
 
 def modelapi_production(name: str, models: list[Path], state_dir: Path) -> ServerSpec:
     """modelapi as production runs it: an API key required on every request (created in ``state_dir``'s key
-    store, looked up by the server on each request) and metrics on (the default). The key's rate limit stays
-    on, above what one core can serve (its default, 100 requests/s, would turn the load into 429s), so its
-    token bucket is paid for on every request as in production."""
+    store, looked up by the server again at most every key_cache_s) and metrics on (the default). The key's rate
+    limit stays on, above what one core can serve (its default, 100 requests/s, would turn the load into 429s),
+    so its token bucket is paid for on every request as in production."""
     state_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "MODELAPI_STATE_DIR": str(state_dir)}
     made = subprocess.run(

@@ -49,6 +49,13 @@ class Settings(BaseSettings):
         100.0, ge=0, description="requests per second per API key, per worker (429 above; 0: no limit)"
     )
     rate_burst: int = Field(200, ge=1, description="requests an API key may send at once before rate_limit applies")
+    key_cache_s: float = Field(
+        0.5,
+        ge=0,
+        le=60,
+        description="seconds a worker trusts an API key it looked up before it looks it up again: a revocation or "
+        "a change of limits made elsewhere takes effect within this (0: every request looks its key up)",
+    )
     max_inflight: int = Field(
         512, ge=1, description="requests per model admitted at once, running or queued, per worker (503 above)"
     )

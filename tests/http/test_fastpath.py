@@ -4,7 +4,6 @@ key limited to other models, the same 404; and only the inference routes take it
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,13 +11,11 @@ import pytest
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
+from helpers.keys import create_key
 from modelapi.http import fastpath
 from modelapi.http.app import create_app
 from modelapi.settings import Settings
 from toymodels import HalfPlusThree, IrisClassifier, Regressor
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from helpers.keys import create_key
 
 ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 V2 = {"inputs": [{"name": k, "datatype": "FP64", "shape": [1], "data": [v]} for k, v in ROW.items()]}

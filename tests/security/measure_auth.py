@@ -1,8 +1,9 @@
 """What authentication costs per request: ``PYTHONPATH=tests python tests/security/measure_auth.py`` (not a test;
 tests/ on the path for ``helpers`` and ``toymodels``, as under pytest).
 
-Prints the median time of one key lookup (``KeyStore.authenticate``) on SQLite and, when it runs, on the
-local PostgreSQL, and of a whole in-process request (``GET /models``) with authentication off and on.
+Prints the median time of one key lookup (``KeyStore.authenticate``), uncached and cached (``key_cache_s``),
+on SQLite and, when it runs, on the local PostgreSQL, and of a whole in-process request (``GET /models``)
+with authentication off and on.
 """
 
 from __future__ import annotations
@@ -34,10 +35,12 @@ def median_us(fn: Callable[[], object], n: int = 2000) -> float:
 
 
 def lookup(state: Path, url: str | None, label: str) -> None:
-    store = KeyStore.open(state, url)
+    store, cached = KeyStore.open(state, url), KeyStore.open(state, url, cache_s=Settings().key_cache_s)
     key, _ = store.create("bench")
     print(f"key lookup, {label}: {median_us(lambda: store.authenticate(key)):.0f} us (median)")
+    print(f"cached key (key_cache_s), {label}: {median_us(lambda: cached.authenticate(key)):.1f} us (median)")
     store.close()
+    cached.close()
 
 
 async def requests(state: Path, auth: str, key: str, n: int = 1000) -> float:

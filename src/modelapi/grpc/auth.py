@@ -62,7 +62,10 @@ class Authenticator:
             raise Unauthorized(MISSING, headers={"www-authenticate": CHALLENGE})
         try:
             if self.in_thread:
-                principal = await asyncio.to_thread(store.authenticate, key, time.time())
+                cached = store.cached(key)  # a key looked up less than key_cache_s ago needs no thread
+                principal = (
+                    cached if cached is not None else await asyncio.to_thread(store.authenticate, key, time.time())
+                )
             else:
                 principal = store.authenticate(key, time.time())
         except InvalidKey as exc:

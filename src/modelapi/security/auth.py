@@ -1,7 +1,7 @@
 """API key authentication as one pure ASGI middleware, and the rule that decides whether it is on.
 
 When on, every request but the health probes needs a key, sent as ``Authorization: Bearer <key>`` or
-``X-API-Key: <key>``; the middleware looks it up in the key store on each request and puts the key's
+``X-API-Key: <key>``; the middleware looks it up in the key store (at most every ``key_cache_s``) and puts the key's
 ``Principal`` in ``scope["modelapi.principal"]``. A key in the query string is refused (401), since URLs end
 up in logs and browser histories. Which models a key may use is decided after routing, from the matched
 route's model name (``http/routing.guard``), not here from the path.
@@ -95,12 +95,12 @@ class Auth:
                 )
             return cls(None, "turned off")
         if settings.auth == "on" or not loopback:
-            store = KeyStore.open(settings.state_dir, settings.database_url)
+            store = KeyStore.open(settings.state_dir, settings.database_url, cache_s=settings.key_cache_s)
             why = "--auth on" if settings.auth == "on" else f"{settings.host} is not a loopback address"
             if not store.has_keys():
                 log.warning("authentication is on (%s) but no key exists: create one with `modelapi keys create`", why)
             return cls(store, why)
-        existing = KeyStore.existing(settings.state_dir, settings.database_url)
+        existing = KeyStore.existing(settings.state_dir, settings.database_url, cache_s=settings.key_cache_s)
         if existing is not None and existing.has_keys():
             return cls(existing, "the key store holds keys")
         if existing is not None:
@@ -188,7 +188,8 @@ class AuthMiddleware:
         assert store is not None
         try:
             if self.in_thread:
-                return await run_in_threadpool(store.authenticate, key, time.time())
+                cached = store.cached(key)  # a key looked up less than key_cache_s ago needs no thread
+                return cached if cached is not None else await run_in_threadpool(store.authenticate, key, time.time())
             return store.authenticate(key, time.time())
         except InvalidKey as exc:
             raise Unauthorized(

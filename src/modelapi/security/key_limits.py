@@ -1,8 +1,8 @@
 """Per-key limits: how many requests or rows one API key may use per second, minute, hour or day.
 
 A key carries any number of limits (``modelapi keys create --rate 6000/min --quota 1000000rows/day``), stored
-with the key in the key store as JSON and read with the key on every request, so a change takes effect on
-the next request everywhere. Each limit is written ``COUNT[UNIT]/WINDOW``:
+with the key in the key store as JSON and read with the key (at most ``key_cache_s`` apart, ``key_cache.py``), so
+a change takes effect everywhere within that. Each limit is written ``COUNT[UNIT]/WINDOW``:
 
 - ``COUNT``: a positive integer (``_`` or ``,`` may group digits: ``1_000_000``);
 - ``UNIT``: ``requests`` (the default; also ``request``, ``req``) or ``rows`` (also ``row``);

@@ -6,9 +6,11 @@ SHA-256 of the whole key. A 256-bit random secret cannot be guessed or brute-for
 password hash or a server-side pepper would add cost and operational burden (a pepper must reach every
 replica) without adding protection; see docs/security.md. Comparison is constant-time (``hmac.compare_digest``).
 
-Every request looks its key up (one primary-key ``SELECT``), so a revocation reaches every worker and every
-replica sharing the database on the next request, without a restart and without a cache to expire.
-Statements are SQLAlchemy Core with bound parameters only.
+A request's key is looked up (one primary-key ``SELECT``) unless the store looked it up less than ``cache_s``
+seconds ago (``key_cache.py``; the server's ``key_cache_s``, 0.5 s by default): a revocation, or a change of a
+key's limits or models, reaches every worker and every replica sharing the database within that time, without
+a restart; made through this store object, at once. The hash comparison and the expiry check run on every
+request, cached or not. Statements are SQLAlchemy Core with bound parameters only.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from ..db import create_sqlite_file, make_engine
+from .key_cache import CachedKey, KeyCache
 from .key_limits import Limit, from_json, to_json
 from .principal import Principal
 
@@ -156,8 +159,12 @@ def store_url(state_dir: Path, database_url: str | None) -> str:
 
 
 class KeyStore:
-    def __init__(self, url: str, *, create: bool = True) -> None:
+    """``cache_s``: seconds a looked-up key is trusted before it is looked up again (0: every request); a tool
+    that writes the store (``modelapi keys``) needs none, a server takes its ``key_cache_s``."""
+
+    def __init__(self, url: str, *, create: bool = True, cache_s: float = 0.0, cache: KeyCache | None = None) -> None:
         self.url = url
+        self.cache = cache if cache is not None else KeyCache(cache_s)
         self.engine = make_engine(url)  # no pre-ping: lookups retry on a dropped connection themselves
         if create:
             metadata.create_all(self.engine)
@@ -169,18 +176,18 @@ class KeyStore:
         self._by_id_sql = str(compiled)
 
     @classmethod
-    def open(cls, state_dir: Path, database_url: str | None) -> KeyStore:
+    def open(cls, state_dir: Path, database_url: str | None, *, cache_s: float = 0.0) -> KeyStore:
         """The store for these settings, created if needed (the SQLite file readable by its owner only)."""
         if database_url is None:
             create_sqlite_file(sqlite_path(state_dir))
-        return cls(store_url(state_dir, database_url))
+        return cls(store_url(state_dir, database_url), cache_s=cache_s)
 
     @classmethod
-    def existing(cls, state_dir: Path, database_url: str | None) -> KeyStore | None:
+    def existing(cls, state_dir: Path, database_url: str | None, *, cache_s: float = 0.0) -> KeyStore | None:
         """The store if it exists already (never creates a file or a table), else ``None``."""
         if database_url is None and not sqlite_path(state_dir).exists():
             return None
-        store = cls(store_url(state_dir, database_url), create=False)
+        store = cls(store_url(state_dir, database_url), create=False, cache_s=cache_s)
         if not inspect(store.engine).has_table(api_keys.name):
             store.close()
             return None
@@ -204,6 +211,7 @@ class KeyStore:
                 raise
 
     def close(self) -> None:
+        self.cache.clear()
         for conn in self._raw:
             conn.close()
         self._raw.clear()
@@ -250,11 +258,12 @@ class KeyStore:
         raise RuntimeError("could not find a free key id")  # pragma: no cover
 
     def set_limits(self, key_id: str, limits: tuple[Limit, ...]) -> KeyRecord:
-        """Replace a key's rate limits and quotas (``()``: none); every server applies them on its next request
-        of that key, since keys are read per request."""
+        """Replace a key's rate limits and quotas (``()``: none); every server applies them within its
+        ``key_cache_s`` (this store at once)."""
         ident = _ident(key_id)
         with self.engine.begin() as conn:
             conn.execute(update(api_keys).where(api_keys.c.key_id == ident).values(limits=to_json(limits)))
+        self.cache.drop(ident)
         record = self.get(ident)
         if record is None:
             raise ValueError(f"no key with id mk_{ident}")
@@ -269,6 +278,7 @@ class KeyStore:
                 .where(api_keys.c.key_id == ident, api_keys.c.revoked_at.is_(None))
                 .values(revoked_at=time.time())
             )
+        self.cache.drop(ident)
         record = self.get(ident)
         if record is None:
             raise ValueError(f"no key with id mk_{ident}")
@@ -317,19 +327,41 @@ class KeyStore:
             return conn.execute(select(api_keys.c.key_id).limit(1)).first() is not None
 
     def authenticate(self, key: str, now: float | None = None) -> Principal:
-        """The principal of ``key``; raises ``InvalidKey`` with a client-safe reason otherwise."""
-        match = KEY_PATTERN.match(key)
-        if not match:
-            raise InvalidKey("the API key is malformed; keys look like mk_<8 hex digits>_<64 hex digits>")
-        record = self.get(match.group(1))
-        # compare even when the id is unknown, so both paths do the same work
-        expected = record.key_hash if record is not None else "0" * 64
-        if not hmac.compare_digest(expected, hash_key(key)) or record is None:
-            raise InvalidKey("the API key is not valid")
-        state = record.state(time.time() if now is None else now)
-        if state != "active":
-            raise InvalidKey(f"the API key mk_{record.key_id} is {state}")
-        return record.principal()
+        """The principal of ``key``; raises ``InvalidKey`` with a client-safe reason otherwise. Looks the key
+        up unless it is cached (``cached``); blocks on a network database."""
+        key_id = _key_id(key)
+        entry = self.cache.get(key_id)
+        if entry is None:
+            record = self.get(key_id)
+            entry = self.cache.put(record) if record is not None else None
+        return _verify(key, entry, now)
+
+    def cached(self, key: str, now: float | None = None) -> Principal | None:
+        """What ``authenticate`` answers when ``key``'s id is cached, without blocking; ``None`` when it is
+        not (then ``authenticate`` looks it up): the caller on the event loop goes to a thread only then."""
+        entry = self.cache.get(_key_id(key))
+        return None if entry is None else _verify(key, entry, now)
+
+
+def _key_id(key: str) -> str:
+    match = KEY_PATTERN.match(key)
+    if not match:
+        raise InvalidKey("the API key is malformed; keys look like mk_<8 hex digits>_<64 hex digits>")
+    return match.group(1)
+
+
+def _verify(key: str, entry: CachedKey | None, now: float | None) -> Principal:
+    """``key`` against its id's record (``None``: no such id): its hash compared in constant time whether or not
+    the id exists (no presented key is kept, only the store's hashes); then the state at ``now`` (the request's
+    time)."""
+    expected = entry.record.key_hash if entry is not None else "0" * 64
+    if not hmac.compare_digest(expected, hash_key(key)) or entry is None:
+        raise InvalidKey("the API key is not valid")
+    record = entry.record
+    state = record.state(time.time() if now is None else now)
+    if state != "active":
+        raise InvalidKey(f"the API key mk_{record.key_id} is {state}")
+    return entry.principal
 
 
 def _ident(key_id: str) -> str:

@@ -24,8 +24,8 @@ def add_keys_command(sub: Any) -> None:
     keys = sub.add_parser(
         "keys",
         help="create, list, update and revoke API keys",
-        description="Manage API keys. The server looks keys up on every request: a revoked key stops working "
-        "on the next request, on every worker and replica, without a restart.",
+        description="Manage API keys. Servers look a key up again at most key_cache_s (0.5 s) after they last "
+        "did: a revoked key stops working within that, on every worker and replica, without a restart.",
     )
     actions = keys.add_subparsers(dest="keys_command", required=True)
 
@@ -56,14 +56,15 @@ def add_keys_command(sub: Any) -> None:
         "update",
         help="replace a key's rate limits and quotas",
         description="Replace a key's rate limits and quotas with those given (--no-limits: none). Servers read "
-        "keys on every request, so the new limits apply on the next request, on every worker and replica.",
+        "keys again at most key_cache_s (0.5 s) apart, so the new limits apply within that, on every worker and "
+        "replica.",
     )
     change.add_argument("key_id", metavar="ID", help="the key's id as `keys list` shows it (mk_1a2b3c4d)")
     limit_flags(change)
     change.add_argument("--no-limits", action="store_true", help="remove every rate limit and quota of the key")
     store_flags(change)
 
-    revoke = actions.add_parser("revoke", help="revoke a key: it stops working on the next request")
+    revoke = actions.add_parser("revoke", help="revoke a key: it stops working within key_cache_s (0.5 s)")
     revoke.add_argument("key_id", metavar="ID", help="the key's id as `keys list` shows it (mk_1a2b3c4d)")
     store_flags(revoke)
 

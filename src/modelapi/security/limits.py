@@ -55,7 +55,8 @@ class RateLimiter:
         self.burst = burst
         self.clock = clock or time.monotonic
         self.buckets: dict[str, TokenBucket] = {}
-        self._swept = self.clock()
+        self._refill_s = burst / rate
+        self._sweep_at = self.clock() + max(self._refill_s, 60.0)
 
     def wait_s(self, key: str) -> float:
         """0 when ``key`` may go ahead (and uses up one request), else the seconds until it may."""
@@ -64,9 +65,9 @@ class RateLimiter:
         if bucket is None:
             bucket = self.buckets[key] = TokenBucket(self.rate, self.burst, now)
         wait = bucket.take(now)
-        refill_s = self.burst / self.rate
-        if now - self._swept > max(refill_s, 60.0):
-            self._swept = now
+        if now > self._sweep_at:
+            refill_s = self._refill_s
+            self._sweep_at = now + max(refill_s, 60.0)
             self.buckets = {k: b for k, b in self.buckets.items() if now - b.stamp < refill_s}
         return wait
 
@@ -81,6 +82,10 @@ class KeyLimits:
         self.meter = meter
         self.events = events
 
+    def metered(self, principal: Principal) -> bool:
+        """Whether ``principal``'s requests go through the meter (its own limits), which may wait on Redis."""
+        return bool(principal.limits) and self.meter is not None
+
     async def admit(self, principal: Principal, protocol: str, *, body: bool = True) -> None:
         """Count one request of ``principal`` (``body``: it may carry rows); raises ``TooManyRequests``."""
         if principal.limits and self.meter is not None:
@@ -90,6 +95,11 @@ class KeyLimits:
             if refusal is not None:
                 self._rejected(protocol)
                 raise over_limit(principal, refusal)
+        self.admit_now(principal, protocol)
+
+    def admit_now(self, principal: Principal, protocol: str) -> None:
+        """The server-wide token bucket alone: ``admit`` for a key without limits of its own (``metered``
+        false), without a coroutine per request."""
         limiter = self.limiter
         if limiter is None:
             return
@@ -136,7 +146,11 @@ class RateLimitMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         principal = scope.get(SCOPE_KEY)
         if isinstance(principal, Principal):
-            await self.limits.admit(principal, "http", body=scope.get("method") in ("POST", "PUT"))
+            limits = self.limits
+            if limits.metered(principal):
+                await limits.admit(principal, "http", body=scope.get("method") in ("POST", "PUT"))
+            else:
+                limits.admit_now(principal, "http")
         await self.app(scope, receive, send)
 
 
