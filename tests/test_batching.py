@@ -517,6 +517,39 @@ def test_a_cheap_model_runs_its_batches_inline_and_a_slow_run_sends_them_back_to
     run(test)
 
 
+def test_waiting_on_the_models_thread_does_not_keep_a_cheap_model_off_the_event_loop() -> None:
+    """On a busy core a run on the model's thread waits for the GIL the event loop holds: wall-clock time that is
+    not the model's cost. Timed by the thread's CPU time there, a model sent to its thread by a few slow runs
+    comes back to the loop once they leave the window."""
+
+    async def test(executor: ThreadPoolExecutor) -> None:
+        model = FakeModel()
+        b = batcher(model, executor)
+        inner = b.run
+        slow_inline = True
+
+        def run(inputs: Mapping[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
+            on_thread = threading.current_thread() is not threading.main_thread()
+            if on_thread or slow_inline:
+                time.sleep(INLINE_BUDGET_S * 3)  # waiting (as for the GIL), not computing
+            return inner(inputs, rows)  # type: ignore[return-value]
+
+        for i in range(INLINE_WINDOW):
+            await submit(b, float(i))
+        assert b.inline_runs == 0  # the thread's waits counted nothing: known cheap
+        b.run = run
+        for _ in range(INLINE_WINDOW // 4 + 1):  # slow on the loop: sent to the thread
+            await submit(b, 1.0)
+        runs = b.inline_runs
+        assert runs == INLINE_WINDOW // 4 + 1
+        slow_inline = False
+        for _ in range(INLINE_WINDOW):  # on the thread, every run waits 3 ms: none counts as slow
+            await submit(b, 2.0)
+        assert b.inline_runs > runs  # back on the loop
+
+    run(test)
+
+
 def test_a_batcher_not_told_inline_keeps_every_run_on_the_thread() -> None:
     """A Python class may take seconds on one call after thousands of cheap ones: its runs never hold the loop."""
 

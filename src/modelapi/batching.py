@@ -16,7 +16,10 @@ XGBoost, LightGBM; never for a Python class, whose one call may take seconds whe
 and would hold the event loop, health probes included, that long), a batch runs inline on the event loop
 instead when the model is known to be cheap: at least
 three quarters of its last ``INLINE_WINDOW`` runs took at most ``INLINE_BUDGET_S`` each (timed on the thread
-that ran them; one run delayed by another process does not count against the model), and the batch has at most
+that ran them: on the event loop, the wall-clock time, which is how long the loop was held; on the model's
+thread, the lesser of that and the thread's CPU time, since there a run waits for the GIL the busy event loop
+holds, which is not the model's cost and would otherwise keep a cheap model off the loop for good once one
+preempted run sent it there), and the batch has at most
 twice the rows of the largest of those runs. Handing a small batch to the model's thread and back costs a queue
 put, two thread wake-ups and a GIL hand-off, a quarter of a small model's predict (docs/benchmarks.md). A slow
 model, a much larger batch than any measured, or tracing (whose predict spans are made on the model's thread)
@@ -400,10 +403,11 @@ class Batcher:
 
 
 def _timed(run: RunFn, inputs: Mapping[str, np.ndarray], rows: int) -> tuple[Mapping[str, np.ndarray], float]:
-    """``run``'s outputs and the seconds it took, timed on the thread that runs it."""
-    started = time.monotonic()
+    """``run``'s outputs and the seconds it took on the thread that runs it: the lesser of the wall-clock time and
+    the thread's CPU time (neither a preemption nor a wait for the GIL is the model's cost)."""
+    started, cpu_started = time.monotonic(), time.thread_time()
     outputs = run(inputs, rows)
-    return outputs, time.monotonic() - started
+    return outputs, min(time.monotonic() - started, time.thread_time() - cpu_started)
 
 
 def _settle(future: asyncio.Future[Arrays], result: Arrays | None = None, exc: BaseException | None = None) -> None:
