@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import time
 from collections.abc import Mapping
@@ -140,6 +141,23 @@ def test_concurrent_requests_are_batched_and_answered_exactly() -> None:
         out = answer.outputs  # type: ignore[attr-defined]
         assert out["y"].tolist() == [2 * v for v in a]
         assert out["label"].tolist() == [f"r{i}:{v:g}" for v in a]
+    unload(dp)
+
+
+@pytest.mark.parametrize("batching", [True, False])
+def test_a_call_leaves_no_reference_cycle_behind(batching: bool) -> None:
+    """A call's objects are freed by reference counting when it ends: one cycle per request (an admission and its
+    call referring to each other, with all they held) kept the cyclic collector busy under load, a large part
+    of a request's CPU (docs/benchmarks.md)."""
+    dp = loaded(Recorder(batching=batching))
+
+    async def go() -> int:
+        await dp.infer("recorder", request([1.0]))
+        gc.collect()
+        await asyncio.gather(*(dp.infer("recorder", request([float(i)])) for i in range(8)))
+        return gc.collect()
+
+    assert asyncio.run(go()) == 0
     unload(dp)
 
 

@@ -10,13 +10,20 @@ from collections.abc import Iterator
 import pytest
 
 from modelapi.events import Events, ModelStateChanged, Observer
-from modelapi.heap import HeapFreezer, freeze
+from modelapi.heap import YOUNG_THRESHOLD, HeapFreezer, freeze
 
 
 @pytest.fixture(autouse=True)
 def _unfrozen() -> Iterator[None]:
+    thresholds = gc.get_threshold()
     yield
     gc.unfreeze()
+    gc.set_threshold(*thresholds)
+
+
+def test_a_freeze_collects_the_young_generation_less_often() -> None:
+    freeze()
+    assert gc.get_threshold()[0] == YOUNG_THRESHOLD
 
 
 class Cycle:

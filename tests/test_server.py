@@ -71,18 +71,6 @@ def test_worker_and_grace_settings() -> None:
         Settings(grace_period_s=-1)
 
 
-def test_settle_heap_freezes_what_start_up_loaded() -> None:
-    import gc
-
-    from modelapi.server import settle_heap
-
-    try:
-        settle_heap()
-        assert gc.get_freeze_count() > 1000
-    finally:
-        gc.unfreeze()
-
-
 def test_the_supervisors_preimport_of_skops_leaves_torch_out() -> None:
     """Workers fork from the supervisor: what it imports, every worker holds (PyTorch would be ~230 MiB)."""
     import subprocess

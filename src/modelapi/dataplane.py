@@ -210,7 +210,7 @@ class Admission:
     """A call admitted into a model's gate whose body is still to be read; ``call()`` turns it into the ``Call``.
     Leaving its ``with`` block without one gives the slot back (a body that failed to arrive, say)."""
 
-    __slots__ = ("_call", "_released", "ctx", "handle", "label", "plane", "version")
+    __slots__ = ("_called", "_released", "ctx", "handle", "label", "plane", "version")
 
     def __init__(
         self, plane: DataPlane, handle: VersionHandle, ctx: CallContext, version: str | None, label: str | None
@@ -220,7 +220,7 @@ class Admission:
         self.ctx = ctx
         self.version = version
         self.label = label
-        self._call: Call | None = None
+        self._called = False  # a flag, not the Call: the Call refers to this, and a cycle waits for the collector
         self._released = False
 
     def call(self) -> Call:
@@ -234,8 +234,8 @@ class Admission:
                 self.release()
                 raise
         handle.acquire()
-        self._call = Call(self.plane, handle, self.ctx, self)
-        return self._call
+        self._called = True
+        return Call(self.plane, handle, self.ctx, self)
 
     def release(self) -> None:
         if not self._released:
@@ -246,7 +246,7 @@ class Admission:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        if self._call is None:
+        if not self._called:
             self.release()
         # else the call gives the slot back when it closes (its own with block has ended by now)
 

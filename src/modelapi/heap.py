@@ -10,6 +10,11 @@ The freeze is redone after a version is loaded (its objects join the frozen set)
 (unfrozen first and collected, so that whatever cycles the old model leaves are reclaimed, not kept for good),
 once per burst of such changes: a short while after the last one, so that a repository of many models loading
 at start pays for one collection, not one per model. That collection is the one pause left, at load time.
+
+The first freeze also raises the youngest generation's threshold from 700 to ``YOUNG_THRESHOLD`` allocations. A
+served request leaves no reference cycle (``tests/test_dataplane.py`` checks it), so young collections find
+nothing to free; at 700 they ran several times per batch of 64 requests in flight and cost 13-34 µs a request
+(docs/benchmarks.md, "The codecs"). Garbage in cycles, if any, waits at most that many allocations longer.
 """
 
 from __future__ import annotations
@@ -23,16 +28,21 @@ from .events import ModelStateChanged, Observer
 
 log = logging.getLogger("modelapi.heap")
 
+#: allocations (less deallocations) of tracked objects between young collections; Python's default is 700
+YOUNG_THRESHOLD = 10_000
 #: states after which the set of long-lived objects changed
 _CHANGED = frozenset({"READY", "UNLOADED", "UNAVAILABLE"})
 
 
 def freeze() -> float:
-    """Collect, then freeze everything alive; returns the seconds it took."""
+    """Collect, then freeze everything alive, and collect the young generation less often; returns the seconds
+    it took."""
     started = time.perf_counter()
     gc.unfreeze()
     gc.collect()
     gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(YOUNG_THRESHOLD, older, oldest)
     return time.perf_counter() - started
 
 

@@ -15,7 +15,10 @@ from .context import JsonLimits
 from .errors import MalformedRequest
 from .security import json_limits
 
-_OPTS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+_OPTS = orjson.OPT_SERIALIZE_NUMPY
+#: keys that are not strings (an int label, say) are written as strings; the option costs a third more on a
+#: document of many small objects (a friendly answer), so it is only asked for when a document needs it
+_NON_STR_OPTS = _OPTS | orjson.OPT_NON_STR_KEYS
 
 
 def _default(obj: Any) -> Any:
@@ -29,7 +32,10 @@ def _default(obj: Any) -> Any:
 
 
 def dumps(obj: Any) -> bytes:
-    return orjson.dumps(obj, default=_default, option=_OPTS)
+    try:
+        return orjson.dumps(obj, default=_default, option=_OPTS)
+    except orjson.JSONEncodeError:  # a key that is not a string, or a value nothing encodes: the full options
+        return orjson.dumps(obj, default=_default, option=_NON_STR_OPTS)
 
 
 def loads(body: bytes | str, limits: JsonLimits | None = None) -> Any:

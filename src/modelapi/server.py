@@ -8,7 +8,6 @@ inside the server (``http/lifecycle.py``), so readiness answers 503 until they h
 from __future__ import annotations
 
 import contextlib
-import gc
 import importlib
 import importlib.util
 import logging
@@ -189,17 +188,6 @@ def reserve_grpc(host: str, port: int) -> socket.socket:
     return sock
 
 
-def settle_heap() -> None:
-    """Move what start-up loaded (modules, models) out of the cyclic garbage collector's sight, once.
-
-    A full collection walks every tracked object: with scikit-learn, pandas and a model loaded that is about
-    180,000 objects and 20-60 ms during which no request moves, which made p99 under load 5-8x p50
-    (docs/batching.md). Frozen objects are still freed by reference counting (``gc.freeze``).
-    """
-    gc.collect()
-    gc.freeze()
-
-
 def serve_socket(
     settings: Settings,
     sock: socket.socket,
@@ -227,7 +215,6 @@ def serve_socket(
             server.should_exit = True
 
     def ready(app: Starlette) -> None:
-        settle_heap()
         on_ready(app.state.dataplane)
 
     grpc_server: GrpcServer | None = None

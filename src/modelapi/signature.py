@@ -8,15 +8,18 @@ in a shape means "any size".
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import numpy as np
 
 from .datatypes import DATATYPES, datatype_of, json_type
 from .errors import InvalidInput, PayloadTooLarge
 from .matching import expected_inputs, match
+
+T = TypeVar("T")
+_MAX_MEMO = 256
 
 _KIND_WORDS = {"b": "boolean", "i": "integer", "u": "integer", "f": "number", "U": "string", "S": "string"}
 
@@ -98,6 +101,7 @@ class Signature:
     outputs: tuple[TensorSpec, ...]
     _by_name: dict[str, TensorSpec] = field(init=False, repr=False, compare=False)
     _fast: tuple[_FastCheck, ...] = field(init=False, repr=False, compare=False)
+    _memo: dict[Any, Any] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "inputs", tuple(self.inputs))
@@ -110,6 +114,7 @@ class Signature:
             raise ValueError("a signature needs at least one input")
         object.__setattr__(self, "_by_name", {s.name: s for s in self.inputs})
         object.__setattr__(self, "_fast", tuple(_FastCheck.of(s) for s in self.inputs))
+        object.__setattr__(self, "_memo", {})
 
     @classmethod
     def from_features(cls, features: Mapping[str, str | type], outputs: Sequence[TensorSpec] = ()) -> Signature:
@@ -132,6 +137,17 @@ class Signature:
 
     def output(self, name: str) -> TensorSpec | None:
         return next((s for s in self.outputs if s.name == name), None)
+
+    def memo(self, key: Any, build: Callable[[], T]) -> T:
+        """``build()``, worked out once per signature and ``key``: what a codec derives from the signature alone
+        (an answer's keys, its label strings), kept with it instead of redone on every request."""
+        try:
+            return cast(T, self._memo[key])
+        except KeyError:
+            value = build()
+            if len(self._memo) < _MAX_MEMO:  # keys a caller makes up per request cannot grow it without bound
+                self._memo[key] = value
+            return value
 
     def example_record(self) -> dict[str, Any]:
         return {s.name: s.example_value() for s in self.inputs}

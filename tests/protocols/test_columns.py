@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from modelapi.protocols.columns import fast_column
+from modelapi.protocols.columns import fast_column, numbers
 from modelapi.signature import TensorSpec
 
 
@@ -43,7 +43,25 @@ def test_clean_values_become_a_column_in_one_step(spec: TensorSpec, values: list
         (TensorSpec("x", "INT64"), [1, 2.0]),
         (TensorSpec("x", "BOOL"), [True, 1]),
         (TensorSpec("x", "BYTES"), ["a", 1]),
+        (TensorSpec("x", "FP64", (-1, 3)), [[0.5, 2.0, 0.0], [1.0, 0.0, True]]),  # a boolean among 0s and 1s
+        (TensorSpec("x", "INT64"), [0, 1, 2, False]),
+        (TensorSpec("x", "INT64", (-1, 2)), [[2, 3], [1, 1]] * 20 + [[1, True]]),
     ],
 )
 def test_anything_else_takes_the_checked_path(spec: TensorSpec, values: list[Any]) -> None:
     assert fast_column(spec, values) is None
+
+
+def test_numbers_looks_only_at_elements_that_are_0_or_1() -> None:
+    """numpy reads a boolean among numbers as 0 or 1: those elements, and only those, are looked at."""
+    rows = [[float(i), 0.5, 0.0] for i in range(2, 40)]
+    arr = numbers(rows)
+    assert arr is not None and arr.dtype == np.float64 and arr.shape == (38, 3)
+    assert numbers([*rows, [2.0, 0.5, False]]) is None
+    assert numbers([*rows, [2.0, 1, 0]]) is not None  # integers 0 and 1 are numbers
+    ints = numbers([1, 2, 3])
+    assert ints is not None and ints.dtype == np.int64
+    flags = numbers([True, False])
+    assert flags is not None and flags.dtype == np.bool_
+    for other in ([1.0, None], [1.0, "2"], ["a"], [[1.0], [1.0, 2.0]], [1.0, {}], [2**70, 1.0]):
+        assert numbers(other) is None

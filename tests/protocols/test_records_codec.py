@@ -190,3 +190,11 @@ def test_other_outputs_keep_their_names() -> None:
     }
     answer = records.encode(InferenceResponse("echo", "1", out), ECHO, single=True)
     assert answer == {"prediction": True, "int8_out": -3, "matrix_out": [[0.0] * 3] * 2}
+
+
+@pytest.mark.parametrize("n", [0, 1, 3, 64, 65, 200])
+def test_row_dicts_key_each_row_like_dict_zip(n: int) -> None:
+    keys = [f"k{i}" for i in range(n)]
+    rows = [[r * 1000 + i for i in range(n)] for r in range(5)]
+    assert records.row_dicts(keys, rows) == [dict(zip(keys, row, strict=True)) for row in rows]
+    assert records.row_dicts(keys, iter(map(tuple, rows))) == [dict(zip(keys, row, strict=True)) for row in rows]

@@ -13,8 +13,9 @@ Every other output keeps its own name.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+import functools
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, cast
 
 import numpy as np
 
@@ -181,23 +182,59 @@ def labelled(spec: TensorSpec | None, arr: np.ndarray) -> list[str] | None:
 
 def encode_rows(outputs: Mapping[str, np.ndarray], signature: Signature) -> list[dict[str, Any]]:
     """Outputs -> one object per row, keyed as ``answer_keys`` says."""
-    keys = answer_keys(signature)
-    order = sorted(outputs, key=lambda n: list(keys).index(n) if n in keys else len(keys))
+    order, names, label_keys = signature.memo(("records.answer", *outputs), lambda: _plan(outputs, signature))
     columns: list[list[Any]] = []
-    for name in order:
+    for name, keys in zip(order, label_keys, strict=True):
         arr = np.asarray(outputs[name])
         values = to_plain(arr)
-        label_keys = labelled(signature.output(name), arr)
-        if label_keys is not None:
-            if arr.ndim == 2:  # the common case, a row of class probabilities: one dict per row
-                # lengths agree (``labelled`` checked the last axis); strict=True would cost a third more
-                values = [dict(zip(label_keys, row, strict=False)) for row in values]
-            else:
-                values = [_keyed(label_keys, row) for row in values]
+        if keys is not None and arr.ndim >= 2 and arr.shape[-1] == len(keys):
+            # the common case, a row of class probabilities: one dict per row
+            values = row_dicts(keys, values) if arr.ndim == 2 else [_keyed(keys, row) for row in values]
         columns.append(values)
-    names = [keys.get(name, name) for name in order]
-    # every output has one entry per row (the data plane checked): no strict zips on the hot path
-    return [dict(zip(names, row, strict=False)) for row in zip(*columns, strict=False)]
+    # every output has one entry per row (the data plane checked)
+    return row_dicts(names, zip(*columns, strict=False))
+
+
+def _plan(outputs: Iterable[str], signature: Signature) -> tuple[list[str], list[str], list[list[str] | None]]:
+    """For outputs of these names: their order in an answer, their keys there, and the label keys of each."""
+    keys = answer_keys(signature)
+    rank = {name: i for i, name in enumerate(keys)}
+    order = sorted(outputs, key=lambda n: rank.get(n, len(keys)))
+    label_keys = []
+    for name in order:
+        spec = signature.output(name)
+        labels = None if spec is None or spec.labels is None else spec.labels
+        label_keys.append(None if labels is None else [str(to_plain(np.asarray(label))) for label in labels])
+    return order, [keys.get(name, name) for name in order], label_keys
+
+
+def row_dicts(keys: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[dict[str, Any]]:
+    """One dict per row, ``keys`` to the row's values (every row has ``len(keys)`` values)."""
+    if len(keys) > _MAX_BUILT_KEYS:
+        return [dict(zip(keys, row, strict=False)) for row in rows]
+    return _dict_builder(len(keys))(keys, rows)
+
+
+_MAX_BUILT_KEYS = 64
+
+
+@functools.cache
+def _dict_builder(n: int) -> Callable[[Sequence[str], Iterable[Sequence[Any]]], list[dict[str, Any]]]:
+    """A function building one dict per row with ``n`` keys from a dict display, ``{k0: v0, k1: v1, ...}``.
+
+    A display costs about a third of ``dict(zip(keys, row))``, which was most of a friendly answer's encoding
+    (docs/benchmarks.md). Written as source, like the dataclasses module writes ``__init__``: only generated
+    names appear in it; the keys themselves are an argument.
+    """
+    if n == 0:
+        return lambda keys, rows: [{} for _ in rows]
+    ks = "".join(f"k{i}, " for i in range(n))
+    vs = "".join(f"v{i}, " for i in range(n))
+    display = ", ".join(f"k{i}: v{i}" for i in range(n))
+    source = f"def build(keys, rows):\n    {ks}= keys\n    return [{{{display}}} for {vs}in rows]\n"
+    namespace: dict[str, Any] = {}
+    exec(source, namespace)  # noqa: S102 - generated from n alone
+    return cast(Callable[[Sequence[str], Iterable[Sequence[Any]]], list[dict[str, Any]]], namespace["build"])
 
 
 def _keyed(label_keys: list[str], row: Any) -> Any:
