@@ -73,6 +73,17 @@ def test_the_fast_path_answers_as_starlettes_stack() -> None:
     assert {status for status, _, _ in fast} >= {200, 400, 404, 405, 415, 500}
 
 
+def test_the_fast_path_answers_as_starlettes_stack_with_cors() -> None:
+    """CORS adds its headers to an error as to an answer: the error is rendered inside the middleware."""
+    settings = Settings(cors_origins=["https://app.example"])
+    origin = {"origin": "https://app.example"}
+    fast = answers(create_app(models(), settings), origin)
+    assert fast == answers(slow(create_app(models(), settings)), origin)
+    for status, _, headers in fast:
+        if status in (400, 404, 415, 422):
+            assert headers["access-control-allow-origin"] == "https://app.example"
+
+
 @pytest.mark.parametrize("limited", [False, True])
 def test_the_fast_path_answers_as_starlettes_stack_with_a_key(tmp_path: Path, limited: bool) -> None:
     """Authentication, the rate limit and the model-access guard: a key limited to another model gets 404s."""

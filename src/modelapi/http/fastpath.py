@@ -11,27 +11,27 @@ CORS, authentication, rate limit: the same classes, the same settings, the same 
 app is ``_Dispatch``: it puts the match in the scope as the router does, runs the route's model-access guard
 (``http/routing._ModelGuard.check``) and awaits the handler and its response.
 
-Nothing is implemented twice. An error a handler or the guard raises goes up to the request-context middleware,
-which renders it with the same handlers (``http/errors.py``) that Starlette's exception middleware calls, in the
-route's error style (in the scope, as after routing); a refusal on the head (``DataPlane.admit``: 503) is
-answered there too, after authentication, the rate limit and the guard, so it reveals nothing a 401 or 404 would
-hide. Every other request (another route, a method the route does not take, a path no inference route matches)
-goes through Starlette's stack unchanged.
+Nothing is implemented twice. An error a handler or the guard raises is rendered by ``_Dispatch`` with the app's
+own exception handlers (``http/errors.py``), the ones Starlette's exception middleware calls, in the route's
+error style (in the scope, as after routing), and its response goes out through the middleware as the slow
+path's does (CORS adds its headers to it); an error no handler takes goes up to the request-context
+middleware, as it does from Starlette's stack. A refusal on the head (``DataPlane.admit``: 503) is such a
+handler's error, raised after authentication, the rate limit and the guard: it reveals nothing a 401 or 404 hides.
+Every other request (another route, a method the route does not take, a path no inference route matches) goes
+through Starlette's stack unchanged.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.routing import BaseRoute, Match, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .errors import handle_http_exception
 from .routing import ProtocolRoute, _ModelGuard
 
 #: the scope key of a fast-path match: the route and the child scope its ``matches`` returned
@@ -79,24 +79,38 @@ class FastPath:
 
 
 class _Dispatch:
-    """The innermost app of the fast path: the router's and ``request_response``'s work for one matched route."""
+    """The innermost app of the fast path: the router's, ``request_response``'s and the exception middleware's
+    work for one matched route. ``handlers``: the app's exception handlers by exception class (those Starlette's
+    exception middleware takes: not ``Exception``'s, nor a status code's)."""
 
-    def __init__(self, router: Router) -> None:
+    def __init__(self, router: Router, handlers: Mapping[Any, Callable[..., Any]]) -> None:
         self.router = router
+        self.handlers = {
+            cls: handler
+            for cls, handler in handlers.items()
+            if isinstance(cls, type) and issubclass(cls, Exception) and cls is not Exception
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         route, child = scope.pop(_MATCHED)
         scope.setdefault("router", self.router)
         scope["route"] = route
         scope.update(child)  # endpoint, path_params, the error style: as the router leaves them
-        guard = route.app
-        if isinstance(guard, _ModelGuard):
-            guard.check(scope)
         request = Request(scope, receive, send)
         try:
+            guard = route.app
+            if isinstance(guard, _ModelGuard):
+                guard.check(scope)
             response = await route.endpoint(request)
-        except HTTPException as exc:  # Starlette's own (none expected here): rendered as its middleware would
-            response = await handle_http_exception(request, exc)
+        except Exception as exc:
+            # rendered here, inside the middleware, as Starlette's exception middleware does: the response goes
+            # out through CORS and the others like any answer (raised further, it would miss their headers)
+            handler = next((self.handlers[cls] for cls in type(exc).__mro__ if cls in self.handlers), None)
+            if handler is None:
+                raise
+            response = handler(request, exc)
+            if inspect.isawaitable(response):
+                response = await response
         await response(scope, receive, send)
 
 
@@ -108,7 +122,7 @@ class App(Starlette):
         routes = fast_routes(self.router.routes)
         if not routes:
             return slow
-        fast: Any = _Dispatch(self.router)
+        fast: Any = _Dispatch(self.router, self.exception_handlers)
         for cls, args, kwargs in reversed(self.user_middleware):
             fast = cls(fast, *args, **kwargs)
         return FastPath(slow, fast, routes)
