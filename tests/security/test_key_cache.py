@@ -63,6 +63,33 @@ def test_a_revocation_elsewhere_is_seen_within_the_ttl(url: str, clock: Clock) -
         server.close()
 
 
+def test_the_ttl_counts_from_the_start_of_a_slow_lookup(
+    url: str, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lookup that read the record and then took long to return (a slow network, a busy worker thread) is
+    trusted TTL seconds from its start, not from its end: a revocation just after the read is still seen within
+    the TTL."""
+    cli, server = KeyStore(url), server_store(url, clock)
+    try:
+        key, record = cli.create("a")
+        get = server.get
+
+        def slow_get(key_id: str) -> object:
+            found = get(key_id)
+            clock.now += TTL * 0.8  # the answer arrives late
+            return found
+
+        monkeypatch.setattr(server, "get", slow_get)
+        assert server.authenticate(key).key_id == record.key_id
+        cli.revoke(record.key_id)
+        clock.now += TTL * 0.2  # TTL after the read began
+        with pytest.raises(InvalidKey, match="revoked"):
+            server.authenticate(key)
+    finally:
+        cli.close()
+        server.close()
+
+
 def test_a_revocation_through_the_same_store_is_seen_at_once(url: str, clock: Clock) -> None:
     server = server_store(url, clock)
     try:

@@ -79,9 +79,11 @@ class KeyCache:
             return None
         return entry
 
-    def put(self, record: KeyRecord) -> CachedKey:
-        """Keep ``record`` (a key that exists) for ``ttl_s`` from now; the entry, also when nothing is cached."""
-        entry = CachedKey(record, self.clock() + self.ttl_s)
+    def put(self, record: KeyRecord, read_at: float | None = None) -> CachedKey:
+        """Keep ``record`` (a key that exists) for ``ttl_s`` from ``read_at`` (the cache's clock when its lookup
+        began; default now); the entry, also when nothing is cached. Counting from the lookup's start bounds a
+        revocation's delay by ``ttl_s`` even when the lookup was slow, or raced with ``drop``."""
+        entry = CachedKey(record, (self.clock() if read_at is None else read_at) + self.ttl_s)
         if self.ttl_s <= 0:
             return entry
         entries = self._entries

@@ -332,8 +332,9 @@ class KeyStore:
         key_id = _key_id(key)
         entry = self.cache.get(key_id)
         if entry is None:
+            read_at = self.cache.clock()  # trusted from before the read: a revocation after it is late by <= ttl
             record = self.get(key_id)
-            entry = self.cache.put(record) if record is not None else None
+            entry = self.cache.put(record, read_at) if record is not None else None
         return _verify(key, entry, now)
 
     def cached(self, key: str, now: float | None = None) -> Principal | None:
