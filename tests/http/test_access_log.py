@@ -125,3 +125,26 @@ def test_the_access_record_is_the_one_make_record_makes() -> None:
             assert abs(mine.pop(key) - theirs.pop(key)) < 1000  # both from the clock, a moment apart
         assert mine == theirs
         assert fast.getMessage() == made.getMessage()
+
+
+def test_the_access_record_names_its_own_task() -> None:
+    """From Python 3.12 a record carries the asyncio task that logged it (``taskName``): each line names its own
+    request's task, not the one whose line made the prototype (on 3.11 records have no such field)."""
+    import asyncio
+
+    from modelapi.http import access
+
+    args = ("127.0.0.1:1", "POST", "/predict", "1.1", 200, 10, 1.5, "rid")
+
+    async def line() -> tuple[Any, Any]:
+        made = access.ACCESS_LOG.makeRecord(
+            access.ACCESS_LOG.name, logging.INFO, access.__file__, access._LINENO, access._FORMAT, args, None,
+            access._FUNC,
+        )  # fmt: skip
+        return getattr(access._PROTOTYPE.record(args, {}), "taskName", None), getattr(made, "taskName", None)
+
+    async def main() -> list[tuple[Any, Any]]:
+        return [await asyncio.create_task(line(), name=f"request-{i}") for i in range(2)]
+
+    for mine, theirs in asyncio.run(main()):
+        assert mine == theirs

@@ -4,7 +4,8 @@ The record is the one ``ACCESS_LOG.info`` would make, handed straight to the log
 caller's level check, without two costs that are the same on every request: ``findCaller``'s walk up the stack
 (it names this module's function anyway) and ``LogRecord.__init__``'s per-record work on fields that never
 change in one thread of one process (the file and module names from the path, the thread's and process's
-names). Those come from a prototype, a record made by ``Logger.makeRecord`` once per process and thread (and
+names; the asyncio task's name, ``taskName`` from Python 3.12 on, is looked up per record as there). Those come
+from a prototype, a record made by ``Logger.makeRecord`` once per process and thread (and
 again if ``logging.setLogRecordFactory`` installs another factory, whose records are then made by it every
 time); each line copies it and sets what changes: the time, the arguments and the ``extra`` fields. Measured:
 docs/benchmarks.md (the fast path).
@@ -63,9 +64,25 @@ class _Prototype:
             fields["msecs"] = int((created - int(created)) * 1000) + 0.0
         fields["created"] = created
         fields["relativeCreated"] = (created - logging._startTime) * 1000  # type: ignore[attr-defined]
+        if "taskName" in fields:  # Python 3.12+: the task logging, per record as LogRecord.__init__ finds it
+            fields["taskName"] = _task_name()
         fields["args"] = args
         fields.update(extra)
         return record
+
+
+def _task_name() -> str | None:
+    """The current asyncio task's name, as ``LogRecord.__init__`` sets ``taskName`` (not the prototype's task)."""
+    if not getattr(logging, "logAsyncioTasks", False):
+        return None
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is None:
+        return None
+    try:
+        name: str = asyncio.current_task().get_name()
+    except Exception:
+        return None
+    return name
 
 
 _PROTOTYPE = _Prototype()
