@@ -169,6 +169,8 @@ def test_requests_admitted_whose_bodies_are_still_arriving_count_in_the_expected
             assert "max_queue_ms" in orjson.loads(payload)["error"]
             release.set()
             assert [(await first)[0], (await second)[0]] == [200, 200]
+            # answered: nothing arrives any more, so a new call is admitted at once
+            assert (await _call(app, 0.0))[0] == 200
 
     asyncio.run(main())
     assert ("overloaded", 503) in _rejected(log)

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from modelapi.events import Events, ModelStateChanged, Observer
+from modelapi.events import Events, ModelStateChanged
 from modelapi.heap import YOUNG_THRESHOLD, HeapFreezer, freeze
 
 
@@ -64,15 +64,3 @@ def test_states_that_change_nothing_long_lived_do_not_freeze() -> None:
     for state in ("LOADING", "UNLOADING"):
         heap.model_state_changed(ModelStateChanged("m", "1", state, None))
     assert heap.freezes == 0
-
-
-def test_an_observer_of_model_versions_only_leaves_the_per_request_events_off() -> None:
-    events = Events(HeapFreezer())
-    assert not events.active and not events.sampling
-
-    class Counting(Observer):
-        def request_finished(self, event: object) -> None:
-            pass
-
-    events.subscribe(Counting())
-    assert events.active

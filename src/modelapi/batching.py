@@ -172,6 +172,9 @@ class Batcher:
         self._batch_s = 0.0  # moving average of recent batches' run time (0: none ran yet)
         self._running_since = 0.0
         self._running_requests = 0
+        #: calls admitted into this version on their head whose bodies are still being read (the data plane
+        #: counts them): they will be queued ahead of a call admitted now
+        self.arriving = 0
         #: moving averages for the expected wait: rows per submitted request, and seconds per row of the queue's
         #: drain while it never emptied (from one batch's start to the next, so the event loop's other work
         #: between batches counts: under load that is most of a request's cost); 0 until measured
@@ -204,11 +207,6 @@ class Batcher:
         left = max(batch_s - (time.monotonic() - self._running_since), 0.0) if self._busy else 0.0
         ahead = self._queued_rows + arriving * self._rows_per_request
         return left + max(-(-ahead // self.policy.max_batch_size) * batch_s, ahead * self._drain_s_per_row)
-
-    @property
-    def holding(self) -> int:
-        """Requests submitted and not answered yet: queued (cancelled ones too, until a batch forms) or running."""
-        return len(self._pending) + self._running_requests
 
     @property
     def waiting(self) -> int:

@@ -160,18 +160,17 @@ class DataPlane:
         try:
             handle = self.repository.resolve(name, version, label, ctx.principal)
             batcher = handle.batcher
-            # a job's chunk (ctx.timed False) is batch work: bounded by its chunking, never by queue time
-            # admitted calls not in the batcher yet (their bodies being read) will be queued ahead of this one
-            if batcher is not None and ctx.timed:
-                wait = batcher.expected_wait(max(self.gate.inflight.get(name, 0) - batcher.holding, 0))
-            else:
-                wait = 0.0
+            # a job's chunk (ctx.timed False) is batch work: bounded by its chunking, never by queue time; calls
+            # admitted into this version whose bodies are still being read will be queued ahead of this one
+            wait = batcher.expected_wait(batcher.arriving) if batcher is not None and ctx.timed else 0.0
             self.gate.enter(name, handle.max_inflight, handle.max_queue_s, wait)
         except ModelAPIError as exc:
             if self.events.active:
                 reason = "overloaded" if isinstance(exc, Overloaded) else _reason(exc.status)
                 self.events.request_rejected(RequestRejected(name, ctx.protocol, reason, exc.status))
             raise
+        if batcher is not None:
+            batcher.arriving += 1
         return Admission(self, handle, ctx, version, label)
 
     async def infer(
@@ -210,7 +209,7 @@ class Admission:
     """A call admitted into a model's gate whose body is still to be read; ``call()`` turns it into the ``Call``.
     Leaving its ``with`` block without one gives the slot back (a body that failed to arrive, say)."""
 
-    __slots__ = ("_called", "_released", "ctx", "handle", "label", "plane", "version")
+    __slots__ = ("_arrived", "_called", "_released", "ctx", "handle", "label", "plane", "version")
 
     def __init__(
         self, plane: DataPlane, handle: VersionHandle, ctx: CallContext, version: str | None, label: str | None
@@ -222,10 +221,20 @@ class Admission:
         self.label = label
         self._called = False  # a flag, not the Call: the Call refers to this, and a cycle waits for the collector
         self._released = False
+        self._arrived = False
+
+    def _arrive(self) -> None:
+        """The body is in (or will never be): no longer counted among the version's arriving calls."""
+        if not self._arrived:
+            self._arrived = True
+            batcher = self.handle.batcher
+            if batcher is not None:
+                batcher.arriving -= 1
 
     def call(self) -> Call:
         """The call, holding the version admitted on the head, or (if that one was swapped out meanwhile) the
         version the same reference resolves to now."""
+        self._arrive()
         handle = self.handle
         if handle.state is not State.READY:
             try:
@@ -247,6 +256,7 @@ class Admission:
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         if not self._called:
+            self._arrive()
             self.release()
         # else the call gives the slot back when it closes (its own with block has ended by now)
 

@@ -129,8 +129,10 @@ _PER_REQUEST = ("request_started", "request_finished", "request_rejected", "batc
 
 
 def _overrides(observer: object, method: str) -> bool:
-    """Whether ``observer`` does something on ``method``: not the no-op ``Observer`` gives it (an object that does
-    not subclass ``Observer`` counts as overriding whatever it has)."""
+    """Whether ``observer`` does something on ``method``: not the no-op ``Observer`` gives it (a handler set on the
+    instance counts, and an object that does not subclass ``Observer`` overrides whatever it has)."""
+    if method in getattr(observer, "__dict__", ()):
+        return True
     return getattr(type(observer), method, None) is not getattr(Observer, method) and hasattr(observer, method)
 
 
