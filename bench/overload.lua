@@ -1,7 +1,8 @@
 -- wrk script for the overload cell: POST one body, count the answers by status, print one JSON line.
 -- wrk -s bench/overload.lua URL -- BODY_FILE CONTENT_TYPE [honour]
--- honour: a connection answered 503 or 429 waits its Retry-After before its next request, as docs/overload.md
--- asks of clients. wrk's Lua state is per thread, not per connection: response() runs for the answer a
+-- honour: a connection answered 503 or 429 waits its Retry-After plus a random 0-50 % more before its next
+-- request, as docs/overload.md asks of clients (and modelapi's own client does): without the jitter, clients
+-- refused together come back together, a second later, as one burst. wrk's Lua state is per thread, not per connection: response() runs for the answer a
 -- connection read and delay() for the next connection about to write, and several answers may be read before
 -- the first of those writes. Each refusal's wait is queued and the next writes take one each, so every
 -- refusal makes one connection wait (not always the refused one); a single variable would drop the waits of
@@ -14,6 +15,7 @@ function setup(thread)
 end
 
 function init(args)
+   math.randomseed(os.time() + math.floor(os.clock() * 1e6))
    local f = assert(io.open(args[1], "rb"))
    wrk.body = f:read("*a")
    f:close()
@@ -29,7 +31,7 @@ function response(status, headers, body)
    statuses[status] = (statuses[status] or 0) + 1
    if honour and (status == 503 or status == 429) then
       last = last + 1
-      waits[last] = (tonumber(headers["retry-after"] or headers["Retry-After"]) or 1) * 1000
+      waits[last] = (tonumber(headers["retry-after"] or headers["Retry-After"]) or 1) * 1000 * (1 + 0.5 * math.random())
    end
 end
 

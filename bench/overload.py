@@ -2,13 +2,13 @@
 
 The server runs on core 0 with ``--max-queue-ms``; wrk (``overload.lua``: answers counted by status) on core 1.
 First the saturating connection count (``--saturate``, default 64) is measured, then 10x and 30x that many, once
-with clients that wait ``Retry-After`` after a 503 (as ``docs/overload.md`` asks) and once with wrk's own
-behaviour, a new request the moment an answer arrives (the worst case: refusals then cost the server CPU as
-fast as it can answer them). For each cell: successful requests/s, wrk's p50/p99 over all answers, the p99 of
-*successful* requests as a sampling client sees them (one more keep-alive connection sending the same request
-in a closed loop: wrk's histogram cannot split latency by status), the status mix (only 200, 429 and 503 are
-allowed), the server's CPU time per request and as a share of its core (under 100 % at saturation when other
-work takes the core), and ``/v2/health/live`` latency from a side probe every 50 ms throughout.
+with clients that wait ``Retry-After`` and a random 0-50 % more after a 503 (as ``docs/overload.md`` asks) and once
+with wrk's own behaviour, a new request the moment an answer arrives (the worst case: refusals then cost the server
+CPU as fast as it can answer them). For each cell: successful requests/s, wrk's p50/p99 over all answers, the p99 of
+*successful* requests as a sampling client sees them (one more keep-alive connection sending the same request in a
+closed loop: wrk's histogram cannot split latency by status), the status mix (only 200, 429 and 503 are allowed),
+the server's CPU time per request and as a share of its core (under 100 % at saturation when other work takes the
+core), and ``/v2/health/live`` latency from a side probe every 50 ms throughout.
 
 From the CPU time and the status mix of the saturated cell (all 200) and an overload cell, the CPU cost of
 one refusal: ``(cpu - served x cpu_per_served) / refused``.
@@ -227,7 +227,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     text = "\n".join(f"- {k}: {v}" for k, v in meta.items())
     for honour, results in tables:
-        title = "clients that wait Retry-After after a 503" if honour else "clients that retry at once (wrk's default)"
+        title = (
+            "clients that wait Retry-After (+0-50 % jitter) after a 503"
+            if honour
+            else "clients that retry at once (wrk's default)"
+        )
         text += f"\n\n### {title}\n\n" + render(results)
     print(text)
     (RESULTS / f"overload-{stamp}.md").write_text(text + "\n")
