@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import time
 import weakref
 from collections.abc import Iterator
 
@@ -64,3 +65,21 @@ def test_states_that_change_nothing_long_lived_do_not_freeze() -> None:
     for state in ("LOADING", "UNLOADING"):
         heap.model_state_changed(ModelStateChanged("m", "1", state, None))
     assert heap.freezes == 0
+
+
+def test_the_servers_app_freezes_its_heap_once_the_models_load_and_an_embedded_app_does_not() -> None:
+    from starlette.testclient import TestClient
+
+    from modelapi.http.app import create_app
+    from modelapi.settings import Settings
+    from toymodels import Echo
+
+    gc.unfreeze()
+    with TestClient(create_app([Echo()], Settings(job_workers=0))):
+        time.sleep(0.8)
+        assert gc.get_freeze_count() == 0  # an app in someone else's program leaves their heap alone
+    with TestClient(create_app([Echo()], Settings(job_workers=0), freeze_heap=True)):
+        deadline = time.monotonic() + 10
+        while gc.get_freeze_count() == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert gc.get_freeze_count() > 1000

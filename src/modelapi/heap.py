@@ -47,7 +47,10 @@ def freeze() -> float:
 
 
 class HeapFreezer(Observer):
-    """Subscribe one per worker: freezes the heap ``delay_s`` after the last version was loaded or unloaded."""
+    """Subscribe one per server worker (``create_app(..., freeze_heap=True)``, as ``server.py`` does): freezes
+    the heap ``delay_s`` after the last version was loaded or unloaded. Not for an app embedded in another
+    program (a test session, say), whose heap is that program's and may be far larger: each freeze collects it
+    whole first."""
 
     def __init__(self, delay_s: float = 0.5) -> None:
         self.delay_s = delay_s

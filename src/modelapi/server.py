@@ -219,7 +219,7 @@ def serve_socket(
 
     grpc_server: GrpcServer | None = None
     lifecycle = Lifecycle(
-        lambda: create_app(None, settings, shared=shared, metrics_socket=metrics_socket),
+        lambda: create_app(None, settings, shared=shared, metrics_socket=metrics_socket, freeze_heap=True),
         prepare=lambda app: app.state.dataplane.start(),
         background_startup=background_startup,
         cluster_ready=cluster_ready,

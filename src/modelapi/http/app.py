@@ -43,11 +43,14 @@ def create_app(
     *,
     shared: SharedState | None = None,
     metrics_socket: socket.socket | None = None,
+    freeze_heap: bool = False,
 ) -> Starlette:
     """The ASGI application serving ``models`` (models built in Python, a data plane, or ``None``: what
     ``settings`` names). Models load in the lifespan startup, before readiness. ``shared``: the workers' shared
     repository state, with ``--workers N``. ``metrics_socket``: the ``--metrics-port`` listener, bound by the
-    server (once, before any fork), served by this app's lifespan."""
+    server (once, before any fork), served by this app's lifespan. ``freeze_heap``: the process is the
+    server's worker, whose heap ``heap.HeapFreezer`` freezes once models load (not for an app embedded in
+    another program, whose heap is that program's)."""
     settings = settings or Settings()
     tracing.configure(settings)  # per worker, after any fork: the SDK's export thread is per process
     if isinstance(models, DataPlane):
@@ -62,8 +65,9 @@ def create_app(
     monitor = Monitor.from_settings(settings)  # reads the log for GET /models/{name}/monitor, logging or not
     services = Services(dataplane, settings, jobs, auth, limits, monitor)
     # before the models load, as are the subscribers below: the repository emits their state changes while they do
-    heap = HeapFreezer()  # full collections walk only what came after the models loaded (heap.py)
-    dataplane.events.subscribe(heap)
+    heap = HeapFreezer() if freeze_heap else None  # full collections walk only what came after (heap.py)
+    if heap is not None:
+        dataplane.events.subscribe(heap)
     if settings.metrics:
         observer = metrics.MetricsObserver()
         dataplane.events.subscribe(observer)
@@ -93,7 +97,8 @@ def create_app(
                 yield
             finally:
                 follow.cancel()
-                heap.close()
+                if heap is not None:
+                    heap.close()
                 await jobs.stop()
                 auth.close()
                 if meter is not None:
