@@ -516,6 +516,31 @@ def test_a_cheap_model_runs_its_batches_inline_and_a_slow_run_sends_them_back_to
     run(test)
 
 
+def test_a_request_leading_an_inline_batch_cancelled_before_it_forms_leaves_the_others_their_batch() -> None:
+    """The request that finds a cheap model idle forms the batch a loop turn later and runs it itself when no one
+    joined; cancelled in that turn (its client left), the requests that joined still get their batch."""
+
+    async def test(executor: ThreadPoolExecutor) -> None:
+        model = FakeModel()
+        b = batcher(model, executor)
+        for i in range(INLINE_WINDOW):  # measured on the thread first: known cheap
+            await submit(b, float(i))
+        runs = b.inline_runs
+        np.testing.assert_array_equal((await submit(b, 5.0))["y"], [[10.0, 15.0]])  # alone: run by itself
+        assert b.inline_runs == runs + 1 and model.calls[-1] == [5.0]
+        first, second = submit(b, 1.0), submit(b, 2.0)
+        await asyncio.sleep(0)  # both submitted: the first leads, the second joined its batch
+        first.cancel()
+        np.testing.assert_array_equal((await second)["y"], [[4.0, 6.0]])
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        assert model.calls[-1] == [2.0] and not b.busy and b.waiting == 0  # the cancelled rows never ran
+        np.testing.assert_array_equal((await submit(b, 3.0))["y"], [[6.0, 9.0]])
+        assert b.inline_runs == runs + 3
+
+    run(test)
+
+
 def test_waiting_on_the_models_thread_does_not_keep_a_cheap_model_off_the_event_loop() -> None:
     """On a busy core a run on the model's thread waits for the GIL the event loop holds: wall-clock time that is
     not the model's cost. Timed by the thread's CPU time there, a model sent to its thread by a few slow runs

@@ -24,10 +24,10 @@ twice the rows of the largest of those runs. Handing a small batch to the model'
 put, two thread wake-ups and a GIL hand-off, a quarter of a small model's predict (docs/benchmarks.md). A slow
 model, a much larger batch than any measured, or tracing (whose predict spans are made on the model's thread)
 keep the thread, so a model that turns slow holds the event loop for at most a quarter of a window of runs
-before its batches go back to the thread. A request that finds a cheap model idle does not run at once but in
-a task of its own, which forms its batch when it starts: the requests that arrived in the same turn of the
-event loop join it (nothing else runs on the loop while an inline batch runs, so without this every request
-would find the model idle and run alone).
+before its batches go back to the thread. A request that finds a cheap model idle does not run at once but
+forms its batch after one turn of the event loop: the requests that arrived in the same turn join it (nothing
+else runs on the loop while an inline batch runs, so without this every request would find the model idle and
+run alone). When none joined, it runs its batch itself; a batch that others joined runs in a task of its own.
 """
 
 from __future__ import annotations
@@ -237,7 +237,8 @@ class Batcher:
         self._rows_per_request += 0.1 * (rows - self._rows_per_request)
         if not self._busy:
             if self._timer is None:
-                self._dispatch(idle=len(self._pending) == 1)
+                if self._dispatch(idle=len(self._pending) == 1):
+                    return await self._lead(future, key)
             elif self._rows_for(key) >= self.policy.max_batch_size:  # full before the delay ran out
                 self._timer.cancel()
                 self._dispatch()
@@ -257,8 +258,31 @@ class Batcher:
         else:
             self._inline_rows = 0
 
+    async def _lead(self, future: asyncio.Future[Arrays], key: Hashable) -> Arrays:
+        """The request that found a cheap model idle: after one turn of the event loop (the requests read in it
+        join its batch), it runs the batch itself when none joined, without the task, wake-up and turn of the
+        loop a batch run elsewhere costs (at one connection, docs/benchmarks.md); a batch others joined runs in a
+        task of its own, so that no request's cancellation stops the others' batch."""
+        loop = self._loop
+        assert loop is not None
+        try:
+            await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            future.cancel()  # its rows are skipped; the others that joined still get their batch
+            self._task = loop.create_task(self._execute(None, key))
+            raise
+        pending = self._pending
+        alone = len(pending) == 1 and pending[0].future is future and not future.done()
+        if alone and not self._closed and self._cheap(pending[0].rows):
+            # one request, inline on the loop: nothing in _execute awaits (no executor, no halves to retry)
+            await self._execute(self._take(key, self.policy.max_batch_size))
+            return future.result()
+        self._task = loop.create_task(self._execute(self._take(key, self.policy.max_batch_size)))
+        return await future
+
     # forming batches ---------------------------------------------------------------------------------------
-    def _dispatch(self, idle: bool = False) -> None:
+    def _dispatch(self, idle: bool = False) -> bool:
+        """Start the next batch, or its timer; ``True`` when the submitter is to lead an inline one (``_lead``)."""
         self._timer = None
         pending = self._pending
         now = time.monotonic()
@@ -267,21 +291,21 @@ class Batcher:
             _settle(expired.future, exc=QueueExpired("the queue-time limit ran out"))
         if not pending:
             self._drained_from = None  # only expired requests were left: the queue emptied
-            return
+            return False
         if self._busy or self._loop is None:
-            return
+            return False
         head = pending[0]
         limit = self.policy.max_batch_size
         if not idle and self.policy.max_delay_ms > 0 and head.rows < limit:
             due = head.arrived + self.policy.max_delay_ms / 1000
             if time.monotonic() < due and self._rows_for(head.key) < limit:
                 self._timer = self._loop.call_at(self._loop.time() + due - time.monotonic(), self._dispatch)
-                return
+                return False
         self._busy = True
-        if idle and self._cheap(head.rows):  # formed when the task starts: this turn's requests join it
-            self._task = self._loop.create_task(self._execute(None, head.key))
-            return
+        if idle and self._cheap(head.rows):  # formed after a turn of the loop, so that this turn's requests join
+            return True
         self._task = self._loop.create_task(self._execute(self._take(head.key, limit)))
+        return False
 
     def _rows_for(self, key: Hashable) -> int:
         return sum(i.rows for i in self._pending if i.key == key and not i.future.done())

@@ -328,17 +328,17 @@ class Call:
                 )
             )
 
-    def _timeout(self) -> tuple[float | None, str]:
-        """Seconds left for this call, and what bounds it."""
+    def _timeout(self) -> tuple[float | None, float | None]:
+        """Seconds left for this call, and the inference timeout that bounds it (``None``: the request's
+        deadline does); the message saying so is made only when it fires (``_timeout_reason``)."""
         plane, handle, ctx = self.plane, self.handle, self.ctx
         limit = handle.inference_timeout_s if handle.inference_timeout_s is not None else plane.inference_timeout_s
         seconds = limit if ctx.timed else None
-        why = f"the inference timeout of {limit:g} s (inference_timeout_s)" if seconds is not None else ""
         if ctx.deadline is not None:
             left = ctx.deadline - time.monotonic()
             if seconds is None or left < seconds:
-                seconds, why = max(left, 0.0), "the request's deadline"
-        return seconds, why
+                return max(left, 0.0), None
+        return seconds, limit
 
     async def infer(self, request: InferenceRequest) -> InferenceResponse:
         handle = self.handle
@@ -356,7 +356,7 @@ class Call:
         if handle.batcher is not None:
             open_shapes = tuple(inputs[n].shape[1:] for n in handle.open_shaped)
             key = batch_key(handle.version, outputs_wanted, request.parameters, open_shapes)
-        seconds, why = self._timeout()
+        seconds, bound = self._timeout()
         queue_s = handle.max_queue_s if handle.max_queue_s is not None else self.plane.gate.max_queue_s
         queue_deadline = None if queue_s is None or not self.ctx.timed else self.started + queue_s
         try:
@@ -386,6 +386,11 @@ class Call:
             events = self.plane.events
             if events.active:
                 events.request_rejected(RequestRejected(name, self.ctx.protocol, "timeout", 504))
+            why = (
+                "the request's deadline"
+                if bound is None
+                else f"the inference timeout of {bound:g} s (inference_timeout_s)"
+            )
             raise InferenceTimeout(f"model '{name}' took longer than {why}") from None
         except (BadRequest, InferenceError, asyncio.CancelledError):
             raise

@@ -234,7 +234,8 @@ class _FastCheck:
 def _all_finite(arrays: list[np.ndarray]) -> bool:
     """One check for many small float arrays (one numpy call per array costs more than the check)."""
     if sum(a.size for a in arrays) <= 64:
-        return all(math.isfinite(v) for a in arrays for v in a.ravel().tolist())
+        isfinite = math.isfinite  # map over a builtin: no generator frame per value
+        return all(all(map(isfinite, a.ravel().tolist())) for a in arrays)
     if len(arrays) == 1:
         return bool(np.isfinite(arrays[0]).all())
     return bool(np.isfinite(np.concatenate([a.ravel() for a in arrays])).all())

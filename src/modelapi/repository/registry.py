@@ -55,6 +55,8 @@ class ModelEntry:
     def default_version(self) -> str | None:
         """The ``stable`` label's version when it is ready, else the highest ready version other than the
         canary's (the canary's when it is the only one)."""
+        if not self.labels and len(self.serving) == 1:  # the usual case, asked on every call: its only version
+            return next(iter(self.serving))
         stable = self.labels.get("stable")
         if stable is not None and stable in self.serving:
             return stable
