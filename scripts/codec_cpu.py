@@ -27,16 +27,16 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import asgi_app  # scripts/, beside this file
 from bench import minimal, workload
 
 from modelapi import logs
+from modelapi.heap import freeze
 from modelapi.http.app import create_app
-from modelapi.server import settle_heap
 from modelapi.settings import Settings
 
 PATHS = {"rest": "/models/logreg/predict", "v2-json": "/v2/models/logreg/infer", "v2-binary": "/v2/models/logreg/infer"}
@@ -70,36 +70,8 @@ async def main(kind: str, rows: int, concurrency: int, threshold: int | None, re
     logs.configure(settings, stream=open(os.devnull, "w"))  # noqa: SIM115 (for the process's life)
     app = create_app(None, settings)
 
-    startup: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    answers: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    await startup.put({"type": "lifespan.startup"})
-    lifespan = asyncio.ensure_future(
-        app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, startup.get, answers.put)
-    )
-    assert (await answers.get())["type"] == "lifespan.startup.complete"
-
-    async def one() -> None:
-        scope = {
-            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
-            "path": PATHS[kind], "raw_path": PATHS[kind].encode(), "query_string": b"", "root_path": "",
-            "headers": headers, "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 8000), "state": {},
-        }  # fmt: skip
-        sent: list[dict[str, Any]] = []
-        given = False
-
-        async def receive() -> dict[str, Any]:
-            nonlocal given
-            if not given:
-                given = True
-                return {"type": "http.request", "body": data, "more_body": False}
-            await asyncio.Event().wait()  # no disconnect
-            raise AssertionError
-
-        async def send(message: dict[str, Any]) -> None:
-            sent.append(message)
-
-        await app(scope, receive, send)
-        assert sent[0]["status"] == 200, sent
+    lifespan = await asgi_app.start(app)
+    one = asgi_app.poster(app, PATHS[kind], headers, data)
 
     async def caller(n: int) -> None:
         for _ in range(n):
@@ -109,7 +81,7 @@ async def main(kind: str, rows: int, concurrency: int, threshold: int | None, re
         await asyncio.gather(*(caller(total // concurrency) for _ in range(concurrency)))
 
     await load(concurrency * 10)  # warm up: the batcher measures the model, caches fill
-    settle_heap()
+    freeze()
     if threshold is not None:
         gc.set_threshold(threshold, *gc.get_threshold()[1:])
     best = float("inf")
