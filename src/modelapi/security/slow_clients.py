@@ -15,6 +15,8 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from ..http.transport import HeadHolding
+
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     header_timeout_s: float = 10.0
@@ -29,6 +31,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self.transport = HeadHolding(transport)  # type: ignore[assignment]  # the cycles write through it
         self._start_head()
 
     def connection_lost(self, exc: Exception | None) -> None:
