@@ -32,3 +32,53 @@ def test_an_expected_wait_over_the_budget_is_refused_with_retry_after() -> None:
     gate.enter("m", max_queue_s=5.0, expected_wait_s=2.5)  # a model's own budget (model.toml) wins
     assert gate.inflight == {"m": 2}
     assert ModelGate(10).enter("m", expected_wait_s=100.0) is None  # no budget: no time bound
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _retry_after(gate: ModelGate, model: str = "m", **kwargs: float) -> int:
+    with pytest.raises(Overloaded) as refused:
+        gate.enter(model, **kwargs)
+    return int(refused.value.headers["retry-after"])
+
+
+def test_refused_clients_are_told_to_come_back_spread_over_the_next_seconds() -> None:
+    clock = Clock()
+    gate = ModelGate(max_inflight=1, clock=clock)
+    gate.enter("m")
+    # nothing served yet: 20 returns a second are booked, the next 20 in the second after, ...
+    waits = [_retry_after(gate) for _ in range(60)]
+    assert waits == sorted(waits) and [waits.count(s) for s in (1, 2, 3)] == [20, 20, 20]
+
+
+def test_the_schedule_follows_the_served_rate_and_empties_with_time() -> None:
+    clock = Clock()
+    gate = ModelGate(max_inflight=1, clock=clock)
+    gate.enter("m")
+    assert _retry_after(gate) == 1
+    for _ in range(2000):  # 2,000 calls served in the next second: 200 returns a second may be booked
+        gate.leave("m")
+        gate.enter("m")
+    clock.now += 1.0
+    waits = [_retry_after(gate) for _ in range(600)]
+    assert waits == sorted(waits) and [waits.count(s) for s in (1, 2, 3)] == [200, 200, 200]
+    gate.inflight.clear()
+    other = ModelGate(max_inflight=0, clock=clock)
+    assert _retry_after(other, "x") == 1  # per gate and per model
+    clock.now += 10.0  # the booked returns are past: the next refused client may come back in a second
+    gate.enter("m")
+    assert _retry_after(gate) == 1
+
+
+def test_retry_after_is_at_least_the_expected_wait_and_at_most_30_seconds() -> None:
+    clock = Clock()
+    gate = ModelGate(max_inflight=10**6, max_queue_s=0.1, clock=clock)
+    assert _retry_after(gate, expected_wait_s=4.2) == 5
+    waits = [_retry_after(gate, expected_wait_s=0.5) for _ in range(1000)]
+    assert max(waits) == 30 and waits[0] == 1

@@ -9,23 +9,73 @@ Two bounds, both decided on the request's head, before its body is read (``docs/
 - **count**: ``max_inflight`` calls admitted and not yet finished (reading their body, queued or running);
 - **time**: the wait the version's batcher expects for a call joining its queue now
   (``Batcher.expected_wait``: batches ahead x recent batch time) must not exceed ``max_queue_s``.
+
+A refusal's ``Retry-After`` spreads the refused clients' returns (``Returns``): each refusal books the next
+free place in a schedule that lets about a tenth of the model's served rate come back each second (at least
+20 a second), so under a flood the refused are told to come back over the next seconds instead of all within
+the next one, and the refusals they cost stay a small share of the server's work (docs/overload.md).
 """
 
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable
 
 from .errors import Overloaded
 
 #: ``Retry-After`` (seconds) when a model is over its in-flight limit: queues drain in well under a second
 OVERLOADED_RETRY_AFTER_S = 1
+#: the share of a model's served rate that its refused clients are scheduled to come back at: a refusal costs
+#: the server about half of a served request, so returns at this share take a few per cent of its time
+RETURN_SHARE = 0.1
+#: refused clients may come back at least this many a second, however slowly the model serves
+MIN_RETURNS_PER_S = 20.0
+#: the longest ``Retry-After`` a refusal carries
+MAX_RETRY_AFTER_S = 30
+
+
+class Returns:
+    """When one model's refused clients are told to come back: each refusal books the next place in a schedule
+    of ``max(RETURN_SHARE x served rate, MIN_RETURNS_PER_S)`` returns a second, starting now. The served rate is
+    measured from the calls that left the gate, over the time between refusals at least a second apart."""
+
+    __slots__ = ("booked", "counted", "rate", "since")
+
+    def __init__(self, now: float, served: int) -> None:
+        self.booked = now  # the last booked return
+        self.since = now  # the start of the served rate's window
+        self.counted = served  # calls served when that window started
+        self.rate = 0.0  # calls served a second, as last measured
+
+    def retry_after(self, now: float, served: int, at_least: int) -> int:
+        elapsed = now - self.since
+        if elapsed >= 1.0:
+            self.rate = (served - self.counted) / elapsed
+            self.since, self.counted = now, served
+        self.booked = max(self.booked, now) + 1.0 / max(RETURN_SHARE * self.rate, MIN_RETURNS_PER_S)
+        return min(MAX_RETRY_AFTER_S, max(at_least, math.ceil(self.booked - now)))
 
 
 class ModelGate:
-    def __init__(self, max_inflight: int, max_queue_s: float | None = None) -> None:
+    def __init__(
+        self, max_inflight: int, max_queue_s: float | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.max_inflight = max_inflight
         self.max_queue_s = max_queue_s
         self.inflight: dict[str, int] = {}
+        # calls that left the gate, per model name (the served rate of ``Returns``); names are the operator's, few
+        self.served: dict[str, int] = {}
+        self.returns: dict[str, Returns] = {}
+        self.clock = clock
+
+    def _retry_after(self, model: str, at_least: int) -> dict[str, str]:
+        now = self.clock()
+        served = self.served.get(model, 0)
+        returns = self.returns.get(model)
+        if returns is None:
+            returns = self.returns[model] = Returns(now, served)
+        return {"retry-after": str(returns.retry_after(now, served, at_least))}
 
     def enter(
         self, model: str, limit: int | None = None, max_queue_s: float | None = None, expected_wait_s: float = 0.0
@@ -38,14 +88,14 @@ class ModelGate:
         if count >= cap:
             raise Overloaded(
                 f"model '{model}' already has {count} requests in flight, the limit (max_inflight); retry shortly",
-                headers={"retry-after": str(OVERLOADED_RETRY_AFTER_S)},
+                headers=self._retry_after(model, OVERLOADED_RETRY_AFTER_S),
             )
         budget = self.max_queue_s if max_queue_s is None else max_queue_s
         if budget is not None and expected_wait_s > budget:
             raise Overloaded(
                 f"model '{model}' would reach this request in about {expected_wait_s * 1000:.0f} ms, more than the "
                 f"queue-time limit of {budget * 1000:g} ms (max_queue_ms); retry shortly",
-                headers={"retry-after": str(max(OVERLOADED_RETRY_AFTER_S, math.ceil(expected_wait_s)))},
+                headers=self._retry_after(model, max(OVERLOADED_RETRY_AFTER_S, math.ceil(expected_wait_s))),
             )
         self.inflight[model] = count + 1
 
@@ -55,3 +105,4 @@ class ModelGate:
             self.inflight[model] = left
         else:
             del self.inflight[model]  # a name nobody serves leaves nothing behind
+        self.served[model] = self.served.get(model, 0) + 1
