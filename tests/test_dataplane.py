@@ -24,6 +24,7 @@ from modelapi.errors import (
     ModelNotFound,
     Overloaded,
     PayloadTooLarge,
+    QueueTimeout,
 )
 from modelapi.events import BatchRun, Events, RequestFinished, RequestRejected, RequestStarted
 from modelapi.inference import InferenceRequest
@@ -155,6 +156,36 @@ def test_a_call_leaves_no_reference_cycle_behind(batching: bool) -> None:
         await dp.infer("recorder", request([1.0]))
         gc.collect()
         await asyncio.gather(*(dp.infer("recorder", request([float(i)])) for i in range(8)))
+        return gc.collect()
+
+    assert asyncio.run(go()) == 0
+    unload(dp)
+
+
+def test_refused_and_expired_calls_leave_no_reference_cycle_behind() -> None:
+    """Under a flood most calls end refused on the head or dropped for queue time: those too must be freed by
+    reference counting. An exception set on the batcher's future was held by the future its traceback's frames
+    hold, a cycle per dropped request that made the collector's pauses the server's largest."""
+    model = Recorder()
+    dp = loaded(model, max_queue_ms=50, max_inflight=4)
+    ctx = CallContext(protocol="v2", timed=True)
+
+    async def go() -> int:
+        model.gate.clear()
+        first = asyncio.ensure_future(dp.infer("recorder", request([1.0]), ctx))
+        await asyncio.sleep(0.05)  # the first batch holds the model
+        late = [asyncio.ensure_future(dp.infer("recorder", request([float(i)]), ctx)) for i in range(3)]
+        await until_waiting(dp, "recorder", 3)
+        with pytest.raises(Overloaded):  # the fifth call, over max_inflight, refused on the head
+            dp.call("recorder", ctx)
+        await asyncio.sleep(0.1)  # the waiting calls' queue time runs out
+        gc.collect()
+        model.gate.set()
+        await first
+        for task in late:
+            with pytest.raises(QueueTimeout):
+                await task
+        del task, late
         return gc.collect()
 
     assert asyncio.run(go()) == 0

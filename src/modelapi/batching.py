@@ -72,6 +72,18 @@ class QueueExpired(RuntimeError):
     """The request's queue deadline passed before a batch took it: its rows never reached the model."""
 
 
+#: an expired request's result, for which ``submit`` raises ``QueueExpired`` in the request's own frames. Set on
+#: the future as an exception instead, it would be held by the future that the traceback's frames hold: a
+#: reference cycle per dropped request, left for the collector (under a flood, most of what it collects)
+_EXPIRED: Arrays = {}
+
+
+def _unless_expired(result: Arrays) -> Arrays:
+    if result is _EXPIRED:
+        raise QueueExpired("the queue-time limit ran out")
+    return result
+
+
 @dataclass(frozen=True)
 class BatchPolicy:
     """How one model batches. ``enabled=False``: every request runs on its own, concurrently."""
@@ -238,11 +250,12 @@ class Batcher:
         if not self._busy:
             if self._timer is None:
                 if self._dispatch(idle=len(self._pending) == 1):
-                    return await self._lead(future, key)
+                    return _unless_expired(await self._lead(future, key))
             elif self._rows_for(key) >= self.policy.max_batch_size:  # full before the delay ran out
                 self._timer.cancel()
                 self._dispatch()
-        return await future  # a cancelled waiter is skipped when batches form, or its answer dropped
+        # a cancelled waiter is skipped when batches form, or its answer dropped
+        return _unless_expired(await future)
 
     def _cheap(self, rows: int) -> bool:
         """Whether a batch of ``rows`` rows may run inline (see the module's docstring)."""
@@ -288,7 +301,7 @@ class Batcher:
         now = time.monotonic()
         while pending and (pending[0].future.done() or (pending[0].deadline or now) < now):
             expired = pending.popleft()  # cancelled while waiting (the client left), or out of queue time
-            _settle(expired.future, exc=QueueExpired("the queue-time limit ran out"))
+            _settle(expired.future, _EXPIRED)
         if not pending:
             self._drained_from = None  # only expired requests were left: the queue emptied
             return False
@@ -319,7 +332,7 @@ class Batcher:
             if item.future.done():
                 continue
             if item.deadline is not None and item.deadline < now:  # waited too long: never reaches the model
-                _settle(item.future, exc=QueueExpired("the queue-time limit ran out"))
+                _settle(item.future, _EXPIRED)
                 continue
             if item.key == key and (not batch or rows + item.rows <= limit):
                 batch.append(item)
