@@ -12,9 +12,13 @@ once per burst of such changes: a short while after the last one, so that a repo
 at start pays for one collection, not one per model. That collection is the one pause left, at load time.
 
 The first freeze also raises the youngest generation's threshold from 700 to ``YOUNG_THRESHOLD`` allocations. A
-served request leaves no reference cycle (``tests/test_dataplane.py`` checks it), so young collections find
-nothing to free; at 700 they ran several times per batch of 64 requests in flight and cost 13-34 µs a request
-(docs/benchmarks.md, "The codecs"). Garbage in cycles, if any, waits at most that many allocations longer.
+request leaves no reference cycle, served, refused on its head or dropped for queue time (``tests/test_dataplane.py``
+checks them), so young collections find nothing to free; they only walk what requests in flight hold. Python
+counts allocations less deallocations, never below zero, so the count creeps up as the number of requests in
+flight rises and falls, and a collection comes however steady the load: at 700 they ran several times per batch of
+64 requests and cost 13-34 µs a request; at 10,000, with 1,920 connections (hundreds of requests in flight, some
+50,000 young objects), one every half second, 13-30 ms each, finding nothing (docs/overload.md). Garbage in
+cycles, if any, waits at most that many allocations longer.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from .events import ModelStateChanged, Observer
 log = logging.getLogger("modelapi.heap")
 
 #: allocations (less deallocations) of tracked objects between young collections; Python's default is 700
-YOUNG_THRESHOLD = 10_000
+YOUNG_THRESHOLD = 100_000
 #: states after which the set of long-lived objects changed
 _CHANGED = frozenset({"READY", "UNLOADED", "UNAVAILABLE"})
 
