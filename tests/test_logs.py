@@ -130,7 +130,7 @@ def test_a_line_written_without_its_record_has_the_formatters_time(created: floa
     included, for the same ``created``."""
     stream = Latin1Stream() if ascii_only else Stream()
     handler = logs.make_handler("json", stream)
-    fields = {"path": "/x", "status": 200, "request_id": "r1"}
+    fields: dict[str, Any] = {"path": "/x", "status": 200, "request_id": "r1"}
     handler.write_access("modelapi.access", created, "%s %d", ("mod\u00e8le", 200), fields, _no_record)
     rec = record("%s %d", "mod\u00e8le", 200, name="modelapi.access", **fields)
     rec.created = created

@@ -41,7 +41,7 @@ class Stream(io.StringIO):
 class Latin1Stream(Stream):
     """A stream whose encoding is not UTF-8 (the JSON formatter then escapes everything outside ASCII)."""
 
-    encoding = "latin-1"  # type: ignore[assignment]
+    encoding = "latin-1"
 
 
 @contextmanager
