@@ -3,7 +3,9 @@
 ``configure(settings)`` replaces ``logging.basicConfig`` in ``modelapi serve`` and ``modelapi worker``: one
 ``StreamHandler`` on stderr, on the root logger, with ``TextFormatter`` or ``JsonFormatter``
 (``settings.log_format``: ``auto`` is text on a terminal, JSON otherwise). uvicorn's loggers lose any handler
-of their own and propagate to it, so they come out in the same format.
+of their own and propagate to it, so they come out in the same format. That handler (``LogHandler``) can also
+write an INFO line without making its record (``write_access``), the same bytes its formatter would write: the
+HTTP access log does when the record would reach that handler alone (http/access.py).
 
 A JSON line is one object encoded by orjson: a quote, a newline or a control character in a message stays
 inside its string. Keys: ``time`` (RFC 3339, UTC, milliseconds), ``level``, ``logger``, ``message``; when
