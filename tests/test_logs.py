@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from helpers.logs import Collect, Latin1Stream, Stream
 from modelapi import logs
 from modelapi.errors import (
     InferenceError,
@@ -120,6 +121,40 @@ def test_rfc3339_milliseconds() -> None:
     assert logs.rfc3339(1714566897.5) == "2024-05-01T12:34:57.500Z"
 
 
+@pytest.mark.parametrize(
+    "created", [0.0, 1714566896.0999, 1714566896.789, 1714566897.5, 1714566899.9995, 1714566899.99999999]
+)
+@pytest.mark.parametrize("ascii_only", [False, True])
+def test_a_line_written_without_its_record_has_the_formatters_time(created: float, ascii_only: bool) -> None:
+    """``LogHandler.write_access`` and ``JsonFormatter`` on the record it stands for: the same line, time
+    included, for the same ``created``."""
+    stream = Latin1Stream() if ascii_only else Stream()
+    handler = logs.make_handler("json", stream)
+    fields: dict[str, Any] = {"path": "/x", "status": 200, "request_id": "r1"}
+    handler.write_access("modelapi.access", created, "%s %d", ("mod\u00e8le", 200), fields, _no_record)
+    rec = record("%s %d", "mod\u00e8le", 200, name="modelapi.access", **fields)
+    rec.created = created
+    assert stream.calls == [logs.JsonFormatter(ascii_only=ascii_only).format(rec) + "\n", Stream.FLUSH]
+    assert json.loads(stream.calls[0])["time"] == logs.rfc3339(created)
+
+
+def _no_record() -> logging.LogRecord:
+    raise AssertionError("a record was made")
+
+
+def test_a_handler_writes_lines_itself_only_as_make_handler_made_it() -> None:
+    for log_format in ("json", "text"):
+        assert logs.make_handler(log_format, io.StringIO()).untouched()
+    other_format = logs.make_handler("json", io.StringIO())
+    other_format.setFormatter(logs.JsonFormatter())
+    another_filter = logs.make_handler("json", io.StringIO())
+    another_filter.addFilter(logs.ContextFilter())
+    quiet = logs.make_handler("text", io.StringIO())
+    quiet.setLevel(logging.WARNING)
+    own_text = logs.LogHandler(io.StringIO(), logs.TextFormatter("%(asctime)s %(message)s"))
+    assert not any(h.untouched() for h in (other_format, another_filter, quiet, own_text))
+
+
 class _Ctx:
     def __init__(self, request_id: str | None, model: str | None = None, version: str | None = None) -> None:
         self.request_id = request_id
@@ -200,15 +235,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-class Collect(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
 
 
 def reporter() -> tuple[RejectionReporter, Collect, Clock]:

@@ -3,7 +3,9 @@
 ``configure(settings)`` replaces ``logging.basicConfig`` in ``modelapi serve`` and ``modelapi worker``: one
 ``StreamHandler`` on stderr, on the root logger, with ``TextFormatter`` or ``JsonFormatter``
 (``settings.log_format``: ``auto`` is text on a terminal, JSON otherwise). uvicorn's loggers lose any handler
-of their own and propagate to it, so they come out in the same format.
+of their own and propagate to it, so they come out in the same format. That handler (``LogHandler``) can also
+write an INFO line without making its record (``write_access``), the same bytes its formatter would write: the
+HTTP access log does when the record would reach that handler alone (http/access.py).
 
 A JSON line is one object encoded by orjson: a quote, a newline or a control character in a message stays
 inside its string. Keys: ``time`` (RFC 3339, UTC, milliseconds), ``level``, ``logger``, ``message``; when
@@ -24,6 +26,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from typing import Any, Protocol, TextIO
 
 import orjson
@@ -135,11 +138,16 @@ class JsonFormatter(logging.Formatter):
             out["exception"] = record.exc_text
         if record.stack_info:
             out["stack"] = self.formatStack(record.stack_info)
-        if self.ascii_only:
-            line = json.dumps(out, default=_default, ensure_ascii=True)
-        else:
-            line = orjson.dumps(out, default=_default, option=orjson.OPT_NON_STR_KEYS).decode()
-        return redact(line) if "mk_" in line else line
+        return _encode(out, self.ascii_only)
+
+
+def _encode(out: dict[str, Any], ascii_only: bool) -> str:
+    """The JSON line for ``out``, keys redacted."""
+    if ascii_only:
+        line = json.dumps(out, default=_default, ensure_ascii=True)
+    else:
+        line = orjson.dumps(out, default=_default, option=orjson.OPT_NON_STR_KEYS).decode()
+    return redact(line) if "mk_" in line else line
 
 
 class TextFormatter(logging.Formatter):
@@ -163,21 +171,103 @@ def resolve_format(log_format: str, stream: TextIO) -> str:
         return "json"
 
 
-def make_handler(log_format: str, stream: TextIO | None = None) -> logging.Handler:
+class LogHandler(logging.StreamHandler[TextIO]):
+    """The handler ``make_handler`` makes: a ``StreamHandler`` with its formatter and ``ContextFilter``, that can
+    also write an INFO line without a ``LogRecord`` (``write_access``) while it is still as it was made."""
+
+    def __init__(self, stream: TextIO, formatter: JsonFormatter | TextFormatter) -> None:
+        super().__init__(stream)
+        self.setFormatter(formatter)
+        self._context = ContextFilter()
+        self.addFilter(self._context)
+        # the formatters write_access knows to the byte: these two exactly, the text one in its own format
+        plain = type(formatter) is JsonFormatter or (type(formatter) is TextFormatter and formatter._fmt == TEXT_FORMAT)
+        self._own = formatter if plain else None
+        self._modelapi = True  # so configure() replaces its own, and only it
+
+    def untouched(self) -> bool:
+        """Its own formatter and filter and nothing else, at a level that lets INFO through: what it writes for
+        an INFO record is then exactly what ``write_access`` writes."""
+        filters = self.filters
+        return (
+            self._own is not None
+            and self.formatter is self._own
+            and len(filters) == 1
+            and filters[0] is self._context
+            and self.level <= logging.INFO
+        )
+
+    def write_access(
+        self,
+        name: str,
+        created: float,
+        msg: str,
+        args: tuple[Any, ...],
+        fields: dict[str, Any],
+        record: Callable[[], logging.LogRecord],
+    ) -> None:
+        """Write the line this handler writes for an INFO record of logger ``name``, made at ``created``, with
+        ``msg % args`` for its message and the ``extra=`` fields ``fields``, without that record: the same bytes
+        in one write, under the lock, then the flush, as ``Handler.handle`` and ``StreamHandler.emit`` do.
+
+        Only for a handler that is ``untouched()`` and the only one the record would reach; ``args`` is a
+        tuple as ``%`` takes it (not one mapping). ``record`` makes the record, only for ``handleError`` if
+        the line cannot be written.
+        """
+        self.acquire()
+        try:
+            message = msg % args if args else msg
+            level = logging.getLevelName(logging.INFO)
+            own = self._own
+            if isinstance(own, JsonFormatter):
+                line = _encode(_access_fields(name, level, created, message, fields), own.ascii_only)
+            else:  # what TextFormatter makes of a record without a traceback
+                line = TEXT_FORMAT % {"levelname": level, "name": name, "message": message}
+                if "mk_" in line:
+                    line = redact(line)
+            self.stream.write(line + self.terminator)
+            self.flush()
+        except RecursionError:  # as StreamHandler.emit: see CPython issue 36272
+            raise
+        except Exception:
+            self.handleError(record())
+        finally:
+            self.release()
+
+
+def _access_fields(name: str, level: str, created: float, message: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """The object ``JsonFormatter`` makes of such a record once ``ContextFilter`` has seen it: the same keys
+    in the same order."""
+    out: dict[str, Any] = {"time": rfc3339(created), "level": level, "logger": name, "message": message}
+    ctx = CONTEXT.get()
+    for key in _KNOWN:
+        value = fields.get(key)
+        if value is None:
+            if key == "trace_id":
+                value = TRACE_ID.get()
+            elif ctx is not None:
+                value = getattr(ctx, key)
+        if value is not None:
+            out[key] = value
+    for key, value in fields.items():
+        if key not in _STANDARD and not key.startswith("_"):
+            out[key] = value
+    return out
+
+
+def make_handler(log_format: str, stream: TextIO | None = None) -> LogHandler:
     """A stream handler (stderr by default) with the formatter for ``log_format`` and the context filter."""
     stream = stream if stream is not None else sys.stderr
-    handler = logging.StreamHandler(stream)
+    formatter: JsonFormatter | TextFormatter
     if resolve_format(log_format, stream) == "json":
         encoding = (getattr(stream, "encoding", None) or "utf-8").lower().replace("-", "")
-        handler.setFormatter(JsonFormatter(ascii_only=encoding != "utf8"))
+        formatter = JsonFormatter(ascii_only=encoding != "utf8")
     else:
-        handler.setFormatter(TextFormatter())
-    handler.addFilter(ContextFilter())
-    handler._modelapi = True  # type: ignore[attr-defined]  # so configure() replaces its own, and only it
-    return handler
+        formatter = TextFormatter()
+    return LogHandler(stream, formatter)
 
 
-def configure(settings: Any, stream: TextIO | None = None) -> logging.Handler:
+def configure(settings: Any, stream: TextIO | None = None) -> LogHandler:
     """Send every log record to one handler in ``settings.log_format`` at ``settings.log_level``.
 
     Replaces a handler an earlier call installed and leaves others (a test's capture handler) alone. uvicorn's

@@ -1,6 +1,12 @@
-"""The HTTP access line (``modelapi.access``): one record per request, written when its response has ended.
+"""The HTTP access line (``modelapi.access``): one line per request, written when its response has ended.
 
-The record is the one ``ACCESS_LOG.info`` would make, handed straight to the logger's handlers after the
+When the only handler the line would reach is modelapi's own as ``logs.make_handler`` made it (the one
+``logs.configure`` puts on the root logger), with no filter on the access logger and the default record
+factory, that handler writes the line itself (``LogHandler.write_access``): the bytes its formatter would
+write for the record, without making the record or passing it through ``logging``. Anything else on the way (a
+test's capture handler, a user's handler or filter, another record factory) gets the record as before.
+
+That record is the one ``ACCESS_LOG.info`` would make, handed straight to the logger's handlers after the
 caller's level check, without two costs that are the same on every request: ``findCaller``'s walk up the stack
 (it names this module's function anyway) and ``LogRecord.__init__``'s per-record work on fields that never
 change in one thread of one process (the file and module names from the path, the thread's and process's
@@ -23,6 +29,7 @@ from urllib.parse import quote, unquote
 
 from starlette.types import Scope
 
+from ..logs import LogHandler
 from ..security.keys import redact
 
 #: one line per request, written when the response ends (method, path, status, duration, bytes, client)
@@ -54,14 +61,7 @@ class _Prototype:
         record: logging.LogRecord = logging.LogRecord.__new__(logging.LogRecord)
         fields = record.__dict__
         fields.update(self.fields)
-        # the time fields exactly as LogRecord.__init__ computes them
-        if _NS_CLOCK:
-            ns = time.time_ns()
-            created = ns / 1e9
-            fields["msecs"] = (ns % 1_000_000_000) // 1_000_000 + 0.0
-        else:
-            created = time.time()
-            fields["msecs"] = int((created - int(created)) * 1000) + 0.0
+        created, fields["msecs"] = _now()
         fields["created"] = created
         fields["relativeCreated"] = (created - logging._startTime) * 1000  # type: ignore[attr-defined]
         if "taskName" in fields:  # Python 3.12+: the task logging, per record as LogRecord.__init__ finds it
@@ -69,6 +69,41 @@ class _Prototype:
         fields["args"] = args
         fields.update(extra)
         return record
+
+
+def _now() -> tuple[float, float]:
+    """A record's ``created`` and ``msecs`` for now, exactly as ``LogRecord.__init__`` computes them."""
+    if _NS_CLOCK:
+        ns = time.time_ns()
+        return ns / 1e9, (ns % 1_000_000_000) // 1_000_000 + 0.0
+    created = time.time()
+    return created, int((created - int(created)) * 1000) + 0.0
+
+
+def _own_handler() -> LogHandler | None:
+    """The one handler an access record would reach, if it is modelapi's own as ``logs.make_handler`` made it
+    and the record would be the default factory's: it can then write the line itself (``write_access``).
+
+    The walk is ``Logger.handle``'s and ``callHandlers``': the logger's own filters and ``disabled``, then the
+    handlers of each logger up the chain while it propagates. The logger's level (and ``logging.disable``)
+    the caller has checked, as it does before ``ACCESS_LOG.handle``.
+    """
+    if logging.getLogRecordFactory() is not logging.LogRecord:
+        return None
+    logger: logging.Logger | None = ACCESS_LOG
+    if ACCESS_LOG.filters or ACCESS_LOG.disabled:
+        return None
+    found: logging.Handler | None = None
+    while logger is not None:
+        handlers = logger.handlers
+        if handlers:
+            if found is not None or len(handlers) > 1:
+                return None
+            found = handlers[0]
+        logger = logger.parent if logger.propagate else None
+    if type(found) is LogHandler and found.untouched():
+        return found
+    return None
 
 
 def _task_name() -> str | None:
@@ -103,19 +138,21 @@ def access_line(scope: Scope, rid: str, status: int, sent: int, seconds: float) 
     address = f"{client[0]}:{client[1]}" if client else "-"
     method = scope.get("method", "")
     ms = round(seconds * 1000, 3)
-    record = _PROTOTYPE.record(
-        (address, method, path, scope.get("http_version", "1.1"), status, sent, ms, rid),
-        {
-            "method": method,
-            "path": path,
-            "status": status,
-            "duration_ms": ms,
-            "bytes": sent,
-            "client": address,
-            "request_id": rid,
-        },
-    )
-    ACCESS_LOG.handle(record)
+    args = (address, method, path, scope.get("http_version", "1.1"), status, sent, ms, rid)
+    extra = {
+        "method": method,
+        "path": path,
+        "status": status,
+        "duration_ms": ms,
+        "bytes": sent,
+        "client": address,
+        "request_id": rid,
+    }
+    handler = _own_handler()
+    if handler is not None:
+        handler.write_access(ACCESS_LOG.name, _now()[0], _FORMAT, args, extra, lambda: _PROTOTYPE.record(args, extra))
+    else:
+        ACCESS_LOG.handle(_PROTOTYPE.record(args, extra))
 
 
 _LINENO = access_line.__code__.co_firstlineno
