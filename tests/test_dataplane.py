@@ -192,6 +192,23 @@ def test_refused_and_expired_calls_leave_no_reference_cycle_behind() -> None:
     unload(dp)
 
 
+def test_a_call_that_waited_to_be_read_past_the_queue_budget_is_refused_on_its_head() -> None:
+    """``CallContext.arrived``: a head the event loop got to late has used its queue time already."""
+    dp = loaded(Recorder(), max_queue_ms=50)
+
+    async def go() -> None:
+        late = CallContext(protocol="v2", arrived=time.monotonic() - 0.2)
+        with pytest.raises(Overloaded, match=r"after the 2\d\d ms it waited to be read"):
+            dp.call("recorder", late)
+        untimed = CallContext(protocol="jobs", timed=False, arrived=time.monotonic() - 0.2)
+        assert (await dp.infer("recorder", request([1.0]), untimed)).outputs["y"].tolist() == [2.0]
+        fresh = CallContext(protocol="v2", arrived=time.monotonic())
+        assert (await dp.infer("recorder", request([2.0]), fresh)).outputs["y"].tolist() == [4.0]
+
+    asyncio.run(go())
+    unload(dp)
+
+
 def test_requests_for_different_outputs_or_parameters_do_not_share_a_batch() -> None:
     model = Recorder()
     dp = loaded(model)

@@ -82,3 +82,12 @@ def test_retry_after_is_at_least_the_expected_wait_and_at_most_30_seconds() -> N
     assert _retry_after(gate, expected_wait_s=4.2) == 5
     waits = [_retry_after(gate, expected_wait_s=0.5) for _ in range(1000)]
     assert max(waits) == 30 and waits[0] == 1
+
+
+def test_the_time_a_request_waited_to_be_read_counts_against_the_budget() -> None:
+    gate = ModelGate(max_inflight=100, max_queue_s=0.05)
+    gate.enter("m", expected_wait_s=0.03, waited_s=0.015)
+    with pytest.raises(Overloaded) as refused:
+        gate.enter("m", expected_wait_s=0.03, waited_s=0.03)
+    assert "after the 30 ms it waited to be read" in refused.value.detail
+    assert refused.value.headers["retry-after"] == "1"

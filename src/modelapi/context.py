@@ -35,6 +35,8 @@ class CallContext:
     model; it raises (429) when they would take the key over a row quota (``security/meter.py``).
     ``disconnected``: a function whose awaitable completes when the caller has gone away (an HTTP client that
     disconnected); the data plane watches it while the call's rows wait, and drops them unrun if it completes.
+    ``arrived``: a ``time.monotonic()`` when the front end had the request's head, where it knows: the wait
+    before the data plane sees the call (a busy event loop getting to it) counts against the queue-time bound.
     """
 
     protocol: str = "python"
@@ -45,6 +47,7 @@ class CallContext:
     json: JsonLimits = JsonLimits()
     charge_rows: Callable[[int], Awaitable[None]] | None = None
     disconnected: Callable[[], Awaitable[None]] | None = None
+    arrived: float | None = None
 
 
 #: a call from Python code in this process: no key, no deadline, the server's timeout

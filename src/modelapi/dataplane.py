@@ -163,7 +163,10 @@ class DataPlane:
             # a job's chunk (ctx.timed False) is batch work: bounded by its chunking, never by queue time; calls
             # admitted into this version whose bodies are still being read will be queued ahead of this one
             wait = batcher.expected_wait(batcher.arriving) if batcher is not None and ctx.timed else 0.0
-            self.gate.enter(name, handle.max_inflight, handle.max_queue_s, wait)
+            # the wait before this call reached us counts too: under a flood, a head may wait its turn in the
+            # event loop longer than the queue itself would take
+            waited = time.monotonic() - ctx.arrived if ctx.arrived is not None and ctx.timed else 0.0
+            self.gate.enter(name, handle.max_inflight, handle.max_queue_s, wait, waited)
         except ModelAPIError as exc:
             if self.events.active:
                 reason = "overloaded" if isinstance(exc, Overloaded) else _reason(exc.status)
@@ -358,7 +361,8 @@ class Call:
             key = batch_key(handle.version, outputs_wanted, request.parameters, open_shapes)
         seconds, bound = self._timeout()
         queue_s = handle.max_queue_s if handle.max_queue_s is not None else self.plane.gate.max_queue_s
-        queue_deadline = None if queue_s is None or not self.ctx.timed else self.started + queue_s
+        arrived = self.ctx.arrived if self.ctx.arrived is not None else self.started
+        queue_deadline = None if queue_s is None or not self.ctx.timed else arrived + queue_s
         try:
             async with asyncio.timeout(seconds):
                 run = handle.run(inputs, rows, key, self.timing, queue_deadline)

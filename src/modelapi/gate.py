@@ -8,7 +8,8 @@ Two bounds, both decided on the request's head, before its body is read (``docs/
 
 - **count**: ``max_inflight`` calls admitted and not yet finished (reading their body, queued or running);
 - **time**: the wait the version's batcher expects for a call joining its queue now
-  (``Batcher.expected_wait``: batches ahead x recent batch time) must not exceed ``max_queue_s``.
+  (``Batcher.expected_wait``: batches ahead x recent batch time), plus what the call already waited since its
+  head arrived (a busy event loop getting to it), must not exceed ``max_queue_s``.
 
 A refusal's ``Retry-After`` spreads the refused clients' returns (``Returns``): each refusal books the next
 free place in a schedule that lets about a tenth of the model's served rate come back each second (at least
@@ -78,11 +79,16 @@ class ModelGate:
         return {"retry-after": str(returns.retry_after(now, served, at_least))}
 
     def enter(
-        self, model: str, limit: int | None = None, max_queue_s: float | None = None, expected_wait_s: float = 0.0
+        self,
+        model: str,
+        limit: int | None = None,
+        max_queue_s: float | None = None,
+        expected_wait_s: float = 0.0,
+        waited_s: float = 0.0,
     ) -> None:
         """Count one more call into ``model``, or raise ``Overloaded`` at its in-flight limit or when
-        ``expected_wait_s`` is over the queue-time budget (``limit``, ``max_queue_s`` override the gate's own,
-        e.g. from the model's model.toml)."""
+        ``waited_s`` (since the request's head arrived) plus ``expected_wait_s`` is over the queue-time budget
+        (``limit``, ``max_queue_s`` override the gate's own, e.g. from the model's model.toml)."""
         count = self.inflight.get(model, 0)
         cap = self.max_inflight if limit is None else limit
         if count >= cap:
@@ -91,10 +97,11 @@ class ModelGate:
                 headers=self._retry_after(model, OVERLOADED_RETRY_AFTER_S),
             )
         budget = self.max_queue_s if max_queue_s is None else max_queue_s
-        if budget is not None and expected_wait_s > budget:
+        if budget is not None and waited_s + expected_wait_s > budget:
+            waited = f" after the {waited_s * 1000:.0f} ms it waited to be read" if waited_s >= 0.0005 else ""
             raise Overloaded(
-                f"model '{model}' would reach this request in about {expected_wait_s * 1000:.0f} ms, more than the "
-                f"queue-time limit of {budget * 1000:g} ms (max_queue_ms); retry shortly",
+                f"model '{model}' would reach this request in about {expected_wait_s * 1000:.0f} ms{waited}, more "
+                f"than the queue-time limit of {budget * 1000:g} ms (max_queue_ms); retry shortly",
                 headers=self._retry_after(model, max(OVERLOADED_RETRY_AFTER_S, math.ceil(expected_wait_s))),
             )
         self.inflight[model] = count + 1

@@ -1,5 +1,6 @@
 """Slow, stalled and lying clients against the real server, over raw sockets: none of them holds a request open
-past its timeout, and while they wait, others are served at once."""
+past its timeout, and while they wait, others are served at once. Also the wire's other cases the HTTP protocol
+(``security/slow_clients.py``) handles: ``Expect: 100-continue``, the answer to ``HEAD``, pipelined requests."""
 
 from __future__ import annotations
 
@@ -123,3 +124,47 @@ def test_stalled_clients_do_not_hold_the_server(server: RunningServer) -> None:
         for sock in stalled:
             sock.close()
     assert httpx.get(server.url + "/v2/health/ready").status_code == 200
+
+
+def read_answer(sock: socket.socket) -> bytes:
+    """One answer with a ``content-length`` (its head and body), read from a keep-alive connection."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")
+    )
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head + b"\r\n\r\n" + body
+
+
+def test_expect_100_continue_gets_its_go_ahead_before_the_body(server: RunningServer) -> None:
+    with connect(server) as sock:
+        sock.sendall(HEAD + b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(ROW))
+        assert sock.recv(65536).startswith(b"HTTP/1.1 100 Continue")  # sent at once, not held for the answer
+        sock.sendall(ROW)
+        answer = read_answer(sock)
+    assert status(answer) == 200 and b'"prediction"' in answer
+
+
+def test_the_answer_to_head_arrives_and_the_connection_stays_usable(server: RunningServer) -> None:
+    with connect(server) as sock:
+        sock.settimeout(5)
+        sock.sendall(b"HEAD /v2/health/ready HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += sock.recv(65536)
+        assert status(head) == 200 and head.endswith(b"\r\n\r\n")
+        sock.sendall(HEAD + b"Content-Length: %d\r\n\r\n" % len(ROW) + ROW)
+        assert status(read_answer(sock)) == 200
+
+
+def test_pipelined_requests_are_answered_in_order(server: RunningServer) -> None:
+    other = ROW.replace(b"5.1", b"7.7").replace(b"0.2", b"2.3")
+    with connect(server) as sock:
+        sock.sendall(b"".join(HEAD + b"Content-Length: %d\r\n\r\n" % len(r) + r for r in (ROW, other, ROW)))
+        answers = [read_answer(sock) for _ in range(3)]
+    assert [status(a) for a in answers] == [200, 200, 200]
+    assert answers[0].split(b"\r\n\r\n")[1] == answers[2].split(b"\r\n\r\n")[1] != answers[1].split(b"\r\n\r\n")[1]

@@ -24,6 +24,7 @@ from ..repository.registry import Repository
 from ..security.auth import Auth
 from ..security.limits import KeyLimits
 from ..security.principal import current_principal
+from ..security.slow_clients import ARRIVED
 from ..settings import Settings
 from . import request as bodies
 
@@ -56,7 +57,10 @@ class Services:
         gone = functools.partial(_disconnected, request.receive)
         principal = current_principal(request)
         rows = self.limits.row_charger(principal, protocol) if self.limits and principal and principal.limits else None
-        return CallContext(protocol, principal, rid, json=self.json_limits, charge_rows=rows, disconnected=gone)
+        arrived = request.scope.get(ARRIVED)
+        return CallContext(
+            protocol, principal, rid, json=self.json_limits, charge_rows=rows, disconnected=gone, arrived=arrived
+        )
 
     def max_rows(self, call: Call) -> int | None:
         """The row limit for a call: the called version's ``max_rows`` (model.toml), else the server's."""

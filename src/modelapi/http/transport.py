@@ -5,7 +5,8 @@ uvicorn writes a response's head and its body with two ``transport.write`` calls
 body follows in the same task at once, so ``HeadHolding`` keeps the head and writes it with the body's first
 bytes: one system call instead of two for the usual JSON answer (measured: docs/benchmarks.md, "One
 connection"). A head without a length (a streamed or chunked response) and ``100 Continue`` go out at once; a
-held head goes out before the transport closes.
+held head goes out when the response is complete (a ``HEAD`` request's answer has no body write: the protocol
+flushes it then) and before the transport closes.
 """
 
 from __future__ import annotations
@@ -29,8 +30,13 @@ class HeadHolding:
         if held is not None:
             self.held = None
             self.transport.write(held + data)
-        elif data.startswith(b"HTTP/1.1 ") and not data.startswith(b"HTTP/1.1 100") and b"\r\ncontent-length: " in data:
-            # a complete head that a body of known length follows (uvicorn writes header names in lower case)
+        elif (
+            data.startswith(b"HTTP/1.1 ")
+            and data.endswith(b"\r\n\r\n")
+            and not data.startswith(b"HTTP/1.1 100")
+            and b"\r\ncontent-length: " in data
+        ):
+            # a head alone that a body of known length follows (uvicorn writes header names in lower case)
             self.held = data
         else:
             self.transport.write(data)

@@ -6,16 +6,23 @@ header a byte at a time (slowloris), holds its connection forever, and one that 
 the server's memory. This protocol answers such a client ``408 Request Timeout`` after ``header_timeout_s``
 and ``431 Request Header Fields Too Large`` after ``max_header_bytes``, and closes the connection. The body
 has its own deadline, enforced by ``http/middleware.py``.
+
+It also stamps each request's scope with the ``time.monotonic()`` its head was complete (``ARRIVED``): the data
+plane counts the wait from then against the queue-time bound (``context.CallContext.arrived``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ..http.transport import HeadHolding
+
+#: the scope key of the ``time.monotonic()`` when the request's head was complete
+ARRIVED = "modelapi.arrived"
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -31,8 +38,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self.transport = HeadHolding(transport)  # type: ignore[assignment]  # the cycles write through it
+        self._holding = HeadHolding(transport)
+        self.transport = self._holding  # type: ignore[assignment]  # the request cycles write through it
         self._start_head()
+
+    def on_response_complete(self) -> None:
+        self._holding.flush()  # a head held for a body that never comes (the answer to HEAD)
+        super().on_response_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._end_head()
@@ -57,6 +69,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._end_head()
+        self.scope[ARRIVED] = time.monotonic()  # type: ignore[literal-required]  # the scope uvicorn is building
         super().on_headers_complete()
 
     # the head's timer ------------------------------------------------------------------------------------------

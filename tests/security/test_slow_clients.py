@@ -1,0 +1,79 @@
+"""The HTTP protocol in process, over a recording transport: the arrival stamp, one write per small answer, and
+the answer to HEAD (tests/e2e/test_slow_clients.py drives the real server over sockets)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import uvicorn
+from uvicorn.server import ServerState
+
+from modelapi.security.slow_clients import ARRIVED, protocol_class
+
+
+class Wire(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.writes.append(bytes(data))
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": ("127.0.0.1", 50000), "sockname": ("127.0.0.1", 8000)}.get(name, default)
+
+
+async def exchange(request: bytes) -> tuple[list[dict[str, Any]], Wire]:
+    """Feed ``request`` to a fresh connection of the protocol; the scopes the app saw and the wire as it was
+    before the connection closed."""
+    scopes: list[dict[str, Any]] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        scopes.append(scope)
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    config = uvicorn.Config(app, log_config=None, lifespan="off")
+    config.load()
+    cls = protocol_class(10.0, 65536)
+    protocol = cls(config=config, server_state=ServerState(), app_state={})
+    wire = Wire()
+    protocol.connection_made(wire)
+    protocol.data_received(request)
+    for _ in range(100):
+        await asyncio.sleep(0)
+    seen = Wire()
+    seen.writes = list(wire.writes)
+    protocol.connection_lost(None)
+    return scopes, seen
+
+
+def test_each_request_is_stamped_with_the_time_its_head_arrived() -> None:
+    before = time.monotonic()
+    scopes, _ = asyncio.run(exchange(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n"))
+    after = time.monotonic()
+    assert [s["path"] for s in scopes] == ["/a", "/b"]
+    assert all(before <= s[ARRIVED] <= after for s in scopes)
+
+
+def test_a_small_answer_is_one_write_and_the_answer_to_head_is_not_held() -> None:
+    _, wire = asyncio.run(exchange(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n"))
+    assert len(wire.writes) == 1 and wire.writes[0].startswith(b"HTTP/1.1 200 OK\r\n")
+    assert wire.writes[0].endswith(b"\r\n\r\n{}")
+    _, wire = asyncio.run(exchange(b"HEAD /a HTTP/1.1\r\nHost: x\r\n\r\n"))
+    assert len(wire.writes) == 1 and wire.writes[0].endswith(b"content-length: 2\r\n\r\n")
