@@ -71,6 +71,11 @@ _SERVE_FLAGS: dict[str, tuple[list[str], str, dict[str, Any]]] = {
         "longest a request may wait for its model; a longer expected wait gets 503 at once (default 2000)",
         {"type": float, "metavar": "MS"},
     ),
+    "hold_early_retries": (
+        ["--no-hold-early-retries"],
+        "answer a retry that comes before its Retry-After at once, instead of holding it until then",
+        {"action": "store_false"},
+    ),
     "max_upload_bytes": (["--max-upload-bytes"], "largest job upload in bytes (default 2 GiB)", {"type": int}),
     "inference_timeout_s": (
         ["--inference-timeout"],

@@ -66,6 +66,11 @@ class Settings(BaseSettings):
         description="longest a request may wait for its model, per worker: refused at once when the expected wait "
         "is longer, dropped unrun when it runs out (503 with Retry-After; unset: no time bound)",
     )
+    hold_early_retries: bool = Field(
+        True,
+        description="hold a request that retries a 503 on the same connection and path before its Retry-After "
+        "until then (docs/overload.md)",
+    )
     max_upload_bytes: int = Field(
         2 * 1024**3, gt=0, description="largest job upload (POST /models/{name}/jobs) accepted (413 above)"
     )

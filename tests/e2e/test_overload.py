@@ -88,6 +88,25 @@ def test_a_refusal_comes_before_the_body_is_read(server: RunningServer) -> None:
         t.join(30)
 
 
+def test_a_retry_before_retry_after_waits_for_it_on_its_connection(server: RunningServer) -> None:
+    """A client that retries a 503 at once on the same connection is held until its Retry-After; a request on
+    another connection is answered at once."""
+    threads = _occupy(server, 2.5, 2)
+    headers = {"content-type": "application/json"}
+    with httpx.Client(base_url=server.url, timeout=30) as eager, httpx.Client(base_url=server.url) as other:
+        first = eager.post(INFER, content=_body(0), headers=headers)
+        refused_at = time.monotonic()
+        assert first.status_code == 503 and first.headers["retry-after"] == "1"
+        started = time.monotonic()
+        assert other.post(INFER, content=_body(0), headers=headers).status_code == 503
+        assert time.monotonic() - started < 0.5  # another connection: not held
+        again = eager.post(INFER, content=_body(0), headers=headers)
+        assert time.monotonic() - refused_at >= 0.9  # held for the rest of its second
+        assert again.status_code == 503  # the slow requests still hold the model
+    for t in threads:
+        t.join(30)
+
+
 def test_liveness_stays_fast_under_overload(server: RunningServer) -> None:
     """8 clients hammer a full model for about 2 s; a side probe of /v2/health/live every 50 ms stays fast, and
     the clients only ever see 200 or 503."""

@@ -17,6 +17,7 @@ from starlette.types import Message, Receive, Scope, Send
 from modelapi.errors import TooManyRequests
 from modelapi.http import docs
 from modelapi.http.app import create_app
+from modelapi.http.holds import RetryHolds
 from modelapi.http.middleware import CSP, RequestContextMiddleware
 from modelapi.settings import Settings
 from toymodels import IrisClassifier
@@ -230,3 +231,52 @@ def test_errors_raised_outside_the_routes_are_rendered() -> None:
     assert r.headers["retry-after"] == "3"
     assert r.json()["detail"] == "slow down"
     assert r.json()["request_id"] == r.headers["x-request-id"]
+
+
+@pytest.mark.parametrize("hold", [True, False])
+def test_a_retry_before_its_retry_after_is_held_until_then(hold: bool) -> None:
+    """On the same connection and path, a request that follows a 503 sooner than its Retry-After waits for the
+    rest of it (--no-hold-early-retries: not); another connection or path is not held, nor is a 429's retry."""
+    holds = RetryHolds() if hold else None
+    answers = iter([(503, b"0.3"), (200, None), (429, b"0.3"), (200, None), (503, b"0.3"), (200, None)])
+
+    async def inner(scope: Scope, receive: Receive, send: Send) -> None:
+        status, retry_after = next(answers)
+        headers = {"retry-after": retry_after.decode()} if retry_after else None
+        await JSONResponse({}, status_code=status, headers=headers)(scope, receive, send)
+
+    app = RequestContextMiddleware(inner, max_body_bytes=100, holds=holds)
+
+    async def one(client: tuple[str, int], path: str = "/x") -> tuple[int, float]:
+        scope: dict[str, Any] = {
+            "type": "http", "method": "GET", "path": path, "raw_path": path.encode(), "query_string": b"",
+            "headers": [], "scheme": "http", "server": ("test", 80), "client": client, "root_path": "",
+        }  # fmt: skip
+        sent: list[Message] = []
+
+        async def receive() -> Message:
+            return {"type": "http.request", "body": b""}
+
+        async def send(message: Message) -> None:
+            sent.append(message)
+
+        started = time.monotonic()
+        await app(scope, receive, send)
+        return sent[0]["status"], time.monotonic() - started
+
+    async def go() -> list[tuple[int, float]]:
+        return [
+            await one(("test", 1)),  # 503, Retry-After 0.3
+            await one(("test", 1)),  # at once: held the rest of 0.3 s (when holding)
+            await one(("test", 1)),  # 429
+            await one(("test", 1)),  # never held after a 429
+            await one(("test", 1)),  # 503 again
+            await one(("test", 2)),  # another connection: not held
+        ]
+
+    got = asyncio.run(go())
+    assert [status for status, _ in got] == [503, 200, 429, 200, 503, 200]
+    assert (got[1][1] > 0.25) is hold and got[1][1] < 1.0
+    assert got[3][1] < 0.2 and got[5][1] < 0.2
+    if holds is not None:  # the 503 to connection 1 still waits to be held, for that connection and path only
+        assert list(holds.until) == [("test", 1, "/x")]

@@ -12,6 +12,8 @@
   stalls cannot hold the request open (408; uvicorn itself has no body-read timeout).
 - The access log (``modelapi.access``) is written here, once the response has ended, and every log record
   written while the request is served carries its id (``logs.CONTEXT``).
+- A request that retries a 503 on the same connection and path before its ``Retry-After`` is held until then
+  (``http/holds.py``).
 - JSON limits are not set here: routes pass the server's (``http/services.py``) to the codecs explicitly.
 
 Errors raised outside the routes (a ``ModelAPIError`` from an inner middleware, or a crash) are rendered here,
@@ -37,9 +39,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..errors import ModelAPIError, PayloadTooLarge, RequestTimeout
 from ..events import Events, RequestRejected
 from ..logs import CONTEXT
+from ..security.slow_clients import ARRIVED
 from ..settings import Settings
 from .access import ACCESS_LOG, access_line
 from .errors import BODY_LIMIT, error_response, handle_modelapi_error, handle_unexpected
+from .holds import RetryHolds
 from .rejections import REPORTER
 
 log = logging.getLogger("modelapi")
@@ -67,12 +71,14 @@ class RequestContextMiddleware:
         body_timeout_s: float = 60.0,
         events: Events | None = None,
         uploads: Sequence[tuple[re.Pattern[str], int]] = (),
+        holds: RetryHolds | None = None,
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.uploads = tuple(uploads)
         self.body_timeout_s = body_timeout_s
         self.events = events
+        self.holds = holds
 
     def _too_large(self) -> None:
         if self.events is not None and self.events.active:
@@ -93,6 +99,12 @@ class RequestContextMiddleware:
         access = ACCESS_LOG.isEnabledFor(logging.INFO)
         status = 0
         sent = 0
+        holds = self.holds
+        if holds is not None and holds.until:
+            wait = holds.hold(scope.get("client"), scope["path"])
+            if wait > 0.0:  # a retry before its Retry-After: held until then, as if it had waited
+                await asyncio.sleep(wait)
+                scope[ARRIVED] = time.monotonic()
 
         async def send_with_headers(message: Message) -> None:
             nonlocal started, status, sent
@@ -104,6 +116,10 @@ class RequestContextMiddleware:
                 # raw (lower-case bytes) headers, as ASGI has them: MutableHeaders costs more than the rest here
                 raw = list(message.get("headers", ()))
                 present = {key.lower() for key, _ in raw}
+                if holds is not None and status == 503:  # not 429: that is one key's limit, not the path's
+                    retry_after = next((v for k, v in raw if k.lower() == b"retry-after"), None)
+                    if retry_after is not None:
+                        holds.refused(scope.get("client"), scope["path"], retry_after)
                 raw.append((b"x-request-id", rid.encode("latin-1")))
                 raw.extend(h for h in _STANDARD_RAW if h[0] not in present)
                 if tls and b"strict-transport-security" not in present:
@@ -276,6 +292,7 @@ def request_context(
         body_timeout_s=settings.body_timeout_s,
         events=events,
         uploads=uploads,
+        holds=RetryHolds() if settings.hold_early_retries else None,  # one per app: both paths share it
     )
 
 
