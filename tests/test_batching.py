@@ -585,3 +585,22 @@ def test_a_batcher_not_told_inline_keeps_every_run_on_the_thread() -> None:
         assert b.inline_runs == 0
 
     run(test)
+
+
+def test_the_inline_limit_follows_the_last_runs_window() -> None:
+    """The window's over-budget count and largest run are kept as runs come and go: after any sequence of runs
+    the limit is what the whole window gives (twice its largest run while at most a quarter ran over budget)."""
+    import random
+
+    b = batcher(FakeModel(), ThreadPoolExecutor(1))
+    rng = random.Random(7)
+    runs: list[tuple[int, float]] = []
+    for _ in range(500):
+        rows = rng.choice([1, 1, 1, 2, 8, 32, 64])
+        seconds = INLINE_BUDGET_S * rng.choice([0.1, 0.5, 3.0]) if rng.random() < 0.3 else INLINE_BUDGET_S / 10
+        b._ran(rows, seconds)
+        runs.append((rows, seconds))
+        window = runs[-INLINE_WINDOW:]
+        cheap = len(window) == INLINE_WINDOW and sum(s > INLINE_BUDGET_S for _, s in window) <= INLINE_WINDOW // 4
+        assert b._cheap(2 * max(n for n, _ in window)) is cheap
+        assert b._cheap(2 * max(n for n, _ in window) + 1) is False

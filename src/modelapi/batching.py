@@ -199,6 +199,8 @@ class Batcher:
         #: worked out once per run, so that the check per request is one comparison
         self._recent: deque[tuple[int, float]] = deque(maxlen=INLINE_WINDOW)
         self._inline_rows = 0
+        self._over = 0  # runs in the window over INLINE_BUDGET_S
+        self._most_rows = 0  # the window's largest run
         #: batches run inline on the event loop, for tests and diagnostics
         self.inline_runs = 0
 
@@ -264,10 +266,20 @@ class Batcher:
     def _ran(self, rows: int, seconds: float) -> None:
         """Record a run: at most a quarter of the window's runs over the budget keeps the model cheap."""
         recent = self._recent
+        # the window's count of runs over the budget and its largest run, kept as runs come and go (not
+        # recounted at every batch, which at one connection is every request)
+        evicted = recent[0] if len(recent) == INLINE_WINDOW else None
         recent.append((rows, seconds))
+        self._over += seconds > INLINE_BUDGET_S
+        if evicted is not None:
+            self._over -= evicted[1] > INLINE_BUDGET_S
+        if rows >= self._most_rows:
+            self._most_rows = rows
+        elif evicted is not None and evicted[0] == self._most_rows:
+            self._most_rows = max(n for n, _ in recent)
         cheap = self.inline and len(recent) == INLINE_WINDOW
-        if cheap and sum(s > INLINE_BUDGET_S for _, s in recent) <= INLINE_WINDOW // 4:
-            self._inline_rows = 2 * max(n for n, _ in recent)
+        if cheap and self._over <= INLINE_WINDOW // 4:
+            self._inline_rows = 2 * self._most_rows
         else:
             self._inline_rows = 0
 
