@@ -209,6 +209,23 @@ def test_a_call_that_waited_to_be_read_past_the_queue_budget_is_refused_on_its_h
     unload(dp)
 
 
+def test_a_body_slower_than_the_queue_budget_is_served_on_an_idle_model() -> None:
+    """The wait before admission counts against the queue time, the body's upload does not: a request whose
+    body takes longer than max_queue_ms to arrive is served when the model is idle, not dropped for queue time
+    (on every retry)."""
+    dp = loaded(Recorder(), max_queue_ms=50)
+
+    async def go() -> None:
+        ctx = CallContext(protocol="v2", arrived=time.monotonic() - 0.02)  # admitted: 20 of its 50 ms used
+        with dp.admit("recorder", ctx) as admission:
+            await asyncio.sleep(0.1)  # the body arrives
+            with admission.call() as call:
+                assert (await call.infer(request([1.0]))).outputs["y"].tolist() == [2.0]
+
+    asyncio.run(go())
+    unload(dp)
+
+
 def test_requests_for_different_outputs_or_parameters_do_not_share_a_batch() -> None:
     model = Recorder()
     dp = loaded(model)

@@ -91,3 +91,15 @@ def test_the_time_a_request_waited_to_be_read_counts_against_the_budget() -> Non
         gate.enter("m", expected_wait_s=0.03, waited_s=0.03)
     assert "after the 30 ms it waited to be read" in refused.value.detail
     assert refused.value.headers["retry-after"] == "1"
+
+
+def test_a_flood_past_the_longest_retry_after_does_not_book_the_schedule_past_it() -> None:
+    """The schedule is booked at most MAX_RETRY_AFTER_S ahead: refusals after the flood has passed are told to
+    come back in a second, not the 30 s a schedule booked hours ahead would still give."""
+    clock = Clock()
+    gate = ModelGate(max_inflight=1, clock=clock)
+    gate.enter("m")
+    waits = [_retry_after(gate) for _ in range(10_000)]  # 20 a second: 500 s of returns asked for
+    assert max(waits) == 30
+    clock.now += 31.0
+    assert _retry_after(gate) == 1

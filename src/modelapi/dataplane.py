@@ -174,7 +174,7 @@ class DataPlane:
             raise
         if batcher is not None:
             batcher.arriving += 1
-        return Admission(self, handle, ctx, version, label)
+        return Admission(self, handle, ctx, version, label, waited)
 
     async def infer(
         self,
@@ -212,16 +212,23 @@ class Admission:
     """A call admitted into a model's gate whose body is still to be read; ``call()`` turns it into the ``Call``.
     Leaving its ``with`` block without one gives the slot back (a body that failed to arrive, say)."""
 
-    __slots__ = ("_arrived", "_called", "_released", "ctx", "handle", "label", "plane", "version")
+    __slots__ = ("_arrived", "_called", "_released", "ctx", "handle", "label", "plane", "version", "waited")
 
     def __init__(
-        self, plane: DataPlane, handle: VersionHandle, ctx: CallContext, version: str | None, label: str | None
+        self,
+        plane: DataPlane,
+        handle: VersionHandle,
+        ctx: CallContext,
+        version: str | None,
+        label: str | None,
+        waited: float = 0.0,
     ) -> None:
         self.plane = plane
         self.handle = handle
         self.ctx = ctx
         self.version = version
         self.label = label
+        self.waited = waited  # seconds from the head's arrival to the admission (CallContext.arrived)
         self._called = False  # a flag, not the Call: the Call refers to this, and a cycle waits for the collector
         self._released = False
         self._arrived = False
@@ -361,8 +368,10 @@ class Call:
             key = batch_key(handle.version, outputs_wanted, request.parameters, open_shapes)
         seconds, bound = self._timeout()
         queue_s = handle.max_queue_s if handle.max_queue_s is not None else self.plane.gate.max_queue_s
-        arrived = self.ctx.arrived if self.ctx.arrived is not None else self.started
-        queue_deadline = None if queue_s is None or not self.ctx.timed else arrived + queue_s
+        # the wait before admission counts (a head the event loop got to late), the body's upload does not: a
+        # large or slow body would otherwise run out of queue time on an idle model, on every retry
+        timed = queue_s is not None and self.ctx.timed
+        queue_deadline = self.started - self.admission.waited + queue_s if timed and queue_s is not None else None
         try:
             async with asyncio.timeout(seconds):
                 run = handle.run(inputs, rows, key, self.timing, queue_deadline)

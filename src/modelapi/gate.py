@@ -54,7 +54,10 @@ class Returns:
         if elapsed >= 1.0:
             self.rate = (served - self.counted) / elapsed
             self.since, self.counted = now, served
-        self.booked = max(self.booked, now) + 1.0 / max(RETURN_SHARE * self.rate, MIN_RETURNS_PER_S)
+        # booked no further than the longest Retry-After: a flood refused beyond it is told that anyway, and a
+        # schedule booked past it would tell the next refusals, long after the flood, to wait that long too
+        step = 1.0 / max(RETURN_SHARE * self.rate, MIN_RETURNS_PER_S)
+        self.booked = min(max(self.booked, now) + step, now + MAX_RETRY_AFTER_S)
         return min(MAX_RETRY_AFTER_S, max(at_least, math.ceil(self.booked - now)))
 
 
