@@ -168,3 +168,16 @@ def test_pipelined_requests_are_answered_in_order(server: RunningServer) -> None
         answers = [read_answer(sock) for _ in range(3)]
     assert [status(a) for a in answers] == [200, 200, 200]
     assert answers[0].split(b"\r\n\r\n")[1] == answers[2].split(b"\r\n\r\n")[1] != answers[1].split(b"\r\n\r\n")[1]
+
+
+def test_a_websocket_upgrade_is_answered_not_held(server: RunningServer) -> None:
+    """modelapi serves no websocket: the upgrade's refusal (a head and a body, written through the connection's
+    head-holding transport) reaches the client at once."""
+    with connect(server) as sock:
+        sock.settimeout(5)
+        sock.sendall(
+            b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        answer = read_all(sock)
+    assert status(answer) in (403, 404), answer[:200]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+
+from modelapi.cli import _settings, build_parser
 from modelapi.http.holds import RetryHolds
 
 A = ("10.0.0.1", 50000)
@@ -46,3 +49,10 @@ def test_at_most_max_held_are_remembered_and_expired_ones_make_room() -> None:
     clock.now += 2  # all three expired: the next refusal sweeps them
     holds.refused(("10.0.0.3", 1), "/p", b"1")
     assert list(holds.until) == [("10.0.0.3", 1, "/p")]
+
+
+def test_the_flag_and_the_environment_turn_holding_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _settings(build_parser().parse_args(["serve"]), []).hold_early_retries is True
+    assert _settings(build_parser().parse_args(["serve", "--no-hold-early-retries"]), []).hold_early_retries is False
+    monkeypatch.setenv("MODELAPI_HOLD_EARLY_RETRIES", "false")
+    assert _settings(build_parser().parse_args(["serve"]), []).hold_early_retries is False
