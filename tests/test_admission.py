@@ -97,6 +97,16 @@ def _app(**settings: Any) -> tuple[Any, Recorder, EventLog]:
     return app, model, log
 
 
+async def _running(model: Recorder, seconds: float, times: int = 1) -> None:
+    """Returns once the model has started a batch with ``seconds`` for the ``times``-th time (on a loaded
+    machine, a fixed sleep may end before it has)."""
+    for _ in range(2000):
+        if model.seen.count(seconds) >= times:
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"no batch with {seconds} started: {model.seen}")
+
+
 def _rejected(log: EventLog) -> list[tuple[str, int]]:
     return [(e.reason, e.status) for e in log.of(RequestRejected)]
 
@@ -109,7 +119,7 @@ def test_an_expected_wait_over_max_queue_ms_is_refused_on_the_head() -> None:
             model.seen.clear()  # the warm-up's row
             assert (await _call(app, 0.3))[0] == 200  # the model's batches: about 0.3 s each
             running = asyncio.create_task(_call(app, 0.3))
-            await asyncio.sleep(0.05)
+            await _running(model, 0.3, 2)
             reads = 0
 
             async def receive() -> Message:
@@ -183,7 +193,7 @@ def test_a_request_whose_queue_time_runs_out_never_reaches_the_model() -> None:
         async with app.router.lifespan_context(app):
             model.seen.clear()  # the warm-up's row
             first = asyncio.create_task(_call(app, 0.5))
-            await asyncio.sleep(0.05)  # the first runs; nothing has finished, so nothing is refused on the head
+            await _running(model, 0.5)  # the first runs; nothing has finished, so nothing is refused on the head
             status, headers, payload = await _call(app, 0.01)
             assert status == 503 and headers[b"retry-after"] == b"1"
             assert "queue-time limit" in orjson.loads(payload)["error"]
@@ -202,7 +212,7 @@ def test_a_client_that_disconnects_while_waiting_is_dropped_before_its_batch() -
         async with app.router.lifespan_context(app):
             model.seen.clear()  # the warm-up's row
             first = asyncio.create_task(_call(app, 0.4))
-            await asyncio.sleep(0.05)
+            await _running(model, 0.4)
             messages = [{"type": "http.request", "body": _body(0.02), "more_body": False}]
 
             async def leaving() -> Message:  # the body, then the client goes away while its rows wait
