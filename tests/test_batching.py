@@ -19,6 +19,7 @@ from modelapi.batching import (
     BatcherClosed,
     BatchPolicy,
     QueueExpired,
+    Timing,
     batch_key,
     concat,
     parse_policy,
@@ -604,3 +605,46 @@ def test_the_inline_limit_follows_the_last_runs_window() -> None:
         cheap = len(window) == INLINE_WINDOW and sum(s > INLINE_BUDGET_S for _, s in window) <= INLINE_WINDOW // 4
         assert b._cheap(2 * max(n for n, _ in window)) is cheap
         assert b._cheap(2 * max(n for n, _ in window) + 1) is False
+
+
+# running at once, when no other call could join -------------------------------------------------------------
+def test_run_now_runs_on_the_loop_when_the_model_is_idle_and_cheap_and_else_leaves_it_to_submit() -> None:
+    async def test(executor: ThreadPoolExecutor) -> None:
+        model = FakeModel(hold_first=True)
+        b = batcher(model, executor)
+        told: list[tuple[int, int, float]] = []
+        b.on_batch = lambda rows, requests, seconds: told.append((rows, requests, seconds))
+        x = {"x": np.array([1.0, 2.0])}
+        assert b.run_now(x, 2) is None  # not known cheap yet: nothing ran
+        assert model.calls == []
+        first = await busy(b, model)  # measured on the thread first; the first run holds the model
+        assert b.run_now(x, 2) is None  # busy: a submit would wait
+        model.release.set()
+        await first
+        for i in range(INLINE_WINDOW - 1):
+            await submit(b, float(i))
+        timing = Timing()
+        runs, batches = b.inline_runs, len(b.batch_rows)
+        out = b.run_now(x, 2, timing)
+        assert out is not None
+        np.testing.assert_array_equal(out["y"], [[2.0, 3.0], [4.0, 6.0]])
+        assert list(out["label"]) == ["1.0", "2.0"]
+        assert b.inline_runs == runs + 1 and len(b.batch_rows) == batches + 1 and not b.busy
+        assert timing.queue_s == 0.0 and timing.compute_s > 0.0 and told[-1][:2] == (2, 1)
+        with pytest.raises(Poisoned):  # the model's own error, raised to the caller; the batcher stays usable
+            b.run_now({"x": np.array([-1.0])}, 1)
+        assert not b.busy and b.run_now({"x": np.array([5.0])}, 1) is not None
+        assert b.run_now({"x": np.arange(5.0)}, 5) is None  # more than twice the rows measured: the thread's
+        model.release.clear()
+        model.started.clear()
+        held = submit(b, *[9.0] * 5)  # five rows: on the thread, where it is held
+        await wait_started(model)
+        queued = submit(b, 1.0)
+        await until_waiting(b, 1)
+        assert b.run_now(x, 2) is None  # busy, and a request waits: it would join the next batch
+        model.release.set()
+        await asyncio.gather(held, queued)
+        b.close()
+        assert b.run_now(x, 2) is None  # closed: submit says so
+
+    run(test)

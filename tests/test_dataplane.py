@@ -14,7 +14,7 @@ import pytest
 
 from helpers.repo import EventLog, ModelRepo, skops_bytes, slow_joblib_bytes
 from helpers.repo import rows as repo_rows
-from modelapi.batching import Batcher, BatchPolicy
+from modelapi.batching import INLINE_WINDOW, Batcher, BatchPolicy
 from modelapi.context import CallContext
 from modelapi.dataplane import DataPlane
 from modelapi.errors import (
@@ -142,6 +142,55 @@ def test_concurrent_requests_are_batched_and_answered_exactly() -> None:
         out = answer.outputs  # type: ignore[attr-defined]
         assert out["y"].tolist() == [2 * v for v in a]
         assert out["label"].tolist() == [f"r{i}:{v:g}" for v in a]
+    unload(dp)
+
+
+class CheapRecorder(Recorder):
+    """A library format's model (its batches may run inline on the event loop once known cheap)."""
+
+    platform = "sklearn"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: list[bool] = []
+
+    def predict(self, inputs: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
+        self.threads.append(threading.current_thread() is threading.main_thread())
+        return super().predict(inputs)
+
+
+def test_the_only_request_in_progress_runs_at_once_and_requests_that_arrive_together_still_share_a_batch() -> None:
+    """A front end that counts its requests in progress (``CallContext.in_progress``): the only one runs on an
+    idle cheap model at once; with others in progress, those that reach the model in one turn share a batch."""
+    model = CheapRecorder()
+    dp = loaded(model)
+    b = batcher(dp, "recorder")
+
+    async def go() -> None:
+        for i in range(INLINE_WINDOW):  # measured on the model's thread first
+            await dp.infer("recorder", request([float(i)]))
+        model.calls.clear()
+        ran_between: list[bool] = []
+
+        async def other() -> None:
+            ran_between.append(True)
+
+        alone = CallContext("v2", in_progress=[object()])
+        task = asyncio.ensure_future(other())  # would run in a turn of the loop before the answer, if one was taken
+        runs = b.inline_runs
+        answer = await dp.infer("recorder", request([3.0], tag="a"), alone)
+        assert answer.outputs["y"].tolist() == [6.0] and model.threads[-1] is True
+        assert b.inline_runs == runs + 1 and ran_between == []  # on the loop, without a turn of it
+        await task
+        together = [object()] * 3
+        answers = await asyncio.gather(
+            *(dp.infer("recorder", request([float(i)]), CallContext("v2", in_progress=together)) for i in range(3))
+        )
+        assert model.calls[-1] == 3 and [a.outputs["y"].tolist() for a in answers] == [[0.0], [2.0], [4.0]]
+        uncounted = await asyncio.gather(*(dp.infer("recorder", request([float(i)])) for i in range(3)))
+        assert model.calls[-1] == 3 and len(uncounted) == 3  # a front end that does not count: the turn is taken
+
+    asyncio.run(go())
     unload(dp)
 
 

@@ -28,6 +28,8 @@ before its batches go back to the thread. A request that finds a cheap model idl
 forms its batch after one turn of the event loop: the requests that arrived in the same turn join it (nothing
 else runs on the loop while an inline batch runs, so without this every request would find the model idle and
 run alone). When none joined, it runs its batch itself; a batch that others joined runs in a task of its own.
+A caller that knows no other request is in progress (the HTTP front end counts them) skips that turn:
+``run_now`` runs the rows at once when the model is idle and cheap, with no future, task or turn of the loop.
 """
 
 from __future__ import annotations
@@ -259,6 +261,47 @@ class Batcher:
         # a cancelled waiter is skipped when batches form, or its answer dropped
         return _unless_expired(await future)
 
+    def run_now(self, inputs: Mapping[str, np.ndarray], rows: int, timing: Timing | None = None) -> Arrays | None:
+        """``inputs``' outputs, run at once on the event loop, when waiting could gain nothing: the caller knows no
+        other call for this model is in flight (none could join a batch), the model is idle, nothing waits, and
+        the model is cheap enough to run inline. Else ``None``, and the caller submits.
+
+        At one connection this is every request: without the loop's turn, future and wake-up that forming a batch
+        costs (docs/benchmarks.md). A model error is raised to the caller, as ``submit`` raises it."""
+        if self._busy or self._timer is not None or self._pending or self._closed or not self._cheap(rows):
+            return None
+        if asyncio.get_running_loop() is not self._loop:
+            return None  # a loop it has not served: submit resets what it knew
+        self._busy = True
+        self._rows_per_request += 0.1 * (rows - self._rows_per_request)
+        self.batch_rows.append(rows)
+        self.inline_runs += 1
+        started = self._running_since = time.monotonic()
+        self._running_requests = 1
+        try:
+            outputs = self.run(inputs, rows)
+        except Exception:
+            self._ran(rows, time.monotonic() - started)
+            raise
+        finally:
+            self._busy = False
+            self._running_requests = 0
+            self._drained_from = None  # nothing was queued, and nothing could queue meanwhile: no drain to measure
+        seconds = time.monotonic() - started
+        self._finished(rows, 1, seconds, seconds)
+        if timing is not None:
+            timing.queue_s = 0.0
+            timing.compute_s = seconds
+        return dict(outputs)
+
+    def _finished(self, rows: int, requests: int, seconds: float, ran: float) -> None:
+        """A batch of ``rows`` rows for ``requests`` requests ran without error: ``seconds`` from its start to its
+        outputs, ``ran`` the run itself (without a hand-off to the model's thread and back)."""
+        self._batch_s = seconds if self._batch_s == 0.0 else self._batch_s + 0.2 * (seconds - self._batch_s)
+        self._ran(rows, ran)
+        if self.on_batch is not None:
+            self.on_batch(rows, requests, seconds)
+
     def _cheap(self, rows: int) -> bool:
         """Whether a batch of ``rows`` rows may run inline (see the module's docstring)."""
         return rows <= self._inline_rows and not tracing.ON
@@ -411,14 +454,11 @@ class Batcher:
             await self._run_and_split(live[half:])
             return
         seconds = time.monotonic() - started
-        self._batch_s = seconds if self._batch_s == 0.0 else self._batch_s + 0.2 * (seconds - self._batch_s)
-        self._ran(rows, ran)  # the run itself, without the hand-off to the thread and back
         for item in live:
             if item.timing is not None:
                 item.timing.queue_s = started - item.arrived
                 item.timing.compute_s = seconds
-        if self.on_batch is not None:
-            self.on_batch(rows, len(live), seconds)
+        self._finished(rows, len(live), seconds, ran)
         if len(live) == 1:
             _settle(live[0].future, dict(outputs))
             return

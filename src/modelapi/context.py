@@ -7,7 +7,7 @@ gets a type error, not an unlimited call.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sized
 from dataclasses import dataclass
 
 from .security.principal import Principal
@@ -37,6 +37,9 @@ class CallContext:
     disconnected); the data plane watches it while the call's rows wait, and drops them unrun if it completes.
     ``arrived``: a ``time.monotonic()`` when the front end had the request's head, where it knows: the wait
     before the data plane sees the call (a busy event loop getting to it) counts against the queue-time bound.
+    ``in_progress``: the front end's requests in progress, this one included, where it counts them (its length
+    is read when the model is about to be called): when this call is the only one, none could join its batch,
+    and an idle model runs it at once instead of waiting a turn of the event loop for others.
     """
 
     protocol: str = "python"
@@ -48,6 +51,7 @@ class CallContext:
     charge_rows: Callable[[int], Awaitable[None]] | None = None
     disconnected: Callable[[], Awaitable[None]] | None = None
     arrived: float | None = None
+    in_progress: Sized | None = None
 
 
 #: a call from Python code in this process: no key, no deadline, the server's timeout

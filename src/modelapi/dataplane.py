@@ -372,14 +372,24 @@ class Call:
         # large or slow body would otherwise run out of queue time on an idle model, on every retry
         timed = queue_s is not None and self.ctx.timed
         queue_deadline = self.started - self.admission.waited + queue_s if timed and queue_s is not None else None
+        batcher = handle.batcher
         try:
-            async with asyncio.timeout(seconds):
-                run = handle.run(inputs, rows, key, self.timing, queue_deadline)
-                gone = self.ctx.disconnected
-                if gone is not None and handle.batcher is not None and handle.batcher.busy:
-                    outputs = await _unless_gone(run, gone)  # it will wait: watch for the client leaving
-                else:
-                    outputs = await run
+            ran = None
+            # the only request in progress: none could join its batch, so an idle cheap model runs it now, without
+            # waiting a turn of the event loop for others (an inline run cannot be interrupted by the timeout)
+            alone = self.ctx.in_progress
+            if batcher is not None and alone is not None and len(alone) <= 1 and (seconds is None or seconds > 0):
+                ran = batcher.run_now(inputs, rows, self.timing)
+            if ran is not None:
+                outputs = ran
+            else:
+                async with asyncio.timeout(seconds):
+                    run = handle.run(inputs, rows, key, self.timing, queue_deadline)
+                    gone = self.ctx.disconnected
+                    if gone is not None and batcher is not None and batcher.busy:
+                        outputs = await _unless_gone(run, gone)  # it will wait: watch for the client leaving
+                    else:
+                        outputs = await run
         except QueueExpired:
             events = self.plane.events
             if events.active:

@@ -10,7 +10,7 @@ from typing import Any
 import uvicorn
 from uvicorn.server import ServerState
 
-from modelapi.security.slow_clients import ARRIVED, protocol_class
+from modelapi.security.slow_clients import ARRIVED, IN_PROGRESS, protocol_class
 
 
 class Wire(asyncio.Transport):
@@ -45,6 +45,7 @@ async def exchange(request: bytes) -> tuple[list[dict[str, Any]], Wire]:
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         scopes.append(scope)
+        scope["seen_in_progress"] = len(scope[IN_PROGRESS]), asyncio.current_task() in scope[IN_PROGRESS]
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
         await send({"type": "http.response.body", "body": b"{}"})
 
@@ -69,6 +70,12 @@ def test_each_request_is_stamped_with_the_time_its_head_arrived() -> None:
     after = time.monotonic()
     assert [s["path"] for s in scopes] == ["/a", "/b"]
     assert all(before <= s[ARRIVED] <= after for s in scopes)
+
+
+def test_each_request_carries_the_servers_requests_in_progress_itself_included() -> None:
+    scopes, _ = asyncio.run(exchange(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n"))
+    assert scopes[0]["seen_in_progress"] == (1, True)
+    assert len(scopes[0][IN_PROGRESS]) == 0  # the request done, it is no longer counted
 
 
 def test_a_small_answer_is_one_write_and_the_answer_to_head_is_not_held() -> None:

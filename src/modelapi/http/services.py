@@ -24,7 +24,7 @@ from ..repository.registry import Repository
 from ..security.auth import Auth
 from ..security.limits import KeyLimits
 from ..security.principal import current_principal
-from ..security.slow_clients import ARRIVED
+from ..security.slow_clients import ARRIVED, IN_PROGRESS
 from ..settings import Settings
 from . import request as bodies
 
@@ -52,14 +52,21 @@ class Services:
 
     def context(self, request: Request, protocol: str) -> CallContext:
         """What the data plane needs to know of this request: who calls, its id, the protocol, the JSON limits."""
-        state = request.scope.get("state")
+        scope = request.scope
+        state = scope.get("state")
         rid = state.get("request_id") if state else None
         gone = functools.partial(_disconnected, request.receive)
         principal = current_principal(request)
         rows = self.limits.row_charger(principal, protocol) if self.limits and principal and principal.limits else None
-        arrived = request.scope.get(ARRIVED)
         return CallContext(
-            protocol, principal, rid, json=self.json_limits, charge_rows=rows, disconnected=gone, arrived=arrived
+            protocol,
+            principal,
+            rid,
+            json=self.json_limits,
+            charge_rows=rows,
+            disconnected=gone,
+            arrived=scope.get(ARRIVED),
+            in_progress=scope.get(IN_PROGRESS),
         )
 
     def max_rows(self, call: Call) -> int | None:

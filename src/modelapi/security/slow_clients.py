@@ -8,7 +8,9 @@ and ``431 Request Header Fields Too Large`` after ``max_header_bytes``, and clos
 has its own deadline, enforced by ``http/middleware.py``.
 
 It also stamps each request's scope with the ``time.monotonic()`` its head was complete (``ARRIVED``): the data
-plane counts the wait from then against the queue-time bound (``context.CallContext.arrived``).
+plane counts the wait from then against the queue-time bound (``context.CallContext.arrived``). And with
+``IN_PROGRESS`` the server's requests in progress (uvicorn's set of their tasks, this one's included, shared by
+every connection): a call that is the only one needs no batch to wait for (``context.CallContext.in_progress``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from ..http.transport import HeadHolding
 
 #: the scope key of the ``time.monotonic()`` when the request's head was complete
 ARRIVED = "modelapi.arrived"
+#: the scope key of the server's requests in progress (a sized collection, this request's included)
+IN_PROGRESS = "modelapi.in_progress"
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -69,7 +73,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._end_head()
-        self.scope[ARRIVED] = time.monotonic()  # type: ignore[literal-required]  # the scope uvicorn is building
+        scope = self.scope
+        scope[ARRIVED] = time.monotonic()  # type: ignore[literal-required]  # the scope uvicorn is building
+        scope[IN_PROGRESS] = self.tasks  # type: ignore[literal-required]  # its task joins them just below
         super().on_headers_complete()
 
     # the head's timer ------------------------------------------------------------------------------------------
