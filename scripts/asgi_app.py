@@ -9,6 +9,11 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from modelapi.security.slow_clients import BODY_IN, IN_PROGRESS
+
+#: the server's requests in progress while one request at a time is served: that one
+ALONE = (None,)
+
 
 async def start(app: Any) -> asyncio.Future[Any]:
     """Run ``app``'s lifespan startup (the models load); returns the lifespan's task, to cancel at the end."""
@@ -30,6 +35,8 @@ def poster(app: Any, path: str, headers: list[tuple[bytes, bytes]], data: bytes)
             "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
             "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
             "headers": headers, "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 8000), "state": {},
+            IN_PROGRESS: ALONE,  # as modelapi's HTTP protocol stamps it: this request is the only one
+            BODY_IN: True,  # and its body arrived with its head
         }  # fmt: skip
         sent: list[dict[str, Any]] = []
         given = False

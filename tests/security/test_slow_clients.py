@@ -10,7 +10,7 @@ from typing import Any
 import uvicorn
 from uvicorn.server import ServerState
 
-from modelapi.security.slow_clients import ARRIVED, IN_PROGRESS, protocol_class
+from modelapi.security.slow_clients import ARRIVED, BODY_IN, IN_PROGRESS, protocol_class
 
 
 class Wire(asyncio.Transport):
@@ -46,6 +46,7 @@ async def exchange(request: bytes) -> tuple[list[dict[str, Any]], Wire]:
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         scopes.append(scope)
         scope["seen_in_progress"] = len(scope[IN_PROGRESS]), asyncio.current_task() in scope[IN_PROGRESS]
+        scope["body_in_at_start"] = BODY_IN in scope
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
         await send({"type": "http.response.body", "body": b"{}"})
 
@@ -76,6 +77,16 @@ def test_each_request_carries_the_servers_requests_in_progress_itself_included()
     scopes, _ = asyncio.run(exchange(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n"))
     assert scopes[0]["seen_in_progress"] == (1, True)
     assert len(scopes[0][IN_PROGRESS]) == 0  # the request done, it is no longer counted
+
+
+def test_a_request_whose_body_is_whole_when_it_starts_is_marked_and_one_still_arriving_is_not() -> None:
+    post = b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\n"
+    scopes, _ = asyncio.run(exchange(post + b"abcd"))
+    assert scopes[0]["body_in_at_start"] is True
+    scopes, _ = asyncio.run(exchange(post + b"ab"))  # half the body: reading it may wait, so it keeps its timer
+    assert scopes[0]["body_in_at_start"] is False and BODY_IN not in scopes[0]
+    scopes, _ = asyncio.run(exchange(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n"))
+    assert scopes[0]["body_in_at_start"] is True
 
 
 def test_a_small_answer_is_one_write_and_the_answer_to_head_is_not_held() -> None:

@@ -39,7 +39,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..errors import ModelAPIError, PayloadTooLarge, RequestTimeout
 from ..events import Events, RequestRejected
 from ..logs import CONTEXT
-from ..security.slow_clients import ARRIVED
+from ..security.slow_clients import ARRIVED, BODY_IN
 from ..settings import Settings
 from .access import ACCESS_LOG, access_line
 from .errors import BODY_LIMIT, error_response, handle_modelapi_error, handle_unexpected
@@ -163,10 +163,12 @@ class RequestContextMiddleware:
         body_done = False
         routed = False
         # one timer per request for the whole body (not one per receive: that costs more than the rest of the
-        # middleware); it interrupts only a receive that is waiting, else the next receive sees the deadline
+        # middleware); it interrupts only a receive that is waiting, else the next receive sees the deadline. A
+        # body the server has whole already (BODY_IN) cannot keep a receive waiting: no timer for it
         deadline = loop.time() + self.body_timeout_s
-        task = asyncio.current_task()
+        task: asyncio.Task[object] | None = None
         timer: asyncio.TimerHandle | None = None
+        whole = BODY_IN in scope
         waiting = expired = False
 
         def expire() -> None:
@@ -182,7 +184,7 @@ class RequestContextMiddleware:
             )
 
         async def receive_limited() -> Message:
-            nonlocal received, body_done, timer, waiting, limit, routed
+            nonlocal received, body_done, timer, waiting, limit, routed, task
             if body_done:  # after the body: waiting for a disconnect is no read
                 return await receive()
             if not routed:  # the first read: the matched route's own limit, if it has one, else max_body_bytes
@@ -190,7 +192,8 @@ class RequestContextMiddleware:
                 limit = scope.get(BODY_LIMIT) or self.max_body_bytes
             if expired or loop.time() >= deadline:
                 raise timed_out()
-            if timer is None:
+            if timer is None and not whole:
+                task = asyncio.current_task()
                 # an empty context: a cancelled timer waits in the loop's heap until its deadline, and one
                 # holding this request's context would keep its scope alive that long (measured: +5 µs a request)
                 timer = loop.call_at(deadline, expire, context=contextvars.Context())
@@ -211,7 +214,7 @@ class RequestContextMiddleware:
                 body_done = not message.get("more_body", False)
             else:
                 body_done = True
-            if body_done:
+            if body_done and timer is not None:
                 timer.cancel()
             return message
 

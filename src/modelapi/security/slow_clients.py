@@ -11,6 +11,8 @@ It also stamps each request's scope with the ``time.monotonic()`` its head was c
 plane counts the wait from then against the queue-time bound (``context.CallContext.arrived``). And with
 ``IN_PROGRESS`` the server's requests in progress (uvicorn's set of their tasks, this one's included, shared by
 every connection): a call that is the only one needs no batch to wait for (``context.CallContext.in_progress``).
+A request whose whole body has arrived is marked ``BODY_IN`` (the usual case for a small body, read with its
+head): reading it cannot wait, so the middleware arms no body-read timer for it.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from ..http.transport import HeadHolding
 ARRIVED = "modelapi.arrived"
 #: the scope key of the server's requests in progress (a sized collection, this request's included)
 IN_PROGRESS = "modelapi.in_progress"
+#: the scope key set when the request's whole body is in (``receive`` returns it without waiting)
+BODY_IN = "modelapi.body_in"
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -77,6 +81,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         scope[ARRIVED] = time.monotonic()  # type: ignore[literal-required]  # the scope uvicorn is building
         scope[IN_PROGRESS] = self.tasks  # type: ignore[literal-required]  # its task joins them just below
         super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        cycle = self.cycle
+        if cycle is not None and not cycle.more_body:
+            cycle.scope[BODY_IN] = True  # type: ignore[literal-required]
 
     # the head's timer ------------------------------------------------------------------------------------------
     # One timer per connection, not one per request: a head sets its deadline, and the timer, when it fires,
