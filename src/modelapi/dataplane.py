@@ -25,6 +25,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
@@ -146,6 +147,38 @@ class DataPlane:
         principal = ctx.principal
         return [n for n in self.repository.names() if principal is None or principal.can_use(n)]
 
+    def shed(self) -> Shed | None:
+        """A refusal for a call arriving now that a front end can give before it reads the request (for HTTP, in
+        the protocol, before any of the app runs): only while the gate's last decision was a refusal, and only
+        when every version of every ready model would refuse it on its head now, so the answer says nothing of
+        which models exist (it may come before authentication); else ``None`` (one attribute read while the gate
+        admits). The refusal books its ``Retry-After`` in the schedule of returns, as one by ``admit`` does."""
+        gate = self.gate
+        if not gate.refusing:
+            return None
+        repository = self.repository
+        names = repository.ready_names()
+        refused: tuple[str, int] | None = None
+        for name in names:
+            for handle in repository.entry(name).serving.values():
+                batcher = handle.batcher
+                wait = batcher.expected_wait(batcher.arriving) if batcher is not None else 0.0
+                budget = handle.max_queue_s if handle.max_queue_s is not None else gate.max_queue_s
+                # a head read now waits about as long as the last call decided did, before it is decided; that
+                # wait is trusted for one budget's time, after which a call goes through to measure it again
+                lag = gate.recent_wait(budget) if budget is not None else 0.0
+                refused = gate.refusal(name, handle.max_inflight, handle.max_queue_s, wait, lag, estimated=True)
+                if refused is None:
+                    gate.refusing = False  # a call would be admitted: the next ones go to the gate itself
+                    return None
+        if refused is None:
+            return None  # no model ready: the routes say so
+        only = names[0] if len(names) == 1 else None
+        detail, at_least = refused
+        if only is None:
+            detail = "every model this server serves is over its in-flight or queue-time limit; retry shortly"
+        return Shed(only, detail, gate.retry_after(names[0], at_least))
+
     # inference -------------------------------------------------------------------------------------------
     def call(self, name: str, ctx: CallContext = LOCAL, version: str | None = None, label: str | None = None) -> Call:
         """An admitted call into ``name``; use it as a context manager (``with plane.call(...) as call``)."""
@@ -206,6 +239,15 @@ def _output_sources(signature: Signature, wanted: list[str], name: str) -> dict[
 
 def _reason(status: int) -> str:
     return {404: "not_found", 503: "unavailable", 403: "forbidden", 401: "unauthenticated"}.get(status, "error")
+
+
+@dataclass(frozen=True, slots=True)
+class Shed:
+    """``DataPlane.shed``'s refusal: the model refused (``None`` when several are), why, and its headers."""
+
+    model: str | None
+    detail: str
+    headers: dict[str, str]
 
 
 class Admission:

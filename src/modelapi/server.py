@@ -30,6 +30,7 @@ from .dataplane import DataPlane
 from .errors import ModelLoadError
 from .http.app import create_app
 from .http.lifecycle import Lifecycle
+from .http.shedding import Shedding
 from .metrics import runtime as metrics
 from .models.python import is_class_spec
 from .models.registry import PICKLE_SUFFIXES
@@ -218,8 +219,11 @@ def serve_socket(
         on_ready(app.state.dataplane)
 
     grpc_server: GrpcServer | None = None
+    shedding = Shedding()  # the protocol's refusals on the head under overload, bound to the app once it exists
     lifecycle = Lifecycle(
-        lambda: create_app(None, settings, shared=shared, metrics_socket=metrics_socket, freeze_heap=True),
+        lambda: create_app(
+            None, settings, shared=shared, metrics_socket=metrics_socket, freeze_heap=True, shedding=shedding
+        ),
         prepare=lambda app: app.state.dataplane.start(),
         background_startup=background_startup,
         cluster_ready=cluster_ready,
@@ -258,7 +262,7 @@ def serve_socket(
         # slow clients (docs/security.md#limits): idle keep-alive, request head time and size; the body's
         # deadline is the middleware's
         timeout_keep_alive=settings.keep_alive_s,  # type: ignore[arg-type]
-        http=protocol_class(settings.header_timeout_s, settings.max_header_bytes),
+        http=protocol_class(settings.header_timeout_s, settings.max_header_bytes, shedding),
         h11_max_incomplete_event_size=settings.max_header_bytes,
         **tls.uvicorn_options(settings),
     )

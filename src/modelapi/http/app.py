@@ -30,10 +30,12 @@ from ..security.limits import KeyLimits, rate_limit
 from ..security.meter import meter_for
 from ..settings import Settings
 from .errors import handle_http_exception, handle_modelapi_error
-from .fastpath import App
+from .fastpath import App, fast_routes
+from .holds import RetryHolds
 from .middleware import cors, request_context
 from .routing import body_limits, guard
 from .services import Services
+from .shedding import Shedding
 from .tracing import tracing_middleware
 
 
@@ -44,13 +46,15 @@ def create_app(
     shared: SharedState | None = None,
     metrics_socket: socket.socket | None = None,
     freeze_heap: bool = False,
+    shedding: Shedding | None = None,
 ) -> Starlette:
     """The ASGI application serving ``models`` (models built in Python, a data plane, or ``None``: what
     ``settings`` names). Models load in the lifespan startup, before readiness. ``shared``: the workers' shared
     repository state, with ``--workers N``. ``metrics_socket``: the ``--metrics-port`` listener, bound by the
     server (once, before any fork), served by this app's lifespan. ``freeze_heap``: the process is the
     server's worker, whose heap ``heap.HeapFreezer`` freezes once models load (not for an app embedded in
-    another program, whose heap is that program's)."""
+    another program, whose heap is that program's). ``shedding``: the server's HTTP protocol's refusals on the
+    head under overload (``http/shedding.py``), bound here to this app's data plane and inference routes."""
     settings = settings or Settings()
     tracing.configure(settings)  # per worker, after any fork: the SDK's export thread is per process
     if isinstance(models, DataPlane):
@@ -115,15 +119,20 @@ def create_app(
             metrics.flush()
             tracing.shutdown()  # what configure() built: the last spans are exported
 
-    routes = [route for protocol in registered() for route in protocol.routes(services)]
+    owned = [(route, protocol) for protocol in registered() for route in protocol.routes(services)]
+    routes = [route for route, _ in owned]
     # the router tries routes in order: inference routes first (no other route matches their paths)
     routes.sort(key=lambda route: not getattr(route, "inference", False))
+    holds = RetryHolds() if settings.hold_early_retries else None
+    if shedding is not None:  # the routes FastPath dispatches: those the protocol may refuse on the head
+        protocol_of = {id(route): protocol.name for route, protocol in owned}
+        shedding.bind(dataplane, [(r.path, protocol_of[id(r)], r.error_style) for r in fast_routes(routes)], holds)
     app = App(  # Starlette, the inference routes dispatched directly (http/fastpath.py)
         routes=guard(routes, dataplane.repository),  # a key's model list, from each matched route's {name}
         middleware=[
             *tracing_middleware(),  # outermost: the server span is current for the access log line too
             # request id, headers, body limits (docs/security.md), job uploads' own limit
-            request_context(settings, dataplane.events, body_limits(routes)),
+            request_context(settings, dataplane.events, body_limits(routes), holds),
             *cors(settings),  # outside authentication: a browser's preflight carries no key
             Middleware(  # inside the request context: its 401s carry the request id
                 AuthMiddleware,

@@ -59,7 +59,7 @@ _STANDARD_HEADERS = [
     ("x-content-type-options", "nosniff"),
     ("content-security-policy", CSP),
 ]
-_STANDARD_RAW = [(key.encode("latin-1"), value.encode("latin-1")) for key, value in _STANDARD_HEADERS]
+STANDARD_RAW = [(key.encode("latin-1"), value.encode("latin-1")) for key, value in _STANDARD_HEADERS]
 
 
 class RequestContextMiddleware:
@@ -88,7 +88,7 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        rid, declared = _scan_headers(scope)
+        rid, declared = scan_headers(scope)
         scope.setdefault("state", {})["request_id"] = rid
         started = False
         tls = scope.get("scheme") == "https"
@@ -121,7 +121,7 @@ class RequestContextMiddleware:
                     if retry_after is not None:
                         holds.refused(scope.get("client"), scope["path"], retry_after)
                 raw.append((b"x-request-id", rid.encode("latin-1")))
-                raw.extend(h for h in _STANDARD_RAW if h[0] not in present)
+                raw.extend(h for h in STANDARD_RAW if h[0] not in present)
                 if tls and b"strict-transport-security" not in present:
                     raw.append((b"strict-transport-security", HSTS.encode("latin-1")))
                 message["headers"] = raw
@@ -266,7 +266,7 @@ def _limit_name(scope: Scope) -> str:
     return "max_upload_bytes" if scope.get(BODY_LIMIT) else "max_body_bytes"
 
 
-def _scan_headers(scope: Scope) -> tuple[str, int | None]:
+def scan_headers(scope: Scope) -> tuple[str, int | None]:
     """The request id (the client's ``X-Request-ID`` if well-formed, else a new one) and ``Content-Length``."""
     rid: str | None = None
     length: int | None = None
@@ -285,17 +285,22 @@ def _scan_headers(scope: Scope) -> tuple[str, int | None]:
 
 
 def request_context(
-    settings: Settings, events: Events | None = None, uploads: Sequence[tuple[re.Pattern[str], int]] = ()
+    settings: Settings,
+    events: Events | None = None,
+    uploads: Sequence[tuple[re.Pattern[str], int]] = (),
+    holds: RetryHolds | None = None,
 ) -> Middleware:
     """The outermost middleware, configured from ``settings``; ``events`` hears of bodies refused as too large;
-    ``uploads``: the path patterns of routes with a body limit of their own, and that limit."""
+    ``uploads``: the path patterns of routes with a body limit of their own, and that limit; ``holds``: the
+    early retries to hold (``settings.hold_early_retries``: a new one when not given; off: none)."""
     return Middleware(
         RequestContextMiddleware,
         max_body_bytes=settings.max_body_bytes,
         body_timeout_s=settings.body_timeout_s,
         events=events,
         uploads=uploads,
-        holds=RetryHolds() if settings.hold_early_retries else None,  # one per app: both paths share it
+        # one per app: both paths share it, and the protocol's refusals on the head (http/shedding.py)
+        holds=(holds or RetryHolds()) if settings.hold_early_retries else None,
     )
 
 

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Any, Protocol
 
+from starlette.types import ASGIApp
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ..http.transport import HeadHolding
@@ -33,9 +34,16 @@ IN_PROGRESS = "modelapi.in_progress"
 BODY_IN = "modelapi.body_in"
 
 
+class Shedder(Protocol):
+    """Asked on each request's head: the app that refuses it there, under overload (``http/shedding.py``)."""
+
+    def app_for(self, method: bytes, url: bytes, app: ASGIApp) -> ASGIApp | None: ...
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     header_timeout_s: float = 10.0
     max_header_bytes: int = 65536
+    shedding: Shedder | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -80,7 +88,19 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         scope = self.scope
         scope[ARRIVED] = time.monotonic()  # type: ignore[literal-required]  # the scope uvicorn is building
         scope[IN_PROGRESS] = self.tasks  # type: ignore[literal-required]  # its task joins them just below
-        super().on_headers_complete()
+        shedding = self.shedding
+        refuse = None if shedding is None else shedding.app_for(self.parser.get_method(), self.url, self.app)
+        if refuse is None:
+            super().on_headers_complete()
+            return
+        # refused on its head: uvicorn's cycle runs the refusal instead of the server's app (it frames the
+        # answer, drops the unread body, keeps the connection and the order of pipelined answers)
+        app = self.app
+        self.app = refuse
+        try:
+            super().on_headers_complete()
+        finally:
+            self.app = app
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
@@ -124,10 +144,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
-def protocol_class(header_timeout_s: float, max_header_bytes: int) -> type[GuardedHttpToolsProtocol]:
-    """The protocol class to hand to ``uvicorn.Config(http=...)``."""
+def protocol_class(
+    header_timeout_s: float, max_header_bytes: int, shedding: Shedder | None = None
+) -> type[GuardedHttpToolsProtocol]:
+    """The protocol class to hand to ``uvicorn.Config(http=...)``; ``shedding``: refusals on the head under
+    overload."""
     return type(
         "GuardedHttpToolsProtocol",
         (GuardedHttpToolsProtocol,),
-        {"header_timeout_s": header_timeout_s, "max_header_bytes": max_header_bytes},
+        {"header_timeout_s": header_timeout_s, "max_header_bytes": max_header_bytes, "shedding": shedding},
     )

@@ -1,0 +1,121 @@
+"""Refusals under overload answered in the HTTP protocol, before any of the app runs.
+
+While the data plane's gate is refusing, the protocol (``security/slow_clients.py``) asks ``Shedding.app_for``
+on each request's head whether to refuse it there: a ``POST`` to an inference route (by the literal end of its
+path, as ``http/fastpath.FastPath`` matches them) when ``DataPlane.shed`` says that every version of every ready
+model would refuse a call now. The protocol then runs the request's cycle with a small app of this module
+instead of the server's: it answers the 503 the gate would (the gate's detail, the schedule's ``Retry-After``,
+the route's error style, the request id and the standard headers), counts the refusal (``RequestRejected``,
+``http/rejections.py``) and writes the access line. uvicorn's cycle still frames the answer and drops the body
+it did not read, so keep-alive and pipelining work as for any answer.
+
+Why: a refusal through the app costs about half of a served request's CPU (a task through nine layers of
+middleware, routing and the admission), and under a flood that half is the server's least useful work. The
+answer may come before authentication; it names a model only when the server serves one (whose name the
+documents already give), so it tells an unauthenticated client nothing it could not learn otherwise
+(docs/overload.md). Nothing is shed while the gate admits: the check costs one attribute read then.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from .. import jsonutil
+from ..events import RequestRejected
+from ..protocols import ErrorStyle
+from ..security.slow_clients import ARRIVED
+from .access import ACCESS_LOG, access_line
+from .holds import RetryHolds
+from .middleware import HSTS, STANDARD_RAW, scan_headers
+from .rejections import REPORTER
+
+if TYPE_CHECKING:
+    from ..dataplane import DataPlane, Shed
+
+_TITLE = "Service Unavailable"
+
+
+class Shedding:
+    """What the protocol asks on each head; ``bind`` gives it the data plane and the inference routes' path
+    ends once the app is built (the protocol exists before the app: until then nothing is shed)."""
+
+    def __init__(self) -> None:
+        self._dataplane: DataPlane | None = None
+        self._tails: tuple[bytes, ...] = ()
+        self._routes: dict[bytes, tuple[str, ErrorStyle]] = {}
+        self._holds: RetryHolds | None = None
+
+    def bind(
+        self, dataplane: DataPlane, routes: Iterable[tuple[str, str, ErrorStyle]], holds: RetryHolds | None = None
+    ) -> None:
+        """``routes``: each inference route's path template, its protocol's name and its error style. A path end
+        that two protocols share is not shed (its style would be a guess). ``holds``: the app's early retries
+        held until their ``Retry-After``: a refusal here is remembered there, and an early retry is not refused
+        here but left to the app, which holds it (``http/holds.py``)."""
+        by_tail: dict[bytes, set[tuple[str, ErrorStyle]]] = {}
+        for path, protocol, style in routes:
+            tail = path[path.rfind("}") + 1 :].encode()
+            if tail:
+                by_tail.setdefault(tail, set()).add((protocol, style))
+        self._routes = {tail: next(iter(found)) for tail, found in by_tail.items() if len(found) == 1}
+        self._tails = tuple(self._routes)
+        self._holds = holds
+        self._dataplane = dataplane
+
+    def app_for(self, method: bytes, url: bytes, app: ASGIApp) -> ASGIApp | None:
+        """The app that refuses this request, when it is to be refused on its head; else ``None``. ``app``: the
+        server's, to which the refusing app hands an early retry that the app will hold."""
+        dataplane = self._dataplane
+        if dataplane is None or not dataplane.gate.refusing or method != b"POST":
+            return None
+        path = url.split(b"?", 1)[0]
+        if not path.endswith(self._tails):
+            return None
+        shed = dataplane.shed()
+        if shed is None:
+            return None
+        protocol, style = next(route for tail, route in self._routes.items() if path.endswith(tail))
+        return _refuser(dataplane, shed, protocol, style, self._holds, app)
+
+
+def _refuser(
+    dataplane: DataPlane, shed: Shed, protocol: str, style: ErrorStyle, holds: RetryHolds | None, app: ASGIApp
+) -> ASGIApp:
+    async def refuse(scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        client = scope.get("client")
+        if holds is not None and client is not None:
+            until = holds.until.get((client[0], client[1], path))
+            if until is not None and until > holds.clock():
+                await app(scope, receive, send)  # a retry before its Retry-After: the app holds it until then
+                return
+        rid, _ = scan_headers(scope)
+        body = jsonutil.dumps(style.body(503, _TITLE, shed.detail, path, rid))
+        headers = [
+            (b"content-type", style.media_type.encode("latin-1")),
+            (b"content-length", str(len(body)).encode("latin-1")),
+            *((k.encode("latin-1"), v.encode("latin-1")) for k, v in shed.headers.items()),
+            (b"x-request-id", rid.encode("latin-1")),
+            *STANDARD_RAW,
+        ]
+        if scope.get("scheme") == "https":
+            headers.append((b"strict-transport-security", HSTS.encode("latin-1")))
+        await send({"type": "http.response.start", "status": 503, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        if holds is not None:
+            holds.refused(client, path, shed.headers["retry-after"].encode("latin-1"))
+        events = dataplane.events
+        if events.active:
+            events.request_rejected(RequestRejected(shed.model, protocol, "overloaded", 503))
+        REPORTER.refused("overloaded", 503, shed.model, shed.detail)
+        if ACCESS_LOG.isEnabledFor(logging.INFO):
+            arrived = scope.get(ARRIVED)
+            seconds = time.monotonic() - arrived if isinstance(arrived, float) else 0.0
+            access_line(scope, rid, 503, len(body), seconds)
+
+    return refuse
