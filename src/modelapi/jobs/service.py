@@ -20,6 +20,7 @@ import math
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,15 @@ def owner_of(principal: Principal | None) -> str:
 JOBS = CallContext("jobs", timed=False)
 #: how often a job waiting for its key's row limit tries again, and looks whether it was cancelled meanwhile
 WAIT_POLL_S = 1.0
+
+
+@dataclass
+class _Waiting:
+    """One run of a job, waiting for its key's row limits: the note in the job store (``None``: not waiting), and
+    whether the log said so already (once a run: a job held to a per-second limit may wait before every part)."""
+
+    note: str | None = None
+    logged: bool = False
 
 
 class _Stop(Exception):
@@ -201,6 +211,7 @@ class JobService:
         except ModelNotFound:
             return FAILED, _error(f"model '{job.model}' is not served by this worker")
         traced = {"modelapi.job.id": job.id, tracing.MODEL: job.model, "modelapi.job.chunks": job.chunks_total}
+        waiting = _Waiting()
         for seq in range(job.chunks_done, job.chunks_total):
             if lost.is_set():
                 return None, None
@@ -212,7 +223,7 @@ class JobService:
                 first = seq * job.chunk_rows
                 try:
                     inputs = await asyncio.to_thread(formats_in.decode_chunk, chunk, signature, first)
-                    outputs = await self._score(job, worker, lost, inputs, chunk.rows, first)
+                    outputs = await self._score(job, worker, lost, waiting, inputs, chunk.rows, first)
                 except formats_in.BadValue as exc:
                     return FAILED, _error(exc.detail, row=exc.row, column=exc.column)
                 except (BadRequest, ModelAPIError) as exc:
@@ -227,7 +238,14 @@ class JobService:
         return SUCCEEDED, None
 
     async def _score(
-        self, job: JobRecord, worker: str, lost: asyncio.Event, inputs: dict[str, np.ndarray], rows: int, first: int
+        self,
+        job: JobRecord,
+        worker: str,
+        lost: asyncio.Event,
+        waiting: _Waiting,
+        inputs: dict[str, np.ndarray],
+        rows: int,
+        first: int,
     ) -> dict[str, np.ndarray]:
         """One chunk's outputs; with a ``RowQuota`` and an owner, its rows charged to the owner's row limits first
         (in parts of ``quota.part_rows``, each scored once charged), waiting while a limit does not admit them."""
@@ -236,7 +254,6 @@ class JobService:
             return (await self.dataplane.infer(job.model, InferenceRequest(inputs), JOBS)).outputs
         parts: list[dict[str, np.ndarray]] = []
         done = 0
-        shown: str | None = None  # the waiting note in the job store
         while done < rows:
             # read for every part: a revocation, or new limits, reach a running job within key_cache_s
             record = await rows_quota.owner(job.owner)
@@ -253,18 +270,20 @@ class JobService:
                     # part_rows keeps a part within every limit, so it fits some time; inf only if limits changed
                     wait = refusal.wait_s if math.isfinite(refusal.wait_s) else WAIT_POLL_S
                     note = quota.waiting(record, refusal.limit, size, time.time() + wait)
-                    if shown is None or _moved(shown, note):
+                    if waiting.note is None or _moved(waiting.note, note):
                         if not await asyncio.to_thread(self.store().set_waiting, job.id, worker, note):
                             raise _Stop()  # cancelled, or taken over
-                        if shown is None:
-                            log.info("job %s: %s", job.id, quota.describe_waiting(note, time.time())["detail"])
-                        shown = note
+                        waiting.note = note
+                        if not waiting.logged:
+                            waiting.logged = True
+                            detail = quota.describe_waiting(note, time.time())["detail"]
+                            log.info("job %s: %s", job.id, detail)
                     await self._pause(job.id, worker, lost, min(wait, WAIT_POLL_S))
                     continue
-            if shown is not None:
+            if waiting.note is not None:
                 if not await asyncio.to_thread(self.store().set_waiting, job.id, worker, None):
                     raise _Stop()
-                shown = None
+                waiting.note = None
             part = inputs if size == rows else {name: array[done : done + size] for name, array in inputs.items()}
             parts.append((await self.dataplane.infer(job.model, InferenceRequest(part), JOBS)).outputs)
             done += size
