@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, inspect
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 
 SQLITE_BUSY_TIMEOUT_S = 30
 
@@ -34,3 +35,19 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA synchronous=FULL")  # a commit survives a power cut (SQLite's default, made explicit)
     cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
     cur.close()
+
+
+def add_column(engine: Engine, table: str, column: str, sql_type: str) -> None:
+    """Bring a table made by an older release up to date: add a nullable ``column`` unless it is there. Adding a
+    nullable column touches no row; two processes starting at once both try, and one finds the column there
+    (PostgreSQL's ``IF NOT EXISTS``, SQLite's duplicate-column error)."""
+    if column in {c["name"] for c in inspect(engine).get_columns(table)}:
+        return
+    postgres = engine.dialect.name == "postgresql"
+    ddl = f"ALTER TABLE {table} ADD COLUMN {'IF NOT EXISTS ' if postgres else ''}{column} {sql_type}"
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(ddl)
+    except DBAPIError as exc:
+        if "duplicate column" not in str(exc).lower():
+            raise

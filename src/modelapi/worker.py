@@ -3,6 +3,8 @@
 It runs jobs in its own process (RQ's ``SimpleWorker``: no fork per job, the models stay loaded), on one event
 loop in a background thread, through the same data plane as the server. At start and then every half lease it
 frees the jobs of dead workers and re-sends jobs that have no live message, so killing a worker loses nothing.
+A job's rows are charged to the row limits of the key that submitted it, read from the same key store as the
+servers' and counted in the same Redis (``jobs/quota.py``).
 """
 
 from __future__ import annotations
@@ -17,8 +19,11 @@ from rq.serializers import JSONSerializer
 from . import logs, tracing
 from .dataplane import DataPlane
 from .jobs import rq_runner
+from .jobs.quota import RowQuota
 from .jobs.runner import maintain, worker_id
 from .jobs.service import JobService
+from .security.keys import KeyStore
+from .security.meter import Meter, meter_for
 from .settings import Settings
 
 log = logging.getLogger("modelapi.jobs")
@@ -36,6 +41,10 @@ def run_worker(settings: Settings, *, burst: bool = False) -> None:
     threading.Thread(target=loop.run_forever, name="modelapi-jobs-loop", daemon=True).start()
     asyncio.run_coroutine_threadsafe(dataplane.start(), loop).result()
     service = JobService(dataplane, settings)
+    # a job that has an owner was submitted with authentication on: the servers' key store says its limits
+    keys = KeyStore.open(settings.state_dir, settings.database_url, cache_s=settings.key_cache_s)
+    meter = asyncio.run_coroutine_threadsafe(_meter(settings.redis_url), loop).result()
+    service.quota = RowQuota(keys, meter)
     me = worker_id("rq")
     rq_runner.install(service, loop, me)
     redis = rq_runner.connect(settings.redis_url)
@@ -64,6 +73,13 @@ def run_worker(settings: Settings, *, burst: bool = False) -> None:
         stop.set()
         service.store().release(me)
         asyncio.run_coroutine_threadsafe(dataplane.close(), loop).result()
+        asyncio.run_coroutine_threadsafe(meter.close(), loop).result()
         loop.call_soon_threadsafe(loop.stop)
         service.close()
+        keys.close()
         tracing.shutdown()
+
+
+async def _meter(redis_url: str) -> Meter:
+    """The meter, made on the jobs' event loop, whose Redis connections it uses."""
+    return meter_for(redis_url)

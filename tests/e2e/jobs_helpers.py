@@ -1,9 +1,15 @@
-"""Shared by the job end-to-end tests: the scorer model on the server's path, inputs, and expected results."""
+"""Shared by the job end-to-end tests: the scorer model on the server's path, inputs, expected results, and
+`modelapi worker` processes."""
 
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -57,3 +63,38 @@ def write_input(path: Path, n: int) -> list[dict[str, Any]]:
     records = rows(n, seed=3)
     path.write_text(csv_text(records))
     return records
+
+
+@contextmanager
+def worker(args: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[str]]:
+    """``modelapi worker SCORER ARGS`` until it listens on its queue; SIGTERM (then kill) afterwards."""
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "modelapi", "worker", SCORER, *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **env},
+            text=True,
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while "Listening on" not in log.read_text() and "listening on" not in log.read_text().lower():
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def drop_queue(url: str, name: str) -> None:
+    """Delete a test's RQ queue and its messages from the machine's Redis."""
+    from modelapi.jobs.rq_runner import connect, make_queue
+
+    make_queue(connect(url), name).delete(delete_jobs=True)

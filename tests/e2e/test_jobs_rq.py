@@ -5,49 +5,18 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 
 from helpers.services import postgres_schema, redis_url
 
-from .jobs_helpers import SCORER, expected_csv, server_env, wait_status, write_input
+from .jobs_helpers import SCORER, drop_queue, expected_csv, server_env, wait_status, worker, write_input
 from .server import serve
 
 CHUNK = 10
-
-
-@contextmanager
-def worker(args: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[str]]:
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "modelapi", "worker", SCORER, *args],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **env},
-            text=True,
-        )
-    try:
-        deadline = time.monotonic() + 120
-        while "Listening on" not in log.read_text() and "listening on" not in log.read_text().lower():
-            assert proc.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 def test_rq_worker_killed_mid_job_loses_nothing(tmp_path: Path) -> None:
@@ -86,10 +55,4 @@ def test_rq_worker_killed_mid_job_loses_nothing(tmp_path: Path) -> None:
             log_b = (tmp_path / "worker-b.log").read_text()
             assert f"resuming at chunk {killed['progress']['chunks_done']} of 30" in log_b
         print(f"\nnew worker start to job done: {recovered_s:.2f} s")
-        _drop_queue(redis, queue)
-
-
-def _drop_queue(url: str, name: str) -> None:
-    from modelapi.jobs.rq_runner import connect, make_queue
-
-    make_queue(connect(url), name).delete(delete_jobs=True)
+        drop_queue(redis, queue)

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from helpers.services import postgres_schema
 from modelapi.jobs.formats_in import Chunk
@@ -120,3 +121,33 @@ def test_a_clean_release_costs_no_attempt(store: JobStore) -> None:
     store.release("w1")
     again = store.claim("w2", 30)
     assert again is not None and again.id == "r1" and again.attempts == 1
+
+
+def test_a_waiting_note_is_kept_while_the_worker_holds_the_job(store: JobStore) -> None:
+    new_job(store, "w")
+    assert store.claim("w1", 30, "w") is not None
+    assert store.holds("w", "w1") and not store.holds("w", "w2")
+    assert store.set_waiting("w", "w1", '{"rows": 3}')
+    assert not store.set_waiting("w", "w2", '{"rows": 4}')  # only the lease holder
+    job = store.get("w")
+    assert job is not None and job.waiting == '{"rows": 3}'
+    assert store.cancel("w")
+    job = store.get("w")
+    assert job is not None and job.waiting is None
+    assert not store.holds("w", "w1") and not store.set_waiting("w", "w1", '{"rows": 5}')  # cancelled: not ours
+
+
+def test_an_older_jobs_table_gains_the_waiting_column(store: JobStore) -> None:
+    """A jobs database written before jobs could wait: opened again, its jobs are kept and can wait; two
+    processes opening it at once both succeed (the second finds the column there)."""
+    new_job(store, "old")
+    with store.engine.begin() as conn:  # what an older release's table looked like
+        conn.execute(text("ALTER TABLE modelapi_jobs DROP COLUMN waiting"))
+    stores = [JobStore(store.url) for _ in range(2)]
+    try:
+        job = stores[0].claim("w1", 30, "old")
+        assert job is not None and job.waiting is None
+        assert stores[1].set_waiting("old", "w1", '{"rows": 1}')
+    finally:
+        for s in stores:
+            s.close()

@@ -21,8 +21,12 @@ class Progress:
         frac = done / total if total else 0.0
         bar = "#" * int(frac * 30)
         line = f"\r{status['status']:<9} [{bar:<30}] {frac:6.1%} {done:,}/{total:,} rows"
+        waiting = status.get("waiting")  # a job held by its API key's row limit (docs/jobs.md#row-limits)
+        if waiting:
+            line += f", waiting for the key's row limit {waiting['limit']}"
         if line != self.shown:
-            self.out.write(line)
+            # spaces over what a longer line before left on the terminal
+            self.out.write(line + " " * (len(self.shown) - len(line)))
             self.out.flush()
             self.shown = line
 

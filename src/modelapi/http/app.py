@@ -20,6 +20,7 @@ from ..dataplane import DataPlane
 from ..errors import ModelAPIError
 from ..heap import HeapFreezer
 from ..jobs.host import JobsHost
+from ..jobs.quota import RowQuota
 from ..models.base import Model
 from ..monitor.service import Monitor
 from ..protocols import registered
@@ -66,6 +67,8 @@ def create_app(
     auth = Auth.from_settings(settings)  # per worker, after any fork: each opens its own key-store connections
     meter = meter_for(settings.redis_url) if auth.enabled else None  # per-key limits: shared with Redis
     limits = KeyLimits(settings.rate_limit, settings.rate_burst, meter, dataplane.events)
+    if auth.store is not None and meter is not None:  # jobs run here charge their rows as requests do
+        jobs.service.quota = RowQuota(auth.store, meter)
     monitor = Monitor.from_settings(settings)  # reads the log for GET /models/{name}/monitor, logging or not
     services = Services(dataplane, settings, jobs, auth, limits, monitor)
     # before the models load, as are the subscribers below: the repository emits their state changes while they do

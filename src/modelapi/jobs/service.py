@@ -4,18 +4,28 @@ Each chunk's result is committed together with the job's progress, so a worker t
 most the chunk it was computing; whoever resumes the job starts at the first uncommitted chunk. Chunks are
 fixed by the input and the job's chunk size, and a model answers a chunk the same whoever computes it, so the
 result equals that of an uninterrupted run.
+
+With a ``RowQuota`` (a process with authentication on), each chunk's rows are charged to the row limits of the
+key that submitted the job before they reach the model; over a limit the job waits, and says so in its status
+(``quota.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import math
+import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from .. import tracing
 from ..context import CallContext
@@ -24,9 +34,10 @@ from ..db import create_sqlite_file
 from ..errors import BadRequest, Conflict, JobNotFound, ModelAPIError, ModelNotFound
 from ..inference import InferenceRequest
 from ..metrics.jobs import JobsObserver
+from ..security.meter import row_checks
 from ..security.principal import Principal
 from ..settings import Settings
-from . import formats_in, formats_out
+from . import formats_in, formats_out, quota
 from .store import CANCELLED, FAILED, FINISHED, QUEUED, RUNNING, SUCCEEDED, JobRecord, JobStore, sqlite_url
 
 log = logging.getLogger("modelapi.jobs")
@@ -40,6 +51,27 @@ def owner_of(principal: Principal | None) -> str:
 
 #: a job's chunks: bounded by their size (job_chunk_rows), not by the per-request inference timeout
 JOBS = CallContext("jobs", timed=False)
+#: how often a job waiting for its key's row limit tries again, and looks whether it was cancelled meanwhile
+WAIT_POLL_S = 1.0
+
+
+@dataclass
+class _Waiting:
+    """One run of a job, waiting for its key's row limits: the note in the job store (``None``: not waiting), and
+    whether the log said so already (once a run: a job held to a per-second limit may wait before every part)."""
+
+    note: str | None = None
+    logged: bool = False
+
+
+class _Stop(Exception):
+    """Ends a job's run from inside a chunk: ``state`` ``None`` when the job is no longer ours (cancelled, or
+    taken over), else the state and error it ends in."""
+
+    def __init__(self, state: str | None = None, error: str | None = None) -> None:
+        super().__init__(state)
+        self.state = state
+        self.error = error
 
 
 class JobService:
@@ -51,6 +83,8 @@ class JobService:
         self.notify: Callable[[JobRecord], None] = lambda job: None
         #: told of submitted jobs, committed rows and ended jobs (the app sets its MetricsObserver)
         self.observer = JobsObserver()
+        #: charges each chunk's rows to the owner's row limits (set where authentication is on); None: nothing
+        self.quota: quota.RowQuota | None = None
 
     # the database ----------------------------------------------------------------------------------------
     @property
@@ -177,6 +211,7 @@ class JobService:
         except ModelNotFound:
             return FAILED, _error(f"model '{job.model}' is not served by this worker")
         traced = {"modelapi.job.id": job.id, tracing.MODEL: job.model, "modelapi.job.chunks": job.chunks_total}
+        waiting = _Waiting()
         for seq in range(job.chunks_done, job.chunks_total):
             if lost.is_set():
                 return None, None
@@ -188,17 +223,80 @@ class JobService:
                 first = seq * job.chunk_rows
                 try:
                     inputs = await asyncio.to_thread(formats_in.decode_chunk, chunk, signature, first)
-                    response = await self.dataplane.infer(job.model, InferenceRequest(inputs), JOBS)
+                    outputs = await self._score(job, worker, lost, waiting, inputs, chunk.rows, first)
                 except formats_in.BadValue as exc:
                     return FAILED, _error(exc.detail, row=exc.row, column=exc.column)
                 except (BadRequest, ModelAPIError) as exc:
                     return FAILED, _error(f"rows {first + 1}-{first + chunk.rows}: {exc.detail}")
-                data = await asyncio.to_thread(formats_out.outputs_to_ipc, response.outputs)
+                except _Stop as stop:
+                    return stop.state, stop.error
+                data = await asyncio.to_thread(formats_out.outputs_to_ipc, outputs)
                 lease = self.settings.job_lease_s
                 if not await asyncio.to_thread(store.commit_chunk, job.id, worker, seq, chunk.rows, data, lease):
                     return None, None  # cancelled, or another worker took over
             self.observer.job_rows(job.model, chunk.rows)
         return SUCCEEDED, None
+
+    async def _score(
+        self,
+        job: JobRecord,
+        worker: str,
+        lost: asyncio.Event,
+        waiting: _Waiting,
+        inputs: dict[str, np.ndarray],
+        rows: int,
+        first: int,
+    ) -> dict[str, np.ndarray]:
+        """One chunk's outputs; with a ``RowQuota`` and an owner, its rows charged to the owner's row limits first
+        (in parts of ``quota.part_rows``, each scored once charged), waiting while a limit does not admit them."""
+        rows_quota = self.quota
+        if rows_quota is None or not job.owner:  # authentication off (now, or when the job was submitted)
+            return (await self.dataplane.infer(job.model, InferenceRequest(inputs), JOBS)).outputs
+        parts: list[dict[str, np.ndarray]] = []
+        done = 0
+        while done < rows:
+            # read for every part: a revocation, or new limits, reach a running job within key_cache_s
+            record = await rows_quota.owner(job.owner)
+            reason = quota.stopped_because(job.owner, record, time.time())
+            if reason is not None:
+                log.warning("job %s: %s; failing it", job.id, reason)
+                raise _Stop(FAILED, _error(f"{reason}; the job stopped before row {first + done + 1}"))
+            assert record is not None
+            limits = quota.row_limits(record)
+            size = rows - done if not limits else min(rows - done, quota.part_rows(limits))
+            if limits:
+                refusal = await rows_quota.meter.admit(record.key_id, row_checks(limits, size))
+                if refusal is not None:
+                    # part_rows keeps a part within every limit, so it fits some time; inf only if limits changed
+                    wait = refusal.wait_s if math.isfinite(refusal.wait_s) else WAIT_POLL_S
+                    note = quota.waiting(record, refusal.limit, size, time.time() + wait)
+                    if waiting.note is None or _moved(waiting.note, note):
+                        if not await asyncio.to_thread(self.store().set_waiting, job.id, worker, note):
+                            raise _Stop()  # cancelled, or taken over
+                        waiting.note = note
+                        if not waiting.logged:
+                            waiting.logged = True
+                            detail = quota.describe_waiting(note, time.time())["detail"]
+                            log.info("job %s: %s", job.id, detail)
+                    await self._pause(job.id, worker, lost, min(wait, WAIT_POLL_S))
+                    continue
+            if waiting.note is not None:
+                if not await asyncio.to_thread(self.store().set_waiting, job.id, worker, None):
+                    raise _Stop()
+                waiting.note = None
+            part = inputs if size == rows else {name: array[done : done + size] for name, array in inputs.items()}
+            parts.append((await self.dataplane.infer(job.model, InferenceRequest(part), JOBS)).outputs)
+            done += size
+        if len(parts) == 1:
+            return parts[0]
+        return {name: np.concatenate([np.asarray(p[name]) for p in parts]) for name in parts[0]}
+
+    async def _pause(self, job_id: str, worker: str, lost: asyncio.Event, seconds: float) -> None:
+        """Sleep while waiting for a row limit; ``_Stop`` as soon as the job is no longer ours (cancelled)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(lost.wait(), seconds)
+        if lost.is_set() or not await asyncio.to_thread(self.store().holds, job_id, worker):
+            raise _Stop()
 
     async def _heartbeat(self, job_id: str, worker: str, lost: asyncio.Event) -> None:
         lease = self.settings.job_lease_s
@@ -207,6 +305,13 @@ class JobService:
             if not await asyncio.to_thread(self.store().heartbeat, job_id, worker, lease):
                 lost.set()
                 return
+
+
+def _moved(shown: str, note: str) -> bool:
+    """Whether a waiting note differs enough from the one stored to write it: another limit, rows, or a time
+    more than a second away (the wait is recomputed at every try, and nearly always agrees)."""
+    old, new = json.loads(shown), json.loads(note)
+    return bool(old["limit"] != new["limit"] or old["rows"] != new["rows"] or abs(old["until"] - new["until"]) > 1.0)
 
 
 def _same_request(job: JobRecord, fingerprint: str) -> JobRecord:
@@ -254,6 +359,8 @@ def describe(job: JobRecord, now: float) -> dict[str, Any]:
         "finished_at": _when(finished),
         "timings": timings,
         "error": json.loads(job.error) if job.error else None,
+        # what a running job waits for: its key's row limit (quota.py); None while it is not waiting
+        "waiting": quota.describe_waiting(job.waiting, now) if job.waiting and job.state == RUNNING else None,
         "links": {"self": f"/jobs/{job.id}", "result": f"/jobs/{job.id}/result"},
     }
     if job.state not in FINISHED:

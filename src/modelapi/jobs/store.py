@@ -32,7 +32,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from ..db import make_engine
+from ..db import add_column, make_engine
 from .formats_in import Chunk
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
@@ -61,6 +61,8 @@ jobs = Table(
     Column("lease_until", Float, nullable=True),
     Column("attempts", Integer, nullable=False, default=0),
     Column("enqueued_at", Float, nullable=True),
+    # JSON: what a running job waits for (its owner's row limit, service.py), or NULL while it is not waiting
+    Column("waiting", Text, nullable=True),
     UniqueConstraint("owner", "idempotency_key", name="modelapi_jobs_idempotency"),
 )
 inputs = Table(
@@ -103,6 +105,7 @@ class JobRecord:
     lease_until: float | None
     attempts: int
     enqueued_at: float | None
+    waiting: str | None = None
 
 
 def sqlite_url(state_dir: Path) -> str:
@@ -114,6 +117,7 @@ class JobStore:
         self.url = url
         self.engine = make_engine(url, pool_pre_ping=True)
         metadata.create_all(self.engine)
+        add_column(self.engine, jobs.name, "waiting", "TEXT")  # a jobs table made by an older release
 
     def close(self) -> None:
         self.engine.dispose()
@@ -186,7 +190,13 @@ class JobStore:
             result = conn.execute(
                 update(jobs)
                 .where(jobs.c.id == job_id, claimable)
-                .values(state=RUNNING, lease_owner=worker, lease_until=now + lease_s, attempts=jobs.c.attempts + 1)
+                .values(
+                    state=RUNNING,
+                    lease_owner=worker,
+                    lease_until=now + lease_s,
+                    attempts=jobs.c.attempts + 1,
+                    waiting=None,
+                )
             )
             if result.rowcount != 1:
                 return None
@@ -195,6 +205,17 @@ class JobStore:
 
     def _held(self, job_id: str, worker: str) -> Any:
         return (jobs.c.id == job_id) & (jobs.c.lease_owner == worker) & (jobs.c.state == RUNNING)
+
+    def holds(self, job_id: str, worker: str) -> bool:
+        """Whether ``worker`` still runs the job (not cancelled, not taken over): one read, no write."""
+        with self.engine.connect() as conn:
+            return conn.execute(select(jobs.c.id).where(self._held(job_id, worker))).first() is not None
+
+    def set_waiting(self, job_id: str, worker: str, waiting: str | None) -> bool:
+        """Record what the running job waits for (``None``: nothing); ``False``: the job is not ours now."""
+        with self.engine.begin() as conn:
+            query = update(jobs).where(self._held(job_id, worker)).values(waiting=waiting)
+            return bool(conn.execute(query).rowcount == 1)
 
     def heartbeat(self, job_id: str, worker: str, lease_s: float) -> bool:
         with self.engine.begin() as conn:
@@ -217,7 +238,7 @@ class JobStore:
 
     def finish(self, job_id: str, worker: str, state: str, error: str | None = None) -> bool:
         with self.engine.begin() as conn:
-            values = {"state": state, "error": error, "finished_at": time.time(), "lease_owner": None}
+            values = {"state": state, "error": error, "finished_at": time.time(), "lease_owner": None, "waiting": None}
             if conn.execute(update(jobs).where(self._held(job_id, worker)).values(**values)).rowcount != 1:
                 return False
             conn.execute(delete(inputs).where(inputs.c.job_id == job_id))
@@ -228,7 +249,7 @@ class JobStore:
     def cancel(self, job_id: str) -> bool:
         with self.engine.begin() as conn:
             active = (jobs.c.id == job_id) & jobs.c.state.in_([QUEUED, RUNNING])
-            values = {"state": CANCELLED, "finished_at": time.time(), "lease_owner": None}
+            values = {"state": CANCELLED, "finished_at": time.time(), "lease_owner": None, "waiting": None}
             if conn.execute(update(jobs).where(active).values(**values)).rowcount != 1:
                 return False
             conn.execute(delete(inputs).where(inputs.c.job_id == job_id))

@@ -43,7 +43,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from ..db import create_sqlite_file, make_engine
+from ..db import add_column, create_sqlite_file, make_engine
 from .key_cache import CachedKey, KeyCache
 from .key_limits import Limit, from_json, to_json
 from .principal import Principal
@@ -195,20 +195,8 @@ class KeyStore:
         return store
 
     def _migrate(self) -> None:
-        """Bring a store made by an older release up to date: add the ``limits`` column (NULL: no limits).
-        Adding a nullable column touches no row; two replicas starting at once both try, and one finds the
-        column there (PostgreSQL's ``IF NOT EXISTS``, SQLite's duplicate-column error)."""
-        columns = {c["name"] for c in inspect(self.engine).get_columns(api_keys.name)}
-        if "limits" in columns:
-            return
-        postgres = self.engine.dialect.name == "postgresql"
-        ddl = f"ALTER TABLE {api_keys.name} ADD COLUMN {'IF NOT EXISTS ' if postgres else ''}limits TEXT"
-        try:
-            with self.engine.begin() as conn:
-                conn.exec_driver_sql(ddl)
-        except DBAPIError as exc:
-            if "duplicate column" not in str(exc).lower():
-                raise
+        """Bring a store made by an older release up to date: add the ``limits`` column (NULL: no limits)."""
+        add_column(self.engine, api_keys.name, "limits", "TEXT")
 
     def close(self) -> None:
         self.cache.clear()
@@ -329,13 +317,27 @@ class KeyStore:
     def authenticate(self, key: str, now: float | None = None) -> Principal:
         """The principal of ``key``; raises ``InvalidKey`` with a client-safe reason otherwise. Looks the key
         up unless it is cached (``cached``); blocks on a network database."""
-        key_id = _key_id(key)
+        return _verify(key, self._entry(_key_id(key)), now)
+
+    def record(self, key_id: str) -> KeyRecord | None:
+        """The record of the key with id ``key_id``, as current as a request's (through the cache); ``None`` for
+        no such key. No key is presented or checked: this is for what holds a key's id, a job's owner. Blocks
+        on a network database (``cached_record`` does not)."""
+        entry = self._entry(key_id)
+        return None if entry is None else entry.record
+
+    def cached_record(self, key_id: str) -> KeyRecord | None:
+        """``record``'s answer while the id is cached, else ``None`` (then ``record`` looks it up)."""
+        entry = self.cache.get(key_id)
+        return None if entry is None else entry.record
+
+    def _entry(self, key_id: str) -> CachedKey | None:
         entry = self.cache.get(key_id)
         if entry is None:
             read_at = self.cache.clock()  # trusted from before the read: a revocation after it is late by <= ttl
             record = self.get(key_id)
             entry = self.cache.put(record, read_at) if record is not None else None
-        return _verify(key, entry, now)
+        return entry
 
     def cached(self, key: str, now: float | None = None) -> Principal | None:
         """What ``authenticate`` answers when ``key``'s id is cached, without blocking; ``None`` when it is

@@ -460,7 +460,8 @@
       var p = job.progress || {};
       var total = p.rows_total || 0;
       var done = p.rows_done || 0;
-      progress(total ? (100 * done) / total : 0, job.status + " · " + done.toLocaleString() + " of " + total.toLocaleString() + " rows");
+      var waiting = job.waiting ? " · " + job.waiting.detail : "";  // held by the key's row limit
+      progress(total ? (100 * done) / total : 0, job.status + " · " + done.toLocaleString() + " of " + total.toLocaleString() + " rows" + waiting);
       if (job.status === "succeeded") return loadResult(job);
       if (job.status === "failed" || job.status === "cancelled") {
         return batchError("The job " + job.status + (job.error ? ": " + job.error.detail : ""));
