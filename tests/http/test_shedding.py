@@ -187,6 +187,47 @@ def test_after_the_apps_refusal_the_next_request_is_refused_on_its_head_as_the_a
     assert lines[1].bytes > 0 and lines[1].request_id != lines[0].request_id
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        INFER,
+        "/v2/models/sleepy/versions/1/infer",
+        "/models/sleepy/predict",  # records: problem+json
+        "/predict",
+        "/models/sleepy/versions/1/predict",
+        "/v1/models/sleepy:predict",  # V1: problem+json too
+        "/v1/models/sleepy/versions/1:predict",
+    ],
+)
+def test_every_inference_route_gets_the_apps_answer_in_its_error_style(path: str) -> None:
+    async def main() -> None:
+        async with serving() as server:
+            server.full()
+            headers = "x-request-id: client-id-1\r\n"
+            (by_app,) = await server.connect(port=1).send(post(path, headers))
+            assert len(server.paths) == 1 and server.gate.refusing
+            (shed,) = await server.connect().send(post(path, headers))
+            assert len(server.paths) == 1
+            assert shed.status == by_app.status == 503
+            assert shed.headers == by_app.headers and shed.body == by_app.body  # the client's id in both
+            if path.startswith("/v2"):
+                assert shed.json() == {"error": FULL, "request_id": "client-id-1"}
+            else:
+                assert shed.headers["content-type"] == "application/problem+json"
+                assert shed.json() == {
+                    "type": "about:blank",
+                    "title": "Overloaded",
+                    "status": 503,
+                    "detail": FULL,
+                    "instance": path,
+                    "request_id": "client-id-1",
+                }
+            protocol = "v2" if path.startswith("/v2") else "v1" if path.startswith("/v1") else "records"
+            assert server.rejected()[-1] == RequestRejected("sleepy", protocol, "overloaded", 503)
+
+    run(main)
+
+
 def test_a_request_id_the_middleware_would_not_take_is_replaced() -> None:
     async def main() -> None:
         async with serving() as server:

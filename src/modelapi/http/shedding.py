@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import jsonutil
+from ..errors import Overloaded
 from ..events import RequestRejected
 from ..protocols import ErrorStyle
 from ..security.slow_clients import ARRIVED
@@ -37,7 +38,8 @@ from .rejections import REPORTER
 if TYPE_CHECKING:
     from ..dataplane import DataPlane, Shed
 
-_TITLE = "Service Unavailable"
+#: the title the app's refusal has (problem+json shows it): the gate's error's
+_TITLE = Overloaded.title
 
 
 class Shedding:
