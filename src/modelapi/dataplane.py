@@ -152,7 +152,9 @@ class DataPlane:
         the protocol, before any of the app runs): only while the gate's last decision was a refusal, and only
         when every version of every ready model would refuse it on its head now, so the answer says nothing of
         which models exist (it may come before authentication); else ``None`` (one attribute read while the gate
-        admits). The refusal books its ``Retry-After`` in the schedule of returns, as one by ``admit`` does."""
+        admits). Its ``Retry-After`` is booked in the schedule of returns only when the refusal is given
+        (``gate.retry_after(shed.schedule, shed.at_least)``): a request the front end hands on instead (an early
+        retry, which the app holds and then admits or refuses itself) books no place of its own."""
         gate = self.gate
         if not gate.refusing:
             return None
@@ -177,7 +179,7 @@ class DataPlane:
         detail, at_least = refused
         if only is None:
             detail = "every model this server serves is over its in-flight or queue-time limit; retry shortly"
-        return Shed(only, detail, gate.retry_after(names[0], at_least))
+        return Shed(only, detail, at_least, names[0])
 
     # inference -------------------------------------------------------------------------------------------
     def call(self, name: str, ctx: CallContext = LOCAL, version: str | None = None, label: str | None = None) -> Call:
@@ -243,11 +245,13 @@ def _reason(status: int) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Shed:
-    """``DataPlane.shed``'s refusal: the model refused (``None`` when several are), why, and its headers."""
+    """``DataPlane.shed``'s refusal: the model refused (``None`` when several are), why, the least ``Retry-After``
+    and the model whose schedule of returns books it."""
 
     model: str | None
     detail: str
-    headers: dict[str, str]
+    at_least: int
+    schedule: str
 
 
 class Admission:

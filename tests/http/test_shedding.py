@@ -369,6 +369,33 @@ def test_an_early_retry_goes_to_the_app_which_holds_it_and_a_refusal_on_the_head
     run(main)
 
 
+def test_an_early_retry_handed_to_the_app_books_no_place_in_the_schedule_of_returns() -> None:
+    """Each refusal books one place in the schedule (20 a second with nothing served, so the 21st is the first told
+    2 s): the app's refusal, nine on the head, their nine early retries refused by the app and one more on the head
+    are 20; an early retry handed on must not book a place of its own as well."""
+
+    async def main() -> None:
+        async with serving(hold_early_retries=True) as server:
+            server.gate.clock = lambda: 100.0  # the schedule's clock stands still
+            server.full()
+            await server.refusing()  # the first place
+            holds = server.shedding._holds
+            assert holds is not None
+            holds.clock = lambda: 50.0  # and the holds' too
+            conns = [server.connect(port=100 + i) for i in range(9)]
+            waits = [(await conn.send(post()))[0].headers["retry-after"] for conn in conns]
+            for key in holds.until:
+                holds.until[key] = 50.001  # held a millisecond, to keep this fast
+            waits += [(await conn.send(post()))[0].headers["retry-after"] for conn in conns]
+            assert len(server.paths) == 1 + 9  # the retries went to the app
+            waits += [(await server.connect().send(post()))[0].headers["retry-after"]]
+            assert waits == ["1"] * 19 and len(server.paths) == 10
+            (twenty_first,) = await server.connect(port=2).send(post())
+            assert twenty_first.headers["retry-after"] == "2"
+
+    run(main)
+
+
 def test_without_holds_nothing_is_remembered_and_a_retry_is_refused_on_its_head() -> None:
     async def main() -> None:
         async with serving() as server:

@@ -98,10 +98,12 @@ def _refuser(
                 return
         rid, _ = scan_headers(scope)
         body = jsonutil.dumps(style.body(503, _TITLE, shed.detail, path, rid))
+        # booked now that it is given: a request handed on above books no place in the schedule of returns
+        retry_after = dataplane.gate.retry_after(shed.schedule, shed.at_least)["retry-after"].encode("latin-1")
         headers = [
             (b"content-type", style.media_type.encode("latin-1")),
             (b"content-length", str(len(body)).encode("latin-1")),
-            *((k.encode("latin-1"), v.encode("latin-1")) for k, v in shed.headers.items()),
+            (b"retry-after", retry_after),
             (b"x-request-id", rid.encode("latin-1")),
             *STANDARD_RAW,
         ]
@@ -110,7 +112,7 @@ def _refuser(
         await send({"type": "http.response.start", "status": 503, "headers": headers})
         await send({"type": "http.response.body", "body": body})
         if holds is not None:
-            holds.refused(client, path, shed.headers["retry-after"].encode("latin-1"))
+            holds.refused(client, path, retry_after)
         events = dataplane.events
         if events.active:
             events.request_rejected(RequestRejected(shed.model, protocol, "overloaded", 503))
