@@ -16,7 +16,7 @@ from helpers.repo import EventLog, ModelRepo, skops_bytes, slow_joblib_bytes
 from helpers.repo import rows as repo_rows
 from modelapi.batching import INLINE_WINDOW, Batcher, BatchPolicy
 from modelapi.context import CallContext
-from modelapi.dataplane import DataPlane, Shed
+from modelapi.dataplane import SHED_DETAIL, DataPlane, Shed
 from modelapi.errors import (
     InferenceError,
     InferenceTimeout,
@@ -593,8 +593,7 @@ def test_a_call_is_shed_only_when_every_ready_model_would_refuse_it_and_its_retr
     gate.refusing = True
     gate.inflight["b"] = 1
     shed = dp.shed()
-    generic = "every model this server serves is over its in-flight or queue-time limit; retry shortly"
-    assert shed == Shed(None, generic, 1, "a") and gate.refusing  # several models: none named
+    assert shed == Shed(None, SHED_DETAIL, 1, "a") and gate.refusing  # several models: none named
     assert gate.returns == {}  # booked when the refusal is given (shedding.py), not here
     unload(dp)
     dp = loaded(Recorder("a"), max_inflight=1)
@@ -641,3 +640,16 @@ def test_a_call_is_shed_only_when_every_serving_version_would_refuse_it(
         await plane.close()
 
     asyncio.run(go())
+
+
+def test_a_shed_call_names_no_model_when_the_server_knows_another_even_one_not_ready() -> None:
+    class Broken(Recorder):
+        def load(self) -> None:
+            raise RuntimeError("does not load")
+
+    dp = DataPlane.from_settings(Settings(max_inflight=1), models=[Recorder("a"), Broken("broken")])
+    asyncio.run(dp.start())
+    assert dp.repository.ready_names() == ["a"]
+    dp.gate.refusing, dp.gate.inflight["a"] = True, 1
+    assert dp.shed() == Shed(None, SHED_DETAIL, 1, "a")  # a call for "broken" is not told a's limits
+    unload(dp)

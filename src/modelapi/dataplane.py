@@ -175,11 +175,11 @@ class DataPlane:
                     return None
         if refused is None:
             return None  # no model ready: the routes say so
-        only = names[0] if len(names) == 1 else None
+        # named only when the server knows no other: a request may be for a model not ready (or for none), which
+        # must not be told another's limits, nor be counted as another's refusal
+        only = repository.only_model
         detail, at_least = refused
-        if only is None:
-            detail = "every model this server serves is over its in-flight or queue-time limit; retry shortly"
-        return Shed(only, detail, at_least, names[0])
+        return Shed(only, SHED_DETAIL if only is None else detail, at_least, names[0])
 
     # inference -------------------------------------------------------------------------------------------
     def call(self, name: str, ctx: CallContext = LOCAL, version: str | None = None, label: str | None = None) -> Call:
@@ -243,10 +243,14 @@ def _reason(status: int) -> str:
     return {404: "not_found", 503: "unavailable", 403: "forbidden", 401: "unauthenticated"}.get(status, "error")
 
 
+#: a shed refusal's detail when it may not name the model (``DataPlane.shed``, ``http/shedding.py``)
+SHED_DETAIL = "every model this server serves is over its in-flight or queue-time limit; retry shortly"
+
+
 @dataclass(frozen=True, slots=True)
 class Shed:
-    """``DataPlane.shed``'s refusal: the model refused (``None`` when several are), why, the least ``Retry-After``
-    and the model whose schedule of returns books it."""
+    """``DataPlane.shed``'s refusal: the model refused (the only one the server knows; ``None`` when it knows
+    several), why, the least ``Retry-After`` and the model whose schedule of returns books it."""
 
     model: str | None
     detail: str

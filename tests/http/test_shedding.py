@@ -295,6 +295,29 @@ def test_several_models_all_full_get_an_answer_that_names_none_and_one_with_room
     run(main)
 
 
+def test_a_model_that_is_not_ready_does_not_make_another_the_one_to_name() -> None:
+    """Two models known, one ready: a request for the other is not told the ready one's limits (nor counted as its
+    refusal)."""
+
+    class Broken(Sleepy):
+        def __init__(self) -> None:
+            self.name = "broken"
+
+        def load(self) -> None:
+            raise RuntimeError("does not load")
+
+    async def main() -> None:
+        async with serving(sleepy(), Broken()) as server:
+            server.full()
+            await server.refusing()
+            (shed,) = await server.connect().send(post("/v2/models/broken/infer"))
+            assert len(server.paths) == 1 and shed.status == 503
+            assert shed.json()["error"] == ANY_MODEL
+            assert server.rejected()[-1] == RequestRejected(None, "v2", "overloaded", 503)
+
+    run(main)
+
+
 # the connection ---------------------------------------------------------------------------------------------------
 def test_the_connection_stays_usable_the_unread_body_dropped_and_pipelined_answers_in_order() -> None:
     async def main() -> None:
