@@ -16,11 +16,13 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
+from helpers.keys import create_key
 from helpers.repo import EventLog
 from helpers.wire import Answer, Connection
 from modelapi.events import RequestRejected
@@ -314,6 +316,29 @@ def test_a_model_that_is_not_ready_does_not_make_another_the_one_to_name() -> No
             assert len(server.paths) == 1 and shed.status == 503
             assert shed.json()["error"] == ANY_MODEL
             assert server.rejected()[-1] == RequestRejected(None, "v2", "overloaded", 503)
+
+    run(main)
+
+
+def test_with_authentication_on_a_request_without_a_key_may_be_refused_but_learns_no_model_name(
+    tmp_path: Path,
+) -> None:
+    """Every model refuses, so the 503 says nothing about which exist; its detail names none, even the only one
+    (without a key, the documents name no model either)."""
+    key = create_key(tmp_path)
+
+    async def main() -> None:
+        async with serving(state_dir=tmp_path, auth="on") as server:
+            server.full()
+            (by_app,) = await server.connect(port=1).send(post(headers=f"authorization: Bearer {key}\r\n"))
+            assert by_app.status == 503 and server.gate.refusing
+            (shed,) = await server.connect().send(post())
+            assert len(server.paths) == 1
+            assert shed.status == 503 and shed.json()["error"] == ANY_MODEL and "sleepy" not in shed.body.decode()
+            assert shed.headers["retry-after"] == "1"
+            server.room()
+            (unauthenticated,) = await server.connect().send(post())
+            assert unauthenticated.status == 401
 
     run(main)
 

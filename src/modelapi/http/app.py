@@ -126,7 +126,8 @@ def create_app(
     holds = RetryHolds() if settings.hold_early_retries else None
     if shedding is not None:  # the routes FastPath dispatches: those the protocol may refuse on the head
         protocol_of = {id(route): protocol.name for route, protocol in owned}
-        shedding.bind(dataplane, [(r.path, protocol_of[id(r)], r.error_style) for r in fast_routes(routes)], holds)
+        shed = [(r.path, protocol_of[id(r)], r.error_style) for r in fast_routes(routes)]
+        shedding.bind(dataplane, shed, holds, private=auth.enabled)
     app = App(  # Starlette, the inference routes dispatched directly (http/fastpath.py)
         routes=guard(routes, dataplane.repository),  # a key's model list, from each matched route's {name}
         middleware=[

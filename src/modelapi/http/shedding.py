@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import jsonutil
+from ..dataplane import SHED_DETAIL
 from ..errors import Overloaded
 from ..events import RequestRejected
 from ..protocols import ErrorStyle
@@ -51,14 +52,22 @@ class Shedding:
         self._tails: tuple[bytes, ...] = ()
         self._routes: dict[bytes, tuple[str, ErrorStyle]] = {}
         self._holds: RetryHolds | None = None
+        self._private = False
 
     def bind(
-        self, dataplane: DataPlane, routes: Iterable[tuple[str, str, ErrorStyle]], holds: RetryHolds | None = None
+        self,
+        dataplane: DataPlane,
+        routes: Iterable[tuple[str, str, ErrorStyle]],
+        holds: RetryHolds | None = None,
+        *,
+        private: bool = False,
     ) -> None:
         """``routes``: each inference route's path template, its protocol's name and its error style. A path end
         that two protocols share is not shed (its style would be a guess). ``holds``: the app's early retries
         held until their ``Retry-After``: a refusal here is remembered there, and an early retry is not refused
-        here but left to the app, which holds it (``http/holds.py``)."""
+        here but left to the app, which holds it (``http/holds.py``). ``private``: authentication is on, so the
+        answer names no model, not even the only one (without a key, nothing names a model: docs/security.md);
+        the event and the log still do."""
         by_tail: dict[bytes, set[tuple[str, ErrorStyle]]] = {}
         for path, protocol, style in routes:
             tail = path[path.rfind("}") + 1 :].encode()
@@ -67,6 +76,7 @@ class Shedding:
         self._routes = {tail: next(iter(found)) for tail, found in by_tail.items() if len(found) == 1}
         self._tails = tuple(self._routes)
         self._holds = holds
+        self._private = private
         self._dataplane = dataplane
 
     def app_for(self, method: bytes, url: bytes, app: ASGIApp) -> ASGIApp | None:
@@ -82,11 +92,18 @@ class Shedding:
         if shed is None:
             return None
         protocol, style = next(route for tail, route in self._routes.items() if path.endswith(tail))
-        return _refuser(dataplane, shed, protocol, style, self._holds, app)
+        detail = SHED_DETAIL if self._private else shed.detail
+        return _refuser(dataplane, shed, detail, protocol, style, self._holds, app)
 
 
 def _refuser(
-    dataplane: DataPlane, shed: Shed, protocol: str, style: ErrorStyle, holds: RetryHolds | None, app: ASGIApp
+    dataplane: DataPlane,
+    shed: Shed,
+    detail: str,
+    protocol: str,
+    style: ErrorStyle,
+    holds: RetryHolds | None,
+    app: ASGIApp,
 ) -> ASGIApp:
     async def refuse(scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
@@ -97,7 +114,7 @@ def _refuser(
                 await app(scope, receive, send)  # a retry before its Retry-After: the app holds it until then
                 return
         rid, _ = scan_headers(scope)
-        body = jsonutil.dumps(style.body(503, _TITLE, shed.detail, path, rid))
+        body = jsonutil.dumps(style.body(503, _TITLE, detail, path, rid))
         # booked now that it is given: a request handed on above books no place in the schedule of returns
         retry_after = dataplane.gate.retry_after(shed.schedule, shed.at_least)["retry-after"].encode("latin-1")
         headers = [
