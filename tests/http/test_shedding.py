@@ -343,6 +343,35 @@ def test_with_authentication_on_a_request_without_a_key_may_be_refused_but_learn
     run(main)
 
 
+def test_with_cors_on_a_browsers_request_goes_to_the_app_which_adds_the_cors_headers() -> None:
+    origin = "origin: https://app.example\r\n"
+
+    async def main() -> None:
+        async with serving(cors_origins=["https://app.example"]) as server:
+            server.full()
+            await server.refusing()
+            (browser,) = await server.connect().send(post(headers=origin))
+            assert len(server.paths) == 2 and browser.status == 503
+            assert browser.headers["access-control-allow-origin"] == "https://app.example"
+            assert "retry-after" in browser.headers["access-control-expose-headers"]
+            (other,) = await server.connect().send(post())
+            assert len(server.paths) == 2 and other.status == 503
+
+    run(main)
+
+
+def test_a_body_declared_over_the_limit_gets_the_apps_413_and_the_connection_closes() -> None:
+    async def main() -> None:
+        async with serving(max_body_bytes=1000) as server:
+            server.full()
+            await server.refusing()
+            conn = server.connect()
+            (too_large,) = await conn.send(post(body=b" " * 1001))
+            assert len(server.paths) == 2 and too_large.status == 413 and conn.wire.closed
+
+    run(main)
+
+
 # the connection ---------------------------------------------------------------------------------------------------
 def test_the_connection_stays_usable_the_unread_body_dropped_and_pipelined_answers_in_order() -> None:
     async def main() -> None:

@@ -127,7 +127,14 @@ def create_app(
     if shedding is not None:  # the routes FastPath dispatches: those the protocol may refuse on the head
         protocol_of = {id(route): protocol.name for route, protocol in owned}
         shed = [(r.path, protocol_of[id(r)], r.error_style) for r in fast_routes(routes)]
-        shedding.bind(dataplane, shed, holds, private=auth.enabled)
+        shedding.bind(
+            dataplane,
+            shed,
+            holds,
+            private=auth.enabled,
+            cors=bool(settings.cors_origins),
+            max_body_bytes=settings.max_body_bytes,
+        )
     app = App(  # Starlette, the inference routes dispatched directly (http/fastpath.py)
         routes=guard(routes, dataplane.repository),  # a key's model list, from each matched route's {name}
         middleware=[

@@ -53,6 +53,8 @@ class Shedding:
         self._routes: dict[bytes, tuple[str, ErrorStyle]] = {}
         self._holds: RetryHolds | None = None
         self._private = False
+        self._cors = False
+        self._max_body_bytes: int | None = None
 
     def bind(
         self,
@@ -61,13 +63,17 @@ class Shedding:
         holds: RetryHolds | None = None,
         *,
         private: bool = False,
+        cors: bool = False,
+        max_body_bytes: int | None = None,
     ) -> None:
         """``routes``: each inference route's path template, its protocol's name and its error style. A path end
         that two protocols share is not shed (its style would be a guess). ``holds``: the app's early retries
         held until their ``Retry-After``: a refusal here is remembered there, and an early retry is not refused
         here but left to the app, which holds it (``http/holds.py``). ``private``: authentication is on, so the
         answer names no model, not even the only one (without a key, nothing names a model: docs/security.md);
-        the event and the log still do."""
+        the event and the log still do. The app answers otherwise, so is handed, a browser's request (one with an
+        ``Origin``) when ``cors`` is on (its CORS headers) and one whose declared body is over ``max_body_bytes``
+        (413, and the connection closed rather than the body drained)."""
         by_tail: dict[bytes, set[tuple[str, ErrorStyle]]] = {}
         for path, protocol, style in routes:
             tail = path[path.rfind("}") + 1 :].encode()
@@ -77,6 +83,8 @@ class Shedding:
         self._tails = tuple(self._routes)
         self._holds = holds
         self._private = private
+        self._cors = cors
+        self._max_body_bytes = max_body_bytes
         self._dataplane = dataplane
 
     def app_for(self, method: bytes, url: bytes, app: ASGIApp) -> ASGIApp | None:
@@ -92,28 +100,34 @@ class Shedding:
         if shed is None:
             return None
         protocol, style = next(route for tail, route in self._routes.items() if path.endswith(tail))
-        detail = SHED_DETAIL if self._private else shed.detail
-        return _refuser(dataplane, shed, detail, protocol, style, self._holds, app)
+        return _refuser(self, dataplane, shed, protocol, style, app)
+
+    def _for_the_app(self, scope: Scope, declared: int | None) -> bool:
+        """Whether the app answers this request otherwise than with the refusal: an early retry (it holds it), a
+        browser's request with CORS on, a body declared over the limit."""
+        holds = self._holds
+        client = scope.get("client")
+        if holds is not None and client is not None:
+            until = holds.until.get((client[0], client[1], scope["path"]))
+            if until is not None and until > holds.clock():
+                return True  # a retry before its Retry-After: the app holds it until then
+        if declared is not None and self._max_body_bytes is not None and declared > self._max_body_bytes:
+            return True
+        return self._cors and any(key == b"origin" for key, _ in scope["headers"])
 
 
 def _refuser(
-    dataplane: DataPlane,
-    shed: Shed,
-    detail: str,
-    protocol: str,
-    style: ErrorStyle,
-    holds: RetryHolds | None,
-    app: ASGIApp,
+    shedding: Shedding, dataplane: DataPlane, shed: Shed, protocol: str, style: ErrorStyle, app: ASGIApp
 ) -> ASGIApp:
     async def refuse(scope: Scope, receive: Receive, send: Send) -> None:
+        rid, declared = scan_headers(scope)
+        if shedding._for_the_app(scope, declared):
+            await app(scope, receive, send)
+            return
         path: str = scope["path"]
         client = scope.get("client")
-        if holds is not None and client is not None:
-            until = holds.until.get((client[0], client[1], path))
-            if until is not None and until > holds.clock():
-                await app(scope, receive, send)  # a retry before its Retry-After: the app holds it until then
-                return
-        rid, _ = scan_headers(scope)
+        holds = shedding._holds
+        detail = SHED_DETAIL if shedding._private else shed.detail
         body = jsonutil.dumps(style.body(503, _TITLE, detail, path, rid))
         # booked now that it is given: a request handed on above books no place in the schedule of returns
         retry_after = dataplane.gate.retry_after(shed.schedule, shed.at_least)["retry-after"].encode("latin-1")
