@@ -21,10 +21,12 @@ from typing import Any
 
 import orjson
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
 
 from helpers.keys import create_key
 from helpers.repo import EventLog
 from helpers.wire import Answer, Connection
+from modelapi import tracing
 from modelapi.events import RequestRejected
 from modelapi.gate import ModelGate
 from modelapi.http.app import create_app
@@ -370,6 +372,24 @@ def test_a_body_declared_over_the_limit_gets_the_apps_413_and_the_connection_clo
             assert len(server.paths) == 2 and too_large.status == 413 and conn.wire.closed
 
     run(main)
+
+
+def test_with_tracing_on_every_request_reaches_the_app_and_its_span() -> None:
+    provider = TracerProvider()
+    tracing.use(provider)
+    try:
+
+        async def main() -> None:
+            async with serving() as server:
+                server.full()
+                await server.refusing()
+                (refused,) = await server.connect().send(post())
+                assert len(server.paths) == 2 and refused.status == 503 and "traceresponse" in refused.headers
+
+        run(main)
+    finally:
+        tracing.use(None)
+        provider.shutdown()
 
 
 # the connection ---------------------------------------------------------------------------------------------------
