@@ -247,6 +247,33 @@ def test_a_request_id_the_middleware_would_not_take_is_replaced() -> None:
     run(main)
 
 
+def test_over_tls_and_behind_a_trusted_proxy_the_answer_and_the_access_line_are_the_apps(
+    access: pytest.LogCaptureFixture,
+) -> None:
+    """uvicorn's proxy step (X-Forwarded-For and -Proto from a trusted address: 127.0.0.1 by default) runs in front
+    of a refusal as in front of the app: HSTS for https, the client's address in the access line."""
+    forwarded = "x-forwarded-for: 10.1.2.3\r\nx-forwarded-proto: https\r\nx-request-id: r1\r\n"
+
+    async def main() -> None:
+        async with serving() as server:
+            server.full()
+            by_app = await server.refusing(server.connect(port=1, tls=True))
+            (tls,) = await server.connect(tls=True).send(post())
+            assert len(server.paths) == 1
+            assert tls.headers["strict-transport-security"] == "max-age=31536000"
+            assert seen(tls) == seen(by_app)
+            server.gate.refusing = False
+            (proxied_by_app,) = await server.connect(port=2).send(post(headers=forwarded))
+            (proxied,) = await server.connect(port=3).send(post(headers=forwarded))
+            assert len(server.paths) == 2
+            assert proxied.headers == proxied_by_app.headers and proxied.body == proxied_by_app.body
+            assert proxied.headers["strict-transport-security"] == "max-age=31536000"
+
+    run(main)
+    clients = [r.client for r in access_lines(access)]
+    assert clients == ["127.0.0.1:1", "127.0.0.1:50000", "10.1.2.3:0", "10.1.2.3:0"]
+
+
 # what is refused on the head, and when ------------------------------------------------------------------------
 def test_other_methods_other_paths_and_the_probes_go_to_the_app() -> None:
     async def main() -> None:

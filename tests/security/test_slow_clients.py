@@ -114,3 +114,33 @@ def test_a_request_refused_on_its_head_is_answered_by_the_shedders_app_and_the_n
     assert served == ["/a"]
     assert shedder.asked == [(b"POST", b"/refused?x=1"), (b"GET", b"/a"), (b"POST", b"/refused?x=1")]
     assert all(s[ARRIVED] > 0 and s["path"] == "/refused" for s in shedder.scopes)  # stamped as any request
+
+
+def test_a_refusal_runs_behind_uvicorns_proxy_step_and_hands_on_to_the_servers_app_behind_it() -> None:
+    """From a trusted proxy (127.0.0.1 by default), X-Forwarded-For and -Proto name the client and scheme for a
+    refusal as for the app; a request the refusal hands on goes to the server's app, past that step once."""
+    shedder = Refusing()
+    given: list[Any] = []
+    original = shedder.app_for
+
+    def app_for(method: bytes, url: bytes, app: Any) -> Any:
+        given.append(app)
+        return original(method, url, app)
+
+    shedder.app_for = app_for  # type: ignore[method-assign]
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"0")]})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def main() -> None:
+        conn = Connection(app, shedder)
+        forwarded = b"X-Forwarded-For: 10.1.2.3\r\nX-Forwarded-Proto: https\r\n"
+        (answer,) = await conn.send(b"POST /refused HTTP/1.1\r\nHost: x\r\n" + forwarded + b"Content-Length: 0\r\n\r\n")
+        assert answer.status == 503
+        conn.close()
+
+    asyncio.run(main())
+    (scope,) = shedder.scopes
+    assert scope["client"] == ("10.1.2.3", 0) and scope["scheme"] == "https"
+    assert given == [app]  # not uvicorn's wrapper: a request handed on passes its proxy step once
