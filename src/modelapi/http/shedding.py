@@ -2,18 +2,27 @@
 
 While the data plane's gate is refusing, the protocol (``security/slow_clients.py``) asks ``Shedding.app_for``
 on each request's head whether to refuse it there: a ``POST`` to an inference route (by the literal end of its
-path, as ``http/fastpath.FastPath`` matches them) when ``DataPlane.shed`` says that every version of every ready
-model would refuse a call now. The protocol then runs the request's cycle with a small app of this module
-instead of the server's: it answers the 503 the gate would (the gate's detail, the schedule's ``Retry-After``,
-the route's error style, the request id and the standard headers), counts the refusal (``RequestRejected``,
-``http/rejections.py``) and writes the access line. uvicorn's cycle still frames the answer and drops the body
-it did not read, so keep-alive and pipelining work as for any answer.
+path, as ``http/fastpath.FastPath`` matches them: ``/infer``, ``/predict``, ``:predict``) when
+``DataPlane.shed`` says that every version of every ready model would refuse a call now. The protocol then runs
+the request's cycle with a small app of this module instead of the server's, behind uvicorn's proxy step as
+the server's app is: it answers the 503 the gate would (the gate's detail, the schedule's ``Retry-After``, the
+route's error style, the request id and the standard headers), counts the refusal (``RequestRejected``,
+``http/rejections.py``), remembers it for early retries (``http/holds.py``) and writes the access line. uvicorn's
+cycle still frames the answer and drops the body it did not read, so keep-alive and pipelining work as for any
+answer.
+
+A request the app would answer otherwise is handed to it: an early retry (the app holds it until its
+``Retry-After``), a browser's request with CORS on (the app's answer carries the CORS headers), a body declared
+over ``max_body_bytes`` (413). Its ``Retry-After`` is booked only for a refusal given, so a request handed on
+books no place in the schedule of returns. With tracing on nothing is bound here (``http/app.py``): every
+request keeps its span.
 
 Why: a refusal through the app costs about half of a served request's CPU (a task through nine layers of
 middleware, routing and the admission), and under a flood that half is the server's least useful work. The
-answer may come before authentication; it names a model only when the server serves one (whose name the
-documents already give), so it tells an unauthenticated client nothing it could not learn otherwise
-(docs/overload.md). Nothing is shed while the gate admits: the check costs one attribute read then.
+answer may come before authentication, and says nothing of which models exist: every model must be refusing;
+its detail names the model only when the server knows that one alone and authentication is off (without a
+key, nothing names a model: docs/security.md). Nothing is shed while the gate admits: the check costs one
+attribute read then (docs/overload.md).
 """
 
 from __future__ import annotations
@@ -89,7 +98,7 @@ class Shedding:
 
     def app_for(self, method: bytes, url: bytes, app: ASGIApp) -> ASGIApp | None:
         """The app that refuses this request, when it is to be refused on its head; else ``None``. ``app``: the
-        server's, to which the refusing app hands an early retry that the app will hold."""
+        server's, to which the refusing app hands a request the app answers otherwise (an early retry, say)."""
         dataplane = self._dataplane
         if dataplane is None or not dataplane.gate.refusing or method != b"POST":
             return None
