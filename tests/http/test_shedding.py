@@ -531,3 +531,25 @@ def test_without_holds_nothing_is_remembered_and_a_retry_is_refused_on_its_head(
             assert len(server.paths) == 1
 
     run(main)
+
+
+def test_the_rejections_reporter_counts_a_refusal_on_the_head_under_the_model_the_apps_would(
+    access: pytest.LogCaptureFixture,
+) -> None:
+    """The app's reporter names the model the path names, none for ``/predict``: a refusal on the head is counted
+    the same way, so a flood is one warning a second, not one for each path a refusal took."""
+
+    async def main() -> None:
+        async with serving() as server:
+            server.full()
+            for path in ("/predict", "/models/sleepy/predict"):
+                server.gate.refusing = False
+                await server.refusing(path=path)
+                REPORTER.flush()
+                (shed,) = await server.connect().send(post(path))
+                assert shed.status == 503 and len(server.paths) == 1 + (path != "/predict")
+                REPORTER.flush()
+
+    run(main)
+    warnings = [(r.model, r.refused) for r in access.records if r.name == "modelapi.rejections"]
+    assert warnings == [(None, 1), (None, 1), ("sleepy", 1), ("sleepy", 1)]

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -64,11 +64,12 @@ class Shedding:
         self._private = False
         self._cors = False
         self._max_body_bytes: int | None = None
+        self._unnamed: frozenset[str] = frozenset()
 
     def bind(
         self,
         dataplane: DataPlane,
-        routes: Iterable[tuple[str, str, ErrorStyle]],
+        routes: Sequence[tuple[str, str, ErrorStyle]],
         holds: RetryHolds | None = None,
         *,
         private: bool = False,
@@ -89,6 +90,9 @@ class Shedding:
             if tail:
                 by_tail.setdefault(tail, set()).add((protocol, style))
         self._routes = {tail: next(iter(found)) for tail, found in by_tail.items() if len(found) == 1}
+        # the routes whose path names no model (``/predict``): the app's rejections reporter counts their refusals
+        # under no model (it reads the path's), and so does a refusal here, or each would be a line a second
+        self._unnamed = frozenset(path for path, _, _ in routes if "{" not in path)
         self._tails = tuple(self._routes)
         self._holds = holds
         self._private = private
@@ -156,7 +160,7 @@ def _refuser(
         events = dataplane.events
         if events.active:
             events.request_rejected(RequestRejected(shed.model, protocol, "overloaded", 503))
-        REPORTER.refused("overloaded", 503, shed.model, shed.detail)
+        REPORTER.refused("overloaded", 503, None if path in shedding._unnamed else shed.model, shed.detail)
         if ACCESS_LOG.isEnabledFor(logging.INFO):
             arrived = scope.get(ARRIVED)
             seconds = time.monotonic() - arrived if isinstance(arrived, float) else 0.0
