@@ -16,7 +16,7 @@ from helpers.repo import EventLog, ModelRepo, skops_bytes, slow_joblib_bytes
 from helpers.repo import rows as repo_rows
 from modelapi.batching import INLINE_WINDOW, Batcher, BatchPolicy
 from modelapi.context import CallContext
-from modelapi.dataplane import DataPlane
+from modelapi.dataplane import SHED_DETAIL, DataPlane, Shed
 from modelapi.errors import (
     InferenceError,
     InferenceTimeout,
@@ -560,3 +560,96 @@ def test_a_model_toml_max_queue_ms_reaches_the_version(tmp_path: Path) -> None:
         await plane.close()
 
     asyncio.run(go())
+
+
+# refusals before a request is read (DataPlane.shed) ------------------------------------------------------------
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_nothing_is_shed_while_the_gate_admits_and_the_repository_is_not_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    dp = loaded(Recorder())
+
+    def never() -> list[str]:
+        raise AssertionError("the repository was asked while the gate admits")
+
+    monkeypatch.setattr(dp.repository, "ready_names", never)
+    assert not dp.gate.refusing and dp.shed() is None
+    monkeypatch.undo()
+    unload(dp)
+
+
+def test_a_call_is_shed_only_when_every_ready_model_would_refuse_it_and_its_retry_after_is_not_booked() -> None:
+    dp = loaded(Recorder("a"), Recorder("b"), max_inflight=1)
+    gate = dp.gate
+    gate.refusing = True
+    gate.inflight["a"] = 1
+    assert dp.shed() is None and not gate.refusing  # b has room: the next calls go to the gate itself
+    assert dp.shed() is None  # nothing asked now
+    gate.refusing = True
+    gate.inflight["b"] = 1
+    shed = dp.shed()
+    assert shed == Shed(None, SHED_DETAIL, 1, "a") and gate.refusing  # several models: none named
+    assert gate.returns == {}  # booked when the refusal is given (shedding.py), not here
+    unload(dp)
+    dp = loaded(Recorder("a"), max_inflight=1)
+    dp.gate.refusing, dp.gate.inflight["a"] = True, 1
+    only = "model 'a' already has 1 requests in flight, the limit (max_inflight); retry shortly"
+    assert dp.shed() == Shed("a", only, 1, "a")  # one model: named, as the app's refusal names it
+    unload(dp)
+
+
+def test_the_wait_heads_now_have_to_be_read_counts_for_one_queue_budget() -> None:
+    dp = loaded(Recorder(), max_queue_ms=100)
+    clock = Clock()
+    dp.gate.clock = clock
+    with pytest.raises(Overloaded):  # the event loop got to this head 300 ms late
+        dp.call("recorder", CallContext(protocol="v2", arrived=time.monotonic() - 0.3))
+    shed = dp.shed()
+    assert shed is not None and shed.model == "recorder"
+    assert "after the 3" in shed.detail and "ms requests now wait to be read" in shed.detail
+    clock.now += 0.099
+    assert dp.shed() is not None
+    clock.now += 0.002  # a budget later the wait is not trusted: the next call goes through to measure it
+    assert dp.shed() is None and not dp.gate.refusing
+    unload(dp)
+
+
+def test_a_call_is_shed_only_when_every_serving_version_would_refuse_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plane, _ = repo_plane(tmp_path, 'version_policy = "all"\n', max_queue_ms=100)
+    ModelRepo(tmp_path / "models").version("m", 2, skops_bytes("m2"))
+
+    async def go() -> None:
+        await plane.start()
+        versions = plane.repository.entry("m").serving
+        assert sorted(versions) == ["1", "2"]
+        for name in ("m", "k"):
+            monkeypatch.setattr(plane.resolve(name).batcher, "expected_wait", lambda arriving=0: 0.5)
+        plane.gate.refusing = True
+        assert plane.shed() is None  # version 1 has an idle queue: a call to it would be admitted
+        plane.gate.refusing = True
+        monkeypatch.setattr(versions["1"].batcher, "expected_wait", lambda arriving=0: 0.5)
+        shed = plane.shed()
+        assert shed is not None and shed.model is None and shed.at_least == 1  # two models: none named
+        await plane.close()
+
+    asyncio.run(go())
+
+
+def test_a_shed_call_names_no_model_when_the_server_knows_another_even_one_not_ready() -> None:
+    class Broken(Recorder):
+        def load(self) -> None:
+            raise RuntimeError("does not load")
+
+    dp = DataPlane.from_settings(Settings(max_inflight=1), models=[Recorder("a"), Broken("broken")])
+    asyncio.run(dp.start())
+    assert dp.repository.ready_names() == ["a"]
+    dp.gate.refusing, dp.gate.inflight["a"] = True, 1
+    assert dp.shed() == Shed(None, SHED_DETAIL, 1, "a")  # a call for "broken" is not told a's limits
+    unload(dp)

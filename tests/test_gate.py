@@ -103,3 +103,49 @@ def test_a_flood_past_the_longest_retry_after_does_not_book_the_schedule_past_it
     assert max(waits) == 30
     clock.now += 31.0
     assert _retry_after(gate) == 1
+
+
+def test_refusal_says_what_enter_would_and_changes_nothing() -> None:
+    clock = Clock()
+    gate = ModelGate(max_inflight=1, max_queue_s=0.1, clock=clock)
+    assert gate.refusal("m") is None
+    gate.enter("m")
+    detail, at_least = gate.refusal("m") or ("", 0)
+    assert "max_inflight" in detail and at_least == 1
+    assert gate.refusal("m", limit=2, expected_wait_s=0.5) == (
+        "model 'm' would reach this request in about 500 ms, more than the queue-time limit of 100 ms (max_queue_ms); "
+        "retry shortly",
+        1,
+    )
+    assert (gate.refusal("m", limit=2, expected_wait_s=2.5) or ("", 0))[1] == 3  # the wait, rounded up
+    # a wait estimated for a request not read yet says so
+    estimated = gate.refusal("m", limit=2, expected_wait_s=0.05, waited_s=0.3, estimated=True)
+    assert estimated is not None and "after the 300 ms requests now wait to be read" in estimated[0]
+    assert gate.inflight == {"m": 1} and gate.returns == {} and not gate.refusing  # nothing counted or booked
+    assert gate.retry_after("m", 1) == {"retry-after": "1"} and "m" in gate.returns  # this one books
+
+
+def test_the_gate_says_whether_its_last_decision_was_a_refusal() -> None:
+    gate = ModelGate(max_inflight=1)
+    assert not gate.refusing
+    gate.enter("m")
+    with pytest.raises(Overloaded):
+        gate.enter("m")
+    assert gate.refusing
+    gate.enter("other")  # any admission clears it
+    assert not gate.refusing
+
+
+def test_the_wait_the_last_decided_call_had_is_trusted_for_the_window_asked() -> None:
+    clock = Clock()
+    gate = ModelGate(max_inflight=10, max_queue_s=0.1, clock=clock)
+    assert gate.recent_wait(0.1) == 0.0
+    with pytest.raises(Overloaded):
+        gate.enter("m", waited_s=0.3)
+    assert gate.recent_wait(0.1) == 0.3
+    clock.now += 0.1
+    assert gate.recent_wait(0.1) == 0.3
+    clock.now += 0.01
+    assert gate.recent_wait(0.1) == 0.0  # too old: a call has to measure it again
+    gate.enter("m", waited_s=0.02)  # admitted calls measure it too
+    assert gate.recent_wait(0.1) == 0.02

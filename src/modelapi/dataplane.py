@@ -152,7 +152,9 @@ class DataPlane:
         the protocol, before any of the app runs): only while the gate's last decision was a refusal, and only
         when every version of every ready model would refuse it on its head now, so the answer says nothing of
         which models exist (it may come before authentication); else ``None`` (one attribute read while the gate
-        admits). The refusal books its ``Retry-After`` in the schedule of returns, as one by ``admit`` does."""
+        admits). Its ``Retry-After`` is booked in the schedule of returns only when the refusal is given
+        (``gate.retry_after(shed.schedule, shed.at_least)``): a request the front end hands on instead (an early
+        retry, which the app holds and then admits or refuses itself) books no place of its own."""
         gate = self.gate
         if not gate.refusing:
             return None
@@ -173,11 +175,11 @@ class DataPlane:
                     return None
         if refused is None:
             return None  # no model ready: the routes say so
-        only = names[0] if len(names) == 1 else None
+        # named only when the server knows no other: a request may be for a model not ready (or for none), which
+        # must not be told another's limits, nor be counted as another's refusal
+        only = repository.only_model
         detail, at_least = refused
-        if only is None:
-            detail = "every model this server serves is over its in-flight or queue-time limit; retry shortly"
-        return Shed(only, detail, gate.retry_after(names[0], at_least))
+        return Shed(only, SHED_DETAIL if only is None else detail, at_least, names[0])
 
     # inference -------------------------------------------------------------------------------------------
     def call(self, name: str, ctx: CallContext = LOCAL, version: str | None = None, label: str | None = None) -> Call:
@@ -241,13 +243,19 @@ def _reason(status: int) -> str:
     return {404: "not_found", 503: "unavailable", 403: "forbidden", 401: "unauthenticated"}.get(status, "error")
 
 
+#: a shed refusal's detail when it may not name the model (``DataPlane.shed``, ``http/shedding.py``)
+SHED_DETAIL = "every model this server serves is over its in-flight or queue-time limit; retry shortly"
+
+
 @dataclass(frozen=True, slots=True)
 class Shed:
-    """``DataPlane.shed``'s refusal: the model refused (``None`` when several are), why, and its headers."""
+    """``DataPlane.shed``'s refusal: the model refused (the only one the server knows; ``None`` when it knows
+    several), why, the least ``Retry-After`` and the model whose schedule of returns books it."""
 
     model: str | None
     detail: str
-    headers: dict[str, str]
+    at_least: int
+    schedule: str
 
 
 class Admission:

@@ -2,7 +2,9 @@
 
 A deliberately slow model (``toymodels:Sleepy``) with ``--max-inflight 2`` is kept full; every further request
 must be refused at once with 503 and ``Retry-After`` (the V2 route's ``{"error": ...}``), also one whose huge
-body is still arriving, while ``/v2/health/live`` keeps answering quickly.
+body is still arriving, while ``/v2/health/live`` keeps answering quickly. Once the app has refused one, the
+HTTP protocol refuses the next on their heads (http/shedding.py): a flood on every inference protocol gets the
+same answers, and a kept connection is served once the flood is over.
 """
 
 from __future__ import annotations
@@ -139,6 +141,81 @@ def test_liveness_stays_fast_under_overload(server: RunningServer) -> None:
     median, worst = probes[len(probes) // 2], probes[-1]
     # the bench's bound is 100 ms at the worst; this machine is shared, so the worst gets room, the median none
     assert median < 0.1 and worst < 0.5, (median, worst, len(probes))
+
+
+#: a request of each inference protocol: path and body (a row of ``seconds`` 0)
+ROUTES = {
+    "v2": (INFER, _body(0)),
+    "records": ("/models/sleepy/predict", orjson.dumps({"seconds": 0})),
+    "v1": ("/v1/models/sleepy:predict", orjson.dumps({"instances": [{"seconds": 0}]})),
+}
+
+
+def _exchange(sock: socket.socket, path: str, body: bytes, close: bool = False) -> tuple[int, dict[str, str], bytes]:
+    """One POST on ``sock`` and its answer (framed by Content-Length, as every answer of the server's is)."""
+    head = f"POST {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+    sock.sendall((head + ("Connection: close\r\n" if close else "") + "\r\n").encode() + body)
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        answer += sock.recv(65536)
+    head_bytes, _, payload = answer.partition(b"\r\n\r\n")
+    status_line, *lines = head_bytes.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    while len(payload) < int(headers["content-length"]):
+        payload += sock.recv(65536)
+    return int(status_line.split()[1]), headers, payload
+
+
+def _rejected(server: RunningServer) -> int:
+    text = httpx.get(server.url + "/metrics").text
+    found = re.findall(r'^modelapi_requests_rejected_total\{[^}]*reason="overloaded"[^}]*\} (\S+)$', text, re.M)
+    return int(sum(float(v) for v in found))
+
+
+def test_a_flood_is_refused_in_each_routes_style_and_a_kept_connection_is_served_after_it(
+    server: RunningServer,
+) -> None:
+    """While the model is full, clients on new connections flood every inference protocol (the protocol refuses
+    them on their heads once the app has refused one: http/shedding.py): only 200 or 503, every 503 with
+    Retry-After in its route's error style and counted, liveness answers; a keep-alive connection refused during
+    the flood is served on the same connection once it is over."""
+    threads = _occupy(server, 1.5, 2)
+    before = _rejected(server)
+    url = urlsplit(server.url)
+    address = (url.hostname or "127.0.0.1", url.port or 80)
+    answers: list[tuple[str, int, dict[str, str], bytes]] = []
+    stop = time.monotonic() + 0.8
+
+    def flood(protocol: str) -> None:
+        path, body = ROUTES[protocol]
+        while time.monotonic() < stop:
+            with socket.create_connection(address, timeout=10) as sock:
+                answers.append((protocol, *_exchange(sock, path, body, close=True)))
+
+    with socket.create_connection(address, timeout=10) as kept:
+        status, headers, _ = _exchange(kept, *ROUTES["v2"])
+        assert status == 503 and headers["retry-after"].isdigit()
+        clients = [threading.Thread(target=flood, args=(p,)) for p in ROUTES for _ in range(2)]
+        for t in clients:
+            t.start()
+        live = httpx.get(server.url + "/v2/health/live", timeout=5)
+        assert live.status_code == 200 and live.json() == {"live": True}
+        for t in [*clients, *threads]:
+            t.join(30)
+        status, _, payload = _exchange(kept, *ROUTES["v2"])  # the same connection, the model free again
+        assert status == 200 and orjson.loads(payload)["outputs"][0]["data"] == [0.0]
+    assert {s for _, s, _, _ in answers} <= {200, 503}
+    refused = [(p, h, b) for p, s, h, b in answers if s == 503]
+    assert {p for p, _, _ in refused} == set(ROUTES), answers[:3]
+    for protocol, headers, body in refused:
+        assert headers["retry-after"].isdigit() and headers["x-request-id"]
+        if protocol == "v2":
+            assert headers["content-type"] == "application/json" and "max_inflight" in orjson.loads(body)["error"]
+        else:
+            problem = orjson.loads(body)
+            assert headers["content-type"] == "application/problem+json"
+            assert (problem["title"], problem["status"]) == ("Overloaded", 503) and "max_inflight" in problem["detail"]
+    assert _rejected(server) - before == len(refused) + 1  # and the kept connection's
 
 
 def test_the_server_log_has_one_warning_a_second_not_one_a_refusal(server: RunningServer, tmp_path: Path) -> None:

@@ -10,32 +10,8 @@ from typing import Any
 import uvicorn
 from uvicorn.server import ServerState
 
+from helpers.wire import Connection, Wire
 from modelapi.security.slow_clients import ARRIVED, BODY_IN, IN_PROGRESS, protocol_class
-
-
-class Wire(asyncio.Transport):
-    def __init__(self) -> None:
-        super().__init__()
-        self.writes: list[bytes] = []
-        self.closed = False
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.writes.append(bytes(data))
-
-    def close(self) -> None:
-        self.closed = True
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return {"peername": ("127.0.0.1", 50000), "sockname": ("127.0.0.1", 8000)}.get(name, default)
 
 
 async def exchange(request: bytes) -> tuple[list[dict[str, Any]], Wire]:
@@ -95,3 +71,76 @@ def test_a_small_answer_is_one_write_and_the_answer_to_head_is_not_held() -> Non
     assert wire.writes[0].endswith(b"\r\n\r\n{}")
     _, wire = asyncio.run(exchange(b"HEAD /a HTTP/1.1\r\nHost: x\r\n\r\n"))
     assert len(wire.writes) == 1 and wire.writes[0].endswith(b"content-length: 2\r\n\r\n")
+
+
+class Refusing:
+    """A shedder (``http/shedding.py``'s part) that refuses every POST to ``/refused`` on its head with a 503."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[bytes, bytes]] = []
+        self.scopes: list[dict[str, Any]] = []
+
+    def app_for(self, method: bytes, url: bytes, app: Any) -> Any:
+        self.asked.append((method, url))
+        if method != b"POST" or not url.startswith(b"/refused"):
+            return None
+
+        async def refuse(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            self.scopes.append(scope)
+            await send({"type": "http.response.start", "status": 503, "headers": [(b"content-length", b"0")]})
+            await send({"type": "http.response.body", "body": b""})
+
+        return refuse
+
+
+def test_a_request_refused_on_its_head_is_answered_by_the_shedders_app_and_the_next_by_the_servers() -> None:
+    shedder = Refusing()
+    served: list[str] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        served.append(scope["path"])
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    async def main() -> list[int]:
+        conn = Connection(app, shedder)
+        post = b"POST /refused?x=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nbody"
+        answers = await conn.send(post + b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n" + post, 3)
+        assert not conn.wire.closed
+        conn.close()
+        return [a.status for a in answers]
+
+    assert asyncio.run(main()) == [503, 200, 503]
+    assert served == ["/a"]
+    assert shedder.asked == [(b"POST", b"/refused?x=1"), (b"GET", b"/a"), (b"POST", b"/refused?x=1")]
+    assert all(s[ARRIVED] > 0 and s["path"] == "/refused" for s in shedder.scopes)  # stamped as any request
+
+
+def test_a_refusal_runs_behind_uvicorns_proxy_step_and_hands_on_to_the_servers_app_behind_it() -> None:
+    """From a trusted proxy (127.0.0.1 by default), X-Forwarded-For and -Proto name the client and scheme for a
+    refusal as for the app; a request the refusal hands on goes to the server's app, past that step once."""
+    shedder = Refusing()
+    given: list[Any] = []
+    original = shedder.app_for
+
+    def app_for(method: bytes, url: bytes, app: Any) -> Any:
+        given.append(app)
+        return original(method, url, app)
+
+    shedder.app_for = app_for  # type: ignore[method-assign]
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"0")]})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def main() -> None:
+        conn = Connection(app, shedder)
+        forwarded = b"X-Forwarded-For: 10.1.2.3\r\nX-Forwarded-Proto: https\r\n"
+        (answer,) = await conn.send(b"POST /refused HTTP/1.1\r\nHost: x\r\n" + forwarded + b"Content-Length: 0\r\n\r\n")
+        assert answer.status == 503
+        conn.close()
+
+    asyncio.run(main())
+    (scope,) = shedder.scopes
+    assert scope["client"] == ("10.1.2.3", 0) and scope["scheme"] == "https"
+    assert given == [app]  # not uvicorn's wrapper: a request handed on passes its proxy step once

@@ -55,7 +55,8 @@ def create_app(
     server (once, before any fork), served by this app's lifespan. ``freeze_heap``: the process is the
     server's worker, whose heap ``heap.HeapFreezer`` freezes once models load (not for an app embedded in
     another program, whose heap is that program's). ``shedding``: the server's HTTP protocol's refusals on the
-    head under overload (``http/shedding.py``), bound here to this app's data plane and inference routes."""
+    head under overload (``http/shedding.py``), bound here to this app's data plane and inference routes, unless
+    tracing is on."""
     settings = settings or Settings()
     tracing.configure(settings)  # per worker, after any fork: the SDK's export thread is per process
     if isinstance(models, DataPlane):
@@ -127,9 +128,19 @@ def create_app(
     # the router tries routes in order: inference routes first (no other route matches their paths)
     routes.sort(key=lambda route: not getattr(route, "inference", False))
     holds = RetryHolds() if settings.hold_early_retries else None
-    if shedding is not None:  # the routes FastPath dispatches: those the protocol may refuse on the head
+    # the routes FastPath dispatches: those the protocol may refuse on the head; none while tracing, so that every
+    # request keeps its server span and its traceresponse (the middleware's, which a refusal there would skip)
+    if shedding is not None and not tracing.ON:
         protocol_of = {id(route): protocol.name for route, protocol in owned}
-        shedding.bind(dataplane, [(r.path, protocol_of[id(r)], r.error_style) for r in fast_routes(routes)], holds)
+        shed = [(r.path, protocol_of[id(r)], r.error_style) for r in fast_routes(routes)]
+        shedding.bind(
+            dataplane,
+            shed,
+            holds,
+            private=auth.enabled,
+            cors=bool(settings.cors_origins),
+            max_body_bytes=settings.max_body_bytes,
+        )
     app = App(  # Starlette, the inference routes dispatched directly (http/fastpath.py)
         routes=guard(routes, dataplane.repository),  # a key's model list, from each matched route's {name}
         middleware=[

@@ -2,30 +2,41 @@
 
 While the data plane's gate is refusing, the protocol (``security/slow_clients.py``) asks ``Shedding.app_for``
 on each request's head whether to refuse it there: a ``POST`` to an inference route (by the literal end of its
-path, as ``http/fastpath.FastPath`` matches them) when ``DataPlane.shed`` says that every version of every ready
-model would refuse a call now. The protocol then runs the request's cycle with a small app of this module
-instead of the server's: it answers the 503 the gate would (the gate's detail, the schedule's ``Retry-After``,
-the route's error style, the request id and the standard headers), counts the refusal (``RequestRejected``,
-``http/rejections.py``) and writes the access line. uvicorn's cycle still frames the answer and drops the body
-it did not read, so keep-alive and pipelining work as for any answer.
+path, as ``http/fastpath.FastPath`` matches them: ``/infer``, ``/predict``, ``:predict``) when
+``DataPlane.shed`` says that every version of every ready model would refuse a call now. The protocol then runs
+the request's cycle with a small app of this module instead of the server's, behind uvicorn's proxy step as
+the server's app is: it answers the 503 the gate would (the gate's detail, the schedule's ``Retry-After``, the
+route's error style, the request id and the standard headers), counts the refusal (``RequestRejected``,
+``http/rejections.py``), remembers it for early retries (``http/holds.py``) and writes the access line. uvicorn's
+cycle still frames the answer and drops the body it did not read, so keep-alive and pipelining work as for any
+answer.
+
+A request the app would answer otherwise is handed to it: an early retry (the app holds it until its
+``Retry-After``), a browser's request with CORS on (the app's answer carries the CORS headers), a body declared
+over ``max_body_bytes`` (413). Its ``Retry-After`` is booked only for a refusal given, so a request handed on
+books no place in the schedule of returns. With tracing on nothing is bound here (``http/app.py``): every
+request keeps its span.
 
 Why: a refusal through the app costs about half of a served request's CPU (a task through nine layers of
 middleware, routing and the admission), and under a flood that half is the server's least useful work. The
-answer may come before authentication; it names a model only when the server serves one (whose name the
-documents already give), so it tells an unauthenticated client nothing it could not learn otherwise
-(docs/overload.md). Nothing is shed while the gate admits: the check costs one attribute read then.
+answer may come before authentication, and says nothing of which models exist: every model must be refusing;
+its detail names the model only when the server knows that one alone and authentication is off (without a
+key, nothing names a model: docs/security.md). Nothing is shed while the gate admits: the check costs one
+attribute read then (docs/overload.md).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import jsonutil
+from ..dataplane import SHED_DETAIL
+from ..errors import Overloaded
 from ..events import RequestRejected
 from ..protocols import ErrorStyle
 from ..security.slow_clients import ARRIVED
@@ -37,7 +48,8 @@ from .rejections import REPORTER
 if TYPE_CHECKING:
     from ..dataplane import DataPlane, Shed
 
-_TITLE = "Service Unavailable"
+#: the title the app's refusal has (problem+json shows it): the gate's error's
+_TITLE = Overloaded.title
 
 
 class Shedding:
@@ -49,27 +61,48 @@ class Shedding:
         self._tails: tuple[bytes, ...] = ()
         self._routes: dict[bytes, tuple[str, ErrorStyle]] = {}
         self._holds: RetryHolds | None = None
+        self._private = False
+        self._cors = False
+        self._max_body_bytes: int | None = None
+        self._unnamed: frozenset[str] = frozenset()
 
     def bind(
-        self, dataplane: DataPlane, routes: Iterable[tuple[str, str, ErrorStyle]], holds: RetryHolds | None = None
+        self,
+        dataplane: DataPlane,
+        routes: Sequence[tuple[str, str, ErrorStyle]],
+        holds: RetryHolds | None = None,
+        *,
+        private: bool = False,
+        cors: bool = False,
+        max_body_bytes: int | None = None,
     ) -> None:
         """``routes``: each inference route's path template, its protocol's name and its error style. A path end
         that two protocols share is not shed (its style would be a guess). ``holds``: the app's early retries
         held until their ``Retry-After``: a refusal here is remembered there, and an early retry is not refused
-        here but left to the app, which holds it (``http/holds.py``)."""
+        here but left to the app, which holds it (``http/holds.py``). ``private``: authentication is on, so the
+        answer names no model, not even the only one (without a key, nothing names a model: docs/security.md);
+        the event and the log still do. The app answers otherwise, so is handed, a browser's request (one with an
+        ``Origin``) when ``cors`` is on (its CORS headers) and one whose declared body is over ``max_body_bytes``
+        (413, and the connection closed rather than the body drained)."""
         by_tail: dict[bytes, set[tuple[str, ErrorStyle]]] = {}
         for path, protocol, style in routes:
             tail = path[path.rfind("}") + 1 :].encode()
             if tail:
                 by_tail.setdefault(tail, set()).add((protocol, style))
         self._routes = {tail: next(iter(found)) for tail, found in by_tail.items() if len(found) == 1}
+        # the routes whose path names no model (``/predict``): the app's rejections reporter counts their refusals
+        # under no model (it reads the path's), and so does a refusal here, or each would be a line a second
+        self._unnamed = frozenset(path for path, _, _ in routes if "{" not in path)
         self._tails = tuple(self._routes)
         self._holds = holds
+        self._private = private
+        self._cors = cors
+        self._max_body_bytes = max_body_bytes
         self._dataplane = dataplane
 
     def app_for(self, method: bytes, url: bytes, app: ASGIApp) -> ASGIApp | None:
         """The app that refuses this request, when it is to be refused on its head; else ``None``. ``app``: the
-        server's, to which the refusing app hands an early retry that the app will hold."""
+        server's, to which the refusing app hands a request the app answers otherwise (an early retry, say)."""
         dataplane = self._dataplane
         if dataplane is None or not dataplane.gate.refusing or method != b"POST":
             return None
@@ -80,26 +113,41 @@ class Shedding:
         if shed is None:
             return None
         protocol, style = next(route for tail, route in self._routes.items() if path.endswith(tail))
-        return _refuser(dataplane, shed, protocol, style, self._holds, app)
+        return _refuser(self, dataplane, shed, protocol, style, app)
+
+    def _for_the_app(self, scope: Scope, declared: int | None) -> bool:
+        """Whether the app answers this request otherwise than with the refusal: an early retry (it holds it), a
+        browser's request with CORS on, a body declared over the limit."""
+        holds = self._holds
+        client = scope.get("client")
+        if holds is not None and client is not None:
+            until = holds.until.get((client[0], client[1], scope["path"]))
+            if until is not None and until > holds.clock():
+                return True  # a retry before its Retry-After: the app holds it until then
+        if declared is not None and self._max_body_bytes is not None and declared > self._max_body_bytes:
+            return True
+        return self._cors and any(key == b"origin" for key, _ in scope["headers"])
 
 
 def _refuser(
-    dataplane: DataPlane, shed: Shed, protocol: str, style: ErrorStyle, holds: RetryHolds | None, app: ASGIApp
+    shedding: Shedding, dataplane: DataPlane, shed: Shed, protocol: str, style: ErrorStyle, app: ASGIApp
 ) -> ASGIApp:
     async def refuse(scope: Scope, receive: Receive, send: Send) -> None:
+        rid, declared = scan_headers(scope)
+        if shedding._for_the_app(scope, declared):
+            await app(scope, receive, send)
+            return
         path: str = scope["path"]
         client = scope.get("client")
-        if holds is not None and client is not None:
-            until = holds.until.get((client[0], client[1], path))
-            if until is not None and until > holds.clock():
-                await app(scope, receive, send)  # a retry before its Retry-After: the app holds it until then
-                return
-        rid, _ = scan_headers(scope)
-        body = jsonutil.dumps(style.body(503, _TITLE, shed.detail, path, rid))
+        holds = shedding._holds
+        detail = SHED_DETAIL if shedding._private else shed.detail
+        body = jsonutil.dumps(style.body(503, _TITLE, detail, path, rid))
+        # booked now that it is given: a request handed on above books no place in the schedule of returns
+        retry_after = dataplane.gate.retry_after(shed.schedule, shed.at_least)["retry-after"].encode("latin-1")
         headers = [
             (b"content-type", style.media_type.encode("latin-1")),
             (b"content-length", str(len(body)).encode("latin-1")),
-            *((k.encode("latin-1"), v.encode("latin-1")) for k, v in shed.headers.items()),
+            (b"retry-after", retry_after),
             (b"x-request-id", rid.encode("latin-1")),
             *STANDARD_RAW,
         ]
@@ -108,11 +156,11 @@ def _refuser(
         await send({"type": "http.response.start", "status": 503, "headers": headers})
         await send({"type": "http.response.body", "body": body})
         if holds is not None:
-            holds.refused(client, path, shed.headers["retry-after"].encode("latin-1"))
+            holds.refused(client, path, retry_after)
         events = dataplane.events
         if events.active:
             events.request_rejected(RequestRejected(shed.model, protocol, "overloaded", 503))
-        REPORTER.refused("overloaded", 503, shed.model, shed.detail)
+        REPORTER.refused("overloaded", 503, None if path in shedding._unnamed else shed.model, shed.detail)
         if ACCESS_LOG.isEnabledFor(logging.INFO):
             arrived = scope.get(ARRIVED)
             seconds = time.monotonic() - arrived if isinstance(arrived, float) else 0.0

@@ -18,10 +18,12 @@ head): reading it cannot wait, so the middleware arms no body-read timer for it.
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ..http.transport import HeadHolding
@@ -32,18 +34,40 @@ ARRIVED = "modelapi.arrived"
 IN_PROGRESS = "modelapi.in_progress"
 #: the scope key set when the request's whole body is in (``receive`` returns it without waiting)
 BODY_IN = "modelapi.body_in"
+#: the scope key of the app that refuses a request on its head (``Shedder.app_for``'s), until it runs
+_REFUSAL = "modelapi.refusal"
 
 
 class Shedder(Protocol):
-    """Asked on each request's head: the app that refuses it there, under overload (``http/shedding.py``)."""
+    """Asked on each request's head: the app that refuses it there, under overload (``http/shedding.py``).
+    ``app``: the server's, behind uvicorn's proxy step, for a request the refusing app hands on."""
 
     def app_for(self, method: bytes, url: bytes, app: ASGIApp) -> ASGIApp | None: ...
+
+
+async def _refuse(scope: Scope, receive: Receive, send: Send) -> None:
+    """Runs the refusal ``Shedder.app_for`` gave the request (behind uvicorn's proxy step, as the server's app)."""
+    await scope.pop(_REFUSAL)(scope, receive, send)
+
+
+def _refusing_apps(app: ASGIApp) -> tuple[ASGIApp, ASGIApp]:
+    """The app a refusal on the head runs as, and the server's app behind uvicorn's proxy step. uvicorn puts that
+    step (``--forwarded-allow-ips``: the client's address and scheme from a trusted proxy's X-Forwarded-For and
+    -Proto) in front of the server's app; a refusal runs behind the same step, so its HSTS, its access line and
+    the early retries it remembers see the client the app would (a copy of the step, its trusted hosts shared)."""
+    if isinstance(app, ProxyHeadersMiddleware):
+        front = copy.copy(app)
+        front.app = _refuse  # type: ignore[assignment]  # an ASGI 3 app, as uvicorn's own
+        return front, app.app  # type: ignore[return-value]
+    return _refuse, app
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     header_timeout_s: float = 10.0
     max_header_bytes: int = 65536
     shedding: Shedder | None = None
+    #: the server's app as uvicorn loaded it, and ``_refusing_apps``' for it: made once per server
+    _refusing: ClassVar[tuple[ASGIApp, ASGIApp, ASGIApp] | None] = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -51,6 +75,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._head_deadline = 0.0
         self._head_bytes = 0
         self._in_head = False
+        # the app a refusal runs as, and the server's behind the proxy step (for a request the refusal hands on)
+        self._refusal_front: ASGIApp = _refuse
+        self._behind_proxy: ASGIApp = self.app
+        if self.shedding is not None:
+            refusing = self._refusing
+            if refusing is None or refusing[0] is not self.app:
+                refusing = type(self)._refusing = (self.app, *_refusing_apps(self.app))
+            _, self._refusal_front, self._behind_proxy = refusing
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -89,14 +121,15 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         scope[ARRIVED] = time.monotonic()  # type: ignore[literal-required]  # the scope uvicorn is building
         scope[IN_PROGRESS] = self.tasks  # type: ignore[literal-required]  # its task joins them just below
         shedding = self.shedding
-        refuse = None if shedding is None else shedding.app_for(self.parser.get_method(), self.url, self.app)
+        refuse = None if shedding is None else shedding.app_for(self.parser.get_method(), self.url, self._behind_proxy)
         if refuse is None:
             super().on_headers_complete()
             return
         # refused on its head: uvicorn's cycle runs the refusal instead of the server's app (it frames the
         # answer, drops the unread body, keeps the connection and the order of pipelined answers)
+        scope[_REFUSAL] = refuse  # type: ignore[literal-required]
         app = self.app
-        self.app = refuse
+        self.app = self._refusal_front
         try:
             super().on_headers_complete()
         finally:

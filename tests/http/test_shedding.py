@@ -1,0 +1,555 @@
+"""Refusals on the head in the HTTP protocol (http/shedding.py), in process: modelapi's protocol over a transport
+that keeps what is written (tests/helpers/wire.py), in front of the server's app as uvicorn loads it.
+
+While the gate refuses and every model would, a POST to an inference route is answered 503 by the protocol
+without the server's app being called (``Server.paths`` counts every request the app was handed), and the answer
+is the one the app's gate refusal gives: status, headers, body in the route's error style, the event, the
+rejections reporter and the access line. The connection stays usable. An early retry, a browser's request with
+CORS on, a body over the limit, and every request while tracing is on go to the app instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+
+from helpers.keys import create_key
+from helpers.repo import EventLog
+from helpers.wire import Answer, Connection
+from modelapi import tracing
+from modelapi.events import RequestRejected
+from modelapi.gate import ModelGate
+from modelapi.http.app import create_app
+from modelapi.http.rejections import REPORTER
+from modelapi.http.shedding import Shedding
+from modelapi.settings import Settings
+from toymodels import Sleepy
+
+INFER = "/v2/models/sleepy/infer"
+#: a row of ``seconds`` 0.0 in each protocol's form
+BODIES = {
+    "/v2/": orjson.dumps({"inputs": [{"name": "seconds", "datatype": "FP64", "shape": [1], "data": [0.0]}]}),
+    "/v1/": orjson.dumps({"instances": [{"seconds": 0.0}]}),
+    "/": orjson.dumps({"seconds": 0.0}),
+}
+FULL = "model 'sleepy' already has 1 requests in flight, the limit (max_inflight); retry shortly"
+#: the detail when the answer may not name the model
+ANY_MODEL = "every model this server serves is over its in-flight or queue-time limit; retry shortly"
+STANDARD = {
+    "cache-control": "no-store",
+    "x-content-type-options": "nosniff",
+    "content-security-policy": "default-src 'none'; frame-ancestors 'none'",
+}
+
+
+def post(path: str = INFER, headers: str = "", body: bytes | None = None, version: str = "1.1") -> bytes:
+    if body is None:
+        body = next(b for prefix, b in BODIES.items() if path.startswith(prefix))
+    head = f"POST {path} HTTP/{version}\r\nhost: test\r\ncontent-type: application/json\r\n"
+    return f"{head}content-length: {len(body)}\r\n{headers}\r\n".encode() + body
+
+
+def get(path: str) -> bytes:
+    return f"GET {path} HTTP/1.1\r\nhost: test\r\n\r\n".encode()
+
+
+def sleepy(name: str = "sleepy") -> Sleepy:
+    model = Sleepy()
+    model.name = name
+    return model
+
+
+class Server:
+    """The server's app behind uvicorn's loading, counting the requests it is handed; ``full`` fills a model's
+    in-flight limit (1) as a call in flight would."""
+
+    def __init__(self, app: Any, shedding: Shedding) -> None:
+        self.app = app
+        self.shedding = shedding
+        self.paths: list[str] = []
+        self.dataplane = app.state.dataplane
+        self.gate: ModelGate = self.dataplane.gate
+        self.events = EventLog()
+        self.dataplane.events.subscribe(self.events)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            self.paths.append(scope["path"])
+        await self.app(scope, receive, send)
+
+    def connect(self, port: int = 50000, tls: bool = False) -> Connection:
+        return Connection(self, self.shedding, ("127.0.0.1", port), tls)
+
+    def full(self, *names: str) -> None:
+        for name in names or ("sleepy",):
+            self.gate.inflight[name] = 1
+
+    def room(self) -> None:
+        self.gate.inflight.clear()
+
+    async def refusing(self, conn: Connection | None = None, path: str = INFER) -> Answer:
+        """The app's own refusal of a request (the gate is to be full), which makes the protocol refuse the next
+        ones on their heads."""
+        before = len(self.paths)
+        (answer,) = await (conn or self.connect(port=1)).send(post(path))
+        assert answer.status == 503 and len(self.paths) == before + 1 and self.gate.refusing
+        return answer
+
+    def rejected(self) -> list[RequestRejected]:
+        return self.events.of(RequestRejected)
+
+
+@contextlib.asynccontextmanager
+async def serving(*models: Sleepy, **settings: Any) -> AsyncIterator[Server]:
+    """An app serving ``models`` (one sleepy model by default), in-flight limit 1, early retries not held
+    unless asked, with the protocol's refusals bound."""
+    shedding = Shedding()
+    options = {"job_workers": 0, "metrics": False, "max_inflight": 1, "hold_early_retries": False, **settings}
+    app = create_app(list(models) or [sleepy()], Settings(**options), shedding=shedding)
+    async with app.router.lifespan_context(app):
+        yield Server(app, shedding)
+
+
+def run(test: Any) -> None:
+    asyncio.run(test())
+
+
+def seen(answer: Answer) -> tuple[int, dict[str, str], bytes]:
+    """What an answer shows a client, its request id aside (a new one each time)."""
+    headers = {k: v for k, v in answer.headers.items() if k != "x-request-id"}
+    return answer.status, headers, re.sub(rb"[0-9a-f]{32}", b"<id>", answer.body)
+
+
+@pytest.fixture
+def access(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    REPORTER.flush()  # what earlier tests left counted
+    caplog.set_level(logging.INFO, logger="modelapi.access")
+    caplog.clear()
+    yield caplog
+
+
+def access_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "modelapi.access"]
+
+
+# while the gate admits --------------------------------------------------------------------------------------------
+def test_while_the_gate_admits_the_protocol_asks_nothing_more_than_one_flag(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def main() -> None:
+        async with serving() as server:
+
+            def never() -> None:
+                raise AssertionError("the data plane was asked while the gate admits")
+
+            monkeypatch.setattr(server.dataplane, "shed", never)
+            conn = server.connect()
+            assert [a.status for a in await conn.send(post() + post("/models/sleepy/predict"), 2)] == [200, 200]
+            assert server.paths == [INFER, "/models/sleepy/predict"] and not server.gate.refusing
+
+    run(main)
+
+
+# the answer -------------------------------------------------------------------------------------------------------
+def test_after_the_apps_refusal_the_next_request_is_refused_on_its_head_as_the_app_would(
+    access: pytest.LogCaptureFixture,
+) -> None:
+    async def main() -> None:
+        async with serving() as server:
+            server.full()
+            by_app = await server.refusing()
+            conn = server.connect()
+            (shed,) = await conn.send(post())
+            assert server.paths == [INFER]  # the app was not called for the second
+            assert shed.status == 503 and shed.headers["retry-after"] == "1"
+            assert shed.json() == {"error": FULL, "request_id": shed.headers["x-request-id"]}  # V2's style
+            assert re.fullmatch(r"[0-9a-f]{32}", shed.headers["x-request-id"])
+            assert shed.headers["content-type"] == "application/json"
+            assert int(shed.headers["content-length"]) == len(shed.body)
+            assert STANDARD.items() <= shed.headers.items() and "strict-transport-security" not in shed.headers
+            assert seen(shed) == seen(by_app)
+            assert server.rejected() == [RequestRejected("sleepy", "v2", "overloaded", 503)] * 2
+            assert not conn.wire.closed
+
+    run(main)
+    REPORTER.flush()
+    warnings = [r for r in access.records if r.name == "modelapi.rejections"]
+    assert sum(r.refused for r in warnings) == 2 and all(r.model == "sleepy" for r in warnings)
+    lines = access_lines(access)
+    assert [(r.status, r.method, r.path, r.client) for r in lines] == [
+        (503, "POST", INFER, "127.0.0.1:1"),  # the app's
+        (503, "POST", INFER, "127.0.0.1:50000"),  # the protocol's
+    ]
+    assert lines[1].bytes > 0 and lines[1].request_id != lines[0].request_id
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        INFER,
+        "/v2/models/sleepy/versions/1/infer",
+        "/models/sleepy/predict",  # records: problem+json
+        "/predict",
+        "/models/sleepy/versions/1/predict",
+        "/v1/models/sleepy:predict",  # V1: problem+json too
+        "/v1/models/sleepy/versions/1:predict",
+    ],
+)
+def test_every_inference_route_gets_the_apps_answer_in_its_error_style(path: str) -> None:
+    async def main() -> None:
+        async with serving() as server:
+            server.full()
+            headers = "x-request-id: client-id-1\r\n"
+            (by_app,) = await server.connect(port=1).send(post(path, headers))
+            assert len(server.paths) == 1 and server.gate.refusing
+            (shed,) = await server.connect().send(post(path, headers))
+            assert len(server.paths) == 1
+            assert shed.status == by_app.status == 503
+            assert shed.headers == by_app.headers and shed.body == by_app.body  # the client's id in both
+            if path.startswith("/v2"):
+                assert shed.json() == {"error": FULL, "request_id": "client-id-1"}
+            else:
+                assert shed.headers["content-type"] == "application/problem+json"
+                assert shed.json() == {
+                    "type": "about:blank",
+                    "title": "Overloaded",
+                    "status": 503,
+                    "detail": FULL,
+                    "instance": path,
+                    "request_id": "client-id-1",
+                }
+            protocol = "v2" if path.startswith("/v2") else "v1" if path.startswith("/v1") else "records"
+            assert server.rejected()[-1] == RequestRejected("sleepy", protocol, "overloaded", 503)
+
+    run(main)
+
+
+def test_a_request_id_the_middleware_would_not_take_is_replaced() -> None:
+    async def main() -> None:
+        async with serving() as server:
+            server.full()
+            await server.refusing()
+            conn = server.connect()
+            (kept,) = await conn.send(post(headers="x-request-id: abc-1.2:3\r\n"))
+            (replaced,) = await conn.send(post(headers="x-request-id: not one, of ours\r\n"))
+            assert len(server.paths) == 1
+            assert kept.headers["x-request-id"] == "abc-1.2:3" and kept.json()["request_id"] == "abc-1.2:3"
+            assert re.fullmatch(r"[0-9a-f]{32}", replaced.headers["x-request-id"])
+
+    run(main)
+
+
+def test_over_tls_and_behind_a_trusted_proxy_the_answer_and_the_access_line_are_the_apps(
+    access: pytest.LogCaptureFixture,
+) -> None:
+    """uvicorn's proxy step (X-Forwarded-For and -Proto from a trusted address: 127.0.0.1 by default) runs in front
+    of a refusal as in front of the app: HSTS for https, the client's address in the access line."""
+    forwarded = "x-forwarded-for: 10.1.2.3\r\nx-forwarded-proto: https\r\nx-request-id: r1\r\n"
+
+    async def main() -> None:
+        async with serving() as server:
+            server.full()
+            by_app = await server.refusing(server.connect(port=1, tls=True))
+            (tls,) = await server.connect(tls=True).send(post())
+            assert len(server.paths) == 1
+            assert tls.headers["strict-transport-security"] == "max-age=31536000"
+            assert seen(tls) == seen(by_app)
+            server.gate.refusing = False
+            (proxied_by_app,) = await server.connect(port=2).send(post(headers=forwarded))
+            (proxied,) = await server.connect(port=3).send(post(headers=forwarded))
+            assert len(server.paths) == 2
+            assert proxied.headers == proxied_by_app.headers and proxied.body == proxied_by_app.body
+            assert proxied.headers["strict-transport-security"] == "max-age=31536000"
+
+    run(main)
+    clients = [r.client for r in access_lines(access)]
+    assert clients == ["127.0.0.1:1", "127.0.0.1:50000", "10.1.2.3:0", "10.1.2.3:0"]
+
+
+# what is refused on the head, and when ------------------------------------------------------------------------
+def test_other_methods_other_paths_and_the_probes_go_to_the_app() -> None:
+    async def main() -> None:
+        async with serving() as server:
+            server.full()
+            await server.refusing()
+            conn = server.connect()
+            requests = [
+                get("/v2/health/live"),
+                get("/v2/health/ready"),
+                get(INFER),  # 405
+                post("/v2/health/live"),  # 405
+                post("/v2/models/sleepy"),  # 405
+                post("/models/sleepy/jobs", body=b"{}"),
+                get("/models/sleepy/predict?seconds=0"),  # records takes GET: the app refuses it
+            ]
+            answers = await conn.send(b"".join(requests), len(requests))
+            assert [a.status for a in answers] == [200, 200, 405, 405, 405, answers[5].status, 503]
+            assert len(server.paths) == 1 + len(requests)
+
+    run(main)
+
+
+def test_a_model_with_room_again_clears_the_flag_and_the_next_request_is_served() -> None:
+    async def main() -> None:
+        async with serving() as server:
+            server.full()
+            await server.refusing()
+            server.room()
+            (served,) = await server.connect().send(post())
+            assert served.status == 200 and len(server.paths) == 2 and not server.gate.refusing
+
+    run(main)
+
+
+def test_several_models_all_full_get_an_answer_that_names_none_and_one_with_room_goes_to_the_app() -> None:
+    async def main() -> None:
+        async with serving(sleepy(), sleepy("other")) as server:
+            server.full("sleepy", "other")
+            await server.refusing()
+            conn = server.connect()
+            (shed,) = await conn.send(post("/v2/models/other/infer"))
+            assert len(server.paths) == 1 and shed.status == 503
+            assert shed.json()["error"] == ANY_MODEL
+            assert server.rejected()[-1] == RequestRejected(None, "v2", "overloaded", 503)
+            del server.gate.inflight["other"]
+            (served,) = await conn.send(post("/v2/models/other/infer"))
+            assert served.status == 200 and len(server.paths) == 2
+
+    run(main)
+
+
+def test_a_model_that_is_not_ready_does_not_make_another_the_one_to_name() -> None:
+    """Two models known, one ready: a request for the other is not told the ready one's limits (nor counted as its
+    refusal)."""
+
+    class Broken(Sleepy):
+        def __init__(self) -> None:
+            self.name = "broken"
+
+        def load(self) -> None:
+            raise RuntimeError("does not load")
+
+    async def main() -> None:
+        async with serving(sleepy(), Broken()) as server:
+            server.full()
+            await server.refusing()
+            (shed,) = await server.connect().send(post("/v2/models/broken/infer"))
+            assert len(server.paths) == 1 and shed.status == 503
+            assert shed.json()["error"] == ANY_MODEL
+            assert server.rejected()[-1] == RequestRejected(None, "v2", "overloaded", 503)
+
+    run(main)
+
+
+def test_with_authentication_on_a_request_without_a_key_may_be_refused_but_learns_no_model_name(
+    tmp_path: Path,
+) -> None:
+    """Every model refuses, so the 503 says nothing about which exist; its detail names none, even the only one
+    (without a key, the documents name no model either)."""
+    key = create_key(tmp_path)
+
+    async def main() -> None:
+        async with serving(state_dir=tmp_path, auth="on") as server:
+            server.full()
+            (by_app,) = await server.connect(port=1).send(post(headers=f"authorization: Bearer {key}\r\n"))
+            assert by_app.status == 503 and server.gate.refusing
+            (shed,) = await server.connect().send(post())
+            assert len(server.paths) == 1
+            assert shed.status == 503 and shed.json()["error"] == ANY_MODEL and "sleepy" not in shed.body.decode()
+            assert shed.headers["retry-after"] == "1"
+            server.room()
+            (unauthenticated,) = await server.connect().send(post())
+            assert unauthenticated.status == 401
+
+    run(main)
+
+
+def test_with_cors_on_a_browsers_request_goes_to_the_app_which_adds_the_cors_headers() -> None:
+    origin = "origin: https://app.example\r\n"
+
+    async def main() -> None:
+        async with serving(cors_origins=["https://app.example"]) as server:
+            server.full()
+            await server.refusing()
+            (browser,) = await server.connect().send(post(headers=origin))
+            assert len(server.paths) == 2 and browser.status == 503
+            assert browser.headers["access-control-allow-origin"] == "https://app.example"
+            assert "retry-after" in browser.headers["access-control-expose-headers"]
+            (other,) = await server.connect().send(post())
+            assert len(server.paths) == 2 and other.status == 503
+
+    run(main)
+
+
+def test_a_body_declared_over_the_limit_gets_the_apps_413_and_the_connection_closes() -> None:
+    async def main() -> None:
+        async with serving(max_body_bytes=1000) as server:
+            server.full()
+            await server.refusing()
+            conn = server.connect()
+            (too_large,) = await conn.send(post(body=b" " * 1001))
+            assert len(server.paths) == 2 and too_large.status == 413 and conn.wire.closed
+
+    run(main)
+
+
+def test_with_tracing_on_every_request_reaches_the_app_and_its_span() -> None:
+    provider = TracerProvider()
+    tracing.use(provider)
+    try:
+
+        async def main() -> None:
+            async with serving() as server:
+                server.full()
+                await server.refusing()
+                (refused,) = await server.connect().send(post())
+                assert len(server.paths) == 2 and refused.status == 503 and "traceresponse" in refused.headers
+
+        run(main)
+    finally:
+        tracing.use(None)
+        provider.shutdown()
+
+
+# the connection ---------------------------------------------------------------------------------------------------
+def test_the_connection_stays_usable_the_unread_body_dropped_and_pipelined_answers_in_order() -> None:
+    async def main() -> None:
+        async with serving() as server:
+            server.full()
+            await server.refusing()
+            conn = server.connect()
+            request = post()
+            split = request.index(b"\r\n\r\n") + 4 + 5
+            (late,) = await conn.send(request[:split])  # refused before the rest of its body arrives
+            assert late.status == 503
+            conn.feed(request[split:])
+            large = post(body=b"[" + b" " * 1_000_000 + b"]")
+            (refused,) = await conn.send(large[:1000])
+            assert refused.status == 503
+            for start in range(1000, len(large), 65536):
+                conn.feed(large[start : start + 65536])
+            pipelined = (
+                post() + get("/v2/health/live") + post("/models/sleepy/predict") + post("/v1/models/sleepy:predict")
+            )
+            answers = await conn.send(pipelined, 4)
+            assert [a.status for a in answers] == [503, 200, 503, 503]
+            assert answers[1].json() == {"live": True}
+            assert answers[2].headers["content-type"] == "application/problem+json"
+            assert len(server.paths) == 2  # the probe
+            server.room()  # the overload is over: the same connection is served
+            (served,) = await conn.send(post())
+            assert served.status == 200 and served.json()["outputs"][0]["data"] == [0.0]
+            assert not conn.wire.closed and len(server.paths) == 3
+
+    run(main)
+
+
+@pytest.mark.parametrize(
+    ("version", "headers"),
+    [("1.1", "connection: close\r\n"), ("1.0", ""), ("1.0", "connection: keep-alive\r\n")],
+)
+def test_connection_close_and_http_1_0_are_honoured(version: str, headers: str) -> None:
+    async def main() -> None:
+        async with serving() as server:
+            server.full()
+            await server.refusing()
+            conn = server.connect()
+            (shed,) = await conn.send(post(headers=headers, version=version))
+            assert len(server.paths) == 1 and shed.status == 503
+            assert shed.headers["connection"] == "close" and conn.wire.closed
+
+    run(main)
+
+
+# early retries ----------------------------------------------------------------------------------------------------
+def test_an_early_retry_goes_to_the_app_which_holds_it_and_a_refusal_on_the_head_is_remembered() -> None:
+    async def main() -> None:
+        async with serving(hold_early_retries=True) as server:
+            server.full()
+            await server.refusing()
+            holds = server.shedding._holds
+            assert holds is not None
+            conn = server.connect()
+            (shed,) = await conn.send(post())
+            assert len(server.paths) == 1 and shed.headers["retry-after"] == "1"
+            until = holds.until[("127.0.0.1", 50000, INFER)]
+            assert 0.9 < until - time.monotonic() <= 1.0
+            holds.until[("127.0.0.1", 50000, INFER)] = time.monotonic() + 0.1  # a shorter wait, to keep this fast
+            started = time.monotonic()
+            (retry,) = await conn.send(post())
+            assert len(server.paths) == 2 and retry.status == 503  # the app held it, then refused it
+            assert time.monotonic() - started >= 0.09
+            (elsewhere,) = await conn.send(post("/models/sleepy/predict"))  # another path: not a retry
+            assert len(server.paths) == 2 and elsewhere.status == 503
+
+    run(main)
+
+
+def test_an_early_retry_handed_to_the_app_books_no_place_in_the_schedule_of_returns() -> None:
+    """Each refusal books one place in the schedule (20 a second with nothing served, so the 21st is the first told
+    2 s): the app's refusal, nine on the head, their nine early retries refused by the app and one more on the head
+    are 20; an early retry handed on must not book a place of its own as well."""
+
+    async def main() -> None:
+        async with serving(hold_early_retries=True) as server:
+            server.gate.clock = lambda: 100.0  # the schedule's clock stands still
+            server.full()
+            await server.refusing()  # the first place
+            holds = server.shedding._holds
+            assert holds is not None
+            holds.clock = lambda: 50.0  # and the holds' too
+            conns = [server.connect(port=100 + i) for i in range(9)]
+            waits = [(await conn.send(post()))[0].headers["retry-after"] for conn in conns]
+            for key in holds.until:
+                holds.until[key] = 50.001  # held a millisecond, to keep this fast
+            waits += [(await conn.send(post()))[0].headers["retry-after"] for conn in conns]
+            assert len(server.paths) == 1 + 9  # the retries went to the app
+            waits += [(await server.connect().send(post()))[0].headers["retry-after"]]
+            assert waits == ["1"] * 19 and len(server.paths) == 10
+            (twenty_first,) = await server.connect(port=2).send(post())
+            assert twenty_first.headers["retry-after"] == "2"
+
+    run(main)
+
+
+def test_without_holds_nothing_is_remembered_and_a_retry_is_refused_on_its_head() -> None:
+    async def main() -> None:
+        async with serving() as server:
+            server.full()
+            await server.refusing()
+            assert server.shedding._holds is None
+            conn = server.connect()
+            assert [a.status for a in await conn.send(post() + post(), 2)] == [503, 503]
+            assert len(server.paths) == 1
+
+    run(main)
+
+
+def test_the_rejections_reporter_counts_a_refusal_on_the_head_under_the_model_the_apps_would(
+    access: pytest.LogCaptureFixture,
+) -> None:
+    """The app's reporter names the model the path names, none for ``/predict``: a refusal on the head is counted
+    the same way, so a flood is one warning a second, not one for each path a refusal took."""
+
+    async def main() -> None:
+        async with serving() as server:
+            server.full()
+            for path in ("/predict", "/models/sleepy/predict"):
+                server.gate.refusing = False
+                await server.refusing(path=path)
+                REPORTER.flush()
+                (shed,) = await server.connect().send(post(path))
+                assert shed.status == 503 and len(server.paths) == 1 + (path != "/predict")
+                REPORTER.flush()
+
+    run(main)
+    warnings = [(r.model, r.refused) for r in access.records if r.name == "modelapi.rejections"]
+    assert warnings == [(None, 1), (None, 1), ("sleepy", 1), ("sleepy", 1)]
