@@ -194,6 +194,28 @@ def test_the_only_request_in_progress_runs_at_once_and_requests_that_arrive_toge
     unload(dp)
 
 
+def test_the_only_request_in_progress_past_its_queue_time_is_dropped_not_run_at_once() -> None:
+    """Its rows wait for nothing, but a call whose queue time ran out before its rows were ready (a slow row
+    charge, say) is refused as a queued one would be, not run."""
+    model = CheapRecorder()
+    dp = loaded(model, max_queue_ms=50)
+
+    async def slow_charge(rows: int) -> None:
+        await asyncio.sleep(0.1)
+
+    async def go() -> None:
+        for i in range(INLINE_WINDOW):  # measured on the model's thread first: known cheap
+            await dp.infer("recorder", request([float(i)]))
+        model.calls.clear()
+        late = CallContext("v2", in_progress=[object()], charge_rows=slow_charge)
+        with pytest.raises(QueueTimeout):
+            await dp.infer("recorder", request([1.0]), late)
+        assert model.calls == []
+
+    asyncio.run(go())
+    unload(dp)
+
+
 @pytest.mark.parametrize("batching", [True, False])
 def test_a_call_leaves_no_reference_cycle_behind(batching: bool) -> None:
     """A call's objects are freed by reference counting when it ends: one cycle per request (an admission and its
@@ -607,14 +629,21 @@ def test_the_wait_heads_now_have_to_be_read_counts_for_one_queue_budget() -> Non
     dp = loaded(Recorder(), max_queue_ms=100)
     clock = Clock()
     dp.gate.clock = clock
-    with pytest.raises(Overloaded):  # the event loop got to this head 300 ms late
-        dp.call("recorder", CallContext(protocol="v2", arrived=time.monotonic() - 0.3))
-    shed = dp.shed()
-    assert shed is not None and shed.model == "recorder"
-    assert "after the 3" in shed.detail and "ms requests now wait to be read" in shed.detail
-    clock.now += 0.099
-    assert dp.shed() is not None
-    clock.now += 0.002  # a budget later the wait is not trusted: the next call goes through to measure it
+    with dp.admit("recorder", CallContext(protocol="v2")):  # a call in flight, as under a flood
+        with pytest.raises(Overloaded):  # the event loop got to this head 300 ms late
+            dp.call("recorder", CallContext(protocol="v2", arrived=time.monotonic() - 0.3))
+        shed = dp.shed()
+        assert shed is not None and shed.model == "recorder"
+        assert "after the 3" in shed.detail and "ms requests now wait to be read" in shed.detail
+        clock.now += 0.099
+        assert dp.shed() is not None
+        clock.now += 0.002  # a budget later the wait is not trusted: the next call goes through to measure it
+        assert dp.shed() is None and not dp.gate.refusing
+        with pytest.raises(Overloaded):
+            dp.call("recorder", CallContext(protocol="v2", arrived=time.monotonic() - 0.3))
+        assert dp.shed() is not None
+    # nothing in flight any more: the model is idle, whatever the last call waited to be read (after a flood, no
+    # request is refused on its head while the budget runs out)
     assert dp.shed() is None and not dp.gate.refusing
     unload(dp)
 
@@ -631,6 +660,7 @@ def test_a_call_is_shed_only_when_every_serving_version_would_refuse_it(
         assert sorted(versions) == ["1", "2"]
         for name in ("m", "k"):
             monkeypatch.setattr(plane.resolve(name).batcher, "expected_wait", lambda arriving=0: 0.5)
+        plane.gate.inflight.update(m=1, k=1)  # calls in flight on both models
         plane.gate.refusing = True
         assert plane.shed() is None  # version 1 has an idle queue: a call to it would be admitted
         plane.gate.refusing = True

@@ -162,6 +162,9 @@ class DataPlane:
         names = repository.ready_names()
         refused: tuple[str, int] | None = None
         for name in names:
+            if not gate.inflight.get(name):
+                gate.refusing = False  # nothing in flight: the model is idle, whatever the last call waited
+                return None
             for handle in repository.entry(name).serving.values():
                 batcher = handle.batcher
                 wait = batcher.expected_wait(batcher.arriving) if batcher is not None else 0.0
@@ -428,7 +431,13 @@ class Call:
             # the only request in progress: none could join its batch, so an idle cheap model runs it now, without
             # waiting a turn of the event loop for others (an inline run cannot be interrupted by the timeout)
             alone = self.ctx.in_progress
-            if batcher is not None and alone is not None and len(alone) <= 1 and (seconds is None or seconds > 0):
+            if (
+                batcher is not None
+                and alone is not None
+                and len(alone) <= 1
+                and (seconds is None or seconds > 0)
+                and (queue_deadline is None or queue_deadline >= time.monotonic())  # else dropped, as queued
+            ):
                 ran = batcher.run_now(inputs, rows, self.timing)
             if ran is not None:
                 outputs = ran

@@ -123,6 +123,21 @@ def test_cancel_while_waiting_frees_the_worker(make_client: AppFactory, state: P
     assert after["status"] == "cancelled" and after["progress"]["rows_done"] == 4  # the first chunk's 2 + 2
 
 
+def test_a_wait_longer_than_a_job_waits_fails_it_and_frees_the_worker(make_client: AppFactory, state: Path) -> None:
+    """A day's quota spent: the job does not hold the one worker for a day (other keys' jobs would wait behind
+    it); it fails before its next rows, saying when the quota admits them."""
+    spent = create_key(state, "spent", limits=("5rows/day",))
+    other = create_key(state, "other")
+    client = _client(make_client, job_workers=1)
+    location = _submit(client, spent, 20)
+    done = _until(client, location, spent, _finished)
+    assert done["status"] == "failed" and done["waiting"] is None
+    detail = done["error"]["detail"]
+    assert "its quota of 5 rows per day (5rows/day) admits the next" in detail, detail
+    assert "more than a job waits (60 s)" in detail and detail.startswith("stopped before row ")
+    assert _until(client, _submit(client, other, 4), other, _finished, timeout=8)["status"] == "succeeded"
+
+
 def test_a_key_whose_limit_is_lifted_resumes_at_once(make_client: AppFactory, state: Path) -> None:
     """`keys update --no-limits` (here: another store object, as the command is) reaches the waiting job
     within key_cache_s."""

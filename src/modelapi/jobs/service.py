@@ -53,6 +53,9 @@ def owner_of(principal: Principal | None) -> str:
 JOBS = CallContext("jobs", timed=False)
 #: how often a job waiting for its key's row limit tries again, and looks whether it was cancelled meanwhile
 WAIT_POLL_S = 1.0
+#: the longest a job waits for its key's row limit at a time: a longer wait (a day's quota spent) fails the job,
+#: saying when the limit admits its rows, so that one key's quota never holds a worker other keys' jobs need
+MAX_WAIT_S = 60.0
 
 
 @dataclass
@@ -269,6 +272,21 @@ class JobService:
                 if refusal is not None:
                     # part_rows keeps a part within every limit, so it fits some time; inf only if limits changed
                     wait = refusal.wait_s if math.isfinite(refusal.wait_s) else WAIT_POLL_S
+                    if wait > MAX_WAIT_S:
+                        note = quota.waiting(record, refusal.limit, size, time.time() + wait)
+                        detail = quota.describe_waiting(note, time.time())["detail"].replace("waiting for", "", 1)
+                        log.warning(
+                            "job %s: its key's row limit admits no more rows within %g s; failing it",
+                            job.id,
+                            MAX_WAIT_S,
+                        )
+                        raise _Stop(
+                            FAILED,
+                            _error(
+                                f"stopped before row {first + done + 1}:{detail}, more than a job waits "
+                                f"({MAX_WAIT_S:g} s); submit the rest then, or raise the key's limit"
+                            ),
+                        )
                     note = quota.waiting(record, refusal.limit, size, time.time() + wait)
                     if waiting.note is None or _moved(waiting.note, note):
                         if not await asyncio.to_thread(self.store().set_waiting, job.id, worker, note):
