@@ -452,6 +452,29 @@ def test_the_connection_stays_usable_the_unread_body_dropped_and_pipelined_answe
     run(main)
 
 
+def test_a_request_decided_on_its_head_is_decided_again_when_it_runs() -> None:
+    """A pipelined request runs only once the answers before it are out, maybe after the overload ended: the
+    refusal decided on its head asks again, and hands it to the app if the model has room by then."""
+
+    async def main() -> None:
+        async with serving() as server:
+            server.full()
+            await server.refusing()
+            handed: list[str] = []
+
+            async def app(scope: Any, receive: Any, send: Any) -> None:
+                handed.append(scope["path"])
+
+            refuse = server.shedding.app_for(b"POST", INFER.encode(), app)
+            assert refuse is not None
+            server.room()
+            scope = {"type": "http", "method": "POST", "path": INFER, "headers": [], "client": ("127.0.0.1", 1)}
+            await refuse(scope, None, None)
+            assert handed == [INFER]
+
+    run(main)
+
+
 @pytest.mark.parametrize(
     ("version", "headers"),
     [("1.1", "connection: close\r\n"), ("1.0", ""), ("1.0", "connection: keep-alive\r\n")],

@@ -46,7 +46,7 @@ from .middleware import HSTS, STANDARD_RAW, scan_headers
 from .rejections import REPORTER
 
 if TYPE_CHECKING:
-    from ..dataplane import DataPlane, Shed
+    from ..dataplane import DataPlane
 
 #: the title the app's refusal has (problem+json shows it): the gate's error's
 _TITLE = Overloaded.title
@@ -113,7 +113,7 @@ class Shedding:
         if shed is None:
             return None
         protocol, style = next(route for tail, route in self._routes.items() if path.endswith(tail))
-        return _refuser(self, dataplane, shed, protocol, style, app)
+        return _refuser(self, dataplane, protocol, style, app)
 
     def _for_the_app(self, scope: Scope, declared: int | None) -> bool:
         """Whether the app answers this request otherwise than with the refusal: an early retry (it holds it), a
@@ -129,21 +129,21 @@ class Shedding:
         return self._cors and any(key == b"origin" for key, _ in scope["headers"])
 
 
-def _refuser(
-    shedding: Shedding, dataplane: DataPlane, shed: Shed, protocol: str, style: ErrorStyle, app: ASGIApp
-) -> ASGIApp:
+def _refuser(shedding: Shedding, dataplane: DataPlane, protocol: str, style: ErrorStyle, app: ASGIApp) -> ASGIApp:
     async def refuse(scope: Scope, receive: Receive, send: Send) -> None:
         rid, declared = scan_headers(scope)
-        if shedding._for_the_app(scope, declared):
+        # decided again now that it runs: a pipelined request runs only once the answers before it are out
+        now = None if shedding._for_the_app(scope, declared) else dataplane.shed()
+        if now is None:
             await app(scope, receive, send)
             return
         path: str = scope["path"]
         client = scope.get("client")
         holds = shedding._holds
-        detail = SHED_DETAIL if shedding._private else shed.detail
+        detail = SHED_DETAIL if shedding._private else now.detail
         body = jsonutil.dumps(style.body(503, _TITLE, detail, path, rid))
         # booked now that it is given: a request handed on above books no place in the schedule of returns
-        retry_after = dataplane.gate.retry_after(shed.schedule, shed.at_least)["retry-after"].encode("latin-1")
+        retry_after = dataplane.gate.retry_after(now.schedule, now.at_least)["retry-after"].encode("latin-1")
         headers = [
             (b"content-type", style.media_type.encode("latin-1")),
             (b"content-length", str(len(body)).encode("latin-1")),
@@ -159,8 +159,8 @@ def _refuser(
             holds.refused(client, path, retry_after)
         events = dataplane.events
         if events.active:
-            events.request_rejected(RequestRejected(shed.model, protocol, "overloaded", 503))
-        REPORTER.refused("overloaded", 503, None if path in shedding._unnamed else shed.model, shed.detail)
+            events.request_rejected(RequestRejected(now.model, protocol, "overloaded", 503))
+        REPORTER.refused("overloaded", 503, None if path in shedding._unnamed else now.model, now.detail)
         if ACCESS_LOG.isEnabledFor(logging.INFO):
             arrived = scope.get(ARRIVED)
             seconds = time.monotonic() - arrived if isinstance(arrived, float) else 0.0
