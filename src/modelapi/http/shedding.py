@@ -81,9 +81,9 @@ class Shedding:
         held until their ``Retry-After``: a refusal here is remembered there, and an early retry is not refused
         here but left to the app, which holds it (``http/holds.py``). ``private``: authentication is on, so the
         answer names no model, not even the only one (without a key, nothing names a model: docs/security.md);
-        the event and the log still do. The app answers otherwise, so is handed, a browser's request (one with an
-        ``Origin``) when ``cors`` is on (its CORS headers) and one whose declared body is over ``max_body_bytes``
-        (413, and the connection closed rather than the body drained)."""
+        the event and the log still do. Handed to the app, which answers them otherwise: a browser's request (one
+        with an ``Origin``) when ``cors`` is on (with its CORS headers), and one whose declared body is over
+        ``max_body_bytes`` (413, the connection closed rather than the body drained)."""
         by_tail: dict[bytes, set[tuple[str, ErrorStyle]]] = {}
         for path, protocol, style in routes:
             tail = path[path.rfind("}") + 1 :].encode()

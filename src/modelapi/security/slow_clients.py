@@ -13,6 +13,9 @@ plane counts the wait from then against the queue-time bound (``context.CallCont
 every connection): a call that is the only one needs no batch to wait for (``context.CallContext.in_progress``).
 A request whose whole body has arrived is marked ``BODY_IN`` (the usual case for a small body, read with its
 head): reading it cannot wait, so the middleware arms no body-read timer for it.
+
+Under overload it may refuse a request on its head (``Shedder``: ``http/shedding.py``): uvicorn's cycle then runs
+the refusal instead of the server's app, behind the same proxy step.
 """
 
 from __future__ import annotations
@@ -52,9 +55,10 @@ async def _refuse(scope: Scope, receive: Receive, send: Send) -> None:
 
 def _refusing_apps(app: ASGIApp) -> tuple[ASGIApp, ASGIApp]:
     """The app a refusal on the head runs as, and the server's app behind uvicorn's proxy step. uvicorn puts that
-    step (``--forwarded-allow-ips``: the client's address and scheme from a trusted proxy's X-Forwarded-For and
-    -Proto) in front of the server's app; a refusal runs behind the same step, so its HSTS, its access line and
-    the early retries it remembers see the client the app would (a copy of the step, its trusted hosts shared)."""
+    step (its ``forwarded_allow_ips``, ``FORWARDED_ALLOW_IPS``: the client's address and scheme from a trusted
+    proxy's X-Forwarded-For and -Proto) in front of the server's app; a refusal runs behind the same step, so
+    its HSTS, its access line and the early retries it remembers see the client the app would (a copy of the
+    step, its trusted hosts shared)."""
     if isinstance(app, ProxyHeadersMiddleware):
         front = copy.copy(app)
         front.app = _refuse  # type: ignore[assignment]  # an ASGI 3 app, as uvicorn's own
