@@ -134,7 +134,7 @@ def test_a_wait_longer_than_a_job_waits_fails_it_and_frees_the_worker(make_clien
     assert done["status"] == "failed" and done["waiting"] is None
     detail = done["error"]["detail"]
     assert "its quota of 5 rows per day (5rows/day) admits the next" in detail, detail
-    assert "more than a job waits (60 s)" in detail and detail.startswith("stopped before row ")
+    assert "more than a job waits (120 s)" in detail and detail.startswith("stopped before row ")
     assert _until(client, _submit(client, other, 4), other, _finished, timeout=8)["status"] == "succeeded"
 
 

@@ -54,8 +54,10 @@ JOBS = CallContext("jobs", timed=False)
 #: how often a job waiting for its key's row limit tries again, and looks whether it was cancelled meanwhile
 WAIT_POLL_S = 1.0
 #: the longest a job waits for its key's row limit at a time: a longer wait (a day's quota spent) fails the job,
-#: saying when the limit admits its rows, so that one key's quota never holds a worker other keys' jobs need
-MAX_WAIT_S = 60.0
+#: saying when the limit admits its rows, so that one key's quota never holds a worker other keys' jobs need;
+#: two minutes, the longest a per-minute limit can ask under the sliding window (the rest of the current window,
+#: then the previous one's count sliding out)
+MAX_WAIT_S = 120.0
 
 
 @dataclass
