@@ -62,6 +62,7 @@ class Probe:
     stop: threading.Event = field(default_factory=threading.Event)
 
     def run(self) -> None:
+        """Probes until ``stop`` is set; each call, its latency and status are recorded."""
         with httpx.Client(timeout=30) as client:
             while not self.stop.is_set():
                 started = time.perf_counter()
@@ -102,16 +103,51 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
+def _probe_process(url: str, body: workload.Body | None = None, honour: bool = False) -> subprocess.Popen[bytes]:
+    """A ``Probe`` in a process of its own on the load core: in this process, which runs the harness and the
+    other probe, its calls waited for this process's GIL and threads (measured: 0.5-2.3 s stalls at the start of
+    the busy cells, while a probe in its own process on the same core saw at most 54 ms on the same server)."""
+    argv = [sys.executable, "-m", "bench.overload", "--probe", url]
+    if body is not None:
+        argv += ["--probe-body", str(body.path), "--probe-type", body.content_type]
+    if honour:
+        argv.append("--probe-honour")
+    root = Path(__file__).resolve().parents[1]
+    return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=root)
+
+
+def _probe_results(proc: subprocess.Popen[bytes]) -> tuple[list[float], list[int]]:
+    out, _ = proc.communicate(timeout=60)  # stdin closed: the probe stops and reports (after its "ready" line)
+    got = orjson.loads(out)
+    return got["latencies"], got["statuses"]
+
+
+def _run_probe(args: argparse.Namespace) -> int:
+    """The probe process: probes until its stdin closes, then prints its latencies and statuses as JSON."""
+    body = Path(args.probe_body).read_bytes() if args.probe_body else None
+    probe = Probe(args.probe, body, args.probe_type, honour=args.probe_honour)
+    thread = threading.Thread(target=probe.run, daemon=True)
+    thread.start()
+    while not probe.latencies and thread.is_alive():
+        time.sleep(0.01)
+    sys.stdout.buffer.write(b"ready\n")  # its first call answered: the cell may start
+    sys.stdout.flush()
+    sys.stdin.buffer.read()
+    probe.stop.set()
+    thread.join(30)
+    sys.stdout.buffer.write(orjson.dumps({"latencies": probe.latencies, "statuses": probe.statuses}))
+    return 0
+
+
 def cell(srv: servers.Running, body: workload.Body, connections: int, seconds: int, honour: bool) -> CellResult:
     wrk = require("wrk", "install it with: apt-get install -y wrk")
     url = srv.url + "/v2/models/logreg/infer"
-    live = Probe(srv.url + "/v2/health/live")
-    sample = Probe(url, body.data(), body.content_type, honour=honour)
-    threads = [threading.Thread(target=p.run, daemon=True) for p in (live, sample)]
     pids = procfs.tree(srv.process.pid)
     cpu = procfs.cpu_seconds(pids)
-    for t in threads:
-        t.start()
+    probes = [_probe_process(srv.url + "/v2/health/live"), _probe_process(url, body, honour)]
+    for p in probes:
+        assert p.stdout is not None
+        p.stdout.readline()  # "ready"
     cmd = [
         "taskset", "-c", str(LOAD_CORE), wrk, "-t", "1", "-c", str(connections), "-d", f"{seconds}s",
         "--timeout", "10s", "-s", str(SCRIPT), url, "--", str(body.path), body.content_type,
@@ -119,15 +155,12 @@ def cell(srv: servers.Running, body: workload.Body, connections: int, seconds: i
     ]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=False)
     cpu = procfs.cpu_seconds(pids) - cpu
-    for p in (live, sample):
-        p.stop.set()
-    for t in threads:
-        t.join(30)
+    (live_latencies, _), (sample_latencies, sample_statuses) = (_probe_results(p) for p in probes)
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith(MARK)), None)
     if proc.returncode != 0 or line is None:
         raise RuntimeError(f"wrk failed (exit {proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}")
     r = orjson.loads(line[len(MARK) :])
-    ok = [lat for lat, status in zip(sample.latencies, sample.statuses, strict=True) if status == 200]
+    ok = [lat for lat, status in zip(sample_latencies, sample_statuses, strict=True) if status == 200]
     return CellResult(
         connections,
         r["duration_us"] / 1e6,
@@ -138,8 +171,8 @@ def cell(srv: servers.Running, body: workload.Body, connections: int, seconds: i
         _pct(ok, 0.99) if ok else None,
         len(ok),
         cpu,
-        _pct(live.latencies, 0.5),
-        max(live.latencies) * 1000,
+        _pct(live_latencies, 0.5),
+        max(live_latencies) * 1000,
     )
 
 
@@ -208,13 +241,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--saturate", type=int, default=64, help="connections that saturate the server")
     parser.add_argument("--max-queue-ms", type=float, default=20.0)
     parser.add_argument("--factors", default="10,30", help="overload cells, as multiples of --saturate")
+    parser.add_argument(
+        "--server-args", default="", help="more options for the server, e.g. '--pacing-slice-ms 0' (an A/B run)"
+    )
+    parser.add_argument("--probe", help=argparse.SUPPRESS)  # the probe process (_probe_process)
+    parser.add_argument("--probe-body", help=argparse.SUPPRESS)
+    parser.add_argument("--probe-type", default="application/json", help=argparse.SUPPRESS)
+    parser.add_argument("--probe-honour", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.probe:
+        return _run_probe(args)
     os.sched_setaffinity(0, {LOAD_CORE})  # the probes share wrk's core, never the server's
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     with tempfile.TemporaryDirectory(prefix="modelapi-overload-") as tmp:
         work = workload.build(Path(tmp), (ROWS,))
         body = work.body("v2-json", ROWS)
-        extra = ("--max-queue-ms", f"{args.max_queue_ms:g}")
+        extra = ("--max-queue-ms", f"{args.max_queue_ms:g}", *args.server_args.split())
         spec = servers.modelapi("modelapi overload", [work.model_path], *extra)
         RESULTS.mkdir(exist_ok=True)
         tables: list[tuple[bool, list[CellResult]]] = []
@@ -234,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": f"{os.cpu_count()} cores, server on core {SERVER_CORE}, wrk and probes on core {LOAD_CORE}; "
         f"load average before: {os.getloadavg()[0]:.2f}",
         "workload": f"V2 JSON, {ROWS} rows a request, the bench's logistic regression; --max-queue-ms "
-        f"{args.max_queue_ms:g}, other limits at their defaults",
+        f"{args.max_queue_ms:g}{', ' + args.server_args if args.server_args else ''}, other limits at their defaults",
     }
     text = "\n".join(f"- {k}: {v}" for k, v in meta.items())
     for honour, results in tables:

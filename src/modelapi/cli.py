@@ -71,6 +71,11 @@ _SERVE_FLAGS: dict[str, tuple[list[str], str, dict[str, Any]]] = {
         "longest a request may wait for its model; a longer expected wait gets 503 at once (default 2000)",
         {"type": float, "metavar": "MS"},
     ),
+    "pacing_slice_ms": (
+        ["--pacing-slice-ms"],
+        "under a flood, the longest run of request heads one turn of the event loop takes; 0: off (default 2)",
+        {"type": float, "metavar": "MS"},
+    ),
     "hold_early_retries": (
         ["--no-hold-early-retries"],
         "answer a retry that comes before its Retry-After at once, instead of holding it until then",

@@ -30,6 +30,7 @@ from .dataplane import DataPlane
 from .errors import ModelLoadError
 from .http.app import create_app
 from .http.lifecycle import Lifecycle
+from .http.pacing import Pacing
 from .http.shedding import Shedding
 from .metrics import runtime as metrics
 from .models.python import is_class_spec
@@ -262,7 +263,12 @@ def serve_socket(
         # slow clients (docs/security.md#limits): idle keep-alive, request head time and size; the body's
         # deadline is the middleware's
         timeout_keep_alive=settings.keep_alive_s,  # type: ignore[arg-type]
-        http=protocol_class(settings.header_timeout_s, settings.max_header_bytes, shedding),
+        http=protocol_class(
+            settings.header_timeout_s,
+            settings.max_header_bytes,
+            shedding,
+            Pacing(settings.pacing_slice_ms / 1000) if settings.pacing_slice_ms > 0 else None,
+        ),
         h11_max_incomplete_event_size=settings.max_header_bytes,
         **tls.uvicorn_options(settings),
     )

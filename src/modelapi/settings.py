@@ -66,6 +66,12 @@ class Settings(BaseSettings):
         description="longest a request may wait for its model, per worker: refused at once when the expected wait "
         "is longer, dropped unrun when it runs out (503 with Retry-After; unset: no time bound)",
     )
+    pacing_slice_ms: float = Field(
+        2.0,
+        ge=0,
+        description="under a flood, the longest run of request heads one turn of the event loop takes; the rest "
+        "wait their turn, in order, so admitted requests and health probes keep moving (docs/overload.md; 0: off)",
+    )
     hold_early_retries: bool = Field(
         True,
         description="hold a request that retries a 503 on the same connection and path before its Retry-After "

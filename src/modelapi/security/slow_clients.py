@@ -29,6 +29,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from ..http.pacing import Pacing
 from ..http.transport import HeadHolding
 
 #: the scope key of the ``time.monotonic()`` when the request's head was complete
@@ -39,6 +40,10 @@ IN_PROGRESS = "modelapi.in_progress"
 BODY_IN = "modelapi.body_in"
 #: the scope key of the app that refuses a request on its head (``Shedder.app_for``'s), until it runs
 _REFUSAL = "modelapi.refusal"
+#: the first bytes of a request taken at once under a flood (``http/pacing.py``): cheap to answer, and probes
+_TAKEN_AT_ONCE = (b"GET ", b"HEAD ")
+#: the most bytes a connection keeps while it waits its turn before it stops reading (a client that pipelines)
+_WAITING_BYTES = 65536
 
 
 class Shedder(Protocol):
@@ -70,6 +75,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     header_timeout_s: float = 10.0
     max_header_bytes: int = 65536
     shedding: Shedder | None = None
+    pacing: Pacing | None = None
     #: the server's app as uvicorn loaded it, and ``_refusing_apps``' for it: made once per server
     _refusing: ClassVar[tuple[ASGIApp, ASGIApp, ASGIApp] | None] = None
 
@@ -79,6 +85,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._head_deadline = 0.0
         self._head_bytes = 0
         self._in_head = False
+        self._in_message = False  # between a request's first byte and its end: its bytes are taken at once
+        self._waiting: list[bytes] | None = None  # bytes kept while the connection waits its turn (pacing)
+        self._waiting_since = 0.0
+        self._waiting_paused = False
         # the app a refusal runs as, and the server's behind the proxy step (for a request the refusal hands on)
         self._refusal_front: ASGIApp = _refuse
         self._behind_proxy: ASGIApp = self.app
@@ -99,6 +109,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().on_response_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._waiting = None
         self._end_head()
         if self._head_timer is not None:
             self._head_timer.cancel()
@@ -106,6 +117,32 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        waiting = self._waiting
+        if waiting is not None:  # earlier bytes wait their turn: these join them, in order
+            waiting.append(data)
+            if not self._waiting_paused and sum(map(len, waiting)) > _WAITING_BYTES:
+                self._waiting_paused = True
+                self.transport.pause_reading()
+            return
+        pacing = self.pacing
+        if pacing is not None and not self._in_message and not data.startswith(_TAKEN_AT_ONCE) and pacing.later(self):
+            self._waiting = [data]
+            self._waiting_since = time.monotonic()
+            self._unset_keepalive_if_required()  # the connection is not idle: its request waits
+            return
+        self._take(data)
+
+    def take_waiting(self) -> None:
+        waiting = self._waiting
+        if waiting is None:  # the connection closed while it waited
+            return
+        self._waiting = None
+        if self._waiting_paused:
+            self._waiting_paused = False
+            self.transport.resume_reading()
+        self._take(b"".join(waiting))
+
+    def _take(self, data: bytes) -> None:
         super().data_received(data)
         if self._in_head:
             self._head_bytes += len(data)
@@ -115,6 +152,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 )
 
     def on_message_begin(self) -> None:
+        self._in_message = True
         super().on_message_begin()
         if not self._in_head:
             self._start_head()
@@ -122,7 +160,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._end_head()
         scope = self.scope
-        scope[ARRIVED] = time.monotonic()  # type: ignore[literal-required]  # the scope uvicorn is building
+        # a head that waited its turn (pacing) arrived when it was read
+        scope[ARRIVED] = self._waiting_since or time.monotonic()  # type: ignore[literal-required]
+        self._waiting_since = 0.0
         scope[IN_PROGRESS] = self.tasks  # type: ignore[literal-required]  # its task joins them just below
         shedding = self.shedding
         refuse = None if shedding is None else shedding.app_for(self.parser.get_method(), self.url, self._behind_proxy)
@@ -140,6 +180,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.app = app
 
     def on_message_complete(self) -> None:
+        self._in_message = False
         super().on_message_complete()
         cycle = self.cycle
         if cycle is not None and not cycle.more_body:
@@ -182,12 +223,20 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
 
 def protocol_class(
-    header_timeout_s: float, max_header_bytes: int, shedding: Shedder | None = None
+    header_timeout_s: float,
+    max_header_bytes: int,
+    shedding: Shedder | None = None,
+    pacing: Pacing | None = None,
 ) -> type[GuardedHttpToolsProtocol]:
     """The protocol class to hand to ``uvicorn.Config(http=...)``; ``shedding``: refusals on the head under
-    overload."""
+    overload; ``pacing``: heads taken a slice at a time under a flood (``http/pacing.py``)."""
     return type(
         "GuardedHttpToolsProtocol",
         (GuardedHttpToolsProtocol,),
-        {"header_timeout_s": header_timeout_s, "max_header_bytes": max_header_bytes, "shedding": shedding},
+        {
+            "header_timeout_s": header_timeout_s,
+            "max_header_bytes": max_header_bytes,
+            "shedding": shedding,
+            "pacing": pacing,
+        },
     )

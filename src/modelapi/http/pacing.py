@@ -1,0 +1,85 @@
+"""Request heads taken a slice at a time under a flood, so that what is already admitted, and a probe, keep moving.
+
+The event loop reads every connection that has data in one turn, and uvicorn's protocol parses each request's
+head and starts its task as it reads it. When a flood's worth of clients send at once (thousands of connections
+opened together, or clients that come back together after the same ``Retry-After``), one turn takes up every
+head: each is parsed, decided (admitted, or refused on its head: ``http/shedding.py``) and its task started, and
+the turn after runs all of those tasks. A request already admitted, waiting for its batch's answer to be written,
+and ``/v2/health/live``, whose orchestrator kills the server when it is late, wait behind the whole flood.
+
+``Pacing`` bounds that: the protocol (``security/slow_clients.py``) asks it before it takes the first bytes of a
+``POST`` (a request at the start of its head: a body's later bytes, and ``GET``/``HEAD`` requests, cheap to
+answer, are taken at once). While heads keep coming back to back for more than a slice (``slice_s``) the rest
+wait their turn, in order of arrival: the connection keeps its bytes unparsed, and one callback per turn of the
+loop takes the oldest for one slice. Each turn then holds at most a slice of new heads and what the slice
+before started, so a probe's answer waits a few slices, not the flood. Nothing is dropped or refused here: a
+waiting head is decided when it is taken, and its queue time counts from when it was read
+(``security/slow_clients.ARRIVED``), so the gate refuses one that has waited past ``--max-queue-ms``.
+
+Heads one at a time, as at low load, are taken at once: a head is part of a run only when it comes within
+``gap_s`` of the one before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from typing import Protocol
+
+
+class Paced(Protocol):
+    """A connection whose bytes may wait their turn (``GuardedHttpToolsProtocol``)."""
+
+    def take_waiting(self) -> None:
+        """Takes the bytes kept while the connection waited its turn (nothing if it closed meanwhile)."""
+
+
+class Pacing:
+    """One per server process, shared by its connections; ``slice_s``: the longest run of heads taken in one turn
+    of the loop; ``gap_s``: a head this long after the one before starts a new run."""
+
+    def __init__(self, slice_s: float = 0.002, gap_s: float = 0.001) -> None:
+        self.slice_s = slice_s
+        self.gap_s = gap_s
+        self.waiting: deque[Paced] = deque()
+        self._run_started = 0.0
+        self._last = 0.0
+        self._draining = False
+
+    def later(self, connection: Paced) -> bool:
+        """Whether the head now arriving on ``connection`` waits its turn (it joins the queue: the connection is
+        told to take its bytes when its turn comes) rather than being taken now."""
+        waiting = self.waiting
+        if waiting:  # others came first
+            waiting.append(connection)
+            return True
+        now = time.monotonic()
+        if now - self._last > self.gap_s:
+            self._run_started = now
+        self._last = now
+        if now - self._run_started < self.slice_s:
+            return False
+        waiting.append(connection)
+        if not self._draining:
+            self._draining = True
+            asyncio.get_running_loop().call_soon(self._drain)
+        return True
+
+    def _drain(self) -> None:
+        """One turn's slice of the waiting heads, the oldest first (at least one), then the rest on later turns."""
+        started = time.monotonic()
+        waiting = self.waiting
+        try:
+            while waiting:
+                waiting.popleft().take_waiting()
+                if time.monotonic() - started >= self.slice_s:
+                    break
+        finally:
+            # the heads that arrive in this turn's reads continue the run: they wait behind what is left
+            self._run_started = started
+            self._last = time.monotonic()
+            if waiting:
+                asyncio.get_running_loop().call_soon(self._drain)
+            else:
+                self._draining = False
