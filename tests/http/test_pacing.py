@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -422,6 +423,50 @@ def test_a_connection_that_keeps_sending_while_it_waits_stops_being_read_past_64
             assert seconds_of(answer) == [0.0] and conn.wire.reading
 
     run(main)
+
+
+def test_many_small_requests_pipelined_while_it_waits_are_each_answered_in_order() -> None:
+    """Over 64 KiB of requests kept while the connection waits, the last one's head cut off where reading paused:
+    what was kept is read as it came, so no head is taken for one over ``max_header_bytes``."""
+
+    async def main() -> None:
+        pacing = every_post()
+        async with serving(pacing) as server:
+            pad = "x-pad: " + "p" * 500 + "\r\n"
+            requests = [post(seconds=i / 1e6, headers=pad) for i in range(150)]
+            stream = b"".join(requests)
+            conn = server.connect()
+            chunks = [stream[i : i + 4096] for i in range(0, len(stream), 4096)]
+            fed = 0
+            while conn.wire.reading:
+                conn.feed(chunks[fed])
+                fed += 1
+            kept = fed * 4096
+            assert fed == 17 and kept < stream.index(b"\r\n\r\n", stream.rindex(b"POST ", 0, kept))  # inside a head
+            await taken(pacing)
+            for chunk in chunks[fed:]:
+                conn.feed(chunk)
+            answers = await conn.answers(150)
+            assert [seconds_of(a) for a in answers] == [[i / 1e6] for i in range(150)]
+            assert not conn.wire.closed and conn.wire.reading
+
+    run(main)
+
+
+def test_a_kept_read_that_ends_the_connection_ends_the_reading(caplog: pytest.LogCaptureFixture) -> None:
+    async def main() -> None:
+        pacing = every_post()
+        async with serving(pacing) as server:
+            conn = server.connect()
+            for _ in range(3):
+                conn.feed(b"NOT HTTP\r\n\r\n")  # kept while it waits, each read
+            (answer,) = await conn.answers()
+            assert answer.status == 400 and conn.wire.closed
+            assert server.started == []
+
+    caplog.set_level(logging.WARNING, logger="uvicorn.error")
+    run(main)
+    assert [r.getMessage() for r in caplog.records if r.name == "uvicorn.error"] == ["Invalid HTTP request received."]
 
 
 def test_a_deferred_heads_arrival_is_when_it_was_read_so_its_queue_time_counts_the_wait() -> None:

@@ -140,7 +140,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._waiting_paused:
             self._waiting_paused = False
             self.transport.resume_reading()
-        self._take(b"".join(waiting))
+        # read as it came, not joined: the head size is counted a read at a time (joined, kept requests would
+        # count toward the head that the last one began), and a read that ends the connection ends the reading
+        for data in waiting:
+            self._take(data)
+            if self.transport.is_closing():
+                break
 
     def _take(self, data: bytes) -> None:
         super().data_received(data)
