@@ -492,6 +492,36 @@ def test_a_deferred_heads_arrival_is_when_it_was_read_so_its_queue_time_counts_t
     run(main)
 
 
+def test_requests_pipelined_behind_a_deferred_one_arrive_when_each_was_read() -> None:
+    """As without pacing, a head arrives when the read that completes it is in: two in one read, a third read
+    later while they wait, and a fourth whose head ends in a read after they were taken."""
+
+    async def main() -> None:
+        pacing = every_post()
+        async with serving(pacing) as server:
+            conn = server.connect()
+            first = time.monotonic()
+            conn.feed(post(seconds=0.001) + post(seconds=0.002))
+            time.sleep(0.03)
+            second = time.monotonic()
+            conn.feed(post(seconds=0.003))
+            fourth = post(seconds=0.004)
+            conn.feed(fourth[:30])
+            time.sleep(0.03)  # the loop is busy: they wait
+            await taken(pacing)
+            time.sleep(0.03)
+            last = time.monotonic()
+            conn.feed(fourth[30:])
+            answers = await conn.answers(4)
+            assert [seconds_of(a) for a in answers] == [[0.001], [0.002], [0.003], [0.004]]
+            arrived = [stamp for _, _, stamp in server.started]
+            assert first <= arrived[0] == arrived[1] < first + 0.01
+            assert second <= arrived[2] < second + 0.01
+            assert last <= arrived[3] < last + 0.01
+
+    run(main)
+
+
 def test_keep_alive_does_not_close_a_connection_whose_request_waits() -> None:
     async def main() -> None:
         pacing = every_post()
