@@ -541,6 +541,24 @@ def test_keep_alive_does_not_close_a_connection_whose_request_waits() -> None:
     run(main)
 
 
+def test_keep_alive_does_not_close_a_connection_whose_request_came_during_the_one_before_and_waits() -> None:
+    """The answer to the request before arms the keep-alive timer: the next, read while that one ran, still waits."""
+
+    async def main() -> None:
+        pacing = every_post()
+        async with serving(pacing, keep_alive_s=0.05) as server:
+            conn = server.connect()
+            conn.feed(post(seconds=0.02))
+            await taken(pacing)
+            for _ in range(15):
+                pacing.later(Blocker(0.01))  # 150 ms of others' heads ahead of the next
+            conn.feed(post(seconds=0.001))
+            first, second = await conn.answers(2)
+            assert seconds_of(first) == [0.02] and seconds_of(second) == [0.001] and not conn.wire.closed
+
+    run(main)
+
+
 def test_with_pacing_off_nothing_is_deferred() -> None:
     async def main() -> None:
         for pacing, handed in ((None, 30), (every_post(), 1)):

@@ -109,6 +109,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_response_complete(self) -> None:
         self._holding.flush()  # a head held for a body that never comes (the answer to HEAD)
         super().on_response_complete()
+        if self._waiting is not None:  # the next request, read meanwhile, waits its turn: the connection is not idle
+            self._unset_keepalive_if_required()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._waiting = None
