@@ -559,6 +559,26 @@ def test_keep_alive_does_not_close_a_connection_whose_request_came_during_the_on
     run(main)
 
 
+def test_a_request_that_waits_when_the_server_shuts_down_is_answered_then_its_connection_closes() -> None:
+    """uvicorn's shutdown closes each connection with no request in progress, and lets a request in progress
+    finish first: one read but waiting its turn is such a request."""
+
+    async def main() -> None:
+        pacing = every_post()
+        async with serving(pacing) as server:
+            idle, busy = server.connect(), server.connect()
+            await idle.send(post())
+            busy.feed(post(seconds=0.001))
+            for conn in (idle, busy):
+                conn.protocol.shutdown()  # as uvicorn's Server.shutdown does for each connection
+            assert idle.wire.closed and not busy.wire.closed
+            (answer,) = await busy.answers()
+            assert seconds_of(answer) == [0.001] and answer.headers["connection"] == "close"
+            assert busy.wire.closed
+
+    run(main)
+
+
 def test_with_pacing_off_nothing_is_deferred() -> None:
     async def main() -> None:
         for pacing, handed in ((None, 30), (every_post(), 1)):

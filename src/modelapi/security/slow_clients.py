@@ -112,6 +112,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._waiting is not None:  # the next request, read meanwhile, waits its turn: the connection is not idle
             self._unset_keepalive_if_required()
 
+    def shutdown(self) -> None:
+        # uvicorn closes a connection with no request in progress and lets one in progress finish: a request read
+        # but waiting its turn is one in progress (taken now, out of turn: the server is stopping)
+        if self._waiting is not None:
+            self.take_waiting()
+        super().shutdown()
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._waiting = None
         self._end_head()
