@@ -12,21 +12,26 @@ import orjson
 import uvicorn
 from uvicorn.server import ServerState
 
+from modelapi.http.pacing import Pacing
 from modelapi.security.slow_clients import Shedder, protocol_class
 
 
 class Wire(asyncio.Transport):
-    """A transport that keeps each write; ``peer`` is the client's address, ``tls`` whether it is a TLS one."""
+    """A transport that keeps each write until it is closed (then, as a socket's, it sends nothing more); ``peer``
+    is the client's address, ``tls`` whether it is a TLS one; ``reading``: whether the protocol would be handed
+    what the client sends (it has not paused reading)."""
 
     def __init__(self, peer: tuple[str, int] = ("127.0.0.1", 50000), tls: bool = False) -> None:
         super().__init__()
         self.writes: list[bytes] = []
         self.closed = False
+        self.reading = True
         self.peer = peer
         self.tls = tls
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.writes.append(bytes(data))
+        if not self.closed:
+            self.writes.append(bytes(data))
 
     def close(self) -> None:
         self.closed = True
@@ -35,10 +40,10 @@ class Wire(asyncio.Transport):
         return self.closed
 
     def pause_reading(self) -> None:
-        pass
+        self.reading = False
 
     def resume_reading(self) -> None:
-        pass
+        self.reading = True
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         extra = {"peername": self.peer, "sockname": ("127.0.0.1", 8000), "sslcontext": object() if self.tls else None}
@@ -74,7 +79,8 @@ def parse_answers(raw: bytes) -> list[Answer]:
 
 class Connection:
     """One connection of the server's protocol (``protocol_class``) to ``app`` as uvicorn loads it (its proxy-headers
-    step in front: the default ``--forwarded-allow-ips`` trusts 127.0.0.1)."""
+    step in front: the default ``--forwarded-allow-ips`` trusts 127.0.0.1); ``pacing``: the server's, shared by
+    its connections (``http/pacing.py``)."""
 
     def __init__(
         self,
@@ -83,11 +89,14 @@ class Connection:
         peer: tuple[str, int] = ("127.0.0.1", 50000),
         tls: bool = False,
         config: uvicorn.Config | None = None,
+        pacing: Pacing | None = None,
     ) -> None:
         if config is None:
             config = uvicorn.Config(app, log_config=None, lifespan="off")
             config.load()
-        self.protocol = protocol_class(10.0, 65536, shedding)(config=config, server_state=ServerState(), app_state={})
+        self.protocol = protocol_class(10.0, 65536, shedding, pacing)(
+            config=config, server_state=ServerState(), app_state={}
+        )
         self.wire = Wire(peer, tls)
         self.protocol.connection_made(self.wire)
         self._read = 0

@@ -86,8 +86,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._in_head = False
         self._in_message = False  # between a request's first byte and its end: its bytes are taken at once
-        self._waiting: list[bytes] | None = None  # bytes kept while the connection waits its turn (pacing)
-        self._waiting_since = 0.0
+        # the reads kept while the connection waits its turn (pacing), each with its time
+        self._waiting: list[tuple[float, bytes]] | None = None
+        self._waiting_bytes = 0
+        self._read_at = 0.0  # while kept reads are taken: the time the one being parsed was read
         self._waiting_paused = False
         # the app a refusal runs as, and the server's behind the proxy step (for a request the refusal hands on)
         self._refusal_front: ASGIApp = _refuse
@@ -107,6 +109,15 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_response_complete(self) -> None:
         self._holding.flush()  # a head held for a body that never comes (the answer to HEAD)
         super().on_response_complete()
+        if self._waiting is not None:  # the next request, read meanwhile, waits its turn: the connection is not idle
+            self._unset_keepalive_if_required()
+
+    def shutdown(self) -> None:
+        # uvicorn closes a connection with no request in progress and lets one in progress finish: a request read
+        # but waiting its turn is one in progress (taken now, out of turn: the server is stopping)
+        if self._waiting is not None:
+            self.take_waiting()
+        super().shutdown()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._waiting = None
@@ -119,15 +130,16 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         waiting = self._waiting
         if waiting is not None:  # earlier bytes wait their turn: these join them, in order
-            waiting.append(data)
-            if not self._waiting_paused and sum(map(len, waiting)) > _WAITING_BYTES:
+            waiting.append((time.monotonic(), data))
+            self._waiting_bytes += len(data)
+            if not self._waiting_paused and self._waiting_bytes > _WAITING_BYTES:
                 self._waiting_paused = True
                 self.transport.pause_reading()
             return
         pacing = self.pacing
         if pacing is not None and not self._in_message and not data.startswith(_TAKEN_AT_ONCE) and pacing.later(self):
-            self._waiting = [data]
-            self._waiting_since = time.monotonic()
+            self._waiting = [(time.monotonic(), data)]
+            self._waiting_bytes = len(data)
             self._unset_keepalive_if_required()  # the connection is not idle: its request waits
             return
         self._take(data)
@@ -140,7 +152,16 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._waiting_paused:
             self._waiting_paused = False
             self.transport.resume_reading()
-        self._take(b"".join(waiting))
+        # read as it came, not joined: the head size is counted a read at a time (joined, kept requests would
+        # count toward the head that the last one began), and a read that ends the connection ends the reading
+        try:
+            for read_at, data in waiting:
+                self._read_at = read_at
+                self._take(data)
+                if self.transport.is_closing():
+                    break
+        finally:
+            self._read_at = 0.0
 
     def _take(self, data: bytes) -> None:
         super().data_received(data)
@@ -160,9 +181,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._end_head()
         scope = self.scope
-        # a head that waited its turn (pacing) arrived when it was read
-        scope[ARRIVED] = self._waiting_since or time.monotonic()  # type: ignore[literal-required]
-        self._waiting_since = 0.0
+        # a head that waited its turn (pacing) arrived when the read that completed it was in
+        scope[ARRIVED] = self._read_at or time.monotonic()  # type: ignore[literal-required]
         scope[IN_PROGRESS] = self.tasks  # type: ignore[literal-required]  # its task joins them just below
         shedding = self.shedding
         refuse = None if shedding is None else shedding.app_for(self.parser.get_method(), self.url, self._behind_proxy)
