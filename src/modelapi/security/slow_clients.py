@@ -221,6 +221,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = False
 
     def _head_due(self) -> None:
+        if self._in_head and self._waiting is not None and self.loop.time() >= self._head_deadline:
+            # what was read by the deadline waits its turn (pacing): taken now, out of turn, so that a head read
+            # in time is not refused for the wait (the timer still set: a head it begins arms none)
+            self.take_waiting()
         self._head_timer = None
         if not self._in_head:
             return  # no head arriving: the next one arms a timer
