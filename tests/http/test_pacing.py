@@ -610,6 +610,29 @@ def test_a_head_read_before_its_deadline_is_not_refused_408_for_the_time_it_wait
     run(main)
 
 
+def test_a_request_read_behind_one_whose_answer_closes_the_connection_is_not_run() -> None:
+    """As without pacing (uvicorn starts no request pipelined behind an answer that closes the connection), a
+    request that waits its turn on a connection the server closes meanwhile (here a 413: its answer says
+    ``connection: close``) never reaches the app."""
+
+    async def main() -> None:
+        pacing = every_post()
+        async with serving(pacing, max_body_bytes=100) as server:
+            conn = server.connect()
+            conn.feed(post(content=b"[" + b" " * 200 + b"]"))  # over max_body_bytes
+            await taken(pacing)  # taken: its task answers 413 in the next turn
+            for _ in range(5):
+                pacing.later(Blocker(0.01))  # 50 ms of others' heads ahead of the next
+            conn.feed(post(seconds=0.001))  # sent before the answer came: it waits
+            (answer,) = await conn.answers()
+            assert answer.status == 413 and answer.headers["connection"] == "close" and conn.wire.closed
+            await taken(pacing)
+            await asyncio.sleep(0.05)
+            assert server.paths() == [INFER]  # the second never ran
+
+    run(main)
+
+
 def test_with_pacing_off_nothing_is_deferred() -> None:
     async def main() -> None:
         for pacing, handed in ((None, 30), (every_post(), 1)):

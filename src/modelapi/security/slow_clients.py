@@ -149,6 +149,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if waiting is None:  # the connection closed while it waited
             return
         self._waiting = None
+        if self.transport.is_closing():
+            # the server closed it meanwhile (an answer with connection: close; its loss not yet told): what it
+            # kept is dropped unread, as uvicorn starts no request pipelined behind such an answer
+            return
         if self._waiting_paused:
             self._waiting_paused = False
             self.transport.resume_reading()
