@@ -80,7 +80,7 @@ def parse_answers(raw: bytes) -> list[Answer]:
 class Connection:
     """One connection of the server's protocol (``protocol_class``) to ``app`` as uvicorn loads it (its proxy-headers
     step in front: the default ``--forwarded-allow-ips`` trusts 127.0.0.1); ``pacing``: the server's, shared by
-    its connections (``http/pacing.py``)."""
+    its connections (``http/pacing.py``); ``header_timeout_s``: the protocol's (``--header-timeout``)."""
 
     def __init__(
         self,
@@ -90,11 +90,12 @@ class Connection:
         tls: bool = False,
         config: uvicorn.Config | None = None,
         pacing: Pacing | None = None,
+        header_timeout_s: float = 10.0,
     ) -> None:
         if config is None:
             config = uvicorn.Config(app, log_config=None, lifespan="off")
             config.load()
-        self.protocol = protocol_class(10.0, 65536, shedding, pacing)(
+        self.protocol = protocol_class(header_timeout_s, 65536, shedding, pacing)(
             config=config, server_state=ServerState(), app_state={}
         )
         self.wire = Wire(peer, tls)

@@ -242,9 +242,15 @@ class Server:
             self.started.append((scope["path"], time.monotonic(), scope[ARRIVED]))
         await self.app(scope, receive, send)
 
-    def connect(self) -> Connection:
+    def connect(self, header_timeout_s: float = 10.0) -> Connection:
         self._port += 1
-        return Connection(self, peer=("127.0.0.1", self._port), config=self.config, pacing=self.pacing)
+        return Connection(
+            self,
+            peer=("127.0.0.1", self._port),
+            config=self.config,
+            pacing=self.pacing,
+            header_timeout_s=header_timeout_s,
+        )
 
     def paths(self) -> list[str]:
         return [path for path, _, _ in self.started]
@@ -575,6 +581,54 @@ def test_a_request_that_waits_when_the_server_shuts_down_is_answered_then_its_co
             (answer,) = await busy.answers()
             assert seconds_of(answer) == [0.001] and answer.headers["connection"] == "close"
             assert busy.wire.closed
+
+    run(main)
+
+
+def test_a_head_read_before_its_deadline_is_not_refused_408_for_the_time_it_waits_its_turn() -> None:
+    """A connection's first head is due ``--header-timeout`` after it was opened: one read in time but still
+    waiting its turn then is taken, not refused; one still partial is refused (408) as without pacing."""
+
+    async def main() -> None:
+        pacing = every_post()
+        async with serving(pacing) as server:
+            conn = server.connect(header_timeout_s=0.1)
+            await asyncio.sleep(0.07)  # opened and idle: 30 ms left of its head's time
+            for _ in range(10):
+                pacing.later(Blocker(0.01))  # 100 ms of others' heads ahead of it
+            conn.feed(post(seconds=0.001))
+            (answer,) = await conn.answers()
+            assert seconds_of(answer) == [0.001] and not conn.wire.closed
+            slow = server.connect(header_timeout_s=0.05)
+            for _ in range(10):
+                pacing.later(Blocker(0.01))
+            slow.feed(post()[:20])  # a head that never completes, waiting its turn at its deadline
+            (answer,) = await slow.answers()
+            assert answer.status == 408 and slow.wire.closed
+            assert server.paths() == [INFER]
+
+    run(main)
+
+
+def test_a_request_read_behind_one_whose_answer_closes_the_connection_is_not_run() -> None:
+    """As without pacing (uvicorn starts no request pipelined behind an answer that closes the connection), a
+    request that waits its turn on a connection the server closes meanwhile (here a 413: its answer says
+    ``connection: close``) never reaches the app."""
+
+    async def main() -> None:
+        pacing = every_post()
+        async with serving(pacing, max_body_bytes=100) as server:
+            conn = server.connect()
+            conn.feed(post(content=b"[" + b" " * 200 + b"]"))  # over max_body_bytes
+            await taken(pacing)  # taken: its task answers 413 in the next turn
+            for _ in range(5):
+                pacing.later(Blocker(0.01))  # 50 ms of others' heads ahead of the next
+            conn.feed(post(seconds=0.001))  # sent before the answer came: it waits
+            (answer,) = await conn.answers()
+            assert answer.status == 413 and answer.headers["connection"] == "close" and conn.wire.closed
+            await taken(pacing)
+            await asyncio.sleep(0.05)
+            assert server.paths() == [INFER]  # the second never ran
 
     run(main)
 

@@ -149,6 +149,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if waiting is None:  # the connection closed while it waited
             return
         self._waiting = None
+        if self.transport.is_closing():
+            # the server closed it meanwhile (an answer with connection: close; its loss not yet told): what it
+            # kept is dropped unread, as uvicorn starts no request pipelined behind such an answer
+            return
         if self._waiting_paused:
             self._waiting_paused = False
             self.transport.resume_reading()
@@ -221,6 +225,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = False
 
     def _head_due(self) -> None:
+        if self._in_head and self._waiting is not None and self.loop.time() >= self._head_deadline:
+            # what was read by the deadline waits its turn (pacing): taken now, out of turn, so that a head read
+            # in time is not refused for the wait (the timer still set: a head it begins arms none)
+            self.take_waiting()
         self._head_timer = None
         if not self._in_head:
             return  # no head arriving: the next one arms a timer
