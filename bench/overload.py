@@ -117,7 +117,13 @@ def _probe_process(url: str, body: workload.Body | None = None, honour: bool = F
 
 
 def _probe_results(proc: subprocess.Popen[bytes]) -> tuple[list[float], list[int]]:
-    out, _ = proc.communicate(timeout=60)  # stdin closed: the probe stops and reports (after its "ready" line)
+    """What a probe recorded; its stdin closed already (every probe's at once: one still probing after the cell
+    would add calls to an idle server)."""
+    assert proc.stdout is not None
+    out = proc.stdout.read()
+    proc.wait(60)
+    if proc.returncode != 0 or not out:
+        raise RuntimeError(f"the probe process failed (exit {proc.returncode})")
     got = orjson.loads(out)
     return got["latencies"], got["statuses"]
 
@@ -155,6 +161,9 @@ def cell(srv: servers.Running, body: workload.Body, connections: int, seconds: i
     ]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=False)
     cpu = procfs.cpu_seconds(pids) - cpu
+    for p in probes:
+        assert p.stdin is not None
+        p.stdin.close()  # the probe stops and reports (after its "ready" line, read above)
     (live_latencies, _), (sample_latencies, sample_statuses) = (_probe_results(p) for p in probes)
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith(MARK)), None)
     if proc.returncode != 0 or line is None:

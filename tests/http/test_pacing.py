@@ -25,7 +25,7 @@ import uvicorn
 from helpers.wire import Answer, Connection
 from modelapi.http import pacing as pacing_module
 from modelapi.http.app import create_app
-from modelapi.http.pacing import Pacing
+from modelapi.http.pacing import Paced, Pacing
 from modelapi.security.slow_clients import ARRIVED
 from modelapi.settings import Settings
 from toymodels import Sleepy
@@ -89,12 +89,20 @@ class Turns:
         return list(out.values())
 
 
-def arrive(pacing: Pacing, clock: Clock, turns: Turns, names: list[str], every: float, cost: float = 0.0) -> list[str]:
-    """Heads ``names`` read one after another, ``every`` seconds apart, each taken at once costing ``cost``; the
-    names of those deferred."""
+def arrive(
+    pacing: Pacing,
+    clock: Clock,
+    turns: Turns,
+    names: list[str],
+    every: float,
+    cost: float = 0.0,
+    busy: bool = True,
+) -> list[str]:
+    """Heads ``names`` read one after another, ``every`` seconds apart, each taken at once costing ``cost``
+    (``busy``: while other requests are in progress); the names of those deferred."""
     deferred = []
     for name in names:
-        if pacing.later(Head(name, clock, turns, cost)):
+        if pacing.later(Head(name, clock, turns, cost), busy):
             deferred.append(name)
         else:
             clock.now += cost
@@ -118,6 +126,19 @@ def test_heads_one_at_a_time_are_never_deferred(clock: Clock) -> None:
         assert not pacing.waiting
         await turns.next(3)
         assert turns.taken == []  # nothing was left to take
+
+    asyncio.run(main())
+
+
+def test_a_client_alone_is_never_deferred_however_closely_its_requests_follow(clock: Clock) -> None:
+    async def main() -> None:
+        pacing, turns = Pacing(slice_s=2 * MS, gap_s=1 * MS), Turns()
+        # one client's requests, each sent as the last answer came: 0.3 ms apart, nothing else in progress
+        got = arrive(pacing, clock, turns, names("c", 200), every=0.2 * MS, cost=0.1 * MS, busy=False)
+        assert got == []
+        assert not pacing.waiting
+        # the same heads while other requests are in progress are a run, and are paced
+        assert arrive(pacing, clock, turns, names("f", 200), every=0.2 * MS, cost=0.1 * MS) != []
 
     asyncio.run(main())
 
@@ -266,9 +287,16 @@ async def serving(pacing: Pacing | None, keep_alive_s: float = 5.0, **settings: 
         yield Server(app, pacing, keep_alive_s)
 
 
+class _AlwaysBusy(Pacing):
+    """Pacing as if other requests were always in progress (each test connection has a server state of its own)."""
+
+    def later(self, connection: Paced, busy: bool = True) -> bool:
+        return super().later(connection, True)
+
+
 def every_post() -> Pacing:
     """Pacing that defers every POST head and takes one a turn (a slice of 0: over as soon as one is taken)."""
-    return Pacing(slice_s=0.0)
+    return _AlwaysBusy(slice_s=0.0)
 
 
 def run(test: Any) -> None:
@@ -646,5 +674,21 @@ def test_with_pacing_off_nothing_is_deferred() -> None:
                 for conn in conns:
                     (answer,) = await conn.answers()
                     assert seconds_of(answer) == [0.0]
+
+    run(main)
+
+
+def test_a_client_alone_is_not_paced_even_when_pacing_would_defer_every_head() -> None:
+    async def main() -> None:
+        pacing = Pacing(slice_s=0.0)  # every head of a run deferred
+        async with serving(pacing) as server:
+            conn = server.connect()
+            for _ in range(5):  # one request at a time, each sent once the last was answered
+                conn.feed(post())
+                assert not pacing.waiting  # nothing else in progress: taken at once
+                (answer,) = await conn.answers()
+                assert seconds_of(answer) == [0.0]
+                await asyncio.sleep(0)  # the finished request's task leaves the server's set
+            assert server.paths() == [INFER] * 5
 
     run(main)

@@ -8,8 +8,8 @@ the turn after runs all of those tasks. A request already admitted, waiting for 
 and ``/v2/health/live``, whose orchestrator kills the server when it is late, wait behind the whole flood.
 
 ``Pacing`` bounds that: the protocol (``security/slow_clients.py``) asks it before it takes the first bytes of a
-``POST`` (a request at the start of its head: a body's later bytes, and ``GET``/``HEAD`` requests, cheap to
-answer, are taken at once). While heads keep coming back to back for more than a slice (``slice_s``) the rest
+request other than ``GET``/``HEAD`` (those, cheap to answer and the probes among them, are taken at once, as are
+a request's later bytes). While heads keep coming back to back for more than a slice (``slice_s``) the rest
 wait their turn, in order of arrival: the connection keeps its bytes unparsed, and one callback per turn of the
 loop takes the oldest for one slice. Each turn then holds at most a slice of new heads and what the slice
 before started, so a probe's answer waits a few slices, not the flood. Nothing is dropped or refused here: a
@@ -17,7 +17,7 @@ waiting head is decided when it is taken, and its queue time counts from when it
 (``security/slow_clients.ARRIVED``), so the gate refuses one that has waited past ``--max-queue-ms``.
 
 Heads one at a time, as at low load, are taken at once: a head is part of a run only when it comes within
-``gap_s`` of the one before.
+``gap_s`` of the one before while other requests are in progress.
 """
 
 from __future__ import annotations
@@ -47,18 +47,20 @@ class Pacing:
         self._last = 0.0
         self._draining = False
 
-    def later(self, connection: Paced) -> bool:
+    def later(self, connection: Paced, busy: bool = True) -> bool:
         """Whether the head now arriving on ``connection`` waits its turn (it joins the queue: the connection is
-        told to take its bytes when its turn comes) rather than being taken now."""
+        told to take its bytes when its turn comes) rather than being taken now. ``busy``: other requests are in
+        progress; a head that comes when none is starts a new run (a client alone, whose next request follows
+        the last answer within ``gap_s``, is never paced)."""
         waiting = self.waiting
         if waiting:  # others came first
             waiting.append(connection)
             return True
         now = time.monotonic()
-        if now - self._last > self.gap_s:
+        if not busy or now - self._last > self.gap_s:
             self._run_started = now
         self._last = now
-        if now - self._run_started < self.slice_s:
+        if not busy or now - self._run_started < self.slice_s:
             return False
         waiting.append(connection)
         if not self._draining:

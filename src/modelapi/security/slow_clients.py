@@ -137,7 +137,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 self.transport.pause_reading()
             return
         pacing = self.pacing
-        if pacing is not None and not self._in_message and not data.startswith(_TAKEN_AT_ONCE) and pacing.later(self):
+        if (
+            pacing is not None
+            and not self._in_message
+            and not data.startswith(_TAKEN_AT_ONCE)
+            # busy: requests in progress besides one that may still be finishing after its answer went out (a
+            # client alone sends its next request as that answer comes)
+            and pacing.later(self, len(self.tasks) > 1)
+        ):
             self._waiting = [(time.monotonic(), data)]
             self._waiting_bytes = len(data)
             self._unset_keepalive_if_required()  # the connection is not idle: its request waits
