@@ -122,6 +122,7 @@ def test_a_key_in_either_header_works(state: Path, app_client: Any) -> None:
         bearer(key),
         {"X-API-Key": key},
         {"authorization": f"bearer {key}"},
+        {"authorization": f"Bearer   {key}"},
         {**bearer(key), "X-API-Key": key},
     ):
         r = client.post("/models/iris/predict", json=IRIS_ROW, headers=headers)

@@ -148,6 +148,21 @@ def test_a_wrong_secret_for_a_cached_id_is_refused(url: str, clock: Clock) -> No
         server.close()
 
 
+def test_a_malformed_key_naming_a_cached_id_is_refused_as_malformed(url: str, clock: Clock) -> None:
+    server = server_store(url, clock)
+    try:
+        key, record = server.create("a")
+        server.authenticate(key)  # cached now: each key below carries its id where a well-formed key does
+        secret = key[12:]
+        for bad in ("xx" + key[2:], key + "0", key[:-1], key[:12] + "\u00e9" + secret[1:], key[:12] + "g" + secret[1:]):
+            for check in (server.authenticate, server.cached):
+                with pytest.raises(InvalidKey, match="malformed"):
+                    check(bad)
+        assert server.authenticate(key).key_id == record.key_id
+    finally:
+        server.close()
+
+
 def test_unknown_ids_are_never_cached(url: str, clock: Clock) -> None:
     server = server_store(url, clock)
     try:

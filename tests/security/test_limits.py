@@ -111,6 +111,9 @@ def test_token_bucket() -> None:
     now[0] += 100  # idle buckets are dropped once full again
     limiter.wait_s("c")
     assert set(limiter.buckets) == {"c"}
+    now[0] += 10  # a bucket idle for long holds no more than the burst
+    assert [limiter.wait_s("c") for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert limiter.wait_s("c") == pytest.approx(0.5)
 
 
 def test_rate_limit_per_key(tmp_path: Path) -> None:

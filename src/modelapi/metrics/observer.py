@@ -32,7 +32,8 @@ _ROW_BUCKETS = len(ROWS_BUCKETS) + 1
 
 
 class _Tally:
-    """What one (model, version, protocol, status class) did since the last flush."""
+    """What one (model, version, protocol, status class) did since the last flush; ``version``: that version's
+    entry (entries are never dropped), so that a request finding its tally need not look it up too."""
 
     __slots__ = (
         "compute",
@@ -44,9 +45,11 @@ class _Tally:
         "queue_sum",
         "rows",
         "success_s",
+        "version",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, version: _Version) -> None:
+        self.version = version
         self.count = 0
         self.rows = 0
         self.success_s = 0.0
@@ -130,14 +133,12 @@ class MetricsObserver(Observer, JobsObserver):
         key = (event.model, event.version, event.protocol, klass)
         tally = self._tallies.get(key)
         if tally is None:
-            tally = self._tallies[key] = _Tally()
+            tally = self._tallies[key] = _Tally(self._version(event.model, event.version))
         tally.count += 1
         seconds = event.duration_s
         tally.duration_sum += seconds
         tally.duration[bisect_left(SECONDS_BUCKETS, seconds)] += 1
-        entry = self._versions.get((event.model, event.version))
-        if entry is None:
-            entry = self._version(event.model, event.version)
+        entry = tally.version
         if klass == 2:
             tally.rows += event.rows
             tally.success_s += seconds

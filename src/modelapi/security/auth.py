@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
@@ -55,6 +55,12 @@ class PublicPaths:
 
     def __contains__(self, path: object) -> bool:
         return isinstance(path, str) and self._match is not None and self._match(path) is not None
+
+    @property
+    def match(self) -> Callable[[str], object] | None:
+        """What ``in`` asks, for a path known to be a string: a truthy answer for a public path; ``None`` when
+        no path is public. The authentication middleware calls it on every request."""
+        return self._match
 
 
 def is_management(path: str) -> bool:
@@ -128,6 +134,7 @@ class AuthMiddleware:
         self.management = management
         #: the registered protocols' ``public_paths``: pages and their assets, open without a key
         self.public_paths = public_paths or PublicPaths()
+        self._public = self.public_paths.match
         #: the registered protocols' ``admin_paths`` (``GET /metrics``): admin keys only when authentication is on
         self.admin_paths = admin_paths
         self.events = events  # told of every refusal (metrics count them by reason)
@@ -153,17 +160,19 @@ class AuthMiddleware:
                 ),
             )
             return
+        path = scope["path"]
         try:
-            if scope["path"] in self.public_paths:
+            public = self._public
+            if public is not None and public(path):
                 _refuse_query_key(scope)
                 if _presented_key(scope) is None:
                     scope[ANONYMOUS_KEY] = True
                     await self.app(scope, receive, send)
                     return
-            principal = await self._authenticate(scope)
-            path = scope["path"]
-            if (is_management(path) or path in self.admin_paths) and not principal.has_scope("admin"):
-                raise Forbidden(f"{scope['path']} needs a key with the admin scope; key mk_{principal.key_id} has not")
+            # on SQLite no coroutine: the lookup is answered here (by the cache, or in microseconds)
+            principal = await self._authenticate(scope) if self.in_thread else self._authenticate_now(scope)
+            if (path.startswith(MANAGEMENT_PREFIX) or path in self.admin_paths) and not principal.has_scope("admin"):
+                raise Forbidden(f"{path} needs a key with the admin scope; key mk_{principal.key_id} has not")
         except ModelAPIError as exc:
             await self._refuse(scope, receive, send, exc)
             return
@@ -180,31 +189,59 @@ class AuthMiddleware:
         await response(scope, receive, send)
 
     async def _authenticate(self, scope: Scope) -> Principal:
-        _refuse_query_key(scope)
-        key = _presented_key(scope)
-        if key is None:
-            raise Unauthorized(MISSING, headers={"www-authenticate": CHALLENGE})
+        """The key's principal from a network database: a key looked up less than ``key_cache_s`` ago needs no
+        thread."""
+        key = _required_key(scope)
         store = self.auth.store
         assert store is not None
         try:
-            if self.in_thread:
-                cached = store.cached(key)  # a key looked up less than key_cache_s ago needs no thread
-                return cached if cached is not None else await run_in_threadpool(store.authenticate, key, time.time())
-            return store.authenticate(key, time.time())
+            cached = store.cached(key)
+            return cached if cached is not None else await run_in_threadpool(store.authenticate, key, time.time())
         except InvalidKey as exc:
-            raise Unauthorized(
-                exc.reason, headers={"www-authenticate": f'{CHALLENGE}, error="invalid_token"'}
-            ) from None
+            raise _invalid(exc) from None
+
+    def _authenticate_now(self, scope: Scope) -> Principal:
+        """The key's principal from SQLite, on the event loop."""
+        key = _required_key(scope)
+        store = self.auth.store
+        assert store is not None
+        try:
+            return store.authenticate(key)  # the request's time is read there, only for a key that can expire
+        except InvalidKey as exc:
+            raise _invalid(exc) from None
+
+
+def _invalid(exc: InvalidKey) -> Unauthorized:
+    return Unauthorized(exc.reason, headers={"www-authenticate": f'{CHALLENGE}, error="invalid_token"'})
+
+
+def _required_key(scope: Scope) -> str:
+    """The request's key (``_presented_key``); 401 without one, or with one in the query string."""
+    if scope.get("query_string"):
+        _refuse_query_key(scope)
+    key = _presented_key(scope)
+    if key is None:
+        raise Unauthorized(MISSING, headers={"www-authenticate": CHALLENGE})
+    return key
 
 
 def _presented_key(scope: Scope) -> str | None:
-    authorization = api_key = None
+    authorization: bytes | None = None
+    api_key: bytes | None = None
     for name, value in scope["headers"]:
         if name == b"authorization":
-            authorization = value.decode("latin-1")
+            authorization = value
         elif name == b"x-api-key":
-            api_key = value.decode("latin-1")
-    return presented_key(authorization, api_key)
+            api_key = value
+    if api_key is None and authorization is not None and authorization.startswith(b"Bearer "):
+        # the usual header alone: what presented_key answers for it, without its general parsing
+        key = authorization[7:].decode("latin-1").strip()
+        if key:
+            return key
+    return presented_key(
+        None if authorization is None else authorization.decode("latin-1"),
+        None if api_key is None else api_key.decode("latin-1"),
+    )
 
 
 def presented_key(authorization: str | None, x_api_key: str | None) -> str | None:

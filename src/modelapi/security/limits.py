@@ -28,7 +28,7 @@ from .principal import SCOPE_KEY, Principal
 
 
 class TokenBucket:
-    """``rate`` tokens a second, at most ``burst`` saved up. ``take`` answers 0, or seconds until one is due."""
+    """``rate`` tokens a second, at most ``burst`` saved up (``RateLimiter.wait_s`` takes them)."""
 
     __slots__ = ("burst", "rate", "stamp", "tokens")
 
@@ -37,14 +37,6 @@ class TokenBucket:
         self.burst = burst
         self.tokens = float(burst)
         self.stamp = now
-
-    def take(self, now: float) -> float:
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if self.tokens >= 1:
-            self.tokens -= 1
-            return 0.0
-        return (1 - self.tokens) / self.rate
 
 
 class RateLimiter:
@@ -64,7 +56,17 @@ class RateLimiter:
         bucket = self.buckets.get(key)
         if bucket is None:
             bucket = self.buckets[key] = TokenBucket(self.rate, self.burst, now)
-        wait = bucket.take(now)
+        # the bucket's refill and take, here rather than in a method of its own: one call less on every request
+        tokens = bucket.tokens + (now - bucket.stamp) * bucket.rate
+        if tokens > bucket.burst:
+            tokens = bucket.burst
+        bucket.stamp = now
+        if tokens >= 1:
+            bucket.tokens = tokens - 1
+            wait = 0.0
+        else:
+            bucket.tokens = tokens
+            wait = (1 - tokens) / bucket.rate
         if now > self._sweep_at:
             refill_s = self._refill_s
             self._sweep_at = now + max(refill_s, 60.0)
@@ -147,7 +149,7 @@ class RateLimitMiddleware:
         principal = scope.get(SCOPE_KEY)
         if isinstance(principal, Principal):
             limits = self.limits
-            if limits.metered(principal):
+            if principal.limits and limits.meter is not None:  # limits.metered(principal), inline
                 await limits.admit(principal, "http", body=scope.get("method") in ("POST", "PUT"))
             else:
                 limits.admit_now(principal, "http")
