@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import text
 
+from helpers.services import postgres_schema, require_postgres
 from modelapi.db import create_sqlite_file, make_engine
 from modelapi.jobs.store import JobStore, sqlite_url
 from modelapi.security.keys import KeyStore
@@ -52,3 +55,33 @@ def test_both_stores_use_it(tmp_path: Path) -> None:
         jobs.close()
         keys.close()
     assert (tmp_path / "keys" / "keys.db").stat().st_mode & 0o777 == 0o600
+
+
+def test_stores_created_at_once_by_several_processes_all_open() -> None:
+    """Replicas and job workers start together on one PostgreSQL database: each finds the tables missing and
+    creates them at the same moment; every one must open (one losing the race crashed a worker at start)."""
+    require_postgres()
+    for store in (JobStore, lambda url: KeyStore(url)):
+        for _ in range(3):  # the race is a matter of timing: a few fresh schemas
+            with postgres_schema() as url:
+                barrier = threading.Barrier(6)
+                errors: list[BaseException] = []
+
+                def open_store(
+                    url: str = url,
+                    store: Any = store,
+                    barrier: threading.Barrier = barrier,
+                    errors: list[BaseException] = errors,
+                ) -> None:
+                    barrier.wait()
+                    try:
+                        store(url).close()
+                    except BaseException as exc:
+                        errors.append(exc)
+
+                threads = [threading.Thread(target=open_store) for _ in range(6)]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join(60)
+                assert errors == []

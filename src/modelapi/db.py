@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, event, inspect
+from sqlalchemy import MetaData, create_engine, event, inspect
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 
@@ -35,6 +36,20 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA synchronous=FULL")  # a commit survives a power cut (SQLite's default, made explicit)
     cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
     cur.close()
+
+
+def create_tables(engine: Engine, metadata: MetaData, attempts: int = 5) -> None:
+    """Create ``metadata``'s tables that do not exist. Processes that start together (replicas, workers) may each
+    find a table missing and create it at the same moment: on PostgreSQL all but one fail (a unique violation in
+    ``pg_type``), and the next check finds the table; so a failure is retried a few times before it counts."""
+    for attempt in range(attempts):
+        try:
+            metadata.create_all(engine)  # checkfirst
+            return
+        except DBAPIError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
 
 
 def add_column(engine: Engine, table: str, column: str, sql_type: str) -> None:

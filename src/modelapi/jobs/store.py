@@ -32,7 +32,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from ..db import add_column, make_engine
+from ..db import add_column, create_tables, make_engine
 from .formats_in import Chunk
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
@@ -116,7 +116,7 @@ class JobStore:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = make_engine(url, pool_pre_ping=True)
-        metadata.create_all(self.engine)
+        create_tables(self.engine, metadata)  # workers and replicas may start together
         add_column(self.engine, jobs.name, "waiting", "TEXT")  # a jobs table made by an older release
 
     def close(self) -> None:

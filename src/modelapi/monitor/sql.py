@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import threading
-import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,7 +18,7 @@ import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy import func
 
-from ..db import make_engine
+from ..db import create_tables, make_engine
 from .records import INPUT, OUTPUT
 from .store import TALLY_SCHEMA, Tally
 
@@ -77,16 +76,7 @@ class SqlStore:
     def _ready(self) -> sa.Engine:
         if not self._created:
             with self._lock:  # the writer thread and a reader of this process
-                for attempt in range(3):
-                    try:
-                        metadata.create_all(self.engine)  # checkfirst
-                        break
-                    except sa.exc.DBAPIError:
-                        # another worker created the same table at the same moment (PostgreSQL: a unique
-                        # violation in pg_type); the next check finds it
-                        if attempt == 2:
-                            raise
-                        time.sleep(0.05 * (attempt + 1))
+                create_tables(self.engine, metadata)  # another worker may create the same table at once
                 self._created = True
         return self.engine
 

@@ -43,7 +43,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from ..db import add_column, create_sqlite_file, make_engine
+from ..db import add_column, create_sqlite_file, create_tables, make_engine
 from .key_cache import CachedKey, KeyCache
 from .key_limits import Limit, from_json, to_json
 from .principal import Principal
@@ -167,7 +167,7 @@ class KeyStore:
         self.cache = cache if cache is not None else KeyCache(cache_s)
         self.engine = make_engine(url)  # no pre-ping: lookups retry on a dropped connection themselves
         if create:
-            metadata.create_all(self.engine)
+            create_tables(self.engine, metadata)  # replicas may start together
             self._migrate()
         self._sqlite = threading.local() if url.startswith("sqlite") else None
         self._raw: list[Any] = []
