@@ -166,7 +166,7 @@ def test_errors_carry_the_servers_message_and_request_id(client: Client, served:
         client.predict("iris", {**dict(zip(FEATURES, ROWS[0], strict=True)), "sepal_width": "wide"})
     err = info.value
     assert err.status == 400 and err.message == "record 0: 'sepal_width' expected a number, got string 'wide'"
-    assert err.request_id and err.request_id in served.server.log()  # the id finds the request in the log
+    assert err.request_id and err.request_id in served.server.log_with(err.request_id)  # it finds the request's line
     assert str(err).startswith("400 Bad Request: record 0: 'sepal_width'")
     with pytest.raises(BadRequestError, match="datatype BYTES given, model expects FP64") as v2:
         client.infer("iris", {name: np.array(["1", "2"]) for name in FEATURES}, binary=True)

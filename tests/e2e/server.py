@@ -34,6 +34,16 @@ class RunningServer:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def log_with(self, text: str, timeout: float = 10.0) -> str:
+        """The log once it holds ``text`` (or as it is after ``timeout``): the access log's line for a request is
+        written after its response has gone, so a client that has its answer may read the log before it."""
+        deadline = time.monotonic() + timeout
+        log = self.log()
+        while text not in log and time.monotonic() < deadline:
+            time.sleep(0.02)
+            log = self.log()
+        return log
+
     def worker_pids(self) -> list[int]:
         """The server's child processes: its workers when it runs with ``--workers N`` (N > 1)."""
         pid = self.process.pid

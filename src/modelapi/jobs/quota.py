@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -80,7 +79,7 @@ def describe_waiting(text: str, now: float) -> dict[str, Any]:
     note = json.loads(text)
     limit = parse_limit(note["limit"])
     what = "quota" if limit.window_s >= 86400 else "rate limit"
-    seconds = max(1, math.ceil(note["until"] - now))
+    seconds = max(1, round(note["until"] - now))
     key = f"mk_{note['key_id']}"
     return {
         "reason": "row_limit",
