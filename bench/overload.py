@@ -11,8 +11,9 @@ latency by status), the status mix (only 200, 429 and 503 are allowed), the serv
 share of its core (under 100 % at saturation when other work takes the core), and ``/v2/health/live`` latency from a
 side probe every 50 ms throughout.
 
-From the CPU time and the status mix of the saturated cell (all 200) and an overload cell, the CPU cost of
-one refusal: ``(cpu - served x cpu_per_served) / refused``.
+Last, what a refusal costs over sockets: a server whose every request is refused (``bench/held.py``: its one
+request in flight holds the model), flooded by clients that retry at once with early retries not held; its CPU
+per answer against the saturated cell's CPU per served request (the issue's target: at most a tenth).
 
     python -m bench.overload [--seconds 10] [--saturate 64] [--max-queue-ms 20] [--factors 10,30]
 
@@ -204,21 +205,53 @@ def render(results: list[CellResult]) -> str:
             f"{c.socket_errors} | {c.cpu_s / max(answers, 1) * 1e6:.0f} | {c.cpu_s / c.seconds:.0%} | "
             f"{c.live_p50_ms:.1f} / {c.live_max_ms:.1f} |"
         )
-    served_us = sat.cpu_s / max(sat.statuses.get(200, 0), 1) * 1e6
     lines.append("")
-    lines.append(f"CPU per served request (saturated cell): {served_us:.0f} us")
-    for c in results[1:]:
-        refused = sum(n for s, n in c.statuses.items() if s != 200)
-        if refused:
-            refusal_us = (c.cpu_s * 1e6 - served_us * c.statuses.get(200, 0)) / refused
-            lines.append(
-                f"CPU per refusal at {c.connections} connections: {refusal_us:.0f} us "
-                f"({refusal_us / served_us:.2f} of a served request)"
-            )
+    lines.append(f"CPU per served request (saturated cell): {served_us(sat):.0f} us")
     bad = {s for c in results for s in c.statuses} - ALLOWED
     lines.append(f"statuses outside 200/429/503: {sorted(bad) if bad else 'none'}")
     lines.append("")
     lines += targets(results)
+    return "\n".join(lines)
+
+
+def served_us(sat: CellResult) -> float:
+    return sat.cpu_s / max(sat.statuses.get(200, 0), 1) * 1e6
+
+
+def refusal_cells(
+    body: workload.Body, connections: int, seconds: int, extra: tuple[str, ...]
+) -> list[tuple[str, CellResult]]:
+    """Every request refused: ``bench.held`` holds its one request in flight (``--max-inflight 1``), so the rest
+    are refused, on the head once the gate has refused one; ``--no-hold-early-retries`` and wrk's clients that
+    retry at once keep the server refusing as fast as it can. Its CPU per answer is the CPU per refusal, measured
+    over sockets (the overload cells cannot split their CPU between served and refused requests: CPU per served
+    request itself moves with the connection count). Once with the default log level, once without access lines."""
+    out = []
+    for label, more in (("default", ()), ("no access lines (--log-level warning)", ("--log-level", "warning"))):
+        argv = (*extra, "--max-inflight", "1", "--no-hold-early-retries", *more)
+        spec = servers.modelapi("modelapi refusals", ["bench.held:Held"], *argv)
+        with servers.serve(spec, core=SERVER_CORE, env=dict(os.environ), log_dir=RESULTS) as srv:
+            cell(srv, body, connections, 1, False)  # warm-up: the gate refuses, then the protocol does
+            out.append((label, cell(srv, body, connections, seconds, False)))
+    return out
+
+
+def render_refusals(cells: list[tuple[str, CellResult]], served: float) -> str:
+    lines = [
+        "| server | connections | answers/s | status mix | server CPU us/answer | vs a served request |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for label, c in cells:
+        answers = sum(c.statuses.values())
+        mix = ", ".join(f"{s}: {n:,}" for s, n in sorted(c.statuses.items()))
+        per = c.cpu_s / max(answers, 1) * 1e6
+        lines.append(
+            f"| {label} | {c.connections} | {answers / c.seconds:,.0f} | {mix} | {per:.0f} | {per / served:.2f} |"
+        )
+    c = cells[0][1]
+    share = c.cpu_s / max(sum(c.statuses.values()), 1) * 1e6 / served
+    lines += ["", f"CPU per served request (the first table's saturated cell): {served:.0f} us", ""]
+    lines.append(f"{'PASS' if share <= 0.1 else 'FAIL'}  a refusal at most 0.1 of a served request's CPU ({share:.2f})")
     return "\n".join(lines)
 
 
@@ -279,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
                     got = results[-1]
                     print(f"{connections} connections: {got.ok_rps:,.0f} OK/s {got.statuses}", flush=True)
                 tables.append((honour, results))
+        refusals = refusal_cells(body, args.saturate * 10, args.seconds, extra)
     meta = {
         "when": stamp,
         "command": "python -m bench.overload " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -295,6 +329,8 @@ def main(argv: list[str] | None = None) -> int:
             else "clients that retry at once (wrk's default)"
         )
         text += f"\n\n### {title}\n\n" + render(results)
+    served = served_us(tables[0][1][0])
+    text += "\n\n### what a refusal costs: every request refused on its head\n\n" + render_refusals(refusals, served)
     print(text)
     (RESULTS / f"overload-{stamp}.md").write_text(text + "\n")
     return 0

@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,7 +83,7 @@ def free_port() -> int:
 
 def modelapi(
     name: str,
-    models: list[Path],
+    models: Sequence[Path | str],
     *extra: str,
     env: dict[str, str] | None = None,
     client_headers: dict[str, str] | None = None,
