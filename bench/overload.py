@@ -146,12 +146,19 @@ def _run_probe(args: argparse.Namespace) -> int:
     return 0
 
 
-def cell(srv: servers.Running, body: workload.Body, connections: int, seconds: int, honour: bool) -> CellResult:
+def cell(
+    srv: servers.Running,
+    body: workload.Body,
+    connections: int,
+    seconds: int,
+    honour: bool,
+    live: str = "/v2/health/live",
+) -> CellResult:
     wrk = require("wrk", "install it with: apt-get install -y wrk")
     url = srv.url + "/v2/models/logreg/infer"
     pids = procfs.tree(srv.process.pid)
     cpu = procfs.cpu_seconds(pids)
-    probes = [_probe_process(srv.url + "/v2/health/live"), _probe_process(url, body, honour)]
+    probes = [_probe_process(srv.url + live), _probe_process(url, body, honour)]
     for p in probes:
         assert p.stdout is not None
         p.stdout.readline()  # "ready"
@@ -219,13 +226,15 @@ def served_us(sat: CellResult) -> float:
 
 
 def refusal_cells(
-    body: workload.Body, connections: int, seconds: int, extra: tuple[str, ...]
+    body: workload.Body, model: Path, connections: int, seconds: int, extra: tuple[str, ...]
 ) -> list[tuple[str, CellResult]]:
     """Every request refused: ``bench.held`` holds its one request in flight (``--max-inflight 1``), so the rest
     are refused, on the head once the gate has refused one; ``--no-hold-early-retries`` and wrk's clients that
     retry at once keep the server refusing as fast as it can. Its CPU per answer is the CPU per refusal, measured
     over sockets (the overload cells cannot split their CPU between served and refused requests: CPU per served
-    request itself moves with the connection count). Once with the default log level, once without access lines."""
+    request itself moves with the connection count). Once with the default log level, once without access lines;
+    and a yardstick with no modelapi code: the HTTP floor's answer to a path it does not serve (uvicorn, a
+    constant 404 without reading the body), the least any answer over uvicorn costs."""
     out = []
     for label, more in (("default", ()), ("no access lines (--log-level warning)", ("--log-level", "warning"))):
         argv = (*extra, "--max-inflight", "1", "--no-hold-early-retries", *more)
@@ -233,6 +242,9 @@ def refusal_cells(
         with servers.serve(spec, core=SERVER_CORE, env=dict(os.environ), log_dir=RESULTS) as srv:
             cell(srv, body, connections, 1, False)  # warm-up: the gate refuses, then the protocol does
             out.append((label, cell(srv, body, connections, seconds, False)))
+    with servers.serve(servers.floor(model), core=SERVER_CORE, env=dict(os.environ), log_dir=RESULTS) as srv:
+        cell(srv, body, connections, 1, False, live="/health")
+        out.append(("HTTP floor: a constant 404, body unread", cell(srv, body, connections, seconds, False, "/health")))
     return out
 
 
@@ -248,7 +260,7 @@ def render_refusals(cells: list[tuple[str, CellResult]], served: float) -> str:
         lines.append(
             f"| {label} | {c.connections} | {answers / c.seconds:,.0f} | {mix} | {per:.0f} | {per / served:.2f} |"
         )
-    c = cells[0][1]
+    c = cells[0][1]  # the default configuration's
     share = c.cpu_s / max(sum(c.statuses.values()), 1) * 1e6 / served
     lines += ["", f"CPU per served request (the first table's saturated cell): {served:.0f} us", ""]
     lines.append(f"{'PASS' if share <= 0.1 else 'FAIL'}  a refusal at most 0.1 of a served request's CPU ({share:.2f})")
@@ -312,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
                     got = results[-1]
                     print(f"{connections} connections: {got.ok_rps:,.0f} OK/s {got.statuses}", flush=True)
                 tables.append((honour, results))
-        refusals = refusal_cells(body, args.saturate * 10, args.seconds, extra)
+        refusals = refusal_cells(body, work.model_path, args.saturate * 10, args.seconds, extra)
     meta = {
         "when": stamp,
         "command": "python -m bench.overload " + " ".join(argv if argv is not None else sys.argv[1:]),
