@@ -297,6 +297,52 @@ def test_other_methods_other_paths_and_the_probes_go_to_the_app() -> None:
     run(main)
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/nope/predict",
+        "/x/y/infer",
+        "/v2/models/sleepy/extra/infer",
+        "/v2/models/a%2Fb/infer",  # the router matches the decoded path: /v2/models/a/b/infer
+        "/v1/models/sleepy/x:predict",
+        "/v1/models/a:b:predict",
+        "/models/sleepy/predict/predict",
+    ],
+)
+def test_a_path_no_route_takes_is_not_refused_on_its_head_but_gets_the_apps_404(path: str) -> None:
+    async def main() -> None:
+        async with serving() as server:
+            server.full()
+            await server.refusing()
+            (answer,) = await server.connect().send(post(path, body=b"{}"))
+            assert answer.status == 404 and len(server.paths) == 2  # the app answered
+
+    run(main)
+
+
+@pytest.mark.parametrize("models", [1, 2])
+def test_any_models_name_is_refused_on_its_head_alike_so_the_answer_tells_no_model_exists(models: int) -> None:
+    """Every model refuses: a request for a model that does not exist gets the same answer as one for a model that
+    does (its request id aside), absolute-form and percent-encoded paths too."""
+
+    async def main() -> None:
+        async with serving(*[sleepy(), sleepy("other")][:models]) as server:
+            server.full("sleepy", "other")
+            await server.refusing()
+            conn = server.connect()
+            paths = [
+                INFER,
+                "/v2/models/no-such-model/infer",
+                "/v2/models/no%20such/versions/7/infer",
+                "http://test/v2/models/ghost/infer?x=1",
+            ]
+            answers = [(await conn.send(post(path, body=BODIES["/v2/"])))[0] for path in paths]
+            assert len(server.paths) == 1 and all(seen(a) == seen(answers[0]) for a in answers)
+            assert answers[0].status == 503 and (models == 1 or answers[0].json()["error"] == ANY_MODEL)
+
+    run(main)
+
+
 def test_a_model_with_room_again_clears_the_flag_and_the_next_request_is_served() -> None:
     async def main() -> None:
         async with serving() as server:

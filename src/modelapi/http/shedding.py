@@ -1,9 +1,11 @@
 """Refusals under overload answered in the HTTP protocol, before any of the app runs.
 
 While the data plane's gate is refusing, the protocol (``security/slow_clients.py``) asks ``Shedding.app_for``
-on each request's head whether to refuse it there: a ``POST`` to an inference route (by the literal end of its
-path, as ``http/fastpath.FastPath`` matches them: ``/infer``, ``/predict``, ``:predict``) when
-``DataPlane.shed`` says that every version of every ready model would refuse a call now. The protocol then runs
+on each request's head whether to refuse it there: a ``POST`` to an inference route (its path matches one of
+those routes' own patterns, as the router would match it; the literal end of the path, ``/infer``, ``/predict``,
+``:predict``, is checked first, as ``http/fastpath.FastPath`` does) when ``DataPlane.shed`` says that every
+version of every ready model would refuse a call now. A path no route takes goes to the app (its 404); a model
+that does not exist is refused as any (the answer says nothing of which exist). The protocol then runs
 the request's cycle with a small app of this module instead of the server's, behind uvicorn's proxy step as
 the server's app is: it answers the 503 the gate would (the gate's detail, the schedule's ``Retry-After``, the
 route's error style, the request id and the standard headers), counts the refusal (``RequestRejected``,
@@ -28,10 +30,14 @@ attribute read then (docs/overload.md).
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
+from urllib.parse import unquote
 
+import httptools
+from starlette.routing import compile_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import jsonutil
@@ -53,13 +59,14 @@ _TITLE = Overloaded.title
 
 
 class Shedding:
-    """What the protocol asks on each head; ``bind`` gives it the data plane and the inference routes' path
-    ends once the app is built (the protocol exists before the app: until then nothing is shed)."""
+    """What the protocol asks on each head; ``bind`` gives it the data plane and the inference routes once the
+    app is built (the protocol exists before the app: until then nothing is shed)."""
 
     def __init__(self) -> None:
         self._dataplane: DataPlane | None = None
         self._tails: tuple[bytes, ...] = ()
-        self._routes: dict[bytes, tuple[str, ErrorStyle]] = {}
+        #: each inference route's literal path end, its pattern (the router's), its protocol and its error style
+        self._routes: tuple[tuple[str, re.Pattern[str], str, ErrorStyle], ...] = ()
         self._holds: RetryHolds | None = None
         self._private = False
         self._cors = False
@@ -76,24 +83,23 @@ class Shedding:
         cors: bool = False,
         max_body_bytes: int | None = None,
     ) -> None:
-        """``routes``: each inference route's path template, its protocol's name and its error style. A path end
-        that two protocols share is not shed (its style would be a guess). ``holds``: the app's early retries
+        """``routes``: each inference route's path template, its protocol's name and its error style; a path is
+        refused on its head only if it matches one of those templates as the router would (a path no route takes
+        goes to the app, which answers 404). ``holds``: the app's early retries
         held until their ``Retry-After``: a refusal here is remembered there, and an early retry is not refused
         here but left to the app, which holds it (``http/holds.py``). ``private``: authentication is on, so the
         answer names no model, not even the only one (without a key, nothing names a model: docs/security.md);
         the event and the log still do. Handed to the app, which answers them otherwise: a browser's request (one
         with an ``Origin``) when ``cors`` is on (with its CORS headers), and one whose declared body is over
         ``max_body_bytes`` (413, the connection closed rather than the body drained)."""
-        by_tail: dict[bytes, set[tuple[str, ErrorStyle]]] = {}
-        for path, protocol, style in routes:
-            tail = path[path.rfind("}") + 1 :].encode()
-            if tail:
-                by_tail.setdefault(tail, set()).add((protocol, style))
-        self._routes = {tail: next(iter(found)) for tail, found in by_tail.items() if len(found) == 1}
+        self._routes = tuple(
+            (path[path.rfind("}") + 1 :], compile_path(path)[0], protocol, style) for path, protocol, style in routes
+        )
         # the routes whose path names no model (``/predict``): the app's rejections reporter counts their refusals
         # under no model (it reads the path's), and so does a refusal here, or each would be a line a second
         self._unnamed = frozenset(path for path, _, _ in routes if "{" not in path)
-        self._tails = tuple(self._routes)
+        # a path that does not end as a route's does cannot match its pattern: the cheap check, made first
+        self._tails = tuple({tail.encode() for tail, _, _, _ in self._routes if tail})
         self._holds = holds
         self._private = private
         self._cors = cors
@@ -106,14 +112,30 @@ class Shedding:
         dataplane = self._dataplane
         if dataplane is None or not dataplane.gate.refusing or method != b"POST":
             return None
-        path = url.split(b"?", 1)[0]
-        if not path.endswith(self._tails):
+        if not url.split(b"?", 1)[0].endswith(self._tails):
+            return None
+        route = self._route(url)
+        if route is None:
             return None
         shed = dataplane.shed()
         if shed is None:
             return None
-        protocol, style = next(route for tail, route in self._routes.items() if path.endswith(tail))
-        return _refuser(self, dataplane, protocol, style, app)
+        return _refuser(self, dataplane, *route, app)
+
+    def _route(self, url: bytes) -> tuple[str, ErrorStyle] | None:
+        """The protocol and error style of the inference route whose pattern the request's path matches, the path
+        as uvicorn puts it in the scope (and the router matches it): the URL's path, percent-decoded."""
+        try:
+            raw = httptools.parse_url(url).path
+            path = "" if raw is None else raw.decode("ascii")
+        except (httptools.HttpParserInvalidURLError, UnicodeDecodeError):
+            return None  # not a path any route takes
+        if "%" in path:
+            path = unquote(path)
+        for tail, pattern, protocol, style in self._routes:
+            if path.endswith(tail) and pattern.match(path):
+                return protocol, style
+        return None
 
     def _for_the_app(self, scope: Scope, declared: int | None) -> bool:
         """Whether the app answers this request otherwise than with the refusal: an early retry (it holds it), a
