@@ -22,6 +22,8 @@ import httpx
 import orjson
 import pytest
 
+from helpers.wire import Answer, parse_answers
+
 from .server import RunningServer, serve
 
 SLEEPY = "toymodels:Sleepy"
@@ -173,6 +175,21 @@ def _exchange(sock: socket.socket, path: str, body: bytes, close: bool = False) 
     return int(status_line.split()[1]), headers, payload
 
 
+def _request(path: str, body: bytes, version: str = "1.1") -> bytes:
+    head = f"POST {path} HTTP/{version}\r\nHost: test\r\nContent-Type: application/json\r\n"
+    return f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body
+
+
+def _answers(sock: socket.socket, n: int) -> list[Answer]:
+    """The next ``n`` answers on ``sock`` (nothing else is read: each test's connection has its own)."""
+    raw = b""
+    while len(found := parse_answers(raw)) < n:
+        chunk = sock.recv(65536)
+        assert chunk, f"the server closed the connection after {raw!r}"
+        raw += chunk
+    return found
+
+
 def _rejected(server: RunningServer) -> int:
     text = httpx.get(server.url + "/metrics").text
     found = re.findall(r'^modelapi_requests_rejected_total\{[^}]*reason="overloaded"[^}]*\} (\S+)$', text, re.M)
@@ -185,7 +202,9 @@ def test_a_flood_is_refused_in_each_routes_style_and_a_kept_connection_is_served
     """While the model is full, clients on new connections flood every inference protocol (the protocol refuses
     them on their heads once the app has refused one: http/shedding.py): only 200 or 503, every 503 with
     Retry-After in its route's error style and counted, liveness answers; a keep-alive connection refused during
-    the flood is served on the same connection once it is over."""
+    the flood is served on the same connection once it is over. On another, requests refused on their heads
+    (written by the protocol itself, their bodies dropped unread: one sent in two parts, two pipelined) leave
+    it usable; an HTTP/1.0 one is refused and its connection closed."""
     threads = _occupy(server, 1.5, 2)
     before = _rejected(server)
     url = urlsplit(server.url)
@@ -216,6 +235,26 @@ def test_a_flood_is_refused_in_each_routes_style_and_a_kept_connection_is_served
             t.start()
         live = httpx.get(server.url + "/v2/health/live", timeout=5)
         assert live.status_code == 200 and live.json() == {"live": True}
+        with socket.create_connection(address, timeout=10, source_address=("127.0.0.3", 0)) as piped:
+            split = _request(*ROUTES["v2"])
+            piped.sendall(split[:-5])  # its head and part of its body
+            (first,) = _answers(piped, 1)
+            piped.sendall(split[-5:] + _request(*ROUTES["records"]) + _request(*ROUTES["v1"]))
+            second, third = _answers(piped, 2)
+            piped.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: test\r\n\r\n")
+            (probe,) = _answers(piped, 1)
+        assert [a.status for a in (first, second, third, probe)] == [503, 503, 503, 200]
+        assert [a.headers["content-type"] for a in (first, second, third)] == [
+            "application/json",
+            "application/problem+json",
+            "application/problem+json",
+        ]
+        assert all(a.headers["retry-after"].isdigit() for a in (first, second, third)) and probe.json()["live"]
+        with socket.create_connection(address, timeout=10, source_address=("127.0.0.4", 0)) as old:
+            old.sendall(_request(*ROUTES["v2"], version="1.0"))
+            (answer,) = _answers(old, 1)
+            assert answer.status == 503 and answer.headers["connection"] == "close"
+            assert old.recv(65536) == b""  # closed after it
         for t in threads:  # the slow requests end: the model is free again
             t.join(30)
         status, _, payload = _exchange(kept, *ROUTES["v2"])  # the same connection (held if its Retry-After is to come)
@@ -234,7 +273,7 @@ def test_a_flood_is_refused_in_each_routes_style_and_a_kept_connection_is_served
             problem = orjson.loads(body)
             assert headers["content-type"] == "application/problem+json"
             assert (problem["title"], problem["status"]) == ("Overloaded", 503) and "max_inflight" in problem["detail"]
-    assert _rejected(server) - before == len(refused) + 1  # and the kept connection's
+    assert _rejected(server) - before == len(refused) + 1 + 4  # and the kept connection's, and the four above
 
 
 def test_the_server_log_has_one_warning_a_second_not_one_a_refusal(server: RunningServer, tmp_path: Path) -> None:

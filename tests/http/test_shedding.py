@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
+from uvicorn.protocols.http import httptools_impl
 
 from helpers.keys import create_key
 from helpers.repo import EventLog
@@ -30,6 +31,7 @@ from modelapi import tracing
 from modelapi.events import RequestRejected
 from modelapi.gate import ModelGate
 from modelapi.http.app import create_app
+from modelapi.http.pacing import Pacing
 from modelapi.http.rejections import REPORTER
 from modelapi.http.shedding import Shedding
 from modelapi.settings import Settings
@@ -87,8 +89,8 @@ class Server:
             self.paths.append(scope["path"])
         await self.app(scope, receive, send)
 
-    def connect(self, port: int = 50000, tls: bool = False) -> Connection:
-        return Connection(self, self.shedding, ("127.0.0.1", port), tls)
+    def connect(self, port: int = 50000, tls: bool = False, pacing: Pacing | None = None) -> Connection:
+        return Connection(self, self.shedding, ("127.0.0.1", port), tls, pacing=pacing)
 
     def full(self, *names: str) -> None:
         for name in names or ("sleepy",):
@@ -142,6 +144,20 @@ def access_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [r for r in caplog.records if r.name == "modelapi.access"]
 
 
+@pytest.fixture
+def cycles(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every request cycle uvicorn's protocol makes, from now on."""
+    made: list[Any] = []
+
+    class Counted(httptools_impl.RequestResponseCycle):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(httptools_impl, "RequestResponseCycle", Counted)
+    return made
+
+
 # while the gate admits --------------------------------------------------------------------------------------------
 def test_while_the_gate_admits_the_protocol_asks_nothing_more_than_one_flag(monkeypatch: pytest.MonkeyPatch) -> None:
     async def main() -> None:
@@ -160,7 +176,7 @@ def test_while_the_gate_admits_the_protocol_asks_nothing_more_than_one_flag(monk
 
 # the answer -------------------------------------------------------------------------------------------------------
 def test_after_the_apps_refusal_the_next_request_is_refused_on_its_head_as_the_app_would(
-    access: pytest.LogCaptureFixture,
+    access: pytest.LogCaptureFixture, cycles: list[Any]
 ) -> None:
     async def main() -> None:
         async with serving() as server:
@@ -169,6 +185,7 @@ def test_after_the_apps_refusal_the_next_request_is_refused_on_its_head_as_the_a
             conn = server.connect()
             (shed,) = await conn.send(post())
             assert server.paths == [INFER]  # the app was not called for the second
+            assert len(cycles) == 1 and conn.wire.writes == [conn.wire.writes[0]]  # nor a cycle made: one write
             assert shed.status == 503 and shed.headers["retry-after"] == "1"
             assert shed.json() == {"error": FULL, "request_id": shed.headers["x-request-id"]}  # V2's style
             assert re.fullmatch(r"[0-9a-f]{32}", shed.headers["x-request-id"])
@@ -293,6 +310,52 @@ def test_other_methods_other_paths_and_the_probes_go_to_the_app() -> None:
             answers = await conn.send(b"".join(requests), len(requests))
             assert [a.status for a in answers] == [200, 200, 405, 405, 405, answers[5].status, 503]
             assert len(server.paths) == 1 + len(requests)
+
+    run(main)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/nope/predict",
+        "/x/y/infer",
+        "/v2/models/sleepy/extra/infer",
+        "/v2/models/a%2Fb/infer",  # the router matches the decoded path: /v2/models/a/b/infer
+        "/v1/models/sleepy/x:predict",
+        "/v1/models/a:b:predict",
+        "/models/sleepy/predict/predict",
+    ],
+)
+def test_a_path_no_route_takes_is_not_refused_on_its_head_but_gets_the_apps_404(path: str) -> None:
+    async def main() -> None:
+        async with serving() as server:
+            server.full()
+            await server.refusing()
+            (answer,) = await server.connect().send(post(path, body=b"{}"))
+            assert answer.status == 404 and len(server.paths) == 2  # the app answered
+
+    run(main)
+
+
+@pytest.mark.parametrize("models", [1, 2])
+def test_any_models_name_is_refused_on_its_head_alike_so_the_answer_tells_no_model_exists(models: int) -> None:
+    """Every model refuses: a request for a model that does not exist gets the same answer as one for a model that
+    does (its request id aside), absolute-form and percent-encoded paths too."""
+
+    async def main() -> None:
+        async with serving(*[sleepy(), sleepy("other")][:models]) as server:
+            server.full("sleepy", "other")
+            await server.refusing()
+            conn = server.connect()
+            paths = [
+                INFER,
+                "/v2/models/no-such-model/infer",
+                "/v2/models/no%20such/versions/7/infer",
+                "http://test/v2/models/ghost/infer?x=1",
+            ]
+            answers = [(await conn.send(post(path, body=BODIES["/v2/"])))[0] for path in paths]
+            assert len(server.paths) == 1 and all(seen(a) == seen(answers[0]) for a in answers)
+            assert answers[0].status == 503 and (models == 1 or answers[0].json()["error"] == ANY_MODEL)
 
     run(main)
 
@@ -576,3 +639,208 @@ def test_the_rejections_reporter_counts_a_refusal_on_the_head_under_the_model_th
     run(main)
     warnings = [(r.model, r.refused) for r in access.records if r.name == "modelapi.rejections"]
     assert warnings == [(None, 1), (None, 1), ("sleepy", 1), ("sleepy", 1)]
+
+
+# answered on the head without a request cycle ---------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "headers",
+    [
+        "",
+        "tls",
+        "x-forwarded-for: 10.1.2.3\r\nx-forwarded-proto: https\r\n",  # from a trusted proxy: HSTS
+        "connection: close\r\n",
+    ],
+)
+def test_a_refusal_on_the_head_is_one_write_without_a_cycle_and_the_bytes_a_cycle_writes(
+    headers: str, cycles: list[Any]
+) -> None:
+    """With no answer before it still to come, the protocol writes the refusal itself; behind one (a probe sent
+    first in the same read), uvicorn's cycle runs the same refusal: the bytes are the same, uvicorn's default
+    headers and ``connection: close`` included."""
+    tls = headers == "tls"
+    headers = "x-request-id: same-id\r\n" + ("" if tls else headers)
+
+    async def main() -> None:
+        async with serving() as server:
+            server.full()
+            await server.refusing()
+            direct, piped = server.connect(port=1, tls=tls), server.connect(port=2, tls=tls)
+            for conn in (direct, piped):
+                conn.protocol.server_state.default_headers = [(b"server", b"modelapi-test")]
+            made = len(cycles)
+            (answer,) = await direct.send(post(headers=headers))
+            assert len(cycles) == made and len(direct.wire.writes) == 1 and not direct.protocol.tasks
+            await piped.send(get("/v2/health/live") + post(headers=headers), 2)
+            assert len(cycles) == made + 2 and len(piped.wire.writes) == 2
+            assert direct.wire.writes[0] == piped.wire.writes[1]
+            assert answer.status == 503 and answer.headers["server"] == "modelapi-test"
+            assert ("strict-transport-security" in answer.headers) == ("https" in headers or tls)
+            assert direct.wire.closed == ("close" in headers) == ("connection" in answer.headers)
+            assert len(server.paths) == 2  # the app's first refusal, the probe
+
+    run(main)
+
+
+def test_the_unread_body_is_dropped_without_a_cycle_and_the_connection_kept_for_the_next_request(
+    cycles: list[Any],
+) -> None:
+    async def main() -> None:
+        async with serving() as server:
+            server.full()
+            await server.refusing()
+            conn = server.connect()
+            protocol = conn.protocol
+            request = post(body=b"[" + b" " * 200_000 + b"]")
+            (refused,) = await conn.send(request[:300])  # refused before most of its body has come
+            assert refused.status == 503 and protocol.cycle is None and cycles == cycles[:1]
+            assert protocol.timeout_keep_alive_task is not None  # armed as after any answer
+            assert protocol.server_state.total_requests == 1
+            for start in range(300, len(request), 65536):
+                conn.feed(request[start : start + 65536])  # dropped as it comes: no cycle takes it
+            (again,) = await conn.send(post())  # its body in the same read
+            assert again.status == 503 and protocol.cycle is None and protocol.server_state.total_requests == 2
+            (live,) = await conn.send(get("/v2/health/live"))
+            assert live.status == 200
+            server.room()
+            (served,) = await conn.send(post())
+            assert served.status == 200 and served.json()["outputs"][0]["data"] == [0.0]
+            assert len(cycles) == 1 + 2 and not conn.wire.closed and len(server.paths) == 3
+            assert protocol.server_state.total_requests == 4
+
+    run(main)
+
+
+def test_requests_pipelined_behind_a_refusal_on_the_head_are_answered_in_order(cycles: list[Any]) -> None:
+    """Two refused with no answer before them still to come (no cycle), the probe after them runs, the refusal
+    behind the probe waits for its answer (its cycle), and the last, once the overload is over, is served."""
+
+    async def main() -> None:
+        async with serving() as server:
+            server.full()
+            await server.refusing()
+            conn = server.connect()
+            made = len(cycles)
+            answers = await conn.send(post() + post("/predict") + get("/v2/health/live") + post(), 4)
+            assert [a.status for a in answers] == [503, 503, 200, 503] and len(cycles) == made + 2
+            assert answers[1].headers["content-type"] == "application/problem+json"
+            assert len(server.paths) == 2 and len(server.rejected()) == 4
+            server.room()
+            answers = await conn.send(post(headers="x-request-id: a\r\n") + post(headers="x-request-id: b\r\n"), 2)
+            assert [(a.status, a.headers["x-request-id"]) for a in answers] == [(200, "a"), (200, "b")]
+
+    run(main)
+
+
+@pytest.mark.parametrize(("version", "headers"), [("1.1", "connection: close\r\n"), ("1.0", "")])
+def test_nothing_read_behind_a_refusal_that_closes_the_connection_is_run_or_counted(
+    version: str, headers: str, cycles: list[Any]
+) -> None:
+    async def main() -> None:
+        async with serving() as server:
+            server.full()
+            await server.refusing()
+            conn = server.connect()
+            made, rejected = len(cycles), len(server.rejected())
+            (shed,) = await conn.send(post(headers=headers, version=version) + get("/v2/health/live") + post())
+            assert shed.status == 503 and shed.headers["connection"] == "close" and conn.wire.closed
+            await asyncio.sleep(0.01)
+            assert len(conn.wire.writes) == 1 and len(cycles) == made and len(server.paths) == 1
+            assert len(server.rejected()) == rejected + 1
+
+    run(main)
+
+
+def test_the_access_line_and_the_event_come_with_a_refusal_on_the_head_and_uvicorns_line_if_it_logs(
+    caplog: pytest.LogCaptureFixture, cycles: list[Any]
+) -> None:
+    """uvicorn's own access line (off in modelapi's server, which writes its own) is the cycle's too."""
+    REPORTER.flush()
+    caplog.set_level(logging.INFO)
+
+    async def main() -> None:
+        async with serving() as server:
+            server.full()
+            await server.refusing()
+            caplog.clear()
+            direct = server.connect(port=1)
+            assert direct.protocol.access_log  # uvicorn's access logger has a handler: pytest's
+            made = len(cycles)
+            await direct.send(post("/predict?x=1", headers="x-forwarded-for: 10.1.2.3\r\n"))
+            assert len(cycles) == made and server.rejected()[-1] == RequestRejected(
+                "sleepy", "records", "overloaded", 503
+            )
+            piped = server.connect(port=2)
+            await piped.send(get("/v2/health/live") + post("/predict?x=1", headers="x-forwarded-for: 10.1.2.3\r\n"), 2)
+            assert len(cycles) == made + 2 and len(server.rejected()) == 3
+
+    run(main)
+    uvicorns = [r.getMessage() for r in caplog.records if r.name == "uvicorn.access"]
+    assert uvicorns == [
+        '10.1.2.3:0 - "POST /predict?x=1 HTTP/1.1" 503',
+        '127.0.0.1:2 - "GET /v2/health/live HTTP/1.1" 200',
+        '10.1.2.3:0 - "POST /predict?x=1 HTTP/1.1" 503',
+    ]
+    ours = [(r.status, r.path, r.client) for r in access_lines(caplog)]
+    assert ours == [
+        (503, "/predict?x=1", "10.1.2.3:0"),
+        (200, "/v2/health/live", "127.0.0.1:2"),
+        (503, "/predict?x=1", "10.1.2.3:0"),
+    ]
+
+
+def test_a_connection_dropping_a_refused_requests_body_has_no_request_in_progress_at_shutdown() -> None:
+    async def main() -> None:
+        async with serving() as server:
+            server.full()
+            await server.refusing()
+            conn = server.connect()
+            (shed,) = await conn.send(post(body=b"[" + b" " * 10_000 + b"]")[:500])
+            assert shed.status == 503 and not conn.wire.closed
+            conn.protocol.shutdown()  # as uvicorn's Server.shutdown does for each connection
+            assert conn.wire.closed
+
+    run(main)
+
+
+def test_a_refused_head_waiting_its_turn_at_shutdown_is_answered_then_its_connection_closes() -> None:
+    """As a request in progress is at shutdown (uvicorn ends its connection after its answer, ``connection:
+    close``), so is a head read but waiting its turn (pacing), refused on its head when shutdown takes it."""
+
+    async def main() -> None:
+        async with serving() as server:
+            server.full()
+            await server.refusing()
+            pacing = Pacing(slice_s=0.0)
+            conn = server.connect(pacing=pacing)
+            conn.feed(post())
+            assert list(pacing.waiting) == [conn.protocol] and not conn.wire.writes
+            conn.protocol.shutdown()  # as uvicorn's Server.shutdown does for each connection
+            (shed,) = await conn.answers()
+            assert shed.status == 503 and shed.headers["connection"] == "close" and conn.wire.closed
+
+    run(main)
+
+
+def test_heads_refused_on_their_heads_are_paced_as_requests_in_progress() -> None:
+    """A refusal on the head leaves no task behind, yet is the turn's work: while the gate refuses, a run of heads
+    is paced as when each refusal was a task (here, a slice of 0, every head of a run waits its turn)."""
+
+    async def main() -> None:
+        async with serving() as server:
+            server.full()
+            await server.refusing()
+            pacing = Pacing(slice_s=0.0)
+            conns = [server.connect(port=10 + i, pacing=pacing) for i in range(3)]
+            for conn in conns:
+                conn.feed(post())
+            assert list(pacing.waiting) == [conn.protocol for conn in conns]
+            assert not any(conn.wire.writes for conn in conns)
+            for conn in conns:
+                (shed,) = await conn.answers()
+                assert shed.status == 503
+            server.room()
+            server.gate.refusing = False  # admitting again: a lone head is not paced
+            (served,) = await server.connect(port=20, pacing=pacing).send(post())
+            assert served.status == 200 and not pacing.waiting
+
+    run(main)

@@ -7,6 +7,7 @@ import asyncio
 import time
 from typing import Any
 
+import pytest
 import uvicorn
 from uvicorn.server import ServerState
 
@@ -84,13 +85,26 @@ class Refusing:
         self.asked.append((method, url))
         if method != b"POST" or not url.startswith(b"/refused"):
             return None
+        return _Refusal(self)
 
-        async def refuse(scope: dict[str, Any], receive: Any, send: Any) -> None:
-            self.scopes.append(scope)
-            await send({"type": "http.response.start", "status": 503, "headers": [(b"content-length", b"0")]})
-            await send({"type": "http.response.body", "body": b""})
+    def refusing(self) -> bool:
+        return True
 
-        return refuse
+
+class _Refusal:
+    """``Refusing``'s refusal: answered on the head by the protocol, or sent by a request cycle."""
+
+    def __init__(self, shedder: Refusing) -> None:
+        self.shedder = shedder
+
+    def answer(self, scope: dict[str, Any]) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        self.shedder.scopes.append(scope)
+        return 503, [(b"content-length", b"0")], b""
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        status, headers, body = self.answer(scope)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
 
 def test_a_request_refused_on_its_head_is_answered_by_the_shedders_app_and_the_next_by_the_servers() -> None:
@@ -144,3 +158,31 @@ def test_a_refusal_runs_behind_uvicorns_proxy_step_and_hands_on_to_the_servers_a
     (scope,) = shedder.scopes
     assert scope["client"] == ("10.1.2.3", 0) and scope["scheme"] == "https"
     assert given == [app]  # not uvicorn's wrapper: a request handed on passes its proxy step once
+
+
+def test_a_refusal_that_fails_on_the_head_is_run_by_a_cycle_whose_failure_uvicorn_logs_and_answers_500(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Failing(Refusing):
+        def app_for(self, method: bytes, url: bytes, app: Any) -> Any:
+            refusal = super().app_for(method, url, app)
+            if refusal is not None:
+                refusal.answer = self.fail
+            return refusal
+
+        def fail(self, scope: dict[str, Any]) -> Any:
+            raise RuntimeError("a bug in the refusal")
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    async def main() -> list[int]:
+        conn = Connection(app, Failing())
+        post = b"POST /refused HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nbody"
+        answers = await conn.send(post, 1)
+        conn.close()
+        return [a.status for a in answers]
+
+    assert asyncio.run(main()) == [500]
+    assert any(r.exc_info and "a bug in the refusal" in str(r.exc_info[1]) for r in caplog.records)

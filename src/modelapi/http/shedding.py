@@ -1,15 +1,20 @@
 """Refusals under overload answered in the HTTP protocol, before any of the app runs.
 
 While the data plane's gate is refusing, the protocol (``security/slow_clients.py``) asks ``Shedding.app_for``
-on each request's head whether to refuse it there: a ``POST`` to an inference route (by the literal end of its
-path, as ``http/fastpath.FastPath`` matches them: ``/infer``, ``/predict``, ``:predict``) when
-``DataPlane.shed`` says that every version of every ready model would refuse a call now. The protocol then runs
-the request's cycle with a small app of this module instead of the server's, behind uvicorn's proxy step as
-the server's app is: it answers the 503 the gate would (the gate's detail, the schedule's ``Retry-After``, the
-route's error style, the request id and the standard headers), counts the refusal (``RequestRejected``,
-``http/rejections.py``), remembers it for early retries (``http/holds.py``) and writes the access line. uvicorn's
-cycle still frames the answer and drops the body it did not read, so keep-alive and pipelining work as for any
-answer.
+on each request's head whether to refuse it there: a ``POST`` to an inference route (its path matches one of
+those routes' own patterns, as the router would match it; the literal end of the path, ``/infer``, ``/predict``,
+``:predict``, is checked first, as ``http/fastpath.FastPath`` does) when ``DataPlane.shed`` says that every
+version of every ready model would refuse a call now. A path no route takes goes to the app (its 404); a model
+that does not exist is refused as any (the answer says nothing of which exist).
+
+The refusal (``Refusal``, behind uvicorn's proxy step as the server's app is) answers the 503 the gate would
+(the gate's detail, the schedule's ``Retry-After``, the route's error style, the request id and the standard
+headers), counts it (``RequestRejected``, ``http/rejections.py``), remembers it for early retries
+(``http/holds.py``) and writes the access line, all in one synchronous ``_answer``. With no answer before it still
+to come on the connection, the protocol writes it itself, as it reads the head (``Refusal.answer``): no request
+cycle, no task. Behind an answer still to come (pipelined), uvicorn's cycle runs it as an ASGI app instead of
+the server's, deciding again when it runs. Either way the body is dropped unread, and keep-alive and pipelining
+work as for any answer.
 
 A request the app would answer otherwise is handed to it: an early retry (the app holds it until its
 ``Retry-After``), a browser's request with CORS on (the app's answer carries the CORS headers), a body declared
@@ -18,7 +23,9 @@ books no place in the schedule of returns. With tracing on nothing is bound here
 request keeps its span.
 
 Why: a refusal through the app costs about half of a served request's CPU (a task through nine layers of
-middleware, routing and the admission), and under a flood that half is the server's least useful work. The
+middleware, routing and the admission), and under a flood that half is the server's least useful work; on the
+head, the request cycle and task that ran the refusal were still about 40 % of its cost in process
+(docs/overload.md). The
 answer may come before authentication, and says nothing of which models exist: every model must be refusing;
 its detail names the model only when the server knows that one alone and authentication is off (without a
 key, nothing names a model: docs/security.md). Nothing is shed while the gate admits: the check costs one
@@ -28,10 +35,14 @@ attribute read then (docs/overload.md).
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
+from urllib.parse import unquote
 
+import httptools
+from starlette.routing import compile_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import jsonutil
@@ -46,20 +57,22 @@ from .middleware import HSTS, STANDARD_RAW, scan_headers
 from .rejections import REPORTER
 
 if TYPE_CHECKING:
-    from ..dataplane import DataPlane
+    from ..dataplane import DataPlane, Shed
 
 #: the title the app's refusal has (problem+json shows it): the gate's error's
 _TITLE = Overloaded.title
+_HSTS = HSTS.encode("latin-1")
 
 
 class Shedding:
-    """What the protocol asks on each head; ``bind`` gives it the data plane and the inference routes' path
-    ends once the app is built (the protocol exists before the app: until then nothing is shed)."""
+    """What the protocol asks on each head; ``bind`` gives it the data plane and the inference routes once the
+    app is built (the protocol exists before the app: until then nothing is shed)."""
 
     def __init__(self) -> None:
         self._dataplane: DataPlane | None = None
         self._tails: tuple[bytes, ...] = ()
-        self._routes: dict[bytes, tuple[str, ErrorStyle]] = {}
+        #: each inference route's literal path end, its pattern (the router's), its protocol and its error style
+        self._routes: tuple[tuple[str, re.Pattern[str], str, ErrorStyle], ...] = ()
         self._holds: RetryHolds | None = None
         self._private = False
         self._cors = False
@@ -76,44 +89,64 @@ class Shedding:
         cors: bool = False,
         max_body_bytes: int | None = None,
     ) -> None:
-        """``routes``: each inference route's path template, its protocol's name and its error style. A path end
-        that two protocols share is not shed (its style would be a guess). ``holds``: the app's early retries
+        """``routes``: each inference route's path template, its protocol's name and its error style; a path is
+        refused on its head only if it matches one of those templates as the router would (a path no route takes
+        goes to the app, which answers 404). ``holds``: the app's early retries
         held until their ``Retry-After``: a refusal here is remembered there, and an early retry is not refused
         here but left to the app, which holds it (``http/holds.py``). ``private``: authentication is on, so the
         answer names no model, not even the only one (without a key, nothing names a model: docs/security.md);
         the event and the log still do. Handed to the app, which answers them otherwise: a browser's request (one
         with an ``Origin``) when ``cors`` is on (with its CORS headers), and one whose declared body is over
         ``max_body_bytes`` (413, the connection closed rather than the body drained)."""
-        by_tail: dict[bytes, set[tuple[str, ErrorStyle]]] = {}
-        for path, protocol, style in routes:
-            tail = path[path.rfind("}") + 1 :].encode()
-            if tail:
-                by_tail.setdefault(tail, set()).add((protocol, style))
-        self._routes = {tail: next(iter(found)) for tail, found in by_tail.items() if len(found) == 1}
+        self._routes = tuple(
+            (path[path.rfind("}") + 1 :], compile_path(path)[0], protocol, style) for path, protocol, style in routes
+        )
         # the routes whose path names no model (``/predict``): the app's rejections reporter counts their refusals
         # under no model (it reads the path's), and so does a refusal here, or each would be a line a second
         self._unnamed = frozenset(path for path, _, _ in routes if "{" not in path)
-        self._tails = tuple(self._routes)
+        # a path that does not end as a route's does cannot match its pattern: the cheap check, made first
+        self._tails = tuple({tail.encode() for tail, _, _, _ in self._routes if tail})
         self._holds = holds
         self._private = private
         self._cors = cors
         self._max_body_bytes = max_body_bytes
         self._dataplane = dataplane
 
-    def app_for(self, method: bytes, url: bytes, app: ASGIApp) -> ASGIApp | None:
-        """The app that refuses this request, when it is to be refused on its head; else ``None``. ``app``: the
-        server's, to which the refusing app hands a request the app answers otherwise (an early retry, say)."""
+    def refusing(self) -> bool:
+        """Whether a request may be refused on its head now: the gate's last decision was a refusal."""
+        dataplane = self._dataplane
+        return dataplane is not None and dataplane.gate.refusing
+
+    def app_for(self, method: bytes, url: bytes, app: ASGIApp) -> Refusal | None:
+        """The refusal of this request, when it is to be refused on its head; else ``None``. ``app``: the server's,
+        to which the refusal hands a request the app answers otherwise (an early retry, say)."""
         dataplane = self._dataplane
         if dataplane is None or not dataplane.gate.refusing or method != b"POST":
             return None
-        path = url.split(b"?", 1)[0]
-        if not path.endswith(self._tails):
+        if not url.split(b"?", 1)[0].endswith(self._tails):
+            return None
+        route = self._route(url)
+        if route is None:
             return None
         shed = dataplane.shed()
         if shed is None:
             return None
-        protocol, style = next(route for tail, route in self._routes.items() if path.endswith(tail))
-        return _refuser(self, dataplane, protocol, style, app)
+        return Refusal(self, dataplane, *route, app, shed)
+
+    def _route(self, url: bytes) -> tuple[str, ErrorStyle] | None:
+        """The protocol and error style of the inference route whose pattern the request's path matches, the path
+        as uvicorn puts it in the scope (and the router matches it): the URL's path, percent-decoded."""
+        try:
+            raw = httptools.parse_url(url).path
+            path = "" if raw is None else raw.decode("ascii")
+        except (httptools.HttpParserInvalidURLError, UnicodeDecodeError):
+            return None  # not a path any route takes
+        if "%" in path:
+            path = unquote(path)
+        for tail, pattern, protocol, style in self._routes:
+            if path.endswith(tail) and pattern.match(path):
+                return protocol, style
+        return None
 
     def _for_the_app(self, scope: Scope, declared: int | None) -> bool:
         """Whether the app answers this request otherwise than with the refusal: an early retry (it holds it), a
@@ -129,17 +162,56 @@ class Shedding:
         return self._cors and any(key == b"origin" for key, _ in scope["headers"])
 
 
-def _refuser(shedding: Shedding, dataplane: DataPlane, protocol: str, style: ErrorStyle, app: ASGIApp) -> ASGIApp:
-    async def refuse(scope: Scope, receive: Receive, send: Send) -> None:
-        rid, declared = scan_headers(scope)
+class Refusal:
+    """A request to be refused on its head (``Shedding.app_for``'s). ``answer`` gives the refusal at once, for the
+    protocol to write itself; called as an ASGI app (by a request cycle, for a request pipelined behind another)
+    it sends it, or hands the request on to ``app``. Both are the one ``_answer``."""
+
+    __slots__ = ("_app", "_dataplane", "_protocol", "_shed", "_shedding", "_style")
+
+    def __init__(
+        self, shedding: Shedding, dataplane: DataPlane, protocol: str, style: ErrorStyle, app: ASGIApp, shed: Shed
+    ) -> None:
+        self._shedding = shedding
+        self._dataplane = dataplane
+        self._protocol = protocol
+        self._style = style
+        self._app = app
+        self._shed: Shed | None = shed  # decided on the head: good for an answer given at once
+
+    def answer(self, scope: Scope) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
+        """The refusal given now, on the head, as the status, headers and body to write (everything else it does
+        done: see ``_answer``); ``None``, with nothing done, for a request the app answers otherwise. ``scope``:
+        the request's, behind uvicorn's proxy step."""
+        shed, self._shed = self._shed, None
+        return self._answer(scope, shed)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # decided again now that it runs: a pipelined request runs only once the answers before it are out
-        now = None if shedding._for_the_app(scope, declared) else dataplane.shed()
-        if now is None:
-            await app(scope, receive, send)
+        answer = self._answer(scope, None)
+        if answer is None:
+            await self._app(scope, receive, send)
             return
+        status, headers, body = answer
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    def _answer(self, scope: Scope, now: Shed | None) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
+        """The 503 the gate would give, and what giving it does: its ``Retry-After`` booked, the refusal remembered
+        for early retries, the event, the rejections reporter, the access line (written as the answer is: nothing
+        waits between the two). ``None``, with nothing done, for a request the app answers otherwise, or when no
+        model refuses any more. ``now``: the head's decision, if just made; else decided here."""
+        shedding = self._shedding
+        dataplane = self._dataplane
+        rid, declared = scan_headers(scope)
+        if shedding._for_the_app(scope, declared):
+            return None
+        if now is None:
+            now = dataplane.shed()
+            if now is None:
+                return None
         path: str = scope["path"]
-        client = scope.get("client")
-        holds = shedding._holds
+        style = self._style
         detail = SHED_DETAIL if shedding._private else now.detail
         body = jsonutil.dumps(style.body(503, _TITLE, detail, path, rid))
         # booked now that it is given: a request handed on above books no place in the schedule of returns
@@ -152,18 +224,16 @@ def _refuser(shedding: Shedding, dataplane: DataPlane, protocol: str, style: Err
             *STANDARD_RAW,
         ]
         if scope.get("scheme") == "https":
-            headers.append((b"strict-transport-security", HSTS.encode("latin-1")))
-        await send({"type": "http.response.start", "status": 503, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+            headers.append((b"strict-transport-security", _HSTS))
+        holds = shedding._holds
         if holds is not None:
-            holds.refused(client, path, retry_after)
+            holds.refused(scope.get("client"), path, retry_after)
         events = dataplane.events
         if events.active:
-            events.request_rejected(RequestRejected(now.model, protocol, "overloaded", 503))
+            events.request_rejected(RequestRejected(now.model, self._protocol, "overloaded", 503))
         REPORTER.refused("overloaded", 503, None if path in shedding._unnamed else now.model, now.detail)
         if ACCESS_LOG.isEnabledFor(logging.INFO):
             arrived = scope.get(ARRIVED)
             seconds = time.monotonic() - arrived if isinstance(arrived, float) else 0.0
             access_line(scope, rid, 503, len(body), seconds)
-
-    return refuse
+        return 503, headers, body

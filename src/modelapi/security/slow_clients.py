@@ -14,8 +14,13 @@ every connection): a call that is the only one needs no batch to wait for (``con
 A request whose whole body has arrived is marked ``BODY_IN`` (the usual case for a small body, read with its
 head): reading it cannot wait, so the middleware arms no body-read timer for it.
 
-Under overload it may refuse a request on its head (``Shedder``: ``http/shedding.py``): uvicorn's cycle then runs
-the refusal instead of the server's app, behind the same proxy step.
+Under overload it may refuse a request on its head (``Shedder``: ``http/shedding.py``). When no earlier answer on
+the connection is still to come, it writes the refusal itself, head and body in one write, without a request
+cycle, a task or ASGI messages (``_answer_on_head``): behind uvicorn's proxy step (run here, at once), framed
+and followed as uvicorn's cycle would (its ``on_response_complete``: keep-alive, the next pipelined request),
+the request's unread body dropped as it comes. Otherwise (a request pipelined behind one still in progress, one
+the refusal hands on to the app) uvicorn's cycle runs the refusal instead of the server's app, behind the same
+proxy step.
 """
 
 from __future__ import annotations
@@ -24,10 +29,13 @@ import asyncio
 import copy
 import time
 from typing import Any, ClassVar, Protocol
+from urllib.parse import unquote
 
+import httptools
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 
 from ..http.pacing import Pacing
 from ..http.transport import HeadHolding
@@ -46,11 +54,26 @@ _TAKEN_AT_ONCE = (b"GET ", b"HEAD ")
 _WAITING_BYTES = 65536
 
 
-class Shedder(Protocol):
-    """Asked on each request's head: the app that refuses it there, under overload (``http/shedding.py``).
-    ``app``: the server's, behind uvicorn's proxy step, for a request the refusing app hands on."""
+class Refusal(Protocol):
+    """A request refused on its head (``Shedder.app_for``'s)."""
 
-    def app_for(self, method: bytes, url: bytes, app: ASGIApp) -> ASGIApp | None: ...
+    def answer(self, scope: Scope) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
+        """The refusal given now: its status, headers and body for the protocol to write (all else that giving
+        it does, done); ``None``, with nothing done, for a request the server's app answers otherwise."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The refusal as an ASGI app, for a request cycle to run: it sends the answer, or hands the request on."""
+
+
+class Shedder(Protocol):
+    """Asked on each request's head: its refusal there, under overload (``http/shedding.py``). ``app``: the
+    server's, behind uvicorn's proxy step, for a request the refusal hands on."""
+
+    def app_for(self, method: bytes, url: bytes, app: ASGIApp) -> Refusal | None: ...
+
+    def refusing(self) -> bool:
+        """Whether requests may be refused on their heads now (for pacing, such a head counts as work in
+        progress)."""
 
 
 async def _refuse(scope: Scope, receive: Receive, send: Send) -> None:
@@ -58,17 +81,36 @@ async def _refuse(scope: Scope, receive: Receive, send: Send) -> None:
     await scope.pop(_REFUSAL)(scope, receive, send)
 
 
-def _refusing_apps(app: ASGIApp) -> tuple[ASGIApp, ASGIApp]:
-    """The app a refusal on the head runs as, and the server's app behind uvicorn's proxy step. uvicorn puts that
-    step (its ``forwarded_allow_ips``, ``FORWARDED_ALLOW_IPS``: the client's address and scheme from a trusted
-    proxy's X-Forwarded-For and -Proto) in front of the server's app; a refusal runs behind the same step, so
-    its HSTS, its access line and the early retries it remembers see the client the app would (a copy of the
-    step, its trusted hosts shared)."""
+async def _nothing(scope: Scope, receive: Receive, send: Send) -> None:
+    """The app behind the proxy step run at once on a head (``_apply_proxy_step``): the step's work is all."""
+
+
+def _refusing_apps(app: ASGIApp) -> tuple[ASGIApp, ASGIApp, ProxyHeadersMiddleware | None]:
+    """The app a refusal on the head runs as, the server's app behind uvicorn's proxy step, and that step for a
+    refusal answered at once (``None`` when uvicorn puts none). uvicorn puts that step (its
+    ``forwarded_allow_ips``, ``FORWARDED_ALLOW_IPS``: the client's address and scheme from a trusted proxy's
+    X-Forwarded-For and -Proto) in front of the server's app; a refusal runs behind the same step, so its HSTS,
+    its access line and the early retries it remembers see the client the app would (copies of the step, its
+    trusted hosts shared)."""
     if isinstance(app, ProxyHeadersMiddleware):
         front = copy.copy(app)
         front.app = _refuse  # type: ignore[assignment]  # an ASGI 3 app, as uvicorn's own
-        return front, app.app  # type: ignore[return-value]
-    return _refuse, app
+        step = copy.copy(app)
+        step.app = _nothing  # type: ignore[assignment]
+        return front, app.app, step  # type: ignore[return-value]
+    return _refuse, app, None
+
+
+def _apply_proxy_step(step: ProxyHeadersMiddleware, scope: Scope) -> None:
+    """Runs uvicorn's proxy step on ``scope`` now (it sets the client and scheme a trusted proxy names): the step
+    never waits but on its app, which here does nothing, so its coroutine ends at its first step."""
+    running = step(scope, _nothing, _nothing)  # type: ignore[arg-type]
+    try:
+        running.send(None)
+    except StopIteration:
+        return
+    running.close()
+    raise RuntimeError("uvicorn's proxy step waited")
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -77,7 +119,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     shedding: Shedder | None = None
     pacing: Pacing | None = None
     #: the server's app as uvicorn loaded it, and ``_refusing_apps``' for it: made once per server
-    _refusing: ClassVar[tuple[ASGIApp, ASGIApp, ASGIApp] | None] = None
+    _refusing: ClassVar[tuple[ASGIApp, ASGIApp, ASGIApp, ProxyHeadersMiddleware | None] | None] = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -91,14 +133,19 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._waiting_bytes = 0
         self._read_at = 0.0  # while kept reads are taken: the time the one being parsed was read
         self._waiting_paused = False
-        # the app a refusal runs as, and the server's behind the proxy step (for a request the refusal hands on)
+        # the app a refusal runs as, the server's behind the proxy step (for a request the refusal hands on), and
+        # that step for a refusal answered at once
         self._refusal_front: ASGIApp = _refuse
         self._behind_proxy: ASGIApp = self.app
+        self._proxy_step: ProxyHeadersMiddleware | None = None
         if self.shedding is not None:
             refusing = self._refusing
             if refusing is None or refusing[0] is not self.app:
                 refusing = type(self)._refusing = (self.app, *_refusing_apps(self.app))
-            _, self._refusal_front, self._behind_proxy = refusing
+            _, self._refusal_front, self._behind_proxy, self._proxy_step = refusing
+        # the request being parsed was answered on its head without a cycle (or dropped): its body is not read
+        self._discarding = False
+        self._stopping = False  # the server is shutting down: an answer given now closes the connection
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -115,6 +162,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def shutdown(self) -> None:
         # uvicorn closes a connection with no request in progress and lets one in progress finish: a request read
         # but waiting its turn is one in progress (taken now, out of turn: the server is stopping)
+        self._stopping = True
         if self._waiting is not None:
             self.take_waiting()
         super().shutdown()
@@ -142,8 +190,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             and not self._in_message
             and not data.startswith(_TAKEN_AT_ONCE)
             # busy: requests in progress besides one that may still be finishing after its answer went out (a
-            # client alone sends its next request as that answer comes)
-            and pacing.later(self, len(self.tasks) > 1)
+            # client alone sends its next request as that answer comes), or heads being refused: each is answered
+            # as it is read, with no task, but is as much work in the turn that reads it
+            and pacing.later(self, len(self.tasks) > 1 or (self.shedding is not None and self.shedding.refusing()))
         ):
             self._waiting = [(time.monotonic(), data)]
             self._waiting_bytes = len(data)
@@ -185,12 +234,18 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         self._in_message = True
+        self._discarding = False
         super().on_message_begin()
         if not self._in_head:
             self._start_head()
 
     def on_headers_complete(self) -> None:
         self._end_head()
+        if self.transport.is_closing():
+            # an answer given on the head while this read was parsed closed the connection (a refusal to an
+            # HTTP/1.0 request, say): as uvicorn starts no request pipelined behind such an answer, none is started
+            self._discarding = True
+            return
         scope = self.scope
         # a head that waited its turn (pacing) arrived when the read that completed it was in
         scope[ARRIVED] = self._read_at or time.monotonic()  # type: ignore[literal-required]
@@ -200,8 +255,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if refuse is None:
             super().on_headers_complete()
             return
-        # refused on its head: uvicorn's cycle runs the refusal instead of the server's app (it frames the
-        # answer, drops the unread body, keeps the connection and the order of pipelined answers)
+        cycle = self.cycle
+        if (cycle is None or cycle.response_complete) and self._answer_on_head(refuse):
+            return
+        # refused on its head behind an answer still to come (or handed on): uvicorn's cycle runs the refusal
+        # instead of the server's app (it frames the answer, drops the unread body, keeps the connection and the
+        # order of pipelined answers)
         scope[_REFUSAL] = refuse  # type: ignore[literal-required]
         app = self.app
         self.app = self._refusal_front
@@ -210,8 +269,78 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         finally:
             self.app = app
 
+    def _answer_on_head(self, refusal: Refusal) -> bool:
+        """Writes the refusal of the request whose head was just read, with no answer before it still to come,
+        without a request cycle: the scope filled as uvicorn's ``on_headers_complete`` fills it, uvicorn's proxy
+        step run on it, the answer framed as uvicorn's cycle frames it (its default headers first, ``connection:
+        close`` when the connection is not kept) in one write, then what uvicorn does when an answer is complete.
+        ``False``, with the scope as it was, where uvicorn's own path must run: an upgrade, over
+        ``--limit-concurrency`` (uvicorn answers those itself), a request the refusal hands on to the app."""
+        parser = self.parser
+        if self.limit_concurrency is not None or parser.should_upgrade():
+            return False
+        scope = self.scope
+        http_version = parser.get_http_version()
+        parsed = httptools.parse_url(self.url)
+        raw_path = parsed.path
+        path = raw_path.decode("ascii")
+        if "%" in path:
+            path = unquote(path)
+        scope["method"] = parser.get_method().decode("ascii")
+        if http_version != "1.1":
+            scope["http_version"] = http_version
+        scope["path"] = self.root_path + path
+        scope["raw_path"] = self.root_path.encode("ascii") + raw_path
+        scope["query_string"] = parsed.query or b""
+        client, scheme = scope["client"], scope["scheme"]
+        try:
+            step = self._proxy_step
+            if step is not None:
+                _apply_proxy_step(step, scope)  # type: ignore[arg-type]
+            answer = refusal.answer(scope)  # type: ignore[arg-type]
+        except Exception:
+            # raised here, it would end the parsing as a 400 and its traceback be lost: the cycle runs the refusal
+            # again, and uvicorn logs what it raises and answers 500, as for any app
+            answer = None
+        if answer is None:
+            scope["client"], scope["scheme"] = client, scheme  # the cycle's proxy step runs on it as it came
+            return False
+        status, headers, body = answer
+        # as uvicorn's cycle decides it; and shutdown ends a connection after the answer in progress (one taken
+        # out of turn by ``shutdown``)
+        keep_alive = http_version != "1.0" and parser.should_keep_alive() and not self._stopping
+        if self.access_log:  # uvicorn's access line, as its cycle writes it (modelapi's server turns it off)
+            self.access_logger.info(
+                '%s - "%s %s HTTP/%s" %d',
+                get_client_addr(scope),
+                scope["method"],
+                get_path_with_query_string(scope),
+                scope["http_version"],
+                status,
+            )
+        content = [STATUS_LINE[status]]
+        for name, value in self.server_state.default_headers:
+            content += (name, b": ", value, b"\r\n")
+        for name, value in headers:
+            content += (name, b": ", value, b"\r\n")
+        if not keep_alive:
+            content.append(b"connection: close\r\n")
+        content += (b"\r\n", body)
+        self._discarding = True  # its body, unread, is dropped as it arrives
+        self.transport.write(b"".join(content))
+        if not keep_alive:
+            self.transport.close()
+        self.on_response_complete()  # as after any answer: counted, the keep-alive timer armed, reading resumed
+        return True
+
+    def on_body(self, body: bytes) -> None:
+        if not self._discarding:
+            super().on_body(body)
+
     def on_message_complete(self) -> None:
         self._in_message = False
+        if self._discarding:
+            return
         super().on_message_complete()
         cycle = self.cycle
         if cycle is not None and not cycle.more_body:
