@@ -241,6 +241,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._end_head()
+        # a request is here: the connection is not idle (an answer given on the head earlier in this read armed
+        # the keep-alive timer, which would otherwise close the connection under this request)
+        self._unset_keepalive_if_required()
         if self.transport.is_closing():
             # an answer given on the head while this read was parsed closed the connection (a refusal to an
             # HTTP/1.0 request, say): as uvicorn starts no request pipelined behind such an answer, none is started
@@ -339,12 +342,26 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         self._in_message = False
-        if self._discarding:
-            return
-        super().on_message_complete()
-        cycle = self.cycle
-        if cycle is not None and not cycle.more_body:
-            cycle.scope[BODY_IN] = True  # type: ignore[literal-required]
+        if not self._discarding:
+            super().on_message_complete()
+            cycle = self.cycle
+            if cycle is None or self.parser.should_upgrade():
+                return
+            if not cycle.response_complete:
+                if not cycle.more_body:
+                    cycle.scope[BODY_IN] = True  # type: ignore[literal-required]
+                return
+        # answered before its body ended: the reads of that body unset the keep-alive timer the answer armed, so it
+        # is armed again now that the connection is idle (else it would stay open, idle, for good)
+        if (
+            self.timeout_keep_alive_task is None
+            and not self.pipeline
+            and self._waiting is None
+            and not self.transport.is_closing()
+        ):
+            self.timeout_keep_alive_task = self.loop.call_later(
+                self.timeout_keep_alive, self.timeout_keep_alive_handler
+            )
 
     # the head's timer ------------------------------------------------------------------------------------------
     # One timer per connection, not one per request: a head sets its deadline, and the timer, when it fires,
