@@ -228,3 +228,24 @@ def test_a_request_read_with_a_refused_one_is_not_cut_by_the_keep_alive_timeout_
         conn.close()
 
     asyncio.run(main())
+
+
+def test_refusals_wait_for_a_client_that_does_not_read_its_answers_and_reading_stops() -> None:
+    """The transport's buffer over its high-water mark (``pause_writing``): answers on the head are not written
+    past it, the connection stops reading, and once it drains they come, in order."""
+
+    async def main() -> None:
+        conn = _timed_connection(5.0)
+        conn.protocol.pause_writing()
+        refused = b"POST /refused HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+        try:
+            conn.feed(refused * 20 + b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+            await asyncio.sleep(0.05)
+            assert not conn.wire.writes and not conn.wire.reading
+        finally:
+            conn.protocol.resume_writing()  # a cycle waiting to write would not end otherwise
+        answers = await conn.answers(21)
+        assert [a.status for a in answers] == [503] * 20 + [200] and conn.wire.reading
+        conn.close()
+
+    asyncio.run(main())

@@ -280,7 +280,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         ``False``, with the scope as it was, where uvicorn's own path must run: an upgrade, over
         ``--limit-concurrency`` (uvicorn answers those itself), a request the refusal hands on to the app."""
         parser = self.parser
-        if self.limit_concurrency is not None or parser.should_upgrade():
+        # writes paused (the client does not read its answers): the cycle waits for them to drain, and the requests
+        # behind it wait their turn with reading paused; written here, answers would pile up in the buffer unbounded
+        if self.limit_concurrency is not None or parser.should_upgrade() or self.flow.write_paused:
             return False
         scope = self.scope
         http_version = parser.get_http_version()
