@@ -19,8 +19,8 @@ the connection is still to come, it writes the refusal itself, head and body in 
 cycle, a task or ASGI messages (``_answer_on_head``): behind uvicorn's proxy step (run here, at once), framed
 and followed as uvicorn's cycle would (its ``on_response_complete``: keep-alive, the next pipelined request),
 the request's unread body dropped as it comes. Otherwise (a request pipelined behind one still in progress, one
-the refusal hands on to the app) uvicorn's cycle runs the refusal instead of the server's app, behind the same
-proxy step.
+the refusal hands on to the app, writes paused for a client that does not read) uvicorn's cycle runs the
+refusal instead of the server's app, behind the same proxy step.
 """
 
 from __future__ import annotations
@@ -278,7 +278,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         step run on it, the answer framed as uvicorn's cycle frames it (its default headers first, ``connection:
         close`` when the connection is not kept) in one write, then what uvicorn does when an answer is complete.
         ``False``, with the scope as it was, where uvicorn's own path must run: an upgrade, over
-        ``--limit-concurrency`` (uvicorn answers those itself), a request the refusal hands on to the app."""
+        ``--limit-concurrency`` (uvicorn answers those itself), writes paused (the cycle waits for the drain), a
+        request the refusal hands on to the app."""
         parser = self.parser
         # writes paused (the client does not read its answers): the cycle waits for them to drain, and the requests
         # behind it wait their turn with reading paused; written here, answers would pile up in the buffer unbounded
