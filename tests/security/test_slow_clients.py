@@ -186,3 +186,66 @@ def test_a_refusal_that_fails_on_the_head_is_run_by_a_cycle_whose_failure_uvicor
 
     assert asyncio.run(main()) == [500]
     assert any(r.exc_info and "a bug in the refusal" in str(r.exc_info[1]) for r in caplog.records)
+
+
+def _timed_connection(keep_alive_s: float) -> Connection:
+    """A connection refusing ``POST /refused`` on its head, to an app that answers ``/slow`` after 0.3 s, with
+    uvicorn's keep-alive timeout ``keep_alive_s``."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["path"] == "/slow":
+            await asyncio.sleep(0.3)
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    config = uvicorn.Config(app, log_config=None, lifespan="off", timeout_keep_alive=keep_alive_s)
+    config.load()
+    return Connection(app, Refusing(), config=config)
+
+
+def test_a_connection_idle_after_a_refused_requests_body_is_closed_after_the_keep_alive_timeout() -> None:
+    """The refusal goes out on the head; its body, read later, must not leave the connection idle with no timer."""
+
+    async def main() -> None:
+        conn = _timed_connection(0.1)
+        (answer,) = await conn.send(b"POST /refused HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\n")
+        assert answer.status == 503
+        conn.feed(b"bo")
+        conn.feed(b"dy")  # the body's end, in a read of its own
+        await asyncio.sleep(0.3)
+        assert conn.wire.closed
+        conn.close()
+
+    asyncio.run(main())
+
+
+def test_a_request_read_with_a_refused_one_is_not_cut_by_the_keep_alive_timeout_the_refusal_armed() -> None:
+    async def main() -> None:
+        conn = _timed_connection(0.1)
+        refused = b"POST /refused HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+        answers = await conn.send(refused + b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n", 2)
+        assert [a.status for a in answers] == [503, 200] and not conn.wire.closed
+        conn.close()
+
+    asyncio.run(main())
+
+
+def test_refusals_wait_for_a_client_that_does_not_read_its_answers_and_reading_stops() -> None:
+    """The transport's buffer over its high-water mark (``pause_writing``): answers on the head are not written
+    past it, the connection stops reading, and once it drains they come, in order."""
+
+    async def main() -> None:
+        conn = _timed_connection(5.0)
+        conn.protocol.pause_writing()
+        refused = b"POST /refused HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+        try:
+            conn.feed(refused * 20 + b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+            await asyncio.sleep(0.05)
+            assert not conn.wire.writes and not conn.wire.reading
+        finally:
+            conn.protocol.resume_writing()  # a cycle waiting to write would not end otherwise
+        answers = await conn.answers(21)
+        assert [a.status for a in answers] == [503] * 20 + [200] and conn.wire.reading
+        conn.close()
+
+    asyncio.run(main())

@@ -19,8 +19,8 @@ the connection is still to come, it writes the refusal itself, head and body in 
 cycle, a task or ASGI messages (``_answer_on_head``): behind uvicorn's proxy step (run here, at once), framed
 and followed as uvicorn's cycle would (its ``on_response_complete``: keep-alive, the next pipelined request),
 the request's unread body dropped as it comes. Otherwise (a request pipelined behind one still in progress, one
-the refusal hands on to the app) uvicorn's cycle runs the refusal instead of the server's app, behind the same
-proxy step.
+the refusal hands on to the app, writes paused for a client that does not read) uvicorn's cycle runs the
+refusal instead of the server's app, behind the same proxy step.
 """
 
 from __future__ import annotations
@@ -241,6 +241,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._end_head()
+        # a request is here: the connection is not idle (an answer given on the head earlier in this read armed
+        # the keep-alive timer, which would otherwise close the connection under this request)
+        self._unset_keepalive_if_required()
         if self.transport.is_closing():
             # an answer given on the head while this read was parsed closed the connection (a refusal to an
             # HTTP/1.0 request, say): as uvicorn starts no request pipelined behind such an answer, none is started
@@ -275,9 +278,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         step run on it, the answer framed as uvicorn's cycle frames it (its default headers first, ``connection:
         close`` when the connection is not kept) in one write, then what uvicorn does when an answer is complete.
         ``False``, with the scope as it was, where uvicorn's own path must run: an upgrade, over
-        ``--limit-concurrency`` (uvicorn answers those itself), a request the refusal hands on to the app."""
+        ``--limit-concurrency`` (uvicorn answers those itself), writes paused (the cycle waits for the drain), a
+        request the refusal hands on to the app."""
         parser = self.parser
-        if self.limit_concurrency is not None or parser.should_upgrade():
+        # writes paused (the client does not read its answers): the cycle waits for them to drain, and the requests
+        # behind it wait their turn with reading paused; written here, answers would pile up in the buffer unbounded
+        if self.limit_concurrency is not None or parser.should_upgrade() or self.flow.write_paused:
             return False
         scope = self.scope
         http_version = parser.get_http_version()
@@ -339,12 +345,26 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         self._in_message = False
-        if self._discarding:
-            return
-        super().on_message_complete()
-        cycle = self.cycle
-        if cycle is not None and not cycle.more_body:
-            cycle.scope[BODY_IN] = True  # type: ignore[literal-required]
+        if not self._discarding:
+            super().on_message_complete()
+            cycle = self.cycle
+            if cycle is None or self.parser.should_upgrade():
+                return
+            if not cycle.response_complete:
+                if not cycle.more_body:
+                    cycle.scope[BODY_IN] = True  # type: ignore[literal-required]
+                return
+        # answered before its body ended: the reads of that body unset the keep-alive timer the answer armed, so it
+        # is armed again now that the connection is idle (else it would stay open, idle, for good)
+        if (
+            self.timeout_keep_alive_task is None
+            and not self.pipeline
+            and self._waiting is None
+            and not self.transport.is_closing()
+        ):
+            self.timeout_keep_alive_task = self.loop.call_later(
+                self.timeout_keep_alive, self.timeout_keep_alive_handler
+            )
 
     # the head's timer ------------------------------------------------------------------------------------------
     # One timer per connection, not one per request: a head sets its deadline, and the timer, when it fires,
