@@ -555,6 +555,22 @@ def test_connection_close_and_http_1_0_are_honoured(version: str, headers: str) 
     run(main)
 
 
+def test_a_refused_request_that_waits_for_100_continue_gets_its_answer_and_the_connection_closes() -> None:
+    """Its client sends the body only after ``100 Continue``: kept open, the connection's next bytes could be
+    the body or the next request; closed, neither side has to guess (RFC 9110 10.1.1)."""
+
+    async def main() -> None:
+        async with serving() as server:
+            server.full()
+            await server.refusing()
+            conn = server.connect()
+            head, _ = post().split(b"\r\n\r\n", 1)
+            (shed,) = await conn.send(head + b"\r\nexpect: 100-continue\r\n\r\n")
+            assert shed.status == 503 and shed.headers["connection"] == "close" and conn.wire.closed
+
+    run(main)
+
+
 # early retries ----------------------------------------------------------------------------------------------------
 def test_an_early_retry_goes_to_the_app_which_holds_it_and_a_refusal_on_the_head_is_remembered() -> None:
     async def main() -> None:

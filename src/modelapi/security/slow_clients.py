@@ -312,9 +312,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             scope["client"], scope["scheme"] = client, scheme  # the cycle's proxy step runs on it as it came
             return False
         status, headers, body = answer
-        # as uvicorn's cycle decides it; and shutdown ends a connection after the answer in progress (one taken
-        # out of turn by ``shutdown``)
-        keep_alive = http_version != "1.0" and parser.should_keep_alive() and not self._stopping
+        # as uvicorn's cycle decides it; shutdown ends a connection after the answer in progress (one taken out of
+        # turn by ``shutdown``); and a client waiting for ``100 Continue`` may or may not send the body now: the
+        # connection's next bytes could be either, so it is closed (RFC 9110 10.1.1)
+        keep_alive = (
+            http_version != "1.0" and parser.should_keep_alive() and not self._stopping and not self.expect_100_continue
+        )
         if self.access_log:  # uvicorn's access line, as its cycle writes it (modelapi's server turns it off)
             self.access_logger.info(
                 '%s - "%s %s HTTP/%s" %d',
