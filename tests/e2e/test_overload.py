@@ -281,3 +281,25 @@ def test_the_server_log_has_one_warning_a_second_not_one_a_refusal(server: Runni
     lines = [line for line in log.splitlines() if "refused" in line and "overloaded" in line]
     assert lines, log[-2000:]
     assert len(lines) < 40  # the tests above refused hundreds
+
+
+def test_a_held_retry_goes_on_as_soon_as_the_model_is_free(server: RunningServer) -> None:
+    """Holds are work-conserving (http/holds.py): a retry sent at once after a 503 whose Retry-After is seconds
+    away (the schedule of returns booked ahead by a flood's refusals) is held while the model is full, and served
+    as soon as the slow requests end, not at its Retry-After."""
+    threads = _occupy(server, 1.0, 2)
+    url = urlsplit(server.url)
+    address = (url.hostname or "127.0.0.1", url.port or 80)
+    for n in range(80):  # refusals on connections of their own book the schedule about 4 s ahead (20 a second)
+        with socket.create_connection(address, timeout=10, source_address=(f"127.2.0.{n + 1}", 0)) as sock:
+            assert _exchange(sock, *ROUTES["v2"], close=True)[0] == 503
+    with httpx.Client(base_url=server.url, timeout=30) as eager:
+        first = eager.post(INFER, content=_body(0), headers={"content-type": "application/json"})
+        retry_after = int(first.headers["retry-after"])
+        assert first.status_code == 503 and retry_after >= 3
+        started = time.monotonic()
+        again = eager.post(INFER, content=_body(0), headers={"content-type": "application/json"})
+        assert again.status_code == 200  # held while the model was full, then served
+        assert time.monotonic() - started < retry_after - 1
+    for t in threads:
+        t.join(30)

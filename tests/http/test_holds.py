@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from typing import Any
+
 import pytest
+from starlette.responses import JSONResponse
+from starlette.types import Message, Receive, Scope, Send
 
 from modelapi.cli import _settings, build_parser
-from modelapi.http.holds import RetryHolds
+from modelapi.http.holds import ROOM, RetryHolds
+from modelapi.http.middleware import RequestContextMiddleware
+from modelapi.security.slow_clients import IN_PROGRESS
 
 A = ("10.0.0.1", 50000)
 B = ("10.0.0.1", 50001)
@@ -56,3 +64,191 @@ def test_the_flag_and_the_environment_turn_holding_off(monkeypatch: pytest.Monke
     assert _settings(build_parser().parse_args(["serve", "--no-hold-early-retries"]), []).hold_early_retries is False
     monkeypatch.setenv("MODELAPI_HOLD_EARLY_RETRIES", "false")
     assert _settings(build_parser().parse_args(["serve"]), []).hold_early_retries is False
+
+
+# work-conserving holds: a held retry goes on early once the server is about to run out of work (http/holds.py)
+
+INFER = "/v2/models/m/infer"
+
+
+def _scope(client: tuple[str, int], in_progress: set[str]) -> dict[str, Any]:
+    return {
+        "type": "http", "method": "POST", "path": INFER, "raw_path": INFER.encode(), "query_string": b"",
+        "headers": [], "scheme": "http", "server": ("test", 80), "client": client, "root_path": "",
+        IN_PROGRESS: in_progress,
+    }  # fmt: skip
+
+
+class Server:
+    """The middleware with holds over an app that answers what it is told, and a set standing for uvicorn's
+    requests in progress (each request is in it while it runs, as its task is)."""
+
+    def __init__(self, room: bool = True) -> None:
+        self.room = room
+        self.holds = RetryHolds(room=lambda: self.room)
+        self.in_progress: set[str] = set()
+        self.answers: list[tuple[int, str | None]] = []
+        self.seen: list[str] = []
+
+        async def inner(scope: Scope, receive: Receive, send: Send) -> None:
+            self.seen.append(scope["state"]["request_id"])
+            status, retry_after = self.answers.pop(0) if self.answers else (200, None)
+            headers = {"retry-after": retry_after} if retry_after else None
+            await JSONResponse({}, status_code=status, headers=headers)(scope, receive, send)
+
+        self.app = RequestContextMiddleware(inner, max_body_bytes=100, holds=self.holds)
+
+    async def request(self, name: str, client: tuple[str, int] = A) -> tuple[int, float]:
+        """One request named ``name`` (its request id), in progress while it runs: its status and time taken."""
+        scope = _scope(client, self.in_progress)
+        scope["headers"] = [(b"x-request-id", name.encode())]
+        sent: list[Message] = []
+
+        async def receive() -> Message:
+            return {"type": "http.request", "body": b""}
+
+        async def send(message: Message) -> None:
+            sent.append(message)
+
+        self.in_progress.add(name)
+        started = time.monotonic()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_progress.discard(name)
+        return sent[0]["status"], time.monotonic() - started
+
+    async def held(self, name: str, client: tuple[str, int] = A, retry_after: str = "30") -> asyncio.Task[Any]:
+        """A request refused with ``retry_after``, then its retry at once, held: the retry's task."""
+        self.answers.append((503, retry_after))
+        assert (await self.request(name + "-refused", client))[0] == 503
+        task = asyncio.create_task(self.request(name, client))
+        await asyncio.sleep(0.01)
+        assert not task.done()
+        return task
+
+
+def test_a_held_retry_goes_on_once_the_server_is_about_to_idle_not_before() -> None:
+    """Held with Retry-After 30 s: not released while ROOM requests are in progress and not held; released (and
+    answered by the app, as any request) when one ends leaving fewer, long before its Retry-After."""
+
+    async def go() -> None:
+        server = Server()
+        busy = {f"busy{i}" for i in range(ROOM)}
+        server.in_progress |= busy  # the server busy with ROOM others
+        held = await server.held("retry")
+        assert len(server.holds.held) == 1
+        await server.request("one")  # ends with ROOM others still in progress: no room
+        await asyncio.sleep(0.01)
+        assert not held.done() and server.seen == ["retry-refused", "one"]
+        server.in_progress.discard("busy0")
+        await server.request("two")  # ends leaving ROOM - 1: the server is about to run out of work
+        status, took = await asyncio.wait_for(held, 1)
+        assert status == 200 and took < 1 and server.seen[-1] == "retry"  # through the app, as any request
+        assert server.holds.held == {} and server.holds.until == {}
+
+    asyncio.run(go())
+
+
+def test_a_retry_released_early_into_a_refusal_is_refused_and_held_again() -> None:
+    async def go() -> None:
+        server = Server()
+        busy = {f"busy{i}" for i in range(ROOM)}
+        server.in_progress |= busy
+        held = await server.held("retry")
+        server.in_progress -= busy
+        server.answers += [(200, None), (503, "30")]  # "ends" is served; the retry refused again when it goes on
+        await server.request("ends")  # nothing else in progress: released
+        assert (await asyncio.wait_for(held, 1))[0] == 503
+        assert list(server.holds.until) == [(A[0], A[1], INFER)]  # remembered again: its next retry is held
+        again = asyncio.create_task(server.request("again"))
+        server.in_progress |= {f"busy{i}" for i in range(ROOM)}
+        await asyncio.sleep(0.01)
+        assert not again.done()
+        again.cancel()
+
+    asyncio.run(go())
+
+
+def test_no_early_release_while_the_data_plane_has_no_room() -> None:
+    """The server is quiet but the model refuses (say, at its in-flight limit): releasing would only buy another
+    refusal, so the retry waits its Retry-After, then goes on."""
+
+    async def go() -> None:
+        server = Server(room=False)
+        held = await server.held("retry", retry_after="0.3")  # (no room: held however quiet the server is)
+        await server.request("ends")
+        await asyncio.sleep(0.05)
+        assert not held.done()
+        status, took = await asyncio.wait_for(held, 2)
+        assert status == 200 and took > 0.2  # its timer
+        assert server.holds.held == {}
+
+    asyncio.run(go())
+
+
+def test_the_last_request_to_end_releases_the_oldest_held_first_up_to_room() -> None:
+    """Everything else held, one request ends: it releases the ROOM oldest (the next end releases the rest)."""
+
+    async def go() -> None:
+        holds = RetryHolds()
+        in_progress = {f"busy{i}" for i in range(ROOM)}
+        waits = []
+        for i in range(ROOM + 2):
+            in_progress.add(f"held{i}")
+            waits.append(asyncio.create_task(holds.wait(30, in_progress)))
+            await asyncio.sleep(0)
+        assert len(holds.held) == ROOM + 2
+        in_progress -= {f"busy{i}" for i in range(ROOM - 1)}
+        holds.ended(in_progress)  # the last busy one ends, still in progress as it does
+        await asyncio.sleep(0)
+        assert [t.done() for t in waits] == [True] * ROOM + [False, False]
+        assert all(t.result() is True for t in waits[:ROOM])  # released early
+        in_progress -= {f"busy{ROOM - 1}", *(f"held{i}" for i in range(ROOM - 1))}
+        holds.ended(in_progress)  # held3 (released) ends: the rest go on
+        await asyncio.wait_for(asyncio.gather(*waits), 1)
+        assert holds.held == {}
+
+    asyncio.run(go())
+
+
+def test_a_retry_arriving_while_the_server_has_room_is_not_held() -> None:
+    async def go() -> None:
+        server = Server()
+        server.answers.append((503, "30"))
+        await server.request("refused")
+        status, took = await server.request("retry")  # one other request in progress at most: room
+        assert status == 200 and took < 0.1 and server.holds.held == {}
+
+    asyncio.run(go())
+
+
+def test_a_held_request_cancelled_or_timed_out_leaves_no_waiter() -> None:
+    """A held request's task cancelled (a client gone, shutdown's grace period over) or its Retry-After reached:
+    its waiter is gone from the held, and no later release counts it."""
+
+    async def go() -> None:
+        server = Server()
+        server.in_progress |= {f"busy{i}" for i in range(ROOM)}
+        gone = await server.held("gone", ("10.0.0.9", 1))
+        timed = await server.held("timed", ("10.0.0.9", 2), retry_after="0.1")
+        assert len(server.holds.held) == 2
+        gone.cancel()
+        await asyncio.sleep(0)
+        assert len(server.holds.held) == 1
+        assert (await asyncio.wait_for(timed, 1))[0] == 200
+        assert server.holds.held == {}
+
+    asyncio.run(go())
+
+
+def test_without_the_servers_requests_in_progress_a_retry_waits_its_retry_after() -> None:
+    """A scope without IN_PROGRESS (not uvicorn's protocol): nothing tells when the server has room."""
+
+    async def go() -> None:
+        holds = RetryHolds()
+        started = time.monotonic()
+        assert await holds.wait(0.1, None) is False
+        assert time.monotonic() - started >= 0.09 and holds.held == {}
+
+    asyncio.run(go())

@@ -127,7 +127,8 @@ def create_app(
     routes = [route for route, _ in owned]
     # the router tries routes in order: inference routes first (no other route matches their paths)
     routes.sort(key=lambda route: not getattr(route, "inference", False))
-    holds = RetryHolds() if settings.hold_early_retries else None
+    # held early retries are released early only into room the data plane has (http/holds.py)
+    holds = RetryHolds(room=lambda: dataplane.shed() is None) if settings.hold_early_retries else None
     # the routes FastPath dispatches: those the protocol may refuse on the head; none while tracing, so that every
     # request keeps its server span and its traceresponse (the middleware's, which a refusal there would skip)
     if shedding is not None and not tracing.ON:

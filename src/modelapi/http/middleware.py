@@ -12,8 +12,8 @@
   stalls cannot hold the request open (408; uvicorn itself has no body-read timeout).
 - The access log (``modelapi.access``) is written here, once the response has ended, and every log record
   written while the request is served carries its id (``logs.CONTEXT``).
-- A request that retries a 503 on the same connection and path before its ``Retry-After`` is held until then
-  (``http/holds.py``).
+- A request that retries a 503 on the same connection and path before its ``Retry-After`` is held until then, or
+  until the server is about to run out of work, which a request ending here checks (``http/holds.py``).
 - JSON limits are not set here: routes pass the server's (``http/services.py``) to the codecs explicitly.
 
 Errors raised outside the routes (a ``ModelAPIError`` from an inner middleware, or a crash) are rendered here,
@@ -39,7 +39,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..errors import ModelAPIError, PayloadTooLarge, RequestTimeout
 from ..events import Events, RequestRejected
 from ..logs import CONTEXT
-from ..security.slow_clients import ARRIVED, BODY_IN
+from ..security.slow_clients import ARRIVED, BODY_IN, IN_PROGRESS
 from ..settings import Settings
 from .access import ACCESS_LOG, access_line
 from .errors import BODY_LIMIT, error_response, handle_modelapi_error, handle_unexpected
@@ -102,8 +102,10 @@ class RequestContextMiddleware:
         holds = self.holds
         if holds is not None and holds.until:
             wait = holds.hold(scope.get("client"), scope["path"])
-            if wait > 0.0:  # a retry before its Retry-After: held until then, as if it had waited
-                await asyncio.sleep(wait)
+            # a retry before its Retry-After: held until then, or until the server has room (http/holds.py), and
+            # from then on as if it had only just arrived
+            if wait > 0.0:
+                await holds.wait(wait, scope.get(IN_PROGRESS))
                 scope[ARRIVED] = time.monotonic()
 
         async def send_with_headers(message: Message) -> None:
@@ -133,6 +135,8 @@ class RequestContextMiddleware:
             if access:
                 access_line(scope, rid, status or 499, sent, time.perf_counter() - begun)
             CONTEXT.reset(token)
+            if holds is not None and holds.held:  # the last request to end releases what is held (http/holds.py)
+                holds.ended(scope.get(IN_PROGRESS))
 
     async def _serve(
         self,

@@ -17,10 +17,10 @@ the server's, deciding again when it runs. Either way the body is dropped unread
 work as for any answer.
 
 A request the app would answer otherwise is handed to it: an early retry (the app holds it until its
-``Retry-After``), a browser's request with CORS on (the app's answer carries the CORS headers), a body declared
-over ``max_body_bytes`` (413). Its ``Retry-After`` is booked only for a refusal given, so a request handed on
-books no place in the schedule of returns. With tracing on nothing is bound here (``http/app.py``): every
-request keeps its span.
+``Retry-After``, or until the server has room), a browser's request with CORS on (the app's answer carries the
+CORS headers), a body declared over ``max_body_bytes`` (413). Its ``Retry-After`` is booked only for a refusal
+given, so a request handed on books no place in the schedule of returns. With tracing on nothing is bound here
+(``http/app.py``): every request keeps its span.
 
 Why: a refusal through the app costs about half of a served request's CPU (a task through nine layers of
 middleware, routing and the admission), and under a flood that half is the server's least useful work; on the
