@@ -12,9 +12,8 @@ otherwise. A request to another path, or from another connection, is not held. A
 one API key's limit, and the next request on the connection may carry another key.
 
 **Work-conserving.** The schedule of returns (``gate.Returns``) tells a flood's refusals to come back up to 30 s
-ahead, so under a flood of clients that retry at once most connections end up held, and too few stay active to
-keep the model and the event loop busy (measured: the core 12 % idle at 1,920 such connections, goodput at 56 % of
-saturated). So a held retry is also released, oldest first, as soon as the server is about to run out of work:
+ahead, so a retry held until then could wait that long on a server gone idle (the flood over, the slow requests
+done). So a held retry is also released, oldest first, as soon as the server is about to run out of work:
 fewer than ``ROOM`` requests in progress that are not held (uvicorn's set of request tasks, ``IN_PROGRESS``, less
 the held ones), and the data plane would admit a call (``room``). That is checked when a request ends (the last
 one to end releases whatever is held) and when a retry is about to be held (with room, it is not held at all).
