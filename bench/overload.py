@@ -230,9 +230,12 @@ def refusal_cells(
 ) -> list[tuple[str, CellResult]]:
     """Every request refused: ``bench.held`` holds its one request in flight (``--max-inflight 1``), so the rest
     are refused, on the head once the gate has refused one; ``--no-hold-early-retries`` and wrk's clients that
-    retry at once keep the server refusing as fast as it can. Its CPU per answer is the CPU per refusal, measured
-    over sockets (the overload cells cannot split their CPU between served and refused requests: CPU per served
-    request itself moves with the connection count). Once with the default log level, once without access lines;
+    retry at once keep the server refusing as fast as it can; the default queue budget, so that they are refused
+    for the model in flight (with the cells' 20 ms, heads waiting their turn behind 640 connections' refusals wait
+    longer than that to be read, and the model idle, each is refused through the app for that wait, not on its
+    head: docs/overload.md). Its CPU per answer is the CPU per refusal, measured over sockets (the overload
+    cells cannot split their CPU between served and refused requests: CPU per served request itself moves with
+    the connection count). Once with the default log level, once without access lines;
     and a yardstick with no modelapi code: the HTTP floor's answer to a path it does not serve (uvicorn, a
     constant 404 without reading the body), the least any answer over uvicorn costs."""
     out = []
@@ -324,7 +327,8 @@ def main(argv: list[str] | None = None) -> int:
                     got = results[-1]
                     print(f"{connections} connections: {got.ok_rps:,.0f} OK/s {got.statuses}", flush=True)
                 tables.append((honour, results))
-        refusals = refusal_cells(body, work.model_path, args.saturate * 10, args.seconds, extra)
+        more = tuple(args.server_args.split())  # not the cells' queue budget (refusal_cells)
+        refusals = refusal_cells(body, work.model_path, args.saturate * 10, args.seconds, more)
     meta = {
         "when": stamp,
         "command": "python -m bench.overload " + " ".join(argv if argv is not None else sys.argv[1:]),
