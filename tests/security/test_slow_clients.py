@@ -249,3 +249,37 @@ def test_refusals_wait_for_a_client_that_does_not_read_its_answers_and_reading_s
         conn.close()
 
     asyncio.run(main())
+
+
+def test_a_head_that_begins_inside_a_read_counts_only_its_own_bytes_toward_the_limit() -> None:
+    """A 70 kB body and the start of the next request's head in one read, the rest of that head in the next: the
+    body's bytes are not the head's, so both requests are answered (not 431 for a head of a few dozen bytes)."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        size, more = 0, True
+        while more:
+            message = await receive()
+            size += len(message.get("body", b""))
+            more = message.get("more_body", False)
+        body = str(size).encode()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(body))]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def main() -> None:
+        conn = Connection(app)
+        big = b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 70000\r\n\r\n" + b"x" * 70000
+        small = b"POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nok"
+        conn.feed(big + small[:10])
+        conn.feed(small[10:])
+        answers = await conn.answers(2)
+        assert [(a.status, a.body) for a in answers] == [(200, b"70000"), (200, b"2")]
+        assert not conn.wire.closed
+        conn.close()
+        # a head over the limit that begins inside such a read is still refused at that read's end (the connection
+        # closed at once, as for any head over the limit)
+        conn = Connection(app)
+        conn.feed(big + b"POST /b HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 66000)
+        answers = await conn.answers(1)
+        assert answers[-1].status == 431 and conn.wire.closed
+
+    asyncio.run(main())

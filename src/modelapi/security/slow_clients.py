@@ -127,6 +127,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._head_deadline = 0.0
         self._head_bytes = 0
         self._in_head = False
+        self._begun_in_read = False  # a request began inside the read being parsed (``_take``)
+        self._read_consumed = 0  # what of that read the requests before the one being read took
         self._in_message = False  # between a request's first byte and its end: its bytes are taken at once
         # the reads kept while the connection waits its turn (pacing), each with its time
         self._waiting: list[tuple[float, bytes]] | None = None
@@ -224,22 +226,40 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._read_at = 0.0
 
     def _take(self, data: bytes) -> None:
+        self._begun_in_read = False
+        self._read_consumed = 0
         super().data_received(data)
         if self._in_head:
-            self._head_bytes += len(data)
+            if self._begun_in_read:
+                # the head began inside this read, after what the requests before it took of the read (their
+                # bodies' bytes and heads, counted as the parser handed them over): the rest is this head's
+                self._head_bytes = max(0, len(data) - self._read_consumed)
+            else:
+                self._head_bytes += len(data)
             if self._head_bytes > self.max_header_bytes:
                 self._refuse(
                     431, "Request Header Fields Too Large", f"the request head is over {self.max_header_bytes} bytes"
                 )
 
+    def _head_size(self) -> int:
+        """The bytes of the head just read: its URL and headers (each with its ``: `` and line end), and about
+        what the request line's method, version and separators take (chunk framing between bodies is not counted:
+        a few bytes a chunk, which the next head is charged with)."""
+        return len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers) + 20
+
     def on_message_begin(self) -> None:
         self._in_message = True
+        self._begun_in_read = True
         self._discarding = False
         super().on_message_begin()
         if not self._in_head:
             self._start_head()
 
     def on_headers_complete(self) -> None:
+        # what of the read being parsed this head took: all of it if it began there, else what the reads before
+        # did not already count
+        size = self._head_size()
+        self._read_consumed += size if self._begun_in_read else max(0, size - self._head_bytes)
         self._end_head()
         # a request is here: the connection is not idle (an answer given on the head earlier in this read armed
         # the keep-alive timer, which would otherwise close the connection under this request)
@@ -343,6 +363,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         return True
 
     def on_body(self, body: bytes) -> None:
+        self._read_consumed += len(body)
         if not self._discarding:
             super().on_body(body)
 
