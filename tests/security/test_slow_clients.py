@@ -283,3 +283,31 @@ def test_a_head_that_begins_inside_a_read_counts_only_its_own_bytes_toward_the_l
         assert answers[-1].status == 431 and conn.wire.closed
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("refused", ["431", "408"])
+def test_a_head_refused_behind_a_request_in_progress_is_answered_after_it_in_order(refused: str) -> None:
+    """A client takes answers in the order of its requests: a 431 (a head over the limit) or a 408 (a head not
+    done in time) for a request pipelined behind one still being served goes out after that one's answer, not
+    before it (the client would read it as the first request's)."""
+    release = asyncio.Event()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    async def main() -> None:
+        conn = Connection(app, header_timeout_s=0.05)
+        first = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n"
+        second = b"GET /b HTTP/1.1\r\nHost: x\r\nX-Big: " + (b"a" * 66000 if refused == "431" else b"a")
+        conn.feed(first + second)
+        await asyncio.sleep(0.2)  # past the head's timeout: the refusal is due, but the first answer is not out
+        assert conn.wire.writes == [] and not conn.wire.closed
+        conn.feed(b"more bytes of the refused head\r\n")  # not read: the connection ends after the answers
+        release.set()
+        answers = await conn.answers(2)
+        assert [a.status for a in answers] == [200, int(refused)] and conn.wire.closed
+        conn.close()
+
+    asyncio.run(main())

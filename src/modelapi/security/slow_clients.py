@@ -129,6 +129,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = False
         self._begun_in_read = False  # a request began inside the read being parsed (``_take``)
         self._read_consumed = 0  # what of that read the requests before the one being read took
+        #: a 408 or 431 for a head read behind requests whose answers are still to come (``_refuse``)
+        self._refusal_due: tuple[int, str, str] | None = None
         self._in_message = False  # between a request's first byte and its end: its bytes are taken at once
         # the reads kept while the connection waits its turn (pacing), each with its time
         self._waiting: list[tuple[float, bytes]] | None = None
@@ -158,6 +160,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_response_complete(self) -> None:
         self._holding.flush()  # a head held for a body that never comes (the answer to HEAD)
         super().on_response_complete()
+        due = self._refusal_due
+        if due is not None and (self.cycle is None or self.cycle.response_complete):
+            self._refusal_due = None  # every answer before it is out: now the refusal (``_refuse``)
+            self._refuse(*due)
+            return
         if self._waiting is not None:  # the next request, read meanwhile, waits its turn: the connection is not idle
             self._unset_keepalive_if_required()
 
@@ -178,6 +185,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._refusal_due is not None:  # the connection ends after the answers before it (``_refuse``)
+            return
         waiting = self._waiting
         if waiting is not None:  # earlier bytes wait their turn: these join them, in order
             waiting.append((time.monotonic(), data))
@@ -420,6 +429,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def _refuse(self, status: int, reason: str, detail: str) -> None:
         self._end_head()
         if self.transport.is_closing():
+            return
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            # answers to requests read before this head are still to come (pipelining): a client takes answers in
+            # the order of its requests, so this one goes out after them (``on_response_complete``); nothing more
+            # is read meanwhile
+            self._refusal_due = (status, reason, detail)
+            self.flow.pause_reading()
             return
         body = f"{detail} ({'header_timeout_s' if status == 408 else 'max_header_bytes'})\n".encode()
         head = (
