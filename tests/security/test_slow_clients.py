@@ -12,6 +12,7 @@ import uvicorn
 from uvicorn.server import ServerState
 
 from helpers.wire import Connection, Wire
+from modelapi.http.pacing import Paced, Pacing
 from modelapi.security.slow_clients import ARRIVED, BODY_IN, IN_PROGRESS, protocol_class
 
 
@@ -308,6 +309,50 @@ def test_a_head_refused_behind_a_request_in_progress_is_answered_after_it_in_ord
         release.set()
         answers = await conn.answers(2)
         assert [a.status for a in answers] == [200, int(refused)] and conn.wire.closed
+        conn.close()
+
+    asyncio.run(main())
+
+
+class _DeferEveryHead(Pacing):
+    """Pacing that keeps every head but GET/HEAD waiting its turn, one taken a turn (a slice of 0)."""
+
+    def __init__(self) -> None:
+        super().__init__(slice_s=0.0)
+
+    def later(self, connection: Paced, busy: bool = True) -> bool:
+        return super().later(connection, True)
+
+
+def test_a_head_over_the_limit_among_reads_kept_for_its_turn_is_not_run_behind_a_request_in_progress() -> None:
+    """Reads kept while the connection waits its turn (pacing) are taken one by one: once one puts the head over
+    the limit behind a request still in progress (its 431 due after that answer), the reads after it are not
+    parsed, so the head they complete is not run before its 431 goes out."""
+    release = asyncio.Event()
+    paths: list[str] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        paths.append(scope["path"])
+        if scope["path"] == "/a":
+            await release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    async def main() -> None:
+        pacing = _DeferEveryHead()
+        conn = Connection(app, pacing=pacing, max_header_bytes=1000)
+        conn.feed(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")  # taken at once, answered once released
+        await asyncio.sleep(0)
+        conn.feed(b"POST /b HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 600)  # kept for its turn, as the reads after
+        conn.feed(b"a" * 600)  # the head over the limit
+        conn.feed(b"\r\nContent-Length: 0\r\n\r\n")  # and then complete
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert not pacing.waiting and paths == ["/a"]
+        release.set()
+        answers = await conn.answers(2)
+        assert [a.status for a in answers] == [200, 431] and conn.wire.closed
+        assert paths == ["/a"]
         conn.close()
 
     asyncio.run(main())

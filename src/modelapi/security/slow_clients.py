@@ -224,12 +224,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._waiting_paused = False
             self.transport.resume_reading()
         # read as it came, not joined: the head size is counted a read at a time (joined, kept requests would
-        # count toward the head that the last one began), and a read that ends the connection ends the reading
+        # count toward the head that the last one began), and a read that ends the connection ends the reading, as
+        # does one that puts a head over the limit behind an answer still to come (its refusal due: ``_refuse``;
+        # read on, the head would be completed and run before it)
         try:
             for read_at, data in waiting:
                 self._read_at = read_at
                 self._take(data)
-                if self.transport.is_closing():
+                if self.transport.is_closing() or self._refusal_due is not None:
                     break
         finally:
             self._read_at = 0.0
