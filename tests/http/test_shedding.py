@@ -571,6 +571,23 @@ def test_a_refused_request_that_waits_for_100_continue_gets_its_answer_and_the_c
     run(main)
 
 
+def test_a_refused_request_that_waits_for_100_continue_pipelined_behind_an_answer_closes_the_connection_too() -> None:
+    """Behind an answer still to come, a request cycle runs the refusal: it closes the connection as the refusal
+    written on the head does (its body, which may never come, is not taken for the next request)."""
+
+    async def main() -> None:
+        async with serving() as server:
+            server.full()
+            await server.refusing()
+            conn = server.connect()
+            head, _ = post().split(b"\r\n\r\n", 1)
+            probe, shed = await conn.send(get("/v2/health/live") + head + b"\r\nexpect: 100-continue\r\n\r\n", 2)
+            assert probe.status == 200 and "connection" not in probe.headers
+            assert shed.status == 503 and shed.headers["connection"] == "close" and conn.wire.closed
+
+    run(main)
+
+
 # early retries ----------------------------------------------------------------------------------------------------
 def test_an_early_retry_goes_to_the_app_which_holds_it_and_a_refusal_on_the_head_is_remembered() -> None:
     async def main() -> None:

@@ -193,6 +193,10 @@ class Refusal:
             await self._app(scope, receive, send)
             return
         status, headers, body = answer
+        if (b"expect", b"100-continue") in ((n, v.lower()) for n, v in scope["headers"]):
+            # as the refusal written on the head (``slow_clients``): a client waiting for ``100 Continue``, which
+            # never comes, may send its body or not, so the connection's next bytes could be either: it is closed
+            headers = [*headers, (b"connection", b"close")]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
