@@ -356,3 +356,26 @@ def test_a_head_over_the_limit_among_reads_kept_for_its_turn_is_not_run_behind_a
         conn.close()
 
     asyncio.run(main())
+
+
+def test_a_whole_head_over_the_limit_in_one_read_is_refused_and_its_request_not_run() -> None:
+    started: list[str] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        started.append(scope["path"])
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    async def main() -> None:
+        conn = Connection(app)
+        head = b"POST /a HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70000 + b"\r\nContent-Length: 2\r\n\r\nok"
+        (answer,) = await conn.send(head)
+        assert answer.status == 431 and b"max_header_bytes" in answer.body and conn.wire.closed
+        await asyncio.sleep(0.01)
+        assert started == []
+        conn = Connection(app)  # one under the limit, in one read too, is served
+        (answer,) = await conn.send(head.replace(b"a" * 70000, b"a" * 60000))
+        assert answer.status == 200 and started == ["/a"]
+        conn.close()
+
+    asyncio.run(main())

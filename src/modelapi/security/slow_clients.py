@@ -280,6 +280,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             # HTTP/1.0 request, say): as uvicorn starts no request pipelined behind such an answer, none is started
             self._discarding = True
             return
+        if size > self.max_header_bytes:
+            # a whole head over the limit in one read (the count per read in ``_take`` sees only a head still
+            # arriving at a read's end): refused, its request not started, what follows of it dropped
+            self._discarding = True
+            self._refuse(
+                431, "Request Header Fields Too Large", f"the request head is over {self.max_header_bytes} bytes"
+            )
+            return
         scope = self.scope
         # a head that waited its turn (pacing) arrived when the read that completed it was in
         scope[ARRIVED] = self._read_at or time.monotonic()  # type: ignore[literal-required]
