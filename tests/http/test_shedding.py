@@ -92,6 +92,12 @@ class Server:
     def connect(self, port: int = 50000, tls: bool = False, pacing: Pacing | None = None) -> Connection:
         return Connection(self, self.shedding, ("127.0.0.1", port), tls, pacing=pacing)
 
+    async def refusing_connection(self) -> Connection:
+        """A new connection once requests are refused on their heads: the model full, the app's refusal given."""
+        self.full()
+        await self.refusing()
+        return self.connect()
+
     def full(self, *names: str) -> None:
         for name in names or ("sleepy",):
             self.gate.inflight[name] = 1
@@ -252,9 +258,7 @@ def test_every_inference_route_gets_the_apps_answer_in_its_error_style(path: str
 def test_a_request_id_the_middleware_would_not_take_is_replaced() -> None:
     async def main() -> None:
         async with serving() as server:
-            server.full()
-            await server.refusing()
-            conn = server.connect()
+            conn = await server.refusing_connection()
             (kept,) = await conn.send(post(headers="x-request-id: abc-1.2:3\r\n"))
             (replaced,) = await conn.send(post(headers="x-request-id: not one, of ours\r\n"))
             assert len(server.paths) == 1
@@ -295,9 +299,7 @@ def test_over_tls_and_behind_a_trusted_proxy_the_answer_and_the_access_line_are_
 def test_other_methods_other_paths_and_the_probes_go_to_the_app() -> None:
     async def main() -> None:
         async with serving() as server:
-            server.full()
-            await server.refusing()
-            conn = server.connect()
+            conn = await server.refusing_connection()
             requests = [
                 get("/v2/health/live"),
                 get("/v2/health/ready"),
@@ -455,9 +457,7 @@ def test_with_cors_on_a_browsers_request_goes_to_the_app_which_adds_the_cors_hea
 def test_a_body_declared_over_the_limit_gets_the_apps_413_and_the_connection_closes() -> None:
     async def main() -> None:
         async with serving(max_body_bytes=1000) as server:
-            server.full()
-            await server.refusing()
-            conn = server.connect()
+            conn = await server.refusing_connection()
             (too_large,) = await conn.send(post(body=b" " * 1001))
             assert len(server.paths) == 2 and too_large.status == 413 and conn.wire.closed
 
@@ -486,9 +486,7 @@ def test_with_tracing_on_every_request_reaches_the_app_and_its_span() -> None:
 def test_the_connection_stays_usable_the_unread_body_dropped_and_pipelined_answers_in_order() -> None:
     async def main() -> None:
         async with serving() as server:
-            server.full()
-            await server.refusing()
-            conn = server.connect()
+            conn = await server.refusing_connection()
             request = post()
             split = request.index(b"\r\n\r\n") + 4 + 5
             (late,) = await conn.send(request[:split])  # refused before the rest of its body arrives
@@ -545,9 +543,7 @@ def test_a_request_decided_on_its_head_is_decided_again_when_it_runs() -> None:
 def test_connection_close_and_http_1_0_are_honoured(version: str, headers: str) -> None:
     async def main() -> None:
         async with serving() as server:
-            server.full()
-            await server.refusing()
-            conn = server.connect()
+            conn = await server.refusing_connection()
             (shed,) = await conn.send(post(headers=headers, version=version))
             assert len(server.paths) == 1 and shed.status == 503
             assert shed.headers["connection"] == "close" and conn.wire.closed
@@ -561,9 +557,7 @@ def test_a_refused_request_that_waits_for_100_continue_gets_its_answer_and_the_c
 
     async def main() -> None:
         async with serving() as server:
-            server.full()
-            await server.refusing()
-            conn = server.connect()
+            conn = await server.refusing_connection()
             head, _ = post().split(b"\r\n\r\n", 1)
             (shed,) = await conn.send(head + b"\r\nexpect: 100-continue\r\n\r\n")
             assert shed.status == 503 and shed.headers["connection"] == "close" and conn.wire.closed
@@ -577,9 +571,7 @@ def test_a_refused_request_that_waits_for_100_continue_pipelined_behind_an_answe
 
     async def main() -> None:
         async with serving() as server:
-            server.full()
-            await server.refusing()
-            conn = server.connect()
+            conn = await server.refusing_connection()
             head, _ = post().split(b"\r\n\r\n", 1)
             probe, shed = await conn.send(get("/v2/health/live") + head + b"\r\nexpect: 100-continue\r\n\r\n", 2)
             assert probe.status == 200 and "connection" not in probe.headers
@@ -719,9 +711,7 @@ def test_the_unread_body_is_dropped_without_a_cycle_and_the_connection_kept_for_
 ) -> None:
     async def main() -> None:
         async with serving() as server:
-            server.full()
-            await server.refusing()
-            conn = server.connect()
+            conn = await server.refusing_connection()
             protocol = conn.protocol
             request = post(body=b"[" + b" " * 200_000 + b"]")
             (refused,) = await conn.send(request[:300])  # refused before most of its body has come
@@ -749,9 +739,7 @@ def test_requests_pipelined_behind_a_refusal_on_the_head_are_answered_in_order(c
 
     async def main() -> None:
         async with serving() as server:
-            server.full()
-            await server.refusing()
-            conn = server.connect()
+            conn = await server.refusing_connection()
             made = len(cycles)
             answers = await conn.send(post() + post("/predict") + get("/v2/health/live") + post(), 4)
             assert [a.status for a in answers] == [503, 503, 200, 503] and len(cycles) == made + 2
@@ -770,9 +758,7 @@ def test_nothing_read_behind_a_refusal_that_closes_the_connection_is_run_or_coun
 ) -> None:
     async def main() -> None:
         async with serving() as server:
-            server.full()
-            await server.refusing()
-            conn = server.connect()
+            conn = await server.refusing_connection()
             made, rejected = len(cycles), len(server.rejected())
             (shed,) = await conn.send(post(headers=headers, version=version) + get("/v2/health/live") + post())
             assert shed.status == 503 and shed.headers["connection"] == "close" and conn.wire.closed
@@ -824,9 +810,7 @@ def test_the_access_line_and_the_event_come_with_a_refusal_on_the_head_and_uvico
 def test_a_connection_dropping_a_refused_requests_body_has_no_request_in_progress_at_shutdown() -> None:
     async def main() -> None:
         async with serving() as server:
-            server.full()
-            await server.refusing()
-            conn = server.connect()
+            conn = await server.refusing_connection()
             (shed,) = await conn.send(post(body=b"[" + b" " * 10_000 + b"]")[:500])
             assert shed.status == 503 and not conn.wire.closed
             conn.protocol.shutdown()  # as uvicorn's Server.shutdown does for each connection
