@@ -286,6 +286,48 @@ def test_a_head_that_begins_inside_a_read_counts_only_its_own_bytes_toward_the_l
     asyncio.run(main())
 
 
+async def _echo_size(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Answers the size of the request's body."""
+    size, more = 0, True
+    while more:
+        message = await receive()
+        size += len(message.get("body", b""))
+        more = message.get("more_body", False)
+    body = str(size).encode()
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(body))]})
+    await send({"type": "http.response.body", "body": body})
+
+
+@pytest.mark.parametrize("framing", ["chunks", "extensions", "trailers"])
+def test_a_chunked_bodys_framing_is_not_charged_to_the_head_pipelined_behind_it(framing: str) -> None:
+    """A chunked body of many small chunks, its framing (the chunk-size lines, their extensions, the line ends, the
+    trailers) near or over the head limit, and the start of the next request's head in one read, the rest of that
+    head (under the limit, yet over it with the framing) in the next two: that framing is not the head's, so both
+    requests are answered, not the second with 431."""
+
+    chunk = b"1;name=value\r\nx\r\n" if framing == "extensions" else b"1\r\nx\r\n"
+    end = b"0\r\n" + (b"x-trailer: " + b"t" * 20_000 + b"\r\n" if framing == "trailers" else b"") + b"\r\n"
+    chunked = b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk * 10_000 + end
+    second = b"POST /b HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 40_000 + b"\r\nContent-Length: 2\r\n\r\nok"
+
+    async def main() -> None:
+        conn = Connection(_echo_size)
+        conn.feed(chunked + second[:10])
+        conn.feed(second[10:30_000])  # the head still arriving at this read's end: counted on
+        conn.feed(second[30_000:])
+        answers = await conn.answers(2)
+        assert [(a.status, a.body) for a in answers] == [(200, b"10000"), (200, b"2")]
+        assert not conn.wire.closed
+        conn.close()
+        # a head over the limit behind such a body is still refused at the end of the read it begins in
+        conn = Connection(_echo_size)
+        conn.feed(chunked + b"POST /b HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 66_000)
+        answers = await conn.answers(2)
+        assert [a.status for a in answers] == [200, 431] and conn.wire.closed
+
+    asyncio.run(main())
+
+
 @pytest.mark.parametrize("refused", ["431", "408"])
 def test_a_head_refused_behind_a_request_in_progress_is_answered_after_it_in_order(refused: str) -> None:
     """A client takes answers in the order of its requests: a 431 (a head over the limit) or a 408 (a head not

@@ -101,6 +101,14 @@ def _refusing_apps(app: ASGIApp) -> tuple[ASGIApp, ASGIApp, ProxyHeadersMiddlewa
     return _refuse, app, None
 
 
+def _after_last_empty_line(data: bytes) -> int:
+    """Where ``data`` goes on after its last empty line (the end of a head, or of a chunked body and its
+    trailers); 0 with none. A head still arriving at the end of ``data`` lies wholly after it: it has no empty line
+    yet (its lines end with CRLF, as llhttp requires)."""
+    found = data.rfind(b"\n\r\n")
+    return 0 if found < 0 else found + 3
+
+
 def _apply_proxy_step(step: ProxyHeadersMiddleware, scope: Scope) -> None:
     """Runs uvicorn's proxy step on ``scope`` now (it sets the client and scheme a trusted proxy names): the step
     never waits but on its app, which here does nothing, so its coroutine ends at its first step."""
@@ -242,9 +250,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().data_received(data)
         if self._in_head:
             if self._begun_in_read:
-                # the head began inside this read, after what the requests before it took of the read (their
-                # bodies' bytes and heads, counted as the parser handed them over): the rest is this head's
-                self._head_bytes = max(0, len(data) - self._read_consumed)
+                # the head began inside this read, after what the requests before it took of the read: their heads
+                # and their bodies' bytes as the parser handed them over. A chunked body's framing (chunk-size
+                # lines, line ends, trailers) is not handed over, but such a body ends with an empty line, as
+                # every head does, and the head still arriving has none: it lies after the read's last one
+                after = len(data) - self._read_consumed
+                if after > 0:
+                    after = min(after, len(data) - _after_last_empty_line(data))
+                self._head_bytes = max(0, after)
             else:
                 self._head_bytes += len(data)
             if self._head_bytes > self.max_header_bytes:
@@ -254,8 +267,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _head_size(self) -> int:
         """The bytes of the head just read: its URL and headers (each with its ``: `` and line end), and about
-        what the request line's method, version and separators take (chunk framing between bodies is not counted:
-        a few bytes a chunk, which the next head is charged with)."""
+        what the request line's method, version and separators take."""
         return len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers) + 20
 
     def on_message_begin(self) -> None:
