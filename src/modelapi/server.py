@@ -261,13 +261,14 @@ def serve_socket(
         # typed int, but uvicorn hands it to asyncio.wait_for, which takes seconds as a float
         timeout_graceful_shutdown=settings.grace_period_s,  # type: ignore[arg-type]
         # slow clients (docs/security.md#limits): idle keep-alive, request head time and size; the body's
-        # deadline is the middleware's
+        # deadline is the middleware's, and the protocol's for a body left to come after its request's answer
         timeout_keep_alive=settings.keep_alive_s,  # type: ignore[arg-type]
         http=protocol_class(
             settings.header_timeout_s,
             settings.max_header_bytes,
             shedding,
             Pacing(settings.pacing_slice_ms / 1000) if settings.pacing_slice_ms > 0 else None,
+            body_timeout_s=settings.body_timeout_s,
         ),
         h11_max_incomplete_event_size=settings.max_header_bytes,
         **tls.uvicorn_options(settings),

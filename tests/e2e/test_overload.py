@@ -28,6 +28,8 @@ from .server import RunningServer, serve
 
 SLEEPY = "toymodels:Sleepy"
 INFER = "/v2/models/sleepy/infer"
+#: the server's ``--body-timeout``
+BODY_TIMEOUT_S = 2.0
 
 
 def _body(seconds: float) -> bytes:
@@ -36,7 +38,7 @@ def _body(seconds: float) -> bytes:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    args = (SLEEPY, "--max-inflight", "2", "--no-batching", "--body-timeout", "30")
+    args = (SLEEPY, "--max-inflight", "2", "--no-batching", "--body-timeout", str(BODY_TIMEOUT_S))
     with serve(*args, tmp_dir=tmp_path_factory.mktemp("overload"), timeout=120) as running:
         yield running
 
@@ -89,6 +91,39 @@ def test_a_refusal_comes_before_the_body_is_read(server: RunningServer) -> None:
     assert b"retry-after: 1" in headers.lower()
     assert "max_inflight" in orjson.loads(payload)["error"]
     assert waited < 1.5  # answered while the slow requests still run, not after the 30 MB
+    for t in threads:
+        t.join(30)
+
+
+def test_a_refused_requests_body_sent_a_byte_at_a_time_is_cut_off_at_the_body_timeout(server: RunningServer) -> None:
+    """The body of a refused request is dropped as it comes, and has ``--body-timeout`` from the refusal: a client
+    that sends it a byte at a time does not hold the connection longer; then it is closed, nothing more said."""
+    threads = _occupy(server, 1.0, 2)
+    url = urlsplit(server.url)
+    with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
+        head = (
+            f"POST {INFER} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
+        )
+        sock.sendall(head.encode())
+        (answer,) = _answers(sock, 1)
+        refused_at = time.monotonic()
+        assert answer.status == 503 and "connection" not in answer.headers
+        after = b""
+        sock.settimeout(0.1)
+        while time.monotonic() - refused_at < 10 * BODY_TIMEOUT_S:
+            try:
+                sock.sendall(b" ")
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:  # reset: the server closed with our last bytes unread
+                break
+            if not chunk:
+                break
+            after += chunk
+        took = time.monotonic() - refused_at
+    assert BODY_TIMEOUT_S - 0.1 < took < BODY_TIMEOUT_S + 2.0, took
+    assert after == b""  # nothing more written after the 503
     for t in threads:
         t.join(30)
 

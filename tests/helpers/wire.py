@@ -80,8 +80,8 @@ def parse_answers(raw: bytes) -> list[Answer]:
 class Connection:
     """One connection of the server's protocol (``protocol_class``) to ``app`` as uvicorn loads it (its proxy-headers
     step in front: the default ``--forwarded-allow-ips`` trusts 127.0.0.1); ``pacing``: the server's, shared by
-    its connections (``http/pacing.py``); ``header_timeout_s`` and ``max_header_bytes``: the protocol's
-    (``--header-timeout``, ``--max-header-bytes``)."""
+    its connections (``http/pacing.py``); ``header_timeout_s``, ``max_header_bytes`` and ``body_timeout_s``: the
+    protocol's (``--header-timeout``, ``--max-header-bytes``, ``--body-timeout``)."""
 
     def __init__(
         self,
@@ -93,13 +93,14 @@ class Connection:
         pacing: Pacing | None = None,
         header_timeout_s: float = 10.0,
         max_header_bytes: int = 65536,
+        body_timeout_s: float = 60.0,
     ) -> None:
         if config is None:
             config = uvicorn.Config(app, log_config=None, lifespan="off")
             config.load()
-        self.protocol = protocol_class(header_timeout_s, max_header_bytes, shedding, pacing)(
-            config=config, server_state=ServerState(), app_state={}
-        )
+        self.protocol = protocol_class(
+            header_timeout_s, max_header_bytes, shedding, pacing, body_timeout_s=body_timeout_s
+        )(config=config, server_state=ServerState(), app_state={})
         self.wire = Wire(peer, tls)
         self.protocol.connection_made(self.wire)
         self._read = 0

@@ -75,9 +75,10 @@ class Server:
     """The server's app behind uvicorn's loading, counting the requests it is handed; ``full`` fills a model's
     in-flight limit (1) as a call in flight would."""
 
-    def __init__(self, app: Any, shedding: Shedding) -> None:
+    def __init__(self, app: Any, shedding: Shedding, body_timeout_s: float = 60.0) -> None:
         self.app = app
         self.shedding = shedding
+        self.body_timeout_s = body_timeout_s  # the server's, for its protocol as for its middleware
         self.paths: list[str] = []
         self.dataplane = app.state.dataplane
         self.gate: ModelGate = self.dataplane.gate
@@ -90,7 +91,9 @@ class Server:
         await self.app(scope, receive, send)
 
     def connect(self, port: int = 50000, tls: bool = False, pacing: Pacing | None = None) -> Connection:
-        return Connection(self, self.shedding, ("127.0.0.1", port), tls, pacing=pacing)
+        return Connection(
+            self, self.shedding, ("127.0.0.1", port), tls, pacing=pacing, body_timeout_s=self.body_timeout_s
+        )
 
     async def refusing_connection(self) -> Connection:
         """A new connection once requests are refused on their heads: the model full, the app's refusal given."""
@@ -123,9 +126,10 @@ async def serving(*models: Sleepy, **settings: Any) -> AsyncIterator[Server]:
     unless asked, with the protocol's refusals bound."""
     shedding = Shedding()
     options = {"job_workers": 0, "metrics": False, "max_inflight": 1, "hold_early_retries": False, **settings}
-    app = create_app(list(models) or [sleepy()], Settings(**options), shedding=shedding)
+    config = Settings(**options)
+    app = create_app(list(models) or [sleepy()], config, shedding=shedding)
     async with app.router.lifespan_context(app):
-        yield Server(app, shedding)
+        yield Server(app, shedding, config.body_timeout_s)
 
 
 def run(test: Any) -> None:
@@ -580,6 +584,102 @@ def test_a_refused_request_that_waits_for_100_continue_pipelined_behind_an_answe
     run(main)
 
 
+# the refused request's body: its deadline -------------------------------------------------------------------------
+def head_of(framing: str, length: int = 10_000) -> bytes:
+    """A POST's head to the V2 route, its body of ``length`` bytes declared by ``content-length``, or chunked."""
+    declared = "transfer-encoding: chunked" if framing == "chunked" else f"content-length: {length}"
+    return f"POST {INFER} HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\n{declared}\r\n\r\n".encode()
+
+
+def piece_of(framing: str) -> bytes:
+    """A byte of the body, framed (a chunk of its own when chunked)."""
+    return b"1\r\n \r\n" if framing == "chunked" else b" "
+
+
+async def refused_body_connection(server: Server, path: str, head: bytes) -> Connection:
+    """A new connection with ``head`` refused on it: written by the protocol as it reads it (``direct``), or as it
+    takes it when its turn comes (``paced``: every head waits its turn), or by a request cycle behind the answer
+    to a probe sent first in the same read (``cycle``)."""
+    if path == "paced":
+        server.full()
+        await server.refusing()
+        pacing = Pacing(slice_s=0.0)
+        conn = server.connect(pacing=pacing)
+        conn.feed(head)
+        assert list(pacing.waiting) == [conn.protocol]
+        (shed,) = await conn.answers()
+        assert conn.protocol.cycle is None  # no cycle ran it
+    elif path == "direct":
+        conn = await server.refusing_connection()
+        (shed,) = await conn.send(head)
+        assert conn.protocol.cycle is None
+    else:
+        conn = await server.refusing_connection()
+        probe, shed = await conn.send(get("/v2/health/live") + head, 2)
+        assert probe.status == 200 and conn.protocol.cycle.scope["path"] == INFER  # its cycle ran it
+    assert shed.status == 503 and "connection" not in shed.headers and not conn.wire.closed
+    return conn
+
+
+@pytest.mark.parametrize("client", ["trickles", "stalls"])
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+@pytest.mark.parametrize("path", ["direct", "paced", "cycle"])
+def test_a_refused_requests_body_has_the_body_timeout_from_the_refusal_then_the_connection_closes(
+    path: str, framing: str, client: str
+) -> None:
+    """The body of a refused request is dropped as it comes, and it has ``body_timeout_s`` from the refusal to come,
+    as an accepted request's body has: then the connection closes, with nothing more written (its 503 is out). A
+    client that sends the body a byte at a time, or a byte of it and no more, holds the connection no longer."""
+
+    async def main() -> None:
+        async with serving(body_timeout_s=0.3) as server:
+            conn = await refused_body_connection(server, path, head_of(framing))
+            refused_at = time.monotonic()
+            writes = len(conn.wire.writes)
+            piece = piece_of(framing)
+            conn.feed(piece)  # in a read of its own, after the refusal
+            while not conn.wire.closed and time.monotonic() - refused_at < 3.0:
+                await asyncio.sleep(0.05)
+                if client == "trickles":
+                    conn.feed(piece)
+            took = time.monotonic() - refused_at
+            assert conn.wire.closed and 0.25 < took < 2.0, took
+            assert len(conn.wire.writes) == writes
+            conn.close()
+
+    run(main)
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+@pytest.mark.parametrize("path", ["direct", "paced", "cycle"])
+def test_a_refused_body_that_comes_in_time_leaves_the_connection_kept_and_idle_under_keep_alive(
+    path: str, framing: str
+) -> None:
+    """A body that comes whole within its deadline ends the deadline: the connection is kept past it, idle under
+    the keep-alive timer, and serves the next requests."""
+
+    async def main() -> None:
+        async with serving(body_timeout_s=0.3) as server:
+            conn = await refused_body_connection(server, path, head_of(framing, 5))
+            protocol = conn.protocol
+            piece = piece_of(framing)
+            for _ in range(4):
+                conn.feed(piece)
+                await asyncio.sleep(0.04)
+            conn.feed(piece + (b"0\r\n\r\n" if framing == "chunked" else b""))  # the body's end
+            assert protocol.timeout_keep_alive_task is not None  # idle now: kept under keep-alive
+            await asyncio.sleep(0.4)  # past the deadline the body had
+            assert not conn.wire.closed and protocol.timeout_keep_alive_task is not None
+            (again,) = await conn.send(post())
+            assert again.status == 503
+            server.room()
+            (served,) = await conn.send(post())
+            assert served.status == 200 and not conn.wire.closed
+            conn.close()
+
+    run(main)
+
+
 # early retries ----------------------------------------------------------------------------------------------------
 def test_an_early_retry_goes_to_the_app_which_holds_it_and_a_refusal_on_the_head_is_remembered() -> None:
     async def main() -> None:
@@ -716,10 +816,12 @@ def test_the_unread_body_is_dropped_without_a_cycle_and_the_connection_kept_for_
             request = post(body=b"[" + b" " * 200_000 + b"]")
             (refused,) = await conn.send(request[:300])  # refused before most of its body has come
             assert refused.status == 503 and protocol.cycle is None and cycles == cycles[:1]
-            assert protocol.timeout_keep_alive_task is not None  # armed as after any answer
+            # counted as any answer; not idle while its body comes: the body's deadline, not the keep-alive timer
+            assert protocol.timeout_keep_alive_task is None and protocol._body_timer is not None
             assert protocol.server_state.total_requests == 1
             for start in range(300, len(request), 65536):
                 conn.feed(request[start : start + 65536])  # dropped as it comes: no cycle takes it
+            assert protocol.timeout_keep_alive_task is not None and protocol._body_timer is None  # idle now
             (again,) = await conn.send(post())  # its body in the same read
             assert again.status == 503 and protocol.cycle is None and protocol.server_state.total_requests == 2
             (live,) = await conn.send(get("/v2/health/live"))

@@ -189,9 +189,9 @@ def test_a_refusal_that_fails_on_the_head_is_run_by_a_cycle_whose_failure_uvicor
     assert any(r.exc_info and "a bug in the refusal" in str(r.exc_info[1]) for r in caplog.records)
 
 
-def _timed_connection(keep_alive_s: float) -> Connection:
+def _timed_connection(keep_alive_s: float, body_timeout_s: float = 60.0) -> Connection:
     """A connection refusing ``POST /refused`` on its head, to an app that answers ``/slow`` after 0.3 s, with
-    uvicorn's keep-alive timeout ``keep_alive_s``."""
+    uvicorn's keep-alive timeout ``keep_alive_s`` and the body's ``body_timeout_s``."""
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["path"] == "/slow":
@@ -201,7 +201,7 @@ def _timed_connection(keep_alive_s: float) -> Connection:
 
     config = uvicorn.Config(app, log_config=None, lifespan="off", timeout_keep_alive=keep_alive_s)
     config.load()
-    return Connection(app, Refusing(), config=config)
+    return Connection(app, Refusing(), config=config, body_timeout_s=body_timeout_s)
 
 
 def test_a_connection_idle_after_a_refused_requests_body_is_closed_after_the_keep_alive_timeout() -> None:
@@ -226,6 +226,26 @@ def test_a_request_read_with_a_refused_one_is_not_cut_by_the_keep_alive_timeout_
         refused = b"POST /refused HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
         answers = await conn.send(refused + b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n", 2)
         assert [a.status for a in answers] == [503, 200] and not conn.wire.closed
+        conn.close()
+
+    asyncio.run(main())
+
+
+def test_a_refused_body_behind_an_answer_still_to_come_has_its_deadline_from_the_refusal() -> None:
+    """Pipelined behind a request still being served, a request is refused once that one's answer is out (its
+    cycle runs the refusal): its body's deadline counts from then, not from its head; then the connection closes."""
+
+    async def main() -> None:
+        conn = _timed_connection(5.0, body_timeout_s=0.5)
+        refused = b"POST /refused HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nab"
+        started = time.monotonic()
+        answers = await conn.send(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n" + refused, 2)
+        assert [a.status for a in answers] == [200, 503]  # the refusal after /slow's 0.3 s
+        await asyncio.sleep(max(0.0, started + 0.65 - time.monotonic()))
+        assert not conn.wire.closed  # past 0.5 s from the head, short of 0.5 s from the refusal
+        while not conn.wire.closed and time.monotonic() - started < 3.0:
+            await asyncio.sleep(0.02)
+        assert conn.wire.closed and len(conn.wire.writes) == 2
         conn.close()
 
     asyncio.run(main())

@@ -13,7 +13,8 @@ headers), counts it (``RequestRejected``, ``http/rejections.py``), remembers it 
 (``http/holds.py``) and writes the access line, all in one synchronous ``_answer``. With no answer before it still
 to come on the connection, the protocol writes it itself, as it reads the head (``Refusal.answer``): no request
 cycle, no task. Behind an answer still to come (pipelined), uvicorn's cycle runs it as an ASGI app instead of
-the server's, deciding again when it runs. Either way the body is dropped unread, and keep-alive and pipelining
+the server's, deciding again when it runs. Either way the body is dropped unread (it has ``body_timeout_s`` from
+the refusal to come, then the connection closes: ``security/slow_clients.py``), and keep-alive and pipelining
 work as for any answer.
 
 A request the app would answer otherwise is handed to it: an early retry (the app holds it until its

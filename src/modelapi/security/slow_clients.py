@@ -5,7 +5,9 @@ takes to send a request's head, nor the head's size: a client that connects and 
 header a byte at a time (slowloris), holds its connection forever, and one that sends endless headers grows
 the server's memory. This protocol answers such a client ``408 Request Timeout`` after ``header_timeout_s``
 and ``431 Request Header Fields Too Large`` after ``max_header_bytes``, and closes the connection. The body
-has its own deadline, enforced by ``http/middleware.py``.
+has its own deadline, enforced by ``http/middleware.py``; a body still to come once its request was answered
+(refused on its head, say), which nothing reads, gets the same deadline here, from the answer, and the
+connection closes when it passes (``_await_unread_body``).
 
 It also stamps each request's scope with the ``time.monotonic()`` its head was complete (``ARRIVED``): the data
 plane counts the wait from then against the queue-time bound (``context.CallContext.arrived``). And with
@@ -18,14 +20,15 @@ Under overload it may refuse a request on its head (``Shedder``: ``http/shedding
 the connection is still to come, it writes the refusal itself, head and body in one write, without a request
 cycle, a task or ASGI messages (``_answer_on_head``): behind uvicorn's proxy step (run here, at once), framed
 and followed as uvicorn's cycle would (its ``on_response_complete``: keep-alive, the next pipelined request),
-the request's unread body dropped as it comes. Otherwise (a request pipelined behind one still in progress, one
-the refusal hands on to the app, writes paused for a client that does not read) uvicorn's cycle runs the
-refusal instead of the server's app, behind the same proxy step.
+the request's unread body dropped as it comes (within ``body_timeout_s``). Otherwise (a request pipelined
+behind one still in progress, one the refusal hands on to the app, writes paused for a client that does not
+read) uvicorn's cycle runs the refusal instead of the server's app, behind the same proxy step.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import copy
 import time
 from typing import Any, ClassVar, Protocol
@@ -124,6 +127,8 @@ def _apply_proxy_step(step: ProxyHeadersMiddleware, scope: Scope) -> None:
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     header_timeout_s: float = 10.0
     max_header_bytes: int = 65536
+    #: the time a request answered before its body is in (a refusal on its head) has for the rest of that body
+    body_timeout_s: float = 60.0
     shedding: Shedder | None = None
     pacing: Pacing | None = None
     #: the server's app as uvicorn loaded it, and ``_refusing_apps``' for it: made once per server
@@ -157,6 +162,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             _, self._refusal_front, self._behind_proxy, self._proxy_step = refusing
         # the request being parsed was answered on its head without a cycle (or dropped): its body is not read
         self._discarding = False
+        self._in_body = False  # between the head of a request started (or answered) and the end of its body
+        # the deadline of the body of a request answered before that body is in (``_await_unread_body``)
+        self._body_timer: asyncio.TimerHandle | None = None
         self._stopping = False  # the server is shutting down: an answer given now closes the connection
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -175,6 +183,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         if self._waiting is not None:  # the next request, read meanwhile, waits its turn: the connection is not idle
             self._unset_keepalive_if_required()
+        elif self._in_body and not self._discarding and self.cycle.response_complete:
+            # the request whose body is arriving was answered by its cycle (a refusal pipelined behind an answer,
+            # say) before that body is in: what is left of it has its deadline from now. (One answered on its head
+            # gets its deadline once the read that brought the head is parsed, ``_take``: its body is often in
+            # that read, and then needs none.)
+            self._await_unread_body()
 
     def shutdown(self) -> None:
         # uvicorn closes a connection with no request in progress and lets one in progress finish: a request read
@@ -190,6 +204,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
+        self._end_body()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -264,6 +279,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 self._refuse(
                     431, "Request Header Fields Too Large", f"the request head is over {self.max_header_bytes} bytes"
                 )
+        elif (
+            self._in_body
+            and self._body_timer is None
+            and (self._discarding or (self.cycle is not None and self.cycle.response_complete))
+        ):
+            self._await_unread_body()  # answered on its head (or early), its body not all in with this read
 
     def _head_size(self) -> int:
         """The bytes of the head just read: its URL and headers (each with its ``: `` and line end), and about
@@ -300,6 +321,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 431, "Request Header Fields Too Large", f"the request head is over {self.max_header_bytes} bytes"
             )
             return
+        # its body comes next (an upgrade's bytes are another protocol's)
+        self._in_body = not self.parser.should_upgrade()
         scope = self.scope
         # a head that waited its turn (pacing) arrived when the read that completed it was in
         scope[ARRIVED] = self._read_at or time.monotonic()  # type: ignore[literal-required]
@@ -400,6 +423,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         self._in_message = False
+        self._end_body()
         if not self._discarding:
             super().on_message_complete()
             cycle = self.cycle
@@ -420,6 +444,34 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.timeout_keep_alive_task = self.loop.call_later(
                 self.timeout_keep_alive, self.timeout_keep_alive_handler
             )
+
+    # the unread body's deadline -------------------------------------------------------------------------------
+    # A request answered before its whole body is in (refused on its head, by the protocol or by its cycle; or
+    # answered by the app without reading it) has its body dropped as it comes: uvicorn reads it only to find the
+    # next request. Nothing reads it against the middleware's deadline, and each read of it stops the keep-alive
+    # timer, so without one of its own a client could hold the connection for good by sending it slowly, or a byte
+    # of it and nothing more. It gets ``body_timeout_s`` from the answer, as an accepted body gets from its head,
+    # and then the connection closes (the answer is out: there is nothing to say). Meanwhile the connection is not
+    # idle, so the keep-alive timer is off; the body's end stops this timer and arms that one again
+    # (``on_message_complete``).
+    def _await_unread_body(self) -> None:
+        if self._body_timer is not None or self._refusal_due is not None or self.transport.is_closing():
+            return
+        self._unset_keepalive_if_required()
+        # an empty context: armed by a cycle's answer, the timer would keep that request's context (its scope)
+        # alive until it is due, cancelled or not
+        self._body_timer = self.loop.call_later(self.body_timeout_s, self._body_due, context=contextvars.Context())
+
+    def _end_body(self) -> None:
+        self._in_body = False
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    def _body_due(self) -> None:
+        self._body_timer = None
+        if self._in_body and not self.transport.is_closing():
+            self.transport.close()
 
     # the head's timer ------------------------------------------------------------------------------------------
     # One timer per connection, not one per request: a head sets its deadline, and the timer, when it fires,
@@ -474,9 +526,11 @@ def protocol_class(
     max_header_bytes: int,
     shedding: Shedder | None = None,
     pacing: Pacing | None = None,
+    body_timeout_s: float = 60.0,
 ) -> type[GuardedHttpToolsProtocol]:
     """The protocol class to hand to ``uvicorn.Config(http=...)``; ``shedding``: refusals on the head under
-    overload; ``pacing``: heads taken a slice at a time under a flood (``http/pacing.py``)."""
+    overload; ``pacing``: heads taken a slice at a time under a flood (``http/pacing.py``); ``body_timeout_s``:
+    the time the body of a request answered before it is in has left (the middleware's for an accepted one)."""
     return type(
         "GuardedHttpToolsProtocol",
         (GuardedHttpToolsProtocol,),
@@ -485,5 +539,6 @@ def protocol_class(
             "max_header_bytes": max_header_bytes,
             "shedding": shedding,
             "pacing": pacing,
+            "body_timeout_s": body_timeout_s,
         },
     )
