@@ -3,8 +3,9 @@
 The server runs as in ``bench.overload`` (core 0, ``--max-queue-ms 20``) with two things added in its process
 (``--server``, which then runs ``modelapi serve``): a watchdog on its event loop (a callback every 5 ms that
 records how late it ran: the longest turn of the loop) and timestamps on the operations port's connections
-(``connection_made``, the handler's start, the request head read) and on every connection the main port accepts
-(``connection_made``). Then, ``--rounds`` times: wrk opens
+(``connection_made``, the handler's start, the request head read; the handler is the protocol itself since it
+answers from ``data_received``, and a stream handler's task before: both are timed, for an A/B run against the
+version before) and on every connection the main port accepts (``connection_made``). Then, ``--rounds`` times: wrk opens
 ``--connections`` connections at once, each sending the overload cell's request as soon as the last is
 answered (``overload.lua``, no Retry-After), while two probes, one per port, each open a new connection for
 every ``GET /v2/health/live`` (every 20 ms), as the kubelet's probes do. All clocks are ``CLOCK_MONOTONIC``.
@@ -50,12 +51,6 @@ def _server(out: Path, argv: list[str]) -> int:
     main: list[tuple[float, int]] = []  # the main port's connections: when, the client's port
     late: list[tuple[float, float]] = []  # (when the callback was due, how late it ran)
 
-    connection_made = asyncio.StreamReaderProtocol.connection_made  # the operations port's streams only
-
-    def made_at(self: asyncio.StreamReaderProtocol, transport: asyncio.BaseTransport) -> None:
-        made[transport.get_extra_info("peername")[1]] = time.monotonic()
-        connection_made(self, transport)
-
     main_made = GuardedHttpToolsProtocol.connection_made
 
     def main_made_at(self: GuardedHttpToolsProtocol, transport: asyncio.Transport) -> None:
@@ -63,29 +58,52 @@ def _server(out: Path, argv: list[str]) -> int:
         main_made(self, transport)
 
     GuardedHttpToolsProtocol.connection_made = main_made_at  # type: ignore[method-assign]
+    connection = getattr(ops, "_Connection", None)
+    if connection is not None:  # the health routes answered from the protocol's data_received
+        ops_made, received = connection.connection_made, connection.data_received
 
-    asyncio.StreamReaderProtocol.connection_made = made_at  # type: ignore[method-assign, assignment]
-    handler = ops._handler
+        def ops_made_at(self: Any, transport: asyncio.BaseTransport) -> None:
+            peer = transport.get_extra_info("peername")[1]
+            made[peer] = started[peer] = time.monotonic()  # no handler task to start
+            ops_made(self, transport)
 
-    def timed(health: ops.Health) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
-        inner = handler(health)
-
-        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            peer = writer.get_extra_info("peername")[1]
-            started[peer] = time.monotonic()
-            readuntil = reader.readuntil
-
-            async def read_head(separator: bytes = b"\n") -> bytes:
-                got = await readuntil(separator)
+        def received_at(self: Any, data: bytes) -> None:
+            received(self, data)
+            peer = self.transport.get_extra_info("peername")[1]
+            if self.timer is None and peer not in read:  # the head is in (and a health route answered)
                 read[peer] = time.monotonic()
-                return got
 
-            reader.readuntil = read_head  # type: ignore[method-assign, assignment]
-            await inner(reader, writer)
+        connection.connection_made = ops_made_at
+        connection.data_received = received_at
+    else:  # the version before: a stream handler's task per connection
+        stream_made = asyncio.StreamReaderProtocol.connection_made
 
-        return handle
+        def made_at(self: asyncio.StreamReaderProtocol, transport: asyncio.BaseTransport) -> None:
+            made[transport.get_extra_info("peername")[1]] = time.monotonic()
+            stream_made(self, transport)
 
-    ops._handler = timed
+        asyncio.StreamReaderProtocol.connection_made = made_at  # type: ignore[method-assign, assignment]
+        handler = ops._handler  # type: ignore[attr-defined]
+
+        def timed(health: ops.Health) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
+            inner = handler(health)
+
+            async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+                peer = writer.get_extra_info("peername")[1]
+                started[peer] = time.monotonic()
+                readuntil = reader.readuntil
+
+                async def read_head(separator: bytes = b"\n") -> bytes:
+                    got = await readuntil(separator)
+                    read[peer] = time.monotonic()
+                    return got
+
+                reader.readuntil = read_head  # type: ignore[method-assign, assignment]
+                await inner(reader, writer)
+
+            return handle
+
+        ops._handler = timed  # type: ignore[attr-defined]
     serve = ops.serve
 
     async def watched(sock: Any, health: ops.Health) -> asyncio.Server:

@@ -17,10 +17,10 @@ scrape, since the totals are aggregated over every worker.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
+from typing import cast
 
 from .. import jsonutil
 from ..protocols.metrics.routes import PATH as METRICS_PATH
@@ -47,40 +47,82 @@ def _response(status: str, body: bytes, content_type: str = "text/plain; charset
     return "\r\n".join(lines).encode("latin-1") + (b"" if head else body)
 
 
-def _handler(health: Health) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
-    served = f"GET {METRICS_PATH}, /v2/health/live and /v2/health/ready"
+class _Connection(asyncio.Protocol):
+    """One request on one connection, answered from ``data_received`` once its head is in: a health route in the
+    same turn of the loop that read it (a stream handler's task would start a turn later, and wake another turn
+    after its read: each such turn is as long as a flood makes it, docs/overload.md); ``/metrics`` in a task,
+    since the scrape awaits."""
 
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        path = "a request"
+    def __init__(self, health: Health) -> None:
+        self.health = health
+        self.transport: asyncio.Transport | None = None
+        self.head = bytearray()
+        self.timer: asyncio.TimerHandle | None = None
+        self.scrape: asyncio.Task[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # a stream transport (uvloop's TCPTransport is not an asyncio.Transport subclass: no isinstance check)
+        self.transport = cast(asyncio.Transport, transport)
+        self.timer = asyncio.get_running_loop().call_later(HEAD_TIMEOUT_S, self.transport.close)
+
+    def data_received(self, data: bytes) -> None:
+        assert self.transport is not None
+        if self.timer is None:  # answered already: whatever else the client sends is dropped
+            return
+        self.head += data
+        end = self.head.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self.head) > MAX_HEAD_BYTES:
+                self._close()
+            return
+        self.timer.cancel()
+        self.timer = None
+        self.transport.pause_reading()
+        method, _, rest = bytes(self.head[: self.head.find(b"\r\n")]).decode("latin-1").partition(" ")
+        target = rest.rpartition(" ")[0] or rest
+        path = target.split("?", 1)[0]
         try:
-            try:
-                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HEAD_TIMEOUT_S)
-            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
-                return
-            method, _, rest = head.split(b"\r\n", 1)[0].decode("latin-1").partition(" ")
-            target = rest.rpartition(" ")[0] or rest
-            path = target.split("?", 1)[0]
-            answer = health(path)
+            answer = self.health(path)
             if answer is None and path != METRICS_PATH:
-                writer.write(_response("404 Not Found", f"only {served} are served on this port\n".encode()))
+                self._answer(_response("404 Not Found", f"only {_SERVED} are served on this port\n".encode()))
             elif method not in ("GET", "HEAD"):
-                writer.write(_response("405 Method Not Allowed", f"{served}\n".encode()))
+                self._answer(_response("405 Method Not Allowed", f"{_SERVED}\n".encode()))
             elif answer is not None:
                 status, body = answer
                 reason = f"{status} {_REASONS[status]}"
-                writer.write(_response(reason, jsonutil.dumps(body), "application/json", head=method == "HEAD"))
+                self._answer(_response(reason, jsonutil.dumps(body), "application/json", head=method == "HEAD"))
             else:
-                text, content_type = await scrape()
-                writer.write(_response("200 OK", text, content_type, head=method == "HEAD"))
-            await writer.drain()
+                self.scrape = asyncio.get_running_loop().create_task(self._scrape(head=method == "HEAD"))
         except Exception:
             log.exception("operations port: the answer to %s failed", path)
-        finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+            self._close()
 
-    return handle
+    async def _scrape(self, head: bool) -> None:
+        try:
+            text, content_type = await scrape()
+            self._answer(_response("200 OK", text, content_type, head=head))
+        except Exception:
+            log.exception("operations port: the scrape failed")
+            self._close()
+
+    def _answer(self, response: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(response)
+        self.transport.close()  # once what was written has been sent
+
+    def _close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.scrape is not None and not self.scrape.done():
+            self.scrape.cancel()
+
+
+_SERVED = f"GET {METRICS_PATH}, /v2/health/live and /v2/health/ready"
 
 
 async def serve(sock: socket.socket, health: Health) -> asyncio.Server:
@@ -89,4 +131,4 @@ async def serve(sock: socket.socket, health: Health) -> asyncio.Server:
     caller's."""
     dup = sock.dup()
     dup.setblocking(False)
-    return await asyncio.start_server(_handler(health), sock=dup, limit=MAX_HEAD_BYTES)
+    return await asyncio.get_running_loop().create_server(lambda: _Connection(health), sock=dup)
