@@ -8,8 +8,10 @@ until its Retry-After, ``http/holds.py``, else refusals would cost it CPU as fas
 cell: successful requests/s, wrk's p50/p99 over all answers, the p99 of *successful* requests as a sampling client
 sees them (one more keep-alive connection sending the same request in a closed loop: wrk's histogram cannot split
 latency by status), the status mix (only 200, 429 and 503 are allowed), the server's CPU time per request and as a
-share of its core (under 100 % at saturation when other work takes the core), and ``/v2/health/live`` latency from a
-side probe every 50 ms throughout.
+share of its core (under 100 % at saturation when other work takes the core), and ``/v2/health/live`` latency from
+side probes every 50 ms throughout: one on a connection it keeps, and two that open a new connection for each call,
+as the kubelet's probes do, one on the main port and one on the operations port (``--metrics-port``), whose
+listener the flood leaves alone.
 
 Last, what a refusal costs over sockets: a server whose every request is refused (``bench/held.py``: its one
 request in flight holds the model), flooded by clients that retry at once with early retries not held; its CPU
@@ -24,6 +26,7 @@ per answer against the saturated cell's CPU per served request (the issue's targ
 from __future__ import annotations
 
 import argparse
+import http.client
 import os
 import random
 import subprocess
@@ -34,6 +37,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import orjson
@@ -52,18 +56,25 @@ ALLOWED = {200, 429, 503}
 class Probe:
     """A side client on its own connection: ``live`` GETs every 50 ms, or ``infer`` POSTs in a closed loop;
     ``honour``: after a 503 or 429 it waits Retry-After plus 0-50 %, as the cell's clients do (else it retries at
-    once, and a retry the server holds until its Retry-After counts in its latency)."""
+    once, and a retry the server holds until its Retry-After counts in its latency). ``fresh``: each GET on a new
+    connection, closed after its answer, as the kubelet's probes are (their latency counts the connection's
+    set-up; ``connects`` records that part alone)."""
 
     url: str
     body: bytes | None = None
     content_type: str = "application/json"
     honour: bool = False
+    fresh: bool = False
     latencies: list[float] = field(default_factory=list)
     statuses: list[int] = field(default_factory=list)
+    connects: list[float] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
 
     def run(self) -> None:
         """Probes until ``stop`` is set; each call, its latency and status are recorded."""
+        if self.fresh:
+            self._run_fresh()
+            return
         with httpx.Client(timeout=30) as client:
             while not self.stop.is_set():
                 started = time.perf_counter()
@@ -79,6 +90,24 @@ class Probe:
                     wait = float(r.headers.get("retry-after", "1"))
                     self.stop.wait(wait * (1 + 0.5 * random.random()))
 
+    def _run_fresh(self) -> None:
+        parts = urlsplit(self.url)
+        while not self.stop.is_set():
+            started = time.perf_counter()
+            conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=30)
+            try:
+                conn.connect()  # the kernel completes the handshake; the server has yet to accept it
+                connected = time.perf_counter()
+                conn.request("GET", parts.path, headers={"connection": "close"})
+                r = conn.getresponse()
+                r.read()
+            finally:
+                conn.close()
+            self.latencies.append(time.perf_counter() - started)
+            self.connects.append(connected - started)
+            self.statuses.append(r.status)
+            self.stop.wait(0.05)
+
 
 @dataclass
 class CellResult:
@@ -93,6 +122,11 @@ class CellResult:
     cpu_s: float
     live_p50_ms: float
     live_max_ms: float
+    #: the new-connection probes' worst latency and, of it, the connection's set-up: main port, operations port
+    fresh_max_ms: float | None = None
+    fresh_connect_ms: float | None = None
+    ops_max_ms: float | None = None
+    ops_connect_ms: float | None = None
 
     @property
     def ok_rps(self) -> float:
@@ -104,7 +138,9 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
-def _probe_process(url: str, body: workload.Body | None = None, honour: bool = False) -> subprocess.Popen[bytes]:
+def _probe_process(
+    url: str, body: workload.Body | None = None, honour: bool = False, fresh: bool = False
+) -> subprocess.Popen[bytes]:
     """A ``Probe`` in a process of its own on the load core: in this process, which runs the harness and the
     other probe, its calls waited for this process's GIL and threads (measured: 0.5-2.3 s stalls at the start of
     the busy cells, while a probe in its own process on the same core saw at most 54 ms on the same server)."""
@@ -113,26 +149,28 @@ def _probe_process(url: str, body: workload.Body | None = None, honour: bool = F
         argv += ["--probe-body", str(body.path), "--probe-type", body.content_type]
     if honour:
         argv.append("--probe-honour")
+    if fresh:
+        argv.append("--probe-fresh")
     root = Path(__file__).resolve().parents[1]
     return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=root)
 
 
-def _probe_results(proc: subprocess.Popen[bytes]) -> tuple[list[float], list[int]]:
-    """What a probe recorded; its stdin closed already (every probe's at once: one still probing after the cell
-    would add calls to an idle server)."""
+def _probe_results(proc: subprocess.Popen[bytes]) -> tuple[list[float], list[int], list[float]]:
+    """What a probe recorded (latencies, statuses, and a new-connection probe's set-up times); its stdin closed
+    already (every probe's at once: one still probing after the cell would add calls to an idle server)."""
     assert proc.stdout is not None
     out = proc.stdout.read()
     proc.wait(60)
     if proc.returncode != 0 or not out:
         raise RuntimeError(f"the probe process failed (exit {proc.returncode})")
     got = orjson.loads(out)
-    return got["latencies"], got["statuses"]
+    return got["latencies"], got["statuses"], got["connects"]
 
 
 def _run_probe(args: argparse.Namespace) -> int:
     """The probe process: probes until its stdin closes, then prints its latencies and statuses as JSON."""
     body = Path(args.probe_body).read_bytes() if args.probe_body else None
-    probe = Probe(args.probe, body, args.probe_type, honour=args.probe_honour)
+    probe = Probe(args.probe, body, args.probe_type, honour=args.probe_honour, fresh=args.probe_fresh)
     thread = threading.Thread(target=probe.run, daemon=True)
     thread.start()
     while not probe.latencies and thread.is_alive():
@@ -142,7 +180,8 @@ def _run_probe(args: argparse.Namespace) -> int:
     sys.stdin.buffer.read()
     probe.stop.set()
     thread.join(30)
-    sys.stdout.buffer.write(orjson.dumps({"latencies": probe.latencies, "statuses": probe.statuses}))
+    got = {"latencies": probe.latencies, "statuses": probe.statuses, "connects": probe.connects}
+    sys.stdout.buffer.write(orjson.dumps(got))
     return 0
 
 
@@ -153,12 +192,17 @@ def cell(
     seconds: int,
     honour: bool,
     live: str = "/v2/health/live",
+    ops: str | None = None,
 ) -> CellResult:
+    """One cell; ``ops``: the server's operations port (``http://host:port``), probed on new connections beside
+    the main port (without it, neither new-connection probe runs)."""
     wrk = require("wrk", "install it with: apt-get install -y wrk")
     url = srv.url + "/v2/models/logreg/infer"
     pids = procfs.tree(srv.process.pid)
     cpu = procfs.cpu_seconds(pids)
     probes = [_probe_process(srv.url + live), _probe_process(url, body, honour)]
+    if ops is not None:
+        probes += [_probe_process(srv.url + live, fresh=True), _probe_process(ops + live, fresh=True)]
     for p in probes:
         assert p.stdout is not None
         p.stdout.readline()  # "ready"
@@ -172,12 +216,17 @@ def cell(
     for p in probes:
         assert p.stdin is not None
         p.stdin.close()  # the probe stops and reports (after its "ready" line, read above)
-    (live_latencies, _), (sample_latencies, sample_statuses) = (_probe_results(p) for p in probes)
+    (live_latencies, _, _), (sample_latencies, sample_statuses, _), *fresh = (_probe_results(p) for p in probes)
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith(MARK)), None)
     if proc.returncode != 0 or line is None:
         raise RuntimeError(f"wrk failed (exit {proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}")
     r = orjson.loads(line[len(MARK) :])
     ok = [lat for lat, status in zip(sample_latencies, sample_statuses, strict=True) if status == 200]
+    for _, statuses, _ in fresh:  # a 404 would be a server without the health routes on its operations port
+        if set(statuses) != {200}:
+            raise RuntimeError(f"a new-connection probe of /v2/health/live got {sorted(set(statuses))}")
+    worst: list[tuple[float | None, float | None]] = [_worst(lat, connects) for lat, _, connects in fresh]
+    worst = worst or [(None, None), (None, None)]
     return CellResult(
         connections,
         r["duration_us"] / 1e6,
@@ -190,7 +239,15 @@ def cell(
         cpu,
         _pct(live_latencies, 0.5),
         max(live_latencies) * 1000,
+        *worst[0],
+        *worst[1],
     )
+
+
+def _worst(latencies: list[float], connects: list[float]) -> tuple[float, float]:
+    """A new-connection probe's worst call (ms), and how much of it its connection's set-up took."""
+    i = max(range(len(latencies)), key=latencies.__getitem__)
+    return latencies[i] * 1000, connects[i] * 1000
 
 
 def render(results: list[CellResult]) -> str:
@@ -198,8 +255,9 @@ def render(results: list[CellResult]) -> str:
     lines = [
         "| connections | x saturation | OK req/s | OK vs saturated | wrk p50 / p99 ms (all answers) | p99 ms of OK "
         "(sampling client, n) | OK p99 vs saturated | status mix | socket errors | server CPU us/answer | "
-        "server CPU % of its core | live p50 / max ms |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "server CPU % of its core | live p50 / max ms | new-connection live max ms (connecting): main port / "
+        "operations port |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for c in results:
         answers = sum(c.statuses.values())
@@ -210,7 +268,8 @@ def render(results: list[CellResult]) -> str:
             f"| {c.connections} | {c.connections / sat.connections:.0f}x | {c.ok_rps:,.0f} | "
             f"{c.ok_rps / sat.ok_rps:.0%} | {c.wrk_p50_ms:.1f} / {c.wrk_p99_ms:.1f} | {ok_p99} | {ratio} | {mix} | "
             f"{c.socket_errors} | {c.cpu_s / max(answers, 1) * 1e6:.0f} | {c.cpu_s / c.seconds:.0%} | "
-            f"{c.live_p50_ms:.1f} / {c.live_max_ms:.1f} |"
+            f"{c.live_p50_ms:.1f} / {c.live_max_ms:.1f} | {_fresh(c.fresh_max_ms, c.fresh_connect_ms)} / "
+            f"{_fresh(c.ops_max_ms, c.ops_connect_ms)} |"
         )
     lines.append("")
     lines.append(f"CPU per served request (saturated cell): {served_us(sat):.0f} us")
@@ -219,6 +278,10 @@ def render(results: list[CellResult]) -> str:
     lines.append("")
     lines += targets(results)
     return "\n".join(lines)
+
+
+def _fresh(worst: float | None, connect: float | None) -> str:
+    return "-" if worst is None or connect is None else f"{worst:,.1f} ({connect:,.1f})"
 
 
 def served_us(sat: CellResult) -> float:
@@ -289,6 +352,13 @@ def targets(results: list[CellResult]) -> list[str]:
     check(not bad and all(c.socket_errors == 0 for c in results), "only 200/429/503 answers, no socket errors")
     worst = max(c.live_max_ms for c in results)
     check(worst <= 100, f"/v2/health/live within 100 ms throughout (worst {worst:.0f} ms)")
+    ops = [c.ops_max_ms for c in results if c.ops_max_ms is not None]
+    if ops:  # the kubelet's probes: a new connection each, on the operations port (deploy/kubernetes.py)
+        check(
+            max(ops) <= 100,
+            f"/v2/health/live on a new connection to the operations port within 100 ms throughout (worst "
+            f"{max(ops):.0f} ms; on the main port {max(c.fresh_max_ms or 0 for c in results):.0f} ms)",
+        )
     return out
 
 
@@ -305,6 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--probe-body", help=argparse.SUPPRESS)
     parser.add_argument("--probe-type", default="application/json", help=argparse.SUPPRESS)
     parser.add_argument("--probe-honour", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--probe-fresh", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.probe:
         return _run_probe(args)
@@ -313,8 +384,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="modelapi-overload-") as tmp:
         work = workload.build(Path(tmp), (ROWS,))
         body = work.body("v2-json", ROWS)
-        extra = ("--max-queue-ms", f"{args.max_queue_ms:g}", *args.server_args.split())
+        ops_port = servers.free_port()  # the operations port, probed on new connections beside the main one
+        extra = ("--max-queue-ms", f"{args.max_queue_ms:g}", "--metrics-port", str(ops_port), *args.server_args.split())
         spec = servers.modelapi("modelapi overload", [work.model_path], *extra)
+        ops = f"http://127.0.0.1:{ops_port}"
         RESULTS.mkdir(exist_ok=True)
         tables: list[tuple[bool, list[CellResult]]] = []
         with servers.serve(spec, core=SERVER_CORE, env=dict(os.environ), log_dir=RESULTS) as srv:
@@ -323,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
                 results = []
                 for factor in (1, *(int(f) for f in args.factors.split(","))):
                     connections = args.saturate * factor
-                    results.append(cell(srv, body, connections, args.seconds, honour))
+                    results.append(cell(srv, body, connections, args.seconds, honour, ops=ops))
                     got = results[-1]
                     print(f"{connections} connections: {got.ok_rps:,.0f} OK/s {got.statuses}", flush=True)
                 tables.append((honour, results))
@@ -335,7 +408,8 @@ def main(argv: list[str] | None = None) -> int:
         "machine": f"{os.cpu_count()} cores, server on core {SERVER_CORE}, wrk and probes on core {LOAD_CORE}; "
         f"load average before: {os.getloadavg()[0]:.2f}",
         "workload": f"V2 JSON, {ROWS} rows a request, the bench's logistic regression; --max-queue-ms "
-        f"{args.max_queue_ms:g}{', ' + args.server_args if args.server_args else ''}, other limits at their defaults",
+        f"{args.max_queue_ms:g}, --metrics-port (the operations port)"
+        f"{', ' + args.server_args if args.server_args else ''}, other limits at their defaults",
     }
     text = "\n".join(f"- {k}: {v}" for k, v in meta.items())
     for honour, results in tables:

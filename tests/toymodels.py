@@ -121,6 +121,21 @@ class Sleepy(Model):
         return {"seconds": seconds, "pid": np.full(len(seconds), os.getpid(), dtype=np.int64)}
 
 
+class GatedLoad(Sleepy):
+    """``Sleepy`` whose load waits until the file named by ``TOY_LOAD_GATE`` exists (at most 60 s): for tests of
+    what the server answers while its models load."""
+
+    def load(self) -> None:
+        import os
+        import time
+        from pathlib import Path
+
+        gate = Path(os.environ["TOY_LOAD_GATE"])
+        deadline = time.monotonic() + 60
+        while not gate.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+
 class HalfPlusThree(Model):
     """TensorFlow Serving's example model (saved_model_half_plus_three): ``y = x / 2 + 3``."""
 

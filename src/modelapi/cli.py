@@ -213,7 +213,8 @@ _SERVE_FLAGS: dict[str, tuple[list[str], str, dict[str, Any]]] = {
     ),
     "metrics_port": (
         ["--metrics-port"],
-        "serve GET /metrics on this port of --host, without a key, instead of on the main port",
+        "the operations port: serve GET /metrics (instead of on the main port) and /v2/health/live and "
+        "/v2/health/ready on this port of --host, without a key, for scrapers and probes",
         {"type": int, "metavar": "PORT"},
     ),
     "grpc_port": (

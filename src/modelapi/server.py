@@ -7,6 +7,7 @@ inside the server (``http/lifecycle.py``), so readiness answers 503 until they h
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib
 import importlib.util
@@ -28,6 +29,7 @@ from starlette.applications import Starlette
 from . import jsonutil, logs
 from .dataplane import DataPlane
 from .errors import ModelLoadError
+from .http import ops
 from .http.app import create_app
 from .http.lifecycle import Lifecycle
 from .http.pacing import Pacing
@@ -137,24 +139,43 @@ def banner(dataplane: DataPlane, url: str, grpc_address: str | None = None) -> s
 
 
 class _Server(uvicorn.Server):
-    """uvicorn's server, telling the lifecycle when it listens and when shutdown begins."""
+    """uvicorn's server, telling the lifecycle when it listens and when shutdown begins; with ``ops_socket``
+    (``--metrics-port``) it serves the operations port (``http/ops.py``) beside the main one."""
 
-    def __init__(self, config: uvicorn.Config, lifecycle: Lifecycle, grpc: GrpcServer | None = None) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        lifecycle: Lifecycle,
+        grpc: GrpcServer | None = None,
+        ops_socket: socket.socket | None = None,
+    ) -> None:
         super().__init__(config)
         self.lifecycle = lifecycle
         self.grpc = grpc  # --grpc-port: started and stopped with this server
+        self.ops_socket = ops_socket
+        self._ops: asyncio.Server | None = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)
         if self.started:
             if self.grpc is not None:
                 await self.grpc.start()
+            # once the main port accepts (never ready here before it), and while the models load: the startup
+            # probe's liveness answers then
+            if self.ops_socket is not None:
+                self._ops = await ops.serve(self.ops_socket, self.lifecycle.health)
             self.lifecycle.listening()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         if self.grpc is not None:  # stops accepting now; the lifecycle waits for its calls before the app stops
             self.grpc.begin_stop()
-        await super().shutdown(sockets=sockets)
+        try:
+            await super().shutdown(sockets=sockets)
+        finally:
+            # the operations port outlasts the drain: readiness answers 503 there until the app has stopped,
+            # rather than leaving the probe's connection unanswered in the accept queue
+            if self._ops is not None:
+                self._ops.close()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if not self.should_exit and self.lifecycle.ready:  # (a server still starting has nothing to drain)
@@ -202,7 +223,8 @@ def serve_socket(
     grpc_port: int | None = None,
 ) -> None:
     """Load the models and serve them on ``sock`` in this process until SIGTERM or SIGINT, then drain.
-    ``metrics_socket``: the ``--metrics-port`` listener, served beside it (``GET /metrics`` only).
+    ``metrics_socket``: the ``--metrics-port`` listener, the operations port (``/metrics`` and the health routes),
+    served beside it.
     ``grpc_port``: serve the gRPC front end on it too (the port reserved by ``run``).
 
     With ``background_startup`` the socket is served while the models load (readiness answers 503); without,
@@ -222,9 +244,7 @@ def serve_socket(
     grpc_server: GrpcServer | None = None
     shedding = Shedding()  # the protocol's refusals on the head under overload, bound to the app once it exists
     lifecycle = Lifecycle(
-        lambda: create_app(
-            None, settings, shared=shared, metrics_socket=metrics_socket, freeze_heap=True, shedding=shedding
-        ),
+        lambda: create_app(None, settings, shared=shared, freeze_heap=True, shedding=shedding),
         prepare=lambda app: app.state.dataplane.start(),
         background_startup=background_startup,
         cluster_ready=cluster_ready,
@@ -276,7 +296,7 @@ def serve_socket(
     if settings.log_level != "debug":
         # the banner says what uvicorn's start-up lines say; its warnings and errors still show
         logging.getLogger("uvicorn.error").setLevel(max(logging.WARNING, logging.getLogger("uvicorn.error").level))
-    server = _Server(config, lifecycle, grpc_server)
+    server = _Server(config, lifecycle, grpc_server, metrics_socket)
     # uvicorn re-raises a captured SIGTERM/SIGINT after its graceful shutdown; by then the work is done, so let
     # it land on a no-op handler and exit 0, as process supervisors expect of a clean stop.
     previous = {sig: signal.signal(sig, lambda signum, frame: None) for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -307,8 +327,9 @@ def run(settings: Settings, *, out: TextIO = sys.stdout) -> None:
     def print_banner(text: str) -> None:
         print(text, file=out, flush=True)
 
-    # --metrics-port: one listener on the same host, bound here once; with several workers every worker
-    # accepts on it (any of them answers with every worker's totals)
+    # --metrics-port, the operations port: one listener on the same host, bound here once; with several workers
+    # every worker accepts on it (any of them answers a scrape with every worker's totals, and a probe with its
+    # own readiness, as on the main port)
     metrics_sock = None if settings.metrics_port is None else bind(settings.host, settings.metrics_port)
     extra = [] if metrics_sock is None else [metrics_sock]
     # --grpc-port: reserved here (port 0 resolved, a taken port refused before any fork); every worker's gRPC

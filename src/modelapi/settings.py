@@ -162,7 +162,8 @@ class Settings(BaseSettings):
         None,
         ge=0,
         le=65535,
-        description="serve GET /metrics on this port of the same host, without a key, instead of the main port",
+        description="the operations port: GET /metrics (instead of on the main port) and the health routes on this "
+        "port of the same host, without a key",
     )
     grpc_port: int | None = Field(
         None,

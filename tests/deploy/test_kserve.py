@@ -31,11 +31,17 @@ def test_the_runtime_serves_mnt_models_over_v1_and_v2(kserve: dict[str, dict[str
     assert args[args.index("--model-name") + 1] == "{{.Name}}"
 
 
-def test_the_runtime_brings_its_own_http_readiness_probe(kserve: dict[str, dict[str, Any]]) -> None:
-    [container] = kserve["ClusterServingRuntime"]["spec"]["containers"]
-    assert container["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": 8080}
-    assert container["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": 8080}
+def test_the_runtime_brings_its_own_http_probes_on_the_operations_port(kserve: dict[str, dict[str, Any]]) -> None:
+    runtime = kserve["ClusterServingRuntime"]
+    [container] = runtime["spec"]["containers"]
+    args = container["args"]
+    ops = int(args[args.index("--metrics-port") + 1])
+    assert ops != int(args[args.index("--port") + 1])
+    assert container["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": ops}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": ops}
     assert "startupProbe" not in container  # Knative (serverless mode) refuses one
+    assert container["ports"] == [{"containerPort": 8080, "protocol": "TCP"}]  # Knative takes one port only
+    assert runtime["spec"]["annotations"]["prometheus.kserve.io/port"] == str(ops)
     security = container["securityContext"]
     assert security["runAsNonRoot"] is True
     assert security["readOnlyRootFilesystem"] is True

@@ -43,11 +43,18 @@ def test_the_container_serves_the_model_on_all_interfaces(kubernetes: dict[str, 
     assert args[args.index("--metrics-port") + 1] == "9090"
 
 
-def test_probes_use_the_v2_health_routes(kubernetes: dict[str, dict[str, Any]]) -> None:
+def test_probes_use_the_v2_health_routes_on_the_operations_port(kubernetes: dict[str, dict[str, Any]]) -> None:
     container = _container(kubernetes)
-    assert container["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
-    assert container["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}
-    assert container["startupProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "ops"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "ops"}
+    assert container["startupProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "ops"}
+    # the port named ops is the one the server serves its health routes on: its --metrics-port, not the API's
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    args = container["args"]
+    assert ports == {"http": int(args[args.index("--port") + 1]), "ops": int(args[args.index("--metrics-port") + 1])}
+    assert ports["ops"] != ports["http"]
+    annotations = kubernetes["Deployment"]["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(ports["ops"])
     # the startup probe gives a slow model load five minutes before liveness may restart the pod
     startup = container["startupProbe"]
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 300
@@ -116,8 +123,14 @@ def test_service_autoscaler_budget_and_policy(kubernetes: dict[str, dict[str, An
     assert kubernetes["PodDisruptionBudget"]["spec"] == {"maxUnavailable": 1, "selector": {"matchLabels": selector}}
     policy = kubernetes["NetworkPolicy"]["spec"]
     assert policy["policyTypes"] == ["Ingress", "Egress"]
-    metrics_rule = policy["ingress"][1]
-    assert metrics_rule["from"][0]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "monitoring"}
+    api_rule, ops_rule = policy["ingress"]
+    assert api_rule == {"ports": [{"port": 8080, "protocol": "TCP"}]}
+    assert ops_rule["ports"] == [{"port": 9090, "protocol": "TCP"}]
+    assert ops_rule["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+    # the Service carries the API alone: the operations port's answers are each pod's own
+    assert kubernetes["Service"]["spec"]["ports"] == [
+        {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}
+    ]
 
 
 def test_the_autoscaler_carries_a_commented_example_on_a_modelapi_metric() -> None:
@@ -150,6 +163,8 @@ def test_stdout_is_one_stream_kubectl_reads(capsys: pytest.CaptureFixture[str]) 
         (["--image", IMAGE, "--cpu", "two"], "--cpu: 'two' is not a Kubernetes quantity above 0; expected e.g. 1,"),
         (["--image", IMAGE, "--cpu", "0"], "--cpu: '0' is not a Kubernetes quantity above 0"),
         (["--image", IMAGE, "--memory", "1 GB"], "--memory: '1 GB' is not a Kubernetes quantity above 0"),
+        (["--image", IMAGE, "--serve-arg=--metrics-port=9100"], "--serve-arg=--metrics-port=9100: the manifests set"),
+        (["--image", IMAGE, "--serve-arg=--port", "--serve-arg=80"], "--serve-arg=--port: the manifests set --port"),
     ],
 )
 def test_bad_options_are_one_line_errors(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:

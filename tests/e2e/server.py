@@ -61,10 +61,13 @@ def serve(
     timeout: float = 120.0,
     tmp_dir: Path | None = None,
     tls: ssl.SSLContext | None = None,
+    until: str = "/v2/health/ready",
 ) -> Iterator[RunningServer]:
     """Run ``python -m modelapi serve ARGS --port P`` until it is ready; stop it with SIGTERM afterwards.
 
     ``tls``: the server serves HTTPS (ARGS carry ``--tls-cert``...); readiness is polled with this client context.
+    ``until``: the path polled until it answers 200 (``/v2/health/live``: until the server listens, its models
+    perhaps still loading).
     """
     port = free_port()
     full_env = {
@@ -89,7 +92,7 @@ def serve(
             if proc.poll() is not None:
                 raise RuntimeError(f"server exited with {proc.returncode}:\n{server.log()}")
             try:
-                if httpx.get(server.url + "/v2/health/ready", timeout=1.0, verify=tls or True).status_code == 200:
+                if httpx.get(server.url + until, timeout=1.0, verify=tls or True).status_code == 200:
                     break
             except httpx.TransportError:
                 pass

@@ -126,3 +126,53 @@ def test_without_background_startup_the_server_waits_for_the_models() -> None:
     failing = Lifecycle(build, background_startup=False)
     with pytest.raises(ModelLoadError, match="broken"), TestClient(failing):
         pass
+
+
+def test_health_gives_the_main_ports_answers_in_every_state() -> None:
+    """``Lifecycle.health`` (the operations port's answers) against what the main port answers, state by state."""
+    release = threading.Event()
+    cluster = [True]
+
+    def build() -> Starlette:
+        assert release.wait(10)
+        return create_app([Regressor()])
+
+    gate = Lifecycle(build, cluster_ready=lambda: cluster[0])
+
+    def same() -> None:
+        for path in ("/v2/health/live", "/v2/health/ready"):
+            r = client.get(path)
+            assert gate.health(path) == (r.status_code, r.json()), (gate.state, path)
+
+    with TestClient(gate) as client:
+        gate.listening()
+        same()  # loading
+        assert gate.health("/v2/health/ready") == (503, {"ready": False})
+        release.set()
+        _wait_ready(client)
+        same()  # serving
+        assert gate.health("/v2/health/ready") == (200, {"ready": True})
+        cluster[0] = False
+        same()  # another worker not ready
+        cluster[0] = True
+        gate.drain()
+        same()  # draining
+        assert gate.health("/v2/health/ready") == (503, {"ready": False})
+        assert gate.health("/v2/health/live") == (200, {"live": True})
+        assert gate.health("/predict") is None
+        assert gate.health("/metrics") is None
+
+
+def test_health_of_a_server_that_failed_to_start() -> None:
+    def build() -> Starlette:
+        raise ModelLoadError("broken")
+
+    gate = Lifecycle(build)
+    with TestClient(gate) as client:
+        deadline = time.monotonic() + 10
+        while gate.state != "failed":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        for path in ("/v2/health/live", "/v2/health/ready"):
+            r = client.get(path)
+            assert gate.health(path) == (r.status_code, r.json())

@@ -86,6 +86,12 @@ def run_deploy(args: argparse.Namespace) -> int:
     image = check_image(args.image)
     namespace = check_name(args.namespace, "--namespace")
     serve_args = tuple(args.serve_args)
+    for arg in serve_args:  # the probes, the container's ports and the NetworkPolicy name the manifests' own
+        flag = arg.split("=", 1)[0]
+        if flag in ("--host", "--port", "--metrics-port"):
+            raise ValueError(
+                f"--serve-arg={arg}: the manifests set {flag} themselves (their probes and ports follow it)"
+            )
     cpu = check_quantity(args.cpu, "--cpu", "1, 2, 500m")
     memory = check_quantity(args.memory, "--memory", "1Gi, 512Mi, 2G")
     if args.deploy_target == "kubernetes":

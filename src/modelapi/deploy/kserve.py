@@ -16,7 +16,7 @@ from .kubernetes import STATE_DIR, container_security, probes, secret_env, writa
 from .manifest import Manifest
 
 PORT = 8080  # KServe's convention for the predictor's HTTP port
-METRICS_PORT = 8082
+OPS_PORT = 8082  # the operations port (--metrics-port): /metrics and the probes' health routes
 #: model formats modelapi loads, with the format versions an InferenceService may name
 FORMATS: dict[str, tuple[str, ...]] = {
     "sklearn": ("1",),
@@ -58,7 +58,7 @@ def runtime(o: Options) -> Manifest:
         "--port",
         str(PORT),
         "--metrics-port",
-        str(METRICS_PORT),
+        str(OPS_PORT),
         "--log-format",
         "json",
     ]
@@ -67,13 +67,18 @@ def runtime(o: Options) -> Manifest:
         "image": o.image,
         "args": args,
         "env": [{"name": "MODELAPI_STATE_DIR", "value": STATE_DIR}],
+        # one port: Knative (KServe's serverless mode) refuses a second one on the serving container, so the
+        # probes name the operations port by number
         "ports": [{"containerPort": PORT, "protocol": "TCP"}],
         # without a readiness probe of its own KServe gives the container a bare TCP probe, which passes as
-        # soon as the port is bound, before the models are loaded
-        "readinessProbe": probes(PORT)["readinessProbe"],
-        # Knative (KServe's serverless mode) refuses startupProbe: liveness waits out the start instead. The
-        # live route answers while models load, so only the interpreter's start has to fit in the delay
-        "livenessProbe": {**probes(PORT)["livenessProbe"], "initialDelaySeconds": 30},
+        # soon as the port is bound, before the models are loaded. On the operations port, whose listener a
+        # flood on the API port leaves alone: in raw deployment mode the kubelet probes it; in serverless mode
+        # Knative's queue-proxy does (Knative 1.3 and later take a readiness port other than the container's)
+        "readinessProbe": probes(OPS_PORT)["readinessProbe"],
+        # Knative refuses startupProbe: liveness waits out the start instead. The live route answers while
+        # models load, so only the interpreter's start has to fit in the delay. Knative points a liveness
+        # probe at the container's port whatever it names; in raw deployment mode it stays on the operations port
+        "livenessProbe": {**probes(OPS_PORT)["livenessProbe"], "initialDelaySeconds": 30},
         "resources": {
             "requests": {"cpu": o.cpu, "memory": o.memory},
             "limits": {"cpu": o.cpu, "memory": o.memory},
@@ -86,7 +91,7 @@ def runtime(o: Options) -> Manifest:
         "kind": "ClusterServingRuntime",
         "metadata": {"name": o.runtime, "labels": {"app.kubernetes.io/name": "modelapi"}},
         "spec": {
-            "annotations": {"prometheus.kserve.io/port": str(METRICS_PORT), "prometheus.kserve.io/path": "/metrics"},
+            "annotations": {"prometheus.kserve.io/port": str(OPS_PORT), "prometheus.kserve.io/path": "/metrics"},
             "supportedModelFormats": [
                 {"name": name, "version": version, "autoSelect": False}
                 for name, versions in FORMATS.items()

@@ -1,9 +1,10 @@
 """The plain Kubernetes manifests for one modelapi server: Deployment, Service, HorizontalPodAutoscaler,
 PodDisruptionBudget, NetworkPolicy and ServiceAccount (``modelapi deploy kubernetes``, docs/deployment.md).
 
-Every choice that matters in production is made here once: probes on the V2 health routes, a drain that loses
-no request on a rollout or scale-in, a pod that runs as a non-root user on a read-only root filesystem with no
-capabilities, and the database and Redis URLs read from a Secret (never written in a manifest).
+Every choice that matters in production is made here once: probes on the V2 health routes of the operations
+port, a drain that loses no request on a rollout or scale-in, a pod that runs as a non-root user on a read-only
+root filesystem with no capabilities, and the database and Redis URLs read from a Secret (never written in a
+manifest).
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from typing import Any
 from .manifest import Manifest
 
 PORT = 8080
-METRICS_PORT = 9090
+#: the operations port (--metrics-port): /metrics and the health routes, on a listener of their own, so that the
+#: kubelet's probes, each on a new connection, never queue behind a flood's connections to the API port
+OPS_PORT = 9090
 UID = 10001  # above 10000: no clash with a node's own users (checkov CKV_K8S_40)
 STATE_DIR = "/var/lib/modelapi"
 PRESTOP_S = 5  # the pause before SIGTERM, while the endpoint leaves every load balancer
@@ -58,7 +61,7 @@ def serve_args(o: Options) -> list[str]:
         "--port",
         str(PORT),
         "--metrics-port",
-        str(METRICS_PORT),
+        str(OPS_PORT),
         "--graceful-timeout",
         str(o.grace_period_s),
         "--log-format",
@@ -105,7 +108,8 @@ def writable_volumes() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     return volumes, mounts
 
 
-def probes(port: int | str = "http") -> dict[str, Any]:
+def probes(port: int | str = "ops") -> dict[str, Any]:
+    """The probes, on the operations port (``ops``, the container's port of that name) by default."""
     return {
         # loading a large model can take minutes: liveness waits until the process has answered once
         "startupProbe": {
@@ -140,7 +144,7 @@ def deployment(o: Options) -> Manifest:
         "args": serve_args(o),
         "ports": [
             {"name": "http", "containerPort": PORT, "protocol": "TCP"},
-            {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
+            {"name": "ops", "containerPort": OPS_PORT, "protocol": "TCP"},
         ],
         "env": [{"name": "MODELAPI_STATE_DIR", "value": STATE_DIR}, *secret_env(o.secret_name)],
         **probes(),
@@ -156,7 +160,7 @@ def deployment(o: Options) -> Manifest:
         "labels": {**labels(o), "app.kubernetes.io/component": "server"},
         "annotations": {
             "prometheus.io/scrape": "true",
-            "prometheus.io/port": str(METRICS_PORT),
+            "prometheus.io/port": str(OPS_PORT),
             "prometheus.io/path": "/metrics",
         },
     }
@@ -190,7 +194,9 @@ def deployment(o: Options) -> Manifest:
     }
     comment = f"""modelapi serving {o.model} from {o.image}.
 Probes: startup and liveness on /v2/health/live (the process answers), readiness on /v2/health/ready (every
-model loaded, not draining). On scale-in or rollout the pod first pauses {PRESTOP_S} s (preStop) while its
+model loaded, not draining), on the operations port {OPS_PORT} (--metrics-port, named ops): a listener of its
+own, so a flood of connections to the API port cannot delay them past their timeout and have a healthy pod
+restarted or taken out of the Service. On scale-in or rollout the pod first pauses {PRESTOP_S} s (preStop) while its
 endpoint leaves the Service, then gets SIGTERM and drains in-flight requests for up to {o.grace_period_s} s
 (--graceful-timeout); terminationGracePeriodSeconds ({grace}) covers both plus a margin, so Kubernetes never
 kills a draining server. The root filesystem is read-only: the state dir ({STATE_DIR}) and /tmp are emptyDirs.
@@ -199,8 +205,8 @@ Secret {o.secret_name!r}, keys database-url and redis-url:
   kubectl -n {o.namespace} create secret generic {o.secret_name} \\
     --from-literal=database-url=postgresql+psycopg://USER:PASSWORD@HOST:5432/DB \\
     --from-literal=redis-url=redis://HOST:6379/0
-/metrics is served without a key on port {METRICS_PORT} only (--metrics-port); the API port needs a key
-(modelapi keys create --database-url ...).
+/metrics and the health routes are served without a key on port {OPS_PORT} (nothing else is served there); the
+API port needs a key (modelapi keys create --database-url ...).
 Applying this file again sets the replica count back to {o.replicas}; the HPA then scales it again."""
     return Manifest(body, comment)
 
@@ -213,10 +219,9 @@ def service(o: Options) -> Manifest:
         "spec": {
             "type": "ClusterIP",
             "selector": labels(o),
-            "ports": [
-                {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"},
-                {"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics", "protocol": "TCP"},
-            ],
+            # the API only: the operations port's answers are each pod's own, asked of each pod (the kubelet's
+            # probes; Prometheus through the pods' annotations or a PodMonitor), never of any ready pod
+            "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
         },
     }
     comment = f"""In-cluster address: http://{o.name}.{o.namespace}.svc/ (port 80 -> the pods' {PORT}); only ready pods
@@ -286,7 +291,7 @@ def network_policy(o: Options) -> Manifest:
                     "from": [
                         {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": o.monitoring_namespace}}}
                     ],
-                    "ports": [{"port": METRICS_PORT, "protocol": "TCP"}],
+                    "ports": [{"port": OPS_PORT, "protocol": "TCP"}],
                 },
             ],
             "egress": [
@@ -302,7 +307,9 @@ def network_policy(o: Options) -> Manifest:
         },
     }
     comment = f"""Ingress: the API port ({PORT}) from anywhere the cluster routes (narrow it with a `from` naming your
-ingress controller's namespace); /metrics ({METRICS_PORT}) only from the namespace {o.monitoring_namespace!r}.
+ingress controller's namespace); the operations port ({OPS_PORT}: /metrics, health) only from the namespace
+{o.monitoring_namespace!r}, and from the pod's own node, whose kubelet sends the probes: a NetworkPolicy always
+allows traffic from the node a pod runs on.
 Egress: DNS, PostgreSQL (5432), Redis (6379) and OTLP traces over HTTP (4318); nothing else, so a compromised
 pod cannot reach the rest of the network. Change the ports if your services listen elsewhere."""
     return Manifest(body, comment)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterator, Mapping, Sequence
 
 from starlette.applications import Starlette
@@ -24,7 +23,6 @@ from ..jobs.quota import RowQuota
 from ..models.base import Model
 from ..monitor.service import Monitor
 from ..protocols import registered
-from ..protocols.metrics import listener
 from ..repository.shared import SharedState
 from ..security.auth import Auth, AuthMiddleware, PublicPaths
 from ..security.limits import KeyLimits, rate_limit
@@ -45,18 +43,15 @@ def create_app(
     settings: Settings | None = None,
     *,
     shared: SharedState | None = None,
-    metrics_socket: socket.socket | None = None,
     freeze_heap: bool = False,
     shedding: Shedding | None = None,
 ) -> Starlette:
     """The ASGI application serving ``models`` (models built in Python, a data plane, or ``None``: what
     ``settings`` names). Models load in the lifespan startup, before readiness. ``shared``: the workers' shared
-    repository state, with ``--workers N``. ``metrics_socket``: the ``--metrics-port`` listener, bound by the
-    server (once, before any fork), served by this app's lifespan. ``freeze_heap``: the process is the
-    server's worker, whose heap ``heap.HeapFreezer`` freezes once models load (not for an app embedded in
-    another program, whose heap is that program's). ``shedding``: the server's HTTP protocol's refusals on the
-    head under overload (``http/shedding.py``), bound here to this app's data plane and inference routes, unless
-    tracing is on."""
+    repository state, with ``--workers N``. ``freeze_heap``: the process is the server's worker, whose heap
+    ``heap.HeapFreezer`` freezes once models load (not for an app embedded in another program, whose heap is
+    that program's). ``shedding``: the server's HTTP protocol's refusals on the head under overload
+    (``http/shedding.py``), bound here to this app's data plane and inference routes, unless tracing is on."""
     settings = settings or Settings()
     tracing.configure(settings)  # per worker, after any fork: the SDK's export thread is per process
     if isinstance(models, DataPlane):
@@ -96,7 +91,6 @@ def create_app(
         if settings.metrics:
             samplers = [metrics.watch_queues(metrics.queued_in(dataplane.repository)), metrics.watch_jobs(job_counts)]
             sampling = loop.create_task(metrics.sample_forever())
-        scrapes = None if metrics_socket is None else await listener.serve(metrics_socket)
         try:
             await dataplane.start()
             follow = loop.create_task(dataplane.repository.follow(watch=settings.watch))
@@ -114,8 +108,6 @@ def create_app(
                 await dataplane.close()
                 await asyncio.to_thread(monitor.stop)  # what waits is written once no call can add more
         finally:
-            if scrapes is not None:
-                scrapes.close()
             if sampling is not None:
                 sampling.cancel()
             for sampler in samplers:

@@ -12,6 +12,9 @@ then runs that app's own lifespan, so that the server can already answer while m
 
 With ``background_startup=False`` the server does not start accepting until the app has started (used by
 replacement workers, so that a restart never turns requests away while the other workers can serve them).
+
+``health`` gives the same answers to the health routes for the operations port (``--metrics-port``,
+``http/ops.py``), which serves them without the app from its own listener.
 """
 
 from __future__ import annotations
@@ -79,6 +82,20 @@ class Lifecycle:
     @property
     def ready(self) -> bool:
         return self.state == "serving" and self._cluster_ready()
+
+    def health(self, path: str) -> tuple[int, dict[str, bool]] | None:
+        """The status and body the main port gives ``path`` now if it is a health route, else None: for the
+        operations port (``http/ops.py``), which answers without the app. The same decisions as ``__call__``
+        and, once the app serves, as the V2 routes (``protocols/v2/routes.py``) behind it."""
+        if path == READY_PATH:
+            ready = self.ready and self.app is not None and self.app.state.dataplane.ready
+            return (200 if ready else 503), {"ready": ready}
+        if path == LIVE_PATH:
+            if self.state in ("starting", "failed") or self.app is None:
+                return 200, {"live": True}
+            live = bool(self.app.state.dataplane.live)
+            return (200 if live else 503), {"live": live}
+        return None
 
     def _announce(self) -> None:
         if self._listening and self._started and not self._announced and self.app is not None:

@@ -1,6 +1,6 @@
 """``GET /metrics`` on the main port: every worker's totals in Prometheus' text format, admin keys only when
-authentication is on (``admin_paths``). With ``--metrics-port`` it is not served here but on that port
-(``metrics_listener.py``), without a key."""
+authentication is on (``admin_paths``). With ``--metrics-port`` it is not served here but on that port, the
+operations port (``http/ops.py``), without a key."""
 
 from __future__ import annotations
 
