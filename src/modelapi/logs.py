@@ -246,8 +246,12 @@ class LogHandler(logging.StreamHandler[TextIO]):
             own = self._own
             if isinstance(own, JsonFormatter):
                 line = _encode(_access_fields(name, level, created, message, fields), own.ascii_only)
-            else:  # what TextFormatter makes of a record without a traceback
-                line = TEXT_FORMAT % {"levelname": level, "name": name, "message": message}
+            else:  # what TextFormatter makes of a record without a traceback: TEXT_FORMAT ends in the message
+                prefix = _TEXT_PREFIXES.get((level, name))
+                if prefix is None:
+                    prefix = TEXT_FORMAT % {"levelname": level, "name": name, "message": ""}
+                    _TEXT_PREFIXES[(level, name)] = prefix
+                line = prefix + message
                 if "mk_" in line:
                     line = redact(line)
             line += self.terminator
@@ -365,6 +369,8 @@ class LogHandler(logging.StreamHandler[TextIO]):
         self._timer_loop = None
 
 
+#: TEXT_FORMAT up to the message, per level name and logger name (write_access's text lines; a few entries)
+_TEXT_PREFIXES: dict[tuple[str, str], str] = {}
 #: every LogHandler, for the child of a fork (``_forget_pending``)
 _HANDLERS: weakref.WeakSet[LogHandler] = weakref.WeakSet()
 
