@@ -417,10 +417,20 @@ def _access_fields(name: str, level: str, created: float, message: str, fields: 
                 value = getattr(ctx, key)
         if value is not None:
             out[key] = value
-    for key, value in fields.items():
-        if key not in _STANDARD and not key.startswith("_"):
-            out[key] = value
+    keys = tuple(fields)
+    extra = _EXTRA_KEYS.get(keys)
+    if extra is None:
+        extra = tuple(key for key in keys if key not in _STANDARD and not key.startswith("_"))
+        if len(_EXTRA_KEYS) < 64:  # the access line has one set of keys; a caller with many still gets them right
+            _EXTRA_KEYS[keys] = extra
+    for key in extra:
+        out[key] = fields[key]
     return out
+
+
+#: the ``extra=`` keys of a set of fields (as ``JsonFormatter`` picks them, in order), per its keys in order:
+#: the access line's are the same on every request
+_EXTRA_KEYS: dict[tuple[str, ...], tuple[str, ...]] = {}
 
 
 def make_handler(log_format: str, stream: TextIO | None = None, *, flush_delay: float = 0.0) -> LogHandler:
