@@ -115,6 +115,10 @@ def test_writes_are_whole_lines_of_at_most_pipe_buf_bytes() -> None:
         if chunk != line(long):
             assert len(chunk.encode()) <= logs.PIPE_BUF
     assert line(long) in chunks  # the long line alone, as before
+    # each write flushed before the next: a stream that is not line-buffered does not join two into one over
+    # PIPE_BUF
+    calls = stream.calls
+    assert all(calls[i + 1] == Stream.FLUSH for i, c in enumerate(calls) if c != Stream.FLUSH)
     # each write but those before the long line and at the flush filled most of its PIPE_BUF (less than one
     # more line was left): the bound, not the line count, decides
     at = chunks.index(line(long))

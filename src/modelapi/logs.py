@@ -261,7 +261,7 @@ class LogHandler(logging.StreamHandler[TextIO]):
                     self._buffer(line, loop)
                     return
             if self._pending:
-                self._write_pending(flush=False)
+                self._write_pending()
             self.stream.write(line)
             self.flush()
         except RecursionError:  # as StreamHandler.emit: see CPython issue 36272
@@ -282,9 +282,9 @@ class LogHandler(logging.StreamHandler[TextIO]):
             # the timer is another loop's (another thread's, or one that has stopped): what waits goes now
             self._timer_loop = armed = None
             if self._pending:
-                self._write_pending(flush=False)
+                self._write_pending()
         if self._pending and self._pending_bytes + size > PIPE_BUF:
-            self._write_pending(flush=False)
+            self._write_pending()
         self._pending.append(line)
         self._pending_bytes += size
         if self._pending_bytes >= PIPE_BUF:
@@ -302,16 +302,17 @@ class LogHandler(logging.StreamHandler[TextIO]):
         except (LookupError, UnicodeError):
             return len(line) * 10  # backslashreplace writes a character as \UXXXXXXXX at most
 
-    def _write_pending(self, *, flush: bool = True) -> None:
-        """Write the waiting lines in one write (the caller holds the lock). They leave the buffer first: a
-        stream that fails does not get them again with every later line."""
+    def _write_pending(self) -> None:
+        """Write the waiting lines in one write, then flush (the caller holds the lock): flushed each time, so
+        that a stream that is not line-buffered does not join them with the next line into a write over
+        PIPE_BUF. They leave the buffer first: a stream that fails does not get them again with every later
+        line."""
         pending = self._pending
         text = pending[0] if len(pending) == 1 else "".join(pending)
         self._pending = []
         self._pending_bytes = 0
         self.stream.write(text)
-        if flush:
-            logging.StreamHandler.flush(self)
+        logging.StreamHandler.flush(self)
 
     def _timer_fired(self, generation: int) -> None:
         self.acquire()
@@ -331,7 +332,7 @@ class LogHandler(logging.StreamHandler[TextIO]):
         """``StreamHandler.emit``, after the access lines that wait: the log keeps the order of its lines."""
         if self._pending:
             try:
-                self._write_pending(flush=False)
+                self._write_pending()
             except RecursionError:
                 raise
             except Exception:
@@ -343,8 +344,9 @@ class LogHandler(logging.StreamHandler[TextIO]):
         self.acquire()
         try:
             if self._pending:
-                self._write_pending(flush=False)
-            super().flush()
+                self._write_pending()  # and flushes
+            else:
+                super().flush()
         finally:
             self.release()
 
