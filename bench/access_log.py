@@ -1,5 +1,6 @@
 """What the log costs per request: the request-context middleware around a trivial ASGI app, called directly
-(no sockets), with the access log off (level WARNING), on in text and on in JSON (written to /dev/null).
+(no sockets), with the access log off (level WARNING), on in text and on in JSON (written to /dev/null), each
+line written at once (``--access-log-flush-ms 0``) and buffered (the default, 50 ms: one write per PIPE_BUF).
 
     .venv/bin/python -m bench.access_log [REQUESTS]
 """
@@ -61,15 +62,21 @@ def main() -> None:
     root = logging.getLogger()
     with open(os.devnull, "w") as null:
         results = {}
-        for name, log_format, level in (("off", "text", logging.WARNING), ("text", "text", logging.INFO),
-                                        ("json", "json", logging.INFO)):  # fmt: skip
-            handler = logs.make_handler(log_format, null)
+        for name, log_format, level, delay in (
+            ("off", "text", logging.WARNING, 0.0),
+            ("text", "text", logging.INFO, 0.0),
+            ("json", "json", logging.INFO, 0.0),
+            ("text buffered", "text", logging.INFO, 0.05),
+            ("json buffered", "json", logging.INFO, 0.05),
+        ):
+            handler = logs.make_handler(log_format, null, flush_delay=delay)
             root.handlers = [handler]
             root.setLevel(level)
             results[name] = min(asyncio.run(measure(n)) for _ in range(3))
+            handler.close()
     for name, us in results.items():
         extra = "" if name == "off" else f"  (+{us - results['off']:.1f} µs for the access line)"
-        print(f"access log {name:>4}: {us:6.1f} µs per request{extra}")
+        print(f"access log {name:>13}: {us:6.1f} µs per request{extra}")
 
 
 if __name__ == "__main__":

@@ -121,6 +121,11 @@ _SERVE_FLAGS: dict[str, tuple[list[str], str, dict[str, Any]]] = {
         "log lines as text or JSON (one object per line); default: text on a terminal, JSON otherwise",
         {"choices": ["auto", "text", "json"]},
     ),
+    "access_log_flush_ms": (
+        ["--access-log-flush-ms"],
+        "longest an access line waits to share one write with the next ones; 0: each written at once (default 50)",
+        {"type": float, "metavar": "MS"},
+    ),
     "tracing": (
         ["--tracing"],
         "OpenTelemetry traces, configured by the OTEL_* variables: auto (default: on when OTEL_TRACES_EXPORTER or "

@@ -7,6 +7,14 @@ of their own and propagate to it, so they come out in the same format. That hand
 write an INFO line without making its record (``write_access``), the same bytes its formatter would write: the
 HTTP access log does when the record would reach that handler alone (http/access.py).
 
+Buffered access lines (``settings.access_log_flush_ms``, as nginx's ``access_log ... buffer= flush=``): with a
+delay above 0, a line ``write_access`` makes on an event loop waits in the handler, whole, instead of costing
+a write system call of its own. What waits is written, in one write of whole lines, when any other record goes
+through the handler (before that record's line: the log keeps its order), when it reaches ``PIPE_BUF`` bytes,
+when the delay after the first waiting line has passed (a timer on that loop), and on ``flush()`` and
+``close()`` (``logging.shutdown`` at exit, the server's shutdown, a worker's exit). Off a running loop (a
+thread, a script) a line is written at once. A kill -9 loses at most the last delay's access lines.
+
 A JSON line is one object encoded by orjson: a quote, a newline or a control character in a message stays
 inside its string. Keys: ``time`` (RFC 3339, UTC, milliseconds), ``level``, ``logger``, ``message``; when
 known ``request_id``, ``trace_id``, ``model``, ``version``; ``exception`` (the formatted traceback) when the
@@ -21,11 +29,15 @@ an API key's secret never reaches the log whatever a message carries.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import contextvars
 import json
 import logging
+import os
 import sys
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any, Protocol, TextIO
 
@@ -90,6 +102,9 @@ _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | 
     "version",
 }
 _KNOWN = ("request_id", "trace_id", "model", "version")
+#: most bytes in one write of buffered lines: POSIX writes up to PIPE_BUF bytes to a pipe in one piece, so the
+#: lines of workers that share one stderr pipe never interleave within a line
+PIPE_BUF = 4096
 
 _second: tuple[int, str] = (-1, "")
 
@@ -175,7 +190,7 @@ class LogHandler(logging.StreamHandler[TextIO]):
     """The handler ``make_handler`` makes: a ``StreamHandler`` with its formatter and ``ContextFilter``, that can
     also write an INFO line without a ``LogRecord`` (``write_access``) while it is still as it was made."""
 
-    def __init__(self, stream: TextIO, formatter: JsonFormatter | TextFormatter) -> None:
+    def __init__(self, stream: TextIO, formatter: JsonFormatter | TextFormatter, *, flush_delay: float = 0.0) -> None:
         super().__init__(stream)
         self.setFormatter(formatter)
         self._context = ContextFilter()
@@ -184,6 +199,15 @@ class LogHandler(logging.StreamHandler[TextIO]):
         plain = type(formatter) is JsonFormatter or (type(formatter) is TextFormatter and formatter._fmt == TEXT_FORMAT)
         self._own = formatter if plain else None
         self._modelapi = True  # so configure() replaces its own, and only it
+        #: seconds an access line written on an event loop may wait to share a write (0: written at once)
+        self.flush_delay = flush_delay
+        self._pending: list[str] = []  # whole lines, each with its newline, in order
+        self._pending_bytes = 0
+        # the loop whose timer will write what waits (None: no timer armed); the generation tells that timer
+        # from one armed before it, which still writes what waits when it fires but no longer stands for "armed"
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
+        self._generation = 0
+        _HANDLERS.add(self)
 
     def untouched(self) -> bool:
         """Its own formatter and filter and nothing else, at a level that lets INFO through: what it writes for
@@ -208,7 +232,8 @@ class LogHandler(logging.StreamHandler[TextIO]):
     ) -> None:
         """Write the line this handler writes for an INFO record of logger ``name``, made at ``created``, with
         ``msg % args`` for its message and the ``extra=`` fields ``fields``, without that record: the same bytes
-        in one write, under the lock, then the flush, as ``Handler.handle`` and ``StreamHandler.emit`` do.
+        in one write, under the lock, then the flush, as ``Handler.handle`` and ``StreamHandler.emit`` do; or,
+        with a ``flush_delay`` and on a running event loop, kept to be written with others (``_buffer``).
 
         Only for a handler that is ``untouched()`` and the only one the record would reach; ``args`` is a
         tuple as ``%`` takes it (not one mapping). ``record`` makes the record, only for ``handleError`` if
@@ -221,11 +246,23 @@ class LogHandler(logging.StreamHandler[TextIO]):
             own = self._own
             if isinstance(own, JsonFormatter):
                 line = _encode(_access_fields(name, level, created, message, fields), own.ascii_only)
-            else:  # what TextFormatter makes of a record without a traceback
-                line = TEXT_FORMAT % {"levelname": level, "name": name, "message": message}
+            else:  # what TextFormatter makes of a record without a traceback: TEXT_FORMAT ends in the message
+                prefix = _TEXT_PREFIXES.get((level, name))
+                if prefix is None:
+                    prefix = TEXT_FORMAT % {"levelname": level, "name": name, "message": ""}
+                    _TEXT_PREFIXES[(level, name)] = prefix
+                line = prefix + message
                 if "mk_" in line:
                     line = redact(line)
-            self.stream.write(line + self.terminator)
+            line += self.terminator
+            if self.flush_delay > 0.0:
+                loop = _running_loop()
+                if loop is not None:
+                    self._buffer(line, loop)
+                    return
+            if self._pending:
+                self._write_pending()
+            self.stream.write(line)
             self.flush()
         except RecursionError:  # as StreamHandler.emit: see CPython issue 36272
             raise
@@ -233,6 +270,139 @@ class LogHandler(logging.StreamHandler[TextIO]):
             self.handleError(record())
         finally:
             self.release()
+
+    # buffered access lines (under the lock) ---------------------------------------------------------------
+    def _buffer(self, line: str, loop: asyncio.AbstractEventLoop) -> None:
+        """Keep ``line`` to be written with the lines around it: at once when the waiting bytes reach
+        ``PIPE_BUF`` (what waited before, first, when this line would take them over it: each write is whole
+        lines of at most PIPE_BUF bytes, or one longer line alone), else by a timer on ``loop``."""
+        size = len(line) if line.isascii() else self._bytes(line)
+        armed = self._timer_loop
+        if armed is not None and armed is not loop:
+            # the timer is another loop's (another thread's, or one that has stopped): what waits goes now
+            self._timer_loop = armed = None
+            if self._pending:
+                self._write_pending()
+        if self._pending and self._pending_bytes + size > PIPE_BUF:
+            self._write_pending()
+        self._pending.append(line)
+        self._pending_bytes += size
+        if self._pending_bytes >= PIPE_BUF:
+            self._write_pending()
+        elif armed is None:
+            self._generation += 1
+            loop.call_later(self.flush_delay, self._timer_fired, self._generation)
+            self._timer_loop = loop
+
+    def _bytes(self, line: str) -> int:
+        """What ``line`` takes on the stream, in its encoding (a character it cannot encode counted at most)."""
+        encoding = getattr(self.stream, "encoding", None) or "utf-8"
+        try:
+            return len(line.encode(encoding, getattr(self.stream, "errors", None) or "strict"))
+        except (LookupError, UnicodeError):
+            return len(line) * 10  # backslashreplace writes a character as \UXXXXXXXX at most
+
+    def _write_pending(self) -> None:
+        """Write the waiting lines in one write, then flush (the caller holds the lock): flushed each time, so
+        that a stream that is not line-buffered does not join them with the next line into a write over
+        PIPE_BUF. They leave the buffer first: a stream that fails does not get them again with every later
+        line."""
+        pending = self._pending
+        text = pending[0] if len(pending) == 1 else "".join(pending)
+        self._pending = []
+        self._pending_bytes = 0
+        self.stream.write(text)
+        logging.StreamHandler.flush(self)
+
+    def _timer_fired(self, generation: int) -> None:
+        self.acquire()
+        try:
+            if generation == self._generation:
+                self._timer_loop = None
+            if self._pending:
+                self._write_pending()
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(_lost_lines())
+        finally:
+            self.release()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """``StreamHandler.emit``, after the access lines that wait: the log keeps the order of its lines."""
+        if self._pending:
+            try:
+                self._write_pending()
+            except RecursionError:
+                raise
+            except Exception:
+                self.handleError(record)
+        super().emit(record)
+
+    def flush(self) -> None:
+        """Write the access lines that wait, then flush the stream."""
+        self.acquire()
+        try:
+            if self._pending:
+                self._write_pending()  # and flushes
+            else:
+                super().flush()
+        finally:
+            self.release()
+
+    def close(self) -> None:
+        """Write the access lines that wait, then close as ``StreamHandler`` does (the stream stays open)."""
+        self.acquire()
+        try:
+            if self._pending:
+                self._write_pending()
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(_lost_lines())
+        finally:
+            self.release()
+            super().close()
+
+    def _forget_pending(self) -> None:
+        """In a forked child: the lines that wait are the parent's to write, its timer the parent's loop's."""
+        self._pending = []
+        self._pending_bytes = 0
+        self._timer_loop = None
+
+
+#: TEXT_FORMAT up to the message, per level name and logger name (write_access's text lines; a few entries)
+_TEXT_PREFIXES: dict[tuple[str, str], str] = {}
+#: every LogHandler, for the child of a fork (``_forget_pending``)
+_HANDLERS: weakref.WeakSet[LogHandler] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for handler in list(_HANDLERS):
+        handler._forget_pending()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+#: the running event loop of this thread, or None (asyncio's own fast check, no exception when there is none)
+_running_loop = asyncio._get_running_loop
+
+
+def _lost_lines() -> logging.LogRecord:
+    """The record ``handleError`` is given when waiting access lines cannot be written."""
+    return logging.makeLogRecord(
+        {"name": "modelapi.access", "levelno": logging.INFO, "levelname": "INFO", "msg": "buffered access lines"}
+    )
+
+
+def flush() -> None:
+    """Write what the root logger's handlers hold (the access lines that wait): before a process leaves
+    without ``logging.shutdown`` (a forked worker's ``os._exit``)."""
+    for handler in list(logging.getLogger().handlers):
+        # as logging.shutdown: a stream that is gone has nothing more to say
+        with contextlib.suppress(Exception):
+            handler.flush()
 
 
 def _access_fields(name: str, level: str, created: float, message: str, fields: dict[str, Any]) -> dict[str, Any]:
@@ -249,14 +419,25 @@ def _access_fields(name: str, level: str, created: float, message: str, fields: 
                 value = getattr(ctx, key)
         if value is not None:
             out[key] = value
-    for key, value in fields.items():
-        if key not in _STANDARD and not key.startswith("_"):
-            out[key] = value
+    keys = tuple(fields)
+    extra = _EXTRA_KEYS.get(keys)
+    if extra is None:
+        extra = tuple(key for key in keys if key not in _STANDARD and not key.startswith("_"))
+        if len(_EXTRA_KEYS) < 64:  # the access line has one set of keys; a caller with many still gets them right
+            _EXTRA_KEYS[keys] = extra
+    for key in extra:
+        out[key] = fields[key]
     return out
 
 
-def make_handler(log_format: str, stream: TextIO | None = None) -> LogHandler:
-    """A stream handler (stderr by default) with the formatter for ``log_format`` and the context filter."""
+#: the ``extra=`` keys of a set of fields (as ``JsonFormatter`` picks them, in order), per its keys in order:
+#: the access line's are the same on every request
+_EXTRA_KEYS: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+
+def make_handler(log_format: str, stream: TextIO | None = None, *, flush_delay: float = 0.0) -> LogHandler:
+    """A stream handler (stderr by default) with the formatter for ``log_format`` and the context filter;
+    ``flush_delay``: seconds an access line may wait to be written with others (0: at once)."""
     stream = stream if stream is not None else sys.stderr
     formatter: JsonFormatter | TextFormatter
     if resolve_format(log_format, stream) == "json":
@@ -264,12 +445,13 @@ def make_handler(log_format: str, stream: TextIO | None = None) -> LogHandler:
         formatter = JsonFormatter(ascii_only=encoding != "utf8")
     else:
         formatter = TextFormatter()
-    return LogHandler(stream, formatter)
+    return LogHandler(stream, formatter, flush_delay=flush_delay)
 
 
 def configure(settings: Any, stream: TextIO | None = None) -> LogHandler:
     """Send every log record to one handler in ``settings.log_format`` at ``settings.log_level``.
 
+    Access lines wait up to ``settings.access_log_flush_ms`` to share a write (``LogHandler._buffer``).
     Replaces a handler an earlier call installed and leaves others (a test's capture handler) alone. uvicorn's
     loggers drop their own handlers and propagate here (pass ``uvicorn.Config(log_config=None)``).
     """
@@ -278,7 +460,7 @@ def configure(settings: Any, stream: TextIO | None = None) -> LogHandler:
         if getattr(old, "_modelapi", False):
             root.removeHandler(old)
             old.close()
-    handler = make_handler(settings.log_format, stream)
+    handler = make_handler(settings.log_format, stream, flush_delay=settings.access_log_flush_ms / 1000)
     root.addHandler(handler)
     root.setLevel(settings.log_level.upper())
     logging.captureWarnings(True)  # Python's warnings too, in the same format (py.warnings)

@@ -308,6 +308,7 @@ def serve_socket(
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        logs.flush()  # the access lines that wait for their loop's timer: the loop has stopped
     if lifecycle.error is not None:
         raise lifecycle.error
 

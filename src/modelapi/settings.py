@@ -95,6 +95,13 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "text", "json"] = Field(
         "auto", description="log lines as text or JSON, one object per line; auto: text on a terminal, else JSON"
     )
+    access_log_flush_ms: float = Field(
+        50.0,
+        ge=0,
+        le=10_000,
+        description="longest an access line waits to be written with the next ones, in one write (0: each at once; "
+        "a kill -9 loses at most this long's lines; docs/observability.md#logs)",
+    )
     # traces (docs/observability.md#traces): whether they are on; the OpenTelemetry SDK reads the rest of OTEL_*
     tracing: Literal["auto", "on", "off"] = Field(
         "auto",

@@ -36,6 +36,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 
+from . import logs
 from .errors import ModelLoadError
 
 _FORWARDED = {signal.SIGTERM, signal.SIGINT}
@@ -234,6 +235,7 @@ class Supervisor:
         except BaseException:
             log.exception("worker %d failed", index)
         finally:
+            logs.flush()  # the access lines that wait: os._exit skips logging.shutdown
             for stream in (sys.stdout, sys.stderr):
                 with contextlib.suppress(Exception):
                     stream.flush()
