@@ -420,6 +420,41 @@ def test_a_head_over_the_limit_among_reads_kept_for_its_turn_is_not_run_behind_a
     asyncio.run(main())
 
 
+def test_a_whole_head_refused_behind_an_answer_still_to_come_runs_nothing_after_it_nor_is_closed_as_idle() -> None:
+    """A head over the limit that came whole in one read, behind a request still being served, with a request
+    pipelined behind it in the same read: that request is not run (its answer would go out before the 431, and the
+    client read it as the refused request's), and the connection is not closed under the first answer by the
+    keep-alive timer, as if idle, while that answer is still to come."""
+    release = asyncio.Event()
+    paths: list[str] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        paths.append(scope["path"])
+        if scope["path"] == "/a":
+            await release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    async def main() -> None:
+        config = uvicorn.Config(app, log_config=None, lifespan="off", timeout_keep_alive=0.05)
+        config.load()
+        refused = b"GET /b HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 2000 + b"\r\n\r\n"
+        for behind in (b"", b"GET /c HTTP/1.1\r\nHost: x\r\n\r\n"):
+            release.clear()
+            paths.clear()
+            conn = Connection(app, config=config, max_header_bytes=1000)
+            conn.feed(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n" + refused + behind)
+            await asyncio.sleep(0.2)  # past the keep-alive timeout, the first answer still to come
+            assert not conn.wire.closed and conn.wire.writes == []
+            release.set()
+            answers = await conn.answers(2)
+            assert [a.status for a in answers] == [200, 431] and conn.wire.closed
+            assert paths == ["/a"]
+            conn.close()
+
+    asyncio.run(main())
+
+
 def test_a_whole_head_over_the_limit_in_one_read_is_refused_and_its_request_not_run() -> None:
     started: list[str] = []
 

@@ -308,9 +308,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         # a request is here: the connection is not idle (an answer given on the head earlier in this read armed
         # the keep-alive timer, which would otherwise close the connection under this request)
         self._unset_keepalive_if_required()
-        if self.transport.is_closing():
+        if self.transport.is_closing() or self._refusal_due is not None:
             # an answer given on the head while this read was parsed closed the connection (a refusal to an
-            # HTTP/1.0 request, say): as uvicorn starts no request pipelined behind such an answer, none is started
+            # HTTP/1.0 request, say): as uvicorn starts no request pipelined behind such an answer, none is started.
+            # Nor behind a refusal due after answers still to come (``_refuse``): the connection ends with it, and a
+            # request run meanwhile would be answered before it, out of order
             self._discarding = True
             return
         if size > self.max_header_bytes:
@@ -434,11 +436,16 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                     cycle.scope[BODY_IN] = True  # type: ignore[literal-required]
                 return
         # answered before its body ended: the reads of that body unset the keep-alive timer the answer armed, so it
-        # is armed again now that the connection is idle (else it would stay open, idle, for good)
+        # is armed again now that the connection is idle (else it would stay open, idle, for good). Not while an
+        # answer before it is still to come (a head refused behind it, its refusal due): the connection is not
+        # idle, and the timer would close it under that answer
+        cycle = self.cycle
         if (
             self.timeout_keep_alive_task is None
             and not self.pipeline
             and self._waiting is None
+            and self._refusal_due is None
+            and (cycle is None or cycle.response_complete)
             and not self.transport.is_closing()
         ):
             self.timeout_keep_alive_task = self.loop.call_later(
