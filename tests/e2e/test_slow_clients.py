@@ -107,6 +107,8 @@ def test_a_trailer_section_over_the_head_limit_gets_431(server: RunningServer) -
             sock.sendall(chunked(ROW, trailers))
         answer = read_all(sock)
     assert status(answer) == 431 and b"trailer" in answer and b"max_header_bytes" in answer, answer
+    line = '"POST /predict HTTP/1.1\\" 431'  # the access line says so, not 499 (the app saw the client gone)
+    assert line in server.log_with(line)
     with connect(server) as sock:  # under the limit, the request is served and the connection kept
         sock.settimeout(5)
         sock.sendall(chunked(ROW, trailers[:3000].rpartition(b"\r\n")[0] + b"\r\n"))

@@ -51,6 +51,9 @@ ARRIVED = "modelapi.arrived"
 IN_PROGRESS = "modelapi.in_progress"
 #: the scope key set when the request's whole body is in (``receive`` returns it without waiting)
 BODY_IN = "modelapi.body_in"
+#: the scope key of the status the protocol answered the request with itself while its app ran (431: its trailer
+#: section over the limit), for the access line: the app saw the client gone
+REFUSED = "modelapi.refused"
 #: the scope key of the app that refuses a request on its head (``Shedder.app_for``'s), until it runs
 _REFUSAL = "modelapi.refusal"
 #: the first bytes of a request taken at once under a flood (``http/pacing.py``): cheap to answer, and probes
@@ -538,6 +541,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 return
         cycle.disconnected = True
         cycle.message_event.set()
+        cycle.scope[REFUSED] = 431  # type: ignore[literal-required]
         self._write_refusal(431, "Request Header Fields Too Large", detail)
 
     # the unread body's deadline -------------------------------------------------------------------------------
