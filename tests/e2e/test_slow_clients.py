@@ -5,6 +5,7 @@ past its timeout, and while they wait, others are served at once. Also the wire'
 from __future__ import annotations
 
 import contextlib
+import gzip
 import socket
 import time
 from collections.abc import Iterator
@@ -89,6 +90,46 @@ def test_chunked_body_over_the_limit_gets_413(server: RunningServer) -> None:
         answer = read_all(sock)
     assert status(answer) == 413, answer
     assert b"max_body_bytes" in answer
+
+
+def chunked(body: bytes, trailers: bytes) -> bytes:
+    """A chunked request to ``/predict``: ``body`` in one chunk, then the trailer section ``trailers`` (its
+    field lines)."""
+    return HEAD + b"Transfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n%s\r\n" % (len(body), body, trailers)
+
+
+def test_a_trailer_section_over_the_head_limit_gets_431(server: RunningServer) -> None:
+    """Trailers are header fields after the body: they are held to the head's limit (4096 bytes here), and are no
+    body, so the body's limit does not count them."""
+    trailers = b"".join(b"x-trailer-%d: %s\r\n" % (i, b"t" * 100) for i in range(50))  # about 5.6 kB
+    with connect(server) as sock:
+        with contextlib.suppress(OSError):  # the server may close before all is sent
+            sock.sendall(chunked(ROW, trailers))
+        answer = read_all(sock)
+    assert status(answer) == 431 and b"trailer" in answer and b"max_header_bytes" in answer, answer
+    line = '"POST /predict HTTP/1.1\\" 431'  # the access line says so, not 499 (the app saw the client gone)
+    assert line in server.log_with(line)
+    with connect(server) as sock:  # under the limit, the request is served and the connection kept
+        sock.settimeout(5)
+        sock.sendall(chunked(ROW, trailers[:3000].rpartition(b"\r\n")[0] + b"\r\n"))
+        assert status(read_answer(sock)) == 200
+        sock.sendall(HEAD + b"Content-Length: %d\r\n\r\n" % len(ROW) + ROW)
+        assert status(read_answer(sock)) == 200
+
+
+def test_a_trailer_is_not_merged_into_the_requests_headers(server: RunningServer) -> None:
+    """A trailer ``Content-Encoding: gzip`` after a gzip body whose head names no content coding does not make the
+    server inflate it (the server reads the coding once the body is in): trailers never reach the request's
+    headers (RFC 9110 6.5.1). Named in the head, the same body is read."""
+    body = gzip.compress(ROW)
+    with connect(server) as sock:
+        sock.settimeout(5)
+        sock.sendall(chunked(body, b"Content-Encoding: gzip\r\n"))
+        answer = read_answer(sock)
+        assert status(answer) == 400, answer  # the gzip bytes are no JSON document
+        sock.sendall(chunked(body, b"").replace(b"\r\n\r\n", b"\r\nContent-Encoding: gzip\r\n\r\n", 1))
+        answer = read_answer(sock)
+        assert status(answer) == 200 and b'"prediction"' in answer, answer
 
 
 def test_content_length_bounds_the_body(server: RunningServer) -> None:

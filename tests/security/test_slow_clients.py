@@ -420,6 +420,41 @@ def test_a_head_over_the_limit_among_reads_kept_for_its_turn_is_not_run_behind_a
     asyncio.run(main())
 
 
+def test_a_whole_head_refused_behind_an_answer_still_to_come_runs_nothing_after_it_nor_is_closed_as_idle() -> None:
+    """A head over the limit that came whole in one read, behind a request still being served, with a request
+    pipelined behind it in the same read: that request is not run (its answer would go out before the 431, and the
+    client read it as the refused request's), and the connection is not closed under the first answer by the
+    keep-alive timer, as if idle, while that answer is still to come."""
+    release = asyncio.Event()
+    paths: list[str] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        paths.append(scope["path"])
+        if scope["path"] == "/a":
+            await release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    async def main() -> None:
+        config = uvicorn.Config(app, log_config=None, lifespan="off", timeout_keep_alive=0.05)
+        config.load()
+        refused = b"GET /b HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 2000 + b"\r\n\r\n"
+        for behind in (b"", b"GET /c HTTP/1.1\r\nHost: x\r\n\r\n"):
+            release.clear()
+            paths.clear()
+            conn = Connection(app, config=config, max_header_bytes=1000)
+            conn.feed(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n" + refused + behind)
+            await asyncio.sleep(0.2)  # past the keep-alive timeout, the first answer still to come
+            assert not conn.wire.closed and conn.wire.writes == []
+            release.set()
+            answers = await conn.answers(2)
+            assert [a.status for a in answers] == [200, 431] and conn.wire.closed
+            assert paths == ["/a"]
+            conn.close()
+
+    asyncio.run(main())
+
+
 def test_a_whole_head_over_the_limit_in_one_read_is_refused_and_its_request_not_run() -> None:
     started: list[str] = []
 
@@ -438,6 +473,146 @@ def test_a_whole_head_over_the_limit_in_one_read_is_refused_and_its_request_not_
         conn = Connection(app)  # one under the limit, in one read too, is served
         (answer,) = await conn.send(head.replace(b"a" * 70000, b"a" * 60000))
         assert answer.status == 200 and started == ["/a"]
+        conn.close()
+
+    asyncio.run(main())
+
+
+CHUNKED = b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+class _Reader:
+    """An app that reads the whole body, then keeps the scope's headers as they are then, and answers its size
+    (``answer_first``: its answer begun before it reads the body); ``events``: the messages it received."""
+
+    def __init__(self, answer_first: bool = False) -> None:
+        self.answer_first = answer_first
+        self.headers: list[list[tuple[bytes, bytes]]] = []
+        self.events: list[str] = []
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if self.answer_first:
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        size, more = 0, True
+        while more:
+            message = await receive()
+            self.events.append(message["type"])
+            size += len(message.get("body", b""))
+            more = message.get("more_body", False)
+        self.headers.append(list(scope["headers"]))
+        if not self.answer_first:
+            body = str(size).encode()
+            await send(
+                {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(body))]}
+            )
+        else:
+            body = b"{}"
+        await send({"type": "http.response.body", "body": body})
+
+
+def test_trailers_do_not_reach_the_scope_and_a_section_under_the_limit_passes() -> None:
+    """The trailer section's fields are dropped, not appended to the headers the app holds (it reads them after the
+    body here, as the server reads a body's Content-Encoding); under the limit, in pieces, behind tiny chunks
+    whose framing is over the limit in the same read, the request is served and the connection kept."""
+
+    async def main() -> None:
+        app = _Reader()
+        conn = Connection(app, max_header_bytes=4096)
+        trailers = b"Content-Encoding: gzip\r\nAuthorization: Bearer x\r\nExpect: 100-continue\r\n"
+        trailers += b"".join(b"x-t%d: %s\r\n" % (i, b"t" * 500) for i in range(6))  # about 3.1 kB in all
+        conn.feed(CHUNKED + b"1\r\nx\r\n" * 2000 + b"0\r\n" + trailers[:1500])  # 12 kB of framing
+        conn.feed(trailers[1500:2000])
+        conn.feed(trailers[2000:] + b"\r\n")
+        (answer,) = await conn.answers(1)
+        assert (answer.status, answer.body) == (200, b"2000") and not conn.wire.closed
+        assert app.headers == [[(b"host", b"x"), (b"transfer-encoding", b"chunked")]]
+        (answer,) = await conn.send(b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n")  # the connection goes on
+        assert answer.status == 200
+        conn.close()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("arrival", ["fields in one read", "a field a read", "one field without end"])
+def test_a_trailer_section_over_the_limit_is_refused_431_and_the_connection_closed(arrival: str) -> None:
+    """Trailers are header fields: their section is held to ``max_header_bytes``, as the head is, whether its
+    fields come at once, one a read, or as one field that never ends (httptools keeps it whole until it ends,
+    so it is counted on the raw bytes). The app reading the body is told the client is gone."""
+
+    async def main() -> None:
+        app = _Reader()
+        conn = Connection(app, max_header_bytes=4096)
+        conn.feed(CHUNKED + b"2\r\n{}\r\n0\r\n")
+        fed = 0
+        if arrival == "fields in one read":
+            conn.feed(b"".join(b"x-t%d: %s\r\n" % (i, b"t" * 5000) for i in range(200)) + b"\r\n")
+        else:
+            conn.feed(b"x-big: " if arrival == "one field without end" else b"")
+            for i in range(200):
+                conn.feed(b"t" * 100 if arrival == "one field without end" else b"x-t%d: %s\r\n" % (i, b"t" * 90))
+                fed += 100
+                if conn.wire.closed:
+                    break
+            assert 4096 - 200 < fed < 4096 + 200  # refused as the limit is passed, not later
+        (answer,) = await conn.answers(1)
+        assert answer.status == 431 and b"trailer section" in answer.body and b"max_header_bytes" in answer.body
+        assert conn.wire.closed
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert app.events[-1] == "http.disconnect"  # nothing more of the body comes: the client is gone
+        conn.close()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("answered", ["by the app", "on the head"])
+def test_a_trailer_section_over_the_limit_after_the_answer_began_closes_the_connection(answered: str) -> None:
+    """An answer begun (the app answers before it reads the body, or the request was refused on its head): no 431
+    can follow it; the connection is closed."""
+
+    async def main() -> None:
+        app = _Reader(answer_first=True)
+        conn = Connection(app, shedding=Refusing(), max_header_bytes=4096)
+        conn.feed((CHUNKED if answered == "by the app" else CHUNKED.replace(b"/a", b"/refused")) + b"2\r\n{}\r\n")
+        for _ in range(10):
+            await asyncio.sleep(0)
+        begun = b"".join(conn.wire.writes)  # the app's answer's head is held for its body (``HeadHolding``)
+        assert begun.startswith(b"HTTP/1.1 503") if answered == "on the head" else begun == b""
+        assert not conn.wire.closed
+        conn.feed(b"0\r\n" + b"".join(b"x-t%d: %s\r\n" % (i, b"t" * 5000) for i in range(200)))
+        written = b"".join(conn.wire.writes)  # (the held head goes out as the connection closes)
+        assert conn.wire.closed and written.startswith(begun) and written.count(b"HTTP/1.1 ") == 1
+        conn.close()
+
+    asyncio.run(main())
+
+
+def test_a_trailer_section_over_the_limit_behind_an_answer_still_to_come_is_refused_after_it_in_order() -> None:
+    """A request waiting its turn behind one still being served: its 431 goes out after that answer, its app is
+    not run, nor a request read behind it, and nothing more is read from the connection."""
+    release = asyncio.Event()
+    paths: list[str] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        paths.append(scope["path"])
+        if scope["path"] == "/a":
+            await release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    async def main() -> None:
+        conn = Connection(app, max_header_bytes=4096)
+        trailers = b"".join(b"x-t%d: %s\r\n" % (i, b"t" * 500) for i in range(10)) + b"\r\n"
+        refused = CHUNKED.replace(b"/a", b"/b") + b"2\r\n{}\r\n0\r\n" + trailers
+        conn.feed(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n" + refused + b"GET /c HTTP/1.1\r\nHost: x\r\n\r\n")
+        conn.feed(b"GET /d HTTP/1.1\r\nHost: x\r\n\r\n")
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert conn.wire.writes == [] and not conn.wire.closed
+        release.set()
+        answers = await conn.answers(2)
+        assert [a.status for a in answers] == [200, 431] and b"trailer section" in answers[1].body
+        assert conn.wire.closed and paths == ["/a"]
         conn.close()
 
     asyncio.run(main())

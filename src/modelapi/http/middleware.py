@@ -39,7 +39,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..errors import ModelAPIError, PayloadTooLarge, RequestTimeout
 from ..events import Events, RequestRejected
 from ..logs import CONTEXT
-from ..security.slow_clients import ARRIVED, BODY_IN, IN_PROGRESS
+from ..security.slow_clients import ARRIVED, BODY_IN, IN_PROGRESS, REFUSED
 from ..settings import Settings
 from .access import ACCESS_LOG, access_line
 from .errors import BODY_LIMIT, error_response, handle_modelapi_error, handle_unexpected
@@ -133,7 +133,8 @@ class RequestContextMiddleware:
             await self._serve(scope, receive, send_with_headers, declared, loop, lambda: started)
         finally:
             if access:
-                access_line(scope, rid, status or 499, sent, time.perf_counter() - begun)
+                # no answer sent: the client left (499), or the HTTP protocol answered itself (``REFUSED``)
+                access_line(scope, rid, status or scope.get(REFUSED, 499), sent, time.perf_counter() - begun)
             CONTEXT.reset(token)
             if holds is not None and holds.held:  # the last request to end releases what is held (http/holds.py)
                 holds.ended(scope.get(IN_PROGRESS))
@@ -225,8 +226,12 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive_limited, send_with_headers)
         except ClientDisconnect:
-            # the client left while its body was arriving: nobody to answer (the access log says 499)
-            log.info("request %s: the client disconnected before its body arrived", scope["state"]["request_id"])
+            # the client left while its body was arriving: nobody to answer (the access log says 499); or the HTTP
+            # protocol answered the request itself and stopped reading it (a trailer section over the limit)
+            if REFUSED in scope:
+                log.info("request %s: refused as its body arrived (%d)", scope["state"]["request_id"], scope[REFUSED])
+            else:
+                log.info("request %s: the client disconnected before its body arrived", scope["state"]["request_id"])
         except Exception as exc:
             if has_started():
                 raise

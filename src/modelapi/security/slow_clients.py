@@ -7,7 +7,8 @@ the server's memory. This protocol answers such a client ``408 Request Timeout``
 and ``431 Request Header Fields Too Large`` after ``max_header_bytes``, and closes the connection. The body
 has its own deadline, enforced by ``http/middleware.py``; a body still to come once its request was answered
 (refused on its head, say), which nothing reads, gets the same deadline here, from the answer, and the
-connection closes when it passes (``_await_unread_body``).
+connection closes when it passes (``_await_unread_body``). A chunked body's trailers are held to the head's size
+limit and dropped, never merged into the request's headers (``on_chunk_header``).
 
 It also stamps each request's scope with the ``time.monotonic()`` its head was complete (``ARRIVED``): the data
 plane counts the wait from then against the queue-time bound (``context.CallContext.arrived``). And with
@@ -31,6 +32,7 @@ import asyncio
 import contextvars
 import copy
 import time
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar, Protocol
 from urllib.parse import unquote
 
@@ -49,6 +51,9 @@ ARRIVED = "modelapi.arrived"
 IN_PROGRESS = "modelapi.in_progress"
 #: the scope key set when the request's whole body is in (``receive`` returns it without waiting)
 BODY_IN = "modelapi.body_in"
+#: the scope key of the status the protocol answered the request with itself while its app ran (431: its trailer
+#: section over the limit), for the access line: the app saw the client gone
+REFUSED = "modelapi.refused"
 #: the scope key of the app that refuses a request on its head (``Shedder.app_for``'s), until it runs
 _REFUSAL = "modelapi.refusal"
 #: the first bytes of a request taken at once under a flood (``http/pacing.py``): cheap to answer, and probes
@@ -166,6 +171,17 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         # the deadline of the body of a request answered before that body is in (``_await_unread_body``)
         self._body_timer: asyncio.TimerHandle | None = None
         self._stopping = False  # the server is shutting down: an answer given now closes the connection
+        # the trailer section of a chunked body (``on_chunk_header``): after a chunk-size line and no chunk data since,
+        # the last chunk's; its fields' bytes as handed over, an estimate of the one still arriving (kept by
+        # httptools until it ends), and whether a field or the section began in the read being parsed
+        self._in_trailers = False
+        self._trailer_bytes = 0
+        self._trailer_pending = 0
+        self._trailer_mark = False
+        # a trailer section over the limit was refused: nothing more is read from the connection, which ends
+        # with that refusal (``_refuse_trailers``)
+        self._trailers_refused = False
+        self._trailer_sink = _TrailerSink(self._on_trailer)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -208,7 +224,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._refusal_due is not None:  # the connection ends after the answers before it (``_refuse``)
+        if self._refusal_due is not None or self._trailers_refused:  # the connection ends with a refusal due
             return
         waiting = self._waiting
         if waiting is not None:  # earlier bytes wait their turn: these join them, in order
@@ -262,7 +278,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def _take(self, data: bytes) -> None:
         self._begun_in_read = False
         self._read_consumed = 0
+        self._trailer_mark = False
         super().data_received(data)
+        if self._in_trailers:
+            self._count_trailers(data)
         if self._in_head:
             if self._begun_in_read:
                 # the head began inside this read, after what the requests before it took of the read: their heads
@@ -295,6 +314,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._in_message = True
         self._begun_in_read = True
         self._discarding = False
+        self._in_trailers = False
         super().on_message_begin()
         if not self._in_head:
             self._start_head()
@@ -308,9 +328,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         # a request is here: the connection is not idle (an answer given on the head earlier in this read armed
         # the keep-alive timer, which would otherwise close the connection under this request)
         self._unset_keepalive_if_required()
-        if self.transport.is_closing():
+        if self.transport.is_closing() or self._refusal_due is not None or self._trailers_refused:
             # an answer given on the head while this read was parsed closed the connection (a refusal to an
-            # HTTP/1.0 request, say): as uvicorn starts no request pipelined behind such an answer, none is started
+            # HTTP/1.0 request, say): as uvicorn starts no request pipelined behind such an answer, none is started.
+            # Nor behind a refusal due after answers still to come (``_refuse``): the connection ends with it, and a
+            # request run meanwhile would be answered before it, out of order
             self._discarding = True
             return
         if size > self.max_header_bytes:
@@ -417,12 +439,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         return True
 
     def on_body(self, body: bytes) -> None:
+        self._in_trailers = False  # a chunk's data: not the last chunk
         self._read_consumed += len(body)
         if not self._discarding:
             super().on_body(body)
 
     def on_message_complete(self) -> None:
         self._in_message = False
+        self._in_trailers = False
         self._end_body()
         if not self._discarding:
             super().on_message_complete()
@@ -434,16 +458,91 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                     cycle.scope[BODY_IN] = True  # type: ignore[literal-required]
                 return
         # answered before its body ended: the reads of that body unset the keep-alive timer the answer armed, so it
-        # is armed again now that the connection is idle (else it would stay open, idle, for good)
+        # is armed again now that the connection is idle (else it would stay open, idle, for good). Not while an
+        # answer before it is still to come (a head refused behind it, its refusal due): the connection is not
+        # idle, and the timer would close it under that answer
+        cycle = self.cycle
         if (
             self.timeout_keep_alive_task is None
             and not self.pipeline
             and self._waiting is None
+            and self._refusal_due is None
+            and (cycle is None or cycle.response_complete)
             and not self.transport.is_closing()
         ):
             self.timeout_keep_alive_task = self.loop.call_later(
                 self.timeout_keep_alive, self.timeout_keep_alive_handler
             )
+
+    # trailers --------------------------------------------------------------------------------------------------
+    # llhttp hands a chunked body's trailer section (the fields after its last chunk) over as headers, after the
+    # head, and uvicorn appends them to the request's headers: to the very list the app holds in its scope, after
+    # it may have read it, where a later read finds them (the server reads the body's Content-Encoding once the
+    # body is in, say). ASGI has no request trailers, and RFC 9110 6.5.1 forbids merging a trailer into the header
+    # section without knowing the field allows it: they are dropped, as uvicorn's h11 protocol drops them. Nor
+    # does any limit count them (the head's is done, and they are no body), so a client could send them without
+    # end while httptools keeps the one arriving: the trailer section is held to the head's limit,
+    # ``max_header_bytes``, its fields counted as they are handed over, the one still arriving at a read's end
+    # estimated from the read's bytes (``_count_trailers``).
+    def on_chunk_header(self) -> None:
+        # the trailer section begins after the last chunk's size line; another chunk's data ends it (``on_body``).
+        # What uvicorn's ``on_header`` appends from now on, to ``self.headers`` (the scope's list while the head
+        # is read, a new one at the next request's start), is a trailer: it goes to the sink (an ``on_header`` of
+        # this class's would cost every header of every head a call)
+        self._in_trailers = True
+        self._trailer_mark = True
+        self._trailer_bytes = self._trailer_pending = 0
+        sink = self._trailer_sink
+        if self.headers is not sink:  # type: ignore[comparison-overlap]
+            sink.head = self.headers
+            self.headers = sink  # type: ignore[assignment]
+
+    def _on_trailer(self, field: tuple[bytes, bytes]) -> None:
+        name, value = field
+        self._trailer_mark = True
+        self._trailer_bytes += len(name) + len(value) + 4  # with its ": " and line end
+        if self._trailer_bytes > self.max_header_bytes:
+            self._refuse_trailers()
+
+    def _count_trailers(self, data: bytes) -> None:
+        """At the end of a read that leaves the trailer section still arriving: adds to the fields handed over the
+        bytes of the one still arriving (httptools keeps it until the next begins or the section ends)."""
+        if self._trailer_mark:
+            # a field (or the section) began in this read: the one still arriving lies after the read's last line
+            # end, not counting line ends at the read's very end (those of a field complete but not handed over)
+            end = len(data)
+            while end and data[end - 1] in b"\r\n":
+                end -= 1
+            self._trailer_pending = end - data.rfind(b"\n", 0, end) - 1
+        else:
+            self._trailer_pending += len(data)  # the whole read is the field still arriving
+        if self._trailer_bytes + self._trailer_pending > self.max_header_bytes:
+            self._refuse_trailers()
+
+    def _refuse_trailers(self) -> None:
+        """The trailer section of the request being read is over ``max_header_bytes``: nothing more is read from
+        the connection. A ``431`` when its answer has not begun (its app reading the body is told the client is
+        gone, and what it sends goes nowhere), after the answers before it if it waits its turn behind one (not
+        run, then); when its answer is out or under way, the connection is closed (there is nothing to say)."""
+        if self.transport.is_closing() or self._refusal_due is not None or self._trailers_refused:
+            return  # the connection ends already, and nothing more of it is read
+        cycle = self.cycle
+        if self._discarding or cycle is None or cycle.response_started:
+            self.transport.close()
+            return
+        self._trailers_refused = True
+        detail = f"the request's trailer section is over {self.max_header_bytes} bytes"
+        pipeline = self.pipeline
+        for i, (waiting, _) in enumerate(pipeline):
+            if waiting is cycle:
+                # it waits its turn behind an answer still to come: its cycle, in that turn, gives the 431 instead
+                # of running the app (and closes the connection: ``connection: close``)
+                pipeline[i] = (cycle, _RefusalApp(431, detail))  # type: ignore[assignment]
+                return
+        cycle.disconnected = True
+        cycle.message_event.set()
+        cycle.scope[REFUSED] = 431  # type: ignore[literal-required]
+        self._write_refusal(431, "Request Header Fields Too Large", detail)
 
     # the unread body's deadline -------------------------------------------------------------------------------
     # A request answered before its whole body is in (refused on its head, by the protocol or by its cycle; or
@@ -512,13 +611,51 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._refusal_due = (status, reason, detail)
             self.flow.pause_reading()
             return
-        body = f"{detail} ({'header_timeout_s' if status == 408 else 'max_header_bytes'})\n".encode()
-        head = (
-            f"HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain; charset=utf-8\r\n"
-            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
-        ).encode()
-        self.transport.write(head + body)
+        self._write_refusal(status, reason, detail)
+
+    def _write_refusal(self, status: int, reason: str, detail: str) -> None:
+        """Writes a 408 or 431 and closes the connection."""
+        headers, body = _refusal(status, detail)
+        head = b"".join((f"HTTP/1.1 {status} {reason}\r\n".encode(), *(b"%s: %s\r\n" % field for field in headers)))
+        self.transport.write(head + b"\r\n" + body)
         self.transport.close()
+
+
+def _refusal(status: int, detail: str) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """The headers and body of the protocol's 408 or 431 (the connection closes after it)."""
+    body = f"{detail} ({'header_timeout_s' if status == 408 else 'max_header_bytes'})\n".encode()
+    headers = [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", b"%d" % len(body)),
+        (b"connection", b"close"),
+    ]
+    return headers, body
+
+
+class _TrailerSink:
+    """Where uvicorn's ``on_header`` appends a chunked body's trailers (``on_chunk_header``): counted, dropped. Read,
+    it is the head's headers (``head``), as uvicorn reads them while the body comes (``_get_upgrade``)."""
+
+    __slots__ = ("append", "head")
+
+    def __init__(self, append: Callable[[tuple[bytes, bytes]], None]) -> None:
+        self.append = append
+        self.head: list[tuple[bytes, bytes]] = []
+
+    def __iter__(self) -> Iterator[tuple[bytes, bytes]]:
+        return iter(self.head)
+
+
+class _RefusalApp:
+    """The protocol's 408 or 431 as an ASGI app, for a request cycle to send in its turn."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        self.status = status
+        self.headers, self.body = _refusal(status, detail)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status, "headers": self.headers})
+        await send({"type": "http.response.body", "body": self.body})
 
 
 def protocol_class(
