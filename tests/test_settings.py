@@ -28,6 +28,15 @@ def test_keyword_arguments_win_over_environment(monkeypatch: pytest.MonkeyPatch)
     assert Settings(port=9999).port == 9999
 
 
+def test_an_empty_environment_variable_unsets_an_optional_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the container image sets MODELAPI_METRICS_PORT=9090; an empty value turns the operations port off
+    monkeypatch.setenv("MODELAPI_METRICS_PORT", "9090")
+    assert Settings().metrics_port == 9090
+    monkeypatch.setenv("MODELAPI_METRICS_PORT", "")
+    monkeypatch.setenv("MODELAPI_GRPC_PORT", " ")
+    assert Settings().metrics_port is None and Settings().grpc_port is None
+
+
 def test_bad_values_are_refused_with_the_field_name() -> None:
     with pytest.raises(ValidationError, match="sha256"):
         Settings(sha256=["not-hex"])

@@ -260,6 +260,13 @@ class Settings(BaseSettings):
                     raise ValueError(f"grpc_port: {self.grpc_port} is also the {name}; give gRPC a port of its own")
         return self
 
+    @field_validator("metrics_port", "grpc_port", mode="before")
+    @classmethod
+    def _unset_port(cls, value: object) -> object:
+        # an empty environment variable unsets an optional port: MODELAPI_METRICS_PORT= turns off the operations
+        # port that the container image sets
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("reference")
     @classmethod
     def _references(cls, values: list[str]) -> list[str]:
