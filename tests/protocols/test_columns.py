@@ -65,3 +65,19 @@ def test_numbers_looks_only_at_elements_that_are_0_or_1() -> None:
     assert flags is not None and flags.dtype == np.bool_
     for other in ([1.0, None], [1.0, "2"], ["a"], [[1.0], [1.0, 2.0]], [1.0, {}], [2**70, 1.0]):
         assert numbers(other) is None
+
+
+@pytest.mark.parametrize("size", [2, 3, 20, 32, 33, 64])
+def test_a_boolean_anywhere_among_few_or_many_numbers_is_found(size: int) -> None:
+    """Up to a few dozen elements every element's type is read, past that only the 0s and 1s: either way a boolean
+    among numbers is found wherever it is, in a flat list or in rows."""
+    flat = [0.25 * (i + 3) for i in range(size)]
+    assert numbers(flat) is not None
+    for i in range(size):
+        for flag in (True, False):
+            assert numbers([*flat[:i], flag, *flat[i + 1 :]]) is None, (size, i, flag)
+    rows = [flat[j : j + 2] for j in range(0, size - size % 2, 2)]
+    if rows:
+        assert numbers(rows) is not None
+        rows[-1] = [rows[-1][0], True]
+        assert numbers(rows) is None

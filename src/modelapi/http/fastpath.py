@@ -63,7 +63,9 @@ class FastPath:
         self.routes = tuple((route.path[route.path.rfind("}") + 1 :], route) for route in routes)
         self.tails = tuple({tail for tail, _ in self.routes})
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def pick(self, scope: Scope) -> ASGIApp:
+        """The stack that serves ``scope``: ``fast`` for a request an inference route takes (the match left in the
+        scope for ``_Dispatch``), else ``slow``. A plain call, not a layer: the caller awaits what it returns."""
         if scope["type"] == "http" and (path := scope["path"]).endswith(self.tails):
             for tail, route in self.routes:
                 if not path.endswith(tail):
@@ -71,11 +73,13 @@ class FastPath:
                 match, child = route.matches(scope)
                 if match is Match.FULL:
                     scope[_MATCHED] = (route, child)
-                    await self.fast(scope, receive, send)
-                    return
+                    return self.fast
                 if match is Match.PARTIAL:
                     break  # the router looks further for a route taking this method, and answers 405 if none
-        await self.slow(scope, receive, send)
+        return self.slow
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.pick(scope)(scope, receive, send)
 
 
 class _Dispatch:
@@ -116,6 +120,18 @@ class _Dispatch:
 
 class App(Starlette):
     """Starlette, with the inference routes dispatched by ``FastPath``."""
+
+    def entry(self, scope: Scope) -> ASGIApp:
+        """What ``__call__`` awaits for ``scope`` (the scope's ``app`` set, as Starlette sets it): a caller that
+        already is an ASGI layer (``http/lifecycle.py``) awaits it itself, one coroutine less per request."""
+        scope["app"] = self
+        stack = self.middleware_stack
+        if stack is None:
+            stack = self.middleware_stack = self.build_middleware_stack()
+        return stack.pick(scope) if type(stack) is FastPath else stack
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.entry(scope)(scope, receive, send)
 
     def build_middleware_stack(self) -> ASGIApp:
         slow = super().build_middleware_stack()

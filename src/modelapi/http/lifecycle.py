@@ -32,6 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import jsonutil
 from .errors import error_response
+from .fastpath import App
 
 log = logging.getLogger("modelapi")
 
@@ -63,6 +64,8 @@ class Lifecycle:
         self._on_failed = on_failed
         self.state: State = "starting"
         self.app: Starlette | None = None
+        #: ``App.entry`` of the app once it serves (``None`` for another Starlette app: it is awaited whole)
+        self._entry: Callable[[Scope], ASGIApp] | None = None
         self.error: BaseException | None = None
         self._listening = False
         self._started = False
@@ -126,6 +129,10 @@ class Lifecycle:
                 )
                 await response(scope, receive, send)
                 return
+        entry = self._entry
+        if entry is not None:  # modelapi's app: the stack that serves the scope, awaited here (http/fastpath.App)
+            await entry(scope)(scope, receive, send)
+            return
         assert self.app is not None
         await self.app(scope, receive, send)
 
@@ -171,6 +178,7 @@ class Lifecycle:
             self._on_failed(exc)
             return
         self.app = app
+        self._entry = app.entry if isinstance(app, App) else None
         self._started = True
         if self.state == "starting":
             self.state = "serving"

@@ -15,33 +15,34 @@ plane counts the wait from then against the queue-time bound (``context.CallCont
 ``IN_PROGRESS`` the server's requests in progress (uvicorn's set of their tasks, this one's included, shared by
 every connection): a call that is the only one needs no batch to wait for (``context.CallContext.in_progress``).
 A request whose whole body has arrived is marked ``BODY_IN`` (the usual case for a small body, read with its
-head): reading it cannot wait, so the middleware arms no body-read timer for it.
+head): reading it cannot wait, so the middleware arms no body-read timer for it. uvicorn's proxy step (its
+``ProxyHeadersMiddleware``: the client and scheme a trusted proxy names in X-Forwarded-For and -Proto) is done
+here on each head (``http/forwarded.py``), not as a layer in front of the app: the server's app is what runs.
 
 Under overload it may refuse a request on its head (``Shedder``: ``http/shedding.py``). When no earlier answer on
 the connection is still to come, it writes the refusal itself, head and body in one write, without a request
-cycle, a task or ASGI messages (``_answer_on_head``): behind uvicorn's proxy step (run here, at once), framed
+cycle, a task or ASGI messages (``_answer_on_head``): its scope past the proxy step, framed
 and followed as uvicorn's cycle would (its ``on_response_complete``: keep-alive, the next pipelined request),
 the request's unread body dropped as it comes (within ``body_timeout_s``). Otherwise (a request pipelined
 behind one still in progress, one the refusal hands on to the app, writes paused for a client that does not
-read) uvicorn's cycle runs the refusal instead of the server's app, behind the same proxy step.
+read) uvicorn's cycle runs the refusal instead of the server's app, on the same scope.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
-import copy
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, ClassVar, Protocol
+from typing import Any, Protocol
 from urllib.parse import unquote
 
 import httptools
 from starlette.types import ASGIApp, Receive, Scope, Send
-from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 
+from ..http.forwarded import Forwarded
 from ..http.pacing import Pacing
 from ..http.transport import HeadHolding
 
@@ -75,7 +76,7 @@ class Refusal(Protocol):
 
 class Shedder(Protocol):
     """Asked on each request's head: its refusal there, under overload (``http/shedding.py``). ``app``: the
-    server's, behind uvicorn's proxy step, for a request the refusal hands on."""
+    server's (behind uvicorn's proxy step, which the protocol does itself), for a request the refusal hands on."""
 
     def app_for(self, method: bytes, url: bytes, app: ASGIApp) -> Refusal | None: ...
 
@@ -85,28 +86,8 @@ class Shedder(Protocol):
 
 
 async def _refuse(scope: Scope, receive: Receive, send: Send) -> None:
-    """Runs the refusal ``Shedder.app_for`` gave the request (behind uvicorn's proxy step, as the server's app)."""
+    """Runs the refusal ``Shedder.app_for`` gave the request (its scope past the proxy step, as the app's)."""
     await scope.pop(_REFUSAL)(scope, receive, send)
-
-
-async def _nothing(scope: Scope, receive: Receive, send: Send) -> None:
-    """The app behind the proxy step run at once on a head (``_apply_proxy_step``): the step's work is all."""
-
-
-def _refusing_apps(app: ASGIApp) -> tuple[ASGIApp, ASGIApp, ProxyHeadersMiddleware | None]:
-    """The app a refusal on the head runs as, the server's app behind uvicorn's proxy step, and that step for a
-    refusal answered at once (``None`` when uvicorn puts none). uvicorn puts that step (its
-    ``forwarded_allow_ips``, ``FORWARDED_ALLOW_IPS``: the client's address and scheme from a trusted proxy's
-    X-Forwarded-For and -Proto) in front of the server's app; a refusal runs behind the same step, so its HSTS,
-    its access line and the early retries it remembers see the client the app would (copies of the step, its
-    trusted hosts shared)."""
-    if isinstance(app, ProxyHeadersMiddleware):
-        front = copy.copy(app)
-        front.app = _refuse  # type: ignore[assignment]  # an ASGI 3 app, as uvicorn's own
-        step = copy.copy(app)
-        step.app = _nothing  # type: ignore[assignment]
-        return front, app.app, step  # type: ignore[return-value]
-    return _refuse, app, None
 
 
 def _after_last_empty_line(data: bytes) -> int:
@@ -117,18 +98,6 @@ def _after_last_empty_line(data: bytes) -> int:
     return 0 if found < 0 else found + 3
 
 
-def _apply_proxy_step(step: ProxyHeadersMiddleware, scope: Scope) -> None:
-    """Runs uvicorn's proxy step on ``scope`` now (it sets the client and scheme a trusted proxy names): the step
-    never waits but on its app, which here does nothing, so its coroutine ends at its first step."""
-    running = step(scope, _nothing, _nothing)  # type: ignore[arg-type]
-    try:
-        running.send(None)
-    except StopIteration:
-        return
-    running.close()
-    raise RuntimeError("uvicorn's proxy step waited")
-
-
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     header_timeout_s: float = 10.0
     max_header_bytes: int = 65536
@@ -136,8 +105,6 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     body_timeout_s: float = 60.0
     shedding: Shedder | None = None
     pacing: Pacing | None = None
-    #: the server's app as uvicorn loaded it, and ``_refusing_apps``' for it: made once per server
-    _refusing: ClassVar[tuple[ASGIApp, ASGIApp, ASGIApp, ProxyHeadersMiddleware | None] | None] = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -155,16 +122,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._waiting_bytes = 0
         self._read_at = 0.0  # while kept reads are taken: the time the one being parsed was read
         self._waiting_paused = False
-        # the app a refusal runs as, the server's behind the proxy step (for a request the refusal hands on), and
-        # that step for a refusal answered at once
-        self._refusal_front: ASGIApp = _refuse
-        self._behind_proxy: ASGIApp = self.app
-        self._proxy_step: ProxyHeadersMiddleware | None = None
-        if self.shedding is not None:
-            refusing = self._refusing
-            if refusing is None or refusing[0] is not self.app:
-                refusing = type(self)._refusing = (self.app, *_refusing_apps(self.app))
-            _, self._refusal_front, self._behind_proxy, self._proxy_step = refusing
+        # uvicorn's proxy step, done on each head here (http/forwarded.py) instead of as a layer in front of the app:
+        # every request's cycle, and every refusal, runs the app behind it on a scope the step has seen
+        self.app, self._forwarded = Forwarded.unwrap(self.app)
+        self._forwarding: Forwarded | None = None  # the step, for a connection whose client it trusts
         # the request being parsed was answered on its head without a cycle (or dropped): its body is not read
         self._discarding = False
         self._in_body = False  # between the head of a request started (or answered) and the end of its body
@@ -185,6 +146,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        forwarded = self._forwarded
+        # a connection's client never changes: whether its X-Forwarded- headers count is asked once
+        self._forwarding = forwarded if forwarded is not None and forwarded.trusts(self.client) else None
         self._holding = HeadHolding(transport)
         self.transport = self._holding  # type: ignore[assignment]  # the request cycles write through it
         self._start_head()
@@ -346,11 +310,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         # its body comes next (an upgrade's bytes are another protocol's)
         self._in_body = not self.parser.should_upgrade()
         scope = self.scope
+        if self._forwarding is not None:
+            self._forwarding.apply(scope)  # type: ignore[arg-type]
         # a head that waited its turn (pacing) arrived when the read that completed it was in
         scope[ARRIVED] = self._read_at or time.monotonic()  # type: ignore[literal-required]
         scope[IN_PROGRESS] = self.tasks  # type: ignore[literal-required]  # its task joins them just below
         shedding = self.shedding
-        refuse = None if shedding is None else shedding.app_for(self.parser.get_method(), self.url, self._behind_proxy)
+        refuse = None if shedding is None else shedding.app_for(self.parser.get_method(), self.url, self.app)
         if refuse is None:
             super().on_headers_complete()
             return
@@ -362,7 +328,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         # order of pipelined answers)
         scope[_REFUSAL] = refuse  # type: ignore[literal-required]
         app = self.app
-        self.app = self._refusal_front
+        self.app = _refuse
         try:
             super().on_headers_complete()
         finally:
@@ -370,8 +336,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _answer_on_head(self, refusal: Refusal) -> bool:
         """Writes the refusal of the request whose head was just read, with no answer before it still to come,
-        without a request cycle: the scope filled as uvicorn's ``on_headers_complete`` fills it, uvicorn's proxy
-        step run on it, the answer framed as uvicorn's cycle frames it (its default headers first, ``connection:
+        without a request cycle: the scope filled as uvicorn's ``on_headers_complete`` fills it (the proxy step
+        already done on it), the answer framed as uvicorn's cycle frames it (its default headers first, ``connection:
         close`` when the connection is not kept) in one write, then what uvicorn does when an answer is complete.
         ``False``, with the scope as it was, where uvicorn's own path must run: an upgrade, over
         ``--limit-concurrency`` (uvicorn answers those itself), writes paused (the cycle waits for the drain), a
@@ -394,18 +360,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         scope["path"] = self.root_path + path
         scope["raw_path"] = self.root_path.encode("ascii") + raw_path
         scope["query_string"] = parsed.query or b""
-        client, scheme = scope["client"], scope["scheme"]
         try:
-            step = self._proxy_step
-            if step is not None:
-                _apply_proxy_step(step, scope)  # type: ignore[arg-type]
             answer = refusal.answer(scope)  # type: ignore[arg-type]
         except Exception:
             # raised here, it would end the parsing as a 400 and its traceback be lost: the cycle runs the refusal
             # again, and uvicorn logs what it raises and answers 500, as for any app
             answer = None
         if answer is None:
-            scope["client"], scope["scheme"] = client, scheme  # the cycle's proxy step runs on it as it came
             return False
         status, headers, body = answer
         # as uvicorn's cycle decides it; shutdown ends a connection after the answer in progress (one taken out of
