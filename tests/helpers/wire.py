@@ -79,7 +79,7 @@ def parse_answers(raw: bytes) -> list[Answer]:
 
 class Connection:
     """One connection of the server's protocol (``protocol_class``) to ``app`` as uvicorn loads it (its proxy-headers
-    step in front: the default ``--forwarded-allow-ips`` trusts 127.0.0.1); ``pacing``: the server's, shared by
+    step in front: by default ``FORWARDED_ALLOW_IPS`` trusts 127.0.0.1 and ::1); ``pacing``: the server's, shared by
     its connections (``http/pacing.py``); ``header_timeout_s``, ``max_header_bytes`` and ``body_timeout_s``: the
     protocol's (``--header-timeout``, ``--max-header-bytes``, ``--body-timeout``)."""
 

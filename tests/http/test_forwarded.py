@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import socket
 import sys
 from typing import Any
 
@@ -16,6 +17,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from helpers.wire import Connection, Wire
 from modelapi.http.forwarded import Forwarded
+from modelapi.security.slow_clients import protocol_class
 
 TRUSTED = ["127.0.0.1", "127.0.0.1,::1", "*", "10.0.0.0/8, 192.168.1.7", "unix-socket", ""]
 CLIENTS: list[tuple[str, int] | None] = [
@@ -170,3 +172,50 @@ def test_over_tls_the_scheme_is_https_unless_a_trusted_proxy_says_otherwise() ->
 
     asyncio.run(main())
     assert [s["scheme"] for s in seen] == ["https", "http"]
+
+
+def test_a_websocket_upgrade_keeps_uvicorns_step_and_a_plain_request_gets_the_protocols() -> None:
+    """The protocol takes the middleware off only for its own requests: a WebSocket upgrade is served by uvicorn's
+    WebSocket protocol, on the app as uvicorn loaded it, whose step names the client and scheme a trusted proxy
+    gives (a real server on 127.0.0.1, trusted by default)."""
+    seen: list[tuple[str, Any, str]] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        seen.append((scope["type"], scope["client"], scope["scheme"]))
+        if scope["type"] == "websocket":
+            await receive()
+            await send({"type": "websocket.accept"})
+            await send({"type": "websocket.close"})
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"0")]})
+        await send({"type": "http.response.body", "body": b""})
+
+    forwarded = b"X-Forwarded-For: 10.1.2.3\r\nX-Forwarded-Proto: https\r\n"
+    upgrade = (
+        b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        b"Sec-WebSocket-Version: 13\r\n"
+    )
+
+    async def main() -> None:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        cfg = uvicorn.Config(app, http=protocol_class(10.0, 65536), lifespan="off", log_config=None)
+        server = uvicorn.Server(cfg)
+        serving = asyncio.create_task(server.serve(sockets=[sock]))
+        try:
+            while not server.started:
+                await asyncio.sleep(0.01)
+            for extra, status in ((b"", b"200"), (upgrade, b"101")):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n" + forwarded + extra + b"\r\n")
+                assert (await asyncio.wait_for(reader.readline(), 5)).split()[1] == status
+                writer.close()
+            while len(seen) < 2:
+                await asyncio.sleep(0.01)
+        finally:
+            server.should_exit = True
+            await serving
+
+    asyncio.run(main())
+    assert sorted(seen) == [("http", ("10.1.2.3", 0), "https"), ("websocket", ("10.1.2.3", 0), "wss")]

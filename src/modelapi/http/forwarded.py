@@ -1,11 +1,11 @@
 """uvicorn's proxy step, done by modelapi's HTTP protocol on each request's head instead of as an ASGI layer.
 
-uvicorn puts ``ProxyHeadersMiddleware`` in front of the server's app (``--proxy-headers``, on by default): from a
-client it trusts (``--forwarded-allow-ips``, ``FORWARDED_ALLOW_IPS``; 127.0.0.1 and ::1 by default),
-``X-Forwarded-Proto`` sets the scope's scheme and ``X-Forwarded-For`` its client. As a layer it is one more
-coroutine a request passes through, and it asks whether the client is trusted on every request, though a
-connection's client never changes. ``Forwarded`` takes that middleware's trusted hosts (the same object, so the
-same option and variable decide) and does its work on a scope: the trust asked once per connection
+uvicorn puts ``ProxyHeadersMiddleware`` in front of the server's app (its ``proxy_headers``, on by default): from a
+client it trusts (its ``forwarded_allow_ips``: ``FORWARDED_ALLOW_IPS``, 127.0.0.1 and ::1 by default; ``modelapi
+serve`` has no flag for it), ``X-Forwarded-Proto`` sets the scope's scheme and ``X-Forwarded-For`` its client. As a
+layer it is one more coroutine a request passes through, and it asks whether the client is trusted on every
+request, though a connection's client never changes. ``Forwarded`` takes that middleware's trusted hosts (the same
+object, so the same setting decides) and does its work on a scope: the trust asked once per connection
 (``trusts``), the headers read on each head of a trusted one (``apply``), as the middleware reads them
 (``tests/http/test_forwarded.py`` holds the two to the same scopes). Only modelapi's HTTP protocol
 (``security/slow_clients.py``) takes the middleware off: anything else uvicorn serves (a WebSocket upgrade,
