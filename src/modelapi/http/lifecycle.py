@@ -91,7 +91,9 @@ class Lifecycle:
             ready = self.ready and self.app is not None and self.app.state.dataplane.ready
             return (200 if ready else 503), {"ready": ready}
         if path == LIVE_PATH:
-            if self.state in ("starting", "failed") or self.app is None:
+            # draining, the process still answers: this port outlasts the drain and the app's own shutdown, which
+            # closes the data plane (its ``live`` False) while the main port no longer answers anything
+            if self.state in ("starting", "failed", "draining") or self.app is None:
                 return 200, {"live": True}
             live = bool(self.app.state.dataplane.live)
             return (200 if live else 503), {"live": live}
