@@ -175,7 +175,7 @@ class _Server(uvicorn.Server):
             # rather than leaving the probe's connection unanswered in the accept queue; and a probe it accepted
             # before it closed is answered before the loop ends (other workers share the socket and still answer)
             if self._ops is not None:
-                await self._ops.stop()
+                await self._ops.stop(0.0 if self.force_exit else ops.STOP_WAIT_S)  # (a second signal: at once)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if not self.should_exit and self.lifecycle.ready:  # (a server still starting has nothing to drain)
