@@ -86,7 +86,9 @@ class Lifecycle:
     def health(self, path: str) -> tuple[int, dict[str, bool]] | None:
         """The status and body the main port gives ``path`` now if it is a health route, else None: for the
         operations port (``http/ops.py``), which answers without the app. The same decisions as ``__call__``
-        and, once the app serves, as the V2 routes (``protocols/v2/routes.py``) behind it."""
+        and, once the app serves, as the V2 routes (``protocols/v2/routes.py``) behind it; but live while
+        draining, also once the app's shutdown has closed the data plane: the main port, closed by then, never
+        answers that."""
         if path == READY_PATH:
             ready = self.ready and self.app is not None and self.app.state.dataplane.ready
             return (200 if ready else 503), {"ready": ready}
