@@ -106,7 +106,7 @@ def _server(out: Path, argv: list[str]) -> int:
         ops._handler = timed  # type: ignore[attr-defined]
     serve = ops.serve
 
-    async def watched(sock: Any, health: ops.Health) -> asyncio.Server:
+    async def watched(sock: Any, health: ops.Health) -> ops.Server:
         loop = asyncio.get_running_loop()
 
         def tick(due: float) -> None:

@@ -7,7 +7,6 @@ inside the server (``http/lifecycle.py``), so readiness answers 503 until they h
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import importlib
 import importlib.util
@@ -153,7 +152,7 @@ class _Server(uvicorn.Server):
         self.lifecycle = lifecycle
         self.grpc = grpc  # --grpc-port: started and stopped with this server
         self.ops_socket = ops_socket
-        self._ops: asyncio.Server | None = None
+        self._ops: ops.Server | None = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)
@@ -173,9 +172,10 @@ class _Server(uvicorn.Server):
             await super().shutdown(sockets=sockets)
         finally:
             # the operations port outlasts the drain: readiness answers 503 there until the app has stopped,
-            # rather than leaving the probe's connection unanswered in the accept queue
+            # rather than leaving the probe's connection unanswered in the accept queue; and a probe it accepted
+            # before it closed is answered before the loop ends (other workers share the socket and still answer)
             if self._ops is not None:
-                self._ops.close()
+                await self._ops.stop(0.0 if self.force_exit else ops.STOP_WAIT_S)  # (a second signal: at once)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if not self.should_exit and self.lifecycle.ready:  # (a server still starting has nothing to drain)

@@ -165,6 +165,9 @@ def test_stdout_is_one_stream_kubectl_reads(capsys: pytest.CaptureFixture[str]) 
         (["--image", IMAGE, "--memory", "1 GB"], "--memory: '1 GB' is not a Kubernetes quantity above 0"),
         (["--image", IMAGE, "--serve-arg=--metrics-port=9100"], "--serve-arg=--metrics-port=9100: the manifests set"),
         (["--image", IMAGE, "--serve-arg=--port", "--serve-arg=80"], "--serve-arg=--port: the manifests set --port"),
+        # argparse takes an unambiguous abbreviation of a long option: the server would listen elsewhere too
+        (["--image", IMAGE, "--serve-arg=--metrics-p=9100"], "--serve-arg=--metrics-p=9100: the manifests set"),
+        (["--image", IMAGE, "--serve-arg=--ho=10.0.0.1"], "--serve-arg=--ho=10.0.0.1: the manifests set --host"),
     ],
 )
 def test_bad_options_are_one_line_errors(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -176,3 +176,18 @@ def test_health_of_a_server_that_failed_to_start() -> None:
         for path in ("/v2/health/live", "/v2/health/ready"):
             r = client.get(path)
             assert gate.health(path) == (r.status_code, r.json())
+
+
+def test_health_says_live_while_the_app_shuts_down_after_the_drain() -> None:
+    """The operations port outlasts the drain: it still answers while the app's own shutdown runs (which closes the
+    data plane) and, with several workers, while the others drain. The process answers, so liveness is 200 there,
+    as it was while draining; a 503 would count toward a liveness probe's restart of a server stopping cleanly."""
+    gate = Lifecycle(lambda: create_app([Regressor()]))
+    with TestClient(gate) as client:
+        gate.listening()
+        _wait_ready(client)
+        gate.drain()
+        assert gate.health("/v2/health/live") == (200, {"live": True})
+    # the lifespan's shutdown has run: the app has stopped, the server has not yet
+    assert gate.health("/v2/health/ready") == (503, {"ready": False})
+    assert gate.health("/v2/health/live") == (200, {"live": True})

@@ -86,12 +86,18 @@ def run_deploy(args: argparse.Namespace) -> int:
     image = check_image(args.image)
     namespace = check_name(args.namespace, "--namespace")
     serve_args = tuple(args.serve_args)
+    from ..cli import _SERVE_FLAGS  # here: the cli imports this module
+
+    options = [flag for flags, _, _ in _SERVE_FLAGS.values() for flag in flags if flag.startswith("--")]
     for arg in serve_args:  # the probes, the container's ports and the NetworkPolicy name the manifests' own
         flag = arg.split("=", 1)[0]
-        if flag in ("--host", "--port", "--metrics-port"):
-            raise ValueError(
-                f"--serve-arg={arg}: the manifests set {flag} themselves (their probes and ports follow it)"
-            )
+        # as argparse reads it: the option itself, else every option it abbreviates (more than one: an error there)
+        meant = [flag] if flag in options else [o for o in options if len(flag) > 2 and o.startswith(flag)]
+        for own in ("--host", "--port", "--metrics-port"):
+            if own in meant:
+                raise ValueError(
+                    f"--serve-arg={arg}: the manifests set {own} themselves (their probes and ports follow it)"
+                )
     cpu = check_quantity(args.cpu, "--cpu", "1, 2, 500m")
     memory = check_quantity(args.memory, "--memory", "1Gi, 512Mi, 2G")
     if args.deploy_target == "kubernetes":

@@ -89,12 +89,16 @@ class Lifecycle:
     def health(self, path: str) -> tuple[int, dict[str, bool]] | None:
         """The status and body the main port gives ``path`` now if it is a health route, else None: for the
         operations port (``http/ops.py``), which answers without the app. The same decisions as ``__call__``
-        and, once the app serves, as the V2 routes (``protocols/v2/routes.py``) behind it."""
+        and, once the app serves, as the V2 routes (``protocols/v2/routes.py``) behind it; but live while
+        draining, also once the app's shutdown has closed the data plane: the main port, closed by then, never
+        answers that."""
         if path == READY_PATH:
             ready = self.ready and self.app is not None and self.app.state.dataplane.ready
             return (200 if ready else 503), {"ready": ready}
         if path == LIVE_PATH:
-            if self.state in ("starting", "failed") or self.app is None:
+            # draining, the process still answers: this port outlasts the drain and the app's own shutdown, which
+            # closes the data plane (its ``live`` False) while the main port no longer answers anything
+            if self.state in ("starting", "failed", "draining") or self.app is None:
                 return 200, {"live": True}
             live = bool(self.app.state.dataplane.live)
             return (200 if live else 503), {"live": live}

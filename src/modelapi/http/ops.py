@@ -9,7 +9,8 @@ needs no key and reveals nothing a caller could not learn from an unauthenticate
 
 The socket is bound once (by ``server.run``, in the supervisor with several workers: one socket all workers
 accept on, like the main one) and served in each worker by this small asyncio server on the worker's event
-loop, from the moment the worker listens on the main port until its drain has ended: no middleware, no
+loop, from the moment the worker listens on the main port until its drain has ended (then the connections it
+accepted are answered before its loop ends: ``Server.stop``): no middleware, no
 authentication, plain HTTP/1.1 (also with ``--tls-cert``), one request per connection. Any worker may answer a
 scrape, since the totals are aggregated over every worker.
 """
@@ -29,6 +30,8 @@ from ..protocols.metrics.routes import scrape
 log = logging.getLogger("modelapi.metrics")
 MAX_HEAD_BYTES = 8192
 HEAD_TIMEOUT_S = 10.0
+#: the longest ``stop`` waits for the connections accepted before it to be answered (a probe sends its head at once)
+STOP_WAIT_S = 1.0
 #: what a health path answers now (status and JSON body), None for any other path: ``Lifecycle.health``
 Health = Callable[[str], tuple[int, dict[str, bool]] | None]
 _REASONS = {200: "OK", 503: "Service Unavailable"}
@@ -53,8 +56,9 @@ class _Connection(asyncio.Protocol):
     after its read: each such turn is as long as a flood makes it, docs/overload.md); ``/metrics`` in a task,
     since the scrape awaits."""
 
-    def __init__(self, health: Health) -> None:
+    def __init__(self, health: Health, accepted: set[_Connection]) -> None:
         self.health = health
+        self.accepted = accepted  # the server's open connections (``stop``)
         self.transport: asyncio.Transport | None = None
         self.head = bytearray()
         self.timer: asyncio.TimerHandle | None = None
@@ -63,6 +67,7 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # a stream transport (uvloop's TCPTransport is not an asyncio.Transport subclass: no isinstance check)
         self.transport = cast(asyncio.Transport, transport)
+        self.accepted.add(self)
         self.timer = asyncio.get_running_loop().call_later(HEAD_TIMEOUT_S, self.transport.close)
 
     def data_received(self, data: bytes) -> None:
@@ -115,6 +120,7 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.accepted.discard(self)
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
@@ -125,10 +131,35 @@ class _Connection(asyncio.Protocol):
 _SERVED = f"GET {METRICS_PATH}, /v2/health/live and /v2/health/ready"
 
 
-async def serve(sock: socket.socket, health: Health) -> asyncio.Server:
-    """Start answering on ``sock`` (listening already) on this event loop; ``close()`` the server to stop.
-    ``health``: the health routes' answers. The server closes its own duplicate of the socket, never the
+class Server:
+    """The operations port's listener on this event loop (``serve``)."""
+
+    def __init__(self, server: asyncio.Server, accepted: set[_Connection]) -> None:
+        self._server = server
+        self._accepted = accepted
+
+    def close(self) -> None:
+        """Stop accepting connections (those accepted already are still answered while the loop runs)."""
+        self._server.close()
+
+    async def stop(self, wait_s: float = STOP_WAIT_S) -> None:
+        """``close()``, then wait up to ``wait_s`` for the connections accepted before to be answered, before the
+        loop ends: with several workers the socket is shared, and a worker that stops before the others would
+        otherwise drop, unanswered, a probe it accepted in its last moments (the others would have answered it)."""
+        self._server.close()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        await asyncio.sleep(0)  # a connection accepted in the turn before has its protocol made in the next
+        while self._accepted and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+
+
+async def serve(sock: socket.socket, health: Health) -> Server:
+    """Start answering on ``sock`` (listening already) on this event loop; ``stop()`` (or ``close()``) the server
+    to stop. ``health``: the health routes' answers. The server closes its own duplicate of the socket, never the
     caller's."""
     dup = sock.dup()
     dup.setblocking(False)
-    return await asyncio.get_running_loop().create_server(lambda: _Connection(health), sock=dup)
+    accepted: set[_Connection] = set()
+    server = await asyncio.get_running_loop().create_server(lambda: _Connection(health, accepted), sock=dup)
+    return Server(server, accepted)
