@@ -28,18 +28,16 @@ RUN useradd --system --no-log-init --uid 10001 --gid 0 --no-create-home --shell 
     && mkdir -p /var/lib/modelapi /models \
     && chown 10001:0 /var/lib/modelapi
 COPY --from=build /opt/modelapi /opt/modelapi
-# the operations port (/metrics and the health routes, no key) on by default: the HEALTHCHECK below and any
-# orchestrator's probes get a listener of their own that no flood on 8080 fills (docs/overload.md)
 ENV PATH=/opt/modelapi/bin:$PATH \
     MODELAPI_STATE_DIR=/var/lib/modelapi \
-    MODELAPI_METRICS_PORT=9090 \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
 USER 10001
 WORKDIR /var/lib/modelapi
-EXPOSE 8080 9090
-# the process answers: /v2/health/live needs no key and touches no model; on the operations port, or on 8080
-# where MODELAPI_METRICS_PORT is set empty
+EXPOSE 8080
+# the process answers: /v2/health/live needs no key and touches no model. On the operations port where
+# MODELAPI_METRICS_PORT turns it on (a listener no flood on 8080 fills: docs/overload.md), else on 8080; the
+# port stays off by default, since it serves /metrics (model names) without a key
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; port = os.environ.get('MODELAPI_METRICS_PORT') or '8080'; urllib.request.urlopen(f'http://127.0.0.1:{port}/v2/health/live', timeout=2)"]
 ENTRYPOINT ["modelapi"]
