@@ -251,13 +251,6 @@ def test_a_refused_body_behind_an_answer_still_to_come_has_its_deadline_from_the
     asyncio.run(main())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an answered request's unread body is under body_timeout_s alone (60 s by default), with the keep-alive "
-    "timer off: a client that sends the head and then nothing holds the connection 60 s where it held it keep_alive_s "
-    "(5 s) at f55115a; an idle bound between reads (keep_alive_s, as nginx's lingering_timeout) beside the deadline "
-    "would keep both",
-)
 @pytest.mark.parametrize("path", [b"/refused", b"/answered-early"])
 def test_a_client_silent_after_its_answer_with_a_body_still_due_is_closed_after_the_keep_alive_timeout(
     path: bytes,
@@ -273,6 +266,31 @@ def test_a_client_silent_after_its_answer_with_a_body_still_due_is_closed_after_
         while not conn.wire.closed and time.monotonic() - started < 3.0:
             await asyncio.sleep(0.01)
         assert conn.wire.closed and time.monotonic() - started < 1.0
+        conn.close()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("path", [b"/refused", b"/answered-early"])
+def test_a_body_still_due_that_keeps_coming_is_held_to_its_deadline_not_cut_by_the_keep_alive_timeout(
+    path: bytes,
+) -> None:
+    """Bytes of the unread body, each within keep_alive_s of the last, keep the connection past keep_alive_s from
+    the answer; the body's deadline (body_timeout_s from the answer) still closes it, the body not all in."""
+
+    async def main() -> None:
+        conn = _timed_connection(0.2, body_timeout_s=0.8)
+        started = time.monotonic()
+        (answer,) = await conn.send(b"POST " + path + b" HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n")
+        assert answer.status in (200, 503)
+        while time.monotonic() - started < 0.6:  # a byte every 0.05 s: never idle for keep_alive_s
+            conn.feed(b"x")
+            await asyncio.sleep(0.05)
+        assert not conn.wire.closed  # three times keep_alive_s from the answer
+        while not conn.wire.closed and time.monotonic() - started < 3.0:
+            conn.feed(b"x")
+            await asyncio.sleep(0.05)
+        assert conn.wire.closed and time.monotonic() - started < 1.5
         conn.close()
 
     asyncio.run(main())

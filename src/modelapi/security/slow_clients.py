@@ -7,7 +7,8 @@ the server's memory. This protocol answers such a client ``408 Request Timeout``
 and ``431 Request Header Fields Too Large`` after ``max_header_bytes``, and closes the connection. The body
 has its own deadline, enforced by ``http/middleware.py``; a body still to come once its request was answered
 (refused on its head, say), which nothing reads, gets the same deadline here, from the answer, and the
-connection closes when it passes (``_await_unread_body``). A chunked body's trailers are held to the head's size
+keep-alive timeout between its reads (as nginx's ``lingering_timeout``): the connection closes when either passes
+(``_await_unread_body``). A chunked body's trailers are held to the head's size
 limit and dropped, never merged into the request's headers (``on_chunk_header``).
 
 It also stamps each request's scope with the ``time.monotonic()`` its head was complete (``ARRIVED``): the data
@@ -23,7 +24,8 @@ Under overload it may refuse a request on its head (``Shedder``: ``http/shedding
 the connection is still to come, it writes the refusal itself, head and body in one write, without a request
 cycle, a task or ASGI messages (``_answer_on_head``): its scope past the proxy step, framed
 and followed as uvicorn's cycle would (its ``on_response_complete``: keep-alive, the next pipelined request),
-the request's unread body dropped as it comes (within ``body_timeout_s``). Otherwise (a request pipelined
+the request's unread body dropped as it comes (within ``body_timeout_s``, and ``keep_alive_s`` between its
+reads). Otherwise (a request pipelined
 behind one still in progress, one the refusal hands on to the app, writes paused for a client that does not
 read) uvicorn's cycle runs the refusal instead of the server's app, on the same scope.
 """
@@ -129,8 +131,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         # the request being parsed was answered on its head without a cycle (or dropped): its body is not read
         self._discarding = False
         self._in_body = False  # between the head of a request started (or answered) and the end of its body
-        # the deadline of the body of a request answered before that body is in (``_await_unread_body``)
+        # the one timer of the body of a request answered before that body is in (``_await_unread_body``): due at
+        # the earlier of its deadline and keep_alive_s after its last read (the timer's due time, as it was armed)
         self._body_timer: asyncio.TimerHandle | None = None
+        self._body_deadline = 0.0
+        self._body_read_at = 0.0
+        self._body_due_at = 0.0
         self._stopping = False  # the server is shutting down: an answer given now closes the connection
         # the trailer section of a chunked body (``on_chunk_header``): after a chunk-size line and no chunk data since,
         # the last chunk's; its fields' bytes as handed over, an estimate of the one still arriving (kept by
@@ -262,12 +268,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 self._refuse(
                     431, "Request Header Fields Too Large", f"the request head is over {self.max_header_bytes} bytes"
                 )
-        elif (
-            self._in_body
-            and self._body_timer is None
-            and (self._discarding or (self.cycle is not None and self.cycle.response_complete))
-        ):
-            self._await_unread_body()  # answered on its head (or early), its body not all in with this read
+        elif self._in_body:
+            if self._body_timer is not None:  # an answered request's body being dropped: the client is not idle
+                self._body_read_at = self.loop.time()
+            elif self._discarding or (self.cycle is not None and self.cycle.response_complete):
+                self._await_unread_body()  # answered on its head (or early), its body not all in with this read
 
     def _head_size(self) -> int:
         """The bytes of the head just read: its URL and headers (each with its ``: `` and line end), and about
@@ -511,16 +516,26 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     # next request. Nothing reads it against the middleware's deadline, and each read of it stops the keep-alive
     # timer, so without one of its own a client could hold the connection for good by sending it slowly, or a byte
     # of it and nothing more. It gets ``body_timeout_s`` from the answer, as an accepted body gets from its head,
-    # and then the connection closes (the answer is out: there is nothing to say). Meanwhile the connection is not
-    # idle, so the keep-alive timer is off; the body's end stops this timer and arms that one again
-    # (``on_message_complete``).
+    # and, as nginx's ``lingering_timeout``, ``keep_alive_s`` (uvicorn's ``timeout_keep_alive``) between its reads
+    # from the answer on: the connection closes at whichever comes first (the answer is out: there is nothing to
+    # say), so a client silent after its answer is let go as soon as an idle one. The keep-alive timer is off
+    # meanwhile, this one timer doing its work; the body's end stops it and arms that one again
+    # (``on_message_complete``). A read of the body only notes its time (``_take``): the timer, when due, is armed
+    # again for the later due time that read gave, as the head's timer is (one timer, no re-arming per read).
     def _await_unread_body(self) -> None:
         if self._body_timer is not None or self._refusal_due is not None or self.transport.is_closing():
             return
         self._unset_keepalive_if_required()
+        now = self.loop.time()
+        self._body_deadline = now + self.body_timeout_s
+        self._body_read_at = now
+        self._arm_body_timer()
+
+    def _arm_body_timer(self) -> None:
+        self._body_due_at = due = min(self._body_deadline, self._body_read_at + self.timeout_keep_alive)
         # an empty context: armed by a cycle's answer, the timer would keep that request's context (its scope)
         # alive until it is due, cancelled or not
-        self._body_timer = self.loop.call_later(self.body_timeout_s, self._body_due, context=contextvars.Context())
+        self._body_timer = self.loop.call_at(due, self._body_due, context=contextvars.Context())
 
     def _end_body(self) -> None:
         self._in_body = False
@@ -530,8 +545,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _body_due(self) -> None:
         self._body_timer = None
-        if self._in_body and not self.transport.is_closing():
-            self.transport.close()
+        if not self._in_body or self.transport.is_closing():
+            return
+        if min(self._body_deadline, self._body_read_at + self.timeout_keep_alive) > self._body_due_at:
+            self._arm_body_timer()  # read from since it was armed, short of the deadline: due later
+            return
+        self.transport.close()
 
     # the head's timer ------------------------------------------------------------------------------------------
     # One timer per connection, not one per request: a head sets its deadline, and the timer, when it fires,
