@@ -4,6 +4,7 @@ the answer to HEAD (tests/e2e/test_slow_clients.py drives the real server over s
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
@@ -394,7 +395,9 @@ def test_a_chunked_bodys_framing_is_not_charged_to_the_head_pipelined_behind_it(
 
 
 @pytest.mark.parametrize("refused", ["431", "408"])
-def test_a_head_refused_behind_a_request_in_progress_is_answered_after_it_in_order(refused: str) -> None:
+def test_a_head_refused_behind_a_request_in_progress_is_answered_after_it_in_order(
+    refused: str, caplog: pytest.LogCaptureFixture
+) -> None:
     """A client takes answers in the order of its requests: a 431 (a head over the limit) or a 408 (a head not
     done in time) for a request pipelined behind one still being served goes out after that one's answer, not
     before it (the client would read it as the first request's)."""
@@ -408,7 +411,7 @@ def test_a_head_refused_behind_a_request_in_progress_is_answered_after_it_in_ord
     async def main() -> None:
         conn = Connection(app, header_timeout_s=0.05)
         first = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n"
-        second = b"GET /b HTTP/1.1\r\nHost: x\r\nX-Big: " + (b"a" * 66000 if refused == "431" else b"a")
+        second = b"GET /b HTTP/1.1\r\nX-Request-ID: refused-b\r\nX-Big: " + (b"a" * 66000 if refused == "431" else b"a")
         conn.feed(first + second)
         await asyncio.sleep(0.2)  # past the head's timeout: the refusal is due, but the first answer is not out
         assert conn.wire.writes == [] and not conn.wire.closed
@@ -416,9 +419,14 @@ def test_a_head_refused_behind_a_request_in_progress_is_answered_after_it_in_ord
         release.set()
         answers = await conn.answers(2)
         assert [a.status for a in answers] == [200, int(refused)] and conn.wire.closed
+        assert answers[1].headers["x-request-id"] == "refused-b"
         conn.close()
 
-    asyncio.run(main())
+    with caplog.at_level(logging.INFO, logger="modelapi.access"):
+        asyncio.run(main())
+    # its access line, as every answer's: the client's request id, the method and path read before the refusal
+    (record,) = [r for r in caplog.records if r.name == "modelapi.access"]
+    assert (record.status, record.request_id, record.method, record.path) == (int(refused), "refused-b", "GET", "/b")  # type: ignore[attr-defined]
 
 
 class _DeferEveryHead(Pacing):
