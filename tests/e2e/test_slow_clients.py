@@ -46,12 +46,39 @@ def status(answer: bytes) -> int:
     return int(answer.split(b" ", 2)[1])
 
 
+def request_id(answer: bytes) -> str:
+    """The answer's ``X-Request-ID``."""
+    for line in answer.split(b"\r\n\r\n", 1)[0].split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"x-request-id":
+            return value.strip().decode()
+    raise AssertionError(answer)
+
+
+def access_line(server: RunningServer, rid: str) -> str:
+    """The access line naming request id ``rid`` (it is written after the answer goes)."""
+    log = server.log_with(rid, timeout=3)
+    lines = [line for line in log.splitlines() if rid in line and "modelapi.access" in line]
+    assert len(lines) == 1, (rid, log[-3000:])
+    return lines[0]
+
+
 def test_silent_client_is_dropped(server: RunningServer) -> None:
     with connect(server) as sock:
         started = time.monotonic()
         answer = read_all(sock)
     assert status(answer) == 408 and b"header_timeout_s" in answer
     assert 0.9 < time.monotonic() - started < 5
+    # every answer has its access line: nothing of a request was read, so no method or path
+    assert '"- - HTTP/1.1\\" 408' in access_line(server, request_id(answer))
+
+
+def test_a_head_refused_408_has_its_access_line_with_the_clients_request_id(server: RunningServer) -> None:
+    with connect(server) as sock:
+        sock.sendall(HEAD + b"X-Request-ID: slow-head-408\r\nX-Slow: 1")
+        answer = read_all(sock)
+    assert status(answer) == 408 and request_id(answer) == "slow-head-408", answer
+    assert '"POST /predict HTTP/1.1\\" 408' in access_line(server, "slow-head-408")
 
 
 def test_trickled_headers_get_no_more_time(server: RunningServer) -> None:
@@ -117,12 +144,6 @@ def test_a_trailer_section_over_the_head_limit_gets_431(server: RunningServer) -
         assert status(read_answer(sock)) == 200
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a request refused for its trailers while it waits its turn behind an answer still to come is answered by "
-    "the protocol's _RefusalApp in place of the server's app: no middleware runs, so it has no access line at all "
-    "(docs/observability.md says such a request is logged with its 431)",
-)
 def test_a_trailer_section_refused_behind_an_answer_still_to_come_has_its_access_line(server: RunningServer) -> None:
     trailers = b"".join(b"x-trailer-%d: %s\r\n" % (i, b"t" * 100) for i in range(50))  # about 5.6 kB
     first = HEAD.replace(b"/predict", b"/predict?turn=first") + b"Content-Length: %d\r\n\r\n" % len(ROW) + ROW
@@ -134,7 +155,7 @@ def test_a_trailer_section_refused_behind_an_answer_still_to_come_has_its_access
     assert answer.count(b"HTTP/1.1 ") == 2 and b"HTTP/1.1 431 " in answer, answer
     assert '"POST /predict?turn=first HTTP/1.1\\" 200' in server.log_with("turn=first")
     line = '"POST /predict?turn=second HTTP/1.1\\" 431'
-    assert line in server.log_with(line, timeout=3)
+    assert line in access_line(server, request_id(answer[answer.index(b"HTTP/1.1 431 ") :]))
 
 
 def test_a_trailer_is_not_merged_into_the_requests_headers(server: RunningServer) -> None:
@@ -166,6 +187,13 @@ def test_oversized_head_gets_431(server: RunningServer) -> None:
             sock.sendall(HEAD + b"X-Big: " + b"a" * 8000)
         answer = read_all(sock)
     assert status(answer) == 431 and b"max_header_bytes" in answer
+    assert '"POST /predict HTTP/1.1\\" 431' in access_line(server, request_id(answer))
+    with connect(server) as sock:  # the client's request id, read before the head went over the limit
+        with contextlib.suppress(OSError):
+            sock.sendall(HEAD + b"X-Request-ID: big-head-431\r\nX-Big: " + b"a" * 8000)
+        answer = read_all(sock)
+    assert status(answer) == 431 and request_id(answer) == "big-head-431", answer
+    assert '"POST /predict HTTP/1.1\\" 431' in access_line(server, "big-head-431")
 
 
 def test_stalled_clients_do_not_hold_the_server(server: RunningServer) -> None:

@@ -219,3 +219,27 @@ def test_a_websocket_upgrade_keeps_uvicorns_step_and_a_plain_request_gets_the_pr
 
     asyncio.run(main())
     assert sorted(seen) == [("http", ("10.1.2.3", 0), "https"), ("websocket", ("10.1.2.3", 0), "wss")]
+
+
+def test_a_head_refused_by_the_protocol_is_logged_with_the_client_a_trusted_proxy_names(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The protocol's own 431 (a head over the limit) has its access line, with the client the proxy step gives,
+    as every other answer's line has (the step is done on the headers read before the refusal)."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        raise AssertionError("a refused head runs no app")
+
+    async def main() -> None:
+        cfg = uvicorn.Config(app, log_config=None, lifespan="off")
+        cfg.load()
+        conn = Connection(app, peer=("127.0.0.1", 50000), config=cfg, max_header_bytes=1024)
+        head = b"GET /a HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 10.1.2.3\r\nX-Big: " + b"a" * 2000
+        (answer,) = await conn.send(head)
+        assert answer.status == 431 and conn.wire.closed
+        conn.close()
+
+    with caplog.at_level("INFO", logger="modelapi.access"):
+        asyncio.run(main())
+    (record,) = [r for r in caplog.records if r.name == "modelapi.access"]
+    assert (record.client, record.method, record.path, record.status) == ("10.1.2.3:0", "GET", "/a", 431)  # type: ignore[attr-defined]

@@ -4,6 +4,7 @@ the answer to HEAD (tests/e2e/test_slow_clients.py drives the real server over s
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
@@ -251,13 +252,6 @@ def test_a_refused_body_behind_an_answer_still_to_come_has_its_deadline_from_the
     asyncio.run(main())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an answered request's unread body is under body_timeout_s alone (60 s by default), with the keep-alive "
-    "timer off: a client that sends the head and then nothing holds the connection 60 s where it held it keep_alive_s "
-    "(5 s) at f55115a; an idle bound between reads (keep_alive_s, as nginx's lingering_timeout) beside the deadline "
-    "would keep both",
-)
 @pytest.mark.parametrize("path", [b"/refused", b"/answered-early"])
 def test_a_client_silent_after_its_answer_with_a_body_still_due_is_closed_after_the_keep_alive_timeout(
     path: bytes,
@@ -273,6 +267,31 @@ def test_a_client_silent_after_its_answer_with_a_body_still_due_is_closed_after_
         while not conn.wire.closed and time.monotonic() - started < 3.0:
             await asyncio.sleep(0.01)
         assert conn.wire.closed and time.monotonic() - started < 1.0
+        conn.close()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("path", [b"/refused", b"/answered-early"])
+def test_a_body_still_due_that_keeps_coming_is_held_to_its_deadline_not_cut_by_the_keep_alive_timeout(
+    path: bytes,
+) -> None:
+    """Bytes of the unread body, each within keep_alive_s of the last, keep the connection past keep_alive_s from
+    the answer; the body's deadline (body_timeout_s from the answer) still closes it, the body not all in."""
+
+    async def main() -> None:
+        conn = _timed_connection(0.2, body_timeout_s=0.8)
+        started = time.monotonic()
+        (answer,) = await conn.send(b"POST " + path + b" HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n")
+        assert answer.status in (200, 503)
+        while time.monotonic() - started < 0.6:  # a byte every 0.05 s: never idle for keep_alive_s
+            conn.feed(b"x")
+            await asyncio.sleep(0.05)
+        assert not conn.wire.closed  # three times keep_alive_s from the answer
+        while not conn.wire.closed and time.monotonic() - started < 3.0:
+            conn.feed(b"x")
+            await asyncio.sleep(0.05)
+        assert conn.wire.closed and time.monotonic() - started < 1.5
         conn.close()
 
     asyncio.run(main())
@@ -376,7 +395,9 @@ def test_a_chunked_bodys_framing_is_not_charged_to_the_head_pipelined_behind_it(
 
 
 @pytest.mark.parametrize("refused", ["431", "408"])
-def test_a_head_refused_behind_a_request_in_progress_is_answered_after_it_in_order(refused: str) -> None:
+def test_a_head_refused_behind_a_request_in_progress_is_answered_after_it_in_order(
+    refused: str, caplog: pytest.LogCaptureFixture
+) -> None:
     """A client takes answers in the order of its requests: a 431 (a head over the limit) or a 408 (a head not
     done in time) for a request pipelined behind one still being served goes out after that one's answer, not
     before it (the client would read it as the first request's)."""
@@ -390,7 +411,7 @@ def test_a_head_refused_behind_a_request_in_progress_is_answered_after_it_in_ord
     async def main() -> None:
         conn = Connection(app, header_timeout_s=0.05)
         first = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n"
-        second = b"GET /b HTTP/1.1\r\nHost: x\r\nX-Big: " + (b"a" * 66000 if refused == "431" else b"a")
+        second = b"GET /b HTTP/1.1\r\nX-Request-ID: refused-b\r\nX-Big: " + (b"a" * 66000 if refused == "431" else b"a")
         conn.feed(first + second)
         await asyncio.sleep(0.2)  # past the head's timeout: the refusal is due, but the first answer is not out
         assert conn.wire.writes == [] and not conn.wire.closed
@@ -398,9 +419,14 @@ def test_a_head_refused_behind_a_request_in_progress_is_answered_after_it_in_ord
         release.set()
         answers = await conn.answers(2)
         assert [a.status for a in answers] == [200, int(refused)] and conn.wire.closed
+        assert answers[1].headers["x-request-id"] == "refused-b"
         conn.close()
 
-    asyncio.run(main())
+    with caplog.at_level(logging.INFO, logger="modelapi.access"):
+        asyncio.run(main())
+    # its access line, as every answer's: the client's request id, the method and path read before the refusal
+    (record,) = [r for r in caplog.records if r.name == "modelapi.access"]
+    assert (record.status, record.request_id, record.method, record.path) == (int(refused), "refused-b", "GET", "/b")  # type: ignore[attr-defined]
 
 
 class _DeferEveryHead(Pacing):

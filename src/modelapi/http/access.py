@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import logging
 import os
+import random
+import re
 import sys
 import threading
 import time
@@ -37,6 +39,11 @@ ACCESS_LOG = logging.getLogger("modelapi.access")
 _FORMAT = '%s - "%s %s HTTP/%s" %d %d B %.1f ms [%s]'
 #: LogRecord reads the clock this way from Python 3.13 on (time_ns), as time.time() before
 _NS_CLOCK = sys.version_info >= (3, 13)
+_CLIENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+#: request ids: not secrets, only unique, so no system call per request; a generator of our own, so a model that
+#: seeds ``random`` for reproducibility cannot make ids repeat, reseeded in every forked worker
+_IDS = random.Random()  # noqa: S311 (ids are not secrets: nothing trusts them)
+os.register_at_fork(after_in_child=_IDS.seed)
 
 
 class _Prototype:
@@ -121,6 +128,24 @@ def _task_name() -> str | None:
 
 
 _PROTOTYPE = _Prototype()
+
+
+def scan_headers(scope: Scope) -> tuple[str, int | None]:
+    """The request id (the client's ``X-Request-ID`` if well-formed, else a new one) and ``Content-Length``."""
+    rid: str | None = None
+    length: int | None = None
+    seen_length = False
+    for key, value in scope["headers"]:
+        if key == b"content-length" and not seen_length:  # the first one, as uvicorn reads it
+            seen_length = True
+            try:
+                length = int(value)
+            except ValueError:
+                length = None
+        elif key == b"x-request-id" and rid is None:
+            text: str = value.decode("latin-1")
+            rid = text if _CLIENT_ID.fullmatch(text) else ""
+    return rid or f"{_IDS.getrandbits(128):032x}", length
 
 
 def access_line(scope: Scope, rid: str, status: int, sent: int, seconds: float) -> None:

@@ -25,8 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-import os
-import random
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -41,17 +39,12 @@ from ..events import Events, RequestRejected
 from ..logs import CONTEXT
 from ..security.slow_clients import ARRIVED, BODY_IN, IN_PROGRESS, REFUSED
 from ..settings import Settings
-from .access import ACCESS_LOG, access_line
+from .access import ACCESS_LOG, access_line, scan_headers
 from .errors import BODY_LIMIT, error_response, handle_modelapi_error, handle_unexpected
 from .holds import RetryHolds
 from .rejections import REPORTER
 
 log = logging.getLogger("modelapi")
-_CLIENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
-#: request ids: not secrets, only unique, so no system call per request; a generator of our own, so a model that
-#: seeds ``random`` for reproducibility cannot make ids repeat, reseeded in every forked worker
-_IDS = random.Random()  # noqa: S311 (ids are not secrets: nothing trusts them)
-os.register_at_fork(after_in_child=_IDS.seed)
 CSP = "default-src 'none'; frame-ancestors 'none'"
 HSTS = "max-age=31536000"
 _STANDARD_HEADERS = [
@@ -273,24 +266,6 @@ def _too_large(limit: int, setting: str = "max_body_bytes") -> str:
 
 def _limit_name(scope: Scope) -> str:
     return "max_upload_bytes" if scope.get(BODY_LIMIT) else "max_body_bytes"
-
-
-def scan_headers(scope: Scope) -> tuple[str, int | None]:
-    """The request id (the client's ``X-Request-ID`` if well-formed, else a new one) and ``Content-Length``."""
-    rid: str | None = None
-    length: int | None = None
-    seen_length = False
-    for key, value in scope["headers"]:
-        if key == b"content-length" and not seen_length:  # the first one, as uvicorn reads it
-            seen_length = True
-            try:
-                length = int(value)
-            except ValueError:
-                length = None
-        elif key == b"x-request-id" and rid is None:
-            text: str = value.decode("latin-1")
-            rid = text if _CLIENT_ID.fullmatch(text) else ""
-    return rid or f"{_IDS.getrandbits(128):032x}", length
 
 
 def request_context(

@@ -52,9 +52,9 @@ from ..errors import Overloaded
 from ..events import RequestRejected
 from ..protocols import ErrorStyle
 from ..security.slow_clients import ARRIVED
-from .access import ACCESS_LOG, access_line
+from .access import ACCESS_LOG, access_line, scan_headers
 from .holds import RetryHolds
-from .middleware import HSTS, STANDARD_RAW, scan_headers
+from .middleware import HSTS, STANDARD_RAW
 from .rejections import REPORTER
 
 if TYPE_CHECKING:

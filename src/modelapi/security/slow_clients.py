@@ -7,7 +7,8 @@ the server's memory. This protocol answers such a client ``408 Request Timeout``
 and ``431 Request Header Fields Too Large`` after ``max_header_bytes``, and closes the connection. The body
 has its own deadline, enforced by ``http/middleware.py``; a body still to come once its request was answered
 (refused on its head, say), which nothing reads, gets the same deadline here, from the answer, and the
-connection closes when it passes (``_await_unread_body``). A chunked body's trailers are held to the head's size
+keep-alive timeout between its reads (as nginx's ``lingering_timeout``): the connection closes when either passes
+(``_await_unread_body``). A chunked body's trailers are held to the head's size
 limit and dropped, never merged into the request's headers (``on_chunk_header``).
 
 It also stamps each request's scope with the ``time.monotonic()`` its head was complete (``ARRIVED``): the data
@@ -23,15 +24,23 @@ Under overload it may refuse a request on its head (``Shedder``: ``http/shedding
 the connection is still to come, it writes the refusal itself, head and body in one write, without a request
 cycle, a task or ASGI messages (``_answer_on_head``): its scope past the proxy step, framed
 and followed as uvicorn's cycle would (its ``on_response_complete``: keep-alive, the next pipelined request),
-the request's unread body dropped as it comes (within ``body_timeout_s``). Otherwise (a request pipelined
-behind one still in progress, one the refusal hands on to the app, writes paused for a client that does not
-read) uvicorn's cycle runs the refusal instead of the server's app, on the same scope.
+the request's unread body dropped as it comes (within ``body_timeout_s``, and ``keep_alive_s`` between its
+reads). Otherwise (a request pipelined behind one still in progress, one the refusal hands on to the app, writes
+paused for a client that does not read) uvicorn's cycle runs the refusal instead of the server's app, on the same
+scope.
+
+Every answer it writes has its access line (``http/access.access_line``, as every other answer's): the 503 on the
+head (``http/shedding.py`` writes it), and the 408 or 431 for a slow or oversized head or trailer section
+(``_refusal_line``: on the direct path and when a cycle runs it in place of the app, with the request id by the
+middleware's rules, also sent as ``X-Request-ID``); a 431 for the trailers of a request whose app is running is
+that app's line (``REFUSED``). A head not read past its request line is logged with ``-`` for method and path.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
@@ -42,6 +51,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 
+from ..http.access import ACCESS_LOG, access_line, scan_headers
 from ..http.forwarded import Forwarded
 from ..http.pacing import Pacing
 from ..http.transport import HeadHolding
@@ -116,6 +126,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._read_consumed = 0  # what of that read the requests before the one being read took
         #: a 408 or 431 for a head read behind requests whose answers are still to come (``_refuse``)
         self._refusal_due: tuple[int, str, str] | None = None
+        self._refused_scope: dict[str, Any] | None = None  # and the request it refuses, for its access line
         self._in_message = False  # between a request's first byte and its end: its bytes are taken at once
         # the reads kept while the connection waits its turn (pacing), each with its time
         self._waiting: list[tuple[float, bytes]] | None = None
@@ -129,8 +140,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         # the request being parsed was answered on its head without a cycle (or dropped): its body is not read
         self._discarding = False
         self._in_body = False  # between the head of a request started (or answered) and the end of its body
-        # the deadline of the body of a request answered before that body is in (``_await_unread_body``)
+        # the one timer of the body of a request answered before that body is in (``_await_unread_body``): due at
+        # the earlier of its deadline and keep_alive_s after its last read (the timer's due time, as it was armed)
         self._body_timer: asyncio.TimerHandle | None = None
+        self._body_deadline = 0.0
+        self._body_read_at = 0.0
+        self._body_due_at = 0.0
         self._stopping = False  # the server is shutting down: an answer given now closes the connection
         # the trailer section of a chunked body (``on_chunk_header``): after a chunk-size line and no chunk data since,
         # the last chunk's; its fields' bytes as handed over, an estimate of the one still arriving (kept by
@@ -159,7 +174,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         due = self._refusal_due
         if due is not None and (self.cycle is None or self.cycle.response_complete):
             self._refusal_due = None  # every answer before it is out: now the refusal (``_refuse``)
-            self._refuse(*due)
+            if not self.transport.is_closing():
+                # with the scope of the head it refuses, as taken then (a later request may have begun since)
+                self._write_refusal(*due, self._refused_scope)
             return
         if self._waiting is not None:  # the next request, read meanwhile, waits its turn: the connection is not idle
             self._unset_keepalive_if_required()
@@ -262,12 +279,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 self._refuse(
                     431, "Request Header Fields Too Large", f"the request head is over {self.max_header_bytes} bytes"
                 )
-        elif (
-            self._in_body
-            and self._body_timer is None
-            and (self._discarding or (self.cycle is not None and self.cycle.response_complete))
-        ):
-            self._await_unread_body()  # answered on its head (or early), its body not all in with this read
+        elif self._in_body:
+            if self._body_timer is not None:  # an answered request's body being dropped: the client is not idle
+                self._body_read_at = self.loop.time()
+            elif self._discarding or (self.cycle is not None and self.cycle.response_complete):
+                self._await_unread_body()  # answered on its head (or early), its body not all in with this read
 
     def _head_size(self) -> int:
         """The bytes of the head just read: its URL and headers (each with its ``: `` and line end), and about
@@ -502,8 +518,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 return
         cycle.disconnected = True
         cycle.message_event.set()
-        cycle.scope[REFUSED] = 431  # type: ignore[literal-required]
-        self._write_refusal(431, "Request Header Fields Too Large", detail)
+        scope = cycle.scope
+        scope[REFUSED] = 431  # type: ignore[literal-required]
+        # its app's access line says 431 (the middleware's, ``REFUSED``): this writes none, with the app's id
+        self._write_refusal(431, "Request Header Fields Too Large", detail, scope, logged=True)  # type: ignore[arg-type]
 
     # the unread body's deadline -------------------------------------------------------------------------------
     # A request answered before its whole body is in (refused on its head, by the protocol or by its cycle; or
@@ -511,16 +529,26 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     # next request. Nothing reads it against the middleware's deadline, and each read of it stops the keep-alive
     # timer, so without one of its own a client could hold the connection for good by sending it slowly, or a byte
     # of it and nothing more. It gets ``body_timeout_s`` from the answer, as an accepted body gets from its head,
-    # and then the connection closes (the answer is out: there is nothing to say). Meanwhile the connection is not
-    # idle, so the keep-alive timer is off; the body's end stops this timer and arms that one again
-    # (``on_message_complete``).
+    # and, as nginx's ``lingering_timeout``, ``keep_alive_s`` (uvicorn's ``timeout_keep_alive``) between its reads
+    # from the answer on: the connection closes at whichever comes first (the answer is out: there is nothing to
+    # say), so a client silent after its answer is let go as soon as an idle one. The keep-alive timer is off
+    # meanwhile, this one timer doing its work; the body's end stops it and arms that one again
+    # (``on_message_complete``). A read of the body only notes its time (``_take``): the timer, when due, is armed
+    # again for the later due time that read gave, as the head's timer is (one timer, no re-arming per read).
     def _await_unread_body(self) -> None:
         if self._body_timer is not None or self._refusal_due is not None or self.transport.is_closing():
             return
         self._unset_keepalive_if_required()
+        now = self.loop.time()
+        self._body_deadline = now + self.body_timeout_s
+        self._body_read_at = now
+        self._arm_body_timer()
+
+    def _arm_body_timer(self) -> None:
+        self._body_due_at = due = min(self._body_deadline, self._body_read_at + self.timeout_keep_alive)
         # an empty context: armed by a cycle's answer, the timer would keep that request's context (its scope)
         # alive until it is due, cancelled or not
-        self._body_timer = self.loop.call_later(self.body_timeout_s, self._body_due, context=contextvars.Context())
+        self._body_timer = self.loop.call_at(due, self._body_due, context=contextvars.Context())
 
     def _end_body(self) -> None:
         self._in_body = False
@@ -530,8 +558,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _body_due(self) -> None:
         self._body_timer = None
-        if self._in_body and not self.transport.is_closing():
-            self.transport.close()
+        if not self._in_body or self.transport.is_closing():
+            return
+        if min(self._body_deadline, self._body_read_at + self.timeout_keep_alive) > self._body_due_at:
+            self._arm_body_timer()  # read from since it was armed, short of the deadline: due later
+            return
+        self.transport.close()
 
     # the head's timer ------------------------------------------------------------------------------------------
     # One timer per connection, not one per request: a head sets its deadline, and the timer, when it fires,
@@ -564,30 +596,95 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._end_head()
         if self.transport.is_closing():
             return
+        # the head being refused, as far as it was read (none on a connection that sent nothing), and how long
+        # it took: for the access line (``_refusal_line``)
+        scope = self._head_scope()
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete:
             # answers to requests read before this head are still to come (pipelining): a client takes answers in
             # the order of its requests, so this one goes out after them (``on_response_complete``); nothing more
             # is read meanwhile
             self._refusal_due = (status, reason, detail)
+            self._refused_scope = scope
             self.flow.pause_reading()
             return
-        self._write_refusal(status, reason, detail)
+        self._write_refusal(status, reason, detail, scope)
 
-    def _write_refusal(self, status: int, reason: str, detail: str) -> None:
-        """Writes a 408 or 431 and closes the connection."""
-        headers, body = _refusal(status, detail)
+    def _head_scope(self) -> dict[str, Any]:
+        """The scope of the head being refused, for its access line: the client, and the method and path once its
+        request line is surely whole (a header read after it); else ``-`` for both. Its
+        headers, for the request id, as far as read. A copy: the request's own, if any, is left as it was."""
+        current: dict[str, Any] | None = self.scope  # type: ignore[assignment]  # None: no byte of a request yet
+        scope: dict[str, Any] = {
+            "client": self.client,
+            "http_version": "1.1",
+            "method": "-",
+            "path": "-",
+            "headers": [],
+            ARRIVED: time.monotonic() - (self.header_timeout_s - (self._head_deadline - self.loop.time())),
+        }
+        if current is None or current.get(ARRIVED) is not None:
+            return scope  # no head begun (a connection that sent nothing), or the scope is an earlier request's
+        headers = current.get("headers") or []
+        scope["headers"] = headers
+        if headers:  # a header read (whole: httptools hands over none in part): the request line is whole
+            try:
+                scope["method"] = self.parser.get_method().decode("ascii")
+                scope["path"] = httptools.parse_url(self.url).path.decode("latin-1")[:_LOGGED_PATH]
+                scope["http_version"] = self.parser.get_http_version()
+            except Exception:  # noqa: S110 (a request line httptools has not parsed: logged as ``-``)
+                pass
+            if self._forwarding is not None:  # the client a trusted proxy names, as for every other access line
+                self._forwarding.apply(scope)
+        return scope
+
+    def _write_refusal(
+        self, status: int, reason: str, detail: str, scope: dict[str, Any] | None, *, logged: bool = False
+    ) -> None:
+        """Writes a 408 or 431 and closes the connection; with its access line (``_refusal_line``), but where
+        ``logged``: a request whose app is running, whose own line says it."""
+        if scope is None:
+            scope = self._head_scope()
+        headers, body = _refusal(status, detail, _request_id(scope))
         head = b"".join((f"HTTP/1.1 {status} {reason}\r\n".encode(), *(b"%s: %s\r\n" % field for field in headers)))
         self.transport.write(head + b"\r\n" + body)
         self.transport.close()
+        if not logged:
+            _refusal_line(scope, status, len(body))
 
 
-def _refusal(status: int, detail: str) -> tuple[list[tuple[bytes, bytes]], bytes]:
-    """The headers and body of the protocol's 408 or 431 (the connection closes after it)."""
+#: the most characters of a refused head's path its access line shows (the head may be over the limit for it)
+_LOGGED_PATH = 1024
+
+
+def _request_id(scope: Scope) -> str:
+    """The request id of a refused request, by the middleware's rules (``http/access.scan_headers``): the one
+    its app's middleware gave it, if it ran; else the client's X-Request-ID if well-formed, else a new one. Kept in
+    the scope, so the answer and its access line name the same."""
+    state = scope.setdefault("state", {})
+    rid = state.get("request_id")
+    if not isinstance(rid, str):
+        rid = state["request_id"] = scan_headers(scope)[0]
+    return rid
+
+
+def _refusal_line(scope: Scope, status: int, sent: int) -> None:
+    """The access line of a 408 or 431 the protocol answered (written or run by a cycle in place of the app),
+    through the same ``access_line`` as every other answer's; its time from the head's start (``ARRIVED``)."""
+    if ACCESS_LOG.isEnabledFor(logging.INFO):
+        arrived = scope.get(ARRIVED)
+        seconds = time.monotonic() - arrived if isinstance(arrived, float) else 0.0
+        access_line(scope, _request_id(scope), status, sent, max(0.0, seconds))
+
+
+def _refusal(status: int, detail: str, rid: str) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """The headers and body of the protocol's 408 or 431 (the connection closes after it), with the request id
+    its access line names."""
     body = f"{detail} ({'header_timeout_s' if status == 408 else 'max_header_bytes'})\n".encode()
     headers = [
         (b"content-type", b"text/plain; charset=utf-8"),
         (b"content-length", b"%d" % len(body)),
+        (b"x-request-id", rid.encode("latin-1")),
         (b"connection", b"close"),
     ]
     return headers, body
@@ -612,11 +709,14 @@ class _RefusalApp:
 
     def __init__(self, status: int, detail: str) -> None:
         self.status = status
-        self.headers, self.body = _refusal(status, detail)
+        self.detail = detail
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": self.status, "headers": self.headers})
-        await send({"type": "http.response.body", "body": self.body})
+        # no middleware runs in its place: the access line is written here (``_refusal_line``), as on the direct path
+        headers, body = _refusal(self.status, self.detail, _request_id(scope))
+        await send({"type": "http.response.start", "status": self.status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        _refusal_line(scope, self.status, len(body))
 
 
 def protocol_class(
