@@ -14,6 +14,8 @@ from starlette.testclient import TestClient
 from helpers.keys import create_key
 from modelapi.http import fastpath
 from modelapi.http.app import create_app
+from modelapi.security.auth import AuthMiddleware
+from modelapi.security.limits import RateLimitMiddleware
 from modelapi.settings import Settings
 from toymodels import HalfPlusThree, IrisClassifier, Regressor
 
@@ -94,6 +96,27 @@ def test_the_fast_path_answers_as_starlettes_stack_with_a_key(tmp_path: Path, li
     assert fast == answers(slow(create_app(every, settings)), {"authorization": f"Bearer {key}"})
     assert fast[0][0] == (404 if limited else 200)
     assert answers(create_app(every, settings)) == answers(slow(create_app(every, settings)))  # no key: 401s
+
+
+def layers(app: Any) -> list[type]:
+    """The classes of the fast path's stack, outermost first."""
+    app.middleware_stack = app.build_middleware_stack()
+    layer, out = app.middleware_stack.fast, []
+    while layer is not None:
+        out.append(type(layer))
+        layer = getattr(layer, "app", None)
+    return out
+
+
+def test_authentication_is_left_out_of_the_fast_path_only_when_it_is_off(tmp_path: Path) -> None:
+    """Off, its layer would only pass the inference routes' requests on; the slow stack keeps it (management routes
+    are refused there with authentication off)."""
+    assert AuthMiddleware not in layers(create_app(models(), Settings()))
+    assert RateLimitMiddleware in layers(create_app(models(), Settings()))
+    create_key(tmp_path)
+    assert AuthMiddleware in layers(create_app(models(), Settings(auth="on", state_dir=tmp_path)))
+    with TestClient(create_app(models(), Settings(management_routes=True))) as client:
+        assert client.post("/v2/repository/models/iris/unload").status_code == 403
 
 
 def test_only_the_inference_routes_take_it(monkeypatch: pytest.MonkeyPatch) -> None:

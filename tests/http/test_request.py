@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import tracemalloc
 import zlib
@@ -10,11 +11,12 @@ from typing import Any
 
 import orjson
 import pytest
+from starlette.requests import ClientDisconnect, Request
 from starlette.testclient import TestClient
 
 from modelapi.errors import MalformedRequest, PayloadTooLarge
 from modelapi.http.app import create_app
-from modelapi.http.request import Inflater
+from modelapi.http.request import Inflater, read_body
 from modelapi.settings import Settings
 from toymodels import IrisClassifier
 
@@ -158,3 +160,38 @@ def test_a_bomb_never_takes_much_more_memory_than_the_limit(bomb: bytes) -> None
     finally:
         tracemalloc.stop()
     assert peak < 4 * LIMIT  # the bomb inflates to 100 MB
+
+
+SEQUENCES: list[list[dict[str, Any]]] = [
+    [{"type": "http.request", "body": b"abc"}],
+    [{"type": "http.request"}],
+    [{"type": "http.request", "body": b"ab", "more_body": True}, {"type": "http.request", "body": b"c"}],
+    [{"type": "http.request", "body": b"", "more_body": True}, {"type": "other"}, {"type": "http.request"}],
+    [{"type": "http.request", "body": b"ab", "more_body": True}, {"type": "http.disconnect"}],
+]
+
+
+@pytest.mark.parametrize("messages", SEQUENCES)
+def test_the_body_read_is_starlettes(messages: list[dict[str, Any]]) -> None:
+    """``read_body`` reads in its own coroutine what Starlette's ``Request.body`` would: the same body or
+    ``ClientDisconnect``, the same state left on the request (a second read, the stream consumed, a disconnect)."""
+
+    def outcome(read: Callable[[Request], Any]) -> tuple[Any, ...]:
+        queue = list(messages)
+
+        async def receive() -> Any:
+            return queue.pop(0)
+
+        request = Request({"type": "http", "method": "POST", "headers": []}, receive)
+
+        async def both() -> tuple[Any, ...]:
+            try:
+                first: Any = await read(request)
+            except ClientDisconnect:
+                first = "disconnect"
+            again = await request.body() if first != "disconnect" else None
+            return first, again, request._stream_consumed, request._is_disconnected, len(queue)
+
+        return asyncio.run(both())
+
+    assert outcome(lambda request: read_body(request, LIMIT)) == outcome(lambda request: request.body())

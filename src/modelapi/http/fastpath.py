@@ -7,7 +7,8 @@ routes (``POST /models/{name}/predict``, ``/v2/models/{name}/infer``, ``/v1/mode
 version and label variants), which carry most of the traffic, ``App`` skips them: ``FastPath`` matches the path
 against those routes' own patterns (``Route.matches``, as the router would, and only those routes the router
 would try first) and hands the request to a second instance of the same middleware stack (request context,
-CORS, authentication, rate limit: the same classes, the same settings, the same shared state), whose innermost
+CORS, authentication, rate limit: the same classes, the same settings, the same shared state; authentication
+left out when it is off, as it then only passes these routes' requests on), whose innermost
 app is ``_Dispatch``: it puts the match in the scope as the router does, runs the route's model-access guard
 (``http/routing._ModelGuard.check``) and awaits the handler and its response.
 
@@ -32,6 +33,7 @@ from starlette.requests import Request
 from starlette.routing import BaseRoute, Match, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ..security.auth import AuthMiddleware
 from .routing import ProtocolRoute, _ModelGuard
 
 #: the scope key of a fast-path match: the route and the child scope its ``matches`` returned
@@ -139,6 +141,11 @@ class App(Starlette):
         if not routes:
             return slow
         fast: Any = _Dispatch(self.router, self.exception_handlers)
+        paths = [route.path for route in routes]
         for cls, args, kwargs in reversed(self.user_middleware):
-            fast = cls(fast, *args, **kwargs)
+            layer = cls(fast, *args, **kwargs)
+            # authentication off: its layer would only await the next one for these routes (the slow stack keeps
+            # it: it refuses the management routes there)
+            if not (isinstance(layer, AuthMiddleware) and layer.passes(paths)):
+                fast = layer
         return FastPath(slow, fast, routes)

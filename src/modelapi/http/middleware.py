@@ -27,7 +27,7 @@ import contextvars
 import logging
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -122,25 +122,7 @@ class RequestContextMiddleware:
                 message["headers"] = raw
             await send(message)
 
-        try:
-            await self._serve(scope, receive, send_with_headers, declared, loop, lambda: started)
-        finally:
-            if access:
-                # no answer sent: the client left (499), or the HTTP protocol answered itself (``REFUSED``)
-                access_line(scope, rid, status or scope.get(REFUSED, 499), sent, time.perf_counter() - begun)
-            CONTEXT.reset(token)
-            if holds is not None and holds.held:  # the last request to end releases what is held (http/holds.py)
-                holds.ended(scope.get(IN_PROGRESS))
-
-    async def _serve(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send_with_headers: Send,
-        declared: int | None,
-        loop: asyncio.AbstractEventLoop,
-        has_started: Callable[[], bool],
-    ) -> None:
+        timer: asyncio.TimerHandle | None = None
         limit = self.max_body_bytes
         setting = "max_body_bytes"
         if declared is not None and declared > limit:
@@ -149,14 +131,6 @@ class RequestContextMiddleware:
                 if pattern.match(path):
                     limit, setting = upload_limit, "max_upload_bytes"
                     break
-        if declared is not None and declared > limit:
-            detail = _too_large(limit, setting)
-            REPORTER.refused("body_size", 413, None, detail)
-            self._too_large()
-            response = error_response(Request(scope), 413, PayloadTooLarge.title, detail, {"connection": "close"})
-            await response(scope, receive, send_with_headers)
-            return
-
         received = 0
         body_done = False
         routed = False
@@ -165,7 +139,6 @@ class RequestContextMiddleware:
         # body the server has whole already (BODY_IN) cannot keep a receive waiting: no timer for it
         deadline = loop.time() + self.body_timeout_s
         task: asyncio.Task[object] | None = None
-        timer: asyncio.TimerHandle | None = None
         whole = BODY_IN in scope
         waiting = expired = False
 
@@ -216,27 +189,47 @@ class RequestContextMiddleware:
                 timer.cancel()
             return message
 
+        # one coroutine serves the request, from its limits to its access line (a second one for the serving
+        # part cost a call and a frame per request)
         try:
-            await self.app(scope, receive_limited, send_with_headers)
-        except ClientDisconnect:
-            # the client left while its body was arriving: nobody to answer (the access log says 499); or the HTTP
-            # protocol answered the request itself and stopped reading it (a trailer section over the limit)
-            if REFUSED in scope:
-                log.info("request %s: refused as its body arrived (%d)", scope["state"]["request_id"], scope[REFUSED])
-            else:
-                log.info("request %s: the client disconnected before its body arrived", scope["state"]["request_id"])
-        except Exception as exc:
-            if has_started():
-                raise
-            request = Request(scope)
-            if isinstance(exc, ModelAPIError):
-                response = await handle_modelapi_error(request, exc)
-            else:
-                response = await handle_unexpected(request, exc)
-            await response(scope, receive, send_with_headers)
+            if declared is not None and declared > limit:
+                detail = _too_large(limit, setting)
+                REPORTER.refused("body_size", 413, None, detail)
+                self._too_large()
+                response = error_response(Request(scope), 413, PayloadTooLarge.title, detail, {"connection": "close"})
+                await response(scope, receive, send_with_headers)
+                return
+            try:
+                await self.app(scope, receive_limited, send_with_headers)
+            except ClientDisconnect:
+                # the client left while its body was arriving: nobody to answer (the access log says 499); or the
+                # HTTP protocol answered the request itself and stopped reading it (a trailer section over the limit)
+                if REFUSED in scope:
+                    log.info(
+                        "request %s: refused as its body arrived (%d)", scope["state"]["request_id"], scope[REFUSED]
+                    )
+                else:
+                    log.info(
+                        "request %s: the client disconnected before its body arrived", scope["state"]["request_id"]
+                    )
+            except Exception as exc:
+                if started:
+                    raise
+                request = Request(scope)
+                if isinstance(exc, ModelAPIError):
+                    response = await handle_modelapi_error(request, exc)
+                else:
+                    response = await handle_unexpected(request, exc)
+                await response(scope, receive, send_with_headers)
         finally:
             if timer is not None:
                 timer.cancel()
+            if access:
+                # no answer sent: the client left (499), or the HTTP protocol answered itself (``REFUSED``)
+                access_line(scope, rid, status or scope.get(REFUSED, 499), sent, time.perf_counter() - begun)
+            CONTEXT.reset(token)
+            if holds is not None and holds.held:  # the last request to end releases what is held (http/holds.py)
+                holds.ended(scope.get(IN_PROGRESS))
 
 
 class _RequestLog:

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from .. import jsonutil
 from ..context import JsonLimits
@@ -108,13 +108,42 @@ def inflater(request: Request, limit: int) -> Inflater | None:
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The whole request body, decompressed as its ``Content-Encoding`` says (to at most ``limit`` bytes)."""
-    body = await request.body()
+    body = await _whole(request)
     decoder = inflater(request, limit)
     if decoder is None:
         return body
     out = await run_in_threadpool(decoder.feed, body)
     decoder.finish()
     return out
+
+
+async def _whole(request: Request) -> bytes:
+    """``request.body()``, read in this coroutine: Starlette's goes through ``Request.stream``, an async generator
+    with its own coroutines, to read what is usually one message (a small body, whole when its head is read).
+    The same messages, the same errors and the same state left on the request (the body kept for a second read,
+    the stream marked consumed, a disconnect remembered) as Starlette's ``body`` and ``stream`` leave."""
+    if hasattr(request, "_body"):
+        return request._body
+    if request._stream_consumed:
+        raise RuntimeError("Stream consumed")
+    receive = request.receive
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        kind = message["type"]
+        if kind == "http.request":
+            chunk = message.get("body", b"")
+            if chunk:
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                request._stream_consumed = True
+                break
+        elif kind == "http.disconnect":
+            request._is_disconnected = True
+            raise ClientDisconnect()
+    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    request._body = body
+    return body
 
 
 async def stream_body(request: Request, limit: int) -> AsyncIterator[bytes]:
@@ -128,7 +157,9 @@ async def stream_body(request: Request, limit: int) -> AsyncIterator[bytes]:
         decoder.finish()
 
 
-async def read_json(request: Request, limit: int, limits: JsonLimits) -> Any:
-    """A JSON body (415 for another content type) within the byte and JSON limits."""
-    require_json(request)
+async def read_json(request: Request, limit: int, limits: JsonLimits, *, typed: bool = False) -> Any:
+    """A JSON body (415 for another content type) within the byte and JSON limits; ``typed``: the caller has
+    checked the content type already (``require_json``, on the head)."""
+    if not typed:
+        require_json(request)
     return jsonutil.loads(await read_body(request, limit), limits)

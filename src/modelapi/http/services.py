@@ -9,7 +9,7 @@ another front end) can hand it a data plane of its own. ``Services`` also turns 
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,11 +75,13 @@ class Services:
         return limit if limit is not None else self.dataplane.max_rows
 
     # bodies, within the server's limits ---------------------------------------------------------------------
-    async def body(self, request: Request) -> bytes:
-        return await bodies.read_body(request, self.settings.max_body_bytes)
+    # (plain functions returning the reading coroutine: one coroutine less per request than awaiting it here)
+    def body(self, request: Request) -> Coroutine[Any, Any, bytes]:
+        return bodies.read_body(request, self.settings.max_body_bytes)
 
-    async def json(self, request: Request) -> Any:
-        return await bodies.read_json(request, self.settings.max_body_bytes, self.json_limits)
+    def json(self, request: Request, *, typed: bool = False) -> Coroutine[Any, Any, Any]:
+        """The JSON body; ``typed``: the route has called ``require_json`` already (on the head)."""
+        return bodies.read_json(request, self.settings.max_body_bytes, self.json_limits, typed=typed)
 
     def upload(self, request: Request) -> AsyncIterator[bytes]:
         """A job upload's body in blocks, decompressed, within ``max_upload_bytes`` (not ``max_body_bytes``)."""

@@ -141,6 +141,12 @@ class AuthMiddleware:
         # SQLite answers a primary-key lookup in microseconds; a network database goes to a thread
         self.in_thread = auth.store is not None and not auth.store.url.startswith("sqlite")
 
+    def passes(self, paths: Iterable[str]) -> bool:
+        """Whether every request to these route paths goes through this layer untouched: authentication is off
+        (no key store, for the process's life) and none of them is a management path, so the layer would only
+        await the app (``http/fastpath.py`` leaves it out of the inference routes' stack then)."""
+        return self.auth.store is None and not (self.management and any(map(is_management, paths)))
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
             await self.app(scope, receive, send)

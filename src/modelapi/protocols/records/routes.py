@@ -133,7 +133,7 @@ def routes(services: Services) -> list[BaseRoute]:
             require_json(request)
         # admitted on the head (a refusal reads no body); the version is held once the body is in
         with dp.admit(name, services.context(request, "records"), version, label) as admission:
-            body = None if get else await services.json(request)
+            body = None if get else await services.json(request, typed=True)
             with admission.call() as call:
                 signature = call.signature
                 with tracing.span("decode"):

@@ -67,7 +67,7 @@ def routes(services: Services) -> list[BaseRoute]:
         ctx = services.context(request, "v1")
         # admitted on the head (a refusal reads no body); the version is held once the body is in
         with dp.admit(params["name"], ctx, params.get("version"), params.get("label")) as admission:
-            body = await services.json(request)
+            body = await services.json(request, typed=True)
             with admission.call() as call:
                 signature = call.signature
                 with tracing.span("decode"):

@@ -93,7 +93,7 @@ def routes(services: Services) -> list[BaseRoute]:
         with tracing.span("encode"):
             payload, json_length = model_codec.encode(answer, fmt)
         if json_length is None:
-            return Response(payload, media_type="application/json")
+            return json_response(payload)  # the headers Response(payload, media_type="application/json") makes
         return Response(payload, media_type="application/octet-stream", headers={HEADER_LENGTH: str(json_length)})
 
     async def statistics(request: Request) -> Response:
