@@ -144,6 +144,20 @@ def test_a_trailer_section_over_the_head_limit_gets_431(server: RunningServer) -
         assert status(read_answer(sock)) == 200
 
 
+def test_a_trailer_section_refused_in_the_read_of_its_head_names_one_request_id(server: RunningServer) -> None:
+    """The whole request, its trailer section over the limit, in one read: the 431 is written before its app's
+    task has run, and the access line (the middleware's, once that task runs) names the id the 431 sent."""
+    trailers = b"".join(b"x-trailer-%d: %s\r\n" % (i, b"t" * 100) for i in range(50))  # about 5.6 kB
+    with connect(server) as sock:
+        with contextlib.suppress(OSError):  # the server may close before all is sent
+            sock.sendall(chunked(ROW, trailers).replace(b"/predict", b"/predict?turn=one-read", 1))
+        answer = read_all(sock)
+    assert status(answer) == 431, answer
+    line = '"POST /predict?turn=one-read HTTP/1.1\\" 431'
+    (logged,) = [entry for entry in server.log_with(line).splitlines() if line in entry]
+    assert request_id(answer) in logged, (answer, logged)  # the line the app's middleware wrote names the sent id
+
+
 def test_a_trailer_section_refused_behind_an_answer_still_to_come_has_its_access_line(server: RunningServer) -> None:
     trailers = b"".join(b"x-trailer-%d: %s\r\n" % (i, b"t" * 100) for i in range(50))  # about 5.6 kB
     first = HEAD.replace(b"/predict", b"/predict?turn=first") + b"Content-Length: %d\r\n\r\n" % len(ROW) + ROW

@@ -429,6 +429,26 @@ def test_a_head_refused_behind_a_request_in_progress_is_answered_after_it_in_ord
     assert (record.status, record.request_id, record.method, record.path) == (int(refused), "refused-b", "GET", "/b")  # type: ignore[attr-defined]
 
 
+def test_a_refused_heads_access_line_has_its_path_decoded_and_a_key_in_it_redacted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The path of a head refused 431 is logged as every other request's: decoded, so that a key in it, even
+    percent-encoded, is redacted by the access line."""
+
+    async def main() -> None:
+        conn = Connection(_Reader(), max_header_bytes=4096)
+        key = b"m%6B_0123abcd_" + b"0123456789abcdef" * 2
+        conn.feed(b"GET /x/" + key + b" HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 8000 + b"\r\n\r\n")
+        (answer,) = await conn.answers(1)
+        assert answer.status == 431
+        conn.close()
+
+    with caplog.at_level(logging.INFO, logger="modelapi.access"):
+        asyncio.run(main())
+    (record,) = [r for r in caplog.records if r.name == "modelapi.access"]
+    assert record.path == "/x/mk_0123abcd_<redacted>"  # type: ignore[attr-defined]
+
+
 class _DeferEveryHead(Pacing):
     """Pacing that keeps every head but GET/HEAD waiting its turn, one taken a turn (a slice of 0)."""
 

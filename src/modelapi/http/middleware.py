@@ -82,7 +82,12 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         rid, declared = scan_headers(scope)
-        scope.setdefault("state", {})["request_id"] = rid
+        state = scope.setdefault("state", {})
+        if REFUSED in scope:
+            # the HTTP protocol refused it before its task ran (its trailer section over the limit, in the read of
+            # its head) and sent the id it took then (``security/slow_clients._request_id``): the line names that
+            rid = state.get("request_id") or rid
+        state["request_id"] = rid
         started = False
         tls = scope.get("scheme") == "https"
         loop = asyncio.get_running_loop()

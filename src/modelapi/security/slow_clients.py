@@ -630,7 +630,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if headers:  # a header read (whole: httptools hands over none in part): the request line is whole
             try:
                 scope["method"] = self.parser.get_method().decode("ascii")
-                scope["path"] = httptools.parse_url(self.url).path.decode("latin-1")[:_LOGGED_PATH]
+                path = httptools.parse_url(self.url).path.decode("latin-1")
+                # decoded, as uvicorn decodes every other request's path (``_answer_on_head`` too): the access
+                # line redacts a key in the path it logs, and a percent-encoded one would pass it unseen
+                scope["path"] = (unquote(path) if "%" in path else path)[:_LOGGED_PATH]
                 scope["http_version"] = self.parser.get_http_version()
             except Exception:  # noqa: S110 (a request line httptools has not parsed: logged as ``-``)
                 pass
