@@ -314,29 +314,29 @@ class LogHandler(logging.StreamHandler[TextIO]):
         self.stream.write(text)
         logging.StreamHandler.flush(self)
 
+    def _write_pending_or_report(self, record: Callable[[], logging.LogRecord]) -> None:
+        """``_write_pending``, a failure reported as ``StreamHandler.emit`` reports one (``record()`` names it)."""
+        try:
+            self._write_pending()
+        except RecursionError:  # as StreamHandler.emit: see CPython issue 36272
+            raise
+        except Exception:
+            self.handleError(record())
+
     def _timer_fired(self, generation: int) -> None:
         self.acquire()
         try:
             if generation == self._generation:
                 self._timer_loop = None
             if self._pending:
-                self._write_pending()
-        except RecursionError:
-            raise
-        except Exception:
-            self.handleError(_lost_lines())
+                self._write_pending_or_report(_lost_lines)
         finally:
             self.release()
 
     def emit(self, record: logging.LogRecord) -> None:
         """``StreamHandler.emit``, after the access lines that wait: the log keeps the order of its lines."""
         if self._pending:
-            try:
-                self._write_pending()
-            except RecursionError:
-                raise
-            except Exception:
-                self.handleError(record)
+            self._write_pending_or_report(lambda: record)
         super().emit(record)
 
     def flush(self) -> None:
@@ -355,11 +355,7 @@ class LogHandler(logging.StreamHandler[TextIO]):
         self.acquire()
         try:
             if self._pending:
-                self._write_pending()
-        except RecursionError:
-            raise
-        except Exception:
-            self.handleError(_lost_lines())
+                self._write_pending_or_report(_lost_lines)
         finally:
             self.release()
             super().close()
