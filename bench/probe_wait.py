@@ -10,7 +10,7 @@ version before) and on every connection the main port accepts (``connection_made
 answered (``overload.lua``, no Retry-After), while two probes, one per port, each open a new connection for
 every ``GET /v2/health/live`` (every 20 ms), as the kubelet's probes do. All clocks are ``CLOCK_MONOTONIC``.
 
-    python -m bench.probe_wait [--rounds 3] [--connections 1920] [--seconds 4]
+    python -m bench.probe_wait [--rounds 3] [--connections 1920] [--seconds 4] [--loop auto|asyncio]
 """
 
 from __future__ import annotations
@@ -36,10 +36,13 @@ from .overload import LOAD_CORE, RESULTS, ROWS, SCRIPT, SERVER_CORE, cell
 LIVE = "/v2/health/live"
 
 
-def _server(out: Path, argv: list[str]) -> int:
+def _server(out: Path, argv: list[str], loop_name: str) -> int:
     """``modelapi serve ARGV`` with the watchdog and the timestamps, written to ``out`` every second (the harness
-    stops the server with SIGTERM and kills it if its drain outlasts 10 s, and reads them afterwards)."""
+    stops the server with SIGTERM and kills it if its drain outlasts 10 s, and reads them afterwards); on
+    uvicorn's ``loop_name`` loop ("auto" is uvloop)."""
     import asyncio
+
+    import uvicorn.config
 
     from modelapi import cli
     from modelapi.http import ops
@@ -51,6 +54,8 @@ def _server(out: Path, argv: list[str]) -> int:
     main: list[tuple[float, int]] = []  # the main port's connections: when, the client's port
     late: list[tuple[float, float]] = []  # (when the callback was due, how late it ran)
 
+    # modelapi leaves uvicorn's loop at "auto"; the bench's --loop asyncio makes "auto" asyncio's
+    uvicorn.config.LOOP_FACTORIES["auto"] = uvicorn.config.LOOP_FACTORIES[loop_name]
     main_made = GuardedHttpToolsProtocol.connection_made
 
     def main_made_at(self: GuardedHttpToolsProtocol, transport: asyncio.Transport) -> None:
@@ -181,10 +186,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=1920)
     parser.add_argument("--seconds", type=int, default=4)
+    parser.add_argument(
+        "--loop",
+        choices=("auto", "asyncio"),
+        default="auto",
+        help="the server's event loop: auto (uvloop, as modelapi runs) or asyncio's, which accepts every pending "
+        "connection when its listener is ready (uvloop's libuv accepts one a loop iteration)",
+    )
     parser.add_argument("--server", type=Path, help=argparse.SUPPRESS)  # the server process: --server OUT -- ARGS
     args, rest = parser.parse_known_args(argv)
     if args.server is not None:
-        return _server(args.server, rest[1:] if rest[:1] == ["--"] else rest)
+        return _server(args.server, rest[1:] if rest[:1] == ["--"] else rest, args.loop)
     os.sched_setaffinity(0, {LOAD_CORE})
     wrk = require("wrk", "install it with: apt-get install -y wrk")
     RESULTS.mkdir(exist_ok=True)
@@ -194,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(tmp) / "server.json"
         ops_port = servers.free_port()
         argv_server = (
-            sys.executable, "-m", "bench.probe_wait", "--server", str(out), "--", "serve", str(work.model_path),
+            sys.executable, "-m", "bench.probe_wait", "--server", str(out), "--loop", args.loop,
+            "--", "serve", str(work.model_path),
             "--host", "127.0.0.1", "--port", "{port}", "--max-queue-ms", "20", "--metrics-port", str(ops_port),
         )  # fmt: skip
         spec = servers.ServerSpec("modelapi probe wait", argv_server, "/v2/health/ready")
@@ -240,7 +253,13 @@ def main(argv: list[str] | None = None) -> int:
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for i, (flood, flood_end, main_calls, ops_calls, queue) in enumerate(rounds, 1):
-        flood_accepts = sorted(when - flood for when, _ in got["main"] if flood <= when <= flood_end)
+        # wrk's connections only: not the probe's, each of which is accepted during its own call
+        probe = [(t0, t2, port) for t0, _, t2, port in main_calls]
+        flood_accepts = sorted(
+            when - flood
+            for when, port in got["main"]
+            if flood <= when <= flood_end and not any(p == port and t0 <= when <= t2 for t0, t2, p in probe)
+        )
         spread = " / ".join(f"{flood_accepts[k] * ms:,.0f}" for k in (0, len(flood_accepts) // 2, -1))
         long_queue = [when for when, n in queue if n > 100]
         held = (max(long_queue) - min(long_queue)) * ms if long_queue else 0.0
