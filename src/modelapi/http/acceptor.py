@@ -55,7 +55,7 @@ def serve(server: uvicorn.Server, sockets: list[socket.socket]) -> None:
     acceptors = []
     for sock in sockets:
         sock.listen(config.backlog)
-        acceptors.append(Acceptor(sock, create_protocol, ssl=config.ssl))
+        acceptors.append(Acceptor(sock, create_protocol, ssl=config.ssl, batch=BATCH))  # (bench.probe_wait sets it)
     # uvicorn's shutdown closes them (accepting stops before anything else) and awaits wait_closed
     server.servers = cast(list[asyncio.Server], acceptors)
 
