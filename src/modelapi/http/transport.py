@@ -12,6 +12,7 @@ flushes it then) and before the transport closes.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 
@@ -19,11 +20,16 @@ class HeadHolding:
     """The connection's transport for uvicorn's HTTP protocol and its request cycles; everything but ``write``
     and ``close`` is the wrapped transport's."""
 
-    __slots__ = ("held", "transport")
+    __slots__ = ("held", "is_closing", "pause_reading", "resume_reading", "transport")
 
     def __init__(self, transport: asyncio.Transport) -> None:
         self.transport = transport
         self.held: bytes | None = None
+        # the wrapped transport's own methods, not methods of this class that call them: asked on every request
+        # (``is_closing`` by uvicorn's protocol and this server's), a call through Python would cost a frame each
+        self.is_closing: Callable[[], bool] = transport.is_closing
+        self.pause_reading: Callable[[], None] = transport.pause_reading
+        self.resume_reading: Callable[[], None] = transport.resume_reading
 
     def write(self, data: bytes) -> None:
         held = self.held
@@ -50,15 +56,6 @@ class HeadHolding:
     def close(self) -> None:
         self.flush()
         self.transport.close()
-
-    def is_closing(self) -> bool:
-        return self.transport.is_closing()
-
-    def pause_reading(self) -> None:
-        self.transport.pause_reading()
-
-    def resume_reading(self) -> None:
-        self.transport.resume_reading()
 
     def __getattr__(self, name: str) -> Any:  # get_extra_info, set_protocol, abort, ...
         return getattr(self.transport, name)

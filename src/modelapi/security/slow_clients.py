@@ -169,7 +169,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._start_head()
 
     def on_response_complete(self) -> None:
-        self._holding.flush()  # a head held for a body that never comes (the answer to HEAD)
+        if self._holding.held is not None:
+            self._holding.flush()  # a head held for a body that never comes (the answer to HEAD)
         super().on_response_complete()
         due = self._refusal_due
         if due is not None and (self.cycle is None or self.cycle.response_complete):
