@@ -109,6 +109,41 @@ def _after_last_empty_line(data: bytes) -> int:
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    # this class's own state in slots, uvicorn's in the instance's dict: CPython shares a dict's keys among the
+    # instances of a class (and reads an attribute at a fixed place) for at most 30 attributes; uvicorn's
+    # protocol has 28, and with these in the dict every attribute of the connection, uvicorn's too, would be
+    # looked up by name on each use
+    __slots__ = (
+        "_begun_in_read",
+        "_body_deadline",
+        "_body_due_at",
+        "_body_read_at",
+        "_body_timer",
+        "_discarding",
+        "_forwarded",
+        "_forwarding",
+        "_head_bytes",
+        "_head_deadline",
+        "_head_timer",
+        "_holding",
+        "_in_body",
+        "_in_head",
+        "_in_message",
+        "_in_trailers",
+        "_read_at",
+        "_read_consumed",
+        "_refusal_due",
+        "_refused_scope",
+        "_stopping",
+        "_trailer_bytes",
+        "_trailer_mark",
+        "_trailer_pending",
+        "_trailer_sink",
+        "_trailers_refused",
+        "_waiting",
+        "_waiting_bytes",
+        "_waiting_paused",
+    )
     header_timeout_s: float = 10.0
     max_header_bytes: int = 65536
     #: the time a request answered before its body is in (a refusal on its head) has for the rest of that body
