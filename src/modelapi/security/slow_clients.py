@@ -109,6 +109,7 @@ def _after_last_empty_line(data: bytes) -> int:
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    # (the parser's callbacks, run on every request, call uvicorn's by name: ``super()`` builds an object each time)
     # this class's own state in slots, uvicorn's in the instance's dict: CPython shares a dict's keys among the
     # instances of a class (and reads an attribute at a fixed place) for at most 30 attributes; uvicorn's
     # protocol has 28, and with these in the dict every attribute of the connection, uvicorn's too, would be
@@ -206,7 +207,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_response_complete(self) -> None:
         if self._holding.held is not None:
             self._holding.flush()  # a head held for a body that never comes (the answer to HEAD)
-        super().on_response_complete()
+        HttpToolsProtocol.on_response_complete(self)
         due = self._refusal_due
         if due is not None and (self.cycle is None or self.cycle.response_complete):
             self._refusal_due = None  # every answer before it is out: now the refusal (``_refuse``)
@@ -296,7 +297,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._begun_in_read = False
         self._read_consumed = 0
         self._trailer_mark = False
-        super().data_received(data)
+        HttpToolsProtocol.data_received(self, data)
         if self._in_trailers:
             self._count_trailers(data)
         if self._in_head:
@@ -331,7 +332,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._begun_in_read = True
         self._discarding = False
         self._in_trailers = False
-        super().on_message_begin()
+        HttpToolsProtocol.on_message_begin(self)
         if not self._in_head:
             self._start_head()
 
@@ -370,7 +371,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         shedding = self.shedding
         refuse = None if shedding is None else shedding.app_for(self.parser.get_method(), self.url, self.app)
         if refuse is None:
-            super().on_headers_complete()
+            HttpToolsProtocol.on_headers_complete(self)
             return
         cycle = self.cycle
         if (cycle is None or cycle.response_complete) and self._answer_on_head(refuse):
@@ -382,7 +383,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         app = self.app
         self.app = _refuse
         try:
-            super().on_headers_complete()
+            HttpToolsProtocol.on_headers_complete(self)
         finally:
             self.app = app
 
@@ -455,14 +456,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._in_trailers = False  # a chunk's data: not the last chunk
         self._read_consumed += len(body)
         if not self._discarding:
-            super().on_body(body)
+            HttpToolsProtocol.on_body(self, body)
 
     def on_message_complete(self) -> None:
         self._in_message = False
         self._in_trailers = False
         self._end_body()
         if not self._discarding:
-            super().on_message_complete()
+            HttpToolsProtocol.on_message_complete(self)
             cycle = self.cycle
             if cycle is None or self.parser.should_upgrade():
                 return
