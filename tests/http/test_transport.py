@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from modelapi.http.transport import HeadHolding
@@ -90,3 +91,13 @@ def test_flush_sends_a_held_head_whose_body_never_comes() -> None:
     transport.flush()
     transport.flush()
     assert wire.writes == [HEAD]
+
+
+def test_every_transport_method_is_there_and_writes_through_it_keep_their_order() -> None:
+    transport, wire = holding()
+    for name in dir(asyncio.Transport):
+        if not name.startswith("_"):
+            assert callable(getattr(transport, name)), name
+    transport.write(HEAD)
+    transport.writelines([b"{", b"}"])
+    assert wire.writes == [HEAD + b"{", b"}"]

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from helpers.wire import Connection, Wire
@@ -50,6 +51,25 @@ def test_each_request_is_stamped_with_the_time_its_head_arrived() -> None:
     after = time.monotonic()
     assert [s["path"] for s in scopes] == ["/a", "/b"]
     assert all(before <= s[ARRIVED] <= after for s in scopes)
+
+
+def test_the_protocols_own_state_is_in_its_slots_leaving_uvicorns_in_the_instance_dict() -> None:
+    # CPython reads instance attributes at fixed places only while a class's instances have at most 30 in their
+    # dicts: an attribute this protocol adds without a slot would slow every attribute of the connection
+    async def main() -> tuple[set[str], set[str]]:
+        config = uvicorn.Config(lambda scope, receive, send: None, log_config=None, lifespan="off")
+        config.load()
+        plain = HttpToolsProtocol(config=config, server_state=ServerState(), app_state={})
+        guarded = protocol_class(10.0, 65536)(config=config, server_state=ServerState(), app_state={})
+        plain.connection_made(Wire())
+        guarded.connection_made(Wire())
+        guarded.data_received(b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
+        plain.data_received(b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
+        await asyncio.sleep(0)
+        return set(vars(plain)), set(vars(guarded))
+
+    plain, guarded = asyncio.run(main())
+    assert guarded == plain and len(guarded) <= 30
 
 
 def test_each_request_carries_the_servers_requests_in_progress_itself_included() -> None:

@@ -109,6 +109,42 @@ def _after_last_empty_line(data: bytes) -> int:
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    # (the parser's callbacks, run on every request, call uvicorn's by name: ``super()`` builds an object each time)
+    # this class's own state in slots, uvicorn's in the instance's dict: CPython shares a dict's keys among the
+    # instances of a class (and reads an attribute at a fixed place) for at most 30 attributes; uvicorn's
+    # protocol has 28, and with these in the dict every attribute of the connection, uvicorn's too, would be
+    # looked up by name on each use
+    __slots__ = (
+        "_begun_in_read",
+        "_body_deadline",
+        "_body_due_at",
+        "_body_read_at",
+        "_body_timer",
+        "_discarding",
+        "_forwarded",
+        "_forwarding",
+        "_head_bytes",
+        "_head_deadline",
+        "_head_timer",
+        "_holding",
+        "_in_body",
+        "_in_head",
+        "_in_message",
+        "_in_trailers",
+        "_read_at",
+        "_read_consumed",
+        "_refusal_due",
+        "_refused_scope",
+        "_stopping",
+        "_trailer_bytes",
+        "_trailer_mark",
+        "_trailer_pending",
+        "_trailer_sink",
+        "_trailers_refused",
+        "_waiting",
+        "_waiting_bytes",
+        "_waiting_paused",
+    )
     header_timeout_s: float = 10.0
     max_header_bytes: int = 65536
     #: the time a request answered before its body is in (a refusal on its head) has for the rest of that body
@@ -169,8 +205,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._start_head()
 
     def on_response_complete(self) -> None:
-        self._holding.flush()  # a head held for a body that never comes (the answer to HEAD)
-        super().on_response_complete()
+        if self._holding.held is not None:
+            self._holding.flush()  # a head held for a body that never comes (the answer to HEAD)
+        HttpToolsProtocol.on_response_complete(self)
         due = self._refusal_due
         if due is not None and (self.cycle is None or self.cycle.response_complete):
             self._refusal_due = None  # every answer before it is out: now the refusal (``_refuse``)
@@ -260,7 +297,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._begun_in_read = False
         self._read_consumed = 0
         self._trailer_mark = False
-        super().data_received(data)
+        HttpToolsProtocol.data_received(self, data)
         if self._in_trailers:
             self._count_trailers(data)
         if self._in_head:
@@ -295,7 +332,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._begun_in_read = True
         self._discarding = False
         self._in_trailers = False
-        super().on_message_begin()
+        HttpToolsProtocol.on_message_begin(self)
         if not self._in_head:
             self._start_head()
 
@@ -334,7 +371,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         shedding = self.shedding
         refuse = None if shedding is None else shedding.app_for(self.parser.get_method(), self.url, self.app)
         if refuse is None:
-            super().on_headers_complete()
+            HttpToolsProtocol.on_headers_complete(self)
             return
         cycle = self.cycle
         if (cycle is None or cycle.response_complete) and self._answer_on_head(refuse):
@@ -346,7 +383,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         app = self.app
         self.app = _refuse
         try:
-            super().on_headers_complete()
+            HttpToolsProtocol.on_headers_complete(self)
         finally:
             self.app = app
 
@@ -419,14 +456,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._in_trailers = False  # a chunk's data: not the last chunk
         self._read_consumed += len(body)
         if not self._discarding:
-            super().on_body(body)
+            HttpToolsProtocol.on_body(self, body)
 
     def on_message_complete(self) -> None:
         self._in_message = False
         self._in_trailers = False
         self._end_body()
         if not self._discarding:
-            super().on_message_complete()
+            HttpToolsProtocol.on_message_complete(self)
             cycle = self.cycle
             if cycle is None or self.parser.should_upgrade():
                 return
