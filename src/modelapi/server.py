@@ -155,9 +155,11 @@ class _Server(uvicorn.Server):
         self._ops: ops.Server | None = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        if not sockets:  # serve_socket binds them: uvicorn's own host/port binding is not used
+            raise ValueError("the server needs its listening sockets")
         await super().startup(sockets=[])  # the listener is acceptor's: a batch of accepts per turn, uvloop's one
         if self.started:
-            acceptor.serve(self, sockets or [])
+            acceptor.serve(self, sockets)
             if self.grpc is not None:
                 await self.grpc.start()
             # once the main port accepts (never ready here before it), and while the models load: the startup
