@@ -21,7 +21,9 @@ class JsonLimits:
     max_elements: int = 2_000_000
 
 
-@dataclass(frozen=True, slots=True)
+# not frozen: a frozen dataclass's __init__ sets each field through object.__setattr__, which cost more than the
+# rest of building one, on every request (docs/benchmarks.md, issue 16); nothing changes a CallContext once made
+@dataclass(slots=True)
 class CallContext:
     """One call's facts.
 

@@ -102,6 +102,8 @@ _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | 
     "version",
 }
 _KNOWN = ("request_id", "trace_id", "model", "version")
+#: logging's own level-to-name table (what getLevelName reads first; addLevelName changes it in place)
+_LEVEL_TO_NAME: dict[int, str] = logging._levelToName
 #: most bytes in one write of buffered lines: POSIX writes up to PIPE_BUF bytes to a pipe in one piece, so the
 #: lines of workers that share one stderr pipe never interleave within a line
 PIPE_BUF = 4096
@@ -239,10 +241,14 @@ class LogHandler(logging.StreamHandler[TextIO]):
         tuple as ``%`` takes it (not one mapping). ``record`` makes the record, only for ``handleError`` if
         the line cannot be written.
         """
-        self.acquire()
+        # Handler.acquire and release and getLevelName, inline (this handler's own, type checked by the caller):
+        # three calls less a request
+        lock = self.lock
+        if lock:
+            lock.acquire()
         try:
             message = msg % args if args else msg
-            level = logging.getLevelName(logging.INFO)
+            level = _LEVEL_TO_NAME.get(logging.INFO) or logging.getLevelName(logging.INFO)
             own = self._own
             if isinstance(own, JsonFormatter):
                 line = _encode(_access_fields(name, level, created, message, fields), own.ascii_only)
@@ -269,7 +275,8 @@ class LogHandler(logging.StreamHandler[TextIO]):
         except Exception:
             self.handleError(record())
         finally:
-            self.release()
+            if lock:
+                lock.release()
 
     # buffered access lines (under the lock) ---------------------------------------------------------------
     def _buffer(self, line: str, loop: asyncio.AbstractEventLoop) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from starlette.applications import Starlette
+from starlette.requests import Request
 from starlette.testclient import TestClient
 
 from helpers.keys import create_key
@@ -98,6 +99,47 @@ def test_the_fast_path_answers_as_starlettes_stack_with_a_key(tmp_path: Path, li
     assert answers(create_app(every, settings)) == answers(slow(create_app(every, settings)))  # no key: 401s
 
 
+def test_the_fast_path_rate_limits_as_starlettes_stack(tmp_path: Path) -> None:
+    """The rate limit's check, made by the fast path's dispatch in place of its layer: a key over its limit gets the
+    429 the layer raises on Starlette's stack (rendered by the request context: no route's error style, no CORS
+    headers), and so does every route it leaves to the router."""
+    key = create_key(tmp_path)
+    settings = Settings(
+        auth="on", state_dir=tmp_path, rate_limit=0.001, rate_burst=1, cors_origins=["https://app.example"]
+    )
+    headers = {"authorization": f"Bearer {key}", "origin": "https://app.example"}
+    fast = answers(create_app(models(), settings), headers)
+    assert RateLimitMiddleware not in layers(create_app(models(), settings))  # its check made by _Dispatch
+    wanted = answers(slow(create_app(models(), settings)), headers)
+
+    def without_wait(out: list[tuple[int, bytes, dict[str, str]]]) -> list[tuple[int, bytes, dict[str, str]]]:
+        # the seconds to wait depend on when each app's bucket began: asserted, then set aside
+        for _, _, sent in out:
+            assert sent.pop("retry-after", "1") in ("999", "1000", "1")
+        return out
+
+    assert without_wait(fast) == without_wait(wanted)
+    assert fast[0][0] == 200 and {status for status, _, _ in fast[1:]} == {429}
+
+
+def test_the_dispatchs_request_is_starlettes() -> None:
+    """``_Dispatch`` makes its ``Request`` without Starlette's constructor: the same object, attribute for attribute
+    (a Starlette that sets more in ``Request.__init__`` fails here)."""
+
+    async def receive() -> Any:
+        return {"type": "http.request", "body": b"{}"}
+
+    async def send(message: Any) -> None:
+        pass
+
+    scope = {"type": "http", "method": "POST", "path": "/models/iris/predict", "headers": [], "query_string": b""}
+    made = fastpath._request(scope, receive, send)
+    wanted = Request(scope, receive, send)
+    assert type(made) is Request
+    assert vars(made) == vars(wanted)
+    assert made.receive is receive and made.scope is scope
+
+
 def layers(app: Any) -> list[type]:
     """The classes of the fast path's stack, outermost first."""
     app.middleware_stack = app.build_middleware_stack()
@@ -112,7 +154,6 @@ def test_authentication_is_left_out_of_the_fast_path_only_when_it_is_off(tmp_pat
     """Off, its layer would only pass the inference routes' requests on; the slow stack keeps it (management routes
     are refused there with authentication off)."""
     assert AuthMiddleware not in layers(create_app(models(), Settings()))
-    assert RateLimitMiddleware in layers(create_app(models(), Settings()))
     create_key(tmp_path)
     assert AuthMiddleware in layers(create_app(models(), Settings(auth="on", state_dir=tmp_path)))
     with TestClient(create_app(models(), Settings(management_routes=True))) as client:

@@ -7,10 +7,12 @@ routes (``POST /models/{name}/predict``, ``/v2/models/{name}/infer``, ``/v1/mode
 version and label variants), which carry most of the traffic, ``App`` skips them: ``FastPath`` matches the path
 against those routes' own patterns (``Route.matches``, as the router would, and only those routes the router
 would try first) and hands the request to a second instance of the same middleware stack (request context,
-CORS, authentication, rate limit: the same classes, the same settings, the same shared state; authentication
+CORS, authentication: the same classes, the same settings, the same shared state; authentication
 left out when it is off, as it then only passes these routes' requests on), whose innermost
-app is ``_Dispatch``: it puts the match in the scope as the router does, runs the route's model-access guard
-(``http/routing._ModelGuard.check``) and awaits the handler and its response.
+app is ``_Dispatch``: it makes the rate-limit layer's check itself (``RateLimitMiddleware.admit``, in the layer's
+place, innermost, one coroutine less a request), puts the match in the scope as the router does, runs the route's
+model-access guard (``http/routing._ModelGuard.check``) and awaits the handler and its response; without a key in
+the scope neither check has anything to do, and neither is called.
 
 Nothing is implemented twice. An error a handler or the guard raises is rendered by ``_Dispatch`` with the app's
 own exception handlers (``http/errors.py``), the ones Starlette's exception middleware calls, in the route's
@@ -34,6 +36,8 @@ from starlette.routing import BaseRoute, Match, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..security.auth import AuthMiddleware
+from ..security.limits import RateLimitMiddleware
+from ..security.principal import SCOPE_KEY
 from .routing import ProtocolRoute, _ModelGuard
 
 #: the scope key of a fast-path match: the route and the child scope its ``matches`` returned
@@ -96,17 +100,27 @@ class _Dispatch:
             for cls, handler in handlers.items()
             if isinstance(cls, type) and issubclass(cls, Exception) and cls is not Exception
         }
+        #: the rate-limit layer this app stands in for (``App.build_middleware_stack``): its check, made here
+        self.rate_limit: RateLimitMiddleware | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # a key (security/principal.SCOPE_KEY): its rate limit, as the layer would (its 429 raised to the request
+        # context, unrendered here), and its model list; without one neither has anything to check
+        keyed = scope.get(SCOPE_KEY) is not None
+        if keyed and self.rate_limit is not None:
+            waiting = self.rate_limit.admit(scope)
+            if waiting is not None:
+                await waiting
         route, child = scope.pop(_MATCHED)
         scope.setdefault("router", self.router)
         scope["route"] = route
         scope.update(child)  # endpoint, path_params, the error style: as the router leaves them
-        request = Request(scope, receive, send)
+        request = _request(scope, receive, send)
         try:
-            guard = route.app
-            if isinstance(guard, _ModelGuard):
-                guard.check(scope)
+            if keyed:
+                guard = route.app
+                if isinstance(guard, _ModelGuard):
+                    guard.check(scope)
             response = await route.endpoint(request)
         except Exception as exc:
             # rendered here, inside the middleware, as Starlette's exception middleware does: the response goes
@@ -118,6 +132,23 @@ class _Dispatch:
             if inspect.isawaitable(response):
                 response = await response
         await response(scope, receive, send)
+
+
+_new = Request.__new__
+
+
+def _request(scope: Scope, receive: Receive, send: Send) -> Request:
+    """``Request(scope, receive, send)`` for an HTTP scope, its attributes set here: without the two ``__init__``
+    frames (``Request``'s and ``HTTPConnection``'s) and their asserts, 2K instructions a request
+    (tests/http/test_fastpath.py checks it makes what Starlette's constructor makes)."""
+    request = _new(Request)
+    request.scope = scope
+    request._receive = receive
+    request._send = send
+    request._stream_consumed = False
+    request._is_disconnected = False
+    request._form = None
+    return request
 
 
 class App(Starlette):
@@ -140,10 +171,15 @@ class App(Starlette):
         routes = fast_routes(self.router.routes)
         if not routes:
             return slow
-        fast: Any = _Dispatch(self.router, self.exception_handlers)
+        dispatch = _Dispatch(self.router, self.exception_handlers)
+        fast: Any = dispatch
         paths = [route.path for route in routes]
         for cls, args, kwargs in reversed(self.user_middleware):
             layer = cls(fast, *args, **kwargs)
+            if fast is dispatch and isinstance(layer, RateLimitMiddleware):
+                # the innermost layer: _Dispatch makes its check itself, one coroutine less a request
+                dispatch.rate_limit = layer
+                continue
             # authentication off: its layer would only await the next one for these routes (the slow stack keeps
             # it: it refuses the management routes there)
             if not (isinstance(layer, AuthMiddleware) and layer.passes(paths)):

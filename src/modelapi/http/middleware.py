@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import operator
 import re
 import time
 from collections.abc import Sequence
@@ -53,6 +54,9 @@ _STANDARD_HEADERS = [
     ("content-security-policy", CSP),
 ]
 STANDARD_RAW = [(key.encode("latin-1"), value.encode("latin-1")) for key, value in _STANDARD_HEADERS]
+_STANDARD_NAMES = frozenset(key for key, _ in STANDARD_RAW)
+_HSTS_RAW = (b"strict-transport-security", HSTS.encode("latin-1"))
+_NAME = operator.itemgetter(0)
 
 
 class RequestContextMiddleware:
@@ -88,15 +92,11 @@ class RequestContextMiddleware:
             # its head) and sent the id it took then (``security/slow_clients._request_id``): the line names that
             rid = state.get("request_id") or rid
         state["request_id"] = rid
-        started = False
-        tls = scope.get("scheme") == "https"
-        loop = asyncio.get_running_loop()
         begun = time.perf_counter()  # not loop.time(): uvloop's has millisecond steps
-        token = CONTEXT.set(_RequestLog(scope, rid))
-        # the access line's numbers are only gathered when it will be written (docs/observability.md#logs)
-        access = ACCESS_LOG.isEnabledFor(logging.INFO)
-        status = 0
-        sent = 0
+        # one object per request: its send and receive (bound methods), its numbers and its log context; it
+        # replaced four closures over twenty-odd cells (docs/benchmarks.md, issue 16)
+        exchange = _Exchange(self, scope, rid, receive, send)
+        token = CONTEXT.set(exchange)
         holds = self.holds
         if holds is not None and holds.until:
             wait = holds.hold(scope.get("client"), scope["path"])
@@ -105,29 +105,11 @@ class RequestContextMiddleware:
             if wait > 0.0:
                 await holds.wait(wait, scope.get(IN_PROGRESS))
                 scope[ARRIVED] = time.monotonic()
-
-        async def send_with_headers(message: Message) -> None:
-            nonlocal started, status, sent
-            if access and message["type"] == "http.response.body":
-                sent += len(message.get("body", b""))
-            elif message["type"] == "http.response.start":
-                started = True
-                status = message["status"]
-                # raw (lower-case bytes) headers, as ASGI has them: MutableHeaders costs more than the rest here
-                raw = list(message.get("headers", ()))
-                present = {key.lower() for key, _ in raw}
-                if holds is not None and status == 503:  # not 429: that is one key's limit, not the path's
-                    retry_after = next((v for k, v in raw if k.lower() == b"retry-after"), None)
-                    if retry_after is not None:
-                        holds.refused(scope.get("client"), scope["path"], retry_after)
-                raw.append((b"x-request-id", rid.encode("latin-1")))
-                raw.extend(h for h in STANDARD_RAW if h[0] not in present)
-                if tls and b"strict-transport-security" not in present:
-                    raw.append((b"strict-transport-security", HSTS.encode("latin-1")))
-                message["headers"] = raw
-            await send(message)
-
-        timer: asyncio.TimerHandle | None = None
+        # the whole body is due within body_timeout_s of now (after any hold); a body the server has whole already
+        # (BODY_IN) cannot keep a receive waiting: no timer for it
+        exchange.deadline = exchange.loop.time() + self.body_timeout_s
+        exchange.whole = BODY_IN in scope
+        out = exchange.send
         limit = self.max_body_bytes
         setting = "max_body_bytes"
         if declared is not None and declared > limit:
@@ -136,64 +118,6 @@ class RequestContextMiddleware:
                 if pattern.match(path):
                     limit, setting = upload_limit, "max_upload_bytes"
                     break
-        received = 0
-        body_done = False
-        routed = False
-        # one timer per request for the whole body (not one per receive: that costs more than the rest of the
-        # middleware); it interrupts only a receive that is waiting, else the next receive sees the deadline. A
-        # body the server has whole already (BODY_IN) cannot keep a receive waiting: no timer for it
-        deadline = loop.time() + self.body_timeout_s
-        task: asyncio.Task[object] | None = None
-        whole = BODY_IN in scope
-        waiting = expired = False
-
-        def expire() -> None:
-            nonlocal expired
-            expired = True
-            if waiting and task is not None:
-                task.cancel()
-
-        def timed_out() -> RequestTimeout:
-            return RequestTimeout(
-                f"the request body did not arrive within {self.body_timeout_s:g} s (body_timeout_s)",
-                headers={"connection": "close"},
-            )
-
-        async def receive_limited() -> Message:
-            nonlocal received, body_done, timer, waiting, limit, routed, task
-            if body_done:  # after the body: waiting for a disconnect is no read
-                return await receive()
-            if not routed:  # the first read: the matched route's own limit, if it has one, else max_body_bytes
-                routed = True
-                limit = scope.get(BODY_LIMIT) or self.max_body_bytes
-            if expired or loop.time() >= deadline:
-                raise timed_out()
-            if timer is None and not whole:
-                task = asyncio.current_task()
-                # an empty context: a cancelled timer waits in the loop's heap until its deadline, and one
-                # holding this request's context would keep its scope alive that long (measured: +5 µs a request)
-                timer = loop.call_at(deadline, expire, context=contextvars.Context())
-            waiting = True
-            try:
-                message = await receive()
-            except asyncio.CancelledError:
-                if expired and task is not None and task.uncancel() == 0:
-                    raise timed_out() from None
-                raise
-            finally:
-                waiting = False
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    self._too_large()
-                    raise PayloadTooLarge(_too_large(limit, _limit_name(scope)), headers={"connection": "close"})
-                body_done = not message.get("more_body", False)
-            else:
-                body_done = True
-            if body_done and timer is not None:
-                timer.cancel()
-            return message
-
         # one coroutine serves the request, from its limits to its access line (a second one for the serving
         # part cost a call and a frame per request)
         try:
@@ -202,10 +126,10 @@ class RequestContextMiddleware:
                 REPORTER.refused("body_size", 413, None, detail)
                 self._too_large()
                 response = error_response(Request(scope), 413, PayloadTooLarge.title, detail, {"connection": "close"})
-                await response(scope, receive, send_with_headers)
+                await response(scope, receive, out)
                 return
             try:
-                await self.app(scope, receive_limited, send_with_headers)
+                await self.app(scope, exchange.receive, out)
             except ClientDisconnect:
                 # the client left while its body was arriving: nobody to answer (the access log says 499); or the
                 # HTTP protocol answered the request itself and stopped reading it (a trailer section over the limit)
@@ -218,34 +142,82 @@ class RequestContextMiddleware:
                         "request %s: the client disconnected before its body arrived", scope["state"]["request_id"]
                     )
             except Exception as exc:
-                if started:
+                if exchange.started:
                     raise
                 request = Request(scope)
                 if isinstance(exc, ModelAPIError):
                     response = await handle_modelapi_error(request, exc)
                 else:
                     response = await handle_unexpected(request, exc)
-                await response(scope, receive, send_with_headers)
+                await response(scope, receive, out)
         finally:
+            timer = exchange.timer
             if timer is not None:
                 timer.cancel()
-            if access:
+            if exchange.access:
                 # no answer sent: the client left (499), or the HTTP protocol answered itself (``REFUSED``)
-                access_line(scope, rid, status or scope.get(REFUSED, 499), sent, time.perf_counter() - begun)
+                status = exchange.status or scope.get(REFUSED, 499)
+                access_line(scope, rid, status, exchange.sent, time.perf_counter() - begun)
             CONTEXT.reset(token)
             if holds is not None and holds.held:  # the last request to end releases what is held (http/holds.py)
                 holds.ended(scope.get(IN_PROGRESS))
 
 
-class _RequestLog:
-    """The request this context serves, for log records (``logs.CONTEXT``): the model and version are read
-    from the matched route's path parameters when a record asks, so routing need not report them."""
+class _Exchange:
+    """One request as the middleware serves it: ``send`` adds the standard headers and counts the bytes sent,
+    ``receive`` enforces the body's limit and deadline; and the request this context serves, for log records
+    (``logs.CONTEXT``): the model and version are read from the matched route's path parameters when a record
+    asks, so routing need not report them."""
 
-    __slots__ = ("request_id", "scope")
+    __slots__ = (
+        "access",
+        "body_done",
+        "deadline",
+        "expired",
+        "limit",
+        "loop",
+        "middleware",
+        "received",
+        "request_id",
+        "routed",
+        "scope",
+        "sent",
+        "started",
+        "status",
+        "task",
+        "timer",
+        "tls",
+        "upstream_receive",
+        "upstream_send",
+        "waiting",
+        "whole",
+    )
 
-    def __init__(self, scope: Scope, request_id: str) -> None:
+    def __init__(
+        self, middleware: RequestContextMiddleware, scope: Scope, request_id: str, receive: Receive, send: Send
+    ) -> None:
+        self.middleware = middleware
         self.scope = scope
         self.request_id = request_id
+        self.upstream_receive = receive
+        self.upstream_send = send
+        # the access line's numbers are only gathered when it will be written (docs/observability.md#logs)
+        self.access = ACCESS_LOG.isEnabledFor(logging.INFO)
+        self.started = False
+        self.status = 0
+        self.sent = 0
+        self.tls = scope.get("scheme") == "https"
+        self.loop = asyncio.get_running_loop()
+        self.deadline = 0.0  # these two are set once any hold is over
+        self.whole = False
+        self.limit = middleware.max_body_bytes
+        self.received = 0
+        self.body_done = False
+        self.routed = False
+        self.timer: asyncio.TimerHandle | None = None
+        self.task: asyncio.Task[object] | None = None
+        self.waiting = False
+        self.expired = False
 
     @property
     def model(self) -> str | None:
@@ -256,6 +228,87 @@ class _RequestLog:
     def version(self) -> str | None:
         params = self.scope.get("path_params")
         return params.get("version") if params else None
+
+    async def send(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.body":
+            if self.access:
+                self.sent += len(message.get("body", b""))
+        elif kind == "http.response.start":
+            self.started = True
+            status = self.status = message["status"]
+            # raw (lower-case bytes) headers, as ASGI has them: MutableHeaders costs more than the rest here
+            raw = list(message.get("headers", ()))
+            present = set(map(bytes.lower, map(_NAME, raw)))
+            holds = self.middleware.holds
+            if holds is not None and status == 503:  # not 429: that is one key's limit, not the path's
+                retry_after = next((v for k, v in raw if k.lower() == b"retry-after"), None)
+                if retry_after is not None:
+                    holds.refused(self.scope.get("client"), self.scope["path"], retry_after)
+            raw.append((b"x-request-id", self.request_id.encode("latin-1")))
+            if present.isdisjoint(_STANDARD_NAMES):
+                raw += STANDARD_RAW
+            else:  # the route set some of them (the docs page, its own CSP): its own stay, alone
+                raw += [header for header in STANDARD_RAW if header[0] not in present]
+            if self.tls and b"strict-transport-security" not in present:
+                raw.append(_HSTS_RAW)
+            message["headers"] = raw
+        await self.upstream_send(message)
+
+    async def receive(self) -> Message:
+        if self.body_done:  # after the body: waiting for a disconnect is no read
+            return await self.upstream_receive()
+        if not self.routed:  # the first read: the matched route's own limit, if it has one, else max_body_bytes
+            self.routed = True
+            self.limit = self.scope.get(BODY_LIMIT) or self.middleware.max_body_bytes
+        loop = self.loop
+        if self.expired or loop.time() >= self.deadline:
+            raise self._timed_out()
+        if self.whole:
+            # no timer (nothing to interrupt: the body is here), so nothing can cancel this read for the deadline
+            message = await self.upstream_receive()
+        else:
+            if self.timer is None:
+                # one timer per request for the whole body (not one per receive: that costs more than the rest of
+                # the middleware); it interrupts only a receive that is waiting, else the next receive sees the
+                # deadline
+                self.task = asyncio.current_task()
+                # an empty context: a cancelled timer waits in the loop's heap until its deadline, and one holding
+                # this request's context would keep its scope alive that long (measured: +5 µs a request)
+                self.timer = loop.call_at(self.deadline, self._expire, context=contextvars.Context())
+            self.waiting = True
+            try:
+                message = await self.upstream_receive()
+            except asyncio.CancelledError:
+                task = self.task
+                if self.expired and task is not None and task.uncancel() == 0:
+                    raise self._timed_out() from None
+                raise
+            finally:
+                self.waiting = False
+        if message["type"] == "http.request":
+            self.received += len(message.get("body", b""))
+            limit = self.limit
+            if self.received > limit:
+                self.middleware._too_large()
+                raise PayloadTooLarge(_too_large(limit, _limit_name(self.scope)), headers={"connection": "close"})
+            self.body_done = not message.get("more_body", False)
+        else:
+            self.body_done = True
+        if self.body_done and self.timer is not None:
+            self.timer.cancel()
+        return message
+
+    def _expire(self) -> None:
+        self.expired = True
+        if self.waiting and self.task is not None:
+            self.task.cancel()
+
+    def _timed_out(self) -> RequestTimeout:
+        return RequestTimeout(
+            f"the request body did not arrive within {self.middleware.body_timeout_s:g} s (body_timeout_s)",
+            headers={"connection": "close"},
+        )
 
 
 def _too_large(limit: int, setting: str = "max_body_bytes") -> str:

@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ..errors import ModelNotFound, RouteNotFound
 from ..protocols.base import PROBLEM, ErrorStyle
 from ..repository.registry import Repository
-from ..security.principal import current_principal
+from ..security.principal import SCOPE_KEY, Principal
 from .errors import BODY_LIMIT, ERROR_STYLE
 
 _NAME = re.compile(r"\{name(?::[^}]*)?\}")
@@ -98,8 +98,8 @@ class _ModelGuard:
     def check(self, scope: Scope) -> None:
         """Raises the 404 for a key that may not use the matched route's model (``http/fastpath.py`` calls it
         too, for the routes it dispatches)."""
-        principal = current_principal(scope)
-        if principal is not None and principal.models is not None:
+        principal = scope.get(SCOPE_KEY)  # current_principal, inline: on every request to a model's route
+        if isinstance(principal, Principal) and principal.models is not None:
             if self.only_path is not None:
                 names = self.repository.names()
                 if not (len(names) == 1 and principal.can_use(names[0])):

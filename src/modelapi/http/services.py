@@ -23,7 +23,7 @@ from ..monitor.service import Monitor
 from ..repository.registry import Repository
 from ..security.auth import Auth
 from ..security.limits import KeyLimits
-from ..security.principal import current_principal
+from ..security.principal import SCOPE_KEY, Principal
 from ..security.slow_clients import ARRIVED, IN_PROGRESS
 from ..settings import Settings
 from . import request as bodies
@@ -55,18 +55,23 @@ class Services:
         scope = request.scope
         state = scope.get("state")
         rid = state.get("request_id") if state else None
-        gone = functools.partial(_disconnected, request.receive)
-        principal = current_principal(request)
-        rows = self.limits.row_charger(principal, protocol) if self.limits and principal and principal.limits else None
+        principal = scope.get(SCOPE_KEY)  # security/principal.current_principal, inline: once a request
+        if principal is not None and not isinstance(principal, Principal):
+            principal = None
+        limits = self.limits
+        rows = limits.row_charger(principal, protocol) if limits and principal and principal.limits else None
+        # positional: a keyword call costs more, on every request
         return CallContext(
             protocol,
             principal,
             rid,
-            json=self.json_limits,
-            charge_rows=rows,
-            disconnected=gone,
-            arrived=scope.get(ARRIVED),
-            in_progress=scope.get(IN_PROGRESS),
+            None,  # deadline
+            True,  # timed
+            self.json_limits,
+            rows,
+            functools.partial(_disconnected, request.receive),
+            scope.get(ARRIVED),
+            scope.get(IN_PROGRESS),
         )
 
     def max_rows(self, call: Call) -> int | None:

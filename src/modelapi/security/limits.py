@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -146,14 +146,22 @@ class RateLimitMiddleware:
         self.limits = limits
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        waiting = self.admit(scope)
+        if waiting is not None:
+            await waiting
+        await self.app(scope, receive, send)
+
+    def admit(self, scope: Scope) -> Awaitable[None] | None:
+        """This layer's work for a request: raises ``TooManyRequests``, or returns what is to be awaited first (the
+        meter's answer) or ``None``. ``http/fastpath._Dispatch`` calls it in place of the layer, which it replaces on
+        the inference routes' stack (one coroutine less a request)."""
         principal = scope.get(SCOPE_KEY)
         if isinstance(principal, Principal):
             limits = self.limits
             if principal.limits and limits.meter is not None:  # limits.metered(principal), inline
-                await limits.admit(principal, "http", body=scope.get("method") in ("POST", "PUT"))
-            else:
-                limits.admit_now(principal, "http")
-        await self.app(scope, receive, send)
+                return limits.admit(principal, "http", body=scope.get("method") in ("POST", "PUT"))
+            limits.admit_now(principal, "http")
+        return None
 
 
 def over_limit(principal: Principal, refusal: Refusal, rows: int | None = None) -> TooManyRequests:
