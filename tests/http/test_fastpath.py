@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 from starlette.applications import Starlette
-from starlette.requests import Request
 from starlette.testclient import TestClient
 
 from helpers.keys import create_key
@@ -120,24 +119,6 @@ def test_the_fast_path_rate_limits_as_starlettes_stack(tmp_path: Path) -> None:
 
     assert without_wait(fast) == without_wait(wanted)
     assert fast[0][0] == 200 and {status for status, _, _ in fast[1:]} == {429}
-
-
-def test_the_dispatchs_request_is_starlettes() -> None:
-    """``_Dispatch`` makes its ``Request`` without Starlette's constructor: the same object, attribute for attribute
-    (a Starlette that sets more in ``Request.__init__`` fails here)."""
-
-    async def receive() -> Any:
-        return {"type": "http.request", "body": b"{}"}
-
-    async def send(message: Any) -> None:
-        pass
-
-    scope = {"type": "http", "method": "POST", "path": "/models/iris/predict", "headers": [], "query_string": b""}
-    made = fastpath._request(scope, receive, send)
-    wanted = Request(scope, receive, send)
-    assert type(made) is Request
-    assert vars(made) == vars(wanted)
-    assert made.receive is receive and made.scope is scope
 
 
 def layers(app: Any) -> list[type]:

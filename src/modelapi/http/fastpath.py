@@ -115,7 +115,7 @@ class _Dispatch:
         scope.setdefault("router", self.router)
         scope["route"] = route
         scope.update(child)  # endpoint, path_params, the error style: as the router leaves them
-        request = _request(scope, receive, send)
+        request = Request(scope, receive, send)
         try:
             if keyed:
                 guard = route.app
@@ -132,23 +132,6 @@ class _Dispatch:
             if inspect.isawaitable(response):
                 response = await response
         await response(scope, receive, send)
-
-
-_new = Request.__new__
-
-
-def _request(scope: Scope, receive: Receive, send: Send) -> Request:
-    """``Request(scope, receive, send)`` for an HTTP scope, its attributes set here: without the two ``__init__``
-    frames (``Request``'s and ``HTTPConnection``'s) and their asserts, 2K instructions a request
-    (tests/http/test_fastpath.py checks it makes what Starlette's constructor makes)."""
-    request = _new(Request)
-    request.scope = scope
-    request._receive = receive
-    request._send = send
-    request._stream_consumed = False
-    request._is_disconnected = False
-    request._form = None
-    return request
 
 
 class App(Starlette):
