@@ -303,8 +303,9 @@ def test_anything_else_on_the_way_gets_the_record(change: str, monkeypatch: pyte
         monkeypatch.setattr(access.ACCESS_LOG, "filters", [_Shard()])
     elif change == "handler filter":
         handler.addFilter(_Shard())
-    elif change == "record factory":
-        monkeypatch.setattr(logging, "_logRecordFactory", _factory)
+    elif change == "record factory":  # as a user or OpenTelemetry's logging instrumentation installs one
+        monkeypatch.setattr(logging, "_logRecordFactory", logging.getLogRecordFactory())  # restored after
+        logging.setLogRecordFactory(_factory)
     elif change == "formatter":
         handler.setFormatter(logging.Formatter("%(name)s %(status)s"))
     elif change == "handler on modelapi":
@@ -322,6 +323,25 @@ def test_anything_else_on_the_way_gets_the_record(change: str, monkeypatch: pyte
         assert len(sink.records) == 1 and json.loads(line)["status"] == 200
     else:
         assert json.loads(line)["shard"] == 3
+
+
+@pytest.mark.parametrize("log_format", ["json", "text"])
+def test_a_renamed_level_shows_in_the_line_written_without_its_record(
+    log_format: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``logging.addLevelName`` renames INFO for the lines modelapi writes itself too, as for every record."""
+    stream = Stream()
+    handler = logs.make_handler(log_format, stream)
+    monkeypatch.setitem(logging._levelToName, logging.INFO, "INFO")  # type: ignore[attr-defined]
+    monkeypatch.setitem(logging._nameToLevel, "NOTICE", logging.INFO)  # type: ignore[attr-defined]
+    logging.addLevelName(logging.INFO, "NOTICE")
+    with only_handlers(handler):
+        _write(_scope())
+    (line,) = stream.getvalue().splitlines()
+    if log_format == "json":
+        assert json.loads(line)["level"] == "NOTICE"
+    else:
+        assert "NOTICE" in line.split("modelapi.access")[0]
 
 
 def _not_called(*args: Any, **kwargs: Any) -> None:
