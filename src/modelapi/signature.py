@@ -138,13 +138,14 @@ class Signature:
     def output(self, name: str) -> TensorSpec | None:
         return next((s for s in self.outputs if s.name == name), None)
 
-    def memo(self, key: Any, build: Callable[[], T]) -> T:
-        """``build()``, worked out once per signature and ``key``: what a codec derives from the signature alone
-        (an answer's keys, its label strings), kept with it instead of redone on every request."""
+    def memo(self, key: Any, build: Callable[..., T], *args: Any) -> T:
+        """``build(*args)``, worked out once per signature and ``key``: what a codec derives from the signature
+        alone (an answer's keys, its label strings), kept with it instead of redone on every request. (Arguments,
+        not a closure: a function that makes a closure pays for its cells on every call, found or not.)"""
         try:
             return cast(T, self._memo[key])
         except KeyError:
-            value = build()
+            value = build(*args)
             if len(self._memo) < _MAX_MEMO:  # keys a caller makes up per request cannot grow it without bound
                 self._memo[key] = value
             return value
@@ -165,18 +166,7 @@ class Signature:
         rows. Returns the arrays the model will see.
         """
         if inputs.keys() != self._by_name.keys():  # one set comparison in C, for the common case
-            missing = [s for s in self.inputs if s.name not in inputs]
-            unknown = [n for n in inputs if n not in self._by_name]
-            matched = match(self, inputs)  # a request written for another server (matching.py)
-            if matched is None:
-                parts = []
-                if missing:
-                    parts.append("missing " + ", ".join(f"'{s.name}' ({s.describe()})" for s in missing))
-                if unknown:
-                    parts.append("unknown " + ", ".join(f"'{n}'" for n in unknown))
-                first = missing[0].name if missing else unknown[0]
-                raise InvalidInput(f"inputs: {'; '.join(parts)}; {expected_inputs(self)}", field=first)
-            inputs = matched
+            inputs = self._matched(inputs)
         out: dict[str, np.ndarray] = {}
         rows: int | None = None
         floats: list[np.ndarray] = []  # arrays whose finiteness is checked at once, below
@@ -210,6 +200,22 @@ class Signature:
         if max_rows is not None and rows > max_rows:
             raise PayloadTooLarge(f"the request has {rows} rows; the limit is {max_rows} rows per request")
         return out
+
+    def _matched(self, inputs: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
+        """Inputs under other names than the signature's, matched by ``matching.py`` (a request written for another
+        server); ``InvalidInput`` naming the missing and unknown ones when they do not match."""
+        missing = [s for s in self.inputs if s.name not in inputs]
+        unknown = [n for n in inputs if n not in self._by_name]
+        matched = match(self, inputs)
+        if matched is None:
+            parts = []
+            if missing:
+                parts.append("missing " + ", ".join(f"'{s.name}' ({s.describe()})" for s in missing))
+            if unknown:
+                parts.append("unknown " + ", ".join(f"'{n}'" for n in unknown))
+            first = missing[0].name if missing else unknown[0]
+            raise InvalidInput(f"inputs: {'; '.join(parts)}; {expected_inputs(self)}", field=first)
+        return matched
 
     def _name_nonfinite(self, out: dict[str, np.ndarray], floats: list[np.ndarray]) -> None:
         """Raise ``InvalidInput`` naming the input of ``out`` among ``floats`` that holds a non-finite value."""

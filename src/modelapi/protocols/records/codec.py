@@ -14,6 +14,7 @@ Every other output keeps its own name.
 from __future__ import annotations
 
 import functools
+import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, cast
 
@@ -130,22 +131,50 @@ def decode(body: Any, signature: Signature, *, max_rows: int | None = None) -> t
             f"or a non-empty list of records; got {got}"
         )
     check_row_limit(len(records), max_rows, "records")
-    names = signature.input_names
-    expected = set(names)
-    for i, record in enumerate(records):
-        if not isinstance(record, dict):
-            raise InvalidInput(f"record {i}: expected an object of named fields, got {describe(record)}")
-        if record.keys() != expected:
-            check_names(record, signature, f"record {i}")
-    columns: dict[str, list[Any]] = {n: [record[n] for record in records] for n in names}
+    expected, getters = signature.memo("records.decode", _decode_plan, signature)
+    columns = _columns(records, len(expected), getters)
+    if columns is None:  # find the first record that is not an object of the input names, and name it
+        for i, record in enumerate(records):
+            if not isinstance(record, dict):
+                raise InvalidInput(f"record {i}: expected an object of named fields, got {describe(record)}")
+            if record.keys() != expected:
+                check_names(record, signature, f"record {i}")
+        columns = _values(records, getters)
     inputs = {}
-    for spec in signature.inputs:
-        arr = fast_column(spec, columns[spec.name])
+    for spec, values in columns:
+        arr = fast_column(spec, values)
         if arr is None:  # something to look at element by element: the checked path names it
-            check_rows(spec, columns[spec.name], "record")
-            arr = column(spec, columns[spec.name])
+            check_rows(spec, values, "record")
+            arr = column(spec, values)
         inputs[spec.name] = arr
     return InferenceRequest(inputs), isinstance(body, dict)
+
+
+def _decode_plan(
+    signature: Signature,
+) -> tuple[frozenset[str], list[tuple[TensorSpec, Callable[[dict[str, Any]], Any]]]]:
+    """A record's expected keys, and each input with a getter of its value from a record, in signature order."""
+    return frozenset(signature.input_names), [(spec, operator.itemgetter(spec.name)) for spec in signature.inputs]
+
+
+def _columns(
+    records: list[Any], n: int, getters: list[tuple[TensorSpec, Callable[[dict[str, Any]], Any]]]
+) -> list[tuple[TensorSpec, list[Any]]] | None:
+    """Each input with its values, one per record, when every record is an object of exactly the ``n`` input
+    names; else ``None``. Checked in C, with no Python per record: a record that lacks a name, or is no object,
+    fails a getter; one with other fields too is longer than ``n``."""
+    try:
+        if max(map(len, records)) != n:
+            return None
+        return _values(records, getters)
+    except (KeyError, TypeError):
+        return None
+
+
+def _values(
+    records: list[Any], getters: list[tuple[TensorSpec, Callable[[dict[str, Any]], Any]]]
+) -> list[tuple[TensorSpec, list[Any]]]:
+    return [(spec, list(map(getter, records))) for spec, getter in getters]
 
 
 def _example_text(signature: Signature) -> str:
