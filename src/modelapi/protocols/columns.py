@@ -48,9 +48,10 @@ def numbers(values: list[Any]) -> np.ndarray | None:
         # (three numpy calls and flatnonzero, about 4x as much for a row of 20)
         flat = values if ndim == 1 else values[0] if len(values) == 1 else chain.from_iterable(values)
         return None if bool in map(type, flat) else arr
-    suspects = np.flatnonzero((arr == 0) | (arr == 1))
-    if suspects.size:  # where a boolean may have become 0 or 1: look at those elements themselves
-        for index in zip(*np.unravel_index(suspects, arr.shape), strict=True):
+    # true exactly at the 0s and 1s, where a boolean may have become a number (two numpy calls, not three)
+    suspect = arr == arr.astype(_BOOL)
+    if np.count_nonzero(suspect):  # look at those elements themselves
+        for index in zip(*np.unravel_index(np.flatnonzero(suspect), arr.shape), strict=True):
             value: Any = values
             for i in index:
                 value = value[i]
