@@ -3,16 +3,16 @@ machine does not move (CPU time on a shared 2-core machine moved by 2x between r
 
     STUB_MODEL=1 PYTHONHASHSEED=0 valgrind --tool=callgrind --instr-atstart=no \\
         --toggle-collect=sys_call_tracing --callgrind-out-file=/tmp/cg.out \\
-        .venv/bin/python scripts/app_ir.py [rest|v2-json] N
+        .venv/bin/python scripts/app_ir.py [rest|v2-json] N [ROWS]
     # then: Ir (the "Collected" line) / N
 
-The app as ``scripts/app_cpu.py`` builds it (the bench's LogisticRegression, 1-row bodies, the access line to
-/dev/null), behind ``http/lifecycle.Lifecycle`` as the server runs it; one request at a time, each stamped as
-the only one in progress. After a warm-up, the script turns callgrind's instrumentation on and runs N requests
-inside ``sys.call_tracing``, the one function whose instructions are collected. Under valgrind every run is
+The app as ``scripts/app_cpu.py`` builds it (the bench's LogisticRegression, bodies of ROWS rows (default 1), the
+access line to /dev/null), behind ``http/lifecycle.Lifecycle`` as the server runs it; one request at a time, each
+stamped as the only one in progress. After a warm-up, the script turns callgrind's instrumentation on and runs N
+requests inside ``sys.call_tracing``, the one function whose instructions are collected. Under valgrind every run is
 about 50x slower, so the batcher's inline budget is raised to keep the inline path a real server takes.
-``STUB_MODEL=1``: each batch answers what the model answered once, so that the count is modelapi's own work
-(and the codecs', orjson's, numpy's), not scikit-learn's.
+``STUB_MODEL=1``: each batch answers what the model answered once, so that the count is modelapi's own work (and the
+codecs', orjson's, numpy's), not scikit-learn's.
 """
 
 from __future__ import annotations
@@ -43,11 +43,11 @@ from modelapi.settings import Settings
 PATHS = {"rest": "/models/logreg/predict", "v2-json": "/v2/models/logreg/infer"}
 
 
-def main(kind: str, n: int) -> None:
+def main(kind: str, n: int, rows: int = 1) -> None:
     batching.INLINE_BUDGET_S = 10.0  # valgrind's slowness must not send the batches to the model's thread
     tmp = Path(tempfile.mkdtemp(prefix="app-ir-"))
-    work = workload.build(tmp, (1,))
-    body = work.body(kind, 1)
+    work = workload.build(tmp, (rows,))
+    body = work.body(kind, rows)
     data = body.data()
     headers = [(k.lower().encode(), v.encode()) for k, v in body.headers().items()]
     headers += [(b"host", b"127.0.0.1"), (b"content-length", str(len(data)).encode())]
@@ -83,7 +83,7 @@ def main(kind: str, n: int) -> None:
         time.sleep(0.05)
     sys.call_tracing(loop.run_until_complete, (many(n),))
     lifespan.cancel()
-    print(f"{kind}: {n} requests counted")
+    print(f"{kind}: {n} requests of {rows} row(s) counted")
 
 
 def stub(batcher: Any) -> None:
@@ -100,4 +100,8 @@ def stub(batcher: Any) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "rest", int(sys.argv[2]) if len(sys.argv) > 2 else 200)
+    main(
+        sys.argv[1] if len(sys.argv) > 1 else "rest",
+        int(sys.argv[2]) if len(sys.argv) > 2 else 200,
+        int(sys.argv[3]) if len(sys.argv) > 3 else 1,
+    )

@@ -30,6 +30,31 @@ def test_a_non_finite_value_is_found_and_named(rows: int, bad: float) -> None:
         WIDE.validate(inputs)
 
 
+MATRIX = Signature((TensorSpec("input", "FP64", (-1, 20)),), ())
+
+
+@pytest.mark.parametrize("rows", [1, 3, 100])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_a_non_finite_value_in_one_matrix_input_is_found_and_named(rows: int, bad: float) -> None:
+    arr = np.ones((rows, 20))
+    arr[rows - 1, 7] = bad
+    with pytest.raises(InvalidInput, match=rf"input 'input': non-finite value .* at index \[{rows - 1}, 7\]"):
+        MATRIX.validate({"input": arr})
+
+
+def test_finite_values_whose_sum_overflows_are_finite() -> None:
+    arr = np.full((2, 20), 1e308)
+    arr[1] = -1e308  # and the other way, a sum that overflows to -inf first
+    assert MATRIX.validate({"input": arr})["input"] is arr
+    assert MATRIX.validate({"input": -arr})["input"].shape == (2, 20)
+
+
+@pytest.mark.parametrize("shape", [(2, 19), (2, 21), (20,), (1, 20, 1, 1)])
+def test_a_matrix_input_of_another_width_is_refused(shape: tuple[int, ...]) -> None:
+    with pytest.raises(InvalidInput, match=r"input 'input': expected shape \[-1, 20\]"):
+        MATRIX.validate({"input": np.zeros(shape)})
+
+
 def test_allow_nonfinite_still_lets_nan_through() -> None:
     sig = Signature((TensorSpec("a", allow_nonfinite=True), TensorSpec("b")), ())
     out = sig.validate({"a": np.array([np.nan]), "b": np.array([1.0])})

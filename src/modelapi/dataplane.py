@@ -415,10 +415,6 @@ class Call:
         self.rows = rows
         if self.ctx.charge_rows is not None:  # the key's row quotas (429 over them), before the model runs
             await self.ctx.charge_rows(rows)
-        key = None
-        if handle.batcher is not None:
-            open_shapes = tuple(inputs[n].shape[1:] for n in handle.open_shaped)
-            key = batch_key(handle.version, outputs_wanted, request.parameters, open_shapes)
         seconds, bound = self._timeout()
         queue_s = handle.max_queue_s if handle.max_queue_s is not None else self.plane.gate.max_queue_s
         # the wait before admission counts (a head the event loop got to late), the body's upload does not: a
@@ -442,6 +438,10 @@ class Call:
             if ran is not None:
                 outputs = ran
             else:
+                key = None  # what a batch shares, only needed for one (a run inline has none to join)
+                if batcher is not None:
+                    open_shapes = tuple(inputs[n].shape[1:] for n in handle.open_shaped)
+                    key = batch_key(handle.version, outputs_wanted, request.parameters, open_shapes)
                 async with asyncio.timeout(seconds):
                     run = handle.run(inputs, rows, key, self.timing, queue_deadline)
                     gone = self.ctx.disconnected

@@ -100,7 +100,7 @@ class Signature:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     _by_name: dict[str, TensorSpec] = field(init=False, repr=False, compare=False)
-    _fast: tuple[_FastCheck, ...] = field(init=False, repr=False, compare=False)
+    _fast: tuple[tuple[TensorSpec, _FastCheck], ...] = field(init=False, repr=False, compare=False)
     _memo: dict[Any, Any] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -113,7 +113,7 @@ class Signature:
         if not self.inputs:
             raise ValueError("a signature needs at least one input")
         object.__setattr__(self, "_by_name", {s.name: s for s in self.inputs})
-        object.__setattr__(self, "_fast", tuple(_FastCheck.of(s) for s in self.inputs))
+        object.__setattr__(self, "_fast", tuple((s, _FastCheck.of(s)) for s in self.inputs))
         object.__setattr__(self, "_memo", {})
 
     @classmethod
@@ -138,13 +138,14 @@ class Signature:
     def output(self, name: str) -> TensorSpec | None:
         return next((s for s in self.outputs if s.name == name), None)
 
-    def memo(self, key: Any, build: Callable[[], T]) -> T:
-        """``build()``, worked out once per signature and ``key``: what a codec derives from the signature alone
-        (an answer's keys, its label strings), kept with it instead of redone on every request."""
+    def memo(self, key: Any, build: Callable[..., T], *args: Any) -> T:
+        """``build(*args)``, worked out once per signature and ``key``: what a codec derives from the signature
+        alone (an answer's keys, its label strings), kept with it instead of redone on every request. (Arguments,
+        not a closure: a function that makes a closure pays for its cells on every call, found or not.)"""
         try:
             return cast(T, self._memo[key])
         except KeyError:
-            value = build()
+            value = build(*args)
             if len(self._memo) < _MAX_MEMO:  # keys a caller makes up per request cannot grow it without bound
                 self._memo[key] = value
             return value
@@ -164,25 +165,20 @@ class Signature:
         Raises ``InvalidInput`` naming the input and what was expected, or ``PayloadTooLarge`` for too many
         rows. Returns the arrays the model will see.
         """
-        missing = [s for s in self.inputs if s.name not in inputs]
-        unknown = [n for n in inputs if n not in self._by_name]
-        if missing or unknown:
-            matched = match(self, inputs)  # a request written for another server (matching.py)
-            if matched is None:
-                parts = []
-                if missing:
-                    parts.append("missing " + ", ".join(f"'{s.name}' ({s.describe()})" for s in missing))
-                if unknown:
-                    parts.append("unknown " + ", ".join(f"'{n}'" for n in unknown))
-                first = missing[0].name if missing else unknown[0]
-                raise InvalidInput(f"inputs: {'; '.join(parts)}; {expected_inputs(self)}", field=first)
-            inputs = matched
+        if inputs.keys() != self._by_name.keys():  # one set comparison in C, for the common case
+            inputs = self._matched(inputs)
         out: dict[str, np.ndarray] = {}
         rows: int | None = None
         floats: list[np.ndarray] = []  # arrays whose finiteness is checked at once, below
-        for spec, fast in zip(self.inputs, self._fast, strict=True):
+        for spec, fast in self._fast:
             arr = inputs[spec.name]
-            if fast.fits(arr):  # already the declared dtype and shape: the common case, checked cheaply
+            # already the declared dtype and shape: the common case, checked here, without a call per input
+            if (
+                type(arr) is np.ndarray
+                and ((dtype := arr.dtype) is fast.dtype or dtype == fast.dtype)
+                and arr.shape[1:] == fast.row
+                and arr.ndim == fast.ndim
+            ) or fast.fits(arr):
                 if fast.finite:
                     floats.append(arr)
             else:
@@ -198,14 +194,34 @@ class Signature:
                 )
             out[spec.name] = arr
         if floats and not _all_finite(floats):
-            for spec in self.inputs:  # find the culprit, for the message
-                if any(out[spec.name] is a for a in floats):
-                    _cast(spec, out[spec.name])
+            self._name_nonfinite(out, floats)
         if not rows:
             raise InvalidInput("the request has no rows; send at least one")
         if max_rows is not None and rows > max_rows:
             raise PayloadTooLarge(f"the request has {rows} rows; the limit is {max_rows} rows per request")
         return out
+
+    def _matched(self, inputs: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
+        """Inputs under other names than the signature's, matched by ``matching.py`` (a request written for another
+        server); ``InvalidInput`` naming the missing and unknown ones when they do not match."""
+        missing = [s for s in self.inputs if s.name not in inputs]
+        unknown = [n for n in inputs if n not in self._by_name]
+        matched = match(self, inputs)
+        if matched is None:
+            parts = []
+            if missing:
+                parts.append("missing " + ", ".join(f"'{s.name}' ({s.describe()})" for s in missing))
+            if unknown:
+                parts.append("unknown " + ", ".join(f"'{n}'" for n in unknown))
+            first = missing[0].name if missing else unknown[0]
+            raise InvalidInput(f"inputs: {'; '.join(parts)}; {expected_inputs(self)}", field=first)
+        return matched
+
+    def _name_nonfinite(self, out: dict[str, np.ndarray], floats: list[np.ndarray]) -> None:
+        """Raise ``InvalidInput`` naming the input of ``out`` among ``floats`` that holds a non-finite value."""
+        for spec in self.inputs:
+            if any(out[spec.name] is a for a in floats):
+                _cast(spec, out[spec.name])
 
 
 @dataclass(frozen=True)
@@ -217,12 +233,17 @@ class _FastCheck:
     fixed: tuple[tuple[int, int], ...]  # (axis, size) of every fixed dimension
     finite: bool  # a float input that must hold finite numbers
     plain: bool  # no per-element check needed beyond finiteness (BYTES needs one)
+    #: the shape after the row axis, for ``validate``'s inline check: when the row axis is open, every other one
+    #: fixed and the input plain; else ``None``, which no shape equals (``fits`` decides)
+    row: tuple[int, ...] | None
 
     @classmethod
     def of(cls, spec: TensorSpec) -> _FastCheck:
         fixed = tuple((axis, size) for axis, size in enumerate(spec.shape) if size >= 0)
         finite = spec.dtype.kind == "f" and not spec.allow_nonfinite
-        return cls(spec.dtype, len(spec.shape), fixed, finite, spec.datatype != "BYTES")
+        plain = spec.datatype != "BYTES"
+        row = spec.shape[1:] if plain and spec.shape[0] < 0 and all(d >= 0 for d in spec.shape[1:]) else None
+        return cls(spec.dtype, len(spec.shape), fixed, finite, plain, row)
 
     def fits(self, arr: Any) -> bool:
         if type(arr) is not np.ndarray or not self.plain or arr.dtype != self.dtype or arr.ndim != self.ndim:
@@ -233,6 +254,16 @@ class _FastCheck:
 
 def _all_finite(arrays: list[np.ndarray]) -> bool:
     """One check for many small float arrays (one numpy call per array costs more than the check)."""
+    if len(arrays) == 1:  # the common case, without the generators below
+        arr = arrays[0]
+        if arr.size > 64:
+            return bool(np.isfinite(arr).all())
+        # a row or a few: the sum of their list's values, added up in C, is finite when every value is (a NaN or
+        # an infinity makes it NaN or infinite); only an overflow of finite values needs the look at each one
+        total = sum(map(sum, arr.tolist())) if arr.ndim == 2 else sum(arr.ravel().tolist())
+        if math.isfinite(total):
+            return True
+        return all(map(math.isfinite, arr.ravel().tolist()))
     if sum(a.size for a in arrays) <= 64:
         isfinite = math.isfinite  # map over a builtin: no generator frame per value
         return all(all(map(isfinite, a.ravel().tolist())) for a in arrays)

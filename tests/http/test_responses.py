@@ -16,6 +16,9 @@ from modelapi.http.responses import json_response
         ({"error": "x"}, 503, None, {"Retry-After": "1"}),
         ({"c": [1.5]}, 201, "v2", {"Location": "/jobs/1", "content-type": "application/problem+json"}),
         (b"", 204, None, None),
+        (b"", 304, "7", None),
+        ({"d": 1}, 200, "1", {}),
+        ({"e": 1}, 200, "1", {"Model-Version": "0", "Content-Length": "9"}),
     ],
 )
 def test_json_answers_carry_what_starlette_would_give_them(

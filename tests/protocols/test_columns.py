@@ -59,6 +59,8 @@ def test_numbers_looks_only_at_elements_that_are_0_or_1() -> None:
     assert arr is not None and arr.dtype == np.float64 and arr.shape == (38, 3)
     assert numbers([*rows, [2.0, 0.5, False]]) is None
     assert numbers([*rows, [2.0, 1, 0]]) is not None  # integers 0 and 1 are numbers
+    many_ints = [i % 5 for i in range(40)]  # 0s and 1s among them
+    assert numbers(many_ints) is not None and numbers([*many_ints, True]) is None
     ints = numbers([1, 2, 3])
     assert ints is not None and ints.dtype == np.int64
     flags = numbers([True, False])

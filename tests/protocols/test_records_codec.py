@@ -86,6 +86,20 @@ def test_missing_and_unknown_fields_name_the_record() -> None:
     assert detail.startswith("record 0: unknown 'colour'")
 
 
+@pytest.mark.parametrize(
+    ("record", "expected"),
+    [  # each as long as a good record (IRIS has four fields)
+        (["a", "b", "c", "d"], "record 1: expected an object of named fields, got an array of length 4"),
+        ("abcd", "record 1: expected an object of named fields, got string 'abcd'"),
+        (4.5, "record 1: expected an object of named fields, got number 4.5"),
+        ({**{k: 1 for k in list(ROW)[:3]}, "colour": 1}, "record 1: missing 'petal_width'; unknown 'colour'"),
+        ({**ROW, "colour": 1}, "record 1: unknown 'colour'"),
+    ],
+)
+def test_every_record_is_checked_whatever_its_length(record: Any, expected: str) -> None:
+    assert error([ROW, record, {}]).startswith(expected)
+
+
 def test_string_for_a_number_is_rejected() -> None:
     assert error({**ROW, "sepal_length": "abc"}) == "record 0: 'sepal_length' expected a number, got string 'abc'"
     assert "got string '5.1'" in error({**ROW, "sepal_length": "5.1"})

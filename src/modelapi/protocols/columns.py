@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..datatypes import json_type
+from ..datatypes import DATATYPES, json_type
 from ..signature import TensorSpec
 
 _FLOAT64 = np.dtype(np.float64)
@@ -37,17 +37,21 @@ def numbers(values: list[Any]) -> np.ndarray | None:
     except (ValueError, OverflowError, TypeError):  # ragged nesting, an integer beyond any type
         return None
     dtype = arr.dtype
-    if dtype == _BOOL:  # numpy makes a bool array only of booleans
-        return arr
-    if dtype != _FLOAT64 and dtype != _INT64:  # a string, a null, an object: the checked path names it
-        return None
-    if arr.size <= _SCANNED and 1 <= arr.ndim <= 2:
+    if dtype is not _FLOAT64 and dtype is not _INT64:  # (numpy gives these very objects: no comparison needed)
+        if dtype == _BOOL:  # numpy makes a bool array only of booleans
+            return arr
+        if dtype != _FLOAT64 and dtype != _INT64:  # a string, a null, an object: the checked path names it
+            return None
+    ndim = arr.ndim
+    if arr.size <= _SCANNED and 1 <= ndim <= 2:
         # a few elements (a row or two): their types read in one loop in C cost less than the comparisons below
         # (three numpy calls and flatnonzero, about 4x as much for a row of 20)
-        return None if bool in map(type, values if arr.ndim == 1 else chain.from_iterable(values)) else arr
-    suspects = np.flatnonzero((arr == 0) | (arr == 1))
-    if suspects.size:  # where a boolean may have become 0 or 1: look at those elements themselves
-        for index in zip(*np.unravel_index(suspects, arr.shape), strict=True):
+        flat = values if ndim == 1 else values[0] if len(values) == 1 else chain.from_iterable(values)
+        return None if bool in map(type, flat) else arr
+    # true exactly at the 0s and 1s, where a boolean may have become a number (two numpy calls, not three)
+    suspect = arr == arr.astype(_BOOL)
+    if np.count_nonzero(suspect):  # look at those elements themselves
+        for index in zip(*np.unravel_index(np.flatnonzero(suspect), arr.shape), strict=True):
             value: Any = values
             for i in index:
                 value = value[i]
@@ -56,13 +60,18 @@ def numbers(values: list[Any]) -> np.ndarray | None:
     return arr
 
 
+#: each datatype's JSON type (``datatypes.json_type``), looked up once per column
+_JSON_TYPES = {name: json_type(name) for name in DATATYPES}
+
+
 def fast_column(spec: TensorSpec, values: list[Any]) -> np.ndarray | None:
     """``values`` (one per row) as an array of the first axis rows, or ``None`` when a checked look is needed."""
-    kind = json_type(spec.datatype)
-    if len(spec.shape) > 2:  # rows nested deeper take the checked path
+    shape = spec.shape
+    if len(shape) > 2:  # rows nested deeper take the checked path
         return None
+    kind = _JSON_TYPES[spec.datatype]
     if kind == "string":
-        if spec.row_shape or not all(type(v) is str for v in values):
+        if len(shape) > 1 or not all(type(v) is str for v in values):
             return None  # object arrays of lists are built by the checked path
         strings = np.empty(len(values), dtype=object)
         strings[:] = values
@@ -70,22 +79,27 @@ def fast_column(spec: TensorSpec, values: list[Any]) -> np.ndarray | None:
     arr = numbers(values)
     if arr is None:
         return None
-    if kind == "boolean":
-        if arr.dtype != _BOOL:
+    dtype = arr.dtype
+    if dtype is _FLOAT64 and kind == "number":  # the common case: the checks below, answered at once
+        pass
+    elif kind == "boolean":
+        if dtype != _BOOL:
             return None
-    elif arr.dtype == _BOOL:
+    elif dtype == _BOOL:
         return None
     elif kind == "number":
-        if arr.dtype != _FLOAT64:
+        if dtype != _FLOAT64:
             arr = arr.astype(_FLOAT64)  # the signature casts to the declared width
-    elif arr.dtype != _INT64:  # an integer input given a float (2.0 is taken, 2.5 is not): the checked path
+    elif dtype != _INT64:  # an integer input given a float (2.0 is taken, 2.5 is not): the checked path
         return None
     elif spec.dtype != _INT64:
         try:  # numpy refuses an integer out of the narrower type's range here (astype would wrap it)
             arr = np.array(values, dtype=spec.dtype)
         except OverflowError:
             return None
-    width = spec.shape[-1] if len(spec.shape) == 2 else -1
-    if arr.ndim != len(spec.shape) or (width >= 0 and arr.shape[-1] != width):
+    if len(shape) == 2:
+        if arr.ndim != 2 or (shape[1] >= 0 and arr.shape[1] != shape[1]):
+            return None
+    elif arr.ndim != 1:
         return None
     return arr

@@ -70,12 +70,15 @@ _LISTED = 64
 def to_plain(arr: np.ndarray) -> Any:
     """An array -> plain Python (lists, str, int, float, bool, None); NaN/Infinity -> None (JSON has no form
     for them, so every answer stays valid JSON), bytes -> str."""
-    if arr.dtype.kind == "f":
-        if 1 <= arr.ndim <= 2 and arr.size <= _LISTED:
-            # a few values (a row's probabilities): their finiteness read from the list, in one loop in C, costs
-            # less than numpy's isfinite and all (two calls of a few microseconds each)
+    kind = arr.dtype.kind
+    if kind == "f":
+        ndim = arr.ndim
+        if (ndim == 1 or ndim == 2) and arr.size <= _LISTED:
+            # a few values (a row's probabilities): the list is the answer when they are finite, and then so is
+            # their sum, added up in C (a NaN or an infinity makes it NaN or infinite); that costs less than
+            # numpy's isfinite and all (two calls of a few microseconds each). A sum that overflowed looks below
             values = arr.tolist()
-            if all(map(math.isfinite, values if arr.ndim == 1 else chain.from_iterable(values))):
+            if math.isfinite(sum(values) if ndim == 1 else sum(chain.from_iterable(values))):
                 return values
         finite = np.isfinite(arr)
         if not finite.all():
@@ -83,7 +86,7 @@ def to_plain(arr: np.ndarray) -> Any:
             obj[~finite] = None
             return obj.tolist()
         return arr.tolist()
-    if arr.dtype.kind in "OS":
+    if kind in "OS":
         return _plain_value(arr.tolist())
     return arr.tolist()
 

@@ -14,6 +14,7 @@ Every other output keeps its own name.
 from __future__ import annotations
 
 import functools
+import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, cast
 
@@ -130,22 +131,50 @@ def decode(body: Any, signature: Signature, *, max_rows: int | None = None) -> t
             f"or a non-empty list of records; got {got}"
         )
     check_row_limit(len(records), max_rows, "records")
-    names = signature.input_names
-    expected = set(names)
-    for i, record in enumerate(records):
-        if not isinstance(record, dict):
-            raise InvalidInput(f"record {i}: expected an object of named fields, got {describe(record)}")
-        if record.keys() != expected:
-            check_names(record, signature, f"record {i}")
-    columns: dict[str, list[Any]] = {n: [record[n] for record in records] for n in names}
+    expected, getters = signature.memo("records.decode", _decode_plan, signature)
+    columns = _columns(records, len(expected), getters)
+    if columns is None:  # find the first record that is not an object of the input names, and name it
+        for i, record in enumerate(records):
+            if not isinstance(record, dict):
+                raise InvalidInput(f"record {i}: expected an object of named fields, got {describe(record)}")
+            if record.keys() != expected:
+                check_names(record, signature, f"record {i}")
+        columns = _values(records, getters)
     inputs = {}
-    for spec in signature.inputs:
-        arr = fast_column(spec, columns[spec.name])
+    for spec, values in columns:
+        arr = fast_column(spec, values)
         if arr is None:  # something to look at element by element: the checked path names it
-            check_rows(spec, columns[spec.name], "record")
-            arr = column(spec, columns[spec.name])
+            check_rows(spec, values, "record")
+            arr = column(spec, values)
         inputs[spec.name] = arr
     return InferenceRequest(inputs), isinstance(body, dict)
+
+
+def _decode_plan(
+    signature: Signature,
+) -> tuple[frozenset[str], list[tuple[TensorSpec, Callable[[dict[str, Any]], Any]]]]:
+    """A record's expected keys, and each input with a getter of its value from a record, in signature order."""
+    return frozenset(signature.input_names), [(spec, operator.itemgetter(spec.name)) for spec in signature.inputs]
+
+
+def _columns(
+    records: list[Any], n: int, getters: list[tuple[TensorSpec, Callable[[dict[str, Any]], Any]]]
+) -> list[tuple[TensorSpec, list[Any]]] | None:
+    """Each input with its values, one per record, when every record is an object of exactly the ``n`` input
+    names; else ``None``. Checked in C, with no Python per record: a record that lacks a name, or is no object,
+    fails a getter; one with other fields too is longer than ``n``."""
+    try:
+        if max(map(len, records)) != n:
+            return None
+        return _values(records, getters)
+    except (KeyError, TypeError):
+        return None
+
+
+def _values(
+    records: list[Any], getters: list[tuple[TensorSpec, Callable[[dict[str, Any]], Any]]]
+) -> list[tuple[TensorSpec, list[Any]]]:
+    return [(spec, list(map(getter, records))) for spec, getter in getters]
 
 
 def _example_text(signature: Signature) -> str:
@@ -182,37 +211,54 @@ def labelled(spec: TensorSpec | None, arr: np.ndarray) -> list[str] | None:
 
 def encode_rows(outputs: Mapping[str, np.ndarray], signature: Signature) -> list[dict[str, Any]]:
     """Outputs -> one object per row, keyed as ``answer_keys`` says."""
-    order, names, label_keys = signature.memo(("records.answer", *outputs), lambda: _plan(outputs, signature))
+    names, rows_of, plan = signature.memo(("records.answer", *outputs), _plan, outputs, signature)
     columns: list[list[Any]] = []
-    for name, keys in zip(order, label_keys, strict=True):
-        arr = np.asarray(outputs[name])
+    for name, keys, keyed in plan:
+        arr = outputs[name]
+        if type(arr) is not np.ndarray:
+            arr = np.asarray(arr)
         values = to_plain(arr)
         if keys is not None and arr.ndim >= 2 and arr.shape[-1] == len(keys):
             # the common case, a row of class probabilities: one dict per row
-            values = row_dicts(keys, values) if arr.ndim == 2 else [_keyed(keys, row) for row in values]
+            values = keyed(keys, values) if arr.ndim == 2 else _keyed_rows(keys, values)
         columns.append(values)
     # every output has one entry per row (the data plane checked)
-    return row_dicts(names, zip(*columns, strict=False))
+    return rows_of(names, zip(*columns, strict=False))
 
 
-def _plan(outputs: Iterable[str], signature: Signature) -> tuple[list[str], list[str], list[list[str] | None]]:
-    """For outputs of these names: their order in an answer, their keys there, and the label keys of each."""
+#: how ``encode_rows`` answers one output: its name, its label keys (``None``: none), and ``row_dicts`` for them
+_Column = tuple[str, list[str] | None, Callable[[Sequence[str], Iterable[Sequence[Any]]], list[dict[str, Any]]]]
+
+
+def _plan(
+    outputs: Iterable[str], signature: Signature
+) -> tuple[list[str], Callable[[Sequence[str], Iterable[Sequence[Any]]], list[dict[str, Any]]], list[_Column]]:
+    """For outputs of these names: their keys in an answer, in its order, with ``row_dicts`` for them; and each
+    output's name, label keys and ``row_dicts`` for those, in the same order."""
     keys = answer_keys(signature)
     rank = {name: i for i, name in enumerate(keys)}
     order = sorted(outputs, key=lambda n: rank.get(n, len(keys)))
-    label_keys = []
+    plan: list[_Column] = []
     for name in order:
         spec = signature.output(name)
         labels = None if spec is None or spec.labels is None else spec.labels
-        label_keys.append(None if labels is None else [str(to_plain(np.asarray(label))) for label in labels])
-    return order, [keys.get(name, name) for name in order], label_keys
+        label_keys = None if labels is None else [str(to_plain(np.asarray(label))) for label in labels]
+        plan.append((name, label_keys, _row_dicts_for(len(label_keys or ()))))
+    return [keys.get(name, name) for name in order], _row_dicts_for(len(order)), plan
 
 
 def row_dicts(keys: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[dict[str, Any]]:
     """One dict per row, ``keys`` to the row's values (every row has ``len(keys)`` values)."""
-    if len(keys) > _MAX_BUILT_KEYS:
-        return [dict(zip(keys, row, strict=False)) for row in rows]
-    return _dict_builder(len(keys))(keys, rows)
+    return _row_dicts_for(len(keys))(keys, rows)
+
+
+def _row_dicts_for(n: int) -> Callable[[Sequence[str], Iterable[Sequence[Any]]], list[dict[str, Any]]]:
+    """``row_dicts`` for ``n`` keys."""
+    return _zipped_dicts if n > _MAX_BUILT_KEYS else _dict_builder(n)
+
+
+def _zipped_dicts(keys: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[dict[str, Any]]:
+    return [dict(zip(keys, row, strict=False)) for row in rows]
 
 
 _MAX_BUILT_KEYS = 64
@@ -235,6 +281,10 @@ def _dict_builder(n: int) -> Callable[[Sequence[str], Iterable[Sequence[Any]]], 
     namespace: dict[str, Any] = {}
     exec(source, namespace)  # noqa: S102 - generated from n alone
     return cast(Callable[[Sequence[str], Iterable[Sequence[Any]]], list[dict[str, Any]]], namespace["build"])
+
+
+def _keyed_rows(label_keys: list[str], rows: list[Any]) -> list[Any]:
+    return [_keyed(label_keys, row) for row in rows]
 
 
 def _keyed(label_keys: list[str], row: Any) -> Any:

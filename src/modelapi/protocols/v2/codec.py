@@ -132,9 +132,13 @@ class V2Codec:
         if expected is not None and (datatype, expected) not in SAFE_CASTS:
             raise InvalidInput(f"{where}: datatype {datatype} given, model expects {expected}")
         shape = _shape(item.get("shape"), where)
-        params = _object(item.get("parameters"), f"{where}: parameters")
-        _refuse_shared_memory(params, where)
-        size = params.get("binary_data_size")
+        params = item.get("parameters")
+        if params is None:  # the common case: nothing to check
+            size = None
+        else:
+            params = _object(params, f"{where}: parameters")
+            _refuse_shared_memory(params, where)
+            size = params.get("binary_data_size")
         if size is None:
             if "data" not in item:
                 raise MalformedRequest(f"{where}: 'data' is missing (or give parameters.binary_data_size)")
@@ -179,7 +183,8 @@ class V2Codec:
         return b"".join([header, *chunks]), len(header)
 
     def _output_array(self, name: str, value: np.ndarray, datatype: str) -> np.ndarray:
-        if datatype == "BYTES" or value.dtype == DATATYPES[datatype]:
+        want = DATATYPES[datatype]
+        if (dtype := value.dtype) is want or datatype == "BYTES" or dtype == want:
             return value
         try:
             return value.astype(DATATYPES[datatype])
@@ -187,12 +192,16 @@ class V2Codec:
             raise InferenceError(f"model output '{name}' cannot be represented as {datatype}") from None
 
 
+_PLAIN = OutputFormat(False)
+_BINARY = OutputFormat(True)
+
+
 def _decode_outputs(value: Any, parameters: dict[str, Any]) -> tuple[list[str] | None, OutputFormat]:
     default = parameters.get("binary_data_output", False)
     if not isinstance(default, bool):
         raise MalformedRequest("parameters.binary_data_output: must be true or false")
-    if value is None:
-        return None, OutputFormat(default)
+    if value is None:  # no outputs named: one of two formats, made once (nothing changes a format)
+        return None, _BINARY if default else _PLAIN
     if not isinstance(value, list):
         raise MalformedRequest("outputs: must be an array of {name, parameters} objects")
     names: list[str] = []
@@ -236,7 +245,8 @@ def _shape(value: Any, where: str) -> list[int]:
             raise MalformedRequest(f"{where}: 'shape' must hold integers, got {_json_kind(dim)}")
         if dim < 0:
             raise MalformedRequest(f"{where}: 'shape' {value} has a negative size; give the actual sizes")
-    if math.prod(dim or 1 for dim in value) > _MAX_ELEMENTS:  # numpy cannot even make an empty array that big
+    # numpy cannot even make an empty array that big (a 0 counts as 1 here: the product of the others is the size)
+    if (math.prod(value) if 0 not in value else math.prod(dim or 1 for dim in value)) > _MAX_ELEMENTS:
         raise MalformedRequest(f"{where}: 'shape' {value} is too large")
     return value
 

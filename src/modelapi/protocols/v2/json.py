@@ -45,7 +45,9 @@ def decode_tensor(data: Any, datatype: str, shape: list[int], where: str) -> np.
     dtype = DATATYPES[datatype]
     found = numbers(flat) if datatype != "BYTES" else None
     if found is not None and found.ndim == 1:  # numpy's type discovery vouches for every element's type
-        if dtype == _FP64 and found.dtype.kind in "fi":  # the common case: no second pass over the elements
+        if found.dtype is _FP64 and dtype is _FP64:  # the common case, at once (numpy's own float64 descriptor)
+            return found.reshape(shape)
+        if dtype == _FP64 and found.dtype.kind in "fi":  # no second pass over the elements
             return (found if found.dtype == _FP64 else found.astype(_FP64)).reshape(shape)
         types = _DISCOVERED[found.dtype.kind]
     else:
@@ -151,4 +153,4 @@ def encode_tensor(arr: np.ndarray, datatype: str) -> Any:
             v if isinstance(v, str) else v.decode("utf-8", errors="replace") if isinstance(v, bytes) else str(v)
             for v in arr.reshape(-1).tolist()
         ]
-    return np.ascontiguousarray(arr).reshape(-1)
+    return arr.ravel()  # a view of a C-contiguous array, else a C-ordered copy: what orjson writes
