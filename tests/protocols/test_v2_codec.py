@@ -569,3 +569,9 @@ def test_codec_is_built_once_per_model_and_rebuilt_when_the_signature_changes() 
 def test_server_metadata() -> None:
     meta = v2.server_metadata()
     assert meta["name"] == "modelapi" and "binary_tensor_data" in meta["extensions"] and meta["version"]
+
+
+def test_an_output_of_a_numpy_subclass_is_written_flat() -> None:
+    """``np.matrix`` stays 2-D through ``ravel``: its data still goes out as a flat list."""
+    data = v2_json.encode_tensor(np.matrix([[1.0, 2.0], [3.0, 4.0]]), "FP64")
+    assert orjson.loads(orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY)) == [1.0, 2.0, 3.0, 4.0]

@@ -153,4 +153,6 @@ def encode_tensor(arr: np.ndarray, datatype: str) -> Any:
             v if isinstance(v, str) else v.decode("utf-8", errors="replace") if isinstance(v, bytes) else str(v)
             for v in arr.reshape(-1).tolist()
         ]
+    if type(arr) is not np.ndarray:  # a subclass (np.matrix stays 2-D through ravel): a plain array first
+        arr = np.asarray(arr)
     return arr.ravel()  # a view of a C-contiguous array, else a C-ordered copy: what orjson writes
