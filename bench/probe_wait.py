@@ -10,7 +10,7 @@ version before) and on every connection the main port accepts (``connection_made
 answered (``overload.lua``, no Retry-After), while two probes, one per port, each open a new connection for
 every ``GET /v2/health/live`` (every 20 ms), as the kubelet's probes do. All clocks are ``CLOCK_MONOTONIC``.
 
-    python -m bench.probe_wait [--rounds 3] [--connections 1920] [--seconds 4] [--loop auto|asyncio] [--accept-batch N]
+    python -m bench.probe_wait [--rounds 3] [--connections 1920] [--seconds 4] [--loop auto|asyncio]
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from .overload import LOAD_CORE, RESULTS, ROWS, SCRIPT, SERVER_CORE, cell
 LIVE = "/v2/health/live"
 
 
-def _server(out: Path, argv: list[str], loop_name: str, accept_batch: int | None = None) -> int:
+def _server(out: Path, argv: list[str], loop_name: str) -> int:
     """``modelapi serve ARGV`` with the watchdog and the timestamps, written to ``out`` every second (the harness
     stops the server with SIGTERM and kills it if its drain outlasts 10 s, and reads them afterwards); on
     uvicorn's ``loop_name`` loop ("auto" is uvloop)."""
@@ -54,10 +54,6 @@ def _server(out: Path, argv: list[str], loop_name: str, accept_batch: int | None
     main: list[tuple[float, int]] = []  # the main port's connections: when, the client's port
     late: list[tuple[float, float]] = []  # (when the callback was due, how late it ran)
 
-    if accept_batch is not None:  # the main port's listener (http/acceptor.py): connections taken per readiness
-        from modelapi.http import acceptor
-
-        acceptor.BATCH = accept_batch
     # modelapi leaves uvicorn's loop at "auto"; the bench's --loop asyncio makes "auto" asyncio's
     uvicorn.config.LOOP_FACTORIES["auto"] = uvicorn.config.LOOP_FACTORIES[loop_name]
     main_made = GuardedHttpToolsProtocol.connection_made
@@ -197,16 +193,10 @@ def main(argv: list[str] | None = None) -> int:
         help="the server's event loop: auto (uvloop, as modelapi runs) or asyncio's, which accepts every pending "
         "connection when its listener is ready (uvloop's libuv accepts one a loop iteration)",
     )
-    parser.add_argument(
-        "--accept-batch",
-        type=int,
-        help="the main port's listener takes at most this many connections per readiness event (http/acceptor.py's "
-        "BATCH; its default when not given)",
-    )
     parser.add_argument("--server", type=Path, help=argparse.SUPPRESS)  # the server process: --server OUT -- ARGS
     args, rest = parser.parse_known_args(argv)
     if args.server is not None:
-        return _server(args.server, rest[1:] if rest[:1] == ["--"] else rest, args.loop, args.accept_batch)
+        return _server(args.server, rest[1:] if rest[:1] == ["--"] else rest, args.loop)
     os.sched_setaffinity(0, {LOAD_CORE})
     wrk = require("wrk", "install it with: apt-get install -y wrk")
     RESULTS.mkdir(exist_ok=True)
@@ -217,7 +207,6 @@ def main(argv: list[str] | None = None) -> int:
         ops_port = servers.free_port()
         argv_server = (
             sys.executable, "-m", "bench.probe_wait", "--server", str(out), "--loop", args.loop,
-            *(() if args.accept_batch is None else ("--accept-batch", str(args.accept_batch))),
             "--", "serve", str(work.model_path),
             "--host", "127.0.0.1", "--port", "{port}", "--max-queue-ms", "20", "--metrics-port", str(ops_port),
         )  # fmt: skip

@@ -28,7 +28,7 @@ from starlette.applications import Starlette
 from . import jsonutil, logs
 from .dataplane import DataPlane
 from .errors import ModelLoadError
-from .http import acceptor, ops
+from .http import ops
 from .http.app import create_app
 from .http.lifecycle import Lifecycle
 from .http.pacing import Pacing
@@ -155,11 +155,8 @@ class _Server(uvicorn.Server):
         self._ops: ops.Server | None = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        if not sockets:  # serve_socket binds them: uvicorn's own host/port binding is not used
-            raise ValueError("the server needs its listening sockets")
-        await super().startup(sockets=[])  # the listener is acceptor's: a batch of accepts per turn, uvloop's one
+        await super().startup(sockets=sockets)
         if self.started:
-            acceptor.serve(self, sockets)
             if self.grpc is not None:
                 await self.grpc.start()
             # once the main port accepts (never ready here before it), and while the models load: the startup
