@@ -3,7 +3,7 @@ machine does not move (CPU time on a shared 2-core machine moved by 2x between r
 
     STUB_MODEL=1 PYTHONHASHSEED=0 valgrind --tool=callgrind --instr-atstart=no \\
         --toggle-collect=sys_call_tracing --callgrind-out-file=/tmp/cg.out \\
-        .venv/bin/python scripts/app_ir.py [rest|v2-json] N [ROWS]
+        .venv/bin/python scripts/app_ir.py [rest|v2-json|v2-binary] N [ROWS]
     # then: Ir (the "Collected" line) / N
 
 The app as ``scripts/app_cpu.py`` builds it (the bench's LogisticRegression, bodies of ROWS rows (default 1), the
@@ -40,7 +40,11 @@ from modelapi.http.app import create_app
 from modelapi.http.lifecycle import Lifecycle
 from modelapi.settings import Settings
 
-PATHS = {"rest": "/models/logreg/predict", "v2-json": "/v2/models/logreg/infer"}
+PATHS = {
+    "rest": "/models/logreg/predict",
+    "v2-json": "/v2/models/logreg/infer",
+    "v2-binary": "/v2/models/logreg/infer",  # Triton's binary tensor extension, outputs binary too
+}
 
 
 def main(kind: str, n: int, rows: int = 1) -> None:

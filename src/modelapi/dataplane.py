@@ -58,6 +58,8 @@ from .settings import Settings
 from .signature import Signature
 
 log = logging.getLogger("modelapi")
+#: read once: an enum class's attribute read takes CPython's slow path (3.11's ``EnumType.__getattr__``)
+_READY = State.READY
 
 
 class DataPlane:
@@ -299,7 +301,7 @@ class Admission:
         version the same reference resolves to now."""
         self._arrive()
         handle = self.handle
-        if handle.state is not State.READY:
+        if handle.state is not _READY:
             try:
                 handle = self.plane.repository.resolve(handle.name, self.version, self.label, self.ctx.principal)
             except ModelAPIError:

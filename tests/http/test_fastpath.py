@@ -9,11 +9,13 @@ from typing import Any
 
 import pytest
 from starlette.applications import Starlette
+from starlette.routing import Match
 from starlette.testclient import TestClient
 
 from helpers.keys import create_key
 from modelapi.http import fastpath
 from modelapi.http.app import create_app
+from modelapi.http.routing import ProtocolRoute
 from modelapi.security.auth import AuthMiddleware
 from modelapi.security.limits import RateLimitMiddleware
 from modelapi.settings import Settings
@@ -179,3 +181,51 @@ def test_the_error_path_is_the_urls_path(path: str, host: bytes | None) -> None:
     headers = [] if host is None else [(b"host", host)]
     scope = {"type": "http", "path": path, "query_string": b"q=1", "headers": headers, "server": ("h", 80)}
     assert request_path(Request(scope)) == Request(scope).url.path
+
+
+def test_a_repeated_path_is_matched_as_the_first_time() -> None:
+    """``FastPath`` keeps recent full matches: a hit leaves what ``route.matches`` leaves, in dicts of its own."""
+
+    async def endpoint(request: Any) -> None:
+        raise AssertionError
+
+    routes = [
+        ProtocolRoute("/v2/models/{name}/infer", endpoint, methods=["POST"], inference=True),
+        ProtocolRoute("/v2/models/{name}/versions/{version}/infer", endpoint, methods=["POST"], inference=True),
+    ]
+    picker = fastpath.FastPath("slow", "fast", routes)  # type: ignore[arg-type]
+
+    def scope(path: str, method: str = "POST", **more: Any) -> dict[str, Any]:
+        return {"type": "http", "path": path, "method": method, "root_path": "", **more}
+
+    def reference(s: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        return next((r, c) for r in routes for m, c in [r.matches(s)] if m is Match.FULL)
+
+    for path, root in [
+        ("/v2/models/a/infer", ""),
+        ("/v2/models/a/versions/2/infer", ""),
+        ("/api/v2/models/b/infer", "/api"),
+    ]:
+        expected = reference(scope(path, root_path=root))
+        seen = []
+        for _ in range(3):
+            s = scope(path, root_path=root)
+            assert picker.pick(s) == "fast"
+            assert s[fastpath._MATCHED] == expected
+            seen.append(s[fastpath._MATCHED][1])
+        # each request its own child scope and parameters: a handler changing them changes no other request's
+        assert len({id(c) for c in seen}) == 3 and len({id(c["path_params"]) for c in seen}) == 3
+        seen[0]["path_params"]["name"] = "changed"
+        s = scope(path, root_path=root)
+        picker.pick(s)
+        assert s[fastpath._MATCHED] == expected
+    # another method: the router's (405), matched or not before
+    assert picker.pick(scope("/v2/models/a/infer", "GET")) == "slow"
+    # parameters already in the scope (a mount's) join the match's: not taken from what was kept
+    s = scope("/v2/models/a/infer", path_params={"outer": "1"})
+    assert picker.pick(s) == "fast"
+    assert s[fastpath._MATCHED][1]["path_params"] == {"outer": "1", "name": "a"}
+    # bounded: clients choose the paths
+    for i in range(2 * fastpath._MATCHES_KEPT):
+        assert picker.pick(scope(f"/v2/models/m{i}/infer")) == "fast"
+    assert len(picker._matched) <= fastpath._MATCHES_KEPT

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from starlette.responses import Response
 
-from modelapi.http.responses import json_response
+from modelapi.http.responses import OctetBytes, json_response
 
 
 @pytest.mark.parametrize(
@@ -30,3 +30,19 @@ def test_json_answers_carry_what_starlette_would_give_them(
     theirs = Response(body, status_code=status, media_type="application/json", headers=given)
     assert (ours.status_code, ours.body, ours.raw_headers) == (theirs.status_code, theirs.body, theirs.raw_headers)
     assert ours.media_type == "application/json" and ours.background is None
+
+
+@pytest.mark.parametrize(
+    ("body", "headers"),
+    [
+        (b"\x00\x01binary", ()),
+        (b'{"outputs": []}\x00' * 40, ((b"inference-header-content-length", b"15"),)),
+        (b"", ((b"x-a", b"1"), (b"x-b", b"2"))),
+    ],
+)
+def test_octet_answers_carry_what_starlette_would_give_them(body: bytes, headers: tuple[tuple[bytes, bytes]]) -> None:
+    ours = OctetBytes(body, headers)
+    given = {k.decode(): v.decode() for k, v in headers} or None
+    theirs = Response(body, media_type="application/octet-stream", headers=given)
+    assert (ours.status_code, ours.body, ours.raw_headers) == (theirs.status_code, theirs.body, theirs.raw_headers)
+    assert ours.media_type == "application/octet-stream" and ours.background is None

@@ -42,6 +42,11 @@ from .routing import ProtocolRoute, _ModelGuard
 
 #: the scope key of a fast-path match: the route and the child scope its ``matches`` returned
 _MATCHED = "modelapi.matched"
+#: ``Match``'s members, read once: an enum class's attribute read takes CPython's slow path (``EnumType``
+#: defines ``__getattr__`` in 3.11), on every request
+_FULL, _PARTIAL = Match.FULL, Match.PARTIAL
+#: how many full matches ``FastPath`` keeps (the served models' inference paths, a few each)
+_MATCHES_KEPT = 256
 
 
 def fast_routes(routes: Sequence[BaseRoute]) -> list[ProtocolRoute]:
@@ -68,19 +73,35 @@ class FastPath:
         # cannot match the route's pattern, which is not tried then
         self.routes = tuple((route.path[route.path.rfind("}") + 1 :], route) for route in routes)
         self.tails = tuple({tail for tail, _ in self.routes})
+        #: the full matches of recent (path, method, root path)s: the route and the child scope it made. A route's
+        #: match depends on nothing else (without ``path_params`` already in the scope), and at one connection
+        #: the same path comes again and again; the pattern, its converters and the child scope cost more than
+        #: the two dict copies a hit makes. Bounded: the paths are the clients'
+        self._matched: dict[tuple[str, str, str], tuple[ProtocolRoute, Scope]] = {}
 
     def pick(self, scope: Scope) -> ASGIApp:
         """The stack that serves ``scope``: ``fast`` for a request an inference route takes (the match left in the
         scope for ``_Dispatch``), else ``slow``. A plain call, not a layer: the caller awaits what it returns."""
         if scope["type"] == "http" and (path := scope["path"]).endswith(self.tails):
+            key = (path, scope["method"], scope.get("root_path", ""))
+            hit = self._matched.get(key)
+            if hit is not None and "path_params" not in scope:
+                route, child = hit
+                # copies: the request's scope takes the child's entries, and a handler may change its parameters
+                scope[_MATCHED] = (route, {**child, "path_params": {**child["path_params"]}})
+                return self.fast
             for tail, route in self.routes:
                 if not path.endswith(tail):
                     continue
                 match, child = route.matches(scope)
-                if match is Match.FULL:
+                if match is _FULL:
+                    if "path_params" not in scope:
+                        if len(self._matched) >= _MATCHES_KEPT:
+                            self._matched.clear()
+                        self._matched[key] = (route, {**child, "path_params": {**child["path_params"]}})
                     scope[_MATCHED] = (route, child)
                     return self.fast
-                if match is Match.PARTIAL:
+                if match is _PARTIAL:
                     break  # the router looks further for a route taking this method, and answers 405 if none
         return self.slow
 

@@ -25,6 +25,8 @@ from ..security.principal import SCOPE_KEY, Principal
 from .errors import BODY_LIMIT, ERROR_STYLE
 
 _NAME = re.compile(r"\{name(?::[^}]*)?\}")
+#: read once: an enum class's attribute read takes CPython's slow path (3.11's ``EnumType.__getattr__``)
+_NONE, _FULL = Match.NONE, Match.FULL
 
 
 class ProtocolRoute(Route):
@@ -50,9 +52,9 @@ class ProtocolRoute(Route):
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
         match, child = super().matches(scope)
-        if match is not Match.NONE:  # a partial match (405) is this protocol's too
+        if match is not _NONE:  # a partial match (405) is this protocol's too
             child[ERROR_STYLE] = self.error_style
-            if self.body_limit is not None and match is Match.FULL:
+            if self.body_limit is not None and match is _FULL:
                 child[BODY_LIMIT] = self.body_limit
         return match, child
 

@@ -42,9 +42,13 @@ class Services:
     limits: KeyLimits | None = None
     monitor: Monitor | None = None
     json_limits: JsonLimits = field(init=False)
+    #: ``settings.max_body_bytes``, read once: a pydantic model's attribute read takes CPython's slow path (its
+    #: class defines ``__getattr__``), and a body is read on every request
+    max_body_bytes: int = field(init=False)
 
     def __post_init__(self) -> None:
         self.json_limits = JsonLimits(self.settings.max_json_depth, self.settings.max_json_elements)
+        self.max_body_bytes = self.settings.max_body_bytes
 
     @property
     def repository(self) -> Repository:
@@ -82,18 +86,18 @@ class Services:
     # bodies, within the server's limits ---------------------------------------------------------------------
     # (plain functions returning the reading coroutine: one coroutine less per request than awaiting it here)
     def body(self, request: Request) -> Coroutine[Any, Any, bytes]:
-        return bodies.read_body(request, self.settings.max_body_bytes)
+        return bodies.read_body(request, self.max_body_bytes)
 
     def json(self, request: Request, *, typed: bool = False) -> Coroutine[Any, Any, Any]:
         """The JSON body; ``typed``: the route has called ``require_json`` already (on the head)."""
-        return bodies.read_json(request, self.settings.max_body_bytes, self.json_limits, typed=typed)
+        return bodies.read_json(request, self.max_body_bytes, self.json_limits, typed=typed)
 
     def upload(self, request: Request) -> AsyncIterator[bytes]:
         """A job upload's body in blocks, decompressed, within ``max_upload_bytes`` (not ``max_body_bytes``)."""
         return bodies.stream_body(request, self.settings.max_upload_bytes)
 
     def inflater(self, request: Request) -> bodies.Inflater | None:
-        return bodies.inflater(request, self.settings.max_body_bytes)
+        return bodies.inflater(request, self.max_body_bytes)
 
 
 async def _disconnected(receive: Receive) -> None:

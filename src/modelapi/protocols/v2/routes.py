@@ -15,7 +15,7 @@ from starlette.routing import BaseRoute
 from ... import jsonutil, tracing
 from ...errors import MalformedRequest, ModelNotFound
 from ...http.request import header, require_json
-from ...http.responses import json_response
+from ...http.responses import OctetBytes, json_response
 from ...http.routing import ProtocolRoute
 from ...http.services import Services
 from ..base import Protocol
@@ -94,7 +94,8 @@ def routes(services: Services) -> list[BaseRoute]:
             payload, json_length = model_codec.encode(answer, fmt)
         if json_length is None:
             return json_response(payload)  # the headers Response(payload, media_type="application/json") makes
-        return Response(payload, media_type="application/octet-stream", headers={HEADER_LENGTH: str(json_length)})
+        # the headers Response(payload, media_type="application/octet-stream", headers={HEADER_LENGTH: ...}) makes
+        return OctetBytes(payload, ((_HEADER_LENGTH_KEY, b"%d" % json_length),))
 
     async def statistics(request: Request) -> Response:
         name, version = request.path_params.get("name"), request.path_params.get("version")
