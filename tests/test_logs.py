@@ -138,6 +138,39 @@ def test_a_line_written_without_its_record_has_the_formatters_time(created: floa
     assert json.loads(stream.calls[0])["time"] == logs.rfc3339(created)
 
 
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"request_id": "r1", "method": "POST", "path": "/x", "status": 200},  # the access line's shape
+        {"method": "POST", "request_id": "r1", "status": 200},  # its id after an extra key
+        {"request_id": None, "path": "/x"},  # a known key given as None: the context's, or none
+        {"model": "m2", "request_id": "r1", "trace_id": "cd" * 16, "version": "7", "path": "/x"},
+        {"version": "7", "path": "/x", "model": None},
+        {"path": "/x", "_private": 1, "request_id": "r1"},  # not an extra key, not a known one
+        {"request_id": "r1", "taskName": "t", "status": 200},  # a standard attribute
+        {},
+    ],
+)
+@pytest.mark.parametrize("context", [False, True])
+def test_a_line_written_without_its_record_has_the_formatters_keys(fields: dict[str, Any], context: bool) -> None:
+    """Whichever fields and context: ``write_access`` writes the keys ``JsonFormatter`` writes for the record
+    ``ContextFilter`` has seen, in the same order, with the same values (twice: the second from its cached plan)."""
+    ctx_token = logs.CONTEXT.set(_Ctx("ctx-rid", "iris", "3") if context else None)
+    trace_token = logs.TRACE_ID.set("ab" * 16 if context else None)
+    try:
+        for _ in range(2):
+            stream = Stream()
+            handler = logs.make_handler("json", stream)
+            handler.write_access("modelapi.access", 1714566896.0999, "%s", ("m",), fields, _no_record)
+            rec = record("%s", "m", name="modelapi.access", **fields)
+            rec.created = 1714566896.0999
+            logs.ContextFilter().filter(rec)
+            assert stream.calls == [logs.JsonFormatter().format(rec) + "\n", Stream.FLUSH]
+    finally:
+        logs.TRACE_ID.reset(trace_token)
+        logs.CONTEXT.reset(ctx_token)
+
+
 def _no_record() -> logging.LogRecord:
     raise AssertionError("a record was made")
 

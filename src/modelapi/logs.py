@@ -102,6 +102,9 @@ _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | 
     "version",
 }
 _KNOWN = ("request_id", "trace_id", "model", "version")
+_INFO = logging.INFO
+#: orjson's options for a JSON line that ends with its newline (``_encode``'s, and the newline)
+_LINE = orjson.OPT_NON_STR_KEYS | orjson.OPT_APPEND_NEWLINE
 #: logging's own level-to-name table (what getLevelName reads first; addLevelName changes it in place)
 _LEVEL_TO_NAME: dict[int, str] = logging._levelToName
 #: most bytes in one write of buffered lines: POSIX writes up to PIPE_BUF bytes to a pipe in one piece, so the
@@ -109,6 +112,8 @@ _LEVEL_TO_NAME: dict[int, str] = logging._levelToName
 PIPE_BUF = 4096
 
 _second: tuple[int, str] = (-1, "")
+#: ``.000Z`` to ``.999Z``: the milliseconds of a time looked up, not formatted (a format call on every line)
+_MILLIS = tuple(f".{ms:03d}Z" for ms in range(1000))
 
 
 def rfc3339(created: float) -> str:
@@ -119,7 +124,7 @@ def rfc3339(created: float) -> str:
     if cached != whole:
         text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
         _second = (whole, text)  # one tuple: a thread that reads it sees a matching pair
-    return f"{text}.{int((created - whole) * 1000):03d}Z"
+    return text + _MILLIS[int((created - whole) * 1000)]
 
 
 def _default(obj: Any) -> Any:
@@ -248,10 +253,16 @@ class LogHandler(logging.StreamHandler[TextIO]):
             lock.acquire()
         try:
             message = msg % args if args else msg
-            level = _LEVEL_TO_NAME.get(logging.INFO) or logging.getLevelName(logging.INFO)
+            level = _LEVEL_TO_NAME.get(_INFO) or logging.getLevelName(_INFO)
             own = self._own
             if isinstance(own, JsonFormatter):
-                line = _encode(_access_fields(name, level, created, message, fields), own.ascii_only)
+                out = _access_fields(name, level, created, message, fields)
+                if own.ascii_only or self.terminator != "\n":
+                    line = _encode(out, own.ascii_only) + self.terminator
+                else:  # _encode's line with its newline from orjson: one copy of the line less
+                    line = orjson.dumps(out, default=_default, option=_LINE).decode()
+                    if "mk_" in line:
+                        line = redact(line)  # a key never ends with the newline: the same as before it
             else:  # what TextFormatter makes of a record without a traceback: TEXT_FORMAT ends in the message
                 prefix = _TEXT_PREFIXES.get((level, name))
                 if prefix is None:
@@ -260,7 +271,7 @@ class LogHandler(logging.StreamHandler[TextIO]):
                 line = prefix + message
                 if "mk_" in line:
                     line = redact(line)
-            line += self.terminator
+                line += self.terminator
             if self.flush_delay > 0.0:
                 loop = _running_loop()
                 if loop is not None:
@@ -412,30 +423,56 @@ def _access_fields(name: str, level: str, created: float, message: str, fields: 
     """The object ``JsonFormatter`` makes of such a record once ``ContextFilter`` has seen it: the same keys
     in the same order."""
     out: dict[str, Any] = {"time": rfc3339(created), "level": level, "logger": name, "message": message}
+    # the known keys (_KNOWN), unrolled: the record's own value, else the context's
     ctx = CONTEXT.get()
-    for key in _KNOWN:
-        value = fields.get(key)
-        if value is None:
-            if key == "trace_id":
-                value = TRACE_ID.get()
-            elif ctx is not None:
-                value = getattr(ctx, key)
-        if value is not None:
-            out[key] = value
+    get = fields.get
+    value = get("request_id")
+    if value is None and ctx is not None:
+        value = ctx.request_id
+    if value is not None:
+        out["request_id"] = value
+    value = get("trace_id")
+    if value is None:
+        value = TRACE_ID.get()
+    if value is not None:
+        out["trace_id"] = value
+    value = get("model")
+    if value is None and ctx is not None:
+        value = ctx.model
+    if value is not None:
+        out["model"] = value
+    value = get("version")
+    if value is None and ctx is not None:
+        value = ctx.version
+    if value is not None:
+        out["version"] = value
     keys = tuple(fields)
-    extra = _EXTRA_KEYS.get(keys)
-    if extra is None:
+    plan = _EXTRA_KEYS.get(keys)
+    if plan is None:
         extra = tuple(key for key in keys if key not in _STANDARD and not key.startswith("_"))
+        # fields whose only keys besides the extra ones are known keys: those are in ``out`` already, with the
+        # fields' own values when not None, so one update adds the extra ones in order (a key it sets again
+        # keeps its place)
+        others = tuple(key for key in keys if key not in extra)
+        plan = (extra, others if all(key in _KNOWN for key in others) else None)
         if len(_EXTRA_KEYS) < 64:  # the access line has one set of keys; a caller with many still gets them right
-            _EXTRA_KEYS[keys] = extra
+            _EXTRA_KEYS[keys] = plan
+    extra, known = plan
+    if known is not None:
+        for key in known:
+            if fields[key] is None:
+                break
+        else:
+            out.update(fields)
+            return out
     for key in extra:
         out[key] = fields[key]
     return out
 
 
-#: the ``extra=`` keys of a set of fields (as ``JsonFormatter`` picks them, in order), per its keys in order:
-#: the access line's are the same on every request
-_EXTRA_KEYS: dict[tuple[str, ...], tuple[str, ...]] = {}
+#: per set of fields' keys in order: the ``extra=`` keys (as ``JsonFormatter`` picks them, in order), and the
+#: others when all are known keys (else None): the access line's are the same on every request
+_EXTRA_KEYS: dict[tuple[str, ...], tuple[tuple[str, ...], tuple[str, ...] | None]] = {}
 
 
 def make_handler(log_format: str, stream: TextIO | None = None, *, flush_delay: float = 0.0) -> LogHandler:

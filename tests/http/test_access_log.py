@@ -202,6 +202,7 @@ def _stream(log_format: str) -> Stream:
 @pytest.fixture
 def fixed_clock(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(access, "_now", lambda: NOW)
+    monkeypatch.setattr(access, "_created", lambda: NOW[0])  # the time of a line written without its record
 
 
 @pytest.mark.usefixtures("fixed_clock")

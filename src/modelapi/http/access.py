@@ -36,6 +36,7 @@ from ..security.keys import redact
 
 #: one line per request, written when the response ends (method, path, status, duration, bytes, client)
 ACCESS_LOG = logging.getLogger("modelapi.access")
+_NAME = ACCESS_LOG.name
 _FORMAT = '%s - "%s %s HTTP/%s" %d %d B %.1f ms [%s]'
 #: LogRecord reads the clock this way from Python 3.13 on (time_ns), as time.time() before
 _NS_CLOCK = sys.version_info >= (3, 13)
@@ -85,6 +86,16 @@ def _now() -> tuple[float, float]:
         return ns / 1e9, (ns % 1_000_000_000) // 1_000_000 + 0.0
     created = time.time()
     return created, int((created - int(created)) * 1000) + 0.0
+
+
+if _NS_CLOCK:
+
+    def _created() -> float:
+        """``_now()``'s ``created`` alone: the time of a line written without its record."""
+        return time.time_ns() / 1e9
+
+else:  # time.time itself: no Python call, and no ``msecs`` computed for a line that has no record
+    _created = time.time
 
 
 def _own_handler() -> LogHandler | None:
@@ -146,7 +157,8 @@ def scan_headers(scope: Scope) -> tuple[str, int | None]:
         elif key == b"x-request-id" and rid is None:
             text: str = value.decode("latin-1")
             rid = text if _CLIENT_ID.fullmatch(text) else ""
-    return rid or f"{_IDS.getrandbits(128):032x}", length
+    # 32 hex digits, as f"{n:032x}" writes them, without parsing a format spec on every request
+    return rid or _IDS.getrandbits(128).to_bytes(16, "big").hex(), length
 
 
 def access_line(scope: Scope, rid: str, status: int, sent: int, seconds: float) -> None:
@@ -176,7 +188,7 @@ def access_line(scope: Scope, rid: str, status: int, sent: int, seconds: float) 
     }
     handler = _own_handler()
     if handler is not None:
-        handler.write_access(ACCESS_LOG.name, _now()[0], _FORMAT, args, extra, lambda: _PROTOTYPE.record(args, extra))
+        handler.write_access(_NAME, _created(), _FORMAT, args, extra, lambda: _PROTOTYPE.record(args, extra))
     else:
         ACCESS_LOG.handle(_PROTOTYPE.record(args, extra))
 
