@@ -131,12 +131,24 @@ def layers(app: Any) -> list[type]:
     return out
 
 
+def dispatch_of(app: Any) -> fastpath._Dispatch:
+    app.middleware_stack = app.build_middleware_stack()
+    layer = app.middleware_stack.fast
+    while not isinstance(layer, fastpath._Dispatch):
+        layer = layer.app
+    return layer
+
+
 def test_authentication_is_left_out_of_the_fast_path_only_when_it_is_off(tmp_path: Path) -> None:
     """Off, its layer would only pass the inference routes' requests on; the slow stack keeps it (management routes
-    are refused there with authentication off)."""
-    assert AuthMiddleware not in layers(create_app(models(), Settings()))
+    are refused there with authentication off). On, the innermost layer, its check is made by ``_Dispatch``."""
+    off = create_app(models(), Settings())
+    assert AuthMiddleware not in layers(off) and dispatch_of(off).auth is None
     create_key(tmp_path)
-    assert AuthMiddleware in layers(create_app(models(), Settings(auth="on", state_dir=tmp_path)))
+    on = create_app(models(), Settings(auth="on", state_dir=tmp_path))
+    assert AuthMiddleware not in layers(on)
+    dispatch = dispatch_of(on)
+    assert isinstance(dispatch.auth, AuthMiddleware) and isinstance(dispatch.rate_limit, RateLimitMiddleware)
     with TestClient(create_app(models(), Settings(management_routes=True))) as client:
         assert client.post("/v2/repository/models/iris/unload").status_code == 403
 
