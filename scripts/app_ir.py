@@ -3,7 +3,7 @@ machine does not move (CPU time on a shared 2-core machine moved by 2x between r
 
     STUB_MODEL=1 PYTHONHASHSEED=0 valgrind --tool=callgrind --instr-atstart=no \\
         --toggle-collect=sys_call_tracing --callgrind-out-file=/tmp/cg.out \\
-        .venv/bin/python scripts/app_ir.py [rest|v2-json|v2-binary] N [ROWS]
+        .venv/bin/python scripts/app_ir.py [--key] [rest|v2-json|v2-binary] N [ROWS]
     # then: Ir (the "Collected" line) / N
 
 The app as ``scripts/app_cpu.py`` builds it (the bench's LogisticRegression, bodies of ROWS rows (default 1), the
@@ -13,6 +13,11 @@ requests inside ``sys.call_tracing``, the one function whose instructions are co
 about 50x slower, so the batcher's inline budget is raised to keep the inline path a real server takes.
 ``STUB_MODEL=1``: each batch answers what the model answered once, so that the count is modelapi's own work (and the
 codecs', orjson's, numpy's), not scikit-learn's.
+``--key``: as the bench's production server runs (``bench/servers.modelapi_production``): authentication on, an API
+key created in a temporary state directory's key store and sent as ``Authorization: Bearer KEY``, and the key's
+rate limit on but above any load (1,000,000 a second, bursts of 1,000,000), so its token bucket is paid for; the
+key cache's TTL (``key_cache_s``) is stretched 50x, as valgrind slows the run, so the key is looked up in the store
+about as rarely a request as at full speed.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from bench import workload
 from modelapi import batching, logs
 from modelapi.http.app import create_app
 from modelapi.http.lifecycle import Lifecycle
+from modelapi.security.keys import KeyStore
 from modelapi.settings import Settings
 
 PATHS = {
@@ -47,7 +53,7 @@ PATHS = {
 }
 
 
-def main(kind: str, n: int, rows: int = 1) -> None:
+def main(kind: str, n: int, rows: int = 1, *, keyed: bool = False) -> None:
     batching.INLINE_BUDGET_S = 10.0  # valgrind's slowness must not send the batches to the model's thread
     tmp = Path(tempfile.mkdtemp(prefix="app-ir-"))
     work = workload.build(tmp, (rows,))
@@ -56,6 +62,18 @@ def main(kind: str, n: int, rows: int = 1) -> None:
     headers = [(k.lower().encode(), v.encode()) for k, v in body.headers().items()]
     headers += [(b"host", b"127.0.0.1"), (b"content-length", str(len(data)).encode())]
     settings = Settings(models=[str(work.model_path)], log_level="info")
+    if keyed:
+        state_dir = tmp / "state"
+        # the key cache's TTL stretched as valgrind slows the run (about 50x): a real server at full speed looks
+        # its key up once in thousands of requests, not once in tens
+        settings = Settings(
+            models=[str(work.model_path)], log_level="info", state_dir=state_dir, auth="on",
+            rate_limit=1_000_000, rate_burst=1_000_000, key_cache_s=Settings().key_cache_s * 50,
+        )  # fmt: skip
+        store = KeyStore.open(state_dir, None)  # what `modelapi keys create --name bench` does
+        key, _ = store.create("bench")
+        store.close()
+        headers.append((b"authorization", f"Bearer {key}".encode()))
     logs.configure(settings, stream=open(os.devnull, "w"))  # noqa: SIM115 (for the process's life)
     app = create_app(None, settings)
     outer = Lifecycle(lambda: app)  # the outermost app, as the server runs it
@@ -87,7 +105,7 @@ def main(kind: str, n: int, rows: int = 1) -> None:
         time.sleep(0.05)
     sys.call_tracing(loop.run_until_complete, (many(n),))
     lifespan.cancel()
-    print(f"{kind}: {n} requests of {rows} row(s) counted")
+    print(f"{kind}{' with a key' if keyed else ''}: {n} requests of {rows} row(s) counted")
 
 
 def stub(batcher: Any) -> None:
@@ -104,8 +122,10 @@ def stub(batcher: Any) -> None:
 
 
 if __name__ == "__main__":
+    args = [a for a in sys.argv[1:] if a != "--key"]
     main(
-        sys.argv[1] if len(sys.argv) > 1 else "rest",
-        int(sys.argv[2]) if len(sys.argv) > 2 else 200,
-        int(sys.argv[3]) if len(sys.argv) > 3 else 1,
+        args[0] if args else "rest",
+        int(args[1]) if len(args) > 1 else 200,
+        int(args[2]) if len(args) > 2 else 1,
+        keyed="--key" in sys.argv[1:],
     )

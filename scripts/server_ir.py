@@ -2,7 +2,8 @@
 modelapi at one connection, with everything between the socket and the answer (the HTTP protocol included, which
 ``scripts/app_ir.py`` leaves out). Other load on the machine does not move the count.
 
-    PYTHONHASHSEED=0 PYTHONPATH=$PWD/src .venv/bin/python scripts/server_ir.py [floor|modelapi] [rest|v2-json] N
+    PYTHONHASHSEED=0 PYTHONPATH=$PWD/src .venv/bin/python scripts/server_ir.py \\
+        [floor|modelapi|modelapi-key] [rest|v2-json] N
 
 The server runs under ``valgrind --tool=callgrind --instr-atstart=no``; after a warm-up of keep-alive requests
 from this process, instrumentation is turned on for N requests, one at a time, then off, and the counts are
@@ -12,6 +13,9 @@ served as ``bench/servers.modelapi`` starts it (default settings, access lines t
 model call is about 50x slower, so modelapi's batcher is told to keep running 1-row batches inline as it does
 at full speed (``batching.INLINE_BUDGET_S``, set by ``--serve``, this script's own wrapper of ``modelapi``).
 The user-space instructions are what this counts; the kernel's send and receive are the same for both.
+``modelapi-key``: modelapi as ``bench/servers.modelapi_production`` starts it (an API key required, created in a
+temporary key store, and sent; its rate limit on, above any load), the key cache's TTL stretched 50x as valgrind
+slows the server, so that the key is looked up in the store about as rarely a request as at full speed.
 """
 
 from __future__ import annotations
@@ -60,10 +64,18 @@ def main(contender: str, kind: str, n: int) -> None:
     data = body.data()
     port = servers.free_port()
     env = {**os.environ, "PYTHONHASHSEED": "0"}
+    client_headers: dict[str, str] = {}
     if contender == "floor":
         path, ready = "/predict", "/health"
         env["BENCH_MODEL"] = str(work.model_path)
         argv = [str(servers.VENV_BIN / "uvicorn"), *servers.floor(work.model_path).argv[1:]]
+    elif contender == "modelapi-key":
+        path, ready = PATHS[kind], "/v2/health/ready"
+        spec = servers.modelapi_production("modelapi-key", [work.model_path], tmp / "state")
+        argv = [sys.executable, __file__, "--serve", *spec.argv[len(servers.modelapi_command()) :]]
+        env.update(spec.env)
+        env["MODELAPI_KEY_CACHE_S"] = "25"  # 0.5 s (the default) x valgrind's slowness
+        client_headers = spec.client_headers
     else:
         path, ready = PATHS[kind], "/v2/health/ready"
         model = str(work.model_path)
@@ -78,7 +90,7 @@ def main(contender: str, kind: str, n: int) -> None:
     try:
         _wait(port, ready, time.monotonic() + 600)
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        headers = {**body.headers(), "Content-Length": str(len(data))}
+        headers = {**body.headers(), "Content-Length": str(len(data)), **client_headers}
 
         def one() -> None:
             conn.request("POST", path, body=data, headers=headers)

@@ -13,6 +13,7 @@ from starlette.routing import Match
 from starlette.testclient import TestClient
 
 from helpers.keys import create_key
+from modelapi.events import Observer, RequestRejected
 from modelapi.http import fastpath
 from modelapi.http.app import create_app
 from modelapi.http.routing import ProtocolRoute
@@ -100,6 +101,48 @@ def test_the_fast_path_answers_as_starlettes_stack_with_a_key(tmp_path: Path, li
     assert answers(create_app(every, settings)) == answers(slow(create_app(every, settings)))  # no key: 401s
 
 
+class Rejections(Observer):
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, int]] = []
+
+    def request_rejected(self, event: RequestRejected) -> None:
+        self.seen.append((event.reason, event.status))
+
+
+def test_the_fast_path_refuses_keys_as_starlettes_stack(tmp_path: Path) -> None:
+    """Authentication's check, made by the fast path's dispatch in place of its layer: the same 401s (unknown key,
+    wrong secret, malformed header, two keys that differ, a key in the query string), with CORS's headers, and the
+    same refusals counted."""
+    key = create_key(tmp_path)
+    settings = Settings(auth="on", state_dir=tmp_path, cors_origins=["https://app.example"])
+    wrong = key[:-4] + ("0000" if not key.endswith("0000") else "1111")
+    sent: list[dict[str, str]] = [
+        {"authorization": "Bearer mk_00000000_" + "0" * 64},
+        {"authorization": f"Bearer {wrong}"},
+        {"authorization": "Basic abc"},
+        {"authorization": "Bearer "},
+        {"authorization": f"Bearer {key}", "x-api-key": wrong},
+        {"x-api-key": wrong},
+        {"authorization": "Bearer mk_short"},
+    ]
+    seen = []
+    for app in (create_app(models(), settings), slow(create_app(models(), settings))):
+        rejections = Rejections()
+        app.state.dataplane.events.subscribe(rejections)
+        out = []
+        for headers in sent:
+            out += answers(app, {**headers, "origin": "https://app.example"})
+        with TestClient(app) as client:
+            r = client.post(f"/models/iris/predict?api_key={key}", json=ROW, headers={"x-request-id": "r1"})
+            out.append((r.status_code, r.content, dict(r.headers)))
+        out += answers(app, {"authorization": f"Bearer {key}"})[:1]
+        seen.append((out, rejections.seen))
+    (fast, fast_rejected), (wanted, wanted_rejected) = seen
+    assert fast == wanted and fast_rejected == wanted_rejected
+    assert {status for status, _, _ in fast[:-1]} == {401} and fast[-1][0] == 200
+    assert fast_rejected.count(("unauthenticated", 401)) == len(fast) - 1  # each 401 counted once
+
+
 def test_the_fast_path_rate_limits_as_starlettes_stack(tmp_path: Path) -> None:
     """The rate limit's check, made by the fast path's dispatch in place of its layer: a key over its limit gets the
     429 the layer raises on Starlette's stack (rendered by the request context: no route's error style, no CORS
@@ -133,12 +176,24 @@ def layers(app: Any) -> list[type]:
     return out
 
 
+def dispatch_of(app: Any) -> fastpath._Dispatch:
+    app.middleware_stack = app.build_middleware_stack()
+    layer = app.middleware_stack.fast
+    while not isinstance(layer, fastpath._Dispatch):
+        layer = layer.app
+    return layer
+
+
 def test_authentication_is_left_out_of_the_fast_path_only_when_it_is_off(tmp_path: Path) -> None:
     """Off, its layer would only pass the inference routes' requests on; the slow stack keeps it (management routes
-    are refused there with authentication off)."""
-    assert AuthMiddleware not in layers(create_app(models(), Settings()))
+    are refused there with authentication off). On, the innermost layer, its check is made by ``_Dispatch``."""
+    off = create_app(models(), Settings())
+    assert AuthMiddleware not in layers(off) and dispatch_of(off).auth is None
     create_key(tmp_path)
-    assert AuthMiddleware in layers(create_app(models(), Settings(auth="on", state_dir=tmp_path)))
+    on = create_app(models(), Settings(auth="on", state_dir=tmp_path))
+    assert AuthMiddleware not in layers(on)
+    dispatch = dispatch_of(on)
+    assert isinstance(dispatch.auth, AuthMiddleware) and isinstance(dispatch.rate_limit, RateLimitMiddleware)
     with TestClient(create_app(models(), Settings(management_routes=True))) as client:
         assert client.post("/v2/repository/models/iris/unload").status_code == 403
 

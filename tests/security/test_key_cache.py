@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from helpers.services import postgres_schema
-from modelapi.security.key_cache import KeyCache
+from modelapi.security.key_cache import CachedKey, KeyCache
 from modelapi.security.key_limits import Limit
 from modelapi.security.keys import InvalidKey, KeyStore, new_key, store_url
 
@@ -225,5 +226,19 @@ def test_a_cached_id_with_a_wrong_secret_is_refused_and_no_presented_key_is_kept
         assert key not in kept and forged not in kept  # the record holds the hash only
         server.revoke(record.key_id)
         assert server.cache.get(record.key_id) is None
+    finally:
+        server.close()
+
+
+def test_a_stored_hash_is_compared_as_its_text_was(url: str, clock: Clock) -> None:
+    """The cache compares a presented key's digest with the stored hash's bytes: a stored hash that is not lowercase
+    hex (a damaged row) matches no key, as its text matched no ``hexdigest``."""
+    server = server_store(url, clock)
+    try:
+        key, record = server.create("a")
+        assert CachedKey(record, 0.0).digest == bytes.fromhex(record.key_hash)
+        assert CachedKey(replace(record, key_hash=record.key_hash.upper()), 0.0).digest == b""
+        assert server.authenticate(key).key_id == record.key_id  # and the cached path answers
+        assert server.authenticate(key).key_id == record.key_id
     finally:
         server.close()

@@ -9,10 +9,12 @@ against those routes' own patterns (``Route.matches``, as the router would, and 
 would try first) and hands the request to a second instance of the same middleware stack (request context,
 CORS, authentication: the same classes, the same settings, the same shared state; authentication
 left out when it is off, as it then only passes these routes' requests on), whose innermost
-app is ``_Dispatch``: it makes the rate-limit layer's check itself (``RateLimitMiddleware.admit``, in the layer's
-place, innermost, one coroutine less a request), puts the match in the scope as the router does, runs the route's
-model-access guard (``http/routing._ModelGuard.check``) and awaits the handler and its response; without a key in
-the scope neither check has anything to do, and neither is called.
+app is ``_Dispatch``: it makes the authentication and rate-limit layers' checks itself when they are the innermost
+(``AuthMiddleware.check``, its refusal rendered by ``AuthMiddleware.refuse`` as the layer renders it, and
+``RateLimitMiddleware.admit_key``, in the layers' places: two coroutines less a request with a key), puts the match
+in the scope as the router does, runs the route's model-access guard (``http/routing._ModelGuard.check``) and
+awaits the handler and its response; without a key in the scope neither the rate limit nor the guard has anything
+to do, and neither is called (nor the guard for a key without a model list).
 
 Nothing is implemented twice. An error a handler or the guard raises is rendered by ``_Dispatch`` with the app's
 own exception handlers (``http/errors.py``), the ones Starlette's exception middleware calls, in the route's
@@ -35,9 +37,10 @@ from starlette.requests import Request
 from starlette.routing import BaseRoute, Match, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ..errors import ModelAPIError
 from ..security.auth import AuthMiddleware
 from ..security.limits import RateLimitMiddleware
-from ..security.principal import SCOPE_KEY
+from ..security.principal import SCOPE_KEY, Principal
 from .routing import ProtocolRoute, _ModelGuard
 
 #: the scope key of a fast-path match: the route and the child scope its ``matches`` returned
@@ -121,15 +124,27 @@ class _Dispatch:
             for cls, handler in handlers.items()
             if isinstance(cls, type) and issubclass(cls, Exception) and cls is not Exception
         }
-        #: the rate-limit layer this app stands in for (``App.build_middleware_stack``): its check, made here
+        #: the rate-limit and authentication layers this app stands in for (``App.build_middleware_stack``): their
+        #: checks, made here
         self.rate_limit: RateLimitMiddleware | None = None
+        self.auth: AuthMiddleware | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        auth = self.auth
+        if auth is not None:
+            # the authentication layer's decision, as the layer makes it: its refusal rendered by it, unrouted
+            try:
+                waiting = auth.check(scope)
+                if waiting is not None:
+                    await waiting
+            except ModelAPIError as exc:
+                await auth.refuse(scope, receive, send, exc)
+                return
         # a key (security/principal.SCOPE_KEY): its rate limit, as the layer would (its 429 raised to the request
         # context, unrendered here), and its model list; without one neither has anything to check
-        keyed = scope.get(SCOPE_KEY) is not None
-        if keyed and self.rate_limit is not None:
-            waiting = self.rate_limit.admit(scope)
+        principal: Principal | None = scope.get(SCOPE_KEY)  # one only authentication puts there
+        if principal is not None and self.rate_limit is not None:
+            waiting = self.rate_limit.admit_key(principal, scope)
             if waiting is not None:
                 await waiting
         route, child = scope.pop(_MATCHED)
@@ -138,7 +153,7 @@ class _Dispatch:
         scope.update(child)  # endpoint, path_params, the error style: as the router leaves them
         request = Request(scope, receive, send)
         try:
-            if keyed:
+            if principal is not None and principal.models is not None:  # a key without a model list: every model
                 guard = route.app
                 if isinstance(guard, _ModelGuard):
                     guard.check(scope)
@@ -183,6 +198,11 @@ class App(Starlette):
             if fast is dispatch and isinstance(layer, RateLimitMiddleware):
                 # the innermost layer: _Dispatch makes its check itself, one coroutine less a request
                 dispatch.rate_limit = layer
+                continue
+            if fast is dispatch and isinstance(layer, AuthMiddleware) and layer.auth.store is not None:
+                # authentication on, the innermost layer left (outside the rate limit): its check made by _Dispatch
+                # too, and its refusals rendered by it, as the layer would
+                dispatch.auth = layer
                 continue
             # authentication off: its layer would only await the next one for these routes (the slow stack keeps
             # it: it refuses the management routes there)

@@ -137,7 +137,8 @@ class Repository:
     def entry(self, name: str, principal: Principal | None = None) -> ModelEntry:
         """The model's entry; ``ModelNotFound`` for a name unknown, or one the key may not use (the same 404)."""
         entry = self._entries.get(name)
-        if entry is None or (principal is not None and not principal.can_use(name)):
+        # principal.can_use, inline: on every request with a key
+        if entry is None or (principal is not None and principal.models is not None and name not in principal.models):
             shown = [n for n in self._entries if principal is None or principal.can_use(n)]
             raise ModelNotFound(f"no model named '{name}'; served models: {', '.join(shown) or 'none'}")
         return entry

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
@@ -29,7 +29,7 @@ from ..errors import Forbidden, ModelAPIError, Unauthorized
 from ..events import Events, RequestRejected
 from ..settings import Settings, is_loopback
 from .keys import InvalidKey, KeyStore
-from .principal import ANONYMOUS_KEY, SCOPE_KEY, Principal
+from .principal import ANONYMOUS_KEY, SCOPE_KEY
 
 log = logging.getLogger("modelapi.auth")
 
@@ -148,15 +148,15 @@ class AuthMiddleware:
         return self.auth.store is None and not (self.management and any(map(is_management, paths)))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         if self.auth.store is None:
-            if not (self.management and is_management(scope["path"])):
+            if scope["path"] in OPEN_PATHS or not (self.management and is_management(scope["path"])):
                 await self.app(scope, receive, send)
                 return
             # loading and unloading models is never open, not even on loopback
-            await self._refuse(
+            await self.refuse(
                 scope,
                 receive,
                 send,
@@ -166,26 +166,78 @@ class AuthMiddleware:
                 ),
             )
             return
-        path = scope["path"]
         try:
-            public = self._public
-            if public is not None and public(path):
-                _refuse_query_key(scope)
-                if _presented_key(scope) is None:
-                    scope[ANONYMOUS_KEY] = True
-                    await self.app(scope, receive, send)
-                    return
-            # on SQLite no coroutine: the lookup is answered here (by the cache, or in microseconds)
-            principal = await self._authenticate(scope) if self.in_thread else self._authenticate_now(scope)
-            if (path.startswith(MANAGEMENT_PREFIX) or path in self.admin_paths) and not principal.has_scope("admin"):
-                raise Forbidden(f"{path} needs a key with the admin scope; key mk_{principal.key_id} has not")
+            waiting = self.check(scope)
+            if waiting is not None:
+                await waiting
         except ModelAPIError as exc:
-            await self._refuse(scope, receive, send, exc)
+            await self.refuse(scope, receive, send, exc)
             return
-        scope[SCOPE_KEY] = principal
         await self.app(scope, receive, send)
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send, exc: ModelAPIError) -> None:
+    def check(self, scope: Scope) -> Awaitable[None] | None:
+        """This layer's decision on an HTTP request while authentication is on: the key's principal put in the
+        scope (a request without a key to a public path marked anonymous, one to an open path let through), or
+        the ``ModelAPIError`` it is answered with raised (``refuse`` renders it); returns what is to be awaited
+        first where the key is looked up in a thread (a network database), which decides the same way.
+        ``http/fastpath._Dispatch`` calls it in the layer's place on the inference routes' stack."""
+        path = scope["path"]
+        if path in OPEN_PATHS:
+            return None
+        if scope.get("query_string"):
+            _refuse_query_key(scope)
+        # the key: the last Authorization and X-API-Key headers
+        authorization: bytes | None = None
+        api_key: bytes | None = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                authorization = value
+            elif name == b"x-api-key":
+                api_key = value
+        key: str | None = None
+        if api_key is None and authorization is not None and authorization[:7] == b"Bearer ":
+            # the usual header alone: what presented_key answers for it, without its general parsing
+            key = authorization[7:].decode("latin-1").strip()
+        if not key:
+            key = _presented(authorization, api_key)
+        if key is None:
+            # a public path (a page, its assets) loads without a key: asked only of a request without one, since
+            # with a key every path is checked the same way
+            public = self._public
+            if public is not None and public(path):
+                scope[ANONYMOUS_KEY] = True
+                return None
+            raise Unauthorized(MISSING, headers={"www-authenticate": CHALLENGE})
+        store = self.auth.store
+        assert store is not None
+        try:
+            if self.in_thread:  # a key looked up less than key_cache_s ago needs no thread
+                principal = store.cached(key)
+                if principal is None:
+                    return self._looked_up(scope, path, key)
+            else:  # on SQLite the lookup is answered here (by the cache, or in microseconds)
+                principal = store.authenticate(key)  # the request's time is read there, only for a key that expires
+        except InvalidKey as exc:
+            raise _invalid(exc) from None
+        if (path.startswith(MANAGEMENT_PREFIX) or path in self.admin_paths) and not principal.has_scope("admin"):
+            raise Forbidden(f"{path} needs a key with the admin scope; key mk_{principal.key_id} has not")
+        scope[SCOPE_KEY] = principal
+        return None
+
+    async def _looked_up(self, scope: Scope, path: str, key: str) -> None:
+        """``check``'s end for a key looked up in a thread (a network database)."""
+        store = self.auth.store
+        assert store is not None
+        try:
+            principal = await run_in_threadpool(store.authenticate, key, time.time())
+        except InvalidKey as exc:
+            raise _invalid(exc) from None
+        if (path.startswith(MANAGEMENT_PREFIX) or path in self.admin_paths) and not principal.has_scope("admin"):
+            raise Forbidden(f"{path} needs a key with the admin scope; key mk_{principal.key_id} has not")
+        scope[SCOPE_KEY] = principal
+
+    async def refuse(self, scope: Scope, receive: Receive, send: Send, exc: ModelAPIError) -> None:
+        """The answer to a request ``check`` refused, and its event."""
         from ..http.errors import handle_modelapi_error
 
         if self.events is not None and self.events.active:
@@ -194,56 +246,13 @@ class AuthMiddleware:
         response = await handle_modelapi_error(Request(scope), exc)
         await response(scope, receive, send)
 
-    async def _authenticate(self, scope: Scope) -> Principal:
-        """The key's principal from a network database: a key looked up less than ``key_cache_s`` ago needs no
-        thread."""
-        key = _required_key(scope)
-        store = self.auth.store
-        assert store is not None
-        try:
-            cached = store.cached(key)
-            return cached if cached is not None else await run_in_threadpool(store.authenticate, key, time.time())
-        except InvalidKey as exc:
-            raise _invalid(exc) from None
-
-    def _authenticate_now(self, scope: Scope) -> Principal:
-        """The key's principal from SQLite, on the event loop."""
-        key = _required_key(scope)
-        store = self.auth.store
-        assert store is not None
-        try:
-            return store.authenticate(key)  # the request's time is read there, only for a key that can expire
-        except InvalidKey as exc:
-            raise _invalid(exc) from None
-
 
 def _invalid(exc: InvalidKey) -> Unauthorized:
     return Unauthorized(exc.reason, headers={"www-authenticate": f'{CHALLENGE}, error="invalid_token"'})
 
 
-def _required_key(scope: Scope) -> str:
-    """The request's key (``_presented_key``); 401 without one, or with one in the query string."""
-    if scope.get("query_string"):
-        _refuse_query_key(scope)
-    key = _presented_key(scope)
-    if key is None:
-        raise Unauthorized(MISSING, headers={"www-authenticate": CHALLENGE})
-    return key
-
-
-def _presented_key(scope: Scope) -> str | None:
-    authorization: bytes | None = None
-    api_key: bytes | None = None
-    for name, value in scope["headers"]:
-        if name == b"authorization":
-            authorization = value
-        elif name == b"x-api-key":
-            api_key = value
-    if api_key is None and authorization is not None and authorization.startswith(b"Bearer "):
-        # the usual header alone: what presented_key answers for it, without its general parsing
-        key = authorization[7:].decode("latin-1").strip()
-        if key:
-            return key
+def _presented(authorization: bytes | None, api_key: bytes | None) -> str | None:
+    """``presented_key`` for the raw header values."""
     return presented_key(
         None if authorization is None else authorization.decode("latin-1"),
         None if api_key is None else api_key.decode("latin-1"),

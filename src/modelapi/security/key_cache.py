@@ -22,6 +22,7 @@ event loop and fill it from a worker thread; writes take one.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from .keys import KeyRecord
     from .principal import Principal
 
+_HEX_HASH = re.compile(r"[0-9a-f]{64}")
 #: how long a looked-up key is trusted by default: issue 13 asks that a revoked key be refused by every
 #: replica within 1 s, and a lookup made just before the revocation is trusted this long after it
 DEFAULT_TTL_S = 0.5
@@ -39,13 +41,17 @@ DEFAULT_MAX_ENTRIES = 4096
 
 
 class CachedKey:
-    """A key's record, its principal, and until when (the cache's clock) they may be used."""
+    """A key's record, its principal, and until when (the cache's clock) they may be used; ``digest``: the
+    record's hash as bytes, which a presented key's SHA-256 digest is compared with (no hex string made per
+    request)."""
 
-    __slots__ = ("principal", "record", "until")
+    __slots__ = ("digest", "principal", "record", "until")
 
     def __init__(self, record: KeyRecord, until: float) -> None:
         self.record = record
         self.principal: Principal = record.principal()
+        # a stored hash that is not lowercase hex (a damaged row) matches no key, as its text matched no hexdigest
+        self.digest = bytes.fromhex(record.key_hash) if _HEX_HASH.fullmatch(record.key_hash) else b""
         self.until = until
 
 
@@ -63,18 +69,19 @@ class KeyCache:
         self.ttl_s = ttl_s
         self.max_entries = max_entries
         self.clock = clock
-        self._entries: dict[str, CachedKey] = {}  # in order of lookup: the first is the oldest
+        #: in order of lookup, the first the oldest; read without the lock (``get``, ``KeyStore.authenticate``)
+        self.entries: dict[str, CachedKey] = {}
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self.entries)
 
     def __contains__(self, key_id: object) -> bool:
-        return key_id in self._entries
+        return key_id in self.entries
 
     def get(self, key_id: str) -> CachedKey | None:
         """The entry of ``key_id`` while it is fresh, else ``None``."""
-        entry = self._entries.get(key_id)
+        entry = self.entries.get(key_id)
         if entry is None or self.clock() >= entry.until:
             return None
         return entry
@@ -86,7 +93,7 @@ class KeyCache:
         entry = CachedKey(record, (self.clock() if read_at is None else read_at) + self.ttl_s)
         if self.ttl_s <= 0:
             return entry
-        entries = self._entries
+        entries = self.entries
         with self._lock:
             entries.pop(record.key_id, None)  # re-inserted: last in the order of lookups
             entries[record.key_id] = entry
@@ -97,8 +104,8 @@ class KeyCache:
     def drop(self, key_id: str) -> None:
         """Forget ``key_id``: this process changed its record."""
         with self._lock:
-            self._entries.pop(key_id, None)
+            self.entries.pop(key_id, None)
 
     def clear(self) -> None:
         with self._lock:
-            self._entries.clear()
+            self.entries.clear()

@@ -122,6 +122,9 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode("ascii")).hexdigest()
 
 
+_sha256 = hashlib.sha256
+
+
 def new_key() -> tuple[str, str]:
     """A fresh ``(key_id, key)``."""
     key_id = secrets.token_hex(4)
@@ -317,9 +320,16 @@ class KeyStore:
     def authenticate(self, key: str, now: float | None = None) -> Principal:
         """The principal of ``key``; raises ``InvalidKey`` with a client-safe reason otherwise. Looks the key
         up unless it is cached (``cached``); blocks on a network database."""
-        entry = self.cache.get(key[3:11])  # the id's place in a well-formed key (see _matches)
-        if entry is not None and key.isascii() and hmac.compare_digest(entry.record.key_hash, hash_key(key)):
-            record = entry.record  # _matches and _active, inline: this is every request's path
+        cache = self.cache
+        entry = cache.entries.get(key[3:11])  # the id's place in a well-formed key (see _matches)
+        # cache.get, _matches and _active, inline: this is every request's path
+        if (
+            entry is not None
+            and cache.clock() < entry.until
+            and key.isascii()
+            and hmac.compare_digest(entry.digest, _sha256(key.encode()).digest())
+        ):
+            record = entry.record
             if record.revoked_at is None and record.expires_at is None:
                 return entry.principal
             return _active(entry, now)
@@ -376,7 +386,7 @@ def _matches(key: str, entry: CachedKey) -> bool:
     """Whether ``key`` hashes to ``entry``'s stored hash (compared in constant time): the cached key's fast path,
     which skips ``_key_id``'s pattern, since only the well-formed key that was hashed into the store can match
     it. A key that does not match takes the whole path (``_key_id``, ``_verify``), which says why it fails."""
-    return key.isascii() and hmac.compare_digest(entry.record.key_hash, hash_key(key))
+    return key.isascii() and hmac.compare_digest(entry.digest, _sha256(key.encode()).digest())
 
 
 def _active(entry: CachedKey, now: float | None) -> Principal:

@@ -53,6 +53,11 @@ class RateLimiter:
     def wait_s(self, key: str) -> float:
         """0 when ``key`` may go ahead (and uses up one request), else the seconds until it may."""
         now = self.clock()
+        if now > self._sweep_at:
+            # before the take: a bucket dropped here, idle long enough to be full again, is made full below
+            refill_s = self._refill_s
+            self._sweep_at = now + max(refill_s, 60.0)
+            self.buckets = {k: b for k, b in self.buckets.items() if now - b.stamp < refill_s}
         bucket = self.buckets.get(key)
         if bucket is None:
             bucket = self.buckets[key] = TokenBucket(self.rate, self.burst, now)
@@ -63,15 +68,9 @@ class RateLimiter:
         bucket.stamp = now
         if tokens >= 1:
             bucket.tokens = tokens - 1
-            wait = 0.0
-        else:
-            bucket.tokens = tokens
-            wait = (1 - tokens) / bucket.rate
-        if now > self._sweep_at:
-            refill_s = self._refill_s
-            self._sweep_at = now + max(refill_s, 60.0)
-            self.buckets = {k: b for k, b in self.buckets.items() if now - b.stamp < refill_s}
-        return wait
+            return 0.0
+        bucket.tokens = tokens
+        return (1 - tokens) / bucket.rate
 
 
 class KeyLimits:
@@ -107,12 +106,18 @@ class KeyLimits:
             return
         wait = limiter.wait_s(principal.key_id)
         if wait > 0:
-            self._rejected(protocol)
-            raise TooManyRequests(
-                f"API key '{principal.name}' is over its rate limit of {limiter.rate:g} requests per second "
-                f"(bursts of {limiter.burst}; rate_limit); retry after the Retry-After seconds",
-                headers={"retry-after": str(max(1, math.ceil(wait)))},
-            )
+            raise self.over_rate(principal, protocol, wait)
+
+    def over_rate(self, principal: Principal, protocol: str, wait: float) -> TooManyRequests:
+        """The 429 for a key the token bucket refused (``wait``: the seconds until it may go ahead), counted."""
+        self._rejected(protocol)
+        limiter = self.limiter
+        assert limiter is not None
+        return TooManyRequests(
+            f"API key '{principal.name}' is over its rate limit of {limiter.rate:g} requests per second "
+            f"(bursts of {limiter.burst}; rate_limit); retry after the Retry-After seconds",
+            headers={"retry-after": str(max(1, math.ceil(wait)))},
+        )
 
     def row_charger(self, principal: Principal | None, protocol: str) -> AdmitRows | None:
         """What the data plane calls once a request's rows are known, for a key with row limits; else ``None``."""
@@ -153,14 +158,21 @@ class RateLimitMiddleware:
 
     def admit(self, scope: Scope) -> Awaitable[None] | None:
         """This layer's work for a request: raises ``TooManyRequests``, or returns what is to be awaited first (the
-        meter's answer) or ``None``. ``http/fastpath._Dispatch`` calls it in place of the layer, which it replaces on
-        the inference routes' stack (one coroutine less a request)."""
+        meter's answer) or ``None``."""
         principal = scope.get(SCOPE_KEY)
-        if isinstance(principal, Principal):
-            limits = self.limits
-            if principal.limits and limits.meter is not None:  # limits.metered(principal), inline
-                return limits.admit(principal, "http", body=scope.get("method") in ("POST", "PUT"))
-            limits.admit_now(principal, "http")
+        return self.admit_key(principal, scope) if isinstance(principal, Principal) else None
+
+    def admit_key(self, principal: Principal, scope: Scope) -> Awaitable[None] | None:
+        """``admit`` for the request's principal: ``http/fastpath._Dispatch`` calls it in place of the layer, which
+        it replaces on the inference routes' stack (one coroutine less a request)."""
+        limits = self.limits
+        if principal.limits and limits.meter is not None:  # limits.metered(principal), inline
+            return limits.admit(principal, "http", body=scope.get("method") in ("POST", "PUT"))
+        limiter = limits.limiter  # limits.admit_now, inline: every keyed request's path
+        if limiter is not None:
+            wait = limiter.wait_s(principal.key_id)
+            if wait > 0:
+                raise limits.over_rate(principal, "http", wait)
         return None
 
 
