@@ -50,6 +50,9 @@ _MATCHED = "modelapi.matched"
 _FULL, _PARTIAL = Match.FULL, Match.PARTIAL
 #: how many full matches ``FastPath`` keeps (the served models' inference paths, a few each)
 _MATCHES_KEPT = 256
+#: the longest path whose match ``FastPath`` keeps: a model's name is short, and the cache is filled before
+#: authentication, by any client (256 heads of 64 KiB would pin ~30 MB a worker)
+_PATH_KEPT_MAX = 512
 
 
 def fast_routes(routes: Sequence[BaseRoute]) -> list[ProtocolRoute]:
@@ -98,7 +101,7 @@ class FastPath:
                     continue
                 match, child = route.matches(scope)
                 if match is _FULL:
-                    if "path_params" not in scope:
+                    if "path_params" not in scope and len(path) <= _PATH_KEPT_MAX:
                         if len(self._matched) >= _MATCHES_KEPT:
                             self._matched.clear()
                         self._matched[key] = (route, {**child, "path_params": {**child["path_params"]}})
