@@ -284,3 +284,8 @@ def test_a_repeated_path_is_matched_as_the_first_time() -> None:
     for i in range(2 * fastpath._MATCHES_KEPT):
         assert picker.pick(scope(f"/v2/models/m{i}/infer")) == "fast"
     assert len(picker._matched) <= fastpath._MATCHES_KEPT
+    # a long path (a client's, before authentication) is matched each time, not kept
+    picker._matched.clear()
+    long = f"/v2/models/{'x' * 60_000}/infer"
+    assert picker.pick(scope(long)) == "fast"
+    assert picker._matched == {}
