@@ -81,7 +81,7 @@ def floats(values: list[Any], width: int | None = None) -> np.ndarray | None:
         if width is None:
             flat, shape = values, (rows,)
         else:
-            if width <= 0 or min(map(len, values)) != width or max(map(len, values)) != width:
+            if width <= 0 or set(map(len, values)) != {width}:
                 return None
             flat = []
             for row in values:  # a row that is no list fails here, or puts a str (a key, a char) into flat
