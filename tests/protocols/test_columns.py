@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from modelapi.protocols.columns import fast_column, numbers
+from modelapi.protocols.columns import fast_column, floats, numbers
 from modelapi.signature import TensorSpec
 
 
@@ -83,3 +83,57 @@ def test_a_boolean_anywhere_among_few_or_many_numbers_is_found(size: int) -> Non
         assert numbers(rows) is not None
         rows[-1] = [rows[-1][0], True]
         assert numbers(rows) is None
+
+
+def _as_numbers(values: list[Any]) -> np.ndarray | None:
+    """What ``numbers`` gives when it is a float64 array; else ``None`` (``floats`` leaves those to it)."""
+    arr = numbers(values)
+    return arr if arr is not None and arr.dtype == np.float64 else None
+
+
+@pytest.mark.parametrize("size", [33, 40, 200])
+def test_floats_is_numbers_for_many_floats_and_leaves_anything_else(size: int) -> None:
+    flat = [0.37 * (i - 7) for i in range(size)]
+    flat[3] = 2.0  # an integral float is still a float
+    flat[4] = -0.0
+    changed: list[list[Any]] = [flat]
+    for i in (0, 5, size - 1):
+        for other in (1, 0, True, False, 2**63, 2**70, 10**400, None, "1.5", [1.0], {}):
+            changed.append([*flat[:i], other, *flat[i + 1 :]])
+    for values in changed:
+        arr, expected = floats(values), _as_numbers(values)
+        if arr is None:
+            assert values is not flat
+        else:
+            assert expected is not None and arr.dtype == np.float64 and arr.flags.writeable
+            assert arr.shape == expected.shape and arr.tobytes() == expected.tobytes()
+        # as rows of two (an odd size's last element left out)
+        rows = [values[j : j + 2] for j in range(0, size - size % 2, 2)]
+        arr, expected = floats(rows, 2), _as_numbers(rows)
+        if arr is not None:
+            assert expected is not None and arr.shape == expected.shape and arr.tobytes() == expected.tobytes()
+        else:
+            assert values is not flat or size % 2
+    assert floats(flat[:32]) is None  # a few: for numbers
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        [[1.5, 2.5]] * 19 + [[1.5]],  # ragged
+        [[1.5, 2.5]] * 19 + [[1.5, 2.5, 3.5]],
+        [[1.5, 2.5]] * 19 + ["ab"],  # a string of the width
+        [[1.5, 2.5]] * 19 + [{"a": 1.0, "b": 2.0}],  # an object of the width
+        [[1.5, 2.5]] * 19 + [1.5],
+        [[1.5, 2.5]] * 19 + [[[1.5], [2.5]]],
+        [[1.5, 2.5]] * 19 + [[1.5, True]],
+        [[1.5, 2.5]] * 19 + [[1.5, 2]],  # numbers would take it (as float64): floats leaves it to it
+    ],
+)
+def test_floats_leaves_rows_that_are_not_all_floats_of_the_width(rows: list[Any]) -> None:
+    assert floats(rows, 2) is None
+    assert floats([[1.5, 2.5]] * 20, 2) is not None
+    spec = TensorSpec("x", "FP64", (-1, 2))
+    expected = numbers(rows)
+    arr = fast_column(spec, rows)
+    assert (arr is None) == (expected is None or expected.ndim != 2 or expected.dtype.kind not in "fi")

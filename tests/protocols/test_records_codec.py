@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 
+from modelapi import jsonutil
 from modelapi.errors import InvalidInput, PayloadTooLarge
 from modelapi.inference import InferenceResponse
 from modelapi.protocols.records import codec as records
@@ -212,3 +214,63 @@ def test_row_dicts_key_each_row_like_dict_zip(n: int) -> None:
     rows = [[r * 1000 + i for i in range(n)] for r in range(5)]
     assert records.row_dicts(keys, rows) == [dict(zip(keys, row, strict=True)) for row in rows]
     assert records.row_dicts(keys, iter(map(tuple, rows))) == [dict(zip(keys, row, strict=True)) for row in rows]
+
+
+def _answers_agree(out: dict[str, np.ndarray], sig: Signature) -> bytes:
+    """``encode_json`` gives the bytes of the row objects, for one row and for many."""
+    response = InferenceResponse("m", "1", out)
+    written = records.encode_json(response, sig, single=False)
+    assert written == jsonutil.dumps(records.encode(response, sig, single=False))
+    one = InferenceResponse("m", "1", {k: v[:1] for k, v in out.items()})
+    assert records.encode_json(one, sig, single=True) == jsonutil.dumps(records.encode(one, sig, single=True))
+    return written
+
+
+@pytest.mark.parametrize("n", [1, 11, 12, 40])
+def test_a_written_answer_is_the_row_objects_encoded(n: int) -> None:
+    rng = np.random.default_rng(n)
+    probs = rng.random((n, 3))
+    probs[0, 1] = np.nan  # null
+    probs[-1, 0] = 1e-5  # orjson writes 1e-5 (Python: 1e-05)
+    probs[-1, 2] = 1e17
+    labelled = Signature(
+        (TensorSpec("x"),),
+        (
+            TensorSpec("output_label", "INT64"),
+            TensorSpec("output_probability", shape=(-1, 3), labels=(0, 'a"b%s', "c\u2028")),
+            TensorSpec("flag", "BOOL"),
+            TensorSpec("score", "FP32"),
+        ),
+    )
+    out = {
+        "output_label": rng.integers(-5, 5, n),
+        "output_probability": probs,
+        "flag": rng.random(n) > 0.5,
+        "score": rng.random(n).astype(np.float32),
+    }
+    written = _answers_agree(out, labelled)
+    assert orjson.loads(written)["predictions"][0]["probabilities"]['a"b%s'] is None
+    _answers_agree({"prediction": rng.random(n)}, REG)
+    _answers_agree({"label": np.array(["setosa"] * n), "probabilities": rng.random((n, 3))}, IRIS)  # strings
+
+
+@pytest.mark.parametrize(
+    "out",
+    [
+        {"output_label": np.arange(20), "output_probability": np.zeros((20, 2))},  # labels for 3 positions, 2 sent
+        {"output_label": np.arange(20), "output_probability": np.zeros((20, 3, 1))},
+        {"output_label": np.arange(20), "output_probability": np.zeros(20)},
+        {"output_label": np.arange(20), "output_probability": np.zeros((19, 3))},  # rows differ: zip stops
+        {"output_label": np.matrix(np.arange(20)), "output_probability": np.zeros((20, 3))},
+        {"output_label": np.arange(20).astype(object), "output_probability": np.zeros((20, 3))},
+    ],
+)
+def test_an_answer_not_written_is_encoded_from_the_row_objects(out: dict[str, np.ndarray]) -> None:
+    sig = Signature(
+        (TensorSpec("x"),),
+        (TensorSpec("output_label", "INT64"), TensorSpec("output_probability", shape=(-1, 3), labels=(0, 1, 2))),
+    )
+    response = InferenceResponse("m", "1", out)
+    assert records.encode_json(response, sig, single=False) == jsonutil.dumps(
+        records.encode(response, sig, single=False)
+    )

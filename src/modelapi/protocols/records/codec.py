@@ -9,6 +9,12 @@ Answers rename two outputs so every classifier reads the same (see ``answer_keys
 ``probabilities``, else the first other output that carries class labels, becomes ``probabilities``. An
 output with ``labels`` along its last axis is written as an object keyed by label; NaN/Infinity become null.
 Every other output keeps its own name.
+
+``encode_json`` writes the answer's JSON itself when every output is a number per row, or a labelled row of
+numbers, in many rows: orjson writes each output's values once, as one list, split at its commas, and one
+``join`` puts them between the pieces of a row's JSON (keys written by orjson once, when the plan is made): the
+same bytes as encoding the row objects, without building a dict or two per row (about 3/4 of the cost per row).
+Any other answer, and one of a few rows, is encoded from the row objects.
 """
 
 from __future__ import annotations
@@ -19,7 +25,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, cast
 
 import numpy as np
+import orjson
 
+from ... import jsonutil
 from ...datatypes import json_type
 from ...errors import InvalidInput
 from ...inference import InferenceRequest, InferenceResponse
@@ -296,3 +304,87 @@ def _keyed(label_keys: list[str], row: Any) -> Any:
 def encode(response: InferenceResponse, signature: Signature, *, single: bool) -> dict[str, Any]:
     rows = encode_rows(response.outputs, signature)
     return rows[0] if single else {"predictions": rows}
+
+
+def encode_json(response: InferenceResponse, signature: Signature, *, single: bool) -> bytes:
+    """``encode``'s answer as JSON: the bytes ``jsonutil.dumps(encode(...))`` gives."""
+    outputs = response.outputs
+    if not single:
+        template = signature.memo(("records.json", *outputs), _json_plan, outputs, signature)
+        if template is not None:
+            written = _written(outputs, *template)
+            if written is not None:
+                return b'{"predictions":[' + written + b"]}"
+    rows = encode_rows(outputs, signature)  # (``encode``, inline: a call less)
+    return jsonutil.dumps(rows[0] if single else {"predictions": rows})
+
+
+#: from this many rows on, ``encode_json`` writes the answer itself (about where the two cost the same)
+_WRITTEN_ROWS = 12
+
+#: ``encode_json``'s plan: the pieces of a row's JSON around its values (one more than the values), and each
+#: output's name with its number of values in a row (``None``: one, not keyed; a count: that many, by label)
+_Template = tuple[list[bytes], list[tuple[str, int | None]]]
+
+
+def _json_plan(outputs: Iterable[str], signature: Signature) -> _Template | None:
+    names, _, plan = signature.memo(("records.answer", *outputs), _plan, outputs, signature)
+    if len(set(names)) != len(names):  # (two outputs under one key: the row objects say which one stays)
+        return None
+    pieces = [b"{"]
+    widths: list[tuple[str, int | None]] = []
+    for key, (name, label_keys, _) in zip(names, plan, strict=True):
+        if len(pieces) > 1:
+            pieces[-1] += b","
+        pieces[-1] += orjson.dumps(key) + b":"
+        if label_keys is None:
+            widths.append((name, None))
+        elif label_keys:
+            pieces[-1] += b"{"
+            for i, label in enumerate(label_keys):
+                pieces[-1] += (b"," if i else b"") + orjson.dumps(label) + b":"
+                pieces.append(b"")
+            pieces[-1] += b"}"
+            widths.append((name, len(label_keys)))
+            continue
+        else:
+            return None
+        pieces.append(b"")
+    pieces[-1] += b"}"
+    return pieces, widths
+
+
+def _written(
+    outputs: Mapping[str, np.ndarray], around: list[bytes], widths: list[tuple[str, int | None]]
+) -> bytes | None:
+    """The answer's row objects, written as JSON and joined by commas; ``None`` when an output is not numbers
+    of the planned shape (or the outputs' row counts differ)."""
+    n = -1
+    values: list[list[bytes]] = []  # each value's place in a row: its tokens, one per row
+    for name, width in widths:
+        arr = outputs[name]
+        if type(arr) is not np.ndarray or arr.dtype.kind not in "biuf" or arr.ndim != (1 if width is None else 2):
+            return None
+        if n < 0:
+            n = len(arr)
+            if n < _WRITTEN_ROWS:  # a few rows: their objects cost less than the pieces
+                return None
+        elif len(arr) != n:
+            return None
+        # numbers, null, true and false hold no commas: orjson's list of them, split at the commas
+        if width is None:
+            values.append(orjson.dumps(to_plain(arr))[1:-1].split(b","))
+        elif arr.shape[1] != width:
+            return None
+        else:
+            tokens = orjson.dumps(to_plain(arr.ravel()))[1:-1].split(b",")
+            values.extend(tokens[i::width] for i in range(width))
+    stride = 2 * len(values)
+    pieces = [b""] * (stride * n + 1)
+    pieces[0::stride] = [around[-1] + b"," + around[0]] * n + [around[-1]]
+    pieces[0] = around[0]
+    for i, tokens in enumerate(values):
+        pieces[2 * i + 1 :: stride] = tokens
+        if i:
+            pieces[2 * i :: stride] = [around[i]] * n
+    return b"".join(pieces)

@@ -144,7 +144,7 @@ def routes(services: Services) -> list[BaseRoute]:
                         inference, single = codec.decode(body, signature, max_rows=services.max_rows(call))
                 answer = await call.infer(inference)
         with tracing.span("encode"):
-            return json_response(codec.encode(answer, signature, single=single), version=answer.model_version)
+            return json_response(codec.encode_json(answer, signature, single=single), version=answer.model_version)
 
     get, both = ["GET"], ["GET", "POST"]
     return [
