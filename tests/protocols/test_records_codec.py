@@ -274,3 +274,21 @@ def test_an_answer_not_written_is_encoded_from_the_row_objects(out: dict[str, np
     assert records.encode_json(response, sig, single=False) == jsonutil.dumps(
         records.encode(response, sig, single=False)
     )
+
+
+@pytest.mark.parametrize("labels", [("a", "a", "b"), (1, "1", 2), (True, "True", 0)])
+def test_labels_that_make_one_key_twice_are_encoded_from_the_row_objects(labels: tuple[Any, ...]) -> None:
+    # the row object keeps one key (the last value); a written row would repeat the key
+    sig = Signature(
+        (TensorSpec("x"),),
+        (TensorSpec("output_label", "INT64"), TensorSpec("output_probability", shape=(-1, 3), labels=labels)),
+    )
+    out = {"output_label": np.arange(20), "output_probability": np.tile([0.125, 0.25, 0.625], (20, 1))}
+    written = _answers_agree(out, sig)
+    assert written.count(b"0.125") == 0  # the first of the two values under one key is not written
+
+
+def test_an_answer_of_no_outputs_is_encoded_from_the_row_objects() -> None:
+    sig = Signature((TensorSpec("x"),), ())
+    response = InferenceResponse("m", "1", {})
+    assert records.encode_json(response, sig, single=False) == b'{"predictions":[]}'

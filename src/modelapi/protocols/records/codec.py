@@ -329,8 +329,8 @@ _Template = tuple[list[bytes], list[tuple[str, int | None]]]
 
 def _json_plan(outputs: Iterable[str], signature: Signature) -> _Template | None:
     names, _, plan = signature.memo(("records.answer", *outputs), _plan, outputs, signature)
-    if len(set(names)) != len(names):  # (two outputs under one key: the row objects say which one stays)
-        return None
+    if not names or len(set(names)) != len(names):  # (two outputs under one key: the row objects say which stays)
+        return None  # (no outputs: no values to count rows by; the row objects make an empty list)
     pieces = [b"{"]
     widths: list[tuple[str, int | None]] = []
     for key, (name, label_keys, _) in zip(names, plan, strict=True):
@@ -339,6 +339,8 @@ def _json_plan(outputs: Iterable[str], signature: Signature) -> _Template | None
         pieces[-1] += orjson.dumps(key) + b":"
         if label_keys is None:
             widths.append((name, None))
+        elif len(set(label_keys)) != len(label_keys):  # two labels, one key ("1" for 1 and "1"): one stays
+            return None
         elif label_keys:
             pieces[-1] += b"{"
             for i, label in enumerate(label_keys):
