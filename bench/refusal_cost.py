@@ -34,13 +34,28 @@ FEATURES = ("sepal_length", "sepal_width", "petal_length", "petal_width")
 PATH = "/v2/models/iris/infer"
 
 
+def body() -> bytes:
+    """The 32-row V2 JSON request body both measures send."""
+    inputs = [{"name": f, "datatype": "FP64", "shape": [32], "data": [1.0] * 32} for f in FEATURES]
+    return orjson.dumps({"inputs": inputs})
+
+
+def request_bytes() -> bytes:
+    """That request as it comes over a connection: head and body."""
+    data = body()
+    head = b"POST %s HTTP/1.1\r\nhost: bench\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n"
+    return head % (PATH.encode(), len(data)) + data
+
+
 async def measure(n: int) -> tuple[float, float]:
-    app: Any = create_app([IrisClassifier()], Settings(job_workers=0, max_inflight=1, log_level="warning"))
+    # early retries not held: each request here retries the last refusal at once, and a held one waits its
+    # Retry-After (a second or more) instead of being refused
+    settings = Settings(job_workers=0, max_inflight=1, log_level="warning", hold_early_retries=False)
+    app: Any = create_app([IrisClassifier()], settings)
     for name in ("modelapi.access", "modelapi.rejections"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    inputs = [{"name": f, "datatype": "FP64", "shape": [32], "data": [1.0] * 32} for f in FEATURES]
-    body = orjson.dumps({"inputs": inputs})
-    headers = [(b"host", b"bench"), (b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    data = body()
+    headers = [(b"host", b"bench"), (b"content-type", b"application/json"), (b"content-length", b"%d" % len(data))]
 
     async def one() -> int:
         scope = {
@@ -48,7 +63,7 @@ async def measure(n: int) -> tuple[float, float]:
             "path": PATH, "raw_path": PATH.encode(), "root_path": "", "query_string": b"", "headers": headers,
             "client": ("127.0.0.1", 1234), "server": ("bench", 80),
         }  # fmt: skip
-        messages = [{"type": "http.request", "body": body, "more_body": False}]
+        messages = [{"type": "http.request", "body": data, "more_body": False}]
         status = []
 
         async def receive() -> Any:
@@ -117,12 +132,7 @@ async def measure_protocol(n: int) -> tuple[float, float, float]:
     app: Any = create_app([IrisClassifier()], settings, shedding=shedding)
     for name in ("modelapi.access", "modelapi.rejections"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    inputs = [{"name": f, "datatype": "FP64", "shape": [32], "data": [1.0] * 32} for f in FEATURES]
-    body = orjson.dumps({"inputs": inputs})
-    raw = (
-        b"POST %s HTTP/1.1\r\nhost: bench\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n"
-        % (PATH.encode(), len(body))
-    ) + body
+    raw = request_bytes()
     config = uvicorn.Config(app, log_config=None, lifespan="off")
     config.load()
 

@@ -33,14 +33,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import orjson
 import uvicorn
 import uvloop
 from uvicorn.server import ServerState
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from bench.refusal_cost import FEATURES, PATH, _Wire
+from bench.refusal_cost import _Wire, request_bytes
 
 from modelapi import logs
 from modelapi.http.app import create_app
@@ -67,12 +66,7 @@ def main(kind: str, n: int, log_level: str, log_format: str, only: str | None = 
     REPORTER.interval_s = 3600.0
     logs.configure(settings, stream=open(os.devnull, "w"))  # noqa: SIM115 (for the process's life)
     app: Any = create_app([IrisClassifier()], settings, shedding=shedding)
-    inputs = [{"name": f, "datatype": "FP64", "shape": [32], "data": [1.0] * 32} for f in FEATURES]
-    body = orjson.dumps({"inputs": inputs})
-    raw = (
-        b"POST %s HTTP/1.1\r\nhost: bench\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n"
-        % (PATH.encode(), len(body))
-    ) + body
+    raw = request_bytes()
     # as modelapi's server configures uvicorn: no access line of its own, no Server or Date header
     config = uvicorn.Config(
         app, log_config=None, lifespan="off", access_log=False, server_header=False, date_header=False
