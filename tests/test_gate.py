@@ -118,6 +118,13 @@ def test_refusal_says_what_enter_would_and_changes_nothing() -> None:
         1,
     )
     assert (gate.refusal("m", limit=2, expected_wait_s=2.5) or ("", 0))[1] == 3  # the wait, rounded up
+    # a call that waits then takes its batch's run: the budget bounds when it is answered
+    assert gate.refusal("m", limit=2, expected_wait_s=0.06) is None
+    assert gate.refusal("m", limit=2, expected_wait_s=0.06, run_s=0.05) == (
+        "model 'm' would reach this request in about 60 ms and answer it about 50 ms later, more than the "
+        "queue-time limit of 100 ms (max_queue_ms); retry shortly",
+        1,
+    )
     # a wait estimated for a request not read yet says so
     estimated = gate.refusal("m", limit=2, expected_wait_s=0.05, waited_s=0.3, estimated=True)
     assert estimated is not None and "after the 300 ms requests now wait to be read" in estimated[0]

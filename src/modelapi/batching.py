@@ -211,6 +211,12 @@ class Batcher:
         """Whether a request submitted now would wait (a batch is running or forming)."""
         return self._busy or self._timer is not None
 
+    @property
+    def batch_time(self) -> float:
+        """Seconds a batch has recently taken to run (a moving average; 0 until one ran): what a request that
+        has to wait takes after its wait, until its batch's outputs are back."""
+        return self._batch_s
+
     def expected_wait(self, arriving: int = 0) -> float:
         """Seconds a request submitted now can expect to wait before its batch starts. The rows ahead of it are
         those queued plus ``arriving`` requests admitted but not submitted yet (their bodies still being read or

@@ -68,7 +68,8 @@ _SERVE_FLAGS: dict[str, tuple[list[str], str, dict[str, Any]]] = {
     ),
     "max_queue_ms": (
         ["--max-queue-ms"],
-        "longest a request may wait for its model; a longer expected wait gets 503 at once (default 2000)",
+        "longest a request may wait for its model and its batch; a longer expected wait and run gets 503 at "
+        "once (default 2000)",
         {"type": float, "metavar": "MS"},
     ),
     "pacing_slice_ms": (

@@ -63,8 +63,9 @@ class Settings(BaseSettings):
     max_queue_ms: float | None = Field(
         2000.0,
         gt=0,
-        description="longest a request may wait for its model, per worker: refused at once when the expected wait "
-        "is longer, dropped unrun when it runs out (503 with Retry-After; unset: no time bound)",
+        description="longest a request may wait for its model and its batch, per worker: refused at once when the "
+        "expected wait plus, for one that waits, its batch's run is longer, dropped unrun when it runs out (503 "
+        "with Retry-After; unset: no time bound)",
     )
     pacing_slice_ms: float = Field(
         2.0,
