@@ -648,6 +648,37 @@ def test_the_wait_heads_now_have_to_be_read_counts_for_one_queue_budget() -> Non
     unload(dp)
 
 
+def test_a_call_that_would_wait_counts_its_own_batch_on_its_head_and_when_shed_alike(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The queue budget bounds when a call is answered: one that has to wait is refused when its wait plus its
+    batch's run is over it, by the gate and by the protocol's refusal before the app (``shed``) alike; a call
+    that finds the queue idle, or a job's chunk, is not, however long the batches take."""
+    dp = loaded(Recorder(), max_queue_ms=100)
+    queue = batcher(dp, "recorder")
+    v2 = CallContext(protocol="v2")
+    with dp.admit("recorder", v2):  # a call in flight, its body still to come
+        monkeypatch.setattr(queue, "expected_wait", lambda arriving=0: 0.06)  # its batch starts in 60 ms
+        monkeypatch.setattr(Batcher, "batch_time", property(lambda self: 0.03))
+        with dp.admit("recorder", v2):  # answered in about 90 ms: within the 100
+            pass
+        monkeypatch.setattr(Batcher, "batch_time", property(lambda self: 0.05))
+        with pytest.raises(Overloaded, match="in about 60 ms and answer it about 50 ms later"):
+            dp.admit("recorder", v2)  # answered in about 110 ms
+        shed = dp.shed()  # the protocol refuses the next head for the same reason
+        assert shed is not None and "in about 60 ms and answer it about 50 ms later" in shed.detail
+        with dp.admit("recorder", CallContext("jobs", timed=False)):  # batch work: no queue-time bound
+            pass
+        monkeypatch.setattr(queue, "expected_wait", lambda arriving=0: 0.0)  # the queue idle
+        monkeypatch.setattr(Batcher, "batch_time", property(lambda self: 0.5))  # over the budget alone
+        dp.gate.refusing = True
+        assert dp.shed() is None and not dp.gate.refusing
+        with dp.admit("recorder", v2):
+            pass
+    monkeypatch.undo()
+    unload(dp)
+
+
 def test_a_call_is_shed_only_when_every_serving_version_would_refuse_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
