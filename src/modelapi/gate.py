@@ -10,8 +10,8 @@ Two bounds, both decided on the request's head, before its body is read (``docs/
 - **time**: the wait the version's batcher expects for a call joining its queue now
   (``Batcher.expected_wait``: batches ahead x recent batch time), plus what the call already waited since its
   head arrived (a busy event loop getting to it), plus, for a call that has to wait, its own batch's run
-  (``Batcher.batch_time``), must not exceed ``max_queue_s``: the budget bounds when an admitted call is answered,
-  the latency an operator promises with it.
+  (``Batcher.batch_time``), must not exceed ``max_queue_s``: the budget bounds when an admitted call is expected
+  to be answered, the latency an operator promises with it.
 
 A refusal's ``Retry-After`` spreads the refused clients' returns (``Returns``): each refusal books the next
 free place in a schedule that lets about a tenth of the model's served rate come back each second (at least
