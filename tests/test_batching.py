@@ -406,11 +406,11 @@ def test_rows_whose_queue_deadline_passed_are_dropped_unrun() -> None:
     run(main)
 
 
-def test_the_expected_wait_is_the_running_batch_left_plus_a_batch_per_max_rows_queued() -> None:
+def test_the_expected_answer_is_the_running_batch_left_plus_a_batch_per_max_rows_queued_and_its_own() -> None:
     async def main(pool: ThreadPoolExecutor) -> None:
         model = FakeModel()
         b = batcher(model, pool, max_batch_size=2)
-        assert b.expected_wait() == 0.0  # idle: a request runs at once
+        assert b.expected_answer() == 0.0  # idle: a request runs at once
         model.release.clear()
         model.started.clear()
         first = submit(b, 1.0)
@@ -422,17 +422,44 @@ def test_the_expected_wait_is_the_running_batch_left_plus_a_batch_per_max_rows_q
         model.started.clear()
         running = submit(b, 2.0)
         await wait_started(model)
-        assert 0.0 <= b.expected_wait() <= 0.06  # what is left of the running batch
+        assert 0.04 <= b.expected_answer() <= 0.12  # what is left of the running batch, then its own
         queued = [submit(b, 3.0), submit(b, 4.0), submit(b, 5.0)]
         await until_waiting(b, 3)
-        assert 0.09 <= b.expected_wait() <= 0.2  # + two batches of 2 rows, about 50 ms each
+        assert 0.09 <= b.expected_answer() <= 0.2  # then two batches of 2 rows: the three queued and its own
         model.release.set()
         await asyncio.gather(running, *queued)
 
     run(main)
 
 
-def test_the_expected_wait_counts_requests_admitted_but_not_yet_submitted() -> None:
+def test_a_request_that_joins_a_partly_filled_batch_is_answered_when_that_batch_has_run() -> None:
+    async def main(pool: ThreadPoolExecutor) -> None:
+        model = FakeModel()
+        b = batcher(model, pool, max_batch_size=8)
+        model.release.clear()
+        model.started.clear()
+        first = submit(b, 1.0)
+        await wait_started(model)
+        time.sleep(0.05)
+        model.release.set()
+        await first  # one batch of about 50 ms, of 1 row: the rows per request are 1
+        model.release.clear()
+        model.started.clear()
+        running = submit(b, 2.0)
+        await wait_started(model)
+        queued = submit(b, 3.0)
+        await until_waiting(b, 1)
+        joins = b.expected_answer()  # the queued row and its own: one batch after the running one
+        fills = b.expected_answer(arriving=6)  # six more on their way: still one batch of 8
+        spills = b.expected_answer(arriving=7)  # one row too many: a second batch
+        assert abs(fills - joins) < 0.005 and spills - joins >= 0.045
+        model.release.set()
+        await asyncio.gather(running, queued)
+
+    run(main)
+
+
+def test_the_expected_answer_counts_requests_admitted_but_not_yet_submitted() -> None:
     async def main(pool: ThreadPoolExecutor) -> None:
         model = FakeModel()
         b = batcher(model, pool, max_batch_size=2)
@@ -443,14 +470,15 @@ def test_the_expected_wait_counts_requests_admitted_but_not_yet_submitted() -> N
         time.sleep(0.05)
         model.release.set()
         await first  # one batch of about 50 ms, of 1 row: the rows per request are about 1
-        assert b.expected_wait(arriving=0) == 0.0
-        # four requests admitted on their heads, bodies still arriving: two batches of two rows ahead
-        assert 0.09 <= b.expected_wait(arriving=4) <= 0.2
+        assert b.expected_answer(arriving=0) == 0.0
+        # four requests admitted on their heads, bodies still arriving: the first finds the model idle and runs
+        # alone, then the other three and this one in two batches of two
+        assert 0.14 <= b.expected_answer(arriving=4) <= 0.3
 
     run(main)
 
 
-def test_the_expected_wait_follows_the_queue_drain_when_other_work_runs_between_batches() -> None:
+def test_the_expected_answer_follows_the_queue_drain_when_other_work_runs_between_batches() -> None:
     async def main(pool: ThreadPoolExecutor) -> None:
         model = FakeModel()  # answers at once: the batch time is about nothing
         b = batcher(model, pool, max_batch_size=1)
@@ -466,7 +494,7 @@ def test_the_expected_wait_follows_the_queue_drain_when_other_work_runs_between_
         await chatter
         # each 1-row batch waited for the loop's other work, about 10 ms a row: ten rows ahead are about 100 ms,
         # where ten batch times (the model answers at once) would be a few ms
-        assert b.expected_wait(arriving=10) >= 0.07
+        assert b.expected_answer(arriving=10) >= 0.07
 
     run(main)
 

@@ -648,32 +648,25 @@ def test_the_wait_heads_now_have_to_be_read_counts_for_one_queue_budget() -> Non
     unload(dp)
 
 
-def test_a_call_that_would_wait_counts_its_own_batch_on_its_head_and_when_shed_alike(
+def test_a_call_is_refused_when_it_would_be_answered_past_the_budget_on_its_head_and_when_shed_alike(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The queue budget bounds when a call is answered: one that has to wait is refused when its wait plus its
-    batch's run is over it, by the gate and by the protocol's refusal before the app (``shed``) alike; a call
-    that finds the queue idle, or a job's chunk, is not, however long the batches take."""
+    """The queue budget bounds when a call is expected to be answered (its batch run, not only started): the
+    gate and the protocol's refusal before the app (``shed``) refuse for the same estimate and say the same; a
+    job's chunk is not refused."""
     dp = loaded(Recorder(), max_queue_ms=100)
     queue = batcher(dp, "recorder")
     v2 = CallContext(protocol="v2")
     with dp.admit("recorder", v2):  # a call in flight, its body still to come
-        monkeypatch.setattr(queue, "expected_wait", lambda arriving=0: 0.06)  # its batch starts in 60 ms
-        monkeypatch.setattr(Batcher, "batch_time", property(lambda self: 0.03))
+        monkeypatch.setattr(queue, "expected_answer", lambda arriving=0: 0.09)
         with dp.admit("recorder", v2):  # answered in about 90 ms: within the 100
             pass
-        monkeypatch.setattr(Batcher, "batch_time", property(lambda self: 0.05))
-        with pytest.raises(Overloaded, match="in about 60 ms and answer it about 50 ms later"):
-            dp.admit("recorder", v2)  # answered in about 110 ms
+        monkeypatch.setattr(queue, "expected_answer", lambda arriving=0: 0.11)
+        with pytest.raises(Overloaded, match="would answer this request in about 110 ms"):
+            dp.admit("recorder", v2)
         shed = dp.shed()  # the protocol refuses the next head for the same reason
-        assert shed is not None and "in about 60 ms and answer it about 50 ms later" in shed.detail
+        assert shed is not None and "would answer this request in about 110 ms" in shed.detail
         with dp.admit("recorder", CallContext("jobs", timed=False)):  # batch work: no queue-time bound
-            pass
-        monkeypatch.setattr(queue, "expected_wait", lambda arriving=0: 0.0)  # the queue idle
-        monkeypatch.setattr(Batcher, "batch_time", property(lambda self: 0.5))  # over the budget alone
-        dp.gate.refusing = True
-        assert dp.shed() is None and not dp.gate.refusing
-        with dp.admit("recorder", v2):
             pass
     monkeypatch.undo()
     unload(dp)
@@ -690,12 +683,12 @@ def test_a_call_is_shed_only_when_every_serving_version_would_refuse_it(
         versions = plane.repository.entry("m").serving
         assert sorted(versions) == ["1", "2"]
         for name in ("m", "k"):
-            monkeypatch.setattr(plane.resolve(name).batcher, "expected_wait", lambda arriving=0: 0.5)
+            monkeypatch.setattr(plane.resolve(name).batcher, "expected_answer", lambda arriving=0: 0.5)
         plane.gate.inflight.update(m=1, k=1)  # calls in flight on both models
         plane.gate.refusing = True
         assert plane.shed() is None  # version 1 has an idle queue: a call to it would be admitted
         plane.gate.refusing = True
-        monkeypatch.setattr(versions["1"].batcher, "expected_wait", lambda arriving=0: 0.5)
+        monkeypatch.setattr(versions["1"].batcher, "expected_answer", lambda arriving=0: 0.5)
         shed = plane.shed()
         assert shed is not None and shed.model is None and shed.at_least == 1  # two models: none named
         await plane.close()

@@ -22,16 +22,16 @@ def test_the_in_flight_limit_refuses_with_retry_after() -> None:
 
 def test_an_expected_wait_over_the_budget_is_refused_with_retry_after() -> None:
     gate = ModelGate(max_inflight=100, max_queue_s=0.05)
-    gate.enter("m", expected_wait_s=0.04)
+    gate.enter("m", expected_s=0.04)
     with pytest.raises(Overloaded) as refused:
-        gate.enter("m", expected_wait_s=0.06)
+        gate.enter("m", expected_s=0.06)
     assert "max_queue_ms" in refused.value.detail and refused.value.headers["retry-after"] == "1"
     with pytest.raises(Overloaded) as refused:
-        gate.enter("m", expected_wait_s=2.5)
+        gate.enter("m", expected_s=2.5)
     assert refused.value.headers["retry-after"] == "3"  # the wait, rounded up
-    gate.enter("m", max_queue_s=5.0, expected_wait_s=2.5)  # a model's own budget (model.toml) wins
+    gate.enter("m", max_queue_s=5.0, expected_s=2.5)  # a model's own budget (model.toml) wins
     assert gate.inflight == {"m": 2}
-    assert ModelGate(10).enter("m", expected_wait_s=100.0) is None  # no budget: no time bound
+    assert ModelGate(10).enter("m", expected_s=100.0) is None  # no budget: no time bound
 
 
 class Clock:
@@ -79,16 +79,16 @@ def test_the_schedule_follows_the_served_rate_and_empties_with_time() -> None:
 def test_retry_after_is_at_least_the_expected_wait_and_at_most_30_seconds() -> None:
     clock = Clock()
     gate = ModelGate(max_inflight=10**6, max_queue_s=0.1, clock=clock)
-    assert _retry_after(gate, expected_wait_s=4.2) == 5
-    waits = [_retry_after(gate, expected_wait_s=0.5) for _ in range(1000)]
+    assert _retry_after(gate, expected_s=4.2) == 5
+    waits = [_retry_after(gate, expected_s=0.5) for _ in range(1000)]
     assert max(waits) == 30 and waits[0] == 1
 
 
 def test_the_time_a_request_waited_to_be_read_counts_against_the_budget() -> None:
     gate = ModelGate(max_inflight=100, max_queue_s=0.05)
-    gate.enter("m", expected_wait_s=0.03, waited_s=0.015)
+    gate.enter("m", expected_s=0.03, waited_s=0.015)
     with pytest.raises(Overloaded) as refused:
-        gate.enter("m", expected_wait_s=0.03, waited_s=0.03)
+        gate.enter("m", expected_s=0.03, waited_s=0.03)
     assert "after the 30 ms it waited to be read" in refused.value.detail
     assert refused.value.headers["retry-after"] == "1"
 
@@ -112,21 +112,14 @@ def test_refusal_says_what_enter_would_and_changes_nothing() -> None:
     gate.enter("m")
     detail, at_least = gate.refusal("m") or ("", 0)
     assert "max_inflight" in detail and at_least == 1
-    assert gate.refusal("m", limit=2, expected_wait_s=0.5) == (
-        "model 'm' would reach this request in about 500 ms, more than the queue-time limit of 100 ms (max_queue_ms); "
+    assert gate.refusal("m", limit=2, expected_s=0.5) == (
+        "model 'm' would answer this request in about 500 ms, more than the queue-time limit of 100 ms (max_queue_ms); "
         "retry shortly",
         1,
     )
-    assert (gate.refusal("m", limit=2, expected_wait_s=2.5) or ("", 0))[1] == 3  # the wait, rounded up
-    # a call that waits then takes its batch's run: the budget bounds when it is answered
-    assert gate.refusal("m", limit=2, expected_wait_s=0.06) is None
-    assert gate.refusal("m", limit=2, expected_wait_s=0.06, run_s=0.05) == (
-        "model 'm' would reach this request in about 60 ms and answer it about 50 ms later, more than the "
-        "queue-time limit of 100 ms (max_queue_ms); retry shortly",
-        1,
-    )
+    assert (gate.refusal("m", limit=2, expected_s=2.5) or ("", 0))[1] == 3  # the wait, rounded up
     # a wait estimated for a request not read yet says so
-    estimated = gate.refusal("m", limit=2, expected_wait_s=0.05, waited_s=0.3, estimated=True)
+    estimated = gate.refusal("m", limit=2, expected_s=0.05, waited_s=0.3, estimated=True)
     assert estimated is not None and "after the 300 ms requests now wait to be read" in estimated[0]
     assert gate.inflight == {"m": 1} and gate.returns == {} and not gate.refusing  # nothing counted or booked
     assert gate.retry_after("m", 1) == {"retry-after": "1"} and "m" in gate.returns  # this one books

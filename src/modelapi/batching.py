@@ -211,24 +211,25 @@ class Batcher:
         """Whether a request submitted now would wait (a batch is running or forming)."""
         return self._busy or self._timer is not None
 
-    @property
-    def batch_time(self) -> float:
-        """Seconds a batch has recently taken to run (a moving average; 0 until one ran): what a request that
-        has to wait takes after its wait, until its batch's outputs are back."""
-        return self._batch_s
-
-    def expected_wait(self, arriving: int = 0) -> float:
-        """Seconds a request submitted now can expect to wait before its batch starts. The rows ahead of it are
-        those queued plus ``arriving`` requests admitted but not submitted yet (their bodies still being read or
-        decoded), at the recent rows per request. They take one recent batch time for every
-        ``max_batch_size`` of them, or, once the queue has been seen draining under load, the time per row it
-        took, whichever is longer; plus what is left of the running batch."""
-        if not self._busy and self._timer is None and not arriving:
-            return 0.0
-        batch_s = self._batch_s
-        left = max(batch_s - (time.monotonic() - self._running_since), 0.0) if self._busy else 0.0
-        ahead = self._queued_rows + arriving * self._rows_per_request
-        return left + max(-(-ahead // self.policy.max_batch_size) * batch_s, ahead * self._drain_s_per_row)
+    def expected_answer(self, arriving: int = 0) -> float:
+        """Seconds until a request submitted now can expect its batch to have run; 0 when the model is idle (it
+        runs the request at once, whatever its batches take). First what is left of the running batch (or, with
+        none running or forming, one batch for the first of the ``arriving`` requests, admitted but not submitted
+        yet, which will find the model idle and run alone); then the rows queued, those of the other arriving
+        requests and its own, at the recent rows per request: one recent batch time for every ``max_batch_size``
+        of them, or, once the queue has been seen draining under load, the time per row it took, whichever is
+        longer. A request that joins a partly filled batch is answered when that batch has run."""
+        busy = self._busy
+        if not busy and self._timer is None:
+            if not arriving:
+                return 0.0
+            left = self._batch_s  # the first arriving runs alone; the rest, and this one, after it
+            rows = self._queued_rows + arriving * self._rows_per_request
+        else:
+            left = max(self._batch_s - (time.monotonic() - self._running_since), 0.0) if busy else 0.0
+            rows = self._queued_rows + (arriving + 1) * self._rows_per_request
+        batches = -(-rows // self.policy.max_batch_size)
+        return left + max(batches * self._batch_s, rows * self._drain_s_per_row)
 
     @property
     def waiting(self) -> int:

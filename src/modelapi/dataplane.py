@@ -169,15 +169,12 @@ class DataPlane:
                 return None
             for handle in repository.entry(name).serving.values():
                 batcher = handle.batcher
-                wait = batcher.expected_wait(batcher.arriving) if batcher is not None else 0.0
-                run = batcher.batch_time if wait and batcher is not None else 0.0
+                answer = batcher.expected_answer(batcher.arriving) if batcher is not None else 0.0
                 budget = handle.max_queue_s if handle.max_queue_s is not None else gate.max_queue_s
                 # a head read now waits about as long as the last call decided did, before it is decided; that
                 # wait is trusted for one budget's time, after which a call goes through to measure it again
                 lag = gate.recent_wait(budget) if budget is not None else 0.0
-                refused = gate.refusal(
-                    name, handle.max_inflight, handle.max_queue_s, wait, lag, estimated=True, run_s=run
-                )
+                refused = gate.refusal(name, handle.max_inflight, handle.max_queue_s, answer, lag, estimated=True)
                 if refused is None:
                     gate.refusing = False  # a call would be admitted: the next ones go to the gate itself
                     return None
@@ -205,13 +202,11 @@ class DataPlane:
             batcher = handle.batcher
             # a job's chunk (ctx.timed False) is batch work: bounded by its chunking, never by queue time; calls
             # admitted into this version whose bodies are still being read will be queued ahead of this one
-            wait = batcher.expected_wait(batcher.arriving) if batcher is not None and ctx.timed else 0.0
+            answer = batcher.expected_answer(batcher.arriving) if batcher is not None and ctx.timed else 0.0
             # the wait before this call reached us counts too: under a flood, a head may wait its turn in the
             # event loop longer than the queue itself would take
             waited = time.monotonic() - ctx.arrived if ctx.arrived is not None and ctx.timed else 0.0
-            # one that has to wait then has its batch to run: the budget bounds when it is answered
-            run = batcher.batch_time if wait and batcher is not None else 0.0
-            self.gate.enter(name, handle.max_inflight, handle.max_queue_s, wait, waited, run)
+            self.gate.enter(name, handle.max_inflight, handle.max_queue_s, answer, waited)
         except ModelAPIError as exc:
             if self.events.active:
                 reason = "overloaded" if isinstance(exc, Overloaded) else _reason(exc.status)

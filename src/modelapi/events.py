@@ -52,7 +52,7 @@ class RequestFinished:
 
 @dataclass(slots=True)
 class RequestRejected:
-    """Refused before any model ran it. ``reason``: overloaded (in-flight limit or expected wait, on the head),
+    """Refused before any model ran it. ``reason``: overloaded (in-flight limit or expected wait and run, on the head),
     queue_time (waited past max_queue_ms, dropped unrun), disconnected (the client left while it waited),
     rate_limited, unauthenticated, forbidden, timeout, unavailable."""
 

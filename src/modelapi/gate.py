@@ -7,11 +7,11 @@ progress does not double what a model may hold. Per worker process.
 Two bounds, both decided on the request's head, before its body is read (``docs/overload.md``):
 
 - **count**: ``max_inflight`` calls admitted and not yet finished (reading their body, queued or running);
-- **time**: the wait the version's batcher expects for a call joining its queue now
-  (``Batcher.expected_wait``: batches ahead x recent batch time), plus what the call already waited since its
-  head arrived (a busy event loop getting to it), plus, for a call that has to wait, its own batch's run
-  (``Batcher.batch_time``), must not exceed ``max_queue_s``: the budget bounds when an admitted call is expected
-  to be answered, the latency an operator promises with it.
+- **time**: how long the version's batcher expects a call joining its queue now to take until its batch has
+  run (``Batcher.expected_answer``: the batches ahead and its own x recent batch time; 0 for an idle model),
+  plus what the call already waited since its head arrived (a busy event loop getting to it), must not exceed
+  ``max_queue_s``: the budget bounds when an admitted call is expected to be answered, the latency an operator
+  promises with it.
 
 A refusal's ``Retry-After`` spreads the refused clients' returns (``Returns``): each refusal books the next
 free place in a schedule that lets about a tenth of the model's served rate come back each second (at least
@@ -96,16 +96,14 @@ class ModelGate:
         model: str,
         limit: int | None = None,
         max_queue_s: float | None = None,
-        expected_wait_s: float = 0.0,
+        expected_s: float = 0.0,
         waited_s: float = 0.0,
-        run_s: float = 0.0,
     ) -> None:
         """Count one more call into ``model``, or raise ``Overloaded`` at its in-flight limit or when
-        ``waited_s`` (since the request's head arrived) plus ``expected_wait_s`` plus ``run_s`` (its batch's run,
-        for a call that has to wait) is over the queue-time budget (``limit``, ``max_queue_s`` override the
-        gate's own, e.g. from the model's model.toml)."""
+        ``waited_s`` (since the request's head arrived) plus ``expected_s`` (until its batch has run) is over the
+        queue-time budget (``limit``, ``max_queue_s`` override the gate's own, e.g. from the model's model.toml)."""
         self._lag, self._lag_at = waited_s, self.clock()
-        refused = self.refusal(model, limit, max_queue_s, expected_wait_s, waited_s, run_s=run_s)
+        refused = self.refusal(model, limit, max_queue_s, expected_s, waited_s)
         if refused is not None:
             self.refusing = True
             detail, at_least = refused
@@ -123,10 +121,9 @@ class ModelGate:
         model: str,
         limit: int | None = None,
         max_queue_s: float | None = None,
-        expected_wait_s: float = 0.0,
+        expected_s: float = 0.0,
         waited_s: float = 0.0,
         estimated: bool = False,
-        run_s: float = 0.0,
     ) -> tuple[str, int] | None:
         """Why ``enter`` would refuse a call now, and the least ``Retry-After`` for it; ``None`` if it would not.
         ``estimated``: ``waited_s`` is ``recent_wait``'s, for a call not read yet. Changes nothing."""
@@ -136,7 +133,7 @@ class ModelGate:
             detail = f"model '{model}' already has {count} requests in flight, the limit (max_inflight); retry shortly"
             return detail, OVERLOADED_RETRY_AFTER_S
         budget = self.max_queue_s if max_queue_s is None else max_queue_s
-        if budget is not None and waited_s + expected_wait_s + run_s > budget:
+        if budget is not None and waited_s + expected_s > budget:
             waited = (
                 ""
                 if waited_s < 0.0005
@@ -144,12 +141,11 @@ class ModelGate:
                 if estimated
                 else f" after the {waited_s * 1000:.0f} ms it waited to be read"
             )
-            run = f" and answer it about {run_s * 1000:.0f} ms later" if run_s else ""
             detail = (
-                f"model '{model}' would reach this request in about {expected_wait_s * 1000:.0f} ms{waited}{run}, "
-                f"more than the queue-time limit of {budget * 1000:g} ms (max_queue_ms); retry shortly"
+                f"model '{model}' would answer this request in about {expected_s * 1000:.0f} ms{waited}, more than "
+                f"the queue-time limit of {budget * 1000:g} ms (max_queue_ms); retry shortly"
             )
-            return detail, max(OVERLOADED_RETRY_AFTER_S, math.ceil(expected_wait_s))
+            return detail, max(OVERLOADED_RETRY_AFTER_S, math.ceil(expected_s))
         return None
 
     def leave(self, model: str) -> None:

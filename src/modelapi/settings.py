@@ -64,7 +64,7 @@ class Settings(BaseSettings):
         2000.0,
         gt=0,
         description="longest a request may wait for its model and its batch, per worker: refused at once when the "
-        "expected wait plus, for one that waits, its batch's run is longer, dropped unrun when it runs out (503 "
+        "expected wait and run of its batch is longer, dropped unrun when it runs out (503 "
         "with Retry-After; unset: no time bound)",
     )
     pacing_slice_ms: float = Field(
