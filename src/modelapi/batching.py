@@ -182,7 +182,7 @@ class Batcher:
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
-        self._queued_rows = 0  # rows waiting for a batch (cancelled ones too, until a batch forms)
+        self._queued_rows = 0  # rows waiting for a batch (cancelled ones too, until a batch forms or drops them)
         self._batch_s = 0.0  # moving average of recent batches' run time (0: none ran yet)
         self._running_since = 0.0
         self._running_requests = 0
@@ -218,17 +218,22 @@ class Batcher:
         yet, which will find the model idle and run alone); then the rows queued, those of the other arriving
         requests and its own, at the recent rows per request: one recent batch time for every ``max_batch_size``
         of them, or, once the queue has been seen draining under load, the time per row it took, whichever is
-        longer. A request that joins a partly filled batch is answered when that batch has run."""
-        busy = self._busy
-        if not busy and self._timer is None:
+        longer. A request that joins a partly filled batch is answered when that batch has run; one that joins a
+        forming batch (``max_delay_ms``) also waits what is left of its delay, unless the rows counted fill it."""
+        busy, timer, limit = self._busy, self._timer, self.policy.max_batch_size
+        if not busy and timer is None:
             if not arriving:
                 return 0.0
             left = self._batch_s  # the first arriving runs alone; the rest, and this one, after it
             rows = self._queued_rows + arriving * self._rows_per_request
         else:
-            left = max(self._batch_s - (time.monotonic() - self._running_since), 0.0) if busy else 0.0
             rows = self._queued_rows + (arriving + 1) * self._rows_per_request
-        batches = -(-rows // self.policy.max_batch_size)
+            if busy:
+                left = max(self._batch_s - (time.monotonic() - self._running_since), 0.0)
+            else:  # forming: it starts when its delay runs out, or once full (submit dispatches it then)
+                assert timer is not None and self._loop is not None
+                left = max(timer.when() - self._loop.time(), 0.0) if rows < limit else 0.0
+        batches = -(-rows // limit)
         return left + max(batches * self._batch_s, rows * self._drain_s_per_row)
 
     @property
@@ -363,6 +368,7 @@ class Batcher:
         now = time.monotonic()
         while pending and (pending[0].future.done() or (pending[0].deadline or now) < now):
             expired = pending.popleft()  # cancelled while waiting (the client left), or out of queue time
+            self._queued_rows -= expired.rows  # else, when all had expired, an idle model would count their rows
             _settle(expired.future, _EXPIRED)
         if not pending:
             self._drained_from = None  # only expired requests were left: the queue emptied
@@ -403,6 +409,9 @@ class Batcher:
                 keep.append(item)
         self._pending = keep
         self._queued_rows = sum(item.rows for item in keep)
+        # the batch starts now: until its run stamps it, what is left of the running batch is its own (the task
+        # that runs it starts a turn of the loop later, and heads read in this turn would find nothing left)
+        self._running_since = now
         return batch
 
     async def _execute(self, batch: list[_Item] | None, key: Hashable = None) -> None:
