@@ -545,6 +545,29 @@ def submit_by(b: Batcher, value: float, deadline: float) -> asyncio.Task[dict[st
     return asyncio.ensure_future(b.submit({"x": np.array([value])}, 1, "k", deadline=deadline))
 
 
+def test_the_expected_answer_counts_whole_requests_a_batch_can_hold() -> None:
+    """Requests are not split: with 3-row requests and batches of at most 4 rows, each batch holds one."""
+
+    async def main(pool: ThreadPoolExecutor) -> None:
+        model = FakeModel()
+        b = batcher(model, pool, inline=False, max_batch_size=4)
+        for _ in range(60):
+            await submit(b, 1.0, 1.0, 1.0)  # one at a time: the average size reaches about 3
+        model.release.clear()
+        model.started.clear()
+        running = submit(b, 2.0, 2.0, 2.0)
+        await wait_started(model)
+        queued = [submit(b, 3.0, 3.0, 3.0) for _ in range(7)]
+        await until_waiting(b, 7)
+        base, one, four = b.expected_answer(), b.expected_answer(arriving=1), b.expected_answer(arriving=4)
+        # each request one more batch: four more are four batches, where 12 rows over 4 a batch would say three
+        assert one > base and four - base >= 3.5 * (one - base)
+        model.release.set()
+        await asyncio.gather(running, *queued)
+
+    run(main)
+
+
 def test_the_expected_answer_counts_requests_admitted_but_not_yet_submitted() -> None:
     async def main(pool: ThreadPoolExecutor) -> None:
         model = FakeModel()

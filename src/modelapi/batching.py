@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Hashable, Mapping
@@ -216,24 +217,30 @@ class Batcher:
         runs the request at once, whatever its batches take). First what is left of the running batch (or, with
         none running or forming, one batch for the first of the ``arriving`` requests, admitted but not submitted
         yet, which will find the model idle and run alone); then the rows queued, those of the other arriving
-        requests and its own, at the recent rows per request: one recent batch time for every ``max_batch_size``
-        of them, or, once the queue has been seen draining under load, the time per row it took, whichever is
-        longer. A request that joins a partly filled batch is answered when that batch has run; one that joins a
+        requests and its own, at the recent rows per request: one recent batch time for every batch they make
+        (requests are not split: a batch holds as many whole ones of that size as ``max_batch_size`` allows, at
+        least one), or, once the queue has been seen draining under load, the time per row it took, whichever
+        is longer. A request that joins a partly filled batch is answered when that batch has run; one that joins a
         forming batch (``max_delay_ms``) also waits what is left of its delay, unless the rows counted fill it."""
         busy, timer, limit = self._busy, self._timer, self.policy.max_batch_size
+        per_request = self._rows_per_request
         if not busy and timer is None:
             if not arriving:
                 return 0.0
             left = self._batch_s  # the first arriving runs alone; the rest, and this one, after it
-            rows = self._queued_rows + arriving * self._rows_per_request
+            rows = self._queued_rows + arriving * per_request
         else:
-            rows = self._queued_rows + (arriving + 1) * self._rows_per_request
+            rows = self._queued_rows + (arriving + 1) * per_request
             if busy:
                 left = max(self._batch_s - (time.monotonic() - self._running_since), 0.0)
             else:  # forming: it starts when its delay runs out, or once full (submit dispatches it then)
                 assert timer is not None and self._loop is not None
                 left = max(timer.when() - self._loop.time(), 0.0) if rows < limit else 0.0
-        batches = -(-rows // limit)
+        # whole requests a batch holds, at the average size (below 1 only after requests of no rows); the average
+        # only nears a steady size, so the count is rounded before its ceiling is taken
+        size = max(per_request, 1.0)
+        fit = max(int(limit / size + 1e-6), 1)
+        batches = math.ceil(round(rows / size / fit, 2))
         return left + max(batches * self._batch_s, rows * self._drain_s_per_row)
 
     @property
