@@ -83,6 +83,20 @@ async def until_waiting(b: Batcher, n: int) -> None:
     raise AssertionError(f"{b.waiting} requests wait, not {n}")
 
 
+async def a_batch_of(b: Batcher, model: FakeModel, seconds: float = 0.05) -> float:
+    """Run one 1-row batch that holds the model ``seconds``, so that the batch time is known; the seconds it took
+    as the test saw them (on a loaded machine, more than ``seconds``)."""
+    model.release.clear()
+    model.started.clear()
+    submitted = time.monotonic()
+    first = submit(b, 1.0)
+    await wait_started(model)
+    time.sleep(seconds)
+    model.release.set()
+    await first
+    return time.monotonic() - submitted
+
+
 async def busy(b: Batcher, model: FakeModel) -> asyncio.Task[dict[str, np.ndarray]]:
     """Start a one-row batch that holds the model until ``model.release`` is set."""
     first = submit(b, 100.0)
@@ -411,15 +425,7 @@ def test_the_expected_answer_is_the_running_batch_left_plus_a_batch_per_max_rows
         model = FakeModel()
         b = batcher(model, pool, max_batch_size=2)
         assert b.expected_answer() == 0.0  # idle: a request runs at once
-        model.release.clear()
-        model.started.clear()
-        submitted = time.monotonic()
-        first = submit(b, 1.0)
-        await wait_started(model)
-        time.sleep(0.05)
-        model.release.set()
-        await first  # one batch of 50 ms and a bit (on a loaded machine, up to all this took): the batch time
-        batch = time.monotonic() - submitted
+        batch = await a_batch_of(b, model)  # 50 ms and a bit (on a loaded machine, up to all this took)
         model.release.clear()
         model.started.clear()
         running = submit(b, 2.0)
@@ -441,13 +447,7 @@ def test_a_request_that_joins_a_partly_filled_batch_is_answered_when_that_batch_
     async def main(pool: ThreadPoolExecutor) -> None:
         model = FakeModel()
         b = batcher(model, pool, max_batch_size=8)
-        model.release.clear()
-        model.started.clear()
-        first = submit(b, 1.0)
-        await wait_started(model)
-        time.sleep(0.05)
-        model.release.set()
-        await first  # one batch of about 50 ms, of 1 row: the rows per request are 1
+        await a_batch_of(b, model)  # of 1 row: the rows per request are 1
         model.release.clear()
         model.started.clear()
         running = submit(b, 2.0)
@@ -572,13 +572,7 @@ def test_the_expected_answer_counts_requests_admitted_but_not_yet_submitted() ->
     async def main(pool: ThreadPoolExecutor) -> None:
         model = FakeModel()
         b = batcher(model, pool, max_batch_size=2)
-        model.release.clear()
-        model.started.clear()
-        first = submit(b, 1.0)
-        await wait_started(model)
-        time.sleep(0.05)
-        model.release.set()
-        await first  # one batch of about 50 ms, of 1 row: the rows per request are about 1
+        await a_batch_of(b, model)  # of 1 row: the rows per request are about 1
         assert b.expected_answer(arriving=0) == 0.0
         # four requests admitted on their heads, bodies still arriving: the first finds the model idle and runs
         # alone, then the other three and this one in two batches of two
