@@ -19,6 +19,10 @@ import httpx
 TESTS_DIR = Path(__file__).resolve().parents[1]
 
 
+#: tries at starting a server whose port was taken between picking and binding it
+STARTS = 3
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -69,28 +73,39 @@ def serve(
     ``until``: the path polled until it answers 200 (``/v2/health/live``: until the server listens, its models
     perhaps still loading).
     """
-    port = free_port()
     full_env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")]),
         **(env or {}),
     }
     log_dir = tmp_dir or Path(os.environ.get("TMPDIR", "/tmp"))
-    log_path = log_dir / f"modelapi-server-{port}.log"
-    with log_path.open("w") as log_file:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "modelapi", "serve", *args, "--host", "127.0.0.1", "--port", str(port)],
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            env=full_env,
-            text=True,
-        )
-    server = RunningServer(f"{'https' if tls else 'http'}://127.0.0.1:{port}", proc, log_path)
+
+    def spawn() -> RunningServer:
+        port = free_port()
+        log_path = log_dir / f"modelapi-server-{port}.log"
+        with log_path.open("w") as log_file:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "modelapi", "serve", *args, "--host", "127.0.0.1", "--port", str(port)],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env=full_env,
+                text=True,
+            )
+        return RunningServer(f"{'https' if tls else 'http'}://127.0.0.1:{port}", proc, log_path)
+
+    server = spawn()
+    starts = 1
     try:
         deadline = time.monotonic() + timeout
         while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited with {proc.returncode}:\n{server.log()}")
+            if server.process.poll() is not None:
+                # the port was free when picked, but any socket on the machine (another test's clients) may take
+                # it before the server binds it: then the server exits at once, and another port is tried
+                if starts < STARTS and "Address already in use" in server.log():
+                    server = spawn()
+                    starts += 1
+                    continue
+                raise RuntimeError(f"server exited with {server.process.returncode}:\n{server.log()}")
             try:
                 if httpx.get(server.url + until, timeout=1.0, verify=tls or True).status_code == 200:
                     break
@@ -101,6 +116,7 @@ def serve(
             time.sleep(0.1)
         yield server
     finally:
+        proc = server.process
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             try:

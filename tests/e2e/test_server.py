@@ -7,6 +7,7 @@ import re
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -55,6 +56,25 @@ def test_demo_model_end_to_end(tmp_path: Path) -> None:
         r = http.get("/no/such/route")
         assert r.status_code == 404
         assert r.json()["status"] == 404
+
+
+def test_the_helper_starts_the_server_on_another_port_when_its_port_was_taken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A port picked free may be taken before the server binds it (another test's sockets): the server exits with
+    "Address already in use", and the helper tries another port instead of failing the test."""
+    from . import server as helper
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        picks = iter([port])
+        monkeypatch.setattr(helper, "free_port", lambda: next(picks, None) or free_port())
+        with helper.serve(tmp_dir=tmp_path, until="/v2/health/live") as server:
+            assert not server.url.endswith(f":{port}")
+            assert httpx.get(server.url + "/v2/health/live").status_code == 200
+        assert "Address already in use" in (tmp_path / f"modelapi-server-{port}.log").read_text()
 
 
 def test_banner_shows_url_docs_and_a_curl_example_that_works(tmp_path: Path) -> None:
