@@ -77,6 +77,29 @@ def test_the_helper_starts_the_server_on_another_port_when_its_port_was_taken(
         assert "Address already in use" in (tmp_path / f"modelapi-server-{port}.log").read_text()
 
 
+def test_the_session_helper_starts_the_server_on_another_port_when_its_port_was_taken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same for ``serve_in_session`` (tests that kill the server's whole group): a port it picked and found
+    taken is given up for another; a port the test asked for is not."""
+    from helpers import server_process
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        picks = iter([port])
+        monkeypatch.setattr(server_process, "free_port", lambda: next(picks, None) or free_port())
+        with server_process.serve_in_session(tmp_dir=tmp_path) as server:
+            assert server.port != port
+            assert httpx.get(server.url + "/v2/health/live").status_code == 200
+        logs = [p.read_text() for p in tmp_path.glob(f"modelapi-server-{port}-*.log")]
+        assert len(logs) == 1 and "Address already in use" in logs[0]
+        asked = server_process.serve_in_session(tmp_dir=tmp_path, port=port)
+        with pytest.raises(RuntimeError, match="Address already in use"), asked:
+            pass
+
+
 def test_banner_shows_url_docs_and_a_curl_example_that_works(tmp_path: Path) -> None:
     curl = require_tool("curl")
     with serve(tmp_dir=tmp_path) as server:

@@ -88,6 +88,10 @@ def kill_group(server: SessionServer, sig: int = signal.SIGKILL) -> None:
             time.sleep(0.05)
 
 
+#: how many times ``serve_in_session`` starts a server whose picked port was taken before it bound it
+STARTS = 3
+
+
 @contextlib.contextmanager
 def serve_in_session(
     *args: str,
@@ -97,37 +101,56 @@ def serve_in_session(
     timeout: float = 60.0,
 ) -> Iterator[SessionServer]:
     """``python -m modelapi serve ARGS --host 127.0.0.1 --port P`` as a new session, once ready; afterwards
-    SIGTERM to its group (if still running), then SIGKILL whatever is left."""
-    port = port or free_port()
+    SIGTERM to its group (if still running), then SIGKILL whatever is left. ``port``: that port (a restart on the
+    port a test's clients know), else one picked free, and another if that one was taken before the server bound
+    it (any socket on the machine, another test's clients among them, may take it meanwhile)."""
     full_env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")]),
         **(env or {}),
     }
-    log_path = tmp_dir / f"modelapi-server-{port}-{time.monotonic_ns()}.log"
-    with log_path.open("w") as log_file:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "modelapi", "serve", *args, "--host", "127.0.0.1", "--port", str(port)],
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            env=full_env,
-            text=True,
-            start_new_session=True,
-        )
-    server = SessionServer(f"http://127.0.0.1:{port}", port, proc, log_path)
+
+    def spawn() -> SessionServer:
+        chosen = port or free_port()
+        log_path = tmp_dir / f"modelapi-server-{chosen}-{time.monotonic_ns()}.log"
+        with log_path.open("w") as log_file:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "modelapi", "serve", *args, "--host", "127.0.0.1", "--port", str(chosen)],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env=full_env,
+                text=True,
+                start_new_session=True,
+            )
+        return SessionServer(f"http://127.0.0.1:{chosen}", chosen, proc, log_path)
+
+    server = spawn()
     try:
-        wait_ready(server, timeout)
+        for start in range(1, STARTS + 1):
+            try:
+                wait_ready(server, timeout)
+                break
+            except RuntimeError:
+                taken = server.process.poll() is not None and "Address already in use" in server.log()
+                if port is not None or not taken or start == STARTS:
+                    raise
+                server = spawn()
         yield server
     finally:
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=15)
+        _stop(server.process)
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    """SIGTERM to the server's group if it still runs, then SIGKILL whatever is left."""
+    if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+            os.killpg(proc.pid, signal.SIGTERM)
         with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=10)
+            proc.wait(timeout=15)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=10)
 
 
 def _tcp_inode(local_port: int, remote_port: int) -> int | None:
