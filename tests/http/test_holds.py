@@ -11,9 +11,9 @@ from starlette.responses import JSONResponse
 from starlette.types import Message, Receive, Scope, Send
 
 from modelapi.cli import _settings, build_parser
-from modelapi.http.holds import ROOM, RetryHolds
+from modelapi.http.holds import ROOM, RetryHolds, connection
 from modelapi.http.middleware import RequestContextMiddleware
-from modelapi.security.slow_clients import IN_PROGRESS
+from modelapi.security.slow_clients import CONNECTION, IN_PROGRESS
 
 A = ("10.0.0.1", 50000)
 B = ("10.0.0.1", 50001)
@@ -56,7 +56,7 @@ def test_at_most_max_held_are_remembered_and_expired_ones_make_room() -> None:
     assert len(holds.until) == 3
     clock.now += 2  # all three expired: the next refusal sweeps them
     holds.refused(("10.0.0.3", 1), "/p", b"1")
-    assert list(holds.until) == [("10.0.0.3", 1, "/p")]
+    assert list(holds.until) == [(("10.0.0.3", 1), "/p")]
 
 
 def test_the_flag_and_the_environment_turn_holding_off(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -160,7 +160,7 @@ def test_a_retry_released_early_into_a_refusal_is_refused_and_held_again() -> No
         server.answers += [(200, None), (503, "30")]  # "ends" is served; the retry refused again when it goes on
         await server.request("ends")  # nothing else in progress: released
         assert (await asyncio.wait_for(held, 1))[0] == 503
-        assert list(server.holds.until) == [(A[0], A[1], INFER)]  # remembered again: its next retry is held
+        assert list(server.holds.until) == [(A, INFER)]  # remembered again: its next retry is held
         again = asyncio.create_task(server.request("again"))
         server.in_progress |= {f"busy{i}" for i in range(ROOM)}
         await asyncio.sleep(0.01)
@@ -252,3 +252,82 @@ def test_without_the_servers_requests_in_progress_a_retry_waits_its_retry_after(
         assert time.monotonic() - started >= 0.09 and holds.held == {}
 
     asyncio.run(go())
+
+
+def _serving(in_progress: set[asyncio.Task[Any]], coro: Any) -> asyncio.Task[Any]:
+    """``coro`` as uvicorn runs a request: its task in the set of requests in progress until a callback, run after
+    it is done, takes it out."""
+    task = asyncio.ensure_future(coro)
+    in_progress.add(task)
+    task.add_done_callback(in_progress.discard)
+    return task
+
+
+def test_requests_that_end_together_release_what_is_held() -> None:
+    """ROOM + 1 requests end in one turn of the loop, with retries held: each sees the others still in progress as
+    it ends (they leave uvicorn's set only in a callback after they are done), so none of them finds the server
+    about to idle. The held retries are released all the same, a turn later, not at their Retry-After."""
+
+    async def go() -> None:
+        holds = RetryHolds()
+        in_progress: set[asyncio.Task[Any]] = set()
+        go_on = asyncio.Event()
+
+        async def busy() -> None:
+            await go_on.wait()
+            holds.ended(in_progress)  # as the middleware does at a request's end, still in progress
+
+        workers = [_serving(in_progress, busy()) for _ in range(ROOM + 1)]
+        await asyncio.sleep(0)
+        retries = [_serving(in_progress, holds.wait(30, in_progress)) for _ in range(3)]
+        await asyncio.sleep(0.01)
+        assert len(holds.held) == 3  # ROOM + 1 others in progress: no room
+        go_on.set()  # every busy request ends in the same turn
+        assert await asyncio.wait_for(asyncio.gather(*retries), 1) == [True] * 3
+        await asyncio.gather(*workers)
+
+    asyncio.run(go())
+
+
+def test_retries_held_in_the_turn_the_last_requests_ended_are_released() -> None:
+    """Requests end and, in the same turn, retries arrive and are held: they see the ended ones still in progress,
+    and nothing that is left ends to release them. A turn later they are released."""
+
+    async def go() -> None:
+        holds = RetryHolds()
+        in_progress: set[asyncio.Task[Any]] = set()
+        go_on = asyncio.Event()
+
+        async def busy() -> None:
+            await go_on.wait()
+            holds.ended(in_progress)
+
+        async def retry() -> bool:
+            await go_on.wait()
+            return await holds.wait(30, in_progress)
+
+        workers = [_serving(in_progress, busy()) for _ in range(ROOM)]
+        retries = [_serving(in_progress, retry()) for _ in range(3)]
+        await asyncio.sleep(0)
+        go_on.set()  # the workers end, then the retries come, in one turn
+        assert await asyncio.wait_for(asyncio.gather(*retries), 1) == [True] * 3
+        await asyncio.gather(*workers)
+
+    asyncio.run(go())
+
+
+def test_a_new_connection_is_not_held_for_what_an_earlier_one_on_its_address_and_port_was_told() -> None:
+    """The kernel reuses a client's ephemeral ports: a new connection from the same address and port as a refused
+    one is another connection, and its first request is not held. modelapi's HTTP protocol names each connection
+    in the scope; where a server does not, the client's address and port stand for it."""
+    holds = RetryHolds(Clock())
+    first = _scope(A, set())
+    first[CONNECTION] = 1
+    holds.refused(connection(first), INFER, b"30")
+    again = _scope(A, set())
+    again[CONNECTION] = 2  # the same address and port, a new connection
+    assert not holds.due(connection(again), INFER) and holds.hold(connection(again), INFER) == 0.0
+    assert holds.due(connection(first), INFER) and holds.hold(connection(first), INFER) == 30.0
+    unnamed = _scope(A, set())
+    holds.refused(connection(unnamed), INFER, b"30")
+    assert holds.hold(connection(_scope(A, set())), INFER) == 30.0

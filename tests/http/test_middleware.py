@@ -279,4 +279,4 @@ def test_a_retry_before_its_retry_after_is_held_until_then(hold: bool) -> None:
     assert (got[1][1] > 0.25) is hold and got[1][1] < 1.0
     assert got[3][1] < 0.2 and got[5][1] < 0.2
     if holds is not None:  # the 503 to connection 1 still waits to be held, for that connection and path only
-        assert list(holds.until) == [("test", 1, "/x")]
+        assert list(holds.until) == [(("test", 1), "/x")]

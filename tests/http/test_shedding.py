@@ -691,15 +691,34 @@ def test_an_early_retry_goes_to_the_app_which_holds_it_and_a_refusal_on_the_head
             conn = server.connect()
             (shed,) = await conn.send(post())
             assert len(server.paths) == 1 and shed.headers["retry-after"] == "1"
-            until = holds.until[("127.0.0.1", 50000, INFER)]
+            connection, path = list(holds.until)[-1]  # remembered for this connection (the protocol's name for it)
+            assert path == INFER and isinstance(connection, int)
+            until = holds.until[(connection, INFER)]
             assert 0.9 < until - time.monotonic() <= 1.0
-            holds.until[("127.0.0.1", 50000, INFER)] = time.monotonic() + 0.1  # a shorter wait, to keep this fast
+            holds.until[(connection, INFER)] = time.monotonic() + 0.1  # a shorter wait, to keep this fast
             started = time.monotonic()
             (retry,) = await conn.send(post())
             assert len(server.paths) == 2 and retry.status == 503  # the app held it, then refused it
             assert time.monotonic() - started >= 0.09
             (elsewhere,) = await conn.send(post("/models/sleepy/predict"))  # another path: not a retry
             assert len(server.paths) == 2 and elsewhere.status == 503
+
+    run(main)
+
+
+def test_a_new_connection_from_a_refused_ones_address_and_port_is_not_taken_for_its_retry() -> None:
+    """The kernel reuses ephemeral ports: a request on a new connection from the address and port a refusal went
+    to is refused on its head as any, not handed to the app as that connection's early retry (which it would hold
+    until the Retry-After)."""
+
+    async def main() -> None:
+        async with serving(hold_early_retries=True) as server:
+            server.full()
+            await server.refusing()
+            (shed,) = await server.connect().send(post())
+            assert shed.status == 503 and len(server.paths) == 1
+            (again,) = await server.connect().send(post())  # the same address and port (127.0.0.1:50000)
+            assert again.status == 503 and len(server.paths) == 1  # refused on its head: the app never saw it
 
     run(main)
 

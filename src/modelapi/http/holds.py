@@ -5,18 +5,23 @@ A ``503`` carries ``Retry-After`` (an overloaded model, a server starting or sto
 costs the server nothing until then; one that retries at once (a retry loop without back-off, a load generator)
 costs a refusal each time, and a few hundred such connections keep the event loop busy refusing: every request then
 waits its turn behind the refusals longer than the queue-time bound, so every request is refused and nothing is
-served (docs/overload.md). ``RetryHolds`` remembers, per connection (the client's address and port) and path, until when
-the last refusal asked it to wait. A request on the same connection to the same path before then is held (a future
-awaited, no work) until that time and then goes on as any request does: admitted if there is room, refused again
-otherwise. A request to another path, or from another connection, is not held. A ``429`` is not remembered: it is
-one API key's limit, and the next request on the connection may carry another key.
+served (docs/overload.md). ``RetryHolds`` remembers, per connection and path, until when the last refusal asked it
+to wait. A connection is the one modelapi's HTTP protocol names (``security/slow_clients.CONNECTION``: a new
+connection from the same address and port, the kernel's ephemeral ports reused, is another), or the client's address
+and port where a server gives no such name. A request on the same connection to the same path before then is held (a
+future awaited, no work) until that time and then goes on as any request does: admitted if there is room, refused
+again otherwise. A request to another path, or from another connection, is not held. A ``429`` is not remembered: it
+is one API key's limit, and the next request on the connection may carry another key.
 
 **Work-conserving.** The schedule of returns (``gate.Returns``) tells a flood's refusals to come back up to 30 s
 ahead, so a retry held until then could wait that long on a server gone idle (the flood over, the slow requests
 done). So a held retry is also released, oldest first, as soon as the server is about to run out of work:
 fewer than ``ROOM`` requests in progress that are not held (uvicorn's set of request tasks, ``IN_PROGRESS``, less
 the held ones), and the data plane would admit a call (``room``). That is checked when a request ends (the last
-one to end releases whatever is held) and when a retry is about to be held (with room, it is not held at all).
+one to end releases whatever is held), when a retry is about to be held (with room, it is not held at all), and
+once more in the loop's next turn after a retry was held or a request ended with retries held: retries that arrive
+together, each seeing the others not held yet, may all be held in one turn, and requests that end together each
+see the others still in progress; either way no request would be left to end and release them.
 It is fair to clients that honour ``Retry-After``: a held retry takes only work the server would otherwise not
 do, since it is released only while nothing else keeps the server busy, and a returning client finds the same
 room it would have found without the holds. Refusals on the head (``http/shedding.py``) book holds but hold
@@ -32,7 +37,10 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import time
-from collections.abc import Callable, Sized
+from collections.abc import Callable, Hashable, Iterable, Sized
+from typing import Any
+
+from ..security.slow_clients import CONNECTION
 
 #: most connections remembered at once: beyond it, refusals are not remembered (and nothing is held for them)
 MAX_HELD = 100_000
@@ -44,8 +52,17 @@ MAX_HELD = 100_000
 ROOM = 4
 
 
+def connection(scope: Any) -> Hashable | None:
+    """The connection ``scope``'s request came on, as ``RetryHolds`` keys it (``None``: unknown)."""
+    named = scope.get(CONNECTION)
+    if named is not None:
+        return named  # type: ignore[no-any-return]
+    client = scope.get("client")
+    return None if client is None else tuple(client)
+
+
 class RetryHolds:
-    """Per worker: ``(client, path) -> monotonic time`` before which a request there is held, and the requests
+    """Per worker: ``(connection, path) -> monotonic time`` before which a request there is held, and the requests
     held now, oldest first. ``room``: whether the data plane would admit a call now (none: always), asked before
     releasing held retries early, so that a release does not just buy another refusal."""
 
@@ -57,14 +74,17 @@ class RetryHolds:
     ) -> None:
         self.clock = clock
         self.max_held = max_held
-        self.until: dict[tuple[str, int, str], float] = {}
+        self.until: dict[tuple[Hashable, str], float] = {}
         #: each held request's waiter, in the order they were held (a dict as an ordered set); True: released early
         self.held: dict[asyncio.Future[bool], None] = {}
         self.room = room
         self._sweep_at = 0.0
+        self._settling = False  # a check for room is due in the loop's next turn (``_settle``)
+        self._ended = 0  # requests that ended since the last such check
 
-    def refused(self, client: tuple[str, int] | None, path: str, retry_after: bytes) -> None:
-        """A refusal with ``Retry-After: retry_after`` (delta-seconds) went to ``client`` for ``path``."""
+    def refused(self, client: Hashable | None, path: str, retry_after: bytes) -> None:
+        """A refusal with ``Retry-After: retry_after`` (delta-seconds) went to the connection ``client``
+        (``connection``'s) for ``path``."""
         if client is None:
             return
         try:
@@ -81,13 +101,21 @@ class RetryHolds:
                 del until[key]
             if len(until) >= self.max_held:
                 return
-        until[(client[0], client[1], path)] = now + seconds
+        until[(client, path)] = now + seconds
 
-    def hold(self, client: tuple[str, int] | None, path: str) -> float:
-        """Seconds a request from ``client`` for ``path`` is to wait now (0.0: none); forgets the refusal."""
+    def due(self, client: Hashable | None, path: str) -> bool:
+        """Whether a request from the connection ``client`` for ``path`` now would be held. Changes nothing."""
+        if client is None or not self.until:
+            return False
+        until = self.until.get((client, path))
+        return until is not None and until > self.clock()
+
+    def hold(self, client: Hashable | None, path: str) -> float:
+        """Seconds a request from the connection ``client`` for ``path`` is to wait now (0.0: none); forgets the
+        refusal."""
         if client is None or not self.until:
             return 0.0
-        until = self.until.pop((client[0], client[1], path), None)
+        until = self.until.pop((client, path), None)
         if until is None:
             return 0.0
         return max(until - self.clock(), 0.0)
@@ -104,6 +132,7 @@ class RetryHolds:
         # holding this request's context would keep its scope alive that long
         timer = loop.call_later(seconds, self._expire, waiter, context=contextvars.Context())
         self.held[waiter] = None
+        self._settle_soon(in_progress)
         try:
             return await waiter
         finally:
@@ -113,8 +142,11 @@ class RetryHolds:
     def ended(self, in_progress: Sized | None) -> None:
         """A request of ``in_progress`` (still in it) is ending: if the server is about to run out of work, held
         retries are released, oldest first, to take it up."""
+        self._ended += 1
         if self.held:
             self._release(in_progress, 1)
+            if self.held:
+                self._settle_soon(in_progress)
 
     def _release(self, in_progress: Sized | None, own: int) -> int:
         """Release held requests, oldest first, while fewer than ``ROOM`` requests are in progress and not held
@@ -133,6 +165,27 @@ class RetryHolds:
                 waiter.set_result(True)
                 free -= 1
         return free
+
+    def _settle_soon(self, in_progress: Sized | None) -> None:
+        """Check for room again in the loop's next turn (``_settle``), once however often asked in this one."""
+        if in_progress is not None and not self._settling:
+            self._settling = True
+            asyncio.get_running_loop().call_soon(self._settle, in_progress, context=contextvars.Context())
+
+    def _settle(self, in_progress: Sized) -> None:
+        """A turn after retries were held or requests ended: release held ones if the server has run out of work.
+        Requests that ended in the turn before may still be in ``in_progress`` (a task leaves uvicorn's set in a
+        callback after it is done, each seeing the others there as it ended), so when they could make the
+        difference, done tasks are not counted."""
+        self._settling = False
+        ended, self._ended = self._ended, 0
+        if not self.held:
+            return
+        busy = len(in_progress) - len(self.held)
+        done = 0
+        if ROOM <= busy < ROOM + ended and isinstance(in_progress, Iterable):
+            done = sum(1 for task in in_progress if isinstance(task, asyncio.Future) and task.done())
+        self._release(in_progress, done)
 
     def _expire(self, waiter: asyncio.Future[bool]) -> None:
         # no longer held from now, not from when its request next runs: the count of held stays true meanwhile

@@ -42,7 +42,7 @@ from ..security.slow_clients import ARRIVED, BODY_IN, IN_PROGRESS, REFUSED
 from ..settings import Settings
 from .access import ACCESS_LOG, access_line, scan_headers
 from .errors import BODY_LIMIT, error_response, handle_modelapi_error, handle_unexpected
-from .holds import RetryHolds
+from .holds import RetryHolds, connection
 from .rejections import REPORTER
 
 log = logging.getLogger("modelapi")
@@ -99,7 +99,7 @@ class RequestContextMiddleware:
         token = CONTEXT.set(exchange)
         holds = self.holds
         if holds is not None and holds.until:
-            wait = holds.hold(scope.get("client"), scope["path"])
+            wait = holds.hold(connection(scope), scope["path"])
             # a retry before its Retry-After: held until then, or until the server has room (http/holds.py), and
             # from then on as if it had only just arrived
             if wait > 0.0:
@@ -159,7 +159,7 @@ class RequestContextMiddleware:
                 status = exchange.status or scope.get(REFUSED, 499)
                 access_line(scope, rid, status, exchange.sent, time.perf_counter() - begun)
             CONTEXT.reset(token)
-            if holds is not None and holds.held:  # the last request to end releases what is held (http/holds.py)
+            if holds is not None:  # the last request to end releases what is held (http/holds.py)
                 holds.ended(scope.get(IN_PROGRESS))
 
 
@@ -244,7 +244,7 @@ class _Exchange:
             if holds is not None and status == 503:  # not 429: that is one key's limit, not the path's
                 retry_after = next((v for k, v in raw if k.lower() == b"retry-after"), None)
                 if retry_after is not None:
-                    holds.refused(self.scope.get("client"), self.scope["path"], retry_after)
+                    holds.refused(connection(self.scope), self.scope["path"], retry_after)
             raw.append((b"x-request-id", self.request_id.encode("latin-1")))
             if present.isdisjoint(_STANDARD_NAMES):
                 raw += STANDARD_RAW

@@ -53,7 +53,7 @@ from ..events import RequestRejected
 from ..protocols import ErrorStyle
 from ..security.slow_clients import ARRIVED
 from .access import ACCESS_LOG, access_line, scan_headers
-from .holds import RetryHolds
+from .holds import RetryHolds, connection
 from .middleware import HSTS, STANDARD_RAW
 from .rejections import REPORTER
 
@@ -153,11 +153,8 @@ class Shedding:
         """Whether the app answers this request otherwise than with the refusal: an early retry (it holds it), a
         browser's request with CORS on, a body declared over the limit."""
         holds = self._holds
-        client = scope.get("client")
-        if holds is not None and client is not None:
-            until = holds.until.get((client[0], client[1], scope["path"]))
-            if until is not None and until > holds.clock():
-                return True  # a retry before its Retry-After: the app holds it until then
+        if holds is not None and holds.due(connection(scope), scope["path"]):
+            return True  # a retry before its Retry-After: the app holds it until then
         if declared is not None and self._max_body_bytes is not None and declared > self._max_body_bytes:
             return True
         return self._cors and any(key == b"origin" for key, _ in scope["headers"])
@@ -232,7 +229,7 @@ class Refusal:
             headers.append((b"strict-transport-security", _HSTS))
         holds = shedding._holds
         if holds is not None:
-            holds.refused(scope.get("client"), path, retry_after)
+            holds.refused(connection(scope), path, retry_after)
         events = dataplane.events
         if events.active:
             events.request_rejected(RequestRejected(now.model, self._protocol, "overloaded", 503))

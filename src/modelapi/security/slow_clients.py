@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import itertools
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -65,6 +66,11 @@ BODY_IN = "modelapi.body_in"
 #: the scope key of the status the protocol answered the request with itself while its app ran (431: its trailer
 #: section over the limit), for the access line: the app saw the client gone
 REFUSED = "modelapi.refused"
+#: the scope key of the connection the request came on: an int no other connection of the process has had, so
+#: that what was said to a connection (a ``Retry-After``, ``http/holds.py``) is not taken for a later connection
+#: from the same address and port
+CONNECTION = "modelapi.connection"
+_CONNECTIONS = itertools.count(1)
 #: the scope key of the app that refuses a request on its head (``Shedder.app_for``'s), until it runs
 _REFUSAL = "modelapi.refusal"
 #: the first bytes of a request taken at once under a flood (``http/pacing.py``): cheap to answer, and probes
@@ -120,6 +126,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         "_body_due_at",
         "_body_read_at",
         "_body_timer",
+        "_connection_id",
         "_discarding",
         "_forwarded",
         "_forwarding",
@@ -194,6 +201,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         # with that refusal (``_refuse_trailers``)
         self._trailers_refused = False
         self._trailer_sink = _TrailerSink(self._on_trailer)
+        self._connection_id = next(_CONNECTIONS)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -368,6 +376,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         # a head that waited its turn (pacing) arrived when the read that completed it was in
         scope[ARRIVED] = self._read_at or time.monotonic()  # type: ignore[literal-required]
         scope[IN_PROGRESS] = self.tasks  # type: ignore[literal-required]  # its task joins them just below
+        scope[CONNECTION] = self._connection_id  # type: ignore[literal-required]
         shedding = self.shedding
         refuse = None if shedding is None else shedding.app_for(self.parser.get_method(), self.url, self.app)
         if refuse is None:
