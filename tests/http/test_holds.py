@@ -254,13 +254,32 @@ def test_without_the_servers_requests_in_progress_a_retry_waits_its_retry_after(
     asyncio.run(go())
 
 
-def _serving(in_progress: set[asyncio.Task[Any]], coro: Any) -> asyncio.Task[Any]:
-    """``coro`` as uvicorn runs a request: its task in the set of requests in progress until a callback, run after
-    it is done, takes it out."""
-    task = asyncio.ensure_future(coro)
-    in_progress.add(task)
-    task.add_done_callback(in_progress.discard)
-    return task
+class Requests:
+    """Requests as uvicorn runs them (each task in the set of requests in progress until a callback, run after it is
+    done, takes it out) over one ``RetryHolds``, their ends told to it as the middleware tells them."""
+
+    def __init__(self) -> None:
+        self.holds = RetryHolds()
+        self.in_progress: set[asyncio.Task[Any]] = set()
+        self.go_on = asyncio.Event()
+
+    def start(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self.in_progress.add(task)
+        task.add_done_callback(self.in_progress.discard)
+        return task
+
+    async def busy(self) -> None:
+        """A request that ends once ``go_on`` is set."""
+        await self.go_on.wait()
+        if self.holds.held or self.holds.settling:  # still in progress as it ends
+            self.holds.ended(self.in_progress)
+
+    async def retry(self, after_go_on: bool = False) -> bool:
+        """A retry held for 30 s (once ``go_on`` is set, with ``after_go_on``); True when released early."""
+        if after_go_on:
+            await self.go_on.wait()
+        return await self.holds.wait(30, self.in_progress)
 
 
 def test_requests_that_end_together_release_what_is_held() -> None:
@@ -269,20 +288,13 @@ def test_requests_that_end_together_release_what_is_held() -> None:
     about to idle. The held retries are released all the same, a turn later, not at their Retry-After."""
 
     async def go() -> None:
-        holds = RetryHolds()
-        in_progress: set[asyncio.Task[Any]] = set()
-        go_on = asyncio.Event()
-
-        async def busy() -> None:
-            await go_on.wait()
-            holds.ended(in_progress)  # as the middleware does at a request's end, still in progress
-
-        workers = [_serving(in_progress, busy()) for _ in range(ROOM + 1)]
+        requests = Requests()
+        workers = [requests.start(requests.busy()) for _ in range(ROOM + 1)]
         await asyncio.sleep(0)
-        retries = [_serving(in_progress, holds.wait(30, in_progress)) for _ in range(3)]
+        retries = [requests.start(requests.retry()) for _ in range(3)]
         await asyncio.sleep(0.01)
-        assert len(holds.held) == 3  # ROOM + 1 others in progress: no room
-        go_on.set()  # every busy request ends in the same turn
+        assert len(requests.holds.held) == 3  # ROOM + 1 others in progress: no room
+        requests.go_on.set()  # every busy request ends in the same turn
         assert await asyncio.wait_for(asyncio.gather(*retries), 1) == [True] * 3
         await asyncio.gather(*workers)
 
@@ -294,22 +306,11 @@ def test_retries_held_in_the_turn_the_last_requests_ended_are_released() -> None
     and nothing that is left ends to release them. A turn later they are released."""
 
     async def go() -> None:
-        holds = RetryHolds()
-        in_progress: set[asyncio.Task[Any]] = set()
-        go_on = asyncio.Event()
-
-        async def busy() -> None:
-            await go_on.wait()
-            holds.ended(in_progress)
-
-        async def retry() -> bool:
-            await go_on.wait()
-            return await holds.wait(30, in_progress)
-
-        workers = [_serving(in_progress, busy()) for _ in range(ROOM)]
-        retries = [_serving(in_progress, retry()) for _ in range(3)]
+        requests = Requests()
+        workers = [requests.start(requests.busy()) for _ in range(ROOM)]
+        retries = [requests.start(requests.retry(after_go_on=True)) for _ in range(3)]
         await asyncio.sleep(0)
-        go_on.set()  # the workers end, then the retries come, in one turn
+        requests.go_on.set()  # the workers end, then the retries come, in one turn
         assert await asyncio.wait_for(asyncio.gather(*retries), 1) == [True] * 3
         await asyncio.gather(*workers)
 
@@ -331,3 +332,18 @@ def test_a_new_connection_is_not_held_for_what_an_earlier_one_on_its_address_and
     unnamed = _scope(A, set())
     holds.refused(connection(unnamed), INFER, b"30")
     assert holds.hold(connection(_scope(A, set())), INFER) == 30.0
+
+
+def test_refusals_whose_time_has_passed_are_forgotten_as_requests_come() -> None:
+    """Connections refused and closed never come back (a new connection is another): each request forgets the oldest
+    remembered refusal once its time has passed, so the table empties after a flood."""
+    clock = Clock()
+    holds = RetryHolds(clock)
+    for n in range(3):
+        holds.refused(n, INFER, b"1")
+    holds.refused(3, INFER, b"30")
+    clock.now += 2
+    for _ in range(3):
+        assert holds.hold(99, INFER) == 0.0
+    assert list(holds.until) == [(3, INFER)]  # not yet due
+    assert holds.hold(3, INFER) == 28.0

@@ -25,7 +25,8 @@ see the others still in progress; either way no request would be left to end and
 It is fair to clients that honour ``Retry-After``: a held retry takes only work the server would otherwise not
 do, since it is released only while nothing else keeps the server busy, and a returning client finds the same
 room it would have found without the holds. Refusals on the head (``http/shedding.py``) book holds but hold
-nothing and end no task: they come only while every model refuses, when there is no room to release into.
+nothing; written on the head they end no task (a pipelined one, run by uvicorn's request cycle, ends its task as
+any), and they come only while every model refuses, when there is no room to release into.
 
 Behind a proxy that pools its connections to the server, another client's request to the same path on the
 same pooled connection is held too, at most the ``Retry-After`` the model just gave; ``--no-hold-early-retries``
@@ -79,8 +80,10 @@ class RetryHolds:
         self.held: dict[asyncio.Future[bool], None] = {}
         self.room = room
         self._sweep_at = 0.0
-        self._settling = False  # a check for room is due in the loop's next turn (``_settle``)
-        self._ended = 0  # requests that ended since the last such check
+        #: a check for room is due in the loop's next turn (``_settle``): a request that ends meanwhile is to call
+        #: ``ended`` even with nothing held, so that the check knows it may still be in progress
+        self.settling = False
+        self._ended = 0  # requests that ended since that check was asked for
 
     def refused(self, client: Hashable | None, path: str, retry_after: bytes) -> None:
         """A refusal with ``Retry-After: retry_after`` (delta-seconds) went to the connection ``client``
@@ -113,12 +116,18 @@ class RetryHolds:
     def hold(self, client: Hashable | None, path: str) -> float:
         """Seconds a request from the connection ``client`` for ``path`` is to wait now (0.0: none); forgets the
         refusal."""
-        if client is None or not self.until:
+        remembered = self.until
+        if client is None or not remembered:
             return 0.0
-        until = self.until.pop((client, path), None)
-        if until is None:
-            return 0.0
-        return max(until - self.clock(), 0.0)
+        until = remembered.pop((client, path), None)
+        now = self.clock()
+        if remembered:
+            # the oldest refusal remembered, once its time has passed, is forgotten: most are to connections that
+            # closed and will not come back (a new connection is another), so the table empties as requests come
+            oldest = next(iter(remembered))
+            if remembered[oldest] <= now:
+                del remembered[oldest]
+        return 0.0 if until is None else max(until - now, 0.0)
 
     async def wait(self, seconds: float, in_progress: Sized | None) -> bool:
         """Hold the calling request (one of ``in_progress``, the server's requests in progress, if known) for
@@ -141,7 +150,8 @@ class RetryHolds:
 
     def ended(self, in_progress: Sized | None) -> None:
         """A request of ``in_progress`` (still in it) is ending: if the server is about to run out of work, held
-        retries are released, oldest first, to take it up."""
+        retries are released, oldest first, to take it up. Called at every request's end while any retry is held
+        or ``settling``."""
         self._ended += 1
         if self.held:
             self._release(in_progress, 1)
@@ -168,8 +178,8 @@ class RetryHolds:
 
     def _settle_soon(self, in_progress: Sized | None) -> None:
         """Check for room again in the loop's next turn (``_settle``), once however often asked in this one."""
-        if in_progress is not None and not self._settling:
-            self._settling = True
+        if in_progress is not None and not self.settling:
+            self.settling = True
             asyncio.get_running_loop().call_soon(self._settle, in_progress, context=contextvars.Context())
 
     def _settle(self, in_progress: Sized) -> None:
@@ -177,7 +187,7 @@ class RetryHolds:
         Requests that ended in the turn before may still be in ``in_progress`` (a task leaves uvicorn's set in a
         callback after it is done, each seeing the others there as it ended), so when they could make the
         difference, done tasks are not counted."""
-        self._settling = False
+        self.settling = False
         ended, self._ended = self._ended, 0
         if not self.held:
             return

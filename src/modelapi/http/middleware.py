@@ -159,7 +159,8 @@ class RequestContextMiddleware:
                 status = exchange.status or scope.get(REFUSED, 499)
                 access_line(scope, rid, status, exchange.sent, time.perf_counter() - begun)
             CONTEXT.reset(token)
-            if holds is not None:  # the last request to end releases what is held (http/holds.py)
+            # the last request to end releases what is held; an end while a check for room is due counts in it
+            if holds is not None and (holds.held or holds.settling):  # (http/holds.py)
                 holds.ended(scope.get(IN_PROGRESS))
 
 

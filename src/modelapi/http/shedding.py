@@ -51,7 +51,7 @@ from ..dataplane import SHED_DETAIL
 from ..errors import Overloaded
 from ..events import RequestRejected
 from ..protocols import ErrorStyle
-from ..security.slow_clients import ARRIVED
+from ..security.slow_clients import ARRIVED, IN_PROGRESS
 from .access import ACCESS_LOG, access_line, scan_headers
 from .holds import RetryHolds, connection
 from .middleware import HSTS, STANDARD_RAW
@@ -197,6 +197,9 @@ class Refusal:
             headers = [*headers, (b"connection", b"close")]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+        holds = self._shedding._holds
+        if holds is not None and (holds.held or holds.settling):
+            holds.ended(scope.get(IN_PROGRESS))  # a request cycle's task ends: as the middleware's (http/holds.py)
 
     def _answer(self, scope: Scope, now: Shed | None) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
         """The 503 the gate would give, and what giving it does: its ``Retry-After`` booked, the refusal remembered
