@@ -2,9 +2,13 @@
 
 Each contender is served in turn on core 0 with wrk on core 1, for ``--rounds`` rounds (A, B, ..., A, B, ...), so
 a drift in the machine's speed hits every contender alike. Prints each round's requests/s and CPU per request,
-and each contender's median as a ratio of the first contender's.
+each contender's median as a ratio of the first contender's, and the median of each round's ratio to the first
+contender's in that round. ``--together`` starts every contender once (all on core 0, idle but for their turns)
+and moves the load between them without restarts: many short rounds, seconds apart, for a small difference on a
+machine whose speed swings.
 
     python -m bench.ab default log                    # --log-predictions 1.0 against the default
+    python -m bench.ab default tree:/tmp/before --connections 1 --rounds 20 --seconds 2 --together
     python -m bench.ab floor default --route v2-json --rows 32
     python -m bench.ab default production --connections 1
 
@@ -18,6 +22,7 @@ default configuration served from the checkout at PATH (its ``src/``), for a bef
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import shlex
@@ -73,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--together", action="store_true",
+        help="start every contender once and alternate the load between them (short rounds, no restarts)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     results: dict[str, list[Sample]] = {name: [] for name in args.contenders}
     with tempfile.TemporaryDirectory(prefix="modelapi-ab-") as tmp_name:
@@ -81,29 +90,47 @@ def main(argv: list[str] | None = None) -> int:
         body = work.body(args.route, args.rows)
         want = workload.expected(work.model_path, work.rows[: args.rows])
         specs = {name: spec_for(name, work.model_path, tmp) for name in args.contenders}
-        for round_no in range(args.rounds):
-            for name, spec in specs.items():
-                path = "/predict" if name == "floor" else PATHS[args.route]
-                # the floor reads the friendly body only
-                body_here = work.body("rest", args.rows) if name == "floor" else body
-                with servers.serve(spec, core=SERVER_CORE, env=dict(os.environ), log_dir=tmp) as srv:
-                    verify.check(name, path, srv.host, srv.port, body_here, want, spec.client_headers)
-                    url = srv.url + path
-                    run_wrk(url, body_here, connections=16, seconds=1, core=LOAD_CORE, headers=spec.client_headers)
-                    pids = procfs.tree(srv.process.pid)
-                    cpu = procfs.cpu_seconds(pids)
-                    cell = run_wrk(
-                        url, body_here, connections=args.connections, seconds=args.seconds, core=LOAD_CORE,
-                        headers=spec.client_headers,
-                    )  # fmt: skip
-                    cpu = procfs.cpu_seconds(pids) - cpu
-                sample = Sample(cell.rps, cpu / max(cell.requests, 1) * 1e6, cell.p50_ms, cell.p99_ms, cell.errors)
-                results[name].append(sample)
-                print(
-                    f"round {round_no + 1} {name:>12}: {sample.rps:9,.0f} req/s  {sample.cpu_us:6.0f} us CPU/req  "
-                    f"p50 {sample.p50_ms:6.2f} ms  p99 {sample.p99_ms:6.2f} ms  errors {sample.errors}",
-                    flush=True,
-                )
+
+        def target(name: str, srv: servers.Running) -> tuple[str, workload.Body]:
+            path = "/predict" if name == "floor" else PATHS[args.route]
+            # the floor reads the friendly body only
+            body_here = work.body("rest", args.rows) if name == "floor" else body
+            verify.check(name, path, srv.host, srv.port, body_here, want, specs[name].client_headers)
+            url = srv.url + path
+            run_wrk(url, body_here, connections=16, seconds=1, core=LOAD_CORE, headers=specs[name].client_headers)
+            return url, body_here
+
+        def measure(round_no: int, name: str, srv: servers.Running, url: str, body_here: workload.Body) -> None:
+            pids = procfs.tree(srv.process.pid)
+            cpu = procfs.cpu_seconds(pids)
+            cell = run_wrk(
+                url, body_here, connections=args.connections, seconds=args.seconds, core=LOAD_CORE,
+                headers=specs[name].client_headers,
+            )  # fmt: skip
+            cpu = procfs.cpu_seconds(pids) - cpu
+            sample = Sample(cell.rps, cpu / max(cell.requests, 1) * 1e6, cell.p50_ms, cell.p99_ms, cell.errors)
+            results[name].append(sample)
+            print(
+                f"round {round_no + 1} {name:>12}: {sample.rps:9,.0f} req/s  {sample.cpu_us:6.0f} us CPU/req  "
+                f"p50 {sample.p50_ms:6.2f} ms  p99 {sample.p99_ms:6.2f} ms  errors {sample.errors}",
+                flush=True,
+            )
+
+        if args.together:  # every server up at once, idle but for its turn: rounds seconds apart, no restarts
+            with contextlib.ExitStack() as stack:
+                running = {
+                    name: stack.enter_context(servers.serve(spec, core=SERVER_CORE, env=dict(os.environ), log_dir=tmp))
+                    for name, spec in specs.items()
+                }
+                targets = {name: target(name, srv) for name, srv in running.items()}
+                for round_no in range(args.rounds):
+                    for name, srv in running.items():
+                        measure(round_no, name, srv, *targets[name])
+        else:
+            for round_no in range(args.rounds):
+                for name, spec in specs.items():
+                    with servers.serve(spec, core=SERVER_CORE, env=dict(os.environ), log_dir=tmp) as srv:
+                        measure(round_no, name, srv, *target(name, srv))
     first = args.contenders[0]
     base_rps = statistics.median(s.rps for s in results[first])
     base_cpu = statistics.median(s.cpu_us for s in results[first])
@@ -116,6 +143,12 @@ def main(argv: list[str] | None = None) -> int:
             f"  {name:>12}: {rps:9,.0f} req/s ({rps / base_rps:4.2f}x {first})  {cpu:6.0f} us CPU/req "
             f"({cpu / base_cpu:4.2f}x)  p50 {p50:.2f} ms"
         )
+    # each round's ratio to the first contender's in the same round: a drift between rounds cancels out
+    print(f"\nmedian of each round's ratio to {first}'s:")
+    for name, samples in list(results.items())[1:]:
+        cpu_ratio = statistics.median(s.cpu_us / b.cpu_us for s, b in zip(samples, results[first], strict=True))
+        rps_ratio = statistics.median(s.rps / b.rps for s, b in zip(samples, results[first], strict=True))
+        print(f"  {name:>12}: CPU/req {cpu_ratio:4.2f}x  req/s {rps_ratio:4.2f}x")
     return 0
 
 
