@@ -149,3 +149,30 @@ def test_the_wait_the_last_decided_call_had_is_trusted_for_the_window_asked() ->
     assert gate.recent_wait(0.1) == 0.0  # too old: a call has to measure it again
     gate.enter("m", waited_s=0.02)  # admitted calls measure it too
     assert gate.recent_wait(0.1) == 0.02
+
+
+def _serve(gate: ModelGate, calls: int) -> None:
+    for _ in range(calls):
+        gate.leave("m")
+        gate.enter("m")
+
+
+def test_a_sustained_flood_keeps_its_returns_spread_and_a_busy_server_after_it_says_a_second() -> None:
+    """Each second of a flood, its refusals are spread over the seconds the return rate needs for them; once the
+    flood is over, a refusal of a server that is merely busy is told to come back in a second, not to wait behind
+    the returns the flood booked (its clients came back at their places, or left)."""
+    clock = Clock()
+    gate = ModelGate(max_inflight=1, clock=clock)
+    gate.enter("m")
+    assert _retry_after(gate) == 1
+    for _ in range(3):  # 2,000 served and 600 refused a second: 200 returns a second, over 3 s
+        _serve(gate, 2000)
+        clock.now += 1.0
+        waits = [_retry_after(gate) for _ in range(600)]
+        assert waits == sorted(waits) and max(waits) in (3, 4)
+        assert sum(w <= 3 for w in waits) >= 400
+    for _ in range(2):  # the flood is over: the server is busy, refusing a few a second
+        _serve(gate, 2000)
+        clock.now += 1.0
+        waits = [_retry_after(gate) for _ in range(5)]
+    assert waits == [1] * 5

@@ -41,25 +41,37 @@ MAX_RETRY_AFTER_S = 30
 class Returns:
     """When one model's refused clients are told to come back: each refusal books the next place in a schedule
     of ``max(RETURN_SHARE x served rate, MIN_RETURNS_PER_S)`` returns a second, starting now. The served rate is
-    measured from the calls that left the gate, over the time between refusals at least a second apart."""
+    measured from the calls that left the gate, over the time between refusals at least a second apart.
 
-    __slots__ = ("booked", "counted", "rate", "since")
+    The schedule holds at most the places of the refusals of the last such window (or of this one, if more):
+    under a flood each refused client comes back at its place and, refused again, books another, so its earlier
+    place needs no keeping. Without that bound a flood books the schedule to its end (``MAX_RETRY_AFTER_S``), and
+    for as long again after the flood every refusal, of a server merely busy, tells its client to wait behind
+    returns of clients that have already come back or gone: half the served rate lost for half a minute
+    (docs/overload.md)."""
+
+    __slots__ = ("booked", "counted", "rate", "refused", "refused_rate", "since")
 
     def __init__(self, now: float, served: int) -> None:
         self.booked = now  # the last booked return
-        self.since = now  # the start of the served rate's window
+        self.since = now  # the start of the window of the served and refused rates
         self.counted = served  # calls served when that window started
         self.rate = 0.0  # calls served a second, as last measured
+        self.refused = 0  # refusals in this window
+        self.refused_rate = 0.0  # refusals a second in the last window
 
     def retry_after(self, now: float, served: int, at_least: int) -> int:
         elapsed = now - self.since
         if elapsed >= 1.0:
             self.rate = (served - self.counted) / elapsed
-            self.since, self.counted = now, served
-        # booked no further than the longest Retry-After: a flood refused beyond it is told that anyway, and a
-        # schedule booked past it would tell the next refusals, long after the flood, to wait that long too
+            self.refused_rate = self.refused / elapsed
+            self.since, self.counted, self.refused = now, served, 0
+        self.refused += 1
         step = 1.0 / max(RETURN_SHARE * self.rate, MIN_RETURNS_PER_S)
-        self.booked = min(max(self.booked, now) + step, now + MAX_RETRY_AFTER_S)
+        # booked no further than the longest Retry-After (a flood refused beyond it is told that anyway), nor than
+        # the places the last window's refusals take (see the class's docstring)
+        horizon = min(max(self.refused_rate, self.refused) * step, MAX_RETRY_AFTER_S)
+        self.booked = min(max(self.booked, now) + step, now + horizon)
         return min(MAX_RETRY_AFTER_S, max(at_least, math.ceil(self.booked - now)))
 
 
