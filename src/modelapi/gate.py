@@ -43,12 +43,15 @@ class Returns:
     of ``max(RETURN_SHARE x served rate, MIN_RETURNS_PER_S)`` returns a second, starting now. The served rate is
     measured from the calls that left the gate, over the time between refusals at least a second apart.
 
-    The schedule holds at most the places of the refusals of the last such window (or of this one, if more):
-    under a flood each refused client comes back at its place and, refused again, books another, so its earlier
-    place needs no keeping. Without that bound a flood books the schedule to its end (``MAX_RETRY_AFTER_S``), and
-    for as long again after the flood every refusal, of a server merely busy, tells its client to wait behind
-    returns of clients that have already come back or gone: half the served rate lost for half a minute
-    (docs/overload.md)."""
+    The schedule holds at most the places of the refusals of the last such window and of this one: places booked
+    before that are forgotten, whether their clients still wait or have gone. Without that bound a flood books the
+    schedule to its end (``MAX_RETRY_AFTER_S``), and for as long again after the flood every refusal, of a server
+    merely busy, tells its client to wait behind returns of clients that came back early or have gone: half the
+    served rate lost for half a minute (docs/overload.md). The price: under a flood that lasts, returns booked over
+    forgotten places come back beside those places' clients, more than the schedule's rate. The bound grows by
+    one place with each refusal of this window, so each refusal still books a place of its own (below
+    ``MAX_RETRY_AFTER_S``): refusals that come together (a burst, the first ones after the window turns) are
+    spread over the schedule, not all told to come back together at the bound."""
 
     __slots__ = ("booked", "counted", "rate", "refused", "refused_rate", "since")
 
@@ -69,8 +72,10 @@ class Returns:
         self.refused += 1
         step = 1.0 / max(RETURN_SHARE * self.rate, MIN_RETURNS_PER_S)
         # booked no further than the longest Retry-After (a flood refused beyond it is told that anyway), nor than
-        # the places the last window's refusals take (see the class's docstring)
-        horizon = min(max(self.refused_rate, self.refused) * step, MAX_RETRY_AFTER_S)
+        # the places the last window's refusals and this one's take (see the class's docstring): a sum, not the
+        # larger of the two, so that the bound moves a place on with each refusal, as the booking does, and
+        # refusals that come together are not all booked at the bound
+        horizon = min((self.refused_rate + self.refused) * step, MAX_RETRY_AFTER_S)
         self.booked = min(max(self.booked, now) + step, now + horizon)
         return min(MAX_RETRY_AFTER_S, max(at_least, math.ceil(self.booked - now)))
 
