@@ -83,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         help="start every contender once and alternate the load between them (short rounds, no restarts)",
     )  # fmt: skip
     args = parser.parse_args(argv)
+    if len(set(args.contenders)) != len(args.contenders):
+        parser.error("each contender once: a name given twice would share its results")
     results: dict[str, list[Sample]] = {name: [] for name in args.contenders}
     with tempfile.TemporaryDirectory(prefix="modelapi-ab-") as tmp_name:
         tmp = Path(tmp_name)
@@ -146,8 +148,13 @@ def main(argv: list[str] | None = None) -> int:
     # each round's ratio to the first contender's in the same round: a drift between rounds cancels out
     print(f"\nmedian of each round's ratio to {first}'s:")
     for name, samples in list(results.items())[1:]:
-        cpu_ratio = statistics.median(s.cpu_us / b.cpu_us for s, b in zip(samples, results[first], strict=True))
-        rps_ratio = statistics.median(s.rps / b.rps for s, b in zip(samples, results[first], strict=True))
+        # a round where the first contender served nothing (or used no CPU) has no ratio
+        pairs = [(s, b) for s, b in zip(samples, results[first], strict=True) if b.cpu_us > 0 and b.rps > 0]
+        if not pairs:
+            print(f"  {name:>12}: no round to compare")
+            continue
+        cpu_ratio = statistics.median(s.cpu_us / b.cpu_us for s, b in pairs)
+        rps_ratio = statistics.median(s.rps / b.rps for s, b in pairs)
         print(f"  {name:>12}: CPU/req {cpu_ratio:4.2f}x  req/s {rps_ratio:4.2f}x")
     return 0
 

@@ -7,7 +7,9 @@ Contenders as ``bench.ab`` names them (default: ``floor default``). Each server 
 wrk on core 1, the bench's 1-row body), sampled by ``py-spy record --idle --nonblocking`` for ``--seconds`` of a
 longer wrk cell. Needs py-spy (``pip install py-spy``; root or ptrace rights). A sample is one stack of the event
 loop's thread; a stack with a frame of scikit-learn (or the libraries its checks call) is the model's, any other
-goes to the part of the innermost frame's module (the rules in ``PARTS``). The event loop waiting for the client
+goes to the part of the innermost frame's module (the rules in ``PARTS``). Only the event loop's thread is
+sampled: a batch run on the model's thread (a model over the inline budget, ``batching.INLINE_BUDGET_S``) shows as
+the loop waiting, not as the model. The event loop waiting for the client
 (and in its own C code) is what is left when no Python frame runs above ``asyncio.run``. Non-blocking sampling
 reads stacks while they change, so a few stacks are cut short or mixed: the parts are good to a few percent.
 """
@@ -77,14 +79,18 @@ def sample(
             )
         )
         load.start()
-        time.sleep(1)
-        spy = shutil.which("py-spy") or str(servers.VENV_BIN / "py-spy")
-        subprocess.run(
-            [spy, "record", "-p", str(srv.process.pid), "-d", str(seconds), "-r", "1000", "-t", "-f", "raw",
-             "-o", str(out), "--idle", "--nonblocking"],
-            check=True, capture_output=True,
-        )  # fmt: skip
-        load.join()
+        try:
+            time.sleep(1)
+            spy = shutil.which("py-spy") or str(servers.VENV_BIN / "py-spy")
+            subprocess.run(
+                [spy, "record", "-p", str(srv.process.pid), "-d", str(seconds), "-r", "1000", "-t", "-f", "raw",
+                 "-o", str(out), "--idle", "--nonblocking"],
+                check=True, capture_output=True,
+            )  # fmt: skip
+        finally:
+            load.join()
+    if not cells:
+        raise SystemExit(f"{name}: the load did not finish (wrk failed): see the server's log in {tmp}")
     counts: collections.Counter[str] = collections.Counter()
     for line in out.read_text().splitlines():
         stack, _, n = line.rpartition(" ")
@@ -108,6 +114,9 @@ def main() -> None:
         for name in args.contenders:
             counts, rps = sample(name, args.seconds, args.route, tmp, work)
             total = sum(counts.values())
+            if rps <= 0 or not total:
+                print(f"\n{name}: no request served or no sample taken")
+                continue
             wall_us = 1e6 / rps
             print(f"\n{name}: {rps:,.0f} req/s, {wall_us:.0f} us a request (wall clock), {total} samples")
             for key, n in counts.most_common():

@@ -52,7 +52,7 @@ Arrays = dict[str, np.ndarray]
 RunFn = Callable[[Mapping[str, np.ndarray], int], Mapping[str, np.ndarray]]
 #: told of every batch run: rows, requests, seconds
 OnBatch = Callable[[int, int, float], None]
-#: a batch runs inline on the event loop when each of the model's last INLINE_WINDOW runs took at most this
+#: a batch runs inline on the event loop when three quarters of the model's last INLINE_WINDOW runs took at most this
 INLINE_BUDGET_S = 0.001
 INLINE_WINDOW = 16
 
