@@ -44,12 +44,16 @@ def _hammer(url: str) -> list[dict[str, float]]:
 
 
 def test_the_server_batches_concurrent_requests_within_the_per_model_cap() -> None:
-    with serve("e2e.test_batching:SlowDoubler", "--name", "slow", "--batch", "slow=6") as server:
+    # the queue-time budget well above the default's 2 s: this test is about batches, and a machine that stalls
+    # while the first batches drain (the estimate's time per row taken from them) must not turn its requests away
+    args = ("--name", "slow", "--batch", "slow=6", "--max-queue-ms", "60000")
+    with serve("e2e.test_batching:SlowDoubler", *args) as server:
         rows = [body["batch_rows"] for body in _hammer(server.url)]
     assert max(rows) > 1 and max(rows) <= 6
 
 
 def test_no_batching_runs_every_request_alone() -> None:
-    with serve("e2e.test_batching:SlowDoubler", env={"MODELAPI_BATCHING": "false"}) as server:
+    env = {"MODELAPI_BATCHING": "false", "MODELAPI_MAX_QUEUE_MS": "60000"}  # as above
+    with serve("e2e.test_batching:SlowDoubler", env=env) as server:
         rows = [body["batch_rows"] for body in _hammer(server.url)]
     assert set(rows) == {1}
