@@ -20,6 +20,25 @@ def test_bad_setting_is_a_one_line_error(capsys: pytest.CaptureFixture[str]) -> 
     assert err.startswith("modelapi: error: port")
 
 
+@pytest.mark.parametrize(
+    ("argv", "line"),
+    [
+        # a check across settings names no setting, and pydantic's "Value error, " does not lead the message
+        (["--tls-cert", "cert.pem"], "modelapi: error: tls: give both --tls-cert and --tls-key (PEM files)"),
+        (["--host", "0.0.0.0", "--auth", "off"], "modelapi: error: auth: turning authentication off on '0.0.0.0'"),
+        (["--batch", "iris=zz"], "modelapi: error: batch: batching 'zz': expected off, on, MAX_ROWS or MAX_ROWS,"),
+    ],
+)
+def test_a_settings_check_of_ours_is_its_own_message(
+    argv: list[str], line: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["serve", "--port", "0", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(line)
+    assert "Value error" not in err
+    assert err.count("\n") == 1
+
+
 def test_unknown_model_spec(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["inspect", "no_such_module_xyz:Model"]) == 2
     assert "no_such_module_xyz" in capsys.readouterr().err

@@ -270,6 +270,16 @@ def _settings(args: argparse.Namespace, models: list[str]) -> Any:
     return Settings(**overrides)
 
 
+def _setting_error(err: Any) -> str:
+    """One of pydantic's errors as a line: ``setting: message``. A check across settings (``--tls-cert`` without
+    ``--tls-key``, ``--auth off`` on a public address) has no setting to name and its message names the flags;
+    a check of ours says its own message, without pydantic's ``Value error, `` in front."""
+    ctx = err.get("ctx") or {}
+    message = str(ctx["error"]) if err["type"] == "value_error" and "error" in ctx else str(err["msg"])
+    where = ".".join(str(part) for part in err["loc"])
+    return f"{where}: {message}" if where else message
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -295,8 +305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _inspect(_settings(args, [args.model]), as_json=getattr(args, "json", False))
     except ValidationError as exc:
         for err in exc.errors():
-            where = ".".join(str(p) for p in err["loc"])
-            print(f"modelapi: error: {where}: {err['msg']}", file=sys.stderr)
+            print(f"modelapi: error: {_setting_error(err)}", file=sys.stderr)
         return 2
     except (ModelLoadError, ValueError, OSError) as exc:
         print(f"modelapi: error: {exc}", file=sys.stderr)
