@@ -168,6 +168,10 @@ def test_stdout_is_one_stream_kubectl_reads(capsys: pytest.CaptureFixture[str]) 
         # argparse takes an unambiguous abbreviation of a long option: the server would listen elsewhere too
         (["--image", IMAGE, "--serve-arg=--metrics-p=9100"], "--serve-arg=--metrics-p=9100: the manifests set"),
         (["--image", IMAGE, "--serve-arg=--ho=10.0.0.1"], "--serve-arg=--ho=10.0.0.1: the manifests set --host"),
+        # the drain is sized by deploy's own flag, terminationGracePeriodSeconds with it; the server's alone would be
+        # cut short by the kubelet
+        (["--image", IMAGE, "--serve-arg=--graceful-timeout=60"], "give `modelapi deploy kubernetes --graceful"),
+        (["--image", IMAGE, "--serve-arg=--graceful=60"], "--serve-arg=--graceful=60: give `modelapi deploy"),
     ],
 )
 def test_bad_options_are_one_line_errors(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:

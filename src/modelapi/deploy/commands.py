@@ -98,6 +98,13 @@ def run_deploy(args: argparse.Namespace) -> int:
                 raise ValueError(
                     f"--serve-arg={arg}: the manifests set {own} themselves (their probes and ports follow it)"
                 )
+        # the Deployment's terminationGracePeriodSeconds is sized from deploy's own --graceful-timeout: a longer
+        # drain given to the server alone would be cut short by the kubelet's SIGKILL
+        if args.deploy_target == "kubernetes" and "--graceful-timeout" in meant:
+            raise ValueError(
+                f"--serve-arg={arg}: give `modelapi deploy kubernetes --graceful-timeout SECONDS` instead; the "
+                "Deployment's terminationGracePeriodSeconds is sized from it"
+            )
     cpu = check_quantity(args.cpu, "--cpu", "1, 2, 500m")
     memory = check_quantity(args.memory, "--memory", "1Gi, 512Mi, 2G")
     if args.deploy_target == "kubernetes":
