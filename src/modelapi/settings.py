@@ -142,9 +142,15 @@ class Settings(BaseSettings):
         description="where the server keeps its state (jobs database, key store); default: per-user data dir",
     )
     database_url: str | None = Field(
-        None, description="SQLAlchemy URL of the jobs database (e.g. postgresql+psycopg://...); default: SQLite"
+        None,
+        description="SQLAlchemy URL of the jobs database and the key store (e.g. postgresql+psycopg://...); default: "
+        "SQLite",
     )
-    redis_url: str | None = Field(None, description="Redis URL: jobs go through RQ to `modelapi worker` processes")
+    redis_url: str | None = Field(
+        None,
+        description="Redis URL: jobs go through RQ to `modelapi worker` processes, and API keys' rate limits and "
+        "quotas are shared across workers and replicas",
+    )
     job_chunk_rows: int = Field(10_000, gt=0, description="rows per committed chunk of a job")
     job_workers: int = Field(1, ge=0, description="in-process job workers (without redis_url); 0: none")
     job_retention_s: float = Field(7 * 24 * 3600, gt=0, description="seconds a finished job and its result are kept")

@@ -26,9 +26,23 @@ SHARED = (
 WORKER_ONLY = ("job_queue",)
 
 JOB_FLAGS: dict[str, tuple[list[str], str, dict[str, Any]]] = {
-    "state_dir": (["--state-dir"], "directory for the jobs database (default: per-user data dir)", {"type": Path}),
-    "database_url": (["--database-url"], "SQLAlchemy URL of the jobs database (default: SQLite)", {"metavar": "URL"}),
-    "redis_url": (["--redis-url"], "Redis URL: send jobs to `modelapi worker` processes via RQ", {"metavar": "URL"}),
+    "state_dir": (
+        ["--state-dir"],
+        "directory of the jobs database, the key store and the prediction log (default: per-user data dir)",
+        {"type": Path},
+    ),
+    "database_url": (
+        ["--database-url"],
+        "SQLAlchemy URL of the database replicas share: jobs, API keys, the prediction log (default: in the state "
+        "dir, SQLite and the log's Parquet files)",
+        {"metavar": "URL"},
+    ),
+    "redis_url": (
+        ["--redis-url"],
+        "Redis URL: send jobs to `modelapi worker` processes via RQ, and share API keys' rate "
+        "limits and quotas across workers and replicas (docs/security.md)",
+        {"metavar": "URL"},
+    ),
     "job_workers": (["--job-workers"], "in-process job workers (default 1; without --redis-url)", {"type": int}),
     "job_queue": (["--queue"], "RQ queue name (default modelapi-jobs)", {}),
 }
