@@ -106,7 +106,9 @@ def base_url(host: str, port: int, scheme: str = "http") -> str:
     return f"{scheme}://{shown}:{port}"
 
 
-def banner(dataplane: DataPlane, url: str, grpc_address: str | None = None) -> str:
+def banner(dataplane: DataPlane, url: str, grpc_address: str | None = None, *, key_needed: bool = False) -> str:
+    """What ``serve`` prints once it is ready. ``key_needed``: authentication is on, so the curl example sends
+    ``$MODELAPI_API_KEY`` and says where a key comes from (without it, the example pasted answers 401)."""
     repo = dataplane.repository
     names = repo.names()
     lines = ["", f"modelapi is serving {len(names)} model{'s' if len(names) != 1 else ''} at {url}"]
@@ -129,8 +131,20 @@ def banner(dataplane: DataPlane, url: str, grpc_address: str | None = None) -> s
     lines += [
         f"Interactive docs: {url}/docs      OpenAPI: {url}/openapi.json",
         f"Playground (a form and a CSV batch in your browser): {url}/models/{quote(first, safe='')}/playground",
-        "Try it:",
-        f"  curl -s {url}{route} -H 'Content-Type: application/json' -d {shlex.quote(body)}",
+    ]
+    if key_needed:
+        lines += [
+            "Try it (authentication is on: `modelapi keys create --name NAME` prints a key; "
+            "export MODELAPI_API_KEY=<key>):",
+            f'  curl -s {url}{route} -H "Authorization: Bearer $MODELAPI_API_KEY" '
+            f"-H 'Content-Type: application/json' -d {shlex.quote(body)}",
+        ]
+    else:
+        lines += [
+            "Try it:",
+            f"  curl -s {url}{route} -H 'Content-Type: application/json' -d {shlex.quote(body)}",
+        ]
+    lines += [
         "Press Ctrl+C to stop.",
         "",
     ]
@@ -215,7 +229,7 @@ def serve_socket(
     settings: Settings,
     sock: socket.socket,
     *,
-    on_ready: Callable[[DataPlane], None],
+    on_ready: Callable[[DataPlane, bool], None],
     background_startup: bool = True,
     cluster_ready: Callable[[], bool] = lambda: True,
     shared: SharedState | None = None,
@@ -239,7 +253,8 @@ def serve_socket(
             server.should_exit = True
 
     def ready(app: Starlette) -> None:
-        on_ready(app.state.dataplane)
+        auth = app.state.services.auth
+        on_ready(app.state.dataplane, auth is not None and auth.enabled)
 
     grpc_server: GrpcServer | None = None
     shedding = Shedding()  # the protocol's refusals on the head under overload, bound to the app once it exists
@@ -348,7 +363,9 @@ def run(settings: Settings, *, out: TextIO = sys.stdout) -> None:
                 serve_socket(
                     settings,
                     sock,
-                    on_ready=lambda dataplane: print_banner(banner(dataplane, url, grpc_address)),
+                    on_ready=lambda dataplane, key_needed: print_banner(
+                        banner(dataplane, url, grpc_address, key_needed=key_needed)
+                    ),
                     metrics_socket=metrics_sock,
                     grpc_port=grpc_port,
                 )
@@ -381,7 +398,9 @@ def run(settings: Settings, *, out: TextIO = sys.stdout) -> None:
             serve_socket(
                 settings,
                 mine,
-                on_ready=lambda dataplane: context.report_ready(banner(dataplane, url, grpc_address)),
+                on_ready=lambda dataplane, key_needed: context.report_ready(
+                    banner(dataplane, url, grpc_address, key_needed=key_needed)
+                ),
                 background_startup=not context.replacement,
                 cluster_ready=context.cluster_ready,
                 shared=shared,

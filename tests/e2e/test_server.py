@@ -16,6 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from helpers.keys import cli_create_key
+
 from .server import free_port, serve
 
 
@@ -115,6 +117,26 @@ def test_banner_shows_url_docs_and_a_curl_example_that_works(tmp_path: Path) -> 
         argv = shlex.split(line)
         argv[0] = curl
         out = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=True)
+        assert '"prediction":"setosa"' in out.stdout
+
+
+def test_with_authentication_on_the_banners_curl_example_sends_the_key(tmp_path: Path) -> None:
+    """A key in the store turns authentication on: the example says so and, pasted with MODELAPI_API_KEY set,
+    answers (without the key it would be the 401 a newcomer gets)."""
+    curl = require_tool("curl")
+    bash = require_tool("bash")
+    state = tmp_path / "state"
+    key = cli_create_key(state)
+    with serve("--state-dir", str(state), tmp_dir=tmp_path) as server:
+        deadline = time.monotonic() + 10
+        while "curl" not in server.log() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        lines = server.log().splitlines()
+        line = next(ln.strip() for ln in lines if ln.strip().startswith("curl "))
+        assert "authentication is on" in next(ln for ln in lines if ln.startswith("Try it"))
+        assert key not in server.log()  # the banner never shows a key
+        env = {**os.environ, "MODELAPI_API_KEY": key, "PATH": os.pathsep.join([str(Path(curl).parent), "/bin"])}
+        out = subprocess.run([bash, "-c", line], capture_output=True, text=True, timeout=10, check=True, env=env)
         assert '"prediction":"setosa"' in out.stdout
 
 
