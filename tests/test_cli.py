@@ -1,6 +1,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -37,6 +41,27 @@ def test_a_settings_check_of_ours_is_its_own_message(
     assert err.startswith(line)
     assert "Value error" not in err
     assert err.count("\n") == 1
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`modelapi keys list | head -1`: the pipe's reader closes it; no 'modelapi: error: [Errno 32] Broken pipe'."""
+    from helpers.keys import create_key
+
+    for n in range(3):
+        create_key(tmp_path, f"key{n}")
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    stdout = open(write_end, "w", buffering=1)  # noqa: SIM115 (closed below; main swaps its descriptor)
+    monkeypatch.setattr(sys, "stdout", stdout)
+    try:
+        assert main(["keys", "list", "--state-dir", str(tmp_path)]) == 128 + signal.SIGPIPE
+        stdout.write("more\n")  # what is written afterwards goes nowhere, without an error
+        stdout.flush()
+    finally:
+        stdout.close()
+    assert capsys.readouterr().err == ""
 
 
 def test_unknown_model_spec(capsys: pytest.CaptureFixture[str]) -> None:

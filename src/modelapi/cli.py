@@ -7,6 +7,9 @@ which wins over the default. Flags left out are not passed, so the environment s
 from __future__ import annotations
 
 import argparse
+import os
+import select
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -307,11 +310,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         for err in exc.errors():
             print(f"modelapi: error: {_setting_error(err)}", file=sys.stderr)
         return 2
+    except BrokenPipeError as exc:
+        if not _stdout_closed():  # a socket's, say: an error like any other
+            print(f"modelapi: error: {exc}", file=sys.stderr)
+            return 2
+        # the reader of the output went away (`modelapi keys list | head -1`): stop quietly, as a command that
+        # SIGPIPE ends does, and let nothing more be written to the closed pipe (Python flushes stdout at exit)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 128 + signal.SIGPIPE
     except (ModelLoadError, ValueError, OSError) as exc:
         print(f"modelapi: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _stdout_closed() -> bool:
+    """Whether standard output is a pipe whose reader has closed it (polling its write end reports an error)."""
+    try:
+        fd = sys.stdout.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _inspect(settings: Any, *, as_json: bool = False) -> int:
