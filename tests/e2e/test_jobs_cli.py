@@ -37,6 +37,7 @@ def test_predict_through_the_server_writes_the_result(
     err = capsys.readouterr().err
     assert code == 0, err
     assert "100.0% 120/120 rows" in err and "wrote 120 predictions" in err
+    assert "\r" not in err  # captured stderr is no terminal: progress comes as lines of their own
     assert pq.read_table(out).equals(pacsv.read_csv(io.BytesIO(expected_csv(records, 50))))
     assert not out.with_name(out.name + ".part").exists()
 

@@ -1,39 +1,76 @@
-"""A one-line progress bar for jobs, on stderr: ``running   [#########             ]  31.0% 310,000/1,000,000 rows``.
+"""Job progress on stderr: ``running   [#########             ]  31.0% 310,000/1,000,000 rows``.
 
-Written by hand rather than with tqdm: one line rewritten with ``\\r`` is all a job needs, it reads the same in
-a terminal and in a notebook's output, and the client keeps its dependencies to httpx and numpy. The
+On a terminal, one line rewritten with ``\\r``. Anywhere else (a log file, a CI job's output, a pipe) a ``\\r``
+is no line ending: the states would run together on one line. There each state that matters is a line of its
+own, throttled: the first, each change of status or of the row-limit wait, each 10 % step, otherwise at most one
+every ``interval`` seconds, and the final state once.
+
+Written by hand rather than with tqdm: the client keeps its dependencies to httpx and numpy. The
 ``modelapi predict`` command shows the same bar.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any, TextIO
 
 
+def _isatty(out: TextIO) -> bool:
+    try:
+        return bool(out.isatty())
+    except (AttributeError, ValueError, OSError):  # no isatty, or a closed stream
+        return False
+
+
 class Progress:
-    def __init__(self, out: TextIO) -> None:
+    #: seconds between two lines off a terminal, unless the status or a 10 % step changes first
+    interval = 5.0
+
+    def __init__(self, out: TextIO, clock: Callable[[], float] = time.monotonic) -> None:
         self.out = out
-        self.shown = ""
+        self.tty = _isatty(out)
+        self.clock = clock
+        self.shown = ""  # the terminal's current line; off a terminal, the last line written
+        self.latest = ""  # off a terminal: the last state given, written or not
+        self._key: tuple[Any, ...] | None = None  # status, 10 % step and wait of the last line written
+        self._at = 0.0
 
     def show(self, status: dict[str, Any]) -> None:
         p = status["progress"]
         done, total = p["rows_done"], p["rows_total"]
         frac = done / total if total else 0.0
         bar = "#" * int(frac * 30)
-        line = f"\r{status['status']:<9} [{bar:<30}] {frac:6.1%} {done:,}/{total:,} rows"
+        line = f"{status['status']:<9} [{bar:<30}] {frac:6.1%} {done:,}/{total:,} rows"
         waiting = status.get("waiting")  # a job held by its API key's row limit (docs/jobs.md#row-limits)
         if waiting:
             line += f", waiting for the key's row limit {waiting['limit']}"
-        if line != self.shown:
-            # spaces over what a longer line before left on the terminal
-            self.out.write(line + " " * (len(self.shown) - len(line)))
-            self.out.flush()
-            self.shown = line
+        if self.tty:
+            line = "\r" + line
+            if line != self.shown:
+                # spaces over what a longer line before left on the terminal
+                self.out.write(line + " " * (len(self.shown) - len(line)))
+                self.out.flush()
+                self.shown = line
+            return
+        self.latest = line
+        key = (status["status"], int(frac * 10), bool(waiting))
+        now = self.clock()
+        if line != self.shown and (key != self._key or now - self._at >= self.interval):
+            self._write(line, key, now)
+
+    def _write(self, line: str, key: tuple[Any, ...] | None, now: float) -> None:
+        self.out.write(line.rstrip() + "\n")
+        self.out.flush()
+        self.shown, self._key, self._at = line, key, now
 
     def end(self) -> None:
-        if self.shown:
-            self.out.write("\n")
-            self.out.flush()
+        if self.tty:
+            if self.shown:
+                self.out.write("\n")
+                self.out.flush()
+        elif self.latest and self.latest != self.shown:  # the final state, unless its line is written already
+            self._write(self.latest, None, self.clock())
 
 
 def progress_out(progress: bool | TextIO, default: TextIO) -> TextIO | None:
