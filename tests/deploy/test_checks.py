@@ -40,6 +40,7 @@ def test_kubernetes_manifests_validate_against_the_kubernetes_schemas(tmp_path: 
     for args in (
         ["/models/iris.skops", "--image", IMAGE],
         ["/models", "--image", DIGEST_IMAGE, "--name", "repo", "--replicas", "1", "--serve-arg=--watch"],
+        ["/models/iris.skops", "--image", IMAGE, "--grpc-port", "8001"],
     ):
         found = generate(tmp_path, "kubernetes", *args)
         assert len(found) == 6

@@ -79,3 +79,15 @@ def test_format_protocol_runtime_and_extra_args(tmp_path: Path) -> None:
 def test_a_storage_uri_must_be_a_uri(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["deploy", "kserve", "--name", "iris", "--storage-uri", "/models/iris", "--image", IMAGE]) == 2
     assert "--storage-uri: '/models/iris' is not a URI" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "grpc", [["--grpc-port", "8001"], ["--serve-arg=--grpc-port=8001"], ["--serve-arg=--grpc=9000"]]
+)
+def test_grpc_is_refused_with_the_reason(grpc: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["deploy", "kserve", "--name", "iris", "--storage-uri", "gs://bucket/iris", "--image", IMAGE, *grpc]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "modelapi deploy kserve serves HTTP only: KServe sends a predictor's traffic to one port" in err
+    assert "use `modelapi deploy kubernetes --grpc-port PORT`" in err
+    assert "Traceback" not in err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,7 +13,7 @@ from modelapi.cli import main
 from modelapi.deploy import kubernetes as k8s
 from modelapi.deploy.manifest import write
 
-from .conftest import IMAGE
+from .conftest import IMAGE, generate
 
 
 def _container(manifests: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -133,6 +134,30 @@ def test_service_autoscaler_budget_and_policy(kubernetes: dict[str, dict[str, An
     ]
 
 
+def test_without_grpc_port_no_grpc_is_exposed(kubernetes: dict[str, dict[str, Any]]) -> None:
+    container = _container(kubernetes)
+    assert "--grpc-port" not in container["args"]
+    assert "grpc" not in {p["name"] for p in container["ports"]}
+
+
+def test_grpc_port_is_served_and_reachable_through_the_pod_the_service_and_the_policy(tmp_path: Path) -> None:
+    found = generate(tmp_path, "kubernetes", "/models/iris.skops", "--image", IMAGE, "--grpc-port", "8001")
+    container = _container(found)
+    args = container["args"]
+    assert args[args.index("--grpc-port") + 1] == "8001"
+    ports = {p["name"]: p for p in container["ports"]}
+    assert ports["grpc"] == {"name": "grpc", "containerPort": 8001, "protocol": "TCP"}
+    assert set(ports) == {"http", "ops", "grpc"}
+    # the probes stay on HTTP, on the operations port
+    assert {container[p]["httpGet"]["port"] for p in ("startupProbe", "livenessProbe", "readinessProbe")} == {"ops"}
+    service_ports = {p["name"]: p for p in found["Service"]["spec"]["ports"]}
+    assert service_ports["grpc"] == {"name": "grpc", "port": 8001, "targetPort": "grpc", "protocol": "TCP"}
+    assert service_ports["http"]["targetPort"] == "http"
+    api_rule, ops_rule = found["NetworkPolicy"]["spec"]["ingress"]
+    assert api_rule == {"ports": [{"port": 8080, "protocol": "TCP"}, {"port": 8001, "protocol": "TCP"}]}
+    assert ops_rule["ports"] == [{"port": 9090, "protocol": "TCP"}]
+
+
 def test_the_autoscaler_carries_a_commented_example_on_a_modelapi_metric() -> None:
     options = k8s.Options(name="iris", image=IMAGE, model="/models/iris.skops")
     out = io.StringIO()
@@ -172,6 +197,11 @@ def test_stdout_is_one_stream_kubectl_reads(capsys: pytest.CaptureFixture[str]) 
         # cut short by the kubelet
         (["--image", IMAGE, "--serve-arg=--graceful-timeout=60"], "give `modelapi deploy kubernetes --graceful"),
         (["--image", IMAGE, "--serve-arg=--graceful=60"], "--serve-arg=--graceful=60: give `modelapi deploy"),
+        # a gRPC port the server alone knows is in no container port, Service or NetworkPolicy: unreachable
+        (["--image", IMAGE, "--serve-arg=--grpc-port=8001"], "give `modelapi deploy kubernetes --grpc-port PORT`"),
+        (["--image", IMAGE, "--serve-arg=--grpc-p", "--serve-arg=8001"], "--serve-arg=--grpc-p: give `modelapi"),
+        (["--image", IMAGE, "--grpc-port", "9090"], "--grpc-port 9090: the pod serves HTTP on 8080 and its operations"),
+        (["--image", IMAGE, "--grpc-port", "8080"], "--grpc-port 8080: the pod serves HTTP on 8080"),
     ],
 )
 def test_bad_options_are_one_line_errors(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -179,6 +209,13 @@ def test_bad_options_are_one_line_errors(args: list[str], message: str, capsys: 
     err = capsys.readouterr().err
     assert message in err
     assert "Traceback" not in err
+
+
+def test_grpc_port_must_be_a_port(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit:
+        main(["deploy", "kubernetes", "/models/iris.skops", "--image", IMAGE, "--grpc-port", "70000"])
+    assert exit.value.code == 2
+    assert "--grpc-port: expected a port number from 1 to 65535, got 70000" in capsys.readouterr().err
 
 
 def test_a_name_is_derived_from_any_model_path() -> None:

@@ -16,6 +16,21 @@ def _positive(text: str) -> int:
     return value
 
 
+def _port(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number from 1 to 65535, got {text}")
+    return value
+
+
+#: why ``deploy kserve`` serves no gRPC (its --grpc-port, and --serve-arg=--grpc-port, are refused with this)
+KSERVE_NO_GRPC = (
+    "modelapi deploy kserve serves HTTP only: KServe sends a predictor's traffic to one port of its container, "
+    "which the runtime gives to HTTP (8080; in serverless mode Knative refuses a second port, and gRPC would take "
+    "that one, named h2c, in place of HTTP); for gRPC use `modelapi deploy kubernetes --grpc-port PORT`"
+)
+
+
 def add_deploy_command(sub: Any) -> None:
     deploy = sub.add_parser(
         "deploy",
@@ -61,6 +76,11 @@ def add_deploy_command(sub: Any) -> None:
         help="seconds a pod drains in-flight requests after SIGTERM (default 30)",
     )  # fmt: skip
     k8s.add_argument(
+        "--grpc-port", type=_port, metavar="PORT",
+        help="also serve gRPC (the Open Inference Protocol; the image needs the grpc extra) on this port: a "
+        "container port named grpc, a Service port and a NetworkPolicy ingress port with it (probes stay on HTTP)",
+    )  # fmt: skip
+    k8s.add_argument(
         "--monitoring-namespace", default="monitoring",
         help="the namespace whose Prometheus may scrape /metrics (default monitoring)",
     )  # fmt: skip
@@ -76,6 +96,7 @@ def add_deploy_command(sub: Any) -> None:
     kserve.add_argument("--format", dest="model_format", choices=_FORMATS, default="sklearn", help="default sklearn")
     kserve.add_argument("--protocol", choices=("v1", "v2"), default="v2", help="protocolVersion (default v2)")
     kserve.add_argument("--runtime", default="modelapi", help="the ClusterServingRuntime's name (default modelapi)")
+    kserve.add_argument("--grpc-port", type=_port, help=argparse.SUPPRESS)  # refused, with KSERVE_NO_GRPC
     common(kserve)
 
 
@@ -105,12 +126,25 @@ def run_deploy(args: argparse.Namespace) -> int:
                 f"--serve-arg={arg}: give `modelapi deploy kubernetes --graceful-timeout SECONDS` instead; the "
                 "Deployment's terminationGracePeriodSeconds is sized from it"
             )
+        # a gRPC port given to the server alone is in no container port, Service or NetworkPolicy: unreachable
+        if "--grpc-port" in meant:
+            if args.deploy_target == "kubernetes":
+                raise ValueError(
+                    f"--serve-arg={arg}: give `modelapi deploy kubernetes --grpc-port PORT` instead; the container's "
+                    "ports, the Service and the NetworkPolicy follow it"
+                )
+            raise ValueError(f"--serve-arg={arg}: {KSERVE_NO_GRPC}")
     cpu = check_quantity(args.cpu, "--cpu", "1, 2, 500m")
     memory = check_quantity(args.memory, "--memory", "1Gi, 512Mi, 2G")
     if args.deploy_target == "kubernetes":
         name = check_name(args.name) if args.name else name_from(args.model)
         if args.max_replicas is not None and args.max_replicas < args.replicas:
             raise ValueError(f"--max-replicas {args.max_replicas} is below --replicas {args.replicas}")
+        if args.grpc_port in (kubernetes.PORT, kubernetes.OPS_PORT):
+            raise ValueError(
+                f"--grpc-port {args.grpc_port}: the pod serves HTTP on {kubernetes.PORT} and its operations port on "
+                f"{kubernetes.OPS_PORT}; pick another, e.g. 8001"
+            )
         docs = kubernetes.manifests(
             kubernetes.Options(
                 name=name,
@@ -124,10 +158,13 @@ def run_deploy(args: argparse.Namespace) -> int:
                 grace_period_s=args.graceful_timeout,
                 secret=args.secret,
                 monitoring_namespace=check_name(args.monitoring_namespace, "--monitoring-namespace"),
+                grpc_port=args.grpc_port,
                 serve_args=serve_args,
             )
         )
     else:
+        if args.grpc_port is not None:
+            raise ValueError(f"--grpc-port: {KSERVE_NO_GRPC}")
         if "://" not in args.storage_uri:
             raise ValueError(
                 f"--storage-uri: {args.storage_uri!r} is not a URI; expected e.g. gs://bucket/model, "

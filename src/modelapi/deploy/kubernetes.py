@@ -36,6 +36,7 @@ class Options:
     grace_period_s: int = 30  # the server's --graceful-timeout
     secret: str | None = None  # the Secret holding database-url and redis-url; default <name>-urls
     monitoring_namespace: str = "monitoring"
+    grpc_port: int | None = None  # the server's --grpc-port: a container port, a Service port and ingress with it
     serve_args: tuple[str, ...] = ()
 
     @property
@@ -66,6 +67,7 @@ def serve_args(o: Options) -> list[str]:
         str(o.grace_period_s),
         "--log-format",
         "json",
+        *(["--grpc-port", str(o.grpc_port)] if o.grpc_port is not None else []),
         *o.serve_args,
     ]
 
@@ -145,6 +147,7 @@ def deployment(o: Options) -> Manifest:
         "ports": [
             {"name": "http", "containerPort": PORT, "protocol": "TCP"},
             {"name": "ops", "containerPort": OPS_PORT, "protocol": "TCP"},
+            *([{"name": "grpc", "containerPort": o.grpc_port, "protocol": "TCP"}] if o.grpc_port is not None else []),
         ],
         "env": [{"name": "MODELAPI_STATE_DIR", "value": STATE_DIR}, *secret_env(o.secret_name)],
         **probes(),
@@ -206,12 +209,23 @@ Secret {o.secret_name!r}, keys database-url and redis-url:
     --from-literal=database-url=postgresql+psycopg://USER:PASSWORD@HOST:5432/DB \\
     --from-literal=redis-url=redis://HOST:6379/0
 /metrics and the health routes are served without a key on port {OPS_PORT} (nothing else is served there); the
-API port needs a key (modelapi keys create --database-url ...).
+API port needs a key (modelapi keys create --database-url ...).{grpc_note(o)}
 Applying this file again sets the replica count back to {o.replicas}; the HPA then scales it again."""
     return Manifest(body, comment)
 
 
+def grpc_note(o: Options) -> str:
+    if o.grpc_port is None:
+        return ""
+    return f"""
+gRPC (the Open Inference Protocol, --grpc-port) on container port {o.grpc_port}, named grpc, with the same keys; the
+probes stay on HTTP (the ops port), whose readiness the gRPC health service follows."""
+
+
 def service(o: Options) -> Manifest:
+    ports = [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]
+    if o.grpc_port is not None:  # the same number on the Service as in the pod: gRPC clients name it
+        ports.append({"name": "grpc", "port": o.grpc_port, "targetPort": "grpc", "protocol": "TCP"})
     body = {
         "apiVersion": "v1",
         "kind": "Service",
@@ -219,13 +233,19 @@ def service(o: Options) -> Manifest:
         "spec": {
             "type": "ClusterIP",
             "selector": labels(o),
-            # the API only: the operations port's answers are each pod's own, asked of each pod (the kubelet's
-            # probes; Prometheus through the pods' annotations or a PodMonitor), never of any ready pod
-            "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+            # the API only (HTTP, and gRPC with --grpc-port): the operations port's answers are each pod's own,
+            # asked of each pod (the kubelet's probes; Prometheus through the pods' annotations or a PodMonitor),
+            # never of any ready pod
+            "ports": ports,
         },
     }
     comment = f"""In-cluster address: http://{o.name}.{o.namespace}.svc/ (port 80 -> the pods' {PORT}); only ready pods
 receive traffic. Put an Ingress or a Gateway in front of it for callers outside the cluster."""
+    if o.grpc_port is not None:
+        comment += f"""
+gRPC: {o.name}.{o.namespace}.svc:{o.grpc_port} (port grpc). gRPC keeps one HTTP/2 connection per client, so a
+Service spreads clients, not calls, across pods: balance per call on the client side (a headless Service and
+round_robin) or with a gRPC-aware proxy."""
     return Manifest(body, comment)
 
 
@@ -278,6 +298,9 @@ maxUnavailable rather than minAvailable: with one replica a drain can still proc
 
 
 def network_policy(o: Options) -> Manifest:
+    api_ports = [{"port": PORT, "protocol": "TCP"}]
+    if o.grpc_port is not None:
+        api_ports.append({"port": o.grpc_port, "protocol": "TCP"})
     body = {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -286,7 +309,7 @@ def network_policy(o: Options) -> Manifest:
             "podSelector": {"matchLabels": labels(o)},
             "policyTypes": ["Ingress", "Egress"],
             "ingress": [
-                {"ports": [{"port": PORT, "protocol": "TCP"}]},
+                {"ports": api_ports},
                 {
                     "from": [
                         {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": o.monitoring_namespace}}}
@@ -306,7 +329,8 @@ def network_policy(o: Options) -> Manifest:
             ],
         },
     }
-    comment = f"""Ingress: the API port ({PORT}) from anywhere the cluster routes (narrow it with a `from` naming your
+    api = f"the API port ({PORT})" if o.grpc_port is None else f"the API ports ({PORT}, gRPC {o.grpc_port})"
+    comment = f"""Ingress: {api} from anywhere the cluster routes (narrow it with a `from` naming your
 ingress controller's namespace); the operations port ({OPS_PORT}: /metrics, health) only from the namespace
 {o.monitoring_namespace!r}, and from the pod's own node, whose kubelet sends the probes: a NetworkPolicy always
 allows traffic from the node a pod runs on.
