@@ -126,6 +126,11 @@ INFERENCE_SERVICE = {
                         "maxReplicas": {"type": "integer", "minimum": 0},
                         "serviceAccountName": {"type": "string"},
                         "timeout": {"type": "integer"},
+                        # the PodSpec's fields are inline in v1beta1's PredictorSpec (raw deployment mode only:
+                        # Knative refuses this one)
+                        "terminationGracePeriodSeconds": {
+                            "$ref": f"{K8S}io.k8s.api.core.v1.PodSpec/properties/terminationGracePeriodSeconds"
+                        },
                     },
                 }
             },

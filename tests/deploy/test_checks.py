@@ -57,9 +57,15 @@ def test_a_misspelt_field_fails_kubernetes_validation(kubernetes: dict[str, dict
 
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
-def test_kserve_manifests_validate(kserve: dict[str, dict[str, Any]], version: str) -> None:
+def test_kserve_manifests_validate(kserve: dict[str, dict[str, Any]], tmp_path: Path, version: str) -> None:
     _kubernetes_validate()  # the Kubernetes types inside come from its schemas
     for document in kserve.values():
+        kserve_schema.validate(document, version)
+    serverless = generate(
+        tmp_path, "kserve", "--name", "iris", "--storage-uri", "gs://b/iris", "--image", IMAGE,
+        "--deployment-mode", "serverless", "--graceful-timeout", "20",
+    )  # fmt: skip
+    for document in serverless.values():
         kserve_schema.validate(document, version)
 
 

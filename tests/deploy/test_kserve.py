@@ -53,7 +53,7 @@ def test_the_runtime_brings_its_own_http_probes_on_the_operations_port(kserve: d
 def test_the_inference_service_uses_the_runtime(kserve: dict[str, dict[str, Any]]) -> None:
     isvc = kserve["InferenceService"]
     assert isvc["apiVersion"] == "serving.kserve.io/v1beta1"
-    assert isvc["metadata"] == {"name": "iris", "namespace": "modelapi"}
+    assert isvc["metadata"]["name"] == "iris" and isvc["metadata"]["namespace"] == "modelapi"
     model = isvc["spec"]["predictor"]["model"]
     assert model["runtime"] == kserve["ClusterServingRuntime"]["metadata"]["name"] == "modelapi"
     assert model["storageUri"] == "gs://bucket/iris"
@@ -61,7 +61,56 @@ def test_the_inference_service_uses_the_runtime(kserve: dict[str, dict[str, Any]
     assert model["protocolVersion"] == "v2"
     env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in model["env"]}
     assert env["MODELAPI_DATABASE_URL"]["name"] == "iris-urls"
-    assert "args" not in model
+    assert model["args"] == ["--graceful-timeout", "30"]  # the drain its grace period is sized from
+
+
+def _drain(args: list[str]) -> int:
+    return int(args[args.index("--graceful-timeout") + 1])
+
+
+def test_raw_mode_gives_the_pod_a_grace_period_beyond_the_servers_drain(kserve: dict[str, dict[str, Any]]) -> None:
+    [container] = kserve["ClusterServingRuntime"]["spec"]["containers"]
+    isvc = kserve["InferenceService"]
+    model = isvc["spec"]["predictor"]["model"]
+    assert _drain(container["args"]) == _drain(model["args"]) == 30  # explicit, not the server's default
+    assert isvc["metadata"]["annotations"] == {"serving.kserve.io/deploymentMode": "RawDeployment"}
+    # the PodSpec's field, inline in the predictor; a margin over the drain (KServe adds no preStop pause)
+    assert isvc["spec"]["predictor"]["terminationGracePeriodSeconds"] >= _drain(model["args"]) + 10
+    assert "terminationGracePeriodSeconds" not in kserve["ClusterServingRuntime"]["spec"]
+
+
+def test_graceful_timeout_sizes_the_drain_and_the_grace_period(tmp_path: Path) -> None:
+    found = generate(
+        tmp_path, "kserve", "--name", "iris", "--storage-uri", "gs://b/iris", "--image", IMAGE,
+        "--graceful-timeout", "90", "--serve-arg=--trust-pickle",
+    )  # fmt: skip
+    [container] = found["ClusterServingRuntime"]["spec"]["containers"]
+    predictor = found["InferenceService"]["spec"]["predictor"]
+    assert _drain(container["args"]) == 90
+    # KServe appends the model's args to the runtime's: the last --graceful-timeout is the one the server takes
+    assert predictor["model"]["args"] == ["--graceful-timeout", "90", "--trust-pickle"]
+    assert predictor["terminationGracePeriodSeconds"] == 100
+
+
+def test_serverless_mode_leaves_the_grace_period_to_knative(tmp_path: Path) -> None:
+    found = generate(
+        tmp_path, "kserve", "--name", "iris", "--storage-uri", "gs://b/iris", "--image", IMAGE,
+        "--deployment-mode", "serverless",
+    )  # fmt: skip
+    isvc = found["InferenceService"]
+    assert isvc["metadata"]["annotations"] == {"serving.kserve.io/deploymentMode": "Serverless"}
+    # Knative's webhook refuses the field and sets it from the revision's timeout (300 s by default)
+    assert "terminationGracePeriodSeconds" not in isvc["spec"]["predictor"]
+    assert _drain(isvc["spec"]["predictor"]["model"]["args"]) == 30
+
+
+@pytest.mark.parametrize("arg", ["--serve-arg=--graceful-timeout=60", "--serve-arg=--graceful=60"])
+def test_serve_arg_graceful_timeout_is_refused(arg: str, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["deploy", "kserve", "--name", "iris", "--storage-uri", "gs://bucket/iris", "--image", IMAGE, arg]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"{arg}: give `modelapi deploy kserve --graceful-timeout SECONDS` instead" in err
+    assert "Traceback" not in err
 
 
 def test_format_protocol_runtime_and_extra_args(tmp_path: Path) -> None:
@@ -73,7 +122,7 @@ def test_format_protocol_runtime_and_extra_args(tmp_path: Path) -> None:
     assert model["modelFormat"] == {"name": "lightgbm"}
     assert model["protocolVersion"] == "v1"
     assert model["runtime"] == found["ClusterServingRuntime"]["metadata"]["name"] == "modelapi-cpu"
-    assert model["args"] == ["--trust-pickle"]  # KServe appends them to the runtime's
+    assert model["args"][-1] == "--trust-pickle"  # KServe appends them to the runtime's
 
 
 def test_a_storage_uri_must_be_a_uri(capsys: pytest.CaptureFixture[str]) -> None:

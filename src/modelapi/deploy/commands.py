@@ -96,6 +96,16 @@ def add_deploy_command(sub: Any) -> None:
     kserve.add_argument("--format", dest="model_format", choices=_FORMATS, default="sklearn", help="default sklearn")
     kserve.add_argument("--protocol", choices=("v1", "v2"), default="v2", help="protocolVersion (default v2)")
     kserve.add_argument("--runtime", default="modelapi", help="the ClusterServingRuntime's name (default modelapi)")
+    kserve.add_argument(
+        "--graceful-timeout", type=_positive, default=30, metavar="SECONDS",
+        help="seconds a pod drains in-flight requests after SIGTERM (default 30); in raw mode the predictor's "
+        "terminationGracePeriodSeconds is this plus 10",
+    )  # fmt: skip
+    kserve.add_argument(
+        "--deployment-mode", choices=("raw", "serverless"), default="raw",
+        help="the InferenceService's serving.kserve.io/deploymentMode: raw (RawDeployment, default: the pod's "
+        "grace period is set) or serverless (Knative, which sets it from predictor.timeout)",
+    )  # fmt: skip
     kserve.add_argument("--grpc-port", type=_port, help=argparse.SUPPRESS)  # refused, with KSERVE_NO_GRPC
     common(kserve)
 
@@ -119,12 +129,13 @@ def run_deploy(args: argparse.Namespace) -> int:
                 raise ValueError(
                     f"--serve-arg={arg}: the manifests set {own} themselves (their probes and ports follow it)"
                 )
-        # the Deployment's terminationGracePeriodSeconds is sized from deploy's own --graceful-timeout: a longer
-        # drain given to the server alone would be cut short by the kubelet's SIGKILL
-        if args.deploy_target == "kubernetes" and "--graceful-timeout" in meant:
+        # the pod's terminationGracePeriodSeconds is sized from deploy's own --graceful-timeout: a longer drain
+        # given to the server alone would be cut short by the kubelet's SIGKILL
+        if "--graceful-timeout" in meant:
+            sized = "Deployment's" if args.deploy_target == "kubernetes" else "InferenceService's (raw mode)"
             raise ValueError(
-                f"--serve-arg={arg}: give `modelapi deploy kubernetes --graceful-timeout SECONDS` instead; the "
-                "Deployment's terminationGracePeriodSeconds is sized from it"
+                f"--serve-arg={arg}: give `modelapi deploy {args.deploy_target} --graceful-timeout SECONDS` "
+                f"instead; the {sized} terminationGracePeriodSeconds is sized from it"
             )
         # a gRPC port given to the server alone is in no container port, Service or NetworkPolicy: unreachable
         if "--grpc-port" in meant:
@@ -181,6 +192,8 @@ def run_deploy(args: argparse.Namespace) -> int:
                 protocol=args.protocol,
                 cpu=cpu,
                 memory=memory,
+                grace_period_s=args.graceful_timeout,
+                deployment_mode=args.deployment_mode,
                 secret=args.secret,
                 serve_args=serve_args,
             )

@@ -17,6 +17,11 @@ from .manifest import Manifest
 
 PORT = 8080  # KServe's convention for the predictor's HTTP port
 OPS_PORT = 8082  # the operations port (--metrics-port): /metrics and the probes' health routes
+#: seconds the pod's terminationGracePeriodSeconds exceeds the server's --graceful-timeout by (raw deployment mode)
+DRAIN_MARGIN_S = 10
+#: KServe's annotation choosing how an InferenceService is deployed, and its values for --deployment-mode
+MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
+MODES = {"raw": "RawDeployment", "serverless": "Serverless"}
 #: model formats modelapi loads, with the format versions an InferenceService may name
 FORMATS: dict[str, tuple[str, ...]] = {
     "sklearn": ("1",),
@@ -38,6 +43,8 @@ class Options:
     protocol: str = "v2"
     cpu: str = "1"
     memory: str = "1Gi"
+    grace_period_s: int = 30  # the server's --graceful-timeout
+    deployment_mode: str = "raw"  # a key of MODES
     secret: str | None = None
     serve_args: tuple[str, ...] = ()
 
@@ -59,6 +66,9 @@ def runtime(o: Options) -> Manifest:
         str(PORT),
         "--metrics-port",
         str(OPS_PORT),
+        # explicit, not the server's default: the InferenceService's grace period is sized from it
+        "--graceful-timeout",
+        str(o.grace_period_s),
         "--log-format",
         "json",
     ]
@@ -107,8 +117,13 @@ def runtime(o: Options) -> Manifest:
 The model comes from /mnt/models (KServe's storage initializer puts storageUri there); --model-name {{{{.Name}}}}
 names a single model after the InferenceService. autoSelect is false: only an InferenceService that names
 runtime: {o.runtime} uses it, so installing it changes nothing else in the cluster. Args an InferenceService
-gives (e.g. --trust-pickle for a .joblib model) are appended to these."""
+gives (e.g. --trust-pickle for a .joblib model) are appended to these; `modelapi deploy kserve` repeats
+--graceful-timeout there, since each InferenceService's grace period is sized from its own."""
     return Manifest(body, comment)
+
+
+def termination_grace_s(o: Options) -> int:
+    return o.grace_period_s + DRAIN_MARGIN_S
 
 
 def inference_service(o: Options) -> Manifest:
@@ -123,19 +138,48 @@ def inference_service(o: Options) -> Manifest:
             "limits": {"cpu": o.cpu, "memory": o.memory},
         },
     }
-    if o.serve_args:
-        model["args"] = list(o.serve_args)
+    # the drain again, after the runtime's: the ClusterServingRuntime is cluster-wide and may have been written
+    # with another --graceful-timeout, while this InferenceService's grace period is sized from this one (KServe
+    # appends these args to the runtime's; the last value given wins)
+    model["args"] = ["--graceful-timeout", str(o.grace_period_s), *o.serve_args]
+    predictor: dict[str, Any] = {"model": model}
+    # The pod's grace period is set here, not in the ClusterServingRuntime: a ServingRuntime's spec takes
+    # containers, volumes and scheduling fields but no terminationGracePeriodSeconds, while v1beta1's
+    # PredictorSpec carries the PodSpec's fields inline. In raw deployment mode KServe copies it into the
+    # Deployment's pod template (else Kubernetes' default, 30 s, no longer than the server's default drain). In
+    # serverless mode Knative's webhook refuses the field ("must not set the field(s):
+    # spec.template.spec.terminationGracePeriodSeconds") and sets it from the revision's timeout
+    # (predictor.timeout, Knative's default 300 s), so it is left out there.
+    if o.deployment_mode == "raw":
+        predictor["terminationGracePeriodSeconds"] = termination_grace_s(o)
     body = {
         "apiVersion": "serving.kserve.io/v1beta1",
         "kind": "InferenceService",
-        "metadata": {"name": o.name, "namespace": o.namespace},
-        "spec": {"predictor": {"model": model}},
+        "metadata": {
+            "name": o.name,
+            "namespace": o.namespace,
+            # explicit: whether the grace period above may be set depends on it, not on the cluster's default
+            "annotations": {MODE_ANNOTATION: MODES[o.deployment_mode]},
+        },
+        "spec": {"predictor": predictor},
     }
     comment = f"""{o.name}: the {o.model_format} model at {o.storage_uri}, served by the {o.runtime} runtime.
 V2: POST /v2/models/{o.name}/infer; V1: POST /v1/models/{o.name}:predict (with a key: Authorization: Bearer ...).
 The key store's URL (required) and Redis (optional) come from the Secret {o.secret_name!r} in {o.namespace!r},
-keys database-url and redis-url, as for `modelapi deploy kubernetes`."""
+keys database-url and redis-url, as for `modelapi deploy kubernetes`.
+{_drain_note(o)}"""
     return Manifest(body, comment)
+
+
+def _drain_note(o: Options) -> str:
+    drain = f"""{MODES[o.deployment_mode]} mode. On SIGTERM the server drains in-flight requests for up to
+{o.grace_period_s} s (--graceful-timeout, in the model's args as well as the runtime's: the cluster-wide runtime
+may carry another value)"""
+    if o.deployment_mode == "raw":
+        return f"""{drain}; terminationGracePeriodSeconds ({termination_grace_s(o)}) covers it plus a margin,
+so Kubernetes never kills a draining server."""
+    return f"""{drain}; Knative refuses terminationGracePeriodSeconds and sets it from
+predictor.timeout (300 s by default): keep that at {termination_grace_s(o)} s or more."""
 
 
 def manifests(o: Options) -> list[Manifest]:
