@@ -61,12 +61,13 @@ def test_kserve_manifests_validate(kserve: dict[str, dict[str, Any]], tmp_path: 
     _kubernetes_validate()  # the Kubernetes types inside come from its schemas
     for document in kserve.values():
         kserve_schema.validate(document, version)
-    serverless = generate(
-        tmp_path, "kserve", "--name", "iris", "--storage-uri", "gs://b/iris", "--image", IMAGE,
-        "--deployment-mode", "serverless", "--graceful-timeout", "20",
-    )  # fmt: skip
-    for document in serverless.values():
-        kserve_schema.validate(document, version)
+    for mode in ("raw", "serverless"):
+        found = generate(
+            tmp_path / mode, "kserve", "--name", "iris", "--storage-uri", "gs://b/iris", "--image", IMAGE,
+            "--deployment-mode", mode, "--graceful-timeout", "45",
+        )  # fmt: skip
+        for document in found.values():
+            kserve_schema.validate(document, version)
 
 
 def test_a_misspelt_kserve_field_fails(kserve: dict[str, dict[str, Any]]) -> None:

@@ -61,28 +61,49 @@ def test_the_inference_service_uses_the_runtime(kserve: dict[str, dict[str, Any]
     assert model["protocolVersion"] == "v2"
     env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in model["env"]}
     assert env["MODELAPI_DATABASE_URL"]["name"] == "iris-urls"
-    assert model["args"] == ["--graceful-timeout", "30"]  # the drain its grace period is sized from
+    assert model["args"] == ["--graceful-timeout", "20"]  # the drain its grace period is sized from
 
 
 def _drain(args: list[str]) -> int:
     return int(args[args.index("--graceful-timeout") + 1])
 
 
-def test_raw_mode_gives_the_pod_a_grace_period_beyond_the_servers_drain(kserve: dict[str, dict[str, Any]]) -> None:
+def test_by_default_the_drain_fits_a_pods_default_grace_period_in_the_clusters_mode(
+    kserve: dict[str, dict[str, Any]],
+) -> None:
     [container] = kserve["ClusterServingRuntime"]["spec"]["containers"]
     isvc = kserve["InferenceService"]
     model = isvc["spec"]["predictor"]["model"]
-    assert _drain(container["args"]) == _drain(model["args"]) == 30  # explicit, not the server's default
+    # explicit, not the server's default (30 s, the whole of a pod's default grace period): 10 s are left
+    assert _drain(container["args"]) == _drain(model["args"]) == 20
+    # the mode is left to the cluster, and no grace period is set (Knative would refuse it)
+    assert "annotations" not in isvc["metadata"]
+    assert "terminationGracePeriodSeconds" not in isvc["spec"]["predictor"]
+
+
+def test_raw_mode_gives_the_pod_a_grace_period_beyond_the_servers_drain(tmp_path: Path) -> None:
+    found = generate(
+        tmp_path, "kserve", "--name", "iris", "--storage-uri", "gs://b/iris", "--image", IMAGE,
+        "--deployment-mode", "raw",
+    )  # fmt: skip
+    isvc = found["InferenceService"]
+    model = isvc["spec"]["predictor"]["model"]
     assert isvc["metadata"]["annotations"] == {"serving.kserve.io/deploymentMode": "RawDeployment"}
     # the PodSpec's field, inline in the predictor; a margin over the drain (KServe adds no preStop pause)
-    assert isvc["spec"]["predictor"]["terminationGracePeriodSeconds"] >= _drain(model["args"]) + 10
-    assert "terminationGracePeriodSeconds" not in kserve["ClusterServingRuntime"]["spec"]
+    assert isvc["spec"]["predictor"]["terminationGracePeriodSeconds"] == _drain(model["args"]) + 10 == 30
+    assert "terminationGracePeriodSeconds" not in found["ClusterServingRuntime"]["spec"]
+
+
+def test_a_drain_longer_than_the_default_grace_period_allows_needs_a_mode(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["deploy", "kserve", "--name", "iris", "--storage-uri", "gs://b/iris", "--image", IMAGE]
+    assert main([*args, "--graceful-timeout", "21"]) == 2
+    assert "a drain over 20 s needs --deployment-mode raw" in capsys.readouterr().err
 
 
 def test_graceful_timeout_sizes_the_drain_and_the_grace_period(tmp_path: Path) -> None:
     found = generate(
         tmp_path, "kserve", "--name", "iris", "--storage-uri", "gs://b/iris", "--image", IMAGE,
-        "--graceful-timeout", "90", "--serve-arg=--trust-pickle",
+        "--deployment-mode", "raw", "--graceful-timeout", "90", "--serve-arg=--trust-pickle",
     )  # fmt: skip
     [container] = found["ClusterServingRuntime"]["spec"]["containers"]
     predictor = found["InferenceService"]["spec"]["predictor"]
@@ -101,7 +122,7 @@ def test_serverless_mode_leaves_the_grace_period_to_knative(tmp_path: Path) -> N
     assert isvc["metadata"]["annotations"] == {"serving.kserve.io/deploymentMode": "Serverless"}
     # Knative's webhook refuses the field and sets it from the revision's timeout (300 s by default)
     assert "terminationGracePeriodSeconds" not in isvc["spec"]["predictor"]
-    assert _drain(isvc["spec"]["predictor"]["model"]["args"]) == 30
+    assert _drain(isvc["spec"]["predictor"]["model"]["args"]) == 20
 
 
 @pytest.mark.parametrize("arg", ["--serve-arg=--graceful-timeout=60", "--serve-arg=--graceful=60"])

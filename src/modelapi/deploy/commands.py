@@ -97,14 +97,15 @@ def add_deploy_command(sub: Any) -> None:
     kserve.add_argument("--protocol", choices=("v1", "v2"), default="v2", help="protocolVersion (default v2)")
     kserve.add_argument("--runtime", default="modelapi", help="the ClusterServingRuntime's name (default modelapi)")
     kserve.add_argument(
-        "--graceful-timeout", type=_positive, default=30, metavar="SECONDS",
-        help="seconds a pod drains in-flight requests after SIGTERM (default 30); in raw mode the predictor's "
-        "terminationGracePeriodSeconds is this plus 10",
+        "--graceful-timeout", type=_positive, metavar="SECONDS",
+        help="seconds a pod drains in-flight requests after SIGTERM (default 20: 10 s within the 30 s grace "
+        "period a pod gets by default); in raw mode the predictor's terminationGracePeriodSeconds is this plus 10; "
+        "a longer drain needs --deployment-mode",
     )  # fmt: skip
     kserve.add_argument(
-        "--deployment-mode", choices=("raw", "serverless"), default="raw",
-        help="the InferenceService's serving.kserve.io/deploymentMode: raw (RawDeployment, default: the pod's "
-        "grace period is set) or serverless (Knative, which sets it from predictor.timeout)",
+        "--deployment-mode", choices=("raw", "serverless"), default=None,
+        help="write the InferenceService's serving.kserve.io/deploymentMode: raw (RawDeployment: the pod's grace "
+        "period is set) or serverless (Knative, which sets it from predictor.timeout); default: the cluster's",
     )  # fmt: skip
     kserve.add_argument("--grpc-port", type=_port, help=argparse.SUPPRESS)  # refused, with KSERVE_NO_GRPC
     common(kserve)
@@ -181,6 +182,14 @@ def run_deploy(args: argparse.Namespace) -> int:
                 f"--storage-uri: {args.storage_uri!r} is not a URI; expected e.g. gs://bucket/model, "
                 "s3://bucket/model, pvc://claim/path or https://host/model.joblib"
             )
+        drain = kserve.DEFAULT_DRAIN_S if args.graceful_timeout is None else args.graceful_timeout
+        if args.deployment_mode is None and drain > kserve.DEFAULT_DRAIN_S:
+            raise ValueError(
+                f"--graceful-timeout {drain}: with the cluster's deployment mode the pod's grace period is not set, "
+                f"and a raw deployment's is Kubernetes' default {kserve.DEFAULT_GRACE_S} s: a drain over "
+                f"{kserve.DEFAULT_DRAIN_S} s needs --deployment-mode raw (which sets it) or serverless (Knative sets "
+                "it from predictor.timeout)"
+            )
         docs = kserve.manifests(
             kserve.Options(
                 name=check_name(args.name),
@@ -192,7 +201,7 @@ def run_deploy(args: argparse.Namespace) -> int:
                 protocol=args.protocol,
                 cpu=cpu,
                 memory=memory,
-                grace_period_s=args.graceful_timeout,
+                grace_period_s=drain,
                 deployment_mode=args.deployment_mode,
                 secret=args.secret,
                 serve_args=serve_args,

@@ -19,6 +19,10 @@ PORT = 8080  # KServe's convention for the predictor's HTTP port
 OPS_PORT = 8082  # the operations port (--metrics-port): /metrics and the probes' health routes
 #: seconds the pod's terminationGracePeriodSeconds exceeds the server's --graceful-timeout by (raw deployment mode)
 DRAIN_MARGIN_S = 10
+#: the terminationGracePeriodSeconds a pod gets when nothing sets it (Kubernetes' default), and the drain that
+#: leaves the margin within it: the default, whatever mode the cluster deploys an InferenceService in
+DEFAULT_GRACE_S = 30
+DEFAULT_DRAIN_S = DEFAULT_GRACE_S - DRAIN_MARGIN_S
 #: KServe's annotation choosing how an InferenceService is deployed, and its values for --deployment-mode
 MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
 MODES = {"raw": "RawDeployment", "serverless": "Serverless"}
@@ -43,8 +47,8 @@ class Options:
     protocol: str = "v2"
     cpu: str = "1"
     memory: str = "1Gi"
-    grace_period_s: int = 30  # the server's --graceful-timeout
-    deployment_mode: str = "raw"  # a key of MODES
+    grace_period_s: int = DEFAULT_DRAIN_S  # the server's --graceful-timeout
+    deployment_mode: str | None = None  # a key of MODES; None: the cluster's default mode
     secret: str | None = None
     serve_args: tuple[str, ...] = ()
 
@@ -146,21 +150,20 @@ def inference_service(o: Options) -> Manifest:
     # The pod's grace period is set here, not in the ClusterServingRuntime: a ServingRuntime's spec takes
     # containers, volumes and scheduling fields but no terminationGracePeriodSeconds, while v1beta1's
     # PredictorSpec carries the PodSpec's fields inline. In raw deployment mode KServe copies it into the
-    # Deployment's pod template (else Kubernetes' default, 30 s, no longer than the server's default drain). In
+    # Deployment's pod template (else Kubernetes' default, 30 s, which the default drain fits with the margin). In
     # serverless mode Knative's webhook refuses the field ("must not set the field(s):
     # spec.template.spec.terminationGracePeriodSeconds") and sets it from the revision's timeout
     # (predictor.timeout, Knative's default 300 s), so it is left out there.
     if o.deployment_mode == "raw":
         predictor["terminationGracePeriodSeconds"] = termination_grace_s(o)
+    metadata: dict[str, Any] = {"name": o.name, "namespace": o.namespace}
+    if o.deployment_mode is not None:
+        # asked for: whether the grace period above may be set depends on it, so it is not left to the cluster
+        metadata["annotations"] = {MODE_ANNOTATION: MODES[o.deployment_mode]}
     body = {
         "apiVersion": "serving.kserve.io/v1beta1",
         "kind": "InferenceService",
-        "metadata": {
-            "name": o.name,
-            "namespace": o.namespace,
-            # explicit: whether the grace period above may be set depends on it, not on the cluster's default
-            "annotations": {MODE_ANNOTATION: MODES[o.deployment_mode]},
-        },
+        "metadata": metadata,
         "spec": {"predictor": predictor},
     }
     comment = f"""{o.name}: the {o.model_format} model at {o.storage_uri}, served by the {o.runtime} runtime.
@@ -172,14 +175,18 @@ keys database-url and redis-url, as for `modelapi deploy kubernetes`.
 
 
 def _drain_note(o: Options) -> str:
-    drain = f"""{MODES[o.deployment_mode]} mode. On SIGTERM the server drains in-flight requests for up to
+    mode = "The cluster's deployment" if o.deployment_mode is None else f"{MODES[o.deployment_mode]}"
+    drain = f"""{mode} mode. On SIGTERM the server drains in-flight requests for up to
 {o.grace_period_s} s (--graceful-timeout, in the model's args as well as the runtime's: the cluster-wide runtime
 may carry another value)"""
     if o.deployment_mode == "raw":
         return f"""{drain}; terminationGracePeriodSeconds ({termination_grace_s(o)}) covers it plus a margin,
 so Kubernetes never kills a draining server."""
-    return f"""{drain}; Knative refuses terminationGracePeriodSeconds and sets it from
+    if o.deployment_mode == "serverless":
+        return f"""{drain}; Knative refuses terminationGracePeriodSeconds and sets it from
 predictor.timeout (300 s by default): keep that at {termination_grace_s(o)} s or more."""
+    return f"""{drain}; that leaves at least {DRAIN_MARGIN_S} s of the {DEFAULT_GRACE_S} s grace period a raw
+deployment's pod gets by default (Knative's, in serverless mode, comes from predictor.timeout, 300 s by default)."""
 
 
 def manifests(o: Options) -> list[Manifest]:
