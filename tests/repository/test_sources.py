@@ -20,8 +20,9 @@ from helpers.repo import (
     skops_bytes,
     slow_joblib_bytes,
 )
+from modelapi.batching import BatchPolicy
 from modelapi.repository.registry import Repository
-from modelapi.repository.sources import Sources, read_models
+from modelapi.repository.sources import Sources, VersionSpec, _public, read_models
 from modelapi.settings import Settings
 
 
@@ -308,3 +309,17 @@ def test_a_renamed_model_follows_its_file_with_watch(tmp_path: Path) -> None:
             await r.close()
 
     asyncio.run(scenario())
+
+
+def test_a_load_error_names_the_file_inside_a_repository_given_as_a_relative_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every spelling of the repository is taken off, the longest first: a relative ``repo`` replaced before the
+    absolute ``/.../repo`` left ``/.../iris/5/model.onnx``, a server path to a file that is not there."""
+    monkeypatch.chdir(tmp_path)
+    spec = VersionSpec("5", lambda: None, None, None, None, BatchPolicy(), root=Path("repo"))  # type: ignore[arg-type,return-value]
+    for given in (f"{tmp_path}/repo/iris/5/model.onnx", "repo/iris/5/model.onnx"):
+        assert spec.public(f"cannot read {given} as an ONNX model") == "cannot read iris/5/model.onnx as an ONNX model"
+    assert spec.public("cannot read /srv/repo/iris/5/model.onnx") == "cannot read /srv/repo/iris/5/model.onnx"
+    problem = _public(Path("repo"), OSError(f"[Errno 5] Input/output error: '{tmp_path}/repo' (a repository)"))
+    assert problem == "[Errno 5] Input/output error: 'repo' (a repository)"

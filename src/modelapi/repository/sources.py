@@ -19,6 +19,7 @@ that an operator unloaded (``shared.py``) is wanted with no versions.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -66,9 +67,7 @@ class VersionSpec:
         """``message`` with the server's paths made relative to the repository (load errors name files)."""
         if self.root is None:
             return message
-        for prefix in {str(self.root.resolve()), str(self.root.absolute()), str(self.root)}:
-            message = message.replace(prefix.rstrip("/") + "/", "")
-        return message
+        return _without_root(self.root, message, "", "/")
 
     def policy_for(self, model: Model) -> BatchPolicy:
         """The operator's policy, else global off, else the model's own ``batching``, else the global policy."""
@@ -409,10 +408,20 @@ class Sources:
 
 def _public(root: Path, exc: Exception) -> str:
     """An error about ``root`` without the server's path to it."""
-    text = str(exc)
-    for prefix in {str(root.absolute()), str(root.resolve()), str(root)}:
-        text = text.replace(prefix, root.name or "the repository")
-    return text
+    return _without_root(root, str(exc), root.name or "the repository")
+
+
+def _without_root(root: Path, text: str, replacement: str, after: str = "") -> str:
+    """``text`` with every spelling of ``root`` (resolved, absolute, as given) followed by ``after`` replaced.
+    The longest spelling goes first, and a spelling counts only where a path can start: a relative ``models`` is
+    neither the tail of ``/srv/models`` nor the start of ``models2``. (A shorter spelling replaced first left the
+    rest of a longer one behind: ``/srv/iris/1/model.onnx`` for ``/srv/models/iris/1/model.onnx``.)"""
+    spellings = {str(root.resolve()).rstrip("/"), str(root.absolute()).rstrip("/"), str(root).rstrip("/")}
+    alternatives = "|".join(re.escape(s + after) for s in sorted(spellings, key=len, reverse=True) if s)
+    if not alternatives:
+        return text
+    end = "" if after else r"(?![\w.~-])"  # a whole spelling: ``repo`` is not the start of ``repository``
+    return re.sub(rf"(?<![\w./~-])(?:{alternatives}){end}", lambda _: replacement, text)
 
 
 def _given(model: Model) -> Callable[[], Model]:
