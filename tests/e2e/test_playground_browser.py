@@ -289,3 +289,35 @@ def test_with_authentication_the_page_loads_without_a_key_and_its_calls_carry_th
             assert kept == [0, 0, "", f"{server.url}/models/iris/playground"]
             screenshot(driver, "playground-auth-desktop", DESKTOP)
             assert not csp_refusals(console(driver))
+
+
+def test_the_batch_names_the_default_versions_inputs_whichever_version_the_form_shows(
+    browser: Any, tmp_path: Path
+) -> None:
+    """Jobs run on the default version: choosing another version for the form (here one with an array input
+    where the default takes named features) must not change the columns the batch asks for."""
+    import pandas as pd
+    import skops.io as sio
+    from sklearn.linear_model import LogisticRegression
+
+    from helpers.repo import skops_bytes
+
+    repo = tmp_path / "repo"
+    (repo / "m" / "1").mkdir(parents=True)
+    (repo / "m" / "2").mkdir()
+    (repo / "m" / "1" / "model.skops").write_bytes(skops_bytes("one"))
+    x = pd.DataFrame({"f1": [0.0, 1.0, 2.0, 3.0], "f2": [1.0, 0.0, 1.0, 0.0], "f3": [0.5, 0.5, 1.5, 1.5]})
+    sio.dump(LogisticRegression().fit(x, [0, 0, 1, 1]), repo / "m" / "2" / "model.skops")
+    (repo / "m" / "model.toml").write_text('version_policy = "all"\n')
+    with serve(str(repo), "--state-dir", str(tmp_path / "state"), tmp_dir=tmp_path) as server:
+        open_page(browser, f"{server.url}/models/m/playground")
+        assert one(browser, "#batch-columns").get_attribute("textContent") == "f1, f2, f3"
+        from selenium.webdriver.support.ui import Select
+
+        Select(one(browser, "#version")).select_by_value("1")
+        wait_for(browser, lambda d: "Version 1" in one(d, "#status").text, 30, "version 1's form")
+        assert [f.get_attribute("id") for f in by_css(browser, "#fields .field input, #fields .field textarea")] == [
+            "field-0"
+        ]
+        one(browser, "#tab-batch").click()
+        assert one(browser, "#batch-columns").text == "f1, f2, f3"

@@ -91,6 +91,10 @@
       if (!answer.ok) return setStatus(problemText(answer), true);
       fillVersions(answer.body);
       showModel(answer.body);
+      // jobs run on the default version: the batch names its inputs, whichever version the form shows
+      if (answer.body.example) {
+        $("batch-columns").textContent = answer.body.inputs.map(function (s) { return s.name; }).join(", ");
+      }
     }, networkError);
   }
 
@@ -119,7 +123,6 @@
     setStatus("Version " + description.version + " · " + (description.platform || "") +
       (info.estimator ? " · " + info.estimator : ""));
     buildForm(description.inputs, description.example.request || {});
-    $("batch-columns").textContent = description.inputs.map(function (s) { return s.name; }).join(", ");
     $("tabs").hidden = false;
     selectTab(document.querySelector("#tabs [aria-selected=true]").id === "tab-batch" ? "batch" : "form");
     updateSnippet();
