@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from sklearn.linear_model import LogisticRegression
 
 from modelapi.errors import ModelLoadError, UntrustedModel
 from modelapi.models.onnx import OnnxModel
-from modelapi.models.registry import load_model
+from modelapi.models.registry import FORMATS, SUFFIXES, load_model
 from modelapi.models.sklearn import SklearnModel
 from modelapi.models.trust import Trust
 
@@ -90,6 +91,11 @@ def test_missing_file(tmp_path: Path) -> None:
         load_model(tmp_path / "nope.skops")
     with pytest.raises(ModelLoadError, match="no such model file"):
         load_model("nope.skops")  # a string that is neither a path nor module:Class
+
+
+def test_the_list_of_supported_files_names_every_suffix_a_file_may_have() -> None:
+    named = set(re.findall(r"\.[a-z0-9]+", FORMATS))
+    assert set(SUFFIXES) <= named, f"not named: {sorted(set(SUFFIXES) - named)}"
 
 
 @pytest.mark.parametrize("bad", ["my model", "-leading", "a/b", "x" * 129, "ünï"])

@@ -32,7 +32,8 @@ TORCH_SUFFIXES = (".pt", ".pth", ".pt2")
 SUFFIXES = (".skops", ".onnx", *PICKLE_SUFFIXES, *XGBOOST_SUFFIXES, *LIGHTGBM_SUFFIXES, *TORCH_SUFFIXES)
 FORMATS = (
     "supported: .skops (scikit-learn), .onnx, .joblib/.pkl/.pickle (pickle-based: needs --trust-pickle or "
-    "--sha256), .json/.ubj (XGBoost), .txt/.lgb (LightGBM), .pt (TorchScript), .pt2 (torch.export), "
+    "--sha256), .json/.ubj (XGBoost), .txt/.lgb/.lgbm (LightGBM), .pt/.pth (TorchScript, or a torch.save pickle), "
+    ".pt2 (torch.export), "
     "a directory holding one such file or an MLflow model (MLmodel), or a Python class 'package.module:ClassName'"
 )
 EXAMPLES_SUFFIX = ".examples.json"
