@@ -345,6 +345,33 @@ def test_errors_stay_with_the_request_that_caused_them(caplog: pytest.LogCapture
     unload(dp)
 
 
+def test_errors_raised_while_a_call_holds_its_version_name_that_version() -> None:
+    """``ModelAPIError.version``: set on what a call raises (the model's 500, a 400, a queue-time 503), so that the
+    answer can name the version that refused; a refusal on the head, before a version is held, names none."""
+    dp = loaded(Recorder(), max_queue_ms=50)
+
+    async def slow_charge(rows: int) -> None:
+        await asyncio.sleep(0.1)
+
+    async def go() -> None:
+        with pytest.raises(InferenceError) as failed:
+            await dp.infer("recorder", request([-1.0]))
+        with pytest.raises(InvalidInput) as refused:
+            await dp.infer("recorder", request([1.0], [1.0, 2.0]))
+        late = CallContext("v2", in_progress=[object()], charge_rows=slow_charge)
+        with pytest.raises(QueueTimeout) as expired:
+            await dp.infer("recorder", request([1.0]), late)
+        assert [e.value.version for e in (failed, refused, expired)] == ["1"] * 3
+        with pytest.raises(Overloaded) as head:
+            dp.call("recorder", CallContext(protocol="v2", arrived=time.monotonic() - 0.2))
+        with pytest.raises(ModelNotFound) as unknown:
+            dp.call("nope")
+        assert head.value.version is None and unknown.value.version is None
+
+    asyncio.run(go())
+    unload(dp)
+
+
 def test_invalid_input_is_rejected_before_it_can_join_a_batch() -> None:
     model = Recorder()
     dp = loaded(model)

@@ -14,7 +14,9 @@ Every front end does the same three steps, with what it knows of the call in a `
    still queued when the queue-time limit runs out are dropped before their batch forms (503, ``queue_time``);
    with ``ctx.disconnected``, a caller that goes away while its rows wait is dropped the same way.
 
-Leaving the ``with`` block releases the gate and the version and reports ``RequestFinished`` to ``Events``.
+Leaving the ``with`` block releases the gate and the version and reports ``RequestFinished`` to ``Events``; a
+``ModelAPIError`` that leaves it is stamped with the call's version (``exc.version``), so that the error answer
+can name the version that refused it, as a prediction names the one that produced it.
 ``docs/batching.md`` has the measurements behind batching; ``repository/`` owns loading and reloading.
 """
 
@@ -363,9 +365,12 @@ class Call:
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         if exc is not None:
-            self.status = (
-                exc.status if isinstance(exc, ModelAPIError) else 499 if kind is asyncio.CancelledError else 500
-            )
+            if isinstance(exc, ModelAPIError):
+                self.status = exc.status
+                if exc.version is None:  # the version that refused it, for the answer to name (http/errors.py)
+                    exc.version = self.handle.version
+            else:
+                self.status = 499 if kind is asyncio.CancelledError else 500
         self.close()
 
     def close(self) -> None:

@@ -28,6 +28,12 @@ rest of the package never builds an error response itself::
     ├── InferenceError (500)        the model raised; details go to the log, not the client
     └── ModelLoadError (500)        a model cannot be loaded (raised at start-up, not per request)
         └── UntrustedModel          pickle-based file without the operator's trust
+
+``version``: the model version that refused the call, set by the data plane on an error raised while a call held
+its version (``dataplane.Call``: decoding against its signature, validation, row limits, the model's own
+failure, queue time, timeouts); ``None`` for one raised before a version was chosen (unknown model, keys, rate
+limits, refusals on the request's head). REST answers name it in a ``Model-Version`` header, as they name the
+version of a prediction (``http/errors.py``).
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ from collections.abc import Mapping
 class ModelAPIError(Exception):
     status: int = 500
     title: str = "Internal Server Error"
+    #: the version that refused the call, once the data plane knows it (a class default: nothing per instance)
+    version: str | None = None
 
     def __init__(self, detail: str = "", *, headers: Mapping[str, str] | None = None) -> None:
         super().__init__(detail or self.title)

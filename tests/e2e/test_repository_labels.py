@@ -8,7 +8,8 @@ from pathlib import Path
 
 import httpx
 
-from helpers.model_repo import make_repository
+from helpers.model_repo import make_repository, publish_version, write_config
+from helpers.repo import skops_bytes
 
 from .server import serve
 
@@ -66,3 +67,22 @@ def test_labels_and_a_ten_percent_canary(tmp_path: Path) -> None:
                 assert r.status_code == 200 and r.json()["model_version"] == version, r.text
             missing = http.post("/models/m/labels/beta/predict", json={"x": 0.0})
             assert missing.status_code == 404 and "stable" in missing.text, missing.text
+
+
+def test_a_canary_that_refuses_the_stable_inputs_names_itself_in_its_errors(tmp_path: Path) -> None:
+    """Version 2, the canary, takes other inputs than version 1: the unversioned calls it takes are refused (400),
+    and each refusal names version 2 in ``Model-Version``, as each success names version 1."""
+    root = tmp_path / "repo"
+    publish_version(root, "m", 1)  # one feature x
+    publish_version(root, "m", 2, data=skops_bytes("v2"))  # a three-feature "input"
+    write_config(root, "m", CONFIG.replace("canary_percent = 10", "canary_percent = 50"))
+    with serve(str(root), tmp_dir=tmp_path) as server, httpx.Client(base_url=server.url, timeout=10.0) as http:
+        seen: dict[int, set[str]] = {}
+        for _ in range(100):
+            r = http.post("/models/m/predict", json={"x": 0.0})
+            seen.setdefault(r.status_code, set()).add(r.headers.get("model-version", "-"))
+        assert seen == {200: {"1"}, 400: {"2"}}, seen
+        r = http.post("/v1/models/m/labels/canary:predict", json={"instances": [{"x": 0.0}]})
+        assert r.status_code == 400 and r.headers["model-version"] == "2", r.text
+        r = http.post("/models/m/labels/beta/predict", json={"x": 0.0})
+        assert r.status_code == 404 and "model-version" not in r.headers, r.headers

@@ -6,7 +6,9 @@ answers ``{"error": "..."}`` and the others ``application/problem+json`` (RFC 94
 routing (no key, a body over the limit, no such route) takes the style of the registered protocol that owns
 the path's prefix (``protocols.error_style_for``). A 500 reveals nothing but a request id: the traceback goes
 to the log under the same id. Refusals under load (503, 429, 504, 413) are not logged one by one but counted
-by ``http/rejections.py``.
+by ``http/rejections.py``. An error the data plane raised while a call held its version (``exc.version``:
+a validation 400, a 413 over the row limit, a model's 500, a queue-time 503, a 504) names that version in a
+``Model-Version`` header, as a prediction does; one raised before a version was chosen names none.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from .. import jsonutil
 from ..errors import InvalidInput, ModelAPIError
 from ..protocols import PROBLEM, ErrorStyle, error_style_for
 from .rejections import REPORTER, reason_for
+from .responses import VERSION_HEADER
 
 log = logging.getLogger("modelapi")
 
@@ -29,6 +32,8 @@ log = logging.getLogger("modelapi")
 ERROR_STYLE = "modelapi.error_style"
 #: the scope key of the matched route's own body-size limit, where it has one (job uploads)
 BODY_LIMIT = "modelapi.body_limit"
+#: the scope key of the version an error answer names (``ModelAPIError.version``), for the request's log lines
+ERROR_VERSION = "modelapi.error_version"
 
 _TITLES = {
     400: "Bad Request",
@@ -86,6 +91,11 @@ def error_response(
 
 async def handle_modelapi_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ModelAPIError)
+    headers = exc.headers
+    version = exc.version
+    if version is not None:  # the version that refused the call (set where the data plane held it)
+        headers = {**headers, VERSION_HEADER: version}
+        request.scope[ERROR_VERSION] = version
     reason = reason_for(exc)
     if reason is not None:  # a refusal under load: counted, one warning a second (http/rejections.py)
         REPORTER.refused(reason, exc.status, model_of(request), exc.detail)
@@ -93,7 +103,7 @@ async def handle_modelapi_error(request: Request, exc: Exception) -> Response:
         # the cause (if any) was logged where it happened; log the id so the two can be joined
         log.error("request %s failed: %s", request_id(request), exc.detail)
     field = exc.field if isinstance(exc, InvalidInput) else None
-    return error_response(request, exc.status, exc.title, exc.detail, exc.headers, field)
+    return error_response(request, exc.status, exc.title, exc.detail, headers, field)
 
 
 async def handle_http_exception(request: Request, exc: Exception) -> Response:

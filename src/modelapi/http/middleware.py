@@ -41,7 +41,7 @@ from ..logs import CONTEXT
 from ..security.slow_clients import ARRIVED, BODY_IN, IN_PROGRESS, REFUSED
 from ..settings import Settings
 from .access import ACCESS_LOG, access_line, scan_headers
-from .errors import BODY_LIMIT, error_response, handle_modelapi_error, handle_unexpected
+from .errors import BODY_LIMIT, ERROR_VERSION, error_response, handle_modelapi_error, handle_unexpected
 from .holds import RetryHolds, connection
 from .rejections import REPORTER
 
@@ -168,7 +168,7 @@ class _Exchange:
     """One request as the middleware serves it: ``send`` adds the standard headers and counts the bytes sent,
     ``receive`` enforces the body's limit and deadline; and the request this context serves, for log records
     (``logs.CONTEXT``): the model and version are read from the matched route's path parameters when a record
-    asks, so routing need not report them."""
+    asks, so routing need not report them (an error answer's version, when the route names none)."""
 
     __slots__ = (
         "access",
@@ -227,8 +227,11 @@ class _Exchange:
 
     @property
     def version(self) -> str | None:
-        params = self.scope.get("path_params")
-        return params.get("version") if params else None
+        """The version the route names, else the one an error answer named (``http/errors.ERROR_VERSION``)."""
+        scope = self.scope
+        params = scope.get("path_params")
+        version = params.get("version") if params else None
+        return version if version is not None else scope.get(ERROR_VERSION)
 
     async def send(self, message: Message) -> None:
         kind = message["type"]
