@@ -40,9 +40,17 @@ def records(rng: np.random.Generator, n: int, *, shift: Mapping[str, float] | No
     return [{**{f: float(columns[f][i]) for f in FEATURES}, "city": str(cities[i])} for i in range(n)]
 
 
-def write_log(state_dir: object, *, hours: int = 6, per_hour: int = 400, now: float | None = None) -> float:
+def write_log(
+    state_dir: object,
+    *,
+    hours: int = 6,
+    per_hour: int = 400,
+    now: float | None = None,
+    sensitive: tuple[str, ...] = (),
+) -> float:
     """A prediction log of model ``shift`` version 1 in ``state_dir``'s Parquet store: ``hours`` hours of rows
-    ending now, x2 moving by two standard deviations in the second half. Returns the first row's time."""
+    ending now, x2 moving by two standard deviations in the second half (``sensitive`` inputs left out, as the
+    server leaves them). Returns the first row's time."""
     import time
     from pathlib import Path
 
@@ -61,6 +69,6 @@ def write_log(state_dir: object, *, hours: int = 6, per_hour: int = 400, now: fl
         inputs = {f: np.array([r[f] for r in rows]) for f in (*FEATURES, "city")}
         outputs = model.predict(inputs)
         pending = Pending("shift", "1", int(t // DAY_S))
-        pending.add(PredictionsServed("shift", "1", "records", None, None, t, 0.001, inputs, outputs), ())
+        pending.add(PredictionsServed("shift", "1", "records", None, None, t, 0.001, inputs, outputs), sensitive)
         store.write("shift", "1", pending.day, pending.table())
     return start

@@ -53,7 +53,9 @@ def test_model_toml_turns_logging_on_for_its_model_and_names_its_reference(tmp_p
         {"m": '[monitor]\nlog_predictions = 1.0\nreference = "train.parquet"\nsensitive = ["secret"]'},
     )
     rng = np.random.default_rng(1)
-    pq.write_table(pa.table({"x": rng.normal(5.0, 1.0, 500)}), root / "m" / "train.parquet")
+    # the training file holds the sensitive input too (the model never takes it here: it is only never logged)
+    train = pa.table({"x": rng.normal(5.0, 1.0, 500), "secret": rng.normal(0.0, 1.0, 500)})
+    pq.write_table(train, root / "m" / "train.parquet")
     settings = Settings(models=[str(root)], state_dir=tmp_path / "state", log_flush_s=0.05)
     policies = Policies(settings)
     assert policies.any_enabled()  # the server's rate is 0; model.toml turns it on
@@ -74,3 +76,6 @@ def test_model_toml_turns_logging_on_for_its_model_and_names_its_reference(tmp_p
     assert store.models() == ["m"]  # nothing of the model that does not log
     assert status["reference"] == {"source": "file train.parquet", "rows": 500}  # its name, never a server path
     assert status["versions"]["1"]["last_rows"]["drifted"] == ["x"]
+    # the input marked sensitive is named beside the features, not listed among them as one without rows
+    assert status["sensitive"] == ["secret"]
+    assert [f["feature"] for f in status["versions"]["1"]["last_rows"]["features"]] == ["x"]

@@ -6,8 +6,14 @@ import json
 import re
 from pathlib import Path
 
-from helpers.monitor import FEATURES, write_log
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from helpers.monitor import CITIES, FEATURES, write_log
 from modelapi.cli import main
+from modelapi.monitor.service import Monitor
+from modelapi.settings import Settings
 
 
 def test_the_report_has_the_drift_table_a_chart_per_feature_and_the_mix(tmp_path: Path, capsys: object) -> None:
@@ -49,3 +55,46 @@ def test_an_unreachable_database_is_one_line_without_its_password(capsys) -> Non
     err = capsys.readouterr().err
     assert err.startswith("modelapi: error: the prediction log's database cannot be used: ")
     assert "Traceback" not in err and "s3cret" not in err and err.count("\n") == 1
+
+
+def test_a_sensitive_input_is_named_beside_the_features_not_shown_as_one_without_rows(
+    tmp_path: Path,
+    capsys,  # type: ignore[no-untyped-def]
+) -> None:
+    """``city`` is marked sensitive: never logged, so no drift. The server's status names it in ``sensitive``
+    and lists no feature for it (not one of 0 rows, severity unknown), nor summarises it in the reference, though
+    the training file holds it; ``modelapi monitor``, which reads no model.toml, learns it from the reference the
+    server stored, in its JSON and in its report."""
+    state = tmp_path / "state"
+    write_log(state, sensitive=("city",))
+    root = tmp_path / "repo"
+    (root / "shift").mkdir(parents=True)
+    (root / "shift" / "model.toml").write_text('[monitor]\nreference = "train.parquet"\nsensitive = ["city"]\n')
+    rng = np.random.default_rng(5)
+    columns = {f: rng.normal(0.0, 1.0, 500) for f in FEATURES}
+    pq.write_table(pa.table({**columns, "city": rng.choice(CITIES, 500)}), root / "shift" / "train.parquet")
+
+    server = Monitor.from_settings(Settings(models=[str(root)], state_dir=state))
+    try:
+        status = server.status("shift")
+        stored = server.store.load_reference("shift")
+    finally:
+        server.store.close()
+    assert status["sensitive"] == ["city"]
+    for window in status["versions"]["1"].values():
+        assert sorted(f["feature"] for f in window["features"]) == sorted(FEATURES)
+    assert stored is not None and "city" not in stored["features"] and stored["sensitive"] == ["city"]
+
+    assert main(["monitor", "shift", "--state-dir", str(state), "--since", "1d"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["sensitive"] == ["city"]
+    assert all("city" not in [f["feature"] for f in w["features"]] for w in printed["versions"]["1"].values())
+
+    out = tmp_path / "report.html"
+    assert main(["monitor", "shift", "--state-dir", str(state), "--since", "1d", "--html", str(out)]) == 0
+    html = out.read_text()
+    assert "<p class='note' id='sensitive'>Not monitored: city, marked sensitive" in html
+    table = html[html.index("<table id='drift'>") :]
+    assert "city" not in table[: table.index("</table>")]
+    charts = re.findall(r'<svg [^>]*aria-label="([^"]+)"', html)
+    assert [c.split(":")[0] for c in charts[:-1]] == list(FEATURES)  # no chart for city, the mix last

@@ -133,8 +133,14 @@ def compare(reference: dict[str, Any], column: pa.ChunkedArray | None) -> dict[s
 _ORDER = {"major": 0, "moderate": 1, "none": 2, "unknown": 3}
 
 
-def window(reference: dict[str, Any] | None, rows: pa.Table, tallies: pa.Table | None) -> dict[str, Any]:
-    """The drift report of one window of one version's rows."""
+def window(
+    reference: dict[str, Any] | None,
+    rows: pa.Table,
+    tallies: pa.Table | None,
+    sensitive: frozenset[str] = frozenset(),
+) -> dict[str, Any]:
+    """The drift report of one window of one version's rows; inputs marked ``sensitive`` (never logged) are left
+    out of its features (the status names them once, ``service.Monitor.status``)."""
     out: dict[str, Any] = {"rows": rows.num_rows}
     if rows.num_rows:
         times = pc.cast(rows["time"], pa.int64()).to_numpy(zero_copy_only=False) / 1e6
@@ -151,6 +157,8 @@ def window(reference: dict[str, Any] | None, rows: pa.Table, tallies: pa.Table |
         return out
     features = []
     for name, summary in reference["features"].items():
+        if name in sensitive:
+            continue
         column = INPUT + name
         features.append(
             {

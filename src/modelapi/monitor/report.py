@@ -1,6 +1,7 @@
 """``modelapi monitor MODEL --html report.html``: one self-contained page (inline CSS and SVG, no script, no
-external asset) with the drift table sorted by severity, one chart per feature (the reference's shares
-against the window's, over the reference's bins or categories) and the prediction mix over time."""
+external asset) with the drift table sorted by severity (the inputs marked sensitive named beside it, not in
+it), one chart per feature (the reference's shares against the window's, over the reference's bins or
+categories) and the prediction mix over time."""
 
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ def render(monitor: Monitor, model: str, since: float, now: float | None = None)
     out += _table(status)
     newest = _newest(status)
     if reference is not None and newest is not None:
-        out += _features(reference, newest, status["versions"][newest]["since"])
+        out += _features(reference, newest, status["versions"][newest]["since"], set(status["sensitive"]))
     out += _mix(rows, reference)
     out.append("</body></html>")
     return "\n".join(out)
@@ -77,6 +78,12 @@ def _table(status: dict[str, Any]) -> list[str]:
                 f"<p class='note'>Version {escape(version)}: {requests['total']} requests, "
                 f"{requests['rejected']} rejected for their input ({requests['rejected_rate']:.1%}).</p>"
             )
+    if status["sensitive"]:
+        names = ", ".join(escape(name) for name in status["sensitive"])
+        out.append(
+            f"<p class='note' id='sensitive'>Not monitored: {names}, marked sensitive (model.toml's [monitor] "
+            "sensitive), never logged.</p>"
+        )
     if not entries:
         out.append("<p class='note'>No drift to show: no reference yet, or no rows logged in the window.</p>")
         return out
@@ -107,10 +114,12 @@ def _bin_labels(edges: list[float]) -> list[str]:
     return [*labels, f">={edges[-1]:.3g}"]
 
 
-def _features(reference: dict[str, Any], version: str, window: dict[str, Any]) -> list[str]:
+def _features(reference: dict[str, Any], version: str, window: dict[str, Any], sensitive: set[str]) -> list[str]:
     out = [f"<h2>Features: reference against version {escape(version)}'s rows in the window</h2><div class='charts'>"]
     by_name = {f["feature"]: f for f in window.get("features", [])}
     for name, summary in reference["features"].items():
+        if name in sensitive:  # never logged: nothing to draw against the reference
+            continue
         got = by_name.get(name, {})
         title = f"{name}: PSI {_num(got.get('psi'), '{:.2f}')} ({got.get('severity', 'unknown')})"
         if summary["kind"] == "number" and "counts" in summary:

@@ -3,7 +3,8 @@
 ``Monitor.from_settings(settings)`` holds one worker's view: the per-model policies, the store, and, once
 ``start(events)`` found a model that logs, the ``PredictionLogger`` subscribed to the events and the drift
 gauges. ``status(model)`` is what ``GET /models/{name}/monitor`` and ``modelapi monitor`` show; it reads the
-whole log, so any worker answers for all of them.
+whole log, so any worker answers for all of them. Inputs marked sensitive are never logged: the status names them
+in ``sensitive``, beside the features, and has no drift for them.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ..settings import Settings
 from . import drift
 from .logger import PredictionLogger
 from .policy import Policies
+from .records import INPUT
 from .reference import build, file_fingerprint, read_file
 from .store import LogStore, open_store
 
@@ -69,19 +71,32 @@ class Monitor:
         return [] if logger is None else [m for m, r in logger._rates.items() if r > 0]
 
     # the reference ------------------------------------------------------------------------------------------
+    def sensitive(self, model: str, stored: dict[str, Any] | None) -> frozenset[str]:
+        """The model's inputs marked sensitive: its model.toml's where this process reads it (the server, or
+        ``modelapi monitor`` given the repository); else those the server noted in the stored reference."""
+        if self.policies.roots:
+            return self.policies.get(model).sensitive
+        return frozenset(stored.get("sensitive") or ()) if stored is not None else frozenset()
+
     def reference(self, model: str) -> tuple[dict[str, Any] | None, str]:
-        """The model's reference summary (built and saved when missing or stale), and what it is or why none."""
+        """The model's reference summary (built and saved when missing or stale), and what it is or why none. It
+        summarises no input marked sensitive, and names those inputs (``"sensitive"``) for a reader that has no
+        model.toml to ask (``modelapi monitor``)."""
         policy = self.policies.get(model)
         stored = self.store.load_reference(model)
+        sensitive = self.sensitive(model, stored)
+        noted = sorted(sensitive)
         if policy.reference is not None:
             shown = policy.reference.name  # never a server path
             try:
                 fingerprint = file_fingerprint(policy.reference)
             except OSError:
                 return stored, f"reference file {shown} cannot be read"
-            if stored is None or stored.get("fingerprint") != fingerprint:
+            # rebuilt too when the inputs marked sensitive changed: one no longer marked gets its summary back
+            if stored is None or stored.get("fingerprint") != fingerprint or stored.get("sensitive", []) != noted:
                 try:
-                    stored = build(read_file(policy.reference), f"file {shown}", fingerprint=fingerprint)
+                    table = _without(read_file(policy.reference), sensitive)
+                    stored = build(table, f"file {shown}", fingerprint=fingerprint)
                 except Exception as exc:
                     log.warning(
                         "monitor: reference file %s of model %r cannot be read: %s", policy.reference, model, exc
@@ -92,7 +107,12 @@ class Monitor:
             first = self.store.first(model, policy.reference_rows)
             if first.num_rows < policy.reference_rows:
                 return None, f"collecting: {first.num_rows} of the first {policy.reference_rows} rows logged"
-            stored = build(first, f"the first {first.num_rows} logged rows")
+            stored = build(_without(first, sensitive), f"the first {first.num_rows} logged rows")
+            self.store.save_reference(model, stored)
+        if stored.get("sensitive", []) != noted or any(name in stored["features"] for name in sensitive):
+            # marked sensitive since the reference was built: its summary goes, its name is noted
+            stored["features"] = {k: v for k, v in stored["features"].items() if k not in sensitive}
+            stored["sensitive"] = noted
             self.store.save_reference(model, stored)
         if stored.get("prediction") is None:  # a file holds no predictions: the first logged rows give them
             prediction = self._prediction_reference(model, policy.reference_rows)
@@ -115,6 +135,7 @@ class Monitor:
         tallies = self.store.tallies(model, start)
         reference, about = self.reference(model)
         policy = self.policies.get(model)
+        sensitive = self.sensitive(model, reference)
         logger = self.logger
         out: dict[str, Any] = {
             "model": model,
@@ -125,6 +146,8 @@ class Monitor:
             },
             "reference": {"source": about, "rows": None if reference is None else reference["rows"]},
             "thresholds": {"psi_moderate": drift.PSI_MODERATE, "psi_major": drift.PSI_MAJOR, "p_value": drift.P_VALUE},
+            # never logged, so no drift: named here, not listed among the features as if their rows were missing
+            "sensitive": sorted(sensitive),
             "versions": {},
         }
         versions = sorted(set(_strings(rows["version"])) | set(_strings(tallies["version"])), key=_version_key)
@@ -139,10 +162,16 @@ class Monitor:
             if since is not None:
                 windows["since"] = (_after(mine, since), _minutes_after(counts, since))
             out["versions"][version] = {
-                name: drift.window(reference, window_rows, window_counts)
+                name: drift.window(reference, window_rows, window_counts, sensitive)
                 for name, (window_rows, window_counts) in windows.items()
             }
         return out
+
+
+def _without(table: pa.Table, sensitive: frozenset[str]) -> pa.Table:
+    """``table`` without the columns of inputs marked sensitive (a training file holds them)."""
+    drop = [name for name in table.column_names if name.startswith(INPUT) and name[len(INPUT) :] in sensitive]
+    return table.drop_columns(drop) if drop else table
 
 
 def _strings(column: pa.ChunkedArray) -> list[str]:
