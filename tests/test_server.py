@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import uvloop
@@ -85,3 +86,35 @@ def test_the_supervisors_preimport_of_skops_leaves_torch_out() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == "True False"
+
+
+def test_the_banner_names_each_versions_format_where_they_differ(tmp_path: Path) -> None:
+    """``mixed`` serves versions 1 and 2 as scikit-learn and 3 as ONNX: each format after its versions;
+    ``same`` serves two scikit-learn versions: one format, as before."""
+    import numpy as np
+    from skl2onnx import to_onnx
+
+    from helpers.repo import N_FEATURES, ModelRepo, classifier, skops_bytes
+    from modelapi.dataplane import DataPlane
+    from modelapi.server import banner
+
+    repo = ModelRepo(tmp_path / "models")
+    for version in (1, 2):
+        repo.version("mixed", version, skops_bytes(f"v{version}"))
+        repo.version("same", version, skops_bytes(f"s{version}"))
+    onnx = to_onnx(classifier("v3"), np.zeros((1, N_FEATURES), np.float32), options={"zipmap": False})
+    repo.version("mixed", 3, onnx.SerializeToString(), "model.onnx")
+    repo.toml("mixed", 'version_policy = "all"\n')
+    repo.toml("same", 'version_policy = "all"\n')
+
+    async def shown() -> str:
+        plane = DataPlane.from_settings(Settings(models=[str(repo.root)]))
+        await plane.start()
+        try:
+            return banner(plane, "http://127.0.0.1:17000")
+        finally:
+            await plane.close()
+
+    lines = asyncio.run(shown()).splitlines()
+    assert "  - mixed (versions 1, 2: sklearn; 3: onnx): http://127.0.0.1:17000/models/mixed" in lines
+    assert "  - same (sklearn, version 1, 2): http://127.0.0.1:17000/models/same" in lines

@@ -16,7 +16,7 @@ import shlex
 import signal
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, TextIO
@@ -45,6 +45,7 @@ from .supervisor import Supervisor, WorkerContext
 
 if TYPE_CHECKING:  # grpcio is imported only when --grpc-port is set (the [grpc] extra)
     from .grpc.server import GrpcServer
+    from .repository.handle import VersionHandle
 
 log = logging.getLogger("modelapi")
 
@@ -106,6 +107,18 @@ def base_url(host: str, port: int, scheme: str = "http") -> str:
     return f"{scheme}://{shown}:{port}"
 
 
+def _formats(serving: Mapping[str, VersionHandle], versions: list[str]) -> str:
+    """The versions served and their format: ``sklearn, version 1, 2`` when they agree, else each format after
+    its versions (``versions 1, 2: sklearn; 3: onnx``)."""
+    by_format: dict[str, list[str]] = {}
+    for version in versions:
+        by_format.setdefault(serving[version].model.platform, []).append(version)
+    if len(by_format) == 1:
+        (platform,) = by_format
+        return f"{platform}, version {', '.join(versions)}"
+    return "versions " + "; ".join(f"{', '.join(vs)}: {platform}" for platform, vs in by_format.items())
+
+
 def banner(dataplane: DataPlane, url: str, grpc_address: str | None = None, *, key_needed: bool = False) -> str:
     """What ``serve`` prints once it is ready. ``key_needed``: authentication is on, so the curl example sends
     ``$MODELAPI_API_KEY`` and says where a key comes from (without it, the example pasted answers 401)."""
@@ -120,10 +133,8 @@ def banner(dataplane: DataPlane, url: str, grpc_address: str | None = None, *, k
         if default is None:
             lines.append(f"  - {name}: UNAVAILABLE ({entry.error or 'no version loaded'}); see {url}/models")
             continue
-        model = entry.serving[default].model
-        served = ", ".join(entry.ready_versions())
         extra = f"; unavailable: {', '.join(sorted(entry.failed))}" if entry.failed else ""
-        lines.append(f"  - {name} ({model.platform}, version {served}{extra}): {url}/models/{name}")
+        lines.append(f"  - {name} ({_formats(entry.serving, entry.ready_versions())}{extra}): {url}/models/{name}")
     first = repo.ready_names()[0]
     signature = repo.resolve(first).signature
     route = "/predict" if len(names) == 1 else f"/models/{first}/predict"
