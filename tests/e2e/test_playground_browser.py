@@ -1,10 +1,10 @@
 """The playground page (/models/{name}/playground) in headless Chromium against the real server.
 
 What a user does with it: fill the form and predict, see the label and the chart; a refused value shows the
-server's message next to its field; a CSV batch through the jobs API shows its rows and downloads; the "copy as"
-snippets reproduce the request; with authentication on, the page loads without a key and its calls carry the
-one entered, which no storage keeps. Screenshots at desktop and phone width go to the test artefacts
-(tests/helpers/browser.py).
+server's message next to its field and takes the last answer off the screen; a CSV batch through the jobs API
+shows its rows and downloads; the "copy as" snippets reproduce the request; with authentication on, the page
+loads without a key and its calls carry the one entered, which no storage keeps. Screenshots at desktop and
+phone width go to the test artefacts (tests/helpers/browser.py).
 """
 
 from __future__ import annotations
@@ -110,8 +110,14 @@ def test_form_predicts_and_draws_the_chart_at_desktop_and_phone_width(server: Ru
 
 def test_a_refused_value_shows_the_servers_message_next_to_its_field(server: RunningServer, browser: Any) -> None:
     open_page(browser, f"{server.url}/models/iris/playground")
+    assert predict(browser) == "setosa"  # an answer on screen, for the example's values
     type_into(one(browser, "[name=sepal_width]"), "abc")
-    predict(browser)
+    assert predict(browser) == ""
+    # the earlier answer is gone, not left beside the message as if it were this one's
+    assert not one(browser, "#result-label").is_displayed() and not by_css(browser, "#chart svg")
+    assert one(browser, "#result").get_attribute("data-state") == "refused"
+    assert "these values were refused" in one(browser, "#result-empty").text
+    assert one(browser, "#result-meta").text.startswith("refused by version 1")  # its Model-Version header
     shown = [e for e in by_css(browser, ".field-error") if e.is_displayed()]
     assert len(shown) == 1
     field = shown[0].find_element("xpath", "..")
@@ -123,6 +129,9 @@ def test_a_refused_value_shows_the_servers_message_next_to_its_field(server: Run
 
     type_into(one(browser, "[name=sepal_width]"), "3.5")  # editing the field clears its message
     assert not any(e.is_displayed() for e in by_css(browser, ".field-error"))
+    assert predict(browser) == "setosa" and by_css(browser, "#chart svg")  # answered again
+    assert one(browser, "#result").get_attribute("data-state") == "answered"
+    assert not one(browser, "#result-empty").is_displayed()
 
 
 def test_categories_are_a_select_booleans_a_checkbox_and_snippets_reproduce_the_request(

@@ -255,11 +255,18 @@
     $("predict").disabled = true;
     call(versionPath() + "/predict", { method: "POST", headers: { "Content-Type": "application/json" }, body: body })
       .then(function (answer) {
-        if (answer.status === 401) return needKey(answer);
-        if (!answer.ok) return showError(answer);
         var ms = Math.round(performance.now() - started);
+        if (!answer.ok) {
+          // the answer on screen was for other values: it goes, so that it is not read as this one's
+          clearResult("No answer: these values were refused (the message is by the form).",
+            answer.headers.get("model-version"), ms);
+          return answer.status === 401 ? needKey(answer) : showError(answer);
+        }
         showResult(answer.body, answer.headers.get("model-version"), ms);
-      }, networkError)
+      }, function (error) {
+        clearResult("No answer: the server could not be reached.", null, null);
+        networkError(error);
+      })
       .then(function () {
         $("predict").disabled = false;
         // how many answers (or refusals) the form has shown: lets a test, or a person, tell a new one apart
@@ -267,7 +274,21 @@
       });
   }
 
+  // no result for the values sent: the last one is taken off the screen and the card says why; a refusal after
+  // a version was chosen names it (its Model-Version header), as a canary refusing what the stable version takes
+  function clearResult(text, version, ms) {
+    var label = $("result-label");
+    label.textContent = "";
+    label.hidden = true;
+    $("chart").textContent = "";
+    $("result-empty").textContent = text;
+    $("result-empty").hidden = false;
+    $("result").setAttribute("data-state", "refused");
+    $("result-meta").textContent = version ? "refused by version " + version + (ms === null ? "" : " · " + ms + " ms") : "";
+  }
+
   function showResult(body, version, ms) {
+    $("result").setAttribute("data-state", "answered");
     $("result-empty").hidden = true;
     var label = $("result-label");
     var prediction = body.prediction !== undefined ? body.prediction : body;
