@@ -55,6 +55,13 @@ OnBatch = Callable[[int, int, float], None]
 #: a batch runs inline on the event loop when three quarters of the model's last INLINE_WINDOW runs took at most this
 INLINE_BUDGET_S = 0.001
 INLINE_WINDOW = 16
+#: how far the expected wait's moving averages (batch time, drain per row) move towards a new typical measurement:
+#: down faster than up, since an estimate too high refuses requests the server would answer in time, while one too
+#: low admits requests that their queue deadline still bounds (``submit``'s ``deadline``)
+RISE = 0.2
+FALL = 0.5
+#: a measurement of the batch time or the drain not made yet (``_averaged``)
+UNSEEN = -math.inf
 
 
 class Timing:
@@ -184,7 +191,14 @@ class Batcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
         self._queued_rows = 0  # rows waiting for a batch (cancelled ones too, until a batch forms or drops them)
-        self._batch_s = 0.0  # moving average of recent batches' run time (0: none ran yet)
+        #: moving average of recent batches' run time, fed the median of the last three runs (``_averaged``), so
+        #: that one stalled run moves it not at all (0: none ran yet); and the two runs before the newest, older
+        #: first (none yet: the first run counts alone, then the lesser of the first two). A list, as is
+        #: ``_drain_seen``: CPython 3.11 shares an instance's attribute keys, and specialises reads of them, up to
+        #: 29 attributes (this class has 28); past that every attribute read of the class takes the slow path (1.4 %
+        #: more instructions a request at one connection, measured)
+        self._batch_s = 0.0
+        self._batch_seen = [math.inf, UNSEEN]
         self._running_since = 0.0
         self._running_requests = 0
         #: calls admitted into this version on their head whose bodies are still being read (the data plane
@@ -192,9 +206,13 @@ class Batcher:
         self.arriving = 0
         #: moving averages for the expected wait: rows per submitted request, and seconds per row of the queue's
         #: drain while it never emptied (from one batch's start to the next, so the event loop's other work
-        #: between batches counts: under load that is most of a request's cost); 0 until measured
+        #: between batches counts: under load that is most of a request's cost), fed the median of the last three
+        #: measurements as the batch time is, except that the first counts only with the second, as the lesser of
+        #: the two (it is the drain from the batch that found the model idle, often of one request, whose run over
+        #: its few rows overstates the time per row of the full batches behind it); 0 until measured twice
         self._rows_per_request = 1.0
         self._drain_s_per_row = 0.0
+        self._drain_seen = [UNSEEN, UNSEEN]
         self._drained_from: tuple[float, int] | None = None  # (start, rows) of the batch before, if back to back
         #: rows of every batch run, newest last (the last 1000), for tests and diagnostics
         self.batch_rows: deque[int] = deque(maxlen=1000)
@@ -221,7 +239,12 @@ class Batcher:
         (requests are not split: a batch holds as many whole ones of that size as ``max_batch_size`` allows, at
         least one), or, once the queue has been seen draining under load, the time per row it took, whichever
         is longer. A request that joins a partly filled batch is answered when that batch has run; one that joins a
-        forming batch (``max_delay_ms``) also waits what is left of its delay, unless the rows counted fill it."""
+        forming batch (``max_delay_ms``) also waits what is left of its delay, unless the rows counted fill it.
+
+        Both times are moving averages of the median of their last three measurements, which move down faster than
+        up: one stall (the machine paused, a collection, a batch shape not run before) moves neither, and a lasting
+        change of the model's speed passes from its second measurement. Until three are known, the lesser of those
+        there counts; the first drain measured counts only with the second (``_drain_seen``)."""
         busy, timer, limit = self._busy, self._timer, self.policy.max_batch_size
         per_request = self._rows_per_request
         if not busy and timer is None:
@@ -316,7 +339,18 @@ class Batcher:
     def _finished(self, rows: int, requests: int, seconds: float, ran: float) -> None:
         """A batch of ``rows`` rows for ``requests`` requests ran without error: ``seconds`` from its start to its
         outputs, ``ran`` the run itself (without a hand-off to the model's thread and back)."""
-        self._batch_s = seconds if self._batch_s == 0.0 else self._batch_s + 0.2 * (seconds - self._batch_s)
+        # _averaged(self._batch_s, self._batch_seen, seconds), inlined: at one connection this runs every request
+        seen = self._batch_seen
+        lo, hi = seen[0], seen[1]
+        seen[0], seen[1] = hi, seconds
+        if lo > hi:
+            lo, hi = hi, lo
+        typical = lo if seconds < lo else hi if seconds > hi else seconds
+        if lo == UNSEEN:
+            self._batch_s = typical  # fewer than three runs: the lesser of those there
+        else:
+            a = self._batch_s
+            self._batch_s = a + (FALL if typical < a else RISE) * (typical - a)
         self._ran(rows, ran)
         if self.on_batch is not None:
             self.on_batch(rows, requests, seconds)
@@ -450,8 +484,7 @@ class Batcher:
         if self._drained_from is not None:  # the queue stayed non-empty since the batch before started
             since, before = self._drained_from
             per_row = (started - since) / before
-            d = self._drain_s_per_row
-            self._drain_s_per_row = per_row if d == 0.0 else d + 0.2 * (per_row - d)
+            self._drain_s_per_row = _averaged(self._drain_s_per_row, self._drain_seen, per_row)
         self._drained_from = (started, rows)
         run = self.run
         if tracing.ON:
@@ -510,6 +543,25 @@ class Batcher:
             fail_waiting()
         else:
             loop.call_soon_threadsafe(fail_waiting)
+
+
+def _averaged(average: float, seen: list[float], sample: float) -> float:
+    """``average`` (a batch time, or a drain's time per row) moved towards the median of ``sample`` and ``seen``,
+    the two measurements before it (older first; shifted here): one outlier (a stall: the machine paused, a
+    collection, a warm-up) is ignored, a lasting change passes from its second measurement, and the average then
+    moves ``FALL`` of the way down or ``RISE`` up. Until three are known, the lesser of those there is taken
+    outright (optimistic: a request expected too soon is still bounded by its queue deadline, where one refused on
+    a stall's estimate is lost). A measurement not made yet is ``UNSEEN`` (below any), except that ``seen`` starts
+    at ``[inf, UNSEEN]`` where the first measurement is to count alone; with both ``UNSEEN``, the first leaves
+    ``average`` as it is. Comparisons only, no sorting or allocation."""
+    lo, hi = seen[0], seen[1]
+    seen[0], seen[1] = hi, sample
+    if lo > hi:
+        lo, hi = hi, lo
+    typical = lo if sample < lo else hi if sample > hi else sample
+    if lo != UNSEEN:
+        return average + (FALL if typical < average else RISE) * (typical - average)
+    return typical if typical != UNSEEN else average
 
 
 def _timed(run: RunFn, inputs: Mapping[str, np.ndarray], rows: int) -> tuple[Mapping[str, np.ndarray], float]:
