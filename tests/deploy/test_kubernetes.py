@@ -202,6 +202,8 @@ def test_stdout_is_one_stream_kubectl_reads(capsys: pytest.CaptureFixture[str]) 
         (["--image", IMAGE, "--serve-arg=--grpc-p", "--serve-arg=8001"], "--serve-arg=--grpc-p: give `modelapi"),
         (["--image", IMAGE, "--grpc-port", "9090"], "--grpc-port 9090: the pod serves HTTP on 8080 and its operations"),
         (["--image", IMAGE, "--grpc-port", "8080"], "--grpc-port 8080: the pod serves HTTP on 8080"),
+        # the Service's own HTTP port: two Service ports 80 are a Service the API server rejects
+        (["--image", IMAGE, "--grpc-port", "80"], "--grpc-port 80: the Service serves HTTP on port 80"),
     ],
 )
 def test_bad_options_are_one_line_errors(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -157,6 +157,11 @@ def run_deploy(args: argparse.Namespace) -> int:
                 f"--grpc-port {args.grpc_port}: the pod serves HTTP on {kubernetes.PORT} and its operations port on "
                 f"{kubernetes.OPS_PORT}; pick another, e.g. 8001"
             )
+        if args.grpc_port == kubernetes.SERVICE_PORT:  # the Service's ports: one number each, or it is refused
+            raise ValueError(
+                f"--grpc-port {args.grpc_port}: the Service serves HTTP on port {kubernetes.SERVICE_PORT}, and the "
+                "Service's gRPC port takes the same number as the pod's; pick another, e.g. 8001"
+            )
         docs = kubernetes.manifests(
             kubernetes.Options(
                 name=name,

@@ -18,6 +18,8 @@ PORT = 8080
 #: the operations port (--metrics-port): /metrics and the health routes, on a listener of their own, so that the
 #: kubelet's probes, each on a new connection, never queue behind a flood's connections to the API port
 OPS_PORT = 9090
+#: the Service's port for the API's HTTP (-> the pods' PORT)
+SERVICE_PORT = 80
 UID = 10001  # above 10000: no clash with a node's own users (checkov CKV_K8S_40)
 STATE_DIR = "/var/lib/modelapi"
 PRESTOP_S = 5  # the pause before SIGTERM, while the endpoint leaves every load balancer
@@ -223,7 +225,7 @@ probes stay on HTTP (the ops port), whose readiness the gRPC health service foll
 
 
 def service(o: Options) -> Manifest:
-    ports = [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]
+    ports = [{"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}]
     if o.grpc_port is not None:  # the same number on the Service as in the pod: gRPC clients name it
         ports.append({"name": "grpc", "port": o.grpc_port, "targetPort": "grpc", "protocol": "TCP"})
     body = {
