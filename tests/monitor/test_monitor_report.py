@@ -98,3 +98,32 @@ def test_a_sensitive_input_is_named_beside_the_features_not_shown_as_one_without
     assert "city" not in table[: table.index("</table>")]
     charts = re.findall(r'<svg [^>]*aria-label="([^"]+)"', html)
     assert [c.split(":")[0] for c in charts[:-1]] == list(FEATURES)  # no chart for city, the mix last
+
+
+def test_the_reference_follows_a_change_of_the_inputs_marked_sensitive(tmp_path: Path) -> None:
+    """The reference is rebuilt from its file when the sensitive list changes: an input no longer marked gets its
+    summary back, one newly marked loses it (commit 8bfb87d's claim)."""
+    state = tmp_path / "state"
+    write_log(state)
+    root = tmp_path / "repo"
+    (root / "shift").mkdir(parents=True)
+    rng = np.random.default_rng(5)
+    columns = {f: rng.normal(0.0, 1.0, 500) for f in FEATURES}
+    pq.write_table(pa.table({**columns, "city": rng.choice(CITIES, 500)}), root / "shift" / "train.parquet")
+
+    def reference(sensitive: str) -> dict[str, object]:
+        toml = f'[monitor]\nreference = "train.parquet"\nsensitive = [{sensitive}]\n'
+        (root / "shift" / "model.toml").write_text(toml)
+        monitor = Monitor.from_settings(Settings(models=[str(root)], state_dir=state))
+        try:
+            status = monitor.status("shift")
+            stored = monitor.store.load_reference("shift")
+        finally:
+            monitor.store.close()
+        assert stored is not None
+        noted = stored.get("sensitive", [])
+        return {"status": status["sensitive"], "stored": noted, "features": set(stored["features"])}
+
+    assert reference('"city"') == {"status": ["city"], "stored": ["city"], "features": set(FEATURES)}
+    assert reference("") == {"status": [], "stored": [], "features": {*FEATURES, "city"}}
+    assert reference('"city"') == {"status": ["city"], "stored": ["city"], "features": set(FEATURES)}
