@@ -46,6 +46,7 @@ from .errors import (
     ModelNotReady,
     Overloaded,
     QueueTimeout,
+    TooManyRequests,
 )
 from .events import Events, PredictionsServed, RequestFinished, RequestRejected, RequestStarted
 from .gate import OVERLOADED_RETRY_AFTER_S, ModelGate
@@ -367,7 +368,9 @@ class Call:
         if exc is not None:
             if isinstance(exc, ModelAPIError):
                 self.status = exc.status
-                if exc.version is None:  # the version that refused it, for the answer to name (http/errors.py)
+                # the version that refused it, for the answer to name (http/errors.py); not a key's row quota's
+                # 429, checked here once the rows are known: the key's limit refused it, not the version
+                if exc.version is None and not isinstance(exc, TooManyRequests):
                     exc.version = self.handle.version
             else:
                 self.status = 499 if kind is asyncio.CancelledError else 500

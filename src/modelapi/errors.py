@@ -32,8 +32,9 @@ rest of the package never builds an error response itself::
 ``version``: the model version that refused the call, set by the data plane on an error raised while a call held
 its version (``dataplane.Call``: decoding against its signature, validation, row limits, the model's own
 failure, queue time, timeouts); ``None`` for one raised before a version was chosen (unknown model, keys, rate
-limits, refusals on the request's head). REST answers name it in a ``Model-Version`` header, as they name the
-version of a prediction (``http/errors.py``).
+limits, refusals on the request's head), and for a key's row quota (a ``TooManyRequests`` the call raises once it
+knows the rows: the key's limit refused it, not the version). REST answers name it in a ``Model-Version``
+header, as they name the version of a prediction (``http/errors.py``).
 """
 
 from __future__ import annotations

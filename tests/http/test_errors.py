@@ -100,6 +100,17 @@ def test_a_key_refused_names_no_version(tmp_path: Path) -> None:
         assert r.status_code == 400 and r.headers["model-version"] == "2", r.text
 
 
+def test_a_key_over_its_row_quota_names_no_version(tmp_path: Path) -> None:
+    """The key's row quota is checked once the rows are known, inside the call: its 429 is the key's limit, not
+    the version's refusal (and the rejection is counted without a model), so it names no version."""
+    key = create_key(tmp_path, limits=("1rows/min",))
+    bearer = {"authorization": f"Bearer {key}"}
+    with canary_app(tmp_path, auth="on", state_dir=tmp_path) as client:
+        r = client.post("/models/m/versions/1/predict", json=[STABLE_ROW, STABLE_ROW], headers=bearer)
+        assert r.status_code == 429 and "rows" in r.json()["detail"], r.text
+        assert "model-version" not in r.headers
+
+
 def test_the_request_log_names_the_version_that_refused(tmp_path: Path) -> None:
     stream = io.StringIO()
     handler = logs.make_handler("json", stream)
