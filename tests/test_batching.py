@@ -687,10 +687,12 @@ def test_one_stalled_drain_among_normal_ones_does_not_move_the_expected_answer(m
     assert all(s <= 1.01 * n for s, n in zip(stalled, normal, strict=True)) and max(normal) <= 0.2
 
 
-async def a_burst_behind_a_stall(m: Stalls, *, run_s: float = 0.0, after_s: float = 0.0) -> list[float]:
+async def a_burst_behind_a_stall(
+    m: Stalls, *, run_s: float = 0.0, after_s: float = 0.0, after_batch: int = 0
+) -> list[float]:
     """48 requests at once to a 20 ms model in batches of 6 (tests/e2e/test_batching.py), the first batch (the
-    one request that found the model idle) stalled ``run_s`` in its run, or the loop ``after_s`` after it; the
-    expected answer as each batch ends."""
+    one request that found the model idle) stalled ``run_s`` in its run, or the loop ``after_s`` after batch
+    ``after_batch`` (0: the first); the expected answer as each batch ends."""
     m.seconds = 0.02
     runs = 0
 
@@ -701,7 +703,7 @@ async def a_burst_behind_a_stall(m: Stalls, *, run_s: float = 0.0, after_s: floa
         return Stalls.run(m, inputs, rows)
 
     def ended(rows: int, requests: int, seconds: float) -> None:
-        m.between = after_s if not m.estimates else 0.0
+        m.between = after_s if len(m.estimates) == after_batch else 0.0
         Stalls.ended(m, rows, requests, seconds)
 
     m.b.run, m.b.on_batch = run, ended
@@ -709,17 +711,20 @@ async def a_burst_behind_a_stall(m: Stalls, *, run_s: float = 0.0, after_s: floa
     return m.estimates
 
 
+@pytest.mark.parametrize("after_batch", [0, 1])
 def test_a_stalled_first_drain_does_not_make_a_queue_of_normal_batches_look_over_its_budget(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, after_batch: int
 ) -> None:
-    """The machine pausing just after the first batch: the first drain measured (from that batch, of one request)
-    counts only with the second, as the lesser of the two, so the queue behind it is not refused on it (CI: 503
-    'would answer this request in about 2038 ms', with a 2,000 ms budget, 48 requests to a 20 ms model in
-    batches of 6)."""
+    """The machine pausing just after the first batch (of the one request that found the model idle: no drain is
+    measured from it), or after the second (the first drain measured: it counts only with the next, as the lesser
+    of the two), so the queue behind it is not refused on it (CI: 503 'would answer this request in about
+    2038 ms', with a 2,000 ms budget, 48 requests to a 20 ms model in batches of 6)."""
     budget = 2.0
     normal = asyncio.run(a_burst_behind_a_stall(Stalls(monkeypatch, max_batch_size=6)))
-    stalled = asyncio.run(a_burst_behind_a_stall(Stalls(monkeypatch, max_batch_size=6), after_s=2.0))
-    # batch by batch, as without the stall: at most 0.16 s, for 47 rows queued (a drain set outright: 85 s)
+    stall = Stalls(monkeypatch, max_batch_size=6)
+    stalled = asyncio.run(a_burst_behind_a_stall(stall, after_s=2.0, after_batch=after_batch))
+    # batch by batch, as without the stall: at most 0.16 s, for 47 rows queued (a drain set outright: 85 s after
+    # the first batch, 12 s after the second)
     assert all(s <= 1.01 * n for s, n in zip(stalled, normal, strict=True)) and max(normal) < budget / 10
 
 
@@ -758,12 +763,63 @@ def test_a_lasting_slowdown_reaches_the_expected_answer_within_a_few_batches(mon
         # the queue's drain: the loop's other work between batches (the model itself takes nothing) grows 10x
         m.seconds = 0.0
         m.between = 0.01
-        await m.burst(12)  # 1-row batches: 11 drains of 10 ms a row
+        await m.burst(12)  # 1-row batches: 10 drains of 10 ms a row (none from the first, which found the model idle)
         drained = m.b.expected_answer(arriving=9)
         assert drained == pytest.approx(0.09, rel=0.01)  # nine rows of 10 ms (and a batch time of about nothing)
         m.between = 0.1
-        await m.burst(5)  # four drains
+        await m.burst(6)  # four drains
         assert m.b.expected_answer(arriving=9) >= 4.0 * drained
+
+    asyncio.run(main())
+
+
+async def bursts(m: Stalls, batches: list[int], gap_s: float = 5.0) -> None:
+    """Bursts of 32-row batches separated by idle gaps: each burst's first batch is the one request that found the
+    model idle, then ``n - 1`` full batches of 32 behind it."""
+    for n in batches:
+        await m.burst(1 + 32 * (n - 1))
+        m.clock.now += gap_s
+
+
+def a_model_of_batches(m: Stalls) -> None:
+    """A run of 20 ms for one row, 25 ms for 32: a full batch's time per row is 1/25 of a lone request's."""
+
+    def run(inputs: Mapping[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
+        m.clock.now += 0.02 if rows == 1 else 0.025
+        return {"y": np.asarray(inputs["x"])}
+
+    m.b.run = run
+
+
+def test_short_bursts_do_not_measure_the_drain_from_the_batch_that_found_the_model_idle(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Bursts of two or three batches: the first, of the one request that found the model idle, took 27 ms for its
+    row (its run and the loop's other work); the full ones behind it 32 ms for 32 rows. Measured from that first
+    batch too, seven drains in ten would be 27 ms a row, and 320 rows queued would look like 8.7 s."""
+
+    async def main() -> None:
+        m = Stalls(monkeypatch, max_batch_size=32)
+        a_model_of_batches(m)
+        m.between = 0.007  # the loop's other work after each batch: the drain is 1 ms a row of a full batch
+        await bursts(m, [2, 3, 2, 3, 2, 3, 2])
+        assert m.b.batch_rows.count(1) == 7 and m.b.batch_rows.count(32) == 10
+        # one arriving alone (a batch time, 20 to 25 ms), then 320 rows at the full batches' 1 ms a row
+        assert 0.34 <= m.b.expected_answer(arriving=321) <= 0.345 + 1e-9
+
+    asyncio.run(main())
+
+
+def test_a_sustained_queue_measures_its_drain_batch_by_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def main() -> None:
+        m = Stalls(monkeypatch, max_batch_size=32)
+        a_model_of_batches(m)
+        m.between = 0.05  # the loop's other work: 75 ms from one full batch's start to the next, 2.3 ms a row
+        await m.burst(1 + 32 * 5)  # five full batches behind the first: four drains measured, from the full ones
+        assert m.b.expected_answer(arriving=321) == pytest.approx(0.025 + 320 * 0.075 / 32, rel=0.03)
+        m.between = 0.1  # slower: 125 ms a batch, 3.9 ms a row; the average rises a fifth of the way a drain
+        await m.burst(1 + 32 * 12)  # eleven more drains (the median lets the second through)
+        assert m.b.expected_answer(arriving=321) == pytest.approx(0.025 + 320 * 0.125 / 32, rel=0.05)
 
     asyncio.run(main())
 

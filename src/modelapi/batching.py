@@ -206,14 +206,17 @@ class Batcher:
         self.arriving = 0
         #: moving averages for the expected wait: rows per submitted request, and seconds per row of the queue's
         #: drain while it never emptied (from one batch's start to the next, so the event loop's other work
-        #: between batches counts: under load that is most of a request's cost), fed the median of the last three
-        #: measurements as the batch time is, except that the first counts only with the second, as the lesser of
-        #: the two (it is the drain from the batch that found the model idle, often of one request, whose run over
-        #: its few rows overstates the time per row of the full batches behind it); 0 until measured twice
+        #: between batches counts: under load that is most of a request's cost), never from a burst's first batch
+        #: (the one that found the model idle, often of one request, whose run over its few rows overstates the
+        #: time per row of the full batches behind it), fed the median of the last three measurements as the batch
+        #: time is, except that the first counts only with the second, as the lesser of the two (until then the
+        #: batch time stands for it, and no median could set a stall in it aside); 0 until measured twice
         self._rows_per_request = 1.0
         self._drain_s_per_row = 0.0
         self._drain_seen = [UNSEEN, UNSEEN]
-        self._drained_from: tuple[float, int] | None = None  # (start, rows) of the batch before, if back to back
+        #: (start, rows) of the batch before while the queue has not emptied since it started (None: it has);
+        #: rows 0 where that batch was the first of its burst (``_run_and_split``), whose drain is not measured
+        self._drained_from: tuple[float, int] | None = None
         #: rows of every batch run, newest last (the last 1000), for tests and diagnostics
         self.batch_rows: deque[int] = deque(maxlen=1000)
         #: (rows, seconds) of the last runs, and the most rows a batch may have to run inline (0: none may);
@@ -244,7 +247,8 @@ class Batcher:
         Both times are moving averages of the median of their last three measurements, which move down faster than
         up: one stall (the machine paused, a collection, a batch shape not run before) moves neither, and a lasting
         change of the model's speed passes from its second measurement. Until three are known, the lesser of those
-        there counts; the first drain measured counts only with the second (``_drain_seen``)."""
+        there counts; the first drain measured counts only with the second (``_drain_seen``). No drain is measured
+        from a burst's first batch, the one that found the model idle (``_run_and_split``)."""
         busy, timer, limit = self._busy, self._timer, self.policy.max_batch_size
         per_request = self._rows_per_request
         if not busy and timer is None:
@@ -481,11 +485,15 @@ class Batcher:
         rows = sum(item.rows for item in live)
         self.batch_rows.append(rows)
         started = self._running_since = time.monotonic()
-        if self._drained_from is not None:  # the queue stayed non-empty since the batch before started
-            since, before = self._drained_from
+        drained = self._drained_from
+        if drained is not None and drained[1]:  # the queue stayed non-empty since the batch before started, and
+            since, before = drained  # that batch was not the first of its burst
             per_row = (started - since) / before
             self._drain_s_per_row = _averaged(self._drain_s_per_row, self._drain_seen, per_row)
-        self._drained_from = (started, rows)
+        # None: the queue emptied since the batch before, so this one is the first of its burst (it found the model
+        # idle: the request that did, and those that came in its turn of the loop), with nothing queued behind it
+        # when it started: its time per row (often over one request's rows) is not the queue's drain
+        self._drained_from = (started, rows if drained is not None else 0)
         run = self.run
         if tracing.ON:
             traced = [item.trace[0] for item in live if item.trace is not None]
