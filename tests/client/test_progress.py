@@ -95,3 +95,25 @@ def test_a_waiting_job_off_a_terminal_gets_a_line_when_it_starts_and_stops_waiti
     lines = out.getvalue().splitlines()
     assert len(lines) == 3
     assert lines[1].endswith("waiting for the key's row limit 6rows/s") and lines[2].endswith(" 5/100 rows")
+
+
+def test_off_a_terminal_a_different_limit_gets_its_line_at_once_and_a_countdown_does_not() -> None:
+    out, clock = io.StringIO(), Clock()
+    bar = Progress(out, clock=clock)
+
+    def wait(limit: str, seconds: int) -> dict[str, Any]:
+        detail = f"waiting for API key 'slow' ...: admits the next 3 rows in about {seconds} s"
+        return {"reason": "row_limit", "limit": limit, "rows": 3, "detail": detail}
+
+    bar.show(_status(4, wait("600rows/min", 14), total=100))
+    clock.now += 1.0
+    bar.show(_status(4, wait("600rows/min", 13), total=100))  # the same wait counting down: no line of its own
+    assert len(out.getvalue().splitlines()) == 1
+    clock.now += 1.0
+    bar.show(_status(4, wait("1000rows/day", 50400), total=100))  # another limit holds it now: a line at once
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2 and lines[1].endswith("waiting for the key's row limit 1000rows/day")
+    clock.now += 1.0
+    bar.show(_status(4, wait("600rows/min", 5), total=100))  # back to the first (e.g. `keys update` lifted the quota)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 3 and lines[2].endswith("waiting for the key's row limit 600rows/min")

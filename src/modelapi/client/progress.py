@@ -3,7 +3,9 @@
 On a terminal, one line rewritten with ``\\r``. Anywhere else (a log file, a CI job's output, a pipe) a ``\\r``
 is no line ending: the states would run together on one line. There each state that matters is a line of its
 own, throttled: the first, each change of status or of the row-limit wait, each 10 % step, otherwise at most one
-every ``interval`` seconds, and the final state once.
+every ``interval`` seconds, and the final state once. The wait changes when it starts, when it ends, and when a
+different limit (or reason) holds the job; its countdown (``rows``, ``until``, the seconds in ``detail``) is no
+change, only progress like the rest.
 
 Written by hand rather than with tqdm: the client keeps its dependencies to httpx and numpy. The
 ``modelapi predict`` command shows the same bar.
@@ -24,7 +26,7 @@ def _isatty(out: TextIO) -> bool:
 
 
 class Progress:
-    #: seconds between two lines off a terminal, unless the status or a 10 % step changes first
+    #: seconds between two lines off a terminal, unless the status, a 10 % step or the row-limit wait changes first
     interval = 5.0
 
     def __init__(self, out: TextIO, clock: Callable[[], float] = time.monotonic) -> None:
@@ -33,7 +35,7 @@ class Progress:
         self.clock = clock
         self.shown = ""  # the terminal's current line; off a terminal, the last line written
         self.latest = ""  # off a terminal: the last state given, written or not
-        self._key: tuple[Any, ...] | None = None  # status, 10 % step and wait of the last line written
+        self._key: tuple[Any, ...] | None = None  # status, 10 % step and wait (reason, limit) of the last line written
         self._at = 0.0
 
     def show(self, status: dict[str, Any]) -> None:
@@ -54,7 +56,9 @@ class Progress:
                 self.shown = line
             return
         self.latest = line
-        key = (status["status"], int(frac * 10), bool(waiting))
+        # the wait as the line names it: which limit holds the job, and why; not its countdown
+        wait = (waiting.get("reason"), waiting["limit"]) if waiting else None
+        key = (status["status"], int(frac * 10), wait)
         now = self.clock()
         if line != self.shown and (key != self._key or now - self._at >= self.interval):
             self._write(line, key, now)
