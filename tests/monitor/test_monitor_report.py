@@ -127,3 +127,61 @@ def test_the_reference_follows_a_change_of_the_inputs_marked_sensitive(tmp_path:
     assert reference('"city"') == {"status": ["city"], "stored": ["city"], "features": set(FEATURES)}
     assert reference("") == {"status": [], "stored": [], "features": {*FEATURES, "city"}}
     assert reference('"city"') == {"status": ["city"], "stored": ["city"], "features": set(FEATURES)}
+
+
+def test_an_input_unmarked_sensitive_under_a_log_built_reference_gets_one_from_the_rows_logged_since(
+    tmp_path: Path,
+) -> None:
+    """The first logged rows never held ``city`` (marked sensitive then), and that reference stays: the other
+    inputs' baseline must not move. Once ``city`` is no longer marked, the status says its reference is being
+    collected from the rows logged since, instead of listing no feature for it and saying nothing; with
+    ``reference_rows`` such rows, ``city`` gets its summary and its drift, and the others keep theirs."""
+    import time
+
+    state = tmp_path / "state"
+    write_log(state, hours=3, now=time.time() - 60, sensitive=("city",))  # 1,200 rows, the last a minute ago
+    root = tmp_path / "repo"
+    (root / "shift").mkdir(parents=True)
+    toml = root / "shift" / "model.toml"
+
+    def monitor(sensitive: str) -> Monitor:
+        toml.write_text(f"[monitor]\nlog_predictions = 1.0\nreference_rows = 1000\nsensitive = [{sensitive}]\n")
+        return Monitor.from_settings(Settings(models=[str(root)], state_dir=state))
+
+    server = monitor('"city"')
+    try:
+        status = server.status("shift")
+        built = server.store.load_reference("shift")
+    finally:
+        server.store.close()
+    assert status["sensitive"] == ["city"] and status["reference"]["source"] == "the first 1000 logged rows"
+    assert built is not None and set(built["features"]) == set(FEATURES)
+
+    server = monitor("")
+    try:
+        status = server.status("shift")
+        collecting = status["reference"]["collecting"]
+        assert list(collecting) == ["city"]
+        assert collecting["city"].startswith("collecting: 0 of the first 1000 rows logged since ")
+        assert collecting["city"].endswith(", when it was no longer marked sensitive")
+        assert status["sensitive"] == []
+        for window in status["versions"]["1"].values():
+            assert sorted(f["feature"] for f in window["features"]) == sorted(FEATURES)
+        out = tmp_path / "report.html"
+        assert main(["monitor", "shift", "--state-dir", str(state), "--since", "1d", "--html", str(out)]) == 0
+        assert "Not monitored yet: city, no reference: collecting: 0 of the first 1000 rows" in out.read_text()
+
+        write_log(state, hours=3, now=time.time() + 3 * 3600 + 60)  # rows with the city, logged after the change
+        status = server.status("shift", now=time.time() + 3 * 3600 + 60)
+        stored = server.store.load_reference("shift")
+    finally:
+        server.store.close()
+    assert "collecting" not in status["reference"]
+    assert stored is not None and "pending" not in stored
+    assert set(stored["features"]) == {*FEATURES, "city"} and stored["features"]["city"]["rows"] == 1000
+    assert stored["features"]["x1"] == built["features"]["x1"]  # the others' baseline kept
+    assert stored["source"] == "the first 1000 logged rows"
+    for window in status["versions"]["1"].values():
+        assert sorted(f["feature"] for f in window["features"]) == sorted([*FEATURES, "city"])
+    city = next(f for f in status["versions"]["1"]["last_rows"]["features"] if f["feature"] == "city")
+    assert city["severity"] == "none" and city["missing"] == 0.0

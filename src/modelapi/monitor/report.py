@@ -84,6 +84,8 @@ def _table(status: dict[str, Any]) -> list[str]:
             f"<p class='note' id='sensitive'>Not monitored: {names}, marked sensitive (model.toml's [monitor] "
             "sensitive), never logged.</p>"
         )
+    for name, why in (status["reference"].get("collecting") or {}).items():
+        out.append(f"<p class='note'>Not monitored yet: {escape(name)}, no reference: {escape(why)}.</p>")
     if not entries:
         out.append("<p class='note'>No drift to show: no reference yet, or no rows logged in the window.</p>")
         return out

@@ -4,7 +4,8 @@
 ``start(events)`` found a model that logs, the ``PredictionLogger`` subscribed to the events and the drift
 gauges. ``status(model)`` is what ``GET /models/{name}/monitor`` and ``modelapi monitor`` show; it reads the
 whole log, so any worker answers for all of them. Inputs marked sensitive are never logged: the status names them
-in ``sensitive``, beside the features, and has no drift for them.
+in ``sensitive``, beside the features, and has no drift for them. One unmarked under a reference built from the
+log gets its summary from the rows logged since (``reference.collecting`` says how many until then).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
@@ -23,7 +25,7 @@ from . import drift
 from .logger import PredictionLogger
 from .policy import Policies
 from .records import INPUT
-from .reference import build, file_fingerprint, read_file
+from .reference import build, file_fingerprint, read_file, summarize
 from .store import LogStore, open_store
 
 log = logging.getLogger("modelapi.monitor")
@@ -38,6 +40,8 @@ class Monitor:
         self.logger: PredictionLogger | None = None
         self._lock = threading.Lock()
         self._gauges: Any = None
+        #: per model, the inputs unmarked sensitive whose summary waits for rows logged since (``reference``)
+        self._collecting: dict[str, dict[str, str]] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Monitor:
@@ -111,15 +115,59 @@ class Monitor:
             self.store.save_reference(model, stored)
         if stored.get("sensitive", []) != noted or any(name in stored["features"] for name in sensitive):
             # marked sensitive since the reference was built: its summary goes, its name is noted
+            unmarked = set(stored.get("sensitive", [])) - sensitive
             stored["features"] = {k: v for k, v in stored["features"].items() if k not in sensitive}
             stored["sensitive"] = noted
+            # no longer marked, under a reference built from the log: the rows it was built from never held the
+            # input, and that reference is kept (the other inputs' baseline must not move), so the input's own
+            # summary is built from the first rows logged from now on (a file reference was rebuilt above)
+            pending = {k: v for k, v in stored.get("pending", {}).items() if k not in sensitive}
+            if policy.reference is None:
+                now = time.time()
+                pending.update({name: now for name in sorted(unmarked) if name not in stored["features"]})
+            if pending:
+                stored["pending"] = pending
+            else:
+                stored.pop("pending", None)
             self.store.save_reference(model, stored)
+        self._collecting[model] = (
+            self._collect_pending(model, stored, policy.reference_rows)
+            if stored.get("pending") and policy.reference is None
+            else {}
+        )
         if stored.get("prediction") is None:  # a file holds no predictions: the first logged rows give them
             prediction = self._prediction_reference(model, policy.reference_rows)
             if prediction is not None:
                 stored["prediction"] = prediction
                 self.store.save_reference(model, stored)
         return stored, stored["source"]
+
+    def _collect_pending(self, model: str, stored: dict[str, Any], needed: int) -> dict[str, str]:
+        """Summarise each input of ``stored["pending"]`` (unmarked sensitive under a log-built reference) from the
+        first ``needed`` rows logged since it was unmarked, once there are as many (an input those rows do not
+        hold is not one the log keeps: it is let go). Returns what the others wait for."""
+        pending: dict[str, float] = stored["pending"]
+        before = len(pending)
+        later = self.store.read(model, min(pending.values()))
+        collecting: dict[str, str] = {}
+        for name, since in sorted(pending.items()):
+            rows = _after(later, since).slice(0, needed)
+            column = INPUT + name
+            if rows.num_rows >= needed:
+                if column in rows.column_names:
+                    stored["features"][name] = summarize(rows[column])
+                del pending[name]
+            else:
+                when = datetime.fromtimestamp(since, UTC).isoformat(timespec="seconds")
+                collecting[name] = (
+                    f"collecting: {rows.num_rows} of the first {needed} rows logged since {when}, "
+                    "when it was no longer marked sensitive"
+                )
+        if len(pending) < before:
+            if not pending:
+                del stored["pending"]
+            self.store.save_reference(model, stored)
+        return collecting
 
     def _prediction_reference(self, model: str, rows: int) -> dict[str, Any] | None:
         first = self.store.first(model, rows)
@@ -150,6 +198,9 @@ class Monitor:
             "sensitive": sorted(sensitive),
             "versions": {},
         }
+        collecting = self._collecting.get(model) if reference is not None else None
+        if collecting:  # unmarked sensitive under a log-built reference: no summary yet, so not among the features
+            out["reference"]["collecting"] = collecting
         versions = sorted(set(_strings(rows["version"])) | set(_strings(tallies["version"])), key=_version_key)
         for version in versions:
             mine = rows.filter(pc.equal(rows["version"], version)) if rows.num_rows else rows
