@@ -57,19 +57,19 @@ def routes(services: Services) -> list[BaseRoute]:
                     raise MalformedRequest("the CSV body is not valid UTF-8") from None
             elif is_json_type(content_type):
                 body = jsonutil.loads(await services.body(request), ctx.json)
+            else:  # refused on the head, before the call holds a version (as V2's and the others' 415)
+                raise UnsupportedMediaType(
+                    f"content type '{content_type}' is not supported here; send 'Content-Type: "
+                    "application/json' (or text/csv with a header row)"
+                )
             call = admission.call()
         with call:
             model = call.model
             with tracing.span("decode"):
                 if csv:
                     inference = codec.decode_csv(text, model.signature, max_rows=services.max_rows(call))
-                elif is_json_type(content_type):
-                    inference = codec.decode(body, model.signature, max_rows=services.max_rows(call))
                 else:
-                    raise UnsupportedMediaType(
-                        f"content type '{content_type}' is not supported here; send 'Content-Type: "
-                        "application/json' (or text/csv with a header row)"
-                    )
+                    inference = codec.decode(body, model.signature, max_rows=services.max_rows(call))
             wanted = codec.answer_outputs(model.signature, getattr(model, "invocation_outputs", None))
             inference.outputs = wanted
             answer = await call.infer(inference)

@@ -66,6 +66,17 @@ class OutputFormat:
         return self.binary.get(name, self.binary_default)
 
 
+def parse(
+    body: bytes, header_length: int | None = None, limits: JsonLimits | None = None
+) -> tuple[Any, v2_binary.BinaryReader | None]:
+    """An infer request's JSON (and the reader of its binary part, with the binary extension), before any version
+    is asked: a body that is not JSON is the request's fault on every protocol, named by no version."""
+    if header_length is not None:
+        header, rest = v2_binary.split(body, header_length)
+        return jsonutil.loads(header, limits), v2_binary.BinaryReader(rest)
+    return jsonutil.loads(body, limits), None
+
+
 class V2Codec:
     def __init__(self, model: Model) -> None:
         self.signature: Signature = model.signature
@@ -88,13 +99,12 @@ class V2Codec:
     ) -> tuple[InferenceRequest, OutputFormat]:
         """Parse an infer request. ``header_length``: the binary extension's JSON header length, if any;
         ``limits``: the JSON limits of the call (``CallContext.json``), none for a trusted caller."""
-        reader: v2_binary.BinaryReader | None = None
-        if header_length is not None:
-            header, rest = v2_binary.split(body, header_length)
-            reader = v2_binary.BinaryReader(rest)
-            doc = jsonutil.loads(header, limits)
-        else:
-            doc = jsonutil.loads(body, limits)
+        return self.decode_parsed(*parse(body, header_length, limits))
+
+    def decode_parsed(
+        self, doc: Any, reader: v2_binary.BinaryReader | None = None
+    ) -> tuple[InferenceRequest, OutputFormat]:
+        """An infer request that ``parse`` read: its tensors checked against this model's signature."""
         if not isinstance(doc, dict):
             raise MalformedRequest("the request body must be a JSON object with 'inputs'")
         rid = doc.get("id")

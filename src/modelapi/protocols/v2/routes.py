@@ -84,11 +84,12 @@ def routes(services: Services) -> list[BaseRoute]:
             require_json(request)  # with the binary extension any content type goes (tritonclient: octet-stream)
         # admitted on the head (a refusal reads no body); the version is held once the body is in
         with dp.admit(name, ctx, version) as admission:
-            body = await services.body(request)
+            # parsed before the call holds a version: a body that is not JSON names none, as on the other protocols
+            doc, reader = codec.parse(await services.body(request), header_length, ctx.json)
             with admission.call() as call:
                 model_codec = codec.codec_for(call.model)
                 with tracing.span("decode"):
-                    inference_request, fmt = model_codec.decode(body, header_length, ctx.json)
+                    inference_request, fmt = model_codec.decode_parsed(doc, reader)
                 answer = await call.infer(inference_request)
         with tracing.span("encode"):
             payload, json_length = model_codec.encode(answer, fmt)
