@@ -185,3 +185,30 @@ def test_an_input_unmarked_sensitive_under_a_log_built_reference_gets_one_from_t
         assert sorted(f["feature"] for f in window["features"]) == sorted([*FEATURES, "city"])
     city = next(f for f in status["versions"]["1"]["last_rows"]["features"] if f["feature"] == "city")
     assert city["severity"] == "none" and city["missing"] == 0.0
+
+
+def test_a_reference_file_given_to_the_command_is_not_saved_over_the_servers(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """``modelapi monitor --reference FILE`` compares against FILE for its own report only: the reference the
+    server keeps in the log's store (here built from the first logged rows) stays as it was, so the server's
+    drift gauges and ``/monitor`` do not move to a file its operator never configured."""
+    state = tmp_path / "state"
+    write_log(state)
+    server = Monitor.from_settings(Settings(state_dir=state))
+    try:
+        assert server.status("shift")["reference"]["source"] == "the first 1000 logged rows"
+        before = server.store.load_reference("shift")
+    finally:
+        server.store.close()
+    rng = np.random.default_rng(5)
+    train = tmp_path / "train.parquet"
+    pq.write_table(pa.table({f: rng.normal(0.0, 1.0, 500) for f in FEATURES}), train)
+
+    assert main(["monitor", "shift", "--state-dir", str(state), "--since", "1d", "--reference", str(train)]) == 0
+    assert json.loads(capsys.readouterr().out)["reference"] == {"source": "file train.parquet", "rows": 500}
+
+    server = Monitor.from_settings(Settings(state_dir=state))
+    try:
+        assert server.store.load_reference("shift") == before
+        assert server.status("shift")["reference"]["source"] == "the first 1000 logged rows"
+    finally:
+        server.store.close()

@@ -58,7 +58,9 @@ def _run(args: argparse.Namespace) -> int:
     from .service import Monitor
 
     overrides = {k: getattr(args, k) for k in ("state_dir", "database_url", "reference") if hasattr(args, k)}
-    monitor = Monitor.from_settings(Settings(**overrides))
+    # read only: the reference it builds (from --reference, or the first logged rows) is not saved over the
+    # server's
+    monitor = Monitor.from_settings(Settings(**overrides), read_only=True)
     try:
         if args.model not in monitor.store.models():
             where = "the database" if monitor.settings.database_url else str(monitor.settings.state_dir)

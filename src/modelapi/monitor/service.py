@@ -33,9 +33,14 @@ HOUR_S, DAY_S = 3600.0, 86400.0
 
 
 class Monitor:
-    def __init__(self, settings: Settings, store: LogStore, policies: Policies | None = None) -> None:
+    def __init__(
+        self, settings: Settings, store: LogStore, policies: Policies | None = None, *, read_only: bool = False
+    ) -> None:
         self.settings = settings
         self.store = store
+        #: a reader of the log (``modelapi monitor``) that builds references in memory and never saves one: the
+        #: stored reference is the server's, and a report given another file must not replace it
+        self.read_only = read_only
         self.policies = policies or Policies(settings)
         self.logger: PredictionLogger | None = None
         self._lock = threading.Lock()
@@ -44,8 +49,8 @@ class Monitor:
         self._collecting: dict[str, dict[str, str]] = {}
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Monitor:
-        return cls(settings, open_store(settings))
+    def from_settings(cls, settings: Settings, *, read_only: bool = False) -> Monitor:
+        return cls(settings, open_store(settings), read_only=read_only)
 
     # serving ------------------------------------------------------------------------------------------------
     def start(self, events: Events, families: Any = None) -> bool:
@@ -106,13 +111,13 @@ class Monitor:
                         "monitor: reference file %s of model %r cannot be read: %s", policy.reference, model, exc
                     )
                     return None, f"reference file {shown} cannot be read"
-                self.store.save_reference(model, stored)
+                self._save_reference(model, stored)
         elif stored is None:
             first = self.store.first(model, policy.reference_rows)
             if first.num_rows < policy.reference_rows:
                 return None, f"collecting: {first.num_rows} of the first {policy.reference_rows} rows logged"
             stored = build(_without(first, sensitive), f"the first {first.num_rows} logged rows")
-            self.store.save_reference(model, stored)
+            self._save_reference(model, stored)
         if stored.get("sensitive", []) != noted or any(name in stored["features"] for name in sensitive):
             # marked sensitive since the reference was built: its summary goes, its name is noted
             unmarked = set(stored.get("sensitive", [])) - sensitive
@@ -129,7 +134,7 @@ class Monitor:
                 stored["pending"] = pending
             else:
                 stored.pop("pending", None)
-            self.store.save_reference(model, stored)
+            self._save_reference(model, stored)
         self._collecting[model] = (
             self._collect_pending(model, stored, policy.reference_rows)
             if stored.get("pending") and policy.reference is None
@@ -139,8 +144,12 @@ class Monitor:
             prediction = self._prediction_reference(model, policy.reference_rows)
             if prediction is not None:
                 stored["prediction"] = prediction
-                self.store.save_reference(model, stored)
+                self._save_reference(model, stored)
         return stored, stored["source"]
+
+    def _save_reference(self, model: str, stored: dict[str, Any]) -> None:
+        if not self.read_only:
+            self.store.save_reference(model, stored)
 
     def _collect_pending(self, model: str, stored: dict[str, Any], needed: int) -> dict[str, str]:
         """Summarise each input of ``stored["pending"]`` (unmarked sensitive under a log-built reference) from the
@@ -166,7 +175,7 @@ class Monitor:
         if len(pending) < before:
             if not pending:
                 del stored["pending"]
-            self.store.save_reference(model, stored)
+            self._save_reference(model, stored)
         return collecting
 
     def _prediction_reference(self, model: str, rows: int) -> dict[str, Any] | None:
