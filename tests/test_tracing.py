@@ -176,6 +176,24 @@ def test_settings_decide_whether_tracing_is_on() -> None:
     assert tracing.wanted(Settings(tracing="on"))
 
 
+def test_an_exporter_not_installed_stops_the_server_with_one_line_naming_it() -> None:
+    """A settings mistake, as a bad flag is: ``modelapi: error: ...`` and status 2, not a traceback logged and
+    raised again (status 1); the models are never loaded."""
+    with pytest.raises(ValueError, match="no span exporter named 'bogus' is installed"):
+        tracing.configure(Settings(otel_traces_exporter="bogus"))
+    assert not tracing.ON
+
+    from pathlib import Path
+
+    here = Path(__file__).parent
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("OTEL_")}
+    env |= {"OTEL_TRACES_EXPORTER": "otlp,bogus", "PYTHONPATH": f"{Path(tracing.__file__).parents[1]}:{here}"}
+    command = [sys.executable, "-m", "modelapi", "serve", "toymodels:Echo", "--port", "0", "--log-format", "text"]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == "modelapi: error: OTEL_TRACES_EXPORTER: no span exporter named 'bogus' is installed\n"
+
+
 def test_tracing_off_records_nothing_and_imports_no_opentelemetry() -> None:
     code = """
 import sys

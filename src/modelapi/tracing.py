@@ -88,7 +88,7 @@ def configure(settings: Any) -> bool:
     if not wanted(settings):
         return ON
     if not available():
-        raise RuntimeError("tracing is on but OpenTelemetry is not installed: pip install 'modelapi[otel]'")
+        raise ValueError("tracing is on but OpenTelemetry is not installed: pip install 'modelapi[otel]'")
     global _owned
     shutdown()
     _owned = _provider(settings.otel_traces_exporter or "otlp")
@@ -121,7 +121,7 @@ def _provider(exporters: str) -> TracerProvider:
 
             found = list(entry_points(group="opentelemetry_traces_exporter", name=name))
             if not found:
-                raise RuntimeError(f"OTEL_TRACES_EXPORTER: no span exporter named {name!r} is installed")
+                raise ValueError(f"OTEL_TRACES_EXPORTER: no span exporter named {name!r} is installed")
             exporter = found[0].load()()
         provider.add_span_processor(BatchSpanProcessor(exporter))  # OTEL_BSP_SCHEDULE_DELAY, ...
     return provider
