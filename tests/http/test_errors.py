@@ -109,9 +109,11 @@ def test_a_body_that_is_not_json_or_of_another_type_names_no_version_on_any_prot
     assert r.status_code == 400 and "model-version" not in r.headers, (r.headers, r.text)
     r = client.post(path, content=b"x=1", headers={"content-type": "text/plain"})
     assert r.status_code == 415 and "model-version" not in r.headers, (r.headers, r.text)
-    # the same body as JSON the version cannot take still names it
+    # the same body as JSON the version cannot take still names it (MLflow's route has no version in its path:
+    # the canary takes half of its calls)
     r = client.post(path, content=b"[1, 2]", headers={"content-type": "application/json"})
-    assert r.status_code == 400 and r.headers["model-version"] == "1", (r.headers, r.text)
+    named = {"1"} if "/versions/1" in path else {"1", "2"}
+    assert r.status_code == 400 and r.headers.get("model-version") in named, (r.headers, r.text)
 
 
 def test_a_key_refused_names_no_version(tmp_path: Path) -> None:
