@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from helpers.metrics import matching, parse, types, value
@@ -181,3 +183,26 @@ def test_events_fan_out_reaches_the_observer() -> None:
     events.subscribe(metrics.MetricsObserver())
     events.request_rejected(RequestRejected("iris", "v2", "rate_limited", 429))
     assert value(scrape(), "modelapi_requests_rejected_total", model="iris", protocol="v2", reason="rate_limited") == 1
+
+
+def test_hidden_families_take_values_but_are_not_exposed(tmp_path: Path) -> None:
+    """``setup(None, hide=...)``, as a ``modelapi worker`` calls it: the jobs gauges, which the servers sample from
+    the jobs database, are not in the worker's scrape; its job counters are, with the server's names and labels."""
+    from modelapi.worker import SERVERS_ONLY
+
+    metrics.setup(None, hide=SERVERS_ONLY)
+    observer = metrics.MetricsObserver()
+    observer.job_rows("scorer", 30)
+    observer.job_finished("scorer", "succeeded")
+    metrics.families().jobs_queued.set(7)  # a sampler that ran anyway changes nothing exposed
+    body, _ = metrics.render()
+    s = parse(body)
+    assert value(s, "modelapi_jobs_rows_total", model="scorer") == 30
+    assert value(s, "modelapi_jobs_finished_total", model="scorer", state="succeeded") == 1
+    assert "modelapi_jobs_queued" not in body.decode() and "modelapi_jobs_running" not in body.decode()
+    assert {f.name for f in metrics.collect()} >= {"modelapi_jobs_rows", "modelapi_jobs_finished"}
+    with pytest.raises(ValueError, match="single process"):
+        metrics.setup(tmp_path / "metrics", hide=SERVERS_ONLY)
+    metrics.setup(None, hide=["modelapi_no_such_thing"])
+    with pytest.raises(ValueError, match="no modelapi metric"):
+        metrics.families()

@@ -24,6 +24,17 @@ SHARED = (
     "redis_url",
 )
 WORKER_ONLY = ("job_queue",)
+#: flags ``worker`` shares with ``serve`` by dest, with the worker's own help: the worker serves only its
+#: operations port (metrics and health), on --host
+WORKER_PORT_FLAGS: dict[str, tuple[list[str], str, dict[str, Any]]] = {
+    "host": (["--host"], "address --metrics-port listens on (default 127.0.0.1: this machine only)", {}),
+    "metrics_port": (
+        ["--metrics-port"],
+        "serve this worker's own GET /metrics (the jobs it ran, its models, its process) and /v2/health/live "
+        "and /v2/health/ready on this port of --host, without a key; scrape every worker (0 picks a free port)",
+        {"type": int, "metavar": "PORT"},
+    ),
+}
 
 JOB_FLAGS: dict[str, tuple[list[str], str, dict[str, Any]]] = {
     "state_dir": (
@@ -84,6 +95,8 @@ def add_commands(sub: Any, serve_flags: dict[str, tuple[list[str], str, dict[str
     worker.add_argument("models", nargs="*", metavar="MODEL", help="the models the servers serve (default: demo)")
     worker.add_argument("--burst", action="store_true", help="exit once the queue is empty")
     shared(worker, (*SHARED, *WORKER_ONLY))
+    for dest, (flags, text, extra) in WORKER_PORT_FLAGS.items():
+        worker.add_argument(*flags, dest=dest, help=text, default=argparse.SUPPRESS, **extra)
 
 
 def run_command(args: argparse.Namespace, settings_for: Callable[[argparse.Namespace, list[str]], Any]) -> int:

@@ -41,6 +41,8 @@ class Families:
     def __init__(self, registry: CollectorRegistry | None) -> None:
         self._registry = registry
         self.specs: list[Spec] = []
+        #: every metric object by its name (``runtime.setup``'s ``hide`` takes some out of the registry)
+        self.by_name: dict[str, Counter | Gauge | Histogram] = {}
         # requests --------------------------------------------------------------------------------------------
         self.requests = self._counter(
             "modelapi_requests_total",
@@ -193,12 +195,15 @@ class Families:
 
     def _counter(self, name: str, doc: str, labels: Sequence[str]) -> Counter:
         self._spec(name, "counter", labels, doc)
-        return Counter(name, doc, labels, registry=self._registry)
+        metric = self.by_name[name] = Counter(name, doc, labels, registry=self._registry)
+        return metric
 
     def _histogram(self, name: str, doc: str, labels: Sequence[str], buckets: Sequence[float]) -> Histogram:
         self._spec(name, "histogram", labels, doc)
-        return Histogram(name, doc, labels, registry=self._registry, buckets=buckets)
+        metric = self.by_name[name] = Histogram(name, doc, labels, registry=self._registry, buckets=buckets)
+        return metric
 
     def _gauge(self, name: str, doc: str, labels: Sequence[str], mode: Mode = "livesum") -> Gauge:
         self._spec(name, "gauge", ("pid",) if mode == "liveall" else labels, doc)  # liveall: pid either way
-        return Gauge(name, doc, labels, registry=self._registry, multiprocess_mode=mode)
+        metric = self.by_name[name] = Gauge(name, doc, labels, registry=self._registry, multiprocess_mode=mode)
+        return metric

@@ -37,6 +37,8 @@ class _State:
     directory: Path | None = None
     registry: CollectorRegistry | None = None
     families: Families | None = None
+    #: names of families this process counts but does not expose (``setup``'s ``hide``)
+    hidden: frozenset[str] = frozenset()
     configured = False
     #: this process's observers, whose tallies reach the values when flushed (weakly held)
     flushers: weakref.WeakSet[Flusher] = weakref.WeakSet()
@@ -59,14 +61,19 @@ def flush() -> None:
             log.exception("metrics: flushing %s failed", type(observer).__name__)
 
 
-def setup(directory: Path | None) -> None:
+def setup(directory: Path | None, *, hide: Iterable[str] = ()) -> None:
     """Choose how this server keeps metrics; call before any worker forks and before ``families()``.
 
     ``directory``: a fresh directory for this server's multiprocess files (created; any ``*.db`` left in it
     by an earlier run is deleted); ``None``: this process's own registry (``PROMETHEUS_MULTIPROC_DIR`` is
     removed from the environment so nothing started from here believes otherwise). A second call starts
-    over: metric objects made before it (and observers holding them) no longer count.
+    over: metric objects made before it (and observers holding them) no longer count. ``hide``: names of
+    families left out of ``render`` and ``collect`` (their objects still take values); with ``None`` only (a
+    ``modelapi worker`` hides the jobs gauges, which the servers sample from the jobs database).
     """
+    hidden = frozenset(hide)
+    if hidden and directory is not None:
+        raise ValueError("metrics.setup: hide is for a single process (directory None)")
     # no *_created series: multiprocess mode has none, so neither mode shows them
     disable_created_metrics()  # type: ignore[no-untyped-call]
     if directory is None:
@@ -82,6 +89,7 @@ def setup(directory: Path | None) -> None:
         _state.registry = None
     _state.directory = directory
     _state.families = None
+    _state.hidden = hidden
     _state.flushers = weakref.WeakSet()
     _state.configured = True
 
@@ -99,7 +107,14 @@ def families() -> Families:
     if not _state.configured:
         setup(Path(os.environ[ENV]) if os.environ.get(ENV) else None)
     if _state.families is None:
-        _state.families = Families(_state.registry)
+        made = Families(_state.registry)
+        if _state.registry is not None:
+            for name in sorted(_state.hidden):
+                metric = made.by_name.get(name)
+                if metric is None:
+                    raise ValueError(f"metrics.setup: hide names {name!r}, which is no modelapi metric")
+                _state.registry.unregister(metric)
+        _state.families = made
     return _state.families
 
 
