@@ -116,6 +116,20 @@ def test_a_body_that_is_not_json_or_of_another_type_names_no_version_on_any_prot
     assert r.status_code == 400 and r.headers.get("model-version") in named, (r.headers, r.text)
 
 
+@pytest.mark.parametrize(
+    "path",
+    ["/models/nosuch/predict", "/v1/models/nosuch:predict", "/v2/models/nosuch/infer", "/models/nosuch/invocations"],
+)
+def test_a_content_type_the_route_does_not_take_is_refused_before_the_model_is_looked_up(
+    client: TestClient, path: str
+) -> None:
+    """A 415 is refused on the request's head, before admission, on every protocol alike: MLflow's refused it
+    inside the admission, so an unknown model answered 404 there (and an overloaded one 503) where the other
+    protocols answer 415."""
+    r = client.post(path, content=b"x=1", headers={"content-type": "text/plain"})
+    assert r.status_code == 415 and "model-version" not in r.headers, (r.status_code, r.text)
+
+
 def test_a_key_refused_names_no_version(tmp_path: Path) -> None:
     key = create_key(tmp_path)
     with canary_app(tmp_path, auth="on", state_dir=tmp_path) as client:

@@ -48,6 +48,12 @@ def routes(services: Services) -> list[BaseRoute]:
         content_type = request.headers.get("content-type", "")
         media = content_type.split(";", 1)[0].strip().lower()
         csv, text, body = media == "text/csv", "", None
+        if not csv and not is_json_type(content_type):
+            # refused on the head, before admission (as V2's and the others' 415): no model looked up, no slot taken
+            raise UnsupportedMediaType(
+                f"content type '{content_type}' is not supported here; send 'Content-Type: "
+                "application/json' (or text/csv with a header row)"
+            )
         # admitted on the head (a refusal reads no body); the version is held once the body is in
         with dp.admit(name, ctx) as admission:
             if csv:
@@ -55,13 +61,8 @@ def routes(services: Services) -> list[BaseRoute]:
                     text = (await services.body(request)).decode("utf-8")
                 except UnicodeDecodeError:
                     raise MalformedRequest("the CSV body is not valid UTF-8") from None
-            elif is_json_type(content_type):
+            else:
                 body = jsonutil.loads(await services.body(request), ctx.json)
-            else:  # refused on the head, before the call holds a version (as V2's and the others' 415)
-                raise UnsupportedMediaType(
-                    f"content type '{content_type}' is not supported here; send 'Content-Type: "
-                    "application/json' (or text/csv with a header row)"
-                )
             call = admission.call()
         with call:
             model = call.model
