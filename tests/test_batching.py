@@ -1001,3 +1001,32 @@ def test_run_now_runs_on_the_loop_when_the_model_is_idle_and_cheap_and_else_leav
         assert b.run_now(x, 2) is None  # closed: submit says so
 
     run(test)
+
+
+def test_the_halves_of_a_failed_batch_measure_no_drain_of_their_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch that fails is retried in halves, down to the request that made it fail: those runs are the failed
+    batch's, not batches the queue drained, and each half's run over its few rows (down to one) overstates the
+    time per row as a burst's first batch does. Measured one by one, the halves of one bad request among 32 rows
+    made 320 rows queued look like several seconds; the queue's next batch measures the drain over the whole
+    episode instead, once (here there is none: the bad request is in the burst's last batch)."""
+
+    async def main(bad: bool) -> float:
+        m = Stalls(monkeypatch, max_batch_size=32)
+
+        def run(inputs: Mapping[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
+            m.clock.now += 0.02  # 20 ms a run, whatever its rows
+            if (np.asarray(inputs["x"]) < 0).any():
+                raise ValueError("a bad row")
+            return {"y": np.asarray(inputs["x"])}
+
+        m.b.run = run
+        values = [float(i) for i in range(1 + 32 * 3)]
+        if bad:
+            values[-5] = -1.0  # in the last full batch
+        done = await asyncio.gather(*(submit(m.b, v) for v in values), return_exceptions=True)
+        assert sum(isinstance(d, ValueError) for d in done) == bad
+        return m.b.expected_answer(arriving=321)
+
+    clean, failed = asyncio.run(main(False)), asyncio.run(main(True))
+    assert clean < 0.3  # ten 32-row batches of 20 ms, and a batch time or two
+    assert failed == pytest.approx(clean), (failed, clean)

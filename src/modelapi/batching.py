@@ -478,7 +478,8 @@ class Batcher:
                 self._drained_from = None  # the queue emptied: the next batch's start measures no drain
 
     # running them ------------------------------------------------------------------------------------------
-    async def _run_and_split(self, batch: list[_Item]) -> None:
+    async def _run_and_split(self, batch: list[_Item], retry: bool = False) -> None:
+        """Run ``batch``; when it fails, its halves (``retry``), down to the request that made it fail."""
         live = [item for item in batch if not item.future.done()]
         if not live:
             return
@@ -486,14 +487,18 @@ class Batcher:
         self.batch_rows.append(rows)
         started = self._running_since = time.monotonic()
         drained = self._drained_from
-        if drained is not None and drained[1]:  # the queue stayed non-empty since the batch before started, and
-            since, before = drained  # that batch was not the first of its burst
-            per_row = (started - since) / before
-            self._drain_s_per_row = _averaged(self._drain_s_per_row, self._drain_seen, per_row)
-        # None: the queue emptied since the batch before, so this one is the first of its burst (it found the model
-        # idle: the request that did, and those that came in its turn of the loop), with nothing queued behind it
-        # when it started: its time per row (often over one request's rows) is not the queue's drain
-        self._drained_from = (started, rows if drained is not None else 0)
+        # a failed batch's halves are its own runs, not batches the queue drained (and each half's run over its
+        # few rows, down to one request's, overstates the time per row): the queue's next batch measures the drain
+        # from the failed batch's start over its rows, the whole retry included, once
+        if not retry:
+            if drained is not None and drained[1]:  # the queue stayed non-empty since the batch before started,
+                since, before = drained  # and that batch was not the first of its burst
+                per_row = (started - since) / before
+                self._drain_s_per_row = _averaged(self._drain_s_per_row, self._drain_seen, per_row)
+            # None: the queue emptied since the batch before, so this one is the first of its burst (it found the
+            # model idle: the request that did, and those that came in its turn of the loop), with nothing queued
+            # behind it when it started: its time per row (often over one request's rows) is not the queue's drain
+            self._drained_from = (started, rows if drained is not None else 0)
         run = self.run
         if tracing.ON:
             traced = [item.trace[0] for item in live if item.trace is not None]
@@ -514,8 +519,8 @@ class Batcher:
                 _settle(live[0].future, exc=exc)
                 return
             half = len(live) // 2
-            await self._run_and_split(live[:half])
-            await self._run_and_split(live[half:])
+            await self._run_and_split(live[:half], retry=True)
+            await self._run_and_split(live[half:], retry=True)
             return
         seconds = time.monotonic() - started
         for item in live:
