@@ -91,3 +91,23 @@ def test_the_command_line_loads_no_pyarrow_until_a_command_needs_it() -> None:
     code = "import sys, modelapi.cli; print('pyarrow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_worker_takes_its_metrics_port_from_its_own_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker started with a server's environment (MODELAPI_METRICS_PORT set) does not try to take the server's
+    operations port: its own is MODELAPI_WORKER_METRICS_PORT, or its --metrics-port."""
+    import modelapi.worker
+
+    seen: list[tuple[int | None, int | None]] = []
+    monkeypatch.setattr(
+        modelapi.worker,
+        "run_worker",
+        lambda settings, burst=False: seen.append((settings.metrics_port, settings.worker_metrics_port)),
+    )
+    monkeypatch.setenv("MODELAPI_METRICS_PORT", "9090")
+    monkeypatch.setenv("MODELAPI_REDIS_URL", "redis://127.0.0.1:6379/0")
+    assert main(["worker"]) == 0
+    assert main(["worker", "--metrics-port", "9101"]) == 0
+    monkeypatch.setenv("MODELAPI_WORKER_METRICS_PORT", "9102")
+    assert main(["worker"]) == 0
+    assert seen == [(9090, None), (9090, 9101), (9090, 9102)]

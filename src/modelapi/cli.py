@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from . import __version__
 from .deploy.commands import add_deploy_command, run_deploy
 from .errors import ModelLoadError
-from .jobs.commands import JOB_FLAGS, add_commands, run_command
+from .jobs.commands import JOB_FLAGS, WORKER_PORT_FLAGS, add_commands, run_command
 from .monitor.command import add_monitor_command, run_monitor
 from .security.keys_cli import add_keys_command, run_keys
 
@@ -267,7 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _settings(args: argparse.Namespace, models: list[str]) -> Any:
     from .settings import Settings
 
-    overrides = {k: v for k, v in vars(args).items() if k in _SERVE_FLAGS}
+    # the serve flags (the worker shares some by dest), and the worker's own settings (its --metrics-port)
+    overrides = {k: v for k, v in vars(args).items() if k in _SERVE_FLAGS or k in WORKER_PORT_FLAGS}
     if models:
         overrides["models"] = models
     return Settings(**overrides)

@@ -179,6 +179,13 @@ class Settings(BaseSettings):
         description="the operations port: GET /metrics (instead of on the main port) and the health routes on this "
         "port of the same host, without a key",
     )
+    worker_metrics_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="modelapi worker: its own GET /metrics and health routes on this port of the host, without a "
+        "key (a setting apart from metrics_port: a worker sharing a server's environment must not take its port)",
+    )
     grpc_port: int | None = Field(
         None,
         ge=0,
@@ -267,7 +274,7 @@ class Settings(BaseSettings):
                     raise ValueError(f"grpc_port: {self.grpc_port} is also the {name}; give gRPC a port of its own")
         return self
 
-    @field_validator("metrics_port", "grpc_port", mode="before")
+    @field_validator("metrics_port", "worker_metrics_port", "grpc_port", mode="before")
     @classmethod
     def _unset_port(cls, value: object) -> object:
         # an empty environment variable unsets an optional port: MODELAPI_METRICS_PORT= turns off the operations

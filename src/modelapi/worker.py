@@ -51,7 +51,7 @@ def run_worker(settings: Settings, *, burst: bool = False) -> None:
     if not settings.database_url:
         log.warning("no database URL: using SQLite in %s, which only workers on this machine share", settings.state_dir)
     # bound first: a port in use stops the worker before it loads anything
-    ops_socket = None if settings.metrics_port is None else _bind(settings.host, settings.metrics_port)
+    ops_socket = None if settings.worker_metrics_port is None else _bind(settings.host, settings.worker_metrics_port)
     dataplane = DataPlane.from_settings(settings)  # the same data plane as the server, without a web app
     observer = _observe(settings, dataplane)  # before the models load: their loads and states are counted
     loop = asyncio.new_event_loop()
@@ -118,7 +118,7 @@ async def _meter(redis_url: str) -> Meter:
 def _observe(settings: Settings, dataplane: DataPlane) -> metrics.MetricsObserver | None:
     """With ``--metrics-port``: this process's own metrics (the jobs gauges left to the servers) and, unless
     ``--no-metrics``, the server's observer on the data plane's events; the caller hands it to the job service."""
-    if settings.metrics_port is None:
+    if settings.worker_metrics_port is None:
         return None
     metrics.setup(None, hide=SERVERS_ONLY)
     if not settings.metrics:

@@ -28,7 +28,9 @@ WORKER_ONLY = ("job_queue",)
 #: operations port (metrics and health), on --host
 WORKER_PORT_FLAGS: dict[str, tuple[list[str], str, dict[str, Any]]] = {
     "host": (["--host"], "address --metrics-port listens on (default 127.0.0.1: this machine only)", {}),
-    "metrics_port": (
+    # a setting of its own (MODELAPI_WORKER_METRICS_PORT), not the server's metrics_port: a worker started with a
+    # server's environment (MODELAPI_METRICS_PORT set) would otherwise try to take the server's port
+    "worker_metrics_port": (
         ["--metrics-port"],
         "serve this worker's own GET /metrics (the jobs it ran, its models, its process) and /v2/health/live "
         "and /v2/health/ready on this port of --host, without a key; scrape every worker (0 picks a free port)",
