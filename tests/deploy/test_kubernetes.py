@@ -204,6 +204,8 @@ def test_stdout_is_one_stream_kubectl_reads(capsys: pytest.CaptureFixture[str]) 
         (["--image", IMAGE, "--grpc-port", "8080"], "--grpc-port 8080: the pod serves HTTP on 8080"),
         # the Service's own HTTP port: two Service ports 80 are a Service the API server rejects
         (["--image", IMAGE, "--grpc-port", "80"], "--grpc-port 80: the Service serves HTTP on port 80"),
+        # a non-root pod with no capabilities may not listen below 1024: the pod would crash-loop
+        (["--image", IMAGE, "--grpc-port", "443"], "--grpc-port 443: the pod runs as a non-root user"),
     ],
 )
 def test_bad_options_are_one_line_errors(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -162,6 +162,13 @@ def run_deploy(args: argparse.Namespace) -> int:
                 f"--grpc-port {args.grpc_port}: the Service serves HTTP on port {kubernetes.SERVICE_PORT}, and the "
                 "Service's gRPC port takes the same number as the pod's; pick another, e.g. 8001"
             )
+        # the pod runs as a non-root user with every capability dropped: a runtime that keeps ports below 1024
+        # privileged (net.ipv4.ip_unprivileged_port_start) would fail the bind, and the pod would crash-loop
+        if args.grpc_port is not None and args.grpc_port < 1024:
+            raise ValueError(
+                f"--grpc-port {args.grpc_port}: the pod runs as a non-root user with no capabilities, which may not "
+                "listen below 1024; pick a port from 1024 up, e.g. 8001"
+            )
         docs = kubernetes.manifests(
             kubernetes.Options(
                 name=name,
