@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -79,6 +80,9 @@ def find(rows: Iterable[Row], contender: str, route: str, n: int, c: int | None)
 
 
 MODELAPI_ROUTES = ("friendly JSON", "V2 JSON", "V2 binary")
+#: the one-connection cells measured in alternating rounds (``bench/paired.py``): (contender, route, rows) -> each
+#: round's row, in round order
+Rounds = dict[tuple[str, str, int], list[Row]]
 INPROCESS_FIRST, INPROCESS_LAST = "JSON loop, first", "JSON loop, last"
 
 
@@ -103,8 +107,33 @@ def _cost(name: str, mine: Row | None, theirs: Row | None, limit: float, unit: s
     return [Target(name, mine.cpu_us_per_req / theirs.cpu_us_per_req, limit, False, unit)]
 
 
-def yardstick_targets(rows: list[Row], contender: str) -> list[Target]:
-    """Issue 16's targets for one modelapi configuration, against the floor and the in-process limit."""
+def _paired(rounds: Rounds, mine: tuple[str, str, int], theirs: tuple[str, str, int]) -> list[tuple[Row, Row]]:
+    """The rounds in which both cells were measured with CPU time, each pair from the same round."""
+    pairs = zip(rounds.get(mine, []), rounds.get(theirs, []), strict=False)
+    return [(m, t) for m, t in pairs if m.cpu_us_per_req and t.cpu_us_per_req]
+
+
+def _paired_c1(
+    name: str, pairs: list[tuple[Row, Row]], cpu_limit: float, p50_limit: float, p50_ratio: bool
+) -> list[Target]:
+    """The median of the rounds' CPU ratios, and of their p50 differences (``p50_ratio``: ratios)."""
+    if not pairs:
+        return []
+    cpu = statistics.median(m.cpu_us_per_req / t.cpu_us_per_req for m, t in pairs)  # type: ignore[operator]
+    k = len(pairs)
+    out = [Target(f"{name} CPU/req (median of {k} paired rounds)", cpu, cpu_limit, False, "x")]
+    if p50_ratio:
+        p50 = statistics.median(m.p50_ms / t.p50_ms for m, t in pairs if t.p50_ms)
+        out.append(Target(f"{name} p50 (median of {k} paired rounds)", p50, p50_limit, False, "x"))
+    else:
+        p50 = statistics.median(m.p50_ms - t.p50_ms for m, t in pairs)
+        out.append(Target(f"{name} p50 above the floor's (median of {k} paired rounds)", p50, p50_limit, False, " ms"))
+    return out
+
+
+def yardstick_targets(rows: list[Row], contender: str, rounds: Rounds | None = None) -> list[Target]:
+    """Issue 16's targets for one modelapi configuration, against the floor and the in-process limit; at one
+    connection from ``rounds`` where they hold the cells (each round's ratio to the same round's floor)."""
     out: list[Target] = []
     inproc = {n: fastest_inprocess(rows, n) for n in (1, 32)}
     floor = {(n, c): find(rows, FLOOR, "/predict", n, c) for n in (1, 32) for c in (1, 64)}
@@ -117,6 +146,11 @@ def yardstick_targets(rows: list[Row], contender: str) -> list[Target]:
             f"{contender} {route} 32-row c64 rows/s vs in-process limit", many64, inproc[32], LIMIT_32ROW_C64
         )
         for n in (1, 32):
+            pairs = _paired(rounds or {}, (contender, route, n), (FLOOR, "/predict", n))
+            if pairs:
+                name = f"{contender} {route} {n}-row c1 vs HTTP floor:"
+                out += _paired_c1(name, pairs, FLOOR_C1_CPU, FLOOR_C1_P50_MS, p50_ratio=False)
+                continue
             mine1, theirs1 = find(rows, contender, route, n, 1), floor[(n, 1)]
             out += _cost(f"{contender} {route} {n}-row c1 CPU/req vs HTTP floor", mine1, theirs1, FLOOR_C1_CPU)
             if mine1 and theirs1:
@@ -139,14 +173,19 @@ def yardstick_targets(rows: list[Row], contender: str) -> list[Target]:
     return out
 
 
-def production_targets(rows: list[Row]) -> list[Target]:
-    """With a key and metrics on, each measure within 10 % of the default configuration's."""
+def production_targets(rows: list[Row], rounds: Rounds | None = None) -> list[Target]:
+    """With a key and metrics on, each measure within 10 % of the default configuration's (at one connection
+    from ``rounds`` where they hold the cells: each round's ratio to the same round's default cell)."""
     out: list[Target] = []
     low, high = 1 - PRODUCTION_WITHIN, 1 + PRODUCTION_WITHIN
     for route in MODELAPI_ROUTES:
         for n in (1, 32):
             prod64, default64 = find(rows, PRODUCTION, route, n, 64), find(rows, "modelapi", route, n, 64)
             out += _throughput(f"{PRODUCTION} vs default: {route} {n}-row c64 rows/s", prod64, default64, low)
+            pairs = _paired(rounds or {}, (PRODUCTION, route, n), ("modelapi", route, n))
+            if pairs:
+                out += _paired_c1(f"{PRODUCTION} vs default: {route} {n}-row c1", pairs, high, high, p50_ratio=True)
+                continue
             prod1, default1 = find(rows, PRODUCTION, route, n, 1), find(rows, "modelapi", route, n, 1)
             out += _cost(f"{PRODUCTION} vs default: {route} {n}-row c1 CPU/req", prod1, default1, high)
             if prod1 and default1 and default1.p50_ms:
@@ -155,10 +194,15 @@ def production_targets(rows: list[Row]) -> list[Target]:
     return out
 
 
-def targets(rows: list[Row], rss: dict[str, list[int]], footprint: int) -> list[Target]:
+def targets(rows: list[Row], rss: dict[str, list[int]], footprint: int, rounds: Rounds | None = None) -> list[Target]:
     """Issue 16's targets (default and production configuration), then those of issue 3 and issue 11 that
-    the yardsticks do not replace; a missing cell just has no target line."""
-    out = yardstick_targets(rows, "modelapi") + yardstick_targets(rows, PRODUCTION) + production_targets(rows)
+    the yardsticks do not replace; a missing cell just has no target line. ``rounds``: the one-connection cells
+    measured in alternating rounds (``bench/paired.py``), which the one-connection targets then use."""
+    out = (
+        yardstick_targets(rows, "modelapi", rounds)
+        + yardstick_targets(rows, PRODUCTION, rounds)
+        + production_targets(rows, rounds)
+    )
     flask = {(n, c): find(rows, "flask+gunicorn", "/predict", n, c) for n in (1, 32) for c in (1, 64)}
     for route in MODELAPI_ROUTES:
         one64 = find(rows, "modelapi", route, 1, 64)

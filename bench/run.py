@@ -27,13 +27,15 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from . import environment, overload, procfs, report, servers, verify, workload
+from . import environment, overload, paired, procfs, report, servers, verify, workload
 from .loadgen import LoadError, require, run_grpc, run_wrk
 from .report import Row
 
 SERVER_CORE, LOAD_CORE = 0, 1
 ROW_COUNTS: tuple[int, ...] = (1, 32)
 CONCURRENCIES: tuple[int, ...] = (1, 16, 64)
+#: the concurrencies of the floor's and modelapi's own cells: their one-connection cells are paired (below)
+MANY: tuple[int, ...] = (16, 64)
 RESULTS = Path(__file__).with_name("results")
 #: modelapi route label -> (URL path for model NAME, body kind)
 ROUTES = {
@@ -54,6 +56,9 @@ class Plan:
     warmup: int
     workers: int
     log: Log
+    #: alternating rounds of the one-connection cells, and each cell's seconds in a round
+    rounds: int = 5
+    round_seconds: int = 2
 
 
 def measure_inprocess(
@@ -164,6 +169,33 @@ def measure_grpc(
     return out
 
 
+def measure_one_connection(
+    plan: Plan,
+    work: workload.Workload,
+    want: dict[int, workload.Answer],
+    env: dict[str, str],
+    log_dir: Path,
+    state: Path,
+) -> report.Rounds:
+    """The floor, modelapi and modelapi with a key and metrics at one connection, served at once and measured in
+    alternating rounds (``bench/paired.py``), for issue 16's one-connection bounds."""
+    specs = [
+        servers.floor(work.model_path),
+        servers.modelapi("modelapi", [work.model_path]),
+        servers.modelapi_production(report.PRODUCTION, [work.model_path], state),
+    ]
+    cells = []
+    for n in ROW_COUNTS:
+        cells.append(paired.Cell(report.FLOOR, "/predict", "/predict", work.body("rest", n)))
+        for contender in ("modelapi", report.PRODUCTION):
+            for route, (path, kind) in ROUTES.items():
+                cells.append(paired.Cell(contender, route, path.format(name="logreg"), work.body(kind, n)))
+    return paired.measure(
+        specs, cells, want, rounds=plan.rounds, seconds=plan.round_seconds, warmup=plan.warmup, env=env,
+        log_dir=log_dir, log=plan.log,
+    )  # fmt: skip
+
+
 def modelapi_cells(
     work: workload.Workload, name: str, routes: list[str], row_counts: tuple[int, ...], concurrencies: tuple[int, ...]
 ) -> list[CellPlan]:
@@ -216,22 +248,26 @@ def run(plan: Plan, stamp: str, command: str) -> int:
         )
         rows += got
 
-        # the HTTP floor (issue 16): a bare ASGI app running the in-process loop's request once per request
-        floor_cells = [("/predict", "/predict", work.body("rest", n), CONCURRENCIES) for n in ROW_COUNTS]
+        # the HTTP floor (issue 16): a bare ASGI app running the in-process loop's request once per request; its
+        # one-connection cells, and modelapi's, are measured in alternating rounds below (bench/paired.py)
+        floor_cells = [("/predict", "/predict", work.body("rest", n), MANY) for n in ROW_COUNTS]
         got, _ = measure_server(plan, servers.floor(work.model_path), floor_cells, want, env, log_dir)
         rows += got
 
         spec = servers.modelapi("modelapi", [work.model_path])
-        cells = modelapi_cells(work, "logreg", list(ROUTES), ROW_COUNTS, CONCURRENCIES)
+        cells = modelapi_cells(work, "logreg", list(ROUTES), ROW_COUNTS, MANY)
         got, memory["modelapi"] = measure_server(plan, spec, cells, want, env, log_dir)
         rows += got
 
         rows += measure_grpc(plan, work.model_path, want, env, log_dir, Path(tmp), work.rows)
         # as production runs it: an API key on every request, metrics on (issue 16: within 10 % of the default)
         spec = servers.modelapi_production(report.PRODUCTION, [work.model_path], Path(tmp) / "state")
-        cells = modelapi_cells(work, "logreg", list(ROUTES), ROW_COUNTS, (1, 64))
+        cells = modelapi_cells(work, "logreg", list(ROUTES), ROW_COUNTS, (64,))
         got, _ = measure_server(plan, spec, cells, want, env, log_dir)
         rows += got
+
+        rounds = measure_one_connection(plan, work, want, env, log_dir, Path(tmp) / "state-paired")
+        rows += paired.medians(rounds)
 
         # metrics off beside the default (on), in the same run: what observing costs (docs/observability.md)
         spec = servers.modelapi(METRICS_OFF, [work.model_path], "--no-metrics")
@@ -272,7 +308,7 @@ def run(plan: Plan, stamp: str, command: str) -> int:
         meta["model footprint (in-process loop RSS)"] = f"{footprint / report.MIB:.1f} MiB"
 
     worker_rss = {k: [m.rss for m in v if m.role == "worker"] for k, v in memory.items() if k.startswith("modelapi")}
-    checks = report.targets(rows, worker_rss, footprint)
+    checks = report.targets(rows, worker_rss, footprint, rounds)
     meta["memory after the load"] = {k: [m.text() for m in v] for k, v in memory.items()}
     meta["load average after"] = f"{os.getloadavg()[0]:.2f}"
     print()
@@ -312,6 +348,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="1 s per cell and no warm-up: checks the harness")
     parser.add_argument("--seconds", type=int, default=10, help="seconds per cell (default 10)")
     parser.add_argument("--workers", type=int, default=2, help="processes for the multi-worker cells (default 2)")
+    parser.add_argument(
+        "--rounds", type=int, default=5,
+        help="alternating rounds of 2 s for the one-connection cells of the floor and modelapi (default 5)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     seconds = 1 if args.quick else args.seconds
     start = time.monotonic()
@@ -319,7 +359,10 @@ def main(argv: list[str] | None = None) -> int:
     def log(message: str) -> None:
         print(f"[{time.monotonic() - start:6.1f} s] {message}", file=sys.stderr, flush=True)
 
-    plan = Plan(seconds=seconds, warmup=0 if args.quick else 2, workers=args.workers, log=log)
+    plan = Plan(
+        seconds=seconds, warmup=0 if args.quick else 2, workers=args.workers, log=log,
+        rounds=2 if args.quick else args.rounds, round_seconds=1 if args.quick else 2,
+    )  # fmt: skip
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     command = shlex.join(["python", "-m", "bench.run", *(argv if argv is not None else sys.argv[1:])])
     # SIGTERM unwinds like Ctrl+C, so every server started so far is stopped on the way out
