@@ -90,6 +90,24 @@ def test_a_store_keeps_rows_tallies_and_the_reference(kind: str, tmp_path: Path)
         assert store.read("m").num_rows < 2
 
 
+@pytest.mark.parametrize("kind", ["parquet", "sqlite", "postgres"])
+def test_an_input_some_rows_lack_is_read_with_nulls_for_them(kind: str, tmp_path: Path) -> None:
+    """Rows logged while an input was marked sensitive lack it, and the rows logged after it was unmarked hold it:
+    the log reads it back for those, null for the others, even when the first row read lacks it (the SQL store
+    took the first row's columns alone: the input vanished from every row)."""
+    lacking = Pending("m", "1", int(T0 // DAY_S))
+    holding = Pending("m", "1", int(T0 // DAY_S))
+    inputs = {"x": np.array([1.0]), "ssn": np.array(["123-45-6789"], dtype=object)}
+    lacking.add(PredictionsServed("m", "1", "records", None, None, T0, 0.001, inputs, {}), sensitive={"ssn"})
+    holding.add(PredictionsServed("m", "1", "records", None, None, T0 + 1, 0.001, inputs, {}), sensitive=())
+    with opened(kind, tmp_path) as store:
+        store.write("m", "1", lacking.day, lacking.table())
+        store.write("m", "1", holding.day, holding.table())
+        for table in (store.read("m"), store.first("m", 2)):
+            assert table["input.x"].to_pylist() == [1.0, 1.0]
+            assert table["input.ssn"].to_pylist() == [None, "123-45-6789"]
+
+
 def test_parquet_files_carry_the_worker_pid_and_are_a_hive_dataset(tmp_path: Path) -> None:
     store = ParquetStore(tmp_path)
     store.write("m", "1", int(T0 // DAY_S), rows("m", "1", T0, 2))

@@ -130,7 +130,10 @@ class SqlStore:
             rows.append(row)
         if not rows:
             return pa.table({"time": pa.array([], pa.timestamp("us", tz="UTC")), "version": pa.array([], pa.string())})
-        table = pa.Table.from_pylist(rows)
+        # every row's columns, null where a row lacks one (an input marked sensitive when it was logged):
+        # Table.from_pylist would take the first row's alone and drop the others' everywhere
+        names = dict.fromkeys(name for row in rows for name in row)
+        table = pa.table({name: pa.array([row.get(name) for row in rows]) for name in names})
         return table.set_column(0, "time", table["time"].cast(pa.timestamp("us", tz="UTC")))
 
     def read(self, model: str, since: float | None = None) -> pa.Table:
