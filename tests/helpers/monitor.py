@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from modelapi.models.base import Model
 from modelapi.signature import Signature, TensorSpec
+
+if TYPE_CHECKING:
+    from modelapi.monitor.store import LogStore
 
 FEATURES = ("x1", "x2", "x3")
 CITIES = ("paris", "lyon", "nice")
@@ -47,10 +51,11 @@ def write_log(
     per_hour: int = 400,
     now: float | None = None,
     sensitive: tuple[str, ...] = (),
+    store: LogStore | None = None,
 ) -> float:
-    """A prediction log of model ``shift`` version 1 in ``state_dir``'s Parquet store: ``hours`` hours of rows
-    ending now, x2 moving by two standard deviations in the second half (``sensitive`` inputs left out, as the
-    server leaves them). Returns the first row's time."""
+    """A prediction log of model ``shift`` version 1 in ``state_dir``'s Parquet store (or in ``store``): ``hours``
+    hours of rows ending now, x2 moving by two standard deviations in the second half (``sensitive`` inputs left
+    out, as the server leaves them). Returns the first row's time."""
     import time
     from pathlib import Path
 
@@ -59,7 +64,7 @@ def write_log(
     from modelapi.monitor.records import DAY_S, Pending
 
     now = time.time() if now is None else now
-    store = ParquetStore(Path(str(state_dir)) / "predictions")
+    store = ParquetStore(Path(str(state_dir)) / "predictions") if store is None else store
     rng = np.random.default_rng(3)
     start = now - hours * 3600
     model = Shift()

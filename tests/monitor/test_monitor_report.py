@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import time
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from helpers.monitor import CITIES, FEATURES, write_log
+from helpers.services import postgres_schema
 from modelapi.cli import main
 from modelapi.monitor.service import Monitor
 from modelapi.settings import Settings
@@ -183,6 +187,67 @@ def test_an_input_unmarked_sensitive_under_a_log_built_reference_gets_one_from_t
     assert stored["source"] == "the first 1000 logged rows"
     for window in status["versions"]["1"].values():
         assert sorted(f["feature"] for f in window["features"]) == sorted([*FEATURES, "city"])
+    city = next(f for f in status["versions"]["1"]["last_rows"]["features"] if f["feature"] == "city")
+    assert city["severity"] == "none" and city["missing"] == 0.0
+
+
+@pytest.mark.parametrize("kind", ["parquet", "postgres"])
+def test_an_input_unmarked_sensitive_before_the_log_built_reference_gets_one_from_the_rows_logged_since(
+    kind: str, tmp_path: Path
+) -> None:
+    """``city`` is marked sensitive while the first rows are logged, then unmarked (a hot reload) before there are
+    ``reference_rows`` of them. The reference built from the first rows must not summarise ``city`` from rows most
+    of which never held it (a missing rate of 0.8, a baseline of 200 rows): as for an input unmarked once the
+    reference exists, its summary comes from the rows logged since the change was seen (``collecting`` until
+    then), and the other inputs' baseline from the first rows, as before. The change is noted in the store, so
+    another worker (or the server restarted) that builds the reference knows it too."""
+    with contextlib.ExitStack() as stack:
+        url = stack.enter_context(postgres_schema()) if kind == "postgres" else None
+        state = tmp_path / "state"
+        root = tmp_path / "repo"
+        (root / "shift").mkdir(parents=True)
+        toml = root / "shift" / "model.toml"
+
+        def monitor(sensitive: str) -> Monitor:
+            toml.write_text(f"[monitor]\nlog_predictions = 1.0\nreference_rows = 1000\nsensitive = [{sensitive}]\n")
+            opened = Monitor.from_settings(Settings(models=[str(root)], state_dir=state, database_url=url))
+            stack.callback(opened.store.close)
+            return opened
+
+        server = monitor('"city"')
+        write_log(state, hours=2, now=time.time() - 3600, sensitive=("city",), store=server.store)  # 800 rows
+        status = server.status("shift")
+        assert status["reference"] == {"source": "collecting: 800 of the first 1000 rows logged", "rows": None}
+
+        toml.write_text("[monitor]\nlog_predictions = 1.0\nreference_rows = 1000\nsensitive = []\n")
+        server.policies.refresh("shift")  # what the server does when the model turns READY again (a hot reload)
+        seen = time.time()
+        status = server.status("shift")
+        assert status["reference"]["source"] == "collecting: 800 of the first 1000 rows logged"
+        assert status["sensitive"] == []
+
+        later = seen + 3600 + 60
+        write_log(state, hours=1, now=later, store=server.store)  # 400 rows with the city, logged after the change
+        worker = monitor("")  # another worker, or the server restarted: it never saw the city marked
+        status = worker.status("shift", now=later)
+        built = worker.store.load_reference("shift")
+        assert status["reference"]["source"] == "the first 1000 logged rows"  # 800 without the city, 200 with
+        assert built is not None and set(built["features"]) == set(FEATURES)
+        collecting = status["reference"]["collecting"]
+        assert list(collecting) == ["city"]
+        assert collecting["city"].startswith("collecting: 400 of the first 1000 rows logged since ")
+        for window in status["versions"]["1"].values():
+            assert sorted(f["feature"] for f in window["features"]) == sorted(FEATURES)
+
+        latest = seen + 3 * 3600 + 60
+        write_log(state, hours=2, now=latest, store=server.store)  # 800 more: 1,200 since the change
+        status = worker.status("shift", now=latest)
+        stored = worker.store.load_reference("shift")
+    assert "collecting" not in status["reference"]
+    assert stored is not None and "pending" not in stored
+    assert stored["features"]["city"]["rows"] == 1000 and stored["features"]["city"]["missing"] == 0.0
+    assert {f: stored["features"][f] for f in FEATURES} == built["features"]  # the others' baseline kept
+    assert stored["source"] == "the first 1000 logged rows" and stored["rows"] == 1000
     city = next(f for f in status["versions"]["1"]["last_rows"]["features"] if f["feature"] == "city")
     assert city["severity"] == "none" and city["missing"] == 0.0
 

@@ -5,7 +5,8 @@
 gauges. ``status(model)`` is what ``GET /models/{name}/monitor`` and ``modelapi monitor`` show; it reads the
 whole log, so any worker answers for all of them. Inputs marked sensitive are never logged: the status names them
 in ``sensitive``, beside the features, and has no drift for them. One unmarked under a reference built from the
-log gets its summary from the rows logged since (``reference.collecting`` says how many until then).
+log, or before it was built, gets its summary from the rows logged since (``reference.collecting`` says how many
+until then).
 """
 
 from __future__ import annotations
@@ -100,7 +101,8 @@ class Monitor:
             try:
                 fingerprint = file_fingerprint(policy.reference)
             except OSError:
-                return stored, f"reference file {shown} cannot be read"
+                built = stored is not None and "features" in stored  # not the note kept while collecting (below)
+                return (stored if built else None), f"reference file {shown} cannot be read"
             # rebuilt too when the inputs marked sensitive changed: one no longer marked gets its summary back
             if stored is None or stored.get("fingerprint") != fingerprint or stored.get("sensitive", []) != noted:
                 try:
@@ -112,28 +114,25 @@ class Monitor:
                     )
                     return None, f"reference file {shown} cannot be read"
                 self._save_reference(model, stored)
-        elif stored is None:
+        elif stored is None or "features" not in stored:
+            # the first rows are still being collected: what is stored is at most a note of the inputs marked
+            # sensitive (and of those unmarked since, with when), kept so that a change seen now still counts
+            # once the reference is built, by this worker or another, after a restart or not
+            note: dict[str, Any] = {} if stored is None else stored
+            if _follow_sensitive(note, sensitive, log_built=True):
+                self._save_reference(model, note)
             first = self.store.first(model, policy.reference_rows)
             if first.num_rows < policy.reference_rows:
                 return None, f"collecting: {first.num_rows} of the first {policy.reference_rows} rows logged"
-            stored = build(_without(first, sensitive), f"the first {first.num_rows} logged rows")
-            self._save_reference(model, stored)
-        if stored.get("sensitive", []) != noted or any(name in stored["features"] for name in sensitive):
-            # marked sensitive since the reference was built: its summary goes, its name is noted
-            unmarked = set(stored.get("sensitive", [])) - sensitive
-            stored["features"] = {k: v for k, v in stored["features"].items() if k not in sensitive}
+            # an input unmarked while they were logged: some of these rows never held it, so its summary comes
+            # from the rows logged since, as for one unmarked once the reference exists (``pending``)
+            pending: dict[str, float] = note.get("pending", {})
+            stored = build(_without(first, sensitive.union(pending)), f"the first {first.num_rows} logged rows")
             stored["sensitive"] = noted
-            # no longer marked, under a reference built from the log: the rows it was built from never held the
-            # input, and that reference is kept (the other inputs' baseline must not move), so the input's own
-            # summary is built from the first rows logged from now on (a file reference was rebuilt above)
-            pending = {k: v for k, v in stored.get("pending", {}).items() if k not in sensitive}
-            if policy.reference is None:
-                now = time.time()
-                pending.update({name: now for name in sorted(unmarked) if name not in stored["features"]})
             if pending:
                 stored["pending"] = pending
-            else:
-                stored.pop("pending", None)
+            self._save_reference(model, stored)
+        if _follow_sensitive(stored, sensitive, log_built=policy.reference is None):
             self._save_reference(model, stored)
         self._collecting[model] = (
             self._collect_pending(model, stored, policy.reference_rows)
@@ -226,6 +225,31 @@ class Monitor:
                 for name, (window_rows, window_counts) in windows.items()
             }
         return out
+
+
+def _follow_sensitive(stored: dict[str, Any], sensitive: frozenset[str], *, log_built: bool) -> bool:
+    """Bring ``stored`` (a reference, or the note kept until one is built from the log) up to the inputs marked
+    ``sensitive`` now; whether it changed. One marked since loses its summary and its name is noted. One no
+    longer marked, under a reference built (or to be built) from the log, waits in ``pending`` from now: the rows
+    logged before never held it, and that reference is kept (the other inputs' baseline must not move), so its
+    own summary comes from the first rows logged from now on (a file reference is rebuilt instead)."""
+    noted = sorted(sensitive)
+    features: dict[str, Any] = stored.get("features", {})
+    if stored.get("sensitive", []) == noted and not any(name in features for name in sensitive):
+        return False
+    unmarked = set(stored.get("sensitive", [])) - sensitive
+    if "features" in stored:
+        stored["features"] = features = {k: v for k, v in features.items() if k not in sensitive}
+    stored["sensitive"] = noted
+    pending = {k: v for k, v in stored.get("pending", {}).items() if k not in sensitive}
+    if log_built:
+        now = time.time()
+        pending.update({name: now for name in sorted(unmarked) if name not in features})
+    if pending:
+        stored["pending"] = pending
+    else:
+        stored.pop("pending", None)
+    return True
 
 
 def _without(table: pa.Table, sensitive: frozenset[str]) -> pa.Table:
