@@ -252,6 +252,49 @@ def test_an_input_unmarked_sensitive_before_the_log_built_reference_gets_one_fro
     assert city["severity"] == "none" and city["missing"] == 0.0
 
 
+def test_the_writer_notes_an_input_unmarked_sensitive_though_no_status_saw_it_marked(tmp_path: Path) -> None:
+    """The server logs its first rows with ``city`` marked sensitive, and ``city`` is unmarked (a hot reload:
+    the model turns READY again) before any status was computed: the writer noted what it left out as it logged,
+    so the reference built from the first rows still leaves ``city`` to the rows logged after the change."""
+    from modelapi.events import Events, ModelStateChanged, PredictionsServed
+
+    root = tmp_path / "repo"
+    (root / "shift").mkdir(parents=True)
+    toml = root / "shift" / "model.toml"
+    toml.write_text('[monitor]\nlog_predictions = 1.0\nreference_rows = 10\nsensitive = ["city"]\n')
+    server = Monitor.from_settings(Settings(models=[str(root)], state_dir=tmp_path / "state", log_flush_s=0.05))
+    assert server.start(Events()) and server.logger is not None
+    logger = server.logger
+    now = time.time()
+
+    def log(t: float, city: str) -> None:
+        inputs = {"x1": np.array([0.5]), "x2": np.array([0.5]), "x3": np.array([0.5]), "city": np.array([city])}
+        logger.predictions_served(PredictionsServed("shift", "1", "records", None, None, t, 0.001, inputs, {}))
+
+    def written(rows: int) -> None:
+        deadline = time.monotonic() + 10
+        while logger.written["shift"] < rows:
+            assert time.monotonic() < deadline, f"{logger.written['shift']} of {rows} rows written"
+            time.sleep(0.01)
+
+    try:
+        for i in range(6):
+            log(now - 3600 + i, "paris")
+        written(6)
+        toml.write_text("[monitor]\nlog_predictions = 1.0\nreference_rows = 10\nsensitive = []\n")
+        logger.model_state_changed(ModelStateChanged("shift", "1", "READY", "LOADING"))
+        for i in range(4):
+            log(now + 60 + i, "lyon")  # after the change
+        written(10)
+        status = server.status("shift", now=now + 120)
+        stored = server.store.load_reference("shift")
+    finally:
+        server.stop()
+    assert status["reference"]["source"] == "the first 10 logged rows"  # 6 without the city, 4 with
+    assert stored is not None and set(stored["features"]) == set(FEATURES)
+    assert status["reference"]["collecting"]["city"].startswith("collecting: 4 of the first 10 rows logged since ")
+
+
 def test_a_reference_file_given_to_the_command_is_not_saved_over_the_servers(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     """``modelapi monitor --reference FILE`` compares against FILE for its own report only: the reference the
     server keeps in the log's store (here built from the first logged rows) stays as it was, so the server's

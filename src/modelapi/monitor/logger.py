@@ -16,6 +16,7 @@ import os
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from typing import Any
 
 from ..events import ModelStateChanged, Observer, PredictionsServed, RequestFinished
@@ -32,9 +33,20 @@ COMPACT_S = 0.1
 
 
 class PredictionLogger(Observer):
-    def __init__(self, settings: Settings, policies: Policies, store: LogStore, families: Any = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        policies: Policies,
+        store: LogStore,
+        families: Any = None,
+        left_out: Callable[[str], None] | None = None,
+    ) -> None:
         self.policies = policies
         self.store = store
+        #: called on the writer thread before it logs a model's rows under another set of inputs marked sensitive
+        #: than before (or its first): the monitor notes when an input stopped being left out (service.py)
+        self._left_out = left_out
+        self._sensitive: dict[str, frozenset[str]] = {}
         self.capacity = settings.log_queue_rows
         self.flush_s = settings.log_flush_s
         self._families = families  # metrics.catalog.Families, or None with metrics off
@@ -168,6 +180,12 @@ class PredictionLogger(Observer):
                 log.exception("prediction log: rows of model %r cannot be recorded", model)
                 self._settle(sum(counts), model, dropped=True)
                 continue
+            if self._left_out is not None and self._sensitive.get(model) != sensitive:
+                self._sensitive[model] = sensitive
+                try:
+                    self._left_out(model)
+                except Exception:
+                    log.exception("prediction log: the inputs marked sensitive of model %r were not noted", model)
             key = (model, version, day)
             pending = batch.get(key)
             if pending is None:

@@ -59,7 +59,7 @@ class Monitor:
         logs; with none, nothing subscribes and requests build nothing for the log. Whether it started."""
         if not self.policies.any_enabled():
             return False
-        self.logger = PredictionLogger(self.settings, self.policies, self.store, families)
+        self.logger = PredictionLogger(self.settings, self.policies, self.store, families, self._left_out)
         events.subscribe(self.logger)
         self.logger.start()
         if families is not None:
@@ -145,6 +145,18 @@ class Monitor:
                 stored["prediction"] = prediction
                 self._save_reference(model, stored)
         return stored, stored["source"]
+
+    def _left_out(self, model: str) -> None:
+        """The writer is about to log ``model``'s rows leaving out another set of inputs than before: under a
+        reference built from the log, or while its first rows are collected, noted now as ``reference`` would
+        note it, so that the rows logged while an input was marked never make its summary, even when no status
+        was computed between its marking and its unmarking."""
+        if self.policies.get(model).reference is not None:  # a file's reference is rebuilt on a change instead
+            return
+        stored = self.store.load_reference(model)
+        note: dict[str, Any] = {} if stored is None else stored
+        if _follow_sensitive(note, self.sensitive(model, stored), log_built=True):
+            self._save_reference(model, note)
 
     def _save_reference(self, model: str, stored: dict[str, Any]) -> None:
         if not self.read_only:
