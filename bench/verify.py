@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from .workload import Answer, Body
+from .workload import V2_DTYPES, Answer, Body
 
 
 class WrongAnswer(RuntimeError):
@@ -35,6 +35,12 @@ def parse(kind: str, headers: dict[str, str], content: bytes) -> Answer:
         labels = np.array([p["prediction"] for p in preds])
         proba = np.array([[p["probabilities"][k] for k in sorted(p["probabilities"], key=int)] for p in preds])
         return Answer(labels, proba)
+    outputs = v2_outputs(headers, content)
+    return Answer(outputs["label"], outputs["probabilities"])
+
+
+def v2_outputs(headers: dict[str, str], content: bytes) -> dict[str, np.ndarray]:
+    """The output tensors of a V2 answer, JSON or binary (Triton's binary tensor extension), by name."""
     length = int(headers.get("inference-header-content-length", len(content)))
     head = orjson.loads(content[:length])
     offset = length
@@ -44,11 +50,10 @@ def parse(kind: str, headers: dict[str, str], content: bytes) -> Answer:
         if size is None:
             arr = np.asarray(out["data"])
         else:
-            dtype = {"INT64": "<i8", "FP64": "<f8", "FP32": "<f4", "INT32": "<i4"}[out["datatype"]]
-            arr = np.frombuffer(content[offset : offset + size], dtype=dtype)
+            arr = np.frombuffer(content[offset : offset + size], dtype=V2_DTYPES[out["datatype"]])
             offset += size
         outputs[out["name"]] = arr.reshape(out["shape"])
-    return Answer(outputs["label"], outputs["probabilities"])
+    return outputs
 
 
 def check(

@@ -22,6 +22,8 @@ import orjson
 
 N_FEATURES = 20
 CLASSES = (0, 1, 2)
+#: V2 datatypes the bench sends or reads as binary data -> their little-endian numpy dtypes
+V2_DTYPES = {"INT64": "<i8", "FP64": "<f8", "FP32": "<f4", "INT32": "<i4"}
 
 
 @dataclass(frozen=True)
@@ -99,20 +101,26 @@ def _bodies(directory: Path, rows: np.ndarray) -> list[Body]:
     tensor = {"name": "input", "datatype": "FP64", "shape": [n, N_FEATURES]}
     v2 = directory / f"v2-{n}.json"
     v2.write_bytes(orjson.dumps({"inputs": [{**tensor, "data": rows.reshape(-1).tolist()}]}))
-    raw = np.ascontiguousarray(rows, dtype="<f8").tobytes()
-    header = orjson.dumps(
-        {
-            "inputs": [{**tensor, "parameters": {"binary_data_size": len(raw)}}],
-            "parameters": {"binary_data_output": True},
-        }
-    )
-    binary = directory / f"v2-{n}.bin"
-    binary.write_bytes(header + raw)
     return [
         Body("rest", n, rest, "application/json"),
         Body("v2-json", n, v2, "application/json"),
-        Body("v2-binary", n, binary, "application/octet-stream", len(header)),
+        v2_binary(directory / f"v2-{n}.bin", "input", "FP64", rows),
     ]
+
+
+def v2_binary(path: Path, name: str, datatype: str, tensor: np.ndarray) -> Body:
+    """Write a V2 binary request for one input ``tensor`` (its first axis the rows) to ``path``: the JSON header
+    with ``binary_data_size``, then the raw little-endian bytes; the outputs are asked for in binary too."""
+    raw = np.ascontiguousarray(tensor, dtype=V2_DTYPES[datatype]).tobytes()
+    spec = {"name": name, "datatype": datatype, "shape": list(tensor.shape)}
+    header = orjson.dumps(
+        {
+            "inputs": [{**spec, "parameters": {"binary_data_size": len(raw)}}],
+            "parameters": {"binary_data_output": True},
+        }
+    )
+    path.write_bytes(header + raw)
+    return Body("v2-binary", len(tensor), path, "application/octet-stream", len(header))
 
 
 @dataclass(frozen=True)
