@@ -52,6 +52,7 @@ class Result:
     errors: int
     cpu_us_per_req: float | None
     processes: int
+    rows_per_batch: float | None = None  # part B: the server's mean batch size over the warm-up and timed cell
 
 
 @dataclass
@@ -61,6 +62,7 @@ class Outcome:
     inprocess: dict[str, float] | None = None
     failures: list[str] | None = None
     cuda_note: str = ""
+    target: str = ""  # part B's verdict on the target, one line
 
     def fail(self, message: str) -> None:
         self.failures = [*(self.failures or []), message]
