@@ -153,6 +153,25 @@ def test_traced_module_serves_without_a_sidecar(tmp_path: Path, trained: Classif
     np.testing.assert_array_equal(one["output"], expected(trained, x[:1]))
 
 
+class InPlace(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mul_(2.0)  # writes its input, as some modules' first step does
+
+
+@pytest.mark.filterwarnings("error::UserWarning")
+def test_a_read_only_input_is_copied_before_a_module_may_write_it(tmp_path: Path) -> None:
+    # a V2 binary request's tensor views the request's own bytes: read-only memory the module must not write
+    path = tmp_path / "inplace.pt"
+    torch.jit.save(torch.jit.trace(InPlace(), torch.ones(2, 4)), path)
+    model = load_model(path)
+    x = rows()
+    x.flags.writeable = False
+    before = x.copy()
+    out = model.predict({"x": x})
+    np.testing.assert_array_equal(out["output"], before * 2)
+    np.testing.assert_array_equal(x, before)
+
+
 @pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
 def test_traced_module_keeps_each_inputs_dtype_and_names_dict_outputs(tmp_path: Path) -> None:
     path = tmp_path / "mixed.pt"

@@ -42,7 +42,7 @@ class TorchModel(Model):
     def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
 
-        args = [torch.from_numpy(np.ascontiguousarray(inputs[s.name])).to(self.device) for s in self.signature.inputs]
+        args = [torch.from_numpy(_owned(inputs[s.name])).to(self.device) for s in self.signature.inputs]
         with torch.inference_mode():
             result = self.module(*args)
         if isinstance(result, Mapping):
@@ -52,6 +52,14 @@ class TorchModel(Model):
         if len(result) != len(self.signature.outputs):
             raise ValueError(f"the model returned {len(result)} tensors for {len(self.signature.outputs)} outputs")
         return {s.name: t.detach().cpu().numpy() for s, t in zip(self.signature.outputs, result, strict=True)}
+
+
+def _owned(array: np.ndarray) -> np.ndarray:
+    """``array`` as contiguous memory a tensor may share: a copy when it is read-only (a V2 binary request's
+    tensor views the request's bytes), since a module may write its input in place and ``torch.from_numpy``
+    warns on such memory."""
+    array = np.ascontiguousarray(array)
+    return array if array.flags.writeable else array.copy()
 
 
 def resolve_device(device: str) -> Any:
