@@ -92,6 +92,13 @@ class Monitor:
         """The model's reference summary (built and saved when missing or stale), and what it is or why none. It
         summarises no input marked sensitive, and names those inputs (``"sensitive"``) for a reader that has no
         model.toml to ask (``modelapi monitor``)."""
+        # one reader and writer of the stored reference at a time in this process: the log's writer thread notes
+        # changes of the inputs marked sensitive in it too (``_left_out``), and a stale read saved over a
+        # reference just built would drop it
+        with self._lock:
+            return self._reference(model)
+
+    def _reference(self, model: str) -> tuple[dict[str, Any] | None, str]:
         policy = self.policies.get(model)
         stored = self.store.load_reference(model)
         sensitive = self.sensitive(model, stored)
@@ -153,10 +160,11 @@ class Monitor:
         was computed between its marking and its unmarking."""
         if self.policies.get(model).reference is not None:  # a file's reference is rebuilt on a change instead
             return
-        stored = self.store.load_reference(model)
-        note: dict[str, Any] = {} if stored is None else stored
-        if _follow_sensitive(note, self.sensitive(model, stored), log_built=True):
-            self._save_reference(model, note)
+        with self._lock:
+            stored = self.store.load_reference(model)
+            note: dict[str, Any] = {} if stored is None else stored
+            if _follow_sensitive(note, self.sensitive(model, stored), log_built=True):
+                self._save_reference(model, note)
 
     def _save_reference(self, model: str, stored: dict[str, Any]) -> None:
         if not self.read_only:
