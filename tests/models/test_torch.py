@@ -172,6 +172,35 @@ def test_a_read_only_input_is_copied_before_a_module_may_write_it(tmp_path: Path
     np.testing.assert_array_equal(x, before)
 
 
+@pytest.mark.filterwarnings("error::UserWarning")
+def test_a_read_only_input_is_copied_once_onto_a_device_off_the_cpu() -> None:
+    """Off the CPU the module gets a tensor of the device's own memory anyway: the read-only input is copied onto
+    the device, once, never first into another host array (``meta`` stands in for CUDA: a device with no host
+    memory; numpy's allocations are traced by tracemalloc, torch's are not)."""
+    import tracemalloc
+
+    from modelapi.models.torch_model import TorchModel
+    from modelapi.signature import Signature, TensorSpec
+
+    seen: list[torch.Tensor] = []
+
+    def module(x: torch.Tensor) -> torch.Tensor:
+        seen.append(x)
+        return torch.zeros(1, 1)
+
+    signature = Signature([TensorSpec("x", "FP32", [-1, 8])], [TensorSpec("y", "FP32", [-1, 1])])
+    model = TorchModel(module, signature, torch.device("meta"), {})
+    x = np.frombuffer(bytes(8 << 20), dtype=np.float32).reshape(-1, 8)  # 8 MiB, read-only as a request's bytes
+    tracemalloc.start()
+    try:
+        model.predict({"x": x})
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert seen[0].device.type == "meta" and seen[0].shape == x.shape and seen[0].dtype == torch.float32
+    assert peak < x.nbytes // 8, f"{peak:,} bytes allocated on the host for an input of {x.nbytes:,}"
+
+
 @pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
 def test_traced_module_keeps_each_inputs_dtype_and_names_dict_outputs(tmp_path: Path) -> None:
     path = tmp_path / "mixed.pt"

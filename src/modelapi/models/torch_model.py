@@ -42,7 +42,7 @@ class TorchModel(Model):
     def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
 
-        args = [torch.from_numpy(_owned(inputs[s.name])).to(self.device) for s in self.signature.inputs]
+        args = [_tensor(inputs[s.name], self.device) for s in self.signature.inputs]
         with torch.inference_mode():
             result = self.module(*args)
         if isinstance(result, Mapping):
@@ -54,12 +54,17 @@ class TorchModel(Model):
         return {s.name: t.detach().cpu().numpy() for s, t in zip(self.signature.outputs, result, strict=True)}
 
 
-def _owned(array: np.ndarray) -> np.ndarray:
-    """``array`` as contiguous memory a tensor may share: a copy when it is read-only (a V2 binary request's
-    tensor views the request's bytes), since a module may write its input in place and ``torch.from_numpy``
-    warns on such memory."""
+def _tensor(array: np.ndarray, device: Any) -> Any:
+    """``array`` as a tensor on ``device``, sharing its memory where it may: one copy when it is read-only (a V2
+    binary request's tensor views the request's bytes), since a module may write its input in place and
+    ``torch.from_numpy`` warns on such memory. ``torch.tensor`` makes that copy on the device itself, so off the
+    CPU the bytes are copied once (host to device), not first into a host array too."""
+    import torch
+
     array = np.ascontiguousarray(array)
-    return array if array.flags.writeable else array.copy()
+    if array.flags.writeable:
+        return torch.from_numpy(array).to(device)
+    return torch.tensor(array, device=device)
 
 
 def resolve_device(device: str) -> Any:
