@@ -73,15 +73,20 @@ def measure(
                 for cell in (c for c in cells if c.body.rows == n):
                     srv, spec = running[cell.contender], by_name[cell.contender]
                     pids = procfs.tree(srv.process.pid)
-                    cpu = procfs.cpu_seconds(pids)
+                    cpu, core = procfs.cpu_seconds(pids), procfs.core_busy_seconds(SERVER_CORE)
                     got = run_wrk(
                         srv.url + cell.path, cell.body, connections=1, seconds=seconds, core=LOAD_CORE,
                         headers=spec.client_headers,
                     )  # fmt: skip
-                    cpu = procfs.cpu_seconds(pids) - cpu
+                    cpu, core = procfs.cpu_seconds(pids) - cpu, procfs.core_busy_seconds(SERVER_CORE) - core
                     row = Row(cell.contender, cell.route, n, 1, got.rps, got.rows_per_s, got.p50_ms, got.p99_ms)
+                    # as every other cell's (run.measure_server): the share of the core that anything but the
+                    # server measured took, the idle contenders beside it included
                     row = replace(
-                        row, errors=got.errors, cpu_us_per_req=cpu / got.requests * 1e6 if got.requests else None
+                        row,
+                        errors=got.errors,
+                        cpu_us_per_req=cpu / got.requests * 1e6 if got.requests else None,
+                        other_load_pct=max(0.0, core - cpu) / got.seconds * 100 if got.seconds else None,
                     )
                     out.setdefault((cell.contender, cell.route, n), []).append(row)
             log(f"one connection, round {round_no + 1} of {rounds} done")
@@ -89,10 +94,11 @@ def measure(
 
 
 def medians(rounds: Rounds) -> list[Row]:
-    """One table row per cell: the median of each figure over its rounds."""
+    """One table row per cell: the median of each figure over its rounds (the errors: their sum)."""
     rows: list[Row] = []
     for (contender, route, n), runs in rounds.items():
         cpus = [r.cpu_us_per_req for r in runs if r.cpu_us_per_req is not None]
+        others = [r.other_load_pct for r in runs if r.other_load_pct is not None]
         rows.append(
             Row(
                 contender, route, n, 1,
@@ -102,6 +108,7 @@ def medians(rounds: Rounds) -> list[Row]:
                 statistics.median(r.p99_ms for r in runs),
                 errors=sum(r.errors for r in runs),
                 cpu_us_per_req=statistics.median(cpus) if cpus else None,
+                other_load_pct=statistics.median(others) if others else None,
             )
         )  # fmt: skip
     return rows

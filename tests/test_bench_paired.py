@@ -1,0 +1,83 @@
+"""bench/paired.py, the one-connection cells measured in alternating rounds, with its servers, wrk and /proc
+faked: the order of a round's cells, each target's pairs from one round, and the other load of every cell."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+# the bench is no package of modelapi's: it is imported from the checkout, as `python -m bench.run` does there
+# (appended, so that it shadows nothing installed)
+ROOT = str(Path(__file__).resolve().parents[1])
+if ROOT not in sys.path:
+    sys.path.append(ROOT)
+
+from bench import loadgen, paired, report, workload  # noqa: E402
+
+#: CPU seconds each contender's 2 s cell takes in rounds 1, 2 and 3: the machine slows down twice as much in each
+#: round, and modelapi takes 1.2x the floor's CPU in every round, its key 1.1x modelapi's
+CPU = {report.FLOOR: (0.5, 1.0, 2.0), "modelapi": (0.6, 1.2, 2.4), report.PRODUCTION: (0.66, 1.32, 2.64)}
+OTHER_S = 0.4  # what other processes take of the server's core in each 2 s cell: 20 %
+
+
+def test_rounds_alternate_the_cells_pair_them_by_round_and_note_the_other_load(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    clock = {"cpu": 0.0, "core": 0.0}
+    measured: list[tuple[str, int]] = []
+
+    @contextlib.contextmanager
+    def serve(spec: Any, **_: Any) -> Iterator[Any]:
+        yield SimpleNamespace(host="127.0.0.1", port=1, url=spec.name, process=SimpleNamespace(pid=1))
+
+    def run_wrk(url: str, body: workload.Body, *, connections: int, seconds: int, **_: Any) -> loadgen.Cell:
+        if connections == 1:
+            measured.append((url, body.rows))
+            rounds_done = sum(1 for u, n in measured if u == url and n == body.rows) - 1
+            clock["cpu"] += CPU[url][rounds_done]
+            clock["core"] += CPU[url][rounds_done] + OTHER_S
+        p50 = 1.0 if url == report.FLOOR else 1.1
+        return loadgen.Cell(requests=1000, seconds=2.0, rows_per_request=body.rows, p50_ms=p50, p99_ms=3.0, errors=0)
+
+    monkeypatch.setattr(paired.servers, "serve", serve)
+    monkeypatch.setattr(paired.verify, "check", lambda *a, **k: None)
+    monkeypatch.setattr(paired, "run_wrk", run_wrk)
+    monkeypatch.setattr(paired.procfs, "tree", lambda pid: [pid])
+    monkeypatch.setattr(paired.procfs, "cpu_seconds", lambda pids: clock["cpu"])
+    monkeypatch.setattr(paired.procfs, "core_busy_seconds", lambda core: clock["core"])
+
+    specs = [SimpleNamespace(name=name, client_headers={}) for name in CPU]
+    cells = []
+    for n in (1, 32):
+        body = workload.Body("rest", n, tmp_path / f"{n}.json", "application/json")
+        cells.append(paired.Cell(report.FLOOR, "/predict", "", body))
+        cells += [paired.Cell(name, "friendly JSON", "", body) for name in ("modelapi", report.PRODUCTION)]
+    rounds = paired.measure(
+        specs, cells, {1: None, 32: None}, rounds=3, seconds=2, warmup=1, env={}, log_dir=tmp_path,  # type: ignore[arg-type]
+        log=lambda _: None,
+    )  # fmt: skip
+
+    # each round: the floor first, then the others, for 1 and then 32 rows
+    one_round = [(name, n) for n in (1, 32) for name in CPU]
+    assert measured == one_round * 3
+    # each target is the median of each round's ratio to the same round's floor (or default): 1.2x and 1.1x
+    targets = {t.name: t for t in report.targets([], {}, 0, rounds)}
+    floor = targets["modelapi friendly JSON 1-row c1 vs HTTP floor: CPU/req (median of 3 paired rounds)"]
+    assert floor.value == pytest.approx(1.2) and floor.passed
+    p50 = targets["modelapi friendly JSON 32-row c1 vs HTTP floor: p50 above the floor's (median of 3 paired rounds)"]
+    assert p50.value == pytest.approx(0.1) and p50.passed
+    key = targets["modelapi, key + metrics vs default: friendly JSON 1-row c1 CPU/req (median of 3 paired rounds)"]
+    assert key.value == pytest.approx(1.1) and key.passed
+    # the table's rows: the medians of the rounds, the other load (20 % of the core) included, as for every cell
+    rows = paired.medians(rounds)
+    assert len(rows) == 6 and all(r.concurrency == 1 for r in rows)
+    floor1 = report.find(rows, report.FLOOR, "/predict", 1, 1)
+    assert floor1 is not None and floor1.cpu_us_per_req == pytest.approx(1000.0)  # 1.0 s over 1,000 requests
+    assert all(r.other_load_pct == pytest.approx(20.0) for r in rows)
+    assert sum("other processes took 20% of the server's core" in w for w in report.warnings(rows)) == 6
