@@ -353,6 +353,8 @@ def main(argv: list[str] | None = None) -> int:
         help="alternating rounds of 2 s for the one-connection cells of the floor and modelapi (default 5)",
     )  # fmt: skip
     args = parser.parse_args(argv)
+    if args.rounds < 1:  # no round: every one-connection target, and the --workers p50 target, would go missing
+        parser.error(f"--rounds {args.rounds}: expected 1 or more rounds of the one-connection cells")
     seconds = 1 if args.quick else args.seconds
     start = time.monotonic()
 

@@ -81,3 +81,18 @@ def test_rounds_alternate_the_cells_pair_them_by_round_and_note_the_other_load(
     assert floor1 is not None and floor1.cpu_us_per_req == pytest.approx(1000.0)  # 1.0 s over 1,000 requests
     assert all(r.other_load_pct == pytest.approx(20.0) for r in rows)
     assert sum("other processes took 20% of the server's core" in w for w in report.warnings(rows)) == 6
+
+
+@pytest.mark.parametrize("rounds", ["0", "-1"])
+def test_no_round_is_refused_before_anything_runs(
+    rounds: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a round, the one-connection cells have no row: their targets, and ``--workers``' p50 target, would
+    go missing from the results without a word."""
+    from bench import run
+
+    monkeypatch.setattr(run, "run", lambda *_: pytest.fail("the bench started"))  # never a bench in the tests
+    with pytest.raises(SystemExit) as exit_info:
+        run.main(["--rounds", rounds])
+    assert exit_info.value.code == 2
+    assert f"--rounds {rounds}: expected 1 or more rounds" in capsys.readouterr().err
