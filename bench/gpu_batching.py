@@ -276,8 +276,10 @@ def gpu_batching(
 def verdict(on: Result | None, off: Result | None, device: str) -> str:
     """One line on the issue's target: PASS or FAIL on CUDA; on another device, the numbers but no judgement."""
     goal = f"batching on serves at least {TARGET_RATIO:g}x the req/s of batching off"
-    if on is None or off is None or not off.rps:
+    if on is None or off is None:
         return f"Target ({goal}): FAIL, the batching on and off cells did not both run."
+    if not off.rps:  # it ran, but every request failed (or none was answered within the cell): no ratio
+        return f"Target ({goal}): FAIL, batching off answered no request within the cell ({off.errors} errors)."
     numbers = (
         f"{on.rps / off.rps:.2f}x ({on.rps:,.0f} against {off.rps:,.0f} req/s); "
         f"p99 {on.p99_ms:.2f} ms on, {off.p99_ms:.2f} ms off"

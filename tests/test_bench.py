@@ -1,5 +1,6 @@
-"""bench/paired.py, the one-connection cells measured in alternating rounds, with its servers, wrk and /proc
-faked: the order of a round's cells, each target's pairs from one round, and the other load of every cell."""
+"""The bench's own logic, with its servers, wrk and /proc faked (no bench runs here): bench/paired.py's rounds
+(the order of a round's cells, each target's pairs from one round, the other load of every cell), bench/run.py's
+options, and the verdict of part B of bench/scaling.py (bench/gpu_batching.py)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ ROOT = str(Path(__file__).resolve().parents[1])
 if ROOT not in sys.path:
     sys.path.append(ROOT)
 
-from bench import loadgen, paired, report, workload  # noqa: E402
+from bench import cells, gpu_batching, loadgen, paired, report, workload  # noqa: E402
 
 #: CPU seconds each contender's 2 s cell takes in rounds 1, 2 and 3: the machine slows down twice as much in each
 #: round, and modelapi takes 1.2x the floor's CPU in every round, its key 1.1x modelapi's
@@ -96,3 +97,26 @@ def test_no_round_is_refused_before_anything_runs(
         run.main(["--rounds", rounds])
     assert exit_info.value.code == 2
     assert f"--rounds {rounds}: expected 1 or more rounds" in capsys.readouterr().err
+
+
+def _cell(label: str, rps: float, errors: int = 0) -> cells.Result:
+    return cells.Result("B", label, 1, 64, rps, rps, 10.0, 20.0, errors, 100.0, 1)
+
+
+@pytest.mark.parametrize(
+    ("on", "off", "device", "verdict"),
+    [
+        (_cell("on", 2000.0), _cell("off", 100.0), "cuda", "PASS, 20.00x (2,000 against 100 req/s)"),
+        (_cell("on", 1999.0), _cell("off", 100.0), "cuda:0", "FAIL, 19.99x"),
+        (_cell("on", 4000.0, errors=3), _cell("off", 100.0), "cuda", "FAIL, 40.00x"),
+        (_cell("on", 4000.0), _cell("off", 100.0), "cpu", "not judged, since part B ran on cpu"),
+        (_cell("on", 4000.0), None, "cuda", "FAIL, the batching on and off cells did not both run."),
+        # it ran, and every request failed: not a cell that did not run
+        (_cell("on", 4000.0), _cell("off", 0.0, errors=640), "cuda", "FAIL, batching off answered no request within "
+         "the cell (640 errors)."),
+    ],
+)  # fmt: skip
+def test_part_bs_verdict(on: cells.Result, off: cells.Result | None, device: str, verdict: str) -> None:
+    line = gpu_batching.verdict(on, off, device)
+    assert line.startswith("Target (batching on serves at least 20x the req/s of batching off")
+    assert verdict in line
