@@ -295,6 +295,43 @@ def test_the_writer_notes_an_input_unmarked_sensitive_though_no_status_saw_it_ma
     assert status["reference"]["collecting"]["city"].startswith("collecting: 4 of the first 10 rows logged since ")
 
 
+def test_building_one_models_reference_holds_up_no_other_models(tmp_path: Path) -> None:
+    """The stored reference is read and written under a lock, the writer thread's notes included (``_left_out``):
+    while one model's reference is built (its first rows read: slow, for a large log), another model's status and
+    the writer's note of another model's change go on, and that model's own note waits for the build."""
+    import threading
+
+    server = Monitor.from_settings(Settings(state_dir=tmp_path / "state"))
+    reading, release = threading.Event(), threading.Event()
+    first = server.store.first
+
+    def slow_first(model: str, n: int) -> pa.Table:
+        if model == "a":
+            reading.set()
+            assert release.wait(10)
+        return first(model, n)
+
+    server.store.first = slow_first  # type: ignore[method-assign]
+    building = threading.Thread(target=server.reference, args=("a",))
+    building.start()
+    try:
+        assert reading.wait(10)
+        others = threading.Thread(target=lambda: (server._left_out("b"), server.status("b")))
+        others.start()
+        others.join(5)
+        assert not others.is_alive(), "model b waited for model a's reference"
+        own = threading.Thread(target=server._left_out, args=("a",))
+        own.start()
+        own.join(0.2)
+        assert own.is_alive(), "model a's note did not wait for its reference being built"
+    finally:
+        release.set()
+        building.join(10)
+    own.join(10)
+    assert not own.is_alive()
+    server.store.close()
+
+
 def test_a_reference_file_given_to_the_command_is_not_saved_over_the_servers(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     """``modelapi monitor --reference FILE`` compares against FILE for its own report only: the reference the
     server keeps in the log's store (here built from the first logged rows) stays as it was, so the server's

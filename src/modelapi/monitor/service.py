@@ -44,6 +44,9 @@ class Monitor:
         self.read_only = read_only
         self.policies = policies or Policies(settings)
         self.logger: PredictionLogger | None = None
+        #: per model, one reader and writer of its stored reference at a time in this process (``reference``);
+        #: ``_lock`` guards the dict alone
+        self._locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
         self._gauges: Any = None
         #: per model, the inputs unmarked sensitive whose summary waits for rows logged since (``reference``)
@@ -94,9 +97,18 @@ class Monitor:
         model.toml to ask (``modelapi monitor``)."""
         # one reader and writer of the stored reference at a time in this process: the log's writer thread notes
         # changes of the inputs marked sensitive in it too (``_left_out``), and a stale read saved over a
-        # reference just built would drop it
-        with self._lock:
+        # reference just built would drop it. One lock per model: building one model's reference (reading its
+        # first rows, its log since a change) holds up neither another model's status nor the writer noting
+        # another model's change
+        with self._model_lock(model):
             return self._reference(model)
+
+    def _model_lock(self, model: str) -> threading.Lock:
+        with self._lock:
+            lock = self._locks.get(model)
+            if lock is None:
+                lock = self._locks[model] = threading.Lock()
+            return lock
 
     def _reference(self, model: str) -> tuple[dict[str, Any] | None, str]:
         policy = self.policies.get(model)
@@ -160,7 +172,7 @@ class Monitor:
         was computed between its marking and its unmarking."""
         if self.policies.get(model).reference is not None:  # a file's reference is rebuilt on a change instead
             return
-        with self._lock:
+        with self._model_lock(model):
             stored = self.store.load_reference(model)
             note: dict[str, Any] = {} if stored is None else stored
             if _follow_sensitive(note, self.sensitive(model, stored), log_built=True):
