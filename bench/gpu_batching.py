@@ -51,7 +51,7 @@ STAGES = ((64, 2), (128, 2), (256, 2), (512, 2))
 #: Largest relative difference allowed in any class probability against the CPU model. cuDNN runs FP32
 #: convolutions in TF32 by default (a 10-bit mantissa) and picks its algorithms per batch size: rounding every
 #: convolution's inputs and weights to TF32 on the CPU moves this network's probabilities by at most 0.6%, while
-#: the answers for any two of the ``BURST`` images differ by 89% or more in some class. 5% leaves room for cuDNN's
+#: the answers for any two of the ``BURST`` images differ by 88% or more in some class. 5% leaves room for cuDNN's
 #: algorithms and still tells a wrong or misplaced image apart.
 RTOL = 0.05
 BURST = 32  # concurrent one-image requests, each a different image
