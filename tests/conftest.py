@@ -13,6 +13,9 @@ from starlette.testclient import TestClient
 # they import ``toymodels:...`` by module path through the PYTHONPATH (tests/ first) that e2e/server.py,
 # helpers/server_process.py and e2e/jobs_helpers.py give them.
 sys.path.insert(0, str(Path(__file__).parent))
+# and the checkout's root, appended (it shadows nothing installed), for tests/test_bench.py: the bench is no
+# package of modelapi's, and `python -m bench.run` imports it from the checkout too
+sys.path.append(str(Path(__file__).parents[1]))
 
 from modelapi.http.app import create_app
 from modelapi.settings import Settings

@@ -5,21 +5,13 @@ options, and the verdict of part B of bench/scaling.py (bench/gpu_batching.py)."
 from __future__ import annotations
 
 import contextlib
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
-
-# the bench is no package of modelapi's: it is imported from the checkout, as `python -m bench.run` does there
-# (appended, so that it shadows nothing installed)
-ROOT = str(Path(__file__).resolve().parents[1])
-if ROOT not in sys.path:
-    sys.path.append(ROOT)
-
-from bench import cells, gpu_batching, loadgen, paired, report, workload  # noqa: E402
+from bench import cells, gpu_batching, loadgen, paired, report, workload  # the checkout's root: tests/conftest.py
 
 #: CPU seconds each contender's 2 s cell takes in rounds 1, 2 and 3: the machine slows down twice as much in each
 #: round, and modelapi takes 1.2x the floor's CPU in every round, its key 1.1x modelapi's
