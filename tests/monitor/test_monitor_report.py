@@ -104,6 +104,27 @@ def test_a_sensitive_input_is_named_beside_the_features_not_shown_as_one_without
     assert [c.split(":")[0] for c in charts[:-1]] == list(FEATURES)  # no chart for city, the mix last
 
 
+def test_inputs_marked_sensitive_are_named_while_the_first_rows_are_collected(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """Before a reference is built from the log, ``modelapi monitor`` (no model.toml) names the inputs marked
+    sensitive from the note the server stored, as it does once the reference exists."""
+    state = tmp_path / "state"
+    write_log(state, hours=1, per_hour=100, sensitive=("city",))  # 100 rows: fewer than the reference takes
+    root = tmp_path / "repo"
+    (root / "shift").mkdir(parents=True)
+    (root / "shift" / "model.toml").write_text('[monitor]\nsensitive = ["city"]\n')
+    server = Monitor.from_settings(Settings(models=[str(root)], state_dir=state))
+    try:
+        status = server.status("shift")
+    finally:
+        server.store.close()
+    assert status["sensitive"] == ["city"] and status["reference"]["source"].startswith("collecting")
+
+    assert main(["monitor", "shift", "--state-dir", str(state), "--since", "1d"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["reference"]["source"].startswith("collecting")
+    assert printed["sensitive"] == ["city"]
+
+
 def test_the_reference_follows_a_change_of_the_inputs_marked_sensitive(tmp_path: Path) -> None:
     """The reference is rebuilt from its file when the sensitive list changes: an input no longer marked gets its
     summary back, one newly marked loses it (commit 8bfb87d's claim)."""

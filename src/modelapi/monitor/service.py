@@ -223,7 +223,9 @@ class Monitor:
         tallies = self.store.tallies(model, start)
         reference, about = self.reference(model)
         policy = self.policies.get(model)
-        sensitive = self.sensitive(model, reference)
+        # while the first rows are collected, the inputs marked sensitive are in the note stored in the
+        # reference's place: a reader with no model.toml (``modelapi monitor``) names them from it
+        sensitive = self.sensitive(model, reference if reference is not None else self.store.load_reference(model))
         logger = self.logger
         out: dict[str, Any] = {
             "model": model,
