@@ -204,5 +204,6 @@ def test_hidden_families_take_values_but_are_not_exposed(tmp_path: Path) -> None
     with pytest.raises(ValueError, match="single process"):
         metrics.setup(tmp_path / "metrics", hide=SERVERS_ONLY)
     metrics.setup(None, hide=["modelapi_no_such_thing"])
-    with pytest.raises(ValueError, match="no modelapi metric"):
-        metrics.families()
+    for _ in range(2):  # the same error each time: the first left nothing registered
+        with pytest.raises(ValueError, match="no modelapi metric"):
+            metrics.families()

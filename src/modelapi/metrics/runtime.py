@@ -109,11 +109,13 @@ def families() -> Families:
     if _state.families is None:
         made = Families(_state.registry)
         if _state.registry is not None:
+            unknown = sorted(_state.hidden - made.by_name.keys())
+            if unknown:
+                # nothing made stays registered: a later call raises the same, not prometheus' "Duplicated"
+                _state.registry = CollectorRegistry(auto_describe=True)
+                raise ValueError(f"metrics.setup: hide names {unknown[0]!r}, which is no modelapi metric")
             for name in sorted(_state.hidden):
-                metric = made.by_name.get(name)
-                if metric is None:
-                    raise ValueError(f"metrics.setup: hide names {name!r}, which is no modelapi metric")
-                _state.registry.unregister(metric)
+                _state.registry.unregister(made.by_name[name])
         _state.families = made
     return _state.families
 
