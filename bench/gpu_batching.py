@@ -181,7 +181,11 @@ def _infer(name: str, srv: servers.Running, body: workload.Body) -> np.ndarray:
         raise verify.WrongAnswer(f"{name} {INFER_PATH}: HTTP {status}: {content[:300]!r}")
     if "inference-header-content-length" not in headers:
         raise verify.WrongAnswer(f"{name}: asked for binary outputs, got {headers.get('content-type')}")
-    return np.asarray(verify.v2_outputs(headers, content)["probabilities"], dtype=np.float64)
+    try:
+        outputs = verify.v2_outputs(headers, content, ("probabilities",))
+    except verify.WrongAnswer as exc:
+        raise verify.WrongAnswer(f"{name} {INFER_PATH}: {exc}") from None
+    return np.asarray(outputs["probabilities"], dtype=np.float64)
 
 
 def check_cnn(

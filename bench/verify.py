@@ -35,24 +35,31 @@ def parse(kind: str, headers: dict[str, str], content: bytes) -> Answer:
         labels = np.array([p["prediction"] for p in preds])
         proba = np.array([[p["probabilities"][k] for k in sorted(p["probabilities"], key=int)] for p in preds])
         return Answer(labels, proba)
-    outputs = v2_outputs(headers, content)
+    outputs = v2_outputs(headers, content, ("label", "probabilities"))
     return Answer(outputs["label"], outputs["probabilities"])
 
 
-def v2_outputs(headers: dict[str, str], content: bytes) -> dict[str, np.ndarray]:
-    """The output tensors of a V2 answer, JSON or binary (Triton's binary tensor extension), by name."""
-    length = int(headers.get("inference-header-content-length", len(content)))
-    head = orjson.loads(content[:length])
-    offset = length
-    outputs: dict[str, np.ndarray] = {}
-    for out in head["outputs"]:
-        size = out.get("parameters", {}).get("binary_data_size")
-        if size is None:
-            arr = np.asarray(out["data"])
-        else:
-            arr = np.frombuffer(content[offset : offset + size], dtype=V2_DTYPES[out["datatype"]])
-            offset += size
-        outputs[out["name"]] = arr.reshape(out["shape"])
+def v2_outputs(headers: dict[str, str], content: bytes, want: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """The output tensors of a V2 answer, JSON or binary (Triton's binary tensor extension), by name.
+    ``WrongAnswer`` for an answer that is no V2 answer or lacks one of the outputs named in ``want``."""
+    try:
+        length = int(headers.get("inference-header-content-length", len(content)))
+        head = orjson.loads(content[:length])
+        offset = length
+        outputs: dict[str, np.ndarray] = {}
+        for out in head["outputs"]:
+            size = out.get("parameters", {}).get("binary_data_size")
+            if size is None:
+                arr = np.asarray(out["data"])
+            else:
+                arr = np.frombuffer(content[offset : offset + size], dtype=V2_DTYPES[out["datatype"]])
+                offset += size
+            outputs[out["name"]] = arr.reshape(out["shape"])
+    except (KeyError, TypeError, ValueError) as exc:  # orjson's and numpy's errors are ValueErrors
+        raise WrongAnswer(f"not a V2 answer ({type(exc).__name__}: {exc}): {content[:300]!r}") from None
+    missing = [name for name in want if name not in outputs]
+    if missing:
+        raise WrongAnswer(f"no output {missing[0]!r} in the answer (outputs: {sorted(outputs)})")
     return outputs
 
 

@@ -112,3 +112,18 @@ def test_part_bs_verdict(on: cells.Result, off: cells.Result | None, device: str
     line = gpu_batching.verdict(on, off, device)
     assert line.startswith("Target (batching on serves at least 20x the req/s of batching off")
     assert verdict in line
+
+
+def test_an_answer_without_the_output_checked_is_a_wrong_answer_not_a_crash() -> None:
+    """A server whose answer lacks the output, or is no V2 answer, fails its check (``WrongAnswer``, which the
+    parts catch per server), not the whole part with a ``KeyError``."""
+    from bench import verify
+
+    answer = b'{"outputs": [{"name": "logits", "datatype": "FP32", "shape": [1], "data": [0.5]}]}'
+    assert verify.v2_outputs({}, answer)["logits"].tolist() == [0.5]
+    with pytest.raises(verify.WrongAnswer, match="no output 'probabilities'"):
+        verify.v2_outputs({}, answer, ("probabilities",))
+    with pytest.raises(verify.WrongAnswer, match="not a V2 answer"):
+        verify.v2_outputs({}, b'{"error": "overloaded"}')
+    with pytest.raises(verify.WrongAnswer, match="not a V2 answer"):
+        verify.v2_outputs({"inference-header-content-length": "x"}, answer)
