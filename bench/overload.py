@@ -299,8 +299,11 @@ def refusal_cells(
     head: docs/overload.md). Its CPU per answer is the CPU per refusal, measured over sockets (the overload
     cells cannot split their CPU between served and refused requests: CPU per served request itself moves with
     the connection count). Once with the default log level, once without access lines;
-    and a yardstick with no modelapi code: the HTTP floor's answer to a path it does not serve (uvicorn, a
-    constant 404 without reading the body), the least any answer over uvicorn costs."""
+    and two yardsticks with no modelapi code: the HTTP floor's answer to a path it does not serve (uvicorn, a
+    constant 404 without reading the body), the least any answer over uvicorn costs; and the socket floor
+    (``socket_floor.py``: uvloop and httptools, a constant 503 written per request, no ASGI), the least a Python
+    server on this machine spends to answer a request at all: the event loop's read and write and the kernel's TCP
+    work on both."""
     out = []
     for label, more in (("default", ()), ("no access lines (--log-level warning)", ("--log-level", "warning"))):
         argv = (*extra, "--max-inflight", "1", "--no-hold-early-retries", *more)
@@ -311,6 +314,10 @@ def refusal_cells(
     with servers.serve(servers.floor(model), core=SERVER_CORE, env=dict(os.environ), log_dir=RESULTS) as srv:
         cell(srv, body, connections, 1, False, live="/health")
         out.append(("HTTP floor: a constant 404, body unread", cell(srv, body, connections, seconds, False, "/health")))
+    with servers.serve(servers.socket_floor(), core=SERVER_CORE, env=dict(os.environ), log_dir=RESULTS) as srv:
+        cell(srv, body, connections, 1, False, live="/health")
+        label = "socket floor: a constant 503, no ASGI"
+        out.append((label, cell(srv, body, connections, seconds, False, "/health")))
     return out
 
 

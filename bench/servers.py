@@ -121,6 +121,12 @@ def floor(model: Path) -> ServerSpec:
     return ServerSpec("HTTP floor", argv, "/health", {"BENCH_MODEL": str(model)})
 
 
+def socket_floor() -> ServerSpec:
+    """The socket floor (``socket_floor.py``): uvloop and httptools, a constant answer per request, no ASGI."""
+    argv = (sys.executable, "-m", "bench.socket_floor", "--port", "{port}")
+    return ServerSpec("socket floor", argv, "/health", {})
+
+
 def modelapi_command() -> tuple[str, ...]:
     """The ``modelapi`` console script next to this Python, or ``python -m modelapi`` where none is installed."""
     script = VENV_BIN / "modelapi"

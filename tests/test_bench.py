@@ -127,3 +127,47 @@ def test_an_answer_without_the_output_checked_is_a_wrong_answer_not_a_crash() ->
         verify.v2_outputs({}, b'{"error": "overloaded"}')
     with pytest.raises(verify.WrongAnswer, match="not a V2 answer"):
         verify.v2_outputs({"inference-header-content-length": "x"}, answer)
+
+
+def test_the_socket_floor_answers_every_request_on_a_kept_connection(tmp_path: Path) -> None:
+    """The refusal cost's yardstick (bench/socket_floor.py) answers each request, pipelined ones included, with
+    its constant answer, and its health path with 200 for the bench's readiness wait."""
+    import http.client
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from bench import servers
+
+    port = servers.free_port()
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen([sys.executable, "-m", "bench.socket_floor", "--port", str(port)], cwd=root)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                conn.request("GET", "/health")
+                break
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.05)
+        health = conn.getresponse()
+        assert (health.status, health.read()) == (200, b"ok")
+        for _ in range(2):
+            conn.request("POST", "/v2/models/logreg/infer", body=b'{"inputs": []}' * 100)
+            refused = conn.getresponse()
+            assert refused.status == 503 and refused.getheader("retry-after") == "1" and b"overloaded" in refused.read()
+        conn.close()
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:  # two requests in one write
+            one = b"POST /x HTTP/1.1\r\nhost: t\r\ncontent-length: 3\r\n\r\nabc"
+            raw.sendall(one * 2)
+            got = b""
+            while got.count(b"HTTP/1.1 503") < 2:
+                chunk = raw.recv(65536)
+                assert chunk, got
+                got += chunk
+    finally:
+        proc.kill()
+        proc.wait()
