@@ -41,8 +41,8 @@ serve: $(VENV)/.installed
 	$(BIN)/modelapi serve $(ARGS)
 
 lint: dev
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench scripts
+	$(BIN)/ruff format --check src tests bench scripts
 
 typecheck: dev
 	$(BIN)/mypy

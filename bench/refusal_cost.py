@@ -64,7 +64,7 @@ async def measure(n: int) -> tuple[float, float]:
             "client": ("127.0.0.1", 1234), "server": ("bench", 80),
         }  # fmt: skip
         messages = [{"type": "http.request", "body": data, "more_body": False}]
-        status = []
+        status: list[int] = []
 
         async def receive() -> Any:
             if messages:

@@ -20,7 +20,7 @@ async def start(app: Any) -> asyncio.Future[Any]:
     startup: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     answers: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     await startup.put({"type": "lifespan.startup"})
-    lifespan = asyncio.ensure_future(
+    lifespan: asyncio.Future[Any] = asyncio.ensure_future(
         app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, startup.get, answers.put)
     )
     assert (await answers.get())["type"] == "lifespan.startup.complete"

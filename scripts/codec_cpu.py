@@ -48,7 +48,7 @@ class GcClock:
 
     def __init__(self) -> None:
         self.passes: Counter[int] = Counter()
-        self.seconds: Counter[int] = Counter()
+        self.seconds: dict[int, float] = {}
         self._started = 0.0
 
     def __call__(self, phase: str, info: dict[str, int]) -> None:
@@ -56,7 +56,8 @@ class GcClock:
             self._started = time.thread_time()
         else:
             self.passes[info["generation"]] += 1
-            self.seconds[info["generation"]] += time.thread_time() - self._started
+            generation = info["generation"]
+            self.seconds[generation] = self.seconds.get(generation, 0.0) + time.thread_time() - self._started
 
 
 async def main(kind: str, rows: int, concurrency: int, threshold: int | None, report: bool) -> None:

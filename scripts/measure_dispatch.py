@@ -1,14 +1,17 @@
-"""Where should a model's predict run: inline on the event loop, or on the model's worker thread?
+"""Batching on against off, over sockets: LogisticRegression on 20 features (issue 3's model) served by uvicorn
+pinned to CPU 0, driven by wrk pinned to CPU 1 (closed loop, keep-alive), friendly JSON requests of ROWS rows, for
+each mode:
 
-Serves LogisticRegression on 20 features (issue 3's model) with uvicorn pinned to CPU 0 and drives it with wrk
-pinned to CPU 1 (closed loop, keep-alive), 1-row friendly JSON requests, for each dispatch mode:
+    batching   the default: a batch runs on the model's own thread, or inline on the event loop while the model's
+               runs stay short (docs/batching.md)
+    off        batching off, every request in the shared threadpool
 
-    thread   batching on, predict on the model's own worker thread (the default)
-    inline   batching on, predict on the event loop
-    off      batching off, every request in the shared threadpool (the pre-batching path)
+Prints requests/s, p50, p99 and the server's CPU per request for each mode at 1, 16 and 64 connections. Not a test.
 
-Prints requests/s, p50 and p99 per mode and concurrency. Not a test; numbers go in docs/batching.md.
-    .venv/bin/python scripts/measure_dispatch.py [seconds] [rows]
+    .venv/bin/python scripts/measure_dispatch.py [seconds] [rows] [batching,off]
+
+docs/batching.md's table of 2026-11-27 (the thread against inline on the loop, forced) came from this script as it
+was then (``git show bfbcc11:scripts/measure_dispatch.py``), which the data plane has since outgrown.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from modelapi.models.base import Model
 from modelapi.signature import Signature, TensorSpec
 
 FEATURES = [f"f{i}" for i in range(20)]
+MODES = ("batching", "off")
 
 
 class LogReg(Model):
@@ -56,34 +60,16 @@ class LogReg(Model):
 
 
 def serve(mode: str, port: int) -> None:
+    """``batching``: the default (a batch runs on the model's own thread, or inline on the event loop while the
+    model's runs stay short: docs/batching.md); ``off``: every request on the shared threadpool, unbatched."""
     import uvicorn
 
-    from modelapi.dataplane import DataPlane
     from modelapi.http.app import create_app
     from modelapi.settings import Settings
 
-    class Plane(DataPlane):
-        def load_all(self) -> None:
-            super().load_all()
-            if mode == "inline":
-                for batcher in self.batchers.values():
-                    batcher.executor = None
-            if os.environ.get("SHOW_BATCHES"):
-                import threading
-
-                def show() -> None:
-                    while True:
-                        time.sleep(2)
-                        for b in self.batchers.values():
-                            rows = list(b.batch_rows)[-200:]
-                            if rows:
-                                print(f"    mean rows per batch (last {len(rows)}): {np.mean(rows):.1f}", flush=True)
-
-                threading.Thread(target=show, daemon=True).start()
-
-    settings = Settings(batching=mode != "off", log_level="warning")
-    dp = Plane([LogReg()], max_rows=settings.max_rows, batching=settings.batch_policy())
-    app = create_app(dp, settings)
+    if mode not in MODES:
+        raise SystemExit(f"unknown mode {mode!r}: one of {', '.join(MODES)}")
+    app = create_app([LogReg()], Settings(batching=mode == "batching", log_level="warning"))
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
@@ -151,7 +137,7 @@ def main() -> None:
     body = json.dumps(records[0] if rows == 1 else records).encode()
     print(f"{rows}-row requests, {seconds} s per cell; server on CPU 0, wrk on CPU 1")
     print(f"{'mode':<8}{'conc':>6}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'server CPU us/req':>19}")
-    for mode in sys.argv[3].split(",") if len(sys.argv) > 3 else ["thread", "inline", "off"]:
+    for mode in sys.argv[3].split(",") if len(sys.argv) > 3 else MODES:
         port = free_port()
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
         env.update(dict.fromkeys(("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"), "1"))

@@ -19,7 +19,7 @@ from measure_dispatch import FEATURES, LogReg
 from modelapi.batching import batch_key, concat, split
 from modelapi.inference import InferenceResponse
 from modelapi.protocols.records import codec as records
-from modelapi.protocols.records import v2
+from modelapi.protocols.v2 import codec as v2
 
 
 def timed(name: str, fn: Callable[[], Any], n: int = 3000) -> None:
