@@ -1,15 +1,16 @@
 """The socket floor: the least any Python server spends to answer a request on this machine, for the refusal
 cost's yardstick (``bench/overload.py``). No ASGI, no uvicorn, no modelapi code: uvloop, and httptools to find
 where each request ends; every complete request gets one constant answer in one write, its body unread beyond
-the parser. ``GET /health`` gets ``200 ok`` (for the bench's readiness wait), anything else a ``503`` with
-``Retry-After``, as a refusal is framed.
+the parser, and the connection is kept unless the request asks to close it (``Connection: close``, HTTP/1.0).
+``GET /health`` gets ``200 ok`` (for the bench's readiness wait), anything else a ``503`` with ``Retry-After``,
+as a refusal is framed.
 
     python -m bench.socket_floor --port 8000
 
 What it leaves out of a real refusal, and so what it does not cost: the request's scope (method, path, headers as
 a list), routing, the answer's headers built per request, the access line, counting. What it keeps: the event
 loop's read and write per request, the kernel's TCP work on both (on loopback, the sender's CPU also delivers
-what it sends), and httptools' callbacks into Python for the message's start and end.
+what it sends), and httptools' callbacks into Python for the URL and the message's end.
 """
 
 from __future__ import annotations
@@ -48,11 +49,14 @@ class Floor(asyncio.Protocol):
             self._transport.close()
 
     def on_url(self, url: bytes) -> None:
-        self._path = url
+        self._path += url  # a URL split over two reads comes in two calls
 
     def on_message_complete(self) -> None:
         assert self._transport is not None
         self._transport.write(HEALTH if self._path == b"/health" else REFUSAL)
+        self._path = b""
+        if not self._parser.should_keep_alive():  # Connection: close, HTTP/1.0: closed after the answer
+            self._transport.close()
 
 
 def main() -> None:

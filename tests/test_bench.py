@@ -131,14 +131,15 @@ def test_an_answer_without_the_output_checked_is_a_wrong_answer_not_a_crash() ->
 
 def test_the_socket_floor_answers_every_request_on_a_kept_connection(tmp_path: Path) -> None:
     """The refusal cost's yardstick (bench/socket_floor.py) answers each request, pipelined ones included, with
-    its constant answer, and its health path with 200 for the bench's readiness wait."""
+    its constant answer, and its health path with 200 for the bench's readiness wait; a URL or body split over
+    reads is one request, answered once it is all in, and ``Connection: close`` closes after the answer."""
     import http.client
     import socket
     import subprocess
     import sys
     import time
 
-    from bench import servers
+    from bench import servers, socket_floor
 
     port = servers.free_port()
     root = Path(__file__).resolve().parents[1]
@@ -168,6 +169,25 @@ def test_the_socket_floor_answers_every_request_on_a_kept_connection(tmp_path: P
                 chunk = raw.recv(65536)
                 assert chunk, got
                 got += chunk
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+            # a URL and a body split over reads: one answer each, the body's only once it is all in
+            for part in (b"GET /hea", b"lth HTTP/1.1\r\nhost: t\r\n\r\n", b"POST /x HTTP/1.1\r\nhost: t\r\n"):
+                raw.sendall(part)
+                time.sleep(0.1)
+            raw.sendall(b"content-length: 6\r\nconnection: close\r\n\r\nabc")
+            time.sleep(0.1)
+            got = b""
+            while len(got) < len(socket_floor.HEALTH) and (chunk := raw.recv(65536)):
+                got += chunk
+            raw.settimeout(0.3)
+            with contextlib.suppress(TimeoutError):  # nothing for the body's first half
+                got += raw.recv(65536)
+            assert got == socket_floor.HEALTH, got
+            raw.settimeout(5)
+            raw.sendall(b"def")
+            while chunk := raw.recv(65536):  # its Connection: close ends the connection after the answer
+                got += chunk
+            assert got == socket_floor.HEALTH + socket_floor.REFUSAL
     finally:
         proc.kill()
         proc.wait()
