@@ -15,6 +15,11 @@ class WrongAnswer(RuntimeError):
     pass
 
 
+#: what reading an answer of the wrong shape raises (orjson's and numpy's errors are ValueErrors; a JSON value
+#: where an object was expected has no ``.get``)
+_MALFORMED = (AttributeError, KeyError, TypeError, ValueError)
+
+
 def post(
     host: str, port: int, path: str, body: Body, extra_headers: dict[str, str] | None = None
 ) -> tuple[int, dict[str, str], bytes]:
@@ -28,12 +33,18 @@ def post(
 
 
 def parse(kind: str, headers: dict[str, str], content: bytes) -> Answer:
-    """Labels and probabilities from an answer of the friendly route, V2 JSON or V2 binary."""
+    """Labels and probabilities from an answer of the friendly route, V2 JSON or V2 binary; ``WrongAnswer`` for
+    an answer that is none of these or lacks them."""
     if kind == "rest":
-        data = orjson.loads(content)
-        preds: list[dict[str, Any]] = data.get("predictions", [data])
-        labels = np.array([p["prediction"] for p in preds])
-        proba = np.array([[p["probabilities"][k] for k in sorted(p["probabilities"], key=int)] for p in preds])
+        try:
+            data = orjson.loads(content)
+            preds: list[dict[str, Any]] = data.get("predictions", [data])
+            labels = np.array([p["prediction"] for p in preds])
+            proba = np.array([[p["probabilities"][k] for k in sorted(p["probabilities"], key=int)] for p in preds])
+        except _MALFORMED as exc:
+            raise WrongAnswer(
+                f"not a friendly route's answer ({type(exc).__name__}: {exc}): {content[:300]!r}"
+            ) from None
         return Answer(labels, proba)
     outputs = v2_outputs(headers, content, ("label", "probabilities"))
     return Answer(outputs["label"], outputs["probabilities"])
@@ -55,7 +66,7 @@ def v2_outputs(headers: dict[str, str], content: bytes, want: tuple[str, ...] = 
                 arr = np.frombuffer(content[offset : offset + size], dtype=V2_DTYPES[out["datatype"]])
                 offset += size
             outputs[out["name"]] = arr.reshape(out["shape"])
-    except (KeyError, TypeError, ValueError) as exc:  # orjson's and numpy's errors are ValueErrors
+    except _MALFORMED as exc:
         raise WrongAnswer(f"not a V2 answer ({type(exc).__name__}: {exc}): {content[:300]!r}") from None
     missing = [name for name in want if name not in outputs]
     if missing:
@@ -79,7 +90,11 @@ def check(
         raise WrongAnswer(f"{where}: HTTP {status}: {content[:300]!r}")
     if body.kind == "v2-binary" and "inference-header-content-length" not in headers:
         raise WrongAnswer(f"{where}: asked for binary outputs, got {headers.get('content-type')}")
-    compare(where, parse(body.kind, headers, content), want, body.rows)
+    try:
+        got = parse(body.kind, headers, content)
+    except WrongAnswer as exc:
+        raise WrongAnswer(f"{where}: {exc}") from None
+    compare(where, got, want, body.rows)
 
 
 def compare(where: str, got: Answer, want: Answer, n: int) -> None:

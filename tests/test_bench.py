@@ -10,6 +10,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import pytest
 from bench import cells, gpu_batching, loadgen, paired, report, workload  # the checkout's root: tests/conftest.py
 
@@ -115,8 +116,8 @@ def test_part_bs_verdict(on: cells.Result, off: cells.Result | None, device: str
 
 
 def test_an_answer_without_the_output_checked_is_a_wrong_answer_not_a_crash() -> None:
-    """A server whose answer lacks the output, or is no V2 answer, fails its check (``WrongAnswer``, which the
-    parts catch per server), not the whole part with a ``KeyError``."""
+    """A server whose answer lacks the output, or is no V2 answer (or no friendly route's answer), fails its check
+    (``WrongAnswer``, which the parts catch per server), not the whole part with a ``KeyError``."""
     from bench import verify
 
     answer = b'{"outputs": [{"name": "logits", "datatype": "FP32", "shape": [1], "data": [0.5]}]}'
@@ -127,6 +128,22 @@ def test_an_answer_without_the_output_checked_is_a_wrong_answer_not_a_crash() ->
         verify.v2_outputs({}, b'{"error": "overloaded"}')
     with pytest.raises(verify.WrongAnswer, match="not a V2 answer"):
         verify.v2_outputs({"inference-header-content-length": "x"}, answer)
+    with pytest.raises(verify.WrongAnswer, match="not a V2 answer"):
+        verify.v2_outputs({}, b'{"outputs": ["probabilities"]}')
+    for records in (b"[1, 2]", b'{"predictions": [{"label": 1}]}', b"<html>busy</html>"):
+        with pytest.raises(verify.WrongAnswer, match="not a friendly route's answer"):
+            verify.parse("rest", {}, records)
+
+
+def test_a_wrong_answer_names_the_server_and_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """``verify.check``'s message for an unreadable answer says whose answer it was, as for a wrong one."""
+    from bench import verify, workload
+
+    monkeypatch.setattr(verify, "post", lambda *args, **kwargs: (200, {}, b'{"error": "overloaded"}'))
+    body = workload.Body("v2-json", 1, tmp_path / "body.json", "application/json")
+    want = workload.Answer(np.array([0]), np.array([[1.0]]))
+    with pytest.raises(verify.WrongAnswer, match=r"^srv /v2/models/m/infer \(v2-json, 1 rows\): not a V2 answer"):
+        verify.check("srv", "/v2/models/m/infer", "127.0.0.1", 1, body, want)
 
 
 def test_the_socket_floor_answers_every_request_on_a_kept_connection(tmp_path: Path) -> None:
