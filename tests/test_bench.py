@@ -208,3 +208,17 @@ def test_the_socket_floor_answers_every_request_on_a_kept_connection(tmp_path: P
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_the_refusal_table_says_how_busy_each_server_was() -> None:
+    """A yardstick that the load generator could not saturate (the socket floor) shows it: its CPU per answer
+    was taken at a lighter load than the saturated rows'."""
+    from bench import overload
+
+    def refused(answers: int, cpu_s: float) -> overload.CellResult:
+        return overload.CellResult(640, 5.0, {503: answers}, 0, 1.0, 2.0, None, 0, cpu_s, 1.0, 2.0)
+
+    text = overload.render_refusals([("default", refused(58_650, 5.0)), ("socket floor", refused(153_705, 2.3))], 231)
+    rows = [line for line in text.splitlines() if line.startswith(("| default", "| socket floor"))]
+    assert rows[0].endswith("| 85 | 0.37 | 100% |"), rows[0]
+    assert rows[1].endswith("| 15 | 0.06 | 46% |"), rows[1]
