@@ -22,7 +22,7 @@ class JsonLimits:
 
 
 # not frozen: a frozen dataclass's __init__ sets each field through object.__setattr__, which cost more than the
-# rest of building one, on every request (docs/benchmarks.md, issue 16); nothing changes a CallContext once made
+# rest of building one, on every request (docs/benchmarks-log.md, issue 16); nothing changes a CallContext once made
 @dataclass(slots=True)
 class CallContext:
     """One call's facts.

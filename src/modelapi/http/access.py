@@ -14,7 +14,7 @@ names; the asyncio task's name, ``taskName`` from Python 3.12 on, is looked up p
 from a prototype, a record made by ``Logger.makeRecord`` once per process and thread (and
 again if ``logging.setLogRecordFactory`` installs another factory, whose records are then made by it every
 time); each line copies it and sets what changes: the time, the arguments and the ``extra`` fields. Measured:
-docs/benchmarks.md (the fast path).
+docs/benchmarks-log.md (the fast path).
 """
 
 from __future__ import annotations

@@ -94,7 +94,7 @@ class RequestContextMiddleware:
         state["request_id"] = rid
         begun = time.perf_counter()  # not loop.time(): uvloop's has millisecond steps
         # one object per request: its send and receive (bound methods), its numbers and its log context; it
-        # replaced four closures over twenty-odd cells (docs/benchmarks.md, issue 16)
+        # replaced four closures over twenty-odd cells (docs/benchmarks-log.md, issue 16)
         exchange = _Exchange(self, scope, rid, receive, send)
         token = CONTEXT.set(exchange)
         holds = self.holds

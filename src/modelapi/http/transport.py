@@ -3,7 +3,7 @@
 uvicorn writes a response's head and its body with two ``transport.write`` calls, and each is a system call
 (uvloop writes at once when the socket takes it). For a response whose head carries a ``content-length``, the
 body follows in the same task at once, so ``HeadHolding`` keeps the head and writes it with the body's first
-bytes: one system call instead of two for the usual JSON answer (measured: docs/benchmarks.md, "One
+bytes: one system call instead of two for the usual JSON answer (measured: docs/benchmarks-log.md, "One
 connection"). A head without a length (a streamed or chunked response) and ``100 Continue`` go out at once; a
 held head goes out when the response is complete (a ``HEAD`` request's answer has no body write: the protocol
 flushes it then) and before the transport closes.
