@@ -222,3 +222,33 @@ def test_the_refusal_table_says_how_busy_each_server_was() -> None:
     rows = [line for line in text.splitlines() if line.startswith(("| default", "| socket floor"))]
     assert rows[0].endswith("| 85 | 0.37 | 100% |"), rows[0]
     assert rows[1].endswith("| 15 | 0.06 | 46% |"), rows[1]
+
+
+def _overload_cell(connections: int, ok: int, p99: float | None, live: float = 10.0) -> Any:
+    from bench import overload
+
+    return overload.CellResult(
+        connections, 5.0, {200: ok, 503: 100}, 0, 1.0, 2.0, p99, 50, 1.0, 1.0, live, 20.0, 1.0, 20.0, 1.0
+    )
+
+
+def test_the_overload_targets_take_the_median_of_each_rounds_ratio_to_its_own_saturated_cell() -> None:
+    """A round whose saturated cell ran on a slowed machine (its overload cells 150 % of it) does not decide the
+    verdict: each overload cell is compared with its own round's saturated cell and the rounds' median counts."""
+    from bench import overload
+
+    rounds = [
+        [_overload_cell(64, 1000, 10.0), _overload_cell(640, 950, 15.0), _overload_cell(1920, 920, 30.0)],
+        [_overload_cell(64, 600, 10.0), _overload_cell(640, 900, 12.0), _overload_cell(1920, 900, 14.0)],
+        [_overload_cell(64, 1000, 10.0), _overload_cell(640, 850, 25.0), _overload_cell(1920, 930, None)],
+    ]
+    lines = overload.targets(rounds)
+    # 10x: 95 %, 150 %, 85 %; 30x: 92 %, 150 %, 93 %; p99 1.5x, 1.2x, 2.5x and 3.0x, 1.4x (one round without)
+    assert "PASS  10x: successful req/s at least 90 % of saturated (95% (median of 3 rounds))" in lines
+    assert "PASS  30x: successful req/s at least 90 % of saturated (93% (median of 3 rounds))" in lines
+    assert "PASS  10x: p99 of successful at most 2x saturated (1.50x (median of 3 rounds))" in lines
+    assert "FAIL  30x: p99 of successful at most 2x saturated (2.20x (median of 3 rounds))" in lines
+    table = overload.render_rounds(rounds)
+    assert "#### round 3 of 3" in table and "| 10x | 95% / 150% / 85% | 95% | 1.50x / 1.20x / 2.50x | 1.50x |" in table
+    one = overload.targets(rounds[:1])  # a single round: its own ratios, no median named
+    assert "PASS  10x: successful req/s at least 90 % of saturated (95%)" in one
