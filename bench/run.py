@@ -59,6 +59,8 @@ class Plan:
     #: alternating rounds of the one-connection cells, and each cell's seconds in a round
     rounds: int = 5
     round_seconds: int = 2
+    #: rounds of the overload cell (``bench.overload --rounds``)
+    overload_rounds: int = 3
 
 
 def measure_inprocess(
@@ -322,7 +324,7 @@ def run(plan: Plan, stamp: str, command: str) -> int:
     print(f"\nwritten: {', '.join(str(p) for p in paths)}")
     # the overload cell last (docs/overload.md): 64, 640 and 1,920 connections, its own table and file
     plan.log("overload cell")
-    return overload.main(["--seconds", str(plan.seconds)])
+    return overload.main(["--seconds", str(plan.seconds), "--rounds", str(plan.overload_rounds)])
 
 
 def _commit() -> str:
@@ -364,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     plan = Plan(
         seconds=seconds, warmup=0 if args.quick else 2, workers=args.workers, log=log,
         rounds=2 if args.quick else args.rounds, round_seconds=1 if args.quick else 2,
+        overload_rounds=1 if args.quick else 3,
     )  # fmt: skip
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     command = shlex.join(["python", "-m", "bench.run", *(argv if argv is not None else sys.argv[1:])])

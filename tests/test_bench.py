@@ -252,3 +252,13 @@ def test_the_overload_targets_take_the_median_of_each_rounds_ratio_to_its_own_sa
     assert "#### round 3 of 3" in table and "| 10x | 95% / 150% / 85% | 95% | 1.50x / 1.20x / 2.50x | 1.50x |" in table
     one = overload.targets(rounds[:1])  # a single round: its own ratios, no median named
     assert "PASS  10x: successful req/s at least 90 % of saturated (95%)" in one
+
+
+def test_the_overload_cell_refuses_no_round(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--rounds 0`` would leave every overload target without a ratio: refused before any server starts."""
+    from bench import overload
+
+    with pytest.raises(SystemExit) as exit_info:
+        overload.main(["--rounds", "0"])
+    assert exit_info.value.code == 2
+    assert "--rounds must be at least 1" in capsys.readouterr().err
