@@ -273,15 +273,17 @@ def render(results: list[CellResult]) -> str:
         mix = ", ".join(f"{s}: {n:,}" for s, n in sorted(c.statuses.items()))
         ok_p99 = "-" if c.ok_p99_ms is None else f"{c.ok_p99_ms:.1f} ({c.ok_samples})"
         ratio = "-" if c.ok_p99_ms is None or sat.ok_p99_ms is None else f"{c.ok_p99_ms / sat.ok_p99_ms:.2f}x"
+        share = _share(c.ok_rps / sat.ok_rps if sat.ok_rps > 0 else None)  # a saturated cell that served nothing
         lines.append(
             f"| {c.connections} | {c.connections / sat.connections:.0f}x | {c.ok_rps:,.0f} | "
-            f"{c.ok_rps / sat.ok_rps:.0%} | {c.wrk_p50_ms:.1f} / {c.wrk_p99_ms:.1f} | {ok_p99} | {ratio} | {mix} | "
+            f"{share} | {c.wrk_p50_ms:.1f} / {c.wrk_p99_ms:.1f} | {ok_p99} | {ratio} | {mix} | "
             f"{c.socket_errors} | {c.cpu_s / max(answers, 1) * 1e6:.0f} | {c.cpu_s / c.seconds:.0%} | "
             f"{c.live_p50_ms:.1f} / {c.live_max_ms:.1f} | {_fresh(c.fresh_max_ms, c.fresh_connect_ms)} / "
             f"{_fresh(c.ops_max_ms, c.ops_connect_ms)} |"
         )
     lines.append("")
-    lines.append(f"CPU per served request (saturated cell): {served_us(sat):.0f} us")
+    served = served_us(sat)
+    lines.append(f"CPU per served request (saturated cell): {'-' if served is None else f'{served:.0f}'} us")
     bad = {s for c in results for s in c.statuses} - ALLOWED
     lines.append(f"statuses outside 200/429/503: {sorted(bad) if bad else 'none'}")
     return "\n".join(lines)
@@ -300,37 +302,58 @@ def render_rounds(rounds: list[list[CellResult]]) -> str:
     for i in range(1, len(rounds[0])):
         x = f"{rounds[0][i].connections / rounds[0][0].connections:.0f}x"
         ok, p99 = _ok_ratios(rounds, i), _p99_ratios(rounds, i)
-        ok_median = "-" if not ok else f"{statistics.median(ok):.0%}"
-        p99_median = "-" if not p99 else f"{statistics.median(p99):.2f}x"
-        each_ok = " / ".join(f"{v:.0%}" for v in ok)
-        each_p99 = " / ".join(f"{v:.2f}x" for v in p99) or "-"
-        out.append(f"| {x} | {each_ok} | {ok_median} | {each_p99} | {p99_median} |")
+        each_ok = " / ".join(_share(v) for v in ok)  # each round in its place: "-" where it has no ratio
+        each_p99 = " / ".join(_times(v) for v in p99)
+        out.append(f"| {x} | {each_ok} | {_share(_median(ok)[0])} | {each_p99} | {_times(_median(p99)[0])} |")
     out.append("")
     out += targets(rounds)
     return "\n".join(out)
 
 
-def _ok_ratios(rounds: list[list[CellResult]], i: int) -> list[float]:
-    """Cell ``i``'s successful requests/s against its own round's saturated cell, for each round that served."""
-    return [r[i].ok_rps / r[0].ok_rps for r in rounds if r[0].ok_rps > 0]
+def _ok_ratios(rounds: list[list[CellResult]], i: int) -> list[float | None]:
+    """Cell ``i``'s successful requests/s against its own round's saturated cell, one per round; ``None`` for a
+    round whose saturated cell served nothing (no ratio to take)."""
+    return [r[i].ok_rps / r[0].ok_rps if r[0].ok_rps > 0 else None for r in rounds]
 
 
-def _p99_ratios(rounds: list[list[CellResult]], i: int) -> list[float]:
-    """Cell ``i``'s p99 of successful requests against its own round's saturated one, where both have one."""
-    out = []
+def _p99_ratios(rounds: list[list[CellResult]], i: int) -> list[float | None]:
+    """Cell ``i``'s p99 of successful requests against its own round's saturated one, one per round; ``None``
+    where either has none."""
+    out: list[float | None] = []
     for r in rounds:
         got, sat = r[i].ok_p99_ms, r[0].ok_p99_ms
-        if got is not None and sat is not None and sat > 0:
-            out.append(got / sat)
+        out.append(got / sat if got is not None and sat is not None and sat > 0 else None)
     return out
+
+
+def _median(ratios: list[float | None]) -> tuple[float | None, str]:
+    """The median of the rounds that have a ratio (``None`` if none has), and what it is the median of: nothing
+    for a single round, `` (median of 3 rounds)``, or `` (median of 2 of 3 rounds)`` when a round had none."""
+    have = [v for v in ratios if v is not None]
+    if not have:
+        return None, ""
+    if len(ratios) == 1:
+        return have[0], ""
+    of = f"{len(have)} of {len(ratios)}" if len(have) < len(ratios) else f"{len(ratios)}"
+    return statistics.median(have), f" (median of {of} rounds)"
+
+
+def _share(v: float | None) -> str:
+    return "-" if v is None else f"{v:.0%}"
+
+
+def _times(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}x"
 
 
 def _fresh(worst: float | None, connect: float | None) -> str:
     return "-" if worst is None or connect is None else f"{worst:,.1f} ({connect:,.1f})"
 
 
-def served_us(sat: CellResult) -> float:
-    return sat.cpu_s / max(sat.statuses.get(200, 0), 1) * 1e6
+def served_us(sat: CellResult) -> float | None:
+    """The saturated cell's CPU per served request (us); ``None`` if it served none."""
+    served = sat.statuses.get(200, 0)
+    return sat.cpu_s / served * 1e6 if served else None
 
 
 def refusal_cells(
@@ -366,7 +389,9 @@ def refusal_cells(
     return out
 
 
-def render_refusals(cells: list[tuple[str, CellResult]], served: float) -> str:
+def render_refusals(cells: list[tuple[str, CellResult]], served: float | None) -> str:
+    """``served``: the CPU per served request the refusals are compared with; ``None`` if no saturated cell
+    served one (then no ratio, and the target fails)."""
     lines = [
         "| server | connections | answers/s | status mix | server CPU us/answer | vs a served request | "
         "server CPU % of its core |",
@@ -378,14 +403,19 @@ def render_refusals(cells: list[tuple[str, CellResult]], served: float) -> str:
         per = c.cpu_s / max(answers, 1) * 1e6
         # under 100 %, the load (wrk's one core) was the limit, not the server: its CPU per answer was taken at a
         # lighter load than a saturated row's
+        vs = "-" if served is None else f"{per / served:.2f}"
         lines.append(
-            f"| {label} | {c.connections} | {answers / c.seconds:,.0f} | {mix} | {per:.0f} | {per / served:.2f} | "
+            f"| {label} | {c.connections} | {answers / c.seconds:,.0f} | {mix} | {per:.0f} | {vs} | "
             f"{c.cpu_s / c.seconds:.0%} |"
         )
     c = cells[0][1]  # the default configuration's
-    share = c.cpu_s / max(sum(c.statuses.values()), 1) * 1e6 / served
-    lines += ["", f"CPU per served request (the first table's saturated cells, their median): {served:.0f} us", ""]
-    lines.append(f"{'PASS' if share <= 0.1 else 'FAIL'}  a refusal at most 0.1 of a served request's CPU ({share:.2f})")
+    share = None if served is None else c.cpu_s / max(sum(c.statuses.values()), 1) * 1e6 / served
+    median = "-" if served is None else f"{served:.0f}"
+    lines += ["", f"CPU per served request (the first table's saturated cells, their median): {median} us", ""]
+    verdict = "PASS" if share is not None and share <= 0.1 else "FAIL"
+    lines.append(
+        f"{verdict}  a refusal at most 0.1 of a served request's CPU ({'-' if share is None else f'{share:.2f}'})"
+    )
     return "\n".join(lines)
 
 
@@ -400,15 +430,15 @@ def targets(rounds: list[list[CellResult]]) -> list[str]:
         out.append(f"{'PASS' if ok else 'FAIL'}  {text}")
 
     sat = rounds[0][0]
-    of = f" (median of {len(rounds)} rounds)" if len(rounds) > 1 else ""
     for i in range(1, len(rounds[0])):
         x = f"{rounds[0][i].connections / sat.connections:.0f}x"
-        ok = _ok_ratios(rounds, i)
-        share = statistics.median(ok) if ok else 0.0
-        check(share >= 0.9, f"{x}: successful req/s at least 90 % of saturated ({share:.0%}{of})")
-        p99 = _p99_ratios(rounds, i)
-        ratio = statistics.median(p99) if p99 else None
-        check(ratio is not None and ratio <= 2, f"{x}: p99 of successful at most 2x saturated ({ratio or 0:.2f}x{of})")
+        share, of = _median(_ok_ratios(rounds, i))
+        check(
+            share is not None and share >= 0.9,
+            f"{x}: successful req/s at least 90 % of saturated ({_share(share)}{of})",
+        )
+        ratio, of = _median(_p99_ratios(rounds, i))
+        check(ratio is not None and ratio <= 2, f"{x}: p99 of successful at most 2x saturated ({_times(ratio)}{of})")
     bad = {s for c in results for s in c.statuses} - ALLOWED
     check(not bad and all(c.socket_errors == 0 for c in results), "only 200/429/503 answers, no socket errors")
     worst = max(c.live_max_ms for c in results)
@@ -495,8 +525,9 @@ def main(argv: list[str] | None = None) -> int:
             else "clients that retry at once (wrk's default)"
         )
         text += f"\n\n### {title}\n\n" + render_rounds(rounds)
-    served = statistics.median(served_us(r[0]) for r in tables[0][1])
-    text += "\n\n### what a refusal costs: every request refused on its head\n\n" + render_refusals(refusals, served)
+    served = [s for r in tables[0][1] if (s := served_us(r[0])) is not None]  # rounds whose saturated cell served
+    text += "\n\n### what a refusal costs: every request refused on its head\n\n"
+    text += render_refusals(refusals, statistics.median(served) if served else None)
     print(text)
     (RESULTS / f"overload-{stamp}.md").write_text(text + "\n")
     return 0

@@ -247,9 +247,10 @@ def test_the_overload_targets_take_the_median_of_each_rounds_ratio_to_its_own_sa
     assert "PASS  10x: successful req/s at least 90 % of saturated (95% (median of 3 rounds))" in lines
     assert "PASS  30x: successful req/s at least 90 % of saturated (93% (median of 3 rounds))" in lines
     assert "PASS  10x: p99 of successful at most 2x saturated (1.50x (median of 3 rounds))" in lines
-    assert "FAIL  30x: p99 of successful at most 2x saturated (2.20x (median of 3 rounds))" in lines
+    assert "FAIL  30x: p99 of successful at most 2x saturated (2.20x (median of 2 of 3 rounds))" in lines
     table = overload.render_rounds(rounds)
     assert "#### round 3 of 3" in table and "| 10x | 95% / 150% / 85% | 95% | 1.50x / 1.20x / 2.50x | 1.50x |" in table
+    assert "| 30x | 92% / 150% / 93% | 93% | 3.00x / 1.40x / - | 2.20x |" in table  # each round in its place
     one = overload.targets(rounds[:1])  # a single round: its own ratios, no median named
     assert "PASS  10x: successful req/s at least 90 % of saturated (95%)" in one
 
@@ -262,3 +263,26 @@ def test_the_overload_cell_refuses_no_round(capsys: pytest.CaptureFixture[str]) 
         overload.main(["--rounds", "0"])
     assert exit_info.value.code == 2
     assert "--rounds must be at least 1" in capsys.readouterr().err
+
+
+def test_an_overload_round_whose_saturated_cell_served_nothing_is_named_not_hidden() -> None:
+    """A round whose saturated cell served no request has no ratio to give: its tables render ("-" where a ratio
+    would be), the medians are of the other rounds and say so, and with no served request anywhere the refusal's
+    target has nothing to compare with and fails."""
+    from bench import overload
+
+    dead = overload.CellResult(64, 5.0, {503: 100}, 0, 1.0, 2.0, None, 0, 1.0, 1.0, 10.0, 20.0, 1.0, 20.0, 1.0)
+    rounds = [
+        [_overload_cell(64, 1000, 10.0), _overload_cell(640, 950, 15.0)],
+        [dead, _overload_cell(640, 900, 12.0)],
+        [_overload_cell(64, 1000, 10.0), _overload_cell(640, 870, 25.0)],
+    ]
+    table = overload.render_rounds(rounds)
+    assert "| 10x | 95% / - / 87% | 91% | 1.50x / - / 2.50x | 2.00x |" in table
+    assert "PASS  10x: successful req/s at least 90 % of saturated (91% (median of 2 of 3 rounds))" in table
+    assert "CPU per served request (saturated cell): - us" in table
+    assert overload.served_us(dead) is None
+    refusals = overload.render_refusals([("default", dead)], None)
+    assert "FAIL  a refusal at most 0.1 of a served request's CPU (-)" in refusals
+    lone = overload.targets([[dead, _overload_cell(640, 900, 12.0)]])
+    assert "FAIL  10x: successful req/s at least 90 % of saturated (-)" in lone
