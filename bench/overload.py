@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import math
 import os
 import random
 import statistics
@@ -317,12 +318,14 @@ def _ok_ratios(rounds: list[list[CellResult]], i: int) -> list[float | None]:
 
 
 def _p99_ratios(rounds: list[list[CellResult]], i: int) -> list[float | None]:
-    """Cell ``i``'s p99 of successful requests against its own round's saturated one, one per round; ``None``
-    where either has none."""
+    """Cell ``i``'s p99 of successful requests against its own round's saturated one, one per round: ``None``
+    where the saturated cell has none (no ratio to take); infinite where only cell ``i`` has none, its sampling
+    client never served in the cell, worse than any bound (a single pass failed it, and a round left out would
+    let the others pass it)."""
     out: list[float | None] = []
     for r in rounds:
         got, sat = r[i].ok_p99_ms, r[0].ok_p99_ms
-        out.append(got / sat if got is not None and sat is not None and sat > 0 else None)
+        out.append(None if sat is None or sat <= 0 else math.inf if got is None else got / sat)
     return out
 
 
@@ -343,7 +346,7 @@ def _share(v: float | None) -> str:
 
 
 def _times(v: float | None) -> str:
-    return "-" if v is None else f"{v:.2f}x"
+    return "-" if v is None else "no OK" if math.isinf(v) else f"{v:.2f}x"
 
 
 def _fresh(worst: float | None, connect: float | None) -> str:
