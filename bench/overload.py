@@ -15,8 +15,10 @@ listener the flood leaves alone.
 
 Rounds (``--rounds``, default 3): for each kind of client, the saturated cell and the overload cells run once per
 round, after a few idle seconds; each overload cell is compared with its own round's saturated cell, and the
-targets take the median of the rounds' ratios. A single pass compared cells minutes apart on a machine whose speed
-drifts: the same code measured 85-133 % of saturated between runs.
+targets take the median of the rounds' ratios (a round without one, its saturated cell having served nothing, is
+left out and the median says so). A single pass compared each cell with the one saturated cell, up to two cells
+earlier, on a machine whose speed drifts within that time: the same code measured 85-133 % of saturated between
+runs.
 
 Last, what a refusal costs over sockets: a server whose every request is refused (``bench/held.py``: its one
 request in flight holds the model), flooded by clients that retry at once with early retries not held; its CPU
