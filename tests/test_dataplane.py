@@ -220,7 +220,7 @@ def test_the_only_request_in_progress_past_its_queue_time_is_dropped_not_run_at_
 def test_a_call_leaves_no_reference_cycle_behind(batching: bool) -> None:
     """A call's objects are freed by reference counting when it ends: one cycle per request (an admission and its
     call referring to each other, with all they held) kept the cyclic collector busy under load, a large part
-    of a request's CPU (docs/benchmarks.md)."""
+    of a request's CPU (docs/benchmarks-log.md)."""
     dp = loaded(Recorder(batching=batching))
 
     async def go() -> int:

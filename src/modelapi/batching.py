@@ -21,7 +21,7 @@ thread, the lesser of that and the thread's CPU time, since there a run waits fo
 holds, which is not the model's cost and would otherwise keep a cheap model off the loop for good once one
 preempted run sent it there), and the batch has at most
 twice the rows of the largest of those runs. Handing a small batch to the model's thread and back costs a queue
-put, two thread wake-ups and a GIL hand-off, a quarter of a small model's predict (docs/benchmarks.md). A slow
+put, two thread wake-ups and a GIL hand-off, a quarter of a small model's predict (docs/benchmarks-log.md). A slow
 model, a much larger batch than any measured, or tracing (whose predict spans are made on the model's thread)
 keep the thread, so a model that turns slow holds the event loop for at most a quarter of a window of runs
 before its batches go back to the thread. A request that finds a cheap model idle does not run at once but
@@ -313,7 +313,7 @@ class Batcher:
         the model is cheap enough to run inline. Else ``None``, and the caller submits.
 
         At one connection this is every request: without the loop's turn, future and wake-up that forming a batch
-        costs (docs/benchmarks.md). A model error is raised to the caller, as ``submit`` raises it."""
+        costs (docs/benchmarks-log.md). A model error is raised to the caller, as ``submit`` raises it."""
         if self._busy or self._timer is not None or self._pending or self._closed or not self._cheap(rows):
             return None
         if asyncio.get_running_loop() is not self._loop:
@@ -386,7 +386,7 @@ class Batcher:
     async def _lead(self, future: asyncio.Future[Arrays], key: Hashable) -> Arrays:
         """The request that found a cheap model idle: after one turn of the event loop (the requests read in it
         join its batch), it runs the batch itself when none joined, without the task, wake-up and turn of the
-        loop a batch run elsewhere costs (at one connection, docs/benchmarks.md); a batch others joined runs in a
+        loop a batch run elsewhere costs (at one connection, docs/benchmarks-log.md); a batch others joined runs in a
         task of its own, so that no request's cancellation stops the others' batch."""
         loop = self._loop
         assert loop is not None

@@ -17,7 +17,7 @@ checks them), so young collections find nothing to free; they only walk what req
 counts allocations less deallocations, never below zero, so the count creeps up as the number of requests in
 flight rises and falls, and a collection comes however steady the load: at 700 they ran several times per batch of
 64 requests and cost 13-34 µs a request; at 10,000, with 1,920 connections (hundreds of requests in flight, some
-50,000 young objects), one every half second, 13-30 ms each, finding nothing (docs/overload.md). Garbage in
+50,000 young objects), one every half second, 13-30 ms each, finding nothing (docs/overload-log.md). Garbage in
 cycles, if any, waits at most that many allocations longer.
 """
 

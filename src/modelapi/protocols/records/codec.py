@@ -277,7 +277,7 @@ def _dict_builder(n: int) -> Callable[[Sequence[str], Iterable[Sequence[Any]]], 
     """A function building one dict per row with ``n`` keys from a dict display, ``{k0: v0, k1: v1, ...}``.
 
     A display costs about a third of ``dict(zip(keys, row))``, which was most of a friendly answer's encoding
-    (docs/benchmarks.md). Written as source, like the dataclasses module writes ``__init__``: only generated
+    (docs/benchmarks-log.md). Written as source, like the dataclasses module writes ``__init__``: only generated
     names appear in it; the keys themselves are an argument.
     """
     if n == 0:
