@@ -47,7 +47,7 @@ lint: dev
 typecheck: dev
 	$(BIN)/mypy
 
-# two workers (pytest-xdist): on CI's 2 cores the suite took 7 min 46 s so against 10 min 44 s in one process,
+# two workers (pytest-xdist): on a 2-core machine the suite took 7 min 46 s against 10 min 44 s in one process,
 # as most of a test's time is a server starting or a client waiting. Fixed at 2, not one per core: the end-to-end
 # tests run servers and load of their own, and many more at once would only make them wait on each other.
 pytest: dev
