@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -16,17 +15,13 @@ from pathlib import Path
 
 import httpx
 
+from helpers.ports import free_port
+
 TESTS_DIR = Path(__file__).resolve().parents[1]
 
 
 #: tries at starting a server whose port was taken between picking and binding it
 STARTS = 3
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

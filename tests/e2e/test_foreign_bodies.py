@@ -22,8 +22,9 @@ from tritonclient.grpc import service_pb2_grpc
 
 from helpers import v2_grpc
 from helpers.foreign_bodies import BODIES, MODELS, ForeignBody, bodies
+from helpers.ports import free_port
 
-from .server import free_port, serve
+from .server import serve
 
 LIGHTGBM_FEATURES = ["sepal_length_(cm)", "sepal_width_(cm)", "petal_length_(cm)", "petal_width_(cm)"]
 

@@ -23,9 +23,10 @@ from tritonclient.utils import InferenceServerException
 
 from helpers.keys import create_key
 from helpers.model_repo import make_repository
+from helpers.ports import free_port
 from toymodels import IRIS_FEATURES, IrisClassifier
 
-from .server import RunningServer, free_port, serve
+from .server import RunningServer, serve
 
 ROWS = np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]])
 

@@ -24,9 +24,10 @@ import numpy as np
 import pytest
 
 from helpers.foreign_bodies import BODIES
+from helpers.ports import free_port
 from toymodels import IRIS_FEATURES, IrisClassifier
 
-from .server import free_port, serve
+from .server import serve
 
 ROOT = Path(__file__).resolve().parents[2]
 #: KServe's sklearn V2 example (docs/samples/v1beta1/sklearn/v2/iris-input.json), for an SVC on the iris arrays

@@ -12,7 +12,9 @@ from pathlib import Path
 import numpy as np
 import tritonclient.grpc as tc
 
-from .server import free_port, serve
+from helpers.ports import free_port
+
+from .server import serve
 
 
 def _pid_of_answer(address: str, seconds: float = 0.0) -> int:

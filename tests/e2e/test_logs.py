@@ -18,7 +18,9 @@ from typing import Any
 
 import httpx
 
-from .server import TESTS_DIR, free_port
+from helpers.ports import free_port
+
+from .server import TESTS_DIR
 
 
 @dataclass

@@ -16,8 +16,9 @@ import httpx
 
 from helpers.keys import cli_create_key
 from helpers.metrics import matching, parse
+from helpers.ports import free_port
 
-from .server import free_port, serve
+from .server import serve
 
 SLEEPY = "toymodels:Sleepy"
 

@@ -15,8 +15,9 @@ import httpx
 import pytest
 
 from helpers.keys import cli_create_key
+from helpers.ports import free_port
 
-from .server import free_port, serve
+from .server import serve
 
 LIVE, READY = "/v2/health/live", "/v2/health/ready"
 

@@ -35,7 +35,9 @@ from typing import Any
 import httpx
 import pytest
 
-from .server import TESTS_DIR, free_port, serve
+from helpers.ports import free_port
+
+from .server import TESTS_DIR, serve
 
 DASHBOARD = TESTS_DIR.parent / "docs" / "grafana" / "modelapi-dashboard.json"
 

@@ -17,8 +17,9 @@ import httpx
 import pytest
 
 from helpers.keys import cli_create_key
+from helpers.ports import free_port
 
-from .server import free_port, serve
+from .server import serve
 
 
 def require_tool(name: str) -> str:

@@ -18,7 +18,9 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from .server import free_port, serve
+from helpers.ports import free_port
+
+from .server import serve
 
 SLEEPY = "toymodels:Sleepy"
 

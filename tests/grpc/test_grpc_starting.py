@@ -4,27 +4,21 @@ UNAVAILABLE with HTTP's "models are loading" text; a message over the body limit
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from helpers.ports import free_port
 from modelapi.grpc import proto
 from modelapi.grpc.server import GrpcServer
 from modelapi.grpc.servicer import Frontend
 from modelapi.settings import Settings
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_starting_then_stopping() -> None:
     async def run() -> None:
-        port = _free_port()
+        port = free_port()
         settings = Settings(max_body_bytes=10_000, grace_period_s=30)
         server = GrpcServer(settings, port, Frontend(services=lambda: None, ready=lambda: False))
         await server.start()

@@ -4,7 +4,6 @@ decode, queue, predict and encode spans under it (as an HTTP request has)."""
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,6 +15,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
+from helpers.ports import free_port
 from modelapi import tracing
 from modelapi.grpc import proto
 from modelapi.grpc.server import GrpcServer
@@ -42,9 +42,7 @@ def spans() -> Iterator[InMemorySpanExporter]:
 
 
 def test_a_grpc_call_is_traced(spans: InMemorySpanExporter) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     settings = Settings(auth="off", metrics=False)
     app = create_app([Regressor()], settings)
     services: Any = app.state.services

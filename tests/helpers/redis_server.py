@@ -15,12 +15,7 @@ from pathlib import Path
 
 import pytest
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
+from .ports import free_port
 
 NO_PERSISTENCE = ("--save", "", "--appendonly", "no")
 
@@ -28,7 +23,7 @@ NO_PERSISTENCE = ("--save", "", "--appendonly", "no")
 @dataclass
 class OwnRedis:
     directory: Path
-    port: int = field(default_factory=_free_port)
+    port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     persistent: bool = False  # save to an RDB file on stop, load it on start (what a stop then loses: nothing)
 

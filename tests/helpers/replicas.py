@@ -25,11 +25,7 @@ from pathlib import Path
 
 import httpx
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from .ports import free_port
 
 
 def _ip(*args: str) -> None:
@@ -97,7 +93,7 @@ def network(n: int) -> Iterator[Network]:
         detail = exc.stderr.strip() if isinstance(exc, subprocess.CalledProcessError) else str(exc)
         net = Network(
             ["127.0.0.1"] * n,
-            [_free_port() for _ in range(n)],
+            [free_port() for _ in range(n)],
             [None] * n,
             None,
             "127.0.0.1",
@@ -193,8 +189,8 @@ def haproxy_config(net: Network, front_port: int, direct_ports: Sequence[int], r
 
 @contextlib.contextmanager
 def haproxy(net: Network, relays: Sequence[Relay], directory: Path) -> Iterator[Balancer]:
-    front = _free_port()
-    direct = [_free_port() for _ in net.hosts]
+    front = free_port()
+    direct = [free_port() for _ in net.hosts]
     stats = directory / "haproxy.sock"
     config = directory / "haproxy.cfg"
     config.write_text(haproxy_config(net, front, direct, relays, stats))

@@ -28,13 +28,9 @@ from pathlib import Path
 
 import httpx
 
+from .ports import free_port
+
 TESTS_DIR = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
