@@ -334,3 +334,56 @@ def test_a_silenced_logger_costs_no_counting() -> None:
     rep.refused("overloaded", 503, "iris", "x")
     rep.flush()
     assert sink.records == []
+
+
+def test_the_warning_says_how_many_of_its_refusals_wrote_no_access_line() -> None:
+    rep, sink, clock = reporter()
+    rep.refused("overloaded", 503, "iris", "full")  # written at once, with its access line
+    for i in range(1233):
+        clock.now += 0.0005
+        rep.refused("overloaded", 503, "iris", "full", unlogged=i % 3 != 0)  # 411 with a line, 822 without
+    rep.refused("overloaded", 503, "other", "full", unlogged=True)  # another model: its own count
+    clock.now = 101.0
+    rep.refused("overloaded", 503, "iris", "full", unlogged=True)
+    first, alone, line = sink.records
+    assert first.getMessage() == "model 'iris': a request refused (503 overloaded): full"
+    assert first.unlogged == 0  # type: ignore[attr-defined]
+    assert alone.getMessage() == (
+        "model 'other': a request refused (503 overloaded), without an access line (access_log_refusals_per_s): full"
+    )
+    assert alone.unlogged == 1  # type: ignore[attr-defined]
+    assert line.getMessage() == (
+        "model 'iris': 1,234 requests refused in the last 1.0 s (503 overloaded); 823 of them without an access "
+        "line (access_log_refusals_per_s); the last: full"
+    )
+    assert (line.refused, line.unlogged) == (1234, 823)  # type: ignore[attr-defined]
+    assert json_line(line)["unlogged"] == 823 and json_line(first)["unlogged"] == 0
+
+
+def test_refusals_that_wrote_no_access_line_are_counted_exactly_across_lines() -> None:
+    """Each count is written once, in the line of the interval it came in, by the next refusal, the timer or
+    flush(): none is lost or counted twice."""
+    rep, sink, clock = reporter()
+    sent = 0
+    for step in range(5000):
+        clock.now += 0.001 * (1 + step % 7)
+        rep.refused("overloaded", 503, None, "x", unlogged=step % 5 != 0)
+        sent += step % 5 != 0
+    rep.flush()
+    rep.flush()  # nothing left: no line
+    assert sum(r.refused for r in sink.records) == 5000  # type: ignore[attr-defined]
+    assert sum(r.unlogged for r in sink.records) == sent == 4000  # type: ignore[attr-defined]
+    assert len(sink.records) > 10
+
+
+def test_a_line_without_refusals_left_unlogged_reads_as_before() -> None:
+    rep, sink, clock = reporter()
+    for _ in range(3):
+        rep.refused("rate_limited", 429, None, "over its rate limit")
+    clock.now += 1
+    rep.flush()
+    assert [r.getMessage() for r in sink.records] == [
+        "a request refused (429 rate_limited): over its rate limit",
+        "2 requests refused in the last 1.0 s (429 rate_limited); the last: over its rate limit",
+    ]
+    assert [r.unlogged for r in sink.records] == [0, 0]  # type: ignore[attr-defined]

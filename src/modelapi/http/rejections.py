@@ -10,8 +10,16 @@ large) to ``REPORTER``, which writes::
 
 The first refusal after a quiet second is written at once; those that follow within the second are counted and
 written together when it ends (a timer on the event loop), so a burst gives one line a second per reason and
-model, and none is lost. JSON lines carry ``reason``, ``status``, ``refused`` and ``model`` as fields. Genuine
-server errors (500) are not refusals: they stay at ERROR with their traceback and request id.
+model, and none is lost. JSON lines carry ``reason``, ``status``, ``refused``, ``unlogged`` and ``model`` as
+fields. Genuine server errors (500) are not refusals: they stay at ERROR with their traceback and request id.
+
+A refusal whose access line was left out is counted as such (``refused(..., unlogged=True)``); the line that
+counts it says how many of its refusals have none, so the log shows that lines were left out and why::
+
+    WARNING: model 'iris': 12,345 requests refused in the last 1.0 s (503 overloaded); 12,245 of them without an
+    access line (access_log_refusals_per_s); the last: ...
+
+(``unlogged`` in JSON, 0 when every one has its line).
 """
 
 from __future__ import annotations
@@ -35,6 +43,8 @@ from ..errors import (
 )
 
 log = logging.getLogger("modelapi.rejections")
+#: the setting that leaves refusals' access lines out, named where the warning counts them
+_BOUND = "access_log_refusals_per_s"
 
 #: the refusals this reporter counts, by the ``reason`` words of ``events.RequestRejected`` and the metrics
 _REASONS: tuple[tuple[type[ModelAPIError], str], ...] = (
@@ -59,6 +69,8 @@ def reason_for(exc: ModelAPIError) -> str | None:
 class _Tally:
     status: int
     count: int = 0
+    #: of ``count``, those that wrote no access line
+    unlogged: int = 0
     detail: str = ""
     first_at: float = 0.0
     reported_at: float = -math.inf
@@ -78,8 +90,9 @@ class RejectionReporter:
         self.clock = clock
         self._tallies: dict[tuple[str, str | None], _Tally] = {}
 
-    def refused(self, reason: str, status: int, model: str | None, detail: str) -> None:
-        """Count one refusal; write the line now if this reason and model wrote none in the last interval."""
+    def refused(self, reason: str, status: int, model: str | None, detail: str, *, unlogged: bool = False) -> None:
+        """Count one refusal; write the line now if this reason and model wrote none in the last interval.
+        ``unlogged``: it wrote no access line (past ``access_log_refusals_per_s``)."""
         if not self.logger.isEnabledFor(logging.WARNING):
             return
         now = self.clock()
@@ -90,6 +103,8 @@ class RejectionReporter:
         if tally.count == 0:
             tally.first_at = now
         tally.count += 1
+        if unlogged:
+            tally.unlogged += 1
         tally.status = status
         tally.detail = detail
         if now - tally.reported_at >= self.interval_s:
@@ -119,22 +134,24 @@ class RejectionReporter:
 
     def _report(self, key: tuple[str, str | None], tally: _Tally, now: float) -> None:
         reason, model = key
-        count = tally.count
+        count, unlogged = tally.count, tally.unlogged
         since = tally.reported_at if tally.reported_at > -math.inf else tally.first_at
         if tally.timer is not None:
             tally.timer.cancel()
             tally.timer = None
-        tally.count = 0
+        tally.count = tally.unlogged = 0
         tally.reported_at = now
         who = f"model '{model}': " if model else ""
         if count == 1:
-            text = f"{who}a request refused ({tally.status} {reason}): {tally.detail}"
+            without = f", without an access line ({_BOUND})" if unlogged else ""
+            text = f"{who}a request refused ({tally.status} {reason}){without}: {tally.detail}"
         else:
+            without = f"; {unlogged:,} of them without an access line ({_BOUND})" if unlogged else ""
             text = (
-                f"{who}{count:,} requests refused in the last {now - since:.1f} s ({tally.status} {reason}); "
-                f"the last: {tally.detail}"
+                f"{who}{count:,} requests refused in the last {now - since:.1f} s ({tally.status} {reason})"
+                f"{without}; the last: {tally.detail}"
             )
-        fields = {"reason": reason, "status": tally.status, "refused": count, "model": model}
+        fields = {"reason": reason, "status": tally.status, "refused": count, "unlogged": unlogged, "model": model}
         contextvars.Context().run(self.logger.warning, "%s", text, extra=fields)
 
 
