@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from modelapi.cli import main
+from modelapi.cli import _settings, build_parser, main
 
 
 def test_inspect_prints_the_signature_without_serving(capsys: pytest.CaptureFixture[str]) -> None:
@@ -31,6 +31,11 @@ def test_bad_setting_is_a_one_line_error(capsys: pytest.CaptureFixture[str]) -> 
         (["--tls-cert", "cert.pem"], "modelapi: error: tls: give both --tls-cert and --tls-key (PEM files)"),
         (["--host", "0.0.0.0", "--auth", "off"], "modelapi: error: auth: turning authentication off on '0.0.0.0'"),
         (["--batch", "iris=zz"], "modelapi: error: batch: batching 'zz': expected off, on, MAX_ROWS or MAX_ROWS,"),
+        (
+            ["--access-log-refusals-per-s", "-1"],
+            "modelapi: error: access_log_refusals_per_s: '-1': expected a whole number of lines a second (0: none), "
+            "or 'unbounded'",
+        ),
     ],
 )
 def test_a_settings_check_of_ours_is_its_own_message(
@@ -111,3 +116,10 @@ def test_a_worker_takes_its_metrics_port_from_its_own_setting(monkeypatch: pytes
     monkeypatch.setenv("MODELAPI_WORKER_METRICS_PORT", "9102")
     assert main(["worker"]) == 0
     assert seen == [(9090, None), (9090, 9101), (9090, 9102)]
+
+
+@pytest.mark.parametrize(("value", "per_s"), [("0", 0), ("250", 250), ("unbounded", None)])
+def test_the_access_log_refusals_per_s_flag_sets_the_bound(value: str, per_s: int | None) -> None:
+    parsed = _settings(build_parser().parse_args(["serve", "--access-log-refusals-per-s", value]), [])
+    assert parsed.access_log_refusals_per_s == per_s
+    assert _settings(build_parser().parse_args(["serve"]), []).access_log_refusals_per_s == 100

@@ -49,3 +49,18 @@ def test_bad_values_are_refused_with_the_field_name() -> None:
 def test_digests_are_normalised() -> None:
     digest = "AB" * 32
     assert Settings(sha256=[digest]).sha256 == ["ab" * 32]
+
+
+def test_access_log_refusals_per_s_is_a_count_0_or_unbounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().access_log_refusals_per_s == 100
+    assert Settings(access_log_refusals_per_s=0).access_log_refusals_per_s == 0
+    assert Settings(access_log_refusals_per_s=" Unbounded ").access_log_refusals_per_s is None
+    assert Settings(access_log_refusals_per_s=None).access_log_refusals_per_s is None  # Python's "unbounded"
+    monkeypatch.setenv("MODELAPI_ACCESS_LOG_REFUSALS_PER_S", "250")
+    assert Settings().access_log_refusals_per_s == 250
+    monkeypatch.setenv("MODELAPI_ACCESS_LOG_REFUSALS_PER_S", "unbounded")
+    assert Settings().access_log_refusals_per_s is None
+    monkeypatch.delenv("MODELAPI_ACCESS_LOG_REFUSALS_PER_S")
+    for bad in (-1, "-1", "1.5", 2.5, "", "lots", "\u00b2"):
+        with pytest.raises(ValidationError, match="access_log_refusals_per_s"):
+            Settings(access_log_refusals_per_s=bad)

@@ -130,6 +130,12 @@ _SERVE_FLAGS: dict[str, tuple[list[str], str, dict[str, Any]]] = {
         "longest an access line waits to share one write with the next ones; 0: each written at once (default 50)",
         {"type": float, "metavar": "MS"},
     ),
+    "access_log_refusals_per_s": (
+        ["--access-log-refusals-per-s"],
+        "access lines a second, per worker, of 503s refused on the request's head under overload; the rest are "
+        "counted in the rejections warning; 0: none, unbounded: every one (default 100)",
+        {"metavar": "N|unbounded"},
+    ),
     "tracing": (
         ["--tracing"],
         "OpenTelemetry traces, configured by the OTEL_* variables: auto (default: on when OTEL_TRACES_EXPORTER or "

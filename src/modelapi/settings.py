@@ -17,6 +17,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .batching import BatchPolicy, parse_policy
 
+#: ``access_log_refusals_per_s``'s value for no bound (``None`` in Python)
+UNBOUNDED = "unbounded"
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MODELAPI_", extra="forbid", validate_default=True)
@@ -102,6 +105,12 @@ class Settings(BaseSettings):
         le=10_000,
         description="longest an access line waits to be written with the next ones, in one write (0: each at once; "
         "a kill -9 loses at most this long's lines; docs/observability.md#logs)",
+    )
+    access_log_refusals_per_s: int | None = Field(
+        100,
+        ge=0,
+        description="access lines of 503s refused on the request's head a second, per worker; the rest write none "
+        "and the rejections warning counts them (0: none; 'unbounded': every one; docs/observability.md#logs)",
     )
     # traces (docs/observability.md#traces): whether they are on; the OpenTelemetry SDK reads the rest of OTEL_*
     tracing: Literal["auto", "on", "off"] = Field(
@@ -280,6 +289,18 @@ class Settings(BaseSettings):
         # an empty environment variable unsets an optional port: MODELAPI_METRICS_PORT= turns off the operations
         # port that the container image sets
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("access_log_refusals_per_s", mode="before")
+    @classmethod
+    def _unbounded(cls, value: object) -> object:
+        # a word says "no bound": 0 already means no line, and any number is still a bound
+        if isinstance(value, str):
+            text = value.strip()
+            if text.lower() == UNBOUNDED:
+                return None
+            if not (text.isascii() and text.isdigit()):
+                raise ValueError(f"{value!r}: expected a whole number of lines a second (0: none), or '{UNBOUNDED}'")
+        return value
 
     @field_validator("reference")
     @classmethod

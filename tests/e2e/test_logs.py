@@ -118,7 +118,10 @@ async def _burst(url: str, seconds: float) -> dict[int, int]:
 
 
 def test_an_overload_burst_is_a_few_warnings_and_no_errors(tmp_path: Path) -> None:
-    with serve_json("toymodels:Sleepy", "--max-inflight", "1", tmp_path=tmp_path) as server:
+    # few access lines of refusals on the head a second, so that the burst's leave some out
+    with serve_json(
+        "toymodels:Sleepy", "--max-inflight", "1", "--access-log-refusals-per-s", "5", tmp_path=tmp_path
+    ) as server:
         started = time.monotonic()
         codes = asyncio.run(_burst(server.url, 2.5))
         took = time.monotonic() - started
@@ -131,5 +134,9 @@ def test_an_overload_burst_is_a_few_warnings_and_no_errors(tmp_path: Path) -> No
     assert all(x["level"] == "WARNING" and x["reason"] == "overloaded" for x in warnings)
     assert 1 <= len(warnings) <= took + 3, [x["message"] for x in warnings]
     assert sum(x["refused"] for x in warnings) == refused  # every refusal counted, none lost
+    # a refusal on the head past access_log_refusals_per_s has no access line: the warnings count it, exactly
+    logged = [x for x in lines if x["logger"] == "modelapi.access" and x["status"] == 503]
+    unlogged = sum(x["unlogged"] for x in warnings)
+    assert unlogged > 0 and len(logged) + unlogged == refused
     assert any("requests refused in the last" in x["message"] for x in warnings)
     assert "max_inflight" in warnings[-1]["message"]

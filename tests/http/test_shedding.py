@@ -5,7 +5,8 @@ While the gate refuses and every model would, a POST to an inference route is an
 without the server's app being called (``Server.paths`` counts every request the app was handed), and the answer
 is the one the app's gate refusal gives: status, headers, body in the route's error style, the event, the
 rejections reporter and the access line. The connection stays usable. An early retry, a browser's request with
-CORS on, a body over the limit, and every request while tracing is on go to the app instead.
+CORS on, a body over the limit, and every request while tracing is on go to the app instead. Their access lines
+are bounded (``access_log_refusals_per_s`` a second); those past the bound are counted by the reporter.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from modelapi.gate import ModelGate
 from modelapi.http.app import create_app
 from modelapi.http.pacing import Pacing
 from modelapi.http.rejections import REPORTER
-from modelapi.http.shedding import Shedding
+from modelapi.http.shedding import RefusalLines, Shedding
 from modelapi.settings import Settings
 from toymodels import Sleepy
 
@@ -982,3 +983,157 @@ def test_heads_refused_on_their_heads_are_paced_as_requests_in_progress() -> Non
             assert served.status == 200 and not pacing.waiting
 
     run(main)
+
+
+# the bound on their access lines ----------------------------------------------------------------------------------
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_bound_admits_the_first_n_refusals_of_each_second_from_the_first_after_the_last_one_ended() -> None:
+    clock = Clock()
+    lines = RefusalLines(3, clock)
+    assert [lines.admit() for _ in range(5)] == [True, True, True, False, False]
+    clock.now = 100.999
+    assert not lines.admit()  # the same second
+    clock.now = 101.0  # a second after its first refusal: a new one
+    assert [lines.admit() for _ in range(4)] == [True, True, True, False]
+    clock.now = 105.5  # quiet seconds in between: the next second begins with the next refusal
+    assert [lines.admit() for _ in range(4)] == [True, True, True, False]
+    clock.now = 106.499
+    assert not lines.admit()
+    clock.now = 106.5
+    assert lines.admit()
+
+
+def test_the_bounds_counts_are_exact_across_window_boundaries() -> None:
+    clock = Clock()
+    lines = RefusalLines(7, clock)
+    admitted: dict[int, int] = {}
+    for ms in range(3500):  # a refusal a millisecond for 3.5 s: windows from 100.0, 101.0, 102.0, 103.0
+        clock.now = 100 + ms / 1000
+        if lines.admit():
+            admitted[ms // 1000] = admitted.get(ms // 1000, 0) + 1
+    assert admitted == {0: 7, 1: 7, 2: 7, 3: 7}
+
+
+def test_a_bound_of_0_admits_none() -> None:
+    clock = Clock()
+    lines = RefusalLines(0, clock)
+    assert not any(lines.admit() for _ in range(10))
+    clock.now += 5
+    assert not lines.admit()
+
+
+def test_the_setting_reaches_the_bound_through_the_apps_construction() -> None:
+    async def main() -> None:
+        for options, per_s in (({}, 100), ({"access_log_refusals_per_s": 0}, 0), ({"access_log_refusals_per_s": 7}, 7)):
+            async with serving(**options) as server:
+                lines = server.shedding.lines
+                assert lines is not None and lines.per_s == per_s
+        async with serving(access_log_refusals_per_s="unbounded") as server:
+            assert server.shedding.lines is None
+            shedding = Shedding()
+            shedding.bind(server.dataplane, [])
+            assert shedding.lines is None  # bound without the option: every refusal writes its line
+
+    run(main)
+
+
+async def flood(server: Server, port: int, connections: int, each: int) -> list[int]:
+    """``connections`` new connections from ``port`` on, each sending ``each`` requests pipelined in one read,
+    all refused on their heads (no answer still to come before them: the protocol writes each)."""
+    statuses: list[int] = []
+    for i in range(connections):
+        conn = server.connect(port=port + i)
+        statuses += [answer.status for answer in await conn.send(post() * each, each)]
+    return statuses
+
+
+def unlogged(caplog: pytest.LogCaptureFixture) -> tuple[int, int]:
+    """The refusals and those without an access line that the rejections warnings counted."""
+    REPORTER.flush()
+    warnings = [r for r in caplog.records if r.name == "modelapi.rejections"]
+    for warning in warnings:  # each that counts refusals without a line says so, and why
+        assert (" without an access line (access_log_refusals_per_s)" in warning.getMessage()) == (warning.unlogged > 0)
+    return sum(r.refused for r in warnings), sum(r.unlogged for r in warnings)
+
+
+def test_a_flood_of_refusals_on_the_head_writes_the_bounds_lines_a_second_and_every_503_still_comes(
+    access: pytest.LogCaptureFixture, cycles: list[Any]
+) -> None:
+    clock = Clock()
+
+    async def main() -> None:
+        async with serving(access_log_refusals_per_s=5) as server:
+            assert server.shedding.lines is not None
+            server.shedding.lines.clock = clock
+            server.full()
+            await server.refusing()  # the app's refusal: its line, outside the bound
+            assert await flood(server, 100, 30, 3) == [503] * 90
+            made = len(cycles)
+            piped = server.connect(port=200)  # behind the probe, the cycle runs the refusal: bounded alike
+            answers = await piped.send(get("/v2/health/live") + post(), 2)
+            assert [a.status for a in answers] == [200, 503] and len(cycles) == made + 2
+            assert len(server.paths) == 2 and len(server.rejected()) == 1 + 91  # the app's refusal, the probe
+            assert all(a.headers["retry-after"] and a.headers["x-request-id"] for a in answers[1:])
+            clock.now += 1.0  # the next second: its own lines
+            assert await flood(server, 300, 2, 4) == [503] * 8
+            server.gate.refusing = False
+            await server.refusing()  # the app's again, past the bound: still its line
+            assert len(server.rejected()) == 1 + 91 + 8 + 1
+
+    run(main)
+    lines = access_lines(access)
+    assert [(r.status, r.client) for r in lines] == [
+        (503, "127.0.0.1:1"),  # the app's
+        *[(503, f"127.0.0.1:{port}") for port in (100, 100, 100, 101, 101)],  # the first 5 of the second
+        (200, "127.0.0.1:200"),  # the probe: no refusal
+        *[(503, f"127.0.0.1:{port}") for port in (300, 300, 300, 300, 301)],  # the next second's 5
+        (503, "127.0.0.1:1"),  # the app's
+    ]
+    assert unlogged(access) == (1 + 91 + 8 + 1, 86 + 3)
+
+
+@pytest.mark.parametrize(("setting", "written"), [(None, 100), (0, 0), ("unbounded", 120)])
+def test_the_default_0_and_unbounded_bound_a_flood_of_120_refusals_on_the_head_in_one_second(
+    access: pytest.LogCaptureFixture, setting: int | str | None, written: int
+) -> None:
+    clock = Clock()
+    options = {} if setting is None else {"access_log_refusals_per_s": setting}
+
+    async def main() -> None:
+        async with serving(**options) as server:
+            if server.shedding.lines is not None:
+                server.shedding.lines.clock = clock
+            server.full()
+            await server.refusing()
+            assert await flood(server, 100, 40, 3) == [503] * 120
+            assert len(server.rejected()) == 1 + 120
+
+    run(main)
+    head = [r for r in access_lines(access) if r.client != "127.0.0.1:1"]
+    assert len(head) == written and all(r.status == 503 for r in head)
+    assert unlogged(access) == (1 + 120, 120 - written)
+
+
+def test_with_the_access_log_off_no_refusal_counts_as_left_out(caplog: pytest.LogCaptureFixture) -> None:
+    """Only the bound leaves lines out: with ``--log-level warning`` none is written anyway, and the warning
+    does not say any was left out."""
+    REPORTER.flush()
+    caplog.set_level(logging.WARNING, logger="modelapi.access")
+    caplog.clear()
+
+    async def main() -> None:
+        async with serving(access_log_refusals_per_s=0) as server:
+            server.full()
+            await server.refusing()
+            assert await flood(server, 100, 3, 3) == [503] * 9
+
+    run(main)
+    assert access_lines(caplog) == []
+    assert unlogged(caplog) == (1 + 9, 0)

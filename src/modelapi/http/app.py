@@ -133,6 +133,7 @@ def create_app(
             private=auth.enabled,
             cors=bool(settings.cors_origins),
             max_body_bytes=settings.max_body_bytes,
+            access_log_refusals_per_s=settings.access_log_refusals_per_s,
         )
     app = App(  # Starlette, the inference routes dispatched directly (http/fastpath.py)
         routes=guard(routes, dataplane.repository),  # a key's model list, from each matched route's {name}

@@ -13,8 +13,9 @@ written together when it ends (a timer on the event loop), so a burst gives one 
 model, and none is lost. JSON lines carry ``reason``, ``status``, ``refused``, ``unlogged`` and ``model`` as
 fields. Genuine server errors (500) are not refusals: they stay at ERROR with their traceback and request id.
 
-A refusal whose access line was left out is counted as such (``refused(..., unlogged=True)``); the line that
-counts it says how many of its refusals have none, so the log shows that lines were left out and why::
+A refusal whose access line was left out is counted as such (``refused(..., unlogged=True)``: one refused on
+the head past ``access_log_refusals_per_s`` in its second, ``http/shedding.py``); the line that counts it says how
+many of its refusals have none, so the log shows that lines were left out and why::
 
     WARNING: model 'iris': 12,345 requests refused in the last 1.0 s (503 overloaded); 12,245 of them without an
     access line (access_log_refusals_per_s); the last: ...

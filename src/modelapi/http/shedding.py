@@ -10,7 +10,9 @@ that does not exist is refused as any (the answer says nothing of which exist).
 The refusal (``Refusal``, behind uvicorn's proxy step as the server's app is) answers the 503 the gate would
 (the gate's detail, the schedule's ``Retry-After``, the route's error style, the request id and the standard
 headers), counts it (``RequestRejected``, ``http/rejections.py``), remembers it for early retries
-(``http/holds.py``) and writes the access line, all in one synchronous ``_answer``. With no answer before it still
+(``http/holds.py``) and writes the access line, all in one synchronous ``_answer``. Access lines of such refusals
+are bounded (``RefusalLines``: ``access_log_refusals_per_s`` a second, per process); one past the bound writes
+none, and the rejections warning counts it so. With no answer before it still
 to come on the connection, the protocol writes it itself, as it reads the head (``Refusal.answer``): no request
 cycle, no task. Behind an answer still to come (pipelined), uvicorn's cycle runs it as an ASGI app instead of
 the server's, deciding again when it runs. Either way the body is dropped unread (it has ``body_timeout_s`` from
@@ -36,9 +38,10 @@ attribute read then (docs/overload.md).
 from __future__ import annotations
 
 import logging
+import math
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
@@ -65,6 +68,31 @@ _TITLE = Overloaded.title
 _HSTS = HSTS.encode("latin-1")
 
 
+class RefusalLines:
+    """The bound on access lines of refusals on the head: the first ``per_s`` refusals of each second write their
+    line, the rest none (``admit``). Why: under a flood the line was the largest single cost of such a refusal
+    (docs/overload.md), tens of thousands of lines a second that say the same thing, while the rejections
+    warning counts every refusal by reason and model, those without a line too. The second is a window from the
+    first refusal after the last one ended (no timer); the state is this process's, each worker its own."""
+
+    __slots__ = ("_ends", "_written", "clock", "per_s")
+
+    def __init__(self, per_s: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_s = per_s
+        self.clock = clock
+        self._ends = -math.inf
+        self._written = 0
+
+    def admit(self) -> bool:
+        """Whether this refusal writes its access line: a clock read, two comparisons and a count a refusal."""
+        now = self.clock()
+        if now >= self._ends:
+            self._ends = now + 1.0
+            self._written = 0
+        self._written += 1
+        return self._written <= self.per_s
+
+
 class Shedding:
     """What the protocol asks on each head; ``bind`` gives it the data plane and the inference routes once the
     app is built (the protocol exists before the app: until then nothing is shed)."""
@@ -79,6 +107,8 @@ class Shedding:
         self._cors = False
         self._max_body_bytes: int | None = None
         self._unnamed: frozenset[str] = frozenset()
+        #: the bound on the refusals' access lines; ``None``: every refusal writes its line
+        self.lines: RefusalLines | None = None
 
     def bind(
         self,
@@ -89,6 +119,7 @@ class Shedding:
         private: bool = False,
         cors: bool = False,
         max_body_bytes: int | None = None,
+        access_log_refusals_per_s: int | None = None,
     ) -> None:
         """``routes``: each inference route's path template, its protocol's name and its error style; a path is
         refused on its head only if it matches one of those templates as the router would (a path no route takes
@@ -98,7 +129,9 @@ class Shedding:
         answer names no model, not even the only one (without a key, nothing names a model: docs/security.md);
         the event and the log still do. Handed to the app, which answers them otherwise: a browser's request (one
         with an ``Origin``) when ``cors`` is on (with its CORS headers), and one whose declared body is over
-        ``max_body_bytes`` (413, the connection closed rather than the body drained)."""
+        ``max_body_bytes`` (413, the connection closed rather than the body drained).
+        ``access_log_refusals_per_s``: the refusals a second that write an access line (``RefusalLines``; 0: none;
+        ``None``: every one)."""
         self._routes = tuple(
             (path[path.rfind("}") + 1 :], compile_path(path)[0], protocol, style) for path, protocol, style in routes
         )
@@ -111,6 +144,7 @@ class Shedding:
         self._private = private
         self._cors = cors
         self._max_body_bytes = max_body_bytes
+        self.lines = None if access_log_refusals_per_s is None else RefusalLines(access_log_refusals_per_s)
         self._dataplane = dataplane
 
     def refusing(self) -> bool:
@@ -204,8 +238,9 @@ class Refusal:
     def _answer(self, scope: Scope, now: Shed | None) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
         """The 503 the gate would give, and what giving it does: its ``Retry-After`` booked, the refusal remembered
         for early retries, the event, the rejections reporter, the access line (written as the answer is: nothing
-        waits between the two). ``None``, with nothing done, for a request the app answers otherwise, or when no
-        model refuses any more. ``now``: the head's decision, if just made; else decided here."""
+        waits between the two; none past this second's bound, ``RefusalLines``). ``None``, with nothing done, for a
+        request the app answers otherwise, or when no model refuses any more. ``now``: the head's decision, if just
+        made; else decided here."""
         shedding = self._shedding
         dataplane = self._dataplane
         rid, declared = scan_headers(scope)
@@ -236,8 +271,13 @@ class Refusal:
         events = dataplane.events
         if events.active:
             events.request_rejected(RequestRejected(now.model, self._protocol, "overloaded", 503))
-        REPORTER.refused("overloaded", 503, None if path in shedding._unnamed else now.model, now.detail)
-        if ACCESS_LOG.isEnabledFor(logging.INFO):
+        logging_on = ACCESS_LOG.isEnabledFor(logging.INFO)
+        lines = shedding.lines
+        # past this second's bound, no line: the reporter counts that, so its warning says lines were left out
+        unlogged = logging_on and lines is not None and not lines.admit()
+        model = None if path in shedding._unnamed else now.model
+        REPORTER.refused("overloaded", 503, model, now.detail, unlogged=unlogged)
+        if logging_on and not unlogged:
             arrived = scope.get(ARRIVED)
             seconds = time.monotonic() - arrived if isinstance(arrived, float) else 0.0
             access_line(scope, rid, 503, len(body), seconds)
