@@ -1137,3 +1137,18 @@ def test_with_the_access_log_off_no_refusal_counts_as_left_out(caplog: pytest.Lo
     run(main)
     assert access_lines(caplog) == []
     assert unlogged(caplog) == (1 + 9, 0)
+
+
+def test_counts_not_yet_written_are_written_when_the_app_stops(access: pytest.LogCaptureFixture) -> None:
+    """The refusals of a last second, written when it ends (a timer on the loop), are written at the app's
+    shutdown instead when it comes first: none is lost with the loop."""
+
+    async def main() -> None:
+        async with serving(access_log_refusals_per_s=0) as server:
+            server.full()
+            await server.refusing()
+            assert await flood(server, 100, 1, 3) == [503] * 3
+
+    run(main)
+    warnings = [r for r in access.records if r.name == "modelapi.rejections"]  # no REPORTER.flush() here
+    assert (sum(r.refused for r in warnings), sum(r.unlogged for r in warnings)) == (4, 3)

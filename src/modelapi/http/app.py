@@ -32,6 +32,7 @@ from .errors import handle_http_exception, handle_modelapi_error
 from .fastpath import App, fast_routes
 from .holds import RetryHolds
 from .middleware import cors, request_context
+from .rejections import REPORTER
 from .routing import body_limits, guard
 from .services import Services
 from .shedding import Shedding
@@ -113,6 +114,8 @@ def create_app(
             for sampler in samplers:
                 metrics.remove_sampler(sampler)
             metrics.flush()
+            # the last second's refusals wait for a timer that a closing loop never runs: written now
+            REPORTER.flush()
             tracing.shutdown()  # what configure() built: the last spans are exported
 
     owned = [(route, protocol) for protocol in registered() for route in protocol.routes(services)]
