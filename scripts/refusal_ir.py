@@ -1,11 +1,14 @@
 """Instructions per request through modelapi's HTTP protocol in process, served or refused on the head, counted by
 callgrind: ``bench/refusal_cost.py --protocol``'s requests (32-row V2 JSON for the toy iris model, as bytes on one
 keep-alive connection of the protocol, a transport that keeps nothing), with the access line at ``info`` to
-/dev/null as the server writes it (``logs.configure``: JSON unless ``--log-format text``, buffered lines).
+/dev/null as the server writes it (``logs.configure``: JSON unless ``--log-format text``, buffered lines), one for
+every refusal on the head (``--refusals-per-s N`` bounds them as ``access_log_refusals_per_s``; 0 counts a refusal
+past the bound, which writes none).
 
     PYTHONHASHSEED=0 PYTHONPATH=$PWD/src valgrind --tool=callgrind --instr-atstart=no \\
         --toggle-collect=sys_call_tracing --callgrind-out-file=/tmp/cg.out \\
-        .venv/bin/python scripts/refusal_ir.py [head|served] N [--log-level warning] [--log-format text] [--only F]
+        .venv/bin/python scripts/refusal_ir.py [head|served] N [--log-level warning] [--log-format text] [--only F] \\
+        [--refusals-per-s 0]
     # then: Ir (the "Collected" line) / N
 
 ``head``: every request refused on its head (``http/shedding.py``: the model held full, the gate refusing, early
@@ -50,11 +53,12 @@ from modelapi.settings import Settings
 from toymodels import IrisClassifier
 
 
-def main(kind: str, n: int, log_level: str, log_format: str, only: str | None = None) -> None:
+def main(kind: str, n: int, log_level: str, log_format: str, only: str | None = None, per_s: str = "unbounded") -> None:
     shedding = Shedding()
     # what depends on the clock is left out of the count, as under a flood, where it is rare: the access lines are
     # written as PIPE_BUF of them fills (a flood fills it long before the delay's timer), and the rejections
-    # warning once in the warm-up (a flood's once a second is one in thousands of refusals)
+    # warning once in the warm-up (a flood's once a second is one in thousands of refusals); and the refusals' lines
+    # are not bounded by default (the bound's second would hold as many as valgrind's speed lets in)
     settings = Settings(
         job_workers=0,
         max_inflight=1,
@@ -62,6 +66,7 @@ def main(kind: str, n: int, log_level: str, log_format: str, only: str | None = 
         log_format=log_format,
         hold_early_retries=False,
         access_log_flush_ms=10_000,
+        access_log_refusals_per_s=per_s,
     )
     REPORTER.interval_s = 3600.0
     logs.configure(settings, stream=open(os.devnull, "w"))  # noqa: SIM115 (for the process's life)
@@ -158,4 +163,5 @@ if __name__ == "__main__":
     level = option("--log-level", "info")
     fmt = option("--log-format", "json")
     only = option("--only", "") or None
-    main(args[0] if args else "head", int(args[1]) if len(args) > 1 else 200, level, fmt, only)
+    per_s = option("--refusals-per-s", "unbounded")
+    main(args[0] if args else "head", int(args[1]) if len(args) > 1 else 200, level, fmt, only, per_s)
