@@ -20,7 +20,7 @@ many of its refusals have none, so the log shows that lines were left out and wh
     WARNING: model 'iris': 12,345 requests refused in the last 1.0 s (503 overloaded); 12,245 of them without an
     access line (access_log_refusals_per_s); the last: ...
 
-(``unlogged`` in JSON, 0 when every one has its line).
+(``unlogged`` in JSON, 0 when the bound left none out: with the access log off no refusal has a line, and none counts).
 """
 
 from __future__ import annotations
