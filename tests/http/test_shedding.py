@@ -1029,21 +1029,6 @@ def test_a_bound_of_0_admits_none() -> None:
     assert not lines.admit()
 
 
-def test_the_setting_reaches_the_bound_through_the_apps_construction() -> None:
-    async def main() -> None:
-        for options, per_s in (({}, 100), ({"access_log_refusals_per_s": 0}, 0), ({"access_log_refusals_per_s": 7}, 7)):
-            async with serving(**options) as server:
-                lines = server.shedding.lines
-                assert lines is not None and lines.per_s == per_s
-        async with serving(access_log_refusals_per_s="unbounded") as server:
-            assert server.shedding.lines is None
-            shedding = Shedding()
-            shedding.bind(server.dataplane, [])
-            assert shedding.lines is None  # bound without the option: every refusal writes its line
-
-    run(main)
-
-
 async def flood(server: Server, port: int, connections: int, each: int) -> list[int]:
     """``connections`` new connections from ``port`` on, each sending ``each`` requests pipelined in one read,
     all refused on their heads (no answer still to come before them: the protocol writes each)."""
