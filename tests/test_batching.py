@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import modelapi.batching as batching_module
+from helpers.clock import Clock
 from modelapi.batching import (
     INLINE_BUDGET_S,
     INLINE_WINDOW,
@@ -608,16 +609,6 @@ def test_the_expected_answer_follows_the_queue_drain_when_other_work_runs_betwee
 
 
 # the estimate against stalls, on a clock that moves only when the test moves it ----------------------------------
-class Clock:
-    """The batcher's ``time.monotonic``: it moves only when moved (a model's run, the event loop's other work)."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 class Stalls:
     """A model run on the event loop (no executor) that takes ``seconds`` of the clock a run, and the loop's other
     work between batches (``between``, told of every batch): both settable from run to run."""

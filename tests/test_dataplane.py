@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers.clock import Clock
 from helpers.repo import EventLog, ModelRepo, skops_bytes, slow_joblib_bytes
 from helpers.repo import rows as repo_rows
 from modelapi.batching import INLINE_WINDOW, Batcher, BatchPolicy
@@ -612,14 +613,6 @@ def test_a_model_toml_max_queue_ms_reaches_the_version(tmp_path: Path) -> None:
 
 
 # refusals before a request is read (DataPlane.shed) ------------------------------------------------------------
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_nothing_is_shed_while_the_gate_admits_and_the_repository_is_not_asked(monkeypatch: pytest.MonkeyPatch) -> None:
     dp = loaded(Recorder())
 
@@ -654,7 +647,7 @@ def test_a_call_is_shed_only_when_every_ready_model_would_refuse_it_and_its_retr
 
 def test_the_wait_heads_now_have_to_be_read_counts_for_one_queue_budget() -> None:
     dp = loaded(Recorder(), max_queue_ms=100)
-    clock = Clock()
+    clock = Clock(100.0)
     dp.gate.clock = clock
     with dp.admit("recorder", CallContext(protocol="v2")):  # a call in flight, as under a flood
         with pytest.raises(Overloaded):  # the event loop got to this head 300 ms late

@@ -6,6 +6,7 @@ from collections import Counter
 
 import pytest
 
+from helpers.clock import Clock
 from modelapi.errors import Overloaded
 from modelapi.gate import ModelGate
 
@@ -36,14 +37,6 @@ def test_an_expected_wait_over_the_budget_is_refused_with_retry_after() -> None:
     assert ModelGate(10).enter("m", expected_s=100.0) is None  # no budget: no time bound
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def _retry_after(gate: ModelGate, model: str = "m", **kwargs: float) -> int:
     with pytest.raises(Overloaded) as refused:
         gate.enter(model, **kwargs)
@@ -51,7 +44,7 @@ def _retry_after(gate: ModelGate, model: str = "m", **kwargs: float) -> int:
 
 
 def test_refused_clients_are_told_to_come_back_spread_over_the_next_seconds() -> None:
-    clock = Clock()
+    clock = Clock(100.0)
     gate = ModelGate(max_inflight=1, clock=clock)
     gate.enter("m")
     # nothing served yet: 20 returns a second are booked, the next 20 in the second after, ...
@@ -60,7 +53,7 @@ def test_refused_clients_are_told_to_come_back_spread_over_the_next_seconds() ->
 
 
 def test_the_schedule_follows_the_served_rate_and_empties_with_time() -> None:
-    clock = Clock()
+    clock = Clock(100.0)
     gate = ModelGate(max_inflight=1, clock=clock)
     gate.enter("m")
     assert _retry_after(gate) == 1
@@ -79,7 +72,7 @@ def test_the_schedule_follows_the_served_rate_and_empties_with_time() -> None:
 
 
 def test_retry_after_is_at_least_the_expected_wait_and_at_most_30_seconds() -> None:
-    clock = Clock()
+    clock = Clock(100.0)
     gate = ModelGate(max_inflight=10**6, max_queue_s=0.1, clock=clock)
     assert _retry_after(gate, expected_s=4.2) == 5
     waits = [_retry_after(gate, expected_s=0.5) for _ in range(1000)]
@@ -98,7 +91,7 @@ def test_the_time_a_request_waited_to_be_read_counts_against_the_budget() -> Non
 def test_a_flood_past_the_longest_retry_after_does_not_book_the_schedule_past_it() -> None:
     """The schedule is booked at most MAX_RETRY_AFTER_S ahead: refusals after the flood has passed are told to
     come back in a second, not the 30 s a schedule booked hours ahead would still give."""
-    clock = Clock()
+    clock = Clock(100.0)
     gate = ModelGate(max_inflight=1, clock=clock)
     gate.enter("m")
     waits = [_retry_after(gate) for _ in range(10_000)]  # 20 a second: 500 s of returns asked for
@@ -108,7 +101,7 @@ def test_a_flood_past_the_longest_retry_after_does_not_book_the_schedule_past_it
 
 
 def test_refusal_says_what_enter_would_and_changes_nothing() -> None:
-    clock = Clock()
+    clock = Clock(100.0)
     gate = ModelGate(max_inflight=1, max_queue_s=0.1, clock=clock)
     assert gate.refusal("m") is None
     gate.enter("m")
@@ -139,7 +132,7 @@ def test_the_gate_says_whether_its_last_decision_was_a_refusal() -> None:
 
 
 def test_the_wait_the_last_decided_call_had_is_trusted_for_the_window_asked() -> None:
-    clock = Clock()
+    clock = Clock(100.0)
     gate = ModelGate(max_inflight=10, max_queue_s=0.1, clock=clock)
     assert gate.recent_wait(0.1) == 0.0
     with pytest.raises(Overloaded):
@@ -164,7 +157,7 @@ def test_a_sustained_flood_keeps_its_returns_spread_and_a_busy_server_after_it_s
     many come at once, and the schedule holds no more than the last second's and this second's; once the flood is
     over, a refusal of a server that is merely busy is told to come back in a second, not to wait behind the
     returns the flood booked (its clients came back at their places, or left)."""
-    clock = Clock()
+    clock = Clock(100.0)
     gate = ModelGate(max_inflight=1, clock=clock)
     gate.enter("m")
     assert _retry_after(gate) == 1
@@ -184,7 +177,7 @@ def test_a_sustained_flood_keeps_its_returns_spread_and_a_busy_server_after_it_s
 def test_refusals_that_come_together_as_the_window_turns_are_spread_as_any() -> None:
     """A burst of refusals across the turn of the window the rates are measured over: those after the turn are
     not all told the same wait (the schedule's bound at the turn), but each the next place after the last."""
-    clock = Clock()
+    clock = Clock(100.0)
     gate = ModelGate(max_inflight=1, clock=clock)
     gate.enter("m")
     assert _retry_after(gate) == 1

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from helpers.clock import Clock
 from helpers.logs import Collect, Latin1Stream, Stream
 from modelapi import logs
 from modelapi.errors import (
@@ -262,14 +263,6 @@ def test_configure_routes_uvicorns_loggers_through_one_handler() -> None:
 
 
 # rejections ------------------------------------------------------------------------------------------------
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def reporter() -> tuple[RejectionReporter, Collect, Clock]:
     logger = logging.getLogger("modelapi.test.rejections")
     logger.handlers = []
@@ -277,7 +270,7 @@ def reporter() -> tuple[RejectionReporter, Collect, Clock]:
     logger.setLevel(logging.INFO)
     sink = Collect()
     logger.addHandler(sink)
-    clock = Clock()
+    clock = Clock(100.0)
     return RejectionReporter(logger, interval_s=1.0, clock=clock), sink, clock
 
 

@@ -6,20 +6,13 @@ from __future__ import annotations
 import io
 from typing import Any
 
+from helpers.clock import Clock
 from modelapi.client.progress import Progress
 
 
 class Terminal(io.StringIO):
     def isatty(self) -> bool:
         return True
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def _status(done: int, waiting: dict[str, Any] | None = None, total: int = 8, state: str = "running") -> dict[str, Any]:
@@ -42,7 +35,7 @@ def test_a_waiting_job_says_which_limit_holds_it() -> None:
 
 
 def test_off_a_terminal_progress_is_throttled_lines_and_never_a_carriage_return() -> None:
-    out, clock = io.StringIO(), Clock()  # a StringIO is no TTY, as a log file or a pipe is not
+    out, clock = io.StringIO(), Clock(0.0)  # a StringIO is no TTY, as a log file or a pipe is not
     bar = Progress(out, clock=clock)
     bar.show(_status(0, total=1000, state="queued"))
     for done in range(0, 1001, 5):  # a poll every 0.25 s, 5 rows each: 200 polls over 50 s
@@ -64,7 +57,7 @@ def test_off_a_terminal_progress_is_throttled_lines_and_never_a_carriage_return(
 
 
 def test_off_a_terminal_a_slow_job_still_shows_a_line_every_few_seconds() -> None:
-    out, clock = io.StringIO(), Clock()
+    out, clock = io.StringIO(), Clock(0.0)
     bar = Progress(out, clock=clock)
     for done in range(1, 41):  # 1 row in 1,000 every second: no 10 % step for 40 s
         clock.now += 1.0
@@ -75,7 +68,7 @@ def test_off_a_terminal_a_slow_job_still_shows_a_line_every_few_seconds() -> Non
 
 
 def test_off_a_terminal_the_final_state_is_written_at_the_end_if_throttled() -> None:
-    out, clock = io.StringIO(), Clock()
+    out, clock = io.StringIO(), Clock(0.0)
     bar = Progress(out, clock=clock)
     bar.show(_status(1, total=1000))
     bar.show(_status(2, total=1000))  # within the interval, same step: held back
@@ -87,7 +80,7 @@ def test_off_a_terminal_the_final_state_is_written_at_the_end_if_throttled() -> 
 
 
 def test_a_waiting_job_off_a_terminal_gets_a_line_when_it_starts_and_stops_waiting() -> None:
-    out, clock = io.StringIO(), Clock()
+    out, clock = io.StringIO(), Clock(0.0)
     bar = Progress(out, clock=clock)
     bar.show(_status(4, total=100))
     bar.show(_status(4, {"limit": "6rows/s"}, total=100))
@@ -98,7 +91,7 @@ def test_a_waiting_job_off_a_terminal_gets_a_line_when_it_starts_and_stops_waiti
 
 
 def test_off_a_terminal_a_different_limit_gets_its_line_at_once_and_a_countdown_does_not() -> None:
-    out, clock = io.StringIO(), Clock()
+    out, clock = io.StringIO(), Clock(0.0)
     bar = Progress(out, clock=clock)
 
     def wait(limit: str, seconds: int) -> dict[str, Any]:

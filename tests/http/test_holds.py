@@ -10,6 +10,7 @@ import pytest
 from starlette.responses import JSONResponse
 from starlette.types import Message, Receive, Scope, Send
 
+from helpers.clock import Clock
 from modelapi.cli import _settings, build_parser
 from modelapi.http.holds import ROOM, RetryHolds, connection
 from modelapi.http.middleware import RequestContextMiddleware
@@ -17,14 +18,6 @@ from modelapi.security.slow_clients import CONNECTION, IN_PROGRESS
 
 A = ("10.0.0.1", 50000)
 B = ("10.0.0.1", 50001)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_a_retry_before_its_retry_after_is_held_for_the_rest_of_it_once() -> None:

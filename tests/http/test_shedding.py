@@ -25,6 +25,7 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from uvicorn.protocols.http import httptools_impl
 
+from helpers.clock import Clock
 from helpers.keys import create_key
 from helpers.repo import EventLog
 from helpers.wire import Answer, Connection
@@ -986,16 +987,8 @@ def test_heads_refused_on_their_heads_are_paced_as_requests_in_progress() -> Non
 
 
 # the bound on their access lines ----------------------------------------------------------------------------------
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_the_bound_admits_the_first_n_refusals_of_each_second_from_the_first_after_the_last_one_ended() -> None:
-    clock = Clock()
+    clock = Clock(100.0)
     lines = RefusalLines(3, clock)
     assert [lines.admit() for _ in range(5)] == [True, True, True, False, False]
     clock.now = 100.999
@@ -1011,7 +1004,7 @@ def test_the_bound_admits_the_first_n_refusals_of_each_second_from_the_first_aft
 
 
 def test_the_bounds_counts_are_exact_across_window_boundaries() -> None:
-    clock = Clock()
+    clock = Clock(100.0)
     lines = RefusalLines(7, clock)
     admitted: dict[int, int] = {}
     for ms in range(3500):  # a refusal a millisecond for 3.5 s: windows from 100.0, 101.0, 102.0, 103.0
@@ -1022,7 +1015,7 @@ def test_the_bounds_counts_are_exact_across_window_boundaries() -> None:
 
 
 def test_a_bound_of_0_admits_none() -> None:
-    clock = Clock()
+    clock = Clock(100.0)
     lines = RefusalLines(0, clock)
     assert not any(lines.admit() for _ in range(10))
     clock.now += 5
@@ -1051,7 +1044,7 @@ def unlogged(caplog: pytest.LogCaptureFixture) -> tuple[int, int]:
 def test_a_flood_of_refusals_on_the_head_writes_the_bounds_lines_a_second_and_every_503_still_comes(
     access: pytest.LogCaptureFixture, cycles: list[Any]
 ) -> None:
-    clock = Clock()
+    clock = Clock(100.0)
 
     async def main() -> None:
         async with serving(access_log_refusals_per_s=5) as server:
@@ -1088,7 +1081,7 @@ def test_a_flood_of_refusals_on_the_head_writes_the_bounds_lines_a_second_and_ev
 def test_the_default_0_and_unbounded_bound_a_flood_of_120_refusals_on_the_head_in_one_second(
     access: pytest.LogCaptureFixture, setting: int | str | None, written: int
 ) -> None:
-    clock = Clock()
+    clock = Clock(100.0)
     options = {} if setting is None else {"access_log_refusals_per_s": setting}
 
     async def main() -> None:

@@ -10,20 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from helpers.clock import Clock
 from helpers.services import postgres_schema
 from modelapi.security.key_cache import CachedKey, KeyCache
 from modelapi.security.key_limits import Limit
 from modelapi.security.keys import InvalidKey, KeyStore, new_key, store_url
 
 TTL = 0.5
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
