@@ -200,7 +200,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         # a trailer section over the limit was refused: nothing more is read from the connection, which ends
         # with that refusal (``_refuse_trailers``)
         self._trailers_refused = False
-        self._trailer_sink = _TrailerSink(self._on_trailer)
+        # made at a chunked body's first chunk (``on_chunk_header``), dropped with the connection: it holds a bound
+        # method of this protocol, a reference cycle that would leave every closed connection to the collector
+        self._trailer_sink: _TrailerSink | None = None
         self._connection_id = next(_CONNECTIONS)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -248,6 +250,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._head_timer = None
         self._end_body()
         super().connection_lost(exc)
+        sink = self._trailer_sink
+        if sink is not None:  # the cycle through its bound method, broken: the connection is freed when dropped
+            self._trailer_sink = None
+            if self.headers is sink:  # type: ignore[comparison-overlap]
+                self.headers = sink.head
 
     def data_received(self, data: bytes) -> None:
         if self._refusal_due is not None or self._trailers_refused:  # the connection ends with a refusal due
@@ -516,6 +523,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._trailer_mark = True
         self._trailer_bytes = self._trailer_pending = 0
         sink = self._trailer_sink
+        if sink is None:
+            sink = self._trailer_sink = _TrailerSink(self._on_trailer)
         if self.headers is not sink:  # type: ignore[comparison-overlap]
             sink.head = self.headers
             self.headers = sink  # type: ignore[assignment]
