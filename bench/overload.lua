@@ -1,4 +1,5 @@
--- wrk script for the overload cell: POST one body, count the answers by status, print one JSON line.
+-- wrk script for the overload cell: POST one body, count the answers by status and the Retry-After values
+-- answered, print one JSON line.
 -- wrk -s bench/overload.lua URL -- BODY_FILE CONTENT_TYPE [honour]
 -- honour: a connection answered 503 or 429 waits its Retry-After plus a random 0-50 % more before its next
 -- request, as docs/overload.md asks of clients (and modelapi's own client does): without the jitter, clients
@@ -25,13 +26,20 @@ function init(args)
    waits = {}  -- queued Retry-After waits, ms: first in, first out
    first, last = 1, 0
    statuses = {}
+   retry_after = {}  -- the Retry-After values answered (seconds, as sent), counted
 end
 
 function response(status, headers, body)
    statuses[status] = (statuses[status] or 0) + 1
-   if honour and (status == 503 or status == 429) then
-      last = last + 1
-      waits[last] = (tonumber(headers["retry-after"] or headers["Retry-After"]) or 1) * 1000 * (1 + 0.5 * math.random())
+   if status == 503 or status == 429 then
+      local given = tonumber(headers["retry-after"] or headers["Retry-After"])
+      if given then
+         retry_after[given] = (retry_after[given] or 0) + 1
+      end
+      if honour then
+         last = last + 1
+         waits[last] = (given or 1) * 1000 * (1 + 0.5 * math.random())
+      end
    end
 end
 
@@ -56,10 +64,21 @@ function done(summary, latency, requests)
    for status, n in pairs(total) do
       table.insert(parts, string.format('"%d": %d', status, n))
    end
+   local given = {}
+   for _, thread in ipairs(threads) do
+      for seconds, n in pairs(thread:get("retry_after")) do
+         given[seconds] = (given[seconds] or 0) + n
+      end
+   end
+   local waits_given = {}
+   for seconds, n in pairs(given) do
+      table.insert(waits_given, string.format('"%d": %d', seconds, n))
+   end
    local e = summary.errors
    io.write(string.format(
       'WRK_JSON {"requests": %d, "duration_us": %d, "errors_connect": %d, "errors_read": %d, "errors_write": %d, '
-      .. '"errors_timeout": %d, "p50_us": %d, "p99_us": %d, "max_us": %d, "statuses": {%s}}\n',
+      .. '"errors_timeout": %d, "p50_us": %d, "p99_us": %d, "max_us": %d, "statuses": {%s}, "retry_after": {%s}}\n',
       summary.requests, summary.duration, e.connect, e.read, e.write, e.timeout,
-      latency:percentile(50), latency:percentile(99), latency.max, table.concat(parts, ", ")))
+      latency:percentile(50), latency:percentile(99), latency.max, table.concat(parts, ", "),
+      table.concat(waits_given, ", ")))
 end

@@ -57,6 +57,10 @@ from .loadgen import MARK, require
 SERVER_CORE, LOAD_CORE = 0, 1
 #: seconds idle before each round: the previous flood's returns and holds run out meanwhile
 SETTLE_S = 3.0
+#: the span of each sample of a cell's CPU over time (``CellResult.cpu_each``)
+CPU_EACH_S = 0.5
+#: a cell whose server took less of its core than this has its CPU over time shown under its round's table
+BUSY = 0.95
 SCRIPT = Path(__file__).with_name("overload.lua")
 RESULTS = Path(__file__).with_name("results")
 ROWS = 32
@@ -138,6 +142,10 @@ class CellResult:
     fresh_connect_ms: float | None = None
     ops_max_ms: float | None = None
     ops_connect_ms: float | None = None
+    #: the server's CPU, as a share of its core, in each ``CPU_EACH_S`` of the cell (how it went, not just its mean)
+    cpu_each: tuple[float, ...] = ()
+    #: the ``Retry-After`` values (seconds) the cell's 503 and 429 answers carried, counted
+    retry_after: dict[int, int] = field(default_factory=dict)
 
     @property
     def ok_rps(self) -> float:
@@ -222,7 +230,13 @@ def cell(
         "--timeout", "10s", "-s", str(SCRIPT), url, "--", str(body.path), body.content_type,
         "honour" if honour else "",
     ]  # fmt: skip
+    each: list[float] = []
+    done = threading.Event()
+    sampler = threading.Thread(target=_sample_cpu, args=(pids, each, done), daemon=True)
+    sampler.start()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=False)
+    done.set()
+    sampler.join()
     cpu = procfs.cpu_seconds(pids) - cpu
     for p in probes:
         assert p.stdin is not None
@@ -252,7 +266,18 @@ def cell(
         max(live_latencies) * 1000,
         *worst[0],
         *worst[1],
+        tuple(each),
+        {int(k): int(v) for k, v in r.get("retry_after", {}).items()},
     )
+
+
+def _sample_cpu(pids: list[int], each: list[float], done: threading.Event) -> None:
+    """The server's share of its core in each ``CPU_EACH_S`` until ``done`` (the last, partial span left out)."""
+    last, at = procfs.cpu_seconds(pids), time.monotonic()
+    while not done.wait(CPU_EACH_S):
+        cpu, now = procfs.cpu_seconds(pids), time.monotonic()
+        each.append((cpu - last) / (now - at))
+        last, at = cpu, now
 
 
 def _worst(latencies: list[float], connects: list[float]) -> tuple[float, float]:
@@ -287,6 +312,13 @@ def render(results: list[CellResult]) -> str:
     lines.append("")
     served = served_us(sat)
     lines.append(f"CPU per served request (saturated cell): {'-' if served is None else f'{served:.0f}'} us")
+    for c in results:
+        if c.retry_after:
+            given = ", ".join(f"{s} s: {n:,}" for s, n in sorted(c.retry_after.items()))
+            lines.append(f"{c.connections} connections, Retry-After answered: {given}")
+        if c.cpu_each and c.cpu_s / c.seconds < BUSY:
+            shares = " ".join(f"{v:.0%}" for v in c.cpu_each)
+            lines.append(f"{c.connections} connections, the server's CPU each {CPU_EACH_S:g} s: {shares}")
     bad = {s for c in results for s in c.statuses} - ALLOWED
     lines.append(f"statuses outside 200/429/503: {sorted(bad) if bad else 'none'}")
     return "\n".join(lines)

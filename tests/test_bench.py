@@ -302,3 +302,23 @@ def test_an_overload_cell_without_a_successful_sample_fails_its_round() -> None:
     assert "FAIL  10x: p99 of successful at most 2x saturated (no OK (median of 3 rounds))" in overload.targets(rounds)
     one = overload.targets(rounds[1:2])
     assert "FAIL  10x: p99 of successful at most 2x saturated (no OK)" in one
+
+
+def test_a_rounds_table_shows_the_retry_after_answered_and_the_cpu_over_time_of_a_cell_that_idled() -> None:
+    """A cell whose server left part of its core idle shows when (its CPU each half second), and every cell
+    with refusals shows the Retry-After they carried: together, whether refused clients asleep left too few
+    awake."""
+    from dataclasses import replace
+
+    from bench import overload
+
+    sat = replace(_overload_cell(64, 1000, 10.0), cpu_s=5.0, cpu_each=(1.0,) * 9)
+    idle = replace(
+        _overload_cell(640, 800, 15.0), cpu_s=4.1, cpu_each=(1.0, 1.0, 0.6, 0.4, 1.0), retry_after={2: 30, 1: 70}
+    )
+    busy = replace(_overload_cell(1920, 900, 20.0), cpu_s=5.0, cpu_each=(1.0,) * 9, retry_after={1: 100})
+    text = overload.render([sat, idle, busy])
+    assert "640 connections, Retry-After answered: 1 s: 70, 2 s: 30" in text
+    assert "1920 connections, Retry-After answered: 1 s: 100" in text
+    assert "640 connections, the server's CPU each 0.5 s: 100% 100% 60% 40% 100%" in text
+    assert "1920 connections, the server's CPU each" not in text and "64 connections, the server's CPU" not in text
