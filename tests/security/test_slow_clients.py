@@ -721,6 +721,11 @@ _EXCHANGES = {
     "trailers": (CHUNKED + b"1\r\nx\r\n0\r\nx-t: 1\r\n\r\n", True),
     # lost while its app reads the body, the trailer sink in place of the head's headers
     "a chunked body cut off": (CHUNKED + b"1\r\nx\r\n", False),
+    # lost with a request waiting its turn behind one whose app is still at work: its cycle never runs
+    "a request pipelined behind one in progress": (
+        b"GET /held HTTP/1.1\r\nHost: x\r\n\r\nGET /a HTTP/1.1\r\nHost: x\r\n\r\n",
+        False,
+    ),
 }
 
 
@@ -730,8 +735,19 @@ def test_a_closed_connection_leaves_no_reference_cycle_behind(exchanged: str) ->
     connections of a flood, closed together, were left to a full collection that stopped the event loop for over
     100 ms (docs/overload-log.md)."""
     request, answered = _EXCHANGES[exchanged]
+    release = asyncio.Event()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        more = True
+        while more:
+            more = (await receive()).get("more_body", False)
+        if scope["path"] == "/held":
+            await release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"{}"})
+
     # the server's own objects, made once for all its connections (its app, config and protocol class)
-    config = uvicorn.Config(_Reader(), log_config=None, lifespan="off")
+    config = uvicorn.Config(app, log_config=None, lifespan="off")
     config.load()
     cls = protocol_class(10.0, 65536, Refusing())
     state = ServerState()
@@ -749,6 +765,7 @@ def test_a_closed_connection_leaves_no_reference_cycle_behind(exchanged: str) ->
             while answered and not parse_answers(b"".join(wire.writes)):
                 await asyncio.sleep(0.001)
         protocol.connection_lost(None)
+        release.set()  # the app held finishes
         freed = weakref.ref(protocol)
         del protocol, wire
         for _ in range(10):  # what the loop still holds of it (its request's task) is let go

@@ -250,6 +250,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._head_timer = None
         self._end_body()
         super().connection_lost(exc)
+        # the requests still waiting their turn never run now, and each one's cycle holds this protocol's
+        # ``on_response_complete`` (uvicorn lets go of it only once the cycle has run): a reference cycle otherwise
+        for cycle, _ in self.pipeline:
+            cycle.on_response = _not_run
         sink = self._trailer_sink
         if sink is not None:  # the cycle through its bound method, broken: the connection is freed when dropped
             self._trailer_sink = None
@@ -709,6 +713,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.transport.close()
         if not logged:
             _refusal_line(scope, status, len(body))
+
+
+def _not_run() -> None:
+    """The ``on_response`` of a pipelined request's cycle that will not run: its connection is gone."""
 
 
 #: the most characters of a refused head's path its access line shows (the head may be over the limit for it)
