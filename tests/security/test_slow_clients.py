@@ -713,18 +713,29 @@ def test_a_trailer_section_over_the_limit_behind_an_answer_still_to_come_is_refu
     asyncio.run(main())
 
 
-#: what a connection exchanged before it closed: its bytes, and whether it had its answer
-_EXCHANGES = {
-    "nothing": (b"", False),
-    "a request served": (b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nbody", True),
-    "a request refused on its head": (b"POST /refused HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nbody", True),
-    "trailers": (CHUNKED + b"1\r\nx\r\n0\r\nx-t: 1\r\n\r\n", True),
+#: what a connection exchanged before it closed: its bytes, whether it had its answer, and the error it was lost with
+_EXCHANGES: dict[str, tuple[bytes, bool, Exception | None]] = {
+    "nothing": (b"", False, None),
+    "a request served": (b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nbody", True, None),
+    "a request refused on its head": (
+        b"POST /refused HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nbody",
+        True,
+        None,
+    ),
+    "trailers": (CHUNKED + b"1\r\nx\r\n0\r\nx-t: 1\r\n\r\n", True, None),
     # lost while its app reads the body, the trailer sink in place of the head's headers
-    "a chunked body cut off": (CHUNKED + b"1\r\nx\r\n", False),
+    "a chunked body cut off": (CHUNKED + b"1\r\nx\r\n", False, None),
     # lost with a request waiting its turn behind one whose app is still at work: its cycle never runs
     "a request pipelined behind one in progress": (
         b"GET /held HTTP/1.1\r\nHost: x\r\n\r\nGET /a HTTP/1.1\r\nHost: x\r\n\r\n",
         False,
+        None,
+    ),
+    # reset by the client while idle after its answer, the keep-alive timer armed
+    "a request served, then a reset": (
+        b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nbody",
+        True,
+        ConnectionResetError(),
     ),
 }
 
@@ -734,7 +745,7 @@ def test_a_closed_connection_leaves_no_reference_cycle_behind(exchanged: str) ->
     """A connection's objects are freed by reference counting when it closes. With a cycle through each one, the
     connections of a flood, closed together, were left to a full collection that stopped the event loop for over
     100 ms (docs/overload-log.md)."""
-    request, answered = _EXCHANGES[exchanged]
+    request, answered, lost_with = _EXCHANGES[exchanged]
     release = asyncio.Event()
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -764,7 +775,7 @@ def test_a_closed_connection_leaves_no_reference_cycle_behind(exchanged: str) ->
                 await asyncio.sleep(0)
             while answered and not parse_answers(b"".join(wire.writes)):
                 await asyncio.sleep(0.001)
-        protocol.connection_lost(None)
+        protocol.connection_lost(lost_with)
         release.set()  # the app held finishes
         freed = weakref.ref(protocol)
         del protocol, wire

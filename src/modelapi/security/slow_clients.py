@@ -249,6 +249,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._head_timer.cancel()
             self._head_timer = None
         self._end_body()
+        # uvicorn cancels the keep-alive timer only for a connection lost without an error: one reset by its client
+        # would be held by the timer until it is due (and, on asyncio's loop, then left in a cycle with its handle)
+        self._unset_keepalive_if_required()
         super().connection_lost(exc)
         # the requests still waiting their turn never run now, and each one's cycle holds this protocol's
         # ``on_response_complete`` (uvicorn lets go of it only once the cycle has run): a reference cycle otherwise
