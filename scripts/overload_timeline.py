@@ -5,7 +5,8 @@ overload.
 The server runs as in ``bench.overload`` (core 0, ``--max-queue-ms 20``, the bench's 32-row V2 JSON requests); a
 saturated cell (64 connections) runs first, then, after 3 idle seconds, the overload cell (``CONNECTIONS``
 connections of clients that wait ``Retry-After``) under the timeline. Used to see whether the core idles under
-overload, and when refusals come (docs/overload-log.md).
+overload, and when refusals come (docs/overload-log.md). Its time counts from the cell's start, which starts its
+probes before wrk: the first samples, and those after wrk's end, are of a server not under the flood.
 
     .venv/bin/python -m scripts.overload_timeline [CONNECTIONS] [SECONDS] [server options ...]
 """
@@ -80,17 +81,19 @@ def main(connections: int, seconds: int, extra: list[str]) -> None:
                 f"{rows_per_batch(before, after):.0f} rows a batch"
             )
             time.sleep(3)
-            samples: list[tuple[float, float, float, float]] = []
+            samples: list[tuple[float, float, float, float, float]] = []
             stop = threading.Event()
             pids = procfs.tree(srv.process.pid)
 
             def sample() -> None:
                 last, last_cpu, last_at = scrape(url), procfs.cpu_seconds(pids), time.monotonic()
+                started = last_at
                 while not stop.wait(0.1):
                     now, cpu, at = scrape(url), procfs.cpu_seconds(pids), time.monotonic()
                     dt = at - last_at
                     samples.append(
                         (
+                            at - started,  # a sample is 100 ms plus a scrape apart: its time as taken
                             (cpu - last_cpu) / dt,
                             now["inflight"],
                             (now["ok"] - last["ok"]) / dt,
@@ -114,8 +117,8 @@ def main(connections: int, seconds: int, extra: list[str]) -> None:
             f"{rows_per_batch(before, after):.0f} rows a batch; statuses {flood.statuses}; refused by reason {refused}"
         )
         print("   t s  CPU %  in flight    OK/s  refused/s")
-        for i, (cpu, inflight, ok, rejected) in enumerate(samples):
-            print(f"{(i + 1) / 10:6.1f} {cpu:6.0%} {inflight:10.0f} {ok:7.0f} {rejected:10.0f}")
+        for at, cpu, inflight, ok, rejected in samples:
+            print(f"{at:6.1f} {cpu:6.0%} {inflight:10.0f} {ok:7.0f} {rejected:10.0f}")
 
 
 if __name__ == "__main__":
