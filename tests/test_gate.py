@@ -57,10 +57,7 @@ def test_the_schedule_follows_the_served_rate_and_empties_with_time() -> None:
     gate = ModelGate(max_inflight=1, clock=clock)
     gate.enter("m")
     assert _retry_after(gate) == 1
-    for _ in range(2000):  # 2,000 calls served in the next second: 200 returns a second may be booked
-        gate.leave("m")
-        gate.enter("m")
-    clock.now += 1.0
+    _serve(gate, clock, 2000)  # 2,000 calls served in the next second: 200 returns a second may be booked
     waits = [_retry_after(gate) for _ in range(600)]
     assert waits == sorted(waits) and [waits.count(s) for s in (1, 2, 3)] == [200, 200, 200]
     gate.inflight.clear()
@@ -146,8 +143,12 @@ def test_the_wait_the_last_decided_call_had_is_trusted_for_the_window_asked() ->
     assert gate.recent_wait(0.1) == 0.02
 
 
-def _serve(gate: ModelGate, calls: int) -> None:
-    for _ in range(calls):
+def _serve(gate: ModelGate, clock: Clock, calls: int, seconds: float = 1.0) -> None:
+    """``calls`` calls leave the gate one after the other over the next ``seconds`` (the served rate is measured
+    from when they leave)."""
+    start = clock.now
+    for i in range(1, calls + 1):
+        clock.now = start + seconds * i / calls  # (not added up: the last one lands on the second exactly)
         gate.leave("m")
         gate.enter("m")
 
@@ -162,14 +163,12 @@ def test_a_sustained_flood_keeps_its_returns_spread_and_a_busy_server_after_it_s
     gate.enter("m")
     assert _retry_after(gate) == 1
     for _ in range(5):  # 2,000 served and 600 refused at once each second: 200 returns a second, over 3 s
-        _serve(gate, 2000)
-        clock.now += 1.0
+        _serve(gate, clock, 2000)
         waits = [_retry_after(gate) for _ in range(600)]
         assert waits == sorted(waits) and max(waits) <= 6
         assert max(Counter(waits).values()) <= 201  # a second's returns, no more, told to come back together
     for _ in range(2):  # the flood is over: the server is busy, refusing a few a second
-        _serve(gate, 2000)
-        clock.now += 1.0
+        _serve(gate, clock, 2000)
         waits = [_retry_after(gate) for _ in range(5)]
     assert waits == [1] * 5
 
@@ -181,13 +180,36 @@ def test_refusals_that_come_together_as_the_window_turns_are_spread_as_any() -> 
     gate = ModelGate(max_inflight=1, clock=clock)
     gate.enter("m")
     assert _retry_after(gate) == 1
-    _serve(gate, 2000)
-    clock.now += 1.0
+    _serve(gate, clock, 2000)
     assert _retry_after(gate) == 1  # the window turns: 2,000 served a second, 200 returns a second
-    _serve(gate, 2000)
-    clock.now += 0.99
+    _serve(gate, clock, 2000, 0.99)
     waits = []
     for _ in range(2000):  # 2,000 refusals in 20 ms, the window turning halfway
         clock.now += 0.00001
         waits.append(_retry_after(gate))
     assert waits == sorted(waits) and max(Counter(waits).values()) <= 201 and max(waits) == 10
+
+
+def test_a_floods_first_refusals_are_spread_at_the_rate_served_before_it() -> None:
+    """The served rate is measured as calls leave, so it is known at a flood's first refusal: refused clients
+    are spread at a tenth of it from the start, not at the 20 a second of a model that served nothing (which told
+    the first second's refusals of a flood of 640 clients to come back up to 22 s later)."""
+    clock = Clock(100.0)
+    gate = ModelGate(max_inflight=1, clock=clock)
+    gate.enter("m")
+    _serve(gate, clock, 2000)  # 2,000 calls a second, and no refusal yet
+    waits = [_retry_after(gate) for _ in range(600)]
+    assert waits == sorted(waits) and max(Counter(waits).values()) <= 201 and max(waits) <= 3
+
+
+def test_quiet_time_is_not_taken_for_slow_serving() -> None:
+    """A window of the served rate ends where the model went idle: after a quiet spell, the rate is still what
+    the model served while busy."""
+    clock = Clock(100.0)
+    gate = ModelGate(max_inflight=1, clock=clock)
+    gate.enter("m")
+    _serve(gate, clock, 2000)
+    clock.now += 10.0  # quiet
+    _serve(gate, clock, 100, 0.05)  # busy again for 50 ms
+    waits = [_retry_after(gate) for _ in range(600)]
+    assert max(Counter(waits).values()) <= 201 and max(waits) <= 3

@@ -36,12 +36,53 @@ RETURN_SHARE = 0.1
 MIN_RETURNS_PER_S = 20.0
 #: the longest ``Retry-After`` a refusal carries
 MAX_RETRY_AFTER_S = 30
+#: a model none of whose calls left its gate for this long was idle: the served rate is not measured across it
+IDLE_S = 0.25
+
+
+class Served:
+    """One model's served rate: calls that left its gate a second, over windows of a second, or less where the
+    model went idle (no call left for ``IDLE_S``) and the window ends there. Measured as calls leave, not as
+    refusals come: the schedule of returns needs it at a flood's first refusal, and a window that spanned the
+    quiet before a flood would take the model for a slow one. (Measured between refusals, it was unknown at the
+    first ones, which were booked at ``MIN_RETURNS_PER_S``: up to 22 s ahead for a flood of 640 clients;
+    docs/overload-log.md.)"""
+
+    __slots__ = ("count", "last", "rate", "start")
+
+    def __init__(self, now: float) -> None:
+        self.start = now  # the window being counted
+        self.count = 0
+        self.last = now  # the last call that left
+        self.rate = 0.0  # the last whole window's rate (0: none yet)
+
+    def left(self, now: float) -> None:
+        if now - self.last > IDLE_S:  # idle since the last: the window ends there, a new one starts
+            self._close(self.last)
+            self.start, self.count = now, 0
+        elif now - self.start >= 1.0:
+            self._close(now)
+            self.start, self.count = now, 0
+        self.count += 1
+        self.last = now
+
+    def _close(self, end: float) -> None:
+        span = end - self.start
+        if span >= 0.1:  # (a shorter one says little: a batch or two)
+            self.rate = self.count / span
+
+    def per_s(self) -> float:
+        """The last window's rate; before one, the window so far's, once it spans a tenth of a second."""
+        if self.rate:
+            return self.rate
+        span = self.last - self.start
+        return self.count / span if span >= 0.1 else 0.0
 
 
 class Returns:
     """When one model's refused clients are told to come back: each refusal books the next place in a schedule
-    of ``max(RETURN_SHARE x served rate, MIN_RETURNS_PER_S)`` returns a second, starting now. The served rate is
-    measured from the calls that left the gate, over the time between refusals at least a second apart.
+    of ``max(RETURN_SHARE x served rate, MIN_RETURNS_PER_S)`` returns a second, starting now (the served rate:
+    ``Served``). The refusals are counted over windows between refusals at least a second apart.
 
     The schedule holds at most the places of the refusals of the last such window and of this one: places booked
     before that are forgotten, whether their clients still wait or have gone. Without that bound a flood books the
@@ -53,24 +94,21 @@ class Returns:
     ``MAX_RETRY_AFTER_S``): refusals that come together (a burst, the first ones after the window turns) are
     spread over the schedule, not all told to come back together at the bound."""
 
-    __slots__ = ("booked", "counted", "rate", "refused", "refused_rate", "since")
+    __slots__ = ("booked", "refused", "refused_rate", "since")
 
-    def __init__(self, now: float, served: int) -> None:
+    def __init__(self, now: float) -> None:
         self.booked = now  # the last booked return
-        self.since = now  # the start of the window of the served and refused rates
-        self.counted = served  # calls served when that window started
-        self.rate = 0.0  # calls served a second, as last measured
+        self.since = now  # the start of the window of the refused rate
         self.refused = 0  # refusals in this window
         self.refused_rate = 0.0  # refusals a second in the last window
 
-    def retry_after(self, now: float, served: int, at_least: int) -> int:
+    def retry_after(self, now: float, served_per_s: float, at_least: int) -> int:
         elapsed = now - self.since
         if elapsed >= 1.0:
-            self.rate = (served - self.counted) / elapsed
             self.refused_rate = self.refused / elapsed
-            self.since, self.counted, self.refused = now, served, 0
+            self.since, self.refused = now, 0
         self.refused += 1
-        step = 1.0 / max(RETURN_SHARE * self.rate, MIN_RETURNS_PER_S)
+        step = 1.0 / max(RETURN_SHARE * served_per_s, MIN_RETURNS_PER_S)
         # booked no further than the longest Retry-After (a flood refused beyond it is told that anyway), nor than
         # the places the last window's refusals and this one's take (see the class's docstring): a sum, not the
         # larger of the two, so that the bound moves a place on with each refusal, as the booking does, and
@@ -87,8 +125,9 @@ class ModelGate:
         self.max_inflight = max_inflight
         self.max_queue_s = max_queue_s
         self.inflight: dict[str, int] = {}
-        # calls that left the gate, per model name (the served rate of ``Returns``); names are the operator's, few
-        self.served: dict[str, int] = {}
+        # calls that left the gate, per model name, as a rate (``Served``, for ``Returns``); names are the
+        # operator's, few
+        self.served: dict[str, Served] = {}
         self.returns: dict[str, Returns] = {}
         self.clock = clock
         #: whether the last call decided was refused: while it is, a front end may ask ``refusal`` of every model
@@ -102,11 +141,12 @@ class ModelGate:
     def retry_after(self, model: str, at_least: int) -> dict[str, str]:
         """The ``Retry-After`` header for one refusal of ``model``: its next place in the schedule of returns."""
         now = self.clock()
-        served = self.served.get(model, 0)
+        served = self.served.get(model)
         returns = self.returns.get(model)
         if returns is None:
-            returns = self.returns[model] = Returns(now, served)
-        return {"retry-after": str(returns.retry_after(now, served, at_least))}
+            returns = self.returns[model] = Returns(now)
+        rate = 0.0 if served is None else served.per_s()
+        return {"retry-after": str(returns.retry_after(now, rate, at_least))}
 
     def enter(
         self,
@@ -171,4 +211,8 @@ class ModelGate:
             self.inflight[model] = left
         else:
             del self.inflight[model]  # a name nobody serves leaves nothing behind
-        self.served[model] = self.served.get(model, 0) + 1
+        now = self.clock()
+        served = self.served.get(model)
+        if served is None:
+            served = self.served[model] = Served(now)
+        served.left(now)
