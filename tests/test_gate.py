@@ -213,3 +213,33 @@ def test_quiet_time_is_not_taken_for_slow_serving() -> None:
     _serve(gate, clock, 100, 0.05)  # busy again for 50 ms
     waits = [_retry_after(gate) for _ in range(600)]
     assert max(Counter(waits).values()) <= 201 and max(waits) <= 3
+
+
+def test_a_model_whose_batches_take_longer_than_the_idle_gap_is_measured() -> None:
+    """Calls that leave together every 0.3 s, with the next batch in flight meanwhile, are a model serving, not
+    one idle between its calls: 512 a batch is about 1,700 a second, 170 returns a second."""
+    clock = Clock(100.0)
+    gate = ModelGate(max_inflight=1024, clock=clock)
+    for _ in range(1024):
+        gate.enter("m")
+    for _ in range(5):
+        clock.now += 0.3
+        for _ in range(512):
+            gate.leave("m")
+            gate.enter("m")
+    waits = [_retry_after(gate) for _ in range(510)]
+    assert waits == sorted(waits) and max(Counter(waits).values()) <= 171 and max(waits) == 3
+
+
+def test_a_quiet_spell_with_a_call_held_in_flight_is_not_taken_for_slow_serving() -> None:
+    """A call held over the quiet (a slow body) keeps the gate from emptying, but a gap of over a second is idle
+    all the same."""
+    clock = Clock(100.0)
+    gate = ModelGate(max_inflight=2, clock=clock)
+    gate.enter("m")
+    gate.enter("m")  # held until after the quiet
+    _serve(gate, clock, 2000)
+    clock.now += 10.0
+    _serve(gate, clock, 100, 0.05)
+    waits = [_retry_after(gate) for _ in range(600)]
+    assert max(Counter(waits).values()) <= 201 and max(waits) <= 3

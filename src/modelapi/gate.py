@@ -42,22 +42,28 @@ IDLE_S = 0.25
 
 class Served:
     """One model's served rate: calls that left its gate a second, over windows of a second, or less where the
-    model went idle (no call left for ``IDLE_S``) and the window ends there. Measured as calls leave, not as
+    model went idle (no call left for ``IDLE_S``, with none left in flight, or for over a second) and the window
+    ends there. Measured as calls leave, not as
     refusals come: the schedule of returns needs it at a flood's first refusal, and a window that spanned the
     quiet before a flood would take the model for a slow one. (Measured between refusals, it was unknown at the
     first ones, which were booked at ``MIN_RETURNS_PER_S``: up to 22 s ahead for a flood of 640 clients;
     docs/overload-log.md.)"""
 
-    __slots__ = ("count", "last", "rate", "start")
+    __slots__ = ("count", "emptied", "last", "rate", "start")
 
     def __init__(self, now: float) -> None:
         self.start = now  # the window being counted
         self.count = 0
         self.last = now  # the last call that left
+        self.emptied = True  # whether it left none in flight
         self.rate = 0.0  # the last whole window's rate (0: none yet)
 
-    def left(self, now: float) -> None:
-        if now - self.last > IDLE_S:  # idle since the last: the window ends there, a new one starts
+    def left(self, now: float, inflight: int) -> None:
+        gap = now - self.last
+        # idle since the last: the window ends there, a new one starts. Not while calls were in flight: a batch
+        # that runs longer than IDLE_S is serving, and its calls leave together (unless a second passed: a call
+        # held that long, e.g. reading a slow body, is not taken for serving)
+        if gap > IDLE_S and (self.emptied or gap > 1.0):
             self._close(self.last)
             self.start, self.count = now, 0
         elif now - self.start >= 1.0:
@@ -65,6 +71,7 @@ class Served:
             self.start, self.count = now, 0
         self.count += 1
         self.last = now
+        self.emptied = not inflight
 
     def _close(self, end: float) -> None:
         span = end - self.start
@@ -215,4 +222,4 @@ class ModelGate:
         served = self.served.get(model)
         if served is None:
             served = self.served[model] = Served(now)
-        served.left(now)
+        served.left(now, left)
