@@ -43,11 +43,10 @@ IDLE_S = 0.25
 class Served:
     """One model's served rate: calls that left its gate a second, over windows of a second, or less where the
     model went idle (no call left for ``IDLE_S``, with none left in flight, or for over a second) and the window
-    ends there. Measured as calls leave, not as
-    refusals come: the schedule of returns needs it at a flood's first refusal, and a window that spanned the
-    quiet before a flood would take the model for a slow one. (Measured between refusals, it was unknown at the
-    first ones, which were booked at ``MIN_RETURNS_PER_S``: up to 22 s ahead for a flood of 640 clients;
-    docs/overload-log.md.)"""
+    ends there. Measured as calls leave, not as refusals come: the schedule of returns needs it at a flood's first
+    refusal, and a window that spanned the quiet before a flood would take the model for a slow one. (Measured
+    between refusals, it was unknown at the first ones, which were booked at ``MIN_RETURNS_PER_S``: up to 22 s
+    ahead for a flood of 640 clients; docs/overload-log.md.)"""
 
     __slots__ = ("count", "emptied", "last", "rate", "start")
 
