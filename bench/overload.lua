@@ -53,32 +53,26 @@ function delay()
    return ms
 end
 
-function done(summary, latency, requests)
+-- a per-thread table of counts (statuses, Retry-After values), summed over the threads, as JSON members
+local function summed(name)
    local total = {}
    for _, thread in ipairs(threads) do
-      for status, n in pairs(thread:get("statuses")) do
-         total[status] = (total[status] or 0) + n
+      for key, n in pairs(thread:get(name)) do
+         total[key] = (total[key] or 0) + n
       end
    end
    local parts = {}
-   for status, n in pairs(total) do
-      table.insert(parts, string.format('"%d": %d', status, n))
+   for key, n in pairs(total) do
+      table.insert(parts, string.format('"%d": %d', key, n))
    end
-   local given = {}
-   for _, thread in ipairs(threads) do
-      for seconds, n in pairs(thread:get("retry_after")) do
-         given[seconds] = (given[seconds] or 0) + n
-      end
-   end
-   local waits_given = {}
-   for seconds, n in pairs(given) do
-      table.insert(waits_given, string.format('"%d": %d', seconds, n))
-   end
+   return table.concat(parts, ", ")
+end
+
+function done(summary, latency, requests)
    local e = summary.errors
    io.write(string.format(
       'WRK_JSON {"requests": %d, "duration_us": %d, "errors_connect": %d, "errors_read": %d, "errors_write": %d, '
       .. '"errors_timeout": %d, "p50_us": %d, "p99_us": %d, "max_us": %d, "statuses": {%s}, "retry_after": {%s}}\n',
       summary.requests, summary.duration, e.connect, e.read, e.write, e.timeout,
-      latency:percentile(50), latency:percentile(99), latency.max, table.concat(parts, ", "),
-      table.concat(waits_given, ", ")))
+      latency:percentile(50), latency:percentile(99), latency.max, summed("statuses"), summed("retry_after")))
 end
