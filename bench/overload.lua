@@ -3,11 +3,13 @@
 -- wrk -s bench/overload.lua URL -- BODY_FILE CONTENT_TYPE [honour]
 -- honour: a connection answered 503 or 429 waits its Retry-After plus a random 0-50 % more before its next
 -- request, as docs/overload.md asks of clients (and modelapi's own client does): without the jitter, clients
--- refused together come back together, a second later, as one burst. wrk's Lua state is per thread, not per connection: response() runs for the answer a
--- connection read and delay() for the next connection about to write, and several answers may be read before
--- the first of those writes. Each refusal's wait is queued and the next writes take one each, so every
--- refusal makes one connection wait (not always the refused one); a single variable would drop the waits of
--- refusals read together and let those clients retry at once.
+-- refused together come back together, a second later, as one burst. wrk's Lua state is per thread, not per
+-- connection: response() runs for the answer a connection read and delay() for the next connection about to
+-- write, and several answers may be read before the first of those writes. So every answer's wait is queued (0
+-- for a success) and each write takes the oldest: wrk registers a connection's next write as it reads its
+-- answer, and the writes come in that order, so each connection takes its own answer's wait. (Queuing the
+-- refusals' waits alone, a served connection whose write came first took a refused one's wait, and that one
+-- retried at once: after a burst of refusals, the served clients slept too. docs/overload-log.md, 2026-12-06.)
 
 local threads = {}
 
@@ -31,15 +33,17 @@ end
 
 function response(status, headers, body)
    statuses[status] = (statuses[status] or 0) + 1
+   local wait = 0
    if status == 503 or status == 429 then
       local given = tonumber(headers["retry-after"] or headers["Retry-After"])
       if given then
          retry_after[given] = (retry_after[given] or 0) + 1
       end
-      if honour then
-         last = last + 1
-         waits[last] = (given or 1) * 1000 * (1 + 0.5 * math.random())
-      end
+      wait = (given or 1) * 1000 * (1 + 0.5 * math.random())
+   end
+   if honour then
+      last = last + 1
+      waits[last] = wait
    end
 end
 

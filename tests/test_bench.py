@@ -1,6 +1,7 @@
 """The bench's own logic, with its servers, wrk and /proc faked (no bench runs here): bench/paired.py's rounds
 (the order of a round's cells, each target's pairs from one round, the other load of every cell), bench/run.py's
-options, and the verdict of part B of bench/scaling.py (bench/gpu_batching.py)."""
+options, and the verdict of part B of bench/scaling.py (bench/gpu_batching.py); the socket floor, and the
+overload cell's wrk script against a small server of the test's own."""
 
 from __future__ import annotations
 
@@ -322,3 +323,71 @@ def test_a_rounds_table_shows_the_retry_after_answered_and_the_cpu_over_time_of_
     assert "1920 connections, Retry-After answered: 1 s: 100" in text
     assert "640 connections, the server's CPU each 0.5 s: 100% 100% 60% 40% 100%" in text
     assert "1920 connections, the server's CPU each" not in text and "64 connections, the server's CPU" not in text
+
+
+def test_the_overload_scripts_clients_each_wait_their_own_retry_after(tmp_path: Path) -> None:
+    """wrk with bench/overload.lua's ``honour``, against a server that refuses a random half of its requests with
+    ``Retry-After: 1``, many answers at once: a connection refused waits 1-1.5 s before its next request, and one
+    served sends its next at once (wrk's Lua state is per thread, so the script pairs waits with answers in the
+    order wrk reads them: a served client sleeping on another's refusal hid a burst's idle core as the clients'
+    doing, not the server's)."""
+    import asyncio
+    import os
+    import random
+    import shutil
+    import subprocess
+    import time
+
+    from bench.overload import SCRIPT
+
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("wrk is required in CI (.ci/run installs it)")
+        pytest.skip("wrk is not installed (apt-get install -y wrk)")
+    body = tmp_path / "body.json"
+    body.write_text("{}")
+    # each answer's status, and the time from it to the next request on its connection
+    gaps: list[tuple[int, float]] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        answered: tuple[int, float] | None = None
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, ConnectionError):
+                break
+            now = time.monotonic()
+            if answered is not None:
+                gaps.append((answered[0], now - answered[1]))
+            lines = head.lower().split(b"\r\n")
+            length = next((int(line.split(b":")[1]) for line in lines if line.startswith(b"content-length")), 0)
+            await reader.readexactly(length)
+            # answers go out together: each request is answered after a short pause shared by many connections,
+            # as a server's batch is
+            await asyncio.sleep(0.02 - (time.monotonic() % 0.02))
+            status = random.choice((200, 503))
+            extra = b"retry-after: 1\r\n" if status == 503 else b""
+            writer.write(b"HTTP/1.1 %d X\r\ncontent-length: 0\r\n%s\r\n" % (status, extra))
+            answered = (status, time.monotonic())
+        writer.close()
+
+    async def main() -> subprocess.CompletedProcess[str]:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        cmd = [wrk, "-t", "1", "-c", "64", "-d", "4s", "-s", str(SCRIPT), f"http://127.0.0.1:{port}/", "--"]
+        proc = await asyncio.create_subprocess_exec(
+            *cmd, str(body), "application/json", "honour", stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        out, err = await proc.communicate()
+        server.close()
+        return subprocess.CompletedProcess(cmd, proc.returncode or 0, out.decode(), err.decode())
+
+    done = asyncio.run(main())
+    assert done.returncode == 0 and "WRK_JSON" in done.stdout, done.stderr
+    after_refusal = [gap for status, gap in gaps if status == 503]
+    after_success = [gap for status, gap in gaps if status == 200]
+    assert len(after_refusal) > 50 and len(after_success) > 50
+    # 1-1.5 s (the jitter), and a loaded machine's lateness; 0, and that lateness
+    assert all(0.95 <= gap <= 2.0 for gap in after_refusal), sorted(after_refusal)[:5]
+    assert all(gap < 0.5 for gap in after_success), sorted(after_success)[-5:]
