@@ -152,12 +152,14 @@ class DataPlane:
         principal = ctx.principal
         return [n for n in self.repository.names() if principal is None or principal.can_use(n)]
 
-    def shed(self) -> Shed | None:
+    def shed(self, waited_s: float = 0.0) -> Shed | None:
         """A refusal for a call arriving now that a front end can give before it reads the request (for HTTP, in
         the protocol, before any of the app runs): only while the gate's last decision was a refusal, and only
         when every version of every ready model would refuse it on its head now, so the answer says nothing of
         which models exist (it may come before authentication); else ``None`` (one attribute read while the gate
-        admits). Its ``Retry-After`` is booked in the schedule of returns only when the refusal is given
+        admits). ``waited_s``: how long the call has waited since its head arrived (a head read under a flood
+        waits its turn: ``http/pacing.py``), counted against the queue-time budget as the gate counts it. Its
+        ``Retry-After`` is booked in the schedule of returns only when the refusal is given
         (``gate.retry_after(shed.schedule, shed.at_least)``): a request the front end hands on instead (an early
         retry, which the app holds and then admits or refuses itself) books no place of its own."""
         gate = self.gate
@@ -167,17 +169,12 @@ class DataPlane:
         names = repository.ready_names()
         refused: tuple[str, int] | None = None
         for name in names:
-            if not gate.inflight.get(name):
-                gate.refusing = False  # nothing in flight: the model is idle, whatever the last call waited
-                return None
             for handle in repository.entry(name).serving.values():
                 batcher = handle.batcher
                 answer = batcher.expected_answer(batcher.arriving) if batcher is not None else 0.0
-                budget = handle.max_queue_s if handle.max_queue_s is not None else gate.max_queue_s
-                # a head read now waits about as long as the last call decided did, before it is decided; that
-                # wait is trusted for one budget's time, after which a call goes through to measure it again
-                lag = gate.recent_wait(budget) if budget is not None else 0.0
-                refused = gate.refusal(name, handle.max_inflight, handle.max_queue_s, answer, lag, estimated=True)
+                # the head's own wait, not an estimate: a head read at once after a flood's backlog (a client
+                # coming back as its answer arrives) is not refused for the wait of those read before it
+                refused = gate.refusal(name, handle.max_inflight, handle.max_queue_s, answer, waited_s)
                 if refused is None:
                     gate.refusing = False  # a call would be admitted: the next ones go to the gate itself
                     return None

@@ -139,10 +139,6 @@ class ModelGate:
         #: whether the last call decided was refused: while it is, a front end may ask ``refusal`` of every model
         #: before reading a request (``DataPlane.shed``); the next admission clears it
         self.refusing = False
-        # the wait since its head of the last call decided, and when: what a head arriving now may expect to wait
-        # before the data plane sees it (the event loop's lag under a flood)
-        self._lag = 0.0
-        self._lag_at = 0.0
 
     def retry_after(self, model: str, at_least: int) -> dict[str, str]:
         """The ``Retry-After`` header for one refusal of ``model``: its next place in the schedule of returns."""
@@ -165,7 +161,6 @@ class ModelGate:
         """Count one more call into ``model``, or raise ``Overloaded`` at its in-flight limit or when
         ``waited_s`` (since the request's head arrived) plus ``expected_s`` (until its batch has run) is over the
         queue-time budget (``limit``, ``max_queue_s`` override the gate's own, e.g. from the model's model.toml)."""
-        self._lag, self._lag_at = waited_s, self.clock()
         refused = self.refusal(model, limit, max_queue_s, expected_s, waited_s)
         if refused is not None:
             self.refusing = True
@@ -174,11 +169,6 @@ class ModelGate:
         self.refusing = False
         self.inflight[model] = count + 1 if (count := self.inflight.get(model)) else 1
 
-    def recent_wait(self, within_s: float) -> float:
-        """The wait since its head of the last call decided, if it was decided within ``within_s``, else 0: what
-        a head arriving now may expect to wait before it is decided (a front end asking before it reads)."""
-        return self._lag if self.clock() - self._lag_at <= within_s else 0.0
-
     def refusal(
         self,
         model: str,
@@ -186,10 +176,9 @@ class ModelGate:
         max_queue_s: float | None = None,
         expected_s: float = 0.0,
         waited_s: float = 0.0,
-        estimated: bool = False,
     ) -> tuple[str, int] | None:
         """Why ``enter`` would refuse a call now, and the least ``Retry-After`` for it; ``None`` if it would not.
-        ``estimated``: ``waited_s`` is ``recent_wait``'s, for a call not read yet. Changes nothing."""
+        Changes nothing."""
         count = self.inflight.get(model, 0)
         cap = self.max_inflight if limit is None else limit
         if count >= cap:
@@ -197,13 +186,7 @@ class ModelGate:
             return detail, OVERLOADED_RETRY_AFTER_S
         budget = self.max_queue_s if max_queue_s is None else max_queue_s
         if budget is not None and waited_s + expected_s > budget:
-            waited = (
-                ""
-                if waited_s < 0.0005
-                else f" after the {waited_s * 1000:.0f} ms requests now wait to be read"
-                if estimated
-                else f" after the {waited_s * 1000:.0f} ms it waited to be read"
-            )
+            waited = "" if waited_s < 0.0005 else f" after the {waited_s * 1000:.0f} ms it waited to be read"
             detail = (
                 f"model '{model}' would answer this request in about {expected_s * 1000:.0f} ms{waited}, more than "
                 f"the queue-time limit of {budget * 1000:g} ms (max_queue_ms); retry shortly"

@@ -1,11 +1,12 @@
 """Request heads taken a slice at a time under a flood (http/pacing.py), in process.
 
 ``Pacing`` alone, on a clock the test moves (the module's ``time``): heads one at a time are taken at once, a run
-longer than a slice defers the rest, in order, and one callback per turn of the loop takes a slice of them until
-none wait. Then modelapi's protocol with pacing on (tests/helpers/wire.py), in front of the server's app: a
-deferred request is answered as any other once taken, its body and pipelined requests with it, while a GET on
-another connection is answered at once; a connection that closes, keeps sending or idles past its keep-alive while
-it waits breaks nothing, nor does the server's shutdown; a deferred head's queue time counts from its read.
+longer than a slice defers the rest, and one callback per turn of the loop takes a slice of them, the newest first
+(the oldest first once they have waited ``oldest_first_s``), until none wait. Then modelapi's protocol with pacing
+on (tests/helpers/wire.py), in front of the server's app: a deferred request is answered as any other once taken,
+its body and pipelined requests with it, while a GET on another connection is answered at once; a connection that
+closes, keeps sending or idles past its keep-alive while it waits breaks nothing, nor does the server's shutdown; a
+deferred head's queue time counts from its read.
 tests/e2e/test_pacing.py floods the real server.
 """
 
@@ -115,7 +116,7 @@ def names(prefix: str, n: int) -> list[str]:
 
 
 def waiting(pacing: Pacing) -> list[str]:
-    return [head.name for head in pacing.waiting]  # type: ignore[attr-defined]
+    return [head.name for head, _ in pacing.waiting]  # type: ignore[attr-defined]
 
 
 def test_heads_one_at_a_time_are_never_deferred(clock: Clock) -> None:
@@ -153,26 +154,30 @@ def test_a_run_longer_than_a_slice_defers_the_rest_and_later_heads_queue_behind_
         assert arrive(pacing, clock, turns, ["late"], every=0) == ["late"]
         assert waiting(pacing) == ["a4", "a5", "a6", "a7", "late"]
         await turns.next(1)
-        assert turns.batches() == [["a4", "a5", "a6", "a7", "late"]]  # taking them cost no time: all in one turn
+        # taking them cost no time: all in one turn, the newest first
+        assert turns.batches() == [["late", "a7", "a6", "a5", "a4"]]
         assert not pacing.waiting
 
     asyncio.run(main())
 
 
-def test_each_turn_takes_a_slice_of_the_waiting_heads_in_order_until_none_wait(clock: Clock) -> None:
+def test_each_turn_takes_a_slice_of_the_waiting_heads_newest_first_until_none_wait(clock: Clock) -> None:
     async def main() -> None:
         pacing, turns = Pacing(slice_s=2 * MS, gap_s=1 * MS), Turns()
         # a flood: 30 heads in one turn's reads; each costs 0.7 ms to take, so a 2 ms slice is 3 of them
         deferred = arrive(pacing, clock, turns, names("f", 30), every=0.01 * MS, cost=0.7 * MS)
         assert deferred == names("f", 30)[3:]
         await turns.next(1)
-        assert turns.batches() == [["f3", "f4", "f5"]]
-        # heads that come while the queue drains wait behind it, however long after the run began
+        assert turns.batches() == [["f29", "f28", "f27"]]
+        # heads that come while the queue drains wait too, however long after the run began, and are taken before
+        # those that have waited longer (clients coming back as their answers arrive are answered within a queue
+        # budget that the older heads have spent already)
         clock.now += 10 * MS
         assert arrive(pacing, clock, turns, ["g0", "g1"], every=0.01 * MS, cost=0.7 * MS) == ["g0", "g1"]
         await turns.next(20)
         batches = turns.batches()
-        assert [name for batch in batches for name in batch] == [*names("f", 30)[3:], "g0", "g1"]  # first in, first out
+        older = names("f", 27)[26:2:-1]  # f26 down to f3
+        assert [name for batch in batches for name in batch] == ["f29", "f28", "f27", "g1", "g0", *older]
         assert [len(b) for b in batches] == [3] * 9 + [2]  # a slice a turn, turn after turn
         first = turns.taken[0][0]
         assert sorted({turn for turn, _ in turns.taken}) == list(range(first, first + len(batches)))  # no turn missed
@@ -181,14 +186,29 @@ def test_each_turn_takes_a_slice_of_the_waiting_heads_in_order_until_none_wait(c
     asyncio.run(main())
 
 
+def test_heads_that_have_waited_oldest_first_s_are_taken_before_newer_ones_in_their_order(clock: Clock) -> None:
+    """Newest first alone could leave the oldest waiting for as long as new heads keep coming, until their clients
+    time out: a head that has waited ``oldest_first_s`` goes first."""
+
+    async def main() -> None:
+        pacing, turns = Pacing(slice_s=2 * MS, gap_s=1 * MS, oldest_first_s=50 * MS), Turns()
+        assert arrive(pacing, clock, turns, names("o", 8), every=0.01 * MS, cost=0.7 * MS) == names("o", 8)[3:]
+        clock.now += 60 * MS  # the loop was held: o3-o7 have waited past 50 ms
+        assert arrive(pacing, clock, turns, ["n0", "n1"], every=0.01 * MS, cost=0.7 * MS) == ["n0", "n1"]
+        await turns.next(5)
+        assert turns.batches() == [["o3", "o4", "o5"], ["o6", "o7", "n1"], ["n0"]]
+
+    asyncio.run(main())
+
+
 def test_a_turn_takes_at_least_one_head_however_long_it_takes(clock: Clock) -> None:
     async def main() -> None:
         pacing, turns = Pacing(slice_s=2 * MS, gap_s=1 * MS), Turns()
         assert arrive(pacing, clock, turns, names("s", 8), every=0.1 * MS, cost=0.7 * MS) == names("s", 8)[3:]
-        for head in pacing.waiting:
+        for head, _ in pacing.waiting:
             head.cost = 5 * MS  # type: ignore[attr-defined]  # each takes more than a slice
         await turns.next(10)
-        assert turns.batches() == [[n] for n in names("s", 8)[3:]]
+        assert turns.batches() == [[n] for n in reversed(names("s", 8)[3:])]
 
     asyncio.run(main())
 
@@ -201,7 +221,7 @@ def test_after_the_queue_empties_the_flood_goes_on_being_paced_and_a_later_lull_
         pacing, turns = Pacing(slice_s=2 * MS, gap_s=1 * MS), Turns()
         assert len(arrive(pacing, clock, turns, names("a", 12), every=0, cost=0.9 * MS)) == 9  # a0-a2 taken
         await turns.next(5)
-        assert turns.batches() == [["a3", "a4", "a5"], ["a6", "a7", "a8"], ["a9", "a10", "a11"]]
+        assert turns.batches() == [["a11", "a10", "a9"], ["a8", "a7", "a6"], ["a5", "a4", "a3"]]
         assert not pacing.waiting
         # the next turn's reads, right after the slice that emptied the queue: the run goes on
         assert arrive(pacing, clock, turns, ["b0"], every=0, cost=0.9 * MS) == ["b0"]
@@ -212,7 +232,7 @@ def test_after_the_queue_empties_the_flood_goes_on_being_paced_and_a_later_lull_
         clock.now += 5 * MS
         deferred = arrive(pacing, clock, turns, names("d", 40), every=0.2 * MS, cost=0.1 * MS)
         assert deferred == names("d", 40)[7:]  # 0.3 ms a head: d0-d6 in the run's first 2 ms
-        for head in pacing.waiting:
+        for head, _ in pacing.waiting:
             head.cost = 0.15 * MS  # type: ignore[attr-defined]
         await turns.next(4)
         assert [len(b) for b in turns.batches()[4:]] == [14, 14, 5]  # 2 ms slices of 0.15 ms heads
@@ -337,7 +357,7 @@ def test_a_deferred_post_is_answered_once_taken_with_its_body_whole_or_split() -
         async with serving(pacing) as server:
             conn = server.connect()
             conn.feed(post(seconds=0.001))
-            assert list(pacing.waiting) == [conn.protocol] and server.started == [] and conn.wire.writes == []
+            assert [c for c, _ in pacing.waiting] == [conn.protocol] and server.started == [] and conn.wire.writes == []
             (answer,) = await conn.answers()
             assert seconds_of(answer) == [0.001]
             request = post(seconds=0.002)
@@ -348,7 +368,7 @@ def test_a_deferred_post_is_answered_once_taken_with_its_body_whole_or_split() -
             ):
                 for part in parts:
                     conn.feed(part)
-                assert list(pacing.waiting) == [conn.protocol]
+                assert [c for c, _ in pacing.waiting] == [conn.protocol]
                 (answer,) = await conn.answers()
                 assert seconds_of(answer) == [0.002]
             for split in (20, in_body):  # the rest read after the request was taken
@@ -373,7 +393,7 @@ def test_pipelined_requests_keep_their_order() -> None:
             several = server.connect()
             for request in requests:  # in packets of their own, each read while the first waits
                 several.feed(request)
-            assert list(pacing.waiting) == [one.protocol, several.protocol]
+            assert [c for c, _ in pacing.waiting] == [one.protocol, several.protocol]
             for conn in (one, several):
                 answers = await conn.answers(4)
                 assert seconds_of(answers[0]) == [0.001] and answers[1].json() == {"live": True}
@@ -383,7 +403,7 @@ def test_pipelined_requests_keep_their_order() -> None:
             conn.feed(post(seconds=0.05))
             await taken(pacing)
             conn.feed(post(seconds=0.001))
-            assert list(pacing.waiting) == [conn.protocol]
+            assert [c for c, _ in pacing.waiting] == [conn.protocol]
             first, second = await conn.answers(2)
             assert seconds_of(first) == [0.05] and seconds_of(second) == [0.001]
 

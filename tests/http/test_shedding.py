@@ -532,7 +532,7 @@ def test_a_request_decided_on_its_head_is_decided_again_when_it_runs() -> None:
             async def app(scope: Any, receive: Any, send: Any) -> None:
                 handed.append(scope["path"])
 
-            refuse = server.shedding.app_for(b"POST", INFER.encode(), app)
+            refuse = server.shedding.app_for(b"POST", INFER.encode(), app, time.monotonic())
             assert refuse is not None
             server.room()
             scope = {"type": "http", "method": "POST", "path": INFER, "headers": [], "client": ("127.0.0.1", 1)}
@@ -608,7 +608,7 @@ async def refused_body_connection(server: Server, path: str, head: bytes) -> Con
         pacing = Pacing(slice_s=0.0)
         conn = server.connect(pacing=pacing)
         conn.feed(head)
-        assert list(pacing.waiting) == [conn.protocol]
+        assert [c for c, _ in pacing.waiting] == [conn.protocol]
         (shed,) = await conn.answers()
         assert conn.protocol.cycle is None  # no cycle ran it
     elif path == "direct":
@@ -953,7 +953,7 @@ def test_a_refused_head_waiting_its_turn_at_shutdown_is_answered_then_its_connec
             pacing = Pacing(slice_s=0.0)
             conn = server.connect(pacing=pacing)
             conn.feed(post())
-            assert list(pacing.waiting) == [conn.protocol] and not conn.wire.writes
+            assert [c for c, _ in pacing.waiting] == [conn.protocol] and not conn.wire.writes
             conn.protocol.shutdown()  # as uvicorn's Server.shutdown does for each connection
             (shed,) = await conn.answers()
             assert shed.status == 503 and shed.headers["connection"] == "close" and conn.wire.closed
@@ -973,7 +973,7 @@ def test_heads_refused_on_their_heads_are_paced_as_requests_in_progress() -> Non
             conns = [server.connect(port=10 + i, pacing=pacing) for i in range(3)]
             for conn in conns:
                 conn.feed(post())
-            assert list(pacing.waiting) == [conn.protocol for conn in conns]
+            assert [c for c, _ in pacing.waiting] == [conn.protocol for conn in conns]
             assert not any(conn.wire.writes for conn in conns)
             for conn in conns:
                 (shed,) = await conn.answers()

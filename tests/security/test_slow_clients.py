@@ -103,10 +103,12 @@ class Refusing:
 
     def __init__(self) -> None:
         self.asked: list[tuple[bytes, bytes]] = []
+        self.arrived: list[float] = []
         self.scopes: list[dict[str, Any]] = []
 
-    def app_for(self, method: bytes, url: bytes, app: Any) -> Any:
+    def app_for(self, method: bytes, url: bytes, app: Any, arrived: float) -> Any:
         self.asked.append((method, url))
+        self.arrived.append(arrived)
         if method != b"POST" or not url.startswith(b"/refused"):
             return None
         return _Refusal(self)
@@ -152,6 +154,8 @@ def test_a_request_refused_on_its_head_is_answered_by_the_shedders_app_and_the_n
     assert served == ["/a"]
     assert shedder.asked == [(b"POST", b"/refused?x=1"), (b"GET", b"/a"), (b"POST", b"/refused?x=1")]
     assert all(s[ARRIVED] > 0 and s["path"] == "/refused" for s in shedder.scopes)  # stamped as any request
+    # each head is asked about with its arrival, the stamp its scope carries (its wait to be read counts)
+    assert [s[ARRIVED] for s in shedder.scopes] == [shedder.arrived[0], shedder.arrived[2]]
 
 
 def test_a_refusal_runs_behind_uvicorns_proxy_step_and_hands_on_to_the_servers_app_behind_it() -> None:
@@ -161,9 +165,9 @@ def test_a_refusal_runs_behind_uvicorns_proxy_step_and_hands_on_to_the_servers_a
     given: list[Any] = []
     original = shedder.app_for
 
-    def app_for(method: bytes, url: bytes, app: Any) -> Any:
+    def app_for(method: bytes, url: bytes, app: Any, arrived: float) -> Any:
         given.append(app)
-        return original(method, url, app)
+        return original(method, url, app, arrived)
 
     shedder.app_for = app_for  # type: ignore[method-assign]
 
@@ -188,8 +192,8 @@ def test_a_refusal_that_fails_on_the_head_is_run_by_a_cycle_whose_failure_uvicor
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     class Failing(Refusing):
-        def app_for(self, method: bytes, url: bytes, app: Any) -> Any:
-            refusal = super().app_for(method, url, app)
+        def app_for(self, method: bytes, url: bytes, app: Any, arrived: float) -> Any:
+            refusal = super().app_for(method, url, app, arrived)
             if refusal is not None:
                 refusal.answer = self.fail
             return refusal

@@ -10,11 +10,18 @@ and ``/v2/health/live``, whose orchestrator kills the server when it is late, wa
 ``Pacing`` bounds that: the protocol (``security/slow_clients.py``) asks it before it takes the first bytes of a
 request other than ``GET``/``HEAD`` (those, cheap to answer and the probes among them, are taken at once, as are
 a request's later bytes). While heads keep coming back to back for more than a slice (``slice_s``) the rest
-wait their turn, in order of arrival: the connection keeps its bytes unparsed, and one callback per turn of the
-loop takes the oldest for one slice. Each turn then holds at most a slice of new heads and what the slice
-before started, so a probe's answer waits a few slices, not the flood. Nothing is dropped or refused here: a
+wait their turn: the connection keeps its bytes unparsed, and one callback per turn of the loop takes a slice of
+them, the newest first. Each turn then holds at most a slice of new heads and what the
+slice before started, so a probe's answer waits a few slices, not the flood. Nothing is dropped or refused here: a
 waiting head is decided when it is taken, and its queue time counts from when it was read
 (``security/slow_clients.ARRIVED``), so the gate refuses one that has waited past ``--max-queue-ms``.
+
+Why the newest first: taken oldest first, every head behind a backlog longer than the queue budget has waited past
+it by its turn, those of clients coming back the moment their answer arrived too, so a flood's first burst ended
+with every client refused and asleep on its ``Retry-After`` while the model idled (docs/overload-log.md). Taken
+newest first, a head that just came is decided within the budget, and the older ones, refused either way, are
+taken as the slices allow. A head that has waited ``oldest_first_s`` is taken before newer ones, so that none
+waits for ever while new heads keep coming (its client would time out instead of being answered).
 
 Heads one at a time, as at low load, are taken at once: a head is part of a run only when it comes within
 ``gap_s`` of the one before while other requests are in progress.
@@ -37,12 +44,15 @@ class Paced(Protocol):
 
 class Pacing:
     """One per server process, shared by its connections; ``slice_s``: the longest run of heads taken in one turn
-    of the loop; ``gap_s``: a head this long after the one before starts a new run."""
+    of the loop; ``gap_s``: a head this long after the one before starts a new run; ``oldest_first_s``: a head
+    that has waited this long is taken before newer ones."""
 
-    def __init__(self, slice_s: float = 0.002, gap_s: float = 0.001) -> None:
+    def __init__(self, slice_s: float = 0.002, gap_s: float = 0.001, oldest_first_s: float = 1.0) -> None:
         self.slice_s = slice_s
         self.gap_s = gap_s
-        self.waiting: deque[Paced] = deque()
+        self.oldest_first_s = oldest_first_s
+        #: the connections whose heads wait, each with when it joined, oldest on the left
+        self.waiting: deque[tuple[Paced, float]] = deque()
         self._run_started = 0.0
         self._last = 0.0
         self._draining = False
@@ -53,28 +63,31 @@ class Pacing:
         progress; a head that comes when none is starts a new run (a client alone, whose next request follows
         the last answer within ``gap_s``, is never paced)."""
         waiting = self.waiting
-        if waiting:  # others came first
-            waiting.append(connection)
-            return True
         now = time.monotonic()
+        if waiting:  # others came first
+            waiting.append((connection, now))
+            return True
         if not busy or now - self._last > self.gap_s:
             self._run_started = now
         self._last = now
         if not busy or now - self._run_started < self.slice_s:
             return False
-        waiting.append(connection)
+        waiting.append((connection, now))
         if not self._draining:
             self._draining = True
             asyncio.get_running_loop().call_soon(self._drain)
         return True
 
     def _drain(self) -> None:
-        """One turn's slice of the waiting heads, the oldest first (at least one), then the rest on later turns."""
+        """One turn's slice of the waiting heads (at least one), the newest first but for those that have waited
+        ``oldest_first_s``, then the rest on later turns."""
         started = time.monotonic()
         waiting = self.waiting
+        overdue = started - self.oldest_first_s
         try:
             while waiting:
-                waiting.popleft().take_waiting()
+                connection, _ = waiting.popleft() if waiting[0][1] <= overdue else waiting.pop()
+                connection.take_waiting()
                 if time.monotonic() - started >= self.slice_s:
                     break
         finally:

@@ -152,9 +152,10 @@ class Shedding:
         dataplane = self._dataplane
         return dataplane is not None and dataplane.gate.refusing
 
-    def app_for(self, method: bytes, url: bytes, app: ASGIApp) -> Refusal | None:
+    def app_for(self, method: bytes, url: bytes, app: ASGIApp, arrived: float) -> Refusal | None:
         """The refusal of this request, when it is to be refused on its head; else ``None``. ``app``: the server's,
-        to which the refusal hands a request the app answers otherwise (an early retry, say)."""
+        to which the refusal hands a request the app answers otherwise (an early retry, say); ``arrived``: the
+        ``time.monotonic()`` its head arrived (``ARRIVED``), for its wait so far."""
         dataplane = self._dataplane
         if dataplane is None or not dataplane.gate.refusing or method != b"POST":
             return None
@@ -163,7 +164,7 @@ class Shedding:
         route = self._route(url)
         if route is None:
             return None
-        shed = dataplane.shed()
+        shed = dataplane.shed(time.monotonic() - arrived)
         if shed is None:
             return None
         return Refusal(self, dataplane, *route, app, shed)
@@ -247,7 +248,8 @@ class Refusal:
         if shedding._for_the_app(scope, declared):
             return None
         if now is None:
-            now = dataplane.shed()
+            arrived = scope.get(ARRIVED)
+            now = dataplane.shed(time.monotonic() - arrived if isinstance(arrived, float) else 0.0)
             if now is None:
                 return None
         path: str = scope["path"]

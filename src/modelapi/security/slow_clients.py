@@ -94,7 +94,9 @@ class Shedder(Protocol):
     """Asked on each request's head: its refusal there, under overload (``http/shedding.py``). ``app``: the
     server's (behind uvicorn's proxy step, which the protocol does itself), for a request the refusal hands on."""
 
-    def app_for(self, method: bytes, url: bytes, app: ASGIApp) -> Refusal | None: ...
+    def app_for(self, method: bytes, url: bytes, app: ASGIApp, arrived: float) -> Refusal | None:
+        """The refusal of the request whose head this is, or ``None``; ``arrived``: when its head arrived
+        (``ARRIVED``: a head that waited its turn has waited since)."""
 
     def refusing(self) -> bool:
         """Whether requests may be refused on their heads now (for pacing, such a head counts as work in
@@ -388,11 +390,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._forwarding is not None:
             self._forwarding.apply(scope)  # type: ignore[arg-type]
         # a head that waited its turn (pacing) arrived when the read that completed it was in
-        scope[ARRIVED] = self._read_at or time.monotonic()  # type: ignore[literal-required]
+        arrived = scope[ARRIVED] = self._read_at or time.monotonic()  # type: ignore[literal-required]
         scope[IN_PROGRESS] = self.tasks  # type: ignore[literal-required]  # its task joins them just below
         scope[CONNECTION] = self._connection_id  # type: ignore[literal-required]
         shedding = self.shedding
-        refuse = None if shedding is None else shedding.app_for(self.parser.get_method(), self.url, self.app)
+        refuse = None if shedding is None else shedding.app_for(self.parser.get_method(), self.url, self.app, arrived)
         if refuse is None:
             HttpToolsProtocol.on_headers_complete(self)
             return
