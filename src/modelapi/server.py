@@ -269,6 +269,13 @@ def serve_socket(
 
     grpc_server: GrpcServer | None = None
     shedding = Shedding()  # the protocol's refusals on the head under overload, bound to the app once it exists
+    # heads under a flood: past half the queue budget of waiting, the newest first (http/pacing.py)
+    budget_s = None if settings.max_queue_ms is None else settings.max_queue_ms / 1000
+    pacing = (
+        Pacing(settings.pacing_slice_ms / 1000, newest_first_s=None if budget_s is None else budget_s / 2)
+        if settings.pacing_slice_ms > 0
+        else None
+    )
     lifecycle = Lifecycle(
         lambda: create_app(None, settings, shared=shared, freeze_heap=True, shedding=shedding),
         prepare=lambda app: app.state.dataplane.start(),
@@ -313,7 +320,7 @@ def serve_socket(
             settings.header_timeout_s,
             settings.max_header_bytes,
             shedding,
-            Pacing(settings.pacing_slice_ms / 1000) if settings.pacing_slice_ms > 0 else None,
+            pacing,
             body_timeout_s=settings.body_timeout_s,
         ),
         h11_max_incomplete_event_size=settings.max_header_bytes,

@@ -1,12 +1,13 @@
 """Request heads taken a slice at a time under a flood (http/pacing.py), in process.
 
 ``Pacing`` alone, on a clock the test moves (the module's ``time``): heads one at a time are taken at once, a run
-longer than a slice defers the rest, and one callback per turn of the loop takes a slice of them, the newest first
-(the oldest first once they have waited ``oldest_first_s``), until none wait. Then modelapi's protocol with pacing
-on (tests/helpers/wire.py), in front of the server's app: a deferred request is answered as any other once taken,
-its body and pipelined requests with it, while a GET on another connection is answered at once; a connection that
-closes, keeps sending or idles past its keep-alive while it waits breaks nothing, nor does the server's shutdown; a
-deferred head's queue time counts from its read.
+longer than a slice defers the rest, in order, and one callback per turn of the loop takes a slice of them until
+none wait; once the oldest has waited ``newest_first_s`` the newest go first, and those that have waited
+``oldest_first_s`` before them. Then modelapi's protocol with pacing on (tests/helpers/wire.py), in front of the
+server's app: a deferred request is answered as any other once taken, its body and pipelined requests with it,
+while a GET on another connection is answered at once; a connection that closes, keeps sending or idles past its
+keep-alive while it waits breaks nothing, nor does the server's shutdown; a deferred head's queue time counts from
+its read.
 tests/e2e/test_pacing.py floods the real server.
 """
 
@@ -154,34 +155,55 @@ def test_a_run_longer_than_a_slice_defers_the_rest_and_later_heads_queue_behind_
         assert arrive(pacing, clock, turns, ["late"], every=0) == ["late"]
         assert waiting(pacing) == ["a4", "a5", "a6", "a7", "late"]
         await turns.next(1)
-        # taking them cost no time: all in one turn, the newest first
-        assert turns.batches() == [["late", "a7", "a6", "a5", "a4"]]
+        assert turns.batches() == [["a4", "a5", "a6", "a7", "late"]]  # taking them cost no time: all in one turn
         assert not pacing.waiting
 
     asyncio.run(main())
 
 
-def test_each_turn_takes_a_slice_of_the_waiting_heads_newest_first_until_none_wait(clock: Clock) -> None:
+def test_each_turn_takes_a_slice_of_the_waiting_heads_in_order_until_none_wait(clock: Clock) -> None:
     async def main() -> None:
         pacing, turns = Pacing(slice_s=2 * MS, gap_s=1 * MS), Turns()
         # a flood: 30 heads in one turn's reads; each costs 0.7 ms to take, so a 2 ms slice is 3 of them
         deferred = arrive(pacing, clock, turns, names("f", 30), every=0.01 * MS, cost=0.7 * MS)
         assert deferred == names("f", 30)[3:]
         await turns.next(1)
-        assert turns.batches() == [["f29", "f28", "f27"]]
-        # heads that come while the queue drains wait too, however long after the run began, and are taken before
-        # those that have waited longer (clients coming back as their answers arrive are answered within a queue
-        # budget that the older heads have spent already)
+        assert turns.batches() == [["f3", "f4", "f5"]]
+        # heads that come while the queue drains wait behind it, however long after the run began
         clock.now += 10 * MS
         assert arrive(pacing, clock, turns, ["g0", "g1"], every=0.01 * MS, cost=0.7 * MS) == ["g0", "g1"]
         await turns.next(20)
         batches = turns.batches()
-        older = names("f", 27)[26:2:-1]  # f26 down to f3
-        assert [name for batch in batches for name in batch] == ["f29", "f28", "f27", "g1", "g0", *older]
+        assert [name for batch in batches for name in batch] == [*names("f", 30)[3:], "g0", "g1"]  # first in, first out
         assert [len(b) for b in batches] == [3] * 9 + [2]  # a slice a turn, turn after turn
         first = turns.taken[0][0]
         assert sorted({turn for turn, _ in turns.taken}) == list(range(first, first + len(batches)))  # no turn missed
         assert not pacing.waiting
+
+    asyncio.run(main())
+
+
+def test_once_the_oldest_has_waited_newest_first_s_the_newest_are_taken_first(clock: Clock) -> None:
+    """Behind a backlog longer than the queue budget, oldest first would hand every head over with its budget spent,
+    those of clients coming back the moment their answer arrived too: past ``newest_first_s`` the newest go first,
+    and the order turns back once the oldest left has waited less."""
+
+    async def main() -> None:
+        pacing, turns = Pacing(slice_s=2 * MS, gap_s=1 * MS, newest_first_s=10 * MS), Turns()
+        assert arrive(pacing, clock, turns, names("f", 12), every=0.01 * MS, cost=0.7 * MS) == names("f", 12)[3:]
+        await turns.next(1)  # the oldest has waited about 2 ms: oldest first
+        assert turns.batches() == [["f3", "f4", "f5"]]
+        clock.now += 10 * MS  # the loop was held: f6-f11 have waited past 10 ms
+        assert arrive(pacing, clock, turns, ["g0", "g1"], every=0.01 * MS, cost=0.7 * MS) == ["g0", "g1"]
+        await turns.next(1)
+        assert turns.batches()[-1] == ["g1", "g0", "f11"]
+        await turns.next(5)
+        assert [name for batch in turns.batches()[2:] for name in batch] == ["f10", "f9", "f8", "f7", "f6"]
+        # a new backlog, younger than newest_first_s: oldest first again
+        clock.now += 50 * MS
+        assert arrive(pacing, clock, turns, names("h", 6), every=0.01 * MS, cost=0.7 * MS) == names("h", 6)[3:]
+        await turns.next(2)
+        assert turns.batches()[-1] == ["h3", "h4", "h5"]
 
     asyncio.run(main())
 
@@ -191,12 +213,14 @@ def test_heads_that_have_waited_oldest_first_s_are_taken_before_newer_ones_in_th
     time out: a head that has waited ``oldest_first_s`` goes first."""
 
     async def main() -> None:
-        pacing, turns = Pacing(slice_s=2 * MS, gap_s=1 * MS, oldest_first_s=50 * MS), Turns()
+        pacing = Pacing(slice_s=2 * MS, gap_s=1 * MS, newest_first_s=10 * MS, oldest_first_s=50 * MS)
+        turns = Turns()
         assert arrive(pacing, clock, turns, names("o", 8), every=0.01 * MS, cost=0.7 * MS) == names("o", 8)[3:]
         clock.now += 60 * MS  # the loop was held: o3-o7 have waited past 50 ms
         assert arrive(pacing, clock, turns, ["n0", "n1"], every=0.01 * MS, cost=0.7 * MS) == ["n0", "n1"]
         await turns.next(5)
-        assert turns.batches() == [["o3", "o4", "o5"], ["o6", "o7", "n1"], ["n0"]]
+        # then n0 and n1, whose oldest has waited less than newest_first_s: oldest first
+        assert turns.batches() == [["o3", "o4", "o5"], ["o6", "o7", "n0"], ["n1"]]
 
     asyncio.run(main())
 
@@ -208,7 +232,7 @@ def test_a_turn_takes_at_least_one_head_however_long_it_takes(clock: Clock) -> N
         for head, _ in pacing.waiting:
             head.cost = 5 * MS  # type: ignore[attr-defined]  # each takes more than a slice
         await turns.next(10)
-        assert turns.batches() == [[n] for n in reversed(names("s", 8)[3:])]
+        assert turns.batches() == [[n] for n in names("s", 8)[3:]]
 
     asyncio.run(main())
 
@@ -221,7 +245,7 @@ def test_after_the_queue_empties_the_flood_goes_on_being_paced_and_a_later_lull_
         pacing, turns = Pacing(slice_s=2 * MS, gap_s=1 * MS), Turns()
         assert len(arrive(pacing, clock, turns, names("a", 12), every=0, cost=0.9 * MS)) == 9  # a0-a2 taken
         await turns.next(5)
-        assert turns.batches() == [["a11", "a10", "a9"], ["a8", "a7", "a6"], ["a5", "a4", "a3"]]
+        assert turns.batches() == [["a3", "a4", "a5"], ["a6", "a7", "a8"], ["a9", "a10", "a11"]]
         assert not pacing.waiting
         # the next turn's reads, right after the slice that emptied the queue: the run goes on
         assert arrive(pacing, clock, turns, ["b0"], every=0, cost=0.9 * MS) == ["b0"]

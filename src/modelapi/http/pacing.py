@@ -11,17 +11,22 @@ and ``/v2/health/live``, whose orchestrator kills the server when it is late, wa
 request other than ``GET``/``HEAD`` (those, cheap to answer and the probes among them, are taken at once, as are
 a request's later bytes). While heads keep coming back to back for more than a slice (``slice_s``) the rest
 wait their turn: the connection keeps its bytes unparsed, and one callback per turn of the loop takes a slice of
-them, the newest first. Each turn then holds at most a slice of new heads and what the
-slice before started, so a probe's answer waits a few slices, not the flood. Nothing is dropped or refused here: a
-waiting head is decided when it is taken, and its queue time counts from when it was read
-(``security/slow_clients.ARRIVED``), so the gate refuses one that has waited past ``--max-queue-ms``.
+them, the oldest first while the oldest has waited less than ``newest_first_s``, the newest first past it. Each
+turn then holds at most a slice of new heads and what the slice before started, so a probe's answer waits a few
+slices, not the flood. Nothing is dropped or refused here: a waiting head is decided when it is taken, and its
+queue time counts from when it was read (``security/slow_clients.ARRIVED``), so the gate refuses one that has
+waited past ``--max-queue-ms``.
 
-Why the newest first: taken oldest first, every head behind a backlog longer than the queue budget has waited past
-it by its turn, those of clients coming back the moment their answer arrived too, so a flood's first burst ended
-with every client refused and asleep on its ``Retry-After`` while the model idled (docs/overload-log.md). Taken
-newest first, a head that just came is decided within the budget, and the older ones, refused either way, are
-taken as the slices allow. A head that has waited ``oldest_first_s`` is taken before newer ones, so that none
-waits for ever while new heads keep coming (its client would time out instead of being answered).
+Why the order turns (adaptive LIFO, as in Facebook's "Fail at Scale", ACM Queue 13(8), 2015): taken oldest first
+behind a backlog longer than the queue budget, every head has waited past it by its turn, those of clients coming
+back the moment their answer arrived too, so a flood's first burst ended with every client refused and asleep on
+its ``Retry-After`` while the model idled (docs/overload-log.md). Taken newest first then, a head that just came is
+decided within the budget, and the older ones, refused either way, are taken as the slices allow. While the
+backlog is shorter, oldest first spreads the wait evenly, so no head waits past the budget (newest first there
+left the oldest to go stale and be refused, and clients that retry at once lost a tenth of their answers). The
+server sets ``newest_first_s`` to half its ``--max-queue-ms``: a head taken later has little of the budget left
+for the loop's turn and its batch. A head that has waited ``oldest_first_s`` is taken before newer ones, so that
+none waits for ever while new heads keep coming (its client would time out instead of being answered).
 
 Heads one at a time, as at low load, are taken at once: a head is part of a run only when it comes within
 ``gap_s`` of the one before while other requests are in progress.
@@ -44,12 +49,20 @@ class Paced(Protocol):
 
 class Pacing:
     """One per server process, shared by its connections; ``slice_s``: the longest run of heads taken in one turn
-    of the loop; ``gap_s``: a head this long after the one before starts a new run; ``oldest_first_s``: a head
-    that has waited this long is taken before newer ones."""
+    of the loop; ``gap_s``: a head this long after the one before starts a new run; ``newest_first_s``: once the
+    oldest waiting head has waited this long, the newest are taken first (``None``: always the oldest);
+    ``oldest_first_s``: a head that has waited this long is taken before newer ones."""
 
-    def __init__(self, slice_s: float = 0.002, gap_s: float = 0.001, oldest_first_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        slice_s: float = 0.002,
+        gap_s: float = 0.001,
+        newest_first_s: float | None = None,
+        oldest_first_s: float = 1.0,
+    ) -> None:
         self.slice_s = slice_s
         self.gap_s = gap_s
+        self.newest_first_s = newest_first_s
         self.oldest_first_s = oldest_first_s
         #: the connections whose heads wait, each with when it joined, oldest on the left
         self.waiting: deque[tuple[Paced, float]] = deque()
@@ -79,14 +92,18 @@ class Pacing:
         return True
 
     def _drain(self) -> None:
-        """One turn's slice of the waiting heads (at least one), the newest first but for those that have waited
-        ``oldest_first_s``, then the rest on later turns."""
+        """One turn's slice of the waiting heads (at least one), in the order the class's docstring says, then the
+        rest on later turns."""
         started = time.monotonic()
         waiting = self.waiting
         overdue = started - self.oldest_first_s
+        # the oldest joined before this: the backlog is long, the newest go first
+        backlog = None if self.newest_first_s is None else started - self.newest_first_s
         try:
             while waiting:
-                connection, _ = waiting.popleft() if waiting[0][1] <= overdue else waiting.pop()
+                first = waiting[0][1]
+                newest = backlog is not None and overdue < first <= backlog
+                connection, _ = waiting.pop() if newest else waiting.popleft()
                 connection.take_waiting()
                 if time.monotonic() - started >= self.slice_s:
                     break
