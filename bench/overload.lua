@@ -10,6 +10,8 @@
 -- answer, and the writes come in that order, so each connection takes its own answer's wait. (Queuing the
 -- refusals' waits alone, a served connection whose write came first took a refused one's wait, and that one
 -- retried at once: after a burst of refusals, the served clients slept too. docs/overload-log.md, 2026-12-06.)
+-- The pairing assumes connections stay open: a reconnect calls delay() once more (bench/overload.py keeps the
+-- server's idle connections 60 s, past the longest Retry-After).
 
 local threads = {}
 

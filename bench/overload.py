@@ -522,7 +522,13 @@ def main(argv: list[str] | None = None) -> int:
         work = workload.build(Path(tmp), (ROWS,))
         body = work.body("v2-json", ROWS)
         ops_port = servers.free_port()  # the operations port, probed on new connections beside the main one
-        extra = ("--max-queue-ms", f"{args.max_queue_ms:g}", "--metrics-port", str(ops_port), *args.server_args.split())
+        # keep-alive past the longest wait a client may be told (MAX_RETRY_AFTER_S, plus the jitter): a connection
+        # the server closed while its client slept makes wrk reconnect, and the reconnect's extra delay() takes
+        # another answer's wait (overload.lua)
+        extra = (
+            "--max-queue-ms", f"{args.max_queue_ms:g}", "--metrics-port", str(ops_port), "--keep-alive", "60",
+            *args.server_args.split(),
+        )  # fmt: skip
         spec = servers.modelapi("modelapi overload", [work.model_path], *extra)
         ops = f"http://127.0.0.1:{ops_port}"
         RESULTS.mkdir(exist_ok=True)
@@ -551,7 +557,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": f"{os.cpu_count()} cores, server on core {SERVER_CORE}, wrk and probes on core {LOAD_CORE}; "
         f"load average before: {os.getloadavg()[0]:.2f}",
         "workload": f"V2 JSON, {ROWS} rows a request, the bench's logistic regression; --max-queue-ms "
-        f"{args.max_queue_ms:g}, --metrics-port (the operations port)"
+        f"{args.max_queue_ms:g}, --metrics-port (the operations port), --keep-alive 60 (past the longest Retry-After)"
         f"{', ' + args.server_args if args.server_args else ''}, other limits at their defaults",
     }
     text = "\n".join(f"- {k}: {v}" for k, v in meta.items())

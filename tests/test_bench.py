@@ -325,12 +325,16 @@ def test_a_rounds_table_shows_the_retry_after_answered_and_the_cpu_over_time_of_
     assert "1920 connections, the server's CPU each" not in text and "64 connections, the server's CPU" not in text
 
 
-def test_the_overload_scripts_clients_each_wait_their_own_retry_after(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("connections", "batch_s"), [(64, 0.02), (1000, 0.0)])
+def test_the_overload_scripts_clients_each_wait_their_own_retry_after(
+    tmp_path: Path, connections: int, batch_s: float
+) -> None:
     """wrk with bench/overload.lua's ``honour``, against a server that refuses a random half of its requests with
-    ``Retry-After: 1``, many answers at once: a connection refused waits 1-1.5 s before its next request, and one
-    served sends its next at once (wrk's Lua state is per thread, so the script pairs waits with answers in the
-    order wrk reads them: a served client sleeping on another's refusal hid a burst's idle core as the clients'
-    doing, not the server's)."""
+    ``Retry-After: 1``: a connection refused waits 1-1.5 s before its next request, and one served sends its next
+    at once (wrk's Lua state is per thread, so the script pairs waits with answers in the order wrk reads them: a
+    served client sleeping on another's refusal hid a burst's idle core as the clients' doing, not the server's).
+    Many answers at once (``batch_s``: answers go out together every so often, as a server's batches), and many
+    connections answered as they send (the first answers come while wrk still connects the others)."""
     import asyncio
     import os
     import random
@@ -365,7 +369,8 @@ def test_the_overload_scripts_clients_each_wait_their_own_retry_after(tmp_path: 
             await reader.readexactly(length)
             # answers go out together: each request is answered after a short pause shared by many connections,
             # as a server's batch is
-            await asyncio.sleep(0.02 - (time.monotonic() % 0.02))
+            if batch_s:
+                await asyncio.sleep(batch_s - (time.monotonic() % batch_s))
             status = random.choice((200, 503))
             extra = b"retry-after: 1\r\n" if status == 503 else b""
             writer.write(b"HTTP/1.1 %d X\r\ncontent-length: 0\r\n%s\r\n" % (status, extra))
@@ -373,12 +378,11 @@ def test_the_overload_scripts_clients_each_wait_their_own_retry_after(tmp_path: 
         writer.close()
 
     async def main() -> subprocess.CompletedProcess[str]:
-        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        server = await asyncio.start_server(handle, "127.0.0.1", 0, backlog=4096)  # as uvicorn, all connect at once
         port = server.sockets[0].getsockname()[1]
-        cmd = [wrk, "-t", "1", "-c", "64", "-d", "4s", "-s", str(SCRIPT), f"http://127.0.0.1:{port}/", "--"]
-        proc = await asyncio.create_subprocess_exec(
-            *cmd, str(body), "application/json", "honour", stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
+        cmd = [wrk, "-t", "1", "-c", str(connections), "-d", "4s", "-s", str(SCRIPT), f"http://127.0.0.1:{port}/"]
+        args = ["--", str(body), "application/json", "honour"]
+        proc = await asyncio.create_subprocess_exec(*cmd, *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         out, err = await proc.communicate()
         server.close()
         return subprocess.CompletedProcess(cmd, proc.returncode or 0, out.decode(), err.decode())

@@ -271,11 +271,7 @@ def serve_socket(
     shedding = Shedding()  # the protocol's refusals on the head under overload, bound to the app once it exists
     # heads under a flood: past half the queue budget of waiting, the newest first (http/pacing.py)
     budget_s = None if settings.max_queue_ms is None else settings.max_queue_ms / 1000
-    pacing = (
-        Pacing(settings.pacing_slice_ms / 1000, newest_first_s=None if budget_s is None else budget_s / 2)
-        if settings.pacing_slice_ms > 0
-        else None
-    )
+    pacing = Pacing.for_budget(settings.pacing_slice_ms / 1000, budget_s) if settings.pacing_slice_ms > 0 else None
     lifecycle = Lifecycle(
         lambda: create_app(None, settings, shared=shared, freeze_heap=True, shedding=shedding),
         prepare=lambda app: app.state.dataplane.start(),

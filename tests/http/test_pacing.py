@@ -63,6 +63,7 @@ class Head:
         self.clock = clock
         self.turns = turns
         self.cost = cost
+        self.gone = False  # its client closed the connection while it waited
 
     def take_waiting(self) -> None:
         self.turns.taken.append((self.turns.turn, self.name))
@@ -225,6 +226,40 @@ def test_heads_that_have_waited_oldest_first_s_are_taken_before_newer_ones_in_th
     asyncio.run(main())
 
 
+def test_the_servers_order_for_its_budget_turns_within_the_default_budget_too(clock: Clock) -> None:
+    """``Pacing.for_budget`` (what the server builds from --max-queue-ms): newest first once the oldest has waited
+    half the budget, at the default 2 s as at 20 ms, oldest first again past twice the budget; a connection closed
+    while it waited does not hold the order newest first; no budget, oldest first always."""
+
+    async def flood(pacing: Pacing, held_s: float) -> list[list[str]]:
+        turns = Turns()
+        arrive(pacing, clock, turns, names("f", 5), every=0.01 * MS, cost=0.7 * MS)  # f0-f2 taken at once
+        clock.now += held_s  # the loop was held that long
+        await turns.next(2)
+        return turns.batches()
+
+    async def main() -> None:
+        assert await flood(Pacing.for_budget(2 * MS, 2.0), 1.5) == [["f4", "f3"]]
+        assert await flood(Pacing.for_budget(2 * MS, 2.0), 0.5) == [["f3", "f4"]]
+        assert await flood(Pacing.for_budget(2 * MS, 2.0), 4.5) == [["f3", "f4"]]  # refused either way: in order
+        assert await flood(Pacing.for_budget(2 * MS, 0.02), 0.015) == [["f4", "f3"]]
+        assert await flood(Pacing.for_budget(2 * MS, None), 1.5) == [["f3", "f4"]]
+        pacing, turns = Pacing.for_budget(2 * MS, 0.02), Turns()
+        arrive(pacing, clock, turns, names("g", 5), every=0.01 * MS, cost=0.7 * MS)
+        clock.now += 0.05  # g3 and g4 have waited past the 10 ms
+        heads = [Head("h0", clock, turns, 0.7 * MS), Head("h1", clock, turns, 0.7 * MS)]
+        for head in heads:
+            assert pacing.later(head)
+        for head, _ in list(pacing.waiting)[:2]:
+            head.gone = True  # type: ignore[attr-defined]  # g3 and g4 closed while they waited
+        await turns.next(2)
+        assert turns.batches() == [["h0", "h1"]]  # the oldest left is fresh: in order
+        with pytest.raises(ValueError, match="newest_first_s"):
+            Pacing(newest_first_s=1.0, oldest_first_s=1.0)
+
+    asyncio.run(main())
+
+
 def test_a_turn_takes_at_least_one_head_however_long_it_takes(clock: Clock) -> None:
     async def main() -> None:
         pacing, turns = Pacing(slice_s=2 * MS, gap_s=1 * MS), Turns()
@@ -367,6 +402,8 @@ async def until(condition: Any, turns: int = 100) -> None:
 
 class Blocker:
     """A head ahead in the queue whose taking holds the loop ``seconds``: the heads behind it wait that long."""
+
+    gone = False
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds

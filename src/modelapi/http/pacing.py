@@ -24,9 +24,11 @@ its ``Retry-After`` while the model idled (docs/overload-log.md). Taken newest f
 decided within the budget, and the older ones, refused either way, are taken as the slices allow. While the
 backlog is shorter, oldest first spreads the wait evenly, so no head waits past the budget (newest first there
 left the oldest to go stale and be refused, and clients that retry at once lost a tenth of their answers). The
-server sets ``newest_first_s`` to half its ``--max-queue-ms``: a head taken later has little of the budget left
-for the loop's turn and its batch. A head that has waited ``oldest_first_s`` is taken before newer ones, so that
-none waits for ever while new heads keep coming (its client would time out instead of being answered).
+server sets ``newest_first_s`` to half its ``--max-queue-ms`` (``for_budget``): a head taken later has little of
+the budget left for the loop's turn and its batch. A head that has waited ``oldest_first_s`` (twice the budget,
+at least a second) is taken before newer ones, so that none waits for ever while new heads keep coming (its
+client would time out instead of being answered). A model's own ``max_queue_ms`` (model.toml) does not move the
+order: it follows the server's.
 
 Heads one at a time, as at low load, are taken at once: a head is part of a run only when it comes within
 ``gap_s`` of the one before while other requests are in progress.
@@ -46,12 +48,16 @@ class Paced(Protocol):
     def take_waiting(self) -> None:
         """Takes the bytes kept while the connection waited its turn (nothing if it closed meanwhile)."""
 
+    @property
+    def gone(self) -> bool:
+        """Whether it closed while it waited (nothing left to take)."""
+
 
 class Pacing:
     """One per server process, shared by its connections; ``slice_s``: the longest run of heads taken in one turn
     of the loop; ``gap_s``: a head this long after the one before starts a new run; ``newest_first_s``: once the
     oldest waiting head has waited this long, the newest are taken first (``None``: always the oldest);
-    ``oldest_first_s``: a head that has waited this long is taken before newer ones."""
+    ``oldest_first_s``: a head that has waited this long is taken before newer ones (above ``newest_first_s``)."""
 
     def __init__(
         self,
@@ -60,6 +66,8 @@ class Pacing:
         newest_first_s: float | None = None,
         oldest_first_s: float = 1.0,
     ) -> None:
+        if newest_first_s is not None and newest_first_s >= oldest_first_s:
+            raise ValueError(f"newest_first_s ({newest_first_s}) must be below oldest_first_s ({oldest_first_s})")
         self.slice_s = slice_s
         self.gap_s = gap_s
         self.newest_first_s = newest_first_s
@@ -69,6 +77,15 @@ class Pacing:
         self._run_started = 0.0
         self._last = 0.0
         self._draining = False
+
+    @classmethod
+    def for_budget(cls, slice_s: float, budget_s: float | None) -> Pacing:
+        """Pacing as the server sets it for its queue budget (``--max-queue-ms``, ``None`` for none): the newest
+        first once the oldest head has waited half the budget; the oldest first again past twice the budget, and
+        never before a second (a head that old was refused either way: it is answered before its client gives up)."""
+        if budget_s is None:
+            return cls(slice_s)
+        return cls(slice_s, newest_first_s=budget_s / 2, oldest_first_s=max(1.0, 2 * budget_s))
 
     def later(self, connection: Paced, busy: bool = True) -> bool:
         """Whether the head now arriving on ``connection`` waits its turn (it joins the queue: the connection is
@@ -101,6 +118,10 @@ class Pacing:
         backlog = None if self.newest_first_s is None else started - self.newest_first_s
         try:
             while waiting:
+                while waiting[0][0].gone:  # closed while it waited: its age says nothing of the backlog
+                    waiting.popleft()
+                    if not waiting:
+                        return
                 first = waiting[0][1]
                 newest = backlog is not None and overdue < first <= backlog
                 connection, _ = waiting.pop() if newest else waiting.popleft()

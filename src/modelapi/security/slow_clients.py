@@ -292,6 +292,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         self._take(data)
 
+    @property
+    def gone(self) -> bool:
+        """Whether the connection closed while it waited its turn (pacing)."""
+        return self._waiting is None
+
     def take_waiting(self) -> None:
         waiting = self._waiting
         if waiting is None:  # the connection closed while it waited
