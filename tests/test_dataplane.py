@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers.clock import Clock
 from helpers.repo import EventLog, ModelRepo, skops_bytes, slow_joblib_bytes
 from helpers.repo import rows as repo_rows
 from modelapi.batching import INLINE_WINDOW, Batcher, BatchPolicy
@@ -27,6 +28,7 @@ from modelapi.errors import (
     QueueTimeout,
 )
 from modelapi.events import BatchRun, Events, RequestFinished, RequestRejected, RequestStarted
+from modelapi.gate import REFUSING_FOR_S
 from modelapi.inference import InferenceRequest
 from modelapi.models.base import Model
 from modelapi.security.principal import Principal
@@ -629,7 +631,7 @@ def test_a_call_is_shed_only_when_every_ready_model_would_refuse_it_and_its_retr
     gate = dp.gate
     gate.refusing = True
     gate.inflight["a"] = 1
-    assert dp.shed() is None and not gate.refusing  # b has room: the next calls go to the gate itself
+    assert dp.shed() is None and not gate.refusing  # b has room, no refusal lately: the next go to the gate itself
     assert dp.shed() is None  # nothing asked now
     gate.refusing = True
     gate.inflight["b"] = 1
@@ -656,12 +658,32 @@ def test_a_head_is_shed_for_its_own_wait_to_be_read_not_for_the_last_calls() -> 
         assert shed is not None and shed.model == "recorder"
         assert "after the 250 ms it waited to be read" in shed.detail
         assert dp.gate.refusing
-        assert dp.shed(0.0) is None and not dp.gate.refusing  # read at once: the next calls go to the gate
+        assert dp.shed(0.0) is None  # read at once: handed on, to be decided by the gate
         with pytest.raises(Overloaded):
             dp.call("recorder", CallContext(protocol="v2", arrived=time.monotonic() - 0.3))
     # nothing in flight: the model is idle, yet a head that has waited past the budget would be answered past it
     assert dp.gate.refusing and dp.shed(0.25) is not None
-    assert dp.shed(0.001) is None and not dp.gate.refusing
+    assert dp.shed(0.001) is None
+    unload(dp)
+
+
+def test_the_gate_stays_refusing_while_refusals_alternate_with_admissions_and_stops_a_while_after_the_last() -> None:
+    """Under overload admissions and refusals alternate: every head is asked about on its head (``shed``) until
+    ``REFUSING_FOR_S`` has passed since the last refusal, so those to be refused are refused there, not through the
+    app (about twice the cost); then a head with room clears the flag and the protocol's check is one read again."""
+    dp = loaded(Recorder(), max_queue_ms=100)
+    clock = Clock(100.0)
+    dp.gate.clock = clock
+    v2 = CallContext(protocol="v2")
+    with dp.admit("recorder", v2):
+        with pytest.raises(Overloaded):
+            dp.call("recorder", CallContext(protocol="v2", arrived=time.monotonic() - 0.3))
+        with dp.admit("recorder", v2):  # admitted: the gate is still refusing
+            assert dp.gate.refusing and dp.shed(0.0) is None and dp.gate.refusing
+            assert dp.shed(0.2) is not None  # the next stale head is refused on its head
+    clock.now += REFUSING_FOR_S + 0.01
+    assert dp.shed(0.0) is None and not dp.gate.refusing  # room, and no refusal for a while
+    assert dp.shed(0.2) is None  # nothing asked now: the gate decides again (and refuses it, setting the flag)
     unload(dp)
 
 

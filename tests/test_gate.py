@@ -117,15 +117,19 @@ def test_refusal_says_what_enter_would_and_changes_nothing() -> None:
     assert gate.retry_after("m", 1) == {"retry-after": "1"} and "m" in gate.returns  # this one books
 
 
-def test_the_gate_says_whether_its_last_decision_was_a_refusal() -> None:
-    gate = ModelGate(max_inflight=1)
+def test_the_gate_says_it_is_refusing_from_a_refusal_on_and_when_it_gave_the_last() -> None:
+    clock = Clock(100.0)
+    gate = ModelGate(max_inflight=1, clock=clock)
     assert not gate.refusing
     gate.enter("m")
     with pytest.raises(Overloaded):
         gate.enter("m")
+    assert gate.refusing and gate.refused_at == 100.0
+    clock.now += 0.5
+    gate.enter("other")  # an admission does not clear it (DataPlane.shed does, once a while has passed)
     assert gate.refusing
-    gate.enter("other")  # any admission clears it
-    assert not gate.refusing
+    gate.retry_after("m", 1)  # a refusal given on the head books its Retry-After: the gate knows when
+    assert gate.refused_at == 100.5
 
 
 def _serve(gate: ModelGate, clock: Clock, calls: int, seconds: float = 1.0) -> None:

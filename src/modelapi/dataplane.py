@@ -49,7 +49,7 @@ from .errors import (
     TooManyRequests,
 )
 from .events import Events, PredictionsServed, RequestFinished, RequestRejected, RequestStarted
-from .gate import OVERLOADED_RETRY_AFTER_S, ModelGate
+from .gate import OVERLOADED_RETRY_AFTER_S, REFUSING_FOR_S, ModelGate
 from .inference import InferenceRequest, InferenceResponse
 from .matching import output_aliases
 from .models.base import Model
@@ -154,7 +154,7 @@ class DataPlane:
 
     def shed(self, waited_s: float = 0.0) -> Shed | None:
         """A refusal for a call arriving now that a front end can give before it reads the request (for HTTP, in
-        the protocol, before any of the app runs): only while the gate's last decision was a refusal, and only
+        the protocol, before any of the app runs): only while the gate is refusing (``ModelGate.refusing``), and only
         when every version of every ready model would refuse it on its head now, so the answer says nothing of
         which models exist (it may come before authentication); else ``None`` (one attribute read while the gate
         admits). ``waited_s``: how long the call has waited since its head arrived (a head read under a flood
@@ -176,7 +176,8 @@ class DataPlane:
                 # coming back as its answer arrives) is not refused for the wait of those read before it
                 refused = gate.refusal(name, handle.max_inflight, handle.max_queue_s, answer, waited_s)
                 if refused is None:
-                    gate.refusing = False  # a call would be admitted: the next ones go to the gate itself
+                    if gate.clock() - gate.refused_at > REFUSING_FOR_S:
+                        gate.refusing = False  # room, and no refusal for a while: the next go to the gate itself
                     return None
         if refused is None:
             return None  # no model ready: the routes say so

@@ -36,6 +36,8 @@ RETURN_SHARE = 0.1
 MIN_RETURNS_PER_S = 20.0
 #: the longest ``Retry-After`` a refusal carries
 MAX_RETRY_AFTER_S = 30
+#: how long after its last refusal the gate stays ``refusing`` (until a front end finds room: ``DataPlane.shed``)
+REFUSING_FOR_S = 1.0
 #: a model none of whose calls left its gate for this long was idle: the served rate is not measured across it
 IDLE_S = 0.25
 
@@ -136,9 +138,14 @@ class ModelGate:
         self.served: dict[str, Served] = {}
         self.returns: dict[str, Returns] = {}
         self.clock = clock
-        #: whether the last call decided was refused: while it is, a front end may ask ``refusal`` of every model
-        #: before reading a request (``DataPlane.shed``); the next admission clears it
+        #: whether the gate has refused lately: set by a refusal, cleared only once ``REFUSING_FOR_S`` have passed
+        #: since the last one and a front end asking ``refusal`` finds room (``DataPlane.shed``). While it is set, a
+        #: front end asks before reading each request. An admission does not clear it: under overload admissions
+        #: and refusals alternate, and each head read after an admission went through the app, whose refusal
+        #: costs about twice the one on the head (docs/overload-log.md, 2026-12-06)
         self.refusing = False
+        #: when the last refusal was given (its ``Retry-After`` booked)
+        self.refused_at = -math.inf
 
     def retry_after(self, model: str, at_least: int) -> dict[str, str]:
         """The ``Retry-After`` header for one refusal of ``model``: its next place in the schedule of returns."""
@@ -148,6 +155,7 @@ class ModelGate:
         if returns is None:
             returns = self.returns[model] = Returns(now)
         rate = 0.0 if served is None else served.per_s()
+        self.refused_at = now
         return {"retry-after": str(returns.retry_after(now, rate, at_least))}
 
     def enter(
@@ -166,7 +174,6 @@ class ModelGate:
             self.refusing = True
             detail, at_least = refused
             raise Overloaded(detail, headers=self.retry_after(model, at_least))
-        self.refusing = False
         self.inflight[model] = count + 1 if (count := self.inflight.get(model)) else 1
 
     def refusal(

@@ -31,7 +31,7 @@ from helpers.repo import EventLog
 from helpers.wire import Answer, Connection
 from modelapi import tracing
 from modelapi.events import RequestRejected
-from modelapi.gate import ModelGate
+from modelapi.gate import REFUSING_FOR_S, ModelGate
 from modelapi.http.app import create_app
 from modelapi.http.pacing import Pacing
 from modelapi.http.rejections import REPORTER
@@ -368,14 +368,18 @@ def test_any_models_name_is_refused_on_its_head_alike_so_the_answer_tells_no_mod
     run(main)
 
 
-def test_a_model_with_room_again_clears_the_flag_and_the_next_request_is_served() -> None:
+def test_a_model_with_room_again_serves_the_next_request_and_the_flag_clears_a_while_after_the_last_refusal() -> None:
     async def main() -> None:
         async with serving() as server:
             server.full()
             await server.refusing()
             server.room()
             (served,) = await server.connect().send(post())
-            assert served.status == 200 and len(server.paths) == 2 and not server.gate.refusing
+            # within REFUSING_FOR_S of the refusal, heads are still asked about on their heads
+            assert served.status == 200 and len(server.paths) == 2 and server.gate.refusing
+            server.gate.refused_at -= REFUSING_FOR_S  # a while later
+            (served,) = await server.connect().send(post())
+            assert served.status == 200 and len(server.paths) == 3 and not server.gate.refusing
 
     run(main)
 

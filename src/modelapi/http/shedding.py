@@ -148,7 +148,7 @@ class Shedding:
         self._dataplane = dataplane
 
     def refusing(self) -> bool:
-        """Whether a request may be refused on its head now: the gate's last decision was a refusal."""
+        """Whether a request may be refused on its head now: the gate is refusing (``ModelGate.refusing``)."""
         dataplane = self._dataplane
         return dataplane is not None and dataplane.gate.refusing
 
