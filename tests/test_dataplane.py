@@ -683,7 +683,14 @@ def test_the_gate_stays_refusing_while_refusals_alternate_with_admissions_and_st
             assert dp.shed(0.2) is not None  # the next stale head is refused on its head
     clock.now += REFUSING_FOR_S + 0.01
     assert dp.shed(0.0) is None and not dp.gate.refusing  # room, and no refusal for a while
-    assert dp.shed(0.2) is None  # nothing asked now: the gate decides again (and refuses it, setting the flag)
+    assert dp.shed(0.2) is None  # nothing asked now: the gate decides again
+    with pytest.raises(Overloaded):  # and refuses it, which sets the flag
+        dp.call("recorder", CallContext(protocol="v2", arrived=time.monotonic() - 0.2))
+    assert dp.gate.refusing
+    # a front end that never asks shed (gRPC, jobs): an admission a while after the last refusal clears it
+    clock.now += REFUSING_FOR_S + 0.01
+    with dp.admit("recorder", v2):
+        assert not dp.gate.refusing
     unload(dp)
 
 

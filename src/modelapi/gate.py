@@ -139,7 +139,8 @@ class ModelGate:
         self.returns: dict[str, Returns] = {}
         self.clock = clock
         #: whether the gate has refused lately: set by a refusal, cleared only once ``REFUSING_FOR_S`` have passed
-        #: since the last one and a front end asking ``refusal`` finds room (``DataPlane.shed``). While it is set, a
+        #: since the last one and a front end asking ``refusal`` finds room (``DataPlane.shed``), or a call is
+        #: admitted (``enter``). While it is set, a
         #: front end asks before reading each request. An admission does not clear it: under overload admissions
         #: and refusals alternate, and each head read after an admission went through the app, whose refusal
         #: costs about twice the one on the head (docs/overload-log.md, 2026-12-06)
@@ -148,7 +149,8 @@ class ModelGate:
         self.refused_at = -math.inf
 
     def retry_after(self, model: str, at_least: int) -> dict[str, str]:
-        """The ``Retry-After`` header for one refusal of ``model``: its next place in the schedule of returns."""
+        """The ``Retry-After`` header for one refusal of ``model``: its next place in the schedule of returns. Call
+        it only for a refusal given: it stamps ``refused_at``."""
         now = self.clock()
         served = self.served.get(model)
         returns = self.returns.get(model)
@@ -174,6 +176,10 @@ class ModelGate:
             self.refusing = True
             detail, at_least = refused
             raise Overloaded(detail, headers=self.retry_after(model, at_least))
+        if self.refusing and self.clock() - self.refused_at > REFUSING_FOR_S:
+            # a while since the last refusal: cleared here too, for front ends that never ask on the head (gRPC,
+            # jobs), where nothing else would clear it
+            self.refusing = False
         self.inflight[model] = count + 1 if (count := self.inflight.get(model)) else 1
 
     def refusal(
