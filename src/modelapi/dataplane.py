@@ -160,16 +160,17 @@ class DataPlane:
         admits). ``waited_s``: how long the call has waited since its head arrived (a head read under a flood
         waits its turn: ``http/pacing.py``), counted against the queue-time budget as the gate counts it. Its
         ``Retry-After`` is booked in the schedule of returns only when the refusal is given
-        (``gate.retry_after(shed.schedule, shed.at_least)``): a request the front end hands on instead (an early
+        (``gate.book(shed.schedule, shed.at_least)``): a request the front end hands on instead (an early
         retry, which the app holds and then admits or refuses itself) books no place of its own."""
         gate = self.gate
         if not gate.refusing:
             return None
         repository = self.repository
-        names = repository.ready_names()
+        entries = repository.ready_entries()
         refused: tuple[str, int] | None = None
-        for name in names:
-            for handle in repository.entry(name).serving.values():
+        for entry in entries:
+            name = entry.name
+            for handle in entry.serving.values():
                 batcher = handle.batcher
                 answer = batcher.expected_answer(batcher.arriving) if batcher is not None else 0.0
                 # the head's own wait, not an estimate: a head read at once after a flood's backlog (a client
@@ -185,7 +186,7 @@ class DataPlane:
         # must not be told another's limits, nor be counted as another's refusal
         only = repository.only_model
         detail, at_least = refused
-        return Shed(only, SHED_DETAIL if only is None else detail, at_least, names[0])
+        return Shed(only, SHED_DETAIL if only is None else detail, at_least, entries[0].name)
 
     # inference -------------------------------------------------------------------------------------------
     def call(self, name: str, ctx: CallContext = LOCAL, version: str | None = None, label: str | None = None) -> Call:
@@ -253,7 +254,7 @@ def _reason(status: int) -> str:
 SHED_DETAIL = "every model this server serves is over its in-flight or queue-time limit; retry shortly"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen one's __init__ sets each field through object.__setattr__
 class Shed:
     """``DataPlane.shed``'s refusal: the model refused (the only one the server knows; ``None`` when it knows
     several), why, the least ``Retry-After`` and the model whose schedule of returns books it."""

@@ -116,14 +116,24 @@ class Returns:
             self.refused_rate = self.refused / elapsed
             self.since, self.refused = now, 0
         self.refused += 1
-        step = 1.0 / max(RETURN_SHARE * served_per_s, MIN_RETURNS_PER_S)
+        # (comparisons, not min and max: this runs for every refusal under a flood)
+        rate = RETURN_SHARE * served_per_s
+        step = 1.0 / (rate if rate > MIN_RETURNS_PER_S else MIN_RETURNS_PER_S)
         # booked no further than the longest Retry-After (a flood refused beyond it is told that anyway), nor than
         # the places the last window's refusals and this one's take (see the class's docstring): a sum, not the
         # larger of the two, so that the bound moves a place on with each refusal, as the booking does, and
         # refusals that come together are not all booked at the bound
-        horizon = min((self.refused_rate + self.refused) * step, MAX_RETRY_AFTER_S)
-        self.booked = min(max(self.booked, now) + step, now + horizon)
-        return min(MAX_RETRY_AFTER_S, max(at_least, math.ceil(self.booked - now)))
+        horizon = (self.refused_rate + self.refused) * step
+        if horizon > MAX_RETRY_AFTER_S:
+            horizon = MAX_RETRY_AFTER_S
+        booked = (self.booked if self.booked > now else now) + step
+        if booked > now + horizon:
+            booked = now + horizon
+        self.booked = booked
+        wait = math.ceil(booked - now)
+        if wait < at_least:
+            wait = at_least
+        return wait if wait < MAX_RETRY_AFTER_S else MAX_RETRY_AFTER_S
 
 
 class ModelGate:
@@ -149,16 +159,19 @@ class ModelGate:
         self.refused_at = -math.inf
 
     def retry_after(self, model: str, at_least: int) -> dict[str, str]:
-        """The ``Retry-After`` header for one refusal of ``model``: its next place in the schedule of returns. Call
+        """The ``Retry-After`` header for one refusal of ``model`` (``book``'s seconds)."""
+        return {"retry-after": str(self.book(model, at_least))}
+
+    def book(self, model: str, at_least: int) -> int:
+        """The ``Retry-After`` seconds for one refusal of ``model``: its next place in the schedule of returns. Call
         it only for a refusal given: it stamps ``refused_at``."""
         now = self.clock()
         served = self.served.get(model)
         returns = self.returns.get(model)
         if returns is None:
             returns = self.returns[model] = Returns(now)
-        rate = 0.0 if served is None else served.per_s()
         self.refused_at = now
-        return {"retry-after": str(returns.retry_after(now, rate, at_least))}
+        return returns.retry_after(now, 0.0 if served is None else served.per_s(), at_least)
 
     def enter(
         self,

@@ -36,6 +36,7 @@ from modelapi.http.app import create_app
 from modelapi.http.pacing import Pacing
 from modelapi.http.rejections import REPORTER
 from modelapi.http.shedding import RefusalLines, Shedding
+from modelapi.security.slow_clients import GuardedHttpToolsProtocol
 from modelapi.settings import Settings
 from toymodels import Sleepy
 
@@ -92,10 +93,16 @@ class Server:
             self.paths.append(scope["path"])
         await self.app(scope, receive, send)
 
-    def connect(self, port: int = 50000, tls: bool = False, pacing: Pacing | None = None) -> Connection:
-        return Connection(
+    def connect(
+        self, port: int = 50000, tls: bool = False, pacing: Pacing | None = None, uvicorn_log: bool = False
+    ) -> Connection:
+        """``uvicorn_log``: uvicorn's own access line, off as in modelapi's server (pytest's handler would turn it
+        on)."""
+        conn = Connection(
             self, self.shedding, ("127.0.0.1", port), tls, pacing=pacing, body_timeout_s=self.body_timeout_s
         )
+        conn.protocol.access_log = uvicorn_log
+        return conn
 
     async def refusing_connection(self) -> Connection:
         """A new connection once requests are refused on their heads: the model full, the app's refusal given."""
@@ -831,6 +838,146 @@ def test_a_refusal_on_the_head_is_one_write_without_a_cycle_and_the_bytes_a_cycl
     run(main)
 
 
+@pytest.fixture
+def parsed(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many requests the protocol's parser has begun, from now on."""
+    begun: list[int] = []
+    original = GuardedHttpToolsProtocol.on_message_begin
+
+    def on_message_begin(self: GuardedHttpToolsProtocol) -> None:
+        begun.append(1)
+        original(self)
+
+    monkeypatch.setattr(GuardedHttpToolsProtocol, "on_message_begin", on_message_begin)
+    return begun
+
+
+def same_wait(raw: bytes) -> bytes:
+    """An answer's bytes, its ``Retry-After`` aside (each refusal books its own place)."""
+    return re.sub(rb"retry-after: [0-9]+", b"retry-after: <s>", raw)
+
+
+@pytest.mark.parametrize("tls", [False, True])
+def test_a_request_whole_in_one_read_is_refused_without_the_parser_in_the_bytes_the_parser_path_writes(
+    tls: bool, parsed: list[int]
+) -> None:
+    """Under a flood most refused requests come whole in one read: those are refused without the parser's
+    callbacks (``Shedding.refuse_read``); split over two reads, the same request goes through the parser. The
+    answers are the same bytes, uvicorn's default headers included, and both are counted and remembered alike."""
+
+    async def main() -> None:
+        async with serving(hold_early_retries=True) as server:
+            server.full()
+            await server.refusing()
+            whole, split = server.connect(port=1, tls=tls), server.connect(port=2, tls=tls)
+            for conn in (whole, split):
+                conn.protocol.server_state.default_headers = [(b"server", b"modelapi-test")]
+            request = post(headers="x-request-id: same-id\r\n")
+            holds = server.shedding._holds
+            assert holds is not None
+            remembered = len(holds.until)
+            before = len(parsed)
+            (answer,) = await whole.send(request)
+            assert len(parsed) == before and answer.status == 503 and not whole.wire.closed
+            split.feed(request[:40])
+            await split.send(request[40:])
+            assert len(parsed) == before + 1
+            assert same_wait(whole.wire.writes[0]) == same_wait(b"".join(split.wire.writes))
+            assert ("strict-transport-security" in answer.headers) == tls
+            # both counted as any refusal on the head, both remembered for their early retries
+            assert [e.reason for e in server.rejected()][-2:] == ["overloaded", "overloaded"]
+            assert len(holds.until) == remembered + 2
+            assert whole.protocol.server_state.total_requests == 1
+
+    run(main)
+
+
+@pytest.mark.parametrize(
+    ("read", "statuses"),
+    [
+        pytest.param(post() + post(), [503, 503], id="two-requests-in-one-read"),
+        pytest.param(post() + b"POST /v2", [503], id="a-request-and-the-start-of-the-next"),
+        pytest.param(post()[:-3], [503], id="a-body-still-to-come"),
+        pytest.param(post(headers="connection: keep-alive\r\n"), [503], id="connection-named"),
+        pytest.param(post(version="1.0"), [503], id="http-1.0"),
+        pytest.param(post(INFER + "?x=1"), [503], id="a-query-string"),
+        pytest.param(post(headers="x-forwarded-proto: https\r\n"), [503], id="a-trusted-proxys-scheme"),
+        pytest.param(post().replace(b"host: test", b"host: test\r\nx-note: caf\xe9"), [503], id="obs-text"),
+        pytest.param(post(headers="proxy-connection: close\r\n"), [503], id="proxy-connection"),
+        pytest.param(post(headers=f"x-pad: {'a' * 300}\r\n"), [431], id="a-head-over-the-limit"),
+        pytest.param(post(headers="x-note : 1\r\n"), [400], id="a-space-before-the-colon"),
+        pytest.param(post(headers="x-note: 1\r\n folded\r\n"), [400], id="a-folded-line"),
+        pytest.param(
+            f"POST {INFER} HTTP/1.1\r\nhost: test\r\ntransfer-encoding: chunked\r\n\r\n2\r\n{{}}\r\n0\r\n\r\n".encode(),
+            [503],
+            id="chunked",
+        ),
+        pytest.param(
+            post().replace(b"content-length: ", b"content-length: 1\r\ncontent-length: "), [400], id="two-lengths"
+        ),
+    ],
+)
+def test_a_read_the_parser_must_frame_is_left_to_it(read: bytes, statuses: list[int], parsed: list[int]) -> None:
+    """Only a read that is one whole request, framed plainly, is refused without the parser: anything else (more
+    than one request, a body still to come, a field that frames or answers it otherwise, a head the parser would
+    refuse) is the parser's, and is answered as before."""
+
+    async def main() -> None:
+        async with serving() as server:
+            server.full()
+            await server.refusing()
+            conn, split = (Connection(server, server.shedding, max_header_bytes=300) for _ in range(2))
+            conn.protocol.access_log = split.protocol.access_log = False
+            before = len(parsed)
+            answers = await conn.send(read, len(statuses))
+            assert [a.status for a in answers] == statuses
+            assert len(parsed) > before
+            # as the same bytes in two reads: the connection kept or closed alike
+            split.feed(read[:20])
+            await split.send(read[20:], len(statuses))
+            assert conn.wire.closed == split.wire.closed
+
+    run(main)
+
+
+@pytest.mark.parametrize("name", ["Content-Length", "CONTENT-LENGTH", "content-length"])
+def test_a_whole_read_is_taken_whatever_the_case_of_its_field_names(name: str, parsed: list[int]) -> None:
+    async def main() -> None:
+        async with serving() as server:
+            conn = await server.refusing_connection()
+            before = len(parsed)
+            (answer,) = await conn.send(post().replace(b"content-length", name.encode()))
+            assert answer.status == 503 and len(parsed) == before
+            (live,) = await conn.send(get("/v2/health/live"))  # the parser still between requests
+            assert live.status == 200
+
+    run(main)
+
+
+def test_a_connection_refused_by_whole_reads_is_closed_the_keep_alive_time_after_its_last_answer() -> None:
+    """Such a refusal leaves the keep-alive timer armed rather than cancel and arm it: when due, the timer waits
+    out the keep-alive time from the last answer, then closes the connection."""
+
+    async def main() -> None:
+        async with serving() as server:
+            conn = await server.refusing_connection()
+            conn.protocol.timeout_keep_alive = 0.4
+            await conn.send(post())
+            for _ in range(3):
+                await asyncio.sleep(0.25)  # a timer from the first answer would have closed it by the second sleep
+                (answer,) = await conn.send(post())
+                assert answer.status == 503 and not conn.wire.closed
+            last = time.monotonic()
+            await asyncio.sleep(0.2)
+            assert not conn.wire.closed
+            while not conn.wire.closed:
+                assert time.monotonic() - last < 5.0
+                await asyncio.sleep(0.01)
+            assert time.monotonic() - last >= 0.39
+
+    run(main)
+
+
 def test_the_unread_body_is_dropped_without_a_cycle_and_the_connection_kept_for_the_next_request(
     cycles: list[Any],
 ) -> None:
@@ -908,14 +1055,13 @@ def test_the_access_line_and_the_event_come_with_a_refusal_on_the_head_and_uvico
             server.full()
             await server.refusing()
             caplog.clear()
-            direct = server.connect(port=1)
-            assert direct.protocol.access_log  # uvicorn's access logger has a handler: pytest's
+            direct = server.connect(port=1, uvicorn_log=True)
             made = len(cycles)
             await direct.send(post("/predict?x=1", headers="x-forwarded-for: 10.1.2.3\r\n"))
             assert len(cycles) == made and server.rejected()[-1] == RequestRejected(
                 "sleepy", "records", "overloaded", 503
             )
-            piped = server.connect(port=2)
+            piped = server.connect(port=2, uvicorn_log=True)
             await piped.send(get("/v2/health/live") + post("/predict?x=1", headers="x-forwarded-for: 10.1.2.3\r\n"), 2)
             assert len(cycles) == made + 2 and len(server.rejected()) == 3
 

@@ -116,6 +116,11 @@ class Refusing:
     def refusing(self) -> bool:
         return True
 
+    def refuse_read(
+        self, data: bytes, arrived: float, client: int, https: bool, root_path: str, max_head: int
+    ) -> bytes | None:
+        return None  # every request through the parser and ``app_for`` (``http/shedding.py`` tests the other way)
+
 
 class _Refusal:
     """``Refusing``'s refusal: answered on the head by the protocol, or sent by a request cycle."""

@@ -157,8 +157,17 @@ def scan_headers(scope: Scope) -> tuple[str, int | None]:
         elif key == b"x-request-id" and rid is None:
             text: str = value.decode("latin-1")
             rid = text if _CLIENT_ID.fullmatch(text) else ""
-    # 32 hex digits, as f"{n:032x}" writes them, without parsing a format spec on every request
-    return rid or _IDS.getrandbits(128).to_bytes(16, "big").hex(), length
+    return rid or new_request_id(), length
+
+
+def new_request_id() -> str:
+    """A new request id: 32 hex digits, as f"{n:032x}" writes them, without parsing a format spec each time."""
+    return _IDS.getrandbits(128).to_bytes(16, "big").hex()
+
+
+def well_formed_id(text: str) -> bool:
+    """Whether a client's ``X-Request-ID`` is taken as the request's id (else a new one is made)."""
+    return _CLIENT_ID.fullmatch(text) is not None
 
 
 def access_line(scope: Scope, rid: str, status: int, sent: int, seconds: float) -> None:

@@ -10,7 +10,8 @@ that does not exist is refused as any (the answer says nothing of which exist).
 The refusal (``Refusal``, behind uvicorn's proxy step as the server's app is) answers the 503 the gate would
 (the gate's detail, the schedule's ``Retry-After``, the route's error style, the request id and the standard
 headers), counts it (``RequestRejected``, ``http/rejections.py``), remembers it for early retries
-(``http/holds.py``) and writes the access line, all in one synchronous ``_answer``. Access lines of such refusals
+(``http/holds.py``) and writes the access line, all in one synchronous ``_answer`` (its bookkeeping, ``_give``,
+shared with ``refuse_read``, below). Access lines of such refusals
 are bounded (``RefusalLines``: ``access_log_refusals_per_s`` a second, per process); one past the bound writes
 none, and the rejections warning counts it so. With no answer before it still
 to come on the connection, the protocol writes it itself, as it reads the head (``Refusal.answer``): no request
@@ -18,6 +19,12 @@ cycle, no task. Behind an answer still to come (pipelined), uvicorn's cycle runs
 the server's, deciding again when it runs. Either way the body is dropped unread (it has ``body_timeout_s`` from
 the refusal to come, then the connection closes: ``security/slow_clients.py``), and keep-alive and pipelining
 work as for any answer.
+
+Under a flood nearly every refused request comes whole in one read, its body in and nothing after it. Such a read
+on an idle connection is refused before the parser sees it (``Shedding.refuse_read``): a strict pattern frames it
+(``_whole``: what it does not take plainly, the parser takes), its routing is kept per target, and the same
+decision and ``_give`` make the same bytes, in one write. Not where its access line is to be written: the
+parser's path builds the scope that takes.
 
 A request the app would answer otherwise is handed to it: an early retry (the app holds it until its
 ``Retry-After``, or until the server has room), a browser's request with CORS on (the app's answer carries the
@@ -41,7 +48,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
@@ -55,7 +62,7 @@ from ..errors import Overloaded
 from ..events import RequestRejected
 from ..protocols import ErrorStyle
 from ..security.slow_clients import ARRIVED, IN_PROGRESS
-from .access import ACCESS_LOG, access_line, scan_headers
+from .access import ACCESS_LOG, access_line, new_request_id, scan_headers, well_formed_id
 from .holds import RetryHolds, connection
 from .middleware import HSTS, STANDARD_RAW
 from .rejections import REPORTER
@@ -66,6 +73,35 @@ if TYPE_CHECKING:
 #: the title the app's refusal has (problem+json shows it): the gate's error's
 _TITLE = Overloaded.title
 _HSTS = HSTS.encode("latin-1")
+_HSTS_LINE = b"strict-transport-security: " + _HSTS + b"\r\n"
+_STANDARD = b"".join(name + b": " + value + b"\r\n" for name, value in STANDARD_RAW)
+#: fields that change how a request is framed or answered (``_whole``): such a request goes to the parser
+_FRAMED = (
+    "content-length",
+    "transfer-encoding",
+    "expect",
+    "upgrade",
+    "connection",
+    "proxy-connection",  # (llhttp reads it as ``Connection``)
+    "x-forwarded-[!-~]*",
+)
+
+
+def _whole(cors: bool) -> re.Pattern[bytes]:
+    """A request whole in one read, as ``Shedding.refuse_read`` takes one: ``POST``, its target (group 1),
+    ``HTTP/1.1``, header fields, each a token, a colon and a value of visible characters, spaces and tabs, one of them
+    a ``Content-Length`` of digits (group 2), none that frames the request otherwise or names a proxy's client
+    (``_FRAMED``; with CORS on, no ``Origin``: the app answers a browser's request with its CORS headers), then the
+    empty line. Stricter than the parser: anything else (obs-text, a folded line, a space before a colon, a bare
+    LF) goes to the parser, which frames it or refuses it; what matches frames as the parser frames it."""
+    names = "|".join((*_FRAMED, "origin") if cors else _FRAMED)
+    field = rb"\r\n(?!(?i:%s):)[!#$%%&'*+.^_`|~0-9A-Za-z-]+:[\t !-~]*" % names.encode()
+    length = rb"\r\n(?i:content-length):[ \t]*([0-9]{1,15})[ \t]*"
+    return re.compile(rb"POST (/[!-~]*) HTTP/1\.1(?:%s)*%s(?:%s)*\r\n\r\n" % (field, length, field))
+
+
+#: the most paths ``refuse_read`` keeps its routing of
+_PATHS_KEPT = 256
 
 
 class RefusalLines:
@@ -92,6 +128,11 @@ class RefusalLines:
         self._written += 1
         return self._written <= self.per_s
 
+    def spent(self) -> bool:
+        """Whether a refusal now would write no line: this second's are all written. Changes nothing (past the
+        bound, ``admit`` would only count on, which changes no later answer)."""
+        return self._written >= self.per_s and self.clock() < self._ends
+
 
 class Shedding:
     """What the protocol asks on each head; ``bind`` gives it the data plane and the inference routes once the
@@ -107,6 +148,10 @@ class Shedding:
         self._cors = False
         self._max_body_bytes: int | None = None
         self._unnamed: frozenset[str] = frozenset()
+        self._whole = _whole(False)
+        #: ``refuse_read``'s routing, by the request's target: its protocol, error style, path and the answer's
+        #: first header bytes; ``None`` for a target refused on no head
+        self._paths: dict[bytes, tuple[str, ErrorStyle, str, bytes] | None] = {}
         #: the bound on the refusals' access lines; ``None``: every refusal writes its line
         self.lines: RefusalLines | None = None
 
@@ -143,6 +188,8 @@ class Shedding:
         self._holds = holds
         self._private = private
         self._cors = cors
+        self._whole = _whole(cors)
+        self._paths = {}
         self._max_body_bytes = max_body_bytes
         self.lines = None if access_log_refusals_per_s is None else RefusalLines(access_log_refusals_per_s)
         self._dataplane = dataplane
@@ -167,11 +214,11 @@ class Shedding:
         shed = dataplane.shed(time.monotonic() - arrived)
         if shed is None:
             return None
-        return Refusal(self, dataplane, *route, app, shed)
+        return Refusal(self, dataplane, route[0], route[1], app, shed)
 
-    def _route(self, url: bytes) -> tuple[str, ErrorStyle] | None:
-        """The protocol and error style of the inference route whose pattern the request's path matches, the path
-        as uvicorn puts it in the scope (and the router matches it): the URL's path, percent-decoded."""
+    def _route(self, url: bytes) -> tuple[str, ErrorStyle, str] | None:
+        """The protocol and error style of the inference route whose pattern the request's path matches, and that
+        path as uvicorn puts it in the scope (and the router matches it): the URL's path, percent-decoded."""
         try:
             raw = httptools.parse_url(url).path
             path = "" if raw is None else raw.decode("ascii")
@@ -181,8 +228,111 @@ class Shedding:
             path = unquote(path)
         for tail, pattern, protocol, style in self._routes:
             if path.endswith(tail) and pattern.match(path):
-                return protocol, style
+                return protocol, style, path
         return None
+
+    def refuse_read(
+        self, data: bytes, arrived: float, client: int, https: bool, root_path: str, max_head: int
+    ) -> bytes | None:
+        """The refusal of a request that came whole in one read (``data``, its head and all its body, nothing
+        after it), as the bytes that follow its status line and the server's default headers; everything else
+        giving it does, done (``_give``), but its access line: one is given here only once this second's lines
+        are all written (``RefusalLines``), or with access lines off. ``None``, with nothing done, for anything
+        else: the parser and ``app_for`` take the read as any. ``arrived``: when the read came
+        (``time.monotonic()``); ``client``: the connection's id (``CONNECTION``); ``https``: the connection's
+        scheme (a request with ``X-Forwarded-`` headers is the parser's: from a trusted proxy, they name another);
+        ``max_head``: the head's size limit (a head over it is the parser's, which refuses it with a 431).
+        Why: under a flood most refusals are such reads, and the parser's callbacks, the scope and the general
+        answer's steps were about half of a refusal's instructions (docs/overload.md)."""
+        dataplane = self._dataplane
+        if dataplane is None or not dataplane.gate.refusing:
+            return None
+        whole = self._whole.match(data)
+        if whole is None or whole.end() > max_head:
+            return None
+        declared = int(whole[2])
+        if len(data) != whole.end() + declared:
+            return None  # its body not all in this read, or a request after it: the parser frames them
+        if self._max_body_bytes is not None and declared > self._max_body_bytes:
+            return None  # the app's 413
+        url: bytes = whole[1]
+        paths = self._paths
+        if url in paths:
+            route = paths[url]
+        else:
+            if len(paths) >= _PATHS_KEPT:
+                paths.clear()  # a flood of paths: the cache starts again rather than grow
+            route = paths[url] = self._routed(url)
+        if route is None:
+            return None
+        protocol, style, routed, start = route
+        path = root_path + routed
+        holds = self._holds
+        if holds is not None and holds.due(client, path):
+            return None  # an early retry: the app holds it
+        logging_on = ACCESS_LOG.isEnabledFor(logging.INFO)
+        lines = self.lines
+        if logging_on and (lines is None or not lines.spent()):
+            return None  # its access line is to be written: the parser builds the scope that takes
+        shed = dataplane.shed(time.monotonic() - arrived)
+        if shed is None:
+            return None
+        rid = ""
+        lowered = data[: whole.end()].lower()
+        at = lowered.find(b"\r\nx-request-id:")
+        if at >= 0:
+            text = data[at + 15 : lowered.find(b"\r\n", at + 15)].strip(b" \t").decode("latin-1")
+            rid = text if well_formed_id(text) else ""
+        rid = rid or new_request_id()
+        body, retry_after = self._give(shed, protocol, style, path, rid, client, logging_on)
+        return b"%s%d\r\nretry-after: %s\r\nx-request-id: %s\r\n%s%s\r\n%s" % (
+            start,
+            len(body),
+            retry_after,
+            rid.encode("latin-1"),
+            _STANDARD,
+            _HSTS_LINE if https else b"",
+            body,
+        )
+
+    def _routed(self, url: bytes) -> tuple[str, ErrorStyle, str, bytes] | None:
+        """``refuse_read``'s routing of a request target: ``_route``'s, and the answer's first header bytes."""
+        if b"?" in url or b"#" in url or not url.endswith(self._tails):
+            return None  # a query string (the access line would show it) or fragment: the parser's
+        route = self._route(url)
+        if route is None:
+            return None
+        protocol, style, path = route
+        start = b"content-type: " + style.media_type.encode("latin-1") + b"\r\ncontent-length: "
+        return protocol, style, path, start
+
+    def _give(
+        self,
+        shed: Shed,
+        protocol: str,
+        style: ErrorStyle,
+        path: str,
+        rid: str,
+        client: Hashable | None,
+        unlogged: bool,
+    ) -> tuple[bytes, bytes]:
+        """What giving a refusal on the head does, whichever way it is written: its body and ``Retry-After`` (booked
+        now that it is given), the refusal remembered for early retries, the event, the rejections reporter's
+        count. ``unlogged``: past this second's bound of access lines."""
+        dataplane = self._dataplane
+        assert dataplane is not None
+        detail = SHED_DETAIL if self._private else shed.detail
+        body = jsonutil.dumps(style.body(503, _TITLE, detail, path, rid))
+        retry_after = b"%d" % dataplane.gate.book(shed.schedule, shed.at_least)
+        holds = self._holds
+        if holds is not None:
+            holds.refused(client, path, retry_after)
+        events = dataplane.events
+        if events.active:
+            events.request_rejected(RequestRejected(shed.model, protocol, "overloaded", 503))
+        model = None if path in self._unnamed else shed.model
+        REPORTER.refused("overloaded", 503, model, shed.detail, unlogged=unlogged)
+        return body, retry_after
 
     def _for_the_app(self, scope: Scope, declared: int | None) -> bool:
         """Whether the app answers this request otherwise than with the refusal: an early retry (it holds it), a
@@ -253,13 +403,13 @@ class Refusal:
             if now is None:
                 return None
         path: str = scope["path"]
-        style = self._style
-        detail = SHED_DETAIL if shedding._private else now.detail
-        body = jsonutil.dumps(style.body(503, _TITLE, detail, path, rid))
-        # booked now that it is given: a request handed on above books no place in the schedule of returns
-        retry_after = dataplane.gate.retry_after(now.schedule, now.at_least)["retry-after"].encode("latin-1")
+        logging_on = ACCESS_LOG.isEnabledFor(logging.INFO)
+        lines = shedding.lines
+        # past this second's bound, no line: the reporter counts that, so its warning says lines were left out
+        unlogged = logging_on and lines is not None and not lines.admit()
+        body, retry_after = shedding._give(now, self._protocol, self._style, path, rid, connection(scope), unlogged)
         headers = [
-            (b"content-type", style.media_type.encode("latin-1")),
+            (b"content-type", self._style.media_type.encode("latin-1")),
             (b"content-length", str(len(body)).encode("latin-1")),
             (b"retry-after", retry_after),
             (b"x-request-id", rid.encode("latin-1")),
@@ -267,18 +417,6 @@ class Refusal:
         ]
         if scope.get("scheme") == "https":
             headers.append((b"strict-transport-security", _HSTS))
-        holds = shedding._holds
-        if holds is not None:
-            holds.refused(connection(scope), path, retry_after)
-        events = dataplane.events
-        if events.active:
-            events.request_rejected(RequestRejected(now.model, self._protocol, "overloaded", 503))
-        logging_on = ACCESS_LOG.isEnabledFor(logging.INFO)
-        lines = shedding.lines
-        # past this second's bound, no line: the reporter counts that, so its warning says lines were left out
-        unlogged = logging_on and lines is not None and not lines.admit()
-        model = None if path in shedding._unnamed else now.model
-        REPORTER.refused("overloaded", 503, model, now.detail, unlogged=unlogged)
         if logging_on and not unlogged:
             arrived = scope.get(ARRIVED)
             seconds = time.monotonic() - arrived if isinstance(arrived, float) else 0.0

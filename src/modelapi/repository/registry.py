@@ -134,6 +134,10 @@ class Repository:
     def ready_names(self) -> list[str]:
         return [n for n, e in self._entries.items() if e.ready]
 
+    def ready_entries(self) -> list[ModelEntry]:
+        """The entries of the models that serve a version, in the sources' order."""
+        return [e for e in self._entries.values() if e.serving]
+
     def entry(self, name: str, principal: Principal | None = None) -> ModelEntry:
         """The model's entry; ``ModelNotFound`` for a name unknown, or one the key may not use (the same 404)."""
         entry = self._entries.get(name)

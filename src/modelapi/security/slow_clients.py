@@ -27,7 +27,9 @@ and followed as uvicorn's cycle would (its ``on_response_complete``: keep-alive,
 the request's unread body dropped as it comes (within ``body_timeout_s``, and ``keep_alive_s`` between its
 reads). Otherwise (a request pipelined behind one still in progress, one the refusal hands on to the app, writes
 paused for a client that does not read) uvicorn's cycle runs the refusal instead of the server's app, on the same
-scope.
+scope. A read that is one whole request on an idle connection may be refused before the parser sees it at all
+(``Shedder.refuse_read``, ``_refuse_read``); the keep-alive timer is then left armed, and when due waits out the
+keep-alive time from the last such answer (and, while a read waits its turn under pacing, as long again).
 
 Every answer it writes has its access line (``http/access.access_line``, as every other answer's): the 503 on the
 head (``http/shedding.py`` writes it), and the 408 or 431 for a slow or oversized head or trailer section
@@ -75,6 +77,7 @@ _CONNECTIONS = itertools.count(1)
 _REFUSAL = "modelapi.refusal"
 #: the first bytes of a request taken at once under a flood (``http/pacing.py``): cheap to answer, and probes
 _TAKEN_AT_ONCE = (b"GET ", b"HEAD ")
+_STATUS_503 = STATUS_LINE[503]
 #: the most bytes a connection keeps while it waits its turn before it stops reading (a client that pipelines)
 _WAITING_BYTES = 65536
 
@@ -101,6 +104,13 @@ class Shedder(Protocol):
     def refusing(self) -> bool:
         """Whether requests may be refused on their heads now (for pacing, such a head counts as work in
         progress)."""
+
+    def refuse_read(
+        self, data: bytes, arrived: float, client: int, https: bool, root_path: str, max_head: int
+    ) -> bytes | None:
+        """The refusal of a request whole in the read ``data`` (nothing after it), as the bytes after its status
+        line and the server's default headers, all else giving it does done; or ``None``, with nothing done, to
+        parse the read as any. ``client``: the connection's ``CONNECTION``; ``max_head``: the head's size limit."""
 
 
 async def _refuse(scope: Scope, receive: Receive, send: Send) -> None:
@@ -140,6 +150,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         "_in_head",
         "_in_message",
         "_in_trailers",
+        "_quiet_since",
         "_read_at",
         "_read_consumed",
         "_refusal_due",
@@ -206,6 +217,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         # method of this protocol, a reference cycle that would leave every closed connection to the collector
         self._trailer_sink: _TrailerSink | None = None
         self._connection_id = next(_CONNECTIONS)
+        # the last answer written by ``_refuse_read``, which leaves the keep-alive timer as it was: when due, the
+        # timer is armed again for the keep-alive time from this
+        self._quiet_since = 0.0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -288,7 +302,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         ):
             self._waiting = [(time.monotonic(), data)]
             self._waiting_bytes = len(data)
-            self._unset_keepalive_if_required()  # the connection is not idle: its request waits
+            # not idle now, but the keep-alive timer stays armed: when due, it finds the read waiting and waits
+            # again (``timeout_keep_alive_handler``), rather than be cancelled here and armed after each answer
             return
         self._take(data)
 
@@ -323,6 +338,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._read_at = 0.0
 
     def _take(self, data: bytes) -> None:
+        shedding = self.shedding
+        # (a slice, not startswith: that parses its arguments on each call)
+        if shedding is not None and data[:5] == b"POST " and shedding.refusing() and self._refuse_read(data):
+            return
         self._begun_in_read = False
         self._read_consumed = 0
         self._trailer_mark = False
@@ -350,6 +369,67 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 self._body_read_at = self.loop.time()
             elif self._discarding or (self.cycle is not None and self.cycle.response_complete):
                 self._await_unread_body()  # answered on its head (or early), its body not all in with this read
+
+    def _refuse_read(self, data: bytes) -> bool:
+        """Refuses a request that came whole in one read on an idle connection (``Shedder.refuse_read``), without
+        the parser: its answer in one write, the connection kept. The parser never sees the read, and stays where
+        it was, between requests. ``False``, with nothing done, where the parser is to take the read: a request
+        begun or answers still to come, the server stopping, ``--limit-concurrency``, writes paused, uvicorn's
+        access log on."""
+        cycle = self.cycle
+        if (
+            self._in_message
+            or self._in_body
+            or self._stopping
+            or self.pipeline
+            or (cycle is not None and not cycle.response_complete)
+            or self.limit_concurrency is not None
+            or self.access_log  # uvicorn's own access line (off in modelapi's server): the parser's path writes it
+            or self.flow.write_paused
+            or self._holding.held is not None
+            or self._holding.transport.is_closing()
+        ):
+            return False
+        shedding = self.shedding
+        assert shedding is not None
+        arrived = self._read_at or time.monotonic()
+        answer = shedding.refuse_read(
+            data, arrived, self._connection_id, self.scheme == "https", self.root_path, self.max_header_bytes
+        )
+        if answer is None:
+            return False
+        self._in_head = False  # (``_end_head``) a head was whole in the read: its timer, when due, finds none
+        default = self.server_state.default_headers
+        if default:
+            content = [_STATUS_503]
+            for name, value in default:
+                content += (name, b": ", value, b"\r\n")
+            answer = b"".join((*content, answer))
+        else:
+            answer = _STATUS_503 + answer
+        self._holding.transport.write(answer)  # (no head held: nothing to join it to)
+        # what uvicorn does once an answer is out, but the keep-alive timer: left armed (or armed, if none is),
+        # and armed again when due for the time from now (``timeout_keep_alive_handler``), not cancelled and
+        # armed for each answer
+        self.server_state.total_requests += 1
+        self._quiet_since = self.loop.time()
+        if self.timeout_keep_alive_task is None:
+            handler = self.timeout_keep_alive_handler
+            self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, handler)
+        return True
+
+    def timeout_keep_alive_handler(self) -> None:
+        now = self.loop.time()
+        # a read waiting its turn (pacing): not idle; else idle from the last answer ``_refuse_read`` wrote, if
+        # one came since the timer was armed
+        due = (
+            now + self.timeout_keep_alive if self._waiting is not None else self._quiet_since + self.timeout_keep_alive
+        )
+        if due > now:
+            self.timeout_keep_alive_task = self.loop.call_at(due, self.timeout_keep_alive_handler)
+            return
+        self.timeout_keep_alive_task = None
+        HttpToolsProtocol.timeout_keep_alive_handler(self)
 
     def _head_size(self) -> int:
         """The bytes of the head just read: its URL and headers (each with its ``: `` and line end), and about
