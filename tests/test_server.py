@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import signal
 import socket
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import uvicorn
 import uvloop
 from pydantic import ValidationError
+from starlette.applications import Starlette
 
-from modelapi.server import base_url, bind
+from modelapi import logs
+from modelapi.http.lifecycle import Lifecycle
+from modelapi.server import _Server, base_url, bind
 from modelapi.settings import Settings
 
 
@@ -118,3 +125,30 @@ def test_the_banner_names_each_versions_format_where_they_differ(tmp_path: Path)
     lines = asyncio.run(shown()).splitlines()
     assert "  - mixed (versions 1, 2: sklearn; 3: onnx): http://127.0.0.1:17000/models/mixed" in lines
     assert "  - same (sklearn, version 1, 2): http://127.0.0.1:17000/models/same" in lines
+
+
+def test_the_shutdown_line_names_no_request_though_the_signal_came_during_one(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A signal handler runs in the context of the code it interrupted: SIGTERM while a request's task runs must
+    not put that request's id on the shutdown's lines."""
+    config = uvicorn.Config(Starlette(), lifespan="off", log_config=None)
+    lifecycle = Lifecycle(Starlette)
+    lifecycle.state = "serving"
+    server = _Server(config, lifecycle)
+    request = SimpleNamespace(request_id="a-request", model=None, version=None)
+    logs.CONTEXT.set(request)  # type: ignore[arg-type]
+    handler = logs.make_handler("json")
+    records: list[logging.LogRecord] = []
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("modelapi")
+    logger.addHandler(handler)
+    try:
+        with caplog.at_level(logging.INFO, logger="modelapi"):
+            server.handle_exit(signal.SIGTERM, None)
+    finally:
+        logger.removeHandler(handler)
+        logs.CONTEXT.set(None)
+    (line,) = [r for r in records if "shutting down" in r.getMessage()]
+    assert getattr(line, "request_id", None) is None
+    assert server.should_exit and not lifecycle.ready

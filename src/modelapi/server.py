@@ -8,6 +8,7 @@ inside the server (``http/lifecycle.py``), so readiness answers 503 until they h
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import importlib
 import importlib.util
 import logging
@@ -203,6 +204,11 @@ class _Server(uvicorn.Server):
                 await self._ops.stop(0.0 if self.force_exit else ops.STOP_WAIT_S)  # (a second signal: at once)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # a signal handler runs in the context of whatever it interrupted: a request's, whose id would then be on
+        # the lines logged here (and on what they schedule), as if that request had asked for the shutdown
+        contextvars.Context().run(self._handle_exit, sig, frame)
+
+    def _handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if not self.should_exit and self.lifecycle.ready:  # (a server still starting has nothing to drain)
             log.info(
                 "shutting down: not ready, not accepting; finishing %d open connections (grace period %g s)",
