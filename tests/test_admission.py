@@ -91,8 +91,11 @@ async def _call(app: Any, seconds: float, receive: Any = None) -> tuple[int, dic
 
 
 def _app(**settings: Any) -> tuple[Any, Recorder, EventLog]:
+    """Early retries are not held: ``_call``'s requests all come from one address and port, so each one after a 503
+    would be held as its early retry and refused (tests/http/test_holds.py)."""
     model = Recorder()
-    app = create_app([model], Settings(job_workers=0, metrics=False, **settings))
+    options = {"job_workers": 0, "metrics": False, "hold_early_retries": False, **settings}
+    app = create_app([model], Settings(**options))
     log = EventLog()
     app.state.dataplane.events.subscribe(log)
     return app, model, log

@@ -17,6 +17,7 @@ from helpers.clock import Clock
 from helpers.logs import Collect, Latin1Stream, Stream
 from modelapi import logs
 from modelapi.errors import (
+    EarlyRetry,
     InferenceError,
     InferenceTimeout,
     ModelNotReady,
@@ -276,6 +277,7 @@ def reporter() -> tuple[RejectionReporter, Collect, Clock]:
 
 def test_refusals_are_reasons_and_server_errors_are_not() -> None:
     assert reason_for(Overloaded("x")) == "overloaded"
+    assert reason_for(EarlyRetry("x")) == "early_retry"
     assert reason_for(TooManyRequests("x")) == "rate_limited"
     assert reason_for(InferenceTimeout("x")) == "timeout"
     assert reason_for(PayloadTooLarge("x")) == "body_size"

@@ -82,7 +82,8 @@ _SERVE_FLAGS: dict[str, tuple[list[str], str, dict[str, Any]]] = {
     ),
     "hold_early_retries": (
         ["--no-hold-early-retries"],
-        "answer a retry that comes before its Retry-After at once, instead of holding it until then",
+        "judge a retry that comes before its Retry-After as any request, instead of holding it until then and "
+        "refusing it",
         {"action": "store_false"},
     ),
     "max_upload_bytes": (["--max-upload-bytes"], "largest job upload in bytes (default 2 GiB)", {"type": int}),

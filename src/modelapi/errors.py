@@ -22,7 +22,8 @@ rest of the package never builds an error response itself::
     ├── TooManyRequests (429)       the API key is over its request rate (with Retry-After)
     ├── ModelNotReady (503)
     ├── Overloaded (503)            too many requests in flight for the model, or too long a wait (Retry-After)
-    │   └── QueueTimeout            waited longer than the queue-time limit before its batch formed
+    │   ├── QueueTimeout            waited longer than the queue-time limit before its batch formed
+    │   └── EarlyRetry              retried before its Retry-After: held until then, never run (Retry-After: 0)
     ├── InferenceTimeout (504)      the answer took longer than the inference timeout
     ├── ClientGone (499)            the client disconnected while its request waited (nobody reads the answer)
     ├── InferenceError (500)        the model raised; details go to the log, not the client
@@ -143,6 +144,10 @@ class Overloaded(ModelAPIError):
 
 class QueueTimeout(Overloaded):
     title = "Queue Timeout"
+
+
+class EarlyRetry(Overloaded):
+    title = "Early Retry"
 
 
 class ClientGone(ModelAPIError):

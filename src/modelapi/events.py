@@ -53,8 +53,8 @@ class RequestFinished:
 @dataclass(slots=True)
 class RequestRejected:
     """Refused before any model ran it. ``reason``: overloaded (in-flight limit or expected wait and run, on the head),
-    queue_time (waited past max_queue_ms, dropped unrun), disconnected (the client left while it waited),
-    rate_limited, unauthenticated, forbidden, timeout, unavailable."""
+    queue_time (waited past max_queue_ms, dropped unrun), early_retry (held until its Retry-After, never run),
+    disconnected (the client left while it waited), rate_limited, unauthenticated, forbidden, timeout, unavailable."""
 
     model: str | None
     protocol: str

@@ -81,7 +81,7 @@ class Settings(BaseSettings):
     hold_early_retries: bool = Field(
         True,
         description="hold a request that retries a 503 on the same connection and path before its Retry-After "
-        "until then (docs/overload.md)",
+        "until then, and refuse it with Retry-After: 0 (docs/overload.md)",
     )
     max_upload_bytes: int = Field(
         2 * 1024**3, gt=0, description="largest job upload (POST /models/{name}/jobs) accepted (413 above)"

@@ -131,12 +131,16 @@ def test_an_overload_burst_is_a_few_warnings_and_no_errors(tmp_path: Path) -> No
     assert refused > 50 and codes.get(200, 0) > 0, codes
     assert not [x for x in lines if x["level"] in ("ERROR", "CRITICAL")]
     warnings = [x for x in lines if x["logger"] == "modelapi.rejections"]
-    assert all(x["level"] == "WARNING" and x["reason"] == "overloaded" for x in warnings)
-    assert 1 <= len(warnings) <= took + 3, [x["message"] for x in warnings]
+    # the clients retry at once on their pooled connections: refused on the head or by the gate (overloaded), or
+    # held until their Retry-After and refused (early_retry); at most one warning a second for each
+    assert all(x["level"] == "WARNING" and x["reason"] in ("overloaded", "early_retry") for x in warnings)
+    overloaded = [x for x in warnings if x["reason"] == "overloaded"]
+    assert 1 <= len(overloaded) <= took + 3, [x["message"] for x in overloaded]
+    assert len(warnings) - len(overloaded) <= took + 3, [x["message"] for x in warnings]
     assert sum(x["refused"] for x in warnings) == refused  # every refusal counted, none lost
     # a refusal on the head past access_log_refusals_per_s has no access line: the warnings count it, exactly
     logged = [x for x in lines if x["logger"] == "modelapi.access" and x["status"] == 503]
     unlogged = sum(x["unlogged"] for x in warnings)
     assert unlogged > 0 and len(logged) + unlogged == refused
     assert any("requests refused in the last" in x["message"] for x in warnings)
-    assert "max_inflight" in warnings[-1]["message"]
+    assert "max_inflight" in overloaded[-1]["message"]

@@ -129,8 +129,8 @@ def test_a_refused_requests_body_sent_a_byte_at_a_time_is_cut_off_at_the_body_ti
 
 
 def test_a_retry_before_retry_after_waits_for_it_on_its_connection(server: RunningServer) -> None:
-    """A client that retries a 503 at once on the same connection is held until its Retry-After; a request on
-    another connection is answered at once."""
+    """A client that retries a 503 at once on the same connection is held until its Retry-After and then refused
+    (never run: "retry now"); a request on another connection is answered at once."""
     threads = _occupy(server, 2.5, 2)
     headers = {"content-type": "application/json"}
     with httpx.Client(base_url=server.url, timeout=30) as eager, httpx.Client(base_url=server.url) as other:
@@ -142,7 +142,11 @@ def test_a_retry_before_retry_after_waits_for_it_on_its_connection(server: Runni
         assert time.monotonic() - started < 0.5  # another connection: not held
         again = eager.post(INFER, content=_body(0), headers=headers)
         assert time.monotonic() - refused_at >= 0.9  # held for the rest of its second
-        assert again.status_code == 503  # the slow requests still hold the model
+        assert again.status_code == 503 and again.headers["retry-after"] == "0"  # held, then refused: not run
+        started = time.monotonic()
+        third = eager.post(INFER, content=_body(0), headers=headers)  # judged as any: the model is still full
+        assert third.status_code == 503 and third.headers["retry-after"] != "0"
+        assert time.monotonic() - started < 0.5  # not held: it came when told to
     for t in threads:
         t.join(30)
 
@@ -318,10 +322,11 @@ def test_the_server_log_has_one_warning_a_second_not_one_a_refusal(server: Runni
     assert len(lines) < 40  # the tests above refused hundreds
 
 
-def test_a_held_retry_goes_on_as_soon_as_the_model_is_free(server: RunningServer) -> None:
+def test_a_held_retry_is_sent_back_as_soon_as_the_model_is_free(server: RunningServer) -> None:
     """Holds are work-conserving (http/holds.py): a retry sent at once after a 503 whose Retry-After is seconds
-    away (the schedule of returns booked ahead by a flood's refusals) is held while the model is full, and served
-    as soon as the slow requests end, not at its Retry-After."""
+    away (the schedule of returns booked ahead by a flood's refusals) is held while the model is full, answered
+    503 "retry now" as soon as the slow requests end, not at its Retry-After, and never run; the request sent
+    again at once is served."""
     threads = _occupy(server, 1.0, 2)
     url = urlsplit(server.url)
     address = (url.hostname or "127.0.0.1", url.port or 80)
@@ -334,7 +339,10 @@ def test_a_held_retry_goes_on_as_soon_as_the_model_is_free(server: RunningServer
         assert first.status_code == 503 and retry_after >= 3
         started = time.monotonic()
         again = eager.post(INFER, content=_body(0), headers={"content-type": "application/json"})
-        assert again.status_code == 200  # held while the model was full, then served
-        assert time.monotonic() - started < retry_after - 1
+        assert time.monotonic() - started < retry_after - 1  # held while the model was full, not until its time
+        assert again.status_code == 503 and again.headers["retry-after"] == "0"
+        assert "held" in again.json()["error"] and "send it again now" in again.json()["error"]
+        served = eager.post(INFER, content=_body(0), headers={"content-type": "application/json"})
+        assert served.status_code == 200 and time.monotonic() - started < retry_after - 1
     for t in threads:
         t.join(30)

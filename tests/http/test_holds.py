@@ -1,4 +1,4 @@
-"""RetryHolds: a retry before its Retry-After, on the same connection and path, waits until then."""
+"""RetryHolds: a retry before its Retry-After, on the same connection and path, waits until then and is refused."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from helpers.clock import Clock
 from modelapi.cli import _settings, build_parser
+from modelapi.events import Events, Observer, RequestRejected
 from modelapi.http.holds import ROOM, RetryHolds, connection
 from modelapi.http.middleware import RequestContextMiddleware
 from modelapi.security.slow_clients import CONNECTION, IN_PROGRESS
@@ -32,6 +33,14 @@ def test_a_retry_before_its_retry_after_is_held_for_the_rest_of_it_once() -> Non
     holds.refused(A, "/v2/models/m/infer", b"1")
     clock.now += 3
     assert holds.hold(A, "/v2/models/m/infer") == 0.0  # came back after its wait: not held
+
+
+def test_retry_after_zero_forgets_what_the_connection_was_told() -> None:
+    """A held retry's answer says "retry now" (Retry-After: 0): the request after it is not held."""
+    holds = RetryHolds(Clock())
+    holds.refused(A, "/p", b"5")
+    holds.refused(A, "/p", b"0")
+    assert holds.until == {} and not holds.due(A, "/p") and holds.hold(A, "/p") == 0.0
 
 
 def test_unknown_clients_and_dates_are_not_remembered() -> None:
@@ -72,16 +81,27 @@ def _scope(client: tuple[str, int], in_progress: set[str]) -> dict[str, Any]:
     }  # fmt: skip
 
 
+class _Rejections(Observer):
+    def __init__(self, seen: list[RequestRejected]) -> None:
+        self.seen = seen
+
+    def request_rejected(self, event: RequestRejected) -> None:
+        self.seen.append(event)
+
+
 class Server:
     """The middleware with holds over an app that answers what it is told, and a set standing for uvicorn's
     requests in progress (each request is in it while it runs, as its task is)."""
 
     def __init__(self, room: bool = True) -> None:
         self.room = room
+        self.rejected: list[RequestRejected] = []
+        events = Events(_Rejections(self.rejected))
         self.holds = RetryHolds(room=lambda: self.room)
         self.in_progress: set[str] = set()
         self.answers: list[tuple[int, str | None]] = []
-        self.seen: list[str] = []
+        self.seen: list[str] = []  # the requests the app ran
+        self.retry_after: dict[str, str | None] = {}  # each request's answer's Retry-After
 
         async def inner(scope: Scope, receive: Receive, send: Send) -> None:
             self.seen.append(scope["state"]["request_id"])
@@ -89,7 +109,7 @@ class Server:
             headers = {"retry-after": retry_after} if retry_after else None
             await JSONResponse({}, status_code=status, headers=headers)(scope, receive, send)
 
-        self.app = RequestContextMiddleware(inner, max_body_bytes=100, holds=self.holds)
+        self.app = RequestContextMiddleware(inner, max_body_bytes=100, holds=self.holds, events=events)
 
     async def request(self, name: str, client: tuple[str, int] = A) -> tuple[int, float]:
         """One request named ``name`` (its request id), in progress while it runs: its status and time taken."""
@@ -109,6 +129,7 @@ class Server:
             await self.app(scope, receive, send)
         finally:
             self.in_progress.discard(name)
+        self.retry_after[name] = dict(sent[0]["headers"]).get(b"retry-after", b"").decode() or None
         return sent[0]["status"], time.monotonic() - started
 
     async def held(self, name: str, client: tuple[str, int] = A, retry_after: str = "30") -> asyncio.Task[Any]:
@@ -121,9 +142,10 @@ class Server:
         return task
 
 
-def test_a_held_retry_goes_on_once_the_server_is_about_to_idle_not_before() -> None:
-    """Held with Retry-After 30 s: not released while ROOM requests are in progress and not held; released (and
-    answered by the app, as any request) when one ends leaving fewer, long before its Retry-After."""
+def test_a_held_retry_is_sent_back_once_the_server_is_about_to_idle_not_before() -> None:
+    """Held with Retry-After 30 s: not released while ROOM requests are in progress and not held; released when one
+    ends leaving fewer, long before its Retry-After, as a 503 "retry now" that the app never sees; the client's
+    next request goes through the app, as any."""
 
     async def go() -> None:
         server = Server()
@@ -137,22 +159,26 @@ def test_a_held_retry_goes_on_once_the_server_is_about_to_idle_not_before() -> N
         server.in_progress.discard("busy0")
         await server.request("two")  # ends leaving ROOM - 1: the server is about to run out of work
         status, took = await asyncio.wait_for(held, 1)
-        assert status == 200 and took < 1 and server.seen[-1] == "retry"  # through the app, as any request
+        assert status == 503 and took < 1 and server.retry_after["retry"] == "0" and server.seen[-1] == "two"
+        assert server.rejected == [RequestRejected(None, "http", "early_retry", 503)]  # counted, by its reason
         assert server.holds.held == {} and server.holds.until == {}
+        status, took = await server.request("retry-again")  # sent again at once: not held, through the app
+        assert status == 200 and took < 0.1 and server.seen[-1] == "retry-again"
 
     asyncio.run(go())
 
 
-def test_a_retry_released_early_into_a_refusal_is_refused_and_held_again() -> None:
+def test_the_request_after_a_released_retry_is_judged_as_any_and_its_early_retry_held_again() -> None:
     async def go() -> None:
         server = Server()
         busy = {f"busy{i}" for i in range(ROOM)}
         server.in_progress |= busy
         held = await server.held("retry")
         server.in_progress -= busy
-        server.answers += [(200, None), (503, "30")]  # "ends" is served; the retry refused again when it goes on
+        server.answers += [(200, None), (503, "30")]  # "ends" is served; the request after the retry refused
         await server.request("ends")  # nothing else in progress: released
-        assert (await asyncio.wait_for(held, 1))[0] == 503
+        assert (await asyncio.wait_for(held, 1))[0] == 503 and server.holds.until == {}
+        assert (await server.request("next"))[0] == 503 and server.seen[-1] == "next"
         assert list(server.holds.until) == [(A, INFER)]  # remembered again: its next retry is held
         again = asyncio.create_task(server.request("again"))
         server.in_progress |= {f"busy{i}" for i in range(ROOM)}
@@ -165,7 +191,7 @@ def test_a_retry_released_early_into_a_refusal_is_refused_and_held_again() -> No
 
 def test_no_early_release_while_the_data_plane_has_no_room() -> None:
     """The server is quiet but the model refuses (say, at its in-flight limit): releasing would only buy another
-    refusal, so the retry waits its Retry-After, then goes on."""
+    refusal, so the retry waits its Retry-After, then is refused, unrun."""
 
     async def go() -> None:
         server = Server(room=False)
@@ -174,7 +200,7 @@ def test_no_early_release_while_the_data_plane_has_no_room() -> None:
         await asyncio.sleep(0.05)
         assert not held.done()
         status, took = await asyncio.wait_for(held, 2)
-        assert status == 200 and took > 0.2  # its timer
+        assert status == 503 and took > 0.2 and "retry" not in server.seen  # its timer
         assert server.holds.held == {}
 
     asyncio.run(go())
@@ -196,7 +222,7 @@ def test_the_last_request_to_end_releases_the_oldest_held_first_up_to_room() -> 
         holds.ended(in_progress)  # the last busy one ends, still in progress as it does
         await asyncio.sleep(0)
         assert [t.done() for t in waits] == [True] * ROOM + [False, False]
-        assert all(t.result() is True for t in waits[:ROOM])  # released early
+        assert all(0 < t.result() < 1 for t in waits[:ROOM])  # released early: the seconds held
         in_progress -= {f"busy{ROOM - 1}", *(f"held{i}" for i in range(ROOM - 1))}
         holds.ended(in_progress)  # held3 (released) ends: the rest go on
         await asyncio.wait_for(asyncio.gather(*waits), 1)
@@ -229,8 +255,8 @@ def test_a_held_request_cancelled_or_timed_out_leaves_no_waiter() -> None:
         gone.cancel()
         await asyncio.sleep(0)
         assert len(server.holds.held) == 1
-        assert (await asyncio.wait_for(timed, 1))[0] == 200
-        assert server.holds.held == {}
+        assert (await asyncio.wait_for(timed, 1))[0] == 503
+        assert server.holds.held == {} and "timed" not in server.seen
 
     asyncio.run(go())
 
@@ -241,7 +267,7 @@ def test_without_the_servers_requests_in_progress_a_retry_waits_its_retry_after(
     async def go() -> None:
         holds = RetryHolds()
         started = time.monotonic()
-        assert await holds.wait(0.1, None) is False
+        assert await holds.wait(0.1, None) >= 0.09
         assert time.monotonic() - started >= 0.09 and holds.held == {}
 
     asyncio.run(go())
@@ -268,8 +294,8 @@ class Requests:
         if self.holds.held or self.holds.settling:  # still in progress as it ends
             self.holds.ended(self.in_progress)
 
-    async def retry(self, after_go_on: bool = False) -> bool:
-        """A retry held for 30 s (once ``go_on`` is set, with ``after_go_on``); True when released early."""
+    async def retry(self, after_go_on: bool = False) -> float:
+        """A retry held for 30 s (once ``go_on`` is set, with ``after_go_on``); the seconds it was held."""
         if after_go_on:
             await self.go_on.wait()
         return await self.holds.wait(30, self.in_progress)
@@ -288,7 +314,7 @@ def test_requests_that_end_together_release_what_is_held() -> None:
         await asyncio.sleep(0.01)
         assert len(requests.holds.held) == 3  # ROOM + 1 others in progress: no room
         requests.go_on.set()  # every busy request ends in the same turn
-        assert await asyncio.wait_for(asyncio.gather(*retries), 1) == [True] * 3
+        assert all(0 < held < 1 for held in await asyncio.wait_for(asyncio.gather(*retries), 1))
         await asyncio.gather(*workers)
 
     asyncio.run(go())
@@ -304,7 +330,7 @@ def test_retries_held_in_the_turn_the_last_requests_ended_are_released() -> None
         retries = [requests.start(requests.retry(after_go_on=True)) for _ in range(3)]
         await asyncio.sleep(0)
         requests.go_on.set()  # the workers end, then the retries come, in one turn
-        assert await asyncio.wait_for(asyncio.gather(*retries), 1) == [True] * 3
+        assert all(0 < held < 1 for held in await asyncio.wait_for(asyncio.gather(*retries), 1))
         await asyncio.gather(*workers)
 
     asyncio.run(go())

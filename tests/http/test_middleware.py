@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
 import pytest
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -236,12 +237,16 @@ def test_errors_raised_outside_the_routes_are_rendered() -> None:
 @pytest.mark.parametrize("hold", [True, False])
 def test_a_retry_before_its_retry_after_is_held_until_then(hold: bool) -> None:
     """On the same connection and path, a request that follows a 503 sooner than its Retry-After waits for the
-    rest of it (--no-hold-early-retries: not); another connection or path is not held, nor is a 429's retry."""
+    rest of it and is then refused, never run, with "Retry-After: 0"; the next one is not held
+    (--no-hold-early-retries: none is held, all run); another connection or path is not held, nor is a 429's
+    retry."""
     holds = RetryHolds() if hold else None
     answers = iter([(503, b"0.3"), (200, None), (429, b"0.3"), (200, None), (503, b"0.3"), (200, None)])
+    ran = []
 
     async def inner(scope: Scope, receive: Receive, send: Send) -> None:
         status, retry_after = next(answers)
+        ran.append(status)
         headers = {"retry-after": retry_after.decode()} if retry_after else None
         await JSONResponse({}, status_code=status, headers=headers)(scope, receive, send)
 
@@ -262,12 +267,16 @@ def test_a_retry_before_its_retry_after_is_held_until_then(hold: bool) -> None:
 
         started = time.monotonic()
         await app(scope, receive, send)
+        responses.append(sent)
         return sent[0]["status"], time.monotonic() - started
+
+    responses: list[list[Message]] = []
 
     async def go() -> list[tuple[int, float]]:
         return [
             await one(("test", 1)),  # 503, Retry-After 0.3
-            await one(("test", 1)),  # at once: held the rest of 0.3 s (when holding)
+            await one(("test", 1)),  # at once: held the rest of 0.3 s, then refused unrun (when holding)
+            *([await one(("test", 1))] if hold else []),  # at once again: told "now", so not held
             await one(("test", 1)),  # 429
             await one(("test", 1)),  # never held after a 429
             await one(("test", 1)),  # 503 again
@@ -275,8 +284,17 @@ def test_a_retry_before_its_retry_after_is_held_until_then(hold: bool) -> None:
         ]
 
     got = asyncio.run(go())
+    assert ran == [503, 200, 429, 200, 503, 200]  # the held request never reached the app
+    if hold:
+        held_status, held_for = got.pop(1)
+        assert held_status == 503 and 0.25 < held_for < 1.0
+        head = dict(responses[1][0]["headers"])
+        assert head[b"retry-after"] == b"0" and head[b"content-type"] == b"application/problem+json"
+        detail = orjson.loads(responses[1][1]["body"])["detail"]
+        assert detail == (
+            "sent before the Retry-After this connection was given for /x: held 0.3 s and not run; send it again now"
+        )
     assert [status for status, _ in got] == [503, 200, 429, 200, 503, 200]
-    assert (got[1][1] > 0.25) is hold and got[1][1] < 1.0
-    assert got[3][1] < 0.2 and got[5][1] < 0.2
+    assert all(took < 0.2 for _, took in got[1:])
     if holds is not None:  # the 503 to connection 1 still waits to be held, for that connection and path only
         assert list(holds.until) == [(("test", 1), "/x")]

@@ -712,6 +712,7 @@ def test_an_early_retry_goes_to_the_app_which_holds_it_and_a_refusal_on_the_head
             started = time.monotonic()
             (retry,) = await conn.send(post())
             assert len(server.paths) == 2 and retry.status == 503  # the app held it, then refused it
+            assert retry.headers["retry-after"] == "0" and (connection, INFER) not in holds.until
             assert time.monotonic() - started >= 0.09
             (elsewhere,) = await conn.send(post("/models/sleepy/predict"))  # another path: not a retry
             assert len(server.paths) == 2 and elsewhere.status == 503
@@ -738,8 +739,9 @@ def test_a_new_connection_from_a_refused_ones_address_and_port_is_not_taken_for_
 
 def test_an_early_retry_handed_to_the_app_books_no_place_in_the_schedule_of_returns() -> None:
     """Each refusal books one place in the schedule (20 a second with nothing served, so the 21st is the first told
-    2 s): the app's refusal, nine on the head, their nine early retries refused by the app and one more on the head
-    are 20; an early retry handed on must not book a place of its own as well."""
+    2 s): the app's refusal, nine on the head, their nine early retries held and refused by the app with "retry
+    now" (no place: they were never judged), the nine requests after them refused on the head and one more on the
+    head are 20; an early retry handed on must not book a place of its own as well."""
 
     async def main() -> None:
         async with serving(hold_early_retries=True) as server:
@@ -753,8 +755,9 @@ def test_an_early_retry_handed_to_the_app_books_no_place_in_the_schedule_of_retu
             waits = [(await conn.send(post()))[0].headers["retry-after"] for conn in conns]
             for key in holds.until:
                 holds.until[key] = 50.001  # held a millisecond, to keep this fast
-            waits += [(await conn.send(post()))[0].headers["retry-after"] for conn in conns]
-            assert len(server.paths) == 1 + 9  # the retries went to the app
+            held = [(await conn.send(post()))[0].headers["retry-after"] for conn in conns]
+            assert held == ["0"] * 9 and len(server.paths) == 1 + 9  # the retries went to the app
+            waits += [(await conn.send(post()))[0].headers["retry-after"] for conn in conns]  # on the head
             waits += [(await server.connect().send(post()))[0].headers["retry-after"]]
             assert waits == ["1"] * 19 and len(server.paths) == 10
             (twenty_first,) = await server.connect(port=2).send(post())

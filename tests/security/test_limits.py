@@ -143,8 +143,10 @@ Scenario = Callable[[httpx.AsyncClient, ModelGate], Awaitable[None]]
 
 
 def with_sleepy(scenario: Scenario) -> None:
-    """Run ``scenario`` against an app serving Sleepy (2 in flight, 1 s timeout, no batching) and iris."""
-    settings = Settings(max_inflight=2, inference_timeout_s=1.0, batching=False)
+    """Run ``scenario`` against an app serving Sleepy (2 in flight, 1 s timeout, no batching) and iris. Early retries
+    are not held: every request of an in-process client comes from one address and port, so each one after a 503
+    would be held as its early retry and refused (tests/http/test_holds.py)."""
+    settings = Settings(max_inflight=2, inference_timeout_s=1.0, batching=False, hold_early_retries=False)
     app = create_app([Sleepy(), IrisClassifier()], settings)
     gate = app.state.dataplane.gate
     assert isinstance(gate, ModelGate)

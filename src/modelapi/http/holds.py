@@ -1,5 +1,7 @@
-"""Early retries held until their ``Retry-After``, or until the server has room: a client that ignores the wait it
-was given costs one refusal per wait, not one per round trip, and the server never idles while it holds one.
+"""Early retries held until their ``Retry-After``, or until the server has room, then answered ``503`` with
+``Retry-After: 0`` and never run: a client that ignores the wait it was given costs two refusals per wait, not one
+per round trip, every request the server runs is one its client sent when told to, and the server never idles while
+it holds one.
 
 A ``503`` carries ``Retry-After`` (an overloaded model, a server starting or stopping). A client that honours it
 costs the server nothing until then; one that retries at once (a retry loop without back-off, a load generator)
@@ -9,28 +11,33 @@ served (docs/overload.md). ``RetryHolds`` remembers, per connection and path, un
 to wait. A connection is the one modelapi's HTTP protocol names (``security/slow_clients.CONNECTION``: a new
 connection from the same address and port, the kernel's ephemeral ports reused, is another), or the client's address
 and port where a server gives no such name. A request on the same connection to the same path before then is held (a
-future awaited, no work) until that time and then goes on as any request does: admitted if there is room, refused
-again otherwise. A request to another path, or from another connection, is not held. A ``429`` is not remembered: it
-is one API key's limit, and the next request on the connection may carry another key.
+future awaited, no work) until that time and then answered ``503`` with ``Retry-After: 0`` (``EarlyRetry``, reason
+``early_retry``), never run: had it run, its client would have its answer the hold plus the request's own time
+after sending it, far past the queue-time budget (``--max-queue-ms``) that bounds how long a request the server
+takes waits, and the wait told would have bought the client nothing but latency. Its next request is judged as
+any: admitted if there is room, refused (and that one's early retry held) otherwise. A request to another path, or
+from another connection, is not held. A ``429`` is not remembered: it is one API key's limit, and the next request
+on the connection may carry another key.
 
 **Work-conserving.** The schedule of returns (``gate.Returns``) tells a flood's refusals to come back up to 30 s
 ahead, so a retry held until then could wait that long on a server gone idle (the flood over, the slow requests
-done). So a held retry is also released, oldest first, as soon as the server is about to run out of work:
-fewer than ``ROOM`` requests in progress that are not held (uvicorn's set of request tasks, ``IN_PROGRESS``, less
-the held ones), and the data plane would admit a call (``room``). That is checked when a request ends (the last
-one to end releases whatever is held), when a retry is about to be held (with room, it is not held at all), and
-once more in the loop's next turn after a retry was held or a request ended with retries held: retries that arrive
-together, each seeing the others not held yet, may all be held in one turn, and requests that end together each
-see the others still in progress; either way no request would be left to end and release them.
-It is fair to clients that honour ``Retry-After``: a held retry takes only work the server would otherwise not
-do, since it is released only while nothing else keeps the server busy, and a returning client finds the same
-room it would have found without the holds. Refusals on the head (``http/shedding.py``) book holds but hold
-nothing; written on the head they end no task (a pipelined one, run by uvicorn's request cycle, ends its task as
-any), and they come only while every model refuses, when there is no room to release into.
+done). So a held retry is also released (answered, for its client to send it again at once), oldest first, as soon
+as the server is about to run out of work: fewer than ``ROOM`` requests in progress that are not held (uvicorn's set
+of request tasks, ``IN_PROGRESS``, less the held ones), and the data plane would admit a call (``room``). That is
+checked when a request ends (the last one to end releases whatever is held), when a retry is about to be held (with
+room, it is not held at all), and once more in the loop's next turn after a retry was held or a request ended with
+retries held: retries that arrive together, each seeing the others not held yet, may all be held in one turn, and
+requests that end together each see the others still in progress; either way no request would be left to end and
+release them. It is fair to clients that honour ``Retry-After``: a held retry's client is sent back only while
+nothing else keeps the server busy, so its next request takes only work the server would otherwise not do, and a
+returning client finds the same room it would have found without the holds. Refusals on the head
+(``http/shedding.py``) book holds but hold nothing; written on the head they end no task (a pipelined one, run by
+uvicorn's request cycle, ends its task as any), and they come only while every model refuses, when there is no room
+to release into.
 
 Behind a proxy that pools its connections to the server, another client's request to the same path on the
-same pooled connection is held too, at most the ``Retry-After`` the model just gave; ``--no-hold-early-retries``
-turns holding off.
+same pooled connection is held too, at most the ``Retry-After`` the model just gave, and then refused;
+``--no-hold-early-retries`` turns holding off.
 """
 
 from __future__ import annotations
@@ -94,8 +101,11 @@ class RetryHolds:
             seconds = float(retry_after)
         except ValueError:  # an HTTP date: not ours (ours are seconds)
             return
-        now = self.clock()
         until = self.until
+        if seconds <= 0.0:  # "retry now" (a held retry's answer): nothing to hold
+            until.pop((client, path), None)
+            return
+        now = self.clock()
         if len(until) >= self.max_held:
             if now < self._sweep_at:
                 return
@@ -129,13 +139,15 @@ class RetryHolds:
                 del remembered[oldest]
         return 0.0 if until is None else max(until - now, 0.0)
 
-    async def wait(self, seconds: float, in_progress: Sized | None) -> bool:
+    async def wait(self, seconds: float, in_progress: Sized | None) -> float:
         """Hold the calling request (one of ``in_progress``, the server's requests in progress, if known) for
-        ``seconds`` at most, or until the server has room for it; ``True`` when it went on early. The waiter is
-        forgotten however the wait ends (released, timed out, or the request cancelled)."""
+        ``seconds`` at most, or until the server has room for it; the seconds it was held (0.0: the server had room
+        at once, and it was not held at all). The waiter is forgotten however the wait ends (released, timed out,
+        or the request cancelled)."""
         if self._release(in_progress, 1) > 0:  # room left after the older held ones: not held at all
-            return True
+            return 0.0
         loop = asyncio.get_running_loop()
+        began = self.clock()
         waiter: asyncio.Future[bool] = loop.create_future()
         # an empty context: a timer cancelled by an early release stays in the loop's heap until its time, and one
         # holding this request's context would keep its scope alive that long
@@ -143,7 +155,9 @@ class RetryHolds:
         self.held[waiter] = None
         self._settle_soon(in_progress)
         try:
-            return await waiter
+            await waiter
+            # at least a nanosecond: a clock that did not move (a test's) still says it was held
+            return max(self.clock() - began, 1e-9)
         finally:
             self.held.pop(waiter, None)
             timer.cancel()

@@ -13,7 +13,8 @@
 - The access log (``modelapi.access``) is written here, once the response has ended, and every log record
   written while the request is served carries its id (``logs.CONTEXT``).
 - A request that retries a 503 on the same connection and path before its ``Retry-After`` is held until then, or
-  until the server is about to run out of work, which a request ending here checks (``http/holds.py``).
+  until the server is about to run out of work, which a request ending here checks, and then answered 503 with
+  ``Retry-After: 0``, never run (``http/holds.py``).
 - JSON limits are not set here: routes pass the server's (``http/services.py``) to the codecs explicitly.
 
 Errors raised outside the routes (a ``ModelAPIError`` from an inner middleware, or a crash) are rendered here,
@@ -35,10 +36,10 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..errors import ModelAPIError, PayloadTooLarge, RequestTimeout
+from ..errors import EarlyRetry, ModelAPIError, PayloadTooLarge, RequestTimeout
 from ..events import Events, RequestRejected
 from ..logs import CONTEXT
-from ..security.slow_clients import ARRIVED, BODY_IN, IN_PROGRESS, REFUSED
+from ..security.slow_clients import BODY_IN, IN_PROGRESS, REFUSED
 from ..settings import Settings
 from .access import ACCESS_LOG, access_line, scan_headers
 from .errors import BODY_LIMIT, ERROR_VERSION, error_response, handle_modelapi_error, handle_unexpected
@@ -81,6 +82,20 @@ class RequestContextMiddleware:
         if self.events is not None and self.events.active:
             self.events.request_rejected(RequestRejected(None, "http", "body_size", 413))
 
+    async def _held(self, scope: Scope, held: float, receive: Receive, send: Send) -> None:
+        """Answer a retry that was held ``held`` seconds: 503 with ``Retry-After: 0``, never run. Had it run, its
+        answer would come the hold plus its own time after it was sent, past the queue-time budget that bounds
+        what an admitted request waits; the client's next request is judged as any (docs/overload.md)."""
+        if self.events is not None and self.events.active:
+            self.events.request_rejected(RequestRejected(None, "http", "early_retry", 503))
+        detail = (
+            f"sent before the Retry-After this connection was given for {scope['path']}: held {held:.1f} s and not"
+            " run; send it again now"
+        )
+        exc = EarlyRetry(detail, headers={"retry-after": "0"})
+        response = await handle_modelapi_error(Request(scope), exc)
+        await response(scope, receive, send)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
@@ -98,13 +113,13 @@ class RequestContextMiddleware:
         exchange = _Exchange(self, scope, rid, receive, send)
         token = CONTEXT.set(exchange)
         holds = self.holds
+        held = 0.0
         if holds is not None and holds.until:
             wait = holds.hold(connection(scope), scope["path"])
-            # a retry before its Retry-After: held until then, or until the server has room (http/holds.py), and
-            # from then on as if it had only just arrived
+            # a retry before its Retry-After: held until then, or until the server has room, and then answered 503
+            # "retry now", never run (http/holds.py)
             if wait > 0.0:
-                await holds.wait(wait, scope.get(IN_PROGRESS))
-                scope[ARRIVED] = time.monotonic()
+                held = await holds.wait(wait, scope.get(IN_PROGRESS))
         # the whole body is due within body_timeout_s of now (after any hold); a body the server has whole already
         # (BODY_IN) cannot keep a receive waiting: no timer for it
         exchange.deadline = exchange.loop.time() + self.body_timeout_s
@@ -127,6 +142,9 @@ class RequestContextMiddleware:
                 self._too_large()
                 response = error_response(Request(scope), 413, PayloadTooLarge.title, detail, {"connection": "close"})
                 await response(scope, receive, out)
+                return
+            if held:
+                await self._held(scope, held, receive, out)
                 return
             try:
                 await self.app(scope, exchange.receive, out)

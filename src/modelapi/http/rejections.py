@@ -34,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import (
+    EarlyRetry,
     InferenceTimeout,
     ModelAPIError,
     ModelNotReady,
@@ -50,6 +51,7 @@ _BOUND = "access_log_refusals_per_s"
 #: the refusals this reporter counts, by the ``reason`` words of ``events.RequestRejected`` and the metrics
 _REASONS: tuple[tuple[type[ModelAPIError], str], ...] = (
     (QueueTimeout, "queue_time"),  # before Overloaded, whose subclass it is
+    (EarlyRetry, "early_retry"),  # likewise
     (Overloaded, "overloaded"),
     (TooManyRequests, "rate_limited"),
     (InferenceTimeout, "timeout"),
