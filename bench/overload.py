@@ -69,11 +69,11 @@ ALLOWED = {200, 429, 503}
 
 @dataclass
 class Probe:
-    """A side client on its own connection: ``live`` GETs every 50 ms, or ``infer`` POSTs in a closed loop;
-    ``honour``: after a 503 or 429 it waits Retry-After plus 0-50 %, as the cell's clients do (else it retries at
-    once, and a retry the server holds until its Retry-After counts in its latency). ``fresh``: each GET on a new
-    connection, closed after its answer, as the kubelet's probes are (their latency counts the connection's
-    set-up; ``connects`` records that part alone)."""
+    """A side client on its own connection: ``live`` GETs every 50 ms, or ``infer`` POSTs in a closed loop; ``honour``:
+    after a 503 or 429 it waits Retry-After plus 0-50 %, as the cell's clients do (else it retries at once, and a
+    retry the server holds until its Retry-After is answered 503 "retry now", never a success). ``fresh``: each
+    GET on a new connection, closed after its answer, as the kubelet's probes are (their latency counts the
+    connection's set-up; ``connects`` records that part alone)."""
 
     url: str
     body: bytes | None = None

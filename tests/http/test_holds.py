@@ -13,7 +13,7 @@ from starlette.types import Message, Receive, Scope, Send
 from helpers.clock import Clock
 from modelapi.cli import _settings, build_parser
 from modelapi.events import Events, Observer, RequestRejected
-from modelapi.http.holds import ROOM, RetryHolds, connection
+from modelapi.http.holds import EARLY_S, RETURN_S, ROOM, RetryHolds, connection
 from modelapi.http.middleware import RequestContextMiddleware
 from modelapi.security.slow_clients import CONNECTION, IN_PROGRESS
 
@@ -366,3 +366,54 @@ def test_refusals_whose_time_has_passed_are_forgotten_as_requests_come() -> None
         assert holds.hold(99, INFER) == 0.0
     assert list(holds.until) == [(3, INFER)]  # not yet due
     assert holds.hold(3, INFER) == 28.0
+
+
+def test_released_retries_count_as_in_progress_until_their_clients_come_back() -> None:
+    """A released retry is answered in a turn and ends: were it not counted until its client's next request came,
+    each such end would release the next ones, and every held retry would be sent back in one lull."""
+
+    async def go() -> None:
+        server = Server()
+        busy = {f"busy{i}" for i in range(ROOM)}
+        server.in_progress |= busy
+        clients = [("10.0.0.5", port) for port in range(20)]
+        held = [await server.held(f"retry{i}", client) for i, client in enumerate(clients)]
+        server.in_progress -= busy
+        await server.request("ends")  # nothing else in progress: room for ROOM
+        await asyncio.sleep(0.02)  # well within RETURN_S
+        sent_back = [task for task in held if task.done()]
+        assert len(sent_back) == ROOM and all(task.result()[0] == 503 for task in sent_back)
+        back = clients[held.index(sent_back[0])]
+        assert (await server.request("back", back))[0] == 200  # one client came back and was served: one more goes
+        await asyncio.sleep(0.02)
+        assert sum(task.done() for task in held) == ROOM + 1
+        await asyncio.sleep(RETURN_S * 1.5)  # the others did not come back: their places are free again
+        assert ROOM + 1 < sum(task.done() for task in held) <= 3 * ROOM
+        for task in held:
+            task.cancel()
+
+    asyncio.run(go())
+
+
+def test_a_retry_only_just_early_is_not_held() -> None:
+    clock = Clock()
+    holds = RetryHolds(clock)
+    holds.refused(A, INFER, b"1")
+    clock.now += 1 - EARLY_S / 2  # a client's timer a little early
+    assert holds.hold(A, INFER) == 0.0
+
+
+def test_when_the_server_stops_every_held_retry_is_answered_and_none_is_held_any_more() -> None:
+    async def go() -> None:
+        server = Server()
+        server.in_progress |= {f"busy{i}" for i in range(ROOM)}
+        held = [await server.held(f"retry{i}", ("10.0.0.6", i)) for i in range(3)]
+        server.holds.stop()
+        answers = await asyncio.wait_for(asyncio.gather(*held), 1)
+        assert [status for status, _ in answers] == [503] * 3 and server.holds.held == {}
+        server.answers.append((503, "30"))
+        assert (await server.request("refused", B))[0] == 503
+        status, took = await server.request("retry", B)  # stopping: not held
+        assert status == 200 and took < 0.1
+
+    asyncio.run(go())

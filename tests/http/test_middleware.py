@@ -16,10 +16,12 @@ from starlette.testclient import TestClient
 from starlette.types import Message, Receive, Scope, Send
 
 from modelapi.errors import TooManyRequests
+from modelapi.events import Events, Observer, RequestRejected
 from modelapi.http import docs
 from modelapi.http.app import create_app
 from modelapi.http.holds import RetryHolds
-from modelapi.http.middleware import CSP, RequestContextMiddleware
+from modelapi.http.middleware import CSP, RequestContextMiddleware, cors
+from modelapi.security.slow_clients import BODY_IN
 from modelapi.settings import Settings
 from toymodels import IrisClassifier
 
@@ -292,9 +294,77 @@ def test_a_retry_before_its_retry_after_is_held_until_then(hold: bool) -> None:
         assert head[b"retry-after"] == b"0" and head[b"content-type"] == b"application/problem+json"
         detail = orjson.loads(responses[1][1]["body"])["detail"]
         assert detail == (
-            "sent before the Retry-After this connection was given for /x: held 0.3 s and not run; send it again now"
+            "sent before the Retry-After this connection was given for this path: held 0.3 s and not run; send it again"
+            " now"
         )
     assert [status for status, _ in got] == [503, 200, 429, 200, 503, 200]
     assert all(took < 0.2 for _, took in got[1:])
     if holds is not None:  # the 503 to connection 1 still waits to be held, for that connection and path only
         assert list(holds.until) == [(("test", 1), "/x")]
+
+
+def _held_retry(
+    headers: list[tuple[bytes, bytes]], cors_origins: list[str] | None = None, gone: bool = False
+) -> tuple[list[Message], list[RequestRejected]]:
+    """A 503 with Retry-After 0.1, then the same connection's retry at once, held and answered: what was sent for
+    the retry, and the refusals observed. ``gone``: its client left while it was held (its body was in)."""
+    rejected: list[RequestRejected] = []
+
+    class Rejections(Observer):
+        def request_rejected(self, event: RequestRejected) -> None:
+            rejected.append(event)
+
+    async def refuse(scope: Scope, receive: Receive, send: Send) -> None:
+        await JSONResponse({}, status_code=503, headers={"retry-after": "0.1"})(scope, receive, send)
+
+    settings = Settings(cors_origins=cors_origins or [])
+    app = RequestContextMiddleware(
+        refuse, max_body_bytes=100, holds=RetryHolds(), events=Events(Rejections()), cors=cors(settings)
+    )
+
+    async def one() -> list[Message]:
+        scope: dict[str, Any] = {
+            "type": "http", "method": "POST", "path": "/x", "raw_path": b"/x", "query_string": b"",
+            "headers": headers, "scheme": "http", "server": ("test", 80), "client": ("test", 1), "root_path": "",
+            BODY_IN: True,
+        }  # fmt: skip
+        sent: list[Message] = []
+
+        async def receive() -> Message:
+            return {"type": "http.disconnect"} if gone else {"type": "http.request", "body": b""}
+
+        async def send(message: Message) -> None:
+            sent.append(message)
+
+        await app(scope, receive, send)
+        return sent
+
+    async def go() -> list[Message]:
+        await one()
+        rejected.clear()
+        return await one()
+
+    return asyncio.run(go()), rejected
+
+
+def test_a_held_retrys_answer_carries_cors_headers_for_a_browser() -> None:
+    origin = [(b"origin", b"https://app.example")]
+    sent, rejected = _held_retry(origin, cors_origins=["https://app.example"])
+    head = dict(sent[0]["headers"])
+    assert sent[0]["status"] == 503 and head[b"retry-after"] == b"0"
+    assert head[b"access-control-allow-origin"] == b"https://app.example"
+    assert rejected == [RequestRejected(None, "http", "early_retry", 503)]
+    sent, _ = _held_retry(origin)  # CORS off: none
+    assert b"access-control-allow-origin" not in dict(sent[0]["headers"])
+
+
+def test_a_held_retry_that_waits_for_100_continue_is_answered_and_its_connection_closed() -> None:
+    sent, _ = _held_retry([(b"expect", b"100-continue")])
+    head = dict(sent[0]["headers"])
+    assert sent[0]["status"] == 503 and head[b"connection"] == b"close"
+    assert b"connection" not in dict(_held_retry([])[0][0]["headers"])
+
+
+def test_a_held_retry_whose_client_left_gets_no_answer_and_counts_no_refusal() -> None:
+    sent, rejected = _held_retry([], gone=True)
+    assert sent == [] and rejected == []

@@ -754,7 +754,7 @@ def test_an_early_retry_handed_to_the_app_books_no_place_in_the_schedule_of_retu
             conns = [server.connect(port=100 + i) for i in range(9)]
             waits = [(await conn.send(post()))[0].headers["retry-after"] for conn in conns]
             for key in holds.until:
-                holds.until[key] = 50.001  # held a millisecond, to keep this fast
+                holds.until[key] = 50.06  # held 60 ms (just over EARLY_S), to keep this fast
             held = [(await conn.send(post()))[0].headers["retry-after"] for conn in conns]
             assert held == ["0"] * 9 and len(server.paths) == 1 + 9  # the retries went to the app
             waits += [(await conn.send(post()))[0].headers["retry-after"] for conn in conns]  # on the head
@@ -1283,3 +1283,24 @@ def test_counts_not_yet_written_are_written_when_the_app_stops(access: pytest.Lo
     run(main)
     warnings = [r for r in access.records if r.name == "modelapi.rejections"]  # no REPORTER.flush() here
     assert (sum(r.refused for r in warnings), sum(r.unlogged for r in warnings)) == (4, 3)
+
+
+def test_a_retry_held_when_the_server_stops_is_answered_at_once_and_its_connection_closed() -> None:
+    """uvicorn lets a request in progress finish before it stops: a held one would keep the shutdown waiting until
+    its Retry-After (up to 30 s) only to be told "retry now"."""
+
+    async def main() -> None:
+        async with serving(hold_early_retries=True) as server:
+            server.full()
+            conn = server.connect()
+            (first,) = await conn.send(post())  # the app's refusal: Retry-After 1
+            assert first.status == 503 and first.headers["retry-after"] == "1"
+            conn.feed(post())  # at once: held
+            await asyncio.sleep(0.05)
+            started = time.monotonic()
+            conn.protocol.shutdown()
+            (held,) = await conn.answers(timeout=1.0)
+            assert held.status == 503 and held.headers["retry-after"] == "0"
+            assert held.headers["connection"] == "close" and time.monotonic() - started < 0.5
+
+    run(main)

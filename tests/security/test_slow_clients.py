@@ -116,6 +116,9 @@ class Refusing:
     def refusing(self) -> bool:
         return True
 
+    def stop(self) -> None:
+        pass
+
     def refuse_read(
         self, data: bytes, arrived: float, client: int, https: bool, root_path: str, max_head: int
     ) -> bytes | None:

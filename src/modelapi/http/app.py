@@ -124,6 +124,8 @@ def create_app(
     routes.sort(key=lambda route: not getattr(route, "inference", False))
     # held early retries are released early only into room the data plane has (http/holds.py)
     holds = RetryHolds(room=lambda: dataplane.shed() is None) if settings.hold_early_retries else None
+    if shedding is not None:
+        shedding.stop_holds(holds)  # answered when the server stops, not at their Retry-After
     # the routes FastPath dispatches: those the protocol may refuse on the head; none while tracing, so that every
     # request keeps its server span and its traceresponse (the middleware's, which a refusal there would skip)
     if shedding is not None and not tracing.ON:

@@ -1,7 +1,7 @@
 """Early retries held until their ``Retry-After``, or until the server has room, then answered ``503`` with
 ``Retry-After: 0`` and never run: a client that ignores the wait it was given costs two refusals per wait, not one
-per round trip, every request the server runs is one its client sent when told to, and the server never idles while
-it holds one.
+per round trip, no request the server runs has waited out a hold first, and the server never idles while it holds
+one.
 
 A ``503`` carries ``Retry-After`` (an overloaded model, a server starting or stopping). A client that honours it
 costs the server nothing until then; one that retries at once (a retry loop without back-off, a load generator)
@@ -33,7 +33,12 @@ nothing else keeps the server busy, so its next request takes only work the serv
 returning client finds the same room it would have found without the holds. Refusals on the head
 (``http/shedding.py``) book holds but hold nothing; written on the head they end no task (a pipelined one, run by
 uvicorn's request cycle, ends its task as any), and they come only while every model refuses, when there is no room
-to release into.
+to release into. A released retry is answered in a turn and ends: until its client's next request comes (``came``,
+or a refusal of it on its head; at most ``RETURN_S``) it counts as in progress (``returning``), else each such end
+would release the next ones and a lull would send every held retry back at once.
+
+When the server stops (``stop``, from the HTTP protocol's shutdown), every held retry is answered at once and none
+is held from then on: uvicorn waits for the requests in progress, and would wait out their holds.
 
 Behind a proxy that pools its connections to the server, another client's request to the same path on the
 same pooled connection is held too, at most the ``Retry-After`` the model just gave, and then refused;
@@ -58,6 +63,12 @@ MAX_HELD = 100_000
 #: event loop idle; a few overlapping ones keep it busy. Small, so that what the held take is only what the
 #: server would otherwise leave unused, and a client that honours Retry-After still finds the room it expects.
 ROOM = 4
+#: a released retry's client is expected back this soon (its next request, sent at once on the "retry now"): until
+#: then it counts as in progress, so that releases answered in a turn do not each release the next ones
+RETURN_S = 0.1
+#: a retry this little before its time is not held: a client's timer a few milliseconds early (its wait reckoned
+#: from its send, a coarse clock) is no reason to refuse it
+EARLY_S = 0.05
 
 
 def connection(scope: Any) -> Hashable | None:
@@ -83,8 +94,13 @@ class RetryHolds:
         self.clock = clock
         self.max_held = max_held
         self.until: dict[tuple[Hashable, str], float] = {}
-        #: each held request's waiter, in the order they were held (a dict as an ordered set); True: released early
-        self.held: dict[asyncio.Future[bool], None] = {}
+        #: each held request's waiter, in the order they were held, and its connection; True: released early
+        self.held: dict[asyncio.Future[bool], Hashable] = {}
+        #: connections whose held retry was released early and whose next request has not come yet: until when
+        #: each counts as in progress (``RETURN_S``)
+        self.returning: dict[Hashable, float] = {}
+        #: the server is stopping: nothing is held any more
+        self.stopping = False
         self.room = room
         self._sweep_at = 0.0
         #: a check for room is due in the loop's next turn (``_settle``): a request that ends meanwhile is to call
@@ -105,6 +121,8 @@ class RetryHolds:
         if seconds <= 0.0:  # "retry now" (a held retry's answer): nothing to hold
             until.pop((client, path), None)
             return
+        if self.returning:  # a client sent back from a hold came back, and was refused (on its head, say)
+            self.returning.pop(client, None)
         now = self.clock()
         if len(until) >= self.max_held:
             if now < self._sweep_at:
@@ -137,13 +155,19 @@ class RetryHolds:
             oldest = next(iter(remembered))
             if remembered[oldest] <= now:
                 del remembered[oldest]
-        return 0.0 if until is None else max(until - now, 0.0)
+        if until is None or until - now < EARLY_S or self.stopping:
+            return 0.0
+        return until - now
 
-    async def wait(self, seconds: float, in_progress: Sized | None) -> float:
+    def came(self, client: Hashable | None) -> None:
+        """A request from the connection ``client`` began: if its held retry was released early, it is back."""
+        self.returning.pop(client, None)
+
+    async def wait(self, seconds: float, in_progress: Sized | None, client: Hashable = None) -> float:
         """Hold the calling request (one of ``in_progress``, the server's requests in progress, if known) for
         ``seconds`` at most, or until the server has room for it; the seconds it was held (0.0: the server had room
-        at once, and it was not held at all). The waiter is forgotten however the wait ends (released, timed out,
-        or the request cancelled)."""
+        at once, and it was not held at all). ``client``: its connection, expected back once it is released early.
+        The waiter is forgotten however the wait ends (released, timed out, or the request cancelled)."""
         if self._release(in_progress, 1) > 0:  # room left after the older held ones: not held at all
             return 0.0
         loop = asyncio.get_running_loop()
@@ -152,7 +176,7 @@ class RetryHolds:
         # an empty context: a timer cancelled by an early release stays in the loop's heap until its time, and one
         # holding this request's context would keep its scope alive that long
         timer = loop.call_later(seconds, self._expire, waiter, context=contextvars.Context())
-        self.held[waiter] = None
+        self.held[waiter] = client
         self._settle_soon(in_progress)
         try:
             await waiter
@@ -172,22 +196,44 @@ class RetryHolds:
             if self.held:
                 self._settle_soon(in_progress)
 
+    def stop(self) -> None:
+        """The server is stopping: every held retry is answered now, and none is held from now on."""
+        self.stopping = True
+        held, self.held = self.held, {}
+        for waiter in held:
+            if not waiter.done():
+                waiter.set_result(True)
+
     def _release(self, in_progress: Sized | None, own: int) -> int:
         """Release held requests, oldest first, while fewer than ``ROOM`` requests are in progress and not held
-        (``own``: the caller's, in ``in_progress`` but about to be neither; unknown: none is released) and the data
-        plane has room; the places under ``ROOM`` left after them."""
+        (``own``: the caller's, in ``in_progress`` but about to be neither; unknown: none is released), counting
+        the released ones whose clients are still to come back (``returning``), and the data plane has room; the
+        places under ``ROOM`` left after them."""
         if in_progress is None:
             return 0
         held = self.held
-        free = ROOM - (len(in_progress) - len(held) - own)
+        returning = self.returning
+        if returning:
+            now = self.clock()
+            for key in [k for k, t in returning.items() if t <= now]:  # not back in time: not coming
+                del returning[key]
+        free = ROOM - (len(in_progress) - len(held) - own) - len(returning)
         if free <= 0 or (self.room is not None and not self.room()):
             return 0
+        released = False
         while held and free > 0:
             waiter = next(iter(held))
-            del held[waiter]
+            client = held.pop(waiter)
             if not waiter.done():  # (one cancelled with its request is not a place taken)
                 waiter.set_result(True)
                 free -= 1
+                released = True
+                if client is not None:
+                    returning[client] = self.clock() + RETURN_S
+        if released and held:
+            # a client that does not come back frees its place at RETURN_S: look for room again then
+            loop = asyncio.get_running_loop()
+            loop.call_later(RETURN_S, self._settle_soon, in_progress, context=contextvars.Context())
         return free
 
     def _settle_soon(self, in_progress: Sized | None) -> None:

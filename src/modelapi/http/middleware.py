@@ -47,6 +47,8 @@ from .holds import RetryHolds, connection
 from .rejections import REPORTER
 
 log = logging.getLogger("modelapi")
+#: the scope's seconds a retry was held before its answer (``_HeldAnswer``)
+HELD = "modelapi.held"
 CSP = "default-src 'none'; frame-ancestors 'none'"
 HSTS = "max-age=31536000"
 _STANDARD_HEADERS = [
@@ -70,6 +72,7 @@ class RequestContextMiddleware:
         events: Events | None = None,
         uploads: Sequence[tuple[re.Pattern[str], int]] = (),
         holds: RetryHolds | None = None,
+        cors: Sequence[Middleware] = (),
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
@@ -77,24 +80,16 @@ class RequestContextMiddleware:
         self.body_timeout_s = body_timeout_s
         self.events = events
         self.holds = holds
+        # a held retry's answer goes through CORS as any answer does, so that a browser may read it
+        held: ASGIApp = _HeldAnswer(events)
+        for middleware in reversed(cors):
+            cls, args, kwargs = middleware
+            held = cls(held, *args, **kwargs)
+        self.held_answer = held
 
     def _too_large(self) -> None:
         if self.events is not None and self.events.active:
             self.events.request_rejected(RequestRejected(None, "http", "body_size", 413))
-
-    async def _held(self, scope: Scope, held: float, receive: Receive, send: Send) -> None:
-        """Answer a retry that was held ``held`` seconds: 503 with ``Retry-After: 0``, never run. Had it run, its
-        answer would come the hold plus its own time after it was sent, past the queue-time budget that bounds
-        what an admitted request waits; the client's next request is judged as any (docs/overload.md)."""
-        if self.events is not None and self.events.active:
-            self.events.request_rejected(RequestRejected(None, "http", "early_retry", 503))
-        detail = (
-            f"sent before the Retry-After this connection was given for {scope['path']}: held {held:.1f} s and not"
-            " run; send it again now"
-        )
-        exc = EarlyRetry(detail, headers={"retry-after": "0"})
-        response = await handle_modelapi_error(Request(scope), exc)
-        await response(scope, receive, send)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -113,13 +108,14 @@ class RequestContextMiddleware:
         exchange = _Exchange(self, scope, rid, receive, send)
         token = CONTEXT.set(exchange)
         holds = self.holds
-        held = 0.0
-        if holds is not None and holds.until:
-            wait = holds.hold(connection(scope), scope["path"])
-            # a retry before its Retry-After: held until then, or until the server has room, and then answered 503
-            # "retry now", never run (http/holds.py)
-            if wait > 0.0:
-                held = await holds.wait(wait, scope.get(IN_PROGRESS))
+        wait = 0.0
+        if holds is not None and (holds.until or holds.returning):
+            client = connection(scope)
+            if holds.returning:
+                holds.came(client)  # a client sent back from a hold, come back
+            # a retry before its Retry-After: held (below) until then, or until the server has room, and then
+            # answered 503 "retry now", never run (http/holds.py)
+            wait = holds.hold(client, scope["path"])
         # the whole body is due within body_timeout_s of now (after any hold); a body the server has whole already
         # (BODY_IN) cannot keep a receive waiting: no timer for it
         exchange.deadline = exchange.loop.time() + self.body_timeout_s
@@ -143,9 +139,16 @@ class RequestContextMiddleware:
                 response = error_response(Request(scope), 413, PayloadTooLarge.title, detail, {"connection": "close"})
                 await response(scope, receive, out)
                 return
-            if held:
-                await self._held(scope, held, receive, out)
-                return
+            if wait > 0.0:
+                assert holds is not None
+                held = await holds.wait(wait, scope.get(IN_PROGRESS), client)
+                if held:
+                    # a client that left while its request was held gets no answer (its access line says 499);
+                    # with the body in, the receive says so at once (a body still to come is not waited for)
+                    if BODY_IN not in scope or (await receive())["type"] != "http.disconnect":
+                        scope[HELD] = held
+                        await self.held_answer(scope, receive, out)
+                    return
             try:
                 await self.app(scope, exchange.receive, out)
             except ClientDisconnect:
@@ -180,6 +183,31 @@ class RequestContextMiddleware:
             # the last request to end releases what is held; an end while a check for room is due counts in it
             if holds is not None and (holds.held or holds.settling):  # (http/holds.py)
                 holds.ended(scope.get(IN_PROGRESS))
+
+
+class _HeldAnswer:
+    """The answer to a retry held until its ``Retry-After`` (``HELD``: how long): 503 with ``Retry-After: 0``, never
+    run. Had it run, its answer would come the hold plus its own time after it was sent, past the queue-time budget
+    that bounds what an admitted request waits; the client's next request is judged as any (docs/overload.md)."""
+
+    def __init__(self, events: Events | None) -> None:
+        self.events = events
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.events is not None and self.events.active:
+            self.events.request_rejected(RequestRejected(None, "http", "early_retry", 503))
+        headers = {"retry-after": "0"}
+        if (b"expect", b"100-continue") in ((n, v.lower()) for n, v in scope["headers"]):
+            # as a refusal on the head: a client waiting for ``100 Continue``, which never comes, may send its body
+            # or not, so the connection's next bytes could be either: it is closed
+            headers["connection"] = "close"
+        # (the path is left out: it is the client's, and the line the rejections reporter writes quotes the detail)
+        detail = (
+            f"sent before the Retry-After this connection was given for this path: held {scope[HELD]:.1f} s and not"
+            " run; send it again now"
+        )
+        response = await handle_modelapi_error(Request(scope), EarlyRetry(detail, headers=headers))
+        await response(scope, receive, send)
 
 
 class _Exchange:
@@ -358,6 +386,7 @@ def request_context(
         uploads=uploads,
         # one per app: both paths share it, and the protocol's refusals on the head (http/shedding.py)
         holds=(holds or RetryHolds()) if settings.hold_early_retries else None,
+        cors=cors(settings),
     )
 
 

@@ -144,6 +144,8 @@ class Shedding:
         #: each inference route's literal path end, its pattern (the router's), its protocol and its error style
         self._routes: tuple[tuple[str, re.Pattern[str], str, ErrorStyle], ...] = ()
         self._holds: RetryHolds | None = None
+        #: the app's held early retries, answered when the server stops (bound or not: not while tracing)
+        self._stopping_holds: RetryHolds | None = None
         self._private = False
         self._cors = False
         self._max_body_bytes: int | None = None
@@ -193,6 +195,16 @@ class Shedding:
         self._max_body_bytes = max_body_bytes
         self.lines = None if access_log_refusals_per_s is None else RefusalLines(access_log_refusals_per_s)
         self._dataplane = dataplane
+
+    def stop_holds(self, holds: RetryHolds | None) -> None:
+        """``holds``: the app's early retries held, which ``stop`` answers (tracing on, nothing else is bound)."""
+        self._stopping_holds = holds
+
+    def stop(self) -> None:
+        """The server is stopping: every early retry held is answered now (``RetryHolds.stop``)."""
+        holds = self._stopping_holds
+        if holds is not None and not holds.stopping:
+            holds.stop()
 
     def refusing(self) -> bool:
         """Whether a request may be refused on its head now: the gate is refusing (``ModelGate.refusing``)."""

@@ -105,6 +105,9 @@ class Shedder(Protocol):
         """Whether requests may be refused on their heads now (for pacing, such a head counts as work in
         progress)."""
 
+    def stop(self) -> None:
+        """The server is stopping: early retries the app holds are answered now (``http/holds.py``)."""
+
     def refuse_read(
         self, data: bytes, arrived: float, client: int, https: bool, root_path: str, max_head: int
     ) -> bytes | None:
@@ -256,6 +259,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._stopping = True
         if self._waiting is not None:
             self.take_waiting()
+        if self.shedding is not None:
+            self.shedding.stop()  # a held request is one in progress too: answered now, not at its Retry-After
         super().shutdown()
 
     def connection_lost(self, exc: Exception | None) -> None:
