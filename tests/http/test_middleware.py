@@ -304,10 +304,14 @@ def test_a_retry_before_its_retry_after_is_held_until_then(hold: bool) -> None:
 
 
 def _held_retry(
-    headers: list[tuple[bytes, bytes]], cors_origins: list[str] | None = None, gone: bool = False
+    headers: list[tuple[bytes, bytes]],
+    cors_origins: list[str] | None = None,
+    gone: bool = False,
+    method: str = "POST",
 ) -> tuple[list[Message], list[RequestRejected]]:
-    """A 503 with Retry-After 0.1, then the same connection's retry at once, held and answered: what was sent for
-    the retry, and the refusals observed. ``gone``: its client left while it was held (its body was in)."""
+    """A 503 with Retry-After 0.1, then the same connection's retry at once (``method``), held and answered: what
+    was sent for the retry, and the refusals observed. ``gone``: its client left while it was held (its body was
+    in)."""
     rejected: list[RequestRejected] = []
 
     class Rejections(Observer):
@@ -322,9 +326,9 @@ def _held_retry(
         refuse, max_body_bytes=100, holds=RetryHolds(), events=Events(Rejections()), cors=cors(settings)
     )
 
-    async def one() -> list[Message]:
+    async def one(method: str = "POST") -> list[Message]:
         scope: dict[str, Any] = {
-            "type": "http", "method": "POST", "path": "/x", "raw_path": b"/x", "query_string": b"",
+            "type": "http", "method": method, "path": "/x", "raw_path": b"/x", "query_string": b"",
             "headers": headers, "scheme": "http", "server": ("test", 80), "client": ("test", 1), "root_path": "",
             BODY_IN: True,
         }  # fmt: skip
@@ -342,7 +346,7 @@ def _held_retry(
     async def go() -> list[Message]:
         await one()
         rejected.clear()
-        return await one()
+        return await one(method)
 
     return asyncio.run(go()), rejected
 
@@ -356,6 +360,13 @@ def test_a_held_retrys_answer_carries_cors_headers_for_a_browser() -> None:
     assert rejected == [RequestRejected(None, "http", "early_retry", 503)]
     sent, _ = _held_retry(origin)  # CORS off: none
     assert b"access-control-allow-origin" not in dict(sent[0]["headers"])
+
+
+def test_a_browsers_preflight_is_not_held_as_a_retry() -> None:
+    """A browser asks again before its POST (an OPTIONS preflight, once its cached answer is old): no retry."""
+    preflight = [(b"origin", b"https://app.example"), (b"access-control-request-method", b"POST")]
+    sent, rejected = _held_retry(preflight, cors_origins=["https://app.example"], method="OPTIONS")
+    assert dict(sent[0]["headers"])[b"retry-after"] == b"0.1" and rejected == []  # the app's own answer: not held
 
 
 def test_a_held_retry_that_waits_for_100_continue_is_answered_and_its_connection_closed() -> None:

@@ -12,12 +12,12 @@ to wait. A connection is the one modelapi's HTTP protocol names (``security/slow
 connection from the same address and port, the kernel's ephemeral ports reused, is another), or the client's address
 and port where a server gives no such name. A request on the same connection to the same path before then is held (a
 future awaited, no work) until that time and then answered ``503`` with ``Retry-After: 0`` (``EarlyRetry``, reason
-``early_retry``), never run: had it run, its client would have its answer the hold plus the request's own time
-after sending it, far past the queue-time budget (``--max-queue-ms``) that bounds how long a request the server
-takes waits, and the wait told would have bought the client nothing but latency. Its next request is judged as
-any: admitted if there is room, refused (and that one's early retry held) otherwise. A request to another path, or
-from another connection, is not held. A ``429`` is not remembered: it is one API key's limit, and the next request
-on the connection may carry another key.
+``early_retry``), never run: had it run, its client would have its answer the hold plus the request's own time after
+sending it, far past the queue-time budget (``--max-queue-ms``) that bounds how long a request the server takes
+waits, and the wait told would have bought the client nothing but latency. Its next request is judged as any:
+admitted if there is room, refused (and that one's early retry held) otherwise. A request to another path, or from
+another connection, is not held, nor a browser's CORS preflight (``OPTIONS``). A ``429`` is not remembered: it is
+one API key's limit, and the next request on the connection may carry another key.
 
 **Work-conserving.** The schedule of returns (``gate.Returns``) tells a flood's refusals to come back up to 30 s
 ahead, so a retry held until then could wait that long on a server gone idle (the flood over, the slow requests

@@ -115,7 +115,8 @@ class RequestContextMiddleware:
                 holds.came(client)  # a client sent back from a hold, come back
             # a retry before its Retry-After: held (below) until then, or until the server has room, and then
             # answered 503 "retry now", never run (http/holds.py)
-            wait = holds.hold(client, scope["path"])
+            if scope["method"] != "OPTIONS":  # a browser's CORS preflight is no retry: CORS answers it
+                wait = holds.hold(client, scope["path"])
         # the whole body is due within body_timeout_s of now (after any hold); a body the server has whole already
         # (BODY_IN) cannot keep a receive waiting: no timer for it
         exchange.deadline = exchange.loop.time() + self.body_timeout_s
