@@ -161,7 +161,7 @@ class DataPlane:
         waits its turn: ``http/pacing.py``), counted against the queue-time budget as the gate counts it. Its
         ``Retry-After`` is booked in the schedule of returns only when the refusal is given
         (``gate.book(shed.schedule, shed.at_least)``): a request the front end hands on instead (an early
-        retry, which the app holds and then answers "retry now") books no place of its own."""
+        retry, held and then answered "retry now") books no place of its own."""
         gate = self.gate
         if not gate.refusing:
             return None

@@ -231,6 +231,39 @@ def test_the_last_request_to_end_releases_the_oldest_held_first_up_to_room() -> 
     asyncio.run(go())
 
 
+def test_retries_held_on_the_head_are_released_as_the_apps_but_are_none_of_the_requests_in_progress() -> None:
+    """A retry the HTTP protocol holds itself (``hold_on_head``) has no task: it is not taken off the requests in
+    progress as the app's held ones are, it is released oldest first with them, its time coming ends it
+    (``False``), cancelling it forgets it, and with room it is not held at all."""
+
+    async def go() -> None:
+        holds = RetryHolds()
+        in_progress = {f"busy{i}" for i in range(ROOM)}
+        on_head = [holds.hold_on_head(30, in_progress, ("10.0.0.1", i)) for i in range(2)]
+        assert all(w is not None for w in on_head) and len(holds.on_head) == 2
+        in_progress.add("held-by-app")
+        by_app = asyncio.create_task(holds.wait(30, in_progress))
+        await asyncio.sleep(0)
+        assert len(holds.held) == 3 and not by_app.done()  # ROOM busy besides the held: nothing released
+        timed = holds.hold_on_head(0.05, in_progress, ("10.0.0.1", 9))
+        assert timed is not None
+        assert (await asyncio.wait_for(timed, 1)) is False and len(holds.held) == 3
+        cancelled = on_head.pop()
+        assert cancelled is not None
+        cancelled.cancel()
+        await asyncio.sleep(0)
+        assert len(holds.held) == 2 and len(holds.on_head) == 1
+        in_progress -= {"busy0", "busy1", "busy2"}
+        holds.ended(in_progress)  # busy3 ends: the one on the head (the older) and the app's are released
+        await asyncio.sleep(0)
+        assert on_head[0] is not None and on_head[0].result() is True
+        assert 0 < (await asyncio.wait_for(by_app, 1)) < 1
+        assert holds.held == {} and not holds.on_head
+        assert holds.hold_on_head(30, set(), ("10.0.0.1", 10)) is None  # room: not held
+
+    asyncio.run(go())
+
+
 def test_a_retry_arriving_while_the_server_has_room_is_not_held() -> None:
     async def go() -> None:
         server = Server()

@@ -694,7 +694,11 @@ def test_a_refused_body_that_comes_in_time_leaves_the_connection_kept_and_idle_u
 
 
 # early retries ----------------------------------------------------------------------------------------------------
-def test_an_early_retry_goes_to_the_app_which_holds_it_and_a_refusal_on_the_head_is_remembered() -> None:
+def test_an_early_retry_whole_in_one_read_is_held_by_the_protocol_and_answered_retry_now_never_run() -> None:
+    """A refusal on the head is remembered for the connection; its early retry, whole in one read, is held by the
+    protocol itself (no parser, no task: ``Shedding.refuse_read``) until its ``Retry-After``, then answered 503
+    "retry now" and never run, counted as the app counts its held retries; a request to another path is none."""
+
     async def main() -> None:
         async with serving(hold_early_retries=True) as server:
             server.full()
@@ -710,12 +714,183 @@ def test_an_early_retry_goes_to_the_app_which_holds_it_and_a_refusal_on_the_head
             assert 0.9 < until - time.monotonic() <= 1.0
             holds.until[(connection, INFER)] = time.monotonic() + 0.1  # a shorter wait, to keep this fast
             started = time.monotonic()
-            (retry,) = await conn.send(post())
-            assert len(server.paths) == 2 and retry.status == 503  # the app held it, then refused it
-            assert retry.headers["retry-after"] == "0" and (connection, INFER) not in holds.until
+            conn.feed(post(headers="x-request-id: retry-1\r\n"))
+            await asyncio.sleep(0.02)
+            assert len(holds.held) == 1 and len(holds.on_head) == 1 and not conn.wire.writes[1:]
+            (retry,) = await conn.answers()
+            assert len(server.paths) == 1 and retry.status == 503  # held on the head, then refused: never run
+            assert retry.headers["retry-after"] == "0" and retry.headers["x-request-id"] == "retry-1"
+            assert (connection, INFER) not in holds.until and not holds.held and not holds.on_head
             assert time.monotonic() - started >= 0.09
+            assert orjson.loads(retry.body)["error"].startswith("sent before the Retry-After")
+            assert [e.reason for e in server.rejected()][-2:] == ["overloaded", "early_retry"]
             (elsewhere,) = await conn.send(post("/models/sleepy/predict"))  # another path: not a retry
-            assert len(server.paths) == 2 and elsewhere.status == 503
+            assert len(server.paths) == 1 and elsewhere.status == 503 and elsewhere.headers["retry-after"] != "0"
+
+    run(main)
+
+
+def held_seconds(raw: bytes) -> bytes:
+    """An answer's bytes, how long it was held aside."""
+    return re.sub(rb"held [0-9.]+ s", b"held <s> s", raw)
+
+
+@pytest.mark.parametrize("tls", [False, True])
+def test_an_early_retry_held_by_the_protocol_gets_the_bytes_the_app_gives_one_it_holds(tls: bool) -> None:
+    """Split over two reads an early retry goes through the parser to the app, which holds it (``http/holds.py``);
+    whole in one read the protocol holds it. The two answers are the same bytes but for their order of headers,
+    uvicorn's default headers included."""
+
+    async def main() -> None:
+        async with serving(hold_early_retries=True) as server:
+            server.full()
+            await server.refusing()
+            holds = server.shedding._holds
+            assert holds is not None
+            whole, split = server.connect(port=1, tls=tls), server.connect(port=2, tls=tls)
+            request = post(headers="x-request-id: same-id\r\n")
+            for conn in (whole, split):
+                conn.protocol.server_state.default_headers = [(b"server", b"modelapi-test")]
+                await conn.send(post())
+            for key in holds.until:
+                holds.until[key] = time.monotonic() + 0.1
+            whole.feed(request)
+            split.feed(request[:40])
+            split.feed(request[40:])
+            (by_protocol,), (by_app,) = await whole.answers(), await split.answers()
+            assert len(server.paths) == 2  # the app's refusal, and the split retry it held
+            assert seen(by_protocol)[0] == seen(by_app)[0] == 503
+            assert seen(by_protocol)[1] == seen(by_app)[1]
+            assert held_seconds(by_protocol.body) == held_seconds(by_app.body)
+            assert [e.reason for e in server.rejected()][-2:] == ["early_retry", "early_retry"]
+
+    run(main)
+
+
+def test_an_early_retry_whose_access_line_is_to_be_written_goes_to_the_app(access: pytest.LogCaptureFixture) -> None:
+    async def main() -> None:
+        async with serving(hold_early_retries=True) as server:
+            server.full()
+            await server.refusing()
+            holds = server.shedding._holds
+            assert holds is not None
+            conn = server.connect()
+            await conn.send(post())
+            for key in holds.until:
+                holds.until[key] = time.monotonic() + 0.1
+            (retry,) = await conn.send(post())
+            assert retry.headers["retry-after"] == "0" and len(server.paths) == 2  # the app held it
+            assert [r.status for r in access_lines(access)][-1] == 503  # type: ignore[attr-defined]
+
+    run(main)
+
+
+def test_a_client_that_leaves_while_its_retry_is_held_on_the_head_gets_nothing_and_nothing_is_counted() -> None:
+    async def main() -> None:
+        async with serving(hold_early_retries=True) as server:
+            server.full()
+            await server.refusing()
+            holds = server.shedding._holds
+            assert holds is not None
+            conn = server.connect()
+            await conn.send(post())
+            for key in holds.until:
+                holds.until[key] = time.monotonic() + 0.1
+            written = len(conn.wire.writes)
+            conn.feed(post())
+            await asyncio.sleep(0.02)
+            assert holds.on_head
+            rejected = len(server.rejected())
+            conn.close()
+            await asyncio.sleep(0.15)
+            assert len(conn.wire.writes) == written and len(server.rejected()) == rejected
+            assert not holds.held and not holds.on_head
+
+    run(main)
+
+
+def test_what_a_client_sends_while_its_retry_is_held_on_the_head_is_read_after_its_answer() -> None:
+    async def main() -> None:
+        async with serving(hold_early_retries=True) as server:
+            server.full()
+            await server.refusing()
+            holds = server.shedding._holds
+            assert holds is not None
+            conn = server.connect()
+            await conn.send(post())
+            for key in holds.until:
+                holds.until[key] = time.monotonic() + 0.1
+            conn.feed(post())
+            await asyncio.sleep(0.02)
+            conn.feed(post("/models/sleepy/predict"))  # pipelined behind the held one
+            await asyncio.sleep(0.02)
+            assert len(conn.wire.writes) == 1  # nothing answered before the held retry
+            retry, after = await conn.answers(2)
+            assert retry.headers["retry-after"] == "0" and after.status == 503 and after.headers["retry-after"] != "0"
+            assert len(server.paths) == 1 and not conn.wire.closed
+
+    run(main)
+
+
+def test_the_server_stopping_answers_a_retry_held_on_the_head_at_once_and_closes_its_connection() -> None:
+    async def main() -> None:
+        async with serving(hold_early_retries=True) as server:
+            server.full()
+            await server.refusing()
+            holds = server.shedding._holds
+            assert holds is not None
+            conn = server.connect()
+            await conn.send(post())
+            for key in holds.until:
+                holds.until[key] = time.monotonic() + 30.0
+            conn.feed(post())
+            await asyncio.sleep(0.02)
+            assert holds.on_head
+            conn.protocol.shutdown()
+            (retry,) = await conn.answers(timeout=0.5)
+            assert retry.headers["retry-after"] == "0" and retry.headers["connection"] == "close"
+            assert conn.wire.closed and not holds.held and not holds.on_head
+
+    run(main)
+
+
+def test_keep_alive_does_not_close_a_connection_whose_retry_is_held_on_the_head() -> None:
+    async def main() -> None:
+        async with serving(hold_early_retries=True) as server:
+            server.full()
+            await server.refusing()
+            holds = server.shedding._holds
+            assert holds is not None
+            conn = server.connect()
+            conn.protocol.timeout_keep_alive = 0.05
+            await conn.send(post())
+            for key in holds.until:
+                holds.until[key] = time.monotonic() + 0.2
+            conn.feed(post())
+            await asyncio.sleep(0.15)
+            assert not conn.wire.closed  # past the keep-alive time, but waiting for its answer
+            (retry,) = await conn.answers()
+            assert retry.headers["retry-after"] == "0" and not conn.wire.closed
+            await asyncio.sleep(0.2)
+            assert conn.wire.closed  # idle after its answer: closed the keep-alive time after it
+
+    run(main)
+
+
+def test_an_early_retry_that_finds_room_is_not_held_but_run() -> None:
+    async def main() -> None:
+        async with serving(hold_early_retries=True) as server:
+            server.full()
+            await server.refusing()
+            holds = server.shedding._holds
+            assert holds is not None
+            conn = server.connect()
+            await conn.send(post())
+            for key in holds.until:
+                holds.until[key] = time.monotonic() + 30.0
+            server.room()  # the gate still refusing a while, but the model has room
+            (retry,) = await conn.send(post(), timeout=1.0)
+            assert retry.status == 200 and len(server.paths) == 2 and not holds.held  # run by the app as any
 
     run(main)
 
@@ -737,11 +912,11 @@ def test_a_new_connection_from_a_refused_ones_address_and_port_is_not_taken_for_
     run(main)
 
 
-def test_an_early_retry_handed_to_the_app_books_no_place_in_the_schedule_of_returns() -> None:
+def test_an_early_retry_held_books_no_place_in_the_schedule_of_returns() -> None:
     """Each refusal books one place in the schedule (20 a second with nothing served, so the 21st is the first told
-    2 s): the app's refusal, nine on the head, their nine early retries held and refused by the app with "retry
+    2 s): the app's refusal, nine on the head, their nine early retries held and refused with "retry
     now" (no place: they were never judged), the nine requests after them refused on the head and one more on the
-    head are 20; an early retry handed on must not book a place of its own as well."""
+    head are 20; an early retry held must not book a place of its own as well."""
 
     async def main() -> None:
         async with serving(hold_early_retries=True) as server:
@@ -756,10 +931,10 @@ def test_an_early_retry_handed_to_the_app_books_no_place_in_the_schedule_of_retu
             for key in holds.until:
                 holds.until[key] = 50.06  # held 60 ms (just over EARLY_S), to keep this fast
             held = [(await conn.send(post()))[0].headers["retry-after"] for conn in conns]
-            assert held == ["0"] * 9 and len(server.paths) == 1 + 9  # the retries went to the app
+            assert held == ["0"] * 9 and len(server.paths) == 1  # the retries held on their heads, never run
             waits += [(await conn.send(post()))[0].headers["retry-after"] for conn in conns]  # on the head
             waits += [(await server.connect().send(post()))[0].headers["retry-after"]]
-            assert waits == ["1"] * 19 and len(server.paths) == 10
+            assert waits == ["1"] * 19 and len(server.paths) == 1
             (twenty_first,) = await server.connect(port=2).send(post())
             assert twenty_first.headers["retry-after"] == "2"
 

@@ -19,6 +19,11 @@ admitted if there is room, refused (and that one's early retry held) otherwise. 
 another connection, is not held, nor a browser's CORS preflight (``OPTIONS``). A ``429`` is not remembered: it is
 one API key's limit, and the next request on the connection may carry another key.
 
+Who holds it: the middleware (``wait``: the request's task awaits), or, for an early retry that came whole in one
+read while the gate refuses and no access line is to be written, the HTTP protocol itself (``hold_on_head``, from
+``http/shedding.HeldRead``): no task, so it is none of the requests in progress, and the counts below leave it
+out (``on_head``).
+
 **Work-conserving.** The schedule of returns (``gate.Returns``) tells a flood's refusals to come back up to 30 s
 ahead, so a retry held until then could wait that long on a server gone idle (the flood over, the slow requests
 done). So a held retry is also released (answered, for its client to send it again at once), oldest first, as soon
@@ -49,6 +54,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import time
 from collections.abc import Callable, Hashable, Iterable, Sized
 from typing import Any
@@ -96,6 +102,9 @@ class RetryHolds:
         self.until: dict[tuple[Hashable, str], float] = {}
         #: each held request's waiter, in the order they were held, and its connection; True: released early
         self.held: dict[asyncio.Future[bool], Hashable] = {}
+        #: the waiters of retries the HTTP protocol holds itself (``hold_on_head``): no task, none of the requests
+        #: in progress, so not taken off their count as the app's held ones are
+        self.on_head: set[asyncio.Future[bool]] = set()
         #: connections whose held retry was released early and whose next request has not come yet: until when
         #: each counts as in progress (``RETURN_S``)
         self.returning: dict[Hashable, float] = {}
@@ -186,6 +195,26 @@ class RetryHolds:
             self.held.pop(waiter, None)
             timer.cancel()
 
+    def hold_on_head(self, seconds: float, in_progress: Sized | None, client: Hashable) -> asyncio.Future[bool] | None:
+        """``wait`` for a retry the HTTP protocol holds itself, with no task (``http/shedding.py``): ``None`` if the
+        server has room (not held: the request goes on as any); else the waiter, done as ``wait``'s would end
+        (``True``: released early; ``False``: its time came). Cancelled (its connection lost), it is forgotten."""
+        if self._release(in_progress, 0) > 0:
+            return None
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[bool] = loop.create_future()
+        timer = loop.call_later(seconds, self._expire, waiter, context=contextvars.Context())
+        self.held[waiter] = client
+        self.on_head.add(waiter)
+        waiter.add_done_callback(functools.partial(self._off_head, timer), context=contextvars.Context())
+        self._settle_soon(in_progress)
+        return waiter
+
+    def _off_head(self, timer: asyncio.TimerHandle, waiter: asyncio.Future[bool]) -> None:
+        self.held.pop(waiter, None)
+        self.on_head.discard(waiter)
+        timer.cancel()
+
     def ended(self, in_progress: Sized | None) -> None:
         """A request of ``in_progress`` (still in it) is ending: if the server is about to run out of work, held
         retries are released, oldest first, to take it up. Called at every request's end while any retry is held
@@ -200,6 +229,7 @@ class RetryHolds:
         """The server is stopping: every held retry is answered now, and none is held from now on."""
         self.stopping = True
         held, self.held = self.held, {}
+        self.on_head = set()
         for waiter in held:
             if not waiter.done():
                 waiter.set_result(True)
@@ -217,13 +247,14 @@ class RetryHolds:
             now = self.clock()
             for key in [k for k, t in returning.items() if t <= now]:  # not back in time: not coming
                 del returning[key]
-        free = ROOM - (len(in_progress) - len(held) - own) - len(returning)
+        free = ROOM - (len(in_progress) - (len(held) - len(self.on_head)) - own) - len(returning)
         if free <= 0 or (self.room is not None and not self.room()):
             return 0
         released = False
         while held and free > 0:
             waiter = next(iter(held))
             client = held.pop(waiter)
+            self.on_head.discard(waiter)
             if not waiter.done():  # (one cancelled with its request is not a place taken)
                 waiter.set_result(True)
                 free -= 1
@@ -251,7 +282,7 @@ class RetryHolds:
         ended, self._ended = self._ended, 0
         if not self.held:
             return
-        busy = len(in_progress) - len(self.held)
+        busy = len(in_progress) - (len(self.held) - len(self.on_head))
         done = 0
         if ROOM <= busy < ROOM + ended and isinstance(in_progress, Iterable):
             done = sum(1 for task in in_progress if isinstance(task, asyncio.Future) and task.done())
@@ -260,5 +291,6 @@ class RetryHolds:
     def _expire(self, waiter: asyncio.Future[bool]) -> None:
         # no longer held from now, not from when its request next runs: the count of held stays true meanwhile
         self.held.pop(waiter, None)
+        self.on_head.discard(waiter)
         if not waiter.done():
             waiter.set_result(False)

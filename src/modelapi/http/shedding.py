@@ -24,10 +24,14 @@ Under a flood nearly every refused request comes whole in one read, its body in 
 on an idle connection is refused before the parser sees it (``Shedding.refuse_read``): a strict pattern frames it
 (``_whole``: what it does not take plainly, the parser takes), its routing is kept per target, and the same
 decision and ``_give`` make the same bytes, in one write. Not where its access line is to be written: the
-parser's path builds the scope that takes.
+parser's path builds the scope that takes. An early retry in such a read is held here rather than by the app
+(``HeldRead``): no parser, task or middleware, only the hold's waiter and timer, and then the bytes the app's
+held answer has; under a flood of clients that retry at once, a held retry through the app cost about as much
+as half a served request (docs/overload.md).
 
-A request the app would answer otherwise is handed to it: an early retry (the app holds it until its
-``Retry-After``, or until the server has room), a browser's request with CORS on (the app's answer carries the
+A request the app would answer otherwise is handed to it: an early retry not in one whole read, or whose access
+line is to be written (the app holds it until its ``Retry-After``, or until the server has room), a browser's
+request with CORS on (the app's answer carries the
 CORS headers), a body declared over ``max_body_bytes`` (413). Its ``Retry-After`` is booked only for a refusal
 given, so a request handed on books no place in the schedule of returns. With tracing on nothing is bound here
 (``http/app.py``): every request keeps its span.
@@ -44,11 +48,13 @@ attribute read then (docs/overload.md).
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import logging
 import math
 import re
 import time
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence, Sized
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
@@ -58,7 +64,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import jsonutil
 from ..dataplane import SHED_DETAIL
-from ..errors import Overloaded
+from ..errors import EarlyRetry, Overloaded
 from ..events import RequestRejected
 from ..protocols import ErrorStyle
 from ..security.slow_clients import ARRIVED, IN_PROGRESS
@@ -170,10 +176,10 @@ class Shedding:
     ) -> None:
         """``routes``: each inference route's path template, its protocol's name and its error style; a path is
         refused on its head only if it matches one of those templates as the router would (a path no route takes
-        goes to the app, which answers 404). ``holds``: the app's early retries
-        held until their ``Retry-After``: a refusal here is remembered there, and an early retry is not refused
-        here but left to the app, which holds it (``http/holds.py``). ``private``: authentication is on, so the
-        answer names no model, not even the only one (without a key, nothing names a model: docs/security.md);
+        goes to the app, which answers 404). ``holds``: the early retries held until their ``Retry-After``: a
+        refusal here is remembered there, and an early retry is not refused here but held: by ``refuse_read``
+        when it came whole in one read, else by the app (``http/holds.py``). ``private``: authentication is on, so
+        the answer names no model, not even the only one (without a key, nothing names a model: docs/security.md);
         the event and the log still do. Handed to the app, which answers them otherwise: a browser's request (one
         with an ``Origin``) when ``cors`` is on (with its CORS headers), and one whose declared body is over
         ``max_body_bytes`` (413, the connection closed rather than the body drained).
@@ -244,8 +250,15 @@ class Shedding:
         return None
 
     def refuse_read(
-        self, data: bytes, arrived: float, client: int, https: bool, root_path: str, max_head: int
-    ) -> bytes | None:
+        self,
+        data: bytes,
+        arrived: float,
+        client: int,
+        https: bool,
+        root_path: str,
+        max_head: int,
+        in_progress: Sized | None = None,
+    ) -> bytes | HeldRead | None:
         """The refusal of a request that came whole in one read (``data``, its head and all its body, nothing
         after it), as the bytes that follow its status line and the server's default headers; everything else
         giving it does, done (``_give``), but its access line: one is given here only once this second's lines
@@ -254,8 +267,11 @@ class Shedding:
         (``time.monotonic()``); ``client``: the connection's id (``CONNECTION``); ``https``: the connection's
         scheme (a request with ``X-Forwarded-`` headers is the parser's: from a trusted proxy, they name another);
         ``max_head``: the head's size limit (a head over it is the parser's, which refuses it with a 431).
-        Why: under a flood most refusals are such reads, and the parser's callbacks, the scope and the general
-        answer's steps were about half of a refusal's instructions (docs/overload.md)."""
+        An early retry (``RetryHolds.due``) is held instead, as the app would hold it: a ``HeldRead``, whose answer
+        the protocol writes when the hold ends; with room for it now, ``None`` (not held: the app runs it);
+        ``in_progress``: the server's requests in progress (``IN_PROGRESS``), for the hold's release. Why: under a
+        flood most refusals are such reads, and the parser's callbacks, the scope and the general answer's steps
+        were about half of a refusal's instructions (docs/overload.md)."""
         dataplane = self._dataplane
         if dataplane is None or not dataplane.gate.refusing:
             return None
@@ -279,23 +295,17 @@ class Shedding:
             return None
         protocol, style, routed, start = route
         path = root_path + routed
-        holds = self._holds
-        if holds is not None and holds.due(client, path):
-            return None  # an early retry: the app holds it
         logging_on = ACCESS_LOG.isEnabledFor(logging.INFO)
         lines = self.lines
         if logging_on and (lines is None or not lines.spent()):
             return None  # its access line is to be written: the parser builds the scope that takes
+        holds = self._holds
+        if holds is not None and holds.due(client, path):
+            return self._hold(holds, data, whole.end(), client, path, style, start, https, in_progress)
         shed = dataplane.shed(time.monotonic() - arrived)
         if shed is None:
             return None
-        rid = ""
-        lowered = data[: whole.end()].lower()
-        at = lowered.find(b"\r\nx-request-id:")
-        if at >= 0:
-            text = data[at + 15 : lowered.find(b"\r\n", at + 15)].strip(b" \t").decode("latin-1")
-            rid = text if well_formed_id(text) else ""
-        rid = rid or new_request_id()
+        rid = _request_id(data, whole.end())
         body, retry_after = self._give(shed, protocol, style, path, rid, client, logging_on)
         return b"%s%d\r\nretry-after: %s\r\nx-request-id: %s\r\n%s%s\r\n%s" % (
             start,
@@ -306,6 +316,30 @@ class Shedding:
             _HSTS_LINE if https else b"",
             body,
         )
+
+    def _hold(
+        self,
+        holds: RetryHolds,
+        data: bytes,
+        head_end: int,
+        client: int,
+        path: str,
+        style: ErrorStyle,
+        start: bytes,
+        https: bool,
+        in_progress: Sized | None,
+    ) -> HeldRead | None:
+        """``refuse_read``'s early retry: held here, with no task, as the app would hold it (``http/holds.py``);
+        ``None`` (the parser takes it, and the app runs it as any) if the server has room for it now."""
+        if holds.returning:
+            holds.came(client)  # a client sent back from a hold, come back
+        seconds = holds.hold(client, path)
+        if seconds <= 0.0:
+            return None  # not early enough to hold after all (``EARLY_S``), or the server stopping
+        waiter = holds.hold_on_head(seconds, in_progress, client)
+        if waiter is None:
+            return None
+        return HeldRead(self, waiter, style, path, _request_id(data, head_end), start, https)
 
     def _routed(self, url: bytes) -> tuple[str, ErrorStyle, str, bytes] | None:
         """``refuse_read``'s routing of a request target: ``_route``'s, and the answer's first header bytes."""
@@ -351,10 +385,92 @@ class Shedding:
         browser's request with CORS on, a body declared over the limit."""
         holds = self._holds
         if holds is not None and holds.due(connection(scope), scope["path"]):
-            return True  # a retry before its Retry-After: the app holds it until then
+            return True  # a retry before its Retry-After: the app holds it until then (whole in one read: ``HeldRead``)
         if declared is not None and self._max_body_bytes is not None and declared > self._max_body_bytes:
             return True
         return self._cors and any(key == b"origin" for key, _ in scope["headers"])
+
+
+class HeldRead:
+    """An early retry the HTTP protocol holds itself (``Shedding.refuse_read``'s), as the app would hold it: when
+    its hold ends it is answered ``503`` with ``Retry-After: 0`` and never run (``http/holds.py``), through the
+    writer the protocol gives (``answer_to``): the bytes after the status line and the server's default headers.
+    Counted as the app counts its held retries (reason ``early_retry``), with no access line: it is held here only
+    once this second's refusal lines are written (``RefusalLines``), as a refusal in one read is."""
+
+    __slots__ = ("_began", "_https", "_path", "_rid", "_shedding", "_start", "_style", "_waiter", "_write")
+
+    def __init__(
+        self,
+        shedding: Shedding,
+        waiter: asyncio.Future[bool],
+        style: ErrorStyle,
+        path: str,
+        rid: str,
+        start: bytes,
+        https: bool,
+    ) -> None:
+        self._shedding = shedding
+        self._waiter = waiter
+        self._style = style
+        self._path = path
+        self._rid = rid
+        self._start = start
+        self._https = https
+        self._began = time.monotonic()
+        self._write: Callable[[bytes], None] | None = None
+        waiter.add_done_callback(self._ended, context=contextvars.Context())
+
+    def answer_to(self, write: Callable[[bytes], None]) -> None:
+        """Who writes the answer, once the hold ends (a turn of the loop after it does, at the earliest)."""
+        self._write = write
+
+    def forget(self) -> None:
+        """The connection is lost: no answer, nothing counted (as the app's held retry whose client left)."""
+        self._write = None
+        self._waiter.cancel()
+
+    def end_now(self) -> None:
+        """The server is stopping: answered now, not a turn later (the protocol closes the connection next)."""
+        if not self._waiter.done():
+            self._waiter.set_result(True)
+        self._answer()
+
+    def _ended(self, waiter: asyncio.Future[bool]) -> None:
+        if not waiter.cancelled():
+            self._answer()
+
+    def _answer(self) -> None:
+        write, self._write = self._write, None
+        if write is None:
+            return
+        held = time.monotonic() - self._began
+        detail = (
+            f"sent before the Retry-After this connection was given for this path: held {held:.1f} s and not run;"
+            " send it again now"
+        )
+        rid = self._rid
+        body = jsonutil.dumps(self._style.body(503, EarlyRetry.title, detail, self._path, rid))
+        dataplane = self._shedding._dataplane
+        if dataplane is not None and dataplane.events.active:
+            dataplane.events.request_rejected(RequestRejected(None, "http", "early_retry", 503))
+        REPORTER.refused("early_retry", 503, None, detail, unlogged=ACCESS_LOG.isEnabledFor(logging.INFO))
+        write(
+            b"%s%d\r\nretry-after: 0\r\nx-request-id: %s\r\n%s%s\r\n%s"
+            % (self._start, len(body), rid.encode("latin-1"), _STANDARD, _HSTS_LINE if self._https else b"", body)
+        )
+
+
+def _request_id(data: bytes, head_end: int) -> str:
+    """The request's own ``X-Request-ID`` from a head in one read (``data[:head_end]``), if well formed; else a new
+    one."""
+    lowered = data[:head_end].lower()
+    at = lowered.find(b"\r\nx-request-id:")
+    if at >= 0:
+        text = data[at + 15 : lowered.find(b"\r\n", at + 15)].strip(b" \t").decode("latin-1")
+        if well_formed_id(text):
+            return text
+    return new_request_id()
 
 
 class Refusal:

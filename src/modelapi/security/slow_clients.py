@@ -45,7 +45,7 @@ import contextvars
 import itertools
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sized
 from typing import Any, Protocol
 from urllib.parse import unquote
 
@@ -106,14 +106,38 @@ class Shedder(Protocol):
         progress)."""
 
     def stop(self) -> None:
-        """The server is stopping: early retries the app holds are answered now (``http/holds.py``)."""
+        """The server is stopping: early retries the app holds are answered now (``http/holds.py``); a connection
+        whose retry it holds itself (``Held``) answers it in its own shutdown."""
 
     def refuse_read(
-        self, data: bytes, arrived: float, client: int, https: bool, root_path: str, max_head: int
-    ) -> bytes | None:
+        self,
+        data: bytes,
+        arrived: float,
+        client: int,
+        https: bool,
+        root_path: str,
+        max_head: int,
+        in_progress: Sized | None = None,
+    ) -> bytes | Held | None:
         """The refusal of a request whole in the read ``data`` (nothing after it), as the bytes after its status
-        line and the server's default headers, all else giving it does done; or ``None``, with nothing done, to
-        parse the read as any. ``client``: the connection's ``CONNECTION``; ``max_head``: the head's size limit."""
+        line and the server's default headers, all else giving it does done; an early retry held (``Held``: its
+        answer comes when the hold ends); or ``None``, with nothing done, to parse the read as any. ``client``:
+        the connection's ``CONNECTION``; ``max_head``: the head's size limit; ``in_progress``: the server's
+        requests in progress (``IN_PROGRESS``)."""
+
+
+class Held(Protocol):
+    """An early retry held without a task (``Shedder.refuse_read``'s): the connection waits for its answer."""
+
+    def answer_to(self, write: Callable[[bytes], None]) -> None:
+        """Who writes the answer (the bytes after the status line and the server's default headers) when the
+        hold ends."""
+
+    def forget(self) -> None:
+        """The connection is lost: no answer."""
+
+    def end_now(self) -> None:
+        """The server is stopping: answered now, through the writer."""
 
 
 async def _refuse(scope: Scope, receive: Receive, send: Send) -> None:
@@ -148,6 +172,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         "_head_bytes",
         "_head_deadline",
         "_head_timer",
+        "_held",
         "_holding",
         "_in_body",
         "_in_head",
@@ -223,6 +248,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         # the last answer written by ``_refuse_read``, which leaves the keep-alive timer as it was: when due, the
         # timer is armed again for the keep-alive time from this
         self._quiet_since = 0.0
+        #: an early retry held without a task (``_refuse_read``): reads that come meanwhile wait in ``_waiting``
+        self._held: Held | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -257,6 +284,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         # uvicorn closes a connection with no request in progress and lets one in progress finish: a request read
         # but waiting its turn is one in progress (taken now, out of turn: the server is stopping)
         self._stopping = True
+        held = self._held
+        if held is not None:
+            held.end_now()  # answered now, with connection: close (``_write_held``)
         if self._waiting is not None:
             self.take_waiting()
         if self.shedding is not None:
@@ -265,6 +295,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._waiting = None
+        held = self._held
+        if held is not None:  # its client left: no answer, nothing counted
+            self._held = None
+            held.forget()
         self._end_head()
         if self._head_timer is not None:
             self._head_timer.cancel()
@@ -334,10 +368,15 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         # does one that puts a head over the limit behind an answer still to come (its refusal due: ``_refuse``;
         # read on, the head would be completed and run before it)
         try:
-            for read_at, data in waiting:
+            for i, (read_at, data) in enumerate(waiting):
                 self._read_at = read_at
                 self._take(data)
                 if self.transport.is_closing() or self._refusal_due is not None:
+                    break
+                if self._held is not None:  # held: the reads after it wait for its answer
+                    assert self._waiting is not None
+                    self._waiting += waiting[i + 1 :]
+                    self._waiting_bytes = sum(len(d) for _, d in self._waiting)
                     break
         finally:
             self._read_at = 0.0
@@ -399,11 +438,44 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         assert shedding is not None
         arrived = self._read_at or time.monotonic()
         answer = shedding.refuse_read(
-            data, arrived, self._connection_id, self.scheme == "https", self.root_path, self.max_header_bytes
+            data,
+            arrived,
+            self._connection_id,
+            self.scheme == "https",
+            self.root_path,
+            self.max_header_bytes,
+            self.tasks,
         )
         if answer is None:
             return False
         self._in_head = False  # (``_end_head``) a head was whole in the read: its timer, when due, finds none
+        if not isinstance(answer, bytes):
+            # an early retry held: the connection is not idle until its answer (the keep-alive timer, when due,
+            # waits again), and what it sends meanwhile waits in ``_waiting`` until then
+            self._held = answer
+            self._waiting = []
+            self._waiting_bytes = 0
+            answer.answer_to(self._write_held)
+            return True
+        self._write_answer(answer)
+        return True
+
+    def _write_held(self, answer: bytes) -> None:
+        """The answer to the early retry held on this connection (``_refuse_read``), then the reads that came
+        meanwhile; with ``connection: close`` once the server is stopping."""
+        self._held = None
+        if self._holding.transport.is_closing():
+            return
+        if self._stopping:
+            self._write_answer(b"connection: close\r\n" + answer)
+            self.transport.close()
+            return
+        self._write_answer(answer)
+        self.take_waiting()
+
+    def _write_answer(self, answer: bytes) -> None:
+        """A 503 written whole on an idle connection (``answer``: the bytes after its status line and the server's
+        default headers), and what uvicorn does once an answer is out but the keep-alive timer."""
         default = self.server_state.default_headers
         if default:
             content = [_STATUS_503]
@@ -421,7 +493,6 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self.timeout_keep_alive_task is None:
             handler = self.timeout_keep_alive_handler
             self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, handler)
-        return True
 
     def timeout_keep_alive_handler(self) -> None:
         now = self.loop.time()
