@@ -4,7 +4,8 @@ that keeps what is written (tests/helpers/wire.py), in front of the server's app
 While the gate refuses and every model would, a POST to an inference route is answered 503 by the protocol
 without the server's app being called (``Server.paths`` counts every request the app was handed), and the answer
 is the one the app's gate refusal gives: status, headers, body in the route's error style, the event, the
-rejections reporter and the access line. The connection stays usable. An early retry, a browser's request with
+rejections reporter and the access line. The connection stays usable. An early retry whole in one read is held by
+the protocol and answered as the app answers the ones it holds. An early retry otherwise, a browser's request with
 CORS on, a body over the limit, and every request while tracing is on go to the app instead. Their access lines
 are bounded (``access_log_refusals_per_s`` a second); those past the bound are counted by the reporter.
 """
@@ -873,6 +874,56 @@ def test_keep_alive_does_not_close_a_connection_whose_retry_is_held_on_the_head(
             assert retry.headers["retry-after"] == "0" and not conn.wire.closed
             await asyncio.sleep(0.2)
             assert conn.wire.closed  # idle after its answer: closed the keep-alive time after it
+
+    run(main)
+
+
+def test_pacing_asking_a_held_connection_for_its_reads_leaves_them_to_wait_for_the_held_answer() -> None:
+    """Pacing's queue (or the head's timer) may ask a connection for its waiting reads while a retry is held on it:
+    they still wait, and come after the held retry's answer."""
+
+    async def main() -> None:
+        async with serving(hold_early_retries=True) as server:
+            server.full()
+            await server.refusing()
+            holds = server.shedding._holds
+            assert holds is not None
+            conn = server.connect()
+            await conn.send(post())
+            for key in holds.until:
+                holds.until[key] = time.monotonic() + 0.1
+            conn.feed(post())
+            await asyncio.sleep(0.01)
+            conn.feed(post("/models/sleepy/predict"))
+            conn.protocol.take_waiting()  # as pacing's queue would, out of turn
+            await asyncio.sleep(0.01)
+            assert len(conn.wire.writes) == 1 and holds.on_head
+            retry, after = await conn.answers(2)
+            assert retry.headers["retry-after"] == "0" and after.headers["retry-after"] != "0"
+
+    run(main)
+
+
+def test_under_a_root_path_a_retry_held_on_the_head_gets_the_style_the_apps_held_answer_has() -> None:
+    async def main() -> None:
+        async with serving(hold_early_retries=True) as server:
+            server.full()
+            await server.refusing()
+            holds = server.shedding._holds
+            assert holds is not None
+            whole, split = server.connect(port=1), server.connect(port=2)
+            for conn in (whole, split):
+                conn.protocol.root_path = "/api"
+                await conn.send(post())
+            for key in holds.until:
+                holds.until[key] = time.monotonic() + 0.1
+            request = post(headers="x-request-id: same-id\r\n")
+            whole.feed(request)
+            split.feed(request[:40])
+            split.feed(request[40:])
+            (by_protocol,), (by_app,) = await whole.answers(), await split.answers()
+            assert by_protocol.headers["content-type"] == by_app.headers["content-type"]
+            assert held_seconds(by_protocol.body) == held_seconds(by_app.body)
 
     run(main)
 

@@ -27,7 +27,7 @@ decision and ``_give`` make the same bytes, in one write. Not where its access l
 parser's path builds the scope that takes. An early retry in such a read is held here rather than by the app
 (``HeldRead``): no parser, task or middleware, only the hold's waiter and timer, and then the bytes the app's
 held answer has; under a flood of clients that retry at once, a held retry through the app cost about as much
-as half a served request (docs/overload.md).
+as half a served request (docs/overload.md, "An early retry held on the head").
 
 A request the app would answer otherwise is handed to it: an early retry not in one whole read, or whose access
 line is to be written (the app holds it until its ``Retry-After``, or until the server has room), a browser's
@@ -66,7 +66,7 @@ from .. import jsonutil
 from ..dataplane import SHED_DETAIL
 from ..errors import EarlyRetry, Overloaded
 from ..events import RequestRejected
-from ..protocols import ErrorStyle
+from ..protocols import ErrorStyle, error_style_for
 from ..security.slow_clients import ARRIVED, IN_PROGRESS
 from .access import ACCESS_LOG, access_line, new_request_id, scan_headers, well_formed_id
 from .holds import RetryHolds, connection
@@ -329,8 +329,10 @@ class Shedding:
         https: bool,
         in_progress: Sized | None,
     ) -> HeldRead | None:
-        """``refuse_read``'s early retry: held here, with no task, as the app would hold it (``http/holds.py``);
-        ``None`` (the parser takes it, and the app runs it as any) if the server has room for it now."""
+        """``refuse_read``'s early retry: held here, with no task, as the app would hold it (``http/holds.py``),
+        its answer in the style the app's held answer takes (``error_style_for`` its path: it is answered before
+        routing). ``None`` where the app would not hold it either (the server has room for it now, or it is
+        barely early, ``EARLY_S``): the refusal it was told is forgotten, and the read is judged as any."""
         if holds.returning:
             holds.came(client)  # a client sent back from a hold, come back
         seconds = holds.hold(client, path)
@@ -339,6 +341,10 @@ class Shedding:
         waiter = holds.hold_on_head(seconds, in_progress, client)
         if waiter is None:
             return None
+        before_routing = error_style_for(path)  # (another than the route's under a root path, as the app's is)
+        if before_routing is not style:
+            style = before_routing
+            start = b"content-type: " + style.media_type.encode("latin-1") + b"\r\ncontent-length: "
         return HeldRead(self, waiter, style, path, _request_id(data, head_end), start, https)
 
     def _routed(self, url: bytes) -> tuple[str, ErrorStyle, str, bytes] | None:
@@ -451,14 +457,15 @@ class HeldRead:
         )
         rid = self._rid
         body = jsonutil.dumps(self._style.body(503, EarlyRetry.title, detail, self._path, rid))
-        dataplane = self._shedding._dataplane
-        if dataplane is not None and dataplane.events.active:
-            dataplane.events.request_rejected(RequestRejected(None, "http", "early_retry", 503))
-        REPORTER.refused("early_retry", 503, None, detail, unlogged=ACCESS_LOG.isEnabledFor(logging.INFO))
+        # written before it is counted: whatever the counting might raise, the connection has its answer
         write(
             b"%s%d\r\nretry-after: 0\r\nx-request-id: %s\r\n%s%s\r\n%s"
             % (self._start, len(body), rid.encode("latin-1"), _STANDARD, _HSTS_LINE if self._https else b"", body)
         )
+        dataplane = self._shedding._dataplane
+        if dataplane is not None and dataplane.events.active:
+            dataplane.events.request_rejected(RequestRejected(None, "http", "early_retry", 503))
+        REPORTER.refused("early_retry", 503, None, detail, unlogged=ACCESS_LOG.isEnabledFor(logging.INFO))
 
 
 def _request_id(data: bytes, head_end: int) -> str:

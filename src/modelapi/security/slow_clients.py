@@ -286,7 +286,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._stopping = True
         held = self._held
         if held is not None:
-            held.end_now()  # answered now, with connection: close (``_write_held``)
+            try:
+                held.end_now()  # answered now, with connection: close (``_write_held``)
+            finally:
+                self._held = None  # (answered or not: the connection closes below, what waits dropped)
         if self._waiting is not None:
             self.take_waiting()
         if self.shedding is not None:
@@ -353,7 +356,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def take_waiting(self) -> None:
         waiting = self._waiting
-        if waiting is None:  # the connection closed while it waited
+        if waiting is None or self._held is not None:
+            # the connection closed while it waited; or a retry is held on it, whose answer comes first and then
+            # takes what waits (``_write_held``): pacing's queue, or the head's timer, may still ask
             return
         self._waiting = None
         if self.transport.is_closing():
@@ -419,7 +424,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         the parser: its answer in one write, the connection kept. The parser never sees the read, and stays where
         it was, between requests. ``False``, with nothing done, where the parser is to take the read: a request
         begun or answers still to come, the server stopping, ``--limit-concurrency``, writes paused, uvicorn's
-        access log on."""
+        access log on. An early retry in such a read is held instead (``Held``): its answer is written when the
+        hold ends (``_write_held``), and what the client sends meanwhile waits for it in ``_waiting``."""
         cycle = self.cycle
         if (
             self._in_message
