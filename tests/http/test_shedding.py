@@ -34,6 +34,7 @@ from modelapi import tracing
 from modelapi.events import RequestRejected
 from modelapi.gate import REFUSING_FOR_S, ModelGate
 from modelapi.http.app import create_app
+from modelapi.http.holds import RetryHolds
 from modelapi.http.pacing import Pacing
 from modelapi.http.rejections import REPORTER
 from modelapi.http.shedding import RefusalLines, Shedding
@@ -731,6 +732,19 @@ def test_an_early_retry_whole_in_one_read_is_held_by_the_protocol_and_answered_r
     run(main)
 
 
+async def told_to_wait(server: Server, seconds: float, *conns: Connection) -> RetryHolds:
+    """Each of ``conns`` refused on its head once (the gate refusing already), and its refusal's wait cut to
+    ``seconds``: the next request each sends to the path is an early retry, held that long. The server's holds."""
+    holds = server.shedding._holds
+    assert holds is not None
+    for conn in conns:
+        (refused,) = await conn.send(post())
+        assert refused.status == 503 and refused.headers["retry-after"] != "0"
+    for key in holds.until:
+        holds.until[key] = time.monotonic() + seconds
+    return holds
+
+
 def held_seconds(raw: bytes) -> bytes:
     """An answer's bytes, how long it was held aside."""
     return re.sub(rb"held [0-9.]+ s", b"held <s> s", raw)
@@ -746,15 +760,11 @@ def test_an_early_retry_held_by_the_protocol_gets_the_bytes_the_app_gives_one_it
         async with serving(hold_early_retries=True) as server:
             server.full()
             await server.refusing()
-            holds = server.shedding._holds
-            assert holds is not None
             whole, split = server.connect(port=1, tls=tls), server.connect(port=2, tls=tls)
             request = post(headers="x-request-id: same-id\r\n")
             for conn in (whole, split):
                 conn.protocol.server_state.default_headers = [(b"server", b"modelapi-test")]
-                await conn.send(post())
-            for key in holds.until:
-                holds.until[key] = time.monotonic() + 0.1
+            await told_to_wait(server, 0.1, whole, split)
             whole.feed(request)
             split.feed(request[:40])
             split.feed(request[40:])
@@ -771,14 +781,8 @@ def test_an_early_retry_held_by_the_protocol_gets_the_bytes_the_app_gives_one_it
 def test_an_early_retry_whose_access_line_is_to_be_written_goes_to_the_app(access: pytest.LogCaptureFixture) -> None:
     async def main() -> None:
         async with serving(hold_early_retries=True) as server:
-            server.full()
-            await server.refusing()
-            holds = server.shedding._holds
-            assert holds is not None
-            conn = server.connect()
-            await conn.send(post())
-            for key in holds.until:
-                holds.until[key] = time.monotonic() + 0.1
+            conn = await server.refusing_connection()
+            await told_to_wait(server, 0.1, conn)
             (retry,) = await conn.send(post())
             assert retry.headers["retry-after"] == "0" and len(server.paths) == 2  # the app held it
             assert [r.status for r in access_lines(access)][-1] == 503  # type: ignore[attr-defined]
@@ -789,14 +793,8 @@ def test_an_early_retry_whose_access_line_is_to_be_written_goes_to_the_app(acces
 def test_a_client_that_leaves_while_its_retry_is_held_on_the_head_gets_nothing_and_nothing_is_counted() -> None:
     async def main() -> None:
         async with serving(hold_early_retries=True) as server:
-            server.full()
-            await server.refusing()
-            holds = server.shedding._holds
-            assert holds is not None
-            conn = server.connect()
-            await conn.send(post())
-            for key in holds.until:
-                holds.until[key] = time.monotonic() + 0.1
+            conn = await server.refusing_connection()
+            holds = await told_to_wait(server, 0.1, conn)
             written = len(conn.wire.writes)
             conn.feed(post())
             await asyncio.sleep(0.02)
@@ -813,14 +811,8 @@ def test_a_client_that_leaves_while_its_retry_is_held_on_the_head_gets_nothing_a
 def test_what_a_client_sends_while_its_retry_is_held_on_the_head_is_read_after_its_answer() -> None:
     async def main() -> None:
         async with serving(hold_early_retries=True) as server:
-            server.full()
-            await server.refusing()
-            holds = server.shedding._holds
-            assert holds is not None
-            conn = server.connect()
-            await conn.send(post())
-            for key in holds.until:
-                holds.until[key] = time.monotonic() + 0.1
+            conn = await server.refusing_connection()
+            await told_to_wait(server, 0.1, conn)
             conn.feed(post())
             await asyncio.sleep(0.02)
             conn.feed(post("/models/sleepy/predict"))  # pipelined behind the held one
@@ -836,14 +828,8 @@ def test_what_a_client_sends_while_its_retry_is_held_on_the_head_is_read_after_i
 def test_the_server_stopping_answers_a_retry_held_on_the_head_at_once_and_closes_its_connection() -> None:
     async def main() -> None:
         async with serving(hold_early_retries=True) as server:
-            server.full()
-            await server.refusing()
-            holds = server.shedding._holds
-            assert holds is not None
-            conn = server.connect()
-            await conn.send(post())
-            for key in holds.until:
-                holds.until[key] = time.monotonic() + 30.0
+            conn = await server.refusing_connection()
+            holds = await told_to_wait(server, 30.0, conn)
             conn.feed(post())
             await asyncio.sleep(0.02)
             assert holds.on_head
@@ -858,15 +844,9 @@ def test_the_server_stopping_answers_a_retry_held_on_the_head_at_once_and_closes
 def test_keep_alive_does_not_close_a_connection_whose_retry_is_held_on_the_head() -> None:
     async def main() -> None:
         async with serving(hold_early_retries=True) as server:
-            server.full()
-            await server.refusing()
-            holds = server.shedding._holds
-            assert holds is not None
-            conn = server.connect()
+            conn = await server.refusing_connection()
             conn.protocol.timeout_keep_alive = 0.05
-            await conn.send(post())
-            for key in holds.until:
-                holds.until[key] = time.monotonic() + 0.2
+            await told_to_wait(server, 0.2, conn)
             conn.feed(post())
             await asyncio.sleep(0.15)
             assert not conn.wire.closed  # past the keep-alive time, but waiting for its answer
@@ -884,14 +864,8 @@ def test_pacing_asking_a_held_connection_for_its_reads_leaves_them_to_wait_for_t
 
     async def main() -> None:
         async with serving(hold_early_retries=True) as server:
-            server.full()
-            await server.refusing()
-            holds = server.shedding._holds
-            assert holds is not None
-            conn = server.connect()
-            await conn.send(post())
-            for key in holds.until:
-                holds.until[key] = time.monotonic() + 0.1
+            conn = await server.refusing_connection()
+            holds = await told_to_wait(server, 0.1, conn)
             conn.feed(post())
             await asyncio.sleep(0.01)
             conn.feed(post("/models/sleepy/predict"))
@@ -909,14 +883,10 @@ def test_under_a_root_path_a_retry_held_on_the_head_gets_the_style_the_apps_held
         async with serving(hold_early_retries=True) as server:
             server.full()
             await server.refusing()
-            holds = server.shedding._holds
-            assert holds is not None
             whole, split = server.connect(port=1), server.connect(port=2)
             for conn in (whole, split):
                 conn.protocol.root_path = "/api"
-                await conn.send(post())
-            for key in holds.until:
-                holds.until[key] = time.monotonic() + 0.1
+            await told_to_wait(server, 0.1, whole, split)
             request = post(headers="x-request-id: same-id\r\n")
             whole.feed(request)
             split.feed(request[:40])
@@ -931,14 +901,8 @@ def test_under_a_root_path_a_retry_held_on_the_head_gets_the_style_the_apps_held
 def test_an_early_retry_that_finds_room_is_not_held_but_run() -> None:
     async def main() -> None:
         async with serving(hold_early_retries=True) as server:
-            server.full()
-            await server.refusing()
-            holds = server.shedding._holds
-            assert holds is not None
-            conn = server.connect()
-            await conn.send(post())
-            for key in holds.until:
-                holds.until[key] = time.monotonic() + 30.0
+            conn = await server.refusing_connection()
+            holds = await told_to_wait(server, 30.0, conn)
             server.room()  # the gate still refusing a while, but the model has room
             (retry,) = await conn.send(post(), timeout=1.0)
             assert retry.status == 200 and len(server.paths) == 2 and not holds.held  # run by the app as any
