@@ -7,17 +7,20 @@ past the bound, which writes none).
 
     PYTHONHASHSEED=0 PYTHONPATH=$PWD/src valgrind --tool=callgrind --instr-atstart=no \\
         --toggle-collect=sys_call_tracing --callgrind-out-file=/tmp/cg.out \\
-        .venv/bin/python scripts/refusal_ir.py [head|served] N [--log-level warning] [--log-format text] [--only F] \\
-        [--refusals-per-s 0]
+        .venv/bin/python scripts/refusal_ir.py [head|held|served] N [--log-level warning] [--log-format text] \\
+        [--only F] [--refusals-per-s 0]
     # then: Ir (the "Collected" line) / N
 
-``head``: every request refused on its head (``http/shedding.py``: the model held full, the gate refusing, early
-retries not held); ``served``: every request served (the model's own predict included). After a warm-up, the
-script turns callgrind's instrumentation on and runs N requests inside ``sys.call_tracing``, the one function whose
-instructions are collected (as ``scripts/app_ir.py``). What a flood makes rare is kept out of the count: the
-access lines are written as ``PIPE_BUF`` of them fill (their delay is set to 10 s, where a flood fills the buffer
-long before its 50 ms), and the rejections warning once, in the warm-up. The lifespan's own timers still run as
-valgrind's slowness makes them due, so whole counts move by about 0.5 % between runs.
+``head``: every request refused on its head (``http/shedding.py``: the model held full, the gate refusing, early retries
+not held); ``held``: as ``head``, with early retries held (the default), each request a pair: the refusal, then at once
+its retry, which the protocol holds (``HeldRead``: held on the head with ``--refusals-per-s 0``, else by the app) for 60
+ms rather than its ``Retry-After`` and then answers, so N pairs (Ir / N: what a client that retries at once costs per
+refusal it is told); ``served``: every request served (the model's own predict included). After a warm-up, the script
+turns callgrind's instrumentation on and runs N requests inside ``sys.call_tracing``, the one function whose
+instructions are collected (as ``scripts/app_ir.py``). What a flood makes rare is kept out of the count: the access
+lines are written as ``PIPE_BUF`` of them fill (their delay is set to 10 s, where a flood fills the buffer long before
+its 50 ms), and the rejections warning once, in the warm-up. The lifespan's own timers still run as valgrind's slowness
+makes them due, so whole counts move by about 0.5 % between runs.
 
 ``--only F``: collect only inside the function(s) F (comma-separated), each wrapped in its own
 ``sys.call_tracing`` (about 1,000 instructions a call of its own): ``access_line`` or ``scan_headers`` (where the
@@ -64,7 +67,7 @@ def main(kind: str, n: int, log_level: str, log_format: str, only: str | None = 
         max_inflight=1,
         log_level=log_level,
         log_format=log_format,
-        hold_early_retries=False,
+        hold_early_retries=kind == "held",
         access_log_flush_ms=10_000,
         access_log_refusals_per_s=per_s,
     )
@@ -82,23 +85,43 @@ def main(kind: str, n: int, log_level: str, log_format: str, only: str | None = 
 
     lifespan = app.router.lifespan_context(app)
     loop.run_until_complete(lifespan.__aenter__())
-    if kind == "head":
+    if kind == "held":
+        _hold_briefly()
+    if kind != "served":
         gate = app.state.dataplane.gate
         gate.inflight["iris"] = 1  # the model full: every request is refused on its head
         gate.refusing = True
-    protocol = protocol_class(10.0, 65536, shedding if kind == "head" else None)(
+    protocol = protocol_class(10.0, 65536, None if kind == "served" else shedding)(
         config=config, server_state=ServerState(), app_state={}
     )
     wire = _Wire()
     protocol.connection_made(wire)
 
+    written: list[asyncio.Future[None]] = []
+    write = wire.write
+
+    def wrote(data: Any) -> None:
+        write(data)
+        if written and not written[0].done():
+            written[0].set_result(None)
+
+    wire.write = wrote  # type: ignore[method-assign]
+
+    async def one() -> None:
+        before = wire.writes
+        protocol.data_received(raw)
+        await asyncio.sleep(0)  # a turn of the loop between reads, as a server takes
+        if wire.writes == before and kind == "held":  # a held retry's answer waits for its timer: no polling
+            written[:] = [loop.create_future()]
+            await written[0]
+        while wire.writes == before:
+            await asyncio.sleep(0)
+
     async def many(k: int) -> None:
         for _ in range(k):
-            before = wire.writes
-            protocol.data_received(raw)
-            await asyncio.sleep(0)  # a turn of the loop between reads, as a server takes
-            while wire.writes == before:
-                await asyncio.sleep(0)
+            await one()
+            if kind == "held":
+                await one()  # the early retry, held
 
     loop.run_until_complete(many(300))
     gc.collect()
@@ -113,6 +136,20 @@ def main(kind: str, n: int, log_level: str, log_format: str, only: str | None = 
     protocol.connection_lost(None)
     loop.run_until_complete(lifespan.__aexit__(None, None, None))
     print(f"{kind}: {n} requests counted")
+
+
+def _hold_briefly() -> None:
+    """Every refusal's early retry held 60 ms instead of its ``Retry-After`` (seconds): the same steps, sooner."""
+    from modelapi.http.holds import RetryHolds
+
+    refused = RetryHolds.refused
+
+    def briefly(self: RetryHolds, client: Any, path: str, retry_after: bytes) -> None:
+        refused(self, client, path, retry_after)
+        if (client, path) in self.until:
+            self.until[(client, path)] = self.clock() + 0.06
+
+    RetryHolds.refused = briefly  # type: ignore[method-assign]
 
 
 def _collect_only(names: str) -> None:
