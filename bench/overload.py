@@ -440,7 +440,7 @@ def render_refusals(cells: list[tuple[str, CellResult]], served: float | None) -
         per = c.cpu_s / max(answers, 1) * 1e6
         # under 100 %, the load (wrk's one core) was the limit, not the server: its CPU per answer was taken at a
         # lighter load than a saturated row's
-        vs = "-" if served is None else f"{per / served:.2f}"
+        vs = "-" if served is None else f"{per / served:.3f}"  # (0.104 is over the tenth; ".2f" showed 0.10)
         lines.append(
             f"| {label} | {c.connections} | {answers / c.seconds:,.0f} | {mix} | {per:.0f} | {vs} | "
             f"{c.cpu_s / c.seconds:.0%} |"
@@ -451,7 +451,7 @@ def render_refusals(cells: list[tuple[str, CellResult]], served: float | None) -
     lines += ["", f"CPU per served request (the first table's saturated cells, their median): {median} us", ""]
     verdict = "PASS" if share is not None and share <= 0.1 else "FAIL"
     lines.append(
-        f"{verdict}  a refusal at most 0.1 of a served request's CPU ({'-' if share is None else f'{share:.2f}'})"
+        f"{verdict}  a refusal at most 0.1 of a served request's CPU ({'-' if share is None else f'{share:.3f}'})"
     )
     return "\n".join(lines)
 

@@ -221,8 +221,17 @@ def test_the_refusal_table_says_how_busy_each_server_was() -> None:
 
     text = overload.render_refusals([("default", refused(58_650, 5.0)), ("socket floor", refused(153_705, 2.3))], 231)
     rows = [line for line in text.splitlines() if line.startswith(("| default", "| socket floor"))]
-    assert rows[0].endswith("| 85 | 0.37 | 100% |"), rows[0]
-    assert rows[1].endswith("| 15 | 0.06 | 46% |"), rows[1]
+    assert rows[0].endswith("| 85 | 0.369 | 100% |"), rows[0]
+    assert rows[1].endswith("| 15 | 0.065 | 46% |"), rows[1]
+
+
+def test_a_refusal_just_over_the_tenth_reads_as_over_it() -> None:
+    """31 us against 299 us is 0.104: the verdict fails, and its figure says why (two decimals read "0.10")."""
+    from bench import overload
+
+    cell = overload.CellResult(640, 10.0, {503: 322_581}, 0, 1.0, 2.0, None, 0, 10.0, 1.0, 2.0)
+    text = overload.render_refusals([("default", cell)], 299)
+    assert "FAIL  a refusal at most 0.1 of a served request's CPU (0.104)" in text
 
 
 def _overload_cell(connections: int, ok: int, p99: float | None, live: float = 10.0) -> Any:
