@@ -188,6 +188,19 @@ class DataPlane:
         detail, at_least = refused
         return Shed(only, SHED_DETAIL if only is None else detail, at_least, entries[0].name)
 
+    def tightest_queue_s(self) -> float | None:
+        """The smallest queue-time budget of the versions ready now, each its own (``max_queue_ms``, model.toml)
+        or else the server's; the server's with none ready; ``None`` where none has a budget. The HTTP protocol's
+        pacing turns its order by it (``http/pacing.py``)."""
+        default = self.gate.max_queue_s
+        tightest: float | None = None
+        for entry in self.repository.ready_entries():
+            for handle in entry.serving.values():
+                budget = handle.max_queue_s if handle.max_queue_s is not None else default
+                if budget is not None and (tightest is None or budget < tightest):
+                    tightest = budget
+        return default if tightest is None else tightest
+
     # inference -------------------------------------------------------------------------------------------
     def call(self, name: str, ctx: CallContext = LOCAL, version: str | None = None, label: str | None = None) -> Call:
         """An admitted call into ``name``; use it as a context manager (``with plane.call(...) as call``)."""

@@ -275,11 +275,12 @@ def serve_socket(
 
     grpc_server: GrpcServer | None = None
     shedding = Shedding()  # the protocol's refusals on the head under overload, bound to the app once it exists
-    # heads under a flood: past half the queue budget of waiting, the newest first (http/pacing.py)
+    # heads under a flood: past half the queue budget of waiting, the newest first (http/pacing.py); the server's
+    # budget until the app binds it to the tightest of its ready versions
     budget_s = None if settings.max_queue_ms is None else settings.max_queue_ms / 1000
     pacing = Pacing.for_budget(settings.pacing_slice_ms / 1000, budget_s) if settings.pacing_slice_ms > 0 else None
     lifecycle = Lifecycle(
-        lambda: create_app(None, settings, shared=shared, freeze_heap=True, shedding=shedding),
+        lambda: create_app(None, settings, shared=shared, freeze_heap=True, shedding=shedding, pacing=pacing),
         prepare=lambda app: app.state.dataplane.start(),
         background_startup=background_startup,
         cluster_ready=cluster_ready,

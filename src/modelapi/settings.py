@@ -74,8 +74,8 @@ class Settings(BaseSettings):
         2.0,
         ge=0,
         description="under a flood, the longest run of request heads one turn of the event loop takes; the rest "
-        "wait their turn (oldest first, newest first once the oldest has waited half of max_queue_ms, oldest "
-        "first again past twice it), so "
+        "wait their turn (oldest first, newest first once the oldest has waited half of the tightest queue "
+        "budget, max_queue_ms or a ready model's own, oldest first again past twice it), so "
         "admitted requests and health probes keep moving (docs/overload.md; 0: off)",
     )
     hold_early_retries: bool = Field(

@@ -7,7 +7,7 @@ none wait; once the oldest has waited ``newest_first_s`` the newest go first, an
 server's app: a deferred request is answered as any other once taken, its body and pipelined requests with it,
 while a GET on another connection is answered at once; a connection that closes, keeps sending or idles past its
 keep-alive while it waits breaks nothing, nor does the server's shutdown; a deferred head's queue time counts from
-its read.
+its read. The order follows the budget it is bound to, the tightest of the app's ready versions.
 tests/e2e/test_pacing.py floods the real server.
 """
 
@@ -258,6 +258,47 @@ def test_the_servers_order_for_its_budget_turns_within_the_default_budget_too(cl
             Pacing(newest_first_s=1.0, oldest_first_s=1.0)
 
     asyncio.run(main())
+
+
+def test_the_order_follows_the_budget_it_is_bound_to_read_at_each_turn(clock: Clock) -> None:
+    """Bound to a budget (``follow``: the server binds the tightest of its ready versions), the order turns at half
+    of what that budget is when the heads are taken, not at what the server's was when it started."""
+
+    budget: list[float | None] = [0.02]
+
+    async def flood(held_s: float) -> list[list[str]]:
+        pacing, turns = Pacing.for_budget(2 * MS, 2.0), Turns()  # the server's 2 s: a 15 ms wait is young
+        pacing.follow(lambda: budget[0])  # a model's 20 ms: past 10 ms, the newest first
+        arrive(pacing, clock, turns, names("f", 5), every=0.01 * MS, cost=0.7 * MS)  # f0-f2 taken at once
+        clock.now += held_s
+        await turns.next(2)
+        return turns.batches()
+
+    async def main() -> None:
+        assert await flood(0.015) == [["f4", "f3"]]
+        budget[0] = 2.0  # that model reloaded with the server's budget
+        assert await flood(0.015) == [["f3", "f4"]]
+        budget[0] = None  # no budget anywhere: oldest first always
+        assert await flood(1.5) == [["f3", "f4"]]
+        budget[0] = 0.02
+        assert await flood(0.015) == [["f4", "f3"]]
+
+    asyncio.run(main())
+
+
+def test_the_app_binds_the_servers_pacing_to_its_data_planes_budget(clock: Clock) -> None:
+    """The server builds its pacing before the app, from ``--max-queue-ms``; the app it creates binds it to its
+    data plane's tightest budget: here 20 ms where the pacing was built for 2 s."""
+    pacing, turns = Pacing.for_budget(2 * MS, 2.0), Turns()
+    create_app([Sleepy()], Settings(max_queue_ms=20, job_workers=0), pacing=pacing)
+
+    async def main() -> None:
+        arrive(pacing, clock, turns, names("f", 5), every=0.01 * MS, cost=0.7 * MS)
+        clock.now += 0.015
+        await turns.next(2)
+
+    asyncio.run(main())
+    assert turns.batches() == [["f4", "f3"]]
 
 
 def test_a_turn_takes_at_least_one_head_however_long_it_takes(clock: Clock) -> None:

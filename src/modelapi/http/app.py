@@ -32,6 +32,7 @@ from .errors import handle_http_exception, handle_modelapi_error
 from .fastpath import App, fast_routes
 from .holds import RetryHolds
 from .middleware import cors, request_context
+from .pacing import Pacing
 from .rejections import REPORTER
 from .routing import body_limits, guard
 from .services import Services
@@ -46,13 +47,16 @@ def create_app(
     shared: SharedState | None = None,
     freeze_heap: bool = False,
     shedding: Shedding | None = None,
+    pacing: Pacing | None = None,
 ) -> Starlette:
     """The ASGI application serving ``models`` (models built in Python, a data plane, or ``None``: what
     ``settings`` names). Models load in the lifespan startup, before readiness. ``shared``: the workers' shared
     repository state, with ``--workers N``. ``freeze_heap``: the process is the server's worker, whose heap
     ``heap.HeapFreezer`` freezes once models load (not for an app embedded in another program, whose heap is
     that program's). ``shedding``: the server's HTTP protocol's refusals on the head under overload
-    (``http/shedding.py``), bound here to this app's data plane and inference routes, unless tracing is on."""
+    (``http/shedding.py``), bound here to this app's data plane and inference routes, unless tracing is on.
+    ``pacing``: the server's HTTP protocol's pacing of heads under a flood (``http/pacing.py``), bound here to the
+    tightest queue budget of this app's ready versions."""
     settings = settings or Settings()
     tracing.configure(settings)  # per worker, after any fork: the SDK's export thread is per process
     if isinstance(models, DataPlane):
@@ -128,6 +132,8 @@ def create_app(
         shedding.stop_holds(holds)  # answered when the server stops, not at their Retry-After
     # the routes FastPath dispatches: those the protocol may refuse on the head; none while tracing, so that every
     # request keeps its server span and its traceresponse (the middleware's, which a refusal there would skip)
+    if pacing is not None:
+        pacing.follow(dataplane.tightest_queue_s)
     if shedding is not None and not tracing.ON:
         protocol_of = {id(route): protocol.name for route, protocol in owned}
         shed = [(r.path, protocol_of[id(r)], r.error_style) for r in fast_routes(routes)]

@@ -27,8 +27,9 @@ left the oldest to go stale and be refused, and clients that retry at once lost 
 server sets ``newest_first_s`` to half its ``--max-queue-ms`` (``for_budget``): a head taken later has little of
 the budget left for the loop's turn and its batch. A head that has waited ``oldest_first_s`` (twice the budget,
 at least a second) is taken before newer ones, so that none waits for ever while new heads keep coming (its
-client would time out instead of being answered). A model's own ``max_queue_ms`` (model.toml) does not move the
-order: it follows the server's.
+client would time out instead of being answered). The budget is the tightest of the versions ready now
+(``follow``: a model's own ``max_queue_ms`` in model.toml, else the server's), read at each turn that takes heads:
+with one model's budget far below the server's, its heads went stale before the order turned for the server's.
 
 Heads one at a time, as at low load, are taken at once: a head is part of a run only when it comes within
 ``gap_s`` of the one before while other requests are in progress.
@@ -39,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Protocol
 
 
@@ -77,15 +79,21 @@ class Pacing:
         self._run_started = 0.0
         self._last = 0.0
         self._draining = False
+        self._budget: Callable[[], float | None] | None = None
 
     @classmethod
     def for_budget(cls, slice_s: float, budget_s: float | None) -> Pacing:
         """Pacing as the server sets it for its queue budget (``--max-queue-ms``, ``None`` for none): the newest
         first once the oldest head has waited half the budget; the oldest first again past twice the budget, and
         never before a second (a head that old was refused either way: it is answered before its client gives up)."""
-        if budget_s is None:
-            return cls(slice_s)
-        return cls(slice_s, newest_first_s=budget_s / 2, oldest_first_s=max(1.0, 2 * budget_s))
+        newest, oldest = _order(budget_s)
+        return cls(slice_s, newest_first_s=newest, oldest_first_s=oldest)
+
+    def follow(self, budget: Callable[[], float | None]) -> None:
+        """From now on, the order's times are ``for_budget``'s for ``budget()`` (seconds; ``None``: none), read at
+        each turn that takes heads: the server binds it to the tightest queue budget of the versions ready
+        (``DataPlane.tightest_queue_s``), which a model's reload may change."""
+        self._budget = budget
 
     def later(self, connection: Paced, busy: bool = True) -> bool:
         """Whether the head now arriving on ``connection`` waits its turn (it joins the queue: the connection is
@@ -113,6 +121,8 @@ class Pacing:
         rest on later turns."""
         started = time.monotonic()
         waiting = self.waiting
+        if self._budget is not None:
+            self.newest_first_s, self.oldest_first_s = _order(self._budget())
         overdue = started - self.oldest_first_s
         # the oldest joined before this: the backlog is long, the newest go first
         backlog = None if self.newest_first_s is None else started - self.newest_first_s
@@ -136,3 +146,10 @@ class Pacing:
                 asyncio.get_running_loop().call_soon(self._drain)
             else:
                 self._draining = False
+
+
+def _order(budget_s: float | None) -> tuple[float | None, float]:
+    """``newest_first_s`` and ``oldest_first_s`` for a queue budget (``Pacing.for_budget``)."""
+    if budget_s is None:
+        return None, 1.0
+    return budget_s / 2, max(1.0, 2 * budget_s)
