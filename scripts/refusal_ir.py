@@ -135,7 +135,7 @@ def main(kind: str, n: int, log_level: str, log_format: str, only: str | None = 
         loop.run_until_complete(many(n))
     protocol.connection_lost(None)
     loop.run_until_complete(lifespan.__aexit__(None, None, None))
-    print(f"{kind}: {n} requests counted")
+    print(f"{kind}: {n} {'pairs' if kind == 'held' else 'requests'} counted")
 
 
 def _hold_briefly() -> None:

@@ -1365,6 +1365,24 @@ def test_a_bound_of_0_admits_none() -> None:
     assert not lines.admit()
 
 
+def test_a_bound_of_0_is_spent_at_every_moment_so_no_refusal_goes_the_parsers_way_for_its_line() -> None:
+    """``spent`` sends a refusal whole in one read past the parser only once this second's lines are written; with
+    none to write, that is always, the first refusal of each second too (it went through the parser before)."""
+    clock = Clock(100.0)
+    lines = RefusalLines(0, clock)
+    assert lines.spent()  # before any refusal
+    lines.admit()
+    clock.now += 1.5  # the window has ended
+    assert lines.spent()
+    some = RefusalLines(2, clock)
+    assert not some.spent()  # lines still to write this second
+    some.admit()
+    some.admit()
+    assert some.spent()
+    clock.now += 1.0
+    assert not some.spent()  # a new second's
+
+
 async def flood(server: Server, port: int, connections: int, each: int) -> list[int]:
     """``connections`` new connections from ``port`` on, each sending ``each`` requests pipelined in one read,
     all refused on their heads (no answer still to come before them: the protocol writes each)."""

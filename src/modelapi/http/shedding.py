@@ -136,8 +136,9 @@ class RefusalLines:
 
     def spent(self) -> bool:
         """Whether a refusal now would write no line: this second's are all written. Changes nothing (past the
-        bound, ``admit`` would only count on, which changes no later answer)."""
-        return self._written >= self.per_s and self.clock() < self._ends
+        bound, ``admit`` would only count on, which changes no later answer). With a bound of 0, always: else the
+        first refusal of each second went the parser's way for a line it would not write."""
+        return self.per_s == 0 or (self._written >= self.per_s and self.clock() < self._ends)
 
 
 class Shedding:
