@@ -613,28 +613,36 @@ def test_a_model_toml_max_queue_ms_reaches_the_version(tmp_path: Path) -> None:
     asyncio.run(go())
 
 
-def test_the_tightest_queue_budget_is_the_smallest_of_the_ready_versions_and_follows_an_edit(tmp_path: Path) -> None:
-    """What pacing turns its order by (``http/pacing.py``): a model.toml budget below the server's, the server's
-    when it is the smaller, and a budget edited in model.toml once the repository has seen it."""
+def test_the_tightest_queue_budget_is_the_smallest_of_the_models_in_flight_and_follows_an_edit(tmp_path: Path) -> None:
+    """What pacing turns its order by (``http/pacing.py``): the server's while no call is in flight; a model.toml
+    budget below the server's while that model has calls in flight (an idle one does not turn the order for the
+    model that has the traffic); a budget edited in model.toml once the repository has seen it."""
     plane, _ = repo_plane(tmp_path, "max_queue_ms = 20\n", max_queue_ms=2000)
 
     async def go() -> None:
         assert plane.tightest_queue_s() == 2.0  # nothing ready yet: the server's
         await plane.start()
-        assert plane.tightest_queue_s() == 0.02  # m's own, below the server's (k's)
-        ModelRepo(tmp_path / "models").toml("m", "max_queue_ms = 5000\n")
-        await plane.repository.reconcile()
-        assert plane.tightest_queue_s() == 2.0  # k, at the server's, is now the tightest
+        assert plane.tightest_queue_s() == 2.0  # m's 20 ms, but m is idle
+        with plane.admit("k"):
+            assert plane.tightest_queue_s() == 2.0  # k's traffic, at the server's
+            with plane.admit("m"):
+                assert plane.tightest_queue_s() == 0.02  # m's own, below the server's (k's)
+                ModelRepo(tmp_path / "models").toml("m", "max_queue_ms = 5000\n")
+                await plane.repository.reconcile()
+                assert plane.tightest_queue_s() == 2.0  # k, at the server's, is now the tightest
+        assert plane.tightest_queue_s() == 2.0
         await plane.close()
 
     asyncio.run(go())
     none, _ = repo_plane(tmp_path / "none", max_queue_ms=None)
     asyncio.run(none.start())
-    assert none.tightest_queue_s() is None  # no budget anywhere
+    with none.admit("m"):
+        assert none.tightest_queue_s() is None  # no budget anywhere
     asyncio.run(none.close())
     one, _ = repo_plane(tmp_path / "one", "max_queue_ms = 30\n", max_queue_ms=None)
     asyncio.run(one.start())
-    assert one.tightest_queue_s() == 0.03  # a model's own, with no server budget
+    with one.admit("m"):
+        assert one.tightest_queue_s() == 0.03  # a model's own, with no server budget
     asyncio.run(one.close())
 
 

@@ -44,6 +44,8 @@ def test_bad_values_are_refused_with_the_field_name() -> None:
         Settings(port=70000)
     with pytest.raises(ValidationError, match="log_level"):
         Settings(log_level="loud")
+    with pytest.raises(ValidationError, match="max_queue_ms"):  # no bound is unset, not infinite
+        Settings(max_queue_ms=float("inf"))
 
 
 def test_digests_are_normalised() -> None:

@@ -189,12 +189,17 @@ class DataPlane:
         return Shed(only, SHED_DETAIL if only is None else detail, at_least, entries[0].name)
 
     def tightest_queue_s(self) -> float | None:
-        """The smallest queue-time budget of the versions ready now, each its own (``max_queue_ms``, model.toml)
-        or else the server's; the server's with none ready; ``None`` where none has a budget. The HTTP protocol's
-        pacing turns its order by it (``http/pacing.py``)."""
+        """The smallest queue-time budget of the ready versions of the models with calls in flight, each version's
+        own (``max_queue_ms``, model.toml) or else the server's; the server's with none in flight; ``None`` where
+        none has a budget. The HTTP protocol's pacing turns its order by it (``http/pacing.py``). Only models with
+        calls in flight: pacing cannot tell one model's heads from another's, and an idle model's tight budget
+        would turn the order early for the heads of the one that has the traffic."""
         default = self.gate.max_queue_s
+        inflight = self.gate.inflight
         tightest: float | None = None
         for entry in self.repository.ready_entries():
+            if not inflight.get(entry.name):
+                continue
             for handle in entry.serving.values():
                 budget = handle.max_queue_s if handle.max_queue_s is not None else default
                 if budget is not None and (tightest is None or budget < tightest):

@@ -66,6 +66,7 @@ class Settings(BaseSettings):
     max_queue_ms: float | None = Field(
         2000.0,
         gt=0,
+        allow_inf_nan=False,  # unset is "no bound"; inf would stop pacing's order from being set (http/pacing.py)
         description="longest a request may wait for its model and its batch, per worker: refused at once when the "
         "expected wait and run of its batch is longer, dropped unrun when it runs out (503 "
         "with Retry-After; unset: no time bound)",
@@ -75,7 +76,7 @@ class Settings(BaseSettings):
         ge=0,
         description="under a flood, the longest run of request heads one turn of the event loop takes; the rest "
         "wait their turn (oldest first, newest first once the oldest has waited half of the tightest queue "
-        "budget, max_queue_ms or a ready model's own, oldest first again past twice it), so "
+        "budget, max_queue_ms or that of a model with calls in flight, oldest first again past twice it), so "
         "admitted requests and health probes keep moving (docs/overload.md; 0: off)",
     )
     hold_early_retries: bool = Field(

@@ -7,7 +7,7 @@ none wait; once the oldest has waited ``newest_first_s`` the newest go first, an
 server's app: a deferred request is answered as any other once taken, its body and pipelined requests with it,
 while a GET on another connection is answered at once; a connection that closes, keeps sending or idles past its
 keep-alive while it waits breaks nothing, nor does the server's shutdown; a deferred head's queue time counts from
-its read. The order follows the budget it is bound to, the tightest of the app's ready versions.
+its read. The order follows the budget it is bound to, the tightest of the app's models in flight.
 tests/e2e/test_pacing.py floods the real server.
 """
 
@@ -18,13 +18,16 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 import uvicorn
 
+from helpers.repo import ModelRepo, skops_bytes
 from helpers.wire import Answer, Connection
+from modelapi.dataplane import DataPlane
 from modelapi.http import pacing as pacing_module
 from modelapi.http.app import create_app
 from modelapi.http.pacing import Paced, Pacing
@@ -261,44 +264,62 @@ def test_the_servers_order_for_its_budget_turns_within_the_default_budget_too(cl
 
 
 def test_the_order_follows_the_budget_it_is_bound_to_read_at_each_turn(clock: Clock) -> None:
-    """Bound to a budget (``follow``: the server binds the tightest of its ready versions), the order turns at half
-    of what that budget is when the heads are taken, not at what the server's was when it started."""
+    """Bound to a budget (``follow``: the server binds the tightest of the models in flight), the order turns at
+    half of what that budget is when the heads are taken, not at what it was when it was bound, nor at the
+    server's; a budget that raises leaves the order as it was, and the heads are still taken."""
+    budget: list[float | None] = [2.0]
 
-    budget: list[float | None] = [0.02]
+    def read() -> float | None:
+        if budget[0] == -1.0:
+            raise RuntimeError("no budget")
+        return budget[0]
 
-    async def flood(held_s: float) -> list[list[str]]:
+    async def flood(then: float | None, held_s: float) -> list[list[str]]:
         pacing, turns = Pacing.for_budget(2 * MS, 2.0), Turns()  # the server's 2 s: a 15 ms wait is young
-        pacing.follow(lambda: budget[0])  # a model's 20 ms: past 10 ms, the newest first
+        pacing.follow(read)
+        budget[0] = 2.0
         arrive(pacing, clock, turns, names("f", 5), every=0.01 * MS, cost=0.7 * MS)  # f0-f2 taken at once
+        budget[0] = then  # what it is by the turn that takes f3 and f4
         clock.now += held_s
         await turns.next(2)
         return turns.batches()
 
     async def main() -> None:
-        assert await flood(0.015) == [["f4", "f3"]]
-        budget[0] = 2.0  # that model reloaded with the server's budget
-        assert await flood(0.015) == [["f3", "f4"]]
-        budget[0] = None  # no budget anywhere: oldest first always
-        assert await flood(1.5) == [["f3", "f4"]]
-        budget[0] = 0.02
-        assert await flood(0.015) == [["f4", "f3"]]
+        assert await flood(0.02, 0.015) == [["f4", "f3"]]  # a model's 20 ms by then: past 10 ms, newest first
+        assert await flood(2.0, 0.015) == [["f3", "f4"]]
+        assert await flood(None, 1.5) == [["f3", "f4"]]  # no budget anywhere: oldest first always
+        assert await flood(-1.0, 0.015) == [["f3", "f4"]]  # raises: the server's order, the heads taken
 
     asyncio.run(main())
 
 
-def test_the_app_binds_the_servers_pacing_to_its_data_planes_budget(clock: Clock) -> None:
-    """The server builds its pacing before the app, from ``--max-queue-ms``; the app it creates binds it to its
-    data plane's tightest budget: here 20 ms where the pacing was built for 2 s."""
-    pacing, turns = Pacing.for_budget(2 * MS, 2.0), Turns()
-    create_app([Sleepy()], Settings(max_queue_ms=20, job_workers=0), pacing=pacing)
+def test_the_app_binds_the_servers_pacing_to_the_budgets_of_its_models(clock: Clock, tmp_path: Path) -> None:
+    """The server builds its pacing before the app, from ``--max-queue-ms`` (2 s here); the app binds it to its
+    data plane: with a call in flight to a model whose model.toml says 20 ms, a 15 ms backlog goes newest first."""
+    repo = ModelRepo(tmp_path / "models")
+    repo.version("m", 1, skops_bytes("m"))
+    repo.toml("m", "max_queue_ms = 20\n")
+    settings = Settings(models=[str(repo.root)], max_queue_ms=2000, job_workers=0)
+    plane = DataPlane.from_settings(settings)
+    pacing = Pacing.for_budget(2 * MS, 2.0)
+    create_app(plane, settings, pacing=pacing)
 
-    async def main() -> None:
+    async def flood() -> list[list[str]]:
+        turns = Turns()
         arrive(pacing, clock, turns, names("f", 5), every=0.01 * MS, cost=0.7 * MS)
         clock.now += 0.015
         await turns.next(2)
+        return turns.batches()
+
+    async def main() -> None:
+        await plane.start()
+        assert await flood() == [["f3", "f4"]]  # m idle: the server's 2 s
+        with plane.admit("m"):
+            clock.now += 1.0  # a new run of heads
+            assert await flood() == [["f4", "f3"]]
+        await plane.close()
 
     asyncio.run(main())
-    assert turns.batches() == [["f4", "f3"]]
 
 
 def test_a_turn_takes_at_least_one_head_however_long_it_takes(clock: Clock) -> None:

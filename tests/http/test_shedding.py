@@ -1478,6 +1478,24 @@ def test_with_the_access_log_off_no_refusal_counts_as_left_out(caplog: pytest.Lo
     assert unlogged(caplog) == (1 + 9, 0)
 
 
+def test_with_no_refusal_lines_a_seconds_first_refusal_in_one_read_skips_the_parser_too(
+    access: pytest.LogCaptureFixture, parsed: list[int]
+) -> None:
+    """With the access log on and no refusal lines to write (``access_log_refusals_per_s=0``), every refusal whole
+    in one read is the protocol's, the first of each second too: it went through the parser for a line it would
+    not write."""
+
+    async def main() -> None:
+        async with serving(access_log_refusals_per_s=0) as server:
+            server.full()
+            await server.refusing()
+            before, lines = len(parsed), len(access_lines(access))  # (the app's own refusal writes its line)
+            (answer,) = await server.connect(port=2).send(post())
+            assert answer.status == 503 and len(parsed) == before and len(access_lines(access)) == lines
+
+    run(main)
+
+
 def test_counts_not_yet_written_are_written_when_the_app_stops(access: pytest.LogCaptureFixture) -> None:
     """The refusals of a last second, written when it ends (a timer on the loop), are written at the app's
     shutdown instead when it comes first: none is lost with the loop."""

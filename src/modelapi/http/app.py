@@ -130,10 +130,10 @@ def create_app(
     holds = RetryHolds(room=lambda: dataplane.shed() is None) if settings.hold_early_retries else None
     if shedding is not None:
         shedding.stop_holds(holds)  # answered when the server stops, not at their Retry-After
+    if pacing is not None:  # the order of heads under a flood turns by the budgets of this app's models
+        pacing.follow(dataplane.tightest_queue_s)
     # the routes FastPath dispatches: those the protocol may refuse on the head; none while tracing, so that every
     # request keeps its server span and its traceresponse (the middleware's, which a refusal there would skip)
-    if pacing is not None:
-        pacing.follow(dataplane.tightest_queue_s)
     if shedding is not None and not tracing.ON:
         protocol_of = {id(route): protocol.name for route, protocol in owned}
         shed = [(r.path, protocol_of[id(r)], r.error_style) for r in fast_routes(routes)]

@@ -24,12 +24,13 @@ its ``Retry-After`` while the model idled (docs/overload-log.md). Taken newest f
 decided within the budget, and the older ones, refused either way, are taken as the slices allow. While the
 backlog is shorter, oldest first spreads the wait evenly, so no head waits past the budget (newest first there
 left the oldest to go stale and be refused, and clients that retry at once lost a tenth of their answers). The
-server sets ``newest_first_s`` to half its ``--max-queue-ms`` (``for_budget``): a head taken later has little of
+order turns at half the queue budget (``newest_first_s``, ``for_budget``): a head taken later has little of
 the budget left for the loop's turn and its batch. A head that has waited ``oldest_first_s`` (twice the budget,
 at least a second) is taken before newer ones, so that none waits for ever while new heads keep coming (its
-client would time out instead of being answered). The budget is the tightest of the versions ready now
-(``follow``: a model's own ``max_queue_ms`` in model.toml, else the server's), read at each turn that takes heads:
-with one model's budget far below the server's, its heads went stale before the order turned for the server's.
+client would time out instead of being answered). The budget starts as the server's (``for_budget``); once the
+app is built it is the tightest of the models with calls in flight (``follow``: a version's own ``max_queue_ms``
+in model.toml, else the server's), read at each turn that takes heads: with one model's budget far below the
+server's, its heads went stale before the order turned for the server's.
 
 Heads one at a time, as at low load, are taken at once: a head is part of a run only when it comes within
 ``gap_s`` of the one before while other requests are in progress.
@@ -38,10 +39,13 @@ Heads one at a time, as at low load, are taken at once: a head is part of a run 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from collections.abc import Callable
 from typing import Protocol
+
+log = logging.getLogger("modelapi")
 
 
 class Paced(Protocol):
@@ -80,6 +84,7 @@ class Pacing:
         self._last = 0.0
         self._draining = False
         self._budget: Callable[[], float | None] | None = None
+        self._budget_failed = False  # (logged once)
 
     @classmethod
     def for_budget(cls, slice_s: float, budget_s: float | None) -> Pacing:
@@ -92,7 +97,8 @@ class Pacing:
     def follow(self, budget: Callable[[], float | None]) -> None:
         """From now on, the order's times are ``for_budget``'s for ``budget()`` (seconds; ``None``: none), read at
         each turn that takes heads: the server binds it to the tightest queue budget of the versions ready
-        (``DataPlane.tightest_queue_s``), which a model's reload may change."""
+        (``DataPlane.tightest_queue_s``), which traffic and a model's reload change. A budget that raises leaves
+        the order as it was (logged once): the heads are still taken."""
         self._budget = budget
 
     def later(self, connection: Paced, busy: bool = True) -> bool:
@@ -122,7 +128,12 @@ class Pacing:
         started = time.monotonic()
         waiting = self.waiting
         if self._budget is not None:
-            self.newest_first_s, self.oldest_first_s = _order(self._budget())
+            try:
+                self.newest_first_s, self.oldest_first_s = _order(self._budget())
+            except Exception:  # the order stays as it was: heads must go on being taken whatever the budget does
+                if not self._budget_failed:
+                    self._budget_failed = True
+                    log.exception("pacing: the queue budget could not be read; the order stays as it was")
         overdue = started - self.oldest_first_s
         # the oldest joined before this: the backlog is long, the newest go first
         backlog = None if self.newest_first_s is None else started - self.newest_first_s
