@@ -104,8 +104,11 @@ class LocalRunner:
                 log.exception("job worker %s: cannot reach the jobs database", worker)
                 job = None
             if job is None:
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel that comes as the wake-up
+                # does (maintenance sets it each lease/2), and this loop then ran on, holding stop() for ever
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), POLL_S)
+                    async with asyncio.timeout(POLL_S):
+                        await self._wake.wait()
 
     async def _maintenance(self) -> None:
         store = self.service.store()

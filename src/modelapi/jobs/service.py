@@ -314,7 +314,8 @@ class JobService:
     async def _pause(self, job_id: str, worker: str, lost: asyncio.Event, seconds: float) -> None:
         """Sleep while waiting for a row limit; ``_Stop`` as soon as the job is no longer ours (cancelled)."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(lost.wait(), seconds)
+            async with asyncio.timeout(seconds):  # (not wait_for, which on 3.11 can swallow the worker's cancel)
+                await lost.wait()
         if lost.is_set() or not await asyncio.to_thread(self.store().holds, job_id, worker):
             raise _Stop()
 
