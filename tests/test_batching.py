@@ -232,6 +232,61 @@ def test_only_compatible_requests_share_a_batch() -> None:
     run(test)
 
 
+def test_a_later_request_never_overtakes_an_older_one_that_does_not_fit() -> None:
+    async def test(executor: ThreadPoolExecutor) -> None:
+        model = FakeModel(hold_first=True)
+        b = batcher(model, executor, max_batch_size=4)
+        first = await busy(b, model)
+        waiting = [submit(b, *([float(n)] * n)) for n in (3, 2, 1)]
+        await until_waiting(b, 3)
+        model.release.set()
+        await asyncio.gather(first, *waiting)
+        # the 1-row request would fit beside the 3-row one, but the 2-row one came before it
+        assert model.calls[1:] == [[3.0] * 3, [2.0, 2.0, 1.0]]
+
+    run(test)
+
+
+def test_requests_of_other_keys_passed_over_keep_their_order() -> None:
+    async def test(executor: ThreadPoolExecutor) -> None:
+        model = FakeModel(hold_first=True)
+        b = batcher(model, executor, max_batch_size=2)
+        first = await busy(b, model)
+        order = ((1.0, "a"), (2.0, "b"), (3.0, "b"), (4.0, "a"), (5.0, "b"), (6.0, "a"))
+        waiting = [submit(b, v, key=k) for v, k in order]
+        await until_waiting(b, len(order))
+        model.release.set()
+        await asyncio.gather(first, *waiting)
+        assert model.calls[1:] == [[1.0, 4.0], [2.0, 3.0], [5.0], [6.0]]
+
+    run(test)
+
+
+def test_a_request_out_of_queue_time_behind_the_batch_is_dropped_when_its_turn_comes() -> None:
+    """The batch taken stops where it is full, so an expired request further back is found at a later batch: it
+    still never reaches the model, and its rows stop counting once it is dropped."""
+
+    async def main(pool: ThreadPoolExecutor) -> None:
+        model = FakeModel(hold_first=True)
+        b = batcher(model, pool, max_batch_size=1)
+        first = await busy(b, model)
+        patient = submit_by(b, 6.0, deadline=time.monotonic() + 30)
+        late = submit_by(b, 5.0, deadline=time.monotonic() + 0.02)
+        last = submit_by(b, 7.0, deadline=time.monotonic() + 30)
+        await until_waiting(b, 3)
+        await asyncio.sleep(0.05)  # the late one's queue time runs out while the first batch runs
+        model.release.set()
+        with pytest.raises(QueueExpired):
+            await late
+        assert [(await t)["y"][0, 0] for t in (first, patient, last)] == [200.0, 12.0, 14.0]
+        assert model.calls == [[100.0], [6.0], [7.0]]
+        assert not b.busy and b.waiting == 0 and b.expected_answer() == 0.0
+        # one arriving runs alone, then this one: two batches, three with one more (the dropped rows not among them)
+        assert b.expected_answer(arriving=2) == pytest.approx(1.5 * b.expected_answer(arriving=1))
+
+    run(main)
+
+
 def test_inline_execution_gives_the_same_answers() -> None:
     async def test(executor: ThreadPoolExecutor) -> None:
         model = FakeModel()

@@ -2,11 +2,11 @@
 
 A ``Batcher`` runs at most one batch at a time. A request that finds the model idle runs at once, alone, so
 batching adds no latency at low load. Requests that arrive while a batch runs wait; when it ends, the waiting
-requests that share the oldest one's compatibility key are concatenated along axis 0, up to ``max_batch_size``
-rows, and run as the next batch (optionally after waiting up to ``max_delay_ms`` from the oldest one's arrival
-for more rows). A single request larger than ``max_batch_size`` runs alone. Outputs are split back by row
-counts. A batch that raises is retried in halves, so one poisoned request fails alone, with its own error, and
-the others succeed.
+requests that share the oldest one's compatibility key are concatenated along axis 0, oldest first, up to
+``max_batch_size`` rows (stopping at the first that does not fit), and run as the next batch (optionally after
+waiting up to ``max_delay_ms`` from the oldest one's arrival for more rows). A single request larger than
+``max_batch_size`` runs alone. Outputs are split back by row counts. A batch that raises is retried in halves, so
+one poisoned request fails alone, with its own error, and the others succeed.
 
 ``run`` is a plain function of the concatenated inputs; where it runs is the caller's choice (``executor``:
 ``None`` runs it inline on the event loop, else on that executor, e.g. one dedicated thread per model).
@@ -437,23 +437,38 @@ class Batcher:
         return sum(i.rows for i in self._pending if i.key == key and not i.future.done())
 
     def _take(self, key: Hashable, limit: int) -> list[_Item]:
+        """The next batch: the oldest waiting requests of ``key``, in order, while they fit ``limit`` rows (the first
+        alone if it is larger), dropping on the way those cancelled or out of queue time. It stops at the first
+        request of ``key`` that does not fit: no later request overtakes an older one, and a long queue is not
+        walked to its end for every batch (under a flood that walk, over every request waiting, took a tenth of
+        the server's core: docs/overload-log.md)."""
         batch: list[_Item] = []
         rows = 0
-        keep: deque[_Item] = deque()
+        skipped: list[_Item] = []  # other keys' requests passed on the way, put back in their order
+        pending = self._pending
+        gone = 0  # rows leaving the queue: the batch's and the dropped ones'
         now = time.monotonic()
-        for item in self._pending:
+        while pending and rows < limit:
+            item = pending.popleft()
             if item.future.done():
+                gone += item.rows
                 continue
             if item.deadline is not None and item.deadline < now:  # waited too long: never reaches the model
+                gone += item.rows
                 _settle(item.future, _EXPIRED)
                 continue
-            if item.key == key and (not batch or rows + item.rows <= limit):
+            if item.key != key:
+                skipped.append(item)
+            elif not batch or rows + item.rows <= limit:
                 batch.append(item)
                 rows += item.rows
+                gone += item.rows
             else:
-                keep.append(item)
-        self._pending = keep
-        self._queued_rows = sum(item.rows for item in keep)
+                pending.appendleft(item)  # the next batch's first
+                break
+        if skipped:
+            pending.extendleft(reversed(skipped))
+        self._queued_rows -= gone
         # the batch starts now: until its run stamps it, what is left of the running batch is its own (the task
         # that runs it starts a turn of the loop later, and heads read in this turn would find nothing left)
         self._running_since = now
