@@ -262,9 +262,9 @@ def test_requests_of_other_keys_passed_over_keep_their_order() -> None:
     run(test)
 
 
-def test_a_request_out_of_queue_time_behind_the_batch_is_dropped_when_its_turn_comes() -> None:
-    """The batch taken stops where it is full, so an expired request further back is found at a later batch: it
-    still never reaches the model, and its rows stop counting once it is dropped."""
+def test_a_request_out_of_queue_time_behind_the_batch_in_a_short_queue_is_dropped_at_once() -> None:
+    """The batch taken stops where it is full; a short queue is swept at every batch, so an expired request
+    further back is dropped as the batch forms: it never reaches the model, and its rows stop counting."""
 
     async def main(pool: ThreadPoolExecutor) -> None:
         model = FakeModel(hold_first=True)
@@ -1076,3 +1076,69 @@ def test_the_halves_of_a_failed_batch_measure_no_drain_of_their_own(monkeypatch:
     clean, failed = asyncio.run(main(False)), asyncio.run(main(True))
     assert clean < 0.3  # ten 32-row batches of 20 ms, and a batch time or two
     assert failed == pytest.approx(clean), (failed, clean)
+
+
+def _queued(m: Stalls, n: int, late_at: int, late_s: float) -> list[asyncio.Task[dict[str, np.ndarray]]]:
+    """``n`` one-row requests at once on ``m``'s batcher, the one at ``late_at`` with ``late_s`` of queue time."""
+    now = m.clock.now
+    return [
+        asyncio.ensure_future(
+            m.b.submit({"x": np.array([float(i)])}, 1, None, deadline=now + (late_s if i == late_at else 60.0))
+        )
+        for i in range(n)
+    ]
+
+
+def test_a_request_out_of_queue_time_deep_in_a_long_queue_is_answered_within_the_sweep(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A long queue is swept only every ``SWEEP_S``: a request whose queue time runs out far behind the batches
+    is answered then, not when its turn would have come, and never reaches the model."""
+
+    async def main() -> None:
+        m = Stalls(monkeypatch)
+        m.seconds = 0.01  # 10 ms a batch of one: the 150th request's turn is 1.5 s away
+        answered: list[float] = []
+        tasks = _queued(m, 200, late_at=150, late_s=0.1)
+        tasks[150].add_done_callback(lambda _: answered.append(m.clock.now))
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        assert isinstance(results[150], QueueExpired)
+        assert all(isinstance(r, dict) for i, r in enumerate(results) if i != 150)
+        assert answered[0] - 1000.0 <= 0.1 + batching_module.SWEEP_S + 2 * m.seconds
+
+    run_loop(main)
+
+
+def test_a_cancelled_request_deep_in_a_long_queue_stops_counting_once_swept(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a sweep, the expected answer is what it would be had the cancelled request never been sent."""
+
+    def estimates(cancel: bool) -> list[float]:
+        async def main() -> list[float]:
+            m = Stalls(monkeypatch)
+            m.seconds = 0.01
+            tasks = _queued(m, 200, late_at=-1, late_s=0.0)
+            if not cancel:
+                tasks.pop(150).cancel()  # as if never sent: cancelled before it was queued
+            ended = m.ended
+
+            def ended_and_cancel(rows: int, requests: int, seconds: float) -> None:
+                if cancel and len(m.estimates) == 3:
+                    tasks[150].cancel()  # its client goes away after the third batch
+                ended(rows, requests, seconds)
+
+            m.b.on_batch = ended_and_cancel
+            await asyncio.gather(*tasks, return_exceptions=True)
+            return m.estimates
+
+        return asyncio.run(main())
+
+    with_cancel, without = estimates(True), estimates(False)
+    assert len(with_cancel) == len(without) == 199
+    # swept within SWEEP_S (five batches) of the cancel: from then on, the same estimates
+    settled = 3 + round(batching_module.SWEEP_S / 0.01) + 2
+    assert with_cancel[settled:] == pytest.approx(without[settled:])
+    assert with_cancel[3] > without[3]  # before the sweep it still counted
+
+
+def run_loop(main: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(asyncio.wait_for(main(), 20))

@@ -62,6 +62,11 @@ RISE = 0.2
 FALL = 0.5
 #: a measurement of the batch time or the drain not made yet (``_averaged``)
 UNSEEN = -math.inf
+#: ``_take`` sweeps the whole queue (drops its cancelled and expired requests, recounts its rows) when at most this
+#: many are left in it, or when the last sweep is this old: a request out of queue time behind the batch taken is
+#: answered within about that, and stops counting in ``expected_answer``
+SWEEP_ALL = 64
+SWEEP_S = 0.05
 
 
 class Timing:
@@ -190,13 +195,14 @@ class Batcher:
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
-        self._queued_rows = 0  # rows waiting for a batch (cancelled ones too, until a batch forms or drops them)
+        self._queued_rows = 0  # rows waiting for a batch (cancelled ones too, until a batch drops them: ``_take``)
+        self._swept_at = -math.inf  # when ``_take`` last swept the whole queue
         #: moving average of recent batches' run time, fed the median of the last three runs (``_averaged``), so
         #: that one stalled run moves it not at all (0: none ran yet); and the two runs before the newest, older
         #: first (none yet: the first run counts alone, then the lesser of the first two). A list, as is
         #: ``_drain_seen``: CPython 3.11 shares an instance's attribute keys, and specialises reads of them, up to
-        #: 29 attributes (this class has 28); past that every attribute read of the class takes the slow path (1.4 %
-        #: more instructions a request at one connection, measured)
+        #: 29 attributes (this class has 29: no more can be added); past that every attribute read of the class takes
+        #: the slow path (1.4 % more instructions a request at one connection, measured)
         self._batch_s = 0.0
         self._batch_seen = [math.inf, UNSEEN]
         self._running_since = 0.0
@@ -439,9 +445,11 @@ class Batcher:
     def _take(self, key: Hashable, limit: int) -> list[_Item]:
         """The next batch: the oldest waiting requests of ``key``, in order, while they fit ``limit`` rows (the first
         alone if it is larger), dropping on the way those cancelled or out of queue time. It stops at the first
-        request of ``key`` that does not fit: no later request overtakes an older one, and a long queue is not
-        walked to its end for every batch (under a flood that walk, over every request waiting, took a tenth of
-        the server's core: docs/overload-log.md)."""
+        request of ``key`` that does not fit: no later request overtakes an older one. The rest of the queue is
+        swept (its cancelled and expired requests dropped, its rows recounted) only while it is short
+        (``SWEEP_ALL``) or ``SWEEP_S`` since the last sweep: under a flood, walking every request waiting for each
+        batch took about a tenth of the server's core (docs/overload-log.md), and a sweep that often bounds how
+        long a request out of queue time waits for its answer, and dead rows count in ``expected_answer``."""
         batch: list[_Item] = []
         rows = 0
         skipped: list[_Item] = []  # other keys' requests passed on the way, put back in their order
@@ -466,9 +474,22 @@ class Batcher:
             else:
                 pending.appendleft(item)  # the next batch's first
                 break
-        if skipped:
-            pending.extendleft(reversed(skipped))
-        self._queued_rows -= gone
+        if len(pending) <= SWEEP_ALL or now >= self._swept_at + SWEEP_S:
+            self._swept_at = now
+            live: deque[_Item] = deque(skipped)
+            for item in pending:
+                if item.future.done():
+                    continue
+                if item.deadline is not None and item.deadline < now:
+                    _settle(item.future, _EXPIRED)
+                    continue
+                live.append(item)
+            self._pending = live
+            self._queued_rows = sum(item.rows for item in live)
+        else:
+            if skipped:
+                pending.extendleft(reversed(skipped))
+            self._queued_rows -= gone
         # the batch starts now: until its run stamps it, what is left of the running batch is its own (the task
         # that runs it starts a turn of the loop later, and heads read in this turn would find nothing left)
         self._running_since = now

@@ -557,7 +557,7 @@ class Call:
 
 async def _unless_gone(run: Coroutine[Any, Any, dict[str, np.ndarray]], gone: Callable[[], Awaitable[None]]) -> Any:
     """``run``'s result, unless ``gone()`` completes first (the client went away): then ``run`` is cancelled, so
-    its rows, still queued, are skipped when a batch that reaches them forms, and ``ClientGone`` is raised."""
+    its rows, still queued, are skipped when the next batch forms, and ``ClientGone`` is raised."""
     task = asyncio.current_task()
     assert task is not None
     left = False
