@@ -474,7 +474,9 @@ class Batcher:
             else:
                 pending.appendleft(item)  # the next batch's first
                 break
-        if len(pending) <= SWEEP_ALL or now >= self._swept_at + SWEEP_S:
+        if not pending and not skipped:  # the whole queue taken or dropped: the common case at low load
+            self._queued_rows = 0
+        elif len(pending) <= SWEEP_ALL or now >= self._swept_at + SWEEP_S:
             self._swept_at = now
             live: deque[_Item] = deque(skipped)
             for item in pending:
