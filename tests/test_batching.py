@@ -263,8 +263,9 @@ def test_requests_of_other_keys_passed_over_keep_their_order() -> None:
 
 
 def test_a_request_out_of_queue_time_behind_the_batch_in_a_short_queue_is_dropped_at_once() -> None:
-    """The batch taken stops where it is full; a short queue is swept at every batch, so an expired request
-    further back is dropped as the batch forms: it never reaches the model, and its rows stop counting."""
+    """The batch taken stops where it is full; a short queue is swept as each batch forms, so an expired request
+    behind it is answered then, not after that batch has run: it never reaches the model, and its rows stop
+    counting."""
 
     async def main(pool: ThreadPoolExecutor) -> None:
         model = FakeModel(hold_first=True)
@@ -273,12 +274,16 @@ def test_a_request_out_of_queue_time_behind_the_batch_in_a_short_queue_is_droppe
         patient = submit_by(b, 6.0, deadline=time.monotonic() + 30)
         late = submit_by(b, 5.0, deadline=time.monotonic() + 0.02)
         last = submit_by(b, 7.0, deadline=time.monotonic() + 30)
+        answered: list[str] = []
+        for name, task in (("patient", patient), ("late", late), ("last", last)):
+            task.add_done_callback(lambda _, name=name: answered.append(name))  # type: ignore[misc]
         await until_waiting(b, 3)
         await asyncio.sleep(0.05)  # the late one's queue time runs out while the first batch runs
         model.release.set()
         with pytest.raises(QueueExpired):
             await late
         assert [(await t)["y"][0, 0] for t in (first, patient, last)] == [200.0, 12.0, 14.0]
+        assert answered == ["late", "patient", "last"]  # dropped as the patient one's batch formed
         assert model.calls == [[100.0], [6.0], [7.0]]
         assert not b.busy and b.waiting == 0 and b.expected_answer() == 0.0
         # one arriving runs alone, then this one: two batches, three with one more (the dropped rows not among them)
@@ -1105,6 +1110,26 @@ def test_a_request_out_of_queue_time_deep_in_a_long_queue_is_answered_within_the
         assert isinstance(results[150], QueueExpired)
         assert all(isinstance(r, dict) for i, r in enumerate(results) if i != 150)
         assert answered[0] - 1000.0 <= 0.1 + batching_module.SWEEP_S + 2 * m.seconds
+
+    run_loop(main)
+
+
+def test_a_request_out_of_queue_time_in_a_short_queue_is_answered_at_the_next_batch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A queue of at most ``SWEEP_ALL`` left behind the batch is swept at every batch, however recent the last
+    sweep: the expired request is answered as the first batch after its deadline forms."""
+
+    async def main() -> None:
+        m = Stalls(monkeypatch)
+        m.seconds = 0.01
+        answered: list[float] = []
+        tasks = _queued(m, 10, late_at=5, late_s=0.015)  # expired after the second batch, its turn the sixth
+        tasks[5].add_done_callback(lambda _: answered.append(m.clock.now))
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        assert isinstance(results[5], QueueExpired)
+        # dropped as the third batch formed (at 0.02 s); its done callback runs a turn later, after that batch ran
+        assert answered[0] - 1000.0 == pytest.approx(0.03)
 
     run_loop(main)
 

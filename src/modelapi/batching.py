@@ -195,7 +195,9 @@ class Batcher:
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
-        self._queued_rows = 0  # rows waiting for a batch (cancelled ones too, until a batch drops them: ``_take``)
+        self._queued_rows = (
+            0  # rows waiting for a batch (cancelled ones too, until ``_take`` or ``_dispatch`` drops them)
+        )
         self._swept_at = -math.inf  # when ``_take`` last swept the whole queue
         #: moving average of recent batches' run time, fed the median of the last three runs (``_averaged``), so
         #: that one stalled run moves it not at all (0: none ran yet); and the two runs before the newest, older
@@ -449,7 +451,8 @@ class Batcher:
         swept (its cancelled and expired requests dropped, its rows recounted) only while it is short
         (``SWEEP_ALL``) or ``SWEEP_S`` since the last sweep: under a flood, walking every request waiting for each
         batch took about a tenth of the server's core (docs/overload-log.md), and a sweep that often bounds how
-        long a request out of queue time waits for its answer, and dead rows count in ``expected_answer``."""
+        long a request out of queue time waits for its answer, and how long dead rows count in
+        ``expected_answer``."""
         batch: list[_Item] = []
         rows = 0
         skipped: list[_Item] = []  # other keys' requests passed on the way, put back in their order
