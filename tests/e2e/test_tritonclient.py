@@ -10,6 +10,7 @@ import pytest
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
+from helpers.triton_http import triton_http
 from toymodels import IRIS_FEATURES, IrisClassifier
 
 from .server import serve
@@ -20,12 +21,11 @@ ROWS = np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5
 @pytest.fixture(scope="module")
 def triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpclient.InferenceServerClient]:
     args = ("toymodels:IrisClassifier", "toymodels:Echo", "--name", "iris", "--name", "echo")
-    with serve(*args, tmp_dir=tmp_path_factory.mktemp("triton")) as server:
-        client = httpclient.InferenceServerClient(server.url.removeprefix("http://"))
-        try:
-            yield client
-        finally:
-            client.close()
+    with (
+        serve(*args, tmp_dir=tmp_path_factory.mktemp("triton")) as server,
+        triton_http(server.url.removeprefix("http://")) as client,
+    ):
+        yield client
 
 
 @pytest.fixture(scope="module")
