@@ -808,7 +808,8 @@ def test_a_request_read_behind_one_whose_answer_closes_the_connection_is_not_run
 def test_with_pacing_off_nothing_is_deferred() -> None:
     async def main() -> None:
         for pacing, handed in ((None, 30), (every_post(), 1)):
-            async with serving(pacing) as server:
+            # a queue-time bound no stall of the machine reaches: a slow first batch must not refuse the rest
+            async with serving(pacing, max_queue_ms=600_000) as server:
                 conns = [server.connect() for _ in range(30)]
                 for conn in conns:
                     conn.feed(post())

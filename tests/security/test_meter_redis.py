@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,8 @@ def test_meters_sharing_redis_admit_exactly_the_limit(tmp_path: Path) -> None:
     limits = [Limit("requests", 50, 60), Limit("rows", 1000, 86400)]
 
     async def main(url: str) -> tuple[int, int]:
-        meters = [RedisMeter(url) for _ in range(4)]  # four processes' worth of clients
+        # four processes' worth of clients; a generous timeout, as a stall of the machine is not what this tests
+        meters = [RedisMeter(url, timeout_s=30) for _ in range(4)]
         try:
             heads = await asyncio.gather(*(m.admit("k", head_checks(limits)) for m in meters for _ in range(30)))
             rows = await asyncio.gather(*(m.admit("r", row_checks(limits, 7)) for m in meters for _ in range(50)))
@@ -72,3 +74,66 @@ def test_redis_away_falls_back_to_the_process_and_adds_back(tmp_path: Path, capl
     text = caplog.text
     assert "cannot be reached" in text and "enforced per process" in text
     assert "answers again" in text and "were added to it" in text
+
+
+def test_requests_at_once_after_an_outage_add_the_local_counts_once(tmp_path: Path) -> None:
+    """While Redis is away, one request at a time tries it again and those arriving meanwhile count locally;
+    once it is back, many requests at once find counts pending, and they are added to Redis exactly once."""
+    limit = Limit("requests", 1000, 3600)
+    checks = head_checks([limit])
+
+    async def burst(meter: RedisMeter, n: int) -> int:
+        return sum(r is None for r in await asyncio.gather(*(meter.admit("k", checks) for _ in range(n))))
+
+    async def main(redis: OwnRedis) -> tuple[int, int]:
+        meter = RedisMeter(redis.url, retry_s=0.2)
+        try:
+            admitted = await burst(meter, 10)
+            redis.stop()
+            admitted += await burst(meter, 20)
+            assert meter.down_since is not None and meter.pending
+            redis.start()
+            await asyncio.sleep(0.25)
+            admitted += await burst(meter, 40)  # one tries Redis; the rest count locally meanwhile
+            assert meter.down_since is None and meter.pending
+            admitted += await burst(meter, 40)  # all of these find the counts pending
+            assert not meter.pending
+            from redis.asyncio import Redis
+
+            client = Redis.from_url(redis.url)
+            shared = int(await client.hget(redis_key("k", limit), "c") or 0)
+            await client.aclose()
+            return admitted, shared
+        finally:
+            await meter.close()
+
+    with own_redis(tmp_path, persistent=True) as redis:
+        admitted, shared = asyncio.run(main(redis))
+    assert admitted == 110
+    assert shared == 110  # every admission counted once: none lost, none added twice
+
+
+def test_while_redis_does_not_answer_one_request_at_a_time_waits_for_it() -> None:
+    """A Redis that accepts connections and never answers: once the outage is known, a request tries it again
+    at most once per ``retry_s``, and the requests that arrive while it waits count locally at once."""
+    checks = head_checks([Limit("requests", 1000, 3600)])
+    with socket.create_server(("127.0.0.1", 0), backlog=256) as silent:  # never accepts: connects, then nothing
+        url = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+
+        async def main() -> None:
+            meter = RedisMeter(url, retry_s=0.2, timeout_s=0.5)
+            try:
+                assert await meter.admit("k", checks) is None  # waited out the timeout, then counted locally
+                assert meter.down_since is not None
+                await asyncio.sleep(0.25)
+                burst = [asyncio.ensure_future(meter.admit("k", checks)) for _ in range(20)]
+                for _ in range(3):
+                    await asyncio.sleep(0)
+                assert sum(t.done() for t in burst) == 19  # all but the one that tries Redis again
+                assert all(t.result() is None for t in burst if t.done())
+                assert await asyncio.gather(*burst) == [None] * 20
+                assert sum(meter.pending.values()) == 21  # every admission remembered, to add to Redis later
+            finally:
+                await meter.close()
+
+        asyncio.run(main())

@@ -17,13 +17,15 @@ one Lua script per admission checks every window of the key and counts them all,
 trip, on Redis's clock; it answers the shared counts, which the process keeps as its own. When Redis cannot
 be reached the process falls back to its own ``LocalMeter`` (a warning in the log, once per outage), which
 goes on from the shared counts it last saw for each key, and remembers what it admits; it tries Redis again
-at most once a second, and when Redis answers it first adds what it admitted meanwhile to the shared
-counters, so nothing admitted during the outage is lost from the windows. During an outage each process
+at most once a second, with one request (those arriving meanwhile count locally), and when Redis answers it
+first adds what it admitted meanwhile to the shared counters, once, so nothing admitted during the outage is
+lost from the windows or counted twice. During an outage each process
 enforces the limits alone, from where the shared count stood when it last saw the key.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -229,12 +231,16 @@ class RedisMeter:
         self._tried = 0.0
         #: what this process admitted while Redis was away: (redis key, window s, window index) -> amount
         self.pending: dict[tuple[str, int, int], int] = {}
+        # one flush at a time: requests that find counts pending at once would each add them
+        self._flushing = asyncio.Lock()
 
     async def admit(self, key_id: str, checks: Sequence[Check]) -> Refusal | None:
         from redis.exceptions import RedisError
 
         now = time.monotonic()
         if self.down_since is None or now - self._tried >= self.retry_s:
+            if self.down_since is not None:
+                self._tried = now  # this request tries Redis; those arriving meanwhile count locally, not wait
             try:
                 if self.pending:
                     await self._flush()
@@ -275,13 +281,22 @@ class RedisMeter:
         return refusal
 
     async def _flush(self) -> None:
-        """Add what was admitted locally to the shared counters; what is added is forgotten one by one, so an
-        outage again in the middle neither loses nor doubles a count."""
-        for slot in list(self.pending):
-            key, window, index = slot
-            await self._add(keys=[key], args=[window, index, self.pending[slot]])
-            del self.pending[slot]
-        log.info("rate-limit counts admitted while Redis was away were added to it")
+        """Add what was admitted locally to the shared counters, one flush at a time; what is added is taken off
+        slot by slot, so an outage again in the middle neither loses nor doubles a count, and what is admitted
+        locally meanwhile stays pending."""
+        async with self._flushing:
+            if not self.pending:  # a flush that held the lock before this one added it all
+                return
+            for slot in list(self.pending):
+                key, window, index = slot
+                amount = self.pending[slot]
+                await self._add(keys=[key], args=[window, index, amount])
+                left = self.pending[slot] - amount
+                if left:
+                    self.pending[slot] = left
+                else:
+                    del self.pending[slot]
+            log.info("rate-limit counts admitted while Redis was away were added to it")
 
     async def close(self) -> None:
         await self.client.aclose()
