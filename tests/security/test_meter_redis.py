@@ -5,13 +5,16 @@ from the shared count it last saw), then adds what it admitted to Redis when it 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
+import time
 from pathlib import Path
 
 import pytest
 
 from helpers.redis_server import OwnRedis, own_redis
+from helpers.tcp_proxy import tcp_proxy
 from modelapi.security.key_limits import Limit
 from modelapi.security.meter import RedisMeter, head_checks, redis_key, row_checks
 
@@ -137,3 +140,115 @@ def test_while_redis_does_not_answer_one_request_at_a_time_waits_for_it() -> Non
                 await meter.close()
 
         asyncio.run(main())
+
+
+async def _shared_count(port: int, limit: Limit) -> int:
+    from redis.asyncio import Redis
+
+    client = Redis(port=port)
+    try:
+        return int(await client.hget(redis_key("k", limit), "c") or 0)
+    finally:
+        await client.aclose()
+
+
+def test_a_redis_that_stops_answering_with_counts_pending_delays_each_request_once(tmp_path: Path) -> None:
+    """Counts pending from an outage, Redis taken for back (a request got through), then Redis stops answering:
+    requests at once each wait out one timeout, side by side, none behind another's flush; once Redis answers
+    again, it holds every admission once."""
+    limit = Limit("requests", 1000, 3600)
+    checks = head_checks([limit])
+
+    async def main(redis: OwnRedis) -> tuple[int, int, float]:
+        async with tcp_proxy(redis.port) as proxy:
+            meter = RedisMeter(proxy.url, retry_s=0.2, timeout_s=0.5)
+            admitted = 0
+
+            async def burst(n: int) -> float:
+                nonlocal admitted
+                started = time.monotonic()
+                answers = await asyncio.gather(*(meter.admit("k", checks) for _ in range(n)))
+                admitted += sum(a is None for a in answers)
+                return time.monotonic() - started
+
+            try:
+                await burst(5)
+                proxy.mode = "silent"
+                await burst(6)  # all tried Redis, waited out the timeout and counted locally
+                assert meter.down_since is not None and meter.pending
+                proxy.mode = "forward"
+                await asyncio.sleep(0.25)
+                await burst(10)  # one tries Redis; the nine that come meanwhile count locally
+                assert meter.down_since is None and meter.pending
+                proxy.mode = "silent"
+                longest = await burst(10)  # the first flushes; the rest go to Redis, not behind it
+                proxy.mode = "forward"
+                await asyncio.sleep(0.25)
+                await burst(1)
+                await burst(1)  # the second flushes what the first left, if the first went on alone
+                assert not meter.pending
+                return admitted, await _shared_count(redis.port, limit), longest
+            finally:
+                await meter.close()
+
+    with own_redis(tmp_path) as redis:
+        admitted, shared, longest = asyncio.run(main(redis))
+    assert admitted == 33 and shared == 33
+    assert longest < 2.5  # each waited one timeout of 0.5 s; one after another, the tenth would wait 5 s
+
+
+@pytest.mark.parametrize("lost", ["answer", "request"])
+def test_an_addition_whose_answer_is_lost_counts_once(tmp_path: Path, lost: str) -> None:
+    """The flush after an outage reaches Redis, which adds the counts, but its answer never comes back (a timeout),
+    or the request that flushed is cancelled while it waits (its client went away): the next flush sends the same
+    addition again, and Redis counts it once."""
+    limit = Limit("requests", 1000, 3600)
+    checks = head_checks([limit])
+
+    async def main(redis: OwnRedis) -> tuple[int, int]:
+        async with tcp_proxy(redis.port) as proxy:
+            meter = RedisMeter(proxy.url, retry_s=0.2, timeout_s=0.3)
+            admitted = 0
+
+            async def one() -> None:
+                nonlocal admitted
+                admitted += await meter.admit("k", checks) is None
+
+            try:
+                proxy.mode = "silent"  # a first outage, whose flush has Redis keep the addition's script
+                for _ in range(5):
+                    await one()
+                proxy.mode = "forward"
+                await asyncio.sleep(0.25)
+                await one()
+                assert not meter.pending and await _shared_count(redis.port, limit) == 6
+                proxy.mode = "silent"
+                for _ in range(20):
+                    await one()  # the first waits out the timeout; then all count locally
+                assert sum(meter.pending.values()) == 20
+                proxy.mode = "forward"
+                await meter.client.ping()  # a connection ready in the pool: the flush's request goes out at once
+                proxy.mode = "deaf"  # what is sent reaches Redis; nothing comes back
+                await asyncio.sleep(0.25)
+                if lost == "answer":
+                    await one()  # the flush's addition times out, the request counts locally
+                else:
+                    cut = asyncio.ensure_future(one())
+                    await asyncio.sleep(0.1)  # the addition is in Redis by now, its answer lost
+                    cut.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await cut
+                    await asyncio.sleep(0.25)  # past the timeout of the connection it left waiting
+                assert await _shared_count(redis.port, limit) == 26  # Redis did add the 20
+                proxy.mode = "forward"
+                await asyncio.sleep(0.25)
+                await one()
+                await one()
+                assert not meter.pending
+                return admitted, await _shared_count(redis.port, limit)
+            finally:
+                await meter.close()
+
+    with own_redis(tmp_path) as redis:
+        admitted, shared = asyncio.run(main(redis))
+    assert shared == admitted  # 29 with the answer lost, 28 with the request cancelled

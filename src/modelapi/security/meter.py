@@ -18,17 +18,18 @@ trip, on Redis's clock; it answers the shared counts, which the process keeps as
 be reached the process falls back to its own ``LocalMeter`` (a warning in the log, once per outage), which
 goes on from the shared counts it last saw for each key, and remembers what it admits; it tries Redis again
 at most once a second, with one request (those arriving meanwhile count locally), and when Redis answers it
-first adds what it admitted meanwhile to the shared counters, once, so nothing admitted during the outage is
-lost from the windows or counted twice. During an outage each process
+first adds what it admitted meanwhile to the shared counters. Each addition carries a mark, so one whose answer
+was lost is sent again and still counts once: nothing admitted during the outage is lost from the windows or
+counted twice. During an outage each process
 enforces the limits alone, from where the shared count stood when it last saw the key.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -184,9 +185,12 @@ end
 return out
 """
 
-# KEYS[1]: one limit's hash; ARGV: window seconds, the window index, the amount admitted in it meanwhile
+# KEYS[1]: one limit's hash; KEYS[2]: this addition's mark; ARGV: window seconds, the window index, the amount
+# admitted in it meanwhile. An addition whose answer was lost (a timeout, a cancelled request) is sent again
+# with the same mark, and the mark makes it count once.
 ADD = """
 local w, idx, amount = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+if not redis.call('SET', KEYS[2], 1, 'NX', 'EX', 2 * w + 60) then return 0 end
 local h = redis.call('HMGET', KEYS[1], 'i', 'c', 'p')
 local si, c, p = tonumber(h[1]) or idx, tonumber(h[2]) or 0, tonumber(h[3]) or 0
 if idx == si then c = c + amount
@@ -231,44 +235,49 @@ class RedisMeter:
         self._tried = 0.0
         #: what this process admitted while Redis was away: (redis key, window s, window index) -> amount
         self.pending: dict[tuple[str, int, int], int] = {}
-        # one flush at a time: requests that find counts pending at once would each add them
-        self._flushing = asyncio.Lock()
+        #: additions sent and not known to have counted: slot -> (mark, amount), sent again as they were
+        self._sending: dict[tuple[str, int, int], tuple[str, int]] = {}
+        self._flushing = False  # one flush at a time; requests that find one under way do not wait for it
+        self._probing = False  # while Redis is away, one request at a time tries it; the rest count locally
 
     async def admit(self, key_id: str, checks: Sequence[Check]) -> Refusal | None:
         from redis.exceptions import RedisError
 
         now = time.monotonic()
-        if self.down_since is None or now - self._tried >= self.retry_s:
-            if self.down_since is not None:
-                self._tried = now  # this request tries Redis; those arriving meanwhile count locally, not wait
-            try:
-                if self.pending:
-                    await self._flush()
-                result = await self._admit(keys=[redis_key(key_id, c[0]) for c in checks], args=_args(checks))
-            except (RedisError, OSError) as exc:
-                self._tried = now
-                if self.down_since is None:
-                    self.down_since = now
-                    log.warning(
-                        "Redis at %s cannot be reached (%s): rate limits and quotas are enforced per process "
-                        "until it answers again; what is admitted meanwhile is added to it then",
-                        _safe(self.url),
-                        type(exc).__name__,
-                    )
-            else:
-                if self.down_since is not None:
-                    log.warning(
-                        "Redis answers again after %.1f s: rate limits and quotas are shared again",
-                        now - self.down_since,
-                    )
-                    self.down_since = None
-                refusal = _verdict(checks, result)
-                if refusal is None:  # where this process's own counts start if Redis goes away
-                    for n, (limit, _need, _cost) in enumerate(checks):
-                        index, current, previous = (int(float(v)) for v in result[2 + 3 * n : 5 + 3 * n])
-                        self.local.mirror(key_id, limit, index, current, previous)
-                return refusal
-        return self._admit_locally(key_id, checks)
+        probe = self.down_since is not None
+        if probe and (self._probing or now - self._tried < self.retry_s):
+            return self._admit_locally(key_id, checks)
+        if probe:
+            self._probing = True
+        try:
+            if self.pending and not self._flushing:
+                await self._flush()
+            result = await self._admit(keys=[redis_key(key_id, c[0]) for c in checks], args=_args(checks))
+        except (RedisError, OSError) as exc:
+            self._tried = time.monotonic()  # the next try a retry_s after this one gave up, not after it began
+            if self.down_since is None:
+                self.down_since = now
+                log.warning(
+                    "Redis at %s cannot be reached (%s): rate limits and quotas are enforced per process "
+                    "until it answers again; what is admitted meanwhile is added to it then",
+                    _safe(self.url),
+                    type(exc).__name__,
+                )
+            return self._admit_locally(key_id, checks)
+        finally:
+            if probe:
+                self._probing = False
+        if self.down_since is not None:
+            log.warning(
+                "Redis answers again after %.1f s: rate limits and quotas are shared again", now - self.down_since
+            )
+            self.down_since = None
+        refusal = _verdict(checks, result)
+        if refusal is None:  # where this process's own counts start if Redis goes away
+            for n, (limit, _need, _cost) in enumerate(checks):
+                index, current, previous = (int(float(v)) for v in result[2 + 3 * n : 5 + 3 * n])
+                self.local.mirror(key_id, limit, index, current, previous)
+        return refusal
 
     def _admit_locally(self, key_id: str, checks: Sequence[Check]) -> Refusal | None:
         stamp = time.time()
@@ -281,22 +290,25 @@ class RedisMeter:
         return refusal
 
     async def _flush(self) -> None:
-        """Add what was admitted locally to the shared counters, one flush at a time; what is added is taken off
-        slot by slot, so an outage again in the middle neither loses nor doubles a count, and what is admitted
-        locally meanwhile stays pending."""
-        async with self._flushing:
-            if not self.pending:  # a flush that held the lock before this one added it all
-                return
+        """Add what was admitted locally to the shared counters, one flush at a time, slot by slot; each addition
+        carries a mark, and one whose answer was lost is sent again with the same mark and amount, so neither
+        an outage in the middle nor a cancelled request loses or doubles a count. What is admitted locally
+        meanwhile stays pending for the next flush."""
+        self._flushing = True
+        try:
             for slot in list(self.pending):
                 key, window, index = slot
-                amount = self.pending[slot]
-                await self._add(keys=[key], args=[window, index, amount])
+                mark, amount = self._sending.setdefault(slot, (f"{key}:added:{uuid.uuid4().hex}", self.pending[slot]))
+                await self._add(keys=[key, mark], args=[window, index, amount])
+                del self._sending[slot]
                 left = self.pending[slot] - amount
                 if left:
                     self.pending[slot] = left
                 else:
                     del self.pending[slot]
-            log.info("rate-limit counts admitted while Redis was away were added to it")
+        finally:
+            self._flushing = False
+        log.info("rate-limit counts admitted while Redis was away were added to it")
 
     async def close(self) -> None:
         await self.client.aclose()
