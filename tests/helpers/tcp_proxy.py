@@ -18,21 +18,31 @@ class Proxy:
         self.mode: Mode = "forward"
         self.port = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, to_server: bool) -> None:
-        with contextlib.suppress(OSError):
+        try:
             while data := await reader.read(65536):
                 if self.mode == "forward" or (self.mode == "deaf" and to_server):
                     writer.write(data)
                     await writer.drain()
-        writer.close()
+        except OSError:
+            pass
+        finally:
+            writer.close()
 
     async def _accept(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
-        server_r, server_w = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self._writers.add(client_w)
+        try:
+            server_r, server_w = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            client_w.close()
+            return
+        self._writers.add(server_w)
         for args in ((client_r, server_w, True), (server_r, client_w, False)):
             task = asyncio.ensure_future(self._pipe(*args))
             self._tasks.add(task)
@@ -51,3 +61,6 @@ async def tcp_proxy(target_port: int) -> AsyncIterator[Proxy]:
         for task in list(proxy._tasks):
             task.cancel()
         await asyncio.gather(*proxy._tasks, return_exceptions=True)
+        for writer in proxy._writers:
+            writer.close()
+        await server.wait_closed()

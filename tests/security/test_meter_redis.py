@@ -19,6 +19,18 @@ from modelapi.security.key_limits import Limit
 from modelapi.security.meter import RedisMeter, head_checks, redis_key, row_checks
 
 
+async def _shared_count(port: int, limit: Limit) -> int:
+    """Key ``k``'s count in Redis, the current window's and the previous one's: a test that runs across the
+    window's turn finds its count split between them."""
+    from redis.asyncio import Redis
+
+    client = Redis(port=port)
+    try:
+        return sum(int(v or 0) for v in await client.hmget(redis_key("k", limit), ["c", "p"]))
+    finally:
+        await client.aclose()
+
+
 def test_meters_sharing_redis_admit_exactly_the_limit(tmp_path: Path) -> None:
     limits = [Limit("requests", 50, 60), Limit("rows", 1000, 86400)]
 
@@ -60,12 +72,7 @@ def test_redis_away_falls_back_to_the_process_and_adds_back(tmp_path: Path, capl
             await asyncio.sleep(0.25)
             assert await a.admit("k", checks) is not None and await b.admit("k", checks) is not None
             assert a.down_since is None and not a.pending and not b.pending
-            from redis.asyncio import Redis
-
-            client = Redis.from_url(redis.url)
-            shared = int(await client.hget(redis_key("k", limit), "c") or 0)
-            await client.aclose()
-            return away[0], away[1], shared
+            return away[0], away[1], await _shared_count(redis.port, limit)
         finally:
             await a.close()
             await b.close()
@@ -101,12 +108,7 @@ def test_requests_at_once_after_an_outage_add_the_local_counts_once(tmp_path: Pa
             assert meter.down_since is None and meter.pending
             admitted += await burst(meter, 40)  # all of these find the counts pending
             assert not meter.pending
-            from redis.asyncio import Redis
-
-            client = Redis.from_url(redis.url)
-            shared = int(await client.hget(redis_key("k", limit), "c") or 0)
-            await client.aclose()
-            return admitted, shared
+            return admitted, await _shared_count(redis.port, limit)
         finally:
             await meter.close()
 
@@ -142,26 +144,16 @@ def test_while_redis_does_not_answer_one_request_at_a_time_waits_for_it() -> Non
         asyncio.run(main())
 
 
-async def _shared_count(port: int, limit: Limit) -> int:
-    from redis.asyncio import Redis
-
-    client = Redis(port=port)
-    try:
-        return int(await client.hget(redis_key("k", limit), "c") or 0)
-    finally:
-        await client.aclose()
-
-
 def test_a_redis_that_stops_answering_with_counts_pending_delays_each_request_once(tmp_path: Path) -> None:
     """Counts pending from an outage, Redis taken for back (a request got through), then Redis stops answering:
-    requests at once each wait out one timeout, side by side, none behind another's flush; once Redis answers
-    again, it holds every admission once."""
+    requests at once each wait out one timeout, side by side, none behind another's flush nor twice for want of
+    a pooled connection; once Redis answers again, it holds every admission once."""
     limit = Limit("requests", 1000, 3600)
     checks = head_checks([limit])
 
     async def main(redis: OwnRedis) -> tuple[int, int, float]:
         async with tcp_proxy(redis.port) as proxy:
-            meter = RedisMeter(proxy.url, retry_s=0.2, timeout_s=0.5)
+            meter = RedisMeter(proxy.url, retry_s=0.2, timeout_s=2.0)
             admitted = 0
 
             async def burst(n: int) -> float:
@@ -181,7 +173,9 @@ def test_a_redis_that_stops_answering_with_counts_pending_delays_each_request_on
                 await burst(10)  # one tries Redis; the nine that come meanwhile count locally
                 assert meter.down_since is None and meter.pending
                 proxy.mode = "silent"
-                longest = await burst(10)  # the first flushes; the rest go to Redis, not behind it
+                # the first flushes; the rest go to Redis, not behind it, and those that find the 16 pooled
+                # connections taken wait for one within the same timeout
+                longest = await burst(40)
                 proxy.mode = "forward"
                 await asyncio.sleep(0.25)
                 await burst(1)
@@ -193,8 +187,8 @@ def test_a_redis_that_stops_answering_with_counts_pending_delays_each_request_on
 
     with own_redis(tmp_path) as redis:
         admitted, shared, longest = asyncio.run(main(redis))
-    assert admitted == 33 and shared == 33
-    assert longest < 2.5  # each waited one timeout of 0.5 s; one after another, the tenth would wait 5 s
+    assert admitted == 63 and shared == 63
+    assert longest < 3.5  # each waited one timeout of 2 s; a pooled connection's wait, then another, 4 s
 
 
 @pytest.mark.parametrize("lost", ["answer", "request"])
@@ -252,3 +246,50 @@ def test_an_addition_whose_answer_is_lost_counts_once(tmp_path: Path, lost: str)
     with own_redis(tmp_path) as redis:
         admitted, shared = asyncio.run(main(redis))
     assert shared == admitted  # 29 with the answer lost, 28 with the request cancelled
+
+
+def test_a_cancelled_try_counts_as_a_try() -> None:
+    """While Redis is away, a request that tries it again and is cancelled meanwhile (its client went away)
+    still puts the next try a ``retry_s`` later: the requests after it count locally at once."""
+    checks = head_checks([Limit("requests", 1000, 3600)])
+    with socket.create_server(("127.0.0.1", 0), backlog=256) as silent:
+        url = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+
+        async def main() -> None:
+            meter = RedisMeter(url, retry_s=0.2, timeout_s=0.3)
+            try:
+                assert await meter.admit("k", checks) is None  # waited out the timeout; Redis is away
+                await asyncio.sleep(0.25)
+                probe = asyncio.ensure_future(meter.admit("k", checks))
+                await asyncio.sleep(0.05)
+                probe.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await probe
+                after = [asyncio.ensure_future(meter.admit("k", checks)) for _ in range(5)]
+                await asyncio.sleep(0)
+                assert all(t.done() for t in after)  # none tried Redis
+            finally:
+                await meter.close()
+
+        asyncio.run(main())
+
+
+def test_counts_still_pending_are_added_when_the_meter_closes(tmp_path: Path) -> None:
+    """Counts admitted during an outage that ended after the process's last request are added as it stops."""
+    limit = Limit("requests", 1000, 3600)
+    checks = head_checks([limit])
+
+    async def main(redis: OwnRedis) -> int:
+        meter = RedisMeter(redis.url, retry_s=0.2)
+        try:
+            assert await meter.admit("k", checks) is None
+            redis.stop()
+            for _ in range(7):
+                assert await meter.admit("k", checks) is None
+            redis.start()
+        finally:
+            await meter.close()
+        return await _shared_count(redis.port, limit)
+
+    with own_redis(tmp_path, persistent=True) as redis:
+        assert asyncio.run(main(redis)) == 8

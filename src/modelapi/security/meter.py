@@ -20,12 +20,15 @@ goes on from the shared counts it last saw for each key, and remembers what it a
 at most once a second, with one request (those arriving meanwhile count locally), and when Redis answers it
 first adds what it admitted meanwhile to the shared counters. Each addition carries a mark, so one whose answer
 was lost is sent again and still counts once: nothing admitted during the outage is lost from the windows or
-counted twice. During an outage each process
+added twice. (A request's own check whose answer is lost after Redis ran it is counted there and locally: twice,
+on the strict side, for at most the checks in flight as Redis stopped answering.) During an outage each process
 enforces the limits alone, from where the shared count stood when it last saw the key.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -231,6 +234,7 @@ class RedisMeter:
         self._add = self.client.register_script(ADD)
         self.local = LocalMeter()
         self.retry_s = retry_s
+        self.timeout_s = timeout_s
         self.down_since: float | None = None
         self._tried = 0.0
         #: what this process admitted while Redis was away: (redis key, window s, window index) -> amount
@@ -252,8 +256,10 @@ class RedisMeter:
         try:
             if self.pending and not self._flushing:
                 await self._flush()
-            result = await self._admit(keys=[redis_key(key_id, c[0]) for c in checks], args=_args(checks))
-        except (RedisError, OSError) as exc:
+            # one deadline for the whole call: waiting for a pooled connection, connecting, and the answer
+            async with asyncio.timeout(self.timeout_s):
+                result = await self._admit(keys=[redis_key(key_id, c[0]) for c in checks], args=_args(checks))
+        except (RedisError, OSError) as exc:  # OSError: TimeoutError among them
             self._tried = time.monotonic()  # the next try a retry_s after this one gave up, not after it began
             if self.down_since is None:
                 self.down_since = now
@@ -267,6 +273,7 @@ class RedisMeter:
         finally:
             if probe:
                 self._probing = False
+                self._tried = time.monotonic()  # also when the request was cancelled while it tried
         if self.down_since is not None:
             log.warning(
                 "Redis answers again after %.1f s: rate limits and quotas are shared again", now - self.down_since
@@ -290,17 +297,27 @@ class RedisMeter:
         return refusal
 
     async def _flush(self) -> None:
-        """Add what was admitted locally to the shared counters, one flush at a time, slot by slot; each addition
-        carries a mark, and one whose answer was lost is sent again with the same mark and amount, so neither
-        an outage in the middle nor a cancelled request loses or doubles a count. What is admitted locally
-        meanwhile stays pending for the next flush."""
+        """Add what was admitted locally to the shared counters: one flush at a time, all windows in one round
+        trip (a pipeline), within one timeout. Each addition carries a mark, and one whose answer was lost is
+        sent again with the same mark and amount, so neither an outage in the middle nor a cancelled request
+        loses or doubles a count. What is admitted locally meanwhile stays pending for the next flush."""
         self._flushing = True
         try:
-            for slot in list(self.pending):
-                key, window, index = slot
-                mark, amount = self._sending.setdefault(slot, (f"{key}:added:{uuid.uuid4().hex}", self.pending[slot]))
-                await self._add(keys=[key, mark], args=[window, index, amount])
-                del self._sending[slot]
+            slots = list(self.pending)
+            async with asyncio.timeout(self.timeout_s):
+                # the script loaded in the same pipeline: redis-py's own check that it is loaded would be a round
+                # trip of its own before the additions are sent
+                pipe = self.client.pipeline(transaction=False)
+                pipe.script_load(ADD)
+                for slot in slots:
+                    key, window, index = slot
+                    if slot not in self._sending:
+                        self._sending[slot] = (f"{key}:added:{uuid.uuid4().hex}", self.pending[slot])
+                    mark, amount = self._sending[slot]
+                    pipe.evalsha(self._add.sha, 2, key, mark, window, index, amount)
+                await pipe.execute()
+            for slot in slots:
+                _mark, amount = self._sending.pop(slot)
                 left = self.pending[slot] - amount
                 if left:
                     self.pending[slot] = left
@@ -311,6 +328,12 @@ class RedisMeter:
         log.info("rate-limit counts admitted while Redis was away were added to it")
 
     async def close(self) -> None:
+        """Adds what is still pending if Redis answers (an outage that ended since the last request), then closes."""
+        from redis.exceptions import RedisError
+
+        if self.pending and not self._flushing:
+            with contextlib.suppress(RedisError, OSError):
+                await self._flush()
         await self.client.aclose()
         await self.client.connection_pool.disconnect()
 
