@@ -19,14 +19,14 @@ from modelapi.security.key_limits import Limit
 from modelapi.security.meter import RedisMeter, head_checks, redis_key, row_checks
 
 
-async def _shared_count(port: int, limit: Limit) -> int:
-    """Key ``k``'s count in Redis, the current window's and the previous one's: a test that runs across the
-    window's turn finds its count split between them."""
+async def _shared_count(port: int, limit: Limit, key_id: str = "k") -> int:
+    """A key's count in Redis, the current window's and the previous one's: a test that runs across the window's
+    turn finds its count split between them."""
     from redis.asyncio import Redis
 
     client = Redis(port=port)
     try:
-        return sum(int(v or 0) for v in await client.hmget(redis_key("k", limit), ["c", "p"]))
+        return sum(int(v or 0) for v in await client.hmget(redis_key(key_id, limit), ["c", "p"]))
     finally:
         await client.aclose()
 
@@ -236,13 +236,16 @@ def test_a_long_outage_is_added_a_part_at_a_time(tmp_path: Path) -> None:
     assert counts == [1] * len(keys)
 
 
-def test_an_addition_that_fails_in_redis_is_added_once_the_cause_is_gone(tmp_path: Path) -> None:
-    """A window's addition that Redis refuses (its key holds another type: an operator's mistake) is not taken for
-    added: once the key is deleted, the next flush adds it."""
+def test_a_window_that_redis_refuses_is_dropped_and_the_rest_stay_shared(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A window's addition that Redis refuses (its key holds another type: written by something else) is dropped
+    with an error in the log, not taken for added nor kept; the other windows are added, and the process stays on
+    the shared counts."""
     limit = Limit("requests", 1000, 3600)
     checks = head_checks([limit])
 
-    async def main(redis: OwnRedis) -> int:
+    async def main(redis: OwnRedis) -> tuple[int, bytes | None]:
         from redis.asyncio import Redis
 
         client = Redis(port=redis.port)
@@ -254,21 +257,17 @@ def test_an_addition_that_fails_in_redis_is_added_once_the_cause_is_gone(tmp_pat
             redis.start()
             await client.set(redis_key("k", limit), "not a hash")
             await asyncio.sleep(0.25)
-            await meter.admit("j", checks)  # the flush fails on k's key: Redis is taken for away again
-            assert meter.down_since is not None
-            await client.delete(redis_key("k", limit))
-            await asyncio.sleep(0.25)
-            await meter.admit("j", checks)  # adds k's count, and j's that Redis took the first time, once
-            assert meter.down_since is None
-            await meter.admit("j", checks)  # adds what the request whose flush failed counted locally
-            assert not meter.pending
-            return await _shared_count(redis.port, limit)
+            assert await meter.admit("j", checks) is None
+            assert meter.down_since is None and not meter.pending
+            return await _shared_count(redis.port, limit, "j"), await client.get(redis_key("k", limit))
         finally:
             await meter.close()
             await client.aclose()
 
-    with own_redis(tmp_path, persistent=True) as redis:
-        assert asyncio.run(main(redis)) == 1
+    with caplog.at_level(logging.INFO, logger="modelapi.limits"), own_redis(tmp_path, persistent=True) as redis:
+        shared_j, k_value = asyncio.run(main(redis))
+    assert shared_j == 3 and k_value == b"not a hash"
+    assert "Redis refused the counts admitted for modelapi:limit:{k}:requests:3600" in caplog.text
 
 
 @pytest.mark.parametrize("lost", ["answer", "request"])

@@ -324,8 +324,17 @@ class RedisMeter:
                     self._sending[slot] = (f"{key}:added:{uuid.uuid4().hex}", self.pending[slot])
                 mark, amount = self._sending[slot]
                 pipe.evalsha(self._add.sha, 2, key, mark, window, index, amount)
-            await pipe.execute()
-            for slot in slots:
+            answers = await pipe.execute(raise_on_error=False)
+            for slot, answer in zip(slots, answers[1:], strict=True):
+                if isinstance(answer, Exception):
+                    if "WRONGTYPE" not in str(answer):
+                        raise answer  # Redis cannot take writes (out of memory, a read-only replica): as if away
+                    # one key's counter is not a hash (written by something else): its counts cannot be added,
+                    # and keeping them would keep every key off Redis
+                    log.error("Redis refused the counts admitted for %s during an outage (%s)", slot[0], answer)
+                    self._sending.pop(slot)
+                    del self.pending[slot]
+                    continue
                 _mark, amount = self._sending.pop(slot)
                 left = self.pending[slot] - amount
                 if left:
@@ -339,7 +348,7 @@ class RedisMeter:
 
     async def close(self) -> None:
         """Adds what is still pending while Redis answers (an outage that ended since the last request), each part
-        within a timeout, then closes."""
+        within a timeout, unless a request's flush is under way; then closes."""
         from redis.exceptions import RedisError
 
         with contextlib.suppress(RedisError, OSError):
