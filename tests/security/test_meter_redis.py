@@ -147,8 +147,8 @@ def test_while_redis_does_not_answer_one_request_at_a_time_waits_for_it() -> Non
 def test_a_redis_that_stops_answering_with_counts_pending_delays_each_request_once(tmp_path: Path) -> None:
     """Counts pending from an outage, Redis taken for back (a request got through), then Redis stops answering:
     requests wait side by side, none behind another's flush; one that finds the pool's 16 connections taken may
-    wait two timeouts (its deadline's, then redis-py's pool handing back the connection it was cancelled for),
-    no more. Once Redis answers again, it holds every admission once."""
+    wait two timeouts (its deadline's, then the rest of its wait inside redis-py's pool once cancelled), no more.
+    Once Redis answers again, it holds every admission once."""
     limit = Limit("requests", 1000, 3600)
     checks = head_checks([limit])
     timeout_s = 2.0
