@@ -60,6 +60,21 @@ def test_check_names_the_limits() -> None:
     json_limits.check(b'["' + b"[" * 100 + b'"]', max_depth=32, max_elements=10)
 
 
+@pytest.mark.parametrize(
+    ("body", "openings"),
+    [
+        (b"1", 0),
+        (b'{"a": [1, {"b": []}]}', 4),
+        (b'{"s": "[{"}', 3),  # those in strings too: an upper bound on the containers
+        (nested(20), 20),
+        (b'["' + b"[" * 100 + b'"]', 101),  # past the quick bound: the exact scan's path
+    ],
+)
+def test_check_counts_the_openings_on_the_way(body: bytes, openings: int) -> None:
+    assert json_limits.openings(body) == openings
+    assert json_limits.check(body, max_depth=32, max_elements=10) == openings
+
+
 def test_the_worst_body_under_the_size_limit_is_refused_quickly() -> None:
     """Empty lists cost the most memory per byte (32 MB would parse into about 1 GB, in seconds); refusing
     such a body costs less than parsing half of it (a ratio, so that a loaded machine does not fail it)."""

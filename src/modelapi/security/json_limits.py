@@ -26,18 +26,20 @@ _STEP[[ord("["), ord("{")]] = 1
 _STEP[[ord("]"), ord("}")]] = -1
 #: every byte but the brackets, for ``bytes.translate`` to delete
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+#: every byte but the opening brackets, for ``bytes.translate`` to delete
+_NOT_OPENINGS = bytes(b for b in range(256) if b not in b"[{")
 #: for ``bytes.translate``: braces become square brackets (depth does not care which)
 _SQUARE = bytes.maketrans(b"{}", b"[]")
 
 
-def check(body: bytes, *, max_depth: int, max_elements: int) -> None:
+def check(body: bytes, *, max_depth: int, max_elements: int) -> int:
     """Raise ``MalformedRequest`` (400) when ``body`` nests deeper than ``max_depth``, ``PayloadTooLarge``
-    (413) when it holds more than ``max_elements`` elements."""
+    (413) when it holds more than ``max_elements`` elements. Returns ``openings(body)``, counted on the way."""
     brackets = body.translate(_SQUARE, _NOT_BRACKETS)
     deep = _deeper(brackets, max_depth)
     commas = body.count(b",") if len(body) >= max_elements else 0  # fewer bytes than the limit: fewer commas
     if not deep and commas + 1 <= max_elements:
-        return
+        return brackets.count(b"[")
     if b'"' not in body:  # no strings: the bounds are exact
         depth, elements = _depth(brackets), commas + 1
     else:
@@ -48,6 +50,13 @@ def check(body: bytes, *, max_depth: int, max_elements: int) -> None:
         raise PayloadTooLarge(
             f"the JSON body holds {elements} elements; the limit is {max_elements} (max_json_elements)"
         )
+    return brackets.count(b"[")
+
+
+def openings(body: bytes) -> int:
+    """The ``[`` and ``{`` bytes in ``body``, those in strings included: in valid JSON, an upper bound on its arrays
+    and objects, reached when no string holds one."""
+    return len(body.translate(None, _NOT_OPENINGS))
 
 
 def _deeper(brackets: bytes, limit: int) -> bool:

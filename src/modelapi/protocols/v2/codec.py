@@ -25,9 +25,11 @@ from ...errors import InferenceError, InvalidInput, MalformedRequest
 from ...inference import InferenceRequest, InferenceResponse
 from ...matching import output_aliases
 from ...models.base import Model
+from ...security import json_limits
 from ...signature import Signature
 from ..common import package_version
 from . import binary as v2_binary
+from . import document as v2_document
 from . import json as v2_json
 
 EXTENSIONS = ("binary_tensor_data", "statistics")
@@ -74,7 +76,15 @@ def parse(
     if header_length is not None:
         header, rest = v2_binary.split(body, header_length)
         return jsonutil.loads(header, limits), v2_binary.BinaryReader(rest)
-    return jsonutil.loads(body, limits), None
+    if not body:
+        return jsonutil.loads(body), None  # its error, as for any body that is not JSON
+    if limits is not None:
+        openings = json_limits.check(body, max_depth=limits.max_depth, max_elements=limits.max_elements)
+    else:
+        openings = json_limits.openings(body)
+    # FP64 and FP32 data straight into numpy; anything else, and every fault, orjson's (the limits checked above)
+    doc = v2_document.loads(body, openings)
+    return (jsonutil.loads(body) if doc is None else doc), None
 
 
 class V2Codec:

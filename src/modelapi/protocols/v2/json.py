@@ -33,6 +33,8 @@ _DISCOVERED: dict[str, set[type]] = {"f": {int, float}, "i": {int}, "b": {bool}}
 
 def decode_tensor(data: Any, datatype: str, shape: list[int], where: str) -> np.ndarray:
     """``data`` of one input as an array of ``datatype`` with ``shape``; 400 naming ``where`` otherwise."""
+    if type(data) is np.ndarray:  # FP64 or FP32 numbers, flat, read as doubles by ``document.loads``
+        return _from_doubles(data, datatype, shape, where)
     if not isinstance(data, list):
         raise MalformedRequest(f"{where}: 'data' must be an array (flat, or nested to the shape)")
     count = math.prod(shape)
@@ -65,6 +67,25 @@ def decode_tensor(data: Any, datatype: str, shape: list[int], where: str) -> np.
         arr = _floats(flat, dtype, datatype, where)
     else:
         arr = _integers(flat, dtype, datatype, where, float in types)
+    return arr.reshape(shape)
+
+
+def _from_doubles(data: np.ndarray, datatype: str, shape: list[int], where: str) -> np.ndarray:
+    count = math.prod(shape)
+    if data.size != count:
+        raise InvalidInput(
+            f"{where}: shape {shape} has {count} elements but 'data' has {data.size}; "
+            "the product of the shape must equal the number of elements"
+        )
+    dtype = DATATYPES[datatype]
+    if dtype == _FP64:
+        return data.reshape(shape)
+    with np.errstate(over="ignore"):
+        arr = data.astype(dtype)
+    finite = np.isfinite(arr)
+    if not finite.all():  # the doubles are finite: this one overflowed the narrower type
+        index = int(np.flatnonzero(~finite)[0])
+        raise InvalidInput(f"{where}: value {data[index]} at element {index} is out of range for {datatype}")
     return arr.reshape(shape)
 
 
