@@ -373,3 +373,35 @@ def test_counts_still_pending_are_added_when_the_meter_closes(tmp_path: Path) ->
 
     with own_redis(tmp_path, persistent=True) as redis:
         assert asyncio.run(main(redis)) == 8
+
+
+def test_a_key_whose_counter_redis_refuses_counts_locally_and_the_rest_stay_shared(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A key's check that Redis refuses (its counter holds another type: written by something else) counts that
+    key in the process alone, logged once; Redis is not taken for away, and the other keys stay shared."""
+    limit = Limit("requests", 3, 3600)
+    checks = head_checks([limit])
+
+    async def main(redis: OwnRedis) -> tuple[list[bool], int]:
+        from redis.asyncio import Redis
+
+        client = Redis(port=redis.port)
+        meter = RedisMeter(redis.url)
+        try:
+            await client.set(redis_key("k", limit), "not a hash")
+            verdicts = [await meter.admit("k", checks) is None for _ in range(5)]
+            assert meter.down_since is None and not meter.pending
+            assert await meter.admit("j", checks) is None
+            return verdicts, await _shared_count(redis.port, limit, "j")
+        finally:
+            await meter.close()
+            await client.aclose()
+
+    with caplog.at_level(logging.INFO, logger="modelapi.limits"), own_redis(tmp_path) as redis:
+        verdicts, shared_j = asyncio.run(main(redis))
+    assert verdicts == [True, True, True, False, False]  # the process's own count stops at the limit
+    assert shared_j == 1
+    assert caplog.text.count("Redis refused the limits check of key k") == 1
+    assert "modelapi:limit:{k}:requests:3600" in caplog.text
+    assert "cannot be reached" not in caplog.text

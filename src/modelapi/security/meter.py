@@ -250,6 +250,8 @@ class RedisMeter:
         self._sending: dict[tuple[str, int, int], tuple[str, int]] = {}
         self._flushing = False  # one flush at a time; requests that find one under way do not wait for it
         self._probing = False  # while Redis is away, one request at a time tries it; the rest count locally
+        #: keys whose check Redis refused as of the wrong type, each logged once (``_refused_key``)
+        self._wrong_keys: set[str] = set()
 
     async def admit(self, key_id: str, checks: Sequence[Check]) -> Refusal | None:
         from redis.exceptions import RedisError
@@ -268,6 +270,8 @@ class RedisMeter:
                     await self._flush()
                 result = await self._admit(keys=[redis_key(key_id, c[0]) for c in checks], args=_args(checks))
         except (RedisError, OSError) as exc:  # OSError: TimeoutError among them
+            if _wrong_type(exc):  # Redis answered: one of this key's counters is not a hash
+                return self._refused_key(key_id, checks, exc, now)
             self._tried = time.monotonic()  # the next try a retry_s after this one gave up, not after it began
             if self.down_since is None:
                 self.down_since = now
@@ -282,17 +286,41 @@ class RedisMeter:
             if probe:
                 self._probing = False
                 self._tried = time.monotonic()  # also when the request was cancelled while it tried
-        if self.down_since is not None:
-            log.warning(
-                "Redis answers again after %.1f s: rate limits and quotas are shared again", now - self.down_since
-            )
-            self.down_since = None
+        self._answered(now)
+        if self._wrong_keys:
+            self._wrong_keys.discard(key_id)
         refusal = _verdict(checks, result)
         if refusal is None:  # where this process's own counts start if Redis goes away
             for n, (limit, _need, _cost) in enumerate(checks):
                 index, current, previous = (int(float(v)) for v in result[2 + 3 * n : 5 + 3 * n])
                 self.local.mirror(key_id, limit, index, current, previous)
         return refusal
+
+    def _answered(self, now: float) -> None:
+        if self.down_since is not None:
+            log.warning(
+                "Redis answers again after %.1f s: rate limits and quotas are shared again", now - self.down_since
+            )
+            self.down_since = None
+
+    def _refused_key(self, key_id: str, checks: Sequence[Check], exc: Exception, now: float) -> Refusal | None:
+        """A check Redis refused because a counter of this key holds another type (written by something else):
+        Redis answers, so only this key's limits are counted by the process alone (nothing pending: its counts
+        could not be added), logged once until a check of the key goes through again; the other keys stay on the
+        shared counts. Taking Redis for away would move every key off it, again at each probe."""
+        self._answered(now)
+        if key_id not in self._wrong_keys:
+            if len(self._wrong_keys) >= 1024:  # bounded: the keys are the clients'
+                self._wrong_keys.clear()
+            self._wrong_keys.add(key_id)
+            log.error(
+                "Redis refused the limits check of key %s (%s): its limits are counted by each process alone "
+                "until its counters (%s) are hashes again",
+                key_id,
+                exc,
+                ", ".join(redis_key(key_id, check[0]) for check in checks),
+            )
+        return self.local.admit_now(key_id, checks)
 
     def _admit_locally(self, key_id: str, checks: Sequence[Check]) -> Refusal | None:
         stamp = time.time()
@@ -327,7 +355,7 @@ class RedisMeter:
             answers = await pipe.execute(raise_on_error=False)
             for slot, answer in zip(slots, answers[1:], strict=True):
                 if isinstance(answer, Exception):
-                    if "WRONGTYPE" not in str(answer):
+                    if not _wrong_type(answer):
                         raise answer  # Redis cannot take writes (out of memory, a read-only replica): as if away
                     # one key's counter is not a hash (written by something else): its counts cannot be added,
                     # and keeping them would keep every key off Redis
@@ -357,6 +385,13 @@ class RedisMeter:
                     await self._flush()
         await self.client.aclose()
         await self.client.connection_pool.disconnect()
+
+
+def _wrong_type(exc: Exception) -> bool:
+    """Whether Redis refused a script because a key holds another type (its error names WRONGTYPE)."""
+    from redis.exceptions import ResponseError
+
+    return isinstance(exc, ResponseError) and "WRONGTYPE" in str(exc)
 
 
 def _args(checks: Sequence[Check]) -> list[int]:
