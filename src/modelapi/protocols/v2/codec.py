@@ -76,13 +76,13 @@ def parse(
     if header_length is not None:
         header, rest = v2_binary.split(body, header_length)
         return jsonutil.loads(header, limits), v2_binary.BinaryReader(rest)
-    if not body:
-        return jsonutil.loads(body), None  # its error, as for any body that is not JSON
+    if not body or type(body) is not bytes:
+        return jsonutil.loads(body, limits), None  # an empty body's error; a str or memoryview of a caller's
     if limits is not None:
         openings = json_limits.check(body, max_depth=limits.max_depth, max_elements=limits.max_elements)
     else:
         openings = json_limits.openings(body)
-    # FP64 and FP32 data straight into numpy; anything else, and every fault, orjson's (the limits checked above)
+    # numeric data straight into numpy; anything else, and every fault, orjson's (the limits checked above)
     doc = v2_document.loads(body, openings)
     return (jsonutil.loads(body) if doc is None else doc), None
 

@@ -20,6 +20,7 @@ from ...datatypes import DATATYPES
 from ...errors import InvalidInput, MalformedRequest
 from ..columns import numbers
 from ..common import describe, integer_range
+from .document import BUFFER_DTYPES
 
 #: the Python types orjson gives that each datatype accepts (bool is not an int here)
 _ALLOWED: dict[str, set[type]] = {name: {int, float} for name in DATATYPES}
@@ -33,8 +34,9 @@ _DISCOVERED: dict[str, set[type]] = {"f": {int, float}, "i": {int}, "b": {bool}}
 
 def decode_tensor(data: Any, datatype: str, shape: list[int], where: str) -> np.ndarray:
     """``data`` of one input as an array of ``datatype`` with ``shape``; 400 naming ``where`` otherwise."""
-    if type(data) is np.ndarray:  # FP64 or FP32 numbers, flat, read as doubles by ``document.loads``
-        return _from_doubles(data, datatype, shape, where)
+    if type(data) is np.ndarray and data.ndim == 1 and data.dtype is BUFFER_DTYPES.get(datatype):
+        # numbers ``document.loads`` read as one buffer (numpy's own descriptors: ``==`` takes None for float64)
+        return _from_buffer(data, datatype, shape, where)
     if not isinstance(data, list):
         raise MalformedRequest(f"{where}: 'data' must be an array (flat, or nested to the shape)")
     count = math.prod(shape)
@@ -70,7 +72,9 @@ def decode_tensor(data: Any, datatype: str, shape: list[int], where: str) -> np.
     return arr.reshape(shape)
 
 
-def _from_doubles(data: np.ndarray, datatype: str, shape: list[int], where: str) -> np.ndarray:
+def _from_buffer(data: np.ndarray, datatype: str, shape: list[int], where: str) -> np.ndarray:
+    """Numbers ``document.loads`` read as one buffer (float64 for an FP datatype, int64 or uint64 for an integer
+    one), checked as a list of them is: the count against the shape, each value against the datatype's range."""
     count = math.prod(shape)
     if data.size != count:
         raise InvalidInput(
@@ -78,15 +82,24 @@ def _from_doubles(data: np.ndarray, datatype: str, shape: list[int], where: str)
             "the product of the shape must equal the number of elements"
         )
     dtype = DATATYPES[datatype]
-    if dtype == _FP64:
+    if data.dtype == dtype:
         return data.reshape(shape)
-    with np.errstate(over="ignore"):
-        arr = data.astype(dtype)
-    finite = np.isfinite(arr)
-    if not finite.all():  # the doubles are finite: this one overflowed the narrower type
-        index = int(np.flatnonzero(~finite)[0])
-        raise InvalidInput(f"{where}: value {data[index]} at element {index} is out of range for {datatype}")
-    return arr.reshape(shape)
+    if dtype.kind == "f":
+        with np.errstate(over="ignore"):
+            arr = data.astype(dtype)
+        finite = np.isfinite(arr)
+        if not finite.all():  # the doubles are finite: this one overflowed the narrower type
+            index = int(np.flatnonzero(~finite)[0])
+            raise InvalidInput(f"{where}: value {data[index]} at element {index} is out of range for {datatype}")
+        return arr.reshape(shape)
+    low, high = integer_range(dtype)
+    outside = (data < low) | (data > high)
+    if outside.any():
+        index = int(np.flatnonzero(outside)[0])
+        raise InvalidInput(
+            f"{where}: value {data[index]} at element {index} is out of range for {datatype} ({low}..{high})"
+        )
+    return data.astype(dtype).reshape(shape)
 
 
 def _flatten(data: list[Any], shape: list[int], count: int, where: str) -> list[Any]:
