@@ -20,7 +20,7 @@ from ...datatypes import DATATYPES
 from ...errors import InvalidInput, MalformedRequest
 from ..columns import numbers
 from ..common import describe, integer_range
-from .document import BUFFER_DTYPES
+from .document import Numbers
 
 #: the Python types orjson gives that each datatype accepts (bool is not an int here)
 _ALLOWED: dict[str, set[type]] = {name: {int, float} for name in DATATYPES}
@@ -34,9 +34,8 @@ _DISCOVERED: dict[str, set[type]] = {"f": {int, float}, "i": {int}, "b": {bool}}
 
 def decode_tensor(data: Any, datatype: str, shape: list[int], where: str) -> np.ndarray:
     """``data`` of one input as an array of ``datatype`` with ``shape``; 400 naming ``where`` otherwise."""
-    if type(data) is np.ndarray and data.ndim == 1 and data.dtype is BUFFER_DTYPES.get(datatype):
-        # numbers ``document.loads`` read as one buffer (numpy's own descriptors: ``==`` takes None for float64)
-        return _from_buffer(data, datatype, shape, where)
+    if type(data) is Numbers:  # numbers ``document.loads`` read as one buffer
+        return _from_buffer(data.array, datatype, shape, where)
     if not isinstance(data, list):
         raise MalformedRequest(f"{where}: 'data' must be an array (flat, or nested to the shape)")
     count = math.prod(shape)
@@ -73,8 +72,9 @@ def decode_tensor(data: Any, datatype: str, shape: list[int], where: str) -> np.
 
 
 def _from_buffer(data: np.ndarray, datatype: str, shape: list[int], where: str) -> np.ndarray:
-    """Numbers ``document.loads`` read as one buffer (float64 for an FP datatype, int64 or uint64 for an integer
-    one), checked as a list of them is: the count against the shape, each value against the datatype's range."""
+    """Numbers ``document.loads`` read as one buffer (float64 for FP32 and FP64, int64 or uint64 for an integer
+    datatype), checked as a list of them is: the count against the shape, each value against the datatype's
+    range."""
     count = math.prod(shape)
     if data.size != count:
         raise InvalidInput(
