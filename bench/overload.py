@@ -24,10 +24,13 @@ Last, what a refusal costs over sockets: a server whose every request is refused
 request in flight holds the model), flooded by clients that retry at once with early retries not held; its CPU
 per answer against the saturated cell's CPU per served request (the issue's target: at most a tenth).
 
-    python -m bench.overload [--seconds 10] [--saturate 64] [--max-queue-ms 20] [--factors 10,30] [--rounds 3]
+    python -m bench.overload [--seconds 10] [--saturate 64] [--max-queue-ms MS] [--factors 10,30] [--rounds 3]
 
-``--max-queue-ms 20`` by default: about the p99 at saturation, as an operator who promises a latency sets it
-(docs/overload.md); with 100 ms the successful requests' p99 under overload is about that 100 ms.
+The queue budget is the p99 at saturation, as an operator who promises a latency sets it (docs/overload.md): unless
+``--max-queue-ms`` gives one, a calibration server (the default budget) first serves ``CALIBRATION_CELLS``
+saturated cells, and the median p99 of their successful requests, in whole milliseconds, is the budget. A fixed
+20 ms, the p99 at saturation on the machines before 2026-12-07, was twice it on a faster one, and with it the
+successful requests' p99 under overload was three times the saturated one (with 100 ms it is about that 100 ms).
 """
 
 from __future__ import annotations
@@ -65,6 +68,8 @@ SCRIPT = Path(__file__).with_name("overload.lua")
 RESULTS = Path(__file__).with_name("results")
 ROWS = 32
 ALLOWED = {200, 429, 503}
+#: saturated cells whose p99 of successful requests sets the queue budget when ``--max-queue-ms`` gives none
+CALIBRATION_CELLS = 3
 
 
 @dataclass
@@ -490,11 +495,36 @@ def targets(rounds: list[list[CellResult]]) -> list[str]:
     return out
 
 
+def queue_budget_ms(p99s: list[float | None]) -> float:
+    """The queue budget of an operator who promises the saturated latency: the median p99 of the calibration
+    cells' successful requests (a cell without one left out), in whole milliseconds, at least 1."""
+    known = [p for p in p99s if p is not None]
+    if not known:
+        raise RuntimeError("no calibration cell had a successful request: the server serves nothing")
+    return float(max(1, round(statistics.median(known))))
+
+
+def calibrate(
+    work: workload.Workload, body: workload.Body, args: argparse.Namespace
+) -> tuple[float, list[float | None]]:
+    """The queue budget (``queue_budget_ms``) and the p99s it comes from: saturated cells of clients that wait,
+    on a server with the default budget, which refuses nothing at saturation."""
+    spec = servers.modelapi("modelapi calibration", [work.model_path], "--keep-alive", "60", *args.server_args.split())
+    with servers.serve(spec, core=SERVER_CORE, env=dict(os.environ), log_dir=RESULTS) as srv:
+        cell(srv, body, args.saturate, 2, False)  # warm-up
+        p99s = [cell(srv, body, args.saturate, args.seconds, True).ok_p99_ms for _ in range(CALIBRATION_CELLS)]
+    return queue_budget_ms(p99s), p99s
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--saturate", type=int, default=64, help="connections that saturate the server")
-    parser.add_argument("--max-queue-ms", type=float, default=20.0)
+    parser.add_argument(
+        "--max-queue-ms",
+        type=float,
+        help="the server's queue budget (default: the p99 of successful requests at saturation, measured first)",
+    )
     parser.add_argument("--factors", default="10,30", help="overload cells, as multiples of --saturate")
     parser.add_argument(
         "--rounds",
@@ -521,17 +551,22 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="modelapi-overload-") as tmp:
         work = workload.build(Path(tmp), (ROWS,))
         body = work.body("v2-json", ROWS)
+        RESULTS.mkdir(exist_ok=True)
+        budget, calibrated = args.max_queue_ms, None
+        if budget is None:
+            budget, calibrated = calibrate(work, body, args)
+            shown = ", ".join("-" if p is None else f"{p:.1f}" for p in calibrated)
+            print(f"queue budget: {budget:g} ms (p99 of OK at saturation: {shown} ms)", flush=True)
         ops_port = servers.free_port()  # the operations port, probed on new connections beside the main one
         # keep-alive past the longest wait a client may be told (MAX_RETRY_AFTER_S, plus the jitter): a connection
         # the server closed while its client slept makes wrk reconnect, and the reconnect's extra delay() takes
         # another answer's wait (overload.lua)
         extra = (
-            "--max-queue-ms", f"{args.max_queue_ms:g}", "--metrics-port", str(ops_port), "--keep-alive", "60",
+            "--max-queue-ms", f"{budget:g}", "--metrics-port", str(ops_port), "--keep-alive", "60",
             *args.server_args.split(),
         )  # fmt: skip
         spec = servers.modelapi("modelapi overload", [work.model_path], *extra)
         ops = f"http://127.0.0.1:{ops_port}"
-        RESULTS.mkdir(exist_ok=True)
         tables: list[tuple[bool, list[list[CellResult]]]] = []
         with servers.serve(spec, core=SERVER_CORE, env=dict(os.environ), log_dir=RESULTS) as srv:
             cell(srv, body, args.saturate, 2, False)  # warm-up
@@ -556,8 +591,15 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python -m bench.overload " + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": f"{os.cpu_count()} cores, server on core {SERVER_CORE}, wrk and probes on core {LOAD_CORE}; "
         f"load average before: {os.getloadavg()[0]:.2f}",
-        "workload": f"V2 JSON, {ROWS} rows a request, the bench's logistic regression; --max-queue-ms "
-        f"{args.max_queue_ms:g}, --metrics-port (the operations port), --keep-alive 60 (past the longest Retry-After)"
+        "workload": f"V2 JSON, {ROWS} rows a request, the bench's logistic regression; --max-queue-ms {budget:g}"
+        + (
+            ""
+            if calibrated is None
+            else " (the p99 of successful requests at saturation, median of "
+            + ", ".join("-" if p is None else f"{p:.1f}" for p in calibrated)
+            + " ms)"
+        )
+        + ", --metrics-port (the operations port), --keep-alive 60 (past the longest Retry-After)"
         f"{', ' + args.server_args if args.server_args else ''}, other limits at their defaults",
     }
     text = "\n".join(f"- {k}: {v}" for k, v in meta.items())

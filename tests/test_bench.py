@@ -404,3 +404,15 @@ def test_the_overload_scripts_clients_each_wait_their_own_retry_after(
     # 1-1.5 s (the jitter), and a loaded machine's lateness; 0, and that lateness
     assert all(0.95 <= gap <= 2.0 for gap in after_refusal), sorted(after_refusal)[:5]
     assert all(gap < 0.5 for gap in after_success), sorted(after_success)[-5:]
+
+
+def test_the_overload_cells_queue_budget_is_the_saturated_p99_in_whole_milliseconds() -> None:
+    """An operator who promises the latency at saturation sets it as the budget: the median of the calibration
+    cells' p99 of successful requests (a cell without one left out), rounded, never below 1 ms."""
+    from bench import overload
+
+    assert overload.queue_budget_ms([10.8, 12.6, 11.2]) == 11.0
+    assert overload.queue_budget_ms([None, 19.4, 21.0]) == 20.0
+    assert overload.queue_budget_ms([0.3]) == 1.0
+    with pytest.raises(RuntimeError, match="no calibration cell had a successful request"):
+        overload.queue_budget_ms([None, None])
