@@ -28,9 +28,11 @@ per answer against the saturated cell's CPU per served request (the issue's targ
 
 The queue budget is the p99 at saturation, as an operator who promises a latency sets it (docs/overload.md): unless
 ``--max-queue-ms`` gives one, a calibration server (the default budget) first serves ``CALIBRATION_CELLS``
-saturated cells, and the median p99 of their successful requests, in whole milliseconds, is the budget. A fixed
-20 ms, the p99 at saturation on the machines before 2026-12-07, was twice it on a faster one, and with it the
-successful requests' p99 under overload was three times the saturated one (with 100 ms it is about that 100 ms).
+saturated cells, and the median p99 of their successful requests, in whole milliseconds, is the budget (if none
+of them had a successful request, the server's default budget). A fixed 20 ms, the p99 at saturation on the
+machines before 2026-12-07, was 1.5-1.9x it on a faster one, and with it the successful requests' p99 under
+overload was three times the saturated one (with 100 ms it is about that 100 ms). An A/B run (``--server-args``)
+gives ``--max-queue-ms``, so that both sides have the same budget.
 """
 
 from __future__ import annotations
@@ -495,18 +497,19 @@ def targets(rounds: list[list[CellResult]]) -> list[str]:
     return out
 
 
-def queue_budget_ms(p99s: list[float | None]) -> float:
+def queue_budget_ms(p99s: list[float | None]) -> float | None:
     """The queue budget of an operator who promises the saturated latency: the median p99 of the calibration
-    cells' successful requests (a cell without one left out), in whole milliseconds, at least 1."""
+    cells' successful requests (a cell without one left out), in whole milliseconds, at least 1; ``None`` when no
+    cell had one (a server that serves nothing: its overload cells fail whatever the budget)."""
     known = [p for p in p99s if p is not None]
     if not known:
-        raise RuntimeError("no calibration cell had a successful request: the server serves nothing")
+        return None
     return float(max(1, round(statistics.median(known))))
 
 
 def calibrate(
     work: workload.Workload, body: workload.Body, args: argparse.Namespace
-) -> tuple[float, list[float | None]]:
+) -> tuple[float | None, list[float | None]]:
     """The queue budget (``queue_budget_ms``) and the p99s it comes from: saturated cells of clients that wait,
     on a server with the default budget, which refuses nothing at saturation."""
     spec = servers.modelapi("modelapi calibration", [work.model_path], "--keep-alive", "60", *args.server_args.split())
@@ -534,7 +537,10 @@ def main(argv: list[str] | None = None) -> int:
         "the rounds' ratios (default 3)",
     )
     parser.add_argument(
-        "--server-args", default="", help="more options for the server, e.g. '--pacing-slice-ms 0' (an A/B run)"
+        "--server-args",
+        default="",
+        help="more options for the server, e.g. '--pacing-slice-ms 0' (an A/B run: give --max-queue-ms too, so that "
+        "both sides have the same budget)",
     )
     parser.add_argument("--probe", help=argparse.SUPPRESS)  # the probe process (_probe_process)
     parser.add_argument("--probe-body", help=argparse.SUPPRESS)
@@ -546,6 +552,8 @@ def main(argv: list[str] | None = None) -> int:
         return _run_probe(args)
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
+    if "--max-queue-ms" in args.server_args.split():
+        parser.error("give the queue budget with --max-queue-ms, not in --server-args")
     os.sched_setaffinity(0, {LOAD_CORE})  # the probes share wrk's core, never the server's
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     with tempfile.TemporaryDirectory(prefix="modelapi-overload-") as tmp:
@@ -555,15 +563,18 @@ def main(argv: list[str] | None = None) -> int:
         budget, calibrated = args.max_queue_ms, None
         if budget is None:
             budget, calibrated = calibrate(work, body, args)
+        budget_text = "the server's default" if budget is None else f"{budget:g}"
+        if calibrated is not None:
             shown = ", ".join("-" if p is None else f"{p:.1f}" for p in calibrated)
-            print(f"queue budget: {budget:g} ms (p99 of OK at saturation: {shown} ms)", flush=True)
+            budget_text += f" (the p99 of successful requests at saturation, median of {shown} ms)"
+            print(f"queue budget: {budget_text}", flush=True)
         ops_port = servers.free_port()  # the operations port, probed on new connections beside the main one
         # keep-alive past the longest wait a client may be told (MAX_RETRY_AFTER_S, plus the jitter): a connection
         # the server closed while its client slept makes wrk reconnect, and the reconnect's extra delay() takes
         # another answer's wait (overload.lua)
         extra = (
-            "--max-queue-ms", f"{budget:g}", "--metrics-port", str(ops_port), "--keep-alive", "60",
-            *args.server_args.split(),
+            *(() if budget is None else ("--max-queue-ms", f"{budget:g}")),
+            "--metrics-port", str(ops_port), "--keep-alive", "60", *args.server_args.split(),
         )  # fmt: skip
         spec = servers.modelapi("modelapi overload", [work.model_path], *extra)
         ops = f"http://127.0.0.1:{ops_port}"
@@ -591,15 +602,8 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python -m bench.overload " + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": f"{os.cpu_count()} cores, server on core {SERVER_CORE}, wrk and probes on core {LOAD_CORE}; "
         f"load average before: {os.getloadavg()[0]:.2f}",
-        "workload": f"V2 JSON, {ROWS} rows a request, the bench's logistic regression; --max-queue-ms {budget:g}"
-        + (
-            ""
-            if calibrated is None
-            else " (the p99 of successful requests at saturation, median of "
-            + ", ".join("-" if p is None else f"{p:.1f}" for p in calibrated)
-            + " ms)"
-        )
-        + ", --metrics-port (the operations port), --keep-alive 60 (past the longest Retry-After)"
+        "workload": f"V2 JSON, {ROWS} rows a request, the bench's logistic regression; --max-queue-ms {budget_text}"
+        ", --metrics-port (the operations port), --keep-alive 60 (past the longest Retry-After)"
         f"{', ' + args.server_args if args.server_args else ''}, other limits at their defaults",
     }
     text = "\n".join(f"- {k}: {v}" for k, v in meta.items())

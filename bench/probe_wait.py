@@ -1,6 +1,7 @@
 """Where a new-connection probe's time goes under a flood: main port against the operations port (--metrics-port).
 
-The server runs as in ``bench.overload`` (core 0, ``--max-queue-ms 20``) with two things added in its process
+The server runs as in ``bench.overload`` (core 0, ``--max-queue-ms 20``: the cell's budget before it was measured)
+with two things added in its process
 (``--server``, which then runs ``modelapi serve``): a watchdog on its event loop (a callback every 5 ms that
 records how late it ran: the longest turn of the loop) and timestamps on the operations port's connections
 (``connection_made``, the handler's start, the request head read; the handler is the protocol itself since it

@@ -414,5 +414,4 @@ def test_the_overload_cells_queue_budget_is_the_saturated_p99_in_whole_milliseco
     assert overload.queue_budget_ms([10.8, 12.6, 11.2]) == 11.0
     assert overload.queue_budget_ms([None, 19.4, 21.0]) == 20.0
     assert overload.queue_budget_ms([0.3]) == 1.0
-    with pytest.raises(RuntimeError, match="no calibration cell had a successful request"):
-        overload.queue_budget_ms([None, None])
+    assert overload.queue_budget_ms([None, None]) is None  # a server that served nothing: its default budget

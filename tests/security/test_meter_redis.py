@@ -379,8 +379,10 @@ def test_a_key_whose_counter_redis_refuses_counts_locally_and_the_rest_stay_shar
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A key's check that Redis refuses (its counter holds another type: written by something else) counts that
-    key in the process alone, logged once; Redis is not taken for away, and the other keys stay shared."""
+    key's limits in the process alone, logged once, though the key's other checks (its rows) go through Redis in
+    between; Redis is not taken for away, and the other keys stay shared."""
     limit = Limit("requests", 3, 3600)
+    rows = Limit("rows", 1000, 3600)
     checks = head_checks([limit])
 
     async def main(redis: OwnRedis) -> tuple[list[bool], int]:
@@ -390,7 +392,10 @@ def test_a_key_whose_counter_redis_refuses_counts_locally_and_the_rest_stay_shar
         meter = RedisMeter(redis.url)
         try:
             await client.set(redis_key("k", limit), "not a hash")
-            verdicts = [await meter.admit("k", checks) is None for _ in range(5)]
+            verdicts = []
+            for _ in range(5):
+                verdicts.append(await meter.admit("k", checks) is None)
+                assert await meter.admit("k", row_checks([rows], 2)) is None  # a healthy counter of the key
             assert meter.down_since is None and not meter.pending
             assert await meter.admit("j", checks) is None
             return verdicts, await _shared_count(redis.port, limit, "j")
@@ -403,5 +408,6 @@ def test_a_key_whose_counter_redis_refuses_counts_locally_and_the_rest_stay_shar
     assert verdicts == [True, True, True, False, False]  # the process's own count stops at the limit
     assert shared_j == 1
     assert caplog.text.count("Redis refused the limits check of key k") == 1
+    assert "one of its counters (modelapi:limit:{k}:requests:3600) holds another type" in caplog.text
     assert "modelapi:limit:{k}:requests:3600" in caplog.text
     assert "cannot be reached" not in caplog.text

@@ -250,8 +250,8 @@ class RedisMeter:
         self._sending: dict[tuple[str, int, int], tuple[str, int]] = {}
         self._flushing = False  # one flush at a time; requests that find one under way do not wait for it
         self._probing = False  # while Redis is away, one request at a time tries it; the rest count locally
-        #: keys whose check Redis refused as of the wrong type, each logged once (``_refused_key``)
-        self._wrong_keys: set[str] = set()
+        #: the counters of checks Redis refused as of the wrong type, each logged once (``_refused_key``)
+        self._wrong_keys: set[tuple[str, ...]] = set()
 
     async def admit(self, key_id: str, checks: Sequence[Check]) -> Refusal | None:
         from redis.exceptions import RedisError
@@ -288,7 +288,7 @@ class RedisMeter:
                 self._tried = time.monotonic()  # also when the request was cancelled while it tried
         self._answered(now)
         if self._wrong_keys:
-            self._wrong_keys.discard(key_id)
+            self._wrong_keys.discard(_counters(key_id, checks))
         refusal = _verdict(checks, result)
         if refusal is None:  # where this process's own counts start if Redis goes away
             for n, (limit, _need, _cost) in enumerate(checks):
@@ -304,21 +304,23 @@ class RedisMeter:
             self.down_since = None
 
     def _refused_key(self, key_id: str, checks: Sequence[Check], exc: Exception, now: float) -> Refusal | None:
-        """A check Redis refused because a counter of this key holds another type (written by something else):
-        Redis answers, so only this key's limits are counted by the process alone (nothing pending: its counts
-        could not be added), logged once until a check of the key goes through again; the other keys stay on the
-        shared counts. Taking Redis for away would move every key off it, again at each probe."""
+        """A check Redis refused because one of its counters holds another type (written by something else):
+        Redis answers, so only this check's limits of the key are counted by the process alone (nothing pending:
+        its counts could not be added), logged once until a check of the same counters goes through again; the
+        other keys, and this key's other checks, stay on the shared counts. Taking Redis for away would move every
+        key off it, again at each probe."""
         self._answered(now)
-        if key_id not in self._wrong_keys:
+        counters = _counters(key_id, checks)
+        if counters not in self._wrong_keys:
             if len(self._wrong_keys) >= 1024:  # bounded: the keys are the clients'
                 self._wrong_keys.clear()
-            self._wrong_keys.add(key_id)
+            self._wrong_keys.add(counters)
             log.error(
-                "Redis refused the limits check of key %s (%s): its limits are counted by each process alone "
-                "until its counters (%s) are hashes again",
+                "Redis refused the limits check of key %s (%s): one of its counters (%s) holds another type; these "
+                "limits are counted by each process alone until the counter is deleted or is a hash again",
                 key_id,
                 exc,
-                ", ".join(redis_key(key_id, check[0]) for check in checks),
+                ", ".join(counters),
             )
         return self.local.admit_now(key_id, checks)
 
@@ -385,6 +387,10 @@ class RedisMeter:
                     await self._flush()
         await self.client.aclose()
         await self.client.connection_pool.disconnect()
+
+
+def _counters(key_id: str, checks: Sequence[Check]) -> tuple[str, ...]:
+    return tuple(redis_key(key_id, check[0]) for check in checks)
 
 
 def _wrong_type(exc: Exception) -> bool:
