@@ -18,7 +18,7 @@ from modelapi.security import json_limits
 from toymodels import Echo
 
 ECHO = v2.V2Codec(Echo())
-BYTES_PER_OPENING = document._BYTES_PER_OPENING
+BYTES_PER_OPENING, MIN_BYTES = document._BYTES_PER_OPENING, document._MIN_BYTES
 
 
 @pytest.fixture(autouse=True)
@@ -26,6 +26,7 @@ def small_bodies_too(monkeypatch: pytest.MonkeyPatch) -> None:
     """The walk's rules, on bodies small enough to read: the bytes a body needs for each bracket (a cost policy,
     tested on its own below) are set aside."""
     monkeypatch.setattr(document, "_BYTES_PER_OPENING", 0)
+    monkeypatch.setattr(document, "_MIN_BYTES", 0)
 
 
 def loads(body: bytes) -> dict[str, Any] | None:
@@ -230,9 +231,11 @@ def test_a_large_body_has_a_parser_of_its_own(monkeypatch: pytest.MonkeyPatch) -
 
 def test_a_body_of_few_numbers_a_bracket_goes_to_orjson_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(document, "_BYTES_PER_OPENING", BYTES_PER_OPENING)
-    columns = orjson.dumps({"inputs": [tensor_of(f"c{i}", [1], [0.5]) for i in range(20)]})
-    assert loads(columns) is None
-    assert loads(body_of("FP64", [1, 4], [[1.5, 2, 3, 4]])) is None
+    monkeypatch.setattr(document, "_MIN_BYTES", MIN_BYTES)
+    columns = orjson.dumps({"inputs": [tensor_of(f"c{i}", [200], [0.5] * 200) for i in range(20)]})
+    assert len(columns) > MIN_BYTES and loads(columns) is not None  # many numbers a column
+    assert loads(orjson.dumps({"inputs": [tensor_of(f"c{i}", [1], [0.5]) for i in range(400)]})) is None
+    assert loads(body_of("FP64", [1, 20], [np.linspace(0, 1, 20).tolist()])) is None  # one row: under MIN_BYTES
     assert loads(body_of("FP64", [32, 20], np.linspace(0, 1, 640).reshape(32, 20).tolist())) is not None
 
 
