@@ -21,6 +21,7 @@ from modelapi.batching import (
     Batcher,
     BatcherClosed,
     BatchPolicy,
+    CallerGone,
     QueueExpired,
     Timing,
     batch_key,
@@ -479,6 +480,61 @@ def test_rows_whose_queue_deadline_passed_are_dropped_unrun() -> None:
             await late
         assert (await patient)["y"].tolist() == [[12.0, 18.0]]
         assert [5.0] not in model.calls and all(5.0 not in call for call in model.calls)
+
+    run(main)
+
+
+@pytest.mark.parametrize("where", ["head", "behind", "another key"])
+def test_rows_whose_caller_has_gone_are_dropped_unrun_when_a_batch_forms(where: str) -> None:
+    """A waiting request whose ``gone()`` says its caller left never reaches the model (CallerGone), wherever it
+    waits: first in the queue when the next batch forms, behind a live request of the batch, or behind it with
+    another key; the others still run, and its rows no longer count."""
+
+    async def main(pool: ThreadPoolExecutor) -> None:
+        model = FakeModel(hold_first=True)
+        b = batcher(model, pool, max_batch_size=1 if where == "another key" else 100)
+        first = await busy(b, model)
+        left = False
+        tasks = []
+        if where != "head":
+            tasks.append(submit(b, 6.0))
+        gone_key = "other" if where == "another key" else "k"
+        leaver = asyncio.ensure_future(b.submit({"x": np.array([5.0])}, 1, gone_key, gone=lambda: left))
+        if where != "another key":
+            tasks.append(submit(b, 7.0))
+        await until_waiting(b, len(tasks) + 1)
+        left = True  # the client goes away while the first batch runs
+        model.release.set()
+        await first
+        with pytest.raises(CallerGone):
+            await leaver
+        expected = {"head": [14.0], "behind": [12.0, 14.0], "another key": [12.0]}[where]
+        assert [(await t)["y"].tolist()[0][0] for t in tasks] == expected
+        assert all(5.0 not in call for call in model.calls)
+        assert b.waiting == 0 and b.expected_answer() == 0.0
+
+    run(main)
+
+
+def test_a_caller_still_there_is_asked_and_served() -> None:
+    """``gone()`` is asked as the batch forms; a caller still there is served as any."""
+
+    async def main(pool: ThreadPoolExecutor) -> None:
+        model = FakeModel(hold_first=True)
+        b = batcher(model, pool)
+        first = await busy(b, model)
+        asked: list[bool] = []
+
+        def gone() -> bool:
+            asked.append(True)
+            return False
+
+        staying = asyncio.ensure_future(b.submit({"x": np.array([5.0])}, 1, "k", gone=gone))
+        await until_waiting(b, 1)
+        model.release.set()
+        await first
+        assert (await staying)["y"].tolist() == [[10.0, 15.0]]
+        assert asked
 
     run(main)
 

@@ -87,15 +87,24 @@ class QueueExpired(RuntimeError):
     """The request's queue deadline passed before a batch took it: its rows never reached the model."""
 
 
+class CallerGone(RuntimeError):
+    """The request's caller had gone (``submit``'s ``gone``) when a batch would have taken it: its rows never reached
+    the model."""
+
+
 #: an expired request's result, for which ``submit`` raises ``QueueExpired`` in the request's own frames. Set on
 #: the future as an exception instead, it would be held by the future that the traceback's frames hold: a
 #: reference cycle per dropped request, left for the collector (under a flood, most of what it collects)
 _EXPIRED: Arrays = {}
+#: a request's result whose caller had gone (``CallerGone``), for the same reason
+_GONE: Arrays = {}
 
 
-def _unless_expired(result: Arrays) -> Arrays:
+def _unless_dropped(result: Arrays) -> Arrays:
     if result is _EXPIRED:
         raise QueueExpired("the queue-time limit ran out")
+    if result is _GONE:
+        raise CallerGone("the caller went away while its rows waited")
     return result
 
 
@@ -148,7 +157,7 @@ def _freeze(value: Any) -> Hashable:
 
 
 class _Item:
-    __slots__ = ("arrived", "deadline", "future", "inputs", "key", "rows", "timing", "trace")
+    __slots__ = ("arrived", "deadline", "future", "gone", "inputs", "key", "rows", "timing", "trace")
 
     def __init__(
         self,
@@ -158,6 +167,7 @@ class _Item:
         future: asyncio.Future[Arrays],
         timing: Timing | None,
         deadline: float | None,
+        gone: Callable[[], bool] | None,
     ):
         self.inputs = inputs
         self.rows = rows
@@ -165,6 +175,7 @@ class _Item:
         self.future = future
         self.timing = timing
         self.deadline = deadline  # a time.monotonic() after which the rows are dropped unrun (None: never)
+        self.gone = gone  # whether the caller has gone: then the rows are dropped unrun (None: never asked)
         self.arrived = time.monotonic()
         #: the submitting request's trace context and arrival, when tracing is on (its queue span, batch links)
         self.trace = tracing.capture() if tracing.ON else None
@@ -290,10 +301,13 @@ class Batcher:
         key: Hashable = None,
         timing: Timing | None = None,
         deadline: float | None = None,
+        gone: Callable[[], bool] | None = None,
     ) -> Arrays:
         """Run ``inputs`` (``rows`` rows) in some batch and return its own rows of every output; ``timing``, when
         given, receives the request's queue and compute seconds. ``deadline`` (a ``time.monotonic()``): when no
-        batch has taken the rows by then, they are dropped unrun and ``QueueExpired`` is raised."""
+        batch has taken the rows by then, they are dropped unrun and ``QueueExpired`` is raised. ``gone``: whether
+        the caller has gone away, asked as a batch would take the rows: if so, they are dropped unrun and
+        ``CallerGone`` is raised (a check where a batch forms, rather than a task per request that waits for it)."""
         if self._closed:
             raise BatcherClosed("the model is unloaded")
         loop = asyncio.get_running_loop()
@@ -302,18 +316,18 @@ class Batcher:
             self._pending.clear()
             self._queued_rows = 0
         future: asyncio.Future[Arrays] = loop.create_future()
-        self._pending.append(_Item(inputs, rows, key, future, timing, deadline))
+        self._pending.append(_Item(inputs, rows, key, future, timing, deadline, gone))
         self._queued_rows += rows
         self._rows_per_request += 0.1 * (rows - self._rows_per_request)
         if not self._busy:
             if self._timer is None:
                 if self._dispatch(idle=len(self._pending) == 1):
-                    return _unless_expired(await self._lead(future, key))
+                    return _unless_dropped(await self._lead(future, key))
             elif self._rows_for(key) >= self.policy.max_batch_size:  # full before the delay ran out
                 self._timer.cancel()
                 self._dispatch()
         # a cancelled waiter is skipped when batches form, or its answer dropped
-        return _unless_expired(await future)
+        return _unless_dropped(await future)
 
     def run_now(self, inputs: Mapping[str, np.ndarray], rows: int, timing: Timing | None = None) -> Arrays | None:
         """``inputs``' outputs, run at once on the event loop, when waiting could gain nothing: the caller knows no
@@ -419,10 +433,17 @@ class Batcher:
         self._timer = None
         pending = self._pending
         now = time.monotonic()
-        while pending and (pending[0].future.done() or (pending[0].deadline or now) < now):
-            expired = pending.popleft()  # cancelled while waiting (the client left), or out of queue time
-            self._queued_rows -= expired.rows  # else, when all had expired, an idle model would count their rows
-            _settle(expired.future, _EXPIRED)
+        while pending:
+            first = pending[0]
+            if first.future.done() or (first.deadline or now) < now:
+                dropped = _EXPIRED  # cancelled while waiting, or out of queue time
+            elif first.gone is not None and first.gone():
+                dropped = _GONE
+            else:
+                break
+            pending.popleft()
+            self._queued_rows -= first.rows  # else, when all had expired, an idle model would count their rows
+            _settle(first.future, dropped)
         if not pending:
             self._drained_from = None  # only expired requests were left: the queue emptied
             return False
@@ -446,12 +467,12 @@ class Batcher:
 
     def _take(self, key: Hashable, limit: int) -> list[_Item]:
         """The next batch: the oldest waiting requests of ``key``, in order, while they fit ``limit`` rows (the first
-        alone if it is larger), dropping on the way those cancelled or out of queue time. It stops at the first
-        request of ``key`` that does not fit: no later request overtakes an older one. The rest of the queue is
-        swept (its cancelled and expired requests dropped, its rows recounted) only while it is short
-        (``SWEEP_ALL``) or ``SWEEP_S`` since the last sweep: under a flood, walking every request waiting for each
-        batch took about a tenth of the server's core (docs/overload-log.md), and a sweep that often bounds how
-        long a request out of queue time waits for its answer, and how long dead rows count in
+        alone if it is larger), dropping on the way those cancelled, out of queue time or whose caller has gone. It
+        stops at the first request of ``key`` that does not fit: no later request overtakes an older one. The rest of
+        the queue is swept (its cancelled, expired and abandoned requests dropped, its rows recounted) only while it
+        is short (``SWEEP_ALL``) or ``SWEEP_S`` since the last sweep: under a flood, walking every request waiting
+        for each batch took about a tenth of the server's core (docs/overload-log.md), and a sweep that often bounds
+        how long a request out of queue time waits for its answer, and how long dead rows count in
         ``expected_answer``."""
         batch: list[_Item] = []
         rows = 0
@@ -467,6 +488,10 @@ class Batcher:
             if item.deadline is not None and item.deadline < now:  # waited too long: never reaches the model
                 gone += item.rows
                 _settle(item.future, _EXPIRED)
+                continue
+            if item.gone is not None and item.gone():  # nobody to answer
+                gone += item.rows
+                _settle(item.future, _GONE)
                 continue
             if item.key != key:
                 skipped.append(item)
@@ -487,6 +512,9 @@ class Batcher:
                     continue
                 if item.deadline is not None and item.deadline < now:
                     _settle(item.future, _EXPIRED)
+                    continue
+                if item.gone is not None and item.gone():
+                    _settle(item.future, _GONE)
                     continue
                 live.append(item)
             self._pending = live

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from . import tracing
-from .batching import BatcherClosed, QueueExpired, Timing, batch_key
+from .batching import BatcherClosed, CallerGone, QueueExpired, Timing, batch_key
 from .context import LOCAL, CallContext
 from .errors import (
     BadRequest,
@@ -470,8 +470,9 @@ class Call:
                     open_shapes = tuple(inputs[n].shape[1:] for n in handle.open_shaped)
                     key = batch_key(handle.version, outputs_wanted, request.parameters, open_shapes)
                 async with asyncio.timeout(seconds):
-                    run = handle.run(inputs, rows, key, self.timing, queue_deadline)
-                    gone = self.ctx.disconnected
+                    ctx = self.ctx
+                    run = handle.run(inputs, rows, key, self.timing, queue_deadline, ctx.gone)
+                    gone = ctx.disconnected  # (a front end that gives ``ctx.gone`` gives none: the queue asks that)
                     if gone is not None and batcher is not None and batcher.busy:
                         outputs = await _unless_gone(run, gone)  # it will wait: watch for the client leaving
                     else:
@@ -485,10 +486,12 @@ class Call:
                 f"{(queue_s or 0) * 1000:g} ms (max_queue_ms); retry shortly",
                 headers={"retry-after": str(OVERLOADED_RETRY_AFTER_S)},
             ) from None
-        except ClientGone:
+        except (ClientGone, CallerGone) as exc:
             events = self.plane.events
             if events.active:
                 events.request_rejected(RequestRejected(name, self.ctx.protocol, "disconnected", 499))
+            if isinstance(exc, CallerGone):
+                raise ClientGone("the client disconnected while its request waited") from None
             raise
         except TimeoutError:
             # still queued, the rows never run; already running, that batch finishes and this answer is dropped

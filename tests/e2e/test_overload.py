@@ -22,6 +22,7 @@ import httpx
 import orjson
 import pytest
 
+from helpers.metrics import matching, parse
 from helpers.wire import Answer, parse_answers
 
 from .server import RunningServer, serve
@@ -346,3 +347,49 @@ def test_a_held_retry_is_sent_back_as_soon_as_the_model_is_free(server: RunningS
         assert served.status_code == 200 and time.monotonic() - started < retry_after - 1
     for t in threads:
         t.join(30)
+
+
+def _in_flight(url: str) -> float:
+    samples = parse(httpx.get(url + "/metrics", timeout=10).text)
+    return sum(matching(samples, "modelapi_requests_in_flight", model="sleepy").values())
+
+
+def _rows_inferred(url: str) -> float:
+    samples = parse(httpx.get(url + "/metrics", timeout=10).text)
+    return sum(matching(samples, "modelapi_rows_inferred_total", model="sleepy").values())
+
+
+def test_a_client_that_leaves_while_its_rows_wait_is_dropped_before_its_batch(tmp_path: Path) -> None:
+    """Over real sockets, with batching on: a client that closes its connection while its request waits behind a
+    running batch never has its rows run (the protocol tells the queue its connection is gone as the next batch
+    forms: ``context.CallContext.gone``), its access line says 499, and the server goes on serving."""
+    with serve(SLEEPY, tmp_dir=tmp_path, timeout=120) as running:
+        before = _rows_inferred(running.url)
+        slow = threading.Thread(
+            target=lambda: httpx.post(
+                running.url + INFER, content=_body(1.5), headers={"content-type": "application/json"}, timeout=30
+            )
+        )
+        slow.start()
+        deadline = time.monotonic() + 10
+        while _in_flight(running.url) < 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.2)  # its batch runs
+        url = urlsplit(running.url)
+        body = _body(0.01)
+        head = (
+            f"POST {INFER} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nx-request-id: leaver-1\r\n"
+            f"content-length: {len(body)}\r\n\r\n"
+        ).encode()
+        with socket.create_connection((url.hostname or "127.0.0.1", url.port or 80), timeout=10) as sock:
+            sock.sendall(head + body)
+            time.sleep(0.3)  # queued behind the slow batch
+        slow.join(30)
+        served = httpx.post(
+            running.url + INFER, content=_body(0.01), headers={"content-type": "application/json"}, timeout=30
+        )
+        assert served.status_code == 200
+        log = running.log_with("leaver-1", timeout=10)
+        line = next(line for line in log.splitlines() if "leaver-1" in line)
+        assert " 499 " in line or '"status": 499' in line, line
+        assert _rows_inferred(running.url) - before == 2  # the slow request's and the last one's, not the leaver's

@@ -24,7 +24,7 @@ from ..repository.registry import Repository
 from ..security.auth import Auth
 from ..security.limits import KeyLimits
 from ..security.principal import SCOPE_KEY, Principal
-from ..security.slow_clients import ARRIVED, IN_PROGRESS
+from ..security.slow_clients import ARRIVED, GONE, IN_PROGRESS
 from ..settings import Settings
 from . import request as bodies
 
@@ -64,6 +64,9 @@ class Services:
             principal = None
         limits = self.limits
         rows = limits.row_charger(principal, protocol) if limits and principal and principal.limits else None
+        # the protocol's check of the connection where it runs (a check per batch); else the ASGI way, a task
+        # per waiting call that reads ``receive`` for the disconnect
+        gone = scope.get(GONE)
         # positional: a keyword call costs more, on every request
         return CallContext(
             protocol,
@@ -73,9 +76,10 @@ class Services:
             True,  # timed
             self.json_limits,
             rows,
-            functools.partial(_disconnected, request.receive),
+            None if gone is not None else functools.partial(_disconnected, request.receive),
             scope.get(ARRIVED),
             scope.get(IN_PROGRESS),
+            gone,
         )
 
     def max_rows(self, call: Call) -> int | None:

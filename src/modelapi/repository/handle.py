@@ -152,12 +152,19 @@ class VersionHandle:
         return True
 
     async def run(
-        self, inputs: Mapping[str, np.ndarray], rows: int, key: Hashable, timing: Timing, deadline: float | None = None
+        self,
+        inputs: Mapping[str, np.ndarray],
+        rows: int,
+        key: Hashable,
+        timing: Timing,
+        deadline: float | None = None,
+        gone: Callable[[], bool] | None = None,
     ) -> dict[str, np.ndarray]:
         """The model's outputs for validated ``inputs``: through the batcher (dropped unrun, ``QueueExpired``, if
-        no batch took them by ``deadline``), or alone on the shared threadpool."""
+        no batch took them by ``deadline``; ``CallerGone`` if ``gone()`` says the caller left when one would), or
+        alone on the shared threadpool."""
         if self.batcher is not None:
-            return await self.batcher.submit(inputs, rows, key, timing, deadline)
+            return await self.batcher.submit(inputs, rows, key, timing, deadline, gone)
         started = time.monotonic()
         if tracing.ON:  # a run of its own: a predict span of one request, its parent the request's span
             run = functools.partial(predict, self.model)

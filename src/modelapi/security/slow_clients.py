@@ -15,6 +15,8 @@ It also stamps each request's scope with the ``time.monotonic()`` its head was c
 plane counts the wait from then against the queue-time bound (``context.CallContext.arrived``). And with
 ``IN_PROGRESS`` the server's requests in progress (uvicorn's set of their tasks, this one's included, shared by
 every connection): a call that is the only one needs no batch to wait for (``context.CallContext.in_progress``).
+And with ``GONE`` whether its client has gone (the connection closing or lost): the model's queue drops the rows
+of a request whose client left as a batch forms (``context.CallContext.gone``), with no task per request to watch.
 A request whose whole body has arrived is marked ``BODY_IN`` (the usual case for a small body, read with its
 head): reading it cannot wait, so the middleware arms no body-read timer for it. uvicorn's proxy step (its
 ``ProxyHeadersMiddleware``: the client and scheme a trusted proxy names in X-Forwarded-For and -Proto) is done
@@ -73,6 +75,9 @@ REFUSED = "modelapi.refused"
 #: from the same address and port
 CONNECTION = "modelapi.connection"
 _CONNECTIONS = itertools.count(1)
+#: the scope key of whether the request's client has gone (its connection's ``transport.is_closing``: closing or
+#: lost), a check the model's queue makes as a batch forms (``context.CallContext.gone``), with no task to watch it
+GONE = "modelapi.gone"
 #: the scope key of the app that refuses a request on its head (``Shedder.app_for``'s), until it runs
 _REFUSAL = "modelapi.refusal"
 #: the first bytes of a request taken at once under a flood (``http/pacing.py``): cheap to answer, and probes
@@ -560,6 +565,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         arrived = scope[ARRIVED] = self._read_at or time.monotonic()  # type: ignore[literal-required]
         scope[IN_PROGRESS] = self.tasks  # type: ignore[literal-required]  # its task joins them just below
         scope[CONNECTION] = self._connection_id  # type: ignore[literal-required]
+        scope[GONE] = self.transport.is_closing  # type: ignore[literal-required]
         shedding = self.shedding
         refuse = None if shedding is None else shedding.app_for(self.parser.get_method(), self.url, self.app, arrived)
         if refuse is None:
