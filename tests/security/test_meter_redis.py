@@ -10,6 +10,7 @@ import logging
 import socket
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -196,6 +197,63 @@ def test_a_redis_that_stops_answering_with_counts_pending_delays_each_request_on
     # at most two timeouts (4 s) each, with room for a stalled machine; behind one another, the 28th would wait
     # 28 timeouts
     assert max(waits) < 2 * timeout_s + 0.9, sorted(waits)
+
+
+def test_the_request_that_adds_an_outages_counts_has_one_deadline_for_all_of_it(tmp_path: Path) -> None:
+    """The first request after an outage adds what was admitted meanwhile, then asks for its own admission: one
+    ``timeout_s`` bounds the whole call (connecting, the addition, the answer), not each step. With the addition
+    and the answer each slow but within the timeout, and together past it, the request gives up at the deadline and
+    is counted locally; once Redis answers in time, Redis holds every admission once."""
+    limit = Limit("requests", 1000, 3600)
+    checks = head_checks([limit])
+    timeout_s = 1.0
+
+    async def main(redis: OwnRedis) -> tuple[int, int, float]:
+        meter = RedisMeter(redis.url, retry_s=0.2, timeout_s=timeout_s)
+        admitted = 0
+
+        async def one() -> None:
+            nonlocal admitted
+            admitted += await meter.admit("k", checks) is None
+
+        flush, admit = meter._flush, meter._admit
+
+        async def slow_flush() -> None:
+            await asyncio.sleep(0.6 * timeout_s)
+            await flush()
+
+        async def slow_admit(**kwargs: Any) -> Any:
+            await asyncio.sleep(0.6 * timeout_s)
+            return await admit(**kwargs)
+
+        try:
+            for _ in range(5):
+                await one()
+            redis.stop()
+            for _ in range(6):
+                await one()
+            assert meter.down_since is not None and meter.pending
+            redis.start()
+            await asyncio.sleep(0.25)
+            meter._flush, meter._admit = slow_flush, slow_admit  # type: ignore[method-assign]
+            started = time.monotonic()
+            await one()  # the probe: it adds the outage's counts, then asks for its own in the same deadline
+            took = time.monotonic() - started
+            assert meter.down_since is not None  # it gave up: counted locally
+            meter._flush, meter._admit = flush, admit  # type: ignore[method-assign]
+            await asyncio.sleep(0.25)
+            await one()
+            await one()  # the second adds what the first left, if the first went on alone
+            assert meter.down_since is None and not meter.pending
+            return admitted, await _shared_count(redis.port, limit), took
+        finally:
+            await meter.close()
+
+    with own_redis(tmp_path, persistent=True) as redis:
+        admitted, shared, took = asyncio.run(main(redis))
+    assert admitted == 14 and shared == 14
+    # one deadline: about the timeout (room for a stalled machine), not the 1.2 s of its two steps
+    assert took < timeout_s + 0.15, took
 
 
 def test_a_long_outage_is_added_a_part_at_a_time(tmp_path: Path) -> None:
