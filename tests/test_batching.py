@@ -484,11 +484,11 @@ def test_rows_whose_queue_deadline_passed_are_dropped_unrun() -> None:
     run(main)
 
 
-@pytest.mark.parametrize("where", ["head", "behind", "another key"])
+@pytest.mark.parametrize("where", ["head", "head, another key", "behind", "another key"])
 def test_rows_whose_caller_has_gone_are_dropped_unrun_when_a_batch_forms(where: str) -> None:
     """A waiting request whose ``gone()`` says its caller left never reaches the model (CallerGone), wherever it
-    waits: first in the queue when the next batch forms, behind a live request of the batch, or behind it with
-    another key; the others still run, and its rows no longer count."""
+    waits: first in the queue when the next batch forms (of the batch's key or another), behind a live request of
+    the batch, or behind it with another key; the others still run, and its rows no longer count."""
 
     async def main(pool: ThreadPoolExecutor) -> None:
         model = FakeModel(hold_first=True)
@@ -496,9 +496,9 @@ def test_rows_whose_caller_has_gone_are_dropped_unrun_when_a_batch_forms(where: 
         first = await busy(b, model)
         left = False
         tasks = []
-        if where != "head":
+        if not where.startswith("head"):
             tasks.append(submit(b, 6.0))
-        gone_key = "other" if where == "another key" else "k"
+        gone_key = "other" if "another key" in where else "k"
         leaver = asyncio.ensure_future(b.submit({"x": np.array([5.0])}, 1, gone_key, gone=lambda: left))
         if where != "another key":
             tasks.append(submit(b, 7.0))
@@ -508,10 +508,40 @@ def test_rows_whose_caller_has_gone_are_dropped_unrun_when_a_batch_forms(where: 
         await first
         with pytest.raises(CallerGone):
             await leaver
-        expected = {"head": [14.0], "behind": [12.0, 14.0], "another key": [12.0]}[where]
+        expected = {"head": [14.0], "head, another key": [14.0], "behind": [12.0, 14.0], "another key": [12.0]}[where]
         assert [(await t)["y"].tolist()[0][0] for t in tasks] == expected
         assert all(5.0 not in call for call in model.calls)
         assert b.waiting == 0 and b.expected_answer() == 0.0
+
+    run(main)
+
+
+def test_a_caller_gone_left_behind_a_batch_of_another_key_is_dropped_as_that_batch_forms() -> None:
+    """The queue's sweep asks too: a request of another key behind the batch that forms is dropped then, not left
+    counting in the queue until a later batch reaches it."""
+
+    async def main(pool: ThreadPoolExecutor) -> None:
+        model = FakeModel(hold_first=True)
+        b = batcher(model, pool, max_batch_size=1)
+        first = await busy(b, model)
+        left = False
+        asked_after: list[int] = []  # the model's calls so far, each time it is asked
+
+        def gone() -> bool:
+            asked_after.append(len(model.calls))
+            return left
+
+        kept = submit(b, 6.0)
+        leaver = asyncio.ensure_future(b.submit({"x": np.array([5.0])}, 1, "other", gone=gone))
+        await until_waiting(b, 2)
+        left = True
+        model.release.set()
+        await first
+        with pytest.raises(CallerGone):
+            await leaver
+        assert (await kept)["y"].tolist() == [[12.0, 18.0]]
+        assert asked_after[0] == 1  # as the batch of 6.0 formed, before it ran
+        assert all(5.0 not in call for call in model.calls)
 
     run(main)
 

@@ -12,7 +12,8 @@ Every front end does the same three steps, with what it knows of the call in a `
 3. ``await call.infer(request)`` validates, runs the rows through the version's batcher (or alone), bounded by
    the inference timeout and the call's deadline (504), and answers with the version that produced it. Rows
    still queued when the queue-time limit runs out are dropped before their batch forms (503, ``queue_time``);
-   with ``ctx.disconnected``, a caller that goes away while its rows wait is dropped the same way.
+   with ``ctx.gone`` (asked by the queue as a batch forms) or ``ctx.disconnected`` (watched by a task), a caller
+   that goes away while its rows wait is dropped the same way (499, ``disconnected``).
 
 Leaving the ``with`` block releases the gate and the version and reports ``RequestFinished`` to ``Events``; a
 ``ModelAPIError`` that leaves it is stamped with the call's version (``exc.version``), so that the error answer

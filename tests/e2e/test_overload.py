@@ -359,10 +359,13 @@ def _rows_inferred(url: str) -> float:
     return sum(matching(samples, "modelapi_rows_inferred_total", model="sleepy").values())
 
 
-def test_a_client_that_leaves_while_its_rows_wait_is_dropped_before_its_batch(tmp_path: Path) -> None:
+@pytest.mark.parametrize("pad", [0, 150_000], ids=["small-body", "large-body"])
+def test_a_client_that_leaves_while_its_rows_wait_is_dropped_before_its_batch(tmp_path: Path, pad: int) -> None:
     """Over real sockets, with batching on: a client that closes its connection while its request waits behind a
     running batch never has its rows run (the protocol tells the queue its connection is gone as the next batch
-    forms: ``context.CallContext.gone``), its access line says 499, and the server goes on serving."""
+    forms: ``context.CallContext.gone``), its access line says 499, and the server goes on serving. Also after a
+    body whose last read is over uvicorn's high-water mark (64 KiB), which pauses reading: the protocol reads on
+    once the body is in, so that the client's leaving is seen."""
     with serve(SLEEPY, tmp_dir=tmp_path, timeout=120) as running:
         before = _rows_inferred(running.url)
         slow = threading.Thread(
@@ -376,13 +379,18 @@ def test_a_client_that_leaves_while_its_rows_wait_is_dropped_before_its_batch(tm
             time.sleep(0.02)
         time.sleep(0.2)  # its batch runs
         url = urlsplit(running.url)
-        body = _body(0.01)
+        body = _body(0.01) + b" " * pad
         head = (
             f"POST {INFER} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nx-request-id: leaver-1\r\n"
             f"content-length: {len(body)}\r\n\r\n"
         ).encode()
         with socket.create_connection((url.hostname or "127.0.0.1", url.port or 80), timeout=10) as sock:
-            sock.sendall(head + body)
+            if pad:  # the body's last 90 KB in one read, after the rest
+                sock.sendall(head + body[:-90_000])
+                time.sleep(0.05)
+                sock.sendall(body[-90_000:])
+            else:
+                sock.sendall(head + body)
             time.sleep(0.3)  # queued behind the slow batch
         slow.join(30)
         served = httpx.post(

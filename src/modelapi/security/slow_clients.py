@@ -668,6 +668,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             if not cycle.response_complete:
                 if not cycle.more_body:
                     cycle.scope[BODY_IN] = True  # type: ignore[literal-required]
+                    # read on, so that a client leaving while its request waits is seen (``GONE``): a body over
+                    # uvicorn's high-water mark paused reading, which only the app's next ``receive`` resumed. What
+                    # comes next is the client's EOF or a pipelined request, whose head pauses reading again
+                    if self.flow.read_paused and not self.pipeline and not self._waiting_paused:
+                        self.flow.resume_reading()
                 return
         # answered before its body ended: the reads of that body unset the keep-alive timer the answer armed, so it
         # is armed again now that the connection is idle (else it would stay open, idle, for good). Not while an
