@@ -219,11 +219,11 @@ def test_the_request_that_adds_an_outages_counts_has_one_deadline_for_all_of_it(
         flush, admit = meter._flush, meter._admit
 
         async def slow_flush() -> None:
-            await asyncio.sleep(0.6 * timeout_s)
+            await asyncio.sleep(0.8 * timeout_s)
             await flush()
 
         async def slow_admit(**kwargs: Any) -> Any:
-            await asyncio.sleep(0.6 * timeout_s)
+            await asyncio.sleep(0.8 * timeout_s)
             return await admit(**kwargs)
 
         try:
@@ -252,8 +252,8 @@ def test_the_request_that_adds_an_outages_counts_has_one_deadline_for_all_of_it(
     with own_redis(tmp_path, persistent=True) as redis:
         admitted, shared, took = asyncio.run(main(redis))
     assert admitted == 14 and shared == 14
-    # one deadline: about the timeout (room for a stalled machine), not the 1.2 s of its two steps
-    assert took < timeout_s + 0.15, took
+    # one deadline: about the timeout (room for a stalled machine), not the 1.6 s of its two steps
+    assert took < timeout_s + 0.45, took
 
 
 def test_a_long_outage_is_added_a_part_at_a_time(tmp_path: Path) -> None:
