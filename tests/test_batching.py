@@ -546,6 +546,27 @@ def test_a_caller_gone_left_behind_a_batch_of_another_key_is_dropped_as_that_bat
     run(main)
 
 
+def test_a_caller_gone_is_told_so_even_once_out_of_queue_time() -> None:
+    """A request whose caller left and whose queue time ran out while the batch before it ran is dropped as gone
+    (499, ``disconnected``), not as out of time: nobody is there to be told it waited too long."""
+
+    async def main(pool: ThreadPoolExecutor) -> None:
+        model = FakeModel(hold_first=True)
+        b = batcher(model, pool)
+        first = await busy(b, model)
+        leaver = asyncio.ensure_future(
+            b.submit({"x": np.array([5.0])}, 1, "k", deadline=time.monotonic() + 0.01, gone=lambda: True)
+        )
+        await until_waiting(b, 1)
+        await asyncio.sleep(0.05)  # its deadline passes too
+        model.release.set()
+        await first
+        with pytest.raises(CallerGone):
+            await leaver
+
+    run(main)
+
+
 def test_a_caller_still_there_is_asked_and_served() -> None:
     """``gone()`` is asked as the batch forms; a caller still there is served as any."""
 

@@ -435,10 +435,11 @@ class Batcher:
         now = time.monotonic()
         while pending:
             first = pending[0]
-            if first.future.done() or (first.deadline or now) < now:
-                dropped = _EXPIRED  # cancelled while waiting, or out of queue time
-            elif first.gone is not None and first.gone():
+            # (the caller gone before out of time: nobody is there to be told it waited too long)
+            if first.gone is not None and first.gone():
                 dropped = _GONE
+            elif first.future.done() or (first.deadline or now) < now:
+                dropped = _EXPIRED  # cancelled while waiting, or out of queue time
             else:
                 break
             pending.popleft()
@@ -485,13 +486,13 @@ class Batcher:
             if item.future.done():
                 gone += item.rows
                 continue
-            if item.deadline is not None and item.deadline < now:  # waited too long: never reaches the model
-                gone += item.rows
-                _settle(item.future, _EXPIRED)
-                continue
             if item.gone is not None and item.gone():  # nobody to answer
                 gone += item.rows
                 _settle(item.future, _GONE)
+                continue
+            if item.deadline is not None and item.deadline < now:  # waited too long: never reaches the model
+                gone += item.rows
+                _settle(item.future, _EXPIRED)
                 continue
             if item.key != key:
                 skipped.append(item)
@@ -510,11 +511,11 @@ class Batcher:
             for item in pending:
                 if item.future.done():
                     continue
-                if item.deadline is not None and item.deadline < now:
-                    _settle(item.future, _EXPIRED)
-                    continue
                 if item.gone is not None and item.gone():
                     _settle(item.future, _GONE)
+                    continue
+                if item.deadline is not None and item.deadline < now:
+                    _settle(item.future, _EXPIRED)
                     continue
                 live.append(item)
             self._pending = live

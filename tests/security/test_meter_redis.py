@@ -253,7 +253,7 @@ def test_the_request_that_adds_an_outages_counts_has_one_deadline_for_all_of_it(
         admitted, shared, took = asyncio.run(main(redis))
     assert admitted == 14 and shared == 14
     # one deadline: about the timeout (room for a stalled machine), not the 1.6 s of its two steps
-    assert took < timeout_s + 0.45, took
+    assert 0.9 * timeout_s <= took < timeout_s + 0.45, took
 
 
 def test_a_long_outage_is_added_a_part_at_a_time(tmp_path: Path) -> None:
