@@ -36,10 +36,11 @@ class CallContext:
     ``charge_rows``: called with the request's row count once its rows are validated, before they reach a
     model; it raises (429) when they would take the key over a row quota (``security/meter.py``).
     ``gone``: whether the caller has gone away now (an HTTP client's connection closing or lost), cheap and
-    synchronous: the model's queue asks it of each waiting call as a batch forms, and drops the rows of a call whose
-    caller is gone unrun (``ClientGone``). ``disconnected``, where ``gone`` is not given: a function whose awaitable
-    completes when the caller has gone away; the data plane watches it with a task of its own while the call's rows
-    wait (a task per call: ``gone`` costs a check per batch instead).
+    synchronous: the model's queue asks it as a batch forms (of the calls it walks for the batch, and of every
+    waiting call when it sweeps), and drops the rows of a call whose caller is gone unrun (``ClientGone``).
+    ``disconnected``, where ``gone`` is not given: a function whose awaitable completes when the caller has gone
+    away; the data plane watches it with a task of its own while the call's rows wait (a task per call: ``gone``
+    costs a check per batch instead).
     ``arrived``: a ``time.monotonic()`` when the front end had the request's head, where it knows: the wait
     before the data plane sees the call (a busy event loop getting to it) counts against the queue-time bound.
     ``in_progress``: the front end's requests in progress, this one included, where it counts them (its length
