@@ -374,6 +374,29 @@ def test_errors_raised_while_a_call_holds_its_version_name_that_version() -> Non
     unload(dp)
 
 
+def test_a_request_dropped_for_its_queue_time_is_told_its_place_in_the_schedule_of_returns() -> None:
+    """A drop is a refusal too: its client is told to come back at the next place in the model's schedule of
+    returns, kept for its connection, not "1" whatever the flood (its client came back at once, to be dropped
+    again: docs/overload.md)."""
+    dp = loaded(Recorder(), max_queue_ms=50)
+
+    async def slow_charge(rows: int) -> None:
+        await asyncio.sleep(0.1)
+
+    async def go() -> None:
+        gate = dp.gate
+        gate.clock = lambda: 100.0  # the schedule's clock stands still: nothing served, 20 returns a second
+        for i in range(40):
+            gate.book("recorder", 1, client=("other", i))
+        late = CallContext("v2", in_progress=[object()], charge_rows=slow_charge, caller="dropped")
+        with pytest.raises(QueueTimeout) as expired:
+            await dp.infer("recorder", request([1.0]), late)
+        assert expired.value.headers["retry-after"] == "3" and "dropped" in gate.places
+
+    asyncio.run(go())
+    unload(dp)
+
+
 def test_invalid_input_is_rejected_before_it_can_join_a_batch() -> None:
     model = Recorder()
     dp = loaded(model)

@@ -7,8 +7,16 @@ from collections import Counter
 import pytest
 
 from helpers.clock import Clock
+from modelapi import gate as gate_module
 from modelapi.errors import Overloaded
-from modelapi.gate import ModelGate
+from modelapi.gate import RETURN_SHARE, ModelGate
+
+
+@pytest.fixture
+def tenth(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The schedule's rules at a share of a tenth of the served rate, where 2,000 served a second make 200 returns
+    a second (the default share is tested on its own)."""
+    monkeypatch.setattr(gate_module, "RETURN_SHARE", 0.1)
 
 
 def test_the_in_flight_limit_refuses_with_retry_after() -> None:
@@ -37,9 +45,9 @@ def test_an_expected_wait_over_the_budget_is_refused_with_retry_after() -> None:
     assert ModelGate(10).enter("m", expected_s=100.0) is None  # no budget: no time bound
 
 
-def _retry_after(gate: ModelGate, model: str = "m", **kwargs: float) -> int:
+def _retry_after(gate: ModelGate, model: str = "m", client: object = None, **kwargs: float) -> int:
     with pytest.raises(Overloaded) as refused:
-        gate.enter(model, **kwargs)
+        gate.enter(model, client=client, **kwargs)
     return int(refused.value.headers["retry-after"])
 
 
@@ -52,6 +60,7 @@ def test_refused_clients_are_told_to_come_back_spread_over_the_next_seconds() ->
     assert waits == sorted(waits) and [waits.count(s) for s in (1, 2, 3)] == [20, 20, 20]
 
 
+@pytest.mark.usefixtures("tenth")
 def test_the_schedule_follows_the_served_rate_and_empties_with_time() -> None:
     clock = Clock(100.0)
     gate = ModelGate(max_inflight=1, clock=clock)
@@ -142,6 +151,7 @@ def _serve(gate: ModelGate, clock: Clock, calls: int, seconds: float = 1.0) -> N
         gate.enter("m")
 
 
+@pytest.mark.usefixtures("tenth")
 def test_a_sustained_flood_keeps_its_returns_spread_and_a_busy_server_after_it_says_a_second() -> None:
     """Each second of a flood, its refusals are spread over the seconds the return rate needs for them, however
     many come at once, and the schedule holds no more than the last second's and this second's; once the flood is
@@ -162,6 +172,7 @@ def test_a_sustained_flood_keeps_its_returns_spread_and_a_busy_server_after_it_s
     assert waits == [1] * 5
 
 
+@pytest.mark.usefixtures("tenth")
 def test_refusals_that_come_together_as_the_window_turns_are_spread_as_any() -> None:
     """A burst of refusals across the turn of the window the rates are measured over: those after the turn are
     not all told the same wait (the schedule's bound at the turn), but each the next place after the last."""
@@ -179,6 +190,7 @@ def test_refusals_that_come_together_as_the_window_turns_are_spread_as_any() -> 
     assert waits == sorted(waits) and max(Counter(waits).values()) <= 201 and max(waits) == 10
 
 
+@pytest.mark.usefixtures("tenth")
 def test_a_floods_first_refusals_are_spread_at_the_rate_served_before_it() -> None:
     """The served rate is measured as calls leave, so it is known at a flood's first refusal: refused clients
     are spread at a tenth of it from the start, not at the 20 a second of a model that served nothing (which told
@@ -191,6 +203,7 @@ def test_a_floods_first_refusals_are_spread_at_the_rate_served_before_it() -> No
     assert waits == sorted(waits) and max(Counter(waits).values()) <= 201 and max(waits) <= 3
 
 
+@pytest.mark.usefixtures("tenth")
 def test_quiet_time_is_not_taken_for_slow_serving() -> None:
     """A window of the served rate ends where the model went idle: after a quiet spell, the rate is still what
     the model served while busy."""
@@ -204,6 +217,7 @@ def test_quiet_time_is_not_taken_for_slow_serving() -> None:
     assert max(Counter(waits).values()) <= 201 and max(waits) <= 3
 
 
+@pytest.mark.usefixtures("tenth")
 def test_a_model_whose_batches_take_longer_than_the_idle_gap_is_measured() -> None:
     """Calls that leave together every 0.3 s, with the next batch in flight meanwhile, are a model serving, not
     one idle between its calls: 512 a batch is about 1,700 a second, 170 returns a second."""
@@ -220,6 +234,7 @@ def test_a_model_whose_batches_take_longer_than_the_idle_gap_is_measured() -> No
     assert waits == sorted(waits) and max(Counter(waits).values()) <= 171 and max(waits) == 3
 
 
+@pytest.mark.usefixtures("tenth")
 def test_a_quiet_spell_with_a_call_held_in_flight_is_not_taken_for_slow_serving() -> None:
     """A call held over the quiet (a slow body) keeps the gate from emptying, but a gap of over a second is idle
     all the same."""
@@ -232,3 +247,103 @@ def test_a_quiet_spell_with_a_call_held_in_flight_is_not_taken_for_slow_serving(
     _serve(gate, clock, 100, 0.05)
     waits = [_retry_after(gate) for _ in range(600)]
     assert max(Counter(waits).values()) <= 201 and max(waits) <= 3
+
+
+def test_by_default_refused_clients_come_back_at_three_in_a_hundred_of_the_served_rate() -> None:
+    """A refusal and its client's return cost a busy server far more than the refusal alone (docs/overload.md),
+    so a flood's clients are told to come back at 3 % of the served rate: 60 a second at 2,000 served."""
+    assert RETURN_SHARE == 0.03
+    clock = Clock(100.0)
+    gate = ModelGate(max_inflight=1, clock=clock)
+    gate.enter("m")
+    _serve(gate, clock, 2000)
+    waits = [_retry_after(gate, client=i) for i in range(600)]
+    assert waits == sorted(waits) and [waits.count(s) for s in range(1, 11)] == [60] * 10
+
+
+def _flood(gate: ModelGate, clock: Clock, clients: int, seconds: int, named: bool) -> list[int]:
+    """``clients`` clients that wait the Retry-After they are told, each refused again on its return (the model
+    stays full, 2,000 served a second), for ``seconds``: the refusals of each second."""
+    back = dict.fromkeys(range(clients), clock.now)  # each client's next request
+    per_second = []
+    for _ in range(seconds):
+        _serve(gate, clock, 2000)
+        now, refused = clock.now, 0
+        for client, at in sorted(back.items(), key=lambda item: item[1]):
+            if at <= now:
+                back[client] = now + _retry_after(gate, client=client if named else None)
+                refused += 1
+        per_second.append(refused)
+    return per_second
+
+
+@pytest.mark.usefixtures("tenth")
+def test_a_lasting_flood_of_clients_that_stay_connected_comes_back_at_the_schedules_rate() -> None:
+    """2,000 clients, each refused again whenever it comes back: with their connections named, each keeps its
+    place until it comes back, so every refusal is booked after all those still waiting and the flood comes back
+    at the schedule's 200 a second; without (each refusal's place forgotten after a window or two), the waits
+    stay short and the same clients come back two to three times as often."""
+    clock = Clock(100.0)
+    gate = ModelGate(max_inflight=1, clock=clock)
+    gate.enter("m")
+    named = _flood(gate, clock, 2000, 40, named=True)
+    assert max(named[20:]) <= 260 and sum(named[20:]) <= 20 * 220
+    other = ModelGate(max_inflight=1, clock=clock)
+    other.enter("m")
+    unnamed = _flood(other, clock, 2000, 40, named=False)
+    assert sum(unnamed[20:]) >= 2 * sum(named[20:])
+
+
+@pytest.mark.usefixtures("tenth")
+@pytest.mark.parametrize("leave", [True, False])
+def test_a_refused_client_that_leaves_frees_its_place(leave: bool) -> None:
+    """100 clients refused at once are told to come back over 5 s (20 returns a second, nothing served). Once
+    they have closed their connections and the refusals' window has passed, the next refusal is told 1 s; while
+    they stay connected, it is told to come back after the 40 places still kept."""
+    clock = Clock(100.0)
+    gate = ModelGate(max_inflight=1, clock=clock)
+    gate.enter("m")
+    assert [_retry_after(gate, client=i) for i in range(100)] == [s for s in range(1, 6) for _ in range(20)]
+    if leave:
+        for i in range(100):
+            gate.release(i)
+    clock.now += 1.5
+    _retry_after(gate, client="x")
+    clock.now += 1.5
+    assert _retry_after(gate, client="y") == (1 if leave else 3)
+
+
+@pytest.mark.usefixtures("tenth")
+def test_a_client_refused_again_keeps_one_place_and_places_are_let_go_once_their_time_comes() -> None:
+    clock = Clock(100.0)
+    gate = ModelGate(max_inflight=1, clock=clock)
+    gate.enter("m")
+    for _ in range(3):
+        for i in range(50):
+            _retry_after(gate, client=i)
+    assert len(gate.places) == 50  # one place per connection, its latest
+    clock.now += 31.0
+    _retry_after(gate)
+    assert gate.places == {}  # a place whose time came is not remembered
+
+
+def test_past_the_most_connections_kept_a_refusal_is_spread_as_an_unnamed_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(gate_module, "MAX_PLACES", 10)
+    clock = Clock(100.0)
+    gate = ModelGate(max_inflight=1, clock=clock)
+    gate.enter("m")
+    waits = [_retry_after(gate, client=i) for i in range(40)]
+    assert len(gate.places) == 10 and waits == [1] * 20 + [2] * 20  # each booked its place, as before
+
+
+@pytest.mark.usefixtures("tenth")
+def test_a_client_refused_again_and_again_keeps_its_memory_bounded() -> None:
+    """A connection that retries at once, holds off, is refused some 50,000 times a second, each refusal booked
+    up to 30 s ahead: the places it let go are not kept until their time."""
+    clock = Clock(100.0)
+    gate = ModelGate(max_inflight=1, clock=clock)
+    gate.enter("m")
+    for _ in range(20_000):
+        clock.now += 0.00002
+        _retry_after(gate, client="again")
+    assert len(gate.places) == 1 and len(gate.returns["m"].places) <= 66

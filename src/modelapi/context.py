@@ -7,7 +7,7 @@ gets a type error, not an unlimited call.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sized
+from collections.abc import Awaitable, Callable, Hashable, Sized
 from dataclasses import dataclass
 
 from .security.principal import Principal
@@ -46,6 +46,9 @@ class CallContext:
     ``in_progress``: the front end's requests in progress, this one included, where it counts them (its length
     is read when the model is about to be called): when this call is the only one, none could join its batch,
     and an idle model runs it at once instead of waiting a turn of the event loop for others.
+    ``caller``: the connection the call came on, where the front end names it (HTTP: ``CONNECTION``): a refusal
+    keeps the caller's place in the model's schedule of returns until the caller comes back, leaves or its time
+    comes (``gate.Returns``).
     """
 
     protocol: str = "python"
@@ -59,6 +62,7 @@ class CallContext:
     arrived: float | None = None
     in_progress: Sized | None = None
     gone: Callable[[], bool] | None = None
+    caller: Hashable | None = None
 
 
 #: a call from Python code in this process: no key, no deadline, the server's timeout

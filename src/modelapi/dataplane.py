@@ -227,7 +227,7 @@ class DataPlane:
             # the wait before this call reached us counts too: under a flood, a head may wait its turn in the
             # event loop longer than the queue itself would take
             waited = time.monotonic() - ctx.arrived if ctx.arrived is not None and ctx.timed else 0.0
-            self.gate.enter(name, handle.max_inflight, handle.max_queue_s, answer, waited)
+            self.gate.enter(name, handle.max_inflight, handle.max_queue_s, answer, waited, ctx.caller)
         except ModelAPIError as exc:
             if self.events.active:
                 reason = "overloaded" if isinstance(exc, Overloaded) else _reason(exc.status)
@@ -482,10 +482,12 @@ class Call:
             events = self.plane.events
             if events.active:
                 events.request_rejected(RequestRejected(name, self.ctx.protocol, "queue_time", 503))
+            # its Retry-After a place in the schedule of returns, as a refusal's: a client dropped is one more to
+            # come back, and told 1 s, as it was, it came back at once to be dropped again (docs/overload.md)
             raise QueueTimeout(
                 f"model '{name}' did not reach this request within the queue-time limit of "
                 f"{(queue_s or 0) * 1000:g} ms (max_queue_ms); retry shortly",
-                headers={"retry-after": str(OVERLOADED_RETRY_AFTER_S)},
+                headers=self.plane.gate.retry_after(name, OVERLOADED_RETRY_AFTER_S, self.ctx.caller),
             ) from None
         except (ClientGone, CallerGone) as exc:
             events = self.plane.events

@@ -14,28 +14,35 @@ Two bounds, both decided on the request's head, before its body is read (``docs/
   promises with it.
 
 A refusal's ``Retry-After`` spreads the refused clients' returns (``Returns``): each refusal books the next
-free place in a schedule that lets about a tenth of the model's served rate come back each second (at least
-20 a second), so under a flood the refused are told to come back over the next seconds instead of all within
-the next one, and the refusals they cost stay a small share of the server's work (docs/overload.md).
+free place in a schedule that lets 3 % of the model's served rate come back each second (at least 20 a second),
+so under a flood the refused are told to come back over the next seconds instead of all within the next one, and
+the refusals and returns they cost stay a small share of the server's work (docs/overload.md). A refusal given
+on a connection the front end names keeps its place until its time comes, its client is refused again, or the
+connection closes (``release``): the schedule keeps room for every client still waiting.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Hashable
 
 from .errors import Overloaded
 
 #: ``Retry-After`` (seconds) when a model is over its in-flight limit: queues drain in well under a second
 OVERLOADED_RETRY_AFTER_S = 1
-#: the share of a model's served rate that its refused clients are scheduled to come back at: a refusal costs
-#: the server about half of a served request, so returns at this share take a few per cent of its time
-RETURN_SHARE = 0.1
+#: the share of a model's served rate that its refused clients are scheduled to come back at. A refusal alone costs
+#: a tenth of a served request, but each is a client's return too, on a connection idle for seconds, and under a
+#: lasting flood halving the refusals a second raised the requests served by 15-25 % (docs/overload.md)
+RETURN_SHARE = 0.03
 #: refused clients may come back at least this many a second, however slowly the model serves
 MIN_RETURNS_PER_S = 20.0
 #: the longest ``Retry-After`` a refusal carries
 MAX_RETRY_AFTER_S = 30
+#: the most connections whose places the gate keeps at once (``ModelGate.places``); past it, a refusal's place is
+#: kept as a refusal of a connection not named is
+MAX_PLACES = 100_000
 #: how long after its last refusal the gate stays ``refusing`` (until a front end finds room: ``DataPlane.shed``)
 REFUSING_FOR_S = 1.0
 #: a model none of whose calls left its gate for this long was idle: the served rate is not measured across it
@@ -100,22 +107,47 @@ class Returns:
     forgotten places come back beside those places' clients, more than the schedule's rate. The bound grows by
     one place with each refusal of this window, so each refusal still books a place of its own (below
     ``MAX_RETRY_AFTER_S``): refusals that come together (a burst, the first ones after the window turns) are
-    spread over the schedule, not all told to come back together at the bound."""
+    spread over the schedule, not all told to come back together at the bound.
 
-    __slots__ = ("booked", "refused", "refused_rate", "since")
+    **Places kept for connections** (``Place``, ``ModelGate.book``'s ``client``). That bound alone let the returns of
+    a flood that lasts grow with the square root of its clients: each window's refusals bounded the next window's
+    schedule, so its waits stayed a second or two however many clients waited, and each client was refused again
+    every second or two (at 1,920 connections, about 680 refusals a second where the schedule's rate was 500;
+    docs/overload-log.md, 2026-12-07). So a refusal on a connection the front end names keeps its place (``live``)
+    until its time comes, the same connection is refused again (its client came back) or the connection closes
+    (``ModelGate.release``), and the schedule holds at least the places kept: a client still connected and waiting
+    is one that will come back, one that left frees its place at once. A place (``Place``) is kept, and counted in
+    ``live``, exactly while ``owners`` holds it for its client. Places are let go in the order they were booked,
+    each once those before it are due (after the schedule's bound shrank, one booked sooner than one before it is
+    kept until that one is due)."""
 
-    def __init__(self, now: float) -> None:
+    __slots__ = ("booked", "live", "owners", "places", "refused", "refused_rate", "since")
+
+    def __init__(self, now: float, owners: dict[Hashable, Place] | None = None) -> None:
         self.booked = now  # the last booked return
         self.since = now  # the start of the window of the refused rate
         self.refused = 0  # refusals in this window
         self.refused_rate = 0.0  # refusals a second in the last window
+        self.places: deque[Place] = deque()  # the places booked for clients, in booking order
+        self.live = 0  # this schedule's places ``owners`` holds
+        #: each client's kept place, the gate's for all its models (``ModelGate.places``)
+        self.owners: dict[Hashable, Place] = {} if owners is None else owners
 
-    def retry_after(self, now: float, served_per_s: float, at_least: int) -> int:
+    def retry_after(self, now: float, served_per_s: float, at_least: int, client: Hashable | None = None) -> int:
+        """The seconds to tell one refusal; ``client``: its connection, whose place is kept (``owners``) until
+        ``ModelGate.release`` or its time comes."""
         elapsed = now - self.since
         if elapsed >= 1.0:
             self.refused_rate = self.refused / elapsed
             self.since, self.refused = now, 0
         self.refused += 1
+        places = self.places
+        owners = self.owners
+        while places and places[0][0] <= now:  # their time came
+            place = places.popleft()
+            if owners.get(place[2]) is place:
+                del owners[place[2]]
+                self.live -= 1
         # (comparisons, not min and max: this runs for every refusal under a flood)
         rate = RETURN_SHARE * served_per_s
         step = 1.0 / (rate if rate > MIN_RETURNS_PER_S else MIN_RETURNS_PER_S)
@@ -124,6 +156,8 @@ class Returns:
         # larger of the two, so that the bound moves a place on with each refusal, as the booking does, and
         # refusals that come together are not all booked at the bound
         horizon = (self.refused_rate + self.refused) * step
+        if (kept := (self.live + 1) * step) > horizon:
+            horizon = kept
         if horizon > MAX_RETRY_AFTER_S:
             horizon = MAX_RETRY_AFTER_S
         booked = (self.booked if self.booked > now else now) + step
@@ -133,7 +167,20 @@ class Returns:
         wait = math.ceil(booked - now)
         if wait < at_least:
             wait = at_least
+        if client is not None:
+            place = owners[client] = (booked, self, client)
+            places.append(place)
+            self.live += 1
+            if len(places) > 2 * self.live + 64:
+                # places let go before their time (their clients came back or left) pile up behind the kept ones:
+                # a client retrying at once, holds off, books one each refusal, up to 30 s ahead
+                self.places = deque(p for p in places if owners.get(p[2]) is p)
         return wait if wait < MAX_RETRY_AFTER_S else MAX_RETRY_AFTER_S
+
+
+#: one refused client's place in a schedule of returns: when it is due, the schedule, the client (a tuple, not a
+#: class: one is made for every refusal under a flood)
+Place = tuple[float, Returns, Hashable]
 
 
 class ModelGate:
@@ -157,21 +204,38 @@ class ModelGate:
         self.refusing = False
         #: when the last refusal was given (its ``Retry-After`` booked)
         self.refused_at = -math.inf
+        #: the place each named connection's last refusal booked (``book``'s ``client``), until ``release``
+        self.places: dict[Hashable, Place] = {}
 
-    def retry_after(self, model: str, at_least: int) -> dict[str, str]:
+    def retry_after(self, model: str, at_least: int, client: Hashable | None = None) -> dict[str, str]:
         """The ``Retry-After`` header for one refusal of ``model`` (``book``'s seconds)."""
-        return {"retry-after": str(self.book(model, at_least))}
+        return {"retry-after": str(self.book(model, at_least, client))}
 
-    def book(self, model: str, at_least: int) -> int:
+    def book(self, model: str, at_least: int, client: Hashable | None = None) -> int:
         """The ``Retry-After`` seconds for one refusal of ``model``: its next place in the schedule of returns. Call
-        it only for a refusal given: it stamps ``refused_at``."""
+        it only for a refusal given: it stamps ``refused_at``. ``client``: the connection it is given on, if the
+        front end names it and calls ``release`` when it closes: its place is kept until then (``Returns``), and
+        its previous place, if any, freed (its client came back)."""
         now = self.clock()
         served = self.served.get(model)
         returns = self.returns.get(model)
         if returns is None:
-            returns = self.returns[model] = Returns(now)
+            returns = self.returns[model] = Returns(now, self.places)
         self.refused_at = now
-        return returns.retry_after(now, 0.0 if served is None else served.per_s(), at_least)
+        if client is not None:
+            places = self.places
+            before = places.pop(client, None)
+            if before is not None:
+                before[1].live -= 1  # its client came back: that place is no longer kept
+            elif len(places) >= MAX_PLACES:
+                client = None
+        return returns.retry_after(now, 0.0 if served is None else served.per_s(), at_least, client)
+
+    def release(self, client: Hashable) -> None:
+        """``client``'s connection closed: the place its last refusal booked, if any, is no longer kept."""
+        place = self.places.pop(client, None)
+        if place is not None:
+            place[1].live -= 1
 
     def enter(
         self,
@@ -180,15 +244,17 @@ class ModelGate:
         max_queue_s: float | None = None,
         expected_s: float = 0.0,
         waited_s: float = 0.0,
+        client: Hashable | None = None,
     ) -> None:
         """Count one more call into ``model``, or raise ``Overloaded`` at its in-flight limit or when
         ``waited_s`` (since the request's head arrived) plus ``expected_s`` (until its batch has run) is over the
-        queue-time budget (``limit``, ``max_queue_s`` override the gate's own, e.g. from the model's model.toml)."""
+        queue-time budget (``limit``, ``max_queue_s`` override the gate's own, e.g. from the model's model.toml).
+        ``client``: the caller's connection, as ``book`` takes it."""
         refused = self.refusal(model, limit, max_queue_s, expected_s, waited_s)
         if refused is not None:
             self.refusing = True
             detail, at_least = refused
-            raise Overloaded(detail, headers=self.retry_after(model, at_least))
+            raise Overloaded(detail, headers=self.retry_after(model, at_least, client))
         if self.refusing and self.clock() - self.refused_at > REFUSING_FOR_S:
             # a while since the last refusal: cleared here too, for front ends that never ask on the head (gRPC,
             # jobs), where nothing else would clear it

@@ -956,6 +956,34 @@ def test_an_early_retry_held_books_no_place_in_the_schedule_of_returns() -> None
     run(main)
 
 
+@pytest.mark.parametrize("leave", [True, False])
+def test_a_refused_connection_keeps_its_place_in_the_schedule_until_it_closes(leave: bool) -> None:
+    """100 connections refused (the app's refusal, then 99 on their heads) are told to come back over 5 s (20 a
+    second, nothing served). Once they have closed and the refusals' window has passed, a new connection's refusal
+    is told 1 s; while they stay open, it is told to come back after the 40 places still kept."""
+
+    async def main() -> None:
+        async with serving() as server:
+            clock = Clock(100.0)
+            server.gate.clock = clock
+            server.full()
+            first = server.connect(port=1)
+            waits = [(await server.refusing(first)).headers["retry-after"]]
+            conns = [server.connect(port=100 + i) for i in range(99)]
+            waits += [(await conn.send(post()))[0].headers["retry-after"] for conn in conns]
+            assert waits == [str(s) for s in range(1, 6) for _ in range(20)] and len(server.paths) == 1
+            if leave:
+                for conn in [first, *conns]:
+                    conn.close()
+            clock.now += 1.5
+            await server.connect(port=2).send(post())
+            clock.now += 1.5
+            (answer,) = await server.connect(port=3).send(post())
+            assert answer.headers["retry-after"] == ("1" if leave else "3")
+
+    run(main)
+
+
 def test_without_holds_nothing_is_remembered_and_a_retry_is_refused_on_its_head() -> None:
     async def main() -> None:
         async with serving() as server:

@@ -119,6 +119,9 @@ class Refusing:
     def stop(self) -> None:
         pass
 
+    def closed(self, client: int) -> None:
+        pass
+
     def refuse_read(
         self, data: bytes, arrived: float, client: int, https: bool, root_path: str, max_head: int
     ) -> bytes | None:

@@ -130,6 +130,7 @@ def create_app(
     holds = RetryHolds(room=lambda: dataplane.shed() is None) if settings.hold_early_retries else None
     if shedding is not None:
         shedding.stop_holds(holds)  # answered when the server stops, not at their Retry-After
+        shedding.places_in(dataplane.gate)  # a refused client's connection closed: its place is free
     if pacing is not None:  # the order of heads under a flood turns by the budgets of this app's models
         pacing.follow(dataplane.tightest_queue_s)
     # the routes FastPath dispatches: those the protocol may refuse on the head; none while tracing, so that every

@@ -24,7 +24,7 @@ from ..repository.registry import Repository
 from ..security.auth import Auth
 from ..security.limits import KeyLimits
 from ..security.principal import SCOPE_KEY, Principal
-from ..security.slow_clients import ARRIVED, GONE, IN_PROGRESS
+from ..security.slow_clients import ARRIVED, CONNECTION, GONE, IN_PROGRESS
 from ..settings import Settings
 from . import request as bodies
 
@@ -80,6 +80,7 @@ class Services:
             scope.get(ARRIVED),
             scope.get(IN_PROGRESS),
             gone,
+            scope.get(CONNECTION),
         )
 
     def max_rows(self, call: Call) -> int | None:

@@ -67,7 +67,7 @@ from ..dataplane import SHED_DETAIL
 from ..errors import EarlyRetry, Overloaded
 from ..events import RequestRejected
 from ..protocols import ErrorStyle, error_style_for
-from ..security.slow_clients import ARRIVED, IN_PROGRESS
+from ..security.slow_clients import ARRIVED, CONNECTION, IN_PROGRESS
 from .access import ACCESS_LOG, access_line, new_request_id, scan_headers, well_formed_id
 from .holds import RetryHolds, connection
 from .middleware import HSTS, STANDARD_RAW
@@ -75,6 +75,7 @@ from .rejections import REPORTER
 
 if TYPE_CHECKING:
     from ..dataplane import DataPlane, Shed
+    from ..gate import ModelGate
 
 #: the title the app's refusal has (problem+json shows it): the gate's error's
 _TITLE = Overloaded.title
@@ -151,6 +152,8 @@ class Shedding:
         #: each inference route's literal path end, its pattern (the router's), its protocol and its error style
         self._routes: tuple[tuple[str, re.Pattern[str], str, ErrorStyle], ...] = ()
         self._holds: RetryHolds | None = None
+        #: the app's gate, whose kept places a connection's close frees (``places_in``)
+        self._gate: ModelGate | None = None
         #: the app's held early retries, answered when the server stops (bound or not: not while tracing)
         self._stopping_holds: RetryHolds | None = None
         self._private = False
@@ -206,6 +209,18 @@ class Shedding:
     def stop_holds(self, holds: RetryHolds | None) -> None:
         """``holds``: the app's early retries held, which ``stop`` answers (tracing on, nothing else is bound)."""
         self._stopping_holds = holds
+
+    def places_in(self, gate: ModelGate) -> None:
+        """``gate``: the app's, which keeps a refused connection's place in its schedule of returns until the
+        connection closes (``closed``); bound or not, as the app's own refusals keep places too."""
+        self._gate = gate
+
+    def closed(self, client: int) -> None:
+        """The connection ``client`` (its ``CONNECTION``) closed: its place in a schedule of returns, if its last
+        refusal kept one, is free (``ModelGate.release``)."""
+        gate = self._gate
+        if gate is not None and gate.places:
+            gate.release(client)
 
     def stop(self) -> None:
         """The server is stopping: every early retry held is answered now (``RetryHolds.stop``)."""
@@ -368,15 +383,17 @@ class Shedding:
         rid: str,
         client: Hashable | None,
         unlogged: bool,
+        named: bool = True,
     ) -> tuple[bytes, bytes]:
         """What giving a refusal on the head does, whichever way it is written: its body and ``Retry-After`` (booked
         now that it is given), the refusal remembered for early retries, the event, the rejections reporter's
-        count. ``unlogged``: past this second's bound of access lines."""
+        count. ``unlogged``: past this second's bound of access lines; ``named``: ``client`` is the connection's id
+        (``CONNECTION``), whose close the protocol reports (``closed``), so its place in the schedule is kept."""
         dataplane = self._dataplane
         assert dataplane is not None
         detail = SHED_DETAIL if self._private else shed.detail
         body = jsonutil.dumps(style.body(503, _TITLE, detail, path, rid))
-        retry_after = b"%d" % dataplane.gate.book(shed.schedule, shed.at_least)
+        retry_after = b"%d" % dataplane.gate.book(shed.schedule, shed.at_least, client if named else None)
         holds = self._holds
         if holds is not None:
             holds.refused(client, path, retry_after)
@@ -543,7 +560,9 @@ class Refusal:
         lines = shedding.lines
         # past this second's bound, no line: the reporter counts that, so its warning says lines were left out
         unlogged = logging_on and lines is not None and not lines.admit()
-        body, retry_after = shedding._give(now, self._protocol, self._style, path, rid, connection(scope), unlogged)
+        client = connection(scope)
+        named = scope.get(CONNECTION) is not None
+        body, retry_after = shedding._give(now, self._protocol, self._style, path, rid, client, unlogged, named)
         headers = [
             (b"content-type", self._style.media_type.encode("latin-1")),
             (b"content-length", str(len(body)).encode("latin-1")),

@@ -114,6 +114,10 @@ class Shedder(Protocol):
         """The server is stopping: early retries the app holds are answered now (``http/holds.py``); a connection
         whose retry it holds itself (``Held``) answers it in its own shutdown."""
 
+    def closed(self, client: int) -> None:
+        """The connection whose ``CONNECTION`` is ``client`` closed (a refused client that left: its place in the
+        schedule of returns is free)."""
+
     def refuse_read(
         self,
         data: bytes,
@@ -303,6 +307,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._waiting = None
+        if self.shedding is not None:
+            self.shedding.closed(self._connection_id)
         held = self._held
         if held is not None:  # its client left: no answer, nothing counted
             self._held = None
