@@ -392,6 +392,15 @@ def test_a_request_dropped_for_its_queue_time_is_told_its_place_in_the_schedule_
         with pytest.raises(QueueTimeout) as expired:
             await dp.infer("recorder", request([1.0]), late)
         assert expired.value.headers["retry-after"] == "3" and "dropped" in gate.places
+        gate.inflight["recorder"] = gate.max_inflight  # full: the next call is refused on its head
+        with pytest.raises(Overloaded):
+            dp.call("recorder", CallContext("v2", caller="refused"))
+        with pytest.raises(Overloaded):  # a caller whose connection closed already is not followed
+            dp.call("recorder", CallContext("v2", caller="closed", gone=lambda: True))
+        assert "refused" in gate.places and "closed" not in gate.places
+        gate.inflight.clear()
+        dp.call("recorder", CallContext("v2", caller="refused")).__exit__(None, None, None)
+        assert "refused" not in gate.places  # back and admitted: no longer waiting
 
     asyncio.run(go())
     unload(dp)

@@ -295,22 +295,28 @@ def test_a_lasting_flood_of_clients_that_stay_connected_comes_back_at_the_schedu
 
 
 @pytest.mark.usefixtures("tenth")
-@pytest.mark.parametrize("leave", [True, False])
-def test_a_refused_client_that_leaves_frees_its_place(leave: bool) -> None:
-    """100 clients refused at once are told to come back over 5 s (20 returns a second, nothing served). Once
-    they have closed their connections and the refusals' window has passed, the next refusal is told 1 s; while
-    they stay connected, it is told to come back after the 40 places still kept."""
+@pytest.mark.parametrize("then", ["closed", "admitted", "waiting"])
+def test_a_refused_client_that_leaves_or_comes_back_frees_its_place(then: str) -> None:
+    """100 clients refused at once are told to come back over 5 s (20 returns a second, nothing served). Once they
+    have closed their connections, or come back and been admitted, and the refusals' window has passed, the next
+    refusal is told 1 s; while they still wait, it is told to come back after the 40 places still kept."""
     clock = Clock(100.0)
     gate = ModelGate(max_inflight=1, clock=clock)
     gate.enter("m")
     assert [_retry_after(gate, client=i) for i in range(100)] == [s for s in range(1, 6) for _ in range(20)]
-    if leave:
+    if then == "closed":
         for i in range(100):
             gate.release(i)
+    elif then == "admitted":  # back early (a held retry let go into room, a client that does not wait): served
+        gate.leave("m")
+        for i in range(100):
+            gate.enter("m", client=i)
+            gate.leave("m")
+        gate.enter("m")
     clock.now += 1.5
     _retry_after(gate, client="x")
     clock.now += 1.5
-    assert _retry_after(gate, client="y") == (1 if leave else 3)
+    assert _retry_after(gate, client="y") == (3 if then == "waiting" else 1)
 
 
 @pytest.mark.usefixtures("tenth")
@@ -347,3 +353,16 @@ def test_a_client_refused_again_and_again_keeps_its_memory_bounded() -> None:
         clock.now += 0.00002
         _retry_after(gate, client="again")
     assert len(gate.places) == 1 and len(gate.returns["m"].places) <= 66
+
+
+def test_at_the_most_connections_kept_places_due_of_another_model_make_room(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(gate_module, "MAX_PLACES", 10)
+    clock = Clock(100.0)
+    gate = ModelGate(max_inflight=1, clock=clock)
+    gate.enter("a")
+    gate.enter("b")
+    for i in range(10):
+        _retry_after(gate, "a", client=i)
+    clock.now += 3600.0  # their time long past, and "a" refused no more
+    _retry_after(gate, "b", client="b1")
+    assert list(gate.places) == ["b1"]

@@ -227,7 +227,10 @@ class DataPlane:
             # the wait before this call reached us counts too: under a flood, a head may wait its turn in the
             # event loop longer than the queue itself would take
             waited = time.monotonic() - ctx.arrived if ctx.arrived is not None and ctx.timed else 0.0
-            self.gate.enter(name, handle.max_inflight, handle.max_queue_s, answer, waited, ctx.caller)
+            caller = ctx.caller
+            if caller is not None and ctx.gone is not None and ctx.gone():
+                caller = None  # its connection closed already: a place kept for it would never be let go
+            self.gate.enter(name, handle.max_inflight, handle.max_queue_s, answer, waited, caller)
         except ModelAPIError as exc:
             if self.events.active:
                 reason = "overloaded" if isinstance(exc, Overloaded) else _reason(exc.status)
@@ -484,10 +487,12 @@ class Call:
                 events.request_rejected(RequestRejected(name, self.ctx.protocol, "queue_time", 503))
             # its Retry-After a place in the schedule of returns, as a refusal's: a client dropped is one more to
             # come back, and told 1 s, as it was, it came back at once to be dropped again (docs/overload.md)
+            ctx = self.ctx
+            caller = ctx.caller if ctx.gone is None or not ctx.gone() else None
             raise QueueTimeout(
                 f"model '{name}' did not reach this request within the queue-time limit of "
                 f"{(queue_s or 0) * 1000:g} ms (max_queue_ms); retry shortly",
-                headers=self.plane.gate.retry_after(name, OVERLOADED_RETRY_AFTER_S, self.ctx.caller),
+                headers=self.plane.gate.retry_after(name, OVERLOADED_RETRY_AFTER_S, caller),
             ) from None
         except (ClientGone, CallerGone) as exc:
             events = self.plane.events

@@ -99,8 +99,9 @@ class Returns:
     of ``max(RETURN_SHARE x served rate, MIN_RETURNS_PER_S)`` returns a second, starting now (the served rate:
     ``Served``). The refusals are counted over windows between refusals at least a second apart.
 
-    The schedule holds at most the places of the refusals of the last such window and of this one: places booked
-    before that are forgotten, whether their clients still wait or have gone. Without that bound a flood books the
+    For refusals of clients it cannot follow, the schedule holds at most the places of the refusals of the last
+    such window and of this one: places booked before that are forgotten, whether their clients still wait or have
+    gone (for clients it follows, below). Without that bound a flood books the
     schedule to its end (``MAX_RETRY_AFTER_S``), and for as long again after the flood every refusal, of a server
     merely busy, tells its client to wait behind returns of clients that came back early or have gone: half the
     served rate lost for half a minute (docs/overload.md). The price: under a flood that lasts, returns booked over
@@ -113,13 +114,13 @@ class Returns:
     a flood that lasts grow with the square root of its clients: each window's refusals bounded the next window's
     schedule, so its waits stayed a second or two however many clients waited, and each client was refused again
     every second or two (at 1,920 connections, about 680 refusals a second where the schedule's rate was 500;
-    docs/overload-log.md, 2026-12-07). So a refusal on a connection the front end names keeps its place (``live``)
-    until its time comes, the same connection is refused again (its client came back) or the connection closes
-    (``ModelGate.release``), and the schedule holds at least the places kept: a client still connected and waiting
-    is one that will come back, one that left frees its place at once. A place (``Place``) is kept, and counted in
-    ``live``, exactly while ``owners`` holds it for its client. Places are let go in the order they were booked,
-    each once those before it are due (after the schedule's bound shrank, one booked sooner than one before it is
-    kept until that one is due)."""
+    docs/overload-log.md, 2026-12-07 14:10). So a refusal on a connection the front end names keeps its place until
+    its time comes, the connection comes back (refused again or admitted: ``ModelGate.enter``) or closes
+    (``ModelGate.release``), and the schedule reaches at least as far ahead as the places kept take: a client still
+    connected and waiting is one that will come back, one that left frees its place at once. A place (``Place``)
+    is kept, and counted in ``live``, exactly while ``owners`` holds it for its client. Places are let go in the
+    order they were booked, each once those before it are due (after the schedule's bound shrank, one booked
+    sooner than one before it is kept until that one is due)."""
 
     __slots__ = ("booked", "live", "owners", "places", "refused", "refused_rate", "since")
 
@@ -142,12 +143,8 @@ class Returns:
             self.since, self.refused = now, 0
         self.refused += 1
         places = self.places
-        owners = self.owners
-        while places and places[0][0] <= now:  # their time came
-            place = places.popleft()
-            if owners.get(place[2]) is place:
-                del owners[place[2]]
-                self.live -= 1
+        if places and places[0][0] <= now:
+            self.expire(now)
         # (comparisons, not min and max: this runs for every refusal under a flood)
         rate = RETURN_SHARE * served_per_s
         step = 1.0 / (rate if rate > MIN_RETURNS_PER_S else MIN_RETURNS_PER_S)
@@ -168,6 +165,7 @@ class Returns:
         if wait < at_least:
             wait = at_least
         if client is not None:
+            owners = self.owners
             place = owners[client] = (booked, self, client)
             places.append(place)
             self.live += 1
@@ -176,6 +174,15 @@ class Returns:
                 # a client retrying at once, holds off, books one each refusal, up to 30 s ahead
                 self.places = deque(p for p in places if owners.get(p[2]) is p)
         return wait if wait < MAX_RETRY_AFTER_S else MAX_RETRY_AFTER_S
+
+    def expire(self, now: float) -> None:
+        """Lets go of the places whose time has come (those booked before them due too)."""
+        places, owners = self.places, self.owners
+        while places and places[0][0] <= now:
+            place = places.popleft()
+            if owners.get(place[2]) is place:
+                del owners[place[2]]
+                self.live -= 1
 
 
 #: one refused client's place in a schedule of returns: when it is due, the schedule, the client (a tuple, not a
@@ -212,10 +219,11 @@ class ModelGate:
         return {"retry-after": str(self.book(model, at_least, client))}
 
     def book(self, model: str, at_least: int, client: Hashable | None = None) -> int:
-        """The ``Retry-After`` seconds for one refusal of ``model``: its next place in the schedule of returns. Call
-        it only for a refusal given: it stamps ``refused_at``. ``client``: the connection it is given on, if the
-        front end names it and calls ``release`` when it closes: its place is kept until then (``Returns``), and
-        its previous place, if any, freed (its client came back)."""
+        """The ``Retry-After`` seconds for one refusal of ``model`` (or one request dropped for its queue time): its
+        next place in the schedule of returns. Call it only for a refusal given: it stamps ``refused_at`` (so while
+        requests are dropped, the gate stays ``refusing``, and heads are asked on arrival). ``client``: the
+        connection it is given on, if the front end names it and calls ``release`` when it closes: its place is kept
+        until then (``Returns``), and its previous place, if any, freed (its client came back)."""
         now = self.clock()
         served = self.served.get(model)
         returns = self.returns.get(model)
@@ -228,11 +236,15 @@ class ModelGate:
             if before is not None:
                 before[1].live -= 1  # its client came back: that place is no longer kept
             elif len(places) >= MAX_PLACES:
-                client = None
+                for each in self.returns.values():  # places due, of models refused no more since
+                    each.expire(now)
+                if len(places) >= MAX_PLACES:
+                    client = None
         return returns.retry_after(now, 0.0 if served is None else served.per_s(), at_least, client)
 
     def release(self, client: Hashable) -> None:
-        """``client``'s connection closed: the place its last refusal booked, if any, is no longer kept."""
+        """``client`` came back and was admitted, or its connection closed: the place its last refusal booked, if
+        any, is no longer kept."""
         place = self.places.pop(client, None)
         if place is not None:
             place[1].live -= 1
@@ -260,6 +272,8 @@ class ModelGate:
             # jobs), where nothing else would clear it
             self.refusing = False
         self.inflight[model] = count + 1 if (count := self.inflight.get(model)) else 1
+        if client is not None and self.places:
+            self.release(client)  # a refused client back and admitted: it waits no more
 
     def refusal(
         self,

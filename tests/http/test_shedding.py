@@ -969,6 +969,7 @@ def test_a_refused_connection_keeps_its_place_in_the_schedule_until_it_closes(le
             server.full()
             first = server.connect(port=1)
             waits = [(await server.refusing(first)).headers["retry-after"]]
+            assert len(server.gate.places) == 1  # the app's refusal keeps the connection's place too
             conns = [server.connect(port=100 + i) for i in range(99)]
             waits += [(await conn.send(post()))[0].headers["retry-after"] for conn in conns]
             assert waits == [str(s) for s in range(1, 6) for _ in range(20)] and len(server.paths) == 1

@@ -67,7 +67,7 @@ from ..dataplane import SHED_DETAIL
 from ..errors import EarlyRetry, Overloaded
 from ..events import RequestRejected
 from ..protocols import ErrorStyle, error_style_for
-from ..security.slow_clients import ARRIVED, CONNECTION, IN_PROGRESS
+from ..security.slow_clients import ARRIVED, CONNECTION, GONE, IN_PROGRESS
 from .access import ACCESS_LOG, access_line, new_request_id, scan_headers, well_formed_id
 from .holds import RetryHolds, connection
 from .middleware import HSTS, STANDARD_RAW
@@ -561,7 +561,10 @@ class Refusal:
         # past this second's bound, no line: the reporter counts that, so its warning says lines were left out
         unlogged = logging_on and lines is not None and not lines.admit()
         client = connection(scope)
-        named = scope.get(CONNECTION) is not None
+        # a connection already closed (a pipelined request run after its client left) is not followed: its close
+        # was reported before this place would be kept
+        gone = scope.get(GONE)
+        named = scope.get(CONNECTION) is not None and (gone is None or not gone())
         body, retry_after = shedding._give(now, self._protocol, self._style, path, rid, client, unlogged, named)
         headers = [
             (b"content-type", self._style.media_type.encode("latin-1")),
