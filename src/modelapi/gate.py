@@ -17,8 +17,8 @@ A refusal's ``Retry-After`` spreads the refused clients' returns (``Returns``): 
 free place in a schedule that lets 3 % of the model's served rate come back each second (at least 20 a second),
 so under a flood the refused are told to come back over the next seconds instead of all within the next one, and
 the refusals and returns they cost stay a small share of the server's work (docs/overload.md). A refusal given
-on a connection the front end names keeps its place until its time comes, its client is refused again, or the
-connection closes (``release``): the schedule keeps room for every client still waiting.
+on a connection the front end names keeps its place until its time comes, its client comes back (refused again
+or admitted) or the connection closes (``release``): the schedule keeps room for every client still waiting.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from .errors import Overloaded
 OVERLOADED_RETRY_AFTER_S = 1
 #: the share of a model's served rate that its refused clients are scheduled to come back at. A refusal alone costs
 #: a tenth of a served request, but each is a client's return too, on a connection idle for seconds, and under a
-#: lasting flood halving the refusals a second raised the requests served by 15-25 % (docs/overload.md)
+#: lasting flood cutting the refusals a second by half or more raised the requests served by 15-28 % (docs/overload.md)
 RETURN_SHARE = 0.03
 #: refused clients may come back at least this many a second, however slowly the model serves
 MIN_RETURNS_PER_S = 20.0
