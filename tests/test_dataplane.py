@@ -15,7 +15,7 @@ import pytest
 from helpers.clock import Clock
 from helpers.repo import EventLog, ModelRepo, skops_bytes, slow_joblib_bytes
 from helpers.repo import rows as repo_rows
-from modelapi.batching import INLINE_WINDOW, Batcher, BatchPolicy
+from modelapi.batching import INLINE_WINDOW, Batcher, BatchPolicy, QueueExpired
 from modelapi.context import CallContext
 from modelapi.dataplane import SHED_DETAIL, DataPlane, Shed
 from modelapi.errors import (
@@ -31,6 +31,7 @@ from modelapi.events import BatchRun, Events, RequestFinished, RequestRejected, 
 from modelapi.gate import REFUSING_FOR_S
 from modelapi.inference import InferenceRequest
 from modelapi.models.base import Model
+from modelapi.repository.handle import VersionHandle
 from modelapi.security.principal import Principal
 from modelapi.settings import Settings
 from modelapi.signature import Signature, TensorSpec
@@ -392,6 +393,19 @@ def test_a_request_dropped_for_its_queue_time_is_told_its_place_in_the_schedule_
         with pytest.raises(QueueTimeout) as expired:
             await dp.infer("recorder", request([1.0]), late)
         assert expired.value.headers["retry-after"] == "3" and "dropped" in gate.places
+        # a client that closed its connection as its request was dropped (after the queue asked): not followed
+        closed: list[bool] = []
+        gone_late = CallContext("v2", in_progress=[object()], caller="left", gone=lambda: bool(closed))
+
+        async def expired(*args: object, **kwargs: object) -> None:
+            closed.append(True)
+            raise QueueExpired("the queue-time limit ran out")
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(VersionHandle, "run", expired)
+            with pytest.raises(QueueTimeout):
+                await dp.infer("recorder", request([1.0]), gone_late)
+        assert "left" not in gate.places
         gate.inflight["recorder"] = gate.max_inflight  # full: the next call is refused on its head
         with pytest.raises(Overloaded):
             dp.call("recorder", CallContext("v2", caller="refused"))

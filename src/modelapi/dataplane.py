@@ -227,11 +227,13 @@ class DataPlane:
             # the wait before this call reached us counts too: under a flood, a head may wait its turn in the
             # event loop longer than the queue itself would take
             waited = time.monotonic() - ctx.arrived if ctx.arrived is not None and ctx.timed else 0.0
-            caller = ctx.caller
-            if caller is not None and ctx.gone is not None and ctx.gone():
-                caller = None  # its connection closed already: a place kept for it would never be let go
-            self.gate.enter(name, handle.max_inflight, handle.max_queue_s, answer, waited, caller)
+            self.gate.enter(name, handle.max_inflight, handle.max_queue_s, answer, waited, ctx.caller)
         except ModelAPIError as exc:
+            caller = ctx.caller
+            if caller is not None and ctx.gone is not None and isinstance(exc, Overloaded) and ctx.gone():
+                # its connection closed already (its close was reported): the place just kept would stay counted
+                # until its time
+                self.gate.release(caller)
             if self.events.active:
                 reason = "overloaded" if isinstance(exc, Overloaded) else _reason(exc.status)
                 self.events.request_rejected(RequestRejected(name, ctx.protocol, reason, exc.status))

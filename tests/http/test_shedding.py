@@ -38,7 +38,7 @@ from modelapi.http.holds import RetryHolds
 from modelapi.http.pacing import Pacing
 from modelapi.http.rejections import REPORTER
 from modelapi.http.shedding import RefusalLines, Shedding
-from modelapi.security.slow_clients import GuardedHttpToolsProtocol
+from modelapi.security.slow_clients import CONNECTION, GONE, GuardedHttpToolsProtocol
 from modelapi.settings import Settings
 from toymodels import Sleepy
 
@@ -981,6 +981,28 @@ def test_a_refused_connection_keeps_its_place_in_the_schedule_until_it_closes(le
             clock.now += 1.5
             (answer,) = await server.connect(port=3).send(post())
             assert answer.headers["retry-after"] == ("1" if leave else "3")
+
+    run(main)
+
+
+def test_a_refusal_given_after_its_connection_closed_keeps_no_place() -> None:
+    """A request refused as it runs (a pipelined one, decided again) whose client has already gone: its
+    connection's close was reported before, so no place is kept for it."""
+
+    async def main() -> None:
+        async with serving() as server:
+            server.full()
+            await server.refusing()
+            server.gate.places.clear()
+            for gone, client in ((True, 7), (False, 8)):
+                refusal = server.shedding.app_for(b"POST", INFER.encode(), server, time.monotonic())
+                assert refusal is not None
+                scope = {"type": "http", "path": INFER, "headers": [], "client": ("127.0.0.1", client)}
+                scope[CONNECTION] = client
+                scope[GONE] = lambda gone=gone: gone
+                answer = refusal.answer(scope)
+                assert answer is not None and answer[0] == 503
+            assert list(server.gate.places) == [8]
 
     run(main)
 
