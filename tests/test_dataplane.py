@@ -725,6 +725,39 @@ def test_a_call_is_shed_only_when_every_ready_model_would_refuse_it_and_its_retr
     unload(dp)
 
 
+def test_a_refusal_at_every_in_flight_limit_stands_until_a_call_moves_or_the_limits_change(tmp_path: Path) -> None:
+    """With every version at its in-flight limit, ``shed`` decides once and gives the same refusal, whatever the
+    head's wait, until a call enters or leaves the gate or what is served changes (a limit edited in model.toml)."""
+    repo = ModelRepo(tmp_path / "models")
+    repo.version("m", 1, skops_bytes("m"))
+    repo.toml("m", "max_inflight = 1\n")
+    plane = DataPlane.from_settings(Settings(models=[str(repo.root)], max_queue_ms=100))
+
+    async def go() -> None:
+        await plane.start()
+        ctx = CallContext(protocol="v2")
+        with plane.admit("m", ctx):
+            with pytest.raises(Overloaded):
+                plane.admit("m", ctx)  # the gate refuses: heads are asked about now
+            first = plane.shed()
+            assert first is not None and "max_inflight" in first.detail
+            assert plane.shed(5.0) is first  # the same refusal, over the queue budget or not
+        assert plane.shed() is None  # the call left: room
+        with plane.admit("m", ctx):
+            plane.gate.refusing = True  # (as a refusal would set it)
+            assert plane.shed() is not None
+            repo.toml("m", "max_inflight = 2\n")
+            await plane.repository.reconcile(["m"])
+            assert plane.shed() is None  # the limit edited: room for a second call
+            with plane.admit("m", ctx):
+                plane.gate.refusing = True
+                again = plane.shed()
+                assert again is not None and "2 requests in flight" in again.detail
+        await plane.close()
+
+    asyncio.run(go())
+
+
 def test_a_head_is_shed_for_its_own_wait_to_be_read_not_for_the_last_calls() -> None:
     """Under a flood, heads wait their turn to be read (http/pacing.py): one that has waited past the queue budget
     is refused on its head, whether or not the model is busy, while one read at once after it (a client coming

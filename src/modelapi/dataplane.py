@@ -80,6 +80,9 @@ class DataPlane:
         self.events: Events = repository.events
         self.max_rows = max_rows
         self.gate = ModelGate(max_inflight, None if max_queue_ms is None else max_queue_ms / 1000)
+        #: ``shed``'s last refusal when it found every version at its in-flight limit, with the gate's ``moves`` and
+        #: the repository's ``generation`` it holds for
+        self._shed_full: tuple[int, int, Shed] | None = None
         self.inference_timeout_s = inference_timeout_s
         self.live = True
 
@@ -167,13 +170,21 @@ class DataPlane:
         if not gate.refusing:
             return None
         repository = self.repository
+        kept = self._shed_full
+        if kept is not None and kept[0] == gate.moves and kept[1] == repository.generation:
+            return kept[2]
         entries = repository.ready_entries()
         refused: tuple[str, int] | None = None
+        all_full = True
         for entry in entries:
             name = entry.name
             for handle in entry.serving.values():
                 batcher = handle.batcher
-                answer = batcher.expected_answer(batcher.arriving) if batcher is not None else 0.0
+                cap = gate.max_inflight if handle.max_inflight is None else handle.max_inflight
+                # (no estimate for a version at its in-flight limit: refused whatever it says)
+                full = gate.inflight.get(name, 0) >= cap
+                all_full = all_full and full
+                answer = batcher.expected_answer(batcher.arriving) if batcher is not None and not full else 0.0
                 # the head's own wait, not an estimate: a head read at once after a flood's backlog (a client
                 # coming back as its answer arrives) is not refused for the wait of those read before it
                 refused = gate.refusal(name, handle.max_inflight, handle.max_queue_s, answer, waited_s)
@@ -187,7 +198,11 @@ class DataPlane:
         # must not be told another's limits, nor be counted as another's refusal
         only = repository.only_model
         detail, at_least = refused
-        return Shed(only, SHED_DETAIL if only is None else detail, at_least, entries[0].name)
+        shed = Shed(only, SHED_DETAIL if only is None else detail, at_least, entries[0].name)
+        # every version at its in-flight limit: the same refusal, whatever the time or the head's wait, until a call
+        # enters or leaves the gate or what is served changes (the refusal cell's flood: a tenth of a refusal's work)
+        self._shed_full = (gate.moves, repository.generation, shed) if all_full else None
+        return shed
 
     def tightest_queue_s(self) -> float | None:
         """The smallest queue-time budget of the ready versions of the models with calls in flight, each version's

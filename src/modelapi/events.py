@@ -164,6 +164,7 @@ class Events(Observer):
         # the handlers of the events every request emits, for their methods' own loops (no _emit call)
         self._started = self._bound["request_started"]
         self._finished = self._bound["request_finished"]
+        self._rejected = self._bound["request_rejected"]  # (each refusal under a flood emits one)
         self._batches = self._bound["batch_run"]
         self.sampling = bool(self._samplers)
         #: whether any subscriber wants the per-request events (built only then)
@@ -197,7 +198,7 @@ class Events(Observer):
     def predictions_served(self, event: PredictionsServed) -> None:
         self._emit("predictions_served", event)
 
-    # the three events of every request: _emit's loop, in each (one call less per event)
+    # the events of every request: _emit's loop, in each (one call less per event)
     def request_started(self, event: RequestStarted) -> None:
         for handler in self._started:
             try:
@@ -213,7 +214,11 @@ class Events(Observer):
                 _failed(handler, event)
 
     def request_rejected(self, event: RequestRejected) -> None:
-        self._emit("request_rejected", event)
+        for handler in self._rejected:
+            try:
+                handler(event)
+            except Exception:
+                _failed(handler, event)
 
     def batch_run(self, event: BatchRun) -> None:
         for handler in self._batches:

@@ -43,6 +43,8 @@ MAX_RETRY_AFTER_S = 30
 #: the most connections whose places the gate keeps at once (``ModelGate.places``); past it, a refusal's place is
 #: kept as a refusal of a connection not named is
 MAX_PLACES = 100_000
+#: the most refusal details a gate keeps formatted (``ModelGate.refusal``)
+_DETAILS_KEPT = 256
 #: how long after its last refusal the gate stays ``refusing`` (until a front end finds room: ``DataPlane.shed``)
 REFUSING_FOR_S = 1.0
 #: a model none of whose calls left its gate for this long was idle: the served rate is not measured across it
@@ -213,6 +215,10 @@ class ModelGate:
         self.refused_at = -math.inf
         #: the place each named connection's last refusal booked (``book``'s ``client``), until ``release``
         self.places: dict[Hashable, Place] = {}
+        #: bumps as a call enters or leaves: a decision on the counts in flight holds while it stays
+        self.moves = 0
+        #: ``refusal``'s details given lately, by model and figures: under a flood the same few, formatted once
+        self._details: dict[tuple[str, int, int, float], str] = {}
 
     def retry_after(self, model: str, at_least: int, client: Hashable | None = None) -> dict[str, str]:
         """The ``Retry-After`` header for one refusal of ``model`` (``book``'s seconds)."""
@@ -272,6 +278,7 @@ class ModelGate:
             # jobs), where nothing else would clear it
             self.refusing = False
         self.inflight[model] = count + 1 if (count := self.inflight.get(model)) else 1
+        self.moves += 1
         if client is not None and self.places:
             self.release(client)  # a refused client back and admitted: it waits no more
 
@@ -287,20 +294,37 @@ class ModelGate:
         Changes nothing."""
         count = self.inflight.get(model, 0)
         cap = self.max_inflight if limit is None else limit
+        details = self._details
         if count >= cap:
-            detail = f"model '{model}' already has {count} requests in flight, the limit (max_inflight); retry shortly"
+            key: tuple[str, int, int, float] = (model, count, -1, -1.0)
+            detail = details.get(key)
+            if detail is None:
+                detail = (
+                    f"model '{model}' already has {count} requests in flight, the limit (max_inflight); retry shortly"
+                )
+                if len(details) >= _DETAILS_KEPT:
+                    details.clear()
+                details[key] = detail
             return detail, OVERLOADED_RETRY_AFTER_S
         budget = self.max_queue_s if max_queue_s is None else max_queue_s
         if budget is not None and waited_s + expected_s > budget:
-            waited = "" if waited_s < 0.0005 else f" after the {waited_s * 1000:.0f} ms it waited to be read"
-            detail = (
-                f"model '{model}' would answer this request in about {expected_s * 1000:.0f} ms{waited}, more than "
-                f"the queue-time limit of {budget * 1000:g} ms (max_queue_ms); retry shortly"
-            )
+            # in whole milliseconds, as the detail shows them (round, as format's ".0f", halves to even)
+            key = (model, round(expected_s * 1000), -1 if waited_s < 0.0005 else round(waited_s * 1000), budget)
+            detail = details.get(key)
+            if detail is None:
+                waited = "" if key[2] < 0 else f" after the {key[2]} ms it waited to be read"
+                detail = (
+                    f"model '{model}' would answer this request in about {key[1]} ms{waited}, more than "
+                    f"the queue-time limit of {budget * 1000:g} ms (max_queue_ms); retry shortly"
+                )
+                if len(details) >= _DETAILS_KEPT:
+                    details.clear()
+                details[key] = detail
             return detail, max(OVERLOADED_RETRY_AFTER_S, math.ceil(expected_s))
         return None
 
     def leave(self, model: str) -> None:
+        self.moves += 1
         left = self.inflight[model] - 1
         if left:
             self.inflight[model] = left

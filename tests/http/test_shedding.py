@@ -37,7 +37,9 @@ from modelapi.http.app import create_app
 from modelapi.http.holds import RetryHolds
 from modelapi.http.pacing import Pacing
 from modelapi.http.rejections import REPORTER
-from modelapi.http.shedding import RefusalLines, Shedding
+from modelapi.http.shedding import RefusalLines, Shedding, _around_id
+from modelapi.protocols import ErrorStyle
+from modelapi.protocols.base import PROBLEM
 from modelapi.security.slow_clients import CONNECTION, GONE, GuardedHttpToolsProtocol
 from modelapi.settings import Settings
 from toymodels import Sleepy
@@ -114,10 +116,13 @@ class Server:
 
     def full(self, *names: str) -> None:
         for name in names or ("sleepy",):
-            self.gate.inflight[name] = 1
+            if not self.gate.inflight.get(name):
+                self.gate.enter(name)  # as a call in flight (the limit is 1)
 
-    def room(self) -> None:
-        self.gate.inflight.clear()
+    def room(self, *names: str) -> None:
+        for name in names or list(self.gate.inflight):
+            while self.gate.inflight.get(name):
+                self.gate.leave(name)
 
     async def refusing(self, conn: Connection | None = None, path: str = INFER) -> Answer:
         """The app's own refusal of a request (the gate is to be full), which makes the protocol refuse the next
@@ -403,7 +408,7 @@ def test_several_models_all_full_get_an_answer_that_names_none_and_one_with_room
             assert len(server.paths) == 1 and shed.status == 503
             assert shed.json()["error"] == ANY_MODEL
             assert server.rejected()[-1] == RequestRejected(None, "v2", "overloaded", 503)
-            del server.gate.inflight["other"]
+            server.room("other")
             (served,) = await conn.send(post("/v2/models/other/infer"))
             assert served.status == 200 and len(server.paths) == 2
 
@@ -1180,6 +1185,44 @@ def test_a_read_the_parser_must_frame_is_left_to_it(read: bytes, statuses: list[
             split.feed(read[:20])
             await split.send(read[20:], len(statuses))
             assert conn.wire.closed == split.wire.closed
+            # the same read again, its head now seen (``Shedding._heads``): the parser's again
+            again = Connection(server, server.shedding, max_header_bytes=300)
+            again.protocol.access_log = False
+            before = len(parsed)
+            assert [a.status for a in await again.send(read, len(statuses))] == statuses
+            assert len(parsed) > before
+
+    run(main)
+
+
+def test_a_head_seen_before_is_refused_alike_with_a_new_request_id_each_time(parsed: list[int]) -> None:
+    """A head that comes again (a client sending the same request again and again, as under a flood) is read from
+    what was kept of it: refused without the parser as the first time, each answer with a request id of its own
+    unless the client gave one. Past the heads kept (256), the kept ones are forgotten and read again."""
+
+    async def main() -> None:
+        async with serving() as server:
+            conn = await server.refusing_connection()
+            before = len(parsed)
+            answers = [(await conn.send(post()))[0] for _ in range(3)]
+            assert [a.status for a in answers] == [503] * 3 and len(parsed) == before
+            ids = [a.headers["x-request-id"] for a in answers]
+            assert len(set(ids)) == 3 and all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids)
+            assert [a.json() for a in answers] == [{"error": FULL, "request_id": i} for i in ids]
+            for i in range(300):  # more heads than are kept, each its own, then the first again
+                (answer,) = await conn.send(post(headers=f"x-request-id: client-{i % 290}\r\n"))
+                assert answer.status == 503 and answer.headers["x-request-id"] == f"client-{i % 290}"
+                assert answer.json() == {"error": FULL, "request_id": f"client-{i % 290}"}
+            assert len(parsed) == before
+            # another body length is another head; a body not all in this read goes to the parser, seen or not
+            (longer,) = await conn.send(post(body=b'{"inputs": []} '))
+            assert longer.status == 503 and len(parsed) == before
+            request = post()
+            for _ in range(2):
+                conn.feed(request[:-3])
+                (answer,) = await conn.send(request[-3:])
+                assert answer.status == 503
+            assert len(parsed) == before + 2
 
     run(main)
 
@@ -1581,3 +1624,20 @@ def test_a_retry_held_when_the_server_stops_is_answered_at_once_and_its_connecti
             assert held.headers["connection"] == "close" and time.monotonic() - started < 0.5
 
     run(main)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(lambda s, t, d, p, r: {"error": d}, id="no-id"),
+        pytest.param(lambda s, t, d, p, r: {"error": d, "id": r, "again": r}, id="the-id-twice"),
+        pytest.param(lambda s, t, d, p, r: {"error": d, "id": r.upper()}, id="the-id-changed"),
+    ],
+)
+def test_a_refusal_body_is_kept_but_for_its_id_only_where_the_style_holds_the_id_once_as_it_is(body: Any) -> None:
+    """The refusal's body is built once per style, detail and path, and the request id put in its place; a style
+    whose body does not hold the id once, as it is, is built whole for each refusal."""
+    before, after = _around_id(PROBLEM, 'd"x', "/p")
+    expected = PROBLEM.body(503, "Overloaded", 'd"x', "/p", "abc-1")
+    assert after is not None and orjson.loads(before + b"abc-1" + after) == expected
+    assert _around_id(ErrorStyle("odd", "application/json", "Odd", body), "d", "/p")[1] is None

@@ -109,6 +109,12 @@ def _whole(cors: bool) -> re.Pattern[bytes]:
 
 #: the most paths ``refuse_read`` keeps its routing of
 _PATHS_KEPT = 256
+#: the most heads ``refuse_read`` keeps its reading of (``Shedding._heads``)
+_HEADS_KEPT = 256
+#: ``Shedding._framed``'s reading of a head the pattern does not take
+_NOT_WHOLE = (-1, b"", "")
+#: the most refusal bodies ``Shedding._give`` keeps, by style, detail and path (``_around_id``)
+_BODIES_KEPT = 64
 
 
 class RefusalLines:
@@ -164,6 +170,12 @@ class Shedding:
         #: ``refuse_read``'s routing, by the request's target: its protocol, error style, path and the answer's
         #: first header bytes; ``None`` for a target refused on no head
         self._paths: dict[bytes, tuple[str, ErrorStyle, str, bytes] | None] = {}
+        #: ``refuse_read``'s reading of each head seen lately, by its bytes (``_framed``): under a flood a client
+        #: sends the same head again and again, and the pattern and the id's search were a fifth of a refusal
+        self._heads: dict[bytes, tuple[int, bytes, str]] = {}
+        #: each refusal body given lately but for its request id (``_around_id``): built and encoded once, not for
+        #: each refusal
+        self._bodies: dict[tuple[ErrorStyle, str, str], tuple[bytes, bytes | None]] = {}
         #: the bound on the refusals' access lines; ``None``: every refusal writes its line
         self.lines: RefusalLines | None = None
 
@@ -202,6 +214,7 @@ class Shedding:
         self._cors = cors
         self._whole = _whole(cors)
         self._paths = {}
+        self._heads = {}
         self._max_body_bytes = max_body_bytes
         self.lines = None if access_log_refusals_per_s is None else RefusalLines(access_log_refusals_per_s)
         self._dataplane = dataplane
@@ -291,15 +304,23 @@ class Shedding:
         dataplane = self._dataplane
         if dataplane is None or not dataplane.gate.refusing:
             return None
-        whole = self._whole.match(data)
-        if whole is None or whole.end() > max_head:
-            return None
-        declared = int(whole[2])
-        if len(data) != whole.end() + declared:
+        head_end = data.find(b"\r\n\r\n") + 4
+        if head_end < 4 or head_end > max_head:
+            return None  # no head's end in this read, or a head over the limit: the parser's
+        head = data[:head_end]
+        heads = self._heads
+        framed = heads.get(head)
+        if framed is None:
+            if len(heads) >= _HEADS_KEPT:
+                heads.clear()  # heads that change with each request (ids, traces): the cache starts again
+            framed = heads[head] = self._framed(head)
+        declared, url, own_id = framed
+        if declared < 0:
+            return None  # not a head the pattern takes: the parser's
+        if len(data) != head_end + declared:
             return None  # its body not all in this read, or a request after it: the parser frames them
         if self._max_body_bytes is not None and declared > self._max_body_bytes:
             return None  # the app's 413
-        url: bytes = whole[1]
         paths = self._paths
         if url in paths:
             route = paths[url]
@@ -317,11 +338,11 @@ class Shedding:
             return None  # its access line is to be written: the parser builds the scope that takes
         holds = self._holds
         if holds is not None and holds.due(client, path):
-            return self._hold(holds, data, whole.end(), client, path, style, start, https, in_progress)
+            return self._hold(holds, own_id, client, path, style, start, https, in_progress)
         shed = dataplane.shed(time.monotonic() - arrived)
         if shed is None:
             return None
-        rid = _request_id(data, whole.end())
+        rid = own_id or new_request_id()
         body, retry_after = self._give(shed, protocol, style, path, rid, client, logging_on)
         return b"%s%d\r\nretry-after: %s\r\nx-request-id: %s\r\n%s%s\r\n%s" % (
             start,
@@ -333,11 +354,19 @@ class Shedding:
             body,
         )
 
+    def _framed(self, head: bytes) -> tuple[int, bytes, str]:
+        """``refuse_read``'s reading of a head (``_whole``'s): its declared body length, its target, and its own
+        well-formed ``X-Request-ID`` (``""`` for none: each answer gets a new one); ``_NOT_WHOLE`` for a head the
+        pattern does not take, which the parser frames."""
+        whole = self._whole.fullmatch(head)
+        if whole is None:
+            return _NOT_WHOLE
+        return int(whole[2]), whole[1], _own_request_id(head)
+
     def _hold(
         self,
         holds: RetryHolds,
-        data: bytes,
-        head_end: int,
+        own_id: str,
         client: int,
         path: str,
         style: ErrorStyle,
@@ -361,7 +390,7 @@ class Shedding:
         if before_routing is not style:
             style = before_routing
             start = b"content-type: " + style.media_type.encode("latin-1") + b"\r\ncontent-length: "
-        return HeldRead(self, waiter, style, path, _request_id(data, head_end), start, https)
+        return HeldRead(self, waiter, style, path, own_id or new_request_id(), start, https)
 
     def _routed(self, url: bytes) -> tuple[str, ErrorStyle, str, bytes] | None:
         """``refuse_read``'s routing of a request target: ``_route``'s, and the answer's first header bytes."""
@@ -392,7 +421,19 @@ class Shedding:
         dataplane = self._dataplane
         assert dataplane is not None
         detail = SHED_DETAIL if self._private else shed.detail
-        body = jsonutil.dumps(style.body(503, _TITLE, detail, path, rid))
+        bodies, key = self._bodies, (style, detail, path)
+        around = bodies.get(key)
+        if around is None:
+            if len(bodies) >= _BODIES_KEPT:
+                bodies.clear()
+            around = bodies[key] = _around_id(style, detail, path)
+        before, after = around
+        # (the id's characters are JSON's own: a well-formed client id or hex digits, ``well_formed_id``)
+        body = (
+            before + rid.encode("latin-1") + after
+            if after is not None
+            else jsonutil.dumps(style.body(503, _TITLE, detail, path, rid))
+        )
         retry_after = b"%d" % dataplane.gate.book(shed.schedule, shed.at_least, client if named else None)
         holds = self._holds
         if holds is not None:
@@ -486,16 +527,32 @@ class HeldRead:
         REPORTER.refused("early_retry", 503, None, detail, unlogged=ACCESS_LOG.isEnabledFor(logging.INFO))
 
 
-def _request_id(data: bytes, head_end: int) -> str:
-    """The request's own ``X-Request-ID`` from a head in one read (``data[:head_end]``), if well formed; else a new
-    one."""
-    lowered = data[:head_end].lower()
+#: a request id no answer has, to find where a body's id goes (``_around_id``)
+_MARK = "\x00\x01id\x01\x00"
+
+
+def _around_id(style: ErrorStyle, detail: str, path: str) -> tuple[bytes, bytes | None]:
+    """The refusal's body in ``style`` but for its request id, as the bytes before the id and after it (``None``
+    after it: a style whose body does not hold the id once, as it is, is built whole for each refusal)."""
+    marked = jsonutil.dumps(style.body(503, _TITLE, detail, path, _MARK))
+    parts = marked.split(jsonutil.dumps(_MARK)[1:-1])
+    if len(parts) != 2:
+        return b"", None
+    before, after = parts
+    if before + b"0" + after != jsonutil.dumps(style.body(503, _TITLE, detail, path, "0")):
+        return b"", None
+    return before, after
+
+
+def _own_request_id(head: bytes) -> str:
+    """The request's own ``X-Request-ID`` from its head, if well formed; else ``""`` (the answer makes a new one)."""
+    lowered = head.lower()
     at = lowered.find(b"\r\nx-request-id:")
     if at >= 0:
-        text = data[at + 15 : lowered.find(b"\r\n", at + 15)].strip(b" \t").decode("latin-1")
+        text = head[at + 15 : lowered.find(b"\r\n", at + 15)].strip(b" \t").decode("latin-1")
         if well_formed_id(text):
             return text
-    return new_request_id()
+    return ""
 
 
 class Refusal:

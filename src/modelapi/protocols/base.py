@@ -19,7 +19,9 @@ if TYPE_CHECKING:
     from ..http.services import Services
 
 
-@dataclass(frozen=True)
+# eq=False: hashed by identity, cheaply (a key of the refusal bodies ``http/shedding.py`` keeps, looked up on every
+# refusal under a flood); each style is one object, made once
+@dataclass(frozen=True, eq=False)
 class ErrorStyle:
     """How one protocol writes an error: the body for (status, title, detail, path, request id), its media
     type, and the name of its schema in the OpenAPI components (for the answers authentication adds)."""

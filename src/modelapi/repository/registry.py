@@ -238,6 +238,7 @@ class Repository:
         if desired is None:  # gone from the sources, or unloaded: everything leaves
             if entry is not None:
                 del self._entries[name]
+                self.generation += 1  # (a name gone changes the only model's, which may name refusals)
                 for handle in entry.serving.values():
                     self._retire(handle)
             return
