@@ -98,9 +98,17 @@ class RejectionReporter:
         ``unlogged``: it wrote no access line (past ``access_log_refusals_per_s``)."""
         if not self.logger.isEnabledFor(logging.WARNING):
             return
-        now = self.clock()
         key = (reason, model)
         tally = self._tallies.get(key)
+        if tally is not None and tally.timer is not None:
+            # its line is due already (the timer writes it): counted until then, no clock read (a flood's case)
+            tally.count += 1
+            if unlogged:
+                tally.unlogged += 1
+            tally.status = status
+            tally.detail = detail
+            return
+        now = self.clock()
         if tally is None:
             tally = self._tallies[key] = _Tally(status)
         if tally.count == 0:
