@@ -1214,6 +1214,12 @@ def test_a_head_seen_before_is_refused_alike_with_a_new_request_id_each_time(par
                 assert answer.status == 503 and answer.headers["x-request-id"] == f"client-{i % 290}"
                 assert answer.json() == {"error": FULL, "request_id": f"client-{i % 290}"}
             assert len(parsed) == before
+            # a head over the size kept (2 KiB) is read again each time, and refused alike
+            big = post(headers=f"x-pad: {'a' * 2100}\r\n")
+            for _ in range(2):
+                (answer,) = await conn.send(big)
+                assert answer.status == 503 and answer.json()["error"] == FULL
+            assert len(parsed) == before and big[: big.index(b"\r\n\r\n") + 4] not in server.shedding._heads
             # another body length is another head; a body not all in this read goes to the parser, seen or not
             (longer,) = await conn.send(post(body=b'{"inputs": []} '))
             assert longer.status == 503 and len(parsed) == before

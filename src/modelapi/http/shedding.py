@@ -109,8 +109,10 @@ def _whole(cors: bool) -> re.Pattern[bytes]:
 
 #: the most paths ``refuse_read`` keeps its routing of
 _PATHS_KEPT = 256
-#: the most heads ``refuse_read`` keeps its reading of (``Shedding._heads``)
+#: the most heads ``refuse_read`` keeps its reading of (``Shedding._heads``), and the largest it keeps: at most
+#: 512 KiB for all, where heads may be up to ``max_header_bytes`` (64 KiB by default) each
 _HEADS_KEPT = 256
+_HEAD_KEPT_BYTES = 2048
 #: ``Shedding._framed``'s reading of a head the pattern does not take
 _NOT_WHOLE = (-1, b"", "")
 #: the most refusal bodies ``Shedding._give`` keeps, by style, detail and path (``_around_id``)
@@ -311,9 +313,11 @@ class Shedding:
         heads = self._heads
         framed = heads.get(head)
         if framed is None:
-            if len(heads) >= _HEADS_KEPT:
-                heads.clear()  # heads that change with each request (ids, traces): the cache starts again
-            framed = heads[head] = self._framed(head)
+            framed = self._framed(head)
+            if head_end <= _HEAD_KEPT_BYTES:  # (a large head is read each time: the kept ones stay small)
+                if len(heads) >= _HEADS_KEPT:
+                    heads.clear()  # heads that change with each request (ids, traces): the cache starts again
+                heads[head] = framed
         declared, url, own_id = framed
         if declared < 0:
             return None  # not a head the pattern takes: the parser's
