@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import shutil
 import threading
 import time
 from collections.abc import Mapping
@@ -753,6 +754,33 @@ def test_a_refusal_at_every_in_flight_limit_stands_until_a_call_moves_or_the_lim
                 plane.gate.refusing = True
                 again = plane.shed()
                 assert again is not None and "2 requests in flight" in again.detail
+        await plane.close()
+
+    asyncio.run(go())
+
+
+def test_a_model_name_gone_that_served_nothing_makes_the_kept_refusal_name_the_only_one(tmp_path: Path) -> None:
+    """Two names known, one serving: a refusal names none; the other name gone (it never served, so no version
+    retires): the only model is named again, the refusal kept for every limit reached not given again."""
+    repo = ModelRepo(tmp_path / "models")
+    repo.version("a", 1, skops_bytes("a"))
+    repo.toml("a", "max_inflight = 1\n")
+    repo.version("b", 1, b"not a model")  # fails to load: known, serves nothing
+    plane = DataPlane.from_settings(Settings(models=[str(repo.root)]))
+
+    async def go() -> None:
+        await plane.start()
+        assert [e.name for e in plane.repository.ready_entries()] == ["a"]
+        ctx = CallContext(protocol="v2")
+        with plane.admit("a", ctx):
+            with pytest.raises(Overloaded):
+                plane.admit("a", ctx)
+            first = plane.shed()
+            assert first is not None and first.detail == SHED_DETAIL  # "b" known: no model named
+            shutil.rmtree(repo.root / "b")
+            await plane.repository.reconcile(["b"])
+            again = plane.shed()
+            assert again is not None and again.model == "a" and "model 'a'" in again.detail
         await plane.close()
 
     asyncio.run(go())

@@ -366,3 +366,15 @@ def test_at_the_most_connections_kept_places_due_of_another_model_make_room(monk
     clock.now += 3600.0  # their time long past, and "a" refused no more
     _retry_after(gate, "b", client="b1")
     assert list(gate.places) == ["b1"]
+
+
+def test_a_detail_kept_formatted_is_the_one_for_its_figures_and_budget() -> None:
+    """Details are formatted once per model and figures: two budgets, two wordings; the same figures, the same."""
+    gate = ModelGate(8, None)
+    one = gate.refusal("m", None, 0.1, 0.2, 0.0)
+    two = gate.refusal("m", None, 0.15, 0.2, 0.0)
+    waited = gate.refusal("m", None, 0.1, 0.2, 0.0125)
+    assert one is not None and two is not None and waited is not None
+    assert "limit of 100 ms" in one[0] and "limit of 150 ms" in two[0]
+    assert "about 200 ms after the 12 ms it waited to be read" in waited[0]  # (12.5 rounds to even, as ".0f")
+    assert gate.refusal("m", None, 0.1, 0.2, 0.0) == one

@@ -296,7 +296,8 @@ SHED_DETAIL = "every model this server serves is over its in-flight or queue-tim
 @dataclass(slots=True)  # not frozen: a frozen one's __init__ sets each field through object.__setattr__
 class Shed:
     """``DataPlane.shed``'s refusal: the model refused (the only one the server knows; ``None`` when it knows
-    several), why, the least ``Retry-After`` and the model whose schedule of returns books it."""
+    several), why, the least ``Retry-After`` and the model whose schedule of returns books it. Not to be changed:
+    one at every in-flight limit is kept and given to every refusal until a call moves (``DataPlane._shed_full``)."""
 
     model: str | None
     detail: str

@@ -217,7 +217,8 @@ class ModelGate:
         self.places: dict[Hashable, Place] = {}
         #: bumps as a call enters or leaves: a decision on the counts in flight holds while it stays
         self.moves = 0
-        #: ``refusal``'s details given lately, by model and figures: under a flood the same few, formatted once
+        #: ``refusal``'s details given lately, by model and figures, formatted once: at an in-flight limit the same
+        #: one again and again; for queue time, one per expected and waited milliseconds
         self._details: dict[tuple[str, int, int, float], str] = {}
 
     def retry_after(self, model: str, at_least: int, client: Hashable | None = None) -> dict[str, str]:

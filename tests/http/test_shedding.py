@@ -40,6 +40,7 @@ from modelapi.http.rejections import REPORTER
 from modelapi.http.shedding import RefusalLines, Shedding, _around_id
 from modelapi.protocols import ErrorStyle
 from modelapi.protocols.base import PROBLEM
+from modelapi.protocols.v2.errors import V2_ERRORS
 from modelapi.security.slow_clients import CONNECTION, GONE, GuardedHttpToolsProtocol
 from modelapi.settings import Settings
 from toymodels import Sleepy
@@ -1213,7 +1214,12 @@ def test_a_head_seen_before_is_refused_alike_with_a_new_request_id_each_time(par
                 (answer,) = await conn.send(post(headers=f"x-request-id: client-{i % 290}\r\n"))
                 assert answer.status == 503 and answer.headers["x-request-id"] == f"client-{i % 290}"
                 assert answer.json() == {"error": FULL, "request_id": f"client-{i % 290}"}
-            assert len(parsed) == before
+            assert len(parsed) == before and len(server.shedding._heads) <= 256
+            # an id the server does not take: a new one each time, not one kept with the head
+            malformed = [(await conn.send(post(headers="x-request-id: not one!\r\n")))[0] for _ in range(2)]
+            assert len({a.headers["x-request-id"] for a in malformed}) == 2
+            (mixed,) = await conn.send(post(headers="X-Request-Id: Mixed.Case-1\r\n"))
+            assert mixed.headers["x-request-id"] == "Mixed.Case-1" and mixed.json()["request_id"] == "Mixed.Case-1"
             # a head over the size kept (2 KiB) is read again each time, and refused alike
             big = post(headers=f"x-pad: {'a' * 2100}\r\n")
             for _ in range(2):
@@ -1647,3 +1653,54 @@ def test_a_refusal_body_is_kept_but_for_its_id_only_where_the_style_holds_the_id
     expected = PROBLEM.body(503, "Overloaded", 'd"x', "/p", "abc-1")
     assert after is not None and orjson.loads(before + b"abc-1" + after) == expected
     assert _around_id(ErrorStyle("odd", "application/json", "Odd", body), "d", "/p")[1] is None
+
+
+def refused_on_the_head(shedding: Shedding, path: str = INFER, headers: bytes = b"") -> bytes | None:
+    """``refuse_read``'s answer to one whole request, as the protocol would ask for it (no access lines)."""
+    body = BODIES["/v2/" if path.startswith("/v2/") else "/"]
+    read = b"POST %s HTTP/1.1\r\nhost: x\r\n%scontent-length: %d\r\n\r\n%s" % (path.encode(), headers, len(body), body)
+    answer = shedding.refuse_read(read, time.monotonic(), 1, False, "", 65536)
+    assert answer is None or isinstance(answer, bytes)
+    return answer
+
+
+def test_a_head_read_before_the_refusals_are_bound_again_is_read_again() -> None:
+    """What was kept of a head holds for one binding: bound again with CORS on, a browser's request seen with it off
+    goes to the app (its CORS headers); bound with authentication on, a body already given names no model."""
+
+    async def main() -> None:
+        async with serving(access_log_refusals_per_s=0) as server:
+            server.full()
+            await server.refusing()
+            shedding, dataplane = server.shedding, server.dataplane
+            routes = [
+                (INFER.replace("sleepy", "{name}"), "v2", V2_ERRORS),
+                ("/models/{name}/predict", "records", PROBLEM),
+            ]
+            shedding.bind(dataplane, routes, access_log_refusals_per_s=0)
+            origin = b"origin: https://app.example\r\n"
+            assert refused_on_the_head(shedding, headers=origin) is not None
+            shedding.bind(dataplane, routes, cors=True, access_log_refusals_per_s=0)
+            assert refused_on_the_head(shedding, headers=origin) is None
+            named = refused_on_the_head(shedding, "/models/sleepy/predict")
+            assert named is not None and orjson.loads(named.split(b"\r\n\r\n", 1)[1])["detail"] == FULL
+            shedding.bind(dataplane, routes, private=True, access_log_refusals_per_s=0)
+            private = refused_on_the_head(shedding, "/models/sleepy/predict")
+            assert private is not None and orjson.loads(private.split(b"\r\n\r\n", 1)[1])["detail"] == ANY_MODEL
+
+    run(main)
+
+
+def test_each_refusal_body_is_its_own_paths() -> None:
+    """The refusal bodies kept are kept per path: in problem+json, each names its own ``instance``."""
+
+    async def main() -> None:
+        async with serving(sleepy(), sleepy("other"), access_log_refusals_per_s=0) as server:
+            server.full("sleepy", "other")
+            await server.refusing()
+            for path in ("/models/sleepy/predict", "/models/other/predict", "/models/sleepy/predict"):
+                answer = refused_on_the_head(server.shedding, path)
+                assert answer is not None
+                assert orjson.loads(answer.split(b"\r\n\r\n", 1)[1])["instance"] == path
+
+    run(main)

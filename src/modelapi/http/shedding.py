@@ -24,7 +24,9 @@ Under a flood nearly every refused request comes whole in one read, its body in 
 on an idle connection is refused before the parser sees it (``Shedding.refuse_read``): a strict pattern frames it
 (``_whole``: what it does not take plainly, the parser takes), its routing is kept per target, and the same
 decision and ``_give`` make the same bytes, in one write. Not where its access line is to be written: the
-parser's path builds the scope that takes. An early retry in such a read is held here rather than by the app
+parser's path builds the scope that takes. What the next refusal would compute again is kept: each head's reading
+by its bytes, each answer's body but for its request id (docs/overload.md, "What a refusal keeps from the last").
+An early retry in such a read is held here rather than by the app
 (``HeldRead``): no parser, task or middleware, only the hold's waiter and timer, and then the bytes the app's
 held answer has; under a flood of clients that retry at once, a held retry through the app cost about as much
 as half a served request (docs/overload.md, "An early retry held on the head").
@@ -543,7 +545,8 @@ def _around_id(style: ErrorStyle, detail: str, path: str) -> tuple[bytes, bytes 
     if len(parts) != 2:
         return b"", None
     before, after = parts
-    if before + b"0" + after != jsonutil.dumps(style.body(503, _TITLE, detail, path, "0")):
+    probe = "aZ09._:-" * 4  # every character an id may hold (``well_formed_id``), mixed case
+    if before + probe.encode() + after != jsonutil.dumps(style.body(503, _TITLE, detail, path, probe)):
         return b"", None
     return before, after
 

@@ -119,7 +119,8 @@ class Repository:
         self._retiring: set[asyncio.Task[None]] = set()
         self._random = rng or random.Random()  # noqa: S311 (traffic shares, not secrets)
         self.started = False
-        #: bumps whenever what is served changes (a version swapped in or out, labels): caches key on it
+        #: bumps whenever what is served changes (a version swapped in or out, labels, limits, a name gone):
+        #: caches key on it (``DataPlane.shed``'s kept refusal)
         self.generation = 0
         for name in sources.static_names():  # known before they load: "not ready" rather than "no such model"
             self._entries[name] = ModelEntry(name)
@@ -238,7 +239,7 @@ class Repository:
         if desired is None:  # gone from the sources, or unloaded: everything leaves
             if entry is not None:
                 del self._entries[name]
-                self.generation += 1  # (a name gone changes the only model's, which may name refusals)
+                self.generation += 1  # (a name gone can change ``only_model``, which a refusal names)
                 for handle in entry.serving.values():
                     self._retire(handle)
             return
