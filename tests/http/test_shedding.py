@@ -37,7 +37,7 @@ from modelapi.http.app import create_app
 from modelapi.http.holds import RetryHolds
 from modelapi.http.pacing import Pacing
 from modelapi.http.rejections import REPORTER
-from modelapi.http.shedding import RefusalLines, Shedding, _around_id
+from modelapi.http.shedding import RefusalLines, Shedding, _writes_id_as_given
 from modelapi.protocols import ErrorStyle
 from modelapi.protocols.base import PROBLEM
 from modelapi.protocols.v2.errors import V2_ERRORS
@@ -1639,20 +1639,22 @@ def test_a_retry_held_when_the_server_stops_is_answered_at_once_and_its_connecti
 
 
 @pytest.mark.parametrize(
-    "body",
+    ("body", "kept"),
     [
-        pytest.param(lambda s, t, d, p, r: {"error": d}, id="no-id"),
-        pytest.param(lambda s, t, d, p, r: {"error": d, "id": r, "again": r}, id="the-id-twice"),
-        pytest.param(lambda s, t, d, p, r: {"error": d, "id": r.upper()}, id="the-id-changed"),
+        pytest.param(PROBLEM.body, True, id="problem"),
+        pytest.param(V2_ERRORS.body, True, id="v2"),
+        pytest.param(lambda s, t, d, p, r: {"error": d}, False, id="no-id"),
+        pytest.param(lambda s, t, d, p, r: {"error": d, "id": r, "again": r}, False, id="the-id-twice"),
+        pytest.param(lambda s, t, d, p, r: {"error": d, "id": r.upper()}, False, id="the-id-changed"),
+        pytest.param(lambda s, t, d, p, r: {"error": d, "id": r, "n": len(set(r))}, False, id="more-of-the-id"),
     ],
 )
-def test_a_refusal_body_is_kept_but_for_its_id_only_where_the_style_holds_the_id_once_as_it_is(body: Any) -> None:
-    """The refusal's body is built once per style, detail and path, and the request id put in its place; a style
-    whose body does not hold the id once, as it is, is built whole for each refusal."""
-    before, after = _around_id(PROBLEM, 'd"x', "/p")
-    expected = PROBLEM.body(503, "Overloaded", 'd"x', "/p", "abc-1")
-    assert after is not None and orjson.loads(before + b"abc-1" + after) == expected
-    assert _around_id(ErrorStyle("odd", "application/json", "Odd", body), "d", "/p")[1] is None
+def test_a_refusal_body_is_kept_but_for_its_id_only_for_a_style_that_writes_the_id_as_given(
+    body: Any, kept: bool
+) -> None:
+    """The refusal's body is kept per style, detail and path, and the request id put in its place, only for a style
+    whose body holds the id once, as given, and nothing else of it; any other is built whole for each refusal."""
+    assert _writes_id_as_given(ErrorStyle("s", "application/json", "S", body)) is kept
 
 
 def refused_on_the_head(shedding: Shedding, path: str = INFER, headers: bytes = b"") -> bytes | None:

@@ -117,7 +117,7 @@ _HEADS_KEPT = 256
 _HEAD_KEPT_BYTES = 2048
 #: ``Shedding._framed``'s reading of a head the pattern does not take
 _NOT_WHOLE = (-1, b"", "")
-#: the most refusal bodies ``Shedding._give`` keeps, by style, detail and path (``_around_id``)
+#: the most refusal bodies ``Shedding._give`` keeps, by style, detail and path (``Shedding._bodies``)
 _BODIES_KEPT = 64
 
 
@@ -177,9 +177,10 @@ class Shedding:
         #: ``refuse_read``'s reading of each head seen lately, by its bytes (``_framed``): under a flood a client
         #: sends the same head again and again, and the pattern and the id's search were a fifth of a refusal
         self._heads: dict[bytes, tuple[int, bytes, str]] = {}
-        #: each refusal body given lately but for its request id (``_around_id``): built and encoded once, not for
-        #: each refusal
-        self._bodies: dict[tuple[ErrorStyle, str, str], tuple[bytes, bytes | None]] = {}
+        #: each refusal body given lately, by style, detail and path, as the bytes before its request id and after
+        #: it: built and encoded once, not for each refusal (for a style that writes the id as given, ``_spliced``)
+        self._bodies: dict[tuple[ErrorStyle, str, str], tuple[bytes, bytes]] = {}
+        self._spliced: dict[ErrorStyle, bool] = {}
         #: the bound on the refusals' access lines; ``None``: every refusal writes its line
         self.lines: RefusalLines | None = None
 
@@ -429,17 +430,19 @@ class Shedding:
         detail = SHED_DETAIL if self._private else shed.detail
         bodies, key = self._bodies, (style, detail, path)
         around = bodies.get(key)
-        if around is None:
-            if len(bodies) >= _BODIES_KEPT:
-                bodies.clear()
-            around = bodies[key] = _around_id(style, detail, path)
-        before, after = around
-        # (the id's characters are JSON's own: a well-formed client id or hex digits, ``well_formed_id``)
-        body = (
-            before + rid.encode("latin-1") + after
-            if after is not None
-            else jsonutil.dumps(style.body(503, _TITLE, detail, path, rid))
-        )
+        if around is not None:
+            # (the id's characters are JSON's own: a well-formed client id or hex digits, ``well_formed_id``)
+            body = around[0] + rid.encode("latin-1") + around[1]
+        else:
+            body = jsonutil.dumps(style.body(503, _TITLE, detail, path, rid))
+            spliced = self._spliced.get(style)
+            if spliced is None:
+                spliced = self._spliced[style] = _writes_id_as_given(style)
+            parts = body.split(rid.encode("latin-1"))
+            if spliced and len(parts) == 2:  # (an id found elsewhere too, a path's word say: not kept)
+                if len(bodies) >= _BODIES_KEPT:
+                    bodies.clear()
+                bodies[key] = (parts[0], parts[1])
         retry_after = b"%d" % dataplane.gate.book(shed.schedule, shed.at_least, client if named else None)
         holds = self._holds
         if holds is not None:
@@ -533,22 +536,13 @@ class HeldRead:
         REPORTER.refused("early_retry", 503, None, detail, unlogged=ACCESS_LOG.isEnabledFor(logging.INFO))
 
 
-#: a request id no answer has, to find where a body's id goes (``_around_id``)
-_MARK = "\x00\x01id\x01\x00"
-
-
-def _around_id(style: ErrorStyle, detail: str, path: str) -> tuple[bytes, bytes | None]:
-    """The refusal's body in ``style`` but for its request id, as the bytes before the id and after it (``None``
-    after it: a style whose body does not hold the id once, as it is, is built whole for each refusal)."""
-    marked = jsonutil.dumps(style.body(503, _TITLE, detail, path, _MARK))
-    parts = marked.split(jsonutil.dumps(_MARK)[1:-1])
-    if len(parts) != 2:
-        return b"", None
-    before, after = parts
-    probe = "aZ09._:-" * 4  # every character an id may hold (``well_formed_id``), mixed case
-    if before + probe.encode() + after != jsonutil.dumps(style.body(503, _TITLE, detail, path, probe)):
-        return b"", None
-    return before, after
+def _writes_id_as_given(style: ErrorStyle) -> bool:
+    """Whether ``style``'s error body holds the request id once, as given, and depends on it no further: then a body
+    kept but for its id (``Shedding._bodies``) is the body for any id."""
+    ids = ("aZ09._:-" * 4, "Zz-9" * 8)  # every character an id may hold (``well_formed_id``), mixed case
+    bodies = [jsonutil.dumps(style.body(503, _TITLE, "detail", "/path", i)) for i in ids]
+    parts = bodies[0].split(ids[0].encode())
+    return len(parts) == 2 and bodies[1] == parts[0] + ids[1].encode() + parts[1]
 
 
 def _own_request_id(head: bytes) -> str:
