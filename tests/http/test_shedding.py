@@ -1647,6 +1647,7 @@ def test_a_retry_held_when_the_server_stops_is_answered_at_once_and_its_connecti
         pytest.param(lambda s, t, d, p, r: {"error": d, "id": r, "again": r}, False, id="the-id-twice"),
         pytest.param(lambda s, t, d, p, r: {"error": d, "id": r.upper()}, False, id="the-id-changed"),
         pytest.param(lambda s, t, d, p, r: {"error": d, "id": r, "n": len(set(r))}, False, id="more-of-the-id"),
+        pytest.param(lambda s, t, d, p, r: {"error": d, "ref": "x" + r}, False, id="the-id-in-a-string"),
     ],
 )
 def test_a_refusal_body_is_kept_but_for_its_id_only_for_a_style_that_writes_the_id_as_given(
@@ -1689,6 +1690,42 @@ def test_a_head_read_before_the_refusals_are_bound_again_is_read_again() -> None
             shedding.bind(dataplane, routes, private=True, access_log_refusals_per_s=0)
             private = refused_on_the_head(shedding, "/models/sleepy/predict")
             assert private is not None and orjson.loads(private.split(b"\r\n\r\n", 1)[1])["detail"] == ANY_MODEL
+
+    run(main)
+
+
+@pytest.mark.parametrize("first", ["error", "request_id", "1", "sleepy"])
+def test_a_first_id_found_elsewhere_in_the_body_keeps_no_body_and_the_next_ones_are_whole(first: str) -> None:
+    """A client's id that the body holds elsewhere too (a word of the detail, a key) keeps nothing; the next refusals'
+    bodies are whole and their own, kept or not."""
+
+    async def main() -> None:
+        async with serving(access_log_refusals_per_s=0) as server:
+            server.full()
+            await server.refusing()
+            for rid in (first, "abc-1", "abc-2"):
+                answer = refused_on_the_head(server.shedding, headers=b"x-request-id: %s\r\n" % rid.encode())
+                assert answer is not None
+                assert orjson.loads(answer.split(b"\r\n\r\n", 1)[1]) == {"error": FULL, "request_id": rid}
+
+    run(main)
+
+
+def test_a_style_that_does_not_write_the_id_as_given_is_built_whole_for_each_refusal() -> None:
+    async def main() -> None:
+        async with serving(access_log_refusals_per_s=0) as server:
+            server.full()
+            await server.refusing()
+            odd = ErrorStyle(
+                "odd", "application/json", "Odd", lambda s, t, d, p, r: {"error": d, "id": r, "n": len(set(r))}
+            )
+            server.shedding.bind(server.dataplane, [("/models/{name}/predict", "records", odd)])
+            for rid in ("abc-1", "aaa-2"):
+                answer = refused_on_the_head(
+                    server.shedding, "/models/sleepy/predict", b"x-request-id: %s\r\n" % rid.encode()
+                )
+                assert answer is not None
+                assert orjson.loads(answer.split(b"\r\n\r\n", 1)[1]) == {"error": FULL, "id": rid, "n": len(set(rid))}
 
     run(main)
 

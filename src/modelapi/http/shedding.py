@@ -178,7 +178,8 @@ class Shedding:
         #: sends the same head again and again, and the pattern and the id's search were a fifth of a refusal
         self._heads: dict[bytes, tuple[int, bytes, str]] = {}
         #: each refusal body given lately, by style, detail and path, as the bytes before its request id and after
-        #: it: built and encoded once, not for each refusal (for a style that writes the id as given, ``_spliced``)
+        #: it: built and encoded once, not for each refusal (for a style that writes the id as a JSON string of its
+        #: own, ``_spliced``)
         self._bodies: dict[tuple[ErrorStyle, str, str], tuple[bytes, bytes]] = {}
         self._spliced: dict[ErrorStyle, bool] = {}
         #: the bound on the refusals' access lines; ``None``: every refusal writes its line
@@ -438,11 +439,13 @@ class Shedding:
             spliced = self._spliced.get(style)
             if spliced is None:
                 spliced = self._spliced[style] = _writes_id_as_given(style)
-            parts = body.split(rid.encode("latin-1"))
-            if spliced and len(parts) == 2:  # (an id found elsewhere too, a path's word say: not kept)
-                if len(bodies) >= _BODIES_KEPT:
-                    bodies.clear()
-                bodies[key] = (parts[0], parts[1])
+            if spliced:
+                # the id as a whole JSON string, found once (the same string elsewhere, a detail's, say: not kept)
+                parts = body.split(b'"%s"' % rid.encode("latin-1"))
+                if len(parts) == 2:
+                    if len(bodies) >= _BODIES_KEPT:
+                        bodies.clear()
+                    bodies[key] = (parts[0] + b'"', b'"' + parts[1])
         retry_after = b"%d" % dataplane.gate.book(shed.schedule, shed.at_least, client if named else None)
         holds = self._holds
         if holds is not None:
@@ -537,12 +540,12 @@ class HeldRead:
 
 
 def _writes_id_as_given(style: ErrorStyle) -> bool:
-    """Whether ``style``'s error body holds the request id once, as given, and depends on it no further: then a body
-    kept but for its id (``Shedding._bodies``) is the body for any id."""
+    """Whether ``style``'s error body holds the request id once, as a JSON string of its own, and depends on it no
+    further: then a body kept split around that string (``Shedding._bodies``) is the body for any id."""
     ids = ("aZ09._:-" * 4, "Zz-9" * 8)  # every character an id may hold (``well_formed_id``), mixed case
     bodies = [jsonutil.dumps(style.body(503, _TITLE, "detail", "/path", i)) for i in ids]
-    parts = bodies[0].split(ids[0].encode())
-    return len(parts) == 2 and bodies[1] == parts[0] + ids[1].encode() + parts[1]
+    parts = bodies[0].split(b'"%s"' % ids[0].encode())
+    return len(parts) == 2 and bodies[1] == b'%s"%s"%s' % (parts[0], ids[1].encode(), parts[1])
 
 
 def _own_request_id(head: bytes) -> str:
