@@ -41,7 +41,7 @@ from modelapi.http.shedding import RefusalLines, Shedding, _writes_id_as_given
 from modelapi.protocols import ErrorStyle
 from modelapi.protocols.base import PROBLEM
 from modelapi.protocols.v2.errors import V2_ERRORS
-from modelapi.security.slow_clients import CONNECTION, GONE, GuardedHttpToolsProtocol
+from modelapi.security.slow_clients import CONNECTION, GONE, LET_THROUGH, GuardedHttpToolsProtocol
 from modelapi.settings import Settings
 from toymodels import Sleepy
 
@@ -912,6 +912,30 @@ def test_an_early_retry_that_finds_room_is_not_held_but_run() -> None:
             server.room()  # the gate still refusing a while, but the model has room
             (retry,) = await conn.send(post(), timeout=1.0)
             assert retry.status == 200 and len(server.paths) == 2 and not holds.held  # run by the app as any
+
+    run(main)
+
+
+def test_a_whole_request_let_through_while_the_gate_refuses_is_judged_once_and_served() -> None:
+    """The gate still refusing a while, the model with room: ``refuse_read`` judges a request whole in one read,
+    finds room and lets it through (``LET_THROUGH``); the app serves it, and its head is not judged again."""
+
+    async def main() -> None:
+        async with serving(access_log_refusals_per_s=0) as server:
+            conn = await server.refusing_connection()
+            server.room()
+            dataplane = server.dataplane
+            assert server.shedding.refuse_read(post(), time.monotonic(), 1, False, "", 65536) is LET_THROUGH
+            asked: list[float] = []
+            shed = dataplane.shed
+
+            def counted(waited_s: float = 0.0) -> Any:
+                asked.append(waited_s)
+                return shed(waited_s)
+
+            dataplane.shed = counted  # type: ignore[method-assign]
+            (answer,) = await conn.send(post(), timeout=1.0)
+            assert answer.status == 200 and len(asked) == 1 and dataplane.gate.refusing
 
     run(main)
 

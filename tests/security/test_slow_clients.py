@@ -17,7 +17,7 @@ from uvicorn.server import ServerState
 
 from helpers.wire import Connection, Wire, parse_answers
 from modelapi.http.pacing import Paced, Pacing
-from modelapi.security.slow_clients import ARRIVED, BODY_IN, IN_PROGRESS, protocol_class
+from modelapi.security.slow_clients import ARRIVED, BODY_IN, IN_PROGRESS, LET_THROUGH, protocol_class
 
 
 async def exchange(request: bytes) -> tuple[list[dict[str, Any]], Wire]:
@@ -167,6 +167,39 @@ def test_a_request_refused_on_its_head_is_answered_by_the_shedders_app_and_the_n
     assert all(s[ARRIVED] > 0 and s["path"] == "/refused" for s in shedder.scopes)  # stamped as any request
     # each head is asked about with its arrival, the stamp its scope carries (its wait to be read counts)
     assert [s[ARRIVED] for s in shedder.scopes] == [shedder.arrived[0], shedder.arrived[2]]
+
+
+def test_a_whole_read_the_shedder_let_through_is_not_judged_again_on_its_head_and_the_next_head_is() -> None:
+    """``refuse_read`` judged a request whole in one read and found room (``LET_THROUGH``): the app serves it and
+    ``app_for`` is not asked about its head; a request after it, whose head comes in a read of its own, is."""
+
+    class LettingThrough(Refusing):
+        def refuse_read(self, data: bytes, *args: Any, **kwargs: Any) -> Any:
+            return LET_THROUGH if data.endswith(b"body") else None  # judged: room for it
+
+    shedder = LettingThrough()
+    served: list[str] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        served.append(scope["path"])
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    async def main() -> list[int]:
+        # as modelapi's server configures uvicorn: no access line of uvicorn's own (else the parser takes every read)
+        config = uvicorn.Config(app, log_config=None, lifespan="off", access_log=False)
+        config.load()
+        conn = Connection(app, shedder, config=config)
+        head = b"POST /judged HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\n"
+        answers = await conn.send(head + b"body")
+        conn.feed(head)  # the next request's head alone, then its body
+        answers += await conn.send(b"abcd")
+        conn.close()
+        return [a.status for a in answers]
+
+    assert asyncio.run(main()) == [200, 200]
+    assert served == ["/judged", "/judged"]
+    assert shedder.asked == [(b"POST", b"/judged")]  # the second request's head only
 
 
 def test_a_refusal_runs_behind_uvicorns_proxy_step_and_hands_on_to_the_servers_app_behind_it() -> None:

@@ -69,7 +69,7 @@ from ..dataplane import SHED_DETAIL
 from ..errors import EarlyRetry, Overloaded
 from ..events import RequestRejected
 from ..protocols import ErrorStyle, error_style_for
-from ..security.slow_clients import ARRIVED, CONNECTION, GONE, IN_PROGRESS
+from ..security.slow_clients import ARRIVED, CONNECTION, GONE, IN_PROGRESS, LET_THROUGH, LetThrough
 from .access import ACCESS_LOG, access_line, new_request_id, scan_headers, well_formed_id
 from .holds import RetryHolds, connection
 from .middleware import HSTS, STANDARD_RAW
@@ -293,12 +293,14 @@ class Shedding:
         root_path: str,
         max_head: int,
         in_progress: Sized | None = None,
-    ) -> bytes | HeldRead | None:
+    ) -> bytes | HeldRead | LetThrough | None:
         """The refusal of a request that came whole in one read (``data``, its head and all its body, nothing
         after it), as the bytes that follow its status line and the server's default headers; everything else
         giving it does, done (``_give``), but its access line: one is given here only once this second's lines
-        are all written (``RefusalLines``), or with access lines off. ``None``, with nothing done, for anything
-        else: the parser and ``app_for`` take the read as any. ``arrived``: when the read came
+        are all written (``RefusalLines``), or with access lines off. ``LET_THROUGH``, with nothing done, for a
+        request it judged and found room for: the parser takes the read, and ``app_for`` is not asked again.
+        ``None``, with nothing done, for anything else: the parser and ``app_for`` take the read as any.
+        ``arrived``: when the read came
         (``time.monotonic()``); ``client``: the connection's id (``CONNECTION``); ``https``: the connection's
         scheme (a request with ``X-Forwarded-`` headers is the parser's: from a trusted proxy, they name another);
         ``max_head``: the head's size limit (a head over it is the parser's, which refuses it with a 431).
@@ -349,7 +351,7 @@ class Shedding:
             return self._hold(holds, own_id, client, path, style, start, https, in_progress)
         shed = dataplane.shed(time.monotonic() - arrived)
         if shed is None:
-            return None
+            return LET_THROUGH  # judged as ``app_for`` would judge its head: the parser's, not asked again
         rid = own_id or new_request_id()
         body, retry_after = self._give(shed, protocol, style, path, rid, client, logging_on)
         return b"%s%d\r\nretry-after: %s\r\nx-request-id: %s\r\n%s%s\r\n%s" % (

@@ -127,12 +127,26 @@ class Shedder(Protocol):
         root_path: str,
         max_head: int,
         in_progress: Sized | None = None,
-    ) -> bytes | Held | None:
+    ) -> bytes | Held | LetThrough | None:
         """The refusal of a request whole in the read ``data`` (nothing after it), as the bytes after its status
         line and the server's default headers, all else giving it does done; an early retry held (``Held``: its
-        answer comes when the hold ends); or ``None``, with nothing done, to parse the read as any. ``client``:
-        the connection's ``CONNECTION``; ``max_head``: the head's size limit; ``in_progress``: the server's
-        requests in progress (``IN_PROGRESS``)."""
+        answer comes when the hold ends); ``LET_THROUGH``, with nothing done, for a request it judged just as
+        ``app_for`` would and found room for (the parser takes the read, and its head is not judged again); or
+        ``None``, with nothing done, to parse the read as any. ``client``: the connection's ``CONNECTION``;
+        ``max_head``: the head's size limit; ``in_progress``: the server's requests in progress
+        (``IN_PROGRESS``)."""
+
+
+class LetThrough:
+    """``Shedder.refuse_read``'s answer for a request whole in one read that it judged and did not refuse: the
+    parser takes the read, and ``app_for`` is not asked again on its head, whose judgement, made a moment before
+    in the same call, would be the same (under a flood the second one, with the route's match, was about 1 % of
+    a served request: docs/overload.md)."""
+
+    __slots__ = ()
+
+
+LET_THROUGH = LetThrough()
 
 
 class Held(Protocol):
@@ -187,6 +201,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         "_in_head",
         "_in_message",
         "_in_trailers",
+        "_judged",
         "_quiet_since",
         "_read_at",
         "_read_consumed",
@@ -225,6 +240,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._waiting: list[tuple[float, bytes]] | None = None
         self._waiting_bytes = 0
         self._read_at = 0.0  # while kept reads are taken: the time the one being parsed was read
+        # the read being parsed holds one request whose head ``refuse_read`` judged and let through (``LET_THROUGH``)
+        self._judged = False
         self._waiting_paused = False
         # uvicorn's proxy step, done on each head here (http/forwarded.py) instead of as a layer in front of the app:
         # every request's cycle, and every refusal, runs the app behind it on a scope the step has seen
@@ -405,7 +422,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._begun_in_read = False
         self._read_consumed = 0
         self._trailer_mark = False
-        HttpToolsProtocol.data_received(self, data)
+        try:
+            HttpToolsProtocol.data_received(self, data)
+        finally:
+            self._judged = False  # (its head's, if the parser got to it: not the next read's)
         if self._in_trailers:
             self._count_trailers(data)
         if self._in_head:
@@ -464,6 +484,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.tasks,
         )
         if answer is None:
+            return False
+        if isinstance(answer, LetThrough):
+            self._judged = True
             return False
         self._in_head = False  # (``_end_head``) a head was whole in the read: its timer, when due, finds none
         if not isinstance(answer, bytes):
@@ -573,7 +596,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         scope[CONNECTION] = self._connection_id  # type: ignore[literal-required]
         scope[GONE] = self.transport.is_closing  # type: ignore[literal-required]
         shedding = self.shedding
-        refuse = None if shedding is None else shedding.app_for(self.parser.get_method(), self.url, self.app, arrived)
+        if shedding is None or self._judged:
+            refuse = None
+        else:
+            refuse = shedding.app_for(self.parser.get_method(), self.url, self.app, arrived)
         if refuse is None:
             HttpToolsProtocol.on_headers_complete(self)
             return
