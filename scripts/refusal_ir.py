@@ -7,7 +7,7 @@ past the bound, which writes none).
 
     PYTHONHASHSEED=0 PYTHONPATH=$PWD/src valgrind --tool=callgrind --instr-atstart=no \\
         --toggle-collect=sys_call_tracing --callgrind-out-file=/tmp/cg.out \\
-        .venv/bin/python scripts/refusal_ir.py [head|held|served] N [--log-level warning] [--log-format text] \\
+        .venv/bin/python scripts/refusal_ir.py [head|held|served|room] N [--log-level warning] [--log-format text] \\
         [--only F] [--refusals-per-s 0]
     # then: Ir (the "Collected" line) / N
 
@@ -15,7 +15,9 @@ past the bound, which writes none).
 not held); ``held``: as ``head``, with early retries held (the default), each request a pair: the refusal, then at once
 its retry, which the protocol holds (``HeldRead``: held on the head with ``--refusals-per-s 0``, else by the app) for 60
 ms rather than its ``Retry-After`` and then answers, so N pairs (Ir / N: what a client that retries at once costs per
-refusal it is told); ``served``: every request served (the model's own predict included). After a warm-up, the script
+refusal it is told); ``served``: every request served (the model's own predict included); ``room``: as ``served``, with
+the gate refusing for good but the model with room, so every head is judged on its read and let through (a served
+request under a flood). After a warm-up, the script
 turns callgrind's instrumentation on and runs N requests inside ``sys.call_tracing``, the one function whose
 instructions are collected (as ``scripts/app_ir.py``). What a flood makes rare is kept out of the count: the access
 lines are written as ``PIPE_BUF`` of them fill (their delay is set to 10 s, where a flood fills the buffer long before
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import math
 import os
 import subprocess
 import sys
@@ -87,7 +90,11 @@ def main(kind: str, n: int, log_level: str, log_format: str, only: str | None = 
     loop.run_until_complete(lifespan.__aenter__())
     if kind == "held":
         _hold_briefly()
-    if kind != "served":
+    if kind == "room":
+        gate = app.state.dataplane.gate
+        gate.refusing = True  # and for good (no refusal a second ago, ever): every head is judged, and let through
+        gate.refused_at = math.inf
+    elif kind != "served":
         gate = app.state.dataplane.gate
         gate.inflight["iris"] = 1  # the model full: every request is refused on its head
         gate.refusing = True
