@@ -98,6 +98,17 @@ def test_a_small_answer_is_one_write_and_the_answer_to_head_is_not_held() -> Non
     assert len(wire.writes) == 1 and wire.writes[0].endswith(b"content-length: 2\r\n\r\n")
 
 
+def _serving_into(served: list[str]) -> Any:
+    """An app that answers every request ``200 {}`` and notes its path in ``served``."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        served.append(scope["path"])
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    return app
+
+
 class Refusing:
     """A shedder (``http/shedding.py``'s part) that refuses every POST to ``/refused`` on its head with a 503."""
 
@@ -147,11 +158,7 @@ class _Refusal:
 def test_a_request_refused_on_its_head_is_answered_by_the_shedders_app_and_the_next_by_the_servers() -> None:
     shedder = Refusing()
     served: list[str] = []
-
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        served.append(scope["path"])
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
-        await send({"type": "http.response.body", "body": b"{}"})
+    app = _serving_into(served)
 
     async def main() -> list[int]:
         conn = Connection(app, shedder)
@@ -179,11 +186,7 @@ def test_a_whole_read_the_shedder_let_through_is_not_judged_again_on_its_head_an
 
     shedder = LettingThrough()
     served: list[str] = []
-
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        served.append(scope["path"])
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
-        await send({"type": "http.response.body", "body": b"{}"})
+    app = _serving_into(served)
 
     async def main() -> list[int]:
         # as modelapi's server configures uvicorn: no access line of uvicorn's own (else the parser takes every read)
