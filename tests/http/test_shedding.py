@@ -910,8 +910,10 @@ def test_an_early_retry_that_finds_room_is_not_held_but_run() -> None:
             conn = await server.refusing_connection()
             holds = await told_to_wait(server, 30.0, conn)
             server.room()  # the gate still refusing a while, but the model has room
+            heads = asked_on_heads(server.shedding)
             (retry,) = await conn.send(post(), timeout=1.0)
             assert retry.status == 200 and len(server.paths) == 2 and not holds.held  # run by the app as any
+            assert heads == [INFER.encode()]  # not held, it was not judged on its read: it is on its head
 
     run(main)
 
@@ -934,8 +936,10 @@ def test_a_whole_request_let_through_while_the_gate_refuses_is_judged_once_and_s
                 return shed(waited_s)
 
             dataplane.shed = counted  # type: ignore[method-assign]
+            heads = asked_on_heads(server.shedding)
             (answer,) = await conn.send(post(), timeout=1.0)
             assert answer.status == 200 and len(asked) == 1 and dataplane.gate.refusing
+            assert heads == []  # judged on its read, by the protocol, not on its head
 
     run(main)
 
@@ -1680,6 +1684,19 @@ def test_a_refusal_body_is_kept_but_for_its_id_only_for_a_style_that_writes_the_
     """The refusal's body is kept per style, detail and path, and the request id put in its place, only for a style
     whose body holds the id once, as given, and nothing else of it; any other is built whole for each refusal."""
     assert _writes_id_as_given(ErrorStyle("s", "application/json", "S", body)) is kept
+
+
+def asked_on_heads(shedding: Shedding) -> list[bytes]:
+    """The targets ``shedding.app_for`` is asked about from now on (on the heads the parser completes)."""
+    asked: list[bytes] = []
+    app_for = shedding.app_for
+
+    def noted(method: bytes, url: bytes, app: Any, arrived: float) -> Any:
+        asked.append(url)
+        return app_for(method, url, app, arrived)
+
+    shedding.app_for = noted  # type: ignore[method-assign]
+    return asked
 
 
 def refused_on_the_head(shedding: Shedding, path: str = INFER, headers: bytes = b"") -> bytes | None:

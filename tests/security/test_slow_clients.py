@@ -195,14 +195,18 @@ def test_a_whole_read_the_shedder_let_through_is_not_judged_again_on_its_head_an
         conn = Connection(app, shedder, config=config)
         head = b"POST /judged HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\n"
         answers = await conn.send(head + b"body")
+        assert shedder.asked == []
         conn.feed(head)  # the next request's head alone, then its body
         answers += await conn.send(b"abcd")
+        assert shedder.asked == [(b"POST", b"/judged")]
+        # a shedder wrong about a read of two requests: the first head's judgement is not the second's
+        answers += await conn.send(head + b"abcd" + head + b"body", 2)
         conn.close()
         return [a.status for a in answers]
 
-    assert asyncio.run(main()) == [200, 200]
-    assert served == ["/judged", "/judged"]
-    assert shedder.asked == [(b"POST", b"/judged")]  # the second request's head only
+    assert asyncio.run(main()) == [200] * 4
+    assert served == ["/judged"] * 4
+    assert shedder.asked == [(b"POST", b"/judged")] * 2
 
 
 def test_a_refusal_runs_behind_uvicorns_proxy_step_and_hands_on_to_the_servers_app_behind_it() -> None:

@@ -1,7 +1,8 @@
 """Refusals under overload answered in the HTTP protocol, before any of the app runs.
 
 While the data plane's gate is refusing, the protocol (``security/slow_clients.py``) asks ``Shedding.app_for``
-on each request's head whether to refuse it there: a ``POST`` to an inference route (its path matches one of
+on each request's head (but one ``refuse_read`` already judged and let through, below) whether to refuse it
+there: a ``POST`` to an inference route (its path matches one of
 those routes' own patterns, as the router would match it; the literal end of the path, ``/infer``, ``/predict``,
 ``:predict``, is checked first, as ``http/fastpath.FastPath`` does) when ``DataPlane.shed`` says that every
 version of every ready model would refuse a call now. A path no route takes goes to the app (its 404); a model
