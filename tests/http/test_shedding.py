@@ -1206,10 +1206,11 @@ def test_a_read_the_parser_must_frame_is_left_to_it(read: bytes, statuses: list[
             await server.refusing()
             conn, split = (Connection(server, server.shedding, max_header_bytes=300) for _ in range(2))
             conn.protocol.access_log = split.protocol.access_log = False
-            before = len(parsed)
+            before, ran = len(parsed), len(server.paths)
             answers = await conn.send(read, len(statuses))
             assert [a.status for a in answers] == statuses
             assert len(parsed) > before
+            assert len(server.paths) == ran  # answered on the head (or by the parser): the app never ran
             # as the same bytes in two reads: the connection kept or closed alike
             split.feed(read[:20])
             await split.send(read[20:], len(statuses))
