@@ -20,6 +20,12 @@ left out and the median says so). A single pass compared each cell with the one 
 earlier, on a machine whose speed drifts within that time: the same code measured 85-133 % of saturated between
 runs.
 
+Then what many connections cost with no modelapi code and nothing refused (``connection_cells``): the HTTP floor
+(``floor.py``, a predict per request) in a closed loop at the same connection counts, in as many rounds, each
+count's answers against its own saturated cell's and the CPU an answer more than there, beside the CPU each
+successful request of modelapi's overload cells took more than its round's saturated cell: how much of the
+overload cells' loss is the platform's (uvloop, uvicorn and the kernel, serving that many connections in turn).
+
 Last, what a refusal costs over sockets: a server whose every request is refused (``bench/held.py``: its one
 request in flight holds the model), flooded by clients that retry at once with early retries not held; its CPU
 per answer against the saturated cell's CPU per served request (the issue's target: at most a tenth).
@@ -223,11 +229,12 @@ def cell(
     honour: bool,
     live: str = "/v2/health/live",
     ops: str | None = None,
+    path: str = "/v2/models/logreg/infer",
 ) -> CellResult:
     """One cell; ``ops``: the server's operations port (``http://host:port``), probed on new connections beside
-    the main port (without it, neither new-connection probe runs)."""
+    the main port (without it, neither new-connection probe runs); ``path``: where ``body`` is posted."""
     wrk = require("wrk", "install it with: apt-get install -y wrk")
-    url = srv.url + "/v2/models/logreg/infer"
+    url = srv.url + path
     pids = procfs.tree(srv.process.pid)
     cpu = procfs.cpu_seconds(pids)
     probes = [_probe_process(srv.url + live), _probe_process(url, body, honour)]
@@ -438,6 +445,62 @@ def refusal_cells(
     return out
 
 
+def connection_cells(
+    model: Path, body: workload.Body, counts: tuple[int, ...], seconds: int, rounds: int
+) -> list[list[CellResult]]:
+    """What many connections cost with no modelapi code and nothing refused: the HTTP floor (``floor.py``: uvicorn
+    and a bare ASGI app, a predict per request) in a closed loop at each of ``counts`` (the saturated count first),
+    in ``rounds`` as the overload cells. Its answers at 10x and 30x against its own at the saturated count are the
+    platform's share of what the overload cells lose: the event loop, uvicorn and the kernel with that many
+    connections, each served in turn."""
+    out = []
+    with servers.serve(servers.floor(model), core=SERVER_CORE, env=dict(os.environ), log_dir=RESULTS) as srv:
+        cell(srv, body, counts[0], 2, False, "/health", path="/predict")  # warm-up
+        for _ in range(rounds):
+            time.sleep(SETTLE_S)
+            out.append([cell(srv, body, n, seconds, False, "/health", path="/predict") for n in counts])
+    return out
+
+
+def _more_us(rounds: list[list[CellResult]], i: int) -> list[float | None]:
+    """Cell ``i``'s CPU per successful request (us) less its own round's saturated cell's, one per round."""
+    out: list[float | None] = []
+    for r in rounds:
+        here, sat = served_us(r[i]), served_us(r[0])
+        out.append(None if here is None or sat is None else here - sat)
+    return out
+
+
+def render_connections(floor: list[list[CellResult]], tables: list[tuple[bool, list[list[CellResult]]]]) -> str:
+    """The floor's cells (``connection_cells``), then what modelapi's successful requests cost more in the overload
+    cells than at saturation, the same way: beside each other, how much of the loss is the platform's."""
+    lines = [
+        "| connections | x saturation | answers/s, each round | vs its own saturated cell, each round | median | "
+        "CPU us an answer, each round | more than saturated (median) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for i in range(len(floor[0])):
+        x = f"{floor[0][i].connections / floor[0][0].connections:.0f}x"
+        rates = " / ".join(f"{r[i].ok_rps:,.0f}" for r in floor)
+        ratios = _ok_ratios(floor, i)
+        cpu = " / ".join("-" if (u := served_us(r[i])) is None else f"{u:.0f}" for r in floor)
+        more = _median(_more_us(floor, i))[0] if i else None
+        lines.append(
+            f"| {floor[0][i].connections} | {x} | {rates} | {' / '.join(_share(v) for v in ratios)} | "
+            f"{_share(_median(ratios)[0])} | {cpu} | {'-' if more is None else f'{more:+.0f}'} |"
+        )
+    lines.append("")
+    for honour, rounds in tables:
+        kind = "clients that wait" if honour else "clients that retry at once"
+        each = []
+        for i in range(1, len(rounds[0])):
+            more = _median(_more_us(rounds, i))[0]
+            x = f"{rounds[0][i].connections / rounds[0][0].connections:.0f}x"
+            each.append(f"{'-' if more is None else f'{more:+.0f}'} us at {x}")
+        lines.append(f"modelapi, {kind}: CPU per successful request more than saturated (median): {', '.join(each)}")
+    return "\n".join(lines)
+
+
 def render_refusals(cells: list[tuple[str, CellResult]], served: float | None) -> str:
     """``served``: the CPU per served request the refusals are compared with; ``None`` if no saturated cell
     served one (then no ratio, and the target fails)."""
@@ -600,6 +663,8 @@ def main(argv: list[str] | None = None) -> int:
                         print(f"{connections} connections: {got.ok_rps:,.0f} OK/s {got.statuses}", flush=True)
                     rounds.append(results)
                 tables.append((honour, rounds))
+        counts = (args.saturate, *(args.saturate * int(f) for f in args.factors.split(",")))
+        floor = connection_cells(work.model_path, work.body("rest", ROWS), counts, args.seconds, args.rounds)
         more = tuple(args.server_args.split())  # not the cells' queue budget (refusal_cells)
         refusals = refusal_cells(body, work.model_path, args.saturate * 10, args.seconds, more)
     meta = {
@@ -619,6 +684,8 @@ def main(argv: list[str] | None = None) -> int:
             else "clients that retry at once (wrk's default)"
         )
         text += f"\n\n### {title}\n\n" + render_rounds(rounds)
+    text += "\n\n### what many connections cost without modelapi: the HTTP floor, nothing refused\n\n"
+    text += render_connections(floor, tables)
     served = [s for r in tables[0][1] if (s := served_us(r[0])) is not None]  # rounds whose saturated cell served
     text += "\n\n### what a refusal costs: every request refused on its head\n\n"
     text += render_refusals(refusals, statistics.median(served) if served else None)

@@ -334,6 +334,30 @@ def test_a_rounds_table_shows_the_retry_after_answered_and_the_cpu_over_time_of_
     assert "1920 connections, the server's CPU each" not in text and "64 connections, the server's CPU" not in text
 
 
+def test_the_connections_table_sets_the_floors_loss_beside_modelapis_per_round_and_median() -> None:
+    """The HTTP floor's cells at each connection count, each round against its own saturated cell, and how much
+    more CPU a successful request took than at saturation, the floor's and modelapi's in the same units: how much
+    of the overload cells' loss the platform takes with many connections, nothing refused."""
+    from dataclasses import replace
+
+    from bench import overload
+
+    def floor(connections: int, answers: int, cpu_s: float) -> overload.CellResult:
+        return replace(_overload_cell(connections, answers, None), statuses={200: answers}, cpu_s=cpu_s)
+
+    rounds = [
+        [floor(64, 10_000, 5.0), floor(1920, 9_000, 5.0)],  # 500 us an answer, then 556
+        [floor(64, 5_000, 5.0), floor(1920, 5_000, 5.0)],  # a slowed round: its own ratio, 100 %
+        [floor(64, 10_000, 5.0), floor(1920, 8_000, 5.0)],  # 500, then 625
+    ]
+    waiting = [[_overload_cell(64, 1000, 10.0), _overload_cell(1920, 800, 12.0)]] * 3  # 1,000 us, then 1,250
+    text = overload.render_connections(rounds, [(True, waiting), (False, waiting[:1])])
+    assert "| 1920 | 30x | 1,800 / 1,000 / 1,600 | 90% / 100% / 80% | 90% | 556 / 1000 / 625 | +56 |" in text
+    assert "| 64 | 1x | 2,000 / 1,000 / 2,000 | 100% / 100% / 100% | 100% | 500 / 1000 / 500 | - |" in text
+    more = "CPU per successful request more than saturated (median): +250 us at 30x"
+    assert f"modelapi, clients that wait: {more}" in text and f"modelapi, clients that retry at once: {more}" in text
+
+
 @pytest.mark.parametrize(("connections", "batch_s"), [(64, 0.02), (1000, 0.0)])
 def test_the_overload_scripts_clients_each_wait_their_own_retry_after(
     tmp_path: Path, connections: int, batch_s: float
