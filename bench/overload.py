@@ -490,13 +490,18 @@ def render_connections(floor: list[list[CellResult]], tables: list[tuple[bool, l
             f"{_share(_median(ratios)[0])} | {cpu} | {'-' if more is None else f'{more:+.0f}'} |"
         )
     lines.append("")
+    cells = [c for r in floor for c in r]
+    # the floor answers every request: anything else (a timeout, a 5xx) would leave its cells' answers/s short unseen
+    bad = sorted({s for c in cells for s in c.statuses} - {200})
+    errors = sum(c.socket_errors for c in cells)
+    lines.append(f"the floor's statuses other than 200: {bad or 'none'}; socket errors: {errors}")
     for honour, rounds in tables:
         kind = "clients that wait" if honour else "clients that retry at once"
         each = []
         for i in range(1, len(rounds[0])):
-            more = _median(_more_us(rounds, i))[0]
+            more, of = _median(_more_us(rounds, i))
             x = f"{rounds[0][i].connections / rounds[0][0].connections:.0f}x"
-            each.append(f"{'-' if more is None else f'{more:+.0f}'} us at {x}")
+            each.append(f"{'-' if more is None else f'{more:+.0f}'} us at {x}{of}")
         lines.append(f"modelapi, {kind}: CPU per successful request more than saturated (median): {', '.join(each)}")
     return "\n".join(lines)
 

@@ -337,25 +337,35 @@ def test_a_rounds_table_shows_the_retry_after_answered_and_the_cpu_over_time_of_
 def test_the_connections_table_sets_the_floors_loss_beside_modelapis_per_round_and_median() -> None:
     """The HTTP floor's cells at each connection count, each round against its own saturated cell, and how much
     more CPU a successful request took than at saturation, the floor's and modelapi's in the same units: how much
-    of the overload cells' loss the platform takes with many connections, nothing refused."""
+    of the overload cells' loss the platform takes with many connections, nothing refused. A round whose saturated
+    cell served nothing has no figure and is left out of the medians, which say so."""
     from dataclasses import replace
 
     from bench import overload
 
-    def floor(connections: int, answers: int, cpu_s: float) -> overload.CellResult:
-        return replace(_overload_cell(connections, answers, None), statuses={200: answers}, cpu_s=cpu_s)
+    def cell(connections: int, answers: int, cpu_s: float, status: int = 200) -> overload.CellResult:
+        return replace(_overload_cell(connections, 0, None), statuses={status: answers}, cpu_s=cpu_s)
 
-    rounds = [
-        [floor(64, 10_000, 5.0), floor(1920, 9_000, 5.0)],  # 500 us an answer, then 556
-        [floor(64, 5_000, 5.0), floor(1920, 5_000, 5.0)],  # a slowed round: its own ratio, 100 %
-        [floor(64, 10_000, 5.0), floor(1920, 8_000, 5.0)],  # 500, then 625
+    floor = [
+        [cell(64, 10_000, 5.0), cell(1920, 9_000, 5.0)],  # 500 us an answer, then 556
+        [cell(64, 5_000, 5.0), cell(1920, 5_000, 5.0)],  # a slowed round: its own ratio, 100 %
+        [cell(64, 10_000, 5.0), cell(1920, 7_000, 5.0)],  # 500, then 714
     ]
-    waiting = [[_overload_cell(64, 1000, 10.0), _overload_cell(1920, 800, 12.0)]] * 3  # 1,000 us, then 1,250
-    text = overload.render_connections(rounds, [(True, waiting), (False, waiting[:1])])
-    assert "| 1920 | 30x | 1,800 / 1,000 / 1,600 | 90% / 100% / 80% | 90% | 556 / 1000 / 625 | +56 |" in text
+    waiting = [  # CPU per successful request, saturated then 30x
+        [cell(64, 1000, 1.0), cell(1920, 800, 1.0)],  # 1,000 us, then 1,250
+        [cell(64, 500, 1.0), cell(1920, 500, 1.05)],  # a slowed round: 2,000, then 2,100
+        [cell(64, 1000, 1.0), cell(1920, 1000, 1.1)],  # 1,000, then 1,100
+    ]
+    dead = [cell(64, 100, 1.0, status=503), cell(1920, 800, 1.0)]  # its saturated cell served nothing
+    text = overload.render_connections(floor, [(True, waiting), (False, [dead, *waiting[:2]])])
+    assert "| 1920 | 30x | 1,800 / 1,000 / 1,400 | 90% / 100% / 70% | 90% | 556 / 1000 / 714 | +56 |" in text
     assert "| 64 | 1x | 2,000 / 1,000 / 2,000 | 100% / 100% / 100% | 100% | 500 / 1000 / 500 | - |" in text
-    more = "CPU per successful request more than saturated (median): +250 us at 30x"
-    assert f"modelapi, clients that wait: {more}" in text and f"modelapi, clients that retry at once: {more}" in text
+    more = "CPU per successful request more than saturated (median)"
+    assert f"modelapi, clients that wait: {more}: +100 us at 30x (median of 3 rounds)" in text
+    assert f"modelapi, clients that retry at once: {more}: +175 us at 30x (median of 2 of 3 rounds)" in text
+    assert "the floor's statuses other than 200: none; socket errors: 0" in text
+    timed_out = [[*floor[0][:1], replace(floor[0][1], statuses={200: 9_000, 502: 3}, socket_errors=7)]]
+    assert "the floor's statuses other than 200: [502]; socket errors: 7" in overload.render_connections(timed_out, [])
 
 
 @pytest.mark.parametrize(("connections", "batch_s"), [(64, 0.02), (1000, 0.0)])
