@@ -150,6 +150,12 @@ _SERVE_FLAGS: dict[str, tuple[list[str], str, dict[str, Any]]] = {
         "seconds in-flight requests get to finish after SIGTERM (default 30)",
         {"type": float, "metavar": "SECONDS"},
     ),
+    "shutdown_delay_s": (
+        ["--shutdown-delay"],
+        "seconds after SIGTERM during which readiness answers 503 but requests are still accepted and served, "
+        "before the server closes: longer than a load balancer takes to stop sending (default 0)",
+        {"type": float, "metavar": "SECONDS"},
+    ),
     "batching": (
         ["--no-batching"],
         "run every request on its own: turn adaptive batching off for all models",

@@ -17,6 +17,7 @@ import shlex
 import signal
 import socket
 import sys
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import FrameType
@@ -165,7 +166,14 @@ def banner(dataplane: DataPlane, url: str, grpc_address: str | None = None, *, k
 
 class _Server(uvicorn.Server):
     """uvicorn's server, telling the lifecycle when it listens and when shutdown begins; with ``ops_socket``
-    (``--metrics-port``) it serves the operations port (``http/ops.py``) beside the main one."""
+    (``--metrics-port``) it serves the operations port (``http/ops.py``) beside the main one.
+
+    ``shutdown_delay_s`` (``--shutdown-delay``): on SIGTERM or SIGINT while ready, the server turns not-ready at
+    once but goes on accepting and serving that long before uvicorn's shutdown begins (a second signal begins it
+    at once). Why: the shutdown closes the listener and every idle keep-alive connection; a load balancer that
+    still counts the server in sends a request on such a connection as it closes, and that request is lost
+    (HAProxy closes its client's connection unanswered: docs/deployment.md). Waiting until the balancer's
+    readiness checks have taken the server out leaves no request in flight toward it when it closes."""
 
     def __init__(
         self,
@@ -173,12 +181,16 @@ class _Server(uvicorn.Server):
         lifecycle: Lifecycle,
         grpc: GrpcServer | None = None,
         ops_socket: socket.socket | None = None,
+        shutdown_delay_s: float = 0.0,
     ) -> None:
         super().__init__(config)
         self.lifecycle = lifecycle
         self.grpc = grpc  # --grpc-port: started and stopped with this server
         self.ops_socket = ops_socket
         self._ops: ops.Server | None = None
+        self.shutdown_delay_s = shutdown_delay_s
+        #: when the delayed shutdown begins (``time.monotonic()``), the signal that asked for it; None: none asked
+        self._delayed: tuple[float, int] | None = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)
@@ -203,13 +215,36 @@ class _Server(uvicorn.Server):
             if self._ops is not None:
                 await self._ops.stop(0.0 if self.force_exit else ops.STOP_WAIT_S)  # (a second signal: at once)
 
+    async def on_tick(self, counter: int) -> bool:
+        delayed = self._delayed
+        if delayed is not None and not self.should_exit and time.monotonic() >= delayed[0]:
+            self._delayed = None
+            contextvars.Context().run(self._begin_shutdown, delayed[1], None, True)
+        return await super().on_tick(counter)
+
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # a signal handler runs in the context of whatever it interrupted: a request's, whose id would then be on
         # the lines logged here (and on what they schedule), as if that request had asked for the shutdown
         contextvars.Context().run(self._handle_exit, sig, frame)
 
     def _handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if not self.should_exit and self.lifecycle.ready:  # (a server still starting has nothing to drain)
+        # (its own state, not ``ready``: under a supervisor the workers' shared readiness is off before they are
+        # signalled)
+        serving = self.lifecycle.state == "serving"
+        if self._delayed is None and self.shutdown_delay_s > 0 and not self.should_exit and serving:
+            log.info(
+                "shutting down in %g s: not ready, still serving while load balancers stop sending "
+                "(shutdown delay; a second signal: now)",
+                self.shutdown_delay_s,
+            )
+            self.lifecycle.drain()
+            self._delayed = (time.monotonic() + self.shutdown_delay_s, sig)  # (the tick loop begins it: on_tick)
+            return
+        delayed, self._delayed = self._delayed, None  # (a second signal during the delay: now)
+        self._begin_shutdown(sig, frame, delayed is not None or self.lifecycle.ready)
+
+    def _begin_shutdown(self, sig: int, frame: FrameType | None, was_ready: bool) -> None:
+        if not self.should_exit and was_ready:  # (a server still starting has nothing to drain)
             log.info(
                 "shutting down: not ready, not accepting; finishing %d open connections (grace period %g s)",
                 len(self.server_state.connections),
@@ -332,7 +367,7 @@ def serve_socket(
     if settings.log_level != "debug":
         # the banner says what uvicorn's start-up lines say; its warnings and errors still show
         logging.getLogger("uvicorn.error").setLevel(max(logging.WARNING, logging.getLogger("uvicorn.error").level))
-    server = _Server(config, lifecycle, grpc_server, metrics_socket)
+    server = _Server(config, lifecycle, grpc_server, metrics_socket, settings.shutdown_delay_s)
     # uvicorn re-raises a captured SIGTERM/SIGINT after its graceful shutdown; by then the work is done, so let
     # it land on a no-op handler and exit 0, as process supervisors expect of a clean stop.
     previous = {sig: signal.signal(sig, lambda signum, frame: None) for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -438,7 +473,7 @@ def run(settings: Settings, *, out: TextIO = sys.stdout) -> None:
         settings.workers,
         worker,
         sockets=[*sockets, *extra],
-        grace_period_s=settings.grace_period_s,
+        grace_period_s=settings.shutdown_delay_s + settings.grace_period_s,  # (each worker waits, then drains)
         on_ready=print_banner,
         on_exit=metrics.worker_died,  # its gauges go, its counts stay; before the replacement starts
     )

@@ -141,6 +141,14 @@ class Settings(BaseSettings):
     grace_period_s: float = Field(
         30.0, ge=0, description="seconds in-flight requests get to finish after SIGTERM before they are cut off"
     )
+    shutdown_delay_s: float = Field(
+        0.0,
+        ge=0,
+        le=600,
+        description="seconds between SIGTERM and closing: readiness answers 503 meanwhile while the server goes on "
+        "accepting and serving, so that a load balancer that checks readiness stops sending first and no request "
+        "meets a connection being closed (0: close at once; a second signal: at once)",
+    )
     batching: bool = Field(True, description="adaptive batching of concurrent requests (docs/batching.md)")
     batch_max_size: int = Field(1024, ge=1, description="most rows in one batch (a larger request runs alone)")
     batch_max_delay_ms: float = Field(

@@ -38,6 +38,7 @@ MODEL = "toymodels:IrisClassifier"
 ROWS = 1_000_000
 FEATURES = ("sepal_length", "sepal_width", "petal_length", "petal_width")
 LEASE_S = "4"  # a killed worker's job is re-sent within half a lease
+SHUTDOWN_DELAY_S = "2"
 
 
 def _env() -> dict[str, str]:
@@ -85,6 +86,8 @@ class Load:
     key: str
     threads: int = 3
     results: list[tuple[float, float, int]] = field(default_factory=list)  # (sent, answered, status; 0: error)
+    #: what each failure was, by when it was sent: the exception, or the status and the start of the answer's body
+    errors: list[tuple[float, str]] = field(default_factory=list)
     stopping: threading.Event = field(default_factory=threading.Event)
     _workers: list[threading.Thread] = field(default_factory=list)
 
@@ -98,10 +101,13 @@ class Load:
             try:
                 conn.request("POST", "/models/iris/predict", body, headers)
                 response = conn.getresponse()
-                response.read()
+                answer = response.read()
                 status = response.status
-            except (OSError, http.client.HTTPException):
+                if status != 200:
+                    self.errors.append((sent, f"{status} {answer[:160]!r}"))
+            except (OSError, http.client.HTTPException) as exc:
                 status = 0
+                self.errors.append((sent, repr(exc)))
                 conn.close()
                 conn = http.client.HTTPConnection(host, int(port), timeout=30)
             self.results.append((sent, time.monotonic(), status))
@@ -130,6 +136,10 @@ class Load:
             if start <= sent < end and status != 200:
                 out[status] = out.get(status, 0) + 1
         return out
+
+    def described(self, start: float, end: float) -> str:
+        """The failures of the requests sent in [start, end), as the client saw each (for an assertion's message)."""
+        return "; ".join(f"+{sent - start:.2f} s: {what}" for sent, what in self.errors if start <= sent < end)
 
     def in_flight(self, start: float, end: float) -> int:
         """Requests in flight at some moment of [start, end]: sent by ``end``, not answered before ``start``."""
@@ -242,6 +252,10 @@ def test_replicas_behind_haproxy(tmp_path: Path) -> None:
                         "0",
                         "--graceful-timeout",
                         "10",
+                        # past HAProxy's two failed checks half a second apart: it stops sending to a replica
+                        # before that replica closes its connections (docs/deployment.md)
+                        "--shutdown-delay",
+                        SHUTDOWN_DELAY_S,
                     ],
                     tmp_path / f"replica-{i + 1}.log",
                     balancer.direct[i],
@@ -307,7 +321,10 @@ def _phases(balancer: Balancer, replicas: list[Replica], workers: list[Replica],
         _wait_server(balancer, f"r{i + 1}", "UP", 30)
     sent, failed = load.between(phase, time.monotonic())
     figures["rolling restart"] = f"{failed} failed of {sent} requests in {time.monotonic() - phase:.1f} s"
-    assert sent > 0 and failed == 0, figures["rolling restart"]
+    ended = [line for line in (tmp_path / "haproxy.log").read_text().splitlines() if " api " in line]  # (httplog)
+    assert sent > 0 and failed == 0, (
+        f"{figures['rolling restart']}: {load.described(phase, time.monotonic())}; HAProxy: {ended[-5:]}"
+    )
 
     # kill -9 of a replica: at most the requests it had in flight fail; the balancer marks it down within 2 s
     killed = replicas[1]

@@ -94,3 +94,40 @@ def test_requests_still_running_after_the_grace_period_are_cut_off(workers: int,
     assert took < 8, f"took {took:.1f} s to stop with a 1 s grace period"
     assert len(result) == 1
     assert not (isinstance(result[0], httpx.Response) and result[0].status_code == 200)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_shutdown_delay_keeps_serving_while_not_ready_then_drains(workers: int, tmp_path: Path) -> None:
+    delay = 2.0
+    with serve(SLEEPY, "--workers", str(workers), "--shutdown-delay", str(delay), tmp_dir=tmp_path) as server:
+        with httpx.Client(base_url=server.url, timeout=10) as kept:
+            assert kept.post("/predict", json={"seconds": 0.01}).status_code == 200  # a connection kept alive
+            server.process.send_signal(signal.SIGTERM)
+            term_at = time.monotonic()
+            time.sleep(0.5)
+            # during the delay: not ready, but both the kept connection and a new one are served
+            assert kept.get("/v2/health/ready").status_code == 503
+            assert kept.post("/predict", json={"seconds": 0.01}).status_code == 200
+            assert not _refused(server.url), "the listener closed before the shutdown delay ended"
+            fresh = httpx.post(server.url + "/predict", json={"seconds": 0.01}, timeout=10)
+            assert fresh.status_code == 200, fresh.text
+            assert time.monotonic() - term_at < delay, "the checks above took longer than the delay"
+            # after it: the listener closes and the process exits 0
+            while not _refused(server.url) and time.monotonic() < term_at + delay + 3:
+                time.sleep(0.05)
+            refused_after = time.monotonic() - term_at
+        assert server.process.wait(timeout=30) == 0, server.log()
+    assert delay <= refused_after < delay + 3, f"the listener closed {refused_after:.1f} s after SIGTERM"
+
+
+def test_a_second_signal_during_the_shutdown_delay_shuts_down_at_once(tmp_path: Path) -> None:
+    with serve(SLEEPY, "--shutdown-delay", "30", tmp_dir=tmp_path) as server:
+        server.process.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        assert not _refused(server.url), "the listener closed before the shutdown delay ended"
+        server.process.send_signal(signal.SIGTERM)
+        t0 = time.monotonic()
+        code = server.process.wait(timeout=15)
+        took = time.monotonic() - t0
+    assert code == 0, server.log()
+    assert took < 5, f"took {took:.1f} s to stop after the second signal"

@@ -147,7 +147,9 @@ class Balancer:
 
 def haproxy_config(net: Network, front_port: int, direct_ports: Sequence[int], relays: Sequence[Relay],
                    stats_socket: Path) -> str:  # fmt: skip
-    """The test's haproxy.cfg: docs/deployment.md's recipe, with the namespaces and relays of the test."""
+    """The test's haproxy.cfg: docs/deployment.md's recipe, with the namespaces and relays of the test, and a log
+    of the requests that ended abnormally (``dontlog-normal``) on HAProxy's stderr (haproxy.log): a failure says
+    where it ended (its termination state) and how many times it was retried."""
     ns = f" namespace {net.hub}" if net.hub else ""
     servers = "\n".join(
         f"    server r{i + 1} {host}:{port}{ns} check inter 500 fall 2 rise 2 observe layer4 error-limit 1 "
@@ -158,8 +160,12 @@ def haproxy_config(net: Network, front_port: int, direct_ports: Sequence[int], r
         "global",
         f"    stats socket {stats_socket} mode 600 level admin",
         "    maxconn 2000",
+        "    log stderr format raw local0 info",
         "defaults",
         "    mode http",
+        "    log global",
+        "    option httplog",
+        "    option dontlog-normal",
         "    timeout connect 2s",
         "    timeout client 120s",
         "    timeout server 120s",
