@@ -169,11 +169,12 @@ class _Server(uvicorn.Server):
     (``--metrics-port``) it serves the operations port (``http/ops.py``) beside the main one.
 
     ``shutdown_delay_s`` (``--shutdown-delay``): on SIGTERM or SIGINT while ready, the server turns not-ready at
-    once but goes on accepting and serving that long before uvicorn's shutdown begins (a second signal begins it
-    at once). Why: the shutdown closes the listener and every idle keep-alive connection; a load balancer that
-    still counts the server in sends a request on such a connection as it closes, and that request is lost
-    (HAProxy closes its client's connection unanswered: docs/deployment.md). Waiting until the balancer's
-    readiness checks have taken the server out leaves no request in flight toward it when it closes."""
+    once but goes on accepting and serving that long before uvicorn's shutdown begins (SIGINT meanwhile stops it at
+    once; a repeated SIGTERM changes nothing). Why: the shutdown closes the listener and every idle keep-alive
+    connection; a load balancer that still counts the server in sends a request on such a connection as it closes,
+    and that request is lost (HAProxy closes its client's connection unanswered: docs/deployment.md). Waiting until
+    the balancer's readiness checks have taken the server out leaves no request in flight toward it when it
+    closes."""
 
     def __init__(
         self,
@@ -219,7 +220,7 @@ class _Server(uvicorn.Server):
         delayed = self._delayed
         if delayed is not None and not self.should_exit and time.monotonic() >= delayed[0]:
             self._delayed = None
-            contextvars.Context().run(self._begin_shutdown, delayed[1], None, True)
+            contextvars.Context().run(self._begin_shutdown, delayed[1], None, True, True)
         return await super().on_tick(counter)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
@@ -232,18 +233,30 @@ class _Server(uvicorn.Server):
         # signalled)
         serving = self.lifecycle.state == "serving"
         if self._delayed is None and self.shutdown_delay_s > 0 and not self.should_exit and serving:
-            log.info(
-                "shutting down in %g s: not ready, still serving while load balancers stop sending "
-                "(shutdown delay; a second signal: now)",
-                self.shutdown_delay_s,
-            )
+            # (the state first, then the line: a signal that interrupts the write finds the delay begun)
             self.lifecycle.drain()
             self._delayed = (time.monotonic() + self.shutdown_delay_s, sig)  # (the tick loop begins it: on_tick)
+            log.info(
+                "shutting down in %g s: not ready, still serving while load balancers stop sending "
+                "(shutdown delay; SIGINT: now)",
+                self.shutdown_delay_s,
+            )
             return
-        delayed, self._delayed = self._delayed, None  # (a second signal during the delay: now)
+        delayed = self._delayed
+        if delayed is not None and sig != signal.SIGINT:
+            # a repeated SIGTERM changes nothing: systemd and ``timeout`` signal every process of the group, and
+            # a supervisor's worker gets the supervisor's SIGTERM as well
+            return
+        self._delayed = None
         self._begin_shutdown(sig, frame, delayed is not None or self.lifecycle.ready)
+        if delayed is not None:
+            # SIGINT during the delay stops at once, as a second SIGINT does (and as the supervisor's forwarded
+            # SIGINT means): no drain of what is in flight
+            super().handle_exit(sig, frame)
 
-    def _begin_shutdown(self, sig: int, frame: FrameType | None, was_ready: bool) -> None:
+    def _begin_shutdown(self, sig: int, frame: FrameType | None, was_ready: bool, ticked: bool = False) -> None:
+        if ticked and self.should_exit:
+            return  # a signal came between the tick's check and this: it began the shutdown already
         if not self.should_exit and was_ready:  # (a server still starting has nothing to drain)
             log.info(
                 "shutting down: not ready, not accepting; finishing %d open connections (grace period %g s)",

@@ -147,7 +147,7 @@ class Settings(BaseSettings):
         le=600,
         description="seconds between SIGTERM and closing: readiness answers 503 meanwhile while the server goes on "
         "accepting and serving, so that a load balancer that checks readiness stops sending first and no request "
-        "meets a connection being closed (0: close at once; a second signal: at once)",
+        "meets a connection being closed (0: close at once; SIGINT during the delay: stop at once)",
     )
     batching: bool = Field(True, description="adaptive batching of concurrent requests (docs/batching.md)")
     batch_max_size: int = Field(1024, ge=1, description="most rows in one batch (a larger request runs alone)")
