@@ -248,11 +248,18 @@ class _Server(uvicorn.Server):
             # a supervisor's worker gets the supervisor's SIGTERM as well
             return
         self._delayed = None
-        self._begin_shutdown(sig, frame, delayed is not None or self.lifecycle.ready)
         if delayed is not None:
             # SIGINT during the delay stops at once, as a second SIGINT does (and as the supervisor's forwarded
-            # SIGINT means): no drain of what is in flight
+            # SIGINT means): what is in flight is cut, and the app's shutdown (the models' unload) does not run
+            log.warning(
+                "SIGINT during the shutdown delay: stopping now, cutting %d open connections",
+                len(self.server_state.connections),
+            )
+            self.lifecycle.drain()
             super().handle_exit(sig, frame)
+            super().handle_exit(sig, frame)
+            return
+        self._begin_shutdown(sig, frame, self.lifecycle.ready)
 
     def _begin_shutdown(self, sig: int, frame: FrameType | None, was_ready: bool, ticked: bool = False) -> None:
         if ticked and self.should_exit:

@@ -134,6 +134,15 @@ def test_serve_arg_graceful_timeout_is_refused(arg: str, capsys: pytest.CaptureF
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize("arg", ["--serve-arg=--shutdown-delay=60", "--serve-arg=--shutdown=60"])
+def test_serve_arg_shutdown_delay_is_refused(arg: str, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["deploy", "kserve", "--name", "iris", "--storage-uri", "gs://bucket/iris", "--image", IMAGE, arg]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"{arg}: the pod's grace period is not sized for it" in err
+    assert "Traceback" not in err
+
+
 def test_format_protocol_runtime_and_extra_args(tmp_path: Path) -> None:
     found = generate(
         tmp_path, "kserve", "--name", "churn", "--storage-uri", "s3://models/churn", "--image", IMAGE,

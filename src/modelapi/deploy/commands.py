@@ -138,6 +138,13 @@ def run_deploy(args: argparse.Namespace) -> int:
                 f"--serve-arg={arg}: give `modelapi deploy {args.deploy_target} --graceful-timeout SECONDS` "
                 f"instead; the {sized} terminationGracePeriodSeconds is sized from it"
             )
+        # the manifests' preStop pause does the shutdown delay's work (the pod leaves the endpoints first), and a
+        # delay inside the server would count against a grace period sized without it
+        if "--shutdown-delay" in meant:
+            raise ValueError(
+                f"--serve-arg={arg}: the pod's grace period is not sized for it; on Kubernetes the endpoints drop a "
+                "terminating pod whatever its readiness says, and the Deployment's preStop pause lets them first"
+            )
         # a gRPC port given to the server alone is in no container port, Service or NetworkPolicy: unreachable
         if "--grpc-port" in meant:
             if args.deploy_target == "kubernetes":
