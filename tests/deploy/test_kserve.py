@@ -125,21 +125,24 @@ def test_serverless_mode_leaves_the_grace_period_to_knative(tmp_path: Path) -> N
     assert _drain(isvc["spec"]["predictor"]["model"]["args"]) == 20
 
 
-@pytest.mark.parametrize("arg", ["--serve-arg=--graceful-timeout=60", "--serve-arg=--graceful=60"])
-def test_serve_arg_graceful_timeout_is_refused(arg: str, capsys: pytest.CaptureFixture[str]) -> None:
+GRACE_REFUSED = "give `modelapi deploy kserve --graceful-timeout SECONDS` instead"
+DELAY_REFUSED = "the pod's grace period is not sized for it"
+
+
+@pytest.mark.parametrize(
+    ("arg", "why"),
+    [
+        ("--serve-arg=--graceful-timeout=60", GRACE_REFUSED),
+        ("--serve-arg=--graceful=60", GRACE_REFUSED),
+        ("--serve-arg=--shutdown-delay=60", DELAY_REFUSED),
+        ("--serve-arg=--shutdown=60", DELAY_REFUSED),
+    ],
+)
+def test_serve_args_that_change_the_drain_are_refused(arg: str, why: str, capsys: pytest.CaptureFixture[str]) -> None:
     args = ["deploy", "kserve", "--name", "iris", "--storage-uri", "gs://bucket/iris", "--image", IMAGE, arg]
     assert main(args) == 2
     err = capsys.readouterr().err
-    assert f"{arg}: give `modelapi deploy kserve --graceful-timeout SECONDS` instead" in err
-    assert "Traceback" not in err
-
-
-@pytest.mark.parametrize("arg", ["--serve-arg=--shutdown-delay=60", "--serve-arg=--shutdown=60"])
-def test_serve_arg_shutdown_delay_is_refused(arg: str, capsys: pytest.CaptureFixture[str]) -> None:
-    args = ["deploy", "kserve", "--name", "iris", "--storage-uri", "gs://bucket/iris", "--image", IMAGE, arg]
-    assert main(args) == 2
-    err = capsys.readouterr().err
-    assert f"{arg}: the pod's grace period is not sized for it" in err
+    assert f"{arg}: {why}" in err
     assert "Traceback" not in err
 
 
