@@ -107,3 +107,29 @@ def test_workers_outliving_the_grace_period_are_killed(sock: socket.socket) -> N
     result, took = _run_with(sup, during)
     assert result == 1
     assert took < 10
+
+
+def test_a_shutdown_delay_puts_off_the_kill_by_as_long(sock: socket.socket) -> None:
+    """A worker serves on for its shutdown delay before it drains: the supervisor kills it only once the delay, the
+    grace period and the margin have all passed."""
+
+    def delayed(context: WorkerContext) -> int:
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        context.report_ready("")
+        stop.wait(60)
+        time.sleep(1.2)  # the delay (1 s), then a drain within the grace period
+        return 0
+
+    ready: list[str] = []
+    sup = Supervisor(
+        1, delayed, sockets=[sock], grace_period_s=0.5, shutdown_delay_s=1.0, kill_margin_s=0.5, on_ready=ready.append
+    )
+
+    def during(s: Supervisor) -> None:
+        _wait(lambda: bool(ready))
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    result, took = _run_with(sup, during)
+    assert result == 0, "killed before its shutdown delay and grace period were over"
+    assert took < 10

@@ -41,7 +41,7 @@ from .models.registry import PICKLE_SUFFIXES
 from .models.sklearn import import_skops
 from .repository.shared import SharedState
 from .security import tls
-from .security.slow_clients import protocol_class
+from .security.slow_clients import GuardedHttpToolsProtocol, protocol_class
 from .settings import Settings
 from .supervisor import Supervisor, WorkerContext
 
@@ -174,7 +174,8 @@ class _Server(uvicorn.Server):
     connection; a load balancer that still counts the server in sends a request on such a connection as it closes,
     and that request is lost (HAProxy closes its client's connection unanswered: docs/deployment.md). Waiting until
     the balancer's readiness checks have taken the server out leaves no request in flight toward it when it
-    closes."""
+    closes. Meanwhile every answer closes its connection (``protocol``'s ``close_after_answers``), so that clients
+    that do not check readiness leave it too."""
 
     def __init__(
         self,
@@ -183,6 +184,7 @@ class _Server(uvicorn.Server):
         grpc: GrpcServer | None = None,
         ops_socket: socket.socket | None = None,
         shutdown_delay_s: float = 0.0,
+        protocol: type[GuardedHttpToolsProtocol] | None = None,
     ) -> None:
         super().__init__(config)
         self.lifecycle = lifecycle
@@ -190,6 +192,8 @@ class _Server(uvicorn.Server):
         self.ops_socket = ops_socket
         self._ops: ops.Server | None = None
         self.shutdown_delay_s = shutdown_delay_s
+        #: the HTTP protocol's class, whose connections close after each answer once the delay has begun
+        self.protocol = protocol
         #: when the delayed shutdown begins (``time.monotonic()``), the signal that asked for it; None: none asked
         self._delayed: tuple[float, int] | None = None
 
@@ -236,6 +240,8 @@ class _Server(uvicorn.Server):
             # (the state first, then the line: a signal that interrupts the write finds the delay begun)
             self.lifecycle.drain()
             self._delayed = (time.monotonic() + self.shutdown_delay_s, sig)  # (the tick loop begins it: on_tick)
+            if self.protocol is not None:
+                self.protocol.close_after_answers()
             log.info(
                 "shutting down in %g s: not ready, still serving while load balancers stop sending "
                 "(shutdown delay; SIGINT: now)",
@@ -361,6 +367,13 @@ def serve_socket(
         if grpc_server is not None:
             await grpc_server.stopped()
 
+    http_protocol = protocol_class(
+        settings.header_timeout_s,
+        settings.max_header_bytes,
+        shedding,
+        pacing,
+        body_timeout_s=settings.body_timeout_s,
+    )
     config = uvicorn.Config(
         lifecycle,
         log_level=settings.log_level,
@@ -374,20 +387,14 @@ def serve_socket(
         # slow clients (docs/security.md#limits): idle keep-alive, request head time and size; the body's
         # deadline is the middleware's, and the protocol's for a body left to come after its request's answer
         timeout_keep_alive=settings.keep_alive_s,  # type: ignore[arg-type]
-        http=protocol_class(
-            settings.header_timeout_s,
-            settings.max_header_bytes,
-            shedding,
-            pacing,
-            body_timeout_s=settings.body_timeout_s,
-        ),
+        http=http_protocol,
         h11_max_incomplete_event_size=settings.max_header_bytes,
         **tls.uvicorn_options(settings),
     )
     if settings.log_level != "debug":
         # the banner says what uvicorn's start-up lines say; its warnings and errors still show
         logging.getLogger("uvicorn.error").setLevel(max(logging.WARNING, logging.getLogger("uvicorn.error").level))
-    server = _Server(config, lifecycle, grpc_server, metrics_socket, settings.shutdown_delay_s)
+    server = _Server(config, lifecycle, grpc_server, metrics_socket, settings.shutdown_delay_s, http_protocol)
     # uvicorn re-raises a captured SIGTERM/SIGINT after its graceful shutdown; by then the work is done, so let
     # it land on a no-op handler and exit 0, as process supervisors expect of a clean stop.
     previous = {sig: signal.signal(sig, lambda signum, frame: None) for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -493,7 +500,8 @@ def run(settings: Settings, *, out: TextIO = sys.stdout) -> None:
         settings.workers,
         worker,
         sockets=[*sockets, *extra],
-        grace_period_s=settings.shutdown_delay_s + settings.grace_period_s,  # (each worker waits, then drains)
+        grace_period_s=settings.grace_period_s,
+        shutdown_delay_s=settings.shutdown_delay_s,  # (each worker waits, then drains)
         on_ready=print_banner,
         on_exit=metrics.worker_died,  # its gauges go, its counts stay; before the replacement starts
     )

@@ -14,7 +14,8 @@ The supervisor:
   worker's metric gauges there);
 - restarts a worker that dies (with a growing pause if replacements keep failing before they are ready);
 - on SIGTERM or SIGINT turns every worker not-ready, closes its own copies of the sockets, forwards SIGTERM
-  (each worker stops accepting and drains within the grace period), and returns once all have exited;
+  (each worker serves on for its shutdown delay, if any, then stops accepting and drains within the grace
+  period; workers still running ``KILL_MARGIN_S`` after both are killed), and returns once all have exited;
   a SIGINT while shutting down (a second Ctrl+C) is forwarded as SIGINT, which makes the workers stop at
   once; a repeated SIGTERM changes nothing (systemd and ``timeout`` signal the whole process group);
 - raises ``ModelLoadError`` if a worker fails before the first start completed (a model that cannot load).
@@ -43,7 +44,7 @@ _FORWARDED = {signal.SIGTERM, signal.SIGINT}
 
 log = logging.getLogger("modelapi")
 
-#: seconds the supervisor waits beyond the grace period before it kills workers that still run
+#: seconds the supervisor waits beyond the shutdown delay and grace period before it kills workers that still run
 KILL_MARGIN_S = 5.0
 MAX_RESTART_DELAY_S = 30.0
 
@@ -84,6 +85,7 @@ class Supervisor:
         *,
         sockets: Sequence[socket.socket],
         grace_period_s: float,
+        shutdown_delay_s: float = 0.0,
         on_ready: Callable[[str], None] = lambda banner: None,
         on_exit: Callable[[int], None] = lambda pid: None,
         kill_margin_s: float = KILL_MARGIN_S,
@@ -94,6 +96,8 @@ class Supervisor:
         self._main = main
         self._sockets = list(sockets)  # the listeners, kept open here while workers come and go
         self._grace_period_s = grace_period_s
+        #: each worker serves this long after SIGTERM before it drains (``--shutdown-delay``): its kill comes later
+        self._shutdown_delay_s = shutdown_delay_s
         self._on_ready = on_ready
         self._on_exit = on_exit
         self._kill_margin_s = kill_margin_s
@@ -166,7 +170,10 @@ class Supervisor:
             self._restarts = [(when, index) for when, index in self._restarts if when > now]
             for index in due:
                 self._spawn(index, replacement=True)
-        elif now > self._stopping_since + self._grace_period_s + self._kill_margin_s and self._workers:
+        elif (
+            now > self._stopping_since + self._shutdown_delay_s + self._grace_period_s + self._kill_margin_s
+            and self._workers
+        ):
             log.error(
                 "workers %s still running %.0f s after SIGTERM: killing them", self.pids, now - self._stopping_since
             )
@@ -332,7 +339,15 @@ class Supervisor:
             self._signal_all(signal.SIGINT)
             return
         if self._workers and self._startup_error is None:
-            log.info("shutting down %d workers (grace period %g s)", len(self._workers), self._grace_period_s)
+            if self._shutdown_delay_s:
+                log.info(
+                    "shutting down %d workers (shutdown delay %g s, then grace period %g s)",
+                    len(self._workers),
+                    self._shutdown_delay_s,
+                    self._grace_period_s,
+                )
+            else:
+                log.info("shutting down %d workers (grace period %g s)", len(self._workers), self._grace_period_s)
         self._stopping_since = time.monotonic()
         self._restarts.clear()
         self._close_sockets()

@@ -12,6 +12,8 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from helpers.ports import free_port
+
 from .server import serve
 
 SLEEPY = "toymodels:Sleepy"
@@ -96,28 +98,58 @@ def test_requests_still_running_after_the_grace_period_are_cut_off(workers: int,
     assert not (isinstance(result[0], httpx.Response) and result[0].status_code == 200)
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_a_shutdown_delay_keeps_serving_while_not_ready_then_drains(workers: int, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("workers", "sig"),
+    [(1, signal.SIGTERM), (2, signal.SIGTERM), (1, signal.SIGINT)],
+    ids=["1-worker-SIGTERM", "2-workers-SIGTERM", "1-worker-SIGINT"],
+)
+def test_a_shutdown_delay_keeps_serving_while_not_ready_then_drains(workers: int, sig: int, tmp_path: Path) -> None:
     delay = 2.0
-    with serve(SLEEPY, "--workers", str(workers), "--shutdown-delay", str(delay), tmp_dir=tmp_path) as server:
+    ops_port = free_port()
+    args = ("--workers", str(workers), "--shutdown-delay", str(delay), "--metrics-port", str(ops_port))
+    with serve(SLEEPY, *args, tmp_dir=tmp_path) as server:
         with httpx.Client(base_url=server.url, timeout=10) as kept:
-            assert kept.post("/predict", json={"seconds": 0.01}).status_code == 200  # a connection kept alive
-            server.process.send_signal(signal.SIGTERM)
+            before = kept.post("/predict", json={"seconds": 0.01})  # a connection kept alive
+            assert before.status_code == 200 and "connection" not in before.headers
+            server.process.send_signal(sig)  # (SIGINT first, as Ctrl+C: the same delay)
             term_at = time.monotonic()
             time.sleep(0.5)
-            # during the delay: not ready, but both the kept connection and a new one are served
-            assert kept.get("/v2/health/ready").status_code == 503
-            assert kept.post("/predict", json={"seconds": 0.01}).status_code == 200
+            # during the delay: not ready on either port, but both the kept connection and a new one are served,
+            # each answer closing its connection, so that a client that does not check readiness leaves too
+            ready = kept.get("/v2/health/ready")
+            assert ready.status_code == 503 and ready.headers["connection"] == "close"
+            ops_ready = httpx.get(f"http://127.0.0.1:{ops_port}/v2/health/ready", timeout=5)
+            assert ops_ready.status_code == 503
+            again = kept.post("/predict", json={"seconds": 0.01})  # (on a new connection: the last one closed)
+            assert again.status_code == 200 and again.headers["connection"] == "close"
             assert not _refused(server.url), "the listener closed before the shutdown delay ended"
             fresh = httpx.post(server.url + "/predict", json={"seconds": 0.01}, timeout=10)
             assert fresh.status_code == 200, fresh.text
+            # a request still running when the delay ends is finished within the grace period
+            running = kept.build_request("POST", "/predict", json={"seconds": delay})
+            result: list[httpx.Response | Exception] = []
+            thread = threading.Thread(target=lambda: result.append(_send(kept, running)))
+            thread.start()
             assert time.monotonic() - term_at < delay, "the checks above took longer than the delay"
             # after it: the listener closes and the process exits 0
             while not _refused(server.url) and time.monotonic() < term_at + delay + 3:
                 time.sleep(0.05)
             refused_after = time.monotonic() - term_at
+            thread.join(timeout=30)
         assert server.process.wait(timeout=30) == 0, server.log()
-    assert delay <= refused_after < delay + 3, f"the listener closed {refused_after:.1f} s after SIGTERM"
+        log = server.log()
+    assert delay <= refused_after < delay + 3, f"the listener closed {refused_after:.1f} s after the signal"
+    assert len(result) == 1 and isinstance(result[0], httpx.Response), result
+    assert result[0].status_code == 200 and result[0].json()["prediction"] == delay
+    if workers > 1:  # the supervisor waits for both before it would kill a worker
+        assert "(shutdown delay 2 s, then grace period" in log, log
+
+
+def _send(client: httpx.Client, request: httpx.Request) -> httpx.Response | Exception:
+    try:
+        return client.send(request)
+    except httpx.HTTPError as exc:
+        return exc
 
 
 def test_during_the_shutdown_delay_sigint_stops_at_once_and_a_repeated_sigterm_changes_nothing(

@@ -576,6 +576,41 @@ def test_connection_close_and_http_1_0_are_honoured(version: str, headers: str) 
     run(main)
 
 
+@pytest.mark.parametrize("refused", [False, True], ids=["served", "refused-on-its-head"])
+def test_once_the_shutdown_delay_begins_every_answer_closes_its_connection(refused: bool) -> None:
+    """``--shutdown-delay``: the server goes on answering, each answer with ``connection: close``, so that a client
+    that does not check readiness comes back on a new connection (which a balancer sends elsewhere)."""
+
+    async def main() -> None:
+        async with serving() as server:
+            conn = await server.refusing_connection() if refused else server.connect()
+            (before,) = await conn.send(post())
+            assert "connection" not in before.headers and not conn.wire.closed
+            type(conn.protocol).close_after_answers()  # (as the server does when its delay begins)
+            (answer,) = await conn.send(post())
+            assert answer.status == (503 if refused else 200)
+            assert answer.headers["connection"] == "close" and conn.wire.closed
+            assert len(server.paths) == (1 if refused else 2)  # (refused on its head: never reached the app)
+
+    run(main)
+
+
+def test_once_the_shutdown_delay_begins_a_retry_held_on_the_head_is_answered_and_its_connection_closes() -> None:
+    async def main() -> None:
+        async with serving(hold_early_retries=True) as server:
+            conn = await server.refusing_connection()
+            holds = await told_to_wait(server, 0.1, conn)
+            conn.feed(post())
+            await asyncio.sleep(0.02)
+            assert holds.on_head
+            type(conn.protocol).close_after_answers()
+            (retry,) = await conn.answers(timeout=0.5)
+            assert retry.headers["retry-after"] == "0" and retry.headers["connection"] == "close"
+            assert conn.wire.closed
+
+    run(main)
+
+
 def test_a_refused_request_that_waits_for_100_continue_gets_its_answer_and_the_connection_closes() -> None:
     """Its client sends the body only after ``100 Continue``: kept open, the connection's next bytes could be
     the body or the next request; closed, neither side has to guess (RFC 9110 10.1.1)."""

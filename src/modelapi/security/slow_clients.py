@@ -48,7 +48,7 @@ import itertools
 import logging
 import time
 from collections.abc import Callable, Iterator, Sized
-from typing import Any, Final, Protocol
+from typing import Any, ClassVar, Final, Protocol
 from urllib.parse import unquote
 
 import httptools
@@ -223,6 +223,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     body_timeout_s: float = 60.0
     shedding: Shedder | None = None
     pacing: Pacing | None = None
+    #: the server's shutdown delay has begun (``server._Server``, ``--shutdown-delay``): every answer from now on
+    #: closes its connection, as Go's ``Server.Shutdown`` and nginx's graceful stop do. Why: a client on a kept
+    #: connection comes back on a new one, which a balancer sends elsewhere, or, past the delay, finds refused
+    #: (no request sent); kept, the connection would be closed idle when the shutdown begins, perhaps just as
+    #: the client's next request is on its way, and that request lost (docs/deployment.md). Set on the class
+    #: (``close_after_answers``): every connection of the process's server, those still to come included
+    closing: ClassVar[bool] = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -276,6 +283,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._quiet_since = 0.0
         #: an early retry held without a task (``_refuse_read``): reads that come meanwhile wait in ``_waiting``
         self._held: Held | None = None
+
+    @classmethod
+    def close_after_answers(cls) -> None:
+        """From now on every answer closes its connection (``closing``); idle connections stay open until the
+        server's shutdown closes them (a client may be sending on one now)."""
+        cls.closing = True
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -462,6 +475,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._in_message
             or self._in_body
             or self._stopping
+            or self.closing  # (the parser's path frames the answer with ``connection: close``)
             or self.pipeline
             or (cycle is not None and not cycle.response_complete)
             or self.limit_concurrency is not None
@@ -506,7 +520,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._held = None
         if self._holding.transport.is_closing():
             return
-        if self._stopping:
+        if self._stopping or self.closing:
             self._write_answer(b"connection: close\r\n" + answer)
             self.transport.close()
             return
@@ -603,6 +617,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             refuse = shedding.app_for(self.parser.get_method(), self.url, self.app, arrived)
         if refuse is None:
             HttpToolsProtocol.on_headers_complete(self)
+            if self.closing and self.cycle is not None:
+                self.cycle.keep_alive = False  # (its task has not run yet: its answer says ``connection: close``)
             return
         cycle = self.cycle
         if (cycle is None or cycle.response_complete) and self._answer_on_head(refuse):
@@ -617,6 +633,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             HttpToolsProtocol.on_headers_complete(self)
         finally:
             self.app = app
+        if self.closing and self.cycle is not None:
+            self.cycle.keep_alive = False
 
     def _answer_on_head(self, refusal: Refusal) -> bool:
         """Writes the refusal of the request whose head was just read, with no answer before it still to come,
@@ -657,7 +675,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         # turn by ``shutdown``); and a client waiting for ``100 Continue`` may or may not send the body now: the
         # connection's next bytes could be either, so it is closed (RFC 9110 10.1.1)
         keep_alive = (
-            http_version != "1.0" and parser.should_keep_alive() and not self._stopping and not self.expect_100_continue
+            http_version != "1.0"
+            and parser.should_keep_alive()
+            and not (self._stopping or self.closing)
+            and not self.expect_100_continue
         )
         if self.access_log:  # uvicorn's access line, as its cycle writes it (modelapi's server turns it off)
             self.access_logger.info(
