@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import threading
@@ -99,11 +100,15 @@ def test_requests_still_running_after_the_grace_period_are_cut_off(workers: int,
 
 
 @pytest.mark.parametrize(
-    ("workers", "sig"),
-    [(1, signal.SIGTERM), (2, signal.SIGTERM), (1, signal.SIGINT)],
-    ids=["1-worker-SIGTERM", "2-workers-SIGTERM", "1-worker-SIGINT"],
+    ("workers", "sig", "group"),
+    [(1, signal.SIGTERM, False), (2, signal.SIGTERM, False), (2, signal.SIGTERM, True), (1, signal.SIGINT, False)],
+    ids=["1-worker-SIGTERM", "2-workers-SIGTERM", "2-workers-SIGTERM-to-each", "1-worker-SIGINT"],
 )
-def test_a_shutdown_delay_keeps_serving_while_not_ready_then_drains(workers: int, sig: int, tmp_path: Path) -> None:
+def test_a_shutdown_delay_keeps_serving_while_not_ready_then_drains(
+    workers: int, sig: int, group: bool, tmp_path: Path
+) -> None:
+    """``group``: each worker is signalled as well as the supervisor, as systemd and ``timeout`` signal a whole
+    process group (each worker then has its own signal and the supervisor's forwarded one)."""
     delay = 2.0
     ops_port = free_port()
     args = ("--workers", str(workers), "--shutdown-delay", str(delay), "--metrics-port", str(ops_port))
@@ -111,6 +116,11 @@ def test_a_shutdown_delay_keeps_serving_while_not_ready_then_drains(workers: int
         with httpx.Client(base_url=server.url, timeout=10) as kept:
             before = kept.post("/predict", json={"seconds": 0.01})  # a connection kept alive
             assert before.status_code == 200 and "connection" not in before.headers
+            if group:
+                pids = server.worker_pids()
+                assert len(pids) == workers, pids
+                for pid in pids:
+                    os.kill(pid, sig)
             server.process.send_signal(sig)  # (SIGINT first, as Ctrl+C: the same delay)
             term_at = time.monotonic()
             time.sleep(0.5)
