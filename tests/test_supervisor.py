@@ -118,12 +118,12 @@ def test_a_shutdown_delay_puts_off_the_kill_by_as_long(sock: socket.socket) -> N
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         context.report_ready("")
         stop.wait(60)
-        time.sleep(1.2)  # the delay (1 s), then a drain within the grace period
+        time.sleep(1.5)  # the delay (2 s) not yet over: past the grace period and the margin without it
         return 0
 
     ready: list[str] = []
     sup = Supervisor(
-        1, delayed, sockets=[sock], grace_period_s=0.5, shutdown_delay_s=1.0, kill_margin_s=0.5, on_ready=ready.append
+        1, delayed, sockets=[sock], grace_period_s=0.5, shutdown_delay_s=2.0, kill_margin_s=0.5, on_ready=ready.append
     )
 
     def during(s: Supervisor) -> None:

@@ -196,6 +196,8 @@ class _Server(uvicorn.Server):
         self.protocol = protocol
         #: when the delayed shutdown begins (``time.monotonic()``), the signal that asked for it; None: none asked
         self._delayed: tuple[float, int] | None = None
+        #: the delay began and the connections' requests already read are still to be told to close (``on_tick``)
+        self._to_close = False
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)
@@ -221,6 +223,13 @@ class _Server(uvicorn.Server):
                 await self._ops.stop(0.0 if self.force_exit else ops.STOP_WAIT_S)  # (a second signal: at once)
 
     async def on_tick(self, counter: int) -> bool:
+        if self._to_close:
+            # on the loop, not in the signal handler, which may have interrupted a connection's own code: the
+            # requests each connection had already read close it after their answers (``closing`` takes the rest)
+            self._to_close = False
+            for connection in self.server_state.connections:
+                if isinstance(connection, GuardedHttpToolsProtocol):
+                    connection.close_after_answer()
         delayed = self._delayed
         if delayed is not None and not self.should_exit and time.monotonic() >= delayed[0]:
             self._delayed = None
@@ -242,6 +251,7 @@ class _Server(uvicorn.Server):
             self._delayed = (time.monotonic() + self.shutdown_delay_s, sig)  # (the tick loop begins it: on_tick)
             if self.protocol is not None:
                 self.protocol.close_after_answers()
+                self._to_close = True
             log.info(
                 "shutting down in %g s: not ready, still serving while load balancers stop sending "
                 "(shutdown delay; SIGINT: now)",

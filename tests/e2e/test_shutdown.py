@@ -7,6 +7,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -113,9 +114,23 @@ def test_a_shutdown_delay_keeps_serving_while_not_ready_then_drains(
     ops_port = free_port()
     args = ("--workers", str(workers), "--shutdown-delay", str(delay), "--metrics-port", str(ops_port))
     with serve(SLEEPY, *args, tmp_dir=tmp_path) as server:
-        with httpx.Client(base_url=server.url, timeout=10) as kept:
+        with httpx.Client(base_url=server.url, timeout=10) as kept, httpx.Client(timeout=30) as slow:
             before = kept.post("/predict", json={"seconds": 0.01})  # a connection kept alive
             assert before.status_code == 200 and "connection" not in before.headers
+            # a request in progress when the signal comes (its head read, its body still to come): its answer, after
+            # the signal, closes its connection too
+            release = threading.Event()
+
+            def body() -> Iterator[bytes]:
+                yield b'{"seconds": '
+                release.wait(10)
+                yield b"0.01}"
+
+            in_progress = slow.build_request("POST", server.url + "/predict", content=body())
+            before_signal: list[httpx.Response | Exception] = []
+            sent = threading.Thread(target=lambda: before_signal.append(_send(slow, in_progress)))
+            sent.start()
+            time.sleep(0.3)
             if group:
                 pids = server.worker_pids()
                 assert len(pids) == workers, pids
@@ -134,7 +149,9 @@ def test_a_shutdown_delay_keeps_serving_while_not_ready_then_drains(
             assert again.status_code == 200 and again.headers["connection"] == "close"
             assert not _refused(server.url), "the listener closed before the shutdown delay ended"
             fresh = httpx.post(server.url + "/predict", json={"seconds": 0.01}, timeout=10)
-            assert fresh.status_code == 200, fresh.text
+            assert fresh.status_code == 200 and fresh.headers["connection"] == "close", fresh.text
+            release.set()
+            sent.join(timeout=10)
             # a request still running when the delay ends is finished within the grace period
             running = kept.build_request("POST", "/predict", json={"seconds": delay})
             result: list[httpx.Response | Exception] = []
@@ -149,8 +166,11 @@ def test_a_shutdown_delay_keeps_serving_while_not_ready_then_drains(
         assert server.process.wait(timeout=30) == 0, server.log()
         log = server.log()
     assert delay <= refused_after < delay + 3, f"the listener closed {refused_after:.1f} s after the signal"
-    assert len(result) == 1 and isinstance(result[0], httpx.Response), result
-    assert result[0].status_code == 200 and result[0].json()["prediction"] == delay
+    assert len(before_signal) == 1 and len(result) == 1, (before_signal, result)
+    for answer in (*before_signal, *result):
+        assert isinstance(answer, httpx.Response), repr(answer)
+        assert answer.status_code == 200 and answer.headers["connection"] == "close", answer.text
+    assert len(result) == 1 and result[0].json()["prediction"] == delay
     if workers > 1:  # the supervisor waits for both before it would kill a worker
         assert "(shutdown delay 2 s, then grace period" in log, log
 

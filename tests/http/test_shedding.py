@@ -595,6 +595,30 @@ def test_once_the_shutdown_delay_begins_every_answer_closes_its_connection(refus
     run(main)
 
 
+def test_a_request_in_progress_when_the_shutdown_delay_begins_closes_its_connection_after_its_answer() -> None:
+    """Read before the class's flag was set: the server tells each connection (``close_after_answer``)."""
+
+    async def main() -> None:
+        async with serving() as server:
+            conn = server.connect()
+            body = orjson.dumps({"seconds": 0.2})
+            conn.feed(post("/predict", body=body))
+            await asyncio.sleep(0.05)
+            assert not conn.wire.writes  # in progress
+            type(conn.protocol).close_after_answers()
+            conn.protocol.close_after_answer()
+            (answer,) = await conn.answers()
+            assert answer.status == 200 and answer.headers["connection"] == "close" and conn.wire.closed
+
+    run(main)
+
+
+def test_only_a_servers_own_protocol_class_is_told_to_close_after_answers() -> None:
+    with pytest.raises(TypeError):
+        GuardedHttpToolsProtocol.close_after_answers()  # (it would reach every server of the process)
+    assert not GuardedHttpToolsProtocol.closing
+
+
 def test_once_the_shutdown_delay_begins_a_retry_held_on_the_head_is_answered_and_its_connection_closes() -> None:
     async def main() -> None:
         async with serving(hold_early_retries=True) as server:

@@ -286,9 +286,23 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     @classmethod
     def close_after_answers(cls) -> None:
-        """From now on every answer closes its connection (``closing``); idle connections stay open until the
-        server's shutdown closes them (a client may be sending on one now)."""
+        """From now on every answer closes its connection (``closing``), for requests read from now on; those
+        already read are the connections' own (``close_after_answer``). Idle connections stay open until the
+        keep-alive timeout or the server's shutdown closes them (a client may be sending on one now). Only on a
+        class ``protocol_class`` made, one server's: on this one it would reach every server of the process."""
+        if cls is GuardedHttpToolsProtocol:
+            raise TypeError("close_after_answers: on a server's own class (protocol_class), not the base class")
         cls.closing = True
+
+    def close_after_answer(self) -> None:
+        """The requests already read on this connection close it after their answers (``closing``, for those
+        read before it was set): the one in progress, whose answer may have begun without ``connection: close``
+        (then the connection still closes after it), and those pipelined behind it."""
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            cycle.keep_alive = False
+        for queued, _ in self.pipeline:
+            queued.keep_alive = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -615,10 +629,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             refuse = None
         else:
             refuse = shedding.app_for(self.parser.get_method(), self.url, self.app, arrived)
+        before = self.cycle
         if refuse is None:
             HttpToolsProtocol.on_headers_complete(self)
-            if self.closing and self.cycle is not None:
-                self.cycle.keep_alive = False  # (its task has not run yet: its answer says ``connection: close``)
+            # (its task has not run yet: its answer says ``connection: close``; an upgrade makes no cycle)
+            if self.closing and self.cycle is not before:
+                self.cycle.keep_alive = False
             return
         cycle = self.cycle
         if (cycle is None or cycle.response_complete) and self._answer_on_head(refuse):
@@ -633,7 +649,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             HttpToolsProtocol.on_headers_complete(self)
         finally:
             self.app = app
-        if self.closing and self.cycle is not None:
+        if self.closing and self.cycle is not before:
             self.cycle.keep_alive = False
 
     def _answer_on_head(self, refusal: Refusal) -> bool:
