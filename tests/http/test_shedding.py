@@ -619,22 +619,6 @@ def test_only_a_servers_own_protocol_class_is_told_to_close_after_answers() -> N
     assert not GuardedHttpToolsProtocol.closing
 
 
-def test_once_the_shutdown_delay_begins_a_retry_held_on_the_head_is_answered_and_its_connection_closes() -> None:
-    async def main() -> None:
-        async with serving(hold_early_retries=True) as server:
-            conn = await server.refusing_connection()
-            holds = await told_to_wait(server, 0.1, conn)
-            conn.feed(post())
-            await asyncio.sleep(0.02)
-            assert holds.on_head
-            type(conn.protocol).close_after_answers()
-            (retry,) = await conn.answers(timeout=0.5)
-            assert retry.headers["retry-after"] == "0" and retry.headers["connection"] == "close"
-            assert conn.wire.closed
-
-    run(main)
-
-
 def test_a_refused_request_that_waits_for_100_continue_gets_its_answer_and_the_connection_closes() -> None:
     """Its client sends the body only after ``100 Continue``: kept open, the connection's next bytes could be
     the body or the next request; closed, neither side has to guess (RFC 9110 10.1.1)."""
@@ -890,15 +874,22 @@ def test_what_a_client_sends_while_its_retry_is_held_on_the_head_is_read_after_i
     run(main)
 
 
-def test_the_server_stopping_answers_a_retry_held_on_the_head_at_once_and_closes_its_connection() -> None:
+@pytest.mark.parametrize("stopping", [True, False], ids=["stopping", "shutdown-delay"])
+def test_the_server_ending_answers_a_retry_held_on_the_head_and_closes_its_connection(stopping: bool) -> None:
+    """Stopping: answered at once (its hold cut short). Once the shutdown delay begins: answered when its hold ends,
+    with ``connection: close``, as every answer then."""
+
     async def main() -> None:
         async with serving(hold_early_retries=True) as server:
             conn = await server.refusing_connection()
-            holds = await told_to_wait(server, 30.0, conn)
+            holds = await told_to_wait(server, 30.0 if stopping else 0.1, conn)
             conn.feed(post())
             await asyncio.sleep(0.02)
             assert holds.on_head
-            conn.protocol.shutdown()
+            if stopping:
+                conn.protocol.shutdown()
+            else:
+                type(conn.protocol).close_after_answers()
             (retry,) = await conn.answers(timeout=0.5)
             assert retry.headers["retry-after"] == "0" and retry.headers["connection"] == "close"
             assert conn.wire.closed and not holds.held and not holds.on_head
