@@ -18,6 +18,7 @@ from starlette.applications import Starlette
 
 from modelapi import logs
 from modelapi.http.lifecycle import Lifecycle
+from modelapi.security.slow_clients import GuardedHttpToolsProtocol, protocol_class
 from modelapi.server import _Server, base_url, bind
 from modelapi.settings import Settings
 
@@ -125,6 +126,40 @@ def test_the_banner_names_each_versions_format_where_they_differ(tmp_path: Path)
     lines = asyncio.run(shown()).splitlines()
     assert "  - mixed (versions 1, 2: sklearn; 3: onnx): http://127.0.0.1:17000/models/mixed" in lines
     assert "  - same (sklearn, version 1, 2): http://127.0.0.1:17000/models/same" in lines
+
+
+def test_when_the_shutdown_delay_begins_the_requests_already_read_close_their_connections_on_the_next_tick() -> None:
+    """The class's flag takes the requests read from the signal on; those read before it are marked on the loop's
+    next tick (not in the signal handler, which may have interrupted a connection's own code): the last one read
+    and those pipelined, but not one whose answer has begun (its head went out without ``connection: close``)."""
+    config = uvicorn.Config(Starlette(), lifespan="off", log_config=None)
+    config.load()
+    lifecycle = Lifecycle(Starlette)
+    lifecycle.state = "serving"
+    protocol = protocol_class(10.0, 65536)
+    server = _Server(config, lifecycle, shutdown_delay_s=30.0, protocol=protocol)
+
+    loop = asyncio.new_event_loop()
+
+    def connection(started: bool, pipelined: int = 0) -> GuardedHttpToolsProtocol:
+        conn = protocol(config=config, server_state=server.server_state, app_state={}, _loop=loop)
+        conn.cycle = SimpleNamespace(response_started=started, keep_alive=True)  # type: ignore[assignment]
+        conn.pipeline.extend((SimpleNamespace(keep_alive=True), None) for _ in range(pipelined))  # type: ignore[misc]
+        server.server_state.connections.add(conn)
+        return conn
+
+    waiting, answering = connection(False, pipelined=2), connection(True)
+    server.server_state.connections.add(object())  # type: ignore[arg-type]  # (another protocol's)
+    server.handle_exit(signal.SIGTERM, None)
+    assert protocol.closing and not GuardedHttpToolsProtocol.closing
+    assert waiting.cycle.keep_alive  # not in the handler
+    try:
+        loop.run_until_complete(server.on_tick(1))
+    finally:
+        loop.close()
+    assert not waiting.cycle.keep_alive and not any(c.keep_alive for c, _ in waiting.pipeline)
+    assert answering.cycle.keep_alive
+    assert not server.should_exit  # (still serving: the delay has 30 s to run)
 
 
 def test_the_shutdown_line_names_no_request_though_the_signal_came_during_one(

@@ -601,7 +601,7 @@ def test_a_request_in_progress_when_the_shutdown_delay_begins_closes_its_connect
     async def main() -> None:
         async with serving() as server:
             conn = server.connect()
-            body = orjson.dumps({"seconds": 0.2})
+            body = orjson.dumps({"seconds": 0.5})
             conn.feed(post("/predict", body=body))
             await asyncio.sleep(0.05)
             assert not conn.wire.writes  # in progress

@@ -296,10 +296,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def close_after_answer(self) -> None:
         """The requests already read on this connection close it after their answers (``closing``, for those
-        read before it was set): the one in progress, whose answer may have begun without ``connection: close``
-        (then the connection still closes after it), and those pipelined behind it."""
+        read before it was set): the last one read (the one in progress when none is pipelined) and those
+        pipelined. Not one whose answer has begun: its head went out without ``connection: close``, and closing
+        after it would take its client unawares, perhaps as its next request is on the way; that next request,
+        read after the flag, is answered with ``connection: close``."""
         cycle = self.cycle
-        if cycle is not None and not cycle.response_complete:
+        if cycle is not None and not cycle.response_started:
             cycle.keep_alive = False
         for queued, _ in self.pipeline:
             queued.keep_alive = False
